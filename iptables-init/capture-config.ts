@@ -1,0 +1,189 @@
+import { isIP } from 'node:net';
+
+/**
+ * The capture configuration: the one contract between the webhook (which builds it from a pod and
+ * its `traffic.sidecar.istio.io/*` annotations) and the init container (which turns it into nat
+ * rules). It travels as command-line flags; `captureConfigToArgs` and the `iptables` command's
+ * parser are inverses of each other. Semantics follow istio-iptables (REDIRECT mode).
+ */
+export interface CaptureConfig {
+  /** Where captured outbound TCP goes (APISIX's outbound listener). */
+  outboundPort: number;
+  /** Where captured inbound TCP goes (APISIX's inbound listener). */
+  inboundPort: number;
+  /** Traffic of this uid is never captured (the agent and APISIX run as it). */
+  proxyUid: number;
+  /** Traffic of this gid is never captured; defaults to the uid. */
+  proxyGid: number;
+  /** `'*'` captures every inbound port but the excluded ones; a list captures only those; `[]` none. */
+  inboundPorts: '*' | number[];
+  /** Never captured inbound; only meaningful when `inboundPorts` is `'*'`. */
+  excludeInboundPorts: number[];
+  /** `'*'` captures every destination; a CIDR list only those; `[]` none (ports may still capture). */
+  outboundIpRanges: '*' | string[];
+  /** Destinations never captured; evaluated before every include. */
+  excludeOutboundIpRanges: string[];
+  /** Destination ports captured whatever the IP. */
+  outboundPorts: number[];
+  /** Destination ports never captured. */
+  excludeOutboundPorts: number[];
+  /** Interfaces captured in neither direction. */
+  excludeInterfaces: string[];
+  /** `auto`: IPv6 rules when the pod has a global IPv6 address. */
+  ipv6: 'auto' | 'on' | 'off';
+}
+
+export const defaultCaptureConfig: Readonly<CaptureConfig> = Object.freeze({
+  outboundPort: 15001,
+  inboundPort: 15006,
+  proxyUid: 1337,
+  proxyGid: 1337,
+  inboundPorts: '*',
+  excludeInboundPorts: [15020, 15021, 15090],
+  outboundIpRanges: '*',
+  excludeOutboundIpRanges: [],
+  outboundPorts: [],
+  excludeOutboundPorts: [],
+  excludeInterfaces: [],
+  ipv6: 'auto',
+});
+
+/**
+ * A value that cannot be captured. `source` names where it came from — a flag (`--inbound-ports`)
+ * or a pod annotation — so that the person who wrote it can find it.
+ */
+export class CaptureConfigError extends Error {
+  constructor(
+    readonly source: string,
+    readonly value: string,
+    reason: string,
+  ) {
+    super(`${source}: ${JSON.stringify(value)} ${reason}`);
+    this.name = 'CaptureConfigError';
+  }
+}
+
+function splitList(value: string): string[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+/** A TCP port, 1–65535. */
+export function parsePort(value: string, source: string): number {
+  const trimmed = value.trim();
+  if (!/^\d{1,5}$/.test(trimmed)) throw new CaptureConfigError(source, value, 'is not a port number');
+  const port = Number(trimmed);
+  if (port < 1 || port > 65535) throw new CaptureConfigError(source, value, 'is not a port in 1-65535');
+  return port;
+}
+
+/** A comma-separated port list; empty means none. `*` is refused (use `parsePortSelection`). */
+export function parsePortList(value: string, source: string): number[] {
+  const ports: number[] = [];
+  for (const item of splitList(value)) {
+    if (item === '*') throw new CaptureConfigError(source, value, 'may not contain "*" (it is an exclude or port list)');
+    let port: number;
+    try {
+      port = parsePort(item, source);
+    } catch {
+      throw new CaptureConfigError(source, value, `contains ${JSON.stringify(item)}, which is not a port in 1-65535`);
+    }
+    if (!ports.includes(port)) ports.push(port);
+  }
+  return ports;
+}
+
+/** `*` or a port list (empty = nothing). */
+export function parsePortSelection(value: string, source: string): '*' | number[] {
+  return value.trim() === '*' ? '*' : parsePortList(value, source);
+}
+
+/**
+ * One CIDR, IPv4 or IPv6, returned in canonical text as given (a bare address is refused, as Istio's
+ * `netip.ParsePrefix` refuses it). Host bits may be set (Istio accepts `127.0.0.1/24`).
+ */
+export function parseCidr(value: string, source: string): string {
+  const slash = value.indexOf('/');
+  const addr = slash < 0 ? value : value.slice(0, slash);
+  const bits = slash < 0 ? '' : value.slice(slash + 1);
+  const family = isIP(addr);
+  const max = family === 4 ? 32 : 128;
+  if (family === 0 || !/^\d{1,3}$/.test(bits) || Number(bits) > max) {
+    throw new CaptureConfigError(source, value, 'is not a CIDR (address/prefix-length)');
+  }
+  return `${addr}/${Number(bits)}`;
+}
+
+/** A comma-separated CIDR list; empty means none. `*` is refused. */
+export function parseCidrList(value: string, source: string): string[] {
+  const cidrs: string[] = [];
+  for (const item of splitList(value)) {
+    if (item === '*') throw new CaptureConfigError(source, value, 'may not contain "*" (it is an exclude list)');
+    let cidr: string;
+    try {
+      cidr = parseCidr(item, source);
+    } catch {
+      throw new CaptureConfigError(source, value, `contains ${JSON.stringify(item)}, which is not a CIDR`);
+    }
+    if (!cidrs.includes(cidr)) cidrs.push(cidr);
+  }
+  return cidrs;
+}
+
+/** `*` or a CIDR list (empty = nothing). */
+export function parseCidrSelection(value: string, source: string): '*' | string[] {
+  return value.trim() === '*' ? '*' : parseCidrList(value, source);
+}
+
+/** A uid or gid: 0–4294967294. */
+export function parseId(value: string, source: string): number {
+  const trimmed = value.trim();
+  if (!/^\d{1,10}$/.test(trimmed) || Number(trimmed) > 4294967294) {
+    throw new CaptureConfigError(source, value, 'is not a numeric uid/gid');
+  }
+  return Number(trimmed);
+}
+
+/** Linux interface names: 1–15 bytes, no `/`, whitespace or `:`, not `.`/`..`. */
+export function parseInterfaceList(value: string, source: string): string[] {
+  const names: string[] = [];
+  for (const item of splitList(value)) {
+    if (item.length > 15 || !/^[A-Za-z0-9_.@+-]+$/.test(item) || item === '.' || item === '..') {
+      throw new CaptureConfigError(source, value, `contains ${JSON.stringify(item)}, which is not an interface name`);
+    }
+    if (!names.includes(item)) names.push(item);
+  }
+  return names;
+}
+
+export function parseIpv6Mode(value: string, source: string): CaptureConfig['ipv6'] {
+  const v = value.trim();
+  if (v === 'auto' || v === 'on' || v === 'off') return v;
+  throw new CaptureConfigError(source, value, 'must be one of auto, on, off');
+}
+
+const joinList = (list: readonly (string | number)[]): string => list.join(',');
+const selection = (s: '*' | readonly (string | number)[]): string => (s === '*' ? '*' : joinList(s));
+
+/**
+ * The `apisix-mesh iptables` arguments that reproduce `config` exactly (every flag given, so the init
+ * container does not depend on its own defaults matching the webhook's).
+ */
+export function captureConfigToArgs(config: CaptureConfig): string[] {
+  return [
+    `--outbound-port=${config.outboundPort}`,
+    `--inbound-port=${config.inboundPort}`,
+    `--proxy-uid=${config.proxyUid}`,
+    `--proxy-gid=${config.proxyGid}`,
+    `--inbound-ports=${selection(config.inboundPorts)}`,
+    `--exclude-inbound-ports=${joinList(config.excludeInboundPorts)}`,
+    `--outbound-ip-ranges=${selection(config.outboundIpRanges)}`,
+    `--exclude-outbound-ip-ranges=${joinList(config.excludeOutboundIpRanges)}`,
+    `--outbound-ports=${joinList(config.outboundPorts)}`,
+    `--exclude-outbound-ports=${joinList(config.excludeOutboundPorts)}`,
+    `--exclude-interfaces=${joinList(config.excludeInterfaces)}`,
+    `--ipv6=${config.ipv6}`,
+  ];
+}
