@@ -115,12 +115,14 @@ describeWhenAvailable('apisix-mesh iptables on a real kernel (network namespaces
       { tag: 'in-app', host: podIp, port: 8080 },
       { tag: 'in-status', host: podIp, port: 15020 },
       { tag: 'in-app-v6', host: podIp6, port: 8080 },
+      { tag: 'in-udp', host: podIp, port: 8080, udp: true },
     ]);
     expect(landed(fromRemote.get('in-app'))).toBe('pod:15006');
     expect(fromRemote.get('in-app')?.answer?.origDst).toBe(`${podIp}:8080`);
     expect(landed(fromRemote.get('in-status'))).toBe('pod:15020');
     expect(landed(fromRemote.get('in-app-v6'))).toBe('pod:15006');
     expect(fromRemote.get('in-app-v6')?.answer?.origDst).toBe(`[${podIp6}]:8080`);
+    expect(landed(fromRemote.get('in-udp'))).toBe('pod:8080'); // only TCP is captured
 
     const appConns: Connection[] = [
       { tag: 'out-remote', host: remoteIp, port: 80 },
@@ -128,6 +130,7 @@ describeWhenAvailable('apisix-mesh iptables on a real kernel (network namespaces
       { tag: 'localhost', host: '127.0.0.1', port: 8080 },
       { tag: 'localhost-v6', host: '::1', port: 8080 },
       { tag: 'own-pod-ip', host: podIp, port: 8080 },
+      { tag: 'out-udp', host: remoteIp, port: 80, udp: true },
     ];
     const asApp = connectFrom(pair.pod, appConns, app);
     expect(landed(asApp.get('out-remote'))).toBe('pod:15001');
@@ -137,6 +140,7 @@ describeWhenAvailable('apisix-mesh iptables on a real kernel (network namespaces
     expect(landed(asApp.get('localhost'))).toBe('pod:8080');
     expect(landed(asApp.get('localhost-v6'))).toBe('pod:8080');
     expect(landed(asApp.get('own-pod-ip'))).toBe('pod:8080');
+    expect(landed(asApp.get('out-udp'))).toBe('remote:80');
 
     const asProxy = connectFrom(
       pair.pod,

@@ -1,4 +1,4 @@
-"""Listens on the given TCP ports (IPv4 and IPv6) and answers every connection with one JSON line
+"""Listens on the given TCP and UDP ports (IPv4 and IPv6) and answers every connection or datagram with one JSON line
 saying who answered and the connection's original destination (SO_ORIGINAL_DST), which Node.js
 cannot read. Usage: capture-listener.py ROLE PORT...; prints READY once every port is bound."""
 import json
@@ -48,6 +48,13 @@ def serve(sock, family, role, port):
                 pass
 
 
+def serve_udp(sock, role, port):
+    while True:
+        data, peer = sock.recvfrom(512)
+        reply = {"role": role, "port": port, "tag": data.decode().strip(), "peer": peer[0], "origDst": None}
+        sock.sendto(json.dumps(reply).encode(), peer)
+
+
 def main():
     role = sys.argv[1]
     for port in map(int, sys.argv[2:]):
@@ -59,6 +66,11 @@ def main():
             sock.bind((addr, port))
             sock.listen(64)
             threading.Thread(target=serve, args=(sock, family, role, port), daemon=True).start()
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            if family == socket.AF_INET6:
+                udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            udp.bind((addr, port))
+            threading.Thread(target=serve_udp, args=(udp, role, port), daemon=True).start()
     print("READY", flush=True)
     sys.stdin.read()  # run until the test closes our stdin
 

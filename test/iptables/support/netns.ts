@@ -111,6 +111,8 @@ export interface Connection {
   host: string;
   port: number;
   localAddress?: string;
+  /** A UDP datagram instead of a TCP connection. */
+  udp?: boolean;
 }
 
 export interface Answer {
