@@ -73,6 +73,9 @@ async function locate(run: CaptureRun, family: Family): Promise<FamilyTarget> {
 
 export async function runCapture(run: CaptureRun): Promise<void> {
   const families = capturedFamilies(run.config, run.globalIpv6);
+  const why =
+    run.config.ipv6 === 'auto' ? (run.globalIpv6 ? 'the pod has a global IPv6 address' : 'the pod has no global IPv6 address') : `--ipv6=${run.config.ipv6}`;
+  run.log(`${run.action === 'apply' ? 'capture rules' : 'cleanup'} for ${families.map(familyName).join(' and ')} (${why})${run.dryRun ? ', dry run: nothing is changed' : ''}`);
   if (run.action === 'apply' && !families.includes(6)) {
     const v6 = [
       ...(run.config.outboundIpRanges === '*' ? [] : run.config.outboundIpRanges),

@@ -97,6 +97,7 @@ describeWhenAvailable('apisix-mesh iptables on a real kernel (network namespaces
     const dryRun = runIptables(pair.pod, ['--dry-run', ...exclusions]);
     expect(dryRun.status, dryRun.stderr).toBe(0);
     expect(dryRun.stdout).toContain('# apisix-mesh iptables: IPv6 capture rules'); // fd00:77::2 is global
+    expect(dryRun.stderr).toContain('capture rules for IPv4 and IPv6 (the pod has a global IPv6 address)');
     expect(natDump(pair.pod, 4)).toBe(before[4]); // dry run changed nothing
 
     const dir = wrapperDir('tee -a "$(dirname "$0")/applied"');
@@ -281,6 +282,14 @@ describeWhenAvailable('apisix-mesh iptables backend choice and documents (real i
         sh(['ip', 'netns', 'exec', ns, restore, '--test', '--noflush'], doc);
       }
     }
+  });
+
+  it('--ipv6=auto stays IPv4-only without a global IPv6 address', () => {
+    const res = runIptables(ns, ['--dry-run']);
+    expect(res.status, res.stderr).toBe(0);
+    expect(res.stderr).toContain('capture rules for IPv4 (the pod has no global IPv6 address), dry run: nothing is changed');
+    expect(res.stdout).toContain('# apisix-mesh iptables: IPv4 capture rules');
+    expect(res.stdout).not.toContain('IPv6');
   });
 
   it('uses iptables-legacy when legacy already holds rules, nft otherwise', () => {

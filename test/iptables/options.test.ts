@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { captureConfigToArgs, CaptureConfigError, defaultCaptureConfig, type CaptureConfig } from '../../iptables-init/capture-config.js';
 import { envVarOf, parseIptablesOptions, resolveRaw, switchFlags, valueFlags } from '../../iptables-init/options.js';
@@ -134,5 +135,40 @@ describe('iptables flags and environment', () => {
     const err = parseError({}, { APISIX_MESH_EXCLUDE_OUTBOUND_PORTS: '80,x' });
     expect(err.message).toBe('APISIX_MESH_EXCLUDE_OUTBOUND_PORTS: "80,x" contains "x", which is not a port in 1-65535');
     expect(parseError({}, { APISIX_MESH_DRY_RUN: 'maybe' }).message).toBe('APISIX_MESH_DRY_RUN: "maybe" must be true or false');
+  });
+});
+
+describe('captureConfigToArgs and the command parser are inverses', () => {
+  const port = fc.integer({ min: 1, max: 65535 });
+  const ports = fc.uniqueArray(port, { maxLength: 4 });
+  const cidr = fc.oneof(
+    fc.tuple(fc.ipV4(), fc.integer({ min: 0, max: 32 })).map(([a, b]) => `${a}/${b}`),
+    fc.tuple(fc.ipV6(), fc.integer({ min: 0, max: 128 })).map(([a, b]) => `${a}/${b}`),
+  );
+  const cidrs = fc.uniqueArray(cidr, { maxLength: 3 });
+  const id = fc.integer({ min: 0, max: 4294967294 });
+  const ifname = fc.stringMatching(/^[a-z][a-z0-9_.-]{0,14}$/);
+  const config: fc.Arbitrary<CaptureConfig> = fc.record({
+    outboundPort: port,
+    inboundPort: port,
+    proxyUid: id,
+    proxyGid: id,
+    inboundPorts: fc.oneof(fc.constant('*' as const), ports),
+    excludeInboundPorts: ports,
+    outboundIpRanges: fc.oneof(fc.constant('*' as const), cidrs),
+    excludeOutboundIpRanges: cidrs,
+    outboundPorts: ports,
+    excludeOutboundPorts: ports,
+    excludeInterfaces: fc.uniqueArray(ifname, { maxLength: 3 }),
+    ipv6: fc.constantFrom('auto' as const, 'on' as const, 'off' as const),
+  });
+
+  it('for any configuration the webhook can build', () => {
+    fc.assert(
+      fc.property(config, (c) => {
+        expect(parse(argsToCli(captureConfigToArgs(c))).config).toEqual(c);
+      }),
+      { numRuns: 300 },
+    );
   });
 });
