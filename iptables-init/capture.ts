@@ -84,6 +84,7 @@ export async function runCapture(run: CaptureRun): Promise<void> {
     if (v6.length > 0) run.log(`IPv6 rules are off (--ipv6=${run.config.ipv6}), so ${v6.join(', ')} ha${v6.length > 1 ? 've' : 's'} no effect`);
   }
 
+  const done: string[] = [];
   for (const family of families) {
     const target = await locate(run, family);
     const { restore } = binaries(family, target.backend, run.binDir);
@@ -107,11 +108,11 @@ export async function runCapture(run: CaptureRun): Promise<void> {
 
     const res = await run.run(restore, ['--noflush', '-w'], document);
     if (res.code !== 0 || res.startError) {
-      throw new CliError(
-        `${familyName(family)}: ${describeFailure(restore, res)}; the kernel rejected the whole document, so nothing of it was applied`,
-        1,
-      );
+      const atomic = res.startError ? '' : '; the restore is atomic, so nothing of this document was applied';
+      const earlier = done.length > 0 ? ` (the ${done.join(' and ')} rules are in place; run the command again)` : '';
+      throw new CliError(`${familyName(family)}: ${describeFailure(restore, res)}${atomic}${earlier}`, 1);
     }
+    done.push(familyName(family));
     if (run.action === 'apply') {
       const count = document.split('\n').filter((l) => l.startsWith('-A ')).length;
       const replaced = state.chains.length > 0 || state.jumps.length > 0 ? ', replacing the ones already there' : '';

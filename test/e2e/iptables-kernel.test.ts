@@ -238,7 +238,7 @@ describeWhenAvailable('apisix-mesh iptables on a real kernel (network namespaces
     tmpDirs.push(dir);
     const res = runIptables(pair.pod, ['--outbound-ports=5432', `--iptables-bin-dir=${dir}`]);
     expect(res.status).toBe(1);
-    expect(res.stderr).toMatch(/^apisix-mesh: IPv4: .*iptables-nft-restore exited with status \d+.*nothing of it was applied$/m);
+    expect(res.stderr).toMatch(/^apisix-mesh: IPv4: .*iptables-nft-restore exited with status \d+.*the restore is atomic, so nothing of this document was applied$/m);
     expect(res.stderr).not.toMatch(/\n\s+at /); // no stack trace
     expect(natDump(pair.pod, 4)).toBe(installed[4]);
     expect(natDump(pair.pod, 6)).toBe(installed[6]);
