@@ -300,6 +300,10 @@ describeWhenAvailable('apisix-mesh iptables backend choice and documents (real i
     expect(res.stderr).toContain('started 2 process(es): iptables-legacy-save, iptables-legacy-restore');
     expect(natDump(ns, 4, 'legacy')).toContain('-A OUTPUT -j APISIX_MESH_OUTPUT');
     expect(natDump(ns, 4, 'nft')).not.toContain('APISIX_MESH');
+    const installed = natDump(ns, 4, 'legacy');
+    const again = runIptables(ns, ['--ipv6=off']);
+    expect(again.status, again.stderr).toBe(0);
+    expect(natDump(ns, 4, 'legacy')).toBe(installed);
 
     const cleanup = runIptables(ns, ['--cleanup', '--ipv6=off']);
     expect(cleanup.status, cleanup.stderr).toBe(0);
