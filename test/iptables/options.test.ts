@@ -114,6 +114,7 @@ describe('iptables flags and environment', () => {
     ['outbound-ip-ranges', '300.0.0.0/8', /which is not a CIDR/],
     ['exclude-outbound-ip-ranges', '*', /may not contain "\*"/],
     ['exclude-outbound-ip-ranges', 'fd00::/129', /which is not a CIDR/],
+    ['exclude-outbound-ip-ranges', 'fe80::1%eth0/64', /which is not a CIDR/],
     ['outbound-ports', '1-100', /contains "1-100"/],
     ['exclude-outbound-ports', '0', /contains "0"/],
     ['exclude-interfaces', 'eth0 eth1', /which is not an interface name/],
