@@ -65,8 +65,14 @@ async function locate(run: CaptureRun, family: Family): Promise<FamilyTarget> {
     }
     backend = 'nft';
   }
-  const save = binaries(family, backend, run.binDir).save;
-  const res = await run.run(save, ['-t', 'nat']);
+  let save = binaries(family, backend, run.binDir).save;
+  let res = await run.run(save, ['-t', 'nat']);
+  if (run.backend === 'auto' && res.startError?.code === 'ENOENT') {
+    // An image without the -nft variants: the unsuffixed programs are whatever the image chose.
+    backend = 'plain';
+    save = binaries(family, backend, run.binDir).save;
+    res = await run.run(save, ['-t', 'nat']);
+  }
   if (res.code !== 0 || res.startError) return { backend, state: null, readError: describeFailure(save, res) };
   return { backend, state: parseNatState(res.stdout, family) };
 }

@@ -43,7 +43,7 @@ export const valueFlags: readonly FlagSpec[] = [
   { name: 'exclude-outbound-ports', arg: '<ports>', description: 'destination ports never captured outbound (not even the proxy calling its own pod IP)', defaultText: '' },
   { name: 'exclude-interfaces', arg: '<names>', description: 'network interfaces captured in neither direction', defaultText: '' },
   { name: 'ipv6', arg: '<mode>', description: 'IPv6 rules too: auto (when the pod has a global IPv6 address), on, off', defaultText: defaultCaptureConfig.ipv6 },
-  { name: 'iptables-backend', arg: '<backend>', description: 'auto (legacy only when iptables-legacy already holds rules, as Istio decides; else nft), nft, legacy', defaultText: 'auto' },
+  { name: 'iptables-backend', arg: '<backend>', description: 'auto (legacy only when iptables-legacy already holds rules, as Istio decides; else nft, or the unsuffixed iptables-save/-restore when no -nft variant exists), nft, legacy', defaultText: 'auto' },
   { name: 'iptables-bin-dir', arg: '<dir>', description: 'take iptables-*-save/-restore from this directory instead of PATH' },
 ];
 

@@ -59,14 +59,30 @@ describe('apisix-mesh iptables (the command)', () => {
     const res = spawnSync(process.execPath, [cli, 'iptables', '--dry-run', '--ipv6=off', '--iptables-bin-dir=/nonexistent'], { encoding: 'utf8' });
     expect(res.status, res.stderr).toBe(0);
     expect(res.stdout).toBe(golden('defaults'));
-    expect(res.stderr).toContain('cannot read the nat table (/nonexistent/iptables-nft-save was not found');
+    expect(res.stderr).toContain('cannot read the nat table (/nonexistent/iptables-save was not found');
+  });
+
+  it('falls back to the unsuffixed iptables-save/-restore when there is no -nft variant', () => {
+    const plain = mkdtempSync(join(tmpdir(), 'ipt-plain-'));
+    try {
+      const save = join(plain, 'iptables-save');
+      writeFileSync(save, `#!/bin/sh\necho "$(basename "$0") $*" >> "$(dirname "$0")/ran"\nprintf "*nat\\n:OUTPUT ACCEPT [0:0]\\nCOMMIT\\n"\n`);
+      chmodSync(save, 0o755);
+      const res = spawnSync(process.execPath, [cli, 'iptables', '--dry-run', '--ipv6=off', `--iptables-bin-dir=${plain}`], { encoding: 'utf8' });
+      expect(res.status, res.stderr).toBe(0);
+      expect(res.stdout).toBe(golden('defaults'));
+      expect(readFileSync(join(plain, 'ran'), 'utf8')).toBe('iptables-save -t nat\n');
+      expect(res.stderr).not.toContain('cannot read');
+    } finally {
+      rmSync(plain, { recursive: true, force: true });
+    }
   });
 
   it('fails with status 1 and says why when the table cannot be read for real', () => {
     const res = spawnSync(process.execPath, [cli, 'iptables', '--ipv6=off', '--iptables-bin-dir=/nonexistent'], { encoding: 'utf8' });
     expect(res.status).toBe(1);
     expect(res.stderr).toContain(
-      '\napisix-mesh: IPv4: cannot read the nat table: /nonexistent/iptables-nft-save was not found (install iptables, or point --iptables-bin-dir at it)\n',
+      '\napisix-mesh: IPv4: cannot read the nat table: /nonexistent/iptables-save was not found (install iptables, or point --iptables-bin-dir at it)\n',
     );
     expect(res.stderr).not.toMatch(/\n\s+at /);
   });
