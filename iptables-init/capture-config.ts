@@ -108,7 +108,8 @@ export function parseCidr(value: string, source: string): string {
   const slash = value.indexOf('/');
   const addr = slash < 0 ? value : value.slice(0, slash);
   const bits = slash < 0 ? '' : value.slice(slash + 1);
-  const family = isIP(addr);
+  // A zone index (`fe80::1%eth0`) is an address of one link, not a prefix iptables can match.
+  const family = addr.includes('%') ? 0 : isIP(addr);
   const max = family === 4 ? 32 : 128;
   if (family === 0 || !/^\d{1,3}$/.test(bits) || Number(bits) > max) {
     throw new CaptureConfigError(source, value, 'is not a CIDR (address/prefix-length)');
