@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { defaultInjectionConfig, type InjectionConfig } from '../../webhook/config/injection-config.js';
 import { injectPod } from '../../webhook/injection/inject-pod.js';
 import { diff } from '../../webhook/injection/patch.js';
+import { serializePatch } from '../../webhook/injection/patch-json.js';
 import { reviewAdmission } from '../../webhook/injection/review.js';
 import { podCreate } from './helpers.js';
 import { validatePod } from './kubernetes-schema.js';
@@ -91,7 +92,10 @@ describe('properties of the injection', () => {
         if (outcome.kind !== 'injected') throw new Error(`not injected: ${JSON.stringify(outcome)}`);
         const expected = injectPod(pod, outcome.mode, config);
         if (expected.kind !== 'injected') throw new Error('injectPod disagrees with reviewAdmission');
-        const patched = fjp.applyPatch(structuredClone(pod), JSON.parse(JSON.stringify(outcome.patch)), true).newDocument;
+        const text = serializePatch(outcome.patch);
+        expect(text).toBe(JSON.stringify(outcome.patch)); // twice: the second comes from the cache
+        expect(serializePatch(outcome.patch)).toBe(text);
+        const patched = fjp.applyPatch(structuredClone(pod), JSON.parse(text), true).newDocument;
         expect(patched).toEqual(JSON.parse(JSON.stringify(expected.pod)));
         validatePod(patched);
         const again = reviewAdmission(podCreate(patched, 'shop'), config);
