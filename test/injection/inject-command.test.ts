@@ -66,12 +66,12 @@ describe('apisix-mesh inject', () => {
   });
 
   it('uses the configuration file given with --config', () => {
-    const config = write('native.yaml', 'nativeSidecars: true\nimages:\n  apisix: mirror.example.com/apisix:3.11.0-debian\n');
+    const config = write('native.yaml', 'nativeSidecars: true\nimages:\n  apisix: mirror.example.com/apisix:3.13.0-debian\n');
     const r = run(['inject', '-f', example, '--config', config]);
     expect(r.status).toBe(0);
     const spec = parse(r.stdout).spec.template.spec;
     const apisix = spec.initContainers.find((c: { name: string }) => c.name === 'apisix-mesh-apisix');
-    expect(apisix).toMatchObject({ image: 'mirror.example.com/apisix:3.11.0-debian', restartPolicy: 'Always' });
+    expect(apisix).toMatchObject({ image: 'mirror.example.com/apisix:3.13.0-debian', restartPolicy: 'Always' });
     expect(spec.containers.map((c: { name: string }) => c.name)).toEqual(['reviews']);
   });
 

@@ -95,6 +95,16 @@ describe('traffic annotations in sidecar mode', () => {
     }
   });
 
+  it("refuses a pod that already has Istio's sidecar", () => {
+    const outcome = reviewAdmission(podCreate(pod({ 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' })), defaultInjectionConfig);
+    expect(outcome).toEqual({
+      kind: 'rejected',
+      message: "the pod already has Istio's sidecar (annotation sidecar.istio.io/status); remove it, or use apisix-mesh.io/mode: gateway or none",
+    });
+    const gateway = reviewAdmission(podCreate(pod({ 'sidecar.istio.io/status': '{}', 'apisix-mesh.io/mode': 'gateway' })), defaultInjectionConfig);
+    expect(gateway.kind).toBe('injected');
+  });
+
   it('refuses app containers and volumes named like the sidecar parts', () => {
     const c = reviewAdmission(podCreate(pod({}, { containers: [{ name: 'apisix-mesh-agent', image: 'a' }] })), defaultInjectionConfig);
     expect(c.kind === 'rejected' && c.message).toContain('container "apisix-mesh-agent"');

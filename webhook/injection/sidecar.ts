@@ -6,6 +6,8 @@ import {
   DEFAULT_CONTAINER_ANNOTATION,
   ISTIO_INJECT,
   ISTIO_NATIVE_SIDECAR_ANNOTATION,
+  ISTIO_STATUS_ANNOTATION,
+  MODE_ANNOTATION,
   STATUS_ANNOTATION,
 } from './annotations.js';
 import { renderApisixConfig } from './apisix-config.js';
@@ -249,6 +251,12 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const metadata = pod.metadata ?? {};
   const spec = pod.spec ?? { containers: [] };
   const annotations = metadata.annotations ?? {};
+  if (annotations[ISTIO_STATUS_ANNOTATION] !== undefined) {
+    // Two sidecars would install two sets of capture rules fighting for the same traffic.
+    throw new PodRejection(
+      `the pod already has Istio's sidecar (annotation ${ISTIO_STATUS_ANNOTATION}); remove it, or use ${MODE_ANNOTATION}: gateway or none`,
+    );
+  }
   const previous: InjectionStatus = parseStatus(annotations[STATUS_ANNOTATION]) ?? { initContainers: [], containers: [], volumes: [] };
 
   const appInits = without(spec.initContainers, previous.initContainers);
