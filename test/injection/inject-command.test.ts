@@ -126,6 +126,13 @@ describe('apisix-mesh inject', () => {
     expect(r.stderr).toBe('Pod shop/h: skipped (host-network)\n');
   });
 
+  it('passes through an object whose kind is an Object.prototype name', () => {
+    const input = 'apiVersion: v1\nkind: toString\nmetadata:\n  name: odd\n';
+    const r = run(['inject', '-f', '-'], input);
+    expect(r.status).toBe(0);
+    expect(parse(r.stdout)).toEqual(parse(input));
+  });
+
   it('explains every flag in --help', () => {
     const r = run(['inject', '--help']);
     expect(r.status).toBe(0);

@@ -19,7 +19,7 @@ import { validatePod } from './kubernetes-schema.js';
 const RESERVED = Object.values(defaultInjectionConfig.ports);
 const dnsName = fc.stringMatching(/^[a-z]([a-z0-9-]{0,10}[a-z0-9])?$/).filter((n) => !n.startsWith('apisix-mesh'));
 const port = fc.integer({ min: 1, max: 65535 }).filter((p) => !RESERVED.includes(p));
-const labelKey = fc.oneof(dnsName, fc.tuple(dnsName, dnsName).map(([a, b]) => `${a}.io/${b}`), fc.constant('odd~key/with.slash'));
+const labelKey = fc.oneof(dnsName, fc.tuple(dnsName, dnsName).map(([a, b]) => `${a}.io/${b}`), fc.constantFrom('odd~key/with.slash', 'toString', 'constructor'));
 
 const probe = fc.oneof(
   fc.record({ httpGet: fc.record({ path: fc.constant('/healthz'), port: fc.oneof(port, fc.constant('http')) }) }),
@@ -115,6 +115,11 @@ describe('properties of the injection', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('diff only looks at own properties (found by the property above)', () => {
+    expect(diff({ toString: 0 }, {})).toEqual([{ op: 'remove', path: '/toString' }]);
+    expect(diff({}, { constructor: 'x' })).toEqual([{ op: 'add', path: '/constructor', value: 'x' }]);
   });
 
   it('diff of a list with insertions is only adds', () => {
