@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { defaultInjectionConfig, type InjectionConfig } from '../../webhook/config/injection-config.js';
 import { reviewAdmission } from '../../webhook/injection/review.js';
 import { isDefaultedFrom } from '../../webhook/injection/sidecar.js';
-import { podCreate } from './helpers.js';
+import { podCreate, withApiServerDefaults } from './helpers.js';
 
 const submitted: V1Pod = {
   apiVersion: 'v1',
@@ -25,26 +25,6 @@ function injected(config: InjectionConfig): V1Pod {
   const outcome = reviewAdmission(podCreate(submitted), config);
   if (outcome.kind !== 'injected') throw new Error(JSON.stringify(outcome));
   return fjp.applyPatch(structuredClone(submitted), JSON.parse(JSON.stringify(outcome.patch))).newDocument;
-}
-
-/** What the API server's defaulting adds to a pod's containers, probes and volumes. */
-function withApiServerDefaults(pod: V1Pod): V1Pod {
-  const p = structuredClone(pod);
-  const probe = (x: any) => x && Object.assign(x, { timeoutSeconds: 1, successThreshold: 1, failureThreshold: x.failureThreshold ?? 3, periodSeconds: x.periodSeconds ?? 10 }, x.httpGet ? { httpGet: { ...x.httpGet, scheme: 'HTTP' } } : {});
-  for (const c of [...(p.spec!.initContainers ?? []), ...p.spec!.containers]) {
-    Object.assign(c, { terminationMessagePath: '/dev/termination-log', terminationMessagePolicy: 'File', imagePullPolicy: c.imagePullPolicy ?? 'IfNotPresent' });
-    for (const port of c.ports ?? []) port.protocol ??= 'TCP';
-    for (const e of c.env ?? []) if (e.valueFrom?.fieldRef) e.valueFrom.fieldRef.apiVersion = 'v1';
-    probe(c.readinessProbe);
-    probe(c.startupProbe);
-  }
-  for (const v of p.spec!.volumes ?? []) {
-    if (v.downwardAPI) {
-      v.downwardAPI.defaultMode = 420;
-      for (const item of v.downwardAPI.items ?? []) if (item.fieldRef) item.fieldRef.apiVersion = 'v1';
-    }
-  }
-  return p;
 }
 
 describe('re-invocation after the API server filled in defaults', () => {
