@@ -8,7 +8,7 @@ import fjp from 'fast-json-patch';
 import { describe, expect, it } from 'vitest';
 import { defaultInjectionConfig, type InjectionConfig } from '../../webhook/config/injection-config.js';
 import { reviewAdmission } from '../../webhook/injection/review.js';
-import { isDefaultedFrom } from '../../webhook/injection/sidecar.js';
+import { isDefaultedFrom } from '../../webhook/injection/reinjection.js';
 import { podCreate, withApiServerDefaults } from './helpers.js';
 
 const submitted: V1Pod = {
