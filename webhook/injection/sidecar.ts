@@ -1,0 +1,106 @@
+import type { V1Pod } from '@kubernetes/client-node';
+import type { InjectionConfig } from '../config/injection-config.js';
+import {
+  APISIX_CONFIG_ANNOTATION,
+  DEFAULT_CONTAINER_ANNOTATION,
+  ISTIO_INJECT,
+  ISTIO_NATIVE_SIDECAR_ANNOTATION,
+  ISTIO_STATUS_ANNOTATION,
+  MODE_ANNOTATION,
+  STATUS_ANNOTATION,
+} from './annotations.js';
+import { captureConfigFor, interceptionMode, PodRejection, reservedPorts } from './capture.js';
+import { keepDefaulted } from './reinjection.js';
+import { NAMES, sidecarParts } from './sidecar-parts.js';
+import { parseStatus, type InjectionStatus } from './status.js';
+
+function nativeSidecars(annotations: Record<string, string>, config: InjectionConfig): boolean {
+  const value = annotations[ISTIO_NATIVE_SIDECAR_ANNOTATION];
+  if (value === undefined) return config.nativeSidecars;
+  if (value === 'true' || value === 'false') return value === 'true';
+  throw new PodRejection(`annotation ${ISTIO_NATIVE_SIDECAR_ANNOTATION}: ${JSON.stringify(value)} must be "true" or "false"`);
+}
+
+const without = <T extends { name: string }>(list: readonly T[] | undefined, names: readonly string[]): T[] =>
+  (list ?? []).filter((x) => !names.includes(x.name));
+
+function checkNoCollision(kind: string, list: readonly { name: string }[], ours: readonly string[]): void {
+  for (const item of list) {
+    if (ours.includes(item.name)) {
+      throw new PodRejection(`${kind} ${JSON.stringify(item.name)} uses a name apisix-mesh reserves for its sidecar`);
+    }
+  }
+}
+
+/**
+ * The pod with APISIX as its sidecar (DESIGN.md §3). Objects the injection does not change are shared
+ * with `pod`, not copied: the caller diffs only what changed. A pod that carries a valid status
+ * annotation first loses what that annotation lists, so injecting twice gives the same pod.
+ * Throws `PodRejection` when the pod cannot be injected as it is.
+ */
+export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
+  const metadata = pod.metadata ?? {};
+  const spec = pod.spec ?? { containers: [] };
+  const annotations = metadata.annotations ?? {};
+  if (annotations[ISTIO_STATUS_ANNOTATION] !== undefined) {
+    // Two sidecars would install two sets of capture rules fighting for the same traffic.
+    throw new PodRejection(
+      `the pod already has Istio's sidecar (annotation ${ISTIO_STATUS_ANNOTATION}); remove it, or use ${MODE_ANNOTATION}: gateway or none`,
+    );
+  }
+  const previous: InjectionStatus = parseStatus(annotations[STATUS_ANNOTATION]) ?? { initContainers: [], containers: [], volumes: [] };
+
+  const appInits = without(spec.initContainers, previous.initContainers);
+  const appContainers = without(spec.containers, previous.containers);
+  const appVolumes = without(spec.volumes, previous.volumes);
+  const ourContainers = [NAMES.init, NAMES.configCopy, NAMES.agent, NAMES.apisix];
+  checkNoCollision('init container', appInits, ourContainers);
+  checkNoCollision('container', appContainers, ourContainers);
+  checkNoCollision('volume', appVolumes, [NAMES.podInfoVolume, NAMES.apisixConfVolume, NAMES.apisixRunVolume]);
+
+  const reserved = reservedPorts(config);
+  for (const c of appContainers) {
+    for (const p of c.ports ?? []) {
+      if (reserved.includes(p.containerPort)) {
+        throw new PodRejection(`container ${JSON.stringify(c.name)} declares port ${p.containerPort}, which the apisix-mesh sidecar uses`);
+      }
+    }
+  }
+
+  const interception = interceptionMode(annotations);
+  const capture = captureConfigFor(pod, appContainers, config);
+  const native = nativeSidecars(annotations, config);
+  const parts = sidecarParts(config, native, interception === 'REDIRECT' ? capture : null);
+
+  // Native: the rules first, then the mesh (started and ready before anything else), then the app's
+  // init containers inside the mesh. Classic: the app's init containers keep an uncaptured network,
+  // the rules come last; the mesh containers go first among the containers.
+  const keep = keepDefaulted(spec, previous);
+  const initContainers = [...parts.initBefore.map(keep.initContainer), ...appInits, ...parts.initAfter.map(keep.initContainer)];
+  const containers = parts.containers.length === 0 ? appContainers : [...parts.containers.map(keep.container), ...appContainers];
+
+  const newAnnotations: Record<string, string> = {
+    ...annotations,
+    [STATUS_ANNOTATION]: parts.status,
+    [APISIX_CONFIG_ANNOTATION]: parts.apisixConfig,
+  };
+  const firstApp = appContainers[0];
+  if (newAnnotations[DEFAULT_CONTAINER_ANNOTATION] === undefined && firstApp !== undefined) {
+    newAnnotations[DEFAULT_CONTAINER_ANNOTATION] = firstApp.name;
+  }
+
+  return {
+    ...pod,
+    metadata: {
+      ...metadata,
+      labels: { ...metadata.labels, [ISTIO_INJECT]: 'false' },
+      annotations: newAnnotations,
+    },
+    spec: {
+      ...spec,
+      initContainers,
+      containers,
+      volumes: [...appVolumes, ...parts.volumes.map(keep.volume)],
+    },
+  };
+}
