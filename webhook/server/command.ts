@@ -7,6 +7,7 @@ import { generateCa, generateServingCert } from '../certificates/generate.js';
 import { loadInjectionConfig, type InjectionConfig } from '../config/index.js';
 import type { LogLevel } from './app.js';
 import { DEFAULT_PORT, startWebhookServer, type WebhookServerOptions } from './server.js';
+import { TlsPairError } from './tls.js';
 
 interface WebhookFlags {
   port: string;
@@ -67,7 +68,8 @@ export function registerWebhookCommand(program: Command): void {
       try {
         server = await startWebhookServer({ port, host, tls, drainTimeoutMs, logLevel: flags.logLevel, ...(config ? { config } : {}) });
       } catch (err) {
-        throw new CliError((err as Error).message, 1);
+        // A certificate that cannot be read or used is bad input (2); failing to listen is a failure (1).
+        throw new CliError((err as Error).message, err instanceof TlsPairError ? 2 : 1);
       }
       const stopped = await untilSignal(server.close);
       if (stopped.forced) throw new CliError('stopped after the drain timeout cut requests still in flight', 1);
