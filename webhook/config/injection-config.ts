@@ -65,7 +65,7 @@ export interface InjectionConfig {
 export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
   images: {
     mesh: 'ghcr.io/apisix-mesh/apisix-mesh:0.1.0',
-    apisix: 'apache/apisix:3.11.0-debian',
+    apisix: 'apache/apisix:3.13.0-debian',
     pullPolicy: 'IfNotPresent',
   },
   ports: {

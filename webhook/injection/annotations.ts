@@ -12,6 +12,8 @@ export const GATEWAY_EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION = 'apisix-mesh.io/gat
 
 /** Istio's opt-out/opt-in, as label (wins) or annotation. */
 export const ISTIO_INJECT = 'sidecar.istio.io/inject';
+/** Set by Istio's injector on pods it injected. */
+export const ISTIO_STATUS_ANNOTATION = 'sidecar.istio.io/status';
 export const ISTIO_NATIVE_SIDECAR_ANNOTATION = 'sidecar.istio.io/nativeSidecar';
 export const ISTIO_INTERCEPTION_MODE_ANNOTATION = 'sidecar.istio.io/interceptionMode';
 export const DEFAULT_CONTAINER_ANNOTATION = 'kubectl.kubernetes.io/default-container';

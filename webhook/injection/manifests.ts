@@ -96,7 +96,7 @@ function injectObject(obj: Obj, index: number, options: InjectManifestsOptions, 
   if (kind === 'Pod') {
     return injectOne(obj, namespace, describeObject(obj), index, options, report) as Obj;
   }
-  const path = TEMPLATE_PATHS[kind];
+  const path = Object.hasOwn(TEMPLATE_PATHS, kind) ? TEMPLATE_PATHS[kind] : undefined;
   if (!path) return obj;
   const parents: Obj[] = [obj];
   for (const key of path) {

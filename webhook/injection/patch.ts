@@ -25,15 +25,18 @@ const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typ
 function diffInto(ops: Operation[], path: string, before: unknown, after: unknown): void {
   if (before === after) return;
   if (isObject(before) && isObject(after)) {
+    // Own properties only: a key such as `toString` must not be found on Object.prototype.
+    const own = (o: Record<string, unknown>, key: string): unknown => (Object.hasOwn(o, key) ? o[key] : undefined);
     for (const key of Object.keys(before)) {
-      if (after[key] === undefined && before[key] !== undefined) ops.push({ op: 'remove', path: `${path}/${escapePathComponent(key)}` });
+      if (own(after, key) === undefined && before[key] !== undefined) ops.push({ op: 'remove', path: `${path}/${escapePathComponent(key)}` });
     }
     for (const key of Object.keys(after)) {
       const value = after[key];
       if (value === undefined) continue;
       const p = `${path}/${escapePathComponent(key)}`;
-      if (before[key] === undefined) ops.push({ op: 'add', path: p, value });
-      else diffInto(ops, p, before[key], value);
+      const previous = own(before, key);
+      if (previous === undefined) ops.push({ op: 'add', path: p, value });
+      else diffInto(ops, p, previous, value);
     }
     return;
   }

@@ -1,5 +1,3 @@
-import type { V1Pod } from '@kubernetes/client-node';
-
 /**
  * Checks that a value from the network has the shape the injection walks (objects where objects
  * are expected, named lists). Returns a sentence saying what is wrong, or null. It does not validate
@@ -38,10 +36,6 @@ export function podShapeProblem(value: unknown): string | null {
     }
   }
   return null;
-}
-
-export function isPod(value: unknown): value is V1Pod {
-  return podShapeProblem(value) === null;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

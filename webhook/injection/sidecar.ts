@@ -6,6 +6,8 @@ import {
   DEFAULT_CONTAINER_ANNOTATION,
   ISTIO_INJECT,
   ISTIO_NATIVE_SIDECAR_ANNOTATION,
+  ISTIO_STATUS_ANNOTATION,
+  MODE_ANNOTATION,
   STATUS_ANNOTATION,
 } from './annotations.js';
 import { renderApisixConfig } from './apisix-config.js';
@@ -27,14 +29,71 @@ const APISIX_HOME = '/usr/local/apisix';
 /** nginx writes its temp files under its prefix; with a read-only root each needs a writable mount. */
 const APISIX_WRITABLE_DIRS = ['logs', 'client_body_temp', 'proxy_temp', 'fastcgi_temp', 'uwsgi_temp', 'scgi_temp'];
 
-const configTextCache = new WeakMap<InjectionConfig, string>();
-function apisixConfigText(config: InjectionConfig): string {
-  let text = configTextCache.get(config);
-  if (text === undefined) {
-    text = renderApisixConfig(config);
-    configTextCache.set(config, text);
+/** What sidecar mode adds to every pod with the same configuration, placement and capture. */
+interface SidecarParts {
+  /** Init containers before the app's own, and after them. */
+  initBefore: readonly V1Container[];
+  initAfter: readonly V1Container[];
+  /** Containers before the app's (empty with native sidecars). */
+  containers: readonly V1Container[];
+  volumes: readonly V1Volume[];
+  /** The status annotation's text. */
+  status: string;
+  apisixConfig: string;
+}
+
+/**
+ * The parts only depend on the configuration, the placement and the capture arguments, which most
+ * pods share: they are built once, frozen (an accidental mutation by a caller throws instead of
+ * leaking into the next pod) and shared by every injected pod.
+ */
+const partsCache = new WeakMap<InjectionConfig, Map<string, SidecarParts>>();
+
+function sidecarParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null): SidecarParts {
+  let byKey = partsCache.get(config);
+  if (byKey === undefined) {
+    byKey = new Map();
+    partsCache.set(config, byKey);
   }
-  return text;
+  const key = `${native}|${capture === null ? '-' : captureConfigToArgs(capture).join(' ')}`;
+  let parts = byKey.get(key);
+  if (parts === undefined) {
+    if (byKey.size >= 256) byKey.clear(); // pods with unusual annotations must not grow it forever
+    parts = deepFreeze(buildParts(config, native, capture));
+    byKey.set(key, parts);
+  }
+  return parts;
+}
+
+function buildParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null): SidecarParts {
+  const captureInit = capture === null ? [] : [initContainer(capture, config)];
+  const copy = configCopyContainer(config);
+  const agent = agentContainer(config, native);
+  const apisix = apisixContainer(config, native);
+  const initBefore = native ? [...captureInit, copy, agent, apisix] : [];
+  const initAfter = native ? [] : [copy, ...captureInit];
+  const containers = native ? [] : [agent, apisix];
+  const vols = volumes();
+  return {
+    initBefore,
+    initAfter,
+    containers,
+    volumes: vols,
+    status: formatStatus({
+      initContainers: [...initBefore, ...initAfter].map((c) => c.name),
+      containers: containers.map((c) => c.name),
+      volumes: vols.map((v) => v.name),
+    }),
+    apisixConfig: renderApisixConfig(config),
+  };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 /** The mesh containers' identity: the proxy uid/gid, nothing to escalate, nothing to write. */
@@ -192,6 +251,12 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const metadata = pod.metadata ?? {};
   const spec = pod.spec ?? { containers: [] };
   const annotations = metadata.annotations ?? {};
+  if (annotations[ISTIO_STATUS_ANNOTATION] !== undefined) {
+    // Two sidecars would install two sets of capture rules fighting for the same traffic.
+    throw new PodRejection(
+      `the pod already has Istio's sidecar (annotation ${ISTIO_STATUS_ANNOTATION}); remove it, or use ${MODE_ANNOTATION}: gateway or none`,
+    );
+  }
   const previous: InjectionStatus = parseStatus(annotations[STATUS_ANNOTATION]) ?? { initContainers: [], containers: [], volumes: [] };
 
   const appInits = without(spec.initContainers, previous.initContainers);
@@ -214,26 +279,18 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const interception = interceptionMode(annotations);
   const capture = captureConfigFor(pod, appContainers, config);
   const native = nativeSidecars(annotations, config);
+  const parts = sidecarParts(config, native, interception === 'REDIRECT' ? capture : null);
 
-  const captureInit = interception === 'REDIRECT' ? [initContainer(capture, config)] : [];
-  const agent = agentContainer(config, native);
-  const apisix = apisixContainer(config, native);
-  const copy = configCopyContainer(config);
   // Native: the rules first, then the mesh (started and ready before anything else), then the app's
   // init containers inside the mesh. Classic: the app's init containers keep an uncaptured network,
   // the rules come last; the mesh containers go first among the containers.
-  const initContainers = native ? [...captureInit, copy, agent, apisix, ...appInits] : [...appInits, copy, ...captureInit];
-  const containers = native ? appContainers : [agent, apisix, ...appContainers];
-  const status: InjectionStatus = {
-    initContainers: native ? [...captureInit.map((c) => c.name), copy.name, agent.name, apisix.name] : [copy.name, ...captureInit.map((c) => c.name)],
-    containers: native ? [] : [agent.name, apisix.name],
-    volumes: volumes().map((v) => v.name),
-  };
+  const initContainers = [...parts.initBefore, ...appInits, ...parts.initAfter];
+  const containers = parts.containers.length === 0 ? appContainers : [...parts.containers, ...appContainers];
 
   const newAnnotations: Record<string, string> = {
     ...annotations,
-    [STATUS_ANNOTATION]: formatStatus(status),
-    [APISIX_CONFIG_ANNOTATION]: apisixConfigText(config),
+    [STATUS_ANNOTATION]: parts.status,
+    [APISIX_CONFIG_ANNOTATION]: parts.apisixConfig,
   };
   const firstApp = appContainers[0];
   if (newAnnotations[DEFAULT_CONTAINER_ANNOTATION] === undefined && firstApp !== undefined) {
@@ -251,7 +308,7 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
       ...spec,
       initContainers,
       containers,
-      volumes: [...appVolumes, ...volumes()],
+      volumes: [...appVolumes, ...parts.volumes],
     },
   };
 }
