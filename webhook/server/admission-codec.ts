@@ -1,5 +1,6 @@
 import type { AdmissionRequest, AdmissionReview } from '../injection/admission-types.js';
 import type { ReviewOutcome } from '../injection/outcome.js';
+import { serializePatch } from '../injection/patch-json.js';
 
 /**
  * AdmissionReview in and out, as pure functions: the HTTP route only moves bytes. Both
@@ -64,7 +65,8 @@ export function reviewResponse(apiVersion: AdmissionApiVersion, uid: string, out
           uid,
           allowed: true,
           patchType: 'JSONPatch',
-          patch: Buffer.from(JSON.stringify(outcome.patch)).toString('base64'),
+          // Same bytes as JSON.stringify, with the shared sidecar parts' JSON cached.
+          patch: Buffer.from(serializePatch(outcome.patch)).toString('base64'),
         },
       };
     case 'skipped':
