@@ -76,6 +76,19 @@ export function reviewResponse(apiVersion: AdmissionApiVersion, uid: string, out
   }
 }
 
+/**
+ * `JSON.stringify(review)`, cheaper for injected pods: the base64 patch (kilobytes) is spliced in
+ * rather than scanned for characters to escape, since base64 has none.
+ */
+export function serializeReview(review: AdmissionReview): string {
+  const response = review.response;
+  if (response?.patch === undefined) return JSON.stringify(review);
+  const { patch, ...rest } = response;
+  const text = JSON.stringify({ ...review, response: rest });
+  // `response` is the last member, so the text ends with the two braces that close it and the review.
+  return `${text.slice(0, -2)},"patch":"${patch}"}}`;
+}
+
 /** The answer to a body that is not an AdmissionReview we can answer. */
 export function undecodableResponse(decoded: Extract<DecodedReview, { ok: false }>): AdmissionReview {
   return denied(decoded.apiVersion, decoded.uid, decoded.message, CODE_BAD_REVIEW);

@@ -6,6 +6,7 @@ import {
   decodeAdmissionReview,
   failedResponse,
   reviewResponse,
+  serializeReview,
   undecodableResponse,
 } from './admission-codec.js';
 import { countOutcome, type ErrorReason, type WebhookMetrics } from './metrics.js';
@@ -98,7 +99,7 @@ export async function admissionRoutePlugin(app: FastifyInstance, opts: Admission
     if (outcome.kind === 'injected' && (request.log.level === 'debug' || request.log.level === 'trace')) {
       request.log.debug({ uid: admission.uid, patch: outcome.patch }, 'patch');
     }
-    return reviewResponse(apiVersion, admission.uid, outcome);
+    return reply.type('application/json; charset=utf-8').send(serializeReview(reviewResponse(apiVersion, admission.uid, outcome)));
   });
 }
 
