@@ -22,7 +22,7 @@ const WARMUP_MS = 2000;
 const THROUGHPUT_MS = 6000;
 const PACED_RPS = 200;
 const PACED_MS = 5000;
-const ROUNDS = 2;
+const ROUNDS = 3;
 
 if (process.argv[2] === '--serve-floor') {
   await serveFloor(process.argv[3], process.argv[4]);
@@ -73,7 +73,7 @@ async function main() {
         const r = await measure(servers[name], ca.certPem, compact, name);
         results[name].push(r);
         console.log(
-          `round ${round} ${name.padEnd(7)} ${r.rps.toFixed(0).padStart(6)} req/s  ` +
+          `round ${round} ${name.padEnd(7)} ${r.rps.toFixed(0).padStart(6)} req/s  ${r.cpuUs.toFixed(0).padStart(4)} µs CPU/req  ` +
             `@${PACED_RPS} rps: p50 ${r.p50.toFixed(2)} ms p99 ${r.p99.toFixed(2)} ms max ${r.max.toFixed(2)} ms  ` +
             `RSS ${r.rssMiB.toFixed(0)} MiB (peak ${r.hwmMiB.toFixed(0)} MiB)${r.errors ? `  ERRORS ${r.errors}` : ''}`,
         );
@@ -90,6 +90,10 @@ async function main() {
   console.log(`  floor    ${floor.rps.toFixed(0)} req/s, p50 ${floor.p50.toFixed(2)} ms, p99 ${floor.p99.toFixed(2)} ms, RSS ${floor.rssMiB.toFixed(0)} MiB`);
   console.log(`  webhook  ${webhook.rps.toFixed(0)} req/s, p50 ${webhook.p50.toFixed(2)} ms, p99 ${webhook.p99.toFixed(2)} ms, RSS ${webhook.rssMiB.toFixed(0)} MiB`);
   console.log(`  ratio    webhook/floor = ${((100 * webhook.rps) / floor.rps).toFixed(0)} % (aim >= 50 %); median p99 of the webhook ${median(results.webhook.map((r) => r.p99)).toFixed(2)} ms (aim < 10 ms)`);
+  // On a shared machine req/s swings with the neighbours' load; the server's own CPU time per
+  // request does much less, so its ratio is printed as well.
+  const cpu = (name) => median(results[name].map((r) => r.cpuUs));
+  console.log(`  server CPU per request (median of rounds): floor ${cpu('floor').toFixed(0)} µs, webhook ${cpu('webhook').toFixed(0)} µs -> floor/webhook = ${((100 * cpu('floor')) / cpu('webhook')).toFixed(0)} %`);
   const errors = [...results.floor, ...results.webhook].reduce((n, r) => n + r.errors, 0);
   if (errors > 0) {
     console.error(`${errors} requests failed`);
@@ -119,13 +123,15 @@ async function measure(args, caPem, body, name) {
   if (name === 'webhook' && !first.text.includes('"patchType":"JSONPatch"')) throw new Error('webhook: the pod was not injected');
 
   await closedLoop(target, body, WARMUP_MS);
+  const cpuBefore = cpuSecondsOf(child.pid);
   const throughput = await closedLoop(target, body, THROUGHPUT_MS);
+  const cpuUs = ((cpuSecondsOf(child.pid) - cpuBefore) * 1e6) / throughput.done;
   const paced = await openLoop(target, body, PACED_RPS, PACED_MS);
   const { rssMiB, hwmMiB } = memoryOf(child.pid);
   agent.destroy();
   child.kill('SIGTERM');
   await new Promise((resolve) => child.on('exit', resolve));
-  return { rps: throughput.done / (THROUGHPUT_MS / 1000), errors: throughput.errors + paced.errors, ...percentiles(paced.latencies), rssMiB, hwmMiB };
+  return { rps: throughput.done / (THROUGHPUT_MS / 1000), cpuUs, errors: throughput.errors + paced.errors, ...percentiles(paced.latencies), rssMiB, hwmMiB };
 }
 
 function post(target, body) {
@@ -184,6 +190,13 @@ function percentiles(latencies) {
   const sorted = [...latencies].sort((a, b) => a - b);
   const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
   return { p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1] ?? NaN };
+}
+
+/** User + system CPU time of a process, from /proc (clock ticks of 1/100 s). */
+function cpuSecondsOf(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 function memoryOf(pid) {
