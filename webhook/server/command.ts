@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { CliError } from '../../cli/errors.js';
-import { generateCa, generateServingCert } from '../certificates/generate.js';
 import { loadInjectionConfig, type InjectionConfig } from '../config/index.js';
 import type { LogLevel } from './app.js';
 import { DEFAULT_PORT, startWebhookServer, type WebhookServerOptions } from './server.js';
@@ -95,6 +94,8 @@ async function tlsSource(flags: WebhookFlags, reloadIntervalMs: number): Promise
 }
 
 async function selfSigned(dir: string | undefined): Promise<{ cert: string; key: string }> {
+  // node-forge is only loaded for local runs; in a cluster the certificate comes from files.
+  const { generateCa, generateServingCert } = await import('../certificates/generate.js');
   const ca = generateCa({ commonName: 'apisix-mesh-webhook-local-ca', validity: { days: SELF_SIGNED_DAYS } });
   const serving = generateServingCert(ca, SELF_SIGNED_NAMES, { days: SELF_SIGNED_DAYS });
   const caFile = join(dir ?? (await mkdtemp(join(tmpdir(), 'apisix-mesh-webhook-'))), 'ca.crt');
