@@ -7,7 +7,9 @@
 // Per server: requests/s at a fixed concurrency over keep-alive connections (closed loop), then
 // latency at a fixed 200 requests/s (open loop: requests are sent on schedule whether or not earlier
 // ones have answered, and latency counts from the scheduled time), then the server's RSS.
-// Rounds alternate floor/webhook so that noise on the shared machine hits both alike.
+// Rounds alternate floor/webhook so that noise on the shared machine hits both alike. A third
+// server, the floor answering with a string as long as the webhook's patch, separates the cost of
+// sending a patch at all from the cost of computing it.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
@@ -25,13 +27,18 @@ const PACED_MS = 5000;
 const ROUNDS = 3;
 
 if (process.argv[2] === '--serve-floor') {
-  await serveFloor(process.argv[3], process.argv[4]);
+  await serveFloor(process.argv[3], process.argv[4], Number(process.argv[5] ?? 0));
 } else {
   await main();
 }
 
-/** The floor: same TLS, same body parsing, no injection, no logging, no metrics. */
-async function serveFloor(certFile, keyFile) {
+/**
+ * The floor: same TLS, same body parsing, no injection, no logging, no metrics. With `padBytes`, the
+ * answer also carries a `patch` string of that length, to show what sending a patch of the
+ * webhook's size costs by itself.
+ */
+async function serveFloor(certFile, keyFile, padBytes) {
+  const pad = padBytes > 0 ? { patchType: 'JSONPatch', patch: 'A'.repeat(padBytes) } : {};
   const { default: Fastify } = await import('fastify');
   const app = Fastify({
     https: { cert: readFileSync(certFile), key: readFileSync(keyFile), minVersion: 'TLSv1.2' },
@@ -39,7 +46,7 @@ async function serveFloor(certFile, keyFile) {
   });
   app.post('/inject', async (req) => {
     const review = req.body;
-    return { apiVersion: review.apiVersion, kind: review.kind, response: { uid: review.request.uid, allowed: true } };
+    return { apiVersion: review.apiVersion, kind: review.kind, response: { uid: review.request.uid, allowed: true, ...pad } };
   });
   await app.listen({ port: 0, host: '127.0.0.1' });
   process.stdout.write(JSON.stringify({ msg: 'webhook listening', port: app.server.address().port }) + '\n');
@@ -58,22 +65,30 @@ async function main() {
   const body = readFileSync(join(root, 'test/webhook/testdata/pod-create-review.json'));
   const compact = Buffer.from(JSON.stringify(JSON.parse(body.toString())));
 
+  // The size of the webhook's base64 patch for this pod, for the padded floor.
+  const { reviewAdmission } = await import(join(root, 'dist/webhook/injection/review.js'));
+  const { defaultInjectionConfig } = await import(join(root, 'dist/webhook/config/index.js'));
+  const { reviewResponse } = await import(join(root, 'dist/webhook/server/admission-codec.js'));
+  const request = JSON.parse(compact.toString()).request;
+  const patchBytes = reviewResponse('admission.k8s.io/v1', request.uid, reviewAdmission(request, defaultInjectionConfig)).response.patch.length;
+
   const servers = {
     floor: [fileURLToPath(import.meta.url), '--serve-floor', certFile, keyFile],
+    'floor+pad': [fileURLToPath(import.meta.url), '--serve-floor', certFile, keyFile, String(patchBytes)],
     webhook: [join(root, 'dist/cli/main.js'), 'webhook', '--tls-cert', certFile, '--tls-key', keyFile, '--port', '0', '--host', '127.0.0.1'],
   };
   console.log(
     `body: AdmissionReview v1, Pod CREATE of the Bookinfo reviews Deployment (${compact.length} bytes); ` +
       `concurrency ${CONCURRENCY}, keep-alive; ${ROUNDS} alternating rounds; node ${process.version}`,
   );
-  const results = { floor: [], webhook: [] };
+  const results = { floor: [], 'floor+pad': [], webhook: [] };
   try {
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const name of ['floor', 'webhook']) {
+      for (const name of ['floor', 'floor+pad', 'webhook']) {
         const r = await measure(servers[name], ca.certPem, compact, name);
         results[name].push(r);
         console.log(
-          `round ${round} ${name.padEnd(7)} ${r.rps.toFixed(0).padStart(6)} req/s  ${r.cpuUs.toFixed(0).padStart(4)} µs CPU/req  ` +
+          `round ${round} ${name.padEnd(9)} ${r.rps.toFixed(0).padStart(6)} req/s  ${r.cpuUs.toFixed(0).padStart(4)} µs CPU/req  ` +
             `@${PACED_RPS} rps: p50 ${r.p50.toFixed(2)} ms p99 ${r.p99.toFixed(2)} ms max ${r.max.toFixed(2)} ms  ` +
             `RSS ${r.rssMiB.toFixed(0)} MiB (peak ${r.hwmMiB.toFixed(0)} MiB)${r.errors ? `  ERRORS ${r.errors}` : ''}`,
         );
@@ -94,7 +109,8 @@ async function main() {
   // request does much less, so its ratio is printed as well.
   const cpu = (name) => median(results[name].map((r) => r.cpuUs));
   console.log(`  server CPU per request (median of rounds): floor ${cpu('floor').toFixed(0)} µs, webhook ${cpu('webhook').toFixed(0)} µs -> floor/webhook = ${((100 * cpu('floor')) / cpu('webhook')).toFixed(0)} %`);
-  const errors = [...results.floor, ...results.webhook].reduce((n, r) => n + r.errors, 0);
+  console.log(`  floor answering with a ${patchBytes}-byte patch string (no injection): ${best('floor+pad').rps.toFixed(0)} req/s, ${cpu('floor+pad').toFixed(0)} µs CPU/req -> carrying the patch alone costs ${(cpu('floor+pad') - cpu('floor')).toFixed(0)} µs/req`);
+  const errors = Object.values(results).flat().reduce((n, r) => n + r.errors, 0);
   if (errors > 0) {
     console.error(`${errors} requests failed`);
     process.exit(1);
