@@ -118,6 +118,10 @@ describe('HTTPS server', () => {
     expect(() => server.updateTls(mismatched)).toThrow(/does not belong/);
     expect(() => server.updateTls({ cert: 'not a pem', key: next.key })).toThrow(/not a PEM X.509 certificate/);
     expect((await handshake(server.port, { ca: ca2.certPem })).fingerprint).toBe(summary.fingerprint256);
+    // The new context keeps the TLS floor.
+    await expect(
+      handshake(server.port, { ca: ca2.certPem, minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' }),
+    ).rejects.toThrow(/protocol version|unsupported protocol|alert/i);
   });
 });
 
