@@ -1,4 +1,4 @@
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod, V1Probe } from '@kubernetes/client-node';
 import type { AdmissionRequest } from '../../webhook/injection/admission-types.js';
 
 const TEMPLATE_PATHS: Record<string, string[]> = {
@@ -33,4 +33,26 @@ export function podCreate(pod: unknown, namespace = 'default'): AdmissionRequest
     operation: 'CREATE',
     object: pod,
   };
+}
+
+/** What the API server's defaulting adds to a pod's containers, probes and volumes. */
+export function withApiServerDefaults(pod: V1Pod): V1Pod {
+  const p = structuredClone(pod);
+  const probe = (x: V1Probe | undefined) =>
+    x &&
+    Object.assign(x, { timeoutSeconds: 1, successThreshold: 1, failureThreshold: x.failureThreshold ?? 3, periodSeconds: x.periodSeconds ?? 10 }, x.httpGet ? { httpGet: { ...x.httpGet, scheme: 'HTTP' } } : {});
+  for (const c of [...(p.spec!.initContainers ?? []), ...p.spec!.containers]) {
+    Object.assign(c, { terminationMessagePath: '/dev/termination-log', terminationMessagePolicy: 'File', imagePullPolicy: c.imagePullPolicy ?? 'IfNotPresent' });
+    for (const port of c.ports ?? []) port.protocol ??= 'TCP';
+    for (const e of c.env ?? []) if (e.valueFrom?.fieldRef) e.valueFrom.fieldRef.apiVersion = 'v1';
+    probe(c.readinessProbe);
+    probe(c.startupProbe);
+  }
+  for (const v of p.spec!.volumes ?? []) {
+    if (v.downwardAPI) {
+      v.downwardAPI.defaultMode = 420;
+      for (const item of v.downwardAPI.items ?? []) if (item.fieldRef) item.fieldRef.apiVersion = 'v1';
+    }
+  }
+  return p;
 }

@@ -13,7 +13,7 @@ import { injectPod } from '../../webhook/injection/inject-pod.js';
 import { diff } from '../../webhook/injection/patch.js';
 import { serializePatch } from '../../webhook/injection/patch-json.js';
 import { reviewAdmission } from '../../webhook/injection/review.js';
-import { podCreate } from './helpers.js';
+import { podCreate, withApiServerDefaults } from './helpers.js';
 import { validatePod } from './kubernetes-schema.js';
 
 const RESERVED = Object.values(defaultInjectionConfig.ports);
@@ -100,6 +100,9 @@ describe('properties of the injection', () => {
         validatePod(patched);
         const again = reviewAdmission(podCreate(patched, 'shop'), config);
         expect(again).toEqual({ kind: 'injected', mode: outcome.mode, patch: [] });
+        // As the API server re-invokes the webhook: defaults filled in, still nothing to change.
+        const defaulted = withApiServerDefaults(patched);
+        expect(reviewAdmission(podCreate(defaulted, 'shop'), config)).toEqual({ kind: 'injected', mode: outcome.mode, patch: [] });
       }),
       { numRuns: 300 },
     );

@@ -1,0 +1,216 @@
+import type { V1Container, V1SecurityContext, V1Volume } from '@kubernetes/client-node';
+import { captureConfigToArgs, type CaptureConfig } from '../../iptables-init/capture-config.js';
+import type { InjectionConfig } from '../config/injection-config.js';
+import { APISIX_CONFIG_ANNOTATION } from './annotations.js';
+import { renderApisixConfig } from './apisix-config.js';
+import { formatStatus } from './status.js';
+
+/** Names of everything sidecar mode adds; an app may not use them. */
+export const NAMES = {
+  init: 'apisix-mesh-init',
+  configCopy: 'apisix-mesh-config',
+  agent: 'apisix-mesh-agent',
+  apisix: 'apisix-mesh-apisix',
+  podInfoVolume: 'apisix-mesh-podinfo',
+  apisixConfVolume: 'apisix-mesh-apisix-conf',
+  apisixRunVolume: 'apisix-mesh-apisix-run',
+} as const;
+
+const APISIX_HOME = '/usr/local/apisix';
+/** nginx writes its temp files under its prefix; with a read-only root each needs a writable mount. */
+const APISIX_WRITABLE_DIRS = ['logs', 'client_body_temp', 'proxy_temp', 'fastcgi_temp', 'uwsgi_temp', 'scgi_temp'];
+
+/** What sidecar mode adds to every pod with the same configuration, placement and capture. */
+export interface SidecarParts {
+  /** Init containers before the app's own, and after them. */
+  initBefore: readonly V1Container[];
+  initAfter: readonly V1Container[];
+  /** Containers before the app's (empty with native sidecars). */
+  containers: readonly V1Container[];
+  volumes: readonly V1Volume[];
+  /** The status annotation's text. */
+  status: string;
+  apisixConfig: string;
+}
+
+/**
+ * The parts only depend on the configuration, the placement and the capture arguments, which most
+ * pods share: they are built once, frozen (an accidental mutation by a caller throws instead of
+ * leaking into the next pod) and shared by every injected pod.
+ */
+const partsCache = new WeakMap<InjectionConfig, Map<string, SidecarParts>>();
+
+export function sidecarParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null): SidecarParts {
+  let byKey = partsCache.get(config);
+  if (byKey === undefined) {
+    byKey = new Map();
+    partsCache.set(config, byKey);
+  }
+  const key = `${native}|${capture === null ? '-' : captureConfigToArgs(capture).join(' ')}`;
+  let parts = byKey.get(key);
+  if (parts === undefined) {
+    if (byKey.size >= 256) byKey.clear(); // pods with unusual annotations must not grow it forever
+    parts = deepFreeze(buildParts(config, native, capture));
+    byKey.set(key, parts);
+  }
+  return parts;
+}
+
+function buildParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null): SidecarParts {
+  const captureInit = capture === null ? [] : [initContainer(capture, config)];
+  const copy = configCopyContainer(config);
+  const agent = agentContainer(config, native);
+  const apisix = apisixContainer(config, native);
+  const initBefore = native ? [...captureInit, copy, agent, apisix] : [];
+  const initAfter = native ? [] : [copy, ...captureInit];
+  const containers = native ? [] : [agent, apisix];
+  const vols = volumes();
+  return {
+    initBefore,
+    initAfter,
+    containers,
+    volumes: vols,
+    status: formatStatus({
+      initContainers: [...initBefore, ...initAfter].map((c) => c.name),
+      containers: containers.map((c) => c.name),
+      volumes: vols.map((v) => v.name),
+    }),
+    apisixConfig: renderApisixConfig(config),
+  };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** The mesh containers' identity: the proxy uid/gid, nothing to escalate, nothing to write. */
+function proxySecurityContext(config: InjectionConfig): V1SecurityContext {
+  return {
+    runAsUser: config.proxyUid,
+    runAsGroup: config.proxyGid,
+    runAsNonRoot: true,
+    readOnlyRootFilesystem: true,
+    allowPrivilegeEscalation: false,
+    privileged: false,
+    capabilities: { drop: ['ALL'] },
+    seccompProfile: { type: 'RuntimeDefault' },
+  };
+}
+
+/**
+ * The init container that installs the capture rules. iptables needs uid 0 (runAsNonRoot false) with
+ * NET_ADMIN and NET_RAW and nothing else; its root filesystem stays writable because iptables-legacy
+ * takes its lock in /run/xtables.lock.
+ */
+function initContainer(capture: CaptureConfig, config: InjectionConfig): V1Container {
+  return {
+    name: NAMES.init,
+    image: config.images.mesh,
+    imagePullPolicy: config.images.pullPolicy,
+    args: ['iptables', ...captureConfigToArgs(capture)],
+    resources: structuredClone(config.resources.init),
+    securityContext: {
+      runAsUser: 0,
+      runAsGroup: 0,
+      runAsNonRoot: false,
+      readOnlyRootFilesystem: false,
+      allowPrivilegeEscalation: false,
+      privileged: false,
+      capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+  };
+}
+
+/**
+ * Copies the APISIX image's `conf/` into a writable emptyDir and puts the generated config.yaml
+ * (from the downwardAPI volume) in it: APISIX writes `conf/nginx.conf` at start, so its conf
+ * directory cannot stay on the read-only root filesystem.
+ */
+function configCopyContainer(config: InjectionConfig): V1Container {
+  return {
+    name: NAMES.configCopy,
+    image: config.images.apisix,
+    imagePullPolicy: config.images.pullPolicy,
+    command: ['sh', '-c', `cp -R ${APISIX_HOME}/conf/. /apisix-mesh/conf/ && cp /apisix-mesh/pod/config.yaml /apisix-mesh/conf/config.yaml`],
+    resources: structuredClone(config.resources.init),
+    securityContext: proxySecurityContext(config),
+    volumeMounts: [
+      { name: NAMES.apisixConfVolume, mountPath: '/apisix-mesh/conf' },
+      { name: NAMES.podInfoVolume, mountPath: '/apisix-mesh/pod', readOnly: true },
+    ],
+  };
+}
+
+function agentContainer(config: InjectionConfig, native: boolean): V1Container {
+  const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
+  const ready = { httpGet: { path: '/healthz/ready', port: config.ports.agentStatus } };
+  return {
+    name: NAMES.agent,
+    image: config.images.mesh,
+    imagePullPolicy: config.images.pullPolicy,
+    args: [
+      'agent',
+      `--istiod-address=${config.istiodAddress}`,
+      `--etcd-listen=127.0.0.1:${config.ports.etcd}`,
+      `--status-port=${config.ports.agentStatus}`,
+    ],
+    env: [
+      fieldEnv('POD_NAME', 'metadata.name'),
+      fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
+      fieldEnv('INSTANCE_IP', 'status.podIP'),
+      fieldEnv('SERVICE_ACCOUNT', 'spec.serviceAccountName'),
+    ],
+    ports: [{ name: 'mesh-status', containerPort: config.ports.agentStatus, protocol: 'TCP' }],
+    readinessProbe: { ...ready, periodSeconds: 5, failureThreshold: 3 },
+    ...(native ? { startupProbe: { ...ready, periodSeconds: 1, failureThreshold: 600 }, restartPolicy: 'Always' } : {}),
+    resources: structuredClone(config.resources.agent),
+    securityContext: proxySecurityContext(config),
+    volumeMounts: [{ name: NAMES.podInfoVolume, mountPath: '/etc/apisix-mesh/pod', readOnly: true }],
+  };
+}
+
+function apisixContainer(config: InjectionConfig, native: boolean): V1Container {
+  const ready = { httpGet: { path: '/status/ready', port: config.ports.apisixStatus } };
+  return {
+    name: NAMES.apisix,
+    image: config.images.apisix,
+    imagePullPolicy: config.images.pullPolicy,
+    ports: [
+      { name: 'mesh-outbound', containerPort: config.ports.outbound, protocol: 'TCP' },
+      { name: 'mesh-inbound', containerPort: config.ports.inbound, protocol: 'TCP' },
+      { name: 'apisix-status', containerPort: config.ports.apisixStatus, protocol: 'TCP' },
+      { name: 'apisix-metrics', containerPort: config.ports.apisixMetrics, protocol: 'TCP' },
+    ],
+    readinessProbe: { ...ready, periodSeconds: 5, failureThreshold: 3 },
+    ...(native ? { startupProbe: { ...ready, periodSeconds: 1, failureThreshold: 600 }, restartPolicy: 'Always' } : {}),
+    resources: structuredClone(config.resources.apisix),
+    securityContext: proxySecurityContext(config),
+    volumeMounts: [
+      { name: NAMES.apisixConfVolume, mountPath: `${APISIX_HOME}/conf` },
+      ...APISIX_WRITABLE_DIRS.map((dir) => ({ name: NAMES.apisixRunVolume, mountPath: `${APISIX_HOME}/${dir}`, subPath: dir })),
+      { name: NAMES.apisixRunVolume, mountPath: '/tmp', subPath: 'tmp' },
+    ],
+  };
+}
+
+function volumes(): V1Volume[] {
+  return [
+    {
+      name: NAMES.podInfoVolume,
+      downwardAPI: {
+        items: [
+          { path: 'config.yaml', fieldRef: { fieldPath: `metadata.annotations['${APISIX_CONFIG_ANNOTATION}']` } },
+          { path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } },
+        ],
+      },
+    },
+    { name: NAMES.apisixConfVolume, emptyDir: {} },
+    { name: NAMES.apisixRunVolume, emptyDir: {} },
+  ];
+}
+
