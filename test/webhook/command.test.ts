@@ -27,11 +27,19 @@ interface Running {
 }
 
 const started: ChildProcess[] = [];
-afterEach(() => {
+const scratchDirs: string[] = [];
+afterEach(async () => {
   for (const child of started.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
+  for (const dir of scratchDirs.splice(0)) await rm(dir, { recursive: true, force: true });
 });
 
 async function startWebhook(args: string[]): Promise<Running> {
+  // --self-signed writes its CA into a directory; keep it inside one this file removes.
+  if (args.includes('--self-signed') && !args.includes('--self-signed-dir')) {
+    const dir = await mkdtemp(join(tmpdir(), 'apisix-mesh-webhook-cmd-'));
+    scratchDirs.push(dir);
+    args = [...args, '--self-signed-dir', dir];
+  }
   const child = spawn(process.execPath, [cli, 'webhook', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   started.push(child);
   let stderr = '';
@@ -169,7 +177,9 @@ describe('apisix-mesh webhook (spawned)', () => {
 
   it('says when the port is taken', async () => {
     const first = await startWebhook(['--self-signed', '--port', '0']);
-    const res = spawnSync(process.execPath, [cli, 'webhook', '--self-signed', '--port', String(first.port), '--log-level', 'silent'], {
+    const dir = await mkdtemp(join(tmpdir(), 'apisix-mesh-webhook-cmd-'));
+    scratchDirs.push(dir);
+    const res = spawnSync(process.execPath, [cli, 'webhook', '--self-signed', '--self-signed-dir', dir, '--port', String(first.port), '--log-level', 'silent'], {
       encoding: 'utf8',
       timeout: 20_000,
     });
