@@ -1,0 +1,105 @@
+import type { V1ResourceRequirements } from '@kubernetes/client-node';
+
+/**
+ * The injection configuration: everything an operator may change about what the webhook (and
+ * `apisix-mesh inject`) puts into a pod. One YAML file, every field optional; a missing field takes
+ * the default below (documented in the README, "Injection: modes, decision, annotations").
+ */
+export interface InjectionConfig {
+  images: {
+    /** The apisix-mesh image: runs the init container (`iptables`) and the agent. */
+    mesh: string;
+    /** The stock Apache APISIX image (3.x, Debian flavour) that runs as the sidecar proxy. */
+    apisix: string;
+    pullPolicy: 'Always' | 'IfNotPresent' | 'Never';
+  };
+  ports: {
+    /** APISIX's listener for captured outbound TCP. */
+    outbound: number;
+    /** APISIX's listener for captured inbound TCP. */
+    inbound: number;
+    /** The agent's status server (`/healthz/ready`, `/metrics`); always excluded from inbound capture. */
+    agentStatus: number;
+    /** APISIX's status API (`/status/ready`); always excluded from inbound capture. */
+    apisixStatus: number;
+    /** APISIX's Prometheus export server; always excluded from inbound capture. */
+    apisixMetrics: number;
+    /** The etcd v3 API the agent serves to APISIX, on 127.0.0.1 only. */
+    etcd: number;
+  };
+  /** uid and gid of the agent and APISIX; the capture rules never capture this uid/gid's traffic. */
+  proxyUid: number;
+  proxyGid: number;
+  resources: {
+    init: V1ResourceRequirements;
+    agent: V1ResourceRequirements;
+    apisix: V1ResourceRequirements;
+  };
+  /** istiod's plaintext xDS address the agent connects to. */
+  istiodAddress: string;
+  /** nginx worker processes of the APISIX sidecar. */
+  apisixWorkerProcesses: number;
+  /**
+   * Native sidecars (Kubernetes >= 1.29): agent and APISIX become `restartPolicy: Always` init
+   * containers. The pod annotation `sidecar.istio.io/nativeSidecar` overrides it per pod.
+   */
+  nativeSidecars: boolean;
+  /**
+   * Which inbound ports are captured when the pod does not say (`includeInboundPorts`): `all`
+   * (Istio's default, `*`) or `declared` (only the ports the pod's containers declare).
+   */
+  inboundCapture: 'all' | 'declared';
+  gateway: {
+    /** The gateway's own listeners, kept out of Envoy's inbound capture. */
+    inboundPorts: number[];
+    /** Telemetry export (OTLP) kept out of Envoy's outbound capture. */
+    excludeOutboundPorts: number[];
+    excludeOutboundIpRanges: string[];
+  };
+  /** Pods in these namespaces are never injected (besides `webhookNamespace`). */
+  excludedNamespaces: string[];
+  /** The webhook's own namespace, never injected (it would wait on itself). */
+  webhookNamespace: string;
+}
+
+export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
+  images: {
+    mesh: 'ghcr.io/apisix-mesh/apisix-mesh:0.1.0',
+    apisix: 'apache/apisix:3.11.0-debian',
+    pullPolicy: 'IfNotPresent',
+  },
+  ports: {
+    outbound: 15001,
+    inbound: 15006,
+    agentStatus: 15020,
+    apisixStatus: 15021,
+    apisixMetrics: 15090,
+    etcd: 15379,
+  },
+  proxyUid: 1337,
+  proxyGid: 1337,
+  resources: {
+    init: { requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '100m', memory: '64Mi' } },
+    agent: { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } },
+    apisix: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '2', memory: '512Mi' } },
+  },
+  istiodAddress: 'istiod.istio-system.svc:15010',
+  apisixWorkerProcesses: 2,
+  nativeSidecars: false,
+  inboundCapture: 'all',
+  gateway: {
+    inboundPorts: [80, 443],
+    excludeOutboundPorts: [4317, 4318],
+    excludeOutboundIpRanges: [],
+  },
+  excludedNamespaces: ['kube-system', 'kube-public', 'kube-node-lease', 'local-path-storage'],
+  webhookNamespace: 'apisix-mesh-system',
+});
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

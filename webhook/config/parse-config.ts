@@ -1,0 +1,217 @@
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import type { V1ResourceRequirements } from '@kubernetes/client-node';
+import { defaultInjectionConfig, type InjectionConfig } from './injection-config.js';
+
+/** A configuration file that cannot be used; the message names the file and the field. */
+export class InjectionConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InjectionConfigError';
+  }
+}
+
+class FieldError extends Error {
+  constructor(
+    readonly field: string,
+    reason: string,
+  ) {
+    super(reason);
+  }
+}
+
+/** A field reader: checks one value (never undefined) and returns it typed. */
+type Reader<T> = (value: unknown, field: string) => T;
+
+const describe = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'a mapping' : JSON.stringify(v));
+
+const nonEmptyString: Reader<string> = (v, field) => {
+  if (typeof v !== 'string' || v.trim() === '') throw new FieldError(field, `must be a non-empty string, got ${describe(v)}`);
+  return v;
+};
+
+const boolean: Reader<boolean> = (v, field) => {
+  if (typeof v !== 'boolean') throw new FieldError(field, `must be true or false, got ${describe(v)}`);
+  return v;
+};
+
+function integer(min: number, max: number): Reader<number> {
+  return (v, field) => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      throw new FieldError(field, `must be an integer in ${min}-${max}, got ${describe(v)}`);
+    }
+    return v;
+  };
+}
+
+const port = integer(1, 65535);
+
+function oneOf<T extends string>(...allowed: T[]): Reader<T> {
+  return (v, field) => {
+    if (typeof v !== 'string' || !(allowed as string[]).includes(v)) {
+      throw new FieldError(field, `must be one of ${allowed.join(', ')}, got ${describe(v)}`);
+    }
+    return v as T;
+  };
+}
+
+function listOf<T>(item: Reader<T>): Reader<T[]> {
+  return (v, field) => {
+    if (!Array.isArray(v)) throw new FieldError(field, `must be a list, got ${describe(v)}`);
+    return v.map((x, i) => item(x, `${field}[${i}]`));
+  };
+}
+
+const cidr: Reader<string> = (v, field) => {
+  const text = typeof v === 'string' ? v : '';
+  const [addr = '', bits = '', extra] = text.split('/');
+  const family = isIP(addr);
+  if (extra !== undefined || family === 0 || !/^\d{1,3}$/.test(bits) || Number(bits) > (family === 4 ? 32 : 128)) {
+    throw new FieldError(field, `must be a CIDR (address/prefix-length), got ${describe(v)}`);
+  }
+  return `${addr}/${Number(bits)}`;
+};
+
+/** Kubernetes-style DNS label (namespace names). */
+const dnsLabel: Reader<string> = (v, field) => {
+  if (typeof v !== 'string' || !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(v)) {
+    throw new FieldError(field, `must be a namespace name (DNS label), got ${describe(v)}`);
+  }
+  return v;
+};
+
+const hostPort: Reader<string> = (v, field) => {
+  const s = nonEmptyString(v, field);
+  const m = /^(.+):(\d{1,5})$/.exec(s);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535 || /\s/.test(s)) {
+    throw new FieldError(field, `must be host:port, got ${describe(v)}`);
+  }
+  return s;
+};
+
+/** A resource quantity as Kubernetes writes them (`100m`, `0.5`, `128Mi`, `1e3`). */
+const quantity: Reader<string> = (v, field) => {
+  const s = typeof v === 'number' ? String(v) : v;
+  if (typeof s !== 'string' || !/^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/.test(s)) {
+    throw new FieldError(field, `must be a resource quantity such as 100m or 128Mi, got ${describe(v)}`);
+  }
+  return s;
+};
+
+function quantities(v: unknown, field: string): Record<string, string> {
+  const map = mapping(v, field);
+  const out: Record<string, string> = {};
+  for (const [k, q] of Object.entries(map)) {
+    if (!/^[a-zA-Z0-9./-]+$/.test(k)) throw new FieldError(`${field}.${k}`, 'is not a resource name');
+    out[k] = quantity(q, `${field}.${k}`);
+  }
+  return out;
+}
+
+const resources: Reader<V1ResourceRequirements> = (v, field) => {
+  const map = mapping(v, field);
+  const out: V1ResourceRequirements = {};
+  for (const [k, q] of Object.entries(map)) {
+    if (k === 'requests') out.requests = quantities(q, `${field}.requests`);
+    else if (k === 'limits') out.limits = quantities(q, `${field}.limits`);
+    else throw new FieldError(`${field}.${k}`, 'is not a known field (requests, limits)');
+  }
+  return out;
+};
+
+function mapping(v: unknown, field: string): Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    throw new FieldError(field, `must be a mapping, got ${describe(v)}`);
+  }
+  return v as Record<string, unknown>;
+}
+
+/** Reads a mapping whose keys are exactly those of `readers`; absent keys keep `defaults`. */
+function section<T extends object>(readers: { [K in keyof T]: Reader<T[K]> }, defaults: Readonly<T>): Reader<T> {
+  return (v, field) => {
+    const map = mapping(v, field);
+    const out = structuredClone(defaults) as T;
+    for (const [k, value] of Object.entries(map)) {
+      const path = field === '' ? k : `${field}.${k}`;
+      if (!Object.hasOwn(readers, k)) {
+        throw new FieldError(path, `is not a known field (known: ${Object.keys(readers).join(', ')})`);
+      }
+      if (value === undefined || value === null) continue; // `key:` with no value keeps the default
+      out[k as keyof T] = readers[k as keyof T](value, path);
+    }
+    return out;
+  };
+}
+
+const d = defaultInjectionConfig;
+
+const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
+  {
+    images: section({ mesh: nonEmptyString, apisix: nonEmptyString, pullPolicy: oneOf('Always', 'IfNotPresent', 'Never') }, d.images),
+    ports: section(
+      { outbound: port, inbound: port, agentStatus: port, apisixStatus: port, apisixMetrics: port, etcd: port },
+      d.ports,
+    ),
+    proxyUid: integer(1, 4294967294),
+    proxyGid: integer(1, 4294967294),
+    resources: section({ init: resources, agent: resources, apisix: resources }, d.resources),
+    istiodAddress: hostPort,
+    apisixWorkerProcesses: integer(1, 64),
+    nativeSidecars: boolean,
+    inboundCapture: oneOf('all', 'declared'),
+    gateway: section(
+      { inboundPorts: listOf(port), excludeOutboundPorts: listOf(port), excludeOutboundIpRanges: listOf(cidr) },
+      d.gateway,
+    ),
+    excludedNamespaces: listOf(dnsLabel),
+    webhookNamespace: dnsLabel,
+  },
+  d,
+);
+
+function checkPortsDistinct(config: InjectionConfig): void {
+  const seen = new Map<number, string>();
+  for (const [name, p] of Object.entries(config.ports)) {
+    const other = seen.get(p);
+    if (other) throw new FieldError(`ports.${name}`, `must differ from ports.${other} (both ${p})`);
+    seen.set(p, name);
+  }
+}
+
+/**
+ * Parses the configuration file's text. An empty document means "all defaults". `sourceName` (the
+ * file name) starts every error message.
+ */
+export function parseInjectionConfig(text: string, sourceName: string): InjectionConfig {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text, { prettyErrors: false, uniqueKeys: true });
+  } catch (err) {
+    const reason = err instanceof YAMLParseError || err instanceof Error ? err.message : String(err);
+    throw new InjectionConfigError(`${sourceName}: not valid YAML: ${reason}`);
+  }
+  if (doc === null || doc === undefined) return structuredClone(defaultInjectionConfig) as InjectionConfig;
+  try {
+    const config = readConfig(doc, '');
+    checkPortsDistinct(config);
+    return config;
+  } catch (err) {
+    if (err instanceof FieldError) {
+      throw new InjectionConfigError(`${sourceName}: ${err.field === '' ? 'the document' : err.field}: ${err.message}`);
+    }
+    throw err;
+  }
+}
+
+/** Reads and parses the configuration file at `path`. */
+export async function loadInjectionConfig(path: string): Promise<InjectionConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new InjectionConfigError(`${path}: cannot read the injection configuration (${reason})`);
+  }
+  return parseInjectionConfig(text, path);
+}

@@ -1,0 +1,32 @@
+/** The label and annotation names the injection reads or writes, in one place. */
+
+/** Picks the mode of a pod: `sidecar`, `gateway` or `none`. */
+export const MODE_ANNOTATION = 'apisix-mesh.io/mode';
+/** What sidecar mode injected (JSON); makes re-injection give the same pod. */
+export const STATUS_ANNOTATION = 'apisix-mesh.io/status';
+/** APISIX's config.yaml, mounted into the APISIX container through a downwardAPI volume. */
+export const APISIX_CONFIG_ANNOTATION = 'apisix-mesh.io/apisix-config';
+export const GATEWAY_INBOUND_PORTS_ANNOTATION = 'apisix-mesh.io/gateway-inbound-ports';
+export const GATEWAY_EXCLUDE_OUTBOUND_PORTS_ANNOTATION = 'apisix-mesh.io/gateway-exclude-outbound-ports';
+export const GATEWAY_EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION = 'apisix-mesh.io/gateway-exclude-outbound-ip-ranges';
+
+/** Istio's opt-out/opt-in, as label (wins) or annotation. */
+export const ISTIO_INJECT = 'sidecar.istio.io/inject';
+export const ISTIO_NATIVE_SIDECAR_ANNOTATION = 'sidecar.istio.io/nativeSidecar';
+export const ISTIO_INTERCEPTION_MODE_ANNOTATION = 'sidecar.istio.io/interceptionMode';
+export const DEFAULT_CONTAINER_ANNOTATION = 'kubectl.kubernetes.io/default-container';
+
+/** Istio's traffic annotations (same meaning in sidecar mode as for Envoy). */
+export const TRAFFIC = {
+  includeInboundPorts: 'traffic.sidecar.istio.io/includeInboundPorts',
+  excludeInboundPorts: 'traffic.sidecar.istio.io/excludeInboundPorts',
+  includeOutboundIPRanges: 'traffic.sidecar.istio.io/includeOutboundIPRanges',
+  excludeOutboundIPRanges: 'traffic.sidecar.istio.io/excludeOutboundIPRanges',
+  includeOutboundPorts: 'traffic.sidecar.istio.io/includeOutboundPorts',
+  excludeOutboundPorts: 'traffic.sidecar.istio.io/excludeOutboundPorts',
+  excludeInterfaces: 'traffic.sidecar.istio.io/excludeInterfaces',
+} as const;
+
+/** The label of the official APISIX chart's pods: such pods default to gateway mode. */
+export const APP_NAME_LABEL = 'app.kubernetes.io/name';
+export const APISIX_APP_NAME = 'apisix';

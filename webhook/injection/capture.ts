@@ -1,0 +1,110 @@
+import type { V1Container, V1Pod } from '@kubernetes/client-node';
+import {
+  CaptureConfigError,
+  defaultCaptureConfig,
+  parseCidrList,
+  parseCidrSelection,
+  parseInterfaceList,
+  parsePortList,
+  parsePortSelection,
+  type CaptureConfig,
+} from '../../iptables-init/capture-config.js';
+import type { InjectionConfig } from '../config/injection-config.js';
+import { ISTIO_INTERCEPTION_MODE_ANNOTATION, TRAFFIC } from './annotations.js';
+
+/** How inbound traffic reaches APISIX: REDIRECT rules, or no capture at all (no init container). */
+export type InterceptionMode = 'REDIRECT' | 'NONE';
+
+/** A pod whose annotations cannot be honoured; the message names the annotation and the value. */
+export class PodRejection extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PodRejection';
+  }
+}
+
+function annotationError(err: unknown): never {
+  if (err instanceof CaptureConfigError) throw new PodRejection(`annotation ${err.message}`);
+  throw err;
+}
+
+/** `sidecar.istio.io/interceptionMode`; TPROXY is Istio's, but APISIX here only does REDIRECT. */
+export function interceptionMode(annotations: Record<string, string>): InterceptionMode {
+  const value = annotations[ISTIO_INTERCEPTION_MODE_ANNOTATION];
+  if (value === undefined || value === 'REDIRECT') return 'REDIRECT';
+  if (value === 'NONE') return 'NONE';
+  if (value === 'TPROXY') {
+    throw new PodRejection(
+      `annotation ${ISTIO_INTERCEPTION_MODE_ANNOTATION}: "TPROXY" is not supported by apisix-mesh (allowed: REDIRECT, NONE)`,
+    );
+  }
+  throw new PodRejection(
+    `annotation ${ISTIO_INTERCEPTION_MODE_ANNOTATION}: ${JSON.stringify(value)} is not an interception mode (allowed: REDIRECT, NONE)`,
+  );
+}
+
+/** The TCP ports the pod's own containers declare, in order, without repeats. */
+export function declaredTcpPorts(containers: readonly V1Container[]): number[] {
+  const ports: number[] = [];
+  for (const c of containers) {
+    for (const p of c.ports ?? []) {
+      if ((p.protocol ?? 'TCP') === 'TCP' && !ports.includes(p.containerPort)) ports.push(p.containerPort);
+    }
+  }
+  return ports;
+}
+
+/** Ports the mesh listens on in the pod's network namespace: an app container may not declare them. */
+export function reservedPorts(config: InjectionConfig): number[] {
+  return Object.values(config.ports);
+}
+
+/**
+ * The capture configuration of a pod, with istio-iptables' semantics: inbound `*` (or the declared
+ * ports, per configuration) unless `includeInboundPorts` says otherwise; the mesh's own status and
+ * metrics ports always excluded inbound before the pod's own exclusions; outbound `*` unless
+ * `includeOutboundIPRanges` says otherwise. Throws `PodRejection` for a value that is not valid.
+ */
+export function captureConfigFor(pod: V1Pod, appContainers: readonly V1Container[], config: InjectionConfig): CaptureConfig {
+  const a = pod.metadata?.annotations ?? {};
+  const get = (name: string): string | undefined => a[name];
+  try {
+    const include = get(TRAFFIC.includeInboundPorts);
+    const inboundPorts =
+      include !== undefined
+        ? parsePortSelection(include, TRAFFIC.includeInboundPorts)
+        : config.inboundCapture === 'all'
+          ? '*'
+          : declaredTcpPorts(appContainers);
+    const excludeInbound = [config.ports.agentStatus, config.ports.apisixStatus, config.ports.apisixMetrics];
+    const userExclude = get(TRAFFIC.excludeInboundPorts);
+    if (userExclude !== undefined) {
+      for (const p of parsePortList(userExclude, TRAFFIC.excludeInboundPorts)) {
+        if (!excludeInbound.includes(p)) excludeInbound.push(p);
+      }
+    }
+    const list = (name: string, parse: (v: string, s: string) => number[]): number[] => {
+      const v = get(name);
+      return v === undefined ? [] : parse(v, name);
+    };
+    const includeRanges = get(TRAFFIC.includeOutboundIPRanges);
+    const excludeRanges = get(TRAFFIC.excludeOutboundIPRanges);
+    const interfaces = get(TRAFFIC.excludeInterfaces);
+    return {
+      ...defaultCaptureConfig,
+      outboundPort: config.ports.outbound,
+      inboundPort: config.ports.inbound,
+      proxyUid: config.proxyUid,
+      proxyGid: config.proxyGid,
+      inboundPorts,
+      excludeInboundPorts: excludeInbound,
+      outboundIpRanges: includeRanges === undefined ? '*' : parseCidrSelection(includeRanges, TRAFFIC.includeOutboundIPRanges),
+      excludeOutboundIpRanges: excludeRanges === undefined ? [] : parseCidrList(excludeRanges, TRAFFIC.excludeOutboundIPRanges),
+      outboundPorts: list(TRAFFIC.includeOutboundPorts, parsePortList),
+      excludeOutboundPorts: list(TRAFFIC.excludeOutboundPorts, parsePortList),
+      excludeInterfaces: interfaces === undefined ? [] : parseInterfaceList(interfaces, TRAFFIC.excludeInterfaces),
+    };
+  } catch (err) {
+    annotationError(err);
+  }
+}

@@ -1,0 +1,64 @@
+import type { V1Pod } from '@kubernetes/client-node';
+import { CaptureConfigError, parseCidrList, parsePortList } from '../../iptables-init/capture-config.js';
+import type { InjectionConfig } from '../config/injection-config.js';
+import {
+  GATEWAY_EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION,
+  GATEWAY_EXCLUDE_OUTBOUND_PORTS_ANNOTATION,
+  GATEWAY_INBOUND_PORTS_ANNOTATION,
+  ISTIO_INJECT,
+  TRAFFIC,
+} from './annotations.js';
+import { PodRejection } from './capture.js';
+
+/**
+ * `existing` ∪ `added` as a comma list: existing items first in their order (text kept as written),
+ * then the new ones in theirs. Never drops or rewrites what the pod already says.
+ */
+export function mergeList(existing: string | undefined, added: readonly string[]): string {
+  const items = (existing ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const a of added) if (!items.includes(a)) items.push(a);
+  return items.join(',');
+}
+
+/**
+ * The gateway pod with Istio's traffic annotations extended so that the Envoy Istio injects leaves
+ * the gateway's listeners (inbound) and its telemetry export (outbound) alone, and with the label that
+ * makes Istio's injector fire. No containers are added. Throws `PodRejection` when one of the
+ * `apisix-mesh.io/gateway-*` annotations or an existing Istio traffic annotation is invalid.
+ */
+export function injectGateway(pod: V1Pod, config: InjectionConfig): V1Pod {
+  const metadata = pod.metadata ?? {};
+  const a = metadata.annotations ?? {};
+  try {
+    const ports = (name: string, fallback: readonly number[]): string[] =>
+      (a[name] === undefined ? fallback : parsePortList(a[name], name)).map(String);
+    const inbound = ports(GATEWAY_INBOUND_PORTS_ANNOTATION, config.gateway.inboundPorts);
+    const outbound = ports(GATEWAY_EXCLUDE_OUTBOUND_PORTS_ANNOTATION, config.gateway.excludeOutboundPorts);
+    const rangesText = a[GATEWAY_EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION];
+    const ranges = rangesText === undefined ? config.gateway.excludeOutboundIpRanges : parseCidrList(rangesText, GATEWAY_EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION);
+    // The existing values are Istio's to interpret, but a bad one would only fail later inside
+    // istio-init; refuse it now, naming the annotation.
+    if (a[TRAFFIC.excludeInboundPorts] !== undefined) parsePortList(a[TRAFFIC.excludeInboundPorts], TRAFFIC.excludeInboundPorts);
+    if (a[TRAFFIC.excludeOutboundPorts] !== undefined) parsePortList(a[TRAFFIC.excludeOutboundPorts], TRAFFIC.excludeOutboundPorts);
+    if (a[TRAFFIC.excludeOutboundIPRanges] !== undefined) parseCidrList(a[TRAFFIC.excludeOutboundIPRanges], TRAFFIC.excludeOutboundIPRanges);
+
+    const annotations: Record<string, string> = {
+      ...a,
+      [TRAFFIC.excludeInboundPorts]: mergeList(a[TRAFFIC.excludeInboundPorts], inbound),
+      [TRAFFIC.excludeOutboundPorts]: mergeList(a[TRAFFIC.excludeOutboundPorts], outbound),
+    };
+    if (ranges.length > 0 || a[TRAFFIC.excludeOutboundIPRanges] !== undefined) {
+      annotations[TRAFFIC.excludeOutboundIPRanges] = mergeList(a[TRAFFIC.excludeOutboundIPRanges], ranges);
+    }
+    return {
+      ...pod,
+      metadata: { ...metadata, labels: { ...metadata.labels, [ISTIO_INJECT]: 'true' }, annotations },
+    };
+  } catch (err) {
+    if (err instanceof CaptureConfigError) throw new PodRejection(`annotation ${err.message}`);
+    throw err;
+  }
+}

@@ -1,0 +1,49 @@
+import type { V1Pod } from '@kubernetes/client-node';
+
+/**
+ * Checks that a value from the network has the shape the injection walks (objects where objects
+ * are expected, named lists). Returns a sentence saying what is wrong, or null. It does not validate
+ * the pod against Kubernetes' schema — the API server does that after the webhook.
+ */
+export function podShapeProblem(value: unknown): string | null {
+  if (!isObject(value)) return 'the object is not a JSON object';
+  if (value.kind !== undefined && value.kind !== 'Pod') return `the object is a ${JSON.stringify(value.kind)}, not a Pod`;
+  const metadata = value.metadata;
+  if (metadata !== undefined) {
+    if (!isObject(metadata)) return 'metadata is not an object';
+    for (const key of ['labels', 'annotations'] as const) {
+      const map = metadata[key];
+      if (map === undefined || map === null) continue;
+      if (!isObject(map) || !Object.values(map).every((v) => typeof v === 'string')) return `metadata.${key} is not a map of strings`;
+    }
+  }
+  const spec = value.spec;
+  if (spec === undefined) return null;
+  if (!isObject(spec)) return 'spec is not an object';
+  for (const key of ['containers', 'initContainers', 'volumes'] as const) {
+    const list = spec[key];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list)) return `spec.${key} is not a list`;
+    for (let i = 0; i < list.length; i++) {
+      const item: unknown = list[i];
+      if (!isObject(item) || typeof item.name !== 'string') return `spec.${key}[${i}] has no name`;
+      if (key !== 'volumes') {
+        const ports = item.ports;
+        if (ports !== undefined && ports !== null) {
+          if (!Array.isArray(ports) || !ports.every((p) => isObject(p) && typeof p.containerPort === 'number')) {
+            return `spec.${key}[${i}].ports is not a list of ports`;
+          }
+        }
+      }
+    }
+  }
+  return null;
+}
+
+export function isPod(value: unknown): value is V1Pod {
+  return podShapeProblem(value) === null;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
