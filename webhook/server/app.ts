@@ -1,0 +1,67 @@
+import type { ServerOptions as HttpsServerOptions } from 'node:https';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import { defaultInjectionConfig, type InjectionConfig } from '../config/index.js';
+import { reviewAdmission } from '../injection/review.js';
+import { admissionRoutePlugin, type Reviewer } from './admission-route.js';
+import { healthPlugin, type Readiness } from './health.js';
+import { createWebhookMetrics, metricsPlugin, type WebhookMetrics } from './metrics.js';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface WebhookAppOptions {
+  /** The injection configuration; defaults to `defaultInjectionConfig`. */
+  config?: InjectionConfig;
+  /** Replaces the injection's review (defaults to `reviewAdmission` with `config`). */
+  review?: Reviewer;
+  /** Bodies larger than this get 400. Defaults to 6 MiB, Istio's limit. */
+  maxBodyBytes?: number;
+  /** Structured JSON logs at this level; `silent` for none. Defaults to `info`. */
+  logLevel?: LogLevel;
+  /** A ready-made logger (tests pass one that records lines); overrides `logLevel`. */
+  logger?: FastifyBaseLogger;
+  /** TLS settings; without them the app speaks plain HTTP (used by `app.inject` tests only). */
+  https?: HttpsServerOptions;
+  readiness?: Readiness;
+  metrics?: WebhookMetrics;
+}
+
+export const DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024;
+/** The API server waits at most 30 s for a webhook; a request still unfinished by then is abandoned. */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+/**
+ * The webhook as a Fastify app: one plugin per concern (admission route, health, metrics). Nothing
+ * here listens; `startWebhookServer` does that, tests use `app.inject`.
+ */
+export function buildWebhookApp(opts: WebhookAppOptions = {}): FastifyInstance {
+  const config = opts.config ?? defaultInjectionConfig;
+  const review: Reviewer = opts.review ?? ((request) => reviewAdmission(request, config));
+  const metrics = opts.metrics ?? createWebhookMetrics();
+  const readiness = opts.readiness ?? { ready: true };
+  const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+
+  const app = Fastify({
+    ...(opts.logger ? { loggerInstance: opts.logger } : { logger: { level: opts.logLevel ?? 'info' } }),
+    ...(opts.https ? { https: opts.https } : {}),
+    // One line per review is logged by the route, without pod contents; Fastify's own request
+    // lines would double the log volume.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: maxBodyBytes,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    // While draining, requests that still arrive on open keep-alive connections are answered,
+    // not refused with 503: the API server may already have sent them.
+    return503OnClosing: false,
+  }) as unknown as FastifyInstance;
+
+  // Routes outside /inject (health, metrics, 404s) never answer 5xx for a client's mistake either.
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400;
+    if (!error.statusCode || error.statusCode >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.code(status).send({ statusCode: status, error: 'Bad Request', message: error.message });
+  });
+
+  app.register(admissionRoutePlugin, { review, metrics, maxBodyBytes });
+  app.register(healthPlugin, { readiness });
+  app.register(metricsPlugin, { metrics });
+  return app;
+}
