@@ -11,6 +11,8 @@ import type {
   V1Service,
 } from '@kubernetes/client-node';
 import { beforeAll, expect, it } from 'vitest';
+import { buildProgram } from '../../cli/program.js';
+import { parseInjectionConfig } from '../../webhook/config/index.js';
 import { describeWhenAvailable, missingCommand } from '../support/requirements.js';
 import { selectorMatches } from './label-selector.js';
 import { findObject, renderKustomization, type KubeObject } from './render.js';
@@ -150,6 +152,23 @@ function checkCommonRules(render: () => KubeObject[]): void {
     const volume = deployment.spec!.template.spec!.volumes!.find((v) => v.name === mount.name)!;
     const configMap = findObject(objects, 'ConfigMap', volume.configMap!.name) as unknown as { data: Record<string, string> };
     expect(Object.keys(configMap.data)).toContain(configPath.slice(mount.mountPath.length + 1));
+  });
+
+  it('passes the webhook only flags that `apisix-mesh webhook` has', () => {
+    const container = webhookContainer(findObject<V1Deployment>(objects, 'Deployment'));
+    const webhook = buildProgram().commands.find((c) => c.name() === 'webhook')!;
+    const known = new Set(webhook.options.map((o) => o.long));
+    for (const arg of container.args!.slice(1)) {
+      expect(known, arg).toContain(arg.split('=')[0]);
+    }
+  });
+
+  it('ships an injection configuration the webhook accepts, naming its own namespace and image', () => {
+    const deployment = findObject<V1Deployment>(objects, 'Deployment');
+    const configMap = findObject(objects, 'ConfigMap') as unknown as { data: Record<string, string> };
+    const config = parseInjectionConfig(configMap.data['config.yaml']!, 'config.yaml');
+    expect(config.webhookNamespace).toBe(NAMESPACE);
+    expect(config.images.mesh).toBe(webhookContainer(deployment).image);
   });
 
   it('exposes 443 on a Service that reaches the webhook pods', () => {
