@@ -1,5 +1,5 @@
 import type { ServerOptions as HttpsServerOptions } from 'node:https';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
 import { defaultInjectionConfig, type InjectionConfig } from '../config/index.js';
 import { reviewAdmission } from '../injection/review.js';
 import { admissionRoutePlugin, type Reviewer } from './admission-route.js';
@@ -17,8 +17,8 @@ export interface WebhookAppOptions {
   maxBodyBytes?: number;
   /** Structured JSON logs at this level; `silent` for none. Defaults to `info`. */
   logLevel?: LogLevel;
-  /** A ready-made logger (tests pass one that records lines); overrides `logLevel`. */
-  logger?: FastifyBaseLogger;
+  /** Where the JSON log lines go; defaults to stdout. */
+  logStream?: { write(line: string): void };
   /** TLS settings; without them the app speaks plain HTTP (used by `app.inject` tests only). */
   https?: HttpsServerOptions;
   readiness?: Readiness;
@@ -41,7 +41,7 @@ export function buildWebhookApp(opts: WebhookAppOptions = {}): FastifyInstance {
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
 
   const app = Fastify({
-    ...(opts.logger ? { loggerInstance: opts.logger } : { logger: { level: opts.logLevel ?? 'info' } }),
+    logger: { level: opts.logLevel ?? 'info', ...(opts.logStream ? { stream: opts.logStream } : {}) },
     ...(opts.https ? { https: opts.https } : {}),
     // One line per review is logged by the route, without pod contents; Fastify's own request
     // lines would double the log volume.

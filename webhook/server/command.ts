@@ -7,6 +7,7 @@ import { generateCa, generateServingCert } from '../certificates/generate.js';
 import { loadInjectionConfig, type InjectionConfig } from '../config/index.js';
 import type { LogLevel } from './app.js';
 import { DEFAULT_PORT, startWebhookServer, type WebhookServerOptions } from './server.js';
+import { TlsPairError } from './tls.js';
 import {
   addClusterCertificateOptions,
   startClusterCertificates,
@@ -76,7 +77,8 @@ export function registerWebhookCommand(program: Command): void {
         server = await startWebhookServer({ port, host, tls, drainTimeoutMs, logLevel: flags.logLevel, ...(config ? { config } : {}) });
       } catch (err) {
         clusterCerts?.stop();
-        throw new CliError((err as Error).message, 1);
+        // A certificate that cannot be read or used is bad input (2); failing to listen is a failure (1).
+        throw new CliError((err as Error).message, err instanceof TlsPairError ? 2 : 1);
       }
       clusterCerts?.follow((pair) => server.updateTls(pair), server.app.log);
       const stopped = await untilSignal(() => {

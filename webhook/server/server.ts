@@ -36,6 +36,7 @@ export interface WebhookServer {
 }
 
 export async function startWebhookServer(opts: WebhookServerOptions): Promise<WebhookServer> {
+  // Both throw TlsPairError: nothing has started yet.
   const initialPair = 'pair' in opts.tls ? opts.tls.pair : await readTlsPair(opts.tls.files);
   const initialSummary = checkTlsPair(initialPair);
   const readiness: Readiness = { ready: false, reason: 'starting' };
@@ -93,10 +94,15 @@ export async function startWebhookServer(opts: WebhookServerOptions): Promise<We
         log.warn({ drainTimeoutMs: opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS }, 'drain timed out, closing remaining connections');
         https.closeAllConnections();
       }, opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
+      // A keep-alive connection whose request was already under way when the drain began is not
+      // idle at close() time and would be kept open after its answer until the keep-alive timeout;
+      // close such connections as soon as they fall idle.
+      const reaper = setInterval(() => https.closeIdleConnections(), 50);
       try {
         await app.close();
       } finally {
         clearTimeout(deadline);
+        clearInterval(reaper);
       }
       log.info({ forced }, 'webhook stopped');
       return { forced };

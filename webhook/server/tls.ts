@@ -6,6 +6,11 @@ import type { SecureContextOptions, SecureVersion } from 'node:tls';
 /** TLS 1.2 is the floor: the API server speaks 1.2 and 1.3, nothing older is accepted. */
 export const MIN_TLS_VERSION: SecureVersion = 'TLSv1.2';
 
+/** A certificate pair that cannot be read or cannot serve; the message says which file and why. */
+export class TlsPairError extends Error {
+  override name = 'TlsPairError';
+}
+
 /** A serving certificate (chain) and its key, PEM. */
 export interface TlsPair {
   cert: string;
@@ -30,17 +35,17 @@ export function checkTlsPair(pair: TlsPair, now: Date = new Date()): TlsPairSumm
   try {
     cert = new X509Certificate(pair.cert);
   } catch (err) {
-    throw new Error(`the certificate is not a PEM X.509 certificate (${(err as Error).message})`);
+    throw new TlsPairError(`the certificate is not a PEM X.509 certificate (${(err as Error).message})`);
   }
   let key;
   try {
     key = createPrivateKey(pair.key);
   } catch (err) {
-    throw new Error(`the key is not a PEM private key (${(err as Error).message})`);
+    throw new TlsPairError(`the key is not a PEM private key (${(err as Error).message})`);
   }
-  if (!cert.checkPrivateKey(key)) throw new Error(`the key does not belong to the certificate for ${cert.subject}`);
+  if (!cert.checkPrivateKey(key)) throw new TlsPairError(`the key does not belong to the certificate for ${cert.subject}`);
   if (new Date(cert.validTo).getTime() < now.getTime()) {
-    throw new Error(`the certificate for ${cert.subject} expired on ${new Date(cert.validTo).toISOString()}`);
+    throw new TlsPairError(`the certificate for ${cert.subject} expired on ${new Date(cert.validTo).toISOString()}`);
   }
   return {
     subject: cert.subject.replace(/\n/g, ', '),
@@ -61,14 +66,12 @@ export interface TlsFiles {
 }
 
 export async function readTlsPair(files: TlsFiles): Promise<TlsPair> {
-  const [cert, key] = await Promise.all([
-    readFile(files.certFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      throw new Error(`cannot read the certificate ${files.certFile}: ${err.code ?? err.message}`);
-    }),
-    readFile(files.keyFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      throw new Error(`cannot read the key ${files.keyFile}: ${err.code ?? err.message}`);
-    }),
-  ]);
+  const read = (path: string, what: string): Promise<string> =>
+    readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      throw new TlsPairError(`cannot read the ${what} ${path}: ${err.code ?? err.message}`);
+    });
+  const cert = await read(files.certFile, 'certificate');
+  const key = await read(files.keyFile, 'key');
   return { cert, key };
 }
 
