@@ -8,6 +8,7 @@ import { generateCa, generateServingCert, type CertificateAuthority } from '../.
 import { ClusterApiError, secretStore, webhookConfigurationClient } from '../../webhook/cluster-certs/kube-api.js';
 import { ClusterCertificateManager, type CertificateLog, type ServingCertificate } from '../../webhook/cluster-certs/manager.js';
 import { certificatesFromSecretData, defaultCertificatePolicy } from '../../webhook/cluster-certs/stored-certificates.js';
+import { startWebhookServer } from '../../webhook/server/server.js';
 import { FakeKubeApi } from './fake-kube-api.js';
 
 /**
@@ -87,13 +88,13 @@ async function servingVerifies(cert: ServingCertificate, caBundle: string): Prom
   }
 }
 
-function get(server: Server, options: { ca: string; servername: string; agent?: Agent }): Promise<string> {
+function get(server: Server, options: { ca: string; servername: string; agent?: Agent; path?: string }): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
         host: '127.0.0.1',
         port: (server.address() as AddressInfo).port,
-        path: '/',
+        path: options.path ?? '/',
         ca: options.ca,
         servername: options.servername,
         agent: options.agent ?? false,
@@ -261,21 +262,22 @@ describe('renewal while serving', () => {
     clock = new Date(realNow.getTime() - 25 * DAY);
     const first = await m.ensure();
     clock = realNow;
-    const server = createServer({ cert: first.cert, key: first.key, minVersion: 'TLSv1.2' }, (_q, r) => r.end('ok'));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    // The real webhook server, as `apisix-mesh webhook` wires it to the manager.
+    const webhook = await startWebhookServer({ port: 0, host: '127.0.0.1', tls: { pair: first }, logLevel: 'silent' });
+    const server = webhook.app.server as unknown as Server;
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const ca = storedCaBundle();
     const servername = `apisix-mesh-webhook.${NS}.svc`;
     try {
       const sockets: TLSSocket[] = [];
       agent.on('free', (socket) => sockets.push(socket as TLSSocket));
-      expect(await get(server, { ca, servername, agent })).toBe('ok');
+      expect(await get(server, { ca, servername, agent, path: '/healthz' })).toContain('ok');
       const openSocket = sockets[0]!;
       expect(openSocket.getPeerX509Certificate()!.fingerprint256).toBe(new X509Certificate(first.cert).fingerprint256);
 
       const served = new Promise<ServingCertificate>((resolve) =>
         m.startRenewal((cert) => {
-          server.setSecureContext({ cert: cert.cert, key: cert.key, minVersion: 'TLSv1.2' });
+          webhook.updateTls(cert);
           resolve(cert);
         }, 20),
       );
@@ -283,7 +285,7 @@ describe('renewal while serving', () => {
       expect(renewed.cert).not.toBe(first.cert);
 
       // The kept-alive connection still works, on the same socket, with the old certificate.
-      expect(await get(server, { ca, servername, agent })).toBe('ok');
+      expect(await get(server, { ca, servername, agent, path: '/healthz' })).toContain('ok');
       expect(sockets.at(-1)).toBe(openSocket);
       expect(openSocket.destroyed).toBe(false);
       // A new connection gets the renewed certificate, trusted through the unchanged caBundle.
@@ -301,8 +303,7 @@ describe('renewal while serving', () => {
       expect(fresh).toBe(new X509Certificate(renewed.cert).fingerprint256);
     } finally {
       agent.destroy();
-      server.closeAllConnections();
-      server.close();
+      await webhook.close();
     }
   });
 
