@@ -16,7 +16,7 @@ import { parseInjectionConfig } from '../../webhook/config/index.js';
 import { describeWhenAvailable, missingCommand } from '../support/requirements.js';
 import { selectorMatches } from './label-selector.js';
 import { findObject, renderKustomization, type KubeObject } from './render.js';
-import { validateAgainstSchema } from './schema.js';
+import { unknownFieldsOf, validateAgainstSchema } from './schema.js';
 
 /**
  * The manifests as `kubectl apply -k` would send them: rendered by the kustomize inside kubectl
@@ -54,6 +54,7 @@ function checkCommonRules(render: () => KubeObject[]): void {
     expect(objects.length).toBeGreaterThan(5);
     for (const object of objects) {
       expect(() => validateAgainstSchema(object), `${object.kind}/${object.metadata.name}`).not.toThrow();
+      expect(unknownFieldsOf(object), `${object.kind}/${object.metadata.name}: a field Kubernetes does not know`).toBeNull();
     }
   });
 
