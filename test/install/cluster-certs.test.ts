@@ -126,6 +126,8 @@ afterEach(async () => {
 describe('ClusterCertificateManager against an API server', () => {
   it('fills the empty Secret the manifests ship, then patches the caBundle; the API server can verify it', async () => {
     const shipped = api.putSecret(NS, SECRET);
+    shipped.metadata!.annotations = { 'kubectl.kubernetes.io/last-applied-configuration': '{"kind":"Secret"}' };
+    shipped.metadata!.labels = { 'app.kubernetes.io/name': 'apisix-mesh-webhook' };
     const serving = await manager().ensure();
 
     expect(api.requests.map((r) => `${r.method} ${r.path} ${r.status}`)).toEqual([
@@ -138,6 +140,11 @@ describe('ClusterCertificateManager against an API server', () => {
     const put = api.requests[1]!.body as { metadata: { resourceVersion: string }; data: Record<string, string> };
     expect(put.metadata.resourceVersion).toBe(shipped.metadata!.resourceVersion);
     expect(Object.keys(put.data).sort()).toEqual(['ca.crt', 'ca.key', 'tls.crt', 'tls.key']);
+    // Only the data changes: labels and kubectl's last-applied annotation survive the update.
+    const after = api.secrets.get(`${NS}/${SECRET}`)!;
+    expect(after.metadata!.annotations).toEqual(shipped.metadata!.annotations);
+    expect(after.metadata!.labels).toEqual(shipped.metadata!.labels);
+    expect(after.type).toBe('Opaque');
     expect(api.requests[3]!.contentType).toBe('application/json-patch+json');
 
     const stored = storedCertificates();

@@ -24,14 +24,16 @@ export class ClusterApiError extends Error {}
 export interface StoredSecret {
   data: Record<string, string> | undefined;
   resourceVersion: string;
+  /** The object as read, so an update keeps its labels and annotations (kubectl's last-applied). */
+  object: V1Secret;
 }
 
 export interface CertificateSecretStore {
   read(): Promise<StoredSecret | null>;
   /** Creates the Secret; WriteConflict when someone else created it first. */
   create(data: Record<string, string>): Promise<void>;
-  /** Replaces the data if the Secret is still at `resourceVersion`; WriteConflict otherwise. */
-  replace(data: Record<string, string>, resourceVersion: string): Promise<void>;
+  /** Replaces the data if the Secret is still as read (same resourceVersion); WriteConflict otherwise. */
+  replace(data: Record<string, string>, previous: StoredSecret): Promise<void>;
 }
 
 export interface WebhookConfigurationClient {
@@ -42,13 +44,12 @@ export interface WebhookConfigurationClient {
 export function secretStore(kubeConfig: KubeConfig, namespace: string, name: string): CertificateSecretStore {
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const what = `Secret ${namespace}/${name}`;
-  const body = (data: Record<string, string>, resourceVersion?: string): V1Secret => ({
+  const created = (data: Record<string, string>): V1Secret => ({
     apiVersion: 'v1',
     kind: 'Secret',
     metadata: {
       name,
       namespace,
-      ...(resourceVersion ? { resourceVersion } : {}),
       labels: { 'app.kubernetes.io/name': 'apisix-mesh-webhook', 'app.kubernetes.io/part-of': 'apisix-mesh' },
     },
     type: 'Opaque',
@@ -58,7 +59,7 @@ export function secretStore(kubeConfig: KubeConfig, namespace: string, name: str
     async read() {
       try {
         const secret = await core.readNamespacedSecret({ name, namespace });
-        return { data: secret.data, resourceVersion: secret.metadata?.resourceVersion ?? '' };
+        return { data: secret.data, resourceVersion: secret.metadata?.resourceVersion ?? '', object: secret };
       } catch (err) {
         if (statusOf(err) === 404) return null;
         throw explain(err, `reading ${what}`);
@@ -66,7 +67,7 @@ export function secretStore(kubeConfig: KubeConfig, namespace: string, name: str
     },
     async create(data) {
       try {
-        await core.createNamespacedSecret({ namespace, body: body(data) });
+        await core.createNamespacedSecret({ namespace, body: created(data) });
       } catch (err) {
         if (statusOf(err) === 409) throw new WriteConflict(`${what} was created concurrently`);
         if (statusOf(err) === 403) {
@@ -78,9 +79,12 @@ export function secretStore(kubeConfig: KubeConfig, namespace: string, name: str
         throw explain(err, `creating ${what}`);
       }
     },
-    async replace(data, resourceVersion) {
+    async replace(data, previous) {
+      const { resourceVersion } = previous;
+      // Everything as read but the data; the resourceVersion makes the write conditional.
+      const body: V1Secret = { ...previous.object, data, metadata: { ...previous.object.metadata, name, namespace, resourceVersion } };
       try {
-        await core.replaceNamespacedSecret({ name, namespace, body: body(data, resourceVersion) });
+        await core.replaceNamespacedSecret({ name, namespace, body });
       } catch (err) {
         if (statusOf(err) === 409) throw new WriteConflict(`${what} changed since resourceVersion ${resourceVersion}`);
         // Deleted between our read and write: the next read sees it missing and creates it.

@@ -108,7 +108,7 @@ export class ClusterCertificateManager {
       const next = this.issue(found, assessment.action, now);
       try {
         if (stored === null) await secret.create(certificatesToSecretData(next));
-        else await secret.replace(certificatesToSecretData(next), stored.resourceVersion);
+        else await secret.replace(certificatesToSecretData(next), stored);
       } catch (err) {
         if (err instanceof WriteConflict) {
           log.info({ attempt }, `another replica wrote the certificates first (${err.message}); reading them again`);
