@@ -6,7 +6,14 @@ import type { V1MutatingWebhookConfiguration } from '@kubernetes/client-node';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { generateCa, generateServingCert, type CertificateAuthority } from '../../webhook/certificates/generate.js';
 import { ClusterApiError, secretStore, webhookConfigurationClient } from '../../webhook/cluster-certs/kube-api.js';
-import { ClusterCertificateManager, type CertificateLog, type ServingCertificate } from '../../webhook/cluster-certs/manager.js';
+import {
+  ClusterCertificateManager,
+  type CertificateLog,
+  type CertificateObserver,
+  type ServingCertificate,
+} from '../../webhook/cluster-certs/manager.js';
+import { certificateMetrics } from '../../webhook/cluster-certs/metrics.js';
+import { Registry } from 'prom-client';
 import { certificatesFromSecretData, defaultCertificatePolicy } from '../../webhook/cluster-certs/stored-certificates.js';
 import { startWebhookServer } from '../../webhook/server/server.js';
 import { FakeKubeApi } from './fake-kube-api.js';
@@ -55,9 +62,10 @@ let api: FakeKubeApi;
 let clock: Date;
 const managers: ClusterCertificateManager[] = [];
 
-function manager(log = new MemoryLog()): ClusterCertificateManager {
+function manager(log = new MemoryLog(), observer?: CertificateObserver): ClusterCertificateManager {
   const kc = api.kubeConfig(apiCa.certPem);
-  const m = new ClusterCertificateManager({
+  const m: ClusterCertificateManager = new ClusterCertificateManager({
+    ...(observer ? { observer } : {}),
     secret: secretStore(kc, NS, SECRET),
     webhookConfiguration: webhookConfigurationClient(kc, MWC),
     policy: defaultCertificatePolicy(SERVICE_NAMES),
@@ -317,7 +325,9 @@ describe('renewal while serving', () => {
   it('keeps the current certificate and retries when a check fails', async () => {
     api.putSecret(NS, SECRET);
     const log = new MemoryLog();
-    const m = manager(log);
+    const registry = new Registry();
+    let m: ClusterCertificateManager | undefined;
+    m = manager(log, certificateMetrics(registry, () => m!.servingNotAfter()));
     await m.ensure();
     api.forbidden.add(`GET ${SECRET_PATH}`);
     const served: ServingCertificate[] = [];
@@ -330,6 +340,13 @@ describe('renewal while serving', () => {
     await waitFor(() => served.length === 1);
     m.stop();
     expect(served[0]!.cert).toBe(storedCertificates().servingCert);
+    const metrics = await registry.metrics();
+    expect(metrics).toMatch(/apisix_mesh_webhook_certificate_checks_total\{result="failed"\} [1-9]/);
+    expect(metrics).toContain('apisix_mesh_webhook_certificates_issued_total{what="ca-and-serving"} 1');
+    expect(metrics).toContain('apisix_mesh_webhook_certificates_issued_total{what="serving"} 1');
+    expect(metrics).toContain(
+      `apisix_mesh_webhook_certificate_not_after_seconds ${Date.parse(new X509Certificate(served[0]!.cert).validTo) / 1000}`,
+    );
   });
 });
 

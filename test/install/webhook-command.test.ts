@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -141,18 +142,28 @@ describe('apisix-mesh webhook with in-cluster certificates', () => {
     ).toString();
     expect(caBundle.trim()).toBe(stored.caCert!.trim());
 
-    const status = await new Promise<number>((resolve, reject) => {
-      const req = request(
-        { host: '127.0.0.1', port, path: '/healthz', ca: caBundle, servername: `apisix-mesh-webhook.${NS}.svc`, agent: false },
-        (res) => {
-          res.resume();
-          resolve(res.statusCode!);
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
-    expect(status).toBe(200);
+    const get = (path: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request(
+          { host: '127.0.0.1', port, path, ca: caBundle, servername: `apisix-mesh-webhook.${NS}.svc`, agent: false },
+          (res) => {
+            let body = '';
+            res.on('data', (c) => (body += c));
+            res.on('end', () => resolve({ status: res.statusCode!, body }));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    expect((await get('/healthz')).status).toBe(200);
+
+    // The certificate metrics sit next to the webhook's own.
+    const metrics = (await get('/metrics')).body;
+    const notAfter = Date.parse(new X509Certificate(stored.servingCert!).validTo) / 1000;
+    expect(metrics).toContain(`apisix_mesh_webhook_certificate_not_after_seconds ${notAfter}`);
+    expect(metrics).toContain('apisix_mesh_webhook_certificate_checks_total{result="ok"} 1');
+    expect(metrics).toContain('apisix_mesh_webhook_certificates_issued_total{what="ca-and-serving"} 1');
+    expect(metrics).toContain('apisix_mesh_webhook_requests_total');
 
     const exited = new Promise<number | null>((resolve) => child!.on('exit', resolve));
     child.kill('SIGTERM');

@@ -1,9 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { Command } from 'commander';
+import type { Registry } from 'prom-client';
 import { CliError } from '../../cli/errors.js';
 import { secretStore, webhookConfigurationClient } from './kube-api.js';
 import { ClusterCertificateManager, type CertificateLog, type ServingCertificate } from './manager.js';
+import { certificateMetrics } from './metrics.js';
 import { defaultCertificatePolicy } from './stored-certificates.js';
 
 /**
@@ -77,10 +79,14 @@ export interface ClusterCertificates {
   stop(): void;
 }
 
-/** Loads or creates the certificates in the cluster and patches the caBundle; fails with a one-line CliError. */
+/**
+ * Loads or creates the certificates in the cluster and patches the caBundle; fails with a one-line
+ * CliError. With `registry`, the certificate metrics (metrics.ts) are registered there.
+ */
 export async function startClusterCertificates(
   flags: ClusterCertificateFlags,
   env: NodeJS.ProcessEnv = process.env,
+  registry?: Registry,
 ): Promise<ClusterCertificates> {
   const namespace = flags.namespace ?? env.POD_NAMESPACE ?? readServiceAccountNamespace();
   if (!namespace) {
@@ -102,7 +108,9 @@ export async function startClusterCertificates(
   }
 
   const log = new ForwardingLog(jsonLineLog());
-  const manager = new ClusterCertificateManager({
+  const servingNotAfter = () => manager.servingNotAfter();
+  const manager: ClusterCertificateManager = new ClusterCertificateManager({
+    ...(registry ? { observer: certificateMetrics(registry, servingNotAfter) } : {}),
     secret: secretStore(kubeConfig, namespace, flags.certSecret ?? CLUSTER_DEFAULTS.certSecret),
     webhookConfiguration: webhookConfigurationClient(kubeConfig, flags.webhookConfig ?? CLUSTER_DEFAULTS.webhookConfig),
     policy: defaultCertificatePolicy([service, `${service}.${namespace}`, `${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`]),

@@ -28,11 +28,18 @@ export interface ServingCertificate {
   key: string;
 }
 
+/** Told what happens, for metrics (see metrics.ts); every method optional. */
+export interface CertificateObserver {
+  checked?(ok: boolean): void;
+  issued?(what: 'ca-and-serving' | 'serving'): void;
+}
+
 export interface ClusterCertificateManagerOptions {
   secret: CertificateSecretStore;
   webhookConfiguration: WebhookConfigurationClient;
   policy: CertificatePolicy;
   log: CertificateLog;
+  observer?: CertificateObserver;
   now?: () => Date;
   /** Read-decide-write rounds before giving up (each lost race costs one). */
   maxAttempts?: number;
@@ -53,6 +60,22 @@ export class ClusterCertificateManager {
    * sure the webhook configuration trusts the CA. Returns what to serve.
    */
   async ensure(): Promise<ServingCertificate> {
+    try {
+      const serving = await this.ensureOnce();
+      this.options.observer?.checked?.(true);
+      return serving;
+    } catch (err) {
+      this.options.observer?.checked?.(false);
+      throw err;
+    }
+  }
+
+  /** When the certificate being served expires; undefined before the first successful `ensure`. */
+  servingNotAfter(): Date | undefined {
+    return this.current ? new Date(notAfterOf(this.current.servingCert)) : undefined;
+  }
+
+  private async ensureOnce(): Promise<ServingCertificate> {
     const certs = await this.converge();
     const changed = await this.options.webhookConfiguration.ensureCaBundle(caBundleOf(certs, this.now()));
     if (changed) this.options.log.info({}, 'patched the caBundle of the MutatingWebhookConfiguration');
@@ -116,6 +139,7 @@ export class ClusterCertificateManager {
         }
         throw err;
       }
+      this.options.observer?.issued?.(assessment.action === 'new-ca' ? 'ca-and-serving' : 'serving');
       log.info(
         { action: assessment.action, notAfter: notAfterOf(next.servingCert) },
         assessment.action === 'new-ca'

@@ -8,6 +8,7 @@ import { loadInjectionConfig, type InjectionConfig } from '../config/index.js';
 import type { LogLevel } from './app.js';
 import { DEFAULT_PORT, startWebhookServer, type WebhookServerOptions } from './server.js';
 import { TlsPairError } from './tls.js';
+import { createWebhookMetrics } from './metrics.js';
 import {
   addClusterCertificateOptions,
   startClusterCertificates,
@@ -68,13 +69,14 @@ export function registerWebhookCommand(program: Command): void {
       const drainTimeoutMs = parseSeconds('--drain-timeout', flags.drainTimeout);
       const config = flags.config ? await loadConfig(flags.config) : undefined;
       // In a cluster without certificate files: certificates kept in a Secret (webhook/cluster-certs/).
-      const clusterCerts = wantsClusterCertificates(flags) ? await startClusterCertificates(flags) : undefined;
+      const metrics = createWebhookMetrics();
+      const clusterCerts = wantsClusterCertificates(flags) ? await startClusterCertificates(flags, process.env, metrics.registry) : undefined;
       const tls = clusterCerts ? { pair: clusterCerts.initial } : await tlsSource(flags, reloadIntervalMs);
       const host = flags.host ?? (flags.selfSigned ? '127.0.0.1' : '0.0.0.0');
 
       let server;
       try {
-        server = await startWebhookServer({ port, host, tls, drainTimeoutMs, logLevel: flags.logLevel, ...(config ? { config } : {}) });
+        server = await startWebhookServer({ port, host, tls, drainTimeoutMs, logLevel: flags.logLevel, metrics, ...(config ? { config } : {}) });
       } catch (err) {
         clusterCerts?.stop();
         // A certificate that cannot be read or used is bad input (2); failing to listen is a failure (1).
