@@ -66,6 +66,8 @@ function checkCommonRules(render: () => KubeObject[]): void {
     }
     const ns = findObject(objects, 'Namespace', NAMESPACE);
     expect(ns.metadata.labels?.['istio-injection']).toBeUndefined();
+    // The Deployment below meets Pod Security "restricted", so the namespace enforces it.
+    expect(ns.metadata.labels?.['pod-security.kubernetes.io/enforce']).toBe('restricted');
   });
 
   it('grants no wildcard and names every resource it grants', () => {
