@@ -113,6 +113,13 @@ function checkCommonRules(render: () => KubeObject[]): void {
     expect(uid).toBeGreaterThan(0);
     expect(uid, 'the webhook must not run as the proxy uid, whose traffic is never captured').not.toBe(1337);
     expect(pod.hostNetwork ?? false).toBe(false);
+    // Pod Security "restricted" allows only these volume types.
+    const allowedVolumes = ['configMap', 'secret', 'emptyDir', 'projected', 'downwardAPI', 'csi', 'ephemeral', 'persistentVolumeClaim'];
+    for (const volume of pod.volumes ?? []) {
+      const types = Object.keys(volume).filter((k) => k !== 'name');
+      expect(types.every((t) => allowedVolumes.includes(t)), `volume ${volume.name}: ${types.join(', ')}`).toBe(true);
+    }
+    for (const c of pod.containers) expect(c.ports?.every((p) => p.hostPort === undefined) ?? true).toBe(true);
 
     const container = webhookContainer(deployment);
     const sc = container.securityContext!;
