@@ -350,6 +350,28 @@ describe('renewal while serving', () => {
   });
 });
 
+describe('renewal when the server refuses the new certificate once', () => {
+  it('offers it again at the next check', async () => {
+    api.putSecret(NS, SECRET);
+    const log = new MemoryLog();
+    const m = manager(log);
+    const realNow = clock;
+    clock = new Date(realNow.getTime() - 25 * DAY);
+    await m.ensure();
+    clock = realNow;
+    const offered: string[] = [];
+    m.startRenewal((cert) => {
+      offered.push(cert.cert);
+      if (offered.length === 1) throw new Error('cannot serve this pair');
+    }, 10);
+    await waitFor(() => offered.length === 2);
+    m.stop();
+    expect(offered[1]).toBe(offered[0]);
+    expect(log.lines).toContain('error certificate check failed; keeping the current certificate');
+    expect(log.lines).toContain('info now serving the renewed certificate');
+  });
+});
+
 async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {

@@ -86,17 +86,19 @@ export class ClusterCertificateManager {
   /**
    * Checks every `intervalMs` (hourly by default: renewal starts with a third of the lifetime left,
    * days ahead) and hands a new serving certificate to `serve` when one was issued — by this
-   * replica or another. A failed check is
-   * logged and retried at the next interval; the current certificate stays in use meanwhile.
+   * replica or another. A failed check (or a `serve` that throws) is logged and retried at the next
+   * interval; the current certificate stays in use meanwhile. Assumes the caller already serves
+   * what the last `ensure` returned.
    */
   startRenewal(serve: (cert: ServingCertificate) => void, intervalMs = 60 * 60 * 1000): void {
+    let served = this.current?.servingCert;
     const tick = async () => {
-      const before = this.current?.servingCert;
       try {
         const next = await this.ensure();
-        if (next.cert !== before) {
+        if (next.cert !== served) {
           serve(next);
-          this.options.log.info({}, 'now serving the renewed certificate');
+          served = next.cert;
+          this.options.log.info({ notAfter: notAfterOf(next.cert) }, 'now serving the renewed certificate');
         }
       } catch (err) {
         this.options.log.error({ err: (err as Error).message }, 'certificate check failed; keeping the current certificate');
