@@ -28,6 +28,12 @@ describe('when the webhook manages its certificates in the cluster', () => {
     );
   });
 
+  it('says so when there is no cluster to talk to', async () => {
+    await expect(startClusterCertificates({ namespace: 'n' }, { HOME: '/nonexistent' })).rejects.toThrow(
+      'no Kubernetes cluster to keep certificates in (not in a pod, no KUBECONFIG, no ~/.kube/config): give --tls-cert/--tls-key or --self-signed',
+    );
+  });
+
   it('refuses a bad --cert-check-interval before calling the API', async () => {
     await expect(startClusterCertificates({ namespace: 'n', certCheckInterval: 'soon' }, {})).rejects.toThrow(
       '--cert-check-interval must be a positive number of seconds, got "soon"',

@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { delimiter, join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { Command } from 'commander';
 import type { Registry } from 'prom-client';
@@ -97,14 +99,20 @@ export async function startClusterCertificates(
   if (!Number.isFinite(intervalSeconds) || intervalSeconds <= 0) {
     throw new CliError(`--cert-check-interval must be a positive number of seconds, got ${JSON.stringify(flags.certCheckInterval)}`, 2);
   }
+  // client-node falls back to http://localhost:8080 when it finds nothing; say so instead.
+  const kubeconfigFile = env.KUBECONFIG ?? join(env.HOME ?? homedir(), '.kube', 'config');
+  if (!env.KUBERNETES_SERVICE_HOST && !existsSync(kubeconfigFile.split(delimiter)[0]!)) {
+    throw new CliError(
+      'no Kubernetes cluster to keep certificates in (not in a pod, no KUBECONFIG, no ~/.kube/config): ' +
+        'give --tls-cert/--tls-key or --self-signed',
+      2,
+    );
+  }
   const kubeConfig = new KubeConfig();
   try {
     kubeConfig.loadFromDefault();
   } catch (err) {
     throw new CliError(`cannot load a Kubernetes client configuration: ${(err as Error).message}`, 2);
-  }
-  if (!kubeConfig.getCurrentCluster()) {
-    throw new CliError('no Kubernetes cluster to keep certificates in (not in a pod, no KUBECONFIG): give --tls-cert/--tls-key or --self-signed', 2);
   }
 
   const log = new ForwardingLog(jsonLineLog());
