@@ -7,8 +7,15 @@ import { loadInjectionConfig, type InjectionConfig } from '../config/index.js';
 import type { LogLevel } from './app.js';
 import { DEFAULT_PORT, startWebhookServer, type WebhookServerOptions } from './server.js';
 import { TlsPairError } from './tls.js';
+import { createWebhookMetrics } from './metrics.js';
+import {
+  addClusterCertificateOptions,
+  startClusterCertificates,
+  wantsClusterCertificates,
+  type ClusterCertificateFlags,
+} from '../cluster-certs/command-options.js';
 
-interface WebhookFlags {
+interface WebhookFlags extends ClusterCertificateFlags {
   port: string;
   host?: string;
   tlsCert?: string;
@@ -26,7 +33,7 @@ const SELF_SIGNED_DAYS = 30;
 
 /** `apisix-mesh webhook`: the mutating admission webhook over HTTPS. */
 export function registerWebhookCommand(program: Command): void {
-  program
+  const command = program
     .command('webhook')
     .description(
       'run the mutating admission webhook over HTTPS (TLS 1.2+): POST /inject (AdmissionReview v1/v1beta1), ' +
@@ -54,23 +61,31 @@ export function registerWebhookCommand(program: Command): void {
         .default('info'),
     )
     .option('--tls-reload-interval <seconds>', 'how often the certificate files are checked for changes', '2')
-    .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT, how long to wait for requests in flight', '20')
-    .action(async (flags: WebhookFlags) => {
+    .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT, how long to wait for requests in flight', '20');
+  addClusterCertificateOptions(command).action(async (flags: WebhookFlags) => {
       const port = parseInteger('--port', flags.port, 0, 65535);
       const reloadIntervalMs = parseSeconds('--tls-reload-interval', flags.tlsReloadInterval);
       const drainTimeoutMs = parseSeconds('--drain-timeout', flags.drainTimeout);
       const config = flags.config ? await loadConfig(flags.config) : undefined;
-      const tls = await tlsSource(flags, reloadIntervalMs);
+      // In a cluster without certificate files: certificates kept in a Secret (webhook/cluster-certs/).
+      const metrics = createWebhookMetrics();
+      const clusterCerts = wantsClusterCertificates(flags) ? await startClusterCertificates(flags, process.env, metrics.registry) : undefined;
+      const tls = clusterCerts ? { pair: clusterCerts.initial } : await tlsSource(flags, reloadIntervalMs);
       const host = flags.host ?? (flags.selfSigned ? '127.0.0.1' : '0.0.0.0');
 
       let server;
       try {
-        server = await startWebhookServer({ port, host, tls, drainTimeoutMs, logLevel: flags.logLevel, ...(config ? { config } : {}) });
+        server = await startWebhookServer({ port, host, tls, drainTimeoutMs, logLevel: flags.logLevel, metrics, ...(config ? { config } : {}) });
       } catch (err) {
+        clusterCerts?.stop();
         // A certificate that cannot be read or used is bad input (2); failing to listen is a failure (1).
         throw new CliError((err as Error).message, err instanceof TlsPairError ? 2 : 1);
       }
-      const stopped = await untilSignal(server.close);
+      clusterCerts?.follow((pair) => server.updateTls(pair), server.app.log);
+      const stopped = await untilSignal(() => {
+        clusterCerts?.stop();
+        return server.close();
+      });
       if (stopped.forced) throw new CliError('stopped after the drain timeout cut requests still in flight', 1);
     });
 }
