@@ -143,7 +143,9 @@ export class MeshTranslator {
       if (limits) {
         // Envoy's circuit breaker for the cluster: at most N requests in flight, the rest queued up
         // to max_pending, then 503. limit-conn on the route does the same per route.
-        const conn = limits.maxRequests ?? limits.maxConnections;
+        // HTTP/1.1 needs one connection per request in flight, so the smaller limit is the one that bites.
+        const defined = [limits.maxRequests, limits.maxConnections].filter((n): n is number => n !== undefined);
+        const conn = defined.length ? Math.min(...defined) : undefined;
         if (conn !== undefined && conn > 0) {
           route = {
             ...route,
