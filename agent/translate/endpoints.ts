@@ -19,7 +19,7 @@ export interface EndpointsTranslation {
 export function translateClusterLoadAssignment(cla: ClusterLoadAssignment): EndpointsTranslation {
   const clusterName = cla.cluster_name ?? '';
   const notes: TranslationNote[] = [];
-  const hosts: Array<{ node: ApisixNode; share: number }> = [];
+  const hosts: Array<{ node: ApisixNode; numerator: number; denominator: number }> = [];
   const localities = (cla.endpoints ?? []).map((locality) => {
     const usable = (locality.lb_endpoints ?? []).filter((e) => {
       const health = e.health_status ?? 'UNKNOWN';
@@ -46,18 +46,26 @@ export function translateClusterLoadAssignment(cla: ClusterLoadAssignment): Endp
         continue;
       }
       const endpointWeight = wrapped(lbEndpoint.load_balancing_weight) ?? 1;
-      const share = localityWeighted
-        ? (localityWeight / levelTotals.get(priority)!) * (endpointWeight / inLocality)
-        : endpointWeight;
+      const numerator = localityWeighted ? localityWeight * endpointWeight : endpointWeight;
+      const denominator = localityWeighted ? levelTotals.get(priority)! * inLocality : 1;
       const node: ApisixNode = { host: bracketIpv6(socket.address), port: socket.port_value, weight: 0 };
       if (priority !== 0) node.priority = -priority;
-      hosts.push({ node, share });
+      hosts.push({ node, numerator, denominator });
     }
   }
-  const scaled = hosts.map(({ share }) => (share > 0 ? Math.max(1, Math.round(share * 10000)) : 0));
+  // exact integer shares: scale every fraction by the lcm of the denominators (falling back to a
+  // 1/10000 resolution if that grows large), then reduce by the gcd so equal hosts weigh 1
+  const common = hosts.reduce((l, h) => lcm(l, h.denominator), 1);
+  const scaled = common <= 1e6
+    ? hosts.map((h) => (h.numerator * common) / h.denominator)
+    : hosts.map((h) => (h.numerator > 0 ? Math.max(1, Math.round((h.numerator / h.denominator) * 10000)) : 0));
   const divisor = scaled.reduce((g, w) => (w > 0 ? gcd(g, w) : g), 0) || 1;
   const nodes = hosts.map(({ node }, i) => ({ ...node, weight: scaled[i]! / divisor }));
   return { clusterName, nodes, notes };
+}
+
+function lcm(a: number, b: number): number {
+  return (a / gcd(a, b)) * b;
 }
 
 function gcd(a: number, b: number): number {
