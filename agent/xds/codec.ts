@@ -11,6 +11,8 @@ import { lookupMessage } from './protos.js';
  * nested `Any` left packed until a translator asks for it). Both inputs are brought to that form
  * here, so live streams and dumps feed the same translators.
  */
+// (google.protobuf.Struct/Value come from protobufjs's built-in definitions, whose Value fields are
+// camelCase: stringValue, structValue, ...)
 const TO_OBJECT: protobuf.IConversionOptions = { longs: String, enums: String, defaults: false, oneofs: true };
 
 export interface PackedAny {
@@ -132,10 +134,10 @@ function structToObject(json: Record<string, unknown>): unknown {
 }
 
 function valueToObject(v: unknown): unknown {
-  if (v === null) return { null_value: 'NULL_VALUE' };
-  if (typeof v === 'number') return { number_value: v };
-  if (typeof v === 'string') return { string_value: v };
-  if (typeof v === 'boolean') return { bool_value: v };
-  if (Array.isArray(v)) return { list_value: { values: v.map(valueToObject) } };
-  return { struct_value: structToObject(v as Record<string, unknown>) };
+  if (v === null) return { nullValue: 'NULL_VALUE' };
+  if (typeof v === 'number') return { numberValue: v };
+  if (typeof v === 'string') return { stringValue: v };
+  if (typeof v === 'boolean') return { boolValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map(valueToObject) } };
+  return { structValue: structToObject(v as Record<string, unknown>) };
 }
