@@ -39,6 +39,9 @@ export class MeshTranslator {
   private readonly endpointCache = new WeakMap<ClusterLoadAssignment, EndpointsTranslation>();
   private readonly listenerCache = new WeakMap<Listener, ListenerTranslation>();
   private readonly routeCache = new WeakMap<RouteConfiguration, Map<string, RouteConfigTranslation>>();
+  /** final objects, kept while their inputs are the same objects: unchanged output keeps its identity */
+  private readonly upstreamCache = new WeakMap<ClusterTranslation, { nodes: unknown; settings: string; upstream: ApisixUpstream }>();
+  private readonly finalRouteCache = new WeakMap<TranslatedRoute, { deps: string; route: ApisixRoute }>();
   private readonly ports: CapturePorts;
 
   constructor(private readonly options: TranslateOptions = {}) {
@@ -106,18 +109,25 @@ export class MeshTranslator {
         notes.push(...et.notes);
         nodes = et.nodes;
       }
-      const upstream: ApisixUpstream = { ...t.upstream, nodes };
       const settings = derived.get(name);
-      if (settings?.retries !== undefined) upstream.retries = settings.retries;
-      if (settings?.retryTimeout !== undefined) upstream.retry_timeout = settings.retryTimeout;
-      if (t.consistentHash) {
-        if (settings?.hash) {
+      const settingsKey = JSON.stringify(settings ?? null);
+      const cached = this.upstreamCache.get(t);
+      let upstream: ApisixUpstream;
+      if (cached && cached.nodes === nodes && cached.settings === settingsKey) {
+        upstream = cached.upstream;
+      } else {
+        upstream = { ...t.upstream, nodes };
+        if (settings?.retries !== undefined) upstream.retries = settings.retries;
+        if (settings?.retryTimeout !== undefined) upstream.retry_timeout = settings.retryTimeout;
+        if (t.consistentHash && settings?.hash) {
           upstream.type = 'chash';
           upstream.hash_on = settings.hash.hash_on;
           upstream.key = settings.hash.key;
-        } else {
-          notes.push({ kind: 'cluster', name, reason: 'hash-key-missing', detail: 'consistent hashing without a route hash policy: round robin (Envoy picks a random host)', skipped: false });
         }
+        this.upstreamCache.set(t, { nodes, settings: settingsKey, upstream });
+      }
+      if (t.consistentHash && !settings?.hash) {
+        notes.push({ kind: 'cluster', name, reason: 'hash-key-missing', detail: 'consistent hashing without a route hash policy: round robin (Envoy picks a random host)', skipped: false });
       }
       upstreams.set(upstream.id, upstream);
       upstreamByCluster.set(name, upstream);
@@ -134,32 +144,45 @@ export class MeshTranslator {
         notes.push({ kind: 'route', name: r.route.name, reason: passthrough ? 'passthrough' : 'cluster-unavailable', detail: why, skipped: true });
         continue;
       }
-      let route = r.route;
       const main = r.clusters[0] !== undefined ? upstreamByCluster.get(r.clusters[0]) : undefined;
       const limits = r.clusters[0] !== undefined ? clusters.get(r.clusters[0])?.limits : undefined;
-      if (route.timeout && main?.timeout) {
-        route = { ...route, timeout: { ...route.timeout, connect: Math.min(route.timeout.connect, main.timeout.connect) } };
-      }
-      if (limits) {
-        // Envoy's circuit breaker for the cluster: at most N requests in flight, the rest queued up
-        // to max_pending, then 503. limit-conn on the route does the same per route.
-        // HTTP/1.1 needs one connection per request in flight, so the smaller limit is the one that bites.
-        const defined = [limits.maxRequests, limits.maxConnections].filter((n): n is number => n !== undefined);
-        const conn = defined.length ? Math.min(...defined) : undefined;
-        if (conn !== undefined && conn > 0) {
-          route = {
-            ...route,
-            plugins: {
-              ...(route.plugins ?? {}),
-              'limit-conn': { conn, burst: limits.maxPendingRequests ?? 0, default_conn_delay: 0.1, key_type: 'var', key: 'server_addr', rejected_code: 503 },
-            },
-          };
-        }
+      const deps = `${main?.timeout?.connect ?? ''}|${JSON.stringify(limits ?? null)}`;
+      const cachedRoute = this.finalRouteCache.get(r);
+      let route: ApisixRoute;
+      if (cachedRoute && cachedRoute.deps === deps) {
+        route = cachedRoute.route;
+      } else {
+        route = finalRoute(r.route, main, limits);
+        this.finalRouteCache.set(r, { deps, route });
       }
       apisixRoutes.set(route.id, route);
     }
     return { upstreams, routes: apisixRoutes, notes };
   }
+}
+
+function finalRoute(base: ApisixRoute, main: ApisixUpstream | undefined, limits: ClusterTranslation['limits']): ApisixRoute {
+  let route = base;
+  if (route.timeout && main?.timeout) {
+    route = { ...route, timeout: { ...route.timeout, connect: Math.min(route.timeout.connect, main.timeout.connect) } };
+  }
+  if (limits) {
+    // Envoy's circuit breaker for the cluster: at most N requests in flight, the rest queued up
+    // to max_pending, then 503. limit-conn on the route does the same per route.
+    // HTTP/1.1 needs one connection per request in flight, so the smaller limit is the one that bites.
+    const defined = [limits.maxRequests, limits.maxConnections].filter((n): n is number => n !== undefined);
+    const conn = defined.length ? Math.min(...defined) : undefined;
+    if (conn !== undefined && conn > 0) {
+      route = {
+        ...route,
+        plugins: {
+          ...(route.plugins ?? {}),
+          'limit-conn': { conn, burst: limits.maxPendingRequests ?? 0, default_conn_delay: 0.1, key_type: 'var', key: 'server_addr', rejected_code: 503 },
+        },
+      };
+    }
+  }
+  return route;
 }
 
 function memo<K extends object, V>(cache: WeakMap<K, V>, key: K, make: () => V): V {
