@@ -155,6 +155,19 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     expect(viewObject(`/apisix/upstreams/${upstreamId('outbound|9080|v2|reviews.default.svc.cluster.local')}`)['nodes']).toEqual([]);
   });
 
+  it('a burst touching every type lands as one store revision', async () => {
+    const cla = structuredClone(find('endpoint', 'outbound|9080|v2|reviews.default.svc.cluster.local')) as { endpoints: Array<{ lb_endpoints: Array<{ load_balancing_weight?: number }> }> };
+    cla.endpoints = [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '10.244.7.7', port_value: 9080 } } } } as never] }];
+    update('endpoint', cla as unknown as Record<string, unknown>);
+    const rc = structuredClone(find('route', '9080')) as { virtual_hosts: Array<{ name: string; routes: unknown[] }> };
+    rc.virtual_hosts.find((v) => v.name.startsWith('reviews'))!.routes.unshift({ name: 'gamma', match: { prefix: '/gamma' }, route: { cluster: V1 } });
+    update('route', rc as unknown as Record<string, unknown>);
+    const before = agent.store.revision;
+    istiod.push(); // CDS, EDS, LDS, RDS back to back, as istiod does on a full push
+    await apisix.waitForView(expected());
+    expect(agent.store.revision).toBe(before + 1);
+  });
+
   it('exposes metrics and the current config', async () => {
     const metrics = await (await fetch(`http://127.0.0.1:${agent.statusPort}/metrics`)).text();
     expect(metrics).toMatch(/apisix_mesh_xds_reconnects_total [1-9]/);
