@@ -54,6 +54,10 @@ export class FakeIstiod {
   /** responses sent, per stream and type (for assertions) */
   readonly responses: Array<{ stream: number; kind: XdsKind; names: string[]; nonce: string }> = [];
   port = 0;
+  /** call metadata of every stream (authorization, clusterid), for TLS/auth assertions */
+  readonly streamMetadata: Array<Record<string, string>> = [];
+  /** when set, streams without `authorization: Bearer <token>` get Unauthenticated (as istiod on 15012) */
+  requiredToken: string | undefined;
 
   constructor(initial?: CanonicalResources) {
     if (initial) this.setAll(initial);
@@ -79,7 +83,7 @@ export class FakeIstiod {
     return this.streams.size;
   }
 
-  async start(port = 0): Promise<number> {
+  async start(port = 0, tls?: { key: string; cert: string }): Promise<number> {
     const root = envoyRoot();
     const req = root.lookupType('envoy.service.discovery.v3.DiscoveryRequest');
     const server = new grpc.Server();
@@ -98,7 +102,11 @@ export class FakeIstiod {
       { StreamAggregatedResources: (call: grpc.ServerDuplexStream<Record<string, unknown>, Uint8Array>) => this.onStream(call) },
     );
     this.port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      server.bindAsync(
+        `127.0.0.1:${port}`,
+        tls ? grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(tls.key), cert_chain: Buffer.from(tls.cert) }], false) : grpc.ServerCredentials.createInsecure(),
+        (err, p) => (err ? reject(err) : resolve(p)),
+      ),
     );
     this.server = server;
     return this.port;
@@ -139,6 +147,12 @@ export class FakeIstiod {
     if (this.unavailableStreams > 0) {
       this.unavailableStreams--;
       call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'server is not ready to serve discovery information' });
+      return;
+    }
+    const md = Object.fromEntries(['authorization', 'clusterid'].map((k) => [k, String(call.metadata.get(k)[0] ?? '')]));
+    this.streamMetadata.push(md);
+    if (this.requiredToken !== undefined && md['authorization'] !== `Bearer ${this.requiredToken}`) {
+      call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: 'authentication failure' });
       return;
     }
     const stream: Stream = { id: this.nextStream++, call, watches: new Map() };
