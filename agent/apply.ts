@@ -42,6 +42,8 @@ export interface ApplyResult {
  */
 export class StoreApplier {
   private readonly encoded = new WeakMap<object, { json: string; error: string | null }>();
+  /** what the last apply left under the prefix (the API is read-only, so the store still holds it) */
+  private last: Map<string, string> | undefined;
 
   constructor(private readonly store: KvStore) {}
 
@@ -75,7 +77,18 @@ export class StoreApplier {
       const always = dir === 'routes' || dir === 'upstreams';
       if (always || this.store.range({ key: keyFromText(key), countOnly: true }).count > 0) desired.set(key, 'init_dir');
     }
-    const revision = this.store.applySnapshot(APISIX_PREFIX, desired, applyOrder);
+    let revision: number;
+    if (!this.last) {
+      revision = this.store.applySnapshot(APISIX_PREFIX, desired, applyOrder);
+    } else {
+      // Diff against the previous snapshot: unchanged objects reuse the same JSON string, so
+      // this is a pointer comparison per key instead of re-encoding every value.
+      const writes: StoreWrite[] = [];
+      for (const [key, value] of desired) if (this.last.get(key) !== value) writes.push({ op: 'put', key, value });
+      for (const key of this.last.keys()) if (!desired.has(key)) writes.push({ op: 'delete', key });
+      revision = writes.length ? this.store.write(writes.sort(applyOrder)) : this.store.revision;
+    }
+    this.last = desired;
     return { revision, invalid, upstreams, routes };
   }
 

@@ -40,8 +40,8 @@ export class MeshTranslator {
   private readonly listenerCache = new WeakMap<Listener, ListenerTranslation>();
   private readonly routeCache = new WeakMap<RouteConfiguration, Map<string, RouteConfigTranslation>>();
   /** final objects, kept while their inputs are the same objects: unchanged output keeps its identity */
-  private readonly upstreamCache = new WeakMap<ClusterTranslation, { nodes: unknown; settings: string; upstream: ApisixUpstream }>();
-  private readonly finalRouteCache = new WeakMap<TranslatedRoute, { deps: string; route: ApisixRoute }>();
+  private readonly upstreamCache = new WeakMap<ClusterTranslation, { nodes: unknown; settings: TranslatedRoute['upstreamSettings'] | undefined; upstream: ApisixUpstream }>();
+  private readonly finalRouteCache = new WeakMap<TranslatedRoute, { main: ApisixUpstream | undefined; limits: ClusterTranslation['limits']; route: ApisixRoute }>();
   private readonly ports: CapturePorts;
 
   constructor(private readonly options: TranslateOptions = {}) {
@@ -110,10 +110,10 @@ export class MeshTranslator {
         nodes = et.nodes;
       }
       const settings = derived.get(name);
-      const settingsKey = JSON.stringify(settings ?? null);
+      // settings objects belong to cached route translations: same object = same settings
       const cached = this.upstreamCache.get(t);
       let upstream: ApisixUpstream;
-      if (cached && cached.nodes === nodes && cached.settings === settingsKey) {
+      if (cached && cached.nodes === nodes && (cached.settings === settings || (!!cached.settings && !!settings && sameSettings(cached.settings, settings)))) {
         upstream = cached.upstream;
       } else {
         upstream = { ...t.upstream, nodes };
@@ -124,7 +124,7 @@ export class MeshTranslator {
           upstream.hash_on = settings.hash.hash_on;
           upstream.key = settings.hash.key;
         }
-        this.upstreamCache.set(t, { nodes, settings: settingsKey, upstream });
+        this.upstreamCache.set(t, { nodes, settings, upstream });
       }
       if (t.consistentHash && !settings?.hash) {
         notes.push({ kind: 'cluster', name, reason: 'hash-key-missing', detail: 'consistent hashing without a route hash policy: round robin (Envoy picks a random host)', skipped: false });
@@ -146,14 +146,13 @@ export class MeshTranslator {
       }
       const main = r.clusters[0] !== undefined ? upstreamByCluster.get(r.clusters[0]) : undefined;
       const limits = r.clusters[0] !== undefined ? clusters.get(r.clusters[0])?.limits : undefined;
-      const deps = `${main?.timeout?.connect ?? ''}|${JSON.stringify(limits ?? null)}`;
       const cachedRoute = this.finalRouteCache.get(r);
       let route: ApisixRoute;
-      if (cachedRoute && cachedRoute.deps === deps) {
+      if (cachedRoute && cachedRoute.limits === limits && (cachedRoute.main === main || cachedRoute.main?.timeout?.connect === main?.timeout?.connect)) {
         route = cachedRoute.route;
       } else {
         route = finalRoute(r.route, main, limits);
-        this.finalRouteCache.set(r, { deps, route });
+        this.finalRouteCache.set(r, { main, limits, route });
       }
       apisixRoutes.set(route.id, route);
     }
