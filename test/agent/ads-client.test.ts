@@ -76,6 +76,9 @@ describe('ADS client against the fake istiod', () => {
     expect(await nacked).toMatch(/duplicate cluster resource/);
     await waitFor(() => istiod.requests.some((q) => q.verdict === 'nack'));
     const nack = istiod.requests.find((q) => q.verdict === 'nack')!;
+    const responsesAfterNack = istiod.responses.length;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(istiod.responses.length).toBe(responsesAfterNack); // istiod does not answer a NACK
     expect(nack.versionInfo).toBe(version);
     expect(c.versions().cluster).toBe(version);
     expect([...c.resources().clusters.keys()]).toEqual([...before.clusters.keys()]);

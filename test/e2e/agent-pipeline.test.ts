@@ -10,7 +10,7 @@ import type { CanonicalResources } from '../../agent/xds/config-dump.js';
 import { upstreamId } from '../../agent/translate/ids.js';
 import { FakeIstiod } from '../support/fake-istiod.js';
 import { decodeAll, loadCanonical } from '../support/xds-fixtures.js';
-import { Apisix3Client } from '../support/apisix-watch-client.js';
+import { Apisix2Client, Apisix3Client } from '../support/apisix-watch-client.js';
 
 const identity = nodeIdentityFromEnv({ POD_NAME: 'productpage-v1-abc', POD_NAMESPACE: 'default', INSTANCE_IP: '10.244.1.30' });
 const V1 = 'outbound|9080|v1|reviews.default.svc.cluster.local';
@@ -19,6 +19,8 @@ const V3 = 'outbound|9080|v3|reviews.default.svc.cluster.local';
 let istiod: FakeIstiod;
 let agent: RunningAgent;
 let apisix: Apisix3Client;
+/** APISIX 2.x's per-directory watches must see the same configuration */
+let apisix2: Apisix2Client;
 let resources: CanonicalResources;
 let istiodPort = 0;
 
@@ -69,10 +71,13 @@ beforeAll(async () => {
   });
   apisix = new Apisix3Client(() => `http://127.0.0.1:${agent.etcdPort}`);
   apisix.start();
+  apisix2 = new Apisix2Client(() => `http://127.0.0.1:${agent.etcdPort}`, '/apisix', ['routes', 'upstreams']);
+  apisix2.start();
 });
 
 afterAll(async () => {
   await apisix?.stop();
+  await apisix2?.stop();
   await agent?.close();
   await istiod?.stop();
 });
@@ -80,6 +85,7 @@ afterAll(async () => {
 describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', () => {
   it('serves the initial configuration and turns ready', async () => {
     await apisix.waitForView(expected(), 10_000);
+    await apisix2.waitForView(expected(), 15_000);
     expect(agent.isReady()).toBe(true);
     expect(apisix.view.size).toBeGreaterThan(4);
     const ready = await fetch(`http://127.0.0.1:${agent.statusPort}/healthz/ready`);
@@ -95,6 +101,7 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     const before = apisix.stats.readdirs;
     istiod.push(['endpoint'], [V1]);
     await apisix.waitForView(expected());
+    await apisix2.waitForView(expected(), 15_000);
     const nodes = viewObject(`/apisix/upstreams/${upstreamId(V1)}`)['nodes'] as Array<{ host: string }>;
     expect(nodes.map((n) => n.host)).toContain('10.244.9.9');
     expect(apisix.stats.readdirs).toBe(before); // arrived as a watch event, not a reload
@@ -104,6 +111,7 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     update('endpoint', { cluster_name: V1, endpoints: [] });
     istiod.push(['endpoint'], [V1]);
     await apisix.waitForView(expected());
+    await apisix2.waitForView(expected(), 15_000);
     expect(viewObject(`/apisix/upstreams/${upstreamId(V1)}`)['nodes']).toEqual([]);
   });
 
@@ -114,6 +122,7 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     update('route', rc as unknown as Record<string, unknown>);
     istiod.push(['route']);
     await apisix.waitForView(expected());
+    await apisix2.waitForView(expected(), 15_000);
     const routes = [...apisix.view.entries()].filter(([k]) => k.startsWith('/apisix/routes/')).map(([, v]) => JSON.parse(v) as { name: string; priority: number });
     const beta = routes.find((r) => r.name.startsWith('beta#'))!;
     expect(beta).toBeDefined();
@@ -128,6 +137,7 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     update('route', rc as unknown as Record<string, unknown>);
     istiod.push(['route']);
     await apisix.waitForView(expected());
+    await apisix2.waitForView(expected(), 15_000);
     const route = [...apisix.view.values()].map((v) => JSON.parse(v) as { name?: string; plugins?: Record<string, { rules: Array<{ weighted_upstreams: Array<{ weight: number }> }> }> }).find((r) => r.name?.startsWith('canary#'))!;
     expect(route.plugins!['traffic-split']!.rules[0]!.weighted_upstreams.map((w) => w.weight)).toEqual([50, 50]);
   });
@@ -139,6 +149,7 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     istiod.remove('endpoint', V3);
     istiod.push(['cluster']);
     await apisix.waitForView(expected());
+    await apisix2.waitForView(expected(), 15_000);
     expect(apisix.view.has(`/apisix/upstreams/${upstreamId(V3)}`)).toBe(false);
     expect([...apisix.view.values()].some((v) => v.includes('"beta#'))).toBe(false);
   });
@@ -152,6 +163,7 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     await new Promise((r) => setTimeout(r, 200));
     await istiod.start(istiodPort);
     await apisix.waitForView(expected(), 15_000);
+    await apisix2.waitForView(expected(), 15_000);
     expect(viewObject(`/apisix/upstreams/${upstreamId('outbound|9080|v2|reviews.default.svc.cluster.local')}`)['nodes']).toEqual([]);
   });
 
@@ -165,6 +177,7 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     const before = agent.store.revision;
     istiod.push(); // CDS, EDS, LDS, RDS back to back, as istiod does on a full push
     await apisix.waitForView(expected());
+    await apisix2.waitForView(expected(), 15_000);
     expect(agent.store.revision).toBe(before + 1);
   });
 
