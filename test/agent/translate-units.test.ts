@@ -11,6 +11,7 @@ import { translateListener } from '../../agent/translate/listener.js';
 import { MeshTranslator, translateMesh } from '../../agent/translate/snapshot.js';
 import { upstreamId } from '../../agent/translate/ids.js';
 import { validateApisix } from '../../agent/schema/validate.js';
+import { loadXds } from '../support/xds-fixtures.js';
 
 const cluster = (json: object) => fromCanonical<Cluster>(TYPE_URL.cluster, json);
 const cla = (json: object) => fromCanonical<ClusterLoadAssignment>(TYPE_URL.endpoint, json);
@@ -211,5 +212,26 @@ describe('whole mesh', () => {
     const cached = translator.translate(xds);
     expect(cached).toEqual(translateMesh(xds));
     expect(cached.upstreams.get(upstreamId('outbound|80||a'))!.nodes).toHaveLength(2);
+  });
+  it('inbound: virtualInbound\'s inline route configuration reaches the app in the pod, on the inbound listener only', () => {
+    const real = loadXds('istio-sidecar-listeners-configdump.yaml');
+    const xds = {
+      clusters: new Map([
+        ['inbound|80||', cluster({ name: 'inbound|80||', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED', connect_timeout: '10s' })],
+        ['InboundPassthroughClusterIpv4', cluster({ name: 'InboundPassthroughClusterIpv4', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' })],
+      ]),
+      endpoints: new Map(),
+      listeners: new Map([['virtualInbound', real.listeners.get('virtualInbound')!]]),
+      routeConfigs: new Map(),
+    };
+    const out = translateMesh(xds, { podIp: '10.244.0.7' });
+    const upstream = out.upstreams.get(upstreamId('inbound|80||'))!;
+    expect(upstream.nodes).toEqual([{ host: '10.244.0.7', port: 80, weight: 1 }]);
+    const routes = [...out.routes.values()];
+    expect(routes).toHaveLength(1);
+    expect(routes[0]!.upstream_id).toBe(upstream.id);
+    expect(routes[0]!.vars).toEqual(expect.arrayContaining([['server_port', '==', '15006'], ['connection_original_dst', '~~', ':80$']]));
+    expect(out.notes.some((n) => n.reason === 'passthrough')).toBe(true);
+    for (const r of routes) expect(validateApisix('route.strict', r)).toBeNull();
   });
 });
