@@ -101,6 +101,24 @@ describe('ADS client against the fake istiod', () => {
     expect(c.resources().endpoints.get('outbound|9080|v3|reviews.default.svc.cluster.local')).toBe(other);
   });
 
+  it('follows LDS: a new listener adds an RDS name, istiod answers with only that one, the rest is kept', async () => {
+    const c = await connect();
+    const kept = c.resources().routeConfigs.get('9080');
+    const listener = structuredClone(istiod.get('listener', '0.0.0.0_9080')!) as Record<string, unknown>;
+    const text = JSON.stringify(listener).replaceAll('9080', '8081');
+    istiod.set('listener', JSON.parse(text) as Record<string, unknown>);
+    istiod.set('route', { ...(JSON.parse(JSON.stringify(istiod.get('route', '9080')).replaceAll('"name":"9080"', '"name":"8081"')) as Record<string, unknown>) });
+    istiod.push(['listener']);
+    await waitFor(() => c.resources().routeConfigs.has('8081'));
+    const partial = istiod.responses.filter((r) => r.kind === 'route').at(-1)!;
+    expect(partial.names).toEqual(['8081']); // only the added name, as istiod does
+    expect(c.resources().routeConfigs.get('9080')).toBe(kept);
+    const ack = istiod.requests.filter((q) => q.kind === 'route' && q.verdict === 'ack').at(-1)!;
+    await waitFor(() => istiod.requests.some((q) => q.kind === 'route' && q.nonce === partial.nonce));
+    expect(istiod.requests.find((q) => q.kind === 'route' && q.nonce === partial.nonce)!.names).toEqual(['8081', '9080']);
+    expect(ack).toBeDefined();
+  });
+
   it('follows CDS: a removed cluster drops its EDS name and its assignment', async () => {
     const c = await connect();
     const gone = 'outbound|9080|v3|reviews.default.svc.cluster.local';
