@@ -50,12 +50,24 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
   const vhosts = [...(rc.virtual_hosts ?? [])];
   // Envoy prefers any named domain over `*`: the wildcard host goes last.
   vhosts.sort((a, b) => Number(isWildcard(a)) - Number(isWildcard(b)));
-  const total = vhosts.reduce((n, v) => n + (v.routes?.length ?? 0), 0);
+  // Envoy picks one virtual host by domain and answers 404 when none of its routes match; APISIX
+  // would go on to the routes of a wildcard host. Where that can happen, a named host whose routes
+  // do not end in a catch-all gets a final 404 route.
+  const canFallThrough = vhosts.some((v) => (v.domains ?? []).some((d) => d.includes('*')));
+  const needsNotFound = (v: VirtualHost) => canFallThrough && !isWildcard(v) && !endsWithCatchAll(v);
+  const total = vhosts.reduce((n, v) => n + (v.routes?.length ?? 0) + (needsNotFound(v) ? 1 : 0), 0);
   const scopeVars = scopeConditions(scope, ports);
   const usedIds = new Set<string>();
   let position = 0;
   for (const vhost of vhosts) {
-    const hosts = hostsOf(vhost);
+    const { hosts, unsupported } = hostsOf(vhost);
+    if (unsupported.length) {
+      notes.push({ kind: 'route', name: `${vhost.name ?? ''}#${rcName}`, reason: 'unsupported-domain', detail: `APISIX hosts cannot express ${unsupported.join(', ')}`, skipped: hosts !== undefined && hosts.length === 0 });
+      if (hosts !== undefined && hosts.length === 0) {
+        position += (vhost.routes?.length ?? 0) + (needsNotFound(vhost) ? 1 : 0);
+        continue;
+      }
+    }
     for (const route of vhost.routes ?? []) {
       const priority = total - position++;
       const name = `${route.name || 'anon'}#${vhost.name ?? ''}#${rcName}`.replace(/\.svc\.cluster\.local/g, '');
@@ -76,8 +88,30 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
         notes.push({ kind: 'route', name: fullName, reason, detail: (err as Error).message, skipped: true });
       }
     }
+    if (needsNotFound(vhost)) {
+      const route: ApisixRoute = {
+        id: uniqueId(usedIds, stableId('route', scopeKeyText(scope), rcName, vhost.name ?? '', '\0not-found')),
+        name: `not-found#${vhost.name ?? ''}#${rcName}`.replace(/\.svc\.cluster\.local/g, '').slice(0, 256),
+        desc: `${vhost.name ?? ''}: no route matched (Envoy answers 404 here)`.slice(0, 256),
+        uri: '/*',
+        priority: total - position++,
+        vars: scopeVars,
+        plugins: { 'fault-injection': { abort: { http_status: 404 } } },
+        status: 1,
+      };
+      if (hosts) route.hosts = hosts;
+      routes.push({ route, clusters: [], upstreamSettings: {} });
+    }
   }
   return { routes, notes };
+}
+
+function endsWithCatchAll(vhost: VirtualHost): boolean {
+  const last = vhost.routes?.at(-1);
+  const m = last?.match;
+  if (!m) return false;
+  const everyPath = m.prefix === '' || m.prefix === '/' || m.path_separated_prefix === '/';
+  return everyPath && !m.headers?.length && !m.query_parameters?.length && !m.runtime_fraction && !m.grpc;
 }
 
 function uniqueId(used: Set<string>, id: string): string {
@@ -108,13 +142,24 @@ function isWildcard(vhost: VirtualHost): boolean {
   return (vhost.domains ?? []).includes('*');
 }
 
-/** Domains → APISIX `hosts`: ports dropped (Istio ignores the Host port), duplicates removed, sorted. */
-export function hostsOf(vhost: VirtualHost): string[] | undefined {
+/** APISIX's host pattern (schema_def.lua host_def): an optional leading `*`, no other wildcard. */
+const APISIX_HOST = /^\*?[0-9a-zA-Z-._\[\]:]+$/;
+
+/**
+ * Domains → APISIX `hosts`: ports dropped (Istio ignores the Host port), duplicates removed, sorted.
+ * undefined = any host (`*`); domains APISIX cannot express (`foo.*`) are returned apart.
+ */
+export function hostsOf(vhost: VirtualHost): { hosts: string[] | undefined; unsupported: string[] } {
   const domains = vhost.domains ?? [];
-  if (domains.length === 0 || domains.includes('*')) return undefined;
+  if (domains.length === 0 || domains.includes('*')) return { hosts: undefined, unsupported: [] };
   const hosts = new Set<string>();
-  for (const domain of domains) hosts.add(stripPort(domain).toLowerCase());
-  return [...hosts].sort();
+  const unsupported: string[] = [];
+  for (const domain of domains) {
+    const host = stripPort(domain).toLowerCase();
+    if (APISIX_HOST.test(host)) hosts.add(host);
+    else unsupported.push(domain);
+  }
+  return { hosts: [...hosts].sort(), unsupported };
 }
 
 function stripPort(domain: string): string {

@@ -98,10 +98,26 @@ describe('RouteConfiguration → routes', () => {
     const byName = Object.fromEntries(t.routes.map((r) => [r.route.desc, r.route]));
     expect(byName['vh r1']!.priority).toBeGreaterThan(byName['vh r2']!.priority);
     expect(byName['vh r2']!.priority).toBeGreaterThan(byName['any allow_any']!.priority);
+    // Envoy answers 404 inside the chosen host; APISIX must not fall through to the `*` host
+    const notFound = t.routes.find((r) => r.route.name.startsWith('not-found#'))!.route;
+    expect(notFound.plugins).toEqual({ 'fault-injection': { abort: { http_status: 404 } } });
+    expect(notFound.hosts).toEqual(byName['vh r1']!.hosts);
+    expect(notFound.priority).toBeLessThan(byName['vh r2']!.priority);
+    expect(notFound.priority).toBeGreaterThan(byName['any allow_any']!.priority);
+    expect(new Set(t.routes.map((r) => r.route.priority)).size).toBe(t.routes.length);
     expect(byName['vh r1']!.hosts).toEqual(['a', 'a.ns.svc.cluster.local']);
     expect(byName['any allow_any']!.hosts).toBeUndefined();
     for (const r of t.routes) expect(r.route.uri).toBe('/*');
   });
+  it('leaves out domains APISIX cannot express, and a host made only of them', () => {
+    const t = translateRouteConfiguration(rc({ name: '80', virtual_hosts: [
+      { name: 'mixed', domains: ['a.example.com', 'b.*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c' } }] },
+      { name: 'only', domains: ['c.*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c' } }] },
+    ] }), { direction: 'outbound', port: 80 });
+    expect(t.routes.map((r) => r.route.hosts)).toEqual([['a.example.com']]);
+    expect(t.notes.map((n) => [n.reason, n.skipped])).toEqual([['unsupported-domain', false], ['unsupported-domain', true]]);
+  });
+
   it('anchors the port so 80 does not match 8080', () => {
     const t = translateRouteConfiguration(rc({ name: '80', virtual_hosts: [{ name: 'v', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c' } }] }] }), { direction: 'outbound', port: 80 });
     const v = t.routes[0]!.route.vars!.find((x) => x[0] === 'connection_original_dst')!;
