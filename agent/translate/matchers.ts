@@ -20,8 +20,8 @@ export function matchVars(match: RouteMatch): ApisixVar[] {
   const caseSensitive = wrapped(match.case_sensitive) ?? true;
   const op = caseSensitive ? '~~' : '~*';
   if (match.prefix !== undefined && match.prefix !== null) {
+    // "" and "/" match every path: no condition
     if (match.prefix !== '' && match.prefix !== '/') vars.push(['uri', op, `^${regexEscape(match.prefix)}`]);
-    else if (match.prefix === '' || caseSensitive) { /* matches every path */ }
   } else if (match.path !== undefined && match.path !== null) {
     vars.push(caseSensitive ? ['uri', '==', match.path] : ['uri', '~*', `^${regexEscape(match.path)}$`]);
   } else if (match.safe_regex) {

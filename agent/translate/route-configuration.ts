@@ -3,7 +3,7 @@ import { unpackAny, type PackedAny } from '../xds/codec.js';
 import type { ApisixRoute, ApisixVar, TranslationNote } from './apisix-types.js';
 import { stableId, upstreamId } from './ids.js';
 import type { RouteScope } from './listener.js';
-import { matchVars, UnsupportedMatch, headerVariable } from './matchers.js';
+import { matchVars, UnsupportedMatch } from './matchers.js';
 import { durationSeconds, percentOf, regexEscape, wrapped } from './values.js';
 import { parseClusterName } from './cluster.js';
 
@@ -210,9 +210,6 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     applyHashPolicy(action, settings, note);
     applyRewrite(action, route.match ?? {}, plugins, note);
     applyMirror(action, plugins, note);
-    if (action.cluster_not_found_response_code || action.max_stream_duration) {
-      // no APISIX counterpart; harmless to leave out
-    }
   } else if (route.redirect) {
     plugins['redirect'] = redirectPlugin(route.redirect);
   } else if (route.direct_response) {
@@ -388,4 +385,3 @@ function redirectPlugin(redirect: NonNullable<Route['redirect']>): Record<string
   return { uri: `${scheme}://${host}${port}${path}`, ret_code: code };
 }
 
-export { headerVariable, regexEscape };
