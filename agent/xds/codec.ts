@@ -62,8 +62,12 @@ const WRAPPERS = new Set([
   'google.protobuf.BoolValue', 'google.protobuf.StringValue', 'google.protobuf.BytesValue',
 ]);
 
+const names = new WeakMap<protobuf.Type, string>();
+
 function fullName(type: protobuf.Type): string {
-  return type.fullName.replace(/^\./, '');
+  let name = names.get(type);
+  if (name === undefined) names.set(type, (name = type.fullName.replace(/^\./, '')));
+  return name;
 }
 
 export function parseDurationText(text: string): { seconds: string; nanos: number } {

@@ -72,12 +72,18 @@ export function envoyRoot(): protobuf.Root {
   return r;
 }
 
+const types = new Map<string, protobuf.Type | undefined>();
+
 /** The message type for a full name or a type URL (`type.googleapis.com/<name>`), or undefined. */
 export function lookupMessage(nameOrUrl: string): protobuf.Type | undefined {
+  if (types.has(nameOrUrl)) return types.get(nameOrUrl);
   const name = nameOrUrl.slice(nameOrUrl.lastIndexOf('/') + 1);
+  let type: protobuf.Type | undefined;
   try {
-    return envoyRoot().lookupType(name);
+    type = envoyRoot().lookupType(name);
   } catch {
-    return undefined;
+    type = undefined;
   }
+  types.set(nameOrUrl, type);
+  return type;
 }
