@@ -150,6 +150,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     }
     if (!ready) {
       ready = true;
+      const pending = client.pendingNames();
+      if (pending.endpoint.length || pending.route.length) {
+        logger.warn(`istiod did not answer within the warming timeout for ${pending.endpoint.length} endpoint assignments and ${pending.route.length} route configurations (e.g. ${[...pending.endpoint, ...pending.route].slice(0, 3).join(', ')}); serving without them`);
+      }
       logger.info(`first complete configuration applied: ${result.upstreams} upstreams, ${result.routes} routes, store revision ${result.revision}`);
     } else {
       logger.debug(`applied: ${result.upstreams} upstreams, ${result.routes} routes, store revision ${result.revision}`);

@@ -126,6 +126,15 @@ export class AdsClient extends EventEmitter {
     return Object.fromEntries(KINDS.map((k) => [k, this.state.get(k)!.version])) as Record<XdsKind, string>;
   }
 
+  /** Subscribed EDS/RDS names that have not been answered yet. */
+  pendingNames(): { endpoint: string[]; route: string[] } {
+    const pending = (kind: XdsKind) => {
+      const s = this.state.get(kind)!;
+      return s.names.filter((n) => !s.resources.has(n));
+    };
+    return { endpoint: pending('endpoint'), route: pending('route') };
+  }
+
   /**
    * A complete snapshot: clusters and listeners received, and every subscribed assignment and route
    * configuration received too (or the warming timeout passed since the names were requested).

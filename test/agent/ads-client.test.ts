@@ -152,6 +152,20 @@ describe('ADS client against the fake istiod', () => {
     expect(again.find((q) => q.kind === 'endpoint')!.names.length).toBe(4);
   });
 
+  it('waits for every requested assignment, up to the warming timeout', async () => {
+    const resources = loadCanonical('synthetic-reviews-xds-responses.json');
+    const missing = String(resources.endpoint[0]!['cluster_name']);
+    resources.endpoint = resources.endpoint.slice(1); // istiod never answers for this cluster
+    istiod = new FakeIstiod(resources);
+    const port = await istiod.start();
+    client = new AdsClient({ address: `127.0.0.1:${port}`, node, warmingTimeoutMs: 600 });
+    client.start();
+    await waitFor(() => client!.resources().endpoints.size === 3);
+    expect(client.isComplete()).toBe(false);
+    expect(client.pendingNames().endpoint).toEqual([missing]);
+    await waitFor(() => client!.isComplete(), 5000, 'the warming timeout');
+  });
+
   it('accepts responses larger than gRPC\'s 4 MiB default', async () => {
     istiod = new FakeIstiod(loadCanonical('synthetic-reviews-xds-responses.json'));
     const template = istiod.get('cluster', 'outbound|9080||reviews.default.svc.cluster.local')!;
