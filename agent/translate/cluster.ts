@@ -1,5 +1,5 @@
 import type { Cluster } from '../xds/envoy-types.js';
-import type { PackedAny } from '../xds/codec.js';
+import { unpackAny, type PackedAny } from '../xds/codec.js';
 import type { ApisixNode, ApisixUpstream, TranslationNote } from './apisix-types.js';
 import { upstreamId } from './ids.js';
 import { durationSeconds, wrapped } from './values.js';
@@ -109,12 +109,27 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
   if (checks) upstream.checks = checks;
   const limits = connectionLimits(cluster);
   if (limits) result.limits = limits;
+  if (usesHttp2(cluster)) {
+    note('http2-upstream', 'istiod asks for HTTP/2 to this service (gRPC or http2 port): APISIX proxies HTTP/1.1 unless the route is gRPC-aware, so gRPC through this upstream is not supported yet');
+  }
   if (isIstioMutual(cluster)) {
     note('istio-mutual-plaintext', 'ISTIO_MUTUAL needs the workload certificate from the Istio CA, which this agent does not fetch: the upstream is plain HTTP (works with PERMISSIVE peer authentication only)');
   }
   result.upstream = upstream;
   if (inlineNodes) result.inlineNodes = inlineNodes;
   return result;
+}
+
+const HTTP_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
+
+interface HttpProtocolOptions {
+  explicit_http_config?: { http2_protocol_options?: unknown };
+}
+
+function usesHttp2(cluster: Cluster): boolean {
+  if (cluster.http2_protocol_options) return true;
+  const typed = (cluster.typed_extension_protocol_options as Record<string, PackedAny> | undefined)?.[HTTP_OPTIONS];
+  return !!unpackAny<HttpProtocolOptions>(typed)?.explicit_http_config?.http2_protocol_options;
 }
 
 function isIstioMutual(cluster: Cluster): boolean {
