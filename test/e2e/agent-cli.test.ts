@@ -55,7 +55,7 @@ describe('apisix-mesh agent (the real command)', () => {
     const body = (await range.json()) as { kvs?: Array<{ value: string }> };
     const routes = (body.kvs ?? []).map((kv) => Buffer.from(kv.value, 'base64').toString()).filter((v) => v.startsWith('{'));
     expect(routes.length).toBe(3);
-    expect(stderr).toMatch(/first complete configuration applied/);
+    await waitFor(() => /first complete configuration applied/.test(stderr), 5000, 'the readiness log line'); // pino writes asynchronously
     const exited = new Promise<number | null>((resolve) => child!.on('exit', (code) => resolve(code)));
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
