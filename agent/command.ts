@@ -98,7 +98,8 @@ export function registerAgentCommand(program: Command): void {
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           logger.info(`agent: ${signal} received, shutting down`);
-          agent.close().then(resolve, resolve);
+          // flush pino's asynchronous stderr buffer before the event loop drains
+          agent.close().finally(() => logger.flush(() => resolve()));
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
