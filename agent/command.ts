@@ -1,12 +1,108 @@
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
+import { pino } from 'pino';
 import { CliError } from '../cli/errors.js';
+import { packageVersion } from '../cli/version.js';
+import { parseDuration, parseListen } from './etcd/command.js';
+import { nodeIdentityFromEnv, NodeIdentityError } from './xds/node.js';
+import { startAgent, type RunningAgent } from './agent.js';
+
+interface AgentFlags {
+  xdsAddress: string;
+  xdsTls: boolean;
+  rootCert: string;
+  tokenFile: string;
+  xdsServerName?: string;
+  etcdListen: string;
+  statusPort: string;
+  statusHost: string;
+  outboundPort: string;
+  inboundPort: string;
+  coalesce: string;
+  maxCoalesce: string;
+  warmingTimeout: string;
+  istioVersion?: string;
+  logLevel: string;
+}
+
+function port(flag: string, value: string, allowZero = false): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < (allowZero ? 0 : 1) || n > 65535) throw new CliError(`${flag}: expected a port number, got "${value}"`);
+  return n;
+}
 
 /** `apisix-mesh agent`: xDS from istiod → APISIX objects → the store → the etcd v3 API. */
 export function registerAgentCommand(program: Command): void {
   program
     .command('agent')
-    .description('run the mesh agent: xDS from istiod, translated to APISIX, served over the etcd v3 API')
-    .action(() => {
-      throw new CliError('agent: not built yet', 1);
+    .description(
+      'run the mesh agent next to APISIX: one ADS stream to istiod, its clusters, endpoints, listeners ' +
+        'and routes translated into APISIX upstreams and routes, served to APISIX through the etcd v3 API ' +
+        'on loopback. The pod is identified from POD_NAME, POD_NAMESPACE, INSTANCE_IP, SERVICE_ACCOUNT and ' +
+        'ISTIO_META_* / ISTIO_METAJSON_LABELS in the environment (as the webhook sets them).',
+    )
+    .option('--xds-address <host:port>', 'istiod\'s xDS address (15010 plaintext, 15012 TLS)', 'istiod.istio-system.svc:15010')
+    .option('--xds-tls', 'dial istiod with TLS, authenticating with the service-account token (istiod port 15012)', false)
+    .option('--root-cert <file>', 'with --xds-tls: the mesh root certificate (PEM) istiod\'s certificate must chain to', '/var/run/secrets/istio/root-cert.pem')
+    .option('--token-file <file>', 'with --xds-tls: projected service-account token (audience istio-ca), re-read for every stream', '/var/run/secrets/tokens/istio-token')
+    .option('--xds-server-name <name>', 'with --xds-tls: the name istiod\'s certificate must carry, when it differs from the address', undefined)
+    .option('--etcd-listen <host:port>', 'where APISIX reaches the etcd v3 API (keep it on loopback)', '127.0.0.1:15379')
+    .option('--status-port <port>', 'port of /healthz/ready, /metrics and /debug/config (0: any free port)', '15020')
+    .option('--status-host <host>', 'address the status port binds (the kubelet probes it on the pod IP)', '0.0.0.0')
+    .option('--outbound-port <port>', 'APISIX\'s outbound capture listener (routes of outbound listeners are scoped to it)', '15001')
+    .option('--inbound-port <port>', 'APISIX\'s inbound capture listener (routes of virtualInbound are scoped to it)', '15006')
+    .option('--coalesce <duration>', 'quiet time after an xDS update before it is applied; a burst becomes one store revision', '100ms')
+    .option('--max-coalesce <duration>', 'longest an update waits while a burst goes on', '1s')
+    .option('--warming-timeout <duration>', 'how long to wait for requested endpoints/routes before applying without them (xDS spec: 15s)', '15s')
+    .option('--istio-version <version>', 'ISTIO_VERSION sent in the node metadata (istiod gates features on it; default: the ISTIO_META_ISTIO_VERSION variable, else unset = newest)')
+    .option('--log-level <level>', 'debug, info, warn or error', 'info')
+    .action(async (flags: AgentFlags) => {
+      if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) {
+        throw new CliError(`--log-level: expected debug, info, warn or error, got "${flags.logLevel}"`);
+      }
+      const xds = parseListen('--xds-address', flags.xdsAddress);
+      const etcd = parseListen('--etcd-listen', flags.etcdListen);
+      const statusPort = port('--status-port', flags.statusPort, true);
+      let identity;
+      try {
+        identity = nodeIdentityFromEnv(process.env, flags.istioVersion ? { istioVersion: flags.istioVersion } : {});
+      } catch (err) {
+        if (err instanceof NodeIdentityError) throw new CliError(`pod identity: ${err.message}`);
+        throw err;
+      }
+      if (flags.xdsTls) {
+        if (!existsSync(flags.rootCert)) throw new CliError(`--root-cert: ${flags.rootCert} does not exist`);
+        if (!existsSync(flags.tokenFile)) throw new CliError(`--token-file: ${flags.tokenFile} does not exist`);
+      }
+      const logger = pino({ level: flags.logLevel, base: { cmd: 'agent' } }, pino.destination(2));
+      let agent: RunningAgent;
+      try {
+        agent = await startAgent({
+          xdsAddress: `${xds.host.includes(':') ? `[${xds.host}]` : xds.host}:${xds.port}`,
+          ...(flags.xdsTls ? { xdsTls: { rootCertFile: flags.rootCert, tokenFile: flags.tokenFile, ...(flags.xdsServerName ? { serverName: flags.xdsServerName } : {}) } } : {}),
+          identity,
+          etcdHost: etcd.host,
+          etcdPort: etcd.port,
+          statusHost: flags.statusHost,
+          statusPort,
+          capturePorts: { outbound: port('--outbound-port', flags.outboundPort), inbound: port('--inbound-port', flags.inboundPort) },
+          coalesceMs: parseDuration('--coalesce', flags.coalesce),
+          maxCoalesceMs: parseDuration('--max-coalesce', flags.maxCoalesce),
+          warmingTimeoutMs: parseDuration('--warming-timeout', flags.warmingTimeout),
+          logger,
+          version: packageVersion(),
+        });
+      } catch (err) {
+        throw new CliError(`cannot start: ${(err as Error).message}`, 1);
+      }
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string): void => {
+          logger.info(`agent: ${signal} received, shutting down`);
+          // flush pino's asynchronous stderr buffer before the event loop drains
+          agent.close().finally(() => logger.flush(() => resolve()));
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
     });
 }

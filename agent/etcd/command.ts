@@ -1,12 +1,100 @@
 import type { Command } from 'commander';
+import { pino } from 'pino';
 import { CliError } from '../../cli/errors.js';
+import { KvStore } from '../store/store.js';
+import { startEtcdServer } from './server.js';
+
+/** `host:port` → parts; a bare port means loopback. */
+export function parseListen(flag: string, value: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d+)$/.exec(value) ?? (/^(\d+)$/.test(value) ? [value, undefined, '127.0.0.1', value] : null);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new CliError(`${flag}: expected HOST:PORT (e.g. 127.0.0.1:2379), got "${value}"`);
+  }
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+function positiveInt(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new CliError(`${flag}: expected a positive whole number, got "${value}"`);
+  return n;
+}
+
+/** `10m`, `1s`, `500ms`, or plain milliseconds. */
+export function parseDuration(flag: string, value: string): number {
+  const m = /^(\d+)(ms|s|m|h)?$/.exec(value);
+  if (!m) throw new CliError(`${flag}: expected a duration like 500ms, 1s, 10m; got "${value}"`);
+  const n = Number(m[1]);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
+  if (n <= 0) throw new CliError(`${flag}: must be more than zero`);
+  return n * unit;
+}
+
+interface EtcdFlags {
+  listen: string;
+  grpcListen?: string;
+  readOnly: boolean;
+  maxHistory: string;
+  maxHistoryBytes: string;
+  progressNotifyInterval: string;
+  rootPasswordEnv?: string;
+  logLevel: string;
+}
 
 /** `apisix-mesh etcd`: the revisioned store and its etcd v3 API on their own. */
 export function registerEtcdCommand(program: Command): void {
   program
     .command('etcd')
-    .description('run the revisioned store and its etcd v3 API (HTTP gateway and gRPC) on its own')
-    .action(() => {
-      throw new CliError('etcd: not built yet', 1);
+    .description(
+      'run the revisioned store and its etcd v3 API on its own, starting empty: the HTTP/JSON gateway ' +
+        'APISIX uses (/version, /v3/kv/*, /v3/watch, /v3/lease/*, /v3/auth/*) and, with --grpc-listen, ' +
+        'the gRPC services etcdctl uses. Nothing is kept on disk.',
+    )
+    .option('--listen <host:port>', 'address of the HTTP/JSON gateway (loopback unless told otherwise)', '127.0.0.1:2379')
+    .option('--grpc-listen <host:port>', 'also serve gRPC (KV, Watch, Lease, Maintenance) for etcdctl on this address')
+    .option('--read-only', 'refuse writes with etcd\'s "permission denied", except APISIX\'s init_dir markers (how the agent serves APISIX)', false)
+    .option('--max-history <events>', 'events kept for watches and reads in the past; older revisions are compacted', '100000')
+    .option('--max-history-bytes <bytes>', 'bytes of keys and values kept in that history', String(256 * 1024 * 1024))
+    .option('--progress-notify-interval <duration>', 'interval of progress messages for watches that ask for them (etcd: 10m)', '10m')
+    .option('--root-password-env <name>', 'turn auth on: a user "root" whose password is in this environment variable')
+    .option('--log-level <level>', 'debug, info, warn or error (debug logs each client connection\'s first request)', 'info')
+    .action(async (flags: EtcdFlags) => {
+      const listen = parseListen('--listen', flags.listen);
+      const grpc = flags.grpcListen ? parseListen('--grpc-listen', flags.grpcListen) : undefined;
+      if (grpc && grpc.host !== listen.host) throw new CliError('--grpc-listen: must use the same host as --listen');
+      if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) {
+        throw new CliError(`--log-level: expected debug, info, warn or error, got "${flags.logLevel}"`);
+      }
+      let rootPassword: string | undefined;
+      if (flags.rootPasswordEnv) {
+        rootPassword = process.env[flags.rootPasswordEnv];
+        if (!rootPassword) throw new CliError(`--root-password-env: environment variable ${flags.rootPasswordEnv} is empty or unset`);
+      }
+      const store = new KvStore({
+        maxHistoryEvents: positiveInt('--max-history', flags.maxHistory),
+        maxHistoryBytes: positiveInt('--max-history-bytes', flags.maxHistoryBytes),
+      });
+      const logger = pino({ level: flags.logLevel, base: { cmd: 'etcd' } }, pino.destination(2));
+      let server;
+      try {
+        server = await startEtcdServer({
+          store,
+          host: listen.host,
+          port: listen.port,
+          ...(grpc ? { grpcPort: grpc.port } : {}),
+          readOnly: flags.readOnly,
+          logger,
+          progressNotifyIntervalMs: parseDuration('--progress-notify-interval', flags.progressNotifyInterval),
+          ...(rootPassword !== undefined ? { rootPassword } : {}),
+        });
+      } catch (err) {
+        throw new CliError(`cannot listen: ${(err as Error).message}`, 1);
+      }
+      const stop = (signal: string): void => {
+        logger.info({ signal }, 'etcd API: shutting down');
+        void server.close().then(() => process.exit(0));
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
     });
 }

@@ -1,0 +1,226 @@
+import { readFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import { AdsClient } from './xds/ads-client.js';
+import { buildNode, type NodeIdentity } from './xds/node.js';
+import { KvStore } from './store/store.js';
+import { startEtcdServer, type EtcdServer } from './etcd/server.js';
+import { MeshTranslator, type ApisixConfig } from './translate/snapshot.js';
+import type { CapturePorts } from './translate/route-configuration.js';
+import type { TranslationNote } from './translate/apisix-types.js';
+import { StoreApplier } from './apply.js';
+import { AgentMetrics } from './metrics.js';
+import { buildStatusServer } from './status-server.js';
+
+export interface XdsTlsOptions {
+  /** PEM file of the mesh root (istio-ca-root-cert's root-cert.pem) */
+  rootCertFile: string;
+  /** projected service-account token (audience istio-ca), re-read for every stream */
+  tokenFile?: string;
+  /** TLS server name when dialling istiod by another name or address */
+  serverName?: string;
+}
+
+export interface AgentOptions {
+  xdsAddress: string;
+  xdsTls?: XdsTlsOptions;
+  identity: NodeIdentity;
+  etcdHost: string;
+  etcdPort: number;
+  statusHost: string;
+  statusPort: number;
+  capturePorts?: CapturePorts;
+  /** quiet time after an update before applying (bursts become one revision) */
+  coalesceMs?: number;
+  /** upper bound on how long an update may wait while a burst continues */
+  maxCoalesceMs?: number;
+  warmingTimeoutMs?: number;
+  backoff?: { initialMs: number; maxMs: number };
+  /** a pino/Fastify logger, or the level for a new one (default info) */
+  logger?: FastifyBaseLogger | { level: string };
+  version?: string;
+}
+
+export interface RunningAgent {
+  store: KvStore;
+  etcdPort: number;
+  statusPort: number;
+  /** resolves after the next apply (tests use it to wait for a push to land) */
+  applied(): Promise<number>;
+  isReady(): boolean;
+  close(): Promise<void>;
+}
+
+/** Channel credentials for istiod: plaintext, or TLS with the token and ClusterID as call metadata. */
+export function xdsCredentials(tls: XdsTlsOptions | undefined, clusterId: string): grpc.ChannelCredentials {
+  if (!tls) return grpc.credentials.createInsecure();
+  const root = readFileSync(tls.rootCertFile);
+  const ssl = grpc.credentials.createSsl(root);
+  const tokenFile = tls.tokenFile;
+  const perCall = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    const md = new grpc.Metadata();
+    md.set('ClusterID', clusterId);
+    if (tokenFile) {
+      try {
+        md.set('authorization', `Bearer ${readFileSync(tokenFile, 'utf8').trim()}`); // tokens rotate
+      } catch (err) {
+        callback(err as Error);
+        return;
+      }
+    }
+    callback(null, md);
+  });
+  return grpc.credentials.combineChannelCredentials(ssl, perCall);
+}
+
+/**
+ * The agent: one ADS stream → translation → the store (one revision per coalesced burst) → the
+ * etcd API APISIX watches; plus the status server. Everything binds where it is told (tests: port 0).
+ */
+export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
+  const metrics = new AgentMetrics();
+  let ready = false;
+  let current: ApisixConfig | undefined;
+  let currentInvalid: TranslationNote[] = [];
+  let versions: () => Record<string, string> = () => ({});
+  const status: FastifyInstance = buildStatusServer(
+    {
+      ready: () => ready,
+      debugConfig: () => ({
+        ready,
+        storeRevision: store.revision,
+        xdsVersions: versions(),
+        upstreams: current ? [...current.upstreams.values()] : [],
+        routes: current ? [...current.routes.values()] : [],
+        skipped: current ? [...current.notes, ...currentInvalid] : [],
+      }),
+    },
+    metrics,
+    options.logger ?? { level: 'info' },
+  );
+  const logger = status.log;
+  const store = new KvStore({ initialRevision: Math.floor(Date.now() / 1000) });
+  const translator = new MeshTranslator({ podIp: options.identity.podIp, ...(options.capturePorts ? { ports: options.capturePorts } : {}) });
+  const applier = new StoreApplier(store);
+  const client = new AdsClient({
+    address: options.xdsAddress,
+    node: buildNode(options.identity, options.version ?? 'dev'),
+    credentials: xdsCredentials(options.xdsTls, options.identity.clusterId),
+    ...(options.xdsTls?.serverName ? { channelOptions: { 'grpc.ssl_target_name_override': options.xdsTls.serverName, 'grpc.default_authority': options.xdsTls.serverName } } : {}),
+    ...(options.backoff ? { backoff: options.backoff } : {}),
+    ...(options.warmingTimeoutMs !== undefined ? { warmingTimeoutMs: options.warmingTimeoutMs } : {}),
+    logger: { info: (m) => logger.info(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
+  });
+
+  versions = () => client.versions();
+  const loggedNotes = new Set<string>();
+  let waiters: Array<(rev: number) => void> = [];
+  let timer: NodeJS.Timeout | undefined;
+  let firstPendingAt = 0;
+  const coalesceMs = options.coalesceMs ?? 100;
+  const maxCoalesceMs = options.maxCoalesceMs ?? 1000;
+  const warmingMs = options.warmingTimeoutMs ?? 15_000;
+
+  const apply = () => {
+    timer = undefined;
+    firstPendingAt = 0;
+    if (!ready && !client.isComplete()) {
+      // keep warming (Envoy does the same) until every subscribed resource arrived or the timeout
+      timer = setTimeout(apply, Math.min(warmingMs, 1000));
+      return;
+    }
+    const stop = metrics.translationSeconds.startTimer();
+    const config = translator.translate(client.resources());
+    const result = applier.apply(config);
+    stop();
+    current = config;
+    currentInvalid = result.invalid;
+    metrics.applies.inc();
+    metrics.storeRevision.set(store.revision);
+    metrics.objects.set({ kind: 'upstream' }, result.upstreams);
+    metrics.objects.set({ kind: 'route' }, result.routes);
+    metrics.skipped.reset();
+    for (const n of [...config.notes, ...result.invalid]) {
+      metrics.skipped.inc({ kind: n.kind, reason: n.reason });
+      const key = `${n.kind}\0${n.name}\0${n.reason}`;
+      if (!loggedNotes.has(key) && n.reason !== 'endpoints-pending' && n.reason !== 'route-config-pending') {
+        loggedNotes.add(key);
+        logger.warn(`${n.skipped ? 'skipped' : 'partly translated'} ${n.kind} ${n.name}: ${n.reason}${n.detail ? ` (${n.detail})` : ''}`);
+      }
+    }
+    if (!ready) {
+      ready = true;
+      const pending = client.pendingNames();
+      if (pending.endpoint.length || pending.route.length) {
+        logger.warn(`istiod did not answer within the warming timeout for ${pending.endpoint.length} endpoint assignments and ${pending.route.length} route configurations (e.g. ${[...pending.endpoint, ...pending.route].slice(0, 3).join(', ')}); serving without them`);
+      }
+      logger.info(`first complete configuration applied: ${result.upstreams} upstreams, ${result.routes} routes, store revision ${result.revision}`);
+    } else {
+      logger.debug(`applied: ${result.upstreams} upstreams, ${result.routes} routes, store revision ${result.revision}`);
+    }
+    const w = waiters;
+    waiters = [];
+    for (const resolve of w) resolve(result.revision);
+  };
+
+  const schedule = () => {
+    const now = Date.now();
+    if (!firstPendingAt) firstPendingAt = now;
+    if (timer) clearTimeout(timer);
+    const wait = Math.max(0, Math.min(coalesceMs, firstPendingAt + maxCoalesceMs - now));
+    timer = setTimeout(apply, wait);
+  };
+
+  client.on('update', (kinds: Set<string>) => {
+    for (const k of kinds) {
+      metrics.xdsResponses.inc({ type: k });
+      metrics.xdsAcks.inc({ type: k });
+    }
+    schedule();
+  });
+  client.on('nack', (kind: string) => {
+    metrics.xdsResponses.inc({ type: kind });
+    metrics.xdsNacks.inc({ type: kind });
+  });
+  client.on('connected', () => {
+    metrics.xdsConnected.set(1);
+    logger.info(`xDS stream to ${options.xdsAddress} established`);
+  });
+  client.on('disconnected', () => metrics.xdsConnected.set(0));
+  client.on('reconnecting', () => metrics.xdsReconnects.inc());
+
+  let etcd: EtcdServer | undefined;
+  try {
+    etcd = await startEtcdServer({ store, host: options.etcdHost, port: options.etcdPort, readOnly: true, logger });
+    status.addHook('onRequest', async () => {
+      metrics.watchers.set(store.watcherCount);
+      metrics.storeRevision.set(store.revision);
+    });
+    await status.listen({ host: options.statusHost, port: options.statusPort });
+  } catch (err) {
+    await etcd?.close();
+    await status.close();
+    throw err;
+  }
+  const statusAddress = status.server.address();
+  const statusPort = typeof statusAddress === 'object' && statusAddress ? statusAddress.port : options.statusPort;
+  logger.info(`etcd API on ${options.etcdHost}:${etcd.httpPort}, status on ${options.statusHost}:${statusPort}, xDS from ${options.xdsAddress}${options.xdsTls ? ' (TLS)' : ' (plaintext)'}`);
+  client.start();
+
+  let closed = false;
+  return {
+    store,
+    etcdPort: etcd.httpPort,
+    statusPort,
+    isReady: () => ready,
+    applied: () => new Promise<number>((resolve) => waiters.push(resolve)),
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (timer) clearTimeout(timer);
+      client.stop();
+      await status.close();
+      await etcd!.close();
+    },
+  };
+}

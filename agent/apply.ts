@@ -1,0 +1,100 @@
+import type { KvStore, StoreWrite } from './store/store.js';
+import { keyFromText } from './store/keys.js';
+import type { ApisixConfig } from './translate/snapshot.js';
+import type { ApisixRoute, ApisixUpstream, TranslationNote } from './translate/apisix-types.js';
+import { validateApisix } from './schema/validate.js';
+
+/** APISIX 3.x's key layout under its etcd prefix. */
+export const APISIX_PREFIX = '/apisix/';
+const UPSTREAMS = `${APISIX_PREFIX}upstreams/`;
+const ROUTES = `${APISIX_PREFIX}routes/`;
+/** Directories APISIX's CLI marks with `init_dir` (kept when present; routes/upstreams always written). */
+const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams'];
+
+/**
+ * Puts before deletes; upstreams before the routes that use them; route deletes before the upstream
+ * deletes (APISIX never sees a route whose upstream is missing, within the revision or after it).
+ */
+export function applyOrder(a: StoreWrite, b: StoreWrite): number {
+  return rank(a) - rank(b) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+}
+
+function rank(w: StoreWrite): number {
+  const upstream = w.key.startsWith(UPSTREAMS);
+  const route = w.key.startsWith(ROUTES);
+  if (w.op === 'put') return upstream ? 0 : route ? 1 : 2;
+  return route ? 3 : upstream ? 4 : 5;
+}
+
+export interface ApplyResult {
+  revision: number;
+  /** objects left out because APISIX's schema refuses them (a translation bug if it ever happens) */
+  invalid: TranslationNote[];
+  upstreams: number;
+  routes: number;
+}
+
+/**
+ * Writes a translated configuration into the store as one revision. Every object is checked against
+ * APISIX's schema first (results remembered per object, and objects keep their identity while
+ * their inputs do not change, so an unchanged object costs a map lookup); an invalid one is left
+ * out with a note rather than handed to APISIX, which would refuse it anyway.
+ */
+export class StoreApplier {
+  private readonly encoded = new WeakMap<object, { json: string; error: string | null }>();
+  /** what the last apply left under the prefix (the API is read-only, so the store still holds it) */
+  private last: Map<string, string> | undefined;
+
+  constructor(private readonly store: KvStore) {}
+
+  apply(config: ApisixConfig): ApplyResult {
+    const desired = new Map<string, string>();
+    const invalid: TranslationNote[] = [];
+    let upstreams = 0;
+    let routes = 0;
+    for (const u of config.upstreams.values()) {
+      const e = this.encode('upstream.strict', u);
+      if (e.error) invalid.push({ kind: 'cluster', name: u.name, reason: 'schema-invalid', detail: e.error, skipped: true });
+      else {
+        desired.set(`${UPSTREAMS}${u.id}`, e.json);
+        upstreams++;
+      }
+    }
+    for (const r of config.routes.values()) {
+      if (r.upstream_id && !desired.has(`${UPSTREAMS}${r.upstream_id}`)) {
+        invalid.push({ kind: 'route', name: r.name, reason: 'upstream-invalid', detail: `its upstream ${r.upstream_id} was left out`, skipped: true });
+        continue;
+      }
+      const e = this.encode('route.strict', r);
+      if (e.error) invalid.push({ kind: 'route', name: r.name, reason: 'schema-invalid', detail: e.error, skipped: true });
+      else {
+        desired.set(`${ROUTES}${r.id}`, e.json);
+        routes++;
+      }
+    }
+    for (const dir of MARKER_DIRS) {
+      const key = `${APISIX_PREFIX}${dir}/`;
+      const always = dir === 'routes' || dir === 'upstreams';
+      if (always || this.store.range({ key: keyFromText(key), countOnly: true }).count > 0) desired.set(key, 'init_dir');
+    }
+    let revision: number;
+    if (!this.last) {
+      revision = this.store.applySnapshot(APISIX_PREFIX, desired, applyOrder);
+    } else {
+      // Diff against the previous snapshot: unchanged objects reuse the same JSON string, so
+      // this is a pointer comparison per key instead of re-encoding every value.
+      const writes: StoreWrite[] = [];
+      for (const [key, value] of desired) if (this.last.get(key) !== value) writes.push({ op: 'put', key, value });
+      for (const key of this.last.keys()) if (!desired.has(key)) writes.push({ op: 'delete', key });
+      revision = writes.length ? this.store.write(writes.sort(applyOrder)) : this.store.revision;
+    }
+    this.last = desired;
+    return { revision, invalid, upstreams, routes };
+  }
+
+  private encode(schema: 'upstream.strict' | 'route.strict', object: ApisixUpstream | ApisixRoute): { json: string; error: string | null } {
+    let e = this.encoded.get(object);
+    if (!e) this.encoded.set(object, (e = { json: JSON.stringify(object), error: validateApisix(schema, object) }));
+    return e;
+  }
+}

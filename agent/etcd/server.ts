@@ -1,0 +1,130 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import type { KvStore } from '../store/store.js';
+import { Auth } from './auth.js';
+import { ResponseEncoder, type ServerIdentity } from './encode.js';
+import { createGatewayHandler, type Logger } from './gateway.js';
+import { WatchStreams } from './watch-stream.js';
+
+export type { Logger } from './gateway.js';
+
+export interface EtcdServerOptions {
+  store: KvStore;
+  /** Default 127.0.0.1: the API is for APISIX in the same pod. */
+  host?: string;
+  /** 0 = any free port. */
+  port: number;
+  /** gRPC (etcdctl) on its own port; off when undefined. */
+  grpcPort?: number;
+  /** Refuse writes with etcd's permission error, except APISIX's init_dir markers. */
+  readOnly?: boolean;
+  logger?: Logger;
+  /** Progress notifications for watches that ask for them (etcd's default: 10 minutes). */
+  progressNotifyIntervalMs?: number;
+  /** Turn on auth with a root user (etcd's simple auth). */
+  rootPassword?: string;
+  identity?: Partial<ServerIdentity>;
+}
+
+export interface EtcdServer {
+  httpPort: number;
+  grpcPort?: number;
+  close(): Promise<void>;
+}
+
+const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+
+function randomUint64(): string {
+  return (randomBytes(8).readBigUInt64BE() & 0x7fffffffffffffffn).toString();
+}
+
+export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdServer> {
+  const host = options.host ?? '127.0.0.1';
+  const logger = options.logger ?? silent;
+  const store = options.store;
+  const encoder = new ResponseEncoder({
+    clusterId: options.identity?.clusterId ?? randomUint64(),
+    memberId: options.identity?.memberId ?? randomUint64(),
+    raftTerm: options.identity?.raftTerm ?? '2',
+  });
+  const auth = new Auth();
+  if (options.rootPassword !== undefined) {
+    auth.addRole('root');
+    auth.addUser('root', options.rootPassword);
+    auth.grantRole('root', 'root');
+    auth.enable();
+  }
+  const watches = new WatchStreams({
+    store,
+    encoder,
+    auth,
+    progressNotifyIntervalMs: options.progressNotifyIntervalMs ?? 10 * 60 * 1000,
+  });
+  let httpPort = 0;
+  const handler = createGatewayHandler({
+    store,
+    encoder,
+    auth,
+    readOnly: options.readOnly ?? false,
+    logger,
+    watches,
+    clientUrl: () => `http://${host}:${httpPort}`,
+  });
+
+  const server: Server = createServer(handler);
+  // Watches are long-lived requests (and their bodies may stream): no request deadline.
+  server.requestTimeout = 0;
+  server.keepAliveTimeout = 65_000;
+  const seen = new WeakSet<Socket>();
+  server.on('request', (req) => {
+    if (seen.has(req.socket)) return;
+    seen.add(req.socket);
+    logger.debug(
+      { client: `${req.socket.remoteAddress}:${req.socket.remotePort}`, method: req.method, path: req.url },
+      'etcd API: first request from a client connection',
+    );
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  httpPort = (server.address() as AddressInfo).port;
+
+  let grpc: { port: number; close(): Promise<void> } | undefined;
+  if (options.grpcPort !== undefined) {
+    const { startGrpcServer } = await import('./grpc.js');
+    grpc = await startGrpcServer({ store, encoderIdentity: encoder.identity, host, port: options.grpcPort, readOnly: options.readOnly ?? false, logger });
+  }
+
+  // Leases run out on the wall clock; expiry is a write (DELETE events) like any other.
+  const leaseTimer = setInterval(() => {
+    try {
+      const expired = store.expireLeases();
+      if (expired.length) logger.info({ leases: expired }, 'etcd API: leases expired, their keys deleted');
+    } catch (err) {
+      logger.error({ err }, 'etcd API: lease expiry failed');
+    }
+  }, 250);
+  leaseTimer.unref();
+
+  logger.info({ host, httpPort, grpcPort: grpc?.port, readOnly: options.readOnly ?? false }, 'etcd API listening');
+
+  return {
+    httpPort,
+    ...(grpc ? { grpcPort: grpc.port } : {}),
+    async close() {
+      clearInterval(leaseTimer);
+      watches.shutdown();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      setTimeout(() => server.closeAllConnections(), 50).unref();
+      await Promise.all([closed, grpc?.close()]);
+    },
+  };
+}

@@ -1,0 +1,64 @@
+/**
+ * The APISIX 3.x objects the agent writes (the subset of the upstream and route schemas it uses;
+ * agent/schema validates every object against APISIX's own JSON schemas before it is stored).
+ */
+export interface ApisixNode {
+  host: string;
+  port: number;
+  weight: number;
+  priority?: number;
+}
+
+export interface ApisixTimeout {
+  connect: number;
+  send: number;
+  read: number;
+}
+
+export interface ApisixUpstream {
+  id: string;
+  name: string;
+  desc?: string;
+  type: 'roundrobin' | 'least_conn' | 'chash';
+  hash_on?: 'vars' | 'header' | 'cookie';
+  key?: string;
+  nodes: ApisixNode[];
+  timeout?: ApisixTimeout;
+  retries?: number;
+  retry_timeout?: number;
+  scheme?: 'http' | 'https' | 'grpc' | 'grpcs';
+  pass_host?: 'pass' | 'node' | 'rewrite';
+  checks?: Record<string, unknown>;
+  labels?: Record<string, string>;
+}
+
+/** A lua-resty-expr condition as APISIX stores it in `vars`. */
+export type ApisixVar = readonly [string, string, unknown] | readonly [string, '!', string, unknown];
+
+export interface ApisixRoute {
+  id: string;
+  name: string;
+  desc?: string;
+  uri: string;
+  hosts?: string[];
+  vars?: ApisixVar[];
+  priority: number;
+  upstream_id?: string;
+  plugins?: Record<string, Record<string, unknown>>;
+  timeout?: ApisixTimeout;
+  enable_websocket?: boolean;
+  status: 1;
+}
+
+/** Something that could not be translated (or only partly): logged once, counted by reason. */
+export interface TranslationNote {
+  /** which xDS resource: "cluster", "route", "listener", ... */
+  kind: string;
+  /** the resource's name (route: "<route>#<vhost>#<route config>") */
+  name: string;
+  /** short, stable, low-cardinality: used as a metric label */
+  reason: string;
+  detail?: string;
+  /** true: the whole object was left out; false: it was emitted without the feature */
+  skipped: boolean;
+}

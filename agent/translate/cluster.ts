@@ -1,0 +1,193 @@
+import type { Cluster } from '../xds/envoy-types.js';
+import { unpackAny, type PackedAny } from '../xds/codec.js';
+import type { ApisixNode, ApisixUpstream, TranslationNote } from './apisix-types.js';
+import { upstreamId } from './ids.js';
+import { durationSeconds, wrapped } from './values.js';
+import { translateClusterLoadAssignment } from './endpoints.js';
+
+/** Istio's cluster name `direction|port|subset|host` (pilot/pkg/model/service.go BuildSubsetKey). */
+export interface IstioClusterName {
+  direction: string;
+  port: number;
+  subset: string;
+  host: string;
+}
+
+export function parseClusterName(name: string): IstioClusterName | undefined {
+  const parts = name.split('|');
+  if (parts.length !== 4) return undefined;
+  const port = Number(parts[1]);
+  if (!Number.isInteger(port)) return undefined;
+  return { direction: parts[0]!, port, subset: parts[2]!, host: parts[3]! };
+}
+
+/** Envoy's circuit breakers for the default priority, when istiod set them below "unlimited". */
+export interface ConnectionLimits {
+  maxConnections?: number;
+  maxPendingRequests?: number;
+  maxRequests?: number;
+}
+
+export interface ClusterTranslation {
+  clusterName: string;
+  /** the upstream without its nodes; nodes come from `inlineNodes` or the cluster's CLA */
+  upstream?: Omit<ApisixUpstream, 'nodes'>;
+  /** nodes of STATIC / STRICT_DNS clusters and of inbound original-destination clusters */
+  inlineNodes?: ApisixNode[];
+  /** EDS clusters: the name to subscribe to */
+  edsServiceName?: string;
+  /** RING_HASH / MAGLEV: the routes' hash policy picks the key */
+  consistentHash: boolean;
+  limits?: ConnectionLimits;
+  notes: TranslationNote[];
+}
+
+export interface ClusterContext {
+  /** the pod's own IP: inbound original-destination clusters forward to it */
+  podIp?: string;
+}
+
+/** APISIX's own defaults for send/read (nginx proxy_*_timeout): Envoy has no per-cluster equivalent. */
+const DEFAULT_IO_TIMEOUT = 60;
+const UNLIMITED = 4294967295;
+
+export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): ClusterTranslation {
+  const name = cluster.name ?? '';
+  const notes: TranslationNote[] = [];
+  const note = (reason: string, detail: string, skipped = false) =>
+    notes.push({ kind: 'cluster', name, reason, detail, skipped });
+  const result: ClusterTranslation = { clusterName: name, consistentHash: false, notes };
+  if (!name) {
+    note('unnamed', 'a cluster without a name cannot be referenced', true);
+    return result;
+  }
+  const discovery = cluster.type ?? (cluster.cluster_type ? 'CUSTOM' : 'STATIC');
+  let inlineNodes: ApisixNode[] | undefined;
+  if (discovery === 'ORIGINAL_DST') {
+    const parsed = parseClusterName(name);
+    if (parsed?.direction === 'inbound' && parsed.port > 0) {
+      // Inbound traffic goes to the app in this pod; the proxy's own uid is never captured, so
+      // connecting to the pod IP (or loopback) reaches it directly.
+      inlineNodes = [{ host: ctx.podIp ?? '127.0.0.1', port: parsed.port, weight: 1 }];
+    } else {
+      note('original-destination', 'forwarding to the original destination is done by APISIX\'s pass-through listener, not an upstream', true);
+      return result;
+    }
+  } else if (discovery === 'EDS') {
+    result.edsServiceName = cluster.eds_cluster_config?.service_name || name;
+  } else if (discovery === 'STATIC' || discovery === 'STRICT_DNS' || discovery === 'LOGICAL_DNS') {
+    inlineNodes = cluster.load_assignment ? translateClusterLoadAssignment(cluster.load_assignment).nodes : [];
+  } else {
+    note('unsupported-discovery-type', `cluster discovery type ${String(discovery)}`, true);
+    return result;
+  }
+
+  const upstream: Omit<ApisixUpstream, 'nodes'> = { id: upstreamId(name), name: name.slice(0, 256), type: 'roundrobin' };
+  switch (cluster.lb_policy ?? 'ROUND_ROBIN') {
+    case 'ROUND_ROBIN':
+    case 'CLUSTER_PROVIDED':
+      break;
+    case 'LEAST_REQUEST':
+      upstream.type = 'least_conn';
+      break;
+    case 'RING_HASH':
+    case 'MAGLEV':
+      result.consistentHash = true;
+      break;
+    case 'RANDOM':
+      note('lb-random-as-roundrobin', 'RANDOM is balanced round robin (same expected spread)');
+      break;
+    default:
+      note('unsupported-lb-policy', `lb_policy ${String(cluster.lb_policy)}: round robin used`);
+  }
+  const connect = durationSeconds(cluster.connect_timeout) ?? 5; // Envoy's default connect timeout is 5s
+  upstream.timeout = { connect: connect > 0 ? connect : 5, send: DEFAULT_IO_TIMEOUT, read: DEFAULT_IO_TIMEOUT };
+  upstream.scheme = 'http';
+  upstream.pass_host = 'pass';
+
+  const checks = outlierDetectionChecks(cluster);
+  if (checks) upstream.checks = checks;
+  const limits = connectionLimits(cluster);
+  if (limits) result.limits = limits;
+  if (usesHttp2(cluster)) {
+    note('http2-upstream', 'istiod asks for HTTP/2 to this service (gRPC or http2 port): APISIX proxies HTTP/1.1 unless the route is gRPC-aware, so gRPC through this upstream is not supported yet');
+  }
+  if (isIstioMutual(cluster)) {
+    note('istio-mutual-plaintext', 'ISTIO_MUTUAL needs the workload certificate from the Istio CA, which this agent does not fetch: the upstream is plain HTTP (works with PERMISSIVE peer authentication only)');
+  }
+  result.upstream = upstream;
+  if (inlineNodes) result.inlineNodes = inlineNodes;
+  return result;
+}
+
+const HTTP_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
+
+interface HttpProtocolOptions {
+  explicit_http_config?: { http2_protocol_options?: unknown };
+}
+
+function usesHttp2(cluster: Cluster): boolean {
+  if (cluster.http2_protocol_options) return true;
+  const typed = (cluster.typed_extension_protocol_options as Record<string, PackedAny> | undefined)?.[HTTP_OPTIONS];
+  return !!unpackAny<HttpProtocolOptions>(typed)?.explicit_http_config?.http2_protocol_options;
+}
+
+function isIstioMutual(cluster: Cluster): boolean {
+  // explicit DestinationRule tls.mode ISTIO_MUTUAL; auto-mTLS (transport_socket_matches) falls back
+  // to plaintext by design, which is what APISIX does.
+  const socket = cluster.transport_socket;
+  return !!socket && ((socket.typed_config as PackedAny | null | undefined)?.type_url ?? '').endsWith('UpstreamTlsContext');
+}
+
+/**
+ * Envoy outlier detection → APISIX passive health checks. APISIX accepts passive checks only next
+ * to an active one, and only an active check brings an ejected node back; a TCP connect check every
+ * `base_ejection_time` stands in for Envoy's ejection timer.
+ */
+function outlierDetectionChecks(cluster: Cluster): Record<string, unknown> | undefined {
+  const od = cluster.outlier_detection;
+  if (!od) return undefined;
+  const clamp = (n: number) => Math.max(1, Math.min(254, Math.round(n)));
+  const enforced5xx = (wrapped(od.enforcing_consecutive_5xx) ?? 100) > 0;
+  const enforcedGateway = (wrapped(od.enforcing_consecutive_gateway_failure) ?? 0) > 0;
+  let statuses: number[] | undefined;
+  let failures: number | undefined;
+  if (enforced5xx) {
+    statuses = [500, 501, 502, 503, 504, 505];
+    failures = wrapped(od.consecutive_5xx) ?? 5;
+  } else if (enforcedGateway) {
+    statuses = [502, 503, 504];
+    failures = wrapped(od.consecutive_gateway_failure) ?? 5;
+  }
+  if (!statuses || failures === undefined || failures <= 0) return undefined;
+  const interval = Math.max(1, Math.ceil(durationSeconds(od.interval) ?? 10));
+  const ejection = Math.max(1, Math.ceil(durationSeconds(od.base_ejection_time) ?? 30));
+  return {
+    active: {
+      type: 'tcp',
+      timeout: 1,
+      healthy: { interval: ejection, successes: 1 },
+      unhealthy: { interval, tcp_failures: 1, timeouts: 1 },
+    },
+    passive: {
+      type: 'http',
+      healthy: { successes: 1 },
+      unhealthy: { http_statuses: statuses, http_failures: clamp(failures), tcp_failures: clamp(failures), timeouts: clamp(failures) },
+    },
+  };
+}
+
+function connectionLimits(cluster: Cluster): ConnectionLimits | undefined {
+  const thresholds = cluster.circuit_breakers?.thresholds ?? [];
+  const t = thresholds.find((x) => (x.priority ?? 'DEFAULT') === 'DEFAULT');
+  if (!t) return undefined;
+  const limited = (v: number | undefined) => (v !== undefined && v < UNLIMITED ? v : undefined);
+  const out: ConnectionLimits = {};
+  const c = limited(wrapped(t.max_connections));
+  const p = limited(wrapped(t.max_pending_requests));
+  const r = limited(wrapped(t.max_requests));
+  if (c !== undefined) out.maxConnections = c;
+  if (p !== undefined) out.maxPendingRequests = p;
+  if (r !== undefined) out.maxRequests = r;
+  return Object.keys(out).length ? out : undefined;
+}

@@ -1,0 +1,15 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * Stable APISIX ids: the first 16 hex digits (64 bits) of the SHA-256 of the Envoy names that
+ * identify the object, joined with NUL. The same istiod configuration therefore always gives the
+ * same keys (no churn across agent restarts), ids fit APISIX's id pattern `^[a-zA-Z0-9-_.]+$`, and
+ * a collision among 10^5 objects has odds of about 1 in 10^9.
+ */
+export function stableId(...parts: string[]): string {
+  return createHash('sha256').update(parts.join('\0')).digest('hex').slice(0, 16);
+}
+
+export function upstreamId(clusterName: string): string {
+  return stableId('upstream', clusterName);
+}

@@ -1,0 +1,121 @@
+import type { FilterChain, HttpConnectionManager, Listener, RouteConfiguration } from '../xds/envoy-types.js';
+import { unpackAny, type PackedAny } from '../xds/codec.js';
+import type { TranslationNote } from './apisix-types.js';
+
+const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+const TCP_PROXY_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy';
+
+/**
+ * Where a route configuration's routes apply: which of APISIX's capture listeners (outbound or
+ * inbound) and which original destination (a port on any address, or one address and port).
+ */
+export interface RouteScope {
+  direction: 'outbound' | 'inbound';
+  port: number;
+  /** set when the listener is bound to one address (e.g. `10.96.0.10_9153`) */
+  address?: string;
+}
+
+export interface ScopedRouteConfigName {
+  routeConfigName: string;
+  scope: RouteScope;
+}
+
+export interface ScopedInlineRouteConfig {
+  routeConfig: RouteConfiguration;
+  scope: RouteScope;
+  /** the listener it came from; inline configs are named after it */
+  listenerName: string;
+}
+
+export interface ListenerTranslation {
+  listenerName: string;
+  rds: ScopedRouteConfigName[];
+  inline: ScopedInlineRouteConfig[];
+  /** TCP proxy chains: reported, APISIX stream routes are not generated */
+  tcpProxies: Array<{ scope: RouteScope; cluster: string }>;
+  notes: TranslationNote[];
+}
+
+interface TcpProxyConfig {
+  cluster?: string;
+  weighted_clusters?: unknown;
+}
+
+/** Istio's capture listeners: everything redirected to 15001 / 15006 is dispatched by destination. */
+const VIRTUAL_OUTBOUND = 'virtualOutbound';
+const VIRTUAL_INBOUND = 'virtualInbound';
+
+export function translateListener(listener: Listener): ListenerTranslation {
+  const listenerName = listener.name ?? '';
+  const out: ListenerTranslation = { listenerName, rds: [], inline: [], tcpProxies: [], notes: [] };
+  const socket = listener.address?.socket_address;
+  if (!socket || !socket.port_value) {
+    out.notes.push({ kind: 'listener', name: listenerName, reason: 'no-socket-address', detail: 'listener without an IP socket address', skipped: true });
+    return out;
+  }
+  const inbound = listenerName === VIRTUAL_INBOUND || listener.traffic_direction === 'INBOUND';
+  const direction: RouteScope['direction'] = inbound ? 'inbound' : 'outbound';
+  const address = socket.address && socket.address !== '0.0.0.0' && socket.address !== '::' ? socket.address : undefined;
+  const chains: FilterChain[] = [...(listener.filter_chains ?? [])];
+  if (listener.default_filter_chain) chains.push(listener.default_filter_chain);
+  const seen = new Set<string>();
+  for (const chain of chains) {
+    const scope = chainScope(listenerName, direction, socket.port_value, address, chain);
+    if (!scope) continue;
+    for (const filter of chain.filters ?? []) {
+      const typed = filter.typed_config as PackedAny | undefined;
+      if (typed?.type_url === HCM_TYPE) {
+        const hcm = unpackAny<HttpConnectionManager>(typed);
+        if (!hcm) continue;
+        const rdsName = hcm.rds?.route_config_name;
+        if (rdsName) {
+          const key = `rds\0${rdsName}\0${scopeKey(scope)}`;
+          if (!seen.has(key)) out.rds.push({ routeConfigName: rdsName, scope });
+          seen.add(key);
+        } else if (hcm.route_config) {
+          const key = `inline\0${hcm.route_config.name ?? ''}\0${scopeKey(scope)}`;
+          if (!seen.has(key)) out.inline.push({ routeConfig: hcm.route_config, scope, listenerName });
+          seen.add(key);
+        } else if (hcm.scoped_routes) {
+          out.notes.push({ kind: 'listener', name: listenerName, reason: 'scoped-routes', detail: 'scoped route configurations are not translated', skipped: true });
+        }
+      } else if (typed?.type_url === TCP_PROXY_TYPE) {
+        const tcp = unpackAny<TcpProxyConfig>(typed);
+        const cluster = tcp?.cluster ?? '(weighted clusters)';
+        const key = `tcp\0${cluster}\0${scopeKey(scope)}`;
+        if (!seen.has(key)) {
+          out.tcpProxies.push({ scope, cluster });
+          if (!isPassthrough(cluster)) {
+            out.notes.push({ kind: 'listener', name: listenerName, reason: 'tcp-proxy', detail: `TCP proxy to ${cluster} on ${scopeKey(scope)} is not translated (APISIX stream routes are not generated)`, skipped: true });
+          }
+        }
+        seen.add(key);
+      }
+    }
+  }
+  return out;
+}
+
+function isPassthrough(cluster: string): boolean {
+  return cluster === 'PassthroughCluster' || cluster === 'BlackHoleCluster' || cluster.startsWith('InboundPassthroughCluster');
+}
+
+/**
+ * The destination a filter chain serves. On the capture listeners a chain names its port in
+ * `filter_chain_match.destination_port`; chains without one are catch-alls (pass-through or
+ * black hole), which carry no HTTP routes of their own.
+ */
+function chainScope(listenerName: string, direction: RouteScope['direction'], port: number, address: string | undefined, chain: FilterChain): RouteScope | undefined {
+  const match = chain.filter_chain_match;
+  const destinationPort = match?.destination_port?.value;
+  if (listenerName === VIRTUAL_INBOUND || listenerName === VIRTUAL_OUTBOUND) {
+    if (!destinationPort) return { direction, port: 0 };
+    return { direction, port: destinationPort };
+  }
+  return address ? { direction, port: destinationPort ?? port, address } : { direction, port: destinationPort ?? port };
+}
+
+export function scopeKey(scope: RouteScope): string {
+  return `${scope.direction}:${scope.address ?? '*'}:${scope.port}`;
+}

@@ -1,0 +1,102 @@
+import type { HeaderMatcher, QueryParameterMatcher, RouteMatch, StringMatcher } from '../xds/envoy-types.js';
+import type { ApisixVar } from './apisix-types.js';
+import { regexEscape, wrapped } from './values.js';
+
+/** Why a match cannot be expressed; the route is skipped with this reason. */
+export class UnsupportedMatch extends Error {
+  constructor(readonly reason: string, detail: string) {
+    super(detail);
+  }
+}
+
+/**
+ * Envoy's RouteMatch → lua-resty-expr conditions on APISIX's variables. Paths are matched on the
+ * `uri` variable (every route sits on `/*` in the radix tree so that `priority` alone keeps Envoy's
+ * first-match order); literal values are regex-escaped wherever a regex operator is needed; regexes
+ * from Envoy (RE2) are anchored because Envoy requires a full match.
+ */
+export function matchVars(match: RouteMatch): ApisixVar[] {
+  const vars: ApisixVar[] = [];
+  const caseSensitive = wrapped(match.case_sensitive) ?? true;
+  const op = caseSensitive ? '~~' : '~*';
+  if (match.prefix !== undefined && match.prefix !== null) {
+    // "" and "/" match every path: no condition
+    if (match.prefix !== '' && match.prefix !== '/') vars.push(['uri', op, `^${regexEscape(match.prefix)}`]);
+  } else if (match.path !== undefined && match.path !== null) {
+    vars.push(caseSensitive ? ['uri', '==', match.path] : ['uri', '~*', `^${regexEscape(match.path)}$`]);
+  } else if (match.safe_regex) {
+    const regex = match.safe_regex.regex ?? '';
+    vars.push(['uri', op, `^(?:${regex})$`]);
+  } else if (match.path_separated_prefix !== undefined && match.path_separated_prefix !== null) {
+    vars.push(['uri', op, `^${regexEscape(match.path_separated_prefix)}(?:/|$)`]);
+  } else if (match.connect_matcher) {
+    throw new UnsupportedMatch('connect-matcher', 'CONNECT requests are not routed by APISIX routes');
+  } else if (match.path_match_policy) {
+    throw new UnsupportedMatch('path-match-policy', 'extension path matchers are not supported');
+  }
+  for (const header of match.headers ?? []) vars.push(headerVar(header));
+  for (const query of match.query_parameters ?? []) vars.push(queryVar(query));
+  if (match.runtime_fraction) {
+    throw new UnsupportedMatch('runtime-fraction', 'routes matched on a runtime fraction are not supported');
+  }
+  if (match.grpc) vars.push(['http_content_type', '~~', '^application/grpc']);
+  return vars;
+}
+
+/** Envoy header name → nginx variable. Pseudo-headers map to what nginx knows them as. */
+export function headerVariable(name: string): string {
+  switch (name.toLowerCase()) {
+    case ':method':
+      return 'request_method';
+    case ':authority':
+    case 'host':
+      return 'host';
+    case ':scheme':
+      return 'scheme';
+    case ':path':
+      return 'request_uri';
+    default:
+      if (name.startsWith(':')) throw new UnsupportedMatch('unsupported-pseudo-header', `pseudo-header ${name}`);
+      return `http_${name.toLowerCase().replace(/-/g, '_')}`;
+  }
+}
+
+function headerVar(header: HeaderMatcher): ApisixVar {
+  const variable = headerVariable(header.name ?? '');
+  const invert = header.invert_match === true;
+  let condition: [string, unknown];
+  if (header.string_match) condition = stringCondition(header.string_match);
+  else if (header.exact_match !== undefined) condition = ['==', header.exact_match];
+  else if (header.safe_regex_match) condition = ['~~', `^(?:${header.safe_regex_match.regex ?? ''})$`];
+  else if (header.prefix_match !== undefined) condition = ['~~', `^${regexEscape(header.prefix_match)}`];
+  else if (header.suffix_match !== undefined) condition = ['~~', `${regexEscape(header.suffix_match)}$`];
+  else if (header.contains_match !== undefined) condition = ['~~', regexEscape(header.contains_match)];
+  else if (header.present_match !== undefined) {
+    // "present" = any value, including the empty one; "not present" inverts it.
+    return header.present_match !== invert ? [variable, '~~', '^'] : [variable, '!', '~~', '^'];
+  } else if (header.range_match) throw new UnsupportedMatch('header-range-match', `range match on ${header.name}`);
+  else condition = ['~~', '^'];
+  return invert ? [variable, '!', condition[0], condition[1]] : [variable, condition[0], condition[1]];
+}
+
+function queryVar(query: QueryParameterMatcher): ApisixVar {
+  const variable = `arg_${query.name ?? ''}`;
+  if (query.string_match) {
+    const [op, value] = stringCondition(query.string_match);
+    return [variable, op, value];
+  }
+  if (query.present_match === false) return [variable, '!', '~~', '^'];
+  return [variable, '~~', '^'];
+}
+
+/** StringMatcher → [operator, value]; literals become escaped, anchored regexes where needed. */
+export function stringCondition(m: StringMatcher): [string, unknown] {
+  const ignoreCase = m.ignore_case === true;
+  const re = ignoreCase ? '~*' : '~~';
+  if (m.exact !== undefined && m.exact !== null) return ignoreCase ? ['~*', `^${regexEscape(m.exact)}$`] : ['==', m.exact];
+  if (m.prefix !== undefined && m.prefix !== null) return [re, `^${regexEscape(m.prefix)}`];
+  if (m.suffix !== undefined && m.suffix !== null) return [re, `${regexEscape(m.suffix)}$`];
+  if (m.contains !== undefined && m.contains !== null) return [re, regexEscape(m.contains)];
+  if (m.safe_regex) return ['~~', `^(?:${m.safe_regex.regex ?? ''})$`];
+  throw new UnsupportedMatch('unsupported-string-matcher', 'string matcher without a known pattern');
+}

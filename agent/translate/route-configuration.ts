@@ -1,0 +1,387 @@
+import type { HTTPFault, Route, RouteAction, RouteConfiguration, VirtualHost } from '../xds/envoy-types.js';
+import { unpackAny, type PackedAny } from '../xds/codec.js';
+import type { ApisixRoute, ApisixVar, TranslationNote } from './apisix-types.js';
+import { stableId, upstreamId } from './ids.js';
+import type { RouteScope } from './listener.js';
+import { matchVars, UnsupportedMatch } from './matchers.js';
+import { durationSeconds, percentOf, regexEscape, wrapped } from './values.js';
+import { parseClusterName } from './cluster.js';
+
+const FAULT_FILTER = 'envoy.filters.http.fault';
+const FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
+
+/** The APISIX listeners traffic is captured to (DESIGN §3). */
+export interface CapturePorts {
+  outbound: number;
+  inbound: number;
+}
+
+export const DEFAULT_CAPTURE_PORTS: CapturePorts = { outbound: 15001, inbound: 15006 };
+
+/** Upstream settings that Envoy keeps on the route but APISIX keeps on the upstream. */
+export interface RouteUpstreamSettings {
+  hash?: { hash_on: 'vars' | 'header' | 'cookie'; key: string };
+  retries?: number;
+  retryTimeout?: number;
+}
+
+export interface TranslatedRoute {
+  route: ApisixRoute;
+  /** every cluster the route sends to: the main one first */
+  clusters: string[];
+  upstreamSettings: RouteUpstreamSettings;
+}
+
+export interface RouteConfigTranslation {
+  routes: TranslatedRoute[];
+  notes: TranslationNote[];
+}
+
+/**
+ * One route configuration, as served on one scope → APISIX routes. Envoy picks the virtual host by
+ * domain and then the first route that matches; here every route of the configuration gets a
+ * priority that decreases with its position (the catch-all `*` host last), the scope's conditions,
+ * and the host's domains.
+ */
+export function translateRouteConfiguration(rc: RouteConfiguration, scope: RouteScope, ports: CapturePorts = DEFAULT_CAPTURE_PORTS): RouteConfigTranslation {
+  const rcName = rc.name ?? '';
+  const notes: TranslationNote[] = [];
+  const routes: TranslatedRoute[] = [];
+  const vhosts = [...(rc.virtual_hosts ?? [])];
+  // Envoy prefers any named domain over `*`: the wildcard host goes last.
+  vhosts.sort((a, b) => Number(isWildcard(a)) - Number(isWildcard(b)));
+  // Envoy picks one virtual host by domain and answers 404 when none of its routes match; APISIX
+  // would go on to the routes of a wildcard host. Where that can happen, a named host whose routes
+  // do not end in a catch-all gets a final 404 route.
+  const canFallThrough = vhosts.some((v) => (v.domains ?? []).some((d) => d.includes('*')));
+  const needsNotFound = (v: VirtualHost) => canFallThrough && !isWildcard(v) && !endsWithCatchAll(v);
+  const total = vhosts.reduce((n, v) => n + (v.routes?.length ?? 0) + (needsNotFound(v) ? 1 : 0), 0);
+  const scopeVars = scopeConditions(scope, ports);
+  const usedIds = new Set<string>();
+  let position = 0;
+  for (const vhost of vhosts) {
+    const { hosts, unsupported } = hostsOf(vhost);
+    if (unsupported.length) {
+      notes.push({ kind: 'route', name: `${vhost.name ?? ''}#${rcName}`, reason: 'unsupported-domain', detail: `APISIX hosts cannot express ${unsupported.join(', ')}`, skipped: hosts !== undefined && hosts.length === 0 });
+      if (hosts !== undefined && hosts.length === 0) {
+        position += (vhost.routes?.length ?? 0) + (needsNotFound(vhost) ? 1 : 0);
+        continue;
+      }
+    }
+    for (const route of vhost.routes ?? []) {
+      const priority = total - position++;
+      const name = `${route.name || 'anon'}#${vhost.name ?? ''}#${rcName}`.replace(/\.svc\.cluster\.local/g, '');
+      const fullName = `${scopeKeyText(scope)}#${route.name ?? ''}#${vhost.name ?? ''}#${rcName}`;
+      try {
+        const translated = translateRoute(route, vhost, {
+          id: uniqueId(usedIds, stableId('route', scopeKeyText(scope), rcName, vhost.name ?? '', route.name ?? '', JSON.stringify(route.match ?? {}))),
+          name: name.slice(0, 256),
+          priority,
+          hosts,
+          scopeVars,
+          notes,
+          fullName,
+        });
+        if (translated) routes.push(translated);
+      } catch (err) {
+        const reason = err instanceof UnsupportedMatch ? err.reason : 'translation-error';
+        notes.push({ kind: 'route', name: fullName, reason, detail: (err as Error).message, skipped: true });
+      }
+    }
+    if (needsNotFound(vhost)) {
+      const route: ApisixRoute = {
+        id: uniqueId(usedIds, stableId('route', scopeKeyText(scope), rcName, vhost.name ?? '', '\0not-found')),
+        name: `not-found#${vhost.name ?? ''}#${rcName}`.replace(/\.svc\.cluster\.local/g, '').slice(0, 256),
+        desc: `${vhost.name ?? ''}: no route matched (Envoy answers 404 here)`.slice(0, 256),
+        uri: '/*',
+        priority: total - position++,
+        vars: scopeVars,
+        plugins: { 'fault-injection': { abort: { http_status: 404 } } },
+        status: 1,
+      };
+      if (hosts) route.hosts = hosts;
+      routes.push({ route, clusters: [], upstreamSettings: {} });
+    }
+  }
+  return { routes, notes };
+}
+
+function endsWithCatchAll(vhost: VirtualHost): boolean {
+  const last = vhost.routes?.at(-1);
+  const m = last?.match;
+  if (!m) return false;
+  const everyPath = m.prefix === '' || m.prefix === '/' || m.path_separated_prefix === '/';
+  return everyPath && !m.headers?.length && !m.query_parameters?.length && !m.runtime_fraction && !m.grpc;
+}
+
+function uniqueId(used: Set<string>, id: string): string {
+  let candidate = id;
+  for (let i = 1; used.has(candidate); i++) candidate = `${id}-${i}`;
+  used.add(candidate);
+  return candidate;
+}
+
+function scopeKeyText(scope: RouteScope): string {
+  return `${scope.direction}:${scope.address ?? '*'}:${scope.port}`;
+}
+
+/** Routes of one listener only see traffic captured by that listener, for that original destination. */
+export function scopeConditions(scope: RouteScope, ports: CapturePorts): ApisixVar[] {
+  const vars: ApisixVar[] = [['server_port', '==', String(scope.direction === 'inbound' ? ports.inbound : ports.outbound)]];
+  if (scope.address) {
+    const host = scope.address.includes(':') ? `[${scope.address}]` : scope.address;
+    vars.push(['connection_original_dst', '==', `${host}:${scope.port}`]);
+  } else if (scope.port > 0) {
+    // anchored on ':' so that port 80 does not also match 8080 or 180
+    vars.push(['connection_original_dst', '~~', `:${scope.port}$`]);
+  }
+  return vars;
+}
+
+function isWildcard(vhost: VirtualHost): boolean {
+  return (vhost.domains ?? []).includes('*');
+}
+
+/** APISIX's host pattern (schema_def.lua host_def): an optional leading `*`, no other wildcard. */
+const APISIX_HOST = /^\*?[0-9a-zA-Z-._\[\]:]+$/;
+
+/**
+ * Domains → APISIX `hosts`: ports dropped (Istio ignores the Host port), duplicates removed, sorted.
+ * undefined = any host (`*`); domains APISIX cannot express (`foo.*`) are returned apart.
+ */
+export function hostsOf(vhost: VirtualHost): { hosts: string[] | undefined; unsupported: string[] } {
+  const domains = vhost.domains ?? [];
+  if (domains.length === 0 || domains.includes('*')) return { hosts: undefined, unsupported: [] };
+  const hosts = new Set<string>();
+  const unsupported: string[] = [];
+  for (const domain of domains) {
+    const host = stripPort(domain).toLowerCase();
+    if (APISIX_HOST.test(host)) hosts.add(host);
+    else unsupported.push(domain);
+  }
+  return { hosts: [...hosts].sort(), unsupported };
+}
+
+function stripPort(domain: string): string {
+  if (domain.startsWith('[')) {
+    const end = domain.indexOf(']');
+    return end > 0 ? domain.slice(0, end + 1) : domain;
+  }
+  const colon = domain.lastIndexOf(':');
+  return colon > 0 && domain.indexOf(':') === colon && /^\d+$/.test(domain.slice(colon + 1)) ? domain.slice(0, colon) : domain;
+}
+
+interface RouteContext {
+  id: string;
+  name: string;
+  priority: number;
+  hosts: string[] | undefined;
+  scopeVars: ApisixVar[];
+  notes: TranslationNote[];
+  fullName: string;
+}
+
+function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): TranslatedRoute | undefined {
+  const note = (reason: string, detail: string, skipped = false) =>
+    ctx.notes.push({ kind: 'route', name: ctx.fullName, reason, detail, skipped });
+  const vars = [...ctx.scopeVars, ...matchVars(route.match ?? {})];
+  const apisix: ApisixRoute = { id: ctx.id, name: ctx.name, uri: '/*', priority: ctx.priority, status: 1 };
+  if (ctx.hosts) apisix.hosts = ctx.hosts;
+  apisix.vars = vars;
+  apisix.desc = `${vhost.name ?? ''} ${route.name ?? ''}`.trim().slice(0, 256);
+  const plugins: Record<string, Record<string, unknown>> = {};
+  const settings: RouteUpstreamSettings = {};
+  let clusters: string[] = [];
+
+  if (route.route) {
+    const action = route.route;
+    clusters = actionClusters(action, note);
+    if (clusters.length === 0) return undefined;
+    apisix.upstream_id = upstreamId(clusters[0]!);
+    if (clusters.length > 1) {
+      const weights = weightedClusters(action);
+      plugins['traffic-split'] = {
+        rules: [{ weighted_upstreams: weights.map((w) => ({ upstream_id: upstreamId(w.name), weight: w.weight })) }],
+      };
+    }
+    const timeout = durationSeconds(action.timeout);
+    if (timeout && timeout > 0) apisix.timeout = { connect: timeout, send: timeout, read: timeout };
+    applyRetryPolicy(action, settings, apisix);
+    applyHashPolicy(action, settings, note);
+    applyRewrite(action, route.match ?? {}, plugins, note);
+    applyMirror(action, plugins, note);
+  } else if (route.redirect) {
+    plugins['redirect'] = redirectPlugin(route.redirect);
+  } else if (route.direct_response) {
+    const status = route.direct_response.status ?? 200;
+    const body = route.direct_response.body?.inline_string ?? (route.direct_response.body?.inline_bytes ? Buffer.from(route.direct_response.body.inline_bytes as Uint8Array).toString('utf8') : undefined);
+    // fault-injection's abort at 100 % answers before any upstream is picked: a direct response
+    plugins['fault-injection'] = { abort: { http_status: Math.max(200, status), ...(body !== undefined ? { body } : {}) } };
+  } else {
+    note('unsupported-action', 'route without route/redirect/direct_response action', true);
+    return undefined;
+  }
+  applyHeaders(route, plugins);
+  const fault = faultPlugin(route, note);
+  if (fault && !plugins['fault-injection']) plugins['fault-injection'] = fault;
+  if (Object.keys(plugins).length) apisix.plugins = plugins;
+  return { route: apisix, clusters, upstreamSettings: settings };
+}
+
+function actionClusters(action: RouteAction, note: (r: string, d: string, s?: boolean) => void): string[] {
+  if (action.cluster) return [action.cluster];
+  if (action.weighted_clusters) {
+    const weights = weightedClusters(action);
+    if (weights.length === 0) {
+      note('no-weighted-cluster', 'every weighted cluster has weight 0', true);
+      return [];
+    }
+    return weights.map((w) => w.name);
+  }
+  if (action.cluster_header) note('cluster-header', `cluster chosen by header ${action.cluster_header} is not supported`, true);
+  else note('unsupported-cluster-specifier', 'cluster specifier plugin or inline cluster', true);
+  return [];
+}
+
+function weightedClusters(action: RouteAction): Array<{ name: string; weight: number }> {
+  return (action.weighted_clusters?.clusters ?? [])
+    .map((c) => ({ name: c.name ?? '', weight: wrapped(c.weight) ?? 1 }))
+    .filter((c) => c.name && c.weight > 0);
+}
+
+function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, route: ApisixRoute): void {
+  const policy = action.retry_policy;
+  if (!policy) {
+    settings.retries = 0;
+    return;
+  }
+  settings.retries = wrapped(policy.num_retries) ?? 1;
+  const perTry = durationSeconds(policy.per_try_timeout);
+  if (perTry && perTry > 0) {
+    // nginx's read timeout applies to each try; the route's own timeout bounds all of them
+    const total = route.timeout?.read;
+    route.timeout = { connect: route.timeout?.connect ?? perTry, send: perTry, read: perTry };
+    if (total) settings.retryTimeout = total;
+  }
+}
+
+function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, note: (r: string, d: string, s?: boolean) => void): void {
+  for (const policy of action.hash_policy ?? []) {
+    if (policy.header?.header_name) {
+      settings.hash = { hash_on: 'header', key: policy.header.header_name.toLowerCase() };
+    } else if (policy.cookie?.name) {
+      settings.hash = { hash_on: 'cookie', key: policy.cookie.name };
+    } else if (policy.connection_properties?.source_ip) {
+      settings.hash = { hash_on: 'vars', key: 'remote_addr' };
+    } else if (policy.query_parameter?.name) {
+      settings.hash = { hash_on: 'vars', key: `arg_${policy.query_parameter.name}` };
+    } else {
+      note('unsupported-hash-policy', 'hash policy kind has no APISIX counterpart');
+      continue;
+    }
+    return;
+  }
+}
+
+function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, plugins: Record<string, Record<string, unknown>>, note: (r: string, d: string, s?: boolean) => void): void {
+  const rewrite: Record<string, unknown> = {};
+  const prefixRewrite = action.prefix_rewrite;
+  if (prefixRewrite !== undefined && prefixRewrite !== null && prefixRewrite !== '') {
+    // Envoy replaces the matched prefix (or the whole exact path) with the new one.
+    if (match.prefix !== undefined && match.prefix !== null) {
+      rewrite['regex_uri'] = [`^${regexEscape(match.prefix)}(.*)`, `${prefixRewrite}$1`];
+    } else if (match.path !== undefined && match.path !== null) {
+      rewrite['regex_uri'] = [`^${regexEscape(match.path)}$`, prefixRewrite];
+    } else {
+      note('prefix-rewrite', 'prefix rewrite on a route without a prefix or path match is ignored');
+    }
+  }
+  if (action.regex_rewrite?.pattern?.regex !== undefined) {
+    rewrite['regex_uri'] = [action.regex_rewrite.pattern.regex, (action.regex_rewrite.substitution ?? '').replace(/\\(\d)/g, '$$$1')];
+  }
+  if (action.host_rewrite_literal) rewrite['host'] = action.host_rewrite_literal;
+  else if (wrapped(action.auto_host_rewrite)) note('auto-host-rewrite', 'auto host rewrite is not translated');
+  if (Object.keys(rewrite).length) plugins['proxy-rewrite'] = rewrite;
+}
+
+function applyMirror(action: RouteAction, plugins: Record<string, Record<string, unknown>>, note: (r: string, d: string, s?: boolean) => void): void {
+  const policy = (action.request_mirror_policies ?? [])[0];
+  if (!policy?.cluster) return;
+  const parsed = parseClusterName(policy.cluster);
+  if (!parsed || !/^[\da-zA-Z.-]+$/.test(parsed.host)) {
+    note('mirror-target', `cannot mirror to ${policy.cluster}: proxy-mirror needs one host name`);
+    return;
+  }
+  if (parsed.subset) note('mirror-subset', `mirror goes to the whole service ${parsed.host}, not subset ${parsed.subset}`);
+  const mirror: Record<string, unknown> = { host: `http://${parsed.host}:${parsed.port}` };
+  const fraction = policy.runtime_fraction?.default_value;
+  if (fraction) {
+    const ratio = percentOf(fraction) / 100;
+    if (ratio <= 0) return;
+    mirror['sample_ratio'] = Math.max(0.00001, Math.min(1, ratio));
+  }
+  plugins['proxy-mirror'] = mirror;
+  if ((action.request_mirror_policies ?? []).length > 1) note('mirror-many', 'only the first mirror policy is translated');
+}
+
+/** Route-level header additions and removals (VirtualService `headers.request`) → proxy-rewrite. */
+function applyHeaders(route: Route, plugins: Record<string, Record<string, unknown>>): void {
+  const set: Record<string, string> = {};
+  const add: Record<string, string> = {};
+  for (const option of route.request_headers_to_add ?? []) {
+    const key = option.header?.key;
+    if (!key) continue;
+    const value = option.header?.value ?? '';
+    const append = option.append_action ? option.append_action === 'APPEND_IF_EXISTS_OR_ADD' : wrapped(option.append) ?? true;
+    (append ? add : set)[key] = value;
+  }
+  const remove = route.request_headers_to_remove ?? [];
+  if (!Object.keys(set).length && !Object.keys(add).length && !remove.length) return;
+  const headers: Record<string, unknown> = {};
+  if (Object.keys(set).length) headers['set'] = set;
+  if (Object.keys(add).length) headers['add'] = add;
+  if (remove.length) headers['remove'] = remove;
+  plugins['proxy-rewrite'] = { ...(plugins['proxy-rewrite'] ?? {}), headers };
+}
+
+function faultPlugin(route: Route, note: (r: string, d: string, s?: boolean) => void): Record<string, unknown> | undefined {
+  const typed = (route.typed_per_filter_config as Record<string, PackedAny> | undefined)?.[FAULT_FILTER];
+  if (!typed) return undefined;
+  const fault = unpackAny<HTTPFault>(typed, FAULT_TYPE);
+  if (!fault) return undefined;
+  const conf: Record<string, unknown> = {};
+  const abort = fault.abort;
+  if (abort) {
+    if (abort.http_status) conf['abort'] = { http_status: abort.http_status, percentage: Math.round(percentOf(abort.percentage)) };
+    else note('fault-abort-kind', 'only HTTP status aborts are translated (not gRPC or header-driven ones)');
+  }
+  const delay = fault.delay;
+  if (delay) {
+    const seconds = durationSeconds(delay.fixed_delay);
+    if (seconds !== undefined) conf['delay'] = { duration: seconds, percentage: Math.round(percentOf(delay.percentage)) };
+    else note('fault-delay-kind', 'only fixed delays are translated');
+  }
+  if (fault.headers?.length) note('fault-headers', 'fault header matchers are ignored');
+  return Object.keys(conf).length ? conf : undefined;
+}
+
+const REDIRECT_CODES: Record<string, number> = {
+  MOVED_PERMANENTLY: 301,
+  FOUND: 302,
+  SEE_OTHER: 303,
+  TEMPORARY_REDIRECT: 307,
+  PERMANENT_REDIRECT: 308,
+};
+
+function redirectPlugin(redirect: NonNullable<Route['redirect']>): Record<string, unknown> {
+  const code = REDIRECT_CODES[String(redirect.response_code ?? 'MOVED_PERMANENTLY')] ?? 301;
+  const scheme = redirect.https_redirect ? 'https' : redirect.scheme_redirect || '$scheme';
+  const host = redirect.host_redirect || '$host';
+  const port = redirect.port_redirect ? `:${redirect.port_redirect}` : '';
+  const path = redirect.path_redirect || (redirect.strip_query ? '$uri' : '$request_uri');
+  if (redirect.prefix_rewrite !== undefined && redirect.prefix_rewrite !== null && redirect.prefix_rewrite !== '') {
+    return { regex_uri: ['^/(.*)', `${scheme}://${host}${port}${redirect.prefix_rewrite.replace(/\/?$/, '/')}$1`], ret_code: code };
+  }
+  return { uri: `${scheme}://${host}${port}${path}`, ret_code: code };
+}
+

@@ -1,0 +1,200 @@
+import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '../xds/envoy-types.js';
+import type { ApisixRoute, ApisixUpstream, TranslationNote } from './apisix-types.js';
+import { translateCluster, type ClusterContext, type ClusterTranslation } from './cluster.js';
+import { translateClusterLoadAssignment, type EndpointsTranslation } from './endpoints.js';
+import { translateListener, scopeKey, type ListenerTranslation, type RouteScope } from './listener.js';
+import {
+  translateRouteConfiguration, DEFAULT_CAPTURE_PORTS,
+  type CapturePorts, type RouteConfigTranslation, type TranslatedRoute,
+} from './route-configuration.js';
+
+/** The xDS state the agent holds: one map per type, keyed by resource name. */
+export interface XdsResources {
+  clusters: ReadonlyMap<string, Cluster>;
+  endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
+  listeners: ReadonlyMap<string, Listener>;
+  routeConfigs: ReadonlyMap<string, RouteConfiguration>;
+}
+
+/** What APISIX gets: upstreams and routes by id, plus what was left out and why. */
+export interface ApisixConfig {
+  upstreams: Map<string, ApisixUpstream>;
+  routes: Map<string, ApisixRoute>;
+  notes: TranslationNote[];
+}
+
+export interface TranslateOptions extends ClusterContext {
+  ports?: CapturePorts;
+}
+
+/**
+ * Translates whole xDS states, remembering each resource's translation by object identity: the xDS
+ * client keeps a resource's decoded object as long as its bytes do not change, so a push that
+ * changes one endpoint re-translates one ClusterLoadAssignment and re-assembles, instead of
+ * re-translating every cluster and route. `translate` is a pure function of its input; the caches
+ * only make it cheaper (a test checks cached and fresh results are equal).
+ */
+export class MeshTranslator {
+  private readonly clusterCache = new WeakMap<Cluster, ClusterTranslation>();
+  private readonly endpointCache = new WeakMap<ClusterLoadAssignment, EndpointsTranslation>();
+  private readonly listenerCache = new WeakMap<Listener, ListenerTranslation>();
+  private readonly routeCache = new WeakMap<RouteConfiguration, Map<string, RouteConfigTranslation>>();
+  /** final objects, kept while their inputs are the same objects: unchanged output keeps its identity */
+  private readonly upstreamCache = new WeakMap<ClusterTranslation, { nodes: unknown; settings: TranslatedRoute['upstreamSettings'] | undefined; upstream: ApisixUpstream }>();
+  private readonly finalRouteCache = new WeakMap<TranslatedRoute, { main: ApisixUpstream | undefined; limits: ClusterTranslation['limits']; route: ApisixRoute }>();
+  private readonly ports: CapturePorts;
+
+  constructor(private readonly options: TranslateOptions = {}) {
+    this.ports = options.ports ?? DEFAULT_CAPTURE_PORTS;
+  }
+
+  translate(xds: XdsResources): ApisixConfig {
+    const notes: TranslationNote[] = [];
+    const clusters = new Map<string, ClusterTranslation>();
+    for (const [name, cluster] of xds.clusters) {
+      const t = memo(this.clusterCache, cluster, () => translateCluster(cluster, this.options));
+      clusters.set(name, t);
+      notes.push(...t.notes);
+    }
+
+    // Routes, from every listener's RDS names and inline route configurations.
+    const routes: TranslatedRoute[] = [];
+    const scoped: Array<{ rc: RouteConfiguration; scope: RouteScope }> = [];
+    for (const listener of xds.listeners.values()) {
+      const lt = memo(this.listenerCache, listener, () => translateListener(listener));
+      notes.push(...lt.notes);
+      for (const { routeConfigName, scope } of lt.rds) {
+        const rc = xds.routeConfigs.get(routeConfigName);
+        if (rc) scoped.push({ rc, scope });
+        else notes.push({ kind: 'listener', name: lt.listenerName, reason: 'route-config-pending', detail: `route configuration ${routeConfigName} not received yet`, skipped: true });
+      }
+      for (const { routeConfig, scope } of lt.inline) scoped.push({ rc: routeConfig, scope });
+    }
+    for (const { rc, scope } of scoped) {
+      let byScope = this.routeCache.get(rc);
+      if (!byScope) this.routeCache.set(rc, (byScope = new Map()));
+      const key = scopeKey(scope);
+      let t = byScope.get(key);
+      if (!t) byScope.set(key, (t = translateRouteConfiguration(rc, scope, this.ports)));
+      routes.push(...t.routes);
+      notes.push(...t.notes);
+    }
+
+    // Settings Envoy keeps per route but APISIX per upstream: the first route (in priority order)
+    // that names a cluster decides; a disagreeing later route is reported.
+    const derived = new Map<string, TranslatedRoute['upstreamSettings']>();
+    for (const r of routes) {
+      for (const name of r.clusters) {
+        const previous = derived.get(name);
+        if (!previous) derived.set(name, r.upstreamSettings);
+        else if (!sameSettings(previous, r.upstreamSettings)) {
+          notes.push({ kind: 'cluster', name, reason: 'conflicting-route-settings', detail: `routes disagree on retries or hash key; route ${r.route.name} is not honoured for them`, skipped: false });
+        }
+      }
+    }
+
+    const upstreams = new Map<string, ApisixUpstream>();
+    const upstreamByCluster = new Map<string, ApisixUpstream>();
+    for (const [name, t] of clusters) {
+      if (!t.upstream) continue;
+      let nodes = t.inlineNodes;
+      if (!nodes) {
+        const cla = xds.endpoints.get(t.edsServiceName ?? name);
+        if (!cla) {
+          // Envoy keeps an EDS cluster warming until its assignment arrives; so does the agent.
+          notes.push({ kind: 'cluster', name, reason: 'endpoints-pending', detail: 'no ClusterLoadAssignment received yet', skipped: true });
+          continue;
+        }
+        const et = memo(this.endpointCache, cla, () => translateClusterLoadAssignment(cla));
+        notes.push(...et.notes);
+        nodes = et.nodes;
+      }
+      const settings = derived.get(name);
+      // settings objects belong to cached route translations: same object = same settings
+      const cached = this.upstreamCache.get(t);
+      let upstream: ApisixUpstream;
+      if (cached && cached.nodes === nodes && (cached.settings === settings || (!!cached.settings && !!settings && sameSettings(cached.settings, settings)))) {
+        upstream = cached.upstream;
+      } else {
+        upstream = { ...t.upstream, nodes };
+        if (settings?.retries !== undefined) upstream.retries = settings.retries;
+        if (settings?.retryTimeout !== undefined) upstream.retry_timeout = settings.retryTimeout;
+        if (t.consistentHash && settings?.hash) {
+          upstream.type = 'chash';
+          upstream.hash_on = settings.hash.hash_on;
+          upstream.key = settings.hash.key;
+        }
+        this.upstreamCache.set(t, { nodes, settings, upstream });
+      }
+      if (t.consistentHash && !settings?.hash) {
+        notes.push({ kind: 'cluster', name, reason: 'hash-key-missing', detail: 'consistent hashing without a route hash policy: round robin (Envoy picks a random host)', skipped: false });
+      }
+      upstreams.set(upstream.id, upstream);
+      upstreamByCluster.set(name, upstream);
+    }
+
+    const apisixRoutes = new Map<string, ApisixRoute>();
+    for (const r of routes) {
+      const missing = r.clusters.filter((c) => !upstreamByCluster.has(c));
+      if (missing.length) {
+        const why = missing.map((c) => (clusters.has(c) ? `${c} (not translatable or waiting for endpoints)` : `${c} (unknown cluster)`)).join(', ');
+        // Istio's allow_any / inbound pass-through: APISIX's pass-through listener forwards those
+        // connections to their original destination, no route is needed (or possible).
+        const passthrough = missing.every((c) => c === 'PassthroughCluster' || clusters.get(c)?.notes.some((n) => n.reason === 'original-destination'));
+        notes.push({ kind: 'route', name: r.route.name, reason: passthrough ? 'passthrough' : 'cluster-unavailable', detail: why, skipped: true });
+        continue;
+      }
+      const main = r.clusters[0] !== undefined ? upstreamByCluster.get(r.clusters[0]) : undefined;
+      const limits = r.clusters[0] !== undefined ? clusters.get(r.clusters[0])?.limits : undefined;
+      const cachedRoute = this.finalRouteCache.get(r);
+      let route: ApisixRoute;
+      if (cachedRoute && cachedRoute.limits === limits && (cachedRoute.main === main || cachedRoute.main?.timeout?.connect === main?.timeout?.connect)) {
+        route = cachedRoute.route;
+      } else {
+        route = finalRoute(r.route, main, limits);
+        this.finalRouteCache.set(r, { main, limits, route });
+      }
+      apisixRoutes.set(route.id, route);
+    }
+    return { upstreams, routes: apisixRoutes, notes };
+  }
+}
+
+function finalRoute(base: ApisixRoute, main: ApisixUpstream | undefined, limits: ClusterTranslation['limits']): ApisixRoute {
+  let route = base;
+  if (route.timeout && main?.timeout) {
+    route = { ...route, timeout: { ...route.timeout, connect: Math.min(route.timeout.connect, main.timeout.connect) } };
+  }
+  if (limits) {
+    // Envoy's circuit breaker for the cluster: at most N requests in flight, the rest queued up
+    // to max_pending, then 503. limit-conn on the route does the same per route.
+    // HTTP/1.1 needs one connection per request in flight, so the smaller limit is the one that bites.
+    const defined = [limits.maxRequests, limits.maxConnections].filter((n): n is number => n !== undefined);
+    const conn = defined.length ? Math.min(...defined) : undefined;
+    if (conn !== undefined && conn > 0) {
+      route = {
+        ...route,
+        plugins: {
+          ...(route.plugins ?? {}),
+          'limit-conn': { conn, burst: limits.maxPendingRequests ?? 0, default_conn_delay: 0.1, key_type: 'var', key: 'server_addr', rejected_code: 503 },
+        },
+      };
+    }
+  }
+  return route;
+}
+
+function memo<K extends object, V>(cache: WeakMap<K, V>, key: K, make: () => V): V {
+  let value = cache.get(key);
+  if (value === undefined) cache.set(key, (value = make()));
+  return value;
+}
+
+function sameSettings(a: TranslatedRoute['upstreamSettings'], b: TranslatedRoute['upstreamSettings']): boolean {
+  return a.retries === b.retries && a.retryTimeout === b.retryTimeout && a.hash?.hash_on === b.hash?.hash_on && a.hash?.key === b.hash?.key;
+}
+
+/** One-shot translation without caches (the baseline the cached path is compared with). */
+export function translateMesh(xds: XdsResources, options: TranslateOptions = {}): ApisixConfig {
+  return new MeshTranslator(options).translate(xds);
+}

@@ -1,0 +1,336 @@
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import type protobuf from 'protobufjs';
+import { envoyRoot, TYPE_URL, type XdsKind } from './protos.js';
+import { decodeMessage } from './codec.js';
+import type { Cluster, ClusterLoadAssignment, HttpConnectionManager, Listener, RouteConfiguration } from './envoy-types.js';
+import { unpackAny, type PackedAny } from './codec.js';
+import type { XdsResources } from '../translate/snapshot.js';
+
+const ADS_PATH = '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources';
+const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+/** The order Envoy subscribes in and istiod pushes in: clusters before what uses them. */
+const KINDS: XdsKind[] = ['cluster', 'endpoint', 'listener', 'route'];
+const WILDCARD: ReadonlySet<XdsKind> = new Set(['cluster', 'listener']);
+
+export interface AdsLogger {
+  info(msg: string): void;
+  warn(msg: string): void;
+  error(msg: string): void;
+}
+
+export interface AdsClientOptions {
+  /** host:port of istiod (15010 plaintext, 15012 TLS) */
+  address: string;
+  /** envoy.config.core.v3.Node in protobufjs object form (see node.ts) */
+  node: Record<string, unknown>;
+  credentials?: grpc.ChannelCredentials;
+  /** extra channel options, e.g. grpc.ssl_target_name_override */
+  channelOptions?: grpc.ChannelOptions;
+  backoff?: { initialMs: number; maxMs: number };
+  logger?: AdsLogger;
+  /** how long to wait for EDS/RDS answers before calling a snapshot complete anyway (xDS spec: 15 s) */
+  warmingTimeoutMs?: number;
+}
+
+interface Held<T> {
+  digest: string;
+  resource: T;
+}
+
+interface TypeState {
+  version: string;
+  nonce: string;
+  /** subscribed names (EDS/RDS); wildcard types keep this empty */
+  names: string[];
+  resources: Map<string, Held<unknown>>;
+  received: boolean;
+}
+
+export interface AdsStats {
+  responses: number;
+  acks: number;
+  nacks: number;
+  reconnects: number;
+}
+
+/**
+ * One ADS stream (state of the world) to istiod, kept alive: per type the last accepted version,
+ * the nonce of the last response, and the subscribed names; every ACK carries the full name list;
+ * a malformed response is NACKed with error_detail and the previous state kept; CDS/LDS responses
+ * replace the whole set, EDS/RDS responses are merged by name; EDS/RDS names follow the clusters
+ * and listeners. After a stream ends it reconnects with jittered exponential backoff, re-subscribes
+ * with empty nonces, and keeps the last good state meanwhile.
+ *
+ * Events: `update` (kinds: Set<XdsKind>) after every accepted response; `ack`/`nack` (kind, detail);
+ * `connected`; `disconnected` (error); `reconnecting` (delayMs).
+ */
+export class AdsClient extends EventEmitter {
+  private readonly state = new Map<XdsKind, TypeState>(
+    KINDS.map((k) => [k, { version: '', nonce: '', names: [], resources: new Map(), received: false }]),
+  );
+  private readonly client: grpc.Client;
+  private readonly requestType: protobuf.Type;
+  private readonly responseType: protobuf.Type;
+  private call: grpc.ClientDuplexStream<Record<string, unknown>, protobuf.Message & Record<string, unknown>> | undefined;
+  private stopped = false;
+  private attempt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private nodeSent = false;
+  private subscribedAt = 0;
+  readonly stats: AdsStats = { responses: 0, acks: 0, nacks: 0, reconnects: 0 };
+
+  constructor(private readonly options: AdsClientOptions) {
+    super();
+    const root = envoyRoot();
+    this.requestType = root.lookupType('envoy.service.discovery.v3.DiscoveryRequest');
+    this.responseType = root.lookupType('envoy.service.discovery.v3.DiscoveryResponse');
+    this.client = new grpc.Client(options.address, options.credentials ?? grpc.credentials.createInsecure(), {
+      // istiod's CDS/LDS easily exceed gRPC's 4 MiB default in medium meshes
+      'grpc.max_receive_message_length': -1,
+      // istiod refuses client pings more often than every 15 s (GOAWAY too_many_pings)
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_permit_without_calls': 0,
+      ...(options.channelOptions ?? {}),
+    });
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.open();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.call?.cancel();
+    this.call = undefined;
+    this.client.close();
+  }
+
+  /** The current (last good) resources, decoded. */
+  resources(): XdsResources {
+    const values = <T>(kind: XdsKind) => new Map([...this.state.get(kind)!.resources].map(([n, h]) => [n, h.resource as T]));
+    return {
+      clusters: values<Cluster>('cluster'),
+      endpoints: values<ClusterLoadAssignment>('endpoint'),
+      listeners: values<Listener>('listener'),
+      routeConfigs: values<RouteConfiguration>('route'),
+    };
+  }
+
+  /** Versions last accepted, per type (for /debug and logs). */
+  versions(): Record<XdsKind, string> {
+    return Object.fromEntries(KINDS.map((k) => [k, this.state.get(k)!.version])) as Record<XdsKind, string>;
+  }
+
+  /** Subscribed EDS/RDS names that have not been answered yet. */
+  pendingNames(): { endpoint: string[]; route: string[] } {
+    const pending = (kind: XdsKind) => {
+      const s = this.state.get(kind)!;
+      return s.names.filter((n) => !s.resources.has(n));
+    };
+    return { endpoint: pending('endpoint'), route: pending('route') };
+  }
+
+  /**
+   * A complete snapshot: clusters and listeners received, and every subscribed assignment and route
+   * configuration received too (or the warming timeout passed since the names were requested).
+   */
+  isComplete(now = Date.now()): boolean {
+    const cds = this.state.get('cluster')!;
+    const lds = this.state.get('listener')!;
+    if (!cds.received || !lds.received) return false;
+    const warmedOut = now - this.subscribedAt >= (this.options.warmingTimeoutMs ?? 15_000);
+    for (const kind of ['endpoint', 'route'] as const) {
+      const s = this.state.get(kind)!;
+      if (!warmedOut && s.names.some((n) => !s.resources.has(n))) return false;
+    }
+    return true;
+  }
+
+  private log(level: keyof AdsLogger, msg: string): void {
+    this.options.logger?.[level](msg);
+  }
+
+  private open(): void {
+    const call = this.client.makeBidiStreamRequest<Record<string, unknown>, protobuf.Message & Record<string, unknown>>(
+      ADS_PATH,
+      (req) => Buffer.from(this.requestType.encode(this.requestType.fromObject(req)).finish()),
+      (bytes) => this.responseType.decode(bytes) as protobuf.Message & Record<string, unknown>,
+    );
+    this.call = call;
+    this.nodeSent = false;
+    for (const s of this.state.values()) s.nonce = ''; // nonces do not survive a stream
+    let gotResponse = false;
+    call.on('data', (response) => {
+      if (this.call !== call) return;
+      if (!gotResponse) {
+        gotResponse = true;
+        this.attempt = 0;
+        this.emit('connected');
+      }
+      this.onResponse(response);
+    });
+    const ended = (err?: Error) => {
+      if (this.call !== call) return;
+      this.call = undefined;
+      this.emit('disconnected', err);
+      if (!this.stopped) this.scheduleReconnect(err);
+    };
+    call.on('error', (err) => ended(err));
+    call.on('end', () => ended());
+    // Subscribe: wildcard CDS and LDS, plus the EDS/RDS names already known (after a reconnect),
+    // in istiod's push order.
+    this.send('cluster');
+    this.send('listener');
+    for (const kind of ['endpoint', 'route'] as const) if (this.state.get(kind)!.names.length) this.send(kind);
+  }
+
+  private scheduleReconnect(err?: Error): void {
+    const { initialMs, maxMs } = this.options.backoff ?? { initialMs: 1000, maxMs: 30_000 };
+    const ceiling = Math.min(maxMs, initialMs * 2 ** this.attempt++);
+    const delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2)); // jitter: half to full
+    this.stats.reconnects++;
+    this.log('warn', `xDS stream to ${this.options.address} ended (${err ? err.message : 'closed by server'}); reconnecting in ${delay} ms, serving the last good configuration meanwhile`);
+    this.emit('reconnecting', delay);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (!this.stopped) this.open();
+    }, delay);
+  }
+
+  private send(kind: XdsKind, errorDetail?: string): void {
+    const s = this.state.get(kind)!;
+    const request: Record<string, unknown> = {
+      type_url: TYPE_URL[kind],
+      version_info: s.version,
+      response_nonce: s.nonce,
+      resource_names: WILDCARD.has(kind) ? [] : s.names,
+    };
+    if (!this.nodeSent) {
+      request['node'] = this.options.node;
+      this.nodeSent = true;
+    }
+    if (errorDetail !== undefined) request['error_detail'] = { code: 3, message: errorDetail.slice(0, 4096) };
+    this.call?.write(request);
+  }
+
+  private onResponse(response: Record<string, unknown>): void {
+    this.stats.responses++;
+    const typeUrl = String(response['type_url'] ?? '');
+    const kind = KINDS.find((k) => TYPE_URL[k] === typeUrl);
+    if (!kind) {
+      this.log('warn', `ignoring xDS response of unrequested type ${typeUrl}`);
+      return;
+    }
+    const s = this.state.get(kind)!;
+    const nonce = String(response['nonce'] ?? '');
+    const version = String(response['version_info'] ?? '');
+    let accepted: Map<string, Held<unknown>>;
+    try {
+      accepted = this.decodeAll(kind, s, (response['resources'] as PackedAny[] | undefined) ?? []);
+    } catch (err) {
+      s.nonce = nonce; // NACK names this response; version stays the last good one
+      this.stats.nacks++;
+      const detail = (err as Error).message;
+      this.log('error', `NACK ${kind} version ${version}: ${detail}; keeping version ${s.version || '(none)'}`);
+      this.send(kind, detail);
+      this.emit('nack', kind, detail);
+      return;
+    }
+    if (WILDCARD.has(kind)) {
+      s.resources = accepted;
+    } else {
+      const wanted = new Set(s.names);
+      for (const [name, held] of accepted) if (wanted.has(name)) s.resources.set(name, held);
+    }
+    s.version = version;
+    s.nonce = nonce;
+    s.received = true;
+    this.stats.acks++;
+    this.send(kind);
+    this.emit('ack', kind, version);
+    if (kind === 'cluster') this.resubscribe('endpoint', edsNames(s.resources));
+    if (kind === 'listener') this.resubscribe('route', rdsNames(s.resources));
+    this.emit('update', new Set([kind]));
+  }
+
+  /** EDS/RDS names follow CDS/LDS; dropped names are forgotten (that is their deletion). */
+  private resubscribe(kind: 'endpoint' | 'route', names: string[]): void {
+    const s = this.state.get(kind)!;
+    const sorted = [...new Set(names)].sort();
+    if (sorted.length === s.names.length && sorted.every((n, i) => n === s.names[i])) return;
+    const keep = new Set(sorted);
+    for (const name of [...s.resources.keys()]) if (!keep.has(name)) s.resources.delete(name);
+    const added = sorted.some((n) => !s.names.includes(n));
+    s.names = sorted;
+    if (added) this.subscribedAt = Date.now();
+    // An empty list would unsubscribe from everything (istiod: watch deleted), which is exactly
+    // right when nothing references the type any more.
+    this.send(kind);
+  }
+
+  /**
+   * Decodes a response, reusing the decoded object of any resource whose bytes are unchanged (that
+   * identity is what lets the translator's caches skip it). Throws on anything that must be NACKed.
+   */
+  private decodeAll(kind: XdsKind, s: TypeState, packed: PackedAny[]): Map<string, Held<unknown>> {
+    const previous = new Map<string, Held<unknown>>();
+    for (const held of s.resources.values()) previous.set(held.digest, held);
+    const out = new Map<string, Held<unknown>>();
+    for (const any of packed) {
+      if (any.type_url !== TYPE_URL[kind]) throw new Error(`resource of type ${any.type_url} in a ${kind} response`);
+      const bytes = (any.value ?? new Uint8Array()) as Uint8Array;
+      const digest = createHash('sha1').update(bytes).digest('base64');
+      let held = previous.get(digest);
+      if (!held) {
+        let resource: unknown;
+        try {
+          resource = decodeMessage(TYPE_URL[kind], bytes);
+        } catch (err) {
+          throw new Error(`undecodable ${kind} resource: ${(err as Error).message}`);
+        }
+        held = { digest, resource };
+      }
+      const name = nameOf(kind, held.resource);
+      if (!name) throw new Error(`${kind} resource without a name`);
+      if (out.has(name)) throw new Error(`duplicate ${kind} resource ${name}`);
+      out.set(name, held);
+    }
+    return out;
+  }
+}
+
+function nameOf(kind: XdsKind, resource: unknown): string {
+  const r = resource as { name?: string; cluster_name?: string };
+  return (kind === 'endpoint' ? r.cluster_name : r.name) ?? '';
+}
+
+export function edsNames(clusters: Map<string, Held<unknown>>): string[] {
+  const names: string[] = [];
+  for (const { resource } of clusters.values()) {
+    const c = resource as Cluster;
+    if (c.type === 'EDS') names.push(c.eds_cluster_config?.service_name || c.name || '');
+  }
+  return names.filter(Boolean);
+}
+
+export function rdsNames(listeners: Map<string, Held<unknown>>): string[] {
+  const names: string[] = [];
+  for (const { resource } of listeners.values()) {
+    const l = resource as Listener;
+    const chains = [...(l.filter_chains ?? []), ...(l.default_filter_chain ? [l.default_filter_chain] : [])];
+    for (const chain of chains) {
+      for (const filter of chain.filters ?? []) {
+        const typed = filter.typed_config as PackedAny | undefined;
+        if (typed?.type_url !== HCM_TYPE) continue;
+        const name = unpackAny<HttpConnectionManager>(typed)?.rds?.route_config_name;
+        if (name) names.push(name);
+      }
+    }
+  }
+  return names;
+}

@@ -1,0 +1,258 @@
+// Translation rules one at a time, on small resources written in canonical JSON (as istiod would
+// send them) and decoded through protobuf bytes like a live stream.
+import { describe, expect, it } from 'vitest';
+import { fromCanonical } from '../../agent/xds/codec.js';
+import { TYPE_URL } from '../../agent/xds/protos.js';
+import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '../../agent/xds/envoy-types.js';
+import { translateCluster } from '../../agent/translate/cluster.js';
+import { translateClusterLoadAssignment } from '../../agent/translate/endpoints.js';
+import { translateRouteConfiguration } from '../../agent/translate/route-configuration.js';
+import { translateListener } from '../../agent/translate/listener.js';
+import { MeshTranslator, translateMesh } from '../../agent/translate/snapshot.js';
+import { upstreamId } from '../../agent/translate/ids.js';
+import { validateApisix } from '../../agent/schema/validate.js';
+import { loadXds } from '../support/xds-fixtures.js';
+
+const cluster = (json: object) => fromCanonical<Cluster>(TYPE_URL.cluster, json);
+const cla = (json: object) => fromCanonical<ClusterLoadAssignment>(TYPE_URL.endpoint, json);
+const rc = (json: object) => fromCanonical<RouteConfiguration>(TYPE_URL.route, json);
+const listener = (json: object) => fromCanonical<Listener>(TYPE_URL.listener, json);
+const scope = { direction: 'outbound' as const, port: 9080 };
+
+function routesOf(routes: object[], domains = ['svc.ns.svc.cluster.local']) {
+  const t = translateRouteConfiguration(rc({ name: '9080', virtual_hosts: [{ name: 'vh', domains, routes }] }), scope);
+  return t;
+}
+const ep = (address: string, extra: object = {}) => ({ endpoint: { address: { socket_address: { address, port_value: 8080 } } }, ...extra });
+
+describe('Cluster → upstream', () => {
+  it('keeps sub-second connect timeouts', () => {
+    const t = translateCluster(cluster({ name: 'outbound|80||a', type: 'EDS', connect_timeout: '0.250s' }));
+    expect(t.upstream?.timeout?.connect).toBe(0.25);
+  });
+  it('maps load balancing policies', () => {
+    expect(translateCluster(cluster({ name: 'a', type: 'EDS' })).upstream?.type).toBe('roundrobin');
+    expect(translateCluster(cluster({ name: 'a', type: 'EDS', lb_policy: 'LEAST_REQUEST' })).upstream?.type).toBe('least_conn');
+    expect(translateCluster(cluster({ name: 'a', type: 'EDS', lb_policy: 'RING_HASH' })).consistentHash).toBe(true);
+  });
+  it('reports HTTP/2 upstreams it cannot proxy as such', () => {
+    const t = translateCluster(cluster({ name: 'outbound|9090||grpc.ns.svc.cluster.local', type: 'EDS', typed_extension_protocol_options: { 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': { '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions', explicit_http_config: { http2_protocol_options: {} } } } }));
+    expect(t.notes.map((n) => [n.reason, n.skipped])).toEqual([['http2-upstream', false]]);
+    expect(t.upstream).toBeDefined();
+  });
+  it('ids are stable and differ per name', () => {
+    const a = translateCluster(cluster({ name: 'outbound|80||a', type: 'EDS' })).upstream!.id;
+    expect(translateCluster(cluster({ name: 'outbound|80||a', type: 'EDS' })).upstream!.id).toBe(a);
+    expect(translateCluster(cluster({ name: 'outbound|80||b', type: 'EDS' })).upstream!.id).not.toBe(a);
+    expect(a).toMatch(/^[0-9a-f]{16}$/);
+  });
+  it('inbound original-destination clusters go to the pod; outbound pass-through is reported', () => {
+    expect(translateCluster(cluster({ name: 'inbound|9080||', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' }), { podIp: '10.1.2.3' }).inlineNodes)
+      .toEqual([{ host: '10.1.2.3', port: 9080, weight: 1 }]);
+    const pass = translateCluster(cluster({ name: 'PassthroughCluster', type: 'ORIGINAL_DST' }));
+    expect(pass.upstream).toBeUndefined();
+    expect(pass.notes[0]?.reason).toBe('original-destination');
+  });
+});
+
+describe('ClusterLoadAssignment → nodes', () => {
+  it('drops unhealthy and draining hosts, negates priorities, keeps weights', () => {
+    const t = translateClusterLoadAssignment(cla({
+      cluster_name: 'c',
+      endpoints: [
+        { locality: { zone: 'a' }, load_balancing_weight: 3, lb_endpoints: [ep('10.0.0.1', { load_balancing_weight: 2 }), ep('10.0.0.2'), ep('10.0.0.9', { health_status: 'UNHEALTHY' }), ep('10.0.0.8', { health_status: 'DRAINING' })] },
+        { locality: { zone: 'b' }, priority: 1, load_balancing_weight: 1, lb_endpoints: [ep('10.0.1.1')] },
+      ],
+    }));
+    expect(t.nodes).toEqual([
+      { host: '10.0.0.1', port: 8080, weight: 2 },
+      { host: '10.0.0.2', port: 8080, weight: 1 },
+      { host: '10.0.1.1', port: 8080, weight: 3, priority: -1 },
+    ]);
+  });
+  it('splits by locality weight first, then by host weight inside the locality', () => {
+    // locality A (weight 1, two hosts) and B (weight 1, one host): each A host gets 1/4, B gets 1/2
+    const t = translateClusterLoadAssignment(cla({
+      cluster_name: 'c',
+      endpoints: [
+        { load_balancing_weight: 1, lb_endpoints: [ep('10.0.0.1'), ep('10.0.0.2')] },
+        { load_balancing_weight: 1, lb_endpoints: [ep('10.0.0.3')] },
+      ],
+    }));
+    expect(t.nodes.map((n) => n.weight)).toEqual([1, 1, 2]);
+  });
+  it('an empty assignment gives no nodes (and a valid upstream)', () => {
+    const nodes = translateClusterLoadAssignment(cla({ cluster_name: 'c' })).nodes;
+    expect(nodes).toEqual([]);
+    expect(validateApisix('upstream', { id: 'a', type: 'roundrobin', nodes })).toBeNull();
+  });
+});
+
+describe('RouteConfiguration → routes', () => {
+  it('keeps Envoy first-match order with decreasing priorities, catch-all host last', () => {
+    const t = translateRouteConfiguration(rc({
+      name: '9080',
+      virtual_hosts: [
+        { name: 'any', domains: ['*'], routes: [{ name: 'allow_any', match: { prefix: '/' }, route: { cluster: 'x' } }] },
+        { name: 'vh', domains: ['a.ns.svc.cluster.local', 'a.ns.svc.cluster.local:9080', 'a'], routes: [
+          { name: 'r1', match: { prefix: '/' , headers: [{ name: 'end-user', string_match: { exact: 'jason' } }] }, route: { cluster: 'v2' } },
+          { name: 'r2', match: { prefix: '/reviews' }, route: { cluster: 'v1' } },
+        ] },
+      ],
+    }), scope);
+    const byName = Object.fromEntries(t.routes.map((r) => [r.route.desc, r.route]));
+    expect(byName['vh r1']!.priority).toBeGreaterThan(byName['vh r2']!.priority);
+    expect(byName['vh r2']!.priority).toBeGreaterThan(byName['any allow_any']!.priority);
+    // Envoy answers 404 inside the chosen host; APISIX must not fall through to the `*` host
+    const notFound = t.routes.find((r) => r.route.name.startsWith('not-found#'))!.route;
+    expect(notFound.plugins).toEqual({ 'fault-injection': { abort: { http_status: 404 } } });
+    expect(notFound.hosts).toEqual(byName['vh r1']!.hosts);
+    expect(notFound.priority).toBeLessThan(byName['vh r2']!.priority);
+    expect(notFound.priority).toBeGreaterThan(byName['any allow_any']!.priority);
+    expect(new Set(t.routes.map((r) => r.route.priority)).size).toBe(t.routes.length);
+    expect(byName['vh r1']!.hosts).toEqual(['a', 'a.ns.svc.cluster.local']);
+    expect(byName['any allow_any']!.hosts).toBeUndefined();
+    for (const r of t.routes) expect(r.route.uri).toBe('/*');
+  });
+  it('leaves out domains APISIX cannot express, and a host made only of them', () => {
+    const t = translateRouteConfiguration(rc({ name: '80', virtual_hosts: [
+      { name: 'mixed', domains: ['a.example.com', 'b.*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c' } }] },
+      { name: 'only', domains: ['c.*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c' } }] },
+    ] }), { direction: 'outbound', port: 80 });
+    expect(t.routes.map((r) => r.route.hosts)).toEqual([['a.example.com']]);
+    expect(t.notes.map((n) => [n.reason, n.skipped])).toEqual([['unsupported-domain', false], ['unsupported-domain', true]]);
+  });
+
+  it('anchors the port so 80 does not match 8080', () => {
+    const t = translateRouteConfiguration(rc({ name: '80', virtual_hosts: [{ name: 'v', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c' } }] }] }), { direction: 'outbound', port: 80 });
+    const v = t.routes[0]!.route.vars!.find((x) => x[0] === 'connection_original_dst')!;
+    const re = new RegExp(String(v[2]));
+    expect(re.test('10.0.0.1:80')).toBe(true);
+    expect(re.test('10.0.0.1:8080')).toBe(false);
+    expect(re.test('10.0.0.1:180')).toBe(false);
+  });
+  it('escapes literal header values and maps path matches', () => {
+    const t = routesOf([
+      { name: 'a', match: { path: '/exact.html', headers: [{ name: 'x-ver', string_match: { prefix: 'v1.2+' } }] }, route: { cluster: 'c' } },
+      { name: 'b', match: { prefix: '/api/v1.0', case_sensitive: false, query_parameters: [{ name: 'q', string_match: { exact: 'a.b' } }] }, route: { cluster: 'c' } },
+      { name: 'c', match: { safe_regex: { regex: '/items/[0-9]+' }, headers: [{ name: 'x-debug', present_match: true, invert_match: true }] }, route: { cluster: 'c' } },
+    ]);
+    const [a, b, c] = t.routes.map((r) => r.route.vars!.slice(2));
+    expect(a).toEqual([['uri', '==', '/exact.html'], ['http_x_ver', '~~', '^v1\\.2\\+']]);
+    expect(b).toEqual([['uri', '~*', '^\\/api\\/v1\\.0'], ['arg_q', '==', 'a.b']]);
+    expect(c).toEqual([['uri', '~~', '^(?:/items/[0-9]+)$'], ['http_x_debug', '!', '~~', '^']]);
+    for (const r of t.routes) expect(validateApisix('route', r.route)).toBeNull();
+  });
+  it('weighted clusters → traffic-split, zero weights dropped', () => {
+    const t = routesOf([{ match: { prefix: '/' }, route: { weighted_clusters: { clusters: [{ name: 'v1', weight: 80 }, { name: 'v2', weight: 20 }, { name: 'v3', weight: 0 }] } } }]);
+    const r = t.routes[0]!;
+    expect(r.clusters).toEqual(['v1', 'v2']);
+    expect(r.route.upstream_id).toBe(upstreamId('v1'));
+    expect(r.route.plugins?.['traffic-split']).toEqual({ rules: [{ weighted_upstreams: [{ upstream_id: upstreamId('v1'), weight: 80 }, { upstream_id: upstreamId('v2'), weight: 20 }] }] });
+    expect(validateApisix('route', r.route)).toBeNull();
+  });
+  it('timeouts, retries, rewrite, mirror, fault injection', () => {
+    const t = routesOf([{
+      match: { prefix: '/old/' },
+      route: {
+        cluster: 'outbound|9080|v1|r.ns.svc.cluster.local', timeout: '1.5s', prefix_rewrite: '/new/', host_rewrite_literal: 'example.org',
+        retry_policy: { retry_on: '5xx', num_retries: 4 },
+        request_mirror_policies: [{ cluster: 'outbound|9080||shadow.ns.svc.cluster.local', runtime_fraction: { default_value: { numerator: 25 } } }],
+      },
+      typed_per_filter_config: { 'envoy.filters.http.fault': { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault', abort: { http_status: 503, percentage: { numerator: 10 } }, delay: { fixed_delay: '0.5s', percentage: { numerator: 500000, denominator: 'MILLION' } } } },
+    }]);
+    const r = t.routes[0]!;
+    expect(r.route.timeout).toEqual({ connect: 1.5, send: 1.5, read: 1.5 });
+    expect(r.upstreamSettings.retries).toBe(4);
+    expect(r.route.plugins?.['proxy-rewrite']).toEqual({ regex_uri: ['^\\/old\\/(.*)', '/new/$1'], host: 'example.org' });
+    expect(r.route.plugins?.['proxy-mirror']).toEqual({ host: 'http://shadow.ns.svc.cluster.local:9080', sample_ratio: 0.25 });
+    expect(r.route.plugins?.['fault-injection']).toEqual({ abort: { http_status: 503, percentage: 10 }, delay: { duration: 0.5, percentage: 50 } });
+    expect(validateApisix('route', r.route)).toBeNull();
+  });
+  it('redirects and direct responses need no upstream', () => {
+    const t = routesOf([
+      { name: 'r', match: { prefix: '/' , headers: [{ name: ':scheme', string_match: { exact: 'http' } }] }, redirect: { https_redirect: true, response_code: 'PERMANENT_REDIRECT' } },
+      { name: 'd', match: { path: '/health' }, direct_response: { status: 204 } },
+    ]);
+    expect(t.routes[0]!.route.plugins?.['redirect']).toEqual({ uri: 'https://$host$request_uri', ret_code: 308 });
+    expect(t.routes[0]!.route.upstream_id).toBeUndefined();
+    expect(t.routes[1]!.route.plugins?.['fault-injection']).toEqual({ abort: { http_status: 204 } });
+    for (const r of t.routes) expect(validateApisix('route', r.route)).toBeNull();
+  });
+  it('skips what it cannot express, with a reason, and keeps the rest', () => {
+    const t = routesOf([
+      { name: 'bad', match: { prefix: '/', headers: [{ name: 'x', range_match: { start: '1', end: '5' } }] }, route: { cluster: 'c' } },
+      { name: 'hdr', match: { prefix: '/' }, route: { cluster_header: 'x-cluster' } },
+      { name: 'ok', match: { prefix: '/' }, route: { cluster: 'c' } },
+    ]);
+    expect(t.routes.map((r) => r.route.desc)).toEqual(['vh ok']);
+    expect(t.notes.map((n) => n.reason).sort()).toEqual(['cluster-header', 'header-range-match']);
+  });
+});
+
+describe('Listener → scopes', () => {
+  it('collects RDS names per port and inline configs of the inbound listener', () => {
+    const hcm = (extra: object) => ({ name: 'envoy.filters.network.http_connection_manager', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager', stat_prefix: 's', ...extra } });
+    const out = translateListener(listener({ name: '0.0.0.0_9080', address: { socket_address: { address: '0.0.0.0', port_value: 9080 } }, filter_chains: [{ filters: [hcm({ rds: { route_config_name: '9080' } })] }] }));
+    expect(out.rds).toEqual([{ routeConfigName: '9080', scope: { direction: 'outbound', port: 9080 } }]);
+    const inbound = translateListener(listener({
+      name: 'virtualInbound', address: { socket_address: { address: '0.0.0.0', port_value: 15006 } },
+      filter_chains: [{ filter_chain_match: { destination_port: 9080 }, filters: [hcm({ route_config: { name: 'inbound|9080||', virtual_hosts: [{ name: 'i', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'inbound|9080||' } }] }] } })] }],
+    }));
+    expect(inbound.inline.map((i) => [i.routeConfig.name, i.scope])).toEqual([['inbound|9080||', { direction: 'inbound', port: 9080 }]]);
+    const tcp = translateListener(listener({ name: '10.96.0.10_53', address: { socket_address: { address: '10.96.0.10', port_value: 53 } }, filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'x', cluster: 'outbound|53||kube-dns' } }] }] }));
+    expect(tcp.tcpProxies).toEqual([{ scope: { direction: 'outbound', port: 53, address: '10.96.0.10' }, cluster: 'outbound|53||kube-dns' }]);
+    expect(tcp.notes[0]?.reason).toBe('tcp-proxy');
+  });
+});
+
+describe('whole mesh', () => {
+  const base = () => ({
+    clusters: new Map([['outbound|80||a', cluster({ name: 'outbound|80||a', type: 'EDS', lb_policy: 'RING_HASH' })]]),
+    endpoints: new Map([['outbound|80||a', cla({ cluster_name: 'outbound|80||a', endpoints: [{ lb_endpoints: [ep('10.0.0.1')] }] })]]),
+    listeners: new Map([['0.0.0.0_80', listener({ name: '0.0.0.0_80', address: { socket_address: { address: '0.0.0.0', port_value: 80 } }, filter_chains: [{ filters: [{ name: 'hcm', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager', stat_prefix: 's', rds: { route_config_name: '80' } } }] }] })]]),
+    routeConfigs: new Map([['80', rc({ name: '80', virtual_hosts: [{ name: 'a', domains: ['a'], routes: [{ match: { prefix: '/' }, route: { cluster: 'outbound|80||a', hash_policy: [{ header: { header_name: 'X-User' } }] } }] }] })]]),
+  });
+  it('ring hash takes its key from the route hash policy', () => {
+    const u = translateMesh(base()).upstreams.get(upstreamId('outbound|80||a'))!;
+    expect(u).toMatchObject({ type: 'chash', hash_on: 'header', key: 'x-user' });
+    expect(validateApisix('upstream.strict', u)).toBeNull();
+  });
+  it('an EDS cluster waits for its assignment; a route to it waits too', () => {
+    const xds = { ...base(), endpoints: new Map() };
+    const out = translateMesh(xds);
+    expect(out.upstreams.size).toBe(0);
+    expect(out.routes.size).toBe(0);
+    expect(out.notes.map((n) => n.reason)).toEqual(expect.arrayContaining(['endpoints-pending', 'cluster-unavailable']));
+  });
+  it('the cached translator gives the same result as a fresh one after a change', () => {
+    const translator = new MeshTranslator();
+    const xds = base();
+    translator.translate(xds);
+    xds.endpoints.set('outbound|80||a', cla({ cluster_name: 'outbound|80||a', endpoints: [{ lb_endpoints: [ep('10.0.0.1'), ep('10.0.0.2')] }] }));
+    const cached = translator.translate(xds);
+    expect(cached).toEqual(translateMesh(xds));
+    expect(cached.upstreams.get(upstreamId('outbound|80||a'))!.nodes).toHaveLength(2);
+  });
+  it('inbound: virtualInbound\'s inline route configuration reaches the app in the pod, on the inbound listener only', () => {
+    const real = loadXds('istio-sidecar-listeners-configdump.yaml');
+    const xds = {
+      clusters: new Map([
+        ['inbound|80||', cluster({ name: 'inbound|80||', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED', connect_timeout: '10s' })],
+        ['InboundPassthroughClusterIpv4', cluster({ name: 'InboundPassthroughClusterIpv4', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' })],
+      ]),
+      endpoints: new Map(),
+      listeners: new Map([['virtualInbound', real.listeners.get('virtualInbound')!]]),
+      routeConfigs: new Map(),
+    };
+    const out = translateMesh(xds, { podIp: '10.244.0.7' });
+    const upstream = out.upstreams.get(upstreamId('inbound|80||'))!;
+    expect(upstream.nodes).toEqual([{ host: '10.244.0.7', port: 80, weight: 1 }]);
+    const routes = [...out.routes.values()];
+    expect(routes).toHaveLength(1);
+    expect(routes[0]!.upstream_id).toBe(upstream.id);
+    expect(routes[0]!.vars).toEqual(expect.arrayContaining([['server_port', '==', '15006'], ['connection_original_dst', '~~', ':80$']]));
+    expect(out.notes.some((n) => n.reason === 'passthrough')).toBe(true);
+    for (const r of routes) expect(validateApisix('route.strict', r)).toBeNull();
+  });
+});
