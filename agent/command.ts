@@ -1,15 +1,16 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { CliError } from '../cli/errors.js';
 import { packageVersion } from '../cli/version.js';
 import { parseDuration, parseListen } from './etcd/command.js';
-import { nodeIdentityFromEnv, NodeIdentityError } from './xds/node.js';
+import { nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from './xds/node.js';
 import { startAgent, type RunningAgent } from './agent.js';
 
 interface AgentFlags {
   xdsAddress: string;
   xdsTls: boolean;
+  podLabelsFile?: string;
   rootCert: string;
   tokenFile: string;
   xdsServerName?: string;
@@ -39,7 +40,8 @@ export function registerAgentCommand(program: Command): void {
       'run the mesh agent next to APISIX: one ADS stream to istiod, its clusters, endpoints, listeners ' +
         'and routes translated into APISIX upstreams and routes, served to APISIX through the etcd v3 API ' +
         'on loopback. The pod is identified from POD_NAME, POD_NAMESPACE, INSTANCE_IP, SERVICE_ACCOUNT and ' +
-        'ISTIO_META_* / ISTIO_METAJSON_LABELS in the environment (as the webhook sets them).',
+        'ISTIO_META_* / ISTIO_METAJSON_LABELS in the environment (as the webhook sets them), and its labels ' +
+        'from the downward-API file named by --pod-labels-file.',
     )
     .option('--xds-address <host:port>', 'istiod\'s xDS address (15010 plaintext, 15012 TLS)', 'istiod.istio-system.svc:15010')
     .option('--xds-tls', 'dial istiod with TLS, authenticating with the service-account token (istiod port 15012)', false)
@@ -54,6 +56,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--coalesce <duration>', 'quiet time after an xDS update before it is applied; a burst becomes one store revision', '100ms')
     .option('--max-coalesce <duration>', 'longest an update waits while a burst goes on', '1s')
     .option('--warming-timeout <duration>', 'how long to wait for requested endpoints/routes before applying without them (xDS spec: 15s)', '15s')
+    .option('--pod-labels-file <file>', 'downward-API file of the pod\'s labels (istiod selects services, policies and subsets by them); its labels win over ISTIO_METAJSON_LABELS')
     .option('--istio-version <version>', 'ISTIO_VERSION sent in the node metadata (istiod gates features on it; default: the ISTIO_META_ISTIO_VERSION variable, else unset = newest)')
     .option('--log-level <level>', 'debug, info, warn or error', 'info')
     .action(async (flags: AgentFlags) => {
@@ -66,6 +69,15 @@ export function registerAgentCommand(program: Command): void {
       let identity;
       try {
         identity = nodeIdentityFromEnv(process.env, flags.istioVersion ? { istioVersion: flags.istioVersion } : {});
+        if (flags.podLabelsFile) {
+          let text: string;
+          try {
+            text = readFileSync(flags.podLabelsFile, 'utf8');
+          } catch (err) {
+            throw new CliError(`--pod-labels-file: cannot read ${flags.podLabelsFile}: ${(err as Error).message}`);
+          }
+          identity.labels = { ...identity.labels, ...parseDownwardApiLabels(text) };
+        }
       } catch (err) {
         if (err instanceof NodeIdentityError) throw new CliError(`pod identity: ${err.message}`);
         throw err;

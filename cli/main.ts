@@ -26,6 +26,12 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A closed pipe (`apisix-mesh inject ... | head`) ends the output, not with a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 // Commands that start servers keep the process alive themselves; only set the exit code here.
 main(process.argv).then(
   (code) => {

@@ -67,6 +67,29 @@ export function nodeIdentityFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<N
   return identity;
 }
 
+/**
+ * The pod's labels from a downward-API `metadata.labels` file: one `key="value"` per line, the
+ * value quoted the way Go's %q quotes (JSON-compatible for every label value Kubernetes allows).
+ * Read from a file rather than the environment because the injected pod spec cannot know the
+ * labels other webhooks or controllers add after it.
+ */
+export function parseDownwardApiLabels(text: string): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq <= 0) continue;
+    const raw = line.slice(eq + 1).trim();
+    let value: string;
+    try {
+      value = JSON.parse(raw) as string;
+    } catch {
+      value = raw.replace(/^"|"$/g, '');
+    }
+    labels[line.slice(0, eq).trim()] = String(value);
+  }
+  return labels;
+}
+
 export function nodeId(identity: NodeIdentity): string {
   return `sidecar~${identity.podIp}~${identity.podName}.${identity.namespace}~${identity.dnsDomain}`;
 }

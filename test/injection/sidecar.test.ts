@@ -75,7 +75,15 @@ describe('sidecar mode', () => {
 
   it('starts the agent against istiod with the etcd API on loopback and its identity from the downward API', () => {
     const agent = byName(pod.spec!.containers, 'apisix-mesh-agent');
-    expect(agent.args).toEqual(['agent', '--istiod-address=istiod.istio-system.svc:15010', '--etcd-listen=127.0.0.1:15379', '--status-port=15020']);
+    expect(agent.args).toEqual([
+      'agent',
+      '--xds-address=istiod.istio-system.svc:15010',
+      '--etcd-listen=127.0.0.1:15379',
+      '--status-port=15020',
+      '--outbound-port=15001',
+      '--inbound-port=15006',
+      '--pod-labels-file=/etc/apisix-mesh/pod/labels',
+    ]);
     expect(Object.fromEntries(agent.env!.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]))).toEqual({
       POD_NAME: 'metadata.name',
       POD_NAMESPACE: 'metadata.namespace',

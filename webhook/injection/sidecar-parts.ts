@@ -146,6 +146,9 @@ function configCopyContainer(config: InjectionConfig): V1Container {
   };
 }
 
+/** Where the agent sees the pod's downward-API files (labels, APISIX's config.yaml). */
+const POD_INFO_DIR = '/etc/apisix-mesh/pod';
+
 function agentContainer(config: InjectionConfig, native: boolean): V1Container {
   const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
   const ready = { httpGet: { path: '/healthz/ready', port: config.ports.agentStatus } };
@@ -155,9 +158,12 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
     imagePullPolicy: config.images.pullPolicy,
     args: [
       'agent',
-      `--istiod-address=${config.istiodAddress}`,
+      `--xds-address=${config.istiodAddress}`,
       `--etcd-listen=127.0.0.1:${config.ports.etcd}`,
       `--status-port=${config.ports.agentStatus}`,
+      `--outbound-port=${config.ports.outbound}`,
+      `--inbound-port=${config.ports.inbound}`,
+      `--pod-labels-file=${POD_INFO_DIR}/labels`,
     ],
     env: [
       fieldEnv('POD_NAME', 'metadata.name'),
@@ -170,7 +176,7 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
     ...(native ? { startupProbe: { ...ready, periodSeconds: 1, failureThreshold: 600 }, restartPolicy: 'Always' } : {}),
     resources: structuredClone(config.resources.agent),
     securityContext: proxySecurityContext(config),
-    volumeMounts: [{ name: NAMES.podInfoVolume, mountPath: '/etc/apisix-mesh/pod', readOnly: true }],
+    volumeMounts: [{ name: NAMES.podInfoVolume, mountPath: POD_INFO_DIR, readOnly: true }],
   };
 }
 

@@ -1,0 +1,54 @@
+import { spawnSync } from 'node:child_process';
+import type { V1Container, V1Pod } from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { buildProgram } from '../../cli/program.js';
+import { parseDownwardApiLabels } from '../../agent/xds/node.js';
+
+// The webhook writes command lines that other parts of this same binary must accept: the init
+// container's `apisix-mesh iptables ...` and the sidecar's `apisix-mesh agent ...`. These tests
+// feed the injected pod's own arguments to those commands, so a renamed flag on either side fails here.
+const cli = new URL('../../dist/cli/main.js', import.meta.url).pathname;
+const example = new URL('../../examples/deployment.yaml', import.meta.url).pathname;
+
+function injectedContainers(): V1Container[] {
+  const res = spawnSync(process.execPath, [cli, 'inject', '-f', example], { encoding: 'utf8' });
+  expect(res.status, res.stderr).toBe(0);
+  const deployment = parseAllDocuments(res.stdout)[0]!.toJSON() as { spec: { template: V1Pod } };
+  const spec = deployment.spec.template.spec!;
+  return [...(spec.initContainers ?? []), ...spec.containers];
+}
+
+describe('command lines the webhook injects', () => {
+  const containers = injectedContainers();
+  const argsOf = (command: string): string[] => {
+    const c = containers.find((x) => x.args?.[0] === command);
+    expect(c, `a container running "${command}"`).toBeDefined();
+    return c!.args!;
+  };
+
+  it('the agent command knows every flag the sidecar is given', () => {
+    const agent = buildProgram().commands.find((c) => c.name() === 'agent')!;
+    const parsed = agent.parseOptions(argsOf('agent').slice(1));
+    expect(parsed.unknown).toEqual([]);
+    expect(parsed.operands).toEqual([]);
+  });
+
+  it('the iptables command accepts the init container\'s capture configuration', () => {
+    const res = spawnSync(process.execPath, [cli, ...argsOf('iptables'), '--dry-run'], { encoding: 'utf8' });
+    expect(res.status, res.stderr).toBe(0);
+    expect(res.stdout).toContain(':APISIX_MESH_OUTPUT');
+    expect(res.stdout).toContain('--to-ports 15001');
+    expect(res.stdout).toContain('--to-ports 15006');
+  });
+
+  it('the agent reads the labels file the downward API writes', () => {
+    // The exact format the kubelet writes for `fieldPath: metadata.labels` (Go %q values).
+    const file = 'app="reviews"\nversion="v1"\nquote="a\\"b"\nempty=""';
+    expect(parseDownwardApiLabels(file)).toEqual({ app: 'reviews', version: 'v1', quote: 'a"b', empty: '' });
+    const agent = containers.find((x) => x.args?.[0] === 'agent')!;
+    const labelsFlag = agent.args!.find((a) => a.startsWith('--pod-labels-file='))!;
+    const mount = agent.volumeMounts!.find((m) => labelsFlag.slice('--pod-labels-file='.length).startsWith(`${m.mountPath}/`));
+    expect(mount, 'the labels file lies on a mounted volume').toBeDefined();
+  });
+});
