@@ -1,11 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { pino } from 'pino';
 import { CliError } from '../cli/errors.js';
 import { packageVersion } from '../cli/version.js';
 import { parseDuration, parseListen } from './etcd/command.js';
 import { nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from './xds/node.js';
-import { startAgent, type RunningAgent } from './agent.js';
+import type { RunningAgent } from './agent.js';
 
 interface AgentFlags {
   xdsAddress: string;
@@ -86,6 +85,8 @@ export function registerAgentCommand(program: Command): void {
         if (!existsSync(flags.rootCert)) throw new CliError(`--root-cert: ${flags.rootCert} does not exist`);
         if (!existsSync(flags.tokenFile)) throw new CliError(`--token-file: ${flags.tokenFile} does not exist`);
       }
+      // gRPC, the Envoy protos and the schemas load with this command only, not with the whole CLI.
+      const [{ pino }, { startAgent }] = await Promise.all([import('pino'), import('./agent.js')]);
       const logger = pino({ level: flags.logLevel, base: { cmd: 'agent' } }, pino.destination(2));
       let agent: RunningAgent;
       try {

@@ -1,9 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { CliError } from '../cli/errors.js';
-import { defaultInjectionConfig, type InjectionConfig } from './config/injection-config.js';
-import { InjectionConfigError, loadInjectionConfig } from './config/parse-config.js';
-import { injectManifests, ManifestParseError, ManifestRejection } from './injection/manifests.js';
+import type { InjectionConfig } from './config/injection-config.js';
 import type { InjectionMode } from './injection/outcome.js';
 
 interface InjectOptions {
@@ -47,6 +45,9 @@ export function registerInjectCommand(program: Command): void {
     .option('--config <file>', 'the injection configuration file (YAML); default: the built-in defaults (see README)')
     .option('-v, --verbose', 'say on stderr what was done with each pod')
     .action(async (opts: InjectOptions) => {
+      // The injection loads with the command, not with the CLI: other roles start without it.
+      const [{ defaultInjectionConfig }, { InjectionConfigError, loadInjectionConfig }, { injectManifests, ManifestParseError, ManifestRejection }] =
+        await Promise.all([import('./config/injection-config.js'), import('./config/parse-config.js'), import('./injection/manifests.js')]);
       let config: InjectionConfig = defaultInjectionConfig;
       if (opts.config !== undefined) {
         try {

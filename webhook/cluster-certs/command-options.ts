@@ -1,14 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import type { Command } from 'commander';
 import type { Registry } from 'prom-client';
 import { CliError } from '../../cli/errors.js';
-import { secretStore, webhookConfigurationClient } from './kube-api.js';
-import { ClusterCertificateManager, type CertificateLog, type ServingCertificate } from './manager.js';
-import { certificateMetrics } from './metrics.js';
-import { defaultCertificatePolicy } from './stored-certificates.js';
+import type { ClusterCertificateManager, CertificateLog, ServingCertificate } from './manager.js';
 
 /**
  * The `apisix-mesh webhook` side of in-cluster certificates: the flags, when they apply, and the
@@ -108,6 +104,16 @@ export async function startClusterCertificates(
       2,
     );
   }
+  // The Kubernetes client and the certificate machinery load only when this mode is on, so the
+  // other commands of the binary (the init container's above all) start without them.
+  const [{ KubeConfig }, { secretStore, webhookConfigurationClient }, { ClusterCertificateManager }, { certificateMetrics }, { defaultCertificatePolicy }] =
+    await Promise.all([
+      import('@kubernetes/client-node'),
+      import('./kube-api.js'),
+      import('./manager.js'),
+      import('./metrics.js'),
+      import('./stored-certificates.js'),
+    ]);
   const kubeConfig = new KubeConfig();
   try {
     kubeConfig.loadFromDefault();

@@ -3,11 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { CliError } from '../../cli/errors.js';
-import { loadInjectionConfig, type InjectionConfig } from '../config/index.js';
+import type { InjectionConfig } from '../config/index.js';
 import type { LogLevel } from './app.js';
-import { DEFAULT_PORT, startWebhookServer, type WebhookServerOptions } from './server.js';
-import { TlsPairError } from './tls.js';
-import { createWebhookMetrics } from './metrics.js';
+import type { WebhookServerOptions } from './server.js';
+import { DEFAULT_PORT } from './defaults.js';
 import {
   addClusterCertificateOptions,
   startClusterCertificates,
@@ -63,6 +62,13 @@ export function registerWebhookCommand(program: Command): void {
     .option('--tls-reload-interval <seconds>', 'how often the certificate files are checked for changes', '2')
     .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT, how long to wait for requests in flight', '20');
   addClusterCertificateOptions(command).action(async (flags: WebhookFlags) => {
+      // Loaded here rather than at the top so that `apisix-mesh iptables` (the init container) and
+      // `--help` do not pay for Fastify, prom-client and the injection at start-up.
+      const [{ startWebhookServer }, { TlsPairError }, { createWebhookMetrics }] = await Promise.all([
+        import('./server.js'),
+        import('./tls.js'),
+        import('./metrics.js'),
+      ]);
       const port = parseInteger('--port', flags.port, 0, 65535);
       const reloadIntervalMs = parseSeconds('--tls-reload-interval', flags.tlsReloadInterval);
       const drainTimeoutMs = parseSeconds('--drain-timeout', flags.drainTimeout);
@@ -91,6 +97,7 @@ export function registerWebhookCommand(program: Command): void {
 }
 
 async function loadConfig(path: string): Promise<InjectionConfig> {
+  const { loadInjectionConfig } = await import('../config/index.js');
   try {
     return await loadInjectionConfig(path);
   } catch (err) {

@@ -4,8 +4,9 @@ import type { FastifyInstance } from 'fastify';
 import { buildWebhookApp, type WebhookAppOptions } from './app.js';
 import type { Readiness } from './health.js';
 import { checkTlsPair, readTlsPair, secureContextOptions, watchTlsFiles, type TlsFiles, type TlsPair, type TlsPairSummary } from './tls.js';
+import { DEFAULT_PORT } from './defaults.js';
 
-export const DEFAULT_PORT = 9443;
+export { DEFAULT_PORT };
 export const DEFAULT_HOST = '0.0.0.0';
 export const DEFAULT_RELOAD_INTERVAL_MS = 2000;
 export const DEFAULT_DRAIN_TIMEOUT_MS = 20_000;
