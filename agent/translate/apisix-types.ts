@@ -35,6 +35,15 @@ export interface ApisixUpstream {
 /** A lua-resty-expr condition as APISIX stores it in `vars`. */
 export type ApisixVar = readonly [string, string, unknown] | readonly [string, '!', string, unknown];
 
+/**
+ * Every plugin a translated route may carry. APISIX refuses a route whose plugin is not enabled in
+ * its config.yaml, so the sidecar's config (webhook/injection/apisix-config.ts) must enable all of
+ * these; test/contracts checks that it does.
+ */
+export const APISIX_ROUTE_PLUGINS = ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'redirect', 'limit-conn'] as const;
+export type ApisixPluginName = (typeof APISIX_ROUTE_PLUGINS)[number];
+export type ApisixPlugins = Partial<Record<ApisixPluginName, Record<string, unknown>>>;
+
 export interface ApisixRoute {
   id: string;
   name: string;
@@ -44,7 +53,7 @@ export interface ApisixRoute {
   vars?: ApisixVar[];
   priority: number;
   upstream_id?: string;
-  plugins?: Record<string, Record<string, unknown>>;
+  plugins?: ApisixPlugins;
   timeout?: ApisixTimeout;
   enable_websocket?: boolean;
   status: 1;

@@ -1,6 +1,6 @@
 import type { HTTPFault, Route, RouteAction, RouteConfiguration, VirtualHost } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
-import type { ApisixRoute, ApisixVar, TranslationNote } from './apisix-types.js';
+import type { ApisixPlugins, ApisixRoute, ApisixVar, TranslationNote } from './apisix-types.js';
 import { stableId, upstreamId } from './ids.js';
 import type { RouteScope } from './listener.js';
 import { matchVars, UnsupportedMatch } from './matchers.js';
@@ -189,7 +189,7 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
   if (ctx.hosts) apisix.hosts = ctx.hosts;
   apisix.vars = vars;
   apisix.desc = `${vhost.name ?? ''} ${route.name ?? ''}`.trim().slice(0, 256);
-  const plugins: Record<string, Record<string, unknown>> = {};
+  const plugins: ApisixPlugins = {};
   const settings: RouteUpstreamSettings = {};
   let clusters: string[] = [];
 
@@ -283,7 +283,7 @@ function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, n
   }
 }
 
-function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, plugins: Record<string, Record<string, unknown>>, note: (r: string, d: string, s?: boolean) => void): void {
+function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
   const rewrite: Record<string, unknown> = {};
   const prefixRewrite = action.prefix_rewrite;
   if (prefixRewrite !== undefined && prefixRewrite !== null && prefixRewrite !== '') {
@@ -304,7 +304,7 @@ function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, p
   if (Object.keys(rewrite).length) plugins['proxy-rewrite'] = rewrite;
 }
 
-function applyMirror(action: RouteAction, plugins: Record<string, Record<string, unknown>>, note: (r: string, d: string, s?: boolean) => void): void {
+function applyMirror(action: RouteAction, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
   const policy = (action.request_mirror_policies ?? [])[0];
   if (!policy?.cluster) return;
   const parsed = parseClusterName(policy.cluster);
@@ -325,7 +325,7 @@ function applyMirror(action: RouteAction, plugins: Record<string, Record<string,
 }
 
 /** Route-level header additions and removals (VirtualService `headers.request`) → proxy-rewrite. */
-function applyHeaders(route: Route, plugins: Record<string, Record<string, unknown>>): void {
+function applyHeaders(route: Route, plugins: ApisixPlugins): void {
   const set: Record<string, string> = {};
   const add: Record<string, string> = {};
   for (const option of route.request_headers_to_add ?? []) {

@@ -25,7 +25,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
         etcd: { host: ['http://127.0.0.1:15379'], prefix: '/apisix', timeout: 30 },
       },
       nginx_config: { worker_processes: 2, error_log: '/dev/stderr', http: { access_log: '/dev/stdout' } },
-      plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus'],
+      plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus'],
       plugin_attr: { prometheus: { export_addr: { ip: '0.0.0.0', port: 15090 } } },
     });
   });

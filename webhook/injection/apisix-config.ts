@@ -11,6 +11,7 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
   'proxy-rewrite',
   'fault-injection',
   'proxy-mirror',
+  'limit-conn',
   'redirect',
   'response-rewrite',
   'cors',
