@@ -74,6 +74,7 @@ export function registerEtcdCommand(program: Command): void {
         maxHistoryEvents: positiveInt('--max-history', flags.maxHistory),
         maxHistoryBytes: positiveInt('--max-history-bytes', flags.maxHistoryBytes),
       });
+      const progressNotifyIntervalMs = parseDuration('--progress-notify-interval', flags.progressNotifyInterval);
       const logger = pino({ level: flags.logLevel, base: { cmd: 'etcd' } }, pino.destination(2));
       let server;
       try {
@@ -84,7 +85,7 @@ export function registerEtcdCommand(program: Command): void {
           ...(grpc ? { grpcPort: grpc.port } : {}),
           readOnly: flags.readOnly,
           logger,
-          progressNotifyIntervalMs: parseDuration('--progress-notify-interval', flags.progressNotifyInterval),
+          progressNotifyIntervalMs,
           ...(rootPassword !== undefined ? { rootPassword } : {}),
         });
       } catch (err) {
