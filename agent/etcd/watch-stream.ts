@@ -111,6 +111,11 @@ class WatchStream {
         return;
       }
       this.parsed = first.end;
+      if (this.parsed > 65536) {
+        // A long-lived streamed body: drop what has been handled.
+        this.input = this.input.slice(this.parsed);
+        this.parsed = 0;
+      }
       let msg: Decoded;
       try {
         msg = decodeMessageText(first.text, WatchRequestSchema);
