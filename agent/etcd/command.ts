@@ -65,6 +65,9 @@ export function registerEtcdCommand(program: Command): void {
       if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) {
         throw new CliError(`--log-level: expected debug, info, warn or error, got "${flags.logLevel}"`);
       }
+      if (flags.rootPasswordEnv && grpc) {
+        throw new CliError('--root-password-env: auth is only served on the HTTP gateway; drop --grpc-listen to use it');
+      }
       let rootPassword: string | undefined;
       if (flags.rootPasswordEnv) {
         rootPassword = process.env[flags.rootPasswordEnv];

@@ -27,6 +27,7 @@ describe('apisix-mesh etcd', () => {
       [['--max-history', '0'], '--max-history: expected a positive whole number'],
       [['--progress-notify-interval', 'soon'], '--progress-notify-interval: expected a duration'],
       [['--root-password-env', 'APISIX_MESH_TEST_UNSET_VAR'], 'environment variable APISIX_MESH_TEST_UNSET_VAR is empty or unset'],
+      [['--root-password-env', 'X', '--grpc-listen', '127.0.0.1:0'], 'auth is only served on the HTTP gateway'],
     ] as const) {
       const r = run(...args);
       expect(r.status, args.join(' ')).toBe(2);
