@@ -179,7 +179,7 @@ describeWhenAvailable(
             for (const op of ops) {
               const [path, body] = request(op, current);
               const [want, got] = await Promise.all([post(etcd.url, path, body), post(emuBase, path, body)]);
-              expect({ op, path, body, ...got }).toEqual({ op, path, body, ...want });
+              expect({ op, path, request: body, ...got }).toEqual({ op, path, request: body, ...want });
               compared++;
               if (JSON.stringify(want.body).includes('"more":true')) sawMore++;
               const rev = Number((want.body as { header?: { revision?: string } })?.header?.revision);

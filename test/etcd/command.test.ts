@@ -62,7 +62,7 @@ describe('apisix-mesh etcd', () => {
     try {
       for (let i = 0; i < 100 && !log.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
       const v = await fetch(`http://127.0.0.1:${port}/version`);
-      expect((await v.json()).etcdcluster).toBe('3.4.0');
+      expect(((await v.json()) as { etcdcluster: string }).etcdcluster).toBe('3.4.0');
       for (let i = 0; i < 50 && !log.includes('first request'); i++) await new Promise((r) => setTimeout(r, 20));
       expect(log).toContain('"path":"/version"');
     } finally {

@@ -80,7 +80,7 @@ describe('gateway framing and errors', () => {
     const body = JSON.stringify({ key: b64('/apisix/routes/'), range_end: b64('/apisix/routes0') });
     const r = await fetch(`${base}/v3/kv/range`, { method: 'POST', body });
     expect(r.headers.get('transfer-encoding')).toBe('chunked');
-    expect((await r.json()).count).toBe('5');
+    expect(((await r.json()) as { count: string }).count).toBe('5');
     store.write([{ op: 'delete', key: '/apisix/routes/0' }]);
     const again = await post('/v3/kv/range', body);
     expect(again.json.count).toBe('4');
