@@ -65,6 +65,9 @@ export function registerEtcdCommand(program: Command): void {
       if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) {
         throw new CliError(`--log-level: expected debug, info, warn or error, got "${flags.logLevel}"`);
       }
+      if (flags.rootPasswordEnv && grpc) {
+        throw new CliError('--root-password-env: auth is only served on the HTTP gateway; drop --grpc-listen to use it');
+      }
       let rootPassword: string | undefined;
       if (flags.rootPasswordEnv) {
         rootPassword = process.env[flags.rootPasswordEnv];
@@ -74,6 +77,7 @@ export function registerEtcdCommand(program: Command): void {
         maxHistoryEvents: positiveInt('--max-history', flags.maxHistory),
         maxHistoryBytes: positiveInt('--max-history-bytes', flags.maxHistoryBytes),
       });
+      const progressNotifyIntervalMs = parseDuration('--progress-notify-interval', flags.progressNotifyInterval);
       const logger = pino({ level: flags.logLevel, base: { cmd: 'etcd' } }, pino.destination(2));
       let server;
       try {
@@ -84,7 +88,7 @@ export function registerEtcdCommand(program: Command): void {
           ...(grpc ? { grpcPort: grpc.port } : {}),
           readOnly: flags.readOnly,
           logger,
-          progressNotifyIntervalMs: parseDuration('--progress-notify-interval', flags.progressNotifyInterval),
+          progressNotifyIntervalMs,
           ...(rootPassword !== undefined ? { rootPassword } : {}),
         });
       } catch (err) {

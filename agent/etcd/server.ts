@@ -40,6 +40,10 @@ function randomUint64(): string {
 }
 
 export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdServer> {
+  if (options.rootPassword !== undefined && options.grpcPort !== undefined) {
+    // The gRPC side has no Auth service: serving it would bypass the password.
+    throw new Error('auth (rootPassword) is only supported on the HTTP gateway; do not combine it with grpcPort');
+  }
   const host = options.host ?? '127.0.0.1';
   const logger = options.logger ?? silent;
   const store = options.store;

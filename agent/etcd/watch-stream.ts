@@ -14,6 +14,21 @@ const GRPC_CODE_NAMES: Record<number, string> = {
 };
 const GO_BUFFER = 2048;
 
+/**
+ * The last event message encoded, shared by every stream: APISIX's workers all watch `/apisix/`
+ * with watch id 0, so one revision's message is the same text for all of them, and the store hands
+ * every watcher that wants all events the very same array.
+ */
+let lastMessage: { events: readonly StoreEvent[]; id: string; revision: number; prevKv: boolean; encoder: ResponseEncoder; text: string } | undefined;
+
+function eventMessage(encoder: ResponseEncoder, id: string, revision: number, events: readonly StoreEvent[], prevKv: boolean): string {
+  const m = lastMessage;
+  if (m && m.events === events && m.id === id && m.revision === revision && m.prevKv === prevKv && m.encoder === encoder) return m.text;
+  const text = encoder.watchResponse({ revision, watchId: id, events, prevKv });
+  lastMessage = { events, id, revision, prevKv, encoder, text };
+  return text;
+}
+
 export interface WatchStreamOptions {
   store: KvStore;
   encoder: ResponseEncoder;
@@ -111,6 +126,11 @@ class WatchStream {
         return;
       }
       this.parsed = first.end;
+      if (this.parsed > 65536) {
+        // A long-lived streamed body: drop what has been handled.
+        this.input = this.input.slice(this.parsed);
+        this.parsed = 0;
+      }
       let msg: Decoded;
       try {
         msg = decodeMessageText(first.text, WatchRequestSchema);
@@ -218,7 +238,7 @@ class WatchStream {
   }
 
   private sendEvents(id: string, revision: number, events: readonly StoreEvent[], prevKv: boolean): void {
-    this.send(this.o.encoder.watchResponse({ revision, watchId: id, events, prevKv }));
+    this.send(eventMessage(this.o.encoder, id, revision, events, prevKv));
   }
 
   private send(result: string): void {

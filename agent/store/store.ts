@@ -214,6 +214,15 @@ export class KvStore {
     let drop = 0;
     while (drop < this.history.length && this.history[drop]!.revision < revision) drop++;
     this.dropHistory(drop);
+    // etcd keeps, per key, the newest version at or below the compact revision; a deletion at
+    // exactly that revision is compacted away, so a watch from there replays only its puts.
+    // (Automatic compaction keeps them: a client resuming there must not miss a delete.)
+    const first = this.history[0];
+    if (first && first.revision === revision && first.events.some((e) => e.type === 'DELETE')) {
+      const puts = first.events.filter((e) => e.type === 'PUT');
+      this.historyEvents -= first.events.length - puts.length;
+      this.history[0] = { revision, events: puts, bytes: first.bytes };
+    }
     return this.rev;
   }
 

@@ -66,6 +66,31 @@ describeWhenAvailable('etcdctl against the gRPC side', missingCommand('etcdctl',
     expect(store.watcherCount).toBe(0);
   });
 
+  it('watch --rev replays history; a compacted start revision is refused', async () => {
+    await ctl('put', '/h/a', '1');
+    const from = store.revision;
+    await ctl('put', '/h/a', '2');
+    await ctl('del', '/h/a');
+    const watchFrom = async (rev: number) => {
+      const child = spawn('etcdctl', [`--endpoints=127.0.0.1:${server.grpcPort}`, 'watch', '--prefix', `--rev=${rev}`, '/h/'], {
+        env: { ...process.env, ETCDCTL_API: '3' },
+      });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise((r) => child.once('exit', r));
+      for (let i = 0; i < 100 && !out.includes('DELETE') && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 20));
+      child.kill();
+      await exited;
+      return { out, err };
+    };
+    expect((await watchFrom(from)).out).toBe('PUT\n/h/a\n1\nPUT\n/h/a\n2\nDELETE\n/h/a\n\n');
+    await ctl('compaction', String(store.revision));
+    const compacted = await watchFrom(from);
+    expect(compacted.out + compacted.err).toContain('required revision has been compacted');
+  });
+
   it('lease grant, put --lease, timetolive --keys, revoke', async () => {
     const granted = await ctl('lease', 'grant', '60');
     const m = /^lease ([0-9a-f]+) granted with TTL\(60s\)\n$/.exec(granted);

@@ -96,8 +96,13 @@ async function post(base: string, path: string, body: unknown): Promise<{ status
           }
         });
         res.on('error', reject);
+        res.on('close', () => {
+          if (!res.complete) reject(new Error(`${path}: connection closed mid-answer`));
+        });
       },
     );
+    // lua-resty-etcd has a timeout on every call; a stuck call must not hang the client.
+    req.setTimeout(5000, () => req.destroy(new Error(`${path}: timeout`)));
     req.on('error', reject);
     req.end(data);
   });
@@ -202,7 +207,7 @@ abstract class SimulatedApisix {
     this.running = false;
     this.resume();
     for (const w of this.open) w.close();
-    await this.loop;
+    await Promise.race([this.loop, sleep(3000)]);
   }
 
   private gate: Promise<void> | undefined;
@@ -251,7 +256,7 @@ abstract class SimulatedApisix {
   protected abstract run(): Promise<void>;
 
   /** Waits until the view equals `expected`; throws with the difference after `timeoutMs`. */
-  async waitForView(expected: ReadonlyMap<string, string>, timeoutMs = 5000): Promise<void> {
+  async waitForView(expected: ReadonlyMap<string, string>, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const diff = viewDiff(expected, this.view);
