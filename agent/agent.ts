@@ -99,7 +99,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     options.logger ?? { level: 'info' },
   );
   const logger = status.log;
-  const store = new KvStore({ initialRevision: Math.floor(Date.now() / 1000) });
+  // A restarted agent must start above every revision its predecessor handed out: APISIX keeps
+  // watching from its last revision and would wait silently on a store that restarted at 1. In
+  // milliseconds the clock outruns the agent's revisions (at most one per coalescing window,
+  // >= 100 ms by default) however long the previous process ran; it stays far below 2^53.
+  const store = new KvStore({ initialRevision: Date.now() });
   const translator = new MeshTranslator({ podIp: options.identity.podIp, ...(options.capturePorts ? { ports: options.capturePorts } : {}) });
   const applier = new StoreApplier(store);
   const client = new AdsClient({
