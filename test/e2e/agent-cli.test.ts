@@ -2,25 +2,15 @@
 // ready, serves APISIX objects over the etcd API, and stops cleanly on SIGTERM; bad input gives one
 // line on stderr and exit 2, never a stack trace.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeIstiod } from '../support/fake-istiod.js';
 import { loadCanonical } from '../support/xds-fixtures.js';
 import { waitFor } from '../support/wait.js';
+import { freePort } from '../support/free-port.js';
 
 const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 const env = { ...process.env, POD_NAME: 'productpage-v1-abc', POD_NAMESPACE: 'default', INSTANCE_IP: '10.244.1.30', SERVICE_ACCOUNT: 'bookinfo-productpage' };
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 let istiod: FakeIstiod;
 let child: ChildProcess | undefined;

@@ -1,11 +1,11 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { describeWhenAvailable, firstMissing, missingCommand } from '../support/requirements.js';
+import { freePort } from '../support/free-port.js';
 
 /**
  * The 34 scenarios recorded from a real etcd 3.4.23 (test/fixtures/etcd-gateway), replayed with the
@@ -19,16 +19,6 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const fixtures = join(root, 'test/fixtures/etcd-gateway');
 const cli = join(root, 'dist/cli/main.js');
 
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
 
 describeWhenAvailable(
   'etcd gateway replays every recorded etcd scenario',

@@ -24,7 +24,7 @@ const labelKey = fc.oneof(dnsName, fc.tuple(dnsName, dnsName).map(([a, b]) => `$
 const probe = fc.oneof(
   fc.record({ httpGet: fc.record({ path: fc.constant('/healthz'), port: fc.oneof(port, fc.constant('http')) }) }),
   fc.record({ tcpSocket: fc.record({ port }) }),
-  fc.record({ exec: fc.record({ command: fc.constant(['true']) }) }),
+  fc.record({ exec: fc.record({ command: fc.constant(['true']).map((c) => [...c]) }) }),
 );
 
 const container = (name: string): fc.Arbitrary<V1Container> =>

@@ -86,7 +86,7 @@ function checkCommonRules(render: () => KubeObject[]): void {
     const serviceAccount = deployment.spec!.template.spec!.serviceAccountName;
     findObject(objects, 'ServiceAccount', serviceAccount);
     for (const binding of objects.filter((o) => o.kind === 'RoleBinding' || o.kind === 'ClusterRoleBinding')) {
-      const b = binding as V1RoleBinding | V1ClusterRoleBinding;
+      const b = binding as unknown as V1RoleBinding | V1ClusterRoleBinding;
       expect(b.subjects).toEqual([{ kind: 'ServiceAccount', name: serviceAccount, namespace: NAMESPACE }]);
       findObject(objects, b.roleRef.kind, b.roleRef.name);
     }
