@@ -24,8 +24,15 @@ describe("APISIX's config.yaml for the sidecar", () => {
         role_data_plane: { config_provider: 'etcd' },
         etcd: { host: ['http://127.0.0.1:15379'], prefix: '/apisix', timeout: 30 },
       },
-      nginx_config: { worker_processes: 2, error_log: '/dev/stderr', http: { access_log: '/dev/stdout' } },
-      plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus'],
+      nginx_config: {
+        worker_processes: 2,
+        error_log: '/dev/stderr',
+        http: { access_log: '/dev/stdout' },
+        // inbound forwards leave from 127.0.0.6; test/e2e/sidecar-forwarding-kernel runs these in nginx
+        http_configuration_snippet: 'map $server_port $apisix_mesh_upstream_bind {\n    15006 127.0.0.6;\n    default "";\n}\n',
+        http_server_configuration_snippet: 'proxy_bind $apisix_mesh_upstream_bind;\n',
+      },
+      plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function'],
       plugin_attr: { prometheus: { export_addr: { ip: '0.0.0.0', port: 15090 } } },
     });
   });
@@ -36,6 +43,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
     expect(doc.apisix.node_listen).toEqual([16001, 16006]);
     expect(doc.deployment.etcd.host).toEqual(['http://127.0.0.1:16379']);
     expect(doc.nginx_config.worker_processes).toBe(1);
+    expect(doc.nginx_config.http_configuration_snippet).toContain('16006 127.0.0.6;');
   });
 
   it('reaches the APISIX container through the pod annotation and a downwardAPI volume', () => {

@@ -17,7 +17,29 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
   'cors',
   'request-id',
   'prometheus',
+  'serverless-pre-function',
 ]);
+
+/**
+ * The source address APISIX connects from when it forwards inbound traffic to the app. The capture
+ * rules send the proxy's own connections to the pod IP back to the inbound listener (a service that
+ * resolved to this pod must pass inbound policy), except those from this address: without it, an
+ * inbound request forwarded to `<pod IP>:<port>` would be captured again, forever. Istio's Envoy
+ * binds the same address for the same reason.
+ */
+export const INBOUND_PASSTHROUGH_SOURCE = '127.0.0.6';
+
+/**
+ * nginx directives for APISIX's `nginx_config` snippets: connections proxied for requests that
+ * arrived on the inbound capture port bind the passthrough source; all others let the kernel choose
+ * (an empty `proxy_bind` value binds nothing).
+ */
+export function upstreamBindSnippets(inboundPort: number): { http: string; server: string } {
+  return {
+    http: `map $server_port $apisix_mesh_upstream_bind {\n    ${inboundPort} ${INBOUND_PASSTHROUGH_SOURCE};\n    default "";\n}\n`,
+    server: 'proxy_bind $apisix_mesh_upstream_bind;\n',
+  };
+}
 
 /**
  * APISIX's `config.yaml` for the sidecar: the one place that says how APISIX runs in a pod.
@@ -26,9 +48,11 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
  * - HTTP listeners on the capture ports (outbound and inbound), no TLS listener;
  * - the status API (`/status/ready`) and the Prometheus export on the ports the capture rules
  *   always leave alone, so the kubelet and Prometheus reach them directly;
- * - logs to stdout/stderr (the root filesystem is read-only).
+ * - logs to stdout/stderr (the root filesystem is read-only);
+ * - inbound requests forwarded from the passthrough source (see `upstreamBindSnippets`).
  */
 export function apisixConfigDocument(config: InjectionConfig): Record<string, unknown> {
+  const bind = upstreamBindSnippets(config.ports.inbound);
   return {
     apisix: {
       node_listen: [config.ports.outbound, config.ports.inbound],
@@ -51,6 +75,8 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       worker_processes: config.apisixWorkerProcesses,
       error_log: '/dev/stderr',
       http: { access_log: '/dev/stdout' },
+      http_configuration_snippet: bind.http,
+      http_server_configuration_snippet: bind.server,
     },
     plugins: [...APISIX_PLUGINS],
     plugin_attr: {

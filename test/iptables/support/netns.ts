@@ -19,6 +19,7 @@ export const podIf = 'veth-pod';
 export const cliPath = new URL('../../../dist/cli/main.js', import.meta.url).pathname;
 const listenerPath = new URL('./capture-listener.py', import.meta.url).pathname;
 const clientPath = new URL('./connect-client.mjs', import.meta.url).pathname;
+const httpEchoPath = new URL('./http-echo.mjs', import.meta.url).pathname;
 /** The system python3 (a pyenv shim under /root would not run for other uids). */
 const python = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', '0']).status === 0) ?? 'python3';
 
@@ -87,16 +88,26 @@ export interface Listener {
 }
 
 /** Starts capture-listener.py in `ns` on `ports` and waits for it to be ready. */
-export async function startListener(ns: string, role: string, ports: number[]): Promise<Listener> {
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns, python, listenerPath, role, ...ports.map(String)], {
+export function startListener(ns: string, role: string, ports: number[]): Promise<Listener> {
+  return startInNetns(ns, [python, listenerPath, role, ...ports.map(String)]);
+}
+
+/** Starts http-echo.mjs (an HTTP app that reports the peer of each request) in `ns` on `port`. */
+export function startHttpEcho(ns: string, role: string, port: number): Promise<Listener> {
+  return startInNetns(ns, [process.execPath, httpEchoPath, role, String(port)]);
+}
+
+/** Runs `command` in `ns` until stopped; resolves once it prints READY (it runs until its stdin closes). */
+async function startInNetns(ns: string, command: string[]): Promise<Listener> {
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns, ...command], {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   const lines = createInterface({ input: child.stdout! });
   await new Promise<void>((resolve, reject) => {
-    lines.once('line', (line) => (line === 'READY' ? resolve() : reject(new Error(`listener said ${line}`))));
-    child.once('exit', (code) => reject(new Error(`listener in ${ns} exited with ${code}: ${stderr}`)));
+    lines.once('line', (line) => (line === 'READY' ? resolve() : reject(new Error(`${command[1]} said ${line}`))));
+    child.once('exit', (code) => reject(new Error(`${command[1]} in ${ns} exited with ${code}: ${stderr}`)));
   });
   return {
     stop: () => {
