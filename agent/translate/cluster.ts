@@ -39,6 +39,8 @@ export interface ClusterTranslation {
   /** RING_HASH / MAGLEV: the routes' hash policy picks the key */
   consistentHash: boolean;
   limits?: ConnectionLimits;
+  /** outbound original-destination clusters (Istio's PassthroughCluster): no upstream, routes forward to where the app dialled */
+  originalDestination?: { connectTimeout: number };
   notes: TranslationNote[];
 }
 
@@ -70,7 +72,7 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
       // connecting to the pod IP (or loopback) reaches it directly.
       inlineNodes = [{ host: ctx.podIp ?? '127.0.0.1', port: parsed.port, weight: 1 }];
     } else {
-      note('original-destination', 'forwarding to the original destination is done by APISIX\'s pass-through listener, not an upstream', true);
+      result.originalDestination = { connectTimeout: connectTimeout(cluster) };
       return result;
     }
   } else if (discovery === 'EDS') {
@@ -100,8 +102,7 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
     default:
       note('unsupported-lb-policy', `lb_policy ${String(cluster.lb_policy)}: round robin used`);
   }
-  const connect = durationSeconds(cluster.connect_timeout) ?? 5; // Envoy's default connect timeout is 5s
-  upstream.timeout = { connect: connect > 0 ? connect : 5, send: DEFAULT_IO_TIMEOUT, read: DEFAULT_IO_TIMEOUT };
+  upstream.timeout = { connect: connectTimeout(cluster), send: DEFAULT_IO_TIMEOUT, read: DEFAULT_IO_TIMEOUT };
   upstream.scheme = 'http';
   upstream.pass_host = 'pass';
 
@@ -118,6 +119,11 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
   result.upstream = upstream;
   if (inlineNodes) result.inlineNodes = inlineNodes;
   return result;
+}
+
+function connectTimeout(cluster: Cluster): number {
+  const connect = durationSeconds(cluster.connect_timeout) ?? 5; // Envoy's default connect timeout is 5s
+  return connect > 0 ? connect : 5;
 }
 
 const HTTP_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';

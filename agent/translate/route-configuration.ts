@@ -58,6 +58,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
   const total = vhosts.reduce((n, v) => n + (v.routes?.length ?? 0) + (needsNotFound(v) ? 1 : 0), 0);
   const scopeVars = scopeConditions(scope, ports);
   const usedIds = new Set<string>();
+  const floor = scopeFloor(scope, total);
   let position = 0;
   for (const vhost of vhosts) {
     const { hosts, unsupported } = hostsOf(vhost);
@@ -69,7 +70,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
       }
     }
     for (const route of vhost.routes ?? []) {
-      const priority = total - position++;
+      const priority = floor + total - position++;
       const name = `${route.name || 'anon'}#${vhost.name ?? ''}#${rcName}`.replace(/\.svc\.cluster\.local/g, '');
       const fullName = `${scopeKeyText(scope)}#${route.name ?? ''}#${vhost.name ?? ''}#${rcName}`;
       try {
@@ -94,7 +95,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
         name: `not-found#${vhost.name ?? ''}#${rcName}`.replace(/\.svc\.cluster\.local/g, '').slice(0, 256),
         desc: `${vhost.name ?? ''}: no route matched (Envoy answers 404 here)`.slice(0, 256),
         uri: '/*',
-        priority: total - position++,
+        priority: floor + total - position++,
         vars: scopeVars,
         plugins: { 'fault-injection': { abort: { http_status: 404 } } },
         status: 1,
@@ -104,6 +105,21 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
     }
   }
   return { routes, notes };
+}
+
+/** Priorities of route configurations served on a listener bound to one address start here. */
+const ADDRESS_SCOPE_FLOOR = 10_000_000;
+
+/**
+ * Envoy picks the listener bound to the exact destination address before a port's wildcard
+ * listener, and a filter chain matching the destination port before a catch-all chain. Routes of
+ * different scopes may all match one request in APISIX, so the more specific scope's routes sit in
+ * a higher band of priorities: address-bound above the port's (1…total), catch-all chains (no port,
+ * e.g. the inbound pass-through) at or below 0.
+ */
+function scopeFloor(scope: RouteScope, total: number): number {
+  if (scope.address) return ADDRESS_SCOPE_FLOOR;
+  return scope.port > 0 ? 0 : -total;
 }
 
 function endsWithCatchAll(vhost: VirtualHost): boolean {

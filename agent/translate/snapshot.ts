@@ -2,6 +2,7 @@ import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } fro
 import type { ApisixRoute, ApisixUpstream, TranslationNote } from './apisix-types.js';
 import { translateCluster, type ClusterContext, type ClusterTranslation } from './cluster.js';
 import { translateClusterLoadAssignment, type EndpointsTranslation } from './endpoints.js';
+import { originalDestinationRoute } from './original-destination.js';
 import { translateListener, scopeKey, type ListenerTranslation, type RouteScope } from './listener.js';
 import {
   translateRouteConfiguration, DEFAULT_CAPTURE_PORTS,
@@ -41,7 +42,7 @@ export class MeshTranslator {
   private readonly routeCache = new WeakMap<RouteConfiguration, Map<string, RouteConfigTranslation>>();
   /** final objects, kept while their inputs are the same objects: unchanged output keeps its identity */
   private readonly upstreamCache = new WeakMap<ClusterTranslation, { nodes: unknown; settings: TranslatedRoute['upstreamSettings'] | undefined; upstream: ApisixUpstream }>();
-  private readonly finalRouteCache = new WeakMap<TranslatedRoute, { main: ApisixUpstream | undefined; limits: ClusterTranslation['limits']; route: ApisixRoute }>();
+  private readonly finalRouteCache = new WeakMap<TranslatedRoute, { main: ApisixUpstream | undefined; limits: ClusterTranslation['limits']; passthrough?: ClusterTranslation['originalDestination']; route: ApisixRoute }>();
   private readonly ports: CapturePorts;
 
   constructor(private readonly options: TranslateOptions = {}) {
@@ -135,20 +136,27 @@ export class MeshTranslator {
 
     const apisixRoutes = new Map<string, ApisixRoute>();
     for (const r of routes) {
+      const passthrough = r.clusters.length === 1 ? clusters.get(r.clusters[0]!)?.originalDestination : undefined;
+      if (passthrough) {
+        const cached = this.finalRouteCache.get(r);
+        const route = cached?.passthrough === passthrough ? cached.route : originalDestinationRoute(r.route, { ports: this.ports, ...passthrough });
+        this.finalRouteCache.set(r, { main: undefined, limits: undefined, passthrough, route });
+        apisixRoutes.set(route.id, route);
+        continue;
+      }
       const missing = r.clusters.filter((c) => !upstreamByCluster.has(c));
       if (missing.length) {
         const why = missing.map((c) => (clusters.has(c) ? `${c} (not translatable or waiting for endpoints)` : `${c} (unknown cluster)`)).join(', ');
-        // Istio's allow_any / inbound pass-through: APISIX's pass-through listener forwards those
-        // connections to their original destination, no route is needed (or possible).
-        const passthrough = missing.every((c) => c === 'PassthroughCluster' || clusters.get(c)?.notes.some((n) => n.reason === 'original-destination'));
-        notes.push({ kind: 'route', name: r.route.name, reason: passthrough ? 'passthrough' : 'cluster-unavailable', detail: why, skipped: true });
+        // a weighted split between an original destination and a service has no APISIX form
+        const reason = missing.some((c) => clusters.get(c)?.originalDestination) ? 'passthrough-split' : 'cluster-unavailable';
+        notes.push({ kind: 'route', name: r.route.name, reason, detail: why, skipped: true });
         continue;
       }
       const main = r.clusters[0] !== undefined ? upstreamByCluster.get(r.clusters[0]) : undefined;
       const limits = r.clusters[0] !== undefined ? clusters.get(r.clusters[0])?.limits : undefined;
       const cachedRoute = this.finalRouteCache.get(r);
       let route: ApisixRoute;
-      if (cachedRoute && cachedRoute.limits === limits && (cachedRoute.main === main || cachedRoute.main?.timeout?.connect === main?.timeout?.connect)) {
+      if (cachedRoute && !cachedRoute.passthrough && cachedRoute.limits === limits && (cachedRoute.main === main || cachedRoute.main?.timeout?.connect === main?.timeout?.connect)) {
         route = cachedRoute.route;
       } else {
         route = finalRoute(r.route, main, limits);

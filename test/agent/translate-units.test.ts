@@ -46,12 +46,13 @@ describe('Cluster → upstream', () => {
     expect(translateCluster(cluster({ name: 'outbound|80||b', type: 'EDS' })).upstream!.id).not.toBe(a);
     expect(a).toMatch(/^[0-9a-f]{16}$/);
   });
-  it('inbound original-destination clusters go to the pod; outbound pass-through is reported', () => {
+  it('inbound original-destination clusters go to the pod; outbound ones to where the app dialled', () => {
     expect(translateCluster(cluster({ name: 'inbound|9080||', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' }), { podIp: '10.1.2.3' }).inlineNodes)
       .toEqual([{ host: '10.1.2.3', port: 9080, weight: 1 }]);
-    const pass = translateCluster(cluster({ name: 'PassthroughCluster', type: 'ORIGINAL_DST' }));
+    const pass = translateCluster(cluster({ name: 'PassthroughCluster', type: 'ORIGINAL_DST', connect_timeout: '0.5s' }));
     expect(pass.upstream).toBeUndefined();
-    expect(pass.notes[0]?.reason).toBe('original-destination');
+    expect(pass.originalDestination).toEqual({ connectTimeout: 0.5 });
+    expect(pass.notes).toEqual([]);
   });
 });
 
@@ -249,10 +250,18 @@ describe('whole mesh', () => {
     const upstream = out.upstreams.get(upstreamId('inbound|80||'))!;
     expect(upstream.nodes).toEqual([{ host: '10.244.0.7', port: 80, weight: 1 }]);
     const routes = [...out.routes.values()];
-    expect(routes).toHaveLength(1);
-    expect(routes[0]!.upstream_id).toBe(upstream.id);
-    expect(routes[0]!.vars).toEqual(expect.arrayContaining([['server_port', '==', '15006'], ['connection_original_dst', '~~', ':80$']]));
-    expect(out.notes.some((n) => n.reason === 'passthrough')).toBe(true);
+    const toApp = routes.filter((r) => r.upstream_id);
+    expect(toApp).toHaveLength(1);
+    expect(toApp[0]!.upstream_id).toBe(upstream.id);
+    expect(toApp[0]!.vars).toEqual(expect.arrayContaining([['server_port', '==', '15006'], ['connection_original_dst', '~~', ':80$']]));
+    // the catch-all HTTP chain: any other port of the pod, forwarded to its original destination
+    const catchAll = routes.filter((r) => !r.upstream_id);
+    expect(catchAll.length).toBeGreaterThan(0);
+    for (const r of catchAll) {
+      expect(r.plugins?.['serverless-pre-function']?.['functions']).toHaveLength(1);
+      expect(r.vars).toContainEqual(['server_port', '==', '15006']);
+      expect(r.priority).toBeLessThan(toApp[0]!.priority);
+    }
     for (const r of routes) expect(validateApisix('route.strict', r)).toBeNull();
   });
 });

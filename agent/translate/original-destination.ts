@@ -1,0 +1,69 @@
+import type { ApisixRoute } from './apisix-types.js';
+import type { CapturePorts } from './route-configuration.js';
+
+/**
+ * Routes to Envoy's original-destination clusters (Istio's `PassthroughCluster` behind the
+ * `allow_any` route, `InboundPassthroughCluster*` behind the inbound catch-all) forward each request
+ * to the address the app dialled. An APISIX upstream only holds fixed nodes, so the route carries a
+ * `serverless-pre-function` that, in the access phase, sets the request's upstream to
+ * `$connection_original_dst` (apisix-runtime's SO_ORIGINAL_DST of the captured connection) the way
+ * APISIX's own traffic-split sets a per-request upstream (`apisix.upstream`.set; `set_by_route` then
+ * keeps it). Inbound forwards leave from the passthrough source through the sidecar's nginx snippet.
+ */
+export const ORIGINAL_DESTINATION_PLUGIN = 'serverless-pre-function';
+
+/** How long an idle pass-through request may wait for bytes: Envoy's default stream idle timeout. */
+export const PASSTHROUGH_IO_TIMEOUT = 300;
+
+export interface OriginalDestinationOptions {
+  ports: CapturePorts;
+  /** the original-destination cluster's connect timeout, seconds */
+  connectTimeout: number;
+}
+
+/**
+ * The Lua function (one chunk returning a function, as the serverless plugin requires). A
+ * destination on one of the capture ports is refused: forwarding there would loop into APISIX
+ * (Istio's `virtualOutbound-blackhole` does the same for 15001). Numbers are interpolated as
+ * numbers only; nothing from xDS reaches the code as text.
+ */
+export function originalDestinationLua(options: OriginalDestinationOptions): string {
+  const { outbound, inbound } = options.ports;
+  const connect = finite(options.connectTimeout);
+  return `return function(conf, ctx)
+  local core = require("apisix.core")
+  local dst = ngx.var.connection_original_dst
+  local host, port
+  if dst then
+    host, port = string.match(dst, "^%[?([^%]]+)%]?:(%d+)$")
+    port = tonumber(port)
+  end
+  if not host or not port or port == ${outbound} or port == ${inbound} then
+    core.log.warn("apisix-mesh: no original destination to pass through to: ", dst)
+    return core.response.exit(502)
+  end
+  require("apisix.upstream").set(ctx, "passthrough#" .. dst, ctx.conf_version, {
+    type = "roundrobin",
+    scheme = "http",
+    pass_host = "pass",
+    nodes = {{host = host, port = port, weight = 1, priority = 0}},
+    timeout = {connect = ${connect}, send = ${PASSTHROUGH_IO_TIMEOUT}, read = ${PASSTHROUGH_IO_TIMEOUT}},
+    parent = ctx.matched_route,
+  })
+end
+`;
+}
+
+/** The route without a stored upstream, forwarding to the original destination instead. */
+export function originalDestinationRoute(route: ApisixRoute, options: OriginalDestinationOptions): ApisixRoute {
+  const { upstream_id: _stored, ...rest } = route;
+  return {
+    ...rest,
+    plugins: { ...(rest.plugins ?? {}), [ORIGINAL_DESTINATION_PLUGIN]: { phase: 'access', functions: [originalDestinationLua(options)] } },
+  };
+}
+
+function finite(seconds: number): number {
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new RangeError(`connect timeout must be a positive number of seconds, got ${seconds}`);
+  return seconds;
+}
