@@ -124,6 +124,17 @@ describe('RouteConfiguration → routes', () => {
     expect(t.notes.map((n) => [n.reason, n.skipped])).toEqual([['unsupported-domain', false], ['unsupported-domain', true]]);
   });
 
+  it('ranks scopes as Envoy picks listeners and chains: one address, then the port, then catch-all', () => {
+    const many = rc({ name: '9153', virtual_hosts: [{ name: 'v', domains: ['*'], routes: Array.from({ length: 5 }, (_, i) => ({ name: `r${i}`, match: { prefix: `/${i}` }, route: { cluster: 'c' } })) }] });
+    const priorities = (s: Parameters<typeof translateRouteConfiguration>[1]) => translateRouteConfiguration(many, s).routes.map((r) => r.route.priority);
+    const address = priorities({ direction: 'outbound', port: 9153, address: '10.96.0.10' });
+    const port = priorities({ direction: 'outbound', port: 9153 });
+    const catchAll = priorities({ direction: 'inbound', port: 0 });
+    expect(Math.min(...address)).toBeGreaterThan(Math.max(...port));
+    expect(Math.min(...port)).toBeGreaterThan(Math.max(...catchAll));
+    for (const p of [address, port, catchAll]) expect(p).toEqual([...p].sort((a, b) => b - a)); // first match first
+  });
+
   it('anchors the port so 80 does not match 8080', () => {
     const t = translateRouteConfiguration(rc({ name: '80', virtual_hosts: [{ name: 'v', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c' } }] }] }), { direction: 'outbound', port: 80 });
     const v = t.routes[0]!.route.vars!.find((x) => x[0] === 'connection_original_dst')!;
