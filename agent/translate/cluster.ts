@@ -68,8 +68,10 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
   if (discovery === 'ORIGINAL_DST') {
     const parsed = parseClusterName(name);
     if (parsed?.direction === 'inbound' && parsed.port > 0) {
-      // Inbound traffic goes to the app in this pod; the proxy's own uid is never captured, so
-      // connecting to the pod IP (or loopback) reaches it directly.
+      // Inbound traffic goes to the app in this pod, at the pod IP as with Envoy (an app bound to
+      // that address alone is reached too). The capture rules send the proxy's connections to the
+      // pod IP back to the inbound port unless they leave from 127.0.0.6, which the sidecar's
+      // APISIX config binds for inbound requests (webhook/injection/apisix-config.ts).
       inlineNodes = [{ host: ctx.podIp ?? '127.0.0.1', port: parsed.port, weight: 1 }];
     } else {
       result.originalDestination = { connectTimeout: connectTimeout(cluster) };

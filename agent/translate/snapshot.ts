@@ -139,8 +139,11 @@ export class MeshTranslator {
       const passthrough = r.clusters.length === 1 ? clusters.get(r.clusters[0]!)?.originalDestination : undefined;
       if (passthrough) {
         const cached = this.finalRouteCache.get(r);
-        const route = cached?.passthrough === passthrough ? cached.route : originalDestinationRoute(r.route, { ports: this.ports, ...passthrough });
-        this.finalRouteCache.set(r, { main: undefined, limits: undefined, passthrough, route });
+        let route = cached?.passthrough === passthrough ? cached.route : undefined;
+        if (!route) {
+          route = originalDestinationRoute(r.route, { ports: this.ports, ...passthrough });
+          this.finalRouteCache.set(r, { main: undefined, limits: undefined, passthrough, route });
+        }
         apisixRoutes.set(route.id, route);
         continue;
       }

@@ -246,6 +246,19 @@ describe('whole mesh', () => {
     expect(cached).toEqual(translateMesh(xds));
     expect(cached.upstreams.get(upstreamId('outbound|80||a'))!.nodes).toHaveLength(2);
   });
+  it('the cached translator follows a cluster that turns into an original destination and back', () => {
+    const translator = new MeshTranslator();
+    const xds = base();
+    const eds = xds.clusters.get('outbound|80||a')!;
+    const steps = [cluster({ name: 'outbound|80||a', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' }), eds];
+    for (const c of steps) {
+      xds.clusters.set('outbound|80||a', c);
+      const cached = translator.translate(xds);
+      expect(cached).toEqual(translateMesh(xds));
+      const [route] = [...cached.routes.values()];
+      expect(route!.upstream_id === undefined).toBe(c !== eds);
+    }
+  });
   it('inbound: virtualInbound\'s inline route configuration reaches the app in the pod, on the inbound listener only', () => {
     const real = loadXds('istio-sidecar-listeners-configdump.yaml');
     const xds = {
