@@ -75,6 +75,21 @@ describe('traffic annotations in sidecar mode', () => {
     expect(cfg({ [`${T}excludeInboundPorts`]: '15021,22' }).excludeInboundPorts).toEqual([15020, 15021, 15090, 22]);
   });
 
+  it('takes the mesh-wide outbound capture when the pod does not say, and the annotation over it', () => {
+    const config = {
+      ...defaultInjectionConfig,
+      outboundCapture: { includeIpRanges: ['10.96.0.0/12', 'fd00:10:96::/108'], excludeIpRanges: ['10.96.0.1/32'], excludePorts: [443, 5432] },
+    };
+    const plain = pod({});
+    expect(captureConfigFor(plain, plain.spec!.containers, config)).toMatchObject({
+      outboundIpRanges: ['10.96.0.0/12', 'fd00:10:96::/108'],
+      excludeOutboundIpRanges: ['10.96.0.1/32'],
+      excludeOutboundPorts: [443, 5432],
+    });
+    const own = pod({ [`${T}includeOutboundIPRanges`]: '*', [`${T}excludeOutboundIPRanges`]: '', [`${T}excludeOutboundPorts`]: '6379' });
+    expect(captureConfigFor(own, own.spec!.containers, config)).toMatchObject({ outboundIpRanges: '*', excludeOutboundIpRanges: [], excludeOutboundPorts: [6379] });
+  });
+
   it('captures only the declared TCP ports when so configured and the pod does not say', () => {
     const p = pod({}, {
       containers: [

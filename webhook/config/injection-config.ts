@@ -49,6 +49,19 @@ export interface InjectionConfig {
    * (Istio's default, `*`) or `declared` (only the ports the pod's containers declare).
    */
   inboundCapture: 'all' | 'declared';
+  /**
+   * Mesh-wide outbound capture of sidecar pods, for pods that do not set the matching
+   * `traffic.sidecar.istio.io/*` annotation (the annotation replaces the default, as Istio's
+   * `global.proxy.includeIPRanges|excludeIPRanges|excludeOutboundPorts` do).
+   */
+  outboundCapture: {
+    /** `*` or CIDRs: destinations captured (`includeOutboundIPRanges`). */
+    includeIpRanges: '*' | string[];
+    /** destinations never captured (`excludeOutboundIPRanges`). */
+    excludeIpRanges: string[];
+    /** destination ports never captured (`excludeOutboundPorts`), e.g. non-HTTP protocols. */
+    excludePorts: number[];
+  };
   gateway: {
     /** The gateway's own listeners, kept out of Envoy's inbound capture. */
     inboundPorts: number[];
@@ -87,6 +100,7 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
   apisixWorkerProcesses: 2,
   nativeSidecars: false,
   inboundCapture: 'all',
+  outboundCapture: { includeIpRanges: '*', excludeIpRanges: [], excludePorts: [] },
   gateway: {
     inboundPorts: [80, 443],
     excludeOutboundPorts: [4317, 4318],

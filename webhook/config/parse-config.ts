@@ -73,6 +73,13 @@ const cidr: Reader<string> = (v, field) => {
   return `${addr}/${Number(bits)}`;
 };
 
+/** `*` (everything) or a list of CIDRs. */
+const cidrSelection: Reader<'*' | string[]> = (v, field) => {
+  if (v === '*') return '*';
+  if (!Array.isArray(v)) throw new FieldError(field, `must be "*" or a list of CIDRs, got ${describe(v)}`);
+  return listOf(cidr)(v, field);
+};
+
 /** Kubernetes-style DNS label (namespace names). */
 const dnsLabel: Reader<string> = (v, field) => {
   if (typeof v !== 'string' || !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(v)) {
@@ -160,6 +167,7 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
     apisixWorkerProcesses: integer(1, 64),
     nativeSidecars: boolean,
     inboundCapture: oneOf('all', 'declared'),
+    outboundCapture: section({ includeIpRanges: cidrSelection, excludeIpRanges: listOf(cidr), excludePorts: listOf(port) }, d.outboundCapture),
     gateway: section(
       { inboundPorts: listOf(port), excludeOutboundPorts: listOf(port), excludeOutboundIpRanges: listOf(cidr) },
       d.gateway,

@@ -62,8 +62,9 @@ export function reservedPorts(config: InjectionConfig): number[] {
 /**
  * The capture configuration of a pod, with istio-iptables' semantics: inbound `*` (or the declared
  * ports, per configuration) unless `includeInboundPorts` says otherwise; the mesh's own status and
- * metrics ports always excluded inbound before the pod's own exclusions; outbound `*` unless
- * `includeOutboundIPRanges` says otherwise. Throws `PodRejection` for a value that is not valid.
+ * metrics ports always excluded inbound before the pod's own exclusions; outbound as the
+ * configuration's `outboundCapture` (`*` by default) unless the pod's annotations say otherwise.
+ * Throws `PodRejection` for a value that is not valid.
  */
 export function captureConfigFor(pod: V1Pod, appContainers: readonly V1Container[], config: InjectionConfig): CaptureConfig {
   const a = pod.metadata?.annotations ?? {};
@@ -89,7 +90,9 @@ export function captureConfigFor(pod: V1Pod, appContainers: readonly V1Container
     };
     const includeRanges = get(TRAFFIC.includeOutboundIPRanges);
     const excludeRanges = get(TRAFFIC.excludeOutboundIPRanges);
+    const excludePorts = get(TRAFFIC.excludeOutboundPorts);
     const interfaces = get(TRAFFIC.excludeInterfaces);
+    const defaults = config.outboundCapture;
     return {
       ...defaultCaptureConfig,
       outboundPort: config.ports.outbound,
@@ -98,10 +101,10 @@ export function captureConfigFor(pod: V1Pod, appContainers: readonly V1Container
       proxyGid: config.proxyGid,
       inboundPorts,
       excludeInboundPorts: excludeInbound,
-      outboundIpRanges: includeRanges === undefined ? '*' : parseCidrSelection(includeRanges, TRAFFIC.includeOutboundIPRanges),
-      excludeOutboundIpRanges: excludeRanges === undefined ? [] : parseCidrList(excludeRanges, TRAFFIC.excludeOutboundIPRanges),
+      outboundIpRanges: includeRanges === undefined ? defaults.includeIpRanges : parseCidrSelection(includeRanges, TRAFFIC.includeOutboundIPRanges),
+      excludeOutboundIpRanges: excludeRanges === undefined ? defaults.excludeIpRanges : parseCidrList(excludeRanges, TRAFFIC.excludeOutboundIPRanges),
       outboundPorts: list(TRAFFIC.includeOutboundPorts, parsePortList),
-      excludeOutboundPorts: list(TRAFFIC.excludeOutboundPorts, parsePortList),
+      excludeOutboundPorts: excludePorts === undefined ? defaults.excludePorts : parsePortList(excludePorts, TRAFFIC.excludeOutboundPorts),
       excludeInterfaces: interfaces === undefined ? [] : parseInterfaceList(interfaces, TRAFFIC.excludeInterfaces),
     };
   } catch (err) {
