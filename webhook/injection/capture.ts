@@ -84,14 +84,11 @@ export function captureConfigFor(pod: V1Pod, appContainers: readonly V1Container
         if (!excludeInbound.includes(p)) excludeInbound.push(p);
       }
     }
-    const list = (name: string, parse: (v: string, s: string) => number[]): number[] => {
+    /** The annotation's value parsed, or `fallback` when the pod does not carry it. */
+    const annotated = <T>(name: string, parse: (v: string, s: string) => T, fallback: T): T => {
       const v = get(name);
-      return v === undefined ? [] : parse(v, name);
+      return v === undefined ? fallback : parse(v, name);
     };
-    const includeRanges = get(TRAFFIC.includeOutboundIPRanges);
-    const excludeRanges = get(TRAFFIC.excludeOutboundIPRanges);
-    const excludePorts = get(TRAFFIC.excludeOutboundPorts);
-    const interfaces = get(TRAFFIC.excludeInterfaces);
     const defaults = config.outboundCapture;
     return {
       ...defaultCaptureConfig,
@@ -101,11 +98,11 @@ export function captureConfigFor(pod: V1Pod, appContainers: readonly V1Container
       proxyGid: config.proxyGid,
       inboundPorts,
       excludeInboundPorts: excludeInbound,
-      outboundIpRanges: includeRanges === undefined ? defaults.includeIpRanges : parseCidrSelection(includeRanges, TRAFFIC.includeOutboundIPRanges),
-      excludeOutboundIpRanges: excludeRanges === undefined ? defaults.excludeIpRanges : parseCidrList(excludeRanges, TRAFFIC.excludeOutboundIPRanges),
-      outboundPorts: list(TRAFFIC.includeOutboundPorts, parsePortList),
-      excludeOutboundPorts: excludePorts === undefined ? defaults.excludePorts : parsePortList(excludePorts, TRAFFIC.excludeOutboundPorts),
-      excludeInterfaces: interfaces === undefined ? [] : parseInterfaceList(interfaces, TRAFFIC.excludeInterfaces),
+      outboundIpRanges: annotated(TRAFFIC.includeOutboundIPRanges, parseCidrSelection, defaults.includeIpRanges),
+      excludeOutboundIpRanges: annotated(TRAFFIC.excludeOutboundIPRanges, parseCidrList, defaults.excludeIpRanges),
+      outboundPorts: annotated(TRAFFIC.includeOutboundPorts, parsePortList, []),
+      excludeOutboundPorts: annotated(TRAFFIC.excludeOutboundPorts, parsePortList, defaults.excludePorts),
+      excludeInterfaces: annotated(TRAFFIC.excludeInterfaces, parseInterfaceList, []),
     };
   } catch (err) {
     annotationError(err);
