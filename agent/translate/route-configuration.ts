@@ -107,6 +107,27 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
   return { routes, notes };
 }
 
+/**
+ * A TCP proxy chain to an original-destination cluster, on a scope with no HTTP routes of its own:
+ * Istio's `virtualOutbound` catch-all under `ALLOW_ANY`, which lets a connection to any port the
+ * mesh does not know through untouched. APISIX's capture listener speaks HTTP, so the HTTP requests
+ * arriving there get one route that forwards them to where they were going (the snapshot turns it
+ * into an original-destination route, as it does `allow_any`).
+ */
+export function tcpPassthroughRoute(scope: RouteScope, cluster: string, listenerName: string, ports: CapturePorts): TranslatedRoute {
+  const route: ApisixRoute = {
+    id: stableId('route', scopeKeyText(scope), '\0tcp-passthrough', listenerName, cluster),
+    name: `tcp-passthrough#${listenerName}#${cluster}`.slice(0, 256),
+    desc: `${listenerName}: TCP pass-through to ${cluster}, for HTTP on ports without routes`.slice(0, 256),
+    uri: '/*',
+    priority: scopeFloor(scope, 1) + 1,
+    vars: scopeConditions(scope, ports),
+    upstream_id: upstreamId(cluster),
+    status: 1,
+  };
+  return { route, clusters: [cluster], upstreamSettings: {} };
+}
+
 /** Priorities of route configurations served on a listener bound to one address start here. */
 const ADDRESS_SCOPE_FLOOR = 10_000_000;
 

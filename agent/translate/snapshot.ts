@@ -5,7 +5,7 @@ import { translateClusterLoadAssignment, type EndpointsTranslation } from './end
 import { originalDestinationRoute } from './original-destination.js';
 import { translateListener, scopeKey, type ListenerTranslation, type RouteScope } from './listener.js';
 import {
-  translateRouteConfiguration, DEFAULT_CAPTURE_PORTS,
+  translateRouteConfiguration, tcpPassthroughRoute, DEFAULT_CAPTURE_PORTS,
   type CapturePorts, type RouteConfigTranslation, type TranslatedRoute,
 } from './route-configuration.js';
 
@@ -40,6 +40,7 @@ export class MeshTranslator {
   private readonly endpointCache = new WeakMap<ClusterLoadAssignment, EndpointsTranslation>();
   private readonly listenerCache = new WeakMap<Listener, ListenerTranslation>();
   private readonly routeCache = new WeakMap<RouteConfiguration, Map<string, RouteConfigTranslation>>();
+  private readonly tcpPassthroughCache = new WeakMap<ListenerTranslation, Map<string, TranslatedRoute>>();
   /** final objects, kept while their inputs are the same objects: unchanged output keeps its identity */
   private readonly upstreamCache = new WeakMap<ClusterTranslation, { nodes: unknown; settings: TranslatedRoute['upstreamSettings'] | undefined; upstream: ApisixUpstream }>();
   private readonly finalRouteCache = new WeakMap<TranslatedRoute, { main: ApisixUpstream | undefined; limits: ClusterTranslation['limits']; passthrough?: ClusterTranslation['originalDestination']; route: ApisixRoute }>();
@@ -70,6 +71,7 @@ export class MeshTranslator {
         else notes.push({ kind: 'listener', name: lt.listenerName, reason: 'route-config-pending', detail: `route configuration ${routeConfigName} not received yet`, skipped: true });
       }
       for (const { routeConfig, scope } of lt.inline) scoped.push({ rc: routeConfig, scope });
+      routes.push(...this.tcpPassthroughRoutes(lt, clusters));
     }
     for (const { rc, scope } of scoped) {
       let byScope = this.routeCache.get(rc);
@@ -168,6 +170,22 @@ export class MeshTranslator {
       apisixRoutes.set(route.id, route);
     }
     return { upstreams, routes: apisixRoutes, notes };
+  }
+
+  /** HTTP catch-alls for the listener's TCP pass-through chains on scopes it serves no routes on. */
+  private tcpPassthroughRoutes(lt: ListenerTranslation, clusters: ReadonlyMap<string, ClusterTranslation>): TranslatedRoute[] {
+    let byKey = this.tcpPassthroughCache.get(lt);
+    if (!byKey) this.tcpPassthroughCache.set(lt, (byKey = new Map()));
+    const served = new Set([...lt.rds, ...lt.inline].map((x) => scopeKey(x.scope)));
+    const out: TranslatedRoute[] = [];
+    for (const { scope, cluster } of lt.tcpProxies) {
+      if (served.has(scopeKey(scope)) || !clusters.get(cluster)?.originalDestination) continue;
+      const key = `${scopeKey(scope)}\0${cluster}`;
+      let route = byKey.get(key);
+      if (!route) byKey.set(key, (route = tcpPassthroughRoute(scope, cluster, lt.listenerName, this.ports)));
+      out.push(route);
+    }
+    return out;
   }
 }
 

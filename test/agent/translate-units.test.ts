@@ -259,6 +259,30 @@ describe('whole mesh', () => {
       expect(route!.upstream_id === undefined).toBe(c !== eds);
     }
   });
+  it('outbound: virtualOutbound\'s TCP pass-through becomes the last HTTP route, to the original destination', () => {
+    const real = loadXds('istio-sidecar-listeners-configdump.yaml');
+    const xds = {
+      clusters: new Map([
+        ['PassthroughCluster', cluster({ name: 'PassthroughCluster', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED', connect_timeout: '10s' })],
+        ['BlackHoleCluster', cluster({ name: 'BlackHoleCluster', type: 'STATIC' })],
+      ]),
+      endpoints: new Map(),
+      listeners: new Map([['virtualOutbound', real.listeners.get('virtualOutbound')!]]),
+      routeConfigs: new Map(),
+    };
+    const translator = new MeshTranslator();
+    const out = translator.translate(xds);
+    const routes = [...out.routes.values()];
+    expect(routes).toHaveLength(1); // the black hole chain (destination port 15001) gets nothing
+    expect(routes[0]).toMatchObject({ uri: '/*', priority: 0, vars: [['server_port', '==', '15001']] });
+    expect(routes[0]!.upstream_id).toBeUndefined();
+    expect(routes[0]!.plugins?.['serverless-pre-function']?.['functions']).toEqual([expect.stringContaining('timeout = {connect = 10,')]);
+    expect(validateApisix('route.strict', routes[0])).toBeNull();
+    expect(translator.translate(xds).routes.get(routes[0]!.id)).toBe(routes[0]); // cached while the listener is the same
+    // no original-destination cluster (REGISTRY_ONLY points the catch-all at BlackHoleCluster): no route, APISIX answers 404
+    const registryOnly = { ...xds, clusters: new Map([...xds.clusters].filter(([n]) => n !== 'PassthroughCluster')) };
+    expect(translateMesh(registryOnly).routes.size).toBe(0);
+  });
   it('inbound: virtualInbound\'s inline route configuration reaches the app in the pod, on the inbound listener only', () => {
     const real = loadXds('istio-sidecar-listeners-configdump.yaml');
     const xds = {
