@@ -88,6 +88,7 @@ export class MeshTranslator {
     const derived = new Map<string, TranslatedRoute['upstreamSettings']>();
     for (const r of routes) {
       for (const name of r.clusters) {
+        if (clusters.get(name)?.originalDestination) continue; // no stored upstream to carry them
         const previous = derived.get(name);
         if (!previous) derived.set(name, r.upstreamSettings);
         else if (!sameSettings(previous, r.upstreamSettings)) {
