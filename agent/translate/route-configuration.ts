@@ -2,7 +2,7 @@ import type { HTTPFault, Route, RouteAction, RouteConfiguration, VirtualHost } f
 import { unpackAny, type PackedAny } from '../xds/codec.js';
 import type { ApisixPlugins, ApisixRoute, ApisixVar, TranslationNote } from './apisix-types.js';
 import { stableId, upstreamId } from './ids.js';
-import type { RouteScope } from './listener.js';
+import { scopeKey, type RouteScope } from './listener.js';
 import { matchVars, UnsupportedMatch } from './matchers.js';
 import { durationSeconds, percentOf, regexEscape, wrapped } from './values.js';
 import { parseClusterName } from './cluster.js';
@@ -72,10 +72,10 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
     for (const route of vhost.routes ?? []) {
       const priority = floor + total - position++;
       const name = `${route.name || 'anon'}#${vhost.name ?? ''}#${rcName}`.replace(/\.svc\.cluster\.local/g, '');
-      const fullName = `${scopeKeyText(scope)}#${route.name ?? ''}#${vhost.name ?? ''}#${rcName}`;
+      const fullName = `${scopeKey(scope)}#${route.name ?? ''}#${vhost.name ?? ''}#${rcName}`;
       try {
         const translated = translateRoute(route, vhost, {
-          id: uniqueId(usedIds, stableId('route', scopeKeyText(scope), rcName, vhost.name ?? '', route.name ?? '', JSON.stringify(route.match ?? {}))),
+          id: uniqueId(usedIds, stableId('route', scopeKey(scope), rcName, vhost.name ?? '', route.name ?? '', JSON.stringify(route.match ?? {}))),
           name: name.slice(0, 256),
           priority,
           hosts,
@@ -91,7 +91,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
     }
     if (needsNotFound(vhost)) {
       const route: ApisixRoute = {
-        id: uniqueId(usedIds, stableId('route', scopeKeyText(scope), rcName, vhost.name ?? '', '\0not-found')),
+        id: uniqueId(usedIds, stableId('route', scopeKey(scope), rcName, vhost.name ?? '', '\0not-found')),
         name: `not-found#${vhost.name ?? ''}#${rcName}`.replace(/\.svc\.cluster\.local/g, '').slice(0, 256),
         desc: `${vhost.name ?? ''}: no route matched (Envoy answers 404 here)`.slice(0, 256),
         uri: '/*',
@@ -116,7 +116,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
  */
 export function tcpPassthroughRoute(scope: RouteScope, cluster: string, listenerName: string, ports: CapturePorts): TranslatedRoute {
   const route: ApisixRoute = {
-    id: stableId('route', scopeKeyText(scope), '\0tcp-passthrough', listenerName, cluster),
+    id: stableId('route', scopeKey(scope), '\0tcp-passthrough', listenerName, cluster),
     name: `tcp-passthrough#${listenerName}#${cluster}`.slice(0, 256),
     desc: `${listenerName}: TCP pass-through to ${cluster}, for HTTP on ports without routes`.slice(0, 256),
     uri: '/*',
@@ -156,10 +156,6 @@ function uniqueId(used: Set<string>, id: string): string {
   for (let i = 1; used.has(candidate); i++) candidate = `${id}-${i}`;
   used.add(candidate);
   return candidate;
-}
-
-function scopeKeyText(scope: RouteScope): string {
-  return `${scope.direction}:${scope.address ?? '*'}:${scope.port}`;
 }
 
 /** Routes of one listener only see traffic captured by that listener, for that original destination. */

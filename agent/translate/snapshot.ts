@@ -175,6 +175,7 @@ export class MeshTranslator {
 
   /** HTTP catch-alls for the listener's TCP pass-through chains on scopes it serves no routes on. */
   private tcpPassthroughRoutes(lt: ListenerTranslation, clusters: ReadonlyMap<string, ClusterTranslation>): TranslatedRoute[] {
+    if (lt.tcpProxies.length === 0) return [];
     let byKey = this.tcpPassthroughCache.get(lt);
     if (!byKey) this.tcpPassthroughCache.set(lt, (byKey = new Map()));
     const served = new Set([...lt.rds, ...lt.inline].map((x) => scopeKey(x.scope)));
