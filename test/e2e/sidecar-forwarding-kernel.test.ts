@@ -7,7 +7,7 @@ import { translateCluster } from '../../agent/translate/cluster.js';
 import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
 import { apisixConfigDocument } from '../../webhook/injection/apisix-config.js';
 import { describeWhenAvailable, firstMissing, missingCommand, missingRoot } from '../support/requirements.js';
-import { createPair, podIp, remoteIp, runIptables, startHttpEcho, type Listener, type NetnsPair } from '../iptables/support/netns.js';
+import { asUser, createPair, podIp, remoteIp, runIptables, startHttpEcho, type Listener, type NetnsPair } from '../iptables/support/netns.js';
 
 /**
  * The proxy's side of the capture rules on a real kernel. APISIX is nginx: here Debian's nginx
@@ -25,7 +25,7 @@ const missing = firstMissing(
   missingCommand('curl', 'install curl'),
 );
 
-const proxyUid = defaultInjectionConfig.proxyUid;
+const { proxyUid, proxyGid } = defaultInjectionConfig;
 const appUid = 1000;
 const { outbound, inbound } = defaultInjectionConfig.ports;
 const appPort = 8080;
@@ -69,11 +69,11 @@ ${snippets.server}
 }
 `,
   );
-  spawnSync('chown', ['-R', `${proxyUid}:${proxyUid}`, dir]);
+  spawnSync('chown', ['-R', `${proxyUid}:${proxyGid}`, dir]);
   chmodSync(dir, 0o755);
   const child: ChildProcess = spawn(
     'ip',
-    ['netns', 'exec', ns, 'setpriv', `--reuid=${proxyUid}`, `--regid=${proxyUid}`, '--clear-groups', 'nginx', '-p', dir, '-e', `${dir}/error.log`, '-c', `${dir}/nginx.conf`],
+    ['netns', 'exec', ns, ...asUser({ uid: proxyUid, gid: proxyGid }), 'nginx', '-p', dir, '-e', `${dir}/error.log`, '-c', `${dir}/nginx.conf`],
     { stdio: 'ignore' },
   );
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -94,7 +94,7 @@ ${snippets.server}
 
 /** One HTTP GET from `ns` as `uid` (root when omitted): the status and the body. */
 function get(ns: string, url: string, uid?: number): { status: number; body: string } {
-  const identity = uid === undefined ? [] : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups'];
+  const identity = uid === undefined ? [] : asUser({ uid, gid: uid });
   const res = spawnSync('ip', ['netns', 'exec', ns, ...identity, 'curl', '-s', '-m', '8', '-o', '-', '-w', '\n%{http_code}', url], { encoding: 'utf8' });
   const lines = res.stdout.trimEnd().split('\n');
   return { status: Number(lines.pop()), body: lines.join('\n') };
@@ -131,7 +131,8 @@ describeWhenAvailable('APISIX forwarding under the capture rules (a real kernel,
   });
 
   it('without binding the passthrough source, an inbound request forwarded to the pod IP is captured again', async () => {
-    const nginx = await startNginx(pair.pod, { http: '', server: '' }, `${podIp}:${appPort}`);
+    const node = inboundNodes[0]!;
+    const nginx = await startNginx(pair.pod, { http: '', server: '' }, `${node.host}:${node.port}`);
     try {
       const res = get(pair.remote, `http://${podIp}:${appPort}/`);
       expect(res.status).toBeGreaterThanOrEqual(500); // the loop ends when nginx runs out of connections

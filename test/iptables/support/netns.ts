@@ -140,9 +140,14 @@ export interface Outcome {
   error?: string;
 }
 
+/** The command prefix that runs what follows as uid:gid with no supplementary groups. */
+export function asUser(ids: { uid: number; gid: number }): string[] {
+  return ['setpriv', `--reuid=${ids.uid}`, `--regid=${ids.gid}`, '--clear-groups'];
+}
+
 /** Opens `connections` from `ns` as uid:gid (root when omitted); one process for all of them. */
 export function connectFrom(ns: string, connections: Connection[], ids?: { uid: number; gid: number }): Map<string, Outcome> {
-  const identity = ids ? ['setpriv', `--reuid=${ids.uid}`, `--regid=${ids.gid}`, '--clear-groups'] : [];
+  const identity = ids ? asUser(ids) : [];
   const out = sh(['ip', 'netns', 'exec', ns, ...identity, process.execPath, clientPath, JSON.stringify(connections)]);
   return new Map((JSON.parse(out) as Outcome[]).map((o) => [o.tag, o]));
 }
