@@ -13,7 +13,7 @@ describe('apisix-mesh CLI', () => {
   });
 
   it('has --help on every command', () => {
-    for (const command of ['inject', 'webhook', 'iptables', 'agent', 'etcd']) {
+    for (const command of ['inject', 'webhook', 'iptables', 'agent', 'etcd', 'wait']) {
       const res = spawnSync(process.execPath, [cli, command, '--help'], { encoding: 'utf8' });
       expect(res.status, command).toBe(0);
       expect(res.stdout, command).toContain(`Usage: apisix-mesh ${command}`);

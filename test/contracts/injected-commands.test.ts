@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
@@ -50,5 +51,26 @@ describe('command lines the webhook injects', () => {
     const labelsFlag = agent.args!.find((a) => a.startsWith('--pod-labels-file='))!;
     const mount = agent.volumeMounts!.find((m) => labelsFlag.slice('--pod-labels-file='.length).startsWith(`${m.mountPath}/`));
     expect(mount, 'the labels file lies on a mounted volume').toBeDefined();
+  });
+});
+
+describe('the agent\'s postStart hook (holds APISIX until the etcd API answers)', () => {
+  const agent = injectedContainers().find((x) => x.args?.[0] === 'agent')!;
+  const hook = agent.lifecycle?.postStart?.exec?.command ?? [];
+
+  it('runs the image\'s own entrypoint, since exec hooks bypass it', () => {
+    const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
+    const entrypoint = JSON.parse(/^ENTRYPOINT (.*)$/m.exec(dockerfile)![1]!) as string[];
+    expect(hook.slice(0, entrypoint.length)).toEqual(entrypoint);
+    expect(hook[entrypoint.length]).toBe('wait');
+  });
+
+  it('waits for the address the agent serves the etcd API on', () => {
+    const listen = agent.args!.find((a) => a.startsWith('--etcd-listen='))!.split('=')[1];
+    expect(hook).toContain(`--etcd-address=${listen}`);
+    const wait = buildProgram().commands.find((c) => c.name() === 'wait')!;
+    const parsed = wait.parseOptions(hook.slice(3));
+    expect(parsed.unknown).toEqual([]);
+    expect(parsed.operands).toEqual([]);
   });
 });

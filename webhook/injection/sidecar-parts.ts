@@ -146,6 +146,9 @@ function configCopyContainer(config: InjectionConfig): V1Container {
   };
 }
 
+/** The mesh image's ENTRYPOINT (Dockerfile); exec hooks do not go through it, so they spell it out. */
+export const MESH_IMAGE_ENTRYPOINT = ['node', '/app/dist/cli/main.js'] as const;
+
 /** Where the agent sees the pod's downward-API files (labels, APISIX's config.yaml). */
 const POD_INFO_DIR = '/etc/apisix-mesh/pod';
 
@@ -173,7 +176,12 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
     ],
     ports: [{ name: 'mesh-status', containerPort: config.ports.agentStatus, protocol: 'TCP' }],
     readinessProbe: { ...ready, periodSeconds: 5, failureThreshold: 3 },
-    ...(native ? { startupProbe: { ...ready, periodSeconds: 1, failureThreshold: 600 }, restartPolicy: 'Always' } : {}),
+    // Native sidecars: the startup probe holds APISIX (the next init container) until the agent is
+    // ready. Ordinary containers: the kubelet starts the next container only once this postStart
+    // hook returns, so APISIX's `init_etcd` finds the etcd API answering (see agent/wait-command.ts).
+    ...(native
+      ? { startupProbe: { ...ready, periodSeconds: 1, failureThreshold: 600 }, restartPolicy: 'Always' }
+      : { lifecycle: { postStart: { exec: { command: [...MESH_IMAGE_ENTRYPOINT, 'wait', `--etcd-address=127.0.0.1:${config.ports.etcd}`, '--timeout=60s'] } } } }),
     resources: structuredClone(config.resources.agent),
     securityContext: proxySecurityContext(config),
     volumeMounts: [{ name: NAMES.podInfoVolume, mountPath: POD_INFO_DIR, readOnly: true }],
