@@ -83,7 +83,8 @@ export class FakeIstiod {
     return this.streams.size;
   }
 
-  async start(port = 0, tls?: { key: string; cert: string }): Promise<number> {
+  /** Listens on 127.0.0.1:`port`, or on `address` as grpc-js spells it (e.g. `unix:/path`). */
+  async start(port: number | string = 0, tls?: { key: string; cert: string }): Promise<number> {
     const root = envoyRoot();
     const req = root.lookupType('envoy.service.discovery.v3.DiscoveryRequest');
     const server = new grpc.Server();
@@ -103,7 +104,7 @@ export class FakeIstiod {
     );
     this.port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(
-        `127.0.0.1:${port}`,
+        typeof port === 'string' ? port : `127.0.0.1:${port}`,
         tls ? grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(tls.key), cert_chain: Buffer.from(tls.cert) }], false) : grpc.ServerCredentials.createInsecure(),
         (err, p) => (err ? reject(err) : resolve(p)),
       ),

@@ -1,0 +1,67 @@
+// Issue: "APISIX must start cleanly in the pod". Run as a kubelet runs it, the injected pod must come
+// up without any container restart and become Ready without the kubelet's 10 s back-off — with
+// ordinary containers (the agent's postStart hook holds APISIX) and with native sidecars (the
+// agent's startup probe does).
+import type { V1Pod } from '@kubernetes/client-node';
+import { afterEach, expect, it } from 'vitest';
+import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
+import { describeWhenAvailable } from '../support/requirements.js';
+import { missingForPod, podManifest } from '../support/pod/requirements.js';
+import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
+import { describeLines } from '../support/pod/apisix-log.js';
+import { loadCanonical } from '../support/xds-fixtures.js';
+
+const xds = () => loadCanonical('synthetic-canary-xds-responses.json');
+const manifest = podManifest('frontend', 'shop', { app: 'frontend', version: 'v1' });
+
+function names(pod: V1Pod): string[] {
+  return [...(pod.spec!.initContainers ?? []), ...pod.spec!.containers].map((c) => c.name);
+}
+
+describeWhenAvailable('the injected pod starts cleanly (real APISIX, real kernel)', missingForPod(), () => {
+  let pod: RunningPod | undefined;
+  afterEach(async () => {
+    await pod?.stop();
+    pod = undefined;
+  });
+
+  it('ordinary sidecars: APISIX starts after the agent\'s etcd API answers; no restart, Ready at once', async () => {
+    const started = Date.now();
+    pod = await startPod({ manifest, xds: xds() });
+    await pod.kubelet.waitReady(9_000); // well before the first restart back-off (10 s) could end
+    const readyAfter = Date.now() - started;
+    for (const name of names(pod.injected)) expect(pod.kubelet.restarts(name), name).toBe(0);
+    const events = pod.kubelet.events;
+    const hook = events.findIndex((e) => e.startsWith('container apisix-mesh-agent postStart hook exited 0'));
+    const apisix = events.findIndex((e) => e.startsWith('container apisix-mesh-apisix started'));
+    expect(hook, events.join('\n')).toBeGreaterThanOrEqual(0);
+    expect(apisix).toBeGreaterThan(hook);
+    expect(pod.apisixLog()).not.toContain('all etcd nodes are unavailable');
+    expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
+    expect(readyAfter).toBeLessThan(9_000);
+  });
+
+  it('native sidecars: the startup probes order agent, APISIX and the app; no restart', async () => {
+    pod = await startPod({ manifest, xds: xds(), config: { ...defaultInjectionConfig, nativeSidecars: true } });
+    await pod.kubelet.waitReady(9_000);
+    expect(pod.injected.spec!.initContainers!.filter((c) => c.restartPolicy === 'Always').map((c) => c.name)).toEqual(['apisix-mesh-agent', 'apisix-mesh-apisix']);
+    for (const name of names(pod.injected)) expect(pod.kubelet.restarts(name), name).toBe(0);
+    expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
+  });
+
+  it('control: without an answering etcd API, APISIX exits at start and the kubelet restarts it', async () => {
+    // What the hook prevents, made deterministic: no hook, and the agent serving elsewhere.
+    const injectedElsewhere = (p: V1Pod): V1Pod => {
+      const agent = p.spec!.containers.find((c) => c.name === 'apisix-mesh-agent')!;
+      agent.lifecycle = undefined;
+      agent.args = agent.args!.map((a) => (a.startsWith('--etcd-listen=') ? '--etcd-listen=127.0.0.1:25379' : a));
+      return p;
+    };
+    pod = await startPod({ manifest, xds: xds(), mutateInjected: injectedElsewhere });
+    const deadline = Date.now() + 8_000;
+    while (pod.kubelet.restarts('apisix-mesh-apisix') === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(pod.kubelet.restarts('apisix-mesh-apisix')).toBe(1);
+    expect(pod.apisixLog()).toContain('all etcd nodes are unavailable');
+    expect(await pod.kubelet.isReady()).toBe(false);
+  });
+});

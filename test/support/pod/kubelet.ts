@@ -1,0 +1,377 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, closeSync, constants, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import { join } from 'node:path';
+import type { V1Container, V1EnvVar, V1Pod, V1Probe, V1Volume } from '@kubernetes/client-node';
+import { asUser } from '../../iptables/support/netns.js';
+import { ContainerFs } from './container-fs.js';
+import type { LocalImage } from './images.js';
+import type { NetnsWorker } from './worker-client.js';
+
+/**
+ * Runs a pod's containers as a kubelet would, as processes in the pod's network namespace:
+ * - init containers one after the other, each to a successful exit; native sidecars (init
+ *   containers with `restartPolicy: Always`) are started and the next one waits for their startup
+ *   probe;
+ * - then the containers in order, each one's postStart hook run to its end before the next starts
+ *   (a failing hook kills the container, which is then restarted);
+ * - a container that exits is restarted after the kubelet's back-off (10 s, doubling, at most
+ *   300 s) and counted in `restarts`;
+ * - readiness: every container's readinessProbe answers 200–399 (probed from the cluster side).
+ * Each container runs its image's entrypoint (or its `command`) with its `args`, its environment
+ * (downward-API fields resolved), as its securityContext's uid/gid, with its volumes mounted.
+ * Deviations, all at the edges: paths are those of a per-container filesystem view
+ * (container-fs.ts); `dns` names are replaced by addresses in the arguments (there is no cluster
+ * DNS here); app containers may be replaced by test programs; probes are polled every 200 ms instead
+ * of every periodSeconds; capabilities are not dropped (the processes run with setpriv's uid/gid).
+ */
+export interface KubeletOptions {
+  pod: V1Pod;
+  podIp: string;
+  netns: string;
+  /** per pod run: volumes, container filesystems, logs */
+  dir: string;
+  images: Record<string, LocalImage>;
+  /** host names in arguments → addresses (stands for the cluster's DNS) */
+  dns?: Record<string, string>;
+  /** containers replaced by a test program: name → how it is started */
+  replace?: Record<string, (ctx: { uid: number; gid: number }) => Promise<{ stop(): void }>>;
+  /** probes run from the cluster side */
+  prober: NetnsWorker;
+}
+
+interface Running {
+  container: V1Container;
+  child?: ChildProcess;
+  replaced?: { stop(): void };
+  restarts: number;
+  log: string[];
+  startedAt: number;
+  restartTimer?: NodeJS.Timeout;
+  exited?: Promise<void>;
+  /** stopped on purpose: its exit is not a crash to restart */
+  killing?: boolean;
+}
+
+const LOG_LIMIT = 20_000; // lines kept per container
+
+
+export class Kubelet {
+  private readonly running = new Map<string, Running>();
+  private stopping = false;
+  private readonly volumeDirs = new Map<string, string>();
+  private fifos = 0;
+  readonly events: string[] = [];
+
+  constructor(private readonly opts: KubeletOptions) {}
+
+  /** Runs the pod up to its last container started (not necessarily ready). */
+  async start(): Promise<void> {
+    const spec = this.opts.pod.spec!;
+    this.prepareVolumes(spec.volumes ?? []);
+    for (const init of spec.initContainers ?? []) {
+      if (init.restartPolicy === 'Always') {
+        this.launch(init);
+        if (init.startupProbe) await this.waitFor(init.name, init.startupProbe, 'startup');
+      } else {
+        await this.runToCompletion(init);
+      }
+    }
+    for (const c of spec.containers) {
+      this.launch(c);
+      await this.postStart(c);
+    }
+  }
+
+  restarts(name: string): number {
+    return this.running.get(name)?.restarts ?? 0;
+  }
+
+  /** stdout and stderr of a container, every start of it, in order. */
+  logs(name: string): string {
+    return (this.running.get(name)?.log ?? []).join('');
+  }
+
+  /** Every container's readiness probe passes. */
+  async waitReady(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (const c of this.allContainers()) {
+      if (!c.readinessProbe) continue;
+      await this.waitFor(c.name, c.readinessProbe, 'readiness', deadline - Date.now());
+    }
+  }
+
+  async isReady(): Promise<boolean> {
+    for (const c of this.allContainers()) {
+      if (c.readinessProbe && !(await this.probe(c.readinessProbe))) return false;
+    }
+    return true;
+  }
+
+  /** Stops a container (SIGTERM, then SIGKILL after 5 s) and starts it again at once, as after `kill 1`. */
+  async restartNow(name: string): Promise<void> {
+    const r = this.running.get(name);
+    if (!r) throw new Error(`no container ${name}`);
+    await this.kill(r);
+    r.restarts += 1;
+    this.launch(r.container, r);
+  }
+
+  /** Stops a container and keeps it stopped until `resume` (an outage of that part of the pod). */
+  async pause(name: string): Promise<void> {
+    const r = this.running.get(name);
+    if (!r) throw new Error(`no container ${name}`);
+    await this.kill(r);
+  }
+
+  resume(name: string): void {
+    const r = this.running.get(name)!;
+    r.restarts += 1;
+    this.launch(r.container, r);
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const all = [...this.running.values()].reverse();
+    await Promise.all(all.map((r) => this.kill(r)));
+  }
+
+  private allContainers(): V1Container[] {
+    const spec = this.opts.pod.spec!;
+    return [...(spec.initContainers ?? []).filter((c) => c.restartPolicy === 'Always'), ...spec.containers];
+  }
+
+  private prepareVolumes(volumes: V1Volume[]): void {
+    const pod = this.opts.pod;
+    for (const v of volumes) {
+      const dir = join(this.opts.dir, 'volumes', v.name);
+      mkdirSync(dir, { recursive: true, mode: 0o777 });
+      if (v.emptyDir) {
+        // the kubelet makes emptyDirs world-writable
+      } else if (v.downwardAPI) {
+        for (const item of v.downwardAPI.items ?? []) {
+          writeFileSync(join(dir, item.path), downwardValue(pod, item.fieldRef?.fieldPath ?? '', this.opts.podIp));
+        }
+      } else {
+        throw new Error(`volume ${v.name}: only emptyDir and downwardAPI volumes are run here`);
+      }
+      this.volumeDirs.set(v.name, dir);
+      chmodSync(dir, 0o777);
+    }
+  }
+
+  private containerFs(c: V1Container): { fs: ContainerFs; image: LocalImage } {
+    const image = this.opts.images[c.image ?? ''];
+    if (!image) throw new Error(`container ${c.name}: no local stand-in for image ${c.image}`);
+    const fs = new ContainerFs(join(this.opts.dir, 'containers', c.name));
+    for (const [path, host] of Object.entries(image.files)) fs.place(path, host);
+    for (const m of c.volumeMounts ?? []) {
+      const vol = this.volumeDirs.get(m.name);
+      if (!vol) throw new Error(`container ${c.name}: volume ${m.name} is not in the pod`);
+      const host = m.subPath ? join(vol, m.subPath) : vol;
+      mkdirSync(host, { recursive: true, mode: 0o777 });
+      chmodSync(host, 0o777);
+      fs.place(m.mountPath, host);
+    }
+    return { fs, image };
+  }
+
+  /** argv, environment, cwd and identity of a container as it would run. */
+  private command(c: V1Container): { argv: string[]; env: NodeJS.ProcessEnv; cwd: string; uid: number; gid: number; fs: ContainerFs } {
+    const { fs, image } = this.containerFs(c);
+    const raw = [...(c.command ?? image.entrypoint), ...(c.args ?? (c.command ? [] : image.cmd))];
+    const argv = raw.map((a) => fs.translate(this.resolveDns(a)));
+    if (argv[0] === 'node') argv[0] = process.execPath;
+    const env: NodeJS.ProcessEnv = { PATH: image.path.join(':'), HOME: '/nonexistent', TMPDIR: fs.hostPath('/tmp') };
+    for (const e of c.env ?? []) env[e.name] = envValue(this.opts.pod, e, this.opts.podIp);
+    const sc = { ...this.opts.pod.spec?.securityContext, ...c.securityContext };
+    return { argv, env, cwd: fs.hostPath(c.workingDir ?? image.workdir), uid: sc.runAsUser ?? 0, gid: sc.runAsGroup ?? sc.runAsUser ?? 0, fs };
+  }
+
+  private resolveDns(arg: string): string {
+    let out = arg;
+    for (const [name, ip] of Object.entries(this.opts.dns ?? {})) out = out.split(`${name}:`).join(`${ip}:`);
+    return out;
+  }
+
+  /**
+   * Starts a process in the pod. Its stdout and stderr are one FIFO, as a container runtime gives
+   * them: APISIX reopens `/dev/stderr` (its injected error_log), which fails on the socket pair that
+   * Node's 'pipe' stdio would be.
+   */
+  private spawnIn(cmd: { argv: string[]; env: NodeJS.ProcessEnv; cwd: string; uid: number; gid: number }): { child: ChildProcess; output: Readable } {
+    const fifo = join(this.opts.dir, `fifo-${++this.fifos}`);
+    execFileSync('mkfifo', ['-m', '0666', fifo]);
+    const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writeFd = openSync(fifo, constants.O_WRONLY);
+    rmSync(fifo);
+    try {
+      const argv = ['netns', 'exec', this.opts.netns, ...asUser({ uid: cmd.uid, gid: cmd.gid }), ...cmd.argv];
+      const child = spawn('ip', argv, {
+        env: cmd.env,
+        cwd: cmd.cwd,
+        detached: true, // its own process group: APISIX's workers go with it
+        stdio: ['ignore', writeFd, writeFd],
+      });
+      return { child, output: new Socket({ fd: readFd, readable: true, writable: false }) };
+    } finally {
+      closeSync(writeFd);
+    }
+  }
+
+  private async runToCompletion(c: V1Container): Promise<void> {
+    const cmd = this.command(c);
+    const r: Running = { container: c, restarts: 0, log: [], startedAt: Date.now() };
+    this.running.set(c.name, r);
+    const { child, output } = this.spawnIn(cmd);
+    this.collect(r, output);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    this.events.push(`init container ${c.name} exited ${code}`);
+    if (code !== 0) throw new Error(`init container ${c.name} exited with ${code}:\n${this.logs(c.name).slice(-3000)}`);
+  }
+
+  private launch(c: V1Container, existing?: Running): void {
+    const r: Running = existing ?? { container: c, restarts: 0, log: [], startedAt: 0 };
+    this.running.set(c.name, r);
+    r.startedAt = Date.now();
+    const replacement = this.opts.replace?.[c.name];
+    if (replacement) {
+      const sc = { ...this.opts.pod.spec?.securityContext, ...c.securityContext };
+      const uid = sc.runAsUser ?? 1000;
+      void replacement({ uid, gid: sc.runAsGroup ?? uid }).then((p) => (r.replaced = p));
+      this.events.push(`container ${c.name} replaced by a test program`);
+      return;
+    }
+    const { child, output } = this.spawnIn(this.command(c));
+    r.child = child;
+    this.collect(r, output);
+    this.events.push(`container ${c.name} started (pid ${child.pid})`);
+    r.exited = new Promise<void>((resolve) =>
+      child.once('exit', (code, signal) => {
+        this.events.push(`container ${c.name} exited ${code ?? signal}`);
+        if (r.child === child) r.child = undefined;
+        resolve();
+        if (!this.stopping && !r.killing) this.scheduleRestart(r);
+      }),
+    );
+  }
+
+  private scheduleRestart(r: Running): void {
+    r.restarts += 1;
+    const backoff = Math.min(300_000, 10_000 * 2 ** (r.restarts - 1));
+    this.events.push(`container ${r.container.name} restarts in ${backoff / 1000} s (back-off)`);
+    r.restartTimer = setTimeout(() => {
+      if (!this.stopping) this.launch(r.container, r);
+    }, backoff);
+  }
+
+  private async postStart(c: V1Container): Promise<void> {
+    const hook = c.lifecycle?.postStart?.exec?.command;
+    if (!hook || this.opts.replace?.[c.name]) return;
+    const base = this.command(c);
+    const argv = hook.map((a) => base.fs.translate(this.resolveDns(a)));
+    if (argv[0] === 'node') argv[0] = process.execPath;
+    const { child, output } = this.spawnIn({ ...base, argv });
+    const r = this.running.get(c.name)!;
+    const out: string[] = [];
+    output.on('data', (d) => out.push(String(d)));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    this.events.push(`container ${c.name} postStart hook exited ${code}: ${out.join('').trim()}`);
+    if (code !== 0) {
+      // FailedPostStartHook: the kubelet kills the container; it restarts under the back-off
+      await this.kill(r);
+      this.scheduleRestart(r);
+    }
+  }
+
+  private collect(r: Running, output: Readable): void {
+    output.on('data', (d: Buffer) => {
+      r.log.push(String(d));
+      if (r.log.length > LOG_LIMIT) r.log.splice(0, r.log.length - LOG_LIMIT);
+    });
+    output.on('error', () => undefined);
+  }
+
+  private async kill(r: Running): Promise<void> {
+    if (r.restartTimer) clearTimeout(r.restartTimer);
+    r.replaced?.stop();
+    const child = r.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    r.killing = true;
+    const group = -child.pid!;
+    try {
+      process.kill(group, 'SIGTERM');
+    } catch {
+      // gone
+    }
+    const killer = setTimeout(() => {
+      try {
+        process.kill(group, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }, 5000);
+    await r.exited;
+    clearTimeout(killer);
+    r.killing = false;
+  }
+
+  private async probe(p: V1Probe): Promise<boolean> {
+    const get = p.httpGet;
+    if (!get) throw new Error('only httpGet probes are run here');
+    const port = typeof get.port === 'number' ? get.port : Number(get.port);
+    const res = await this.opts.prober.http({ url: `http://${this.opts.podIp}:${port}${get.path ?? '/'}`, timeoutMs: 1000 });
+    return 'status' in res && res.status >= 200 && res.status < 400;
+  }
+
+  private async waitFor(name: string, p: V1Probe, what: string, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await this.probe(p))) {
+      if (Date.now() > deadline) {
+        throw new Error(`${name}: ${what} probe did not pass within ${timeoutMs} ms; its log:\n${this.logs(name).slice(-3000)}`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+/** A downward-API field as the kubelet renders it (labels/annotations: sorted `k="v"` lines, Go %q). */
+function downwardValue(pod: V1Pod, fieldPath: string, podIp: string): string {
+  const map = (m: Record<string, string> | undefined) =>
+    Object.keys(m ?? {})
+      .sort()
+      .map((k) => `${k}=${JSON.stringify(m![k])}`)
+      .join('\n');
+  if (fieldPath === 'metadata.labels') return map(pod.metadata?.labels);
+  if (fieldPath === 'metadata.annotations') return map(pod.metadata?.annotations);
+  const annotation = /^metadata\.annotations\['(.+)'\]$/.exec(fieldPath);
+  if (annotation) return pod.metadata?.annotations?.[annotation[1]!] ?? '';
+  const label = /^metadata\.labels\['(.+)'\]$/.exec(fieldPath);
+  if (label) return pod.metadata?.labels?.[label[1]!] ?? '';
+  return fieldValue(pod, fieldPath, podIp);
+}
+
+function fieldValue(pod: V1Pod, fieldPath: string, podIp: string): string {
+  switch (fieldPath) {
+    case 'metadata.name':
+      return pod.metadata?.name ?? '';
+    case 'metadata.namespace':
+      return pod.metadata?.namespace ?? 'default';
+    case 'status.podIP':
+      return podIp;
+    case 'spec.serviceAccountName':
+      return pod.spec?.serviceAccountName ?? 'default';
+    case 'spec.nodeName':
+      return 'node-1';
+    default:
+      throw new Error(`downward API field ${fieldPath} is not run here`);
+  }
+}
+
+function envValue(pod: V1Pod, e: V1EnvVar, podIp: string): string {
+  if (e.value !== undefined) return e.value;
+  const path = e.valueFrom?.fieldRef?.fieldPath;
+  if (path) return downwardValue(pod, path, podIp);
+  throw new Error(`env ${e.name}: only values and fieldRefs are run here`);
+}

@@ -1,0 +1,116 @@
+// A test program that lives inside a network namespace (the pod's app, or the cluster side) and does
+// what the test asks, one JSON object per line on stdin, one answer per line on stdout:
+//   {id, op: 'http', url, method?, headers?, body?, timeoutMs?, localAddress?}
+//       → {id, status, headers, body} | {id, error}
+//   {id, op: 'serve', name, host, port}   an HTTP echo server: answers {name, method, url, headers,
+//       peer, body} as JSON; `name` tells the test which server answered. Query parameters
+//       `delay=<ms>` and `status=<code>` make it answer late or with that status.
+//   {id, op: 'unserve', name}
+//   {id, op: 'served', name}              → {id, count, requests: [{method, url, headers, peer}]}
+//   {id, op: 'relay', host, port, unixPath}  accepts TCP on host:port and splices each connection to
+//       the Unix socket (how namespaced programs reach a server of the test process)
+// Plain JavaScript with no dependencies, so any uid can run it from a world-readable copy.
+import { createServer, request } from 'node:http';
+import { connect, createServer as createTcpServer } from 'node:net';
+import { createInterface } from 'node:readline';
+
+const servers = new Map();
+
+function reply(msg) {
+  process.stdout.write(`${JSON.stringify(msg)}\n`);
+}
+
+function doHttp({ id, url, method = 'GET', headers = {}, body, timeoutMs = 8000, localAddress }) {
+  const req = request(url, { method, headers, timeout: timeoutMs, agent: false, ...(localAddress ? { localAddress } : {}) }, (res) => {
+    const chunks = [];
+    res.on('data', (c) => chunks.push(c));
+    res.on('end', () => reply({ id, status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+    res.on('error', (err) => reply({ id, error: err.message }));
+  });
+  req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
+  req.on('error', (err) => reply({ id, error: err.code ?? err.message }));
+  req.end(body);
+}
+
+function serve({ id, name, host, port }) {
+  const record = { count: 0, requests: [] };
+  const server = createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const seen = { method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress };
+      record.count += 1;
+      if (record.requests.length < 1000) record.requests.push(seen);
+      const query = new URL(req.url, 'http://x').searchParams;
+      const answer = () => {
+        res.statusCode = Number(query.get('status') ?? 200);
+        res.setHeader('content-type', 'application/json');
+        res.setHeader('x-served-by', name);
+        res.end(JSON.stringify({ name, ...seen, body: Buffer.concat(chunks).toString('utf8') }));
+      };
+      const delay = Number(query.get('delay') ?? 0);
+      if (delay > 0) setTimeout(answer, delay);
+      else answer();
+    });
+  });
+  server.on('error', (err) => reply({ id, error: `${name} on ${host}:${port}: ${err.message}` }));
+  server.listen(port, host, () => {
+    servers.set(name, { server, record });
+    reply({ id, ok: true });
+  });
+}
+
+function relay({ id, host, port, unixPath, name }) {
+  const server = createTcpServer((socket) => {
+    const upstream = connect(unixPath);
+    socket.pipe(upstream).pipe(socket);
+    const end = () => {
+      socket.destroy();
+      upstream.destroy();
+    };
+    socket.on('error', end);
+    upstream.on('error', end);
+    socket.on('close', end);
+    upstream.on('close', end);
+  });
+  server.on('error', (err) => reply({ id, error: `relay on ${host}:${port}: ${err.message}` }));
+  server.listen(port, host, () => {
+    servers.set(name ?? `relay-${port}`, { server, record: { count: 0, requests: [] } });
+    reply({ id, ok: true });
+  });
+}
+
+const ops = {
+  http: doHttp,
+  serve,
+  relay,
+  unserve({ id, name }) {
+    const s = servers.get(name);
+    servers.delete(name);
+    if (!s) return reply({ id, ok: true });
+    s.server.closeAllConnections?.();
+    s.server.close(() => reply({ id, ok: true }));
+  },
+  served({ id, name }) {
+    const s = servers.get(name);
+    reply({ id, count: s?.record.count ?? 0, requests: s?.record.requests ?? [] });
+  },
+};
+
+createInterface({ input: process.stdin }).on('line', (line) => {
+  let msg;
+  try {
+    msg = JSON.parse(line);
+  } catch {
+    return reply({ error: `not JSON: ${line.slice(0, 80)}` });
+  }
+  const op = ops[msg.op];
+  if (!op) return reply({ id: msg.id, error: `unknown op ${msg.op}` });
+  try {
+    op(msg);
+  } catch (err) {
+    reply({ id: msg.id, error: err.message });
+  }
+});
+process.stdin.on('end', () => process.exit(0));
+reply({ ready: true });

@@ -1,0 +1,73 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { sh } from '../../iptables/support/netns.js';
+
+/**
+ * The pod's network and the cluster around it: two namespaces joined by a veth pair. The pod has
+ * one address and a default route into the cluster namespace, which holds every other address a
+ * test needs (istiod, service VIPs, endpoints, external hosts) on its loopback, so whatever the pod
+ * dials is either captured by its rules or answered there. Nothing is added to the host's own
+ * namespace. Names carry a random suffix; `destroy` kills what still runs inside and removes both.
+ */
+export const POD_IP = '10.66.0.2';
+export const CLUSTER_GATEWAY_IP = '10.66.0.1';
+
+export interface PodNetwork {
+  pod: string;
+  cluster: string;
+  /** adds addresses (v4, /32) to the cluster namespace */
+  addClusterAddresses(...ips: string[]): void;
+  destroy(): void;
+}
+
+function killAllIn(ns: string): void {
+  const pids = spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+  for (const pid of pids) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+export function createPodNetwork(): PodNetwork {
+  const suffix = randomBytes(3).toString('hex');
+  const pod = `pod-${suffix}`;
+  const cluster = `cluster-${suffix}`;
+  const added = new Set<string>();
+  const destroy = (): void => {
+    for (const ns of [pod, cluster]) {
+      killAllIn(ns);
+      spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    }
+  };
+  process.once('exit', destroy);
+  try {
+    sh(['ip', 'netns', 'add', pod]);
+    sh(['ip', 'netns', 'add', cluster]);
+    sh(['ip', '-n', pod, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'veth-pod', 'netns', cluster]);
+    sh(['ip', '-n', pod, 'addr', 'add', `${POD_IP}/24`, 'dev', 'eth0']);
+    sh(['ip', '-n', cluster, 'addr', 'add', `${CLUSTER_GATEWAY_IP}/24`, 'dev', 'veth-pod']);
+    for (const [ns, dev] of [[pod, 'eth0'], [cluster, 'veth-pod']] as const) {
+      sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+      sh(['ip', '-n', ns, 'link', 'set', dev, 'up']);
+    }
+    sh(['ip', '-n', pod, 'route', 'add', 'default', 'via', CLUSTER_GATEWAY_IP]);
+  } catch (err) {
+    destroy();
+    throw err;
+  }
+  return {
+    pod,
+    cluster,
+    addClusterAddresses(...ips: string[]) {
+      for (const ip of ips) {
+        if (added.has(ip)) continue;
+        added.add(ip);
+        sh(['ip', '-n', cluster, 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
+      }
+    },
+    destroy,
+  };
+}

@@ -1,0 +1,176 @@
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { V1Pod } from '@kubernetes/client-node';
+import YAML from 'yaml';
+import { defaultInjectionConfig, type InjectionConfig } from '../../../webhook/config/injection-config.js';
+import { injectPod } from '../../../webhook/injection/inject-pod.js';
+import { parseStatus } from '../../../webhook/injection/status.js';
+import { STATUS_ANNOTATION } from '../../../webhook/injection/annotations.js';
+import type { CanonicalResources } from '../../../agent/xds/config-dump.js';
+import { FakeIstiod } from '../fake-istiod.js';
+import { findApisixRuntime } from './apisix-runtime.js';
+import { apisixImage, meshImage } from './images.js';
+import { Kubelet } from './kubelet.js';
+import { createPodNetwork, POD_IP, type PodNetwork } from './network.js';
+import { stagedProject } from './staged-project.js';
+import { NetnsWorker } from './worker-client.js';
+import { apisixErrorLines } from './apisix-log.js';
+
+/**
+ * The injected pod run for real: the injection (the webhook's own function) applied to a pod
+ * manifest, then every container of the result run as the kubelet would (kubelet.ts) in a fresh
+ * network namespace — the init container's exact `apisix-mesh iptables …`, APISIX 3.x with exactly
+ * the injected config.yaml, the agent with exactly its injected arguments and downward-API
+ * environment — and the app containers replaced by test programs (netns-worker.mjs) as another uid.
+ * Around it, a "cluster" namespace with a fake istiod (its address is the only change to the
+ * injected arguments), service addresses and endpoints. Everything derives from the injected pod,
+ * so when the injection changes the harness follows. `stop()` ends every process and removes the
+ * namespaces, also when a test failed (call it from afterAll).
+ */
+export const ISTIOD_IP = '10.66.1.10';
+export const APP_UID = 1000;
+
+export interface PodHarnessOptions {
+  /** a Pod manifest (YAML or object) before injection */
+  manifest: string | V1Pod;
+  config?: InjectionConfig;
+  /** what the fake istiod serves at first */
+  xds: CanonicalResources;
+  /** addresses that exist in the cluster namespace (service VIPs, endpoints, external hosts) */
+  clusterAddresses?: string[];
+  /** for control experiments only: changes the injected pod before it runs */
+  mutateInjected?: (pod: V1Pod) => V1Pod;
+}
+
+export interface RunningPod {
+  /** the pod as injected (what runs) */
+  injected: V1Pod;
+  network: PodNetwork;
+  kubelet: Kubelet;
+  istiod: FakeIstiod;
+  /** an app container's test program, in the pod, as APP_UID */
+  app(name?: string): NetnsWorker;
+  /** the test's hands in the cluster namespace: clients from outside the pod, echo servers */
+  cluster: NetnsWorker;
+  /** the APISIX container's output (its error log goes to stderr, as injected) */
+  apisixLog(): string;
+  /** `[error]` and worse lines of APISIX that no pattern in `expected` explains */
+  apisixErrors(expected?: RegExp[]): string[];
+  /** the store revision the agent serves (its /metrics) */
+  agentRevision(): Promise<number>;
+  /** the highest modification revision among the objects APISIX holds (its Prometheus export) */
+  apisixRevision(): Promise<number>;
+  /** until APISIX holds the agent's latest revision (true), or the timeout passes (false) */
+  waitSynced(timeoutMs?: number): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+/** One gauge value out of a Prometheus text page. */
+function gauge(page: string, name: string, labels = ''): number {
+  const line = page.split('\n').find((l) => l.startsWith(`${name}${labels} `));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : NaN;
+}
+
+export async function startPod(options: PodHarnessOptions): Promise<RunningPod> {
+  const runtime = findApisixRuntime();
+  if (typeof runtime === 'string') throw new Error(runtime);
+  const config = options.config ?? defaultInjectionConfig;
+  const manifest = typeof options.manifest === 'string' ? (YAML.parse(options.manifest) as V1Pod) : options.manifest;
+  const injection = injectPod(manifest, 'sidecar', config);
+  if (injection.kind === 'rejected') throw new Error(`the injection refused the pod: ${injection.message}`);
+  const injected = options.mutateInjected ? options.mutateInjected(structuredClone(injection.pod)) : injection.pod;
+  const status = parseStatus(injected.metadata?.annotations?.[STATUS_ANNOTATION]);
+  const meshContainers = new Set([...(status?.containers ?? []), ...(status?.initContainers ?? [])]);
+  const appNames = injected.spec!.containers.map((c) => c.name).filter((n) => !meshContainers.has(n));
+
+  const dir = mkdtempSync(join(tmpdir(), 'apisix-mesh-pod-'));
+  chmodSync(dir, 0o755);
+  const project = stagedProject();
+  const network = createPodNetwork();
+  const workers: NetnsWorker[] = [];
+  const apps = new Map<string, NetnsWorker>();
+  const istiod = new FakeIstiod(options.xds);
+  let kubelet: Kubelet | undefined;
+  const stop = async (): Promise<void> => {
+    await kubelet?.stop().catch(() => undefined);
+    for (const w of workers) w.stop();
+    await istiod.stop();
+    network.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const [istiodHost, istiodPort] = splitHostPort(config.istiodAddress);
+    await istiod.start(`unix:${join(dir, 'istiod.sock')}`);
+    network.addClusterAddresses(ISTIOD_IP, ...(options.clusterAddresses ?? []));
+    const cluster = await NetnsWorker.start('cluster', network.cluster, project.worker);
+    workers.push(cluster);
+    await cluster.relay(ISTIOD_IP, istiodPort, join(dir, 'istiod.sock'));
+
+    kubelet = new Kubelet({
+      pod: injected,
+      podIp: POD_IP,
+      netns: network.pod,
+      dir,
+      images: { [config.images.mesh]: meshImage(project), [config.images.apisix]: apisixImage(runtime, dir) },
+      dns: { [istiodHost]: ISTIOD_IP },
+      prober: cluster,
+      replace: Object.fromEntries(
+        appNames.map((name) => [
+          name,
+          async () => {
+            const w = await NetnsWorker.start(name, network.pod, project.worker, { uid: APP_UID, gid: APP_UID });
+            workers.push(w);
+            apps.set(name, w);
+            return w;
+          },
+        ]),
+      ),
+    });
+    await kubelet.start();
+    while (apps.size < appNames.length) await new Promise((r) => setTimeout(r, 20));
+    const apisixName = injected.spec!.containers.concat(injected.spec!.initContainers ?? []).find((c) => c.image === config.images.apisix && !c.command)!.name;
+    const running: RunningPod = {
+      injected,
+      network,
+      kubelet,
+      istiod,
+      app: (name = appNames[0]!) => {
+        const w = apps.get(name);
+        if (!w) throw new Error(`no app container ${name}`);
+        return w;
+      },
+      cluster,
+      apisixLog: () => kubelet!.logs(apisixName),
+      apisixErrors: (expected = []) => apisixErrorLines(kubelet!.logs(apisixName)).filter((l) => !expected.some((e) => e.test(l))),
+      agentRevision: async () => {
+        const res = await cluster.http({ url: `http://${POD_IP}:${config.ports.agentStatus}/metrics` });
+        return 'status' in res ? gauge(res.body, 'apisix_mesh_store_revision') : NaN;
+      },
+      apisixRevision: async () => {
+        const res = await cluster.http({ url: `http://${POD_IP}:${config.ports.apisixMetrics}/apisix/prometheus/metrics` });
+        return 'status' in res ? gauge(res.body, 'apisix_etcd_modify_indexes', '{key="max_modify_index"}') : NaN;
+      },
+      waitSynced: async (timeoutMs = 10_000) => {
+        const deadline = Date.now() + timeoutMs;
+        while (Date.now() < deadline) {
+          const [agent, apisix] = await Promise.all([running.agentRevision(), running.apisixRevision()]);
+          if (apisix >= agent) return true;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return false;
+      },
+      stop,
+    };
+    return running;
+  } catch (err) {
+    const logs = kubelet ? kubelet.events.join('\n') : '';
+    await stop();
+    throw new Error(`${(err as Error).message}${logs ? `\nkubelet events:\n${logs}` : ''}`);
+  }
+}
+
+function splitHostPort(address: string): [string, number] {
+  const i = address.lastIndexOf(':');
+  return [address.slice(0, i), Number(address.slice(i + 1))];
+}
