@@ -8,6 +8,7 @@ import { injectPod } from '../../../webhook/injection/inject-pod.js';
 import { parseStatus } from '../../../webhook/injection/status.js';
 import { STATUS_ANNOTATION } from '../../../webhook/injection/annotations.js';
 import type { CanonicalResources } from '../../../agent/xds/config-dump.js';
+import type { XdsKind } from '../../../agent/xds/protos.js';
 import { FakeIstiod } from '../fake-istiod.js';
 import { findApisixRuntime } from './apisix-runtime.js';
 import { apisixImage, meshImage } from './images.js';
@@ -63,6 +64,11 @@ export interface RunningPod {
   apisixRevision(): Promise<number>;
   /** until APISIX holds the agent's latest revision (true), or the timeout passes (false) */
   waitSynced(timeoutMs?: number): Promise<boolean>;
+  /**
+   * istiod pushes `kinds`; resolves once the agent has applied a new revision and APISIX holds it
+   * (throws after `timeoutMs`). The resources must change the APISIX objects.
+   */
+  push(kinds: XdsKind[], timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -159,6 +165,18 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
           await new Promise((r) => setTimeout(r, 100));
         }
         return false;
+      },
+      push: async (kinds, timeoutMs = 10_000) => {
+        const before = await running.agentRevision();
+        istiod.push(kinds);
+        const deadline = Date.now() + timeoutMs;
+        while ((await running.agentRevision()) <= before) {
+          if (Date.now() > deadline) throw new Error(`the agent applied no new revision after the ${kinds.join('/')} push (still ${before})`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        if (!(await running.waitSynced(Math.max(0, deadline - Date.now())))) {
+          throw new Error(`APISIX did not reach the agent's revision ${await running.agentRevision()} within ${timeoutMs} ms (at ${await running.apisixRevision()})`);
+        }
       },
       stop,
     };
