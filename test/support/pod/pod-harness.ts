@@ -60,15 +60,18 @@ export interface RunningPod {
   apisixErrors(expected?: RegExp[]): string[];
   /** the store revision the agent serves (its /metrics) */
   agentRevision(): Promise<number>;
+  /** how many routes and upstreams the agent serves (its /metrics) */
+  agentObjects(): Promise<{ routes: number; upstreams: number }>;
   /** the highest modification revision among the objects APISIX holds (its Prometheus export) */
   apisixRevision(): Promise<number>;
-  /** until APISIX holds the agent's latest revision (true), or the timeout passes (false) */
-  waitSynced(timeoutMs?: number): Promise<boolean>;
   /**
-   * istiod pushes `kinds`; resolves once the agent has applied a new revision and APISIX holds it
-   * (throws after `timeoutMs`). The resources must change the APISIX objects.
+   * Until the newest route or upstream APISIX holds is the newest one the agent serves (true), or
+   * the timeout passes (false). That is all APISIX shows of its state (its Prometheus export):
+   * a change that only deletes objects cannot be seen this way.
    */
-  push(kinds: XdsKind[], timeoutMs?: number): Promise<void>;
+  waitSynced(timeoutMs?: number): Promise<boolean>;
+  /** istiod pushes `kinds`; resolves once the agent has applied them and APISIX caught up (see waitSynced). */
+  push(kinds: XdsKind[], options?: { timeoutMs?: number }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -136,6 +139,25 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     await kubelet.start();
     while (apps.size < appNames.length) await new Promise((r) => setTimeout(r, 20));
     const apisixName = injected.spec!.containers.concat(injected.spec!.initContainers ?? []).find((c) => c.image === config.images.apisix && !c.command)!.name;
+    const agentMetrics = async (): Promise<string> => {
+      const res = await cluster.http({ url: `http://${POD_IP}:${config.ports.agentStatus}/metrics` });
+      return 'status' in res ? res.body : '';
+    };
+    /** the highest mod_revision among the routes and upstreams in the agent's etcd API (loopback: asked from the app) */
+    const newestObject = async (): Promise<number> => {
+      const b64 = (t: string) => Buffer.from(t).toString('base64');
+      const app = apps.get(appNames[0]!)!;
+      const res = await app.http({
+        url: `http://127.0.0.1:${config.ports.etcd}/v3/kv/range`,
+        method: 'POST',
+        body: JSON.stringify({ key: b64('/apisix/'), range_end: b64('/apisix0'), keys_only: true }),
+      });
+      if (!('status' in res) || res.status !== 200) return NaN;
+      const kvs = (JSON.parse(res.body) as { kvs?: Array<{ key: string; mod_revision: string }> }).kvs ?? [];
+      return kvs
+        .filter((kv) => /^\/apisix\/(routes|upstreams)\/./.test(Buffer.from(kv.key, 'base64').toString()))
+        .reduce((max, kv) => Math.max(max, Number(kv.mod_revision)), 0);
+    };
     const running: RunningPod = {
       injected,
       network,
@@ -149,9 +171,10 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
       cluster,
       apisixLog: () => kubelet!.logs(apisixName),
       apisixErrors: (expected = []) => apisixErrorLines(kubelet!.logs(apisixName)).filter((l) => !expected.some((e) => e.test(l))),
-      agentRevision: async () => {
-        const res = await cluster.http({ url: `http://${POD_IP}:${config.ports.agentStatus}/metrics` });
-        return 'status' in res ? gauge(res.body, 'apisix_mesh_store_revision') : NaN;
+      agentRevision: async () => gauge(await agentMetrics(), 'apisix_mesh_store_revision'),
+      agentObjects: async () => {
+        const page = await agentMetrics();
+        return { routes: gauge(page, 'apisix_mesh_apisix_objects', '{kind="route"}'), upstreams: gauge(page, 'apisix_mesh_apisix_objects', '{kind="upstream"}') };
       },
       apisixRevision: async () => {
         const res = await cluster.http({ url: `http://${POD_IP}:${config.ports.apisixMetrics}/apisix/prometheus/metrics` });
@@ -160,22 +183,23 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
       waitSynced: async (timeoutMs = 10_000) => {
         const deadline = Date.now() + timeoutMs;
         while (Date.now() < deadline) {
-          const [agent, apisix] = await Promise.all([running.agentRevision(), running.apisixRevision()]);
-          if (apisix >= agent) return true;
+          const [agent, apisix] = await Promise.all([newestObject(), running.apisixRevision()]);
+          if (apisix === agent) return true;
           await new Promise((r) => setTimeout(r, 100));
         }
         return false;
       },
-      push: async (kinds, timeoutMs = 10_000) => {
-        const before = await running.agentRevision();
-        istiod.push(kinds);
+      push: async (kinds, { timeoutMs = 10_000 } = {}) => {
         const deadline = Date.now() + timeoutMs;
-        while ((await running.agentRevision()) <= before) {
-          if (Date.now() > deadline) throw new Error(`the agent applied no new revision after the ${kinds.join('/')} push (still ${before})`);
+        const applies = async () => gauge(await agentMetrics(), 'apisix_mesh_applies_total');
+        const before = await applies();
+        istiod.push(kinds);
+        while ((await applies()) <= before) {
+          if (Date.now() > deadline) throw new Error(`the agent applied nothing after the ${kinds.join('/')} push`);
           await new Promise((r) => setTimeout(r, 50));
         }
         if (!(await running.waitSynced(Math.max(0, deadline - Date.now())))) {
-          throw new Error(`APISIX did not reach the agent's revision ${await running.agentRevision()} within ${timeoutMs} ms (at ${await running.apisixRevision()})`);
+          throw new Error(`APISIX did not catch up with the agent within ${timeoutMs} ms (newest object: agent ${await newestObject()}, APISIX ${await running.apisixRevision()})`);
         }
       },
       stop,
