@@ -60,7 +60,7 @@ describeWhenAvailable('the injected pod starts cleanly (real APISIX, real kernel
     pod = await startPod({ manifest, xds: xds(), mutateInjected: injectedElsewhere });
     const deadline = Date.now() + 8_000;
     while (pod.kubelet.restarts('apisix-mesh-apisix') === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(pod.kubelet.restarts('apisix-mesh-apisix')).toBe(1);
+    expect(pod.kubelet.restarts('apisix-mesh-apisix')).toBeGreaterThanOrEqual(1);
     expect(pod.apisixLog()).toContain('all etcd nodes are unavailable');
     expect(await pod.kubelet.isReady()).toBe(false);
   });

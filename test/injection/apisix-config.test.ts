@@ -22,7 +22,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
       deployment: {
         role: 'data_plane',
         role_data_plane: { config_provider: 'etcd' },
-        etcd: { host: ['http://127.0.0.1:15379'], prefix: '/apisix', timeout: 30 },
+        etcd: { host: ['http://127.0.0.1:15379'], prefix: '/apisix', timeout: 30, health_check_timeout: 1 },
       },
       nginx_config: {
         worker_processes: 2,

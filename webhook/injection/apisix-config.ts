@@ -49,7 +49,11 @@ export function upstreamBindSnippets(inboundPort: number): { http: string; serve
  * - the status API (`/status/ready`) and the Prometheus export on the ports the capture rules
  *   always leave alone, so the kubelet and Prometheus reach them directly;
  * - logs to stdout/stderr (the root filesystem is read-only);
- * - inbound requests forwarded from the passthrough source (see `upstreamBindSnippets`).
+ * - inbound requests forwarded from the passthrough source (see `upstreamBindSnippets`);
+ * - the etcd health check's quarantine cut to 1 s (APISIX's default 10 s): the one etcd endpoint is
+ *   the agent on loopback, and while a failed endpoint is quarantined APISIX neither watches nor
+ *   reads, so a restarted agent's pushes waited ~10 s. Not 0: lua-resty-etcd stores the quarantine
+ *   in a shared dict with that expiry, and 0 means never.
  */
 export function apisixConfigDocument(config: InjectionConfig): Record<string, unknown> {
   const bind = upstreamBindSnippets(config.ports.inbound);
@@ -69,6 +73,7 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
         host: [`http://127.0.0.1:${config.ports.etcd}`],
         prefix: '/apisix',
         timeout: 30,
+        health_check_timeout: 1,
       },
     },
     nginx_config: {

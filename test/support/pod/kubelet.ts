@@ -16,8 +16,8 @@ import type { NetnsWorker } from './worker-client.js';
  *   probe;
  * - then the containers in order, each one's postStart hook run to its end before the next starts
  *   (a failing hook kills the container, which is then restarted);
- * - a container that exits is restarted after the kubelet's back-off (10 s, doubling, at most
- *   300 s) and counted in `restarts`;
+ * - a container that exits is restarted, at once the first time, then after the kubelet's back-off
+ *   (10 s, doubling, at most 300 s), and counted in `restarts`;
  * - readiness: every container's readinessProbe answers 200–399 (probed from the cluster side).
  * Each container runs its image's entrypoint (or its `command`) with its `args`, its environment
  * (downward-API fields resolved), as its securityContext's uid/gid, with its volumes mounted.
@@ -259,7 +259,9 @@ export class Kubelet {
 
   private scheduleRestart(r: Running): void {
     r.restarts += 1;
-    const backoff = Math.min(300_000, 10_000 * 2 ** (r.restarts - 1));
+    // the kubelet restarts a container at once the first time (no back-off entry yet), then after
+    // 10 s, 20 s, … at most 5 min (pkg/kubelet/kuberuntime doBackOff with flowcontrol.Backoff)
+    const backoff = r.restarts === 1 ? 0 : Math.min(300_000, 10_000 * 2 ** (r.restarts - 2));
     this.events.push(`container ${r.container.name} restarts in ${backoff / 1000} s (back-off)`);
     r.restartTimer = setTimeout(() => {
       if (!this.stopping) this.launch(r.container, r);
