@@ -36,6 +36,8 @@ export interface AgentOptions {
   maxCoalesceMs?: number;
   warmingTimeoutMs?: number;
   backoff?: { initialMs: number; maxMs: number };
+  /** INSECURE: filters dropped from chains without being enforced (default: refuse their traffic) */
+  skipFilters?: ReadonlySet<string>;
   /** a pino/Fastify logger, or the level for a new one (default info) */
   logger?: FastifyBaseLogger | { level: string };
   version?: string;
@@ -104,7 +106,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // milliseconds the clock outruns the agent's revisions (at most one per coalescing window,
   // >= 100 ms by default) however long the previous process ran; it stays far below 2^53.
   const store = new KvStore({ initialRevision: Date.now() });
-  const translator = new MeshTranslator({ podIp: options.identity.podIp, ...(options.capturePorts ? { ports: options.capturePorts } : {}) });
+  const translator = new MeshTranslator({
+    podIp: options.identity.podIp,
+    ...(options.capturePorts ? { ports: options.capturePorts } : {}),
+    ...(options.skipFilters ? { skipFilters: options.skipFilters } : {}),
+  });
   const applier = new StoreApplier(store);
   const client = new AdsClient({
     address: options.xdsAddress,

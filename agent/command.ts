@@ -22,6 +22,7 @@ interface AgentFlags {
   maxCoalesce: string;
   warmingTimeout: string;
   istioVersion?: string;
+  insecureSkipFilters?: string;
   logLevel: string;
 }
 
@@ -29,6 +30,19 @@ function port(flag: string, value: string, allowZero = false): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < (allowZero ? 0 : 1) || n > 65535) throw new CliError(`${flag}: expected a port number, got "${value}"`);
   return n;
+}
+
+/** `--insecure-skip-filters`: names or type URLs, each checked for shape so a typo does not pass quietly. */
+function parseSkipFilters(value: string | undefined): Set<string> {
+  const out = new Set<string>();
+  if (value === undefined) return out;
+  for (const item of value.split(',').map((x) => x.trim())) {
+    if (!/^[A-Za-z0-9_.\/-]{1,200}$/.test(item)) {
+      throw new CliError(`--insecure-skip-filters: "${item.slice(0, 40)}" is not a filter name or type URL`);
+    }
+    out.add(item);
+  }
+  return out;
 }
 
 /** `apisix-mesh agent`: xDS from istiod → APISIX objects → the store → the etcd v3 API. */
@@ -57,12 +71,19 @@ export function registerAgentCommand(program: Command): void {
     .option('--warming-timeout <duration>', 'how long to wait for requested endpoints/routes before applying without them (xDS spec: 15s)', '15s')
     .option('--pod-labels-file <file>', 'downward-API file of the pod\'s labels (istiod selects services, policies and subsets by them); its labels win over ISTIO_METAJSON_LABELS')
     .option('--istio-version <version>', 'ISTIO_VERSION sent in the node metadata (istiod gates features on it; default: the ISTIO_META_ISTIO_VERSION variable, else unset = newest)')
+    .option(
+      '--insecure-skip-filters <names>',
+      'INSECURE: comma-separated filter names or type URLs to ignore although the agent does not enforce them. ' +
+        'By default a filter chain carrying any HTTP or network filter the agent does not enforce (RBAC, JWT, ext_authz, ' +
+        'rate limits, Lua, Wasm, ...) has its traffic refused with 403; a filter listed here is dropped instead, so its policy is NOT applied',
+    )
     .option('--log-level <level>', 'debug, info, warn or error', 'info')
     .action(async (flags: AgentFlags) => {
       if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) {
         throw new CliError(`--log-level: expected debug, info, warn or error, got "${flags.logLevel}"`);
       }
       const xds = parseListen('--xds-address', flags.xdsAddress);
+      const skipFilters = parseSkipFilters(flags.insecureSkipFilters);
       const etcd = parseListen('--etcd-listen', flags.etcdListen);
       const statusPort = port('--status-port', flags.statusPort, true);
       let identity;
@@ -102,11 +123,15 @@ export function registerAgentCommand(program: Command): void {
           coalesceMs: parseDuration('--coalesce', flags.coalesce),
           maxCoalesceMs: parseDuration('--max-coalesce', flags.maxCoalesce),
           warmingTimeoutMs: parseDuration('--warming-timeout', flags.warmingTimeout),
+          ...(skipFilters.size ? { skipFilters } : {}),
           logger,
           version: packageVersion(),
         });
       } catch (err) {
         throw new CliError(`cannot start: ${(err as Error).message}`, 1);
+      }
+      if (skipFilters.size) {
+        logger.warn(`--insecure-skip-filters: ${[...skipFilters].join(', ')} will be dropped from filter chains WITHOUT being enforced`);
       }
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {

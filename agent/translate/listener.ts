@@ -1,9 +1,7 @@
 import type { FilterChain, HttpConnectionManager, Listener, RouteConfiguration } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
+import { HCM_TYPE, TCP_PROXY_TYPE, unenforcedFilters, type NamedFilter, type SkipList } from '../policy/filter-inventory.js';
 import type { TranslationNote } from './apisix-types.js';
-
-const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
-const TCP_PROXY_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy';
 
 /**
  * Where a route configuration's routes apply: which of APISIX's capture listeners (outbound or
@@ -34,7 +32,15 @@ export interface ListenerTranslation {
   inline: ScopedInlineRouteConfig[];
   /** TCP proxy chains: reported, APISIX stream routes are not generated */
   tcpProxies: Array<{ scope: RouteScope; cluster: string }>;
+  /** scopes whose chains carry filters the agent does not enforce: their traffic is refused */
+  refused: RefusedScope[];
   notes: TranslationNote[];
+}
+
+export interface RefusedScope {
+  scope: RouteScope;
+  /** `name (type)` of each filter not enforced */
+  filters: string[];
 }
 
 interface TcpProxyConfig {
@@ -46,9 +52,9 @@ interface TcpProxyConfig {
 const VIRTUAL_OUTBOUND = 'virtualOutbound';
 const VIRTUAL_INBOUND = 'virtualInbound';
 
-export function translateListener(listener: Listener): ListenerTranslation {
+export function translateListener(listener: Listener, skip?: SkipList): ListenerTranslation {
   const listenerName = listener.name ?? '';
-  const out: ListenerTranslation = { listenerName, rds: [], inline: [], tcpProxies: [], notes: [] };
+  const out: ListenerTranslation = { listenerName, rds: [], inline: [], tcpProxies: [], refused: [], notes: [] };
   const socket = listener.address?.socket_address;
   if (!socket || !socket.port_value) {
     out.notes.push({ kind: 'listener', name: listenerName, reason: 'no-socket-address', detail: 'listener without an IP socket address', skipped: true });
@@ -60,9 +66,20 @@ export function translateListener(listener: Listener): ListenerTranslation {
   const chains: FilterChain[] = [...(listener.filter_chains ?? [])];
   if (listener.default_filter_chain) chains.push(listener.default_filter_chain);
   const seen = new Set<string>();
+  const refused = new Map<string, RefusedScope>();
+  const tcpNotes: Array<{ scope: RouteScope; note: TranslationNote }> = [];
   for (const chain of chains) {
     const scope = chainScope(listenerName, direction, socket.port_value, address, chain);
     if (!scope) continue;
+    // Fail closed: a chain with a filter the agent does not enforce refuses its scope's traffic;
+    // chains sharing the scope (TLS and plaintext of one port) cannot be told apart by APISIX.
+    const unenforced = unenforcedFilters((chain.filters ?? []) as NamedFilter[], skip);
+    if (unenforced.length) {
+      const entry = refused.get(scopeKey(scope)) ?? { scope, filters: [] };
+      for (const f of unenforced) if (!entry.filters.includes(f)) entry.filters.push(f);
+      refused.set(scopeKey(scope), entry);
+      continue;
+    }
     for (const filter of chain.filters ?? []) {
       const typed = filter.typed_config as PackedAny | undefined;
       if (typed?.type_url === HCM_TYPE) {
@@ -87,11 +104,22 @@ export function translateListener(listener: Listener): ListenerTranslation {
         if (!seen.has(key)) {
           out.tcpProxies.push({ scope, cluster });
           if (!isPassthrough(cluster)) {
-            out.notes.push({ kind: 'listener', name: listenerName, reason: 'tcp-proxy', detail: `TCP proxy to ${cluster} on ${scopeKey(scope)} is not translated (APISIX stream routes are not generated)`, skipped: true });
+            tcpNotes.push({ scope, note: { kind: 'listener', name: listenerName, reason: 'tcp-proxy', detail: `TCP proxy to ${cluster} on ${scopeKey(scope)} is not translated (APISIX stream routes are not generated)`, skipped: true } });
           }
         }
         seen.add(key);
       }
+    }
+  }
+  const isRefused = (x: { scope: RouteScope }) => refused.has(scopeKey(x.scope));
+  out.notes.push(...tcpNotes.filter((x) => !isRefused(x)).map((x) => x.note));
+  if (refused.size) {
+    out.rds = out.rds.filter((x) => !isRefused(x));
+    out.inline = out.inline.filter((x) => !isRefused(x));
+    out.tcpProxies = out.tcpProxies.filter((x) => !isRefused(x));
+    out.refused = [...refused.values()];
+    for (const r of out.refused) {
+      out.notes.push({ kind: 'listener', name: listenerName, reason: 'unenforced-filter', detail: `${scopeKey(r.scope)}: ${r.filters.join(', ')} not enforced by the agent: this traffic is refused (403)`, skipped: true });
     }
   }
   return out;

@@ -40,6 +40,12 @@ export function matchVars(match: RouteMatch): ApisixVar[] {
     throw new UnsupportedMatch('runtime-fraction', 'routes matched on a runtime fraction are not supported');
   }
   if (match.grpc) vars.push(['http_content_type', '~~', '^application/grpc']);
+  // What the agent cannot evaluate must not be dropped from the match: the route would then match
+  // every request (Istio routes on JWT claims through dynamic metadata).
+  if (match.dynamic_metadata?.length) {
+    throw new UnsupportedMatch('dynamic-metadata-match', 'routes matched on dynamic metadata (e.g. a JWT claim) cannot be evaluated');
+  }
+  if (match.tls_context) throw new UnsupportedMatch('tls-context-match', 'routes matched on the TLS context cannot be evaluated');
   return vars;
 }
 

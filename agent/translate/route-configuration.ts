@@ -143,6 +143,12 @@ function scopeFloor(scope: RouteScope, total: number): number {
   return scope.port > 0 ? 0 : -total;
 }
 
+/** The highest priority inside a scope's band: above every route of the scope, below more specific scopes. */
+export function scopeCeiling(scope: RouteScope): number {
+  if (scope.address) return 2 * ADDRESS_SCOPE_FLOOR - 1;
+  return scope.port > 0 ? ADDRESS_SCOPE_FLOOR - 1 : 0;
+}
+
 function endsWithCatchAll(vhost: VirtualHost): boolean {
   const last = vhost.routes?.at(-1);
   const m = last?.match;

@@ -4,6 +4,8 @@ import { translateCluster, type ClusterContext, type ClusterTranslation } from '
 import { translateClusterLoadAssignment, type EndpointsTranslation } from './endpoints.js';
 import { originalDestinationRoute } from './original-destination.js';
 import { translateListener, scopeKey, type ListenerTranslation, type RouteScope } from './listener.js';
+import { refusalRoute } from '../policy/refusal.js';
+import type { SkipList } from '../policy/filter-inventory.js';
 import {
   translateRouteConfiguration, tcpPassthroughRoute, DEFAULT_CAPTURE_PORTS,
   type CapturePorts, type RouteConfigTranslation, type TranslatedRoute,
@@ -26,6 +28,8 @@ export interface ApisixConfig {
 
 export interface TranslateOptions extends ClusterContext {
   ports?: CapturePorts;
+  /** filters the operator lets the agent skip although it does not enforce them (insecure) */
+  skipFilters?: SkipList;
 }
 
 /**
@@ -59,19 +63,29 @@ export class MeshTranslator {
       notes.push(...t.notes);
     }
 
-    // Routes, from every listener's RDS names and inline route configurations.
+    // Routes, from every listener's RDS names and inline route configurations; a scope any listener
+    // refuses (a filter the agent does not enforce) gets the refusal and none of its routes.
     const routes: TranslatedRoute[] = [];
     const scoped: Array<{ rc: RouteConfiguration; scope: RouteScope }> = [];
-    for (const listener of xds.listeners.values()) {
-      const lt = memo(this.listenerCache, listener, () => translateListener(listener));
+    const listeners = [...xds.listeners.values()].map((listener) => memo(this.listenerCache, listener, () => translateListener(listener, this.options.skipFilters)));
+    const refused = new Set<string>();
+    for (const lt of listeners) {
+      for (const r of lt.refused) {
+        const key = scopeKey(r.scope);
+        if (!refused.has(key)) routes.push(refusalRoute(r, lt.listenerName, this.ports));
+        refused.add(key);
+      }
+    }
+    for (const lt of listeners) {
       notes.push(...lt.notes);
       for (const { routeConfigName, scope } of lt.rds) {
+        if (refused.has(scopeKey(scope))) continue;
         const rc = xds.routeConfigs.get(routeConfigName);
         if (rc) scoped.push({ rc, scope });
         else notes.push({ kind: 'listener', name: lt.listenerName, reason: 'route-config-pending', detail: `route configuration ${routeConfigName} not received yet`, skipped: true });
       }
-      for (const { routeConfig, scope } of lt.inline) scoped.push({ rc: routeConfig, scope });
-      routes.push(...this.tcpPassthroughRoutes(lt, clusters));
+      for (const { routeConfig, scope } of lt.inline) if (!refused.has(scopeKey(scope))) scoped.push({ rc: routeConfig, scope });
+      routes.push(...this.tcpPassthroughRoutes(lt, clusters, refused));
     }
     for (const { rc, scope } of scoped) {
       let byScope = this.routeCache.get(rc);
@@ -174,14 +188,14 @@ export class MeshTranslator {
   }
 
   /** HTTP catch-alls for the listener's TCP pass-through chains on scopes it serves no routes on. */
-  private tcpPassthroughRoutes(lt: ListenerTranslation, clusters: ReadonlyMap<string, ClusterTranslation>): TranslatedRoute[] {
+  private tcpPassthroughRoutes(lt: ListenerTranslation, clusters: ReadonlyMap<string, ClusterTranslation>, refused: ReadonlySet<string>): TranslatedRoute[] {
     if (lt.tcpProxies.length === 0) return [];
     let byKey = this.tcpPassthroughCache.get(lt);
     if (!byKey) this.tcpPassthroughCache.set(lt, (byKey = new Map()));
     const served = new Set([...lt.rds, ...lt.inline].map((x) => scopeKey(x.scope)));
     const out: TranslatedRoute[] = [];
     for (const { scope, cluster } of lt.tcpProxies) {
-      if (served.has(scopeKey(scope)) || !clusters.get(cluster)?.originalDestination) continue;
+      if (served.has(scopeKey(scope)) || refused.has(scopeKey(scope)) || !clusters.get(cluster)?.originalDestination) continue;
       const key = `${scopeKey(scope)}\0${cluster}`;
       let route = byKey.get(key);
       if (!route) byKey.set(key, (route = tcpPassthroughRoute(scope, cluster, lt.listenerName, this.ports)));

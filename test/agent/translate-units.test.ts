@@ -1,9 +1,9 @@
 // Translation rules one at a time, on small resources written in canonical JSON (as istiod would
 // send them) and decoded through protobuf bytes like a live stream.
 import { describe, expect, it } from 'vitest';
-import { fromCanonical } from '../../agent/xds/codec.js';
+import { encodeMessage, fromCanonical, unpackAny, type PackedAny } from '../../agent/xds/codec.js';
 import { TYPE_URL } from '../../agent/xds/protos.js';
-import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '../../agent/xds/envoy-types.js';
+import type { Cluster, ClusterLoadAssignment, HttpConnectionManager, Listener, RouteConfiguration } from '../../agent/xds/envoy-types.js';
 import { translateCluster } from '../../agent/translate/cluster.js';
 import { translateClusterLoadAssignment } from '../../agent/translate/endpoints.js';
 import { translateRouteConfiguration } from '../../agent/translate/route-configuration.js';
@@ -200,6 +200,16 @@ describe('RouteConfiguration → routes', () => {
     expect(t.routes.map((r) => r.route.desc)).toEqual(['vh ok']);
     expect(t.notes.map((n) => n.reason).sort()).toEqual(['cluster-header', 'header-range-match']);
   });
+  it('never drops a condition it cannot evaluate: a route on a JWT claim (dynamic metadata) is skipped, not matched by all', () => {
+    const claim = { filter: 'envoy.filters.http.jwt_authn', path: [{ key: 'payload' }, { key: 'groups' }], value: { list_match: { one_of: { string_match: { exact: 'admin' } } } } };
+    const t = routesOf([
+      { name: 'admins', match: { prefix: '/', dynamic_metadata: [claim] }, route: { cluster: 'admin' } },
+      { name: 'tls', match: { prefix: '/', tls_context: { presented: true } }, route: { cluster: 'admin' } },
+      { name: 'everyone', match: { prefix: '/' }, route: { cluster: 'c' } },
+    ]);
+    expect(t.routes.map((r) => r.route.desc)).toEqual(['vh everyone']);
+    expect(t.notes.map((n) => n.reason).sort()).toEqual(['dynamic-metadata-match', 'tls-context-match']);
+  });
 });
 
 describe('Listener → scopes', () => {
@@ -283,18 +293,47 @@ describe('whole mesh', () => {
     const registryOnly = { ...xds, clusters: new Map([...xds.clusters].filter(([n]) => n !== 'PassthroughCluster')) };
     expect(translateMesh(registryOnly).routes.size).toBe(0);
   });
+  const inboundXds = (virtualInbound: Listener) => ({
+    clusters: new Map([
+      ['inbound|80||', cluster({ name: 'inbound|80||', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED', connect_timeout: '10s' })],
+      ['InboundPassthroughClusterIpv4', cluster({ name: 'InboundPassthroughClusterIpv4', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' })],
+    ]),
+    endpoints: new Map(),
+    listeners: new Map([['virtualInbound', virtualInbound]]),
+    routeConfigs: new Map(),
+  });
+  it('inbound with an AuthorizationPolicy the agent does not enforce: every request is refused, none reaches the app', () => {
+    // the fixture's chains carry RBAC (an ALLOW policy on GET /info and POST /data from listed
+    // principals), ext_authz, and a network RBAC with no rules (deny all TCP)
+    const out = translateMesh(inboundXds(loadXds('istio-sidecar-listeners-configdump.yaml').listeners.get('virtualInbound')!), { podIp: '10.244.0.7' });
+    const routes = [...out.routes.values()];
+    expect(routes.filter((r) => r.upstream_id || r.plugins?.['serverless-pre-function'])).toEqual([]);
+    expect(routes.map((r) => [r.vars, r.plugins?.['fault-injection']])).toEqual([
+      [[['server_port', '==', '15006']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
+      [[['server_port', '==', '15006'], ['connection_original_dst', '~~', ':80$']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
+    ]);
+    const notes = out.notes.filter((n) => n.reason === 'unenforced-filter');
+    expect(notes.map((n) => n.detail)).toEqual([
+      expect.stringMatching(/^inbound:\*:0: envoy\.filters\.http\.rbac .*ext_authz.*envoy\.filters\.network\.rbac/),
+      expect.stringMatching(/^inbound:\*:80: envoy\.filters\.http\.rbac .*ext_authz/),
+    ]);
+    for (const r of routes) expect(validateApisix('route.strict', r)).toBeNull();
+  });
   it('inbound: virtualInbound\'s inline route configuration reaches the app in the pod, on the inbound listener only', () => {
-    const real = loadXds('istio-sidecar-listeners-configdump.yaml');
-    const xds = {
-      clusters: new Map([
-        ['inbound|80||', cluster({ name: 'inbound|80||', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED', connect_timeout: '10s' })],
-        ['InboundPassthroughClusterIpv4', cluster({ name: 'InboundPassthroughClusterIpv4', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' })],
-      ]),
-      endpoints: new Map(),
-      listeners: new Map([['virtualInbound', real.listeners.get('virtualInbound')!]]),
-      routeConfigs: new Map(),
-    };
-    const out = translateMesh(xds, { podIp: '10.244.0.7' });
+    // the same listener with only filters that restrict nothing (telemetry, peer metadata, router)
+    const real = loadXds('istio-sidecar-listeners-configdump.yaml').listeners.get('virtualInbound')!;
+    const withoutPolicy = structuredClone(real);
+    for (const chain of withoutPolicy.filter_chains ?? []) {
+      chain.filters = (chain.filters ?? []).filter((f) => !/rbac/.test(f.name ?? ''));
+      for (const f of chain.filters) {
+        const hcm = unpackAny<HttpConnectionManager>(f.typed_config as PackedAny);
+        if (!hcm) continue;
+        hcm.http_filters = (hcm.http_filters ?? []).filter((h) => !/rbac|ext_authz/.test(h.name ?? ''));
+        f.typed_config = { type_url: (f.typed_config as PackedAny).type_url, value: encodeMessage((f.typed_config as PackedAny).type_url!, hcm) } as never;
+      }
+    }
+    const out = translateMesh(inboundXds(withoutPolicy), { podIp: '10.244.0.7' });
+    expect(out.notes.filter((n) => n.reason === 'unenforced-filter')).toEqual([]);
     const upstream = out.upstreams.get(upstreamId('inbound|80||'))!;
     expect(upstream.nodes).toEqual([{ host: '10.244.0.7', port: 80, weight: 1 }]);
     const routes = [...out.routes.values()];

@@ -54,6 +54,8 @@ export function createPodNetwork(): PodNetwork {
       sh(['ip', '-n', ns, 'link', 'set', dev, 'up']);
     }
     sh(['ip', '-n', pod, 'route', 'add', 'default', 'via', CLUSTER_GATEWAY_IP]);
+    // containerd opens every port to a pod's users (enable_unprivileged_ports): an app may listen on 80
+    sh(['ip', 'netns', 'exec', pod, 'sysctl', '-qw', 'net.ipv4.ip_unprivileged_port_start=0']);
   } catch (err) {
     destroy();
     throw err;

@@ -1,0 +1,151 @@
+import type { HttpConnectionManager } from '../xds/envoy-types.js';
+import { unpackAny, type PackedAny } from '../xds/codec.js';
+
+/**
+ * Fail closed: which filters of a filter chain the agent does not enforce. Envoy runs every network
+ * filter of a chain and every HTTP filter of its connection manager; the agent turns a chain into
+ * APISIX routes and nothing else. A filter that can restrict or change traffic (RBAC, JWT, ext_authz,
+ * rate limits, Lua and Wasm from an EnvoyFilter, …) and is not enforced would silently let traffic
+ * through, so such a chain's traffic is refused instead (agent/policy/refusal.ts).
+ *
+ * Filters are judged by what they are (their config's type), never by their name, which an
+ * EnvoyFilter author chooses. Known safe to skip, from istiod's real output (test/fixtures/xds):
+ * - routing itself: the HTTP router (the routes are the translation);
+ * - per-route features whose route-level part is translated: fault (only without a filter-level
+ *   fault, which Istio never sets), CORS (browser-enforced: without it browsers are stricter);
+ * - telemetry and protocol helpers that never refuse a request: gRPC stats, gRPC-Web, Istio's
+ *   stats, peer-metadata exchange and ALPN filters, and Istio's authn filter (it only records the
+ *   peer identity, for RBAC to use);
+ * - Istio's compiled-in Wasm extensions (null VM, `envoy.wasm.stats` / `envoy.wasm.metadata_exchange`)
+ *   of older releases; any other Wasm module is unenforced.
+ */
+const T = 'type.googleapis.com/';
+export const HCM_TYPE = `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`;
+export const TCP_PROXY_TYPE = `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`;
+const FAULT_TYPE = `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`;
+const TYPED_STRUCTS = new Set([`${T}udpa.type.v1.TypedStruct`, `${T}xds.type.v3.TypedStruct`]);
+const WASM_TYPES = new Set([`${T}envoy.extensions.filters.http.wasm.v3.Wasm`, `${T}envoy.extensions.filters.network.wasm.v3.Wasm`]);
+const ISTIO_NULL_VM_EXTENSIONS = new Set(['envoy.wasm.stats', 'envoy.wasm.metadata_exchange']);
+
+const SAFE_HTTP_TYPES = new Set([
+  `${T}envoy.extensions.filters.http.router.v3.Router`,
+  `${T}envoy.extensions.filters.http.cors.v3.Cors`,
+  `${T}envoy.extensions.filters.http.grpc_stats.v3.FilterConfig`,
+  `${T}envoy.extensions.filters.http.grpc_web.v3.GrpcWeb`,
+  `${T}stats.PluginConfig`,
+  `${T}istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig`,
+  `${T}io.istio.http.peer_metadata.Config`,
+  `${T}envoy.tcp.metadataexchange.config.MetadataExchange`,
+  `${T}io.istio.network.authn.Config`,
+]);
+
+const SAFE_NETWORK_TYPES = new Set([
+  `${T}stats.PluginConfig`,
+  `${T}envoy.tcp.metadataexchange.config.MetadataExchange`,
+  `${T}io.istio.network.authn.Config`,
+]);
+
+export interface NamedFilter {
+  name?: string;
+  typed_config?: PackedAny | null;
+}
+
+/** What the operator lets the agent skip anyway (`--insecure-skip-filters`): names or type URLs. */
+export type SkipList = ReadonlySet<string>;
+
+/** `name (type)` of every filter of the chain that the agent neither enforces nor may skip. */
+export function unenforcedFilters(filters: readonly NamedFilter[], skip: SkipList = new Set()): string[] {
+  const out: string[] = [];
+  for (const filter of filters) {
+    const type = effectiveType(filter.typed_config);
+    if (type === HCM_TYPE) {
+      const hcm = unpackAny<HttpConnectionManager>(filter.typed_config);
+      for (const http of (hcm?.http_filters ?? []) as NamedFilter[]) {
+        if (!httpFilterIsSafe(http) && !skipped(http, skip)) out.push(describe(http));
+      }
+    } else if (type === TCP_PROXY_TYPE) {
+      continue; // translated (or reported) by the listener translation
+    } else if (!networkFilterIsSafe(filter) && !skipped(filter, skip)) {
+      out.push(describe(filter));
+    }
+  }
+  return out;
+}
+
+function httpFilterIsSafe(filter: NamedFilter): boolean {
+  const type = effectiveType(filter.typed_config);
+  if (type === undefined) return false;
+  if (SAFE_HTTP_TYPES.has(type)) return true;
+  if (type === FAULT_TYPE) return !filterLevelFault(filter.typed_config);
+  if (WASM_TYPES.has(type)) return isIstioNullVm(filter.typed_config);
+  return false;
+}
+
+function networkFilterIsSafe(filter: NamedFilter): boolean {
+  const type = effectiveType(filter.typed_config);
+  if (type === undefined) return false;
+  if (SAFE_NETWORK_TYPES.has(type)) return true;
+  if (WASM_TYPES.has(type)) return isIstioNullVm(filter.typed_config);
+  return false;
+}
+
+function skipped(filter: NamedFilter, skip: SkipList): boolean {
+  return (filter.name !== undefined && skip.has(filter.name)) || skip.has(effectiveType(filter.typed_config) ?? '');
+}
+
+function describe(filter: NamedFilter): string {
+  const type = effectiveType(filter.typed_config) ?? 'no typed_config';
+  return `${filter.name || '(unnamed)'} (${type.replace(T, '')})`;
+}
+
+interface TypedStruct {
+  type_url?: string;
+  value?: StructValue;
+}
+interface StructValue {
+  fields?: Record<string, { stringValue?: string; structValue?: StructValue }>;
+}
+
+/** The config's type; for a TypedStruct, the type it stands for. */
+function effectiveType(config: PackedAny | null | undefined): string | undefined {
+  if (!config?.type_url) return undefined;
+  if (!TYPED_STRUCTS.has(config.type_url)) return config.type_url;
+  return unpackAny<TypedStruct>(config)?.type_url || undefined;
+}
+
+/** A fault filter with its own abort or delay applies to every route, translated or not. */
+function filterLevelFault(config: PackedAny | null | undefined): boolean {
+  const fault = unpackAny<{ abort?: unknown; delay?: unknown }>(config);
+  return !!(fault?.abort || fault?.delay);
+}
+
+/** Istio's built-in extensions run in the null VM under fixed names; anything else is user code. */
+function isIstioNullVm(config: PackedAny | null | undefined): boolean {
+  let runtime: string | undefined;
+  let code: string | undefined;
+  if (config?.type_url && TYPED_STRUCTS.has(config.type_url)) {
+    const ts = unpackAny<TypedStruct>(config);
+    const text = (path: string[]) => {
+      const v = structAt(ts?.value, ['config', 'vm_config', ...path]);
+      return typeof v === 'string' ? v : undefined;
+    };
+    runtime = text(['runtime']);
+    code = text(['code', 'local', 'inline_string']);
+  } else {
+    const wasm = unpackAny<{ config?: { vm_config?: { runtime?: string; code?: { local?: { inline_string?: string } } } } }>(config);
+    runtime = wasm?.config?.vm_config?.runtime;
+    code = wasm?.config?.vm_config?.code?.local?.inline_string;
+  }
+  return runtime === 'envoy.wasm.runtime.null' && code !== undefined && ISTIO_NULL_VM_EXTENSIONS.has(code);
+}
+
+/** A value inside a google.protobuf.Struct (protobufjs object form), by key path. */
+function structAt(value: StructValue | undefined, path: string[]): StructValue | string | undefined {
+  let here: StructValue | string | undefined = value;
+  for (const key of path) {
+    if (here === undefined || typeof here === 'string') return undefined;
+    const field: { stringValue?: string; structValue?: StructValue } | undefined = here.fields?.[key];
+    here = field?.structValue ?? field?.stringValue;
+  }
+  return here;
+}

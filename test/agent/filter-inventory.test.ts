@@ -1,0 +1,112 @@
+// Fail closed: which filters of a chain the agent does not enforce. Judged by config type, never by
+// name; Istio's own telemetry and metadata filters are the only ones skipped.
+import { describe, expect, it } from 'vitest';
+import { fromCanonical } from '../../agent/xds/codec.js';
+import { TYPE_URL } from '../../agent/xds/protos.js';
+import type { Listener } from '../../agent/xds/envoy-types.js';
+import { unenforcedFilters, type NamedFilter } from '../../agent/policy/filter-inventory.js';
+
+const T = 'type.googleapis.com/';
+const hcmWith = (httpFilters: object[]) => ({
+  name: 'envoy.filters.network.http_connection_manager',
+  typed_config: { '@type': `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`, stat_prefix: 's', rds: { route_config_name: '80' }, http_filters: httpFilters },
+});
+const router = { name: 'envoy.filters.http.router', typed_config: { '@type': `${T}envoy.extensions.filters.http.router.v3.Router` } };
+const wasm = (name: string, runtime: string, code: string) => ({
+  name,
+  typed_config: { '@type': `${T}envoy.extensions.filters.http.wasm.v3.Wasm`, config: { vm_config: { runtime, code: { local: { inline_string: code } } } } },
+});
+
+/** The chain's filters as the agent holds them: decoded from bytes, typed configs packed. */
+function chainFilters(filters: object[]): NamedFilter[] {
+  const listener = fromCanonical<Listener>(TYPE_URL.listener, { name: 'l', address: { socket_address: { address: '0.0.0.0', port_value: 80 } }, filter_chains: [{ filters }] });
+  return listener.filter_chains![0]!.filters as NamedFilter[];
+}
+
+describe('unenforcedFilters', () => {
+  it('Istio\'s ordinary sidecar chain has nothing unenforced', () => {
+    const filters = chainFilters([
+      { name: 'istio.metadata_exchange', typed_config: { '@type': `${T}envoy.tcp.metadataexchange.config.MetadataExchange` } },
+      { name: 'istio_authn', typed_config: { '@type': `${T}udpa.type.v1.TypedStruct`, type_url: `${T}io.istio.network.authn.Config` } },
+      hcmWith([
+        wasm('istio.metadata_exchange', 'envoy.wasm.runtime.null', 'envoy.wasm.metadata_exchange'),
+        { name: 'envoy.filters.http.grpc_stats', typed_config: { '@type': `${T}envoy.extensions.filters.http.grpc_stats.v3.FilterConfig` } },
+        { name: 'istio.alpn', typed_config: { '@type': `${T}istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig` } },
+        { name: 'envoy.filters.http.fault', typed_config: { '@type': `${T}envoy.extensions.filters.http.fault.v3.HTTPFault` } },
+        { name: 'envoy.filters.http.cors', typed_config: { '@type': `${T}envoy.extensions.filters.http.cors.v3.Cors` } },
+        { name: 'istio.stats', typed_config: { '@type': `${T}stats.PluginConfig` } },
+        router,
+      ]),
+    ]);
+    expect(unenforcedFilters(filters)).toEqual([]);
+  });
+
+  it('names every policy filter: RBAC, JWT, ext_authz, Lua, local rate limit, network RBAC', () => {
+    const filters = chainFilters([
+      { name: 'envoy.filters.network.rbac', typed_config: { '@type': `${T}envoy.extensions.filters.network.rbac.v3.RBAC`, stat_prefix: 'tcp.', rules: {} } },
+      hcmWith([
+        { name: 'envoy.filters.http.jwt_authn', typed_config: { '@type': `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication` } },
+        { name: 'envoy.filters.http.rbac', typed_config: { '@type': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`, rules: { action: 'DENY' } } },
+        { name: 'envoy.filters.http.ext_authz', typed_config: { '@type': `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz` } },
+        { name: 'my-lua', typed_config: { '@type': `${T}envoy.extensions.filters.http.lua.v3.Lua` } },
+        { name: 'envoy.filters.http.local_ratelimit', typed_config: { '@type': `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit` } },
+        router,
+      ]),
+    ]);
+    expect(unenforcedFilters(filters)).toEqual([
+      'envoy.filters.network.rbac (envoy.extensions.filters.network.rbac.v3.RBAC)',
+      'envoy.filters.http.jwt_authn (envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication)',
+      'envoy.filters.http.rbac (envoy.extensions.filters.http.rbac.v3.RBAC)',
+      'envoy.filters.http.ext_authz (envoy.extensions.filters.http.ext_authz.v3.ExtAuthz)',
+      'my-lua (envoy.extensions.filters.http.lua.v3.Lua)',
+      'envoy.filters.http.local_ratelimit (envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit)',
+    ]);
+  });
+
+  it('judges by type, not name: user Wasm named like Istio\'s, a filter-level fault, no config at all', () => {
+    const filters = chainFilters([
+      hcmWith([
+        wasm('istio.stats', 'envoy.wasm.runtime.v8', 'envoy.wasm.stats'),
+        wasm('istio.stats', 'envoy.wasm.runtime.null', 'my.module'),
+        { name: 'envoy.filters.http.fault', typed_config: { '@type': `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`, abort: { http_status: 503, percentage: { numerator: 100 } } } },
+        { name: 'envoy.filters.http.router' },
+        router,
+      ]),
+    ]);
+    expect(unenforcedFilters(filters)).toEqual([
+      'istio.stats (envoy.extensions.filters.http.wasm.v3.Wasm)',
+      'istio.stats (envoy.extensions.filters.http.wasm.v3.Wasm)',
+      'envoy.filters.http.fault (envoy.extensions.filters.http.fault.v3.HTTPFault)',
+      'envoy.filters.http.router (no typed_config)',
+    ]);
+  });
+
+  it('Istio\'s null-VM extensions wrapped in a TypedStruct are recognised', () => {
+    const filters = chainFilters([
+      {
+        name: 'istio.stats',
+        typed_config: {
+          '@type': `${T}udpa.type.v1.TypedStruct`,
+          type_url: `${T}envoy.extensions.filters.network.wasm.v3.Wasm`,
+          value: { config: { root_id: 'stats_outbound', vm_config: { runtime: 'envoy.wasm.runtime.null', code: { local: { inline_string: 'envoy.wasm.stats' } } } } },
+        },
+      },
+      {
+        name: 'evil',
+        typed_config: {
+          '@type': `${T}udpa.type.v1.TypedStruct`,
+          type_url: `${T}envoy.extensions.filters.network.wasm.v3.Wasm`,
+          value: { config: { vm_config: { runtime: 'envoy.wasm.runtime.v8', code: { local: { inline_string: 'envoy.wasm.stats' } } } } },
+        },
+      },
+    ]);
+    expect(unenforcedFilters(filters)).toEqual(['evil (envoy.extensions.filters.network.wasm.v3.Wasm)']);
+  });
+
+  it('the operator\'s skip list (by name or type) lets a filter through', () => {
+    const filters = chainFilters([hcmWith([{ name: 'envoy.filters.http.ext_authz', typed_config: { '@type': `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz` } }, router])]);
+    expect(unenforcedFilters(filters, new Set(['envoy.filters.http.ext_authz']))).toEqual([]);
+    expect(unenforcedFilters(filters, new Set([`${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz`]))).toEqual([]);
+    expect(unenforcedFilters(filters, new Set(['other']))).toHaveLength(1);
+  });
+});
