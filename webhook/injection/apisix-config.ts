@@ -1,5 +1,6 @@
 import { stringify } from 'yaml';
 import type { InjectionConfig } from '../config/injection-config.js';
+import { BACKSLASH_VARIABLE, DOLLAR_VARIABLE } from '../../agent/translate/values.js';
 
 /**
  * The plugins the agent's translation of Istio routing puts on APISIX routes (weighted clusters,
@@ -42,6 +43,15 @@ export function upstreamBindSnippets(inboundPort: number): { http: string; serve
 }
 
 /**
+ * nginx variables holding a literal `$` and `\`: the agent writes them where APISIX would expand
+ * `$name` in a value taken from Istio (header values, redirect targets; agent/translate/values.ts).
+ * `geo` values are plain strings, never expanded.
+ */
+export function literalVariablesSnippet(): string {
+  return `geo $${DOLLAR_VARIABLE} {\n    default "$";\n}\ngeo $${BACKSLASH_VARIABLE} {\n    default "\\\\";\n}\n`;
+}
+
+/**
  * APISIX's `config.yaml` for the sidecar: the one place that says how APISIX runs in a pod.
  * - data plane only, configuration from the agent's etcd v3 API on loopback, prefix `/apisix`;
  * - the Admin API and the control API off (nothing in the pod may change routes but the agent);
@@ -49,7 +59,11 @@ export function upstreamBindSnippets(inboundPort: number): { http: string; serve
  * - the status API (`/status/ready`) and the Prometheus export on the ports the capture rules
  *   always leave alone, so the kubelet and Prometheus reach them directly;
  * - logs to stdout/stderr (the root filesystem is read-only);
- * - inbound requests forwarded from the passthrough source (see `upstreamBindSnippets`).
+ * - inbound requests forwarded from the passthrough source (see `upstreamBindSnippets`);
+ * - the literal `$` and `\` variables (see `literalVariablesSnippet`).
+ * APISIX's own nginx.conf template already bounds every regex match (`lua_regex_match_limit
+ * 100000`), which is what keeps Istio's regexes from backtracking for long (agent/translate/pcre.ts);
+ * setting it again here would be a duplicate directive.
  */
 export function apisixConfigDocument(config: InjectionConfig): Record<string, unknown> {
   const bind = upstreamBindSnippets(config.ports.inbound);
@@ -75,7 +89,7 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       worker_processes: config.apisixWorkerProcesses,
       error_log: '/dev/stderr',
       http: { access_log: '/dev/stdout' },
-      http_configuration_snippet: bind.http,
+      http_configuration_snippet: bind.http + literalVariablesSnippet(),
       http_server_configuration_snippet: bind.server,
     },
     plugins: [...APISIX_PLUGINS],
