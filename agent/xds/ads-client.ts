@@ -65,8 +65,9 @@ export interface AdsStats {
  * Every resource goes through its resource type (resource-types/: strict decode → validation) when
  * it arrives. A response with invalid resources is NACKed with an error_detail naming each of them,
  * and their last good versions stay (as Envoy and gRPC's xDS clients do: the valid resources of the
- * response are taken). When a resource cannot even be named, or the response itself is malformed
- * (wrong type, duplicate names), nothing of it is taken.
+ * response are taken). When a resource does not even decode (its name cannot be trusted), or the
+ * response itself is malformed (wrong type, duplicate names), nothing of it is taken: a corrupt
+ * resource must never count as the deletion of the one it was meant to be.
  *
  * Events: `update` (kinds: Set<XdsKind>) after every accepted response; `ack`/`nack` (kind, detail);
  * `connected`; `disconnected` (error); `reconnecting` (delayMs).
@@ -326,8 +327,9 @@ export class AdsClient extends EventEmitter {
         const decoded = resourceType.decode(bytes);
         if (decoded.error !== undefined) {
           if (decoded.name === undefined) {
-            errors.push(`${kind} resource ${index}: ${decoded.error}`);
-            whole = false; // cannot tell which resource it replaces
+            const seems = decoded.readableName ? ` (${JSON.stringify(decoded.readableName.slice(0, 200))} as far as it can be read)` : '';
+            errors.push(`${kind} resource ${index}${seems}: ${decoded.error}`);
+            whole = false; // cannot tell for sure which resource it replaces
             return;
           }
           if (duplicate(decoded.name)) return;

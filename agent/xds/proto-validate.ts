@@ -2,6 +2,7 @@ import protobuf from 'protobufjs';
 import { RE2JS } from 're2js';
 import { lookupMessage } from './protos.js';
 import { decodeMessage } from './codec.js';
+import { elide } from './wire-check.js';
 
 /**
  * The protoc-gen-validate rules Envoy's protos carry (`(validate.rules)` on fields,
@@ -71,7 +72,7 @@ class Validator {
   }
 
   private report(problem: string): void {
-    this.problems.push(`${this.path.join('.') || '(message)'}: ${problem}`);
+    this.problems.push(`${elide(this.path.join('.') || '(message)')}: ${problem}`);
     if (this.problems.length >= this.limit) throw new Stop();
   }
 

@@ -53,7 +53,7 @@ class Walker {
   constructor(private readonly buf: Uint8Array, private readonly descendAny: boolean) {}
 
   fail(message: string): never {
-    throw new WireFormatError(`${this.path.join('.') || '(message)'}: ${message}`);
+    throw new WireFormatError(`${elide(this.path.join('.') || '(message)')}: ${message}`);
   }
 
   /** Reads a varint at pos (at most 10 bytes, within end); returns the position after it. */
@@ -243,6 +243,11 @@ class Walker {
       this.fail('string is not valid UTF-8');
     }
   }
+}
+
+/** A field path short enough to quote (hostile nesting makes long ones): its start and its end. */
+export function elide(path: string): string {
+  return path.length <= 160 ? path : `${path.slice(0, 50)}…${path.slice(-100)}`;
 }
 
 /** Throws a WireFormatError (with the field path) unless bytes are a well-formed `type`. */

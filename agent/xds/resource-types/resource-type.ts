@@ -10,12 +10,17 @@ import { nameRejection, validName } from './names.js';
  * validate → the typed value the rest of the agent uses. Decoding is strict (wire-check.ts), the
  * protos' protoc-gen-validate rules are checked (proto-validate.ts) with RE2 for every regex, the
  * name must be a valid name, and each type adds what its translation relies on. A resource that
- * passes can be translated without surprises; one that does not is reported by name (when one can
- * be read from its bytes) so the response is NACKed saying which.
+ * passes can be translated without surprises; one that does not is reported, by name, so the
+ * response is NACKed saying which.
  */
 export type DecodeResult<T> =
   | { name: string; value: T; error?: undefined }
-  | { name: string | undefined; error: string; value?: undefined };
+  /**
+   * name: set when the resource decoded (so the name is its own) but is invalid; readableName:
+   * what its bytes seem to name when they do not decode, only to say which one in a NACK (the
+   * corruption may have cut the name: `o` for `outbound|…`)
+   */
+  | { name: string | undefined; readableName?: string; error: string; value?: undefined };
 
 export interface XdsResourceType<T> {
   readonly kind: XdsKind;
@@ -60,7 +65,8 @@ export function resourceType<T>(spec: ResourceTypeSpec<T>): XdsResourceType<T> {
         checkWireFormat(type, bytes);
         resource = decodeMessage<T>(typeUrl, bytes);
       } catch (err) {
-        return { name: validName(peekStringField(bytes, spec.nameField)), error: `undecodable: ${short(err)}` };
+        const readableName = validName(peekStringField(bytes, spec.nameField));
+        return { name: undefined, ...(readableName ? { readableName } : {}), error: `undecodable: ${short(err)}` };
       }
       const name = spec.nameOf(resource);
       const refused = nameRejection(name);
