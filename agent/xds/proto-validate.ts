@@ -27,14 +27,23 @@ export interface ValidateOptions {
 type Rules = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- PGV's option tree
 
 const WRAPPERS: Readonly<Record<string, string>> = {
-  '.google.protobuf.DoubleValue': 'double', '.google.protobuf.FloatValue': 'float',
-  '.google.protobuf.Int64Value': 'int64', '.google.protobuf.UInt64Value': 'uint64',
-  '.google.protobuf.Int32Value': 'int32', '.google.protobuf.UInt32Value': 'uint32',
-  '.google.protobuf.BoolValue': 'bool', '.google.protobuf.StringValue': 'string', '.google.protobuf.BytesValue': 'bytes',
+  'google.protobuf.DoubleValue': 'double', 'google.protobuf.FloatValue': 'float',
+  'google.protobuf.Int64Value': 'int64', 'google.protobuf.UInt64Value': 'uint64',
+  'google.protobuf.Int32Value': 'int32', 'google.protobuf.UInt32Value': 'uint32',
+  'google.protobuf.BoolValue': 'bool', 'google.protobuf.StringValue': 'string', 'google.protobuf.BytesValue': 'bytes',
 };
 const NUMERIC = new Set(['double', 'float', 'int32', 'int64', 'uint32', 'uint64', 'sint32', 'sint64', 'fixed32', 'fixed64', 'sfixed32', 'sfixed64']);
 
 class Stop extends Error {}
+
+/** protobufjs computes `fullName` on every read (walking the parents): asked once per type */
+const typeNames = new WeakMap<protobuf.Type, string>();
+
+function nameOf(type: protobuf.Type): string {
+  let name = typeNames.get(type);
+  if (name === undefined) typeNames.set(type, (name = type.fullName.slice(1)));
+  return name;
+}
 
 const rulesCache = new WeakMap<protobuf.ReflectionObject, Rules | null>();
 
@@ -77,7 +86,7 @@ class Validator {
   }
 
   message(type: protobuf.Type, value: Record<string, unknown>): void {
-    const name = type.fullName.slice(1);
+    const name = nameOf(type);
     this.options.hooks?.get(name)?.(value, (p) => this.report(p));
     if (name === 'google.protobuf.Any') return this.any(value);
     for (const oneof of type.oneofsArray) {
@@ -146,13 +155,14 @@ class Validator {
 
   /** Rules on a set message field: wrappers take their scalar's rules, Duration and Any theirs. */
   private messageValueRules(rules: Rules, type: protobuf.Type, value: Record<string, unknown>): void {
-    const wrapped = WRAPPERS[type.fullName];
+    const name = nameOf(type);
+    const wrapped = WRAPPERS[name];
     if (wrapped) {
       const inner = value['value'] ?? scalarDefault(wrapped, null);
       this.scalarRules(rules, wrapped, undefined, inner);
-    } else if (type.fullName === '.google.protobuf.Duration' && rules.duration) {
+    } else if (name === 'google.protobuf.Duration' && rules.duration) {
       this.durationRules(rules.duration, nanosOf(value));
-    } else if (type.fullName === '.google.protobuf.Any' && rules.any) {
+    } else if (name === 'google.protobuf.Any' && rules.any) {
       const url = String(value['type_url'] ?? '');
       if (rules.any.in !== undefined && !list<string>(rules.any.in).includes(url)) this.report(`type ${url} is not allowed here`);
       if (list<string>(rules.any.not_in).includes(url)) this.report(`type ${url} is not allowed here`);

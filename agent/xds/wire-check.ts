@@ -44,6 +44,14 @@ const SCALAR_WIRE: Readonly<Record<string, number>> = {
 };
 
 const ANY = '.google.protobuf.Any';
+/** protobufjs computes `fullName` on every read (walking the parents): asked once per type */
+const anyTypes = new WeakMap<protobuf.Type, boolean>();
+
+function isAnyType(type: protobuf.Type): boolean {
+  let any = anyTypes.get(type);
+  if (any === undefined) anyTypes.set(type, (any = type.fullName === ANY));
+  return any;
+}
 
 class Walker {
   /** set by `varint`: the value read (exact below 2^53, which is all a length or tag may be) */
@@ -120,7 +128,7 @@ class Walker {
 
   message(type: protobuf.Type, start: number, end: number, depth: number): void {
     if (depth > MAX_DEPTH) this.fail('nested too deeply');
-    const isAny = type.fullName === ANY;
+    const isAny = isAnyType(type);
     let anyType = '';
     let anyStart = -1;
     let anyEnd = -1;
