@@ -358,10 +358,10 @@ function nameOf(kind: XdsKind, resource: unknown): string {
   return (kind === 'endpoint' ? r.cluster_name : r.name) ?? '';
 }
 
-export function edsNames(clusters: Map<string, Held<unknown>>): string[] {
+function edsNames(clusters: Map<string, Held<unknown>>): string[] {
   return edsServiceNames([...clusters.values()].map((h) => h.resource as Cluster));
 }
 
-export function rdsNames(listeners: Map<string, Held<unknown>>): string[] {
+function rdsNames(listeners: Map<string, Held<unknown>>): string[] {
   return [...listeners.values()].flatMap((h) => listenerRouteConfigNames(h.resource as Listener));
 }

@@ -107,6 +107,7 @@ describe('validation rules', () => {
     expect(decode('route', routeConfig({ match: { safe_regex: { regex: '/(a)\\1' } } })).error).toMatch(/invalid RE2 regex: invalid escape sequence/);
     expect(decode('route', routeConfig({ match: { prefix: '/', headers: [{ name: 'x', string_match: { safe_regex: { regex: '(?=a)' } } }] } })).error).toMatch(/invalid RE2 regex/);
     expect(decode('route', routeConfig({ match: { safe_regex: { regex: 'a{1000}'.repeat(33) } } })).error).toMatch(/program size \d+ exceeds the limit of 32768/);
+    expect(decode('route', routeConfig({ match: { safe_regex: { regex: 'a{1000}'.repeat(300) } } })).error).toMatch(/program size of about 300000 exceeds/); // not even compiled
     expect(decode('route', routeConfig({ match: { safe_regex: { regex: '(a+)+$' } } })).error).toBeUndefined(); // RE2 takes it
     const san = cluster({ transport_socket: { name: 'tls', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext', common_tls_context: { combined_validation_context: { default_validation_context: { match_subject_alt_names: [{ safe_regex: { regex: '[' } }] } } } } } });
     expect(decode('cluster', san).error).toMatch(/<UpstreamTlsContext>.*safe_regex: invalid RE2 regex: missing closing \]/);
