@@ -244,6 +244,11 @@ export class FakeIstiod {
     s.call.write(bytes);
   }
 
+  /** Writes bytes as a DiscoveryResponse to every stream, whatever they are (malformed envelopes). */
+  writeRaw(bytes: Uint8Array): void {
+    for (const s of this.streams.values()) s.call.write(bytes);
+  }
+
   /** Sends a response that is not valid (for NACK tests): a duplicate resource name. */
   pushMalformed(kind: XdsKind): void {
     for (const s of this.streams.values()) {
