@@ -19,9 +19,10 @@ import { UnsupportedMatch } from './unsupported.js';
  *
  * Backtracking: PCRE backtracks, RE2 does not, so `(a+)+$` costs PCRE exponential time on a
  * hostile input. APISIX bounds every ngx.re call with `lua_regex_match_limit 100000` (its nginx.conf
- * template), about 0.3 ms of CPU on the hostile input (measured with the APISIX 3.13 runtime; the
- * PCRE default of 10 000 000 took 26 ms). A match that hits the limit is an error, which `~~` reads
- * as "no match": conditions are written so that this fails closed (see `notFullMatchRegex`).
+ * template), 0.15–0.3 ms of CPU on the hostile input (measured with the APISIX 3.13 runtime,
+ * scripts/regex-limit-check.lua; the PCRE default of 10 000 000 took 15–26 ms). A match that hits
+ * the limit is an error, which `~~` reads as "no match"; negated conditions are written so that it
+ * stays "no match" (see `notFullMatchRegex`).
  */
 export function re2ToPcre(pattern: string): string {
   const refused = re2Rejection(pattern);
