@@ -8,7 +8,7 @@ import { startEtcdServer, type EtcdServer } from './etcd/server.js';
 import { MeshTranslator, type ApisixConfig } from './translate/snapshot.js';
 import type { CapturePorts } from './translate/route-configuration.js';
 import type { TranslationNote } from './translate/apisix-types.js';
-import { StoreApplier } from './apply.js';
+import { StoreApplier, type ApplyResult } from './apply.js';
 import { AgentMetrics } from './metrics.js';
 import { buildStatusServer } from './status-server.js';
 
@@ -140,9 +140,20 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       return;
     }
     const stop = metrics.translationSeconds.startTimer();
-    const config = translator.translate(client.resources());
-    const result = applier.apply(config);
-    stop();
+    let config: ApisixConfig;
+    let result: ApplyResult;
+    try {
+      config = translator.translate(client.resources());
+      result = applier.apply(config);
+    } catch (err) {
+      // Resources are validated when they arrive, so this is a bug; it must not stop the agent.
+      // The store still holds the last good snapshot (a revision is written whole or not at all).
+      metrics.applyFailures.inc();
+      logger.error(`configuration not applied, the last good one stays served: ${(err as Error).message.slice(0, 300)}`);
+      return;
+    } finally {
+      stop();
+    }
     current = config;
     currentInvalid = result.invalid;
     metrics.applies.inc();

@@ -33,7 +33,11 @@ export interface ApisixUpstream {
 }
 
 /** A lua-resty-expr condition as APISIX stores it in `vars`. */
-export type ApisixVar = readonly [string, string, unknown] | readonly [string, '!', string, unknown];
+export type ApisixVar =
+  | readonly [string, string, unknown]
+  | readonly [string, '!', string, unknown]
+  /** lua-resty-expr's nested logic: `["OR", expr, expr, …]` */
+  | readonly ['OR' | 'AND' | '!OR' | '!AND', ApisixVar, ApisixVar, ...ApisixVar[]];
 
 /**
  * Every plugin a translated route may carry. APISIX refuses a route whose plugin is not enabled in

@@ -1,19 +1,17 @@
 import type { HeaderMatcher, QueryParameterMatcher, RouteMatch, StringMatcher } from '../xds/envoy-types.js';
 import type { ApisixVar } from './apisix-types.js';
 import { regexEscape, wrapped } from './values.js';
+import { fullMatchRegex, notFullMatchRegex } from './pcre.js';
+import { UnsupportedMatch } from './unsupported.js';
 
-/** Why a match cannot be expressed; the route is skipped with this reason. */
-export class UnsupportedMatch extends Error {
-  constructor(readonly reason: string, detail: string) {
-    super(detail);
-  }
-}
+export { UnsupportedMatch };
 
 /**
  * Envoy's RouteMatch → lua-resty-expr conditions on APISIX's variables. Paths are matched on the
  * `uri` variable (every route sits on `/*` in the radix tree so that `priority` alone keeps Envoy's
  * first-match order); literal values are regex-escaped wherever a regex operator is needed; regexes
- * from Envoy (RE2) are anchored because Envoy requires a full match.
+ * from Envoy (RE2) are anchored because Envoy requires a full match, and rewritten for PCRE
+ * (pcre.ts). `case_sensitive` does not apply to a path regex, in Envoy as here.
  */
 export function matchVars(match: RouteMatch): ApisixVar[] {
   const vars: ApisixVar[] = [];
@@ -25,8 +23,7 @@ export function matchVars(match: RouteMatch): ApisixVar[] {
   } else if (match.path !== undefined && match.path !== null) {
     vars.push(caseSensitive ? ['uri', '==', match.path] : ['uri', '~*', `^${regexEscape(match.path)}$`]);
   } else if (match.safe_regex) {
-    const regex = match.safe_regex.regex ?? '';
-    vars.push(['uri', op, `^(?:${regex})$`]);
+    vars.push(['uri', '~~', fullMatchRegex(match.safe_regex.regex ?? '')]);
   } else if (match.path_separated_prefix !== undefined && match.path_separated_prefix !== null) {
     vars.push(['uri', op, `^${regexEscape(match.path_separated_prefix)}(?:/|$)`]);
   } else if (match.connect_matcher) {
@@ -70,10 +67,16 @@ export function headerVariable(name: string): string {
 function headerVar(header: HeaderMatcher): ApisixVar {
   const variable = headerVariable(header.name ?? '');
   const invert = header.invert_match === true;
+  const regex = header.safe_regex_match?.regex ?? header.string_match?.safe_regex?.regex;
+  if (invert && regex !== undefined && (header.safe_regex_match || header.string_match?.safe_regex)) {
+    // Envoy: an absent header does not match, so the inverted matcher does; a present one must not
+    // match the regex, written as a positive condition so that a PCRE error fails closed
+    return ['OR', [variable, '!', '~~', '^'], [variable, '~~', notFullMatchRegex(regex)]];
+  }
   let condition: [string, unknown];
   if (header.string_match) condition = stringCondition(header.string_match);
   else if (header.exact_match !== undefined) condition = ['==', header.exact_match];
-  else if (header.safe_regex_match) condition = ['~~', `^(?:${header.safe_regex_match.regex ?? ''})$`];
+  else if (header.safe_regex_match) condition = ['~~', fullMatchRegex(header.safe_regex_match.regex ?? '')];
   else if (header.prefix_match !== undefined) condition = ['~~', `^${regexEscape(header.prefix_match)}`];
   else if (header.suffix_match !== undefined) condition = ['~~', `${regexEscape(header.suffix_match)}$`];
   else if (header.contains_match !== undefined) condition = ['~~', regexEscape(header.contains_match)];
@@ -103,6 +106,6 @@ export function stringCondition(m: StringMatcher): [string, unknown] {
   if (m.prefix !== undefined && m.prefix !== null) return [re, `^${regexEscape(m.prefix)}`];
   if (m.suffix !== undefined && m.suffix !== null) return [re, `${regexEscape(m.suffix)}$`];
   if (m.contains !== undefined && m.contains !== null) return [re, regexEscape(m.contains)];
-  if (m.safe_regex) return ['~~', `^(?:${m.safe_regex.regex ?? ''})$`];
+  if (m.safe_regex) return ['~~', fullMatchRegex(m.safe_regex.regex ?? '')];
   throw new UnsupportedMatch('unsupported-string-matcher', 'string matcher without a known pattern');
 }

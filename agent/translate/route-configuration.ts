@@ -4,7 +4,10 @@ import type { ApisixPlugins, ApisixRoute, ApisixVar, TranslationNote } from './a
 import { stableId, upstreamId } from './ids.js';
 import { scopeKey, type RouteScope } from './listener.js';
 import { matchVars, UnsupportedMatch } from './matchers.js';
-import { durationSeconds, percentOf, regexEscape, wrapped } from './values.js';
+import { re2ToPcre, rewriteTemplate } from './pcre.js';
+import {
+  durationSeconds, hasControlBreak, percentOf, redirectUriLiteral, regexEscape, resolveVarLiteral, substitutionLiteral, wrapped,
+} from './values.js';
 import { parseClusterName } from './cluster.js';
 
 const FAULT_FILTER = 'envoy.filters.http.fault';
@@ -250,12 +253,13 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     applyRewrite(action, route.match ?? {}, plugins, note);
     applyMirror(action, plugins, note);
   } else if (route.redirect) {
-    plugins['redirect'] = redirectPlugin(route.redirect);
+    plugins['redirect'] = redirectPlugin(route.redirect, route.match ?? {});
   } else if (route.direct_response) {
     const status = route.direct_response.status ?? 200;
     const body = route.direct_response.body?.inline_string ?? (route.direct_response.body?.inline_bytes ? Buffer.from(route.direct_response.body.inline_bytes as Uint8Array).toString('utf8') : undefined);
     // fault-injection's abort at 100 % answers before any upstream is picked: a direct response
-    plugins['fault-injection'] = { abort: { http_status: Math.max(200, status), ...(body !== undefined ? { body } : {}) } };
+    // (APISIX expands variables in the body: literal, see resolveVarLiteral)
+    plugins['fault-injection'] = { abort: { http_status: Math.max(200, status), ...(body !== undefined ? { body: resolveVarLiteral(body) } : {}) } };
   } else {
     note('unsupported-action', 'route without route/redirect/direct_response action', true);
     return undefined;
@@ -326,19 +330,25 @@ function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, p
   const rewrite: Record<string, unknown> = {};
   const prefixRewrite = action.prefix_rewrite;
   if (prefixRewrite !== undefined && prefixRewrite !== null && prefixRewrite !== '') {
+    refuseControlBreaks('prefix_rewrite', prefixRewrite);
     // Envoy replaces the matched prefix (or the whole exact path) with the new one.
     if (match.prefix !== undefined && match.prefix !== null) {
-      rewrite['regex_uri'] = [`^${regexEscape(match.prefix)}(.*)`, `${prefixRewrite}$1`];
+      rewrite['regex_uri'] = [`^${regexEscape(match.prefix)}(.*)`, `${substitutionLiteral(prefixRewrite)}$1`];
     } else if (match.path !== undefined && match.path !== null) {
-      rewrite['regex_uri'] = [`^${regexEscape(match.path)}$`, prefixRewrite];
+      rewrite['regex_uri'] = [`^${regexEscape(match.path)}\\z`, substitutionLiteral(prefixRewrite)];
     } else {
       note('prefix-rewrite', 'prefix rewrite on a route without a prefix or path match is ignored');
     }
   }
   if (action.regex_rewrite?.pattern?.regex !== undefined) {
-    rewrite['regex_uri'] = [action.regex_rewrite.pattern.regex, (action.regex_rewrite.substitution ?? '').replace(/\\(\d)/g, '$$$1')];
+    const substitution = action.regex_rewrite.substitution ?? '';
+    refuseControlBreaks('regex_rewrite', substitution);
+    rewrite['regex_uri'] = [re2ToPcre(action.regex_rewrite.pattern.regex), rewriteTemplate(substitution)];
   }
-  if (action.host_rewrite_literal) rewrite['host'] = action.host_rewrite_literal;
+  if (action.host_rewrite_literal) {
+    refuseControlBreaks('host_rewrite_literal', action.host_rewrite_literal);
+    rewrite['host'] = action.host_rewrite_literal;
+  }
   else if (wrapped(action.auto_host_rewrite)) note('auto-host-rewrite', 'auto host rewrite is not translated');
   if (Object.keys(rewrite).length) plugins['proxy-rewrite'] = rewrite;
 }
@@ -363,7 +373,10 @@ function applyMirror(action: RouteAction, plugins: ApisixPlugins, note: (r: stri
   if ((action.request_mirror_policies ?? []).length > 1) note('mirror-many', 'only the first mirror policy is translated');
 }
 
-/** Route-level header additions and removals (VirtualService `headers.request`) → proxy-rewrite. */
+/**
+ * Route-level header additions and removals (VirtualService `headers.request`) → proxy-rewrite.
+ * Values are literals (APISIX would expand `$http_authorization` in them: resolveVarLiteral).
+ */
 function applyHeaders(route: Route, plugins: ApisixPlugins): void {
   const set: Record<string, string> = {};
   const add: Record<string, string> = {};
@@ -371,10 +384,13 @@ function applyHeaders(route: Route, plugins: ApisixPlugins): void {
     const key = option.header?.key;
     if (!key) continue;
     const value = option.header?.value ?? '';
+    refuseControlBreaks('request header name', key);
+    refuseControlBreaks(`value of request header ${key}`, value);
     const append = option.append_action ? option.append_action === 'APPEND_IF_EXISTS_OR_ADD' : wrapped(option.append) ?? true;
-    (append ? add : set)[key] = value;
+    (append ? add : set)[key] = resolveVarLiteral(value);
   }
   const remove = route.request_headers_to_remove ?? [];
+  for (const name of remove) refuseControlBreaks('request header name', name);
   if (!Object.keys(set).length && !Object.keys(add).length && !remove.length) return;
   const headers: Record<string, unknown> = {};
   if (Object.keys(set).length) headers['set'] = set;
@@ -412,15 +428,40 @@ const REDIRECT_CODES: Record<string, number> = {
   PERMANENT_REDIRECT: 308,
 };
 
-function redirectPlugin(redirect: NonNullable<Route['redirect']>): Record<string, unknown> {
+/**
+ * Envoy's redirect → APISIX's redirect plugin. Literal parts are written so that the plugin's
+ * variable expansion leaves them as they are (redirectUriLiteral). A prefix rewrite needs the
+ * plugin's `regex_uri`, whose template takes captures but no variables: the target is then relative
+ * (`/new/…`, or `//host/new/…`) unless the scheme is given with the host.
+ */
+function redirectPlugin(redirect: NonNullable<Route['redirect']>, match: NonNullable<Route['match']>): Record<string, unknown> {
   const code = REDIRECT_CODES[String(redirect.response_code ?? 'MOVED_PERMANENTLY')] ?? 301;
-  const scheme = redirect.https_redirect ? 'https' : redirect.scheme_redirect || '$scheme';
-  const host = redirect.host_redirect || '$host';
-  const port = redirect.port_redirect ? `:${redirect.port_redirect}` : '';
-  const path = redirect.path_redirect || (redirect.strip_query ? '$uri' : '$request_uri');
-  if (redirect.prefix_rewrite !== undefined && redirect.prefix_rewrite !== null && redirect.prefix_rewrite !== '') {
-    return { regex_uri: ['^/(.*)', `${scheme}://${host}${port}${redirect.prefix_rewrite.replace(/\/?$/, '/')}$1`], ret_code: code };
+  for (const [field, value] of Object.entries({ scheme_redirect: redirect.scheme_redirect, host_redirect: redirect.host_redirect, path_redirect: redirect.path_redirect, prefix_rewrite: redirect.prefix_rewrite })) {
+    if (value) refuseControlBreaks(field, value);
   }
+  const port = redirect.port_redirect ? `:${redirect.port_redirect}` : '';
+  if (redirect.prefix_rewrite !== undefined && redirect.prefix_rewrite !== null && redirect.prefix_rewrite !== '') {
+    const scheme = redirect.https_redirect ? 'https' : redirect.scheme_redirect || undefined;
+    const host = redirect.host_redirect || undefined;
+    if ((scheme || port) && !host) throw new UnsupportedMatch('redirect-prefix-rewrite', 'a prefix-rewriting redirect that changes the scheme or port but keeps the host is not translated');
+    const origin = host ? `${scheme ? `${substitutionLiteral(scheme)}:` : ''}//${substitutionLiteral(host)}${port}` : '';
+    const replacement = substitutionLiteral(redirect.prefix_rewrite);
+    const append = { append_query_string: !redirect.strip_query };
+    if (match.prefix !== undefined && match.prefix !== null) {
+      return { regex_uri: [`^${regexEscape(match.prefix)}(.*)`, `${origin}${replacement}$1`], ret_code: code, ...append };
+    }
+    if (match.path !== undefined && match.path !== null) {
+      return { regex_uri: [`^${regexEscape(match.path)}\\z`, `${origin}${replacement}`], ret_code: code, ...append };
+    }
+    throw new UnsupportedMatch('redirect-prefix-rewrite', 'a prefix-rewriting redirect on a route without a prefix or path match is not translated');
+  }
+  const scheme = redirect.https_redirect ? 'https' : redirect.scheme_redirect ? redirectUriLiteral(redirect.scheme_redirect) : '$scheme';
+  const host = redirect.host_redirect ? redirectUriLiteral(redirect.host_redirect) : '$host';
+  const path = redirect.path_redirect ? redirectUriLiteral(redirect.path_redirect) : redirect.strip_query ? '$uri' : '$request_uri';
   return { uri: `${scheme}://${host}${port}${path}`, ret_code: code };
 }
 
+/** CR, LF or NUL in a header or redirect target: the route is skipped (Envoy refuses them too). */
+function refuseControlBreaks(what: string, value: string): void {
+  if (hasControlBreak(value)) throw new UnsupportedMatch('control-character', `CR, LF or NUL in ${what}`);
+}

@@ -3,13 +3,13 @@ import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type protobuf from 'protobufjs';
 import { envoyRoot, TYPE_URL, type XdsKind } from './protos.js';
-import { decodeMessage } from './codec.js';
-import type { Cluster, ClusterLoadAssignment, HttpConnectionManager, Listener, RouteConfiguration } from './envoy-types.js';
-import { unpackAny, type PackedAny } from './codec.js';
+import type { PackedAny } from './codec.js';
+import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from './envoy-types.js';
+import { checkWireFormat } from './wire-check.js';
+import { RESOURCE_TYPES, edsServiceNames, listenerRouteConfigNames } from './resource-types/index.js';
 import type { XdsResources } from '../translate/snapshot.js';
 
 const ADS_PATH = '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources';
-const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 /** The order Envoy subscribes in and istiod pushes in: clusters before what uses them. */
 const KINDS: XdsKind[] = ['cluster', 'endpoint', 'listener', 'route'];
 const WILDCARD: ReadonlySet<XdsKind> = new Set(['cluster', 'listener']);
@@ -58,10 +58,16 @@ export interface AdsStats {
 /**
  * One ADS stream (state of the world) to istiod, kept alive: per type the last accepted version,
  * the nonce of the last response, and the subscribed names; every ACK carries the full name list;
- * a malformed response is NACKed with error_detail and the previous state kept; CDS/LDS responses
- * replace the whole set, EDS/RDS responses are merged by name; EDS/RDS names follow the clusters
- * and listeners. After a stream ends it reconnects with jittered exponential backoff, re-subscribes
- * with empty nonces, and keeps the last good state meanwhile.
+ * CDS/LDS responses replace the whole set, EDS/RDS responses are merged by name; EDS/RDS names
+ * follow the clusters and listeners. After a stream ends it reconnects with jittered exponential
+ * backoff, re-subscribes with empty nonces, and keeps the last good state meanwhile.
+ *
+ * Every resource goes through its resource type (resource-types/: strict decode → validation) when
+ * it arrives. A response with invalid resources is NACKed with an error_detail naming each of them,
+ * and their last good versions stay (as Envoy and gRPC's xDS clients do: the valid resources of the
+ * response are taken). When a resource does not even decode (its name cannot be trusted), or the
+ * response itself is malformed (wrong type, duplicate names), nothing of it is taken: a corrupt
+ * resource must never count as the deletion of the one it was meant to be.
  *
  * Events: `update` (kinds: Set<XdsKind>) after every accepted response; `ack`/`nack` (kind, detail);
  * `connected`; `disconnected` (error); `reconnecting` (delayMs).
@@ -159,7 +165,12 @@ export class AdsClient extends EventEmitter {
     const call = this.client.makeBidiStreamRequest<Record<string, unknown>, protobuf.Message & Record<string, unknown>>(
       ADS_PATH,
       (req) => Buffer.from(this.requestType.encode(this.requestType.fromObject(req)).finish()),
-      (bytes) => this.responseType.decode(bytes) as protobuf.Message & Record<string, unknown>,
+      (bytes) => {
+        // The envelope strictly (its resources are checked one by one, to be NACKed by name); a
+        // malformed envelope cannot even be NACKed: gRPC ends the stream and it is opened again.
+        checkWireFormat(this.responseType, bytes, { descendAny: false });
+        return this.responseType.decode(bytes) as protobuf.Message & Record<string, unknown>;
+      },
     );
     this.call = call;
     this.nodeSent = false;
@@ -172,7 +183,12 @@ export class AdsClient extends EventEmitter {
         this.attempt = 0;
         this.emit('connected');
       }
-      this.onResponse(response);
+      try {
+        this.onResponse(response);
+      } catch (err) {
+        // nothing from istiod may stop the agent; what was served stays served
+        this.log('error', `xDS response not processed: ${(err as Error).message.slice(0, 300)}`);
+      }
     });
     const ended = (err?: Error) => {
       if (this.call !== call) return;
@@ -223,36 +239,37 @@ export class AdsClient extends EventEmitter {
     const typeUrl = String(response['type_url'] ?? '');
     const kind = KINDS.find((k) => TYPE_URL[k] === typeUrl);
     if (!kind) {
-      this.log('warn', `ignoring xDS response of unrequested type ${typeUrl}`);
+      this.log('warn', `ignoring xDS response of unrequested type ${typeUrl.slice(0, 200)}`);
       return;
     }
     const s = this.state.get(kind)!;
     const nonce = String(response['nonce'] ?? '');
     const version = String(response['version_info'] ?? '');
-    let accepted: Map<string, Held<unknown>>;
-    try {
-      accepted = this.decodeAll(kind, s, (response['resources'] as PackedAny[] | undefined) ?? []);
-    } catch (err) {
-      s.nonce = nonce; // NACK names this response; version stays the last good one
+    const outcome = this.decodeAll(kind, s, (response['resources'] as PackedAny[] | undefined) ?? []);
+    s.nonce = nonce;
+    if (outcome.accepted) {
+      if (WILDCARD.has(kind)) {
+        s.resources = outcome.accepted;
+      } else {
+        const wanted = new Set(s.names);
+        for (const [name, held] of outcome.accepted) if (wanted.has(name)) s.resources.set(name, held);
+      }
+      s.received = true;
+    }
+    if (outcome.errors.length) {
+      // NACK: names this response (nonce), keeps the last accepted version
       this.stats.nacks++;
-      const detail = (err as Error).message;
-      this.log('error', `NACK ${kind} version ${version}: ${detail}; keeping version ${s.version || '(none)'}`);
+      const detail = outcome.errors.join('; ');
+      this.log('error', `NACK ${kind} version ${version.slice(0, 100)}: ${detail.slice(0, 1000)}; keeping version ${s.version || '(none)'}${outcome.accepted ? ' of those resources' : ''}`);
       this.send(kind, detail);
       this.emit('nack', kind, detail);
-      return;
-    }
-    if (WILDCARD.has(kind)) {
-      s.resources = accepted;
     } else {
-      const wanted = new Set(s.names);
-      for (const [name, held] of accepted) if (wanted.has(name)) s.resources.set(name, held);
+      s.version = version;
+      this.stats.acks++;
+      this.send(kind);
+      this.emit('ack', kind, version);
     }
-    s.version = version;
-    s.nonce = nonce;
-    s.received = true;
-    this.stats.acks++;
-    this.send(kind);
-    this.emit('ack', kind, version);
+    if (!outcome.accepted) return;
     if (kind === 'cluster') this.resubscribe('endpoint', edsNames(s.resources));
     if (kind === 'listener') this.resubscribe('route', rdsNames(s.resources));
     this.emit('update', new Set([kind]));
@@ -274,34 +291,66 @@ export class AdsClient extends EventEmitter {
   }
 
   /**
-   * Decodes a response, reusing the decoded object of any resource whose bytes are unchanged (that
-   * identity is what lets the translator's caches skip it). Throws on anything that must be NACKed.
+   * Decodes and validates a response, reusing the decoded object of any resource whose bytes are
+   * unchanged (that identity is what lets the translator's caches skip it). `accepted` is the new
+   * set (wildcard types) or the resources to merge (EDS/RDS): the valid resources, and for an
+   * invalid one its last good version if there is one. It is undefined when nothing of the response
+   * may be taken. `errors` is what the NACK says.
    */
-  private decodeAll(kind: XdsKind, s: TypeState, packed: PackedAny[]): Map<string, Held<unknown>> {
+  private decodeAll(kind: XdsKind, s: TypeState, packed: PackedAny[]): { accepted?: Map<string, Held<unknown>>; errors: string[] } {
+    const resourceType = RESOURCE_TYPES[kind];
     const previous = new Map<string, Held<unknown>>();
     for (const held of s.resources.values()) previous.set(held.digest, held);
     const out = new Map<string, Held<unknown>>();
-    for (const any of packed) {
-      if (any.type_url !== TYPE_URL[kind]) throw new Error(`resource of type ${any.type_url} in a ${kind} response`);
-      const bytes = (any.value ?? new Uint8Array()) as Uint8Array;
+    const errors: string[] = [];
+    const seen = new Set<string>();
+    let whole = true;
+    const duplicate = (name: string) => {
+      if (!seen.has(name)) {
+        seen.add(name);
+        return false;
+      }
+      errors.push(`duplicate ${kind} resource ${JSON.stringify(name.slice(0, 200))}`);
+      whole = false;
+      return true;
+    };
+    packed.forEach((any, index) => {
+      if (any.type_url !== TYPE_URL[kind]) {
+        errors.push(`resource ${index}: type ${String(any.type_url).slice(0, 200)} in a ${kind} response`);
+        whole = false;
+        return;
+      }
+      const bytes = toBytes(any.value);
       const digest = createHash('sha1').update(bytes).digest('base64');
       let held = previous.get(digest);
       if (!held) {
-        let resource: unknown;
-        try {
-          resource = decodeMessage(TYPE_URL[kind], bytes);
-        } catch (err) {
-          throw new Error(`undecodable ${kind} resource: ${(err as Error).message}`);
+        const decoded = resourceType.decode(bytes);
+        if (decoded.error !== undefined) {
+          if (decoded.name === undefined) {
+            const seems = decoded.readableName ? ` (${JSON.stringify(decoded.readableName.slice(0, 200))} as far as it can be read)` : '';
+            errors.push(`${kind} resource ${index}${seems}: ${decoded.error}`);
+            whole = false; // cannot tell for sure which resource it replaces
+            return;
+          }
+          if (duplicate(decoded.name)) return;
+          errors.push(`${kind} ${JSON.stringify(decoded.name.slice(0, 200))}: ${decoded.error}`);
+          const lastGood = s.resources.get(decoded.name);
+          if (lastGood) out.set(decoded.name, lastGood);
+          return;
         }
-        held = { digest, resource };
+        held = { digest, resource: decoded.value };
       }
       const name = nameOf(kind, held.resource);
-      if (!name) throw new Error(`${kind} resource without a name`);
-      if (out.has(name)) throw new Error(`duplicate ${kind} resource ${name}`);
+      if (duplicate(name)) return;
       out.set(name, held);
-    }
-    return out;
+    });
+    return whole ? { accepted: out, errors } : { errors };
   }
+}
+
+function toBytes(value: PackedAny['value']): Uint8Array {
+  if (value === undefined) return new Uint8Array();
+  return typeof value === 'string' ? Buffer.from(value, 'base64') : value;
 }
 
 function nameOf(kind: XdsKind, resource: unknown): string {
@@ -309,28 +358,10 @@ function nameOf(kind: XdsKind, resource: unknown): string {
   return (kind === 'endpoint' ? r.cluster_name : r.name) ?? '';
 }
 
-export function edsNames(clusters: Map<string, Held<unknown>>): string[] {
-  const names: string[] = [];
-  for (const { resource } of clusters.values()) {
-    const c = resource as Cluster;
-    if (c.type === 'EDS') names.push(c.eds_cluster_config?.service_name || c.name || '');
-  }
-  return names.filter(Boolean);
+function edsNames(clusters: Map<string, Held<unknown>>): string[] {
+  return edsServiceNames([...clusters.values()].map((h) => h.resource as Cluster));
 }
 
-export function rdsNames(listeners: Map<string, Held<unknown>>): string[] {
-  const names: string[] = [];
-  for (const { resource } of listeners.values()) {
-    const l = resource as Listener;
-    const chains = [...(l.filter_chains ?? []), ...(l.default_filter_chain ? [l.default_filter_chain] : [])];
-    for (const chain of chains) {
-      for (const filter of chain.filters ?? []) {
-        const typed = filter.typed_config as PackedAny | undefined;
-        if (typed?.type_url !== HCM_TYPE) continue;
-        const name = unpackAny<HttpConnectionManager>(typed)?.rds?.route_config_name;
-        if (name) names.push(name);
-      }
-    }
-  }
-  return names;
+function rdsNames(listeners: Map<string, Held<unknown>>): string[] {
+  return [...listeners.values()].flatMap((h) => listenerRouteConfigNames(h.resource as Listener));
 }

@@ -87,6 +87,21 @@ describe('ADS client against the fake istiod', () => {
     await waitFor(() => c.versions().cluster !== version);
   });
 
+  it('a malformed response envelope ends the stream; the client reconnects and keeps its state', async () => {
+    const c = await connect();
+    const before = c.resources();
+    // DiscoveryResponse { resources: [Any { type_url: length 7, 3 bytes in the Any }], 'xxxx',
+    // nonce: "n" }: the Any's string runs on into the envelope ("abcxxxx"), which protobufjs reads
+    // without complaint, and the envelope goes on with a nonce
+    const any = Uint8Array.of(0x0a, 7, ...Buffer.from('abc'));
+    const envelope = Uint8Array.of(0x12, any.length, ...any, ...Buffer.from('xxxx'), 0x2a, 1, ...Buffer.from('n'));
+    const reconnects = c.stats.reconnects;
+    istiod.writeRaw(envelope);
+    await waitFor(() => c.stats.reconnects > reconnects, 5000, 'a reconnect');
+    expect(c.resources().clusters.size).toBe(before.clusters.size);
+    await waitFor(() => istiod.streamCount === 1 && c.isComplete());
+  });
+
   it('merges a partial EDS push by name', async () => {
     const c = await connect();
     const name = 'outbound|9080|v1|reviews.default.svc.cluster.local';

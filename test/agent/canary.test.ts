@@ -16,9 +16,12 @@ const stable = config.upstreams.get(upstreamId(`outbound|8080|stable|${host}`))!
 /** the service's routes; the `allow_any` route to anything else is tested in translate-units */
 const routes = [...config.routes.values()].filter((r) => r.upstream_id).sort((a, b) => b.priority - a.priority);
 
-/** The PCRE in a `~~` var, evaluated the way lua-resty-expr would (JS and PCRE agree on this one). */
+/**
+ * The PCRE in a `~~` var, evaluated the way lua-resty-expr would (JS and PCRE agree on this one once
+ * PCRE's end-of-text `\z` is written as JS's `$`, which without the m flag means the same).
+ */
 function matches(value: string, regex: string): boolean {
-  return new RegExp(regex).test(value);
+  return new RegExp(regex.replace(/\\z/g, '$')).test(value);
 }
 
 describe('canary (baggage header → subset canary)', () => {

@@ -152,7 +152,7 @@ describe('RouteConfiguration → routes', () => {
     const [a, b, c] = t.routes.map((r) => r.route.vars!.slice(2));
     expect(a).toEqual([['uri', '==', '/exact.html'], ['http_x_ver', '~~', '^v1\\.2\\+']]);
     expect(b).toEqual([['uri', '~*', '^\\/api\\/v1\\.0'], ['arg_q', '==', 'a.b']]);
-    expect(c).toEqual([['uri', '~~', '^(?:/items/[0-9]+)$'], ['http_x_debug', '!', '~~', '^']]);
+    expect(c).toEqual([['uri', '~~', '^(?:/items/[0-9]+)\\z'], ['http_x_debug', '!', '~~', '^']]);
     for (const r of t.routes) expect(validateApisix('route', r.route)).toBeNull();
   });
   it('weighted clusters → traffic-split, zero weights dropped', () => {

@@ -29,7 +29,9 @@ describe("APISIX's config.yaml for the sidecar", () => {
         error_log: '/dev/stderr',
         http: { access_log: '/dev/stdout' },
         // inbound forwards leave from 127.0.0.6; test/e2e/sidecar-forwarding-kernel runs these in nginx
-        http_configuration_snippet: 'map $server_port $apisix_mesh_upstream_bind {\n    15006 127.0.0.6;\n    default "";\n}\n',
+        // and the literal $ and \ the agent writes where APISIX would expand variables
+        http_configuration_snippet: 'map $server_port $apisix_mesh_upstream_bind {\n    15006 127.0.0.6;\n    default "";\n}\n'
+          + 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n',
         http_server_configuration_snippet: 'proxy_bind $apisix_mesh_upstream_bind;\n',
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function'],

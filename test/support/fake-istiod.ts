@@ -48,6 +48,8 @@ export class FakeIstiod {
   private counter = 0;
   private resources: Record<XdsKind, Map<string, Record<string, unknown>>> = { cluster: new Map(), endpoint: new Map(), listener: new Map(), route: new Map() };
   private readonly encoded = new WeakMap<object, Uint8Array>();
+  /** bytes served instead of a resource's encoding (corruption tests), by kind and name */
+  private readonly raw = new Map<string, Uint8Array>();
   readonly requests: RecordedRequest[] = [];
   /** how many new streams still get Unavailable straight away */
   unavailableStreams = 0;
@@ -73,6 +75,22 @@ export class FakeIstiod {
 
   remove(kind: XdsKind, name: string): void {
     this.resources[kind].delete(name);
+  }
+
+  /** Serves these bytes as the resource `name` (which must be set) until `clearRaw`. */
+  setRaw(kind: XdsKind, name: string, bytes: Uint8Array): void {
+    this.raw.set(`${kind}\0${name}`, bytes);
+  }
+
+  clearRaw(): void {
+    this.raw.clear();
+  }
+
+  /** The encoding of a resource as it is served. */
+  bytesOf(kind: XdsKind, name: string): Uint8Array {
+    const resource = this.resources[kind].get(name);
+    if (!resource) throw new Error(`no ${kind} ${name}`);
+    return this.raw.get(`${kind}\0${name}`) ?? this.encode(kind, resource);
   }
 
   get(kind: XdsKind, name: string): Record<string, unknown> | undefined {
@@ -218,13 +236,18 @@ export class FakeIstiod {
     const version = `2026-11-22T00:00:00Z/${++this.counter}`;
     const nonce = `${version}${randomUUID()}`;
     const selected = names === undefined ? [...this.resources[kind].values()] : names.map((n) => this.resources[kind].get(n)).filter((r): r is Record<string, unknown> => !!r);
-    const resources = selected.map((r) => ({ type_url: TYPE_URL[kind], value: this.encode(kind, r) }));
+    const resources = selected.map((r) => ({ type_url: TYPE_URL[kind], value: this.bytesOf(kind, resourceName(kind, r)) }));
     const res = envoyRoot().lookupType('envoy.service.discovery.v3.DiscoveryResponse');
     const bytes = res.encode(res.fromObject({ version_info: version, type_url: TYPE_URL[kind], nonce, resources })).finish();
     const w = s.watches.get(kind);
     if (w) w.nonce = nonce;
     this.responses.push({ stream: s.id, kind, names: selected.map((r) => resourceName(kind, r)), nonce });
     s.call.write(bytes);
+  }
+
+  /** Writes bytes as a DiscoveryResponse to every stream, whatever they are (malformed envelopes). */
+  writeRaw(bytes: Uint8Array): void {
+    for (const s of this.streams.values()) s.call.write(bytes);
   }
 
   /** Sends a response that is not valid (for NACK tests): a duplicate resource name. */

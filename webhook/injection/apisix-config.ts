@@ -1,5 +1,6 @@
 import { stringify } from 'yaml';
 import type { InjectionConfig } from '../config/injection-config.js';
+import { BACKSLASH_VARIABLE, DOLLAR_VARIABLE } from '../../agent/translate/values.js';
 
 /**
  * The plugins the agent's translation of Istio routing puts on APISIX routes (weighted clusters,
@@ -42,6 +43,15 @@ export function upstreamBindSnippets(inboundPort: number): { http: string; serve
 }
 
 /**
+ * nginx variables holding a literal `$` and `\`: the agent writes them where APISIX would expand
+ * `$name` in a value taken from Istio (header values, redirect targets; agent/translate/values.ts).
+ * `geo` values are plain strings, never expanded.
+ */
+export function literalVariablesSnippet(): string {
+  return `geo $${DOLLAR_VARIABLE} {\n    default "$";\n}\ngeo $${BACKSLASH_VARIABLE} {\n    default "\\\\";\n}\n`;
+}
+
+/**
  * APISIX's `config.yaml` for the sidecar: the one place that says how APISIX runs in a pod.
  * - data plane only, configuration from the agent's etcd v3 API on loopback, prefix `/apisix`;
  * - the Admin API and the control API off (nothing in the pod may change routes but the agent);
@@ -53,7 +63,11 @@ export function upstreamBindSnippets(inboundPort: number): { http: string; serve
  * - the etcd health check's quarantine cut to 1 s (APISIX's default 10 s): the one etcd endpoint is
  *   the agent on loopback, and while a failed endpoint is quarantined APISIX neither watches nor
  *   reads, so a restarted agent's pushes waited ~10 s. Not 0: lua-resty-etcd stores the quarantine
- *   in a shared dict with that expiry, and 0 means never.
+ *   in a shared dict with that expiry, and 0 means never;
+ * - the literal `$` and `\` variables (see `literalVariablesSnippet`).
+ * APISIX's own nginx.conf template already bounds every regex match (`lua_regex_match_limit
+ * 100000`), which is what keeps Istio's regexes from backtracking for long (agent/translate/pcre.ts);
+ * setting it again here would be a duplicate directive.
  */
 export function apisixConfigDocument(config: InjectionConfig): Record<string, unknown> {
   const bind = upstreamBindSnippets(config.ports.inbound);
@@ -80,7 +94,7 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       worker_processes: config.apisixWorkerProcesses,
       error_log: '/dev/stderr',
       http: { access_log: '/dev/stdout' },
-      http_configuration_snippet: bind.http,
+      http_configuration_snippet: bind.http + literalVariablesSnippet(),
       http_server_configuration_snippet: bind.server,
     },
     plugins: [...APISIX_PLUGINS],
