@@ -26,18 +26,17 @@ export function unreachableByOtherUids(path: string): string | null {
   }
 }
 
-function reachableOrThrow(path: string): void {
-  const why = unreachableByOtherUids(path);
-  if (why) throw new Error(`programs run as another uid cannot reach ${path}: ${why}`);
-}
-
 /** The world-readable directory of this test file (created on first use). */
 export function otherUidsDir(): string {
   if (shared === undefined) {
     const dir = mkdtempSync(join(tmpdir(), 'apisix-mesh-other-uids-'));
     chmodSync(dir, 0o755);
+    const why = unreachableByOtherUids(dir);
+    if (why) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`programs run as another uid need a directory they can reach (set TMPDIR): ${why}`);
+    }
     shared = dir;
-    reachableOrThrow(dir);
   }
   return shared;
 }
@@ -63,6 +62,7 @@ export function copyForOtherUids(file: string): string {
 
 /** Node itself, which runs the copied programs: it must not live under a private directory either. */
 export function nodeForOtherUids(): string {
-  reachableOrThrow(process.execPath);
+  const why = unreachableByOtherUids(process.execPath);
+  if (why) throw new Error(`programs run as another uid cannot run node: ${why}`);
   return process.execPath;
 }
