@@ -147,7 +147,15 @@ function watch(base: string, create: object): { messages: unknown[]; close(): vo
   return { messages, close: () => req.destroy() };
 }
 
-const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Polls `done` until it holds or `ms` have passed; the comparison that follows says what differs. */
+async function until(done: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+}
+
+/** Whether a watch has a message at `revision` (what the last write made). */
+const reached = (messages: unknown[], revision: number) =>
+  messages.some((m) => (m as { result?: { header?: { revision?: string } } }).result?.header?.revision === String(revision));
 
 describeWhenAvailable(
   'differential: the emulator answers like a real etcd',
@@ -194,14 +202,19 @@ describeWhenAvailable(
             };
             const w1 = watch(etcd.url, create);
             const w2 = watch(emuBase, create);
-            await settle(250);
+            // etcd answers 'created', then (from its 100 ms sync loop) one message with the missed
+            // events, or 'canceled' when compacted, and nothing more (no writes happen meanwhile). With
+            // nothing to catch up it stays at 'created': 250 ms tell. The emulator must then match.
+            await until(() => w1.messages.length >= 2, 250);
+            await until(() => w2.messages.length >= w1.messages.length, 2000);
             w1.close();
             w2.close();
             expect({ create, messages: w2.messages }).toEqual({ create, messages: w1.messages });
           }),
           { numRuns: 40, endOnFailure: true },
         );
-        await settle(300);
+        // The watches on everything have seen the last write once a message carries its revision.
+        await until(() => reached(allReal.messages, current) && allEmu.messages.length >= allReal.messages.length, 5000);
         expect(allEmu.messages.length).toBeGreaterThan(1);
         expect(allEmu.messages).toEqual(allReal.messages);
         expect(compared).toBeGreaterThan(100);

@@ -2,6 +2,7 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { removeOtherUidsDir } from '../support/other-uids.js';
 import { describeWhenAvailable, firstMissing, missingCommand, missingRoot } from '../support/requirements.js';
 import {
   connectFrom,
@@ -91,6 +92,7 @@ describeWhenAvailable('apisix-mesh iptables on a real kernel (network namespaces
     for (const l of listeners) l.stop();
     pair?.destroy();
     for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
+    removeOtherUidsDir();
   });
 
   it('applies exactly what --dry-run printed: one save and one restore per family (IPv6 by auto)', () => {

@@ -1,12 +1,12 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { translateCluster } from '../../agent/translate/cluster.js';
 import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
 import { apisixConfigDocument } from '../../webhook/injection/apisix-config.js';
 import { describeWhenAvailable, firstMissing, missingCommand, missingRoot } from '../support/requirements.js';
+import { otherUidsDir, removeOtherUidsDir } from '../support/other-uids.js';
 import { asUser, createPair, podIp, remoteIp, runIptables, startHttpEcho, type Listener, type NetnsPair } from '../iptables/support/netns.js';
 
 /**
@@ -37,7 +37,8 @@ interface Nginx {
 
 /** nginx as the proxy uid in `ns`, listening on both capture ports like APISIX's `node_listen`. */
 async function startNginx(ns: string, snippets: { http: string; server: string }, inboundNode: string): Promise<Nginx> {
-  const dir = mkdtempSync(join(tmpdir(), 'sidecar-nginx-'));
+  // nginx runs as the proxy uid: its directory must not be under one only root may enter.
+  const dir = mkdtempSync(join(otherUidsDir(), 'sidecar-nginx-'));
   for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub));
   writeFileSync(
     join(dir, 'nginx.conf'),
@@ -124,6 +125,7 @@ describeWhenAvailable('APISIX forwarding under the capture rules (a real kernel,
   afterAll(() => {
     for (const a of apps) a.stop();
     pair?.destroy();
+    removeOtherUidsDir();
   });
 
   it('the agent forwards inbound traffic to the pod IP', () => {

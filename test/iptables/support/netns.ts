@@ -1,6 +1,7 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
+import { copyForOtherUids, nodeForOtherUids } from '../../support/other-uids.js';
 
 /**
  * A pod and a remote host: two network namespaces joined by a veth pair, with addresses only
@@ -147,7 +148,8 @@ export function asUser(ids: { uid: number; gid: number }): string[] {
 
 /** Opens `connections` from `ns` as uid:gid (root when omitted); one process for all of them. */
 export function connectFrom(ns: string, connections: Connection[], ids?: { uid: number; gid: number }): Map<string, Outcome> {
-  const identity = ids ? asUser(ids) : [];
-  const out = sh(['ip', 'netns', 'exec', ns, ...identity, process.execPath, clientPath, JSON.stringify(connections)]);
+  // Another uid runs a copy outside the checkout, which may be private to root (see other-uids.ts).
+  const command = ids ? [...asUser(ids), nodeForOtherUids(), copyForOtherUids(clientPath)] : [process.execPath, clientPath];
+  const out = sh(['ip', 'netns', 'exec', ns, ...command, JSON.stringify(connections)]);
   return new Map((JSON.parse(out) as Outcome[]).map((o) => [o.tag, o]));
 }
