@@ -14,7 +14,7 @@ import { findApisixRuntime } from './apisix-runtime.js';
 import { apisixImage, meshImage } from './images.js';
 import { Kubelet } from './kubelet.js';
 import { createPodNetwork, POD_IP, type PodNetwork } from './network.js';
-import { stagedProject } from './staged-project.js';
+import { stageProject } from './staged-project.js';
 import { NetnsWorker } from './worker-client.js';
 import { apisixErrorLines } from './apisix-log.js';
 
@@ -95,7 +95,13 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
 
   const dir = mkdtempSync(join(tmpdir(), 'apisix-mesh-pod-'));
   chmodSync(dir, 0o755);
-  const project = stagedProject();
+  let project;
+  try {
+    project = stageProject(dir);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   const network = createPodNetwork();
   const workers: NetnsWorker[] = [];
   const apps = new Map<string, NetnsWorker>();

@@ -1,16 +1,17 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { unreachableByOtherUids } from '../other-uids.js';
 
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
 
 /**
  * A world-readable copy of what the pod's processes run (the built CLI with its node_modules, the
- * test worker): the agent runs as the proxy uid and the test apps as another uid, and neither may
- * depend on the checkout's directory permissions (a clone under a 0700 home is not theirs to read).
- * node_modules is hard-linked (same filesystem) so the copy costs about a second; removed at exit.
+ * test worker), inside the pod's own directory: the agent runs as the proxy uid and the test apps as
+ * another uid, and neither may depend on the checkout's directory permissions (a clone under a 0700
+ * home is not theirs to read). node_modules is hard-linked where the filesystem allows (about a
+ * second); it goes when the pod's directory is removed.
  */
 export interface StagedProject {
   /** stands for the mesh image's /app: dist/, node_modules/, package.json */
@@ -19,24 +20,19 @@ export interface StagedProject {
   worker: string;
 }
 
-let staged: StagedProject | undefined;
-
-export function stagedProject(): StagedProject {
-  if (staged) return staged;
-  const dir = mkdtempSync(join(tmpdir(), 'apisix-mesh-stage-'));
-  chmodSync(dir, 0o755);
-  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-  const app = join(dir, 'app');
-  execFileSync('mkdir', ['-p', app]);
+export function stageProject(podDir: string): StagedProject {
+  const why = unreachableByOtherUids(podDir);
+  if (why) throw new Error(`the pod's programs run as other uids and need a directory they can reach (set TMPDIR): ${why}`);
+  const app = join(podDir, 'app');
+  mkdirSync(app);
   execFileSync('cp', ['-R', join(repo, 'dist'), join(repo, 'package.json'), app]);
   try {
     execFileSync('cp', ['-al', join(repo, 'node_modules'), app], { stdio: 'pipe' });
   } catch {
     execFileSync('cp', ['-a', join(repo, 'node_modules'), app]); // another filesystem: a real copy
   }
-  const worker = join(dir, 'netns-worker.mjs');
+  const worker = join(podDir, 'netns-worker.mjs');
   copyFileSync(fileURLToPath(new URL('./netns-worker.mjs', import.meta.url)), worker);
-  execFileSync('chmod', ['-R', 'a+rX', dir]);
-  staged = { app, worker };
-  return staged;
+  execFileSync('chmod', ['-R', 'a+rX', app, worker]);
+  return { app, worker };
 }
