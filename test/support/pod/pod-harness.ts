@@ -39,6 +39,8 @@ export interface PodHarnessOptions {
   xds: CanonicalResources;
   /** addresses that exist in the cluster namespace (service VIPs, endpoints, external hosts) */
   clusterAddresses?: string[];
+  /** names the cluster's DNS answers inside the pod (its /etc/hosts): host name → address */
+  hosts?: Record<string, string>;
   /** for control experiments only: changes the injected pod before it runs */
   mutateInjected?: (pod: V1Pod) => V1Pod;
 }
@@ -87,7 +89,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
   const dir = mkdtempSync(join(tmpdir(), 'apisix-mesh-pod-'));
   chmodSync(dir, 0o755);
   const project = stagedProject();
-  const network = createPodNetwork();
+  const network = createPodNetwork(options.hosts);
   const workers: NetnsWorker[] = [];
   const apps = new Map<string, NetnsWorker>();
   const istiod = new FakeIstiod(options.xds);
