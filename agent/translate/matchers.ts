@@ -34,7 +34,7 @@ export function matchVars(match: RouteMatch): ApisixVar[] {
   } else if (match.path_match_policy) {
     throw new UnsupportedMatch('path-match-policy', 'extension path matchers are not supported');
   }
-  for (const header of match.headers ?? []) vars.push(headerVar(header));
+  for (const header of match.headers ?? []) vars.push(...headerVars(header));
   for (const query of match.query_parameters ?? []) vars.push(queryVar(query));
   if (match.runtime_fraction) {
     throw new UnsupportedMatch('runtime-fraction', 'routes matched on a runtime fraction are not supported');
@@ -61,7 +61,13 @@ export function headerVariable(name: string): string {
   }
 }
 
-function headerVar(header: HeaderMatcher): ApisixVar {
+/**
+ * One header matcher → its conditions. lua-resty-expr sees a missing header as nil, which no
+ * comparison matches and `!` therefore turns into a match; Envoy instead fails an inverted matcher
+ * on a missing header unless `treat_missing_header_as_empty` (Istio's `withoutHeaders`) says the
+ * header counts as empty. So a plain inverted value matcher also requires the header to be there.
+ */
+function headerVars(header: HeaderMatcher): ApisixVar[] {
   const variable = headerVariable(header.name ?? '');
   const invert = header.invert_match === true;
   let condition: [string, unknown];
@@ -73,10 +79,12 @@ function headerVar(header: HeaderMatcher): ApisixVar {
   else if (header.contains_match !== undefined) condition = ['~~', regexEscape(header.contains_match)];
   else if (header.present_match !== undefined) {
     // "present" = any value, including the empty one; "not present" inverts it.
-    return header.present_match !== invert ? [variable, '~~', '^'] : [variable, '!', '~~', '^'];
+    return [header.present_match !== invert ? [variable, '~~', '^'] : [variable, '!', '~~', '^']];
   } else if (header.range_match) throw new UnsupportedMatch('header-range-match', `range match on ${header.name}`);
   else condition = ['~~', '^'];
-  return invert ? [variable, '!', condition[0], condition[1]] : [variable, condition[0], condition[1]];
+  if (!invert) return [[variable, condition[0], condition[1]]];
+  const inverted: ApisixVar = [variable, '!', condition[0], condition[1]];
+  return header.treat_missing_header_as_empty ? [inverted] : [[variable, '~~', '^'], inverted];
 }
 
 function queryVar(query: QueryParameterMatcher): ApisixVar {

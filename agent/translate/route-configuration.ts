@@ -82,6 +82,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
           scopeVars,
           notes,
           fullName,
+          headerLevels: headerLevels(route, vhost, rc),
         });
         if (translated) routes.push(translated);
       } catch (err) {
@@ -212,6 +213,8 @@ interface RouteContext {
   scopeVars: ApisixVar[];
   notes: TranslationNote[];
   fullName: string;
+  /** the route's, its virtual host's and its configuration's header operations, in Envoy's order */
+  headerLevels: HeaderMutations[];
 }
 
 function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): TranslatedRoute | undefined {
@@ -244,7 +247,7 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     applyRewrite(action, route.match ?? {}, plugins, note);
     applyMirror(action, plugins, note);
   } else if (route.redirect) {
-    plugins['redirect'] = redirectPlugin(route.redirect);
+    applyRedirect(route.redirect, route.match ?? {}, plugins, note);
   } else if (route.direct_response) {
     const status = route.direct_response.status ?? 200;
     const body = route.direct_response.body?.inline_string ?? (route.direct_response.body?.inline_bytes ? Buffer.from(route.direct_response.body.inline_bytes as Uint8Array).toString('utf8') : undefined);
@@ -254,7 +257,7 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     note('unsupported-action', 'route without route/redirect/direct_response action', true);
     return undefined;
   }
-  applyHeaders(route, plugins);
+  applyHeaders(ctx.headerLevels, plugins);
   const fault = faultPlugin(route, note);
   if (fault && !plugins['fault-injection']) plugins['fault-injection'] = fault;
   if (Object.keys(plugins).length) apisix.plugins = plugins;
@@ -316,18 +319,23 @@ function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, n
   }
 }
 
+/**
+ * Envoy's prefix_rewrite replaces the matched prefix (or the whole exact path) with the new one;
+ * undefined when the route matches neither way.
+ */
+function prefixRewriteRegex(match: NonNullable<Route['match']>, prefixRewrite: string): [string, string] | undefined {
+  if (match.prefix !== undefined && match.prefix !== null) return [`^${regexEscape(match.prefix)}(.*)`, `${prefixRewrite}$1`];
+  if (match.path !== undefined && match.path !== null) return [`^${regexEscape(match.path)}$`, prefixRewrite];
+  return undefined;
+}
+
 function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
   const rewrite: Record<string, unknown> = {};
   const prefixRewrite = action.prefix_rewrite;
   if (prefixRewrite !== undefined && prefixRewrite !== null && prefixRewrite !== '') {
-    // Envoy replaces the matched prefix (or the whole exact path) with the new one.
-    if (match.prefix !== undefined && match.prefix !== null) {
-      rewrite['regex_uri'] = [`^${regexEscape(match.prefix)}(.*)`, `${prefixRewrite}$1`];
-    } else if (match.path !== undefined && match.path !== null) {
-      rewrite['regex_uri'] = [`^${regexEscape(match.path)}$`, prefixRewrite];
-    } else {
-      note('prefix-rewrite', 'prefix rewrite on a route without a prefix or path match is ignored');
-    }
+    const regex = prefixRewriteRegex(match, prefixRewrite);
+    if (regex) rewrite['regex_uri'] = regex;
+    else note('prefix-rewrite', 'prefix rewrite on a route without a prefix or path match is ignored');
   }
   if (action.regex_rewrite?.pattern?.regex !== undefined) {
     rewrite['regex_uri'] = [action.regex_rewrite.pattern.regex, (action.regex_rewrite.substitution ?? '').replace(/\\(\d)/g, '$$$1')];
@@ -357,23 +365,55 @@ function applyMirror(action: RouteAction, plugins: ApisixPlugins, note: (r: stri
   if ((action.request_mirror_policies ?? []).length > 1) note('mirror-many', 'only the first mirror policy is translated');
 }
 
-/** Route-level header additions and removals (VirtualService `headers.request`) → proxy-rewrite. */
-function applyHeaders(route: Route, plugins: ApisixPlugins): void {
-  const set: Record<string, string> = {};
-  const add: Record<string, string> = {};
-  for (const option of route.request_headers_to_add ?? []) {
-    const key = option.header?.key;
-    if (!key) continue;
-    const value = option.header?.value ?? '';
-    const append = option.append_action ? option.append_action === 'APPEND_IF_EXISTS_OR_ADD' : wrapped(option.append) ?? true;
-    (append ? add : set)[key] = value;
+type HeaderMutations = Pick<Route, 'request_headers_to_add' | 'request_headers_to_remove'>;
+
+/**
+ * Envoy applies the header operations of the route, then of its virtual host, then of the route
+ * configuration, so the less specific level wins a conflict — unless the configuration says
+ * `most_specific_header_mutations_wins`.
+ */
+function headerLevels(route: Route, vhost: VirtualHost, rc: RouteConfiguration): HeaderMutations[] {
+  const levels = [route, vhost, rc];
+  return rc.most_specific_header_mutations_wins ? levels.reverse() : levels;
+}
+
+/**
+ * Header additions and removals (VirtualService `headers.request`) → proxy-rewrite, which adds,
+ * then sets, then removes. Each level removes before it adds (as Envoy's header parser does), so a
+ * later level's operation replaces an earlier one's on the same header.
+ */
+function applyHeaders(levels: HeaderMutations[], plugins: ApisixPlugins): void {
+  const set = new Map<string, string>();
+  const add = new Map<string, string>();
+  const remove = new Set<string>();
+  for (const level of levels) {
+    for (const name of level.request_headers_to_remove ?? []) {
+      const key = name.toLowerCase();
+      set.delete(key);
+      add.delete(key);
+      remove.add(key);
+    }
+    for (const option of level.request_headers_to_add ?? []) {
+      const key = option.header?.key?.toLowerCase();
+      if (!key) continue;
+      const value = option.header?.value ?? '';
+      const append = option.append_action ? option.append_action === 'APPEND_IF_EXISTS_OR_ADD' : wrapped(option.append) ?? true;
+      remove.delete(key);
+      if (!append) {
+        add.delete(key);
+        set.set(key, value);
+      } else if (set.has(key)) {
+        set.set(key, `${set.get(key)}, ${value}`);
+      } else {
+        add.set(key, add.has(key) ? `${add.get(key)}, ${value}` : value);
+      }
+    }
   }
-  const remove = route.request_headers_to_remove ?? [];
-  if (!Object.keys(set).length && !Object.keys(add).length && !remove.length) return;
+  if (!set.size && !add.size && !remove.size) return;
   const headers: Record<string, unknown> = {};
-  if (Object.keys(set).length) headers['set'] = set;
-  if (Object.keys(add).length) headers['add'] = add;
-  if (remove.length) headers['remove'] = remove;
+  if (set.size) headers['set'] = Object.fromEntries(set);
+  if (add.size) headers['add'] = Object.fromEntries(add);
+  if (remove.size) headers['remove'] = [...remove];
   plugins['proxy-rewrite'] = { ...(plugins['proxy-rewrite'] ?? {}), headers };
 }
 
@@ -406,15 +446,40 @@ const REDIRECT_CODES: Record<string, number> = {
   PERMANENT_REDIRECT: 308,
 };
 
-function redirectPlugin(redirect: NonNullable<Route['redirect']>): Record<string, unknown> {
+/**
+ * Envoy builds the Location from the request: its scheme, its Host header as sent (port included:
+ * nginx's `$http_host`, where `$host` drops the port) and its path with the query string, each
+ * replaced where the redirect says so. A `path_redirect` keeps the request's query unless it has
+ * one of its own or `strip_query` is set. A `prefix_rewrite` replaces the matched prefix: the
+ * redirect plugin interpolates no variables into a regex result, so proxy-rewrite (which runs
+ * before it) rewrites the path and the Location is built from its `$upstream_uri` (path and query).
+ */
+function applyRedirect(redirect: NonNullable<Route['redirect']>, match: NonNullable<Route['match']>, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
   const code = REDIRECT_CODES[String(redirect.response_code ?? 'MOVED_PERMANENTLY')] ?? 301;
   const scheme = redirect.https_redirect ? 'https' : redirect.scheme_redirect || '$scheme';
-  const host = redirect.host_redirect || '$host';
   const port = redirect.port_redirect ? `:${redirect.port_redirect}` : '';
-  const path = redirect.path_redirect || (redirect.strip_query ? '$uri' : '$request_uri');
-  if (redirect.prefix_rewrite !== undefined && redirect.prefix_rewrite !== null && redirect.prefix_rewrite !== '') {
-    return { regex_uri: ['^/(.*)', `${scheme}://${host}${port}${redirect.prefix_rewrite.replace(/\/?$/, '/')}$1`], ret_code: code };
+  // a new port replaces the request's; a new scheme keeps it (Envoy drops only an explicit ':80'
+  // of a plain-HTTP request, which clients do not send)
+  const host = redirect.host_redirect || (port ? '$host' : '$http_host');
+  const origin = `${scheme}://${host}${port}`;
+  if (redirect.regex_rewrite) note('redirect-regex-rewrite', 'a redirect\'s regex_rewrite is not translated: the path is kept');
+  if (redirect.path_redirect) {
+    const keepQuery = !redirect.strip_query && !redirect.path_redirect.includes('?');
+    plugins['redirect'] = { uri: `${origin}${redirect.path_redirect}`, ret_code: code, ...(keepQuery ? { append_query_string: true } : {}) };
+    return;
   }
-  return { uri: `${scheme}://${host}${port}${path}`, ret_code: code };
+  const prefixRewrite = redirect.prefix_rewrite;
+  const regex = prefixRewrite ? prefixRewriteRegex(match, prefixRewrite) : undefined;
+  if (prefixRewrite && !regex) note('prefix-rewrite', 'redirect prefix rewrite on a route without a prefix or path match is ignored');
+  if (regex && !redirect.strip_query) {
+    plugins['proxy-rewrite'] = { ...(plugins['proxy-rewrite'] ?? {}), regex_uri: regex };
+    plugins['redirect'] = { uri: `${origin}$upstream_uri`, ret_code: code };
+    return;
+  }
+  if (regex) {
+    plugins['redirect'] = { regex_uri: regex, ret_code: code }; // relative Location: the query dropped, scheme and host kept by the client
+    if (host !== '$http_host' || scheme !== '$scheme') note('redirect-prefix-rewrite', 'a prefix rewrite with strip_query keeps the request\'s scheme and authority');
+    return;
+  }
+  plugins['redirect'] = { uri: `${origin}${redirect.strip_query ? '$uri' : '$request_uri'}`, ret_code: code };
 }
-
