@@ -252,7 +252,8 @@ export function istioDefaultRetries(attempts = 2): Json {
  */
 export function httpRoute(name: string, match: Json, action: Json | undefined, extra: Json = {}): Json {
   const out: Json = { name, match: { case_sensitive: true, ...match } };
-  if (action) out['route'] = { timeout: '0s', retry_policy: istioDefaultRetries(), max_grpc_timeout: '0s', ...action };
+  // an `undefined` in `action` removes a default (e.g. `retry_policy: undefined`: `retries: {attempts: 0}`)
+  if (action) out['route'] = Object.fromEntries(Object.entries({ timeout: '0s', retry_policy: istioDefaultRetries(), max_grpc_timeout: '0s', ...action }).filter(([, v]) => v !== undefined));
   return { ...out, ...extra, decorator: { operation: `${name}/*` } };
 }
 
