@@ -23,7 +23,7 @@ const BACKEND_PORT = 8080;
 
 /** One backend per route under test, so the echo's name says which route matched. */
 const MATCH_VIP = '10.96.0.10';
-const matchBackends = ['exact', 'regex', 'h-exact', 'h-regex', 'h-present', 'without', 'inverted', 'query', 'method', 'first', 'second', 'caseless', 'default'];
+const matchBackends = ['exact', 'regex', 'segment', 'h-exact', 'h-regex', 'h-present', 'h-affix', 'without', 'inverted', 'query', 'q-regex', 'q-present', 'method', 'first', 'second', 'caseless', 'default'];
 const REWRITE_VIP = '10.96.0.11';
 const HEADERS_VIP = '10.96.0.12';
 const VHOST_HEADERS_VIP = '10.96.0.13';
@@ -50,14 +50,19 @@ function mesh(): MeshResources {
   const matchRoutes = [
     httpRoute('exact', { path: '/exact' }, to('match', 'exact')),
     httpRoute('regex', { safe_regex: { regex: '/items/[0-9]+' } }, to('match', 'regex')),
+    // what istiod writes for a VirtualService `prefix` without a trailing slash
+    httpRoute('segment', { path_separated_prefix: '/api' }, to('match', 'segment')),
     httpRoute('h-exact', { prefix: '/h', headers: [h('x-user', { string_match: { exact: 'jason' } })] }, to('match', 'h-exact')),
     httpRoute('h-regex', { prefix: '/h', headers: [h('x-version', { string_match: { safe_regex: { regex: 'v[0-9]+' } } })] }, to('match', 'h-regex')),
     httpRoute('h-present', { prefix: '/h', headers: [h('x-flag', { present_match: true })] }, to('match', 'h-present')),
+    httpRoute('h-affix', { prefix: '/h', headers: [h('x-a', { string_match: { prefix: 'pre.' } }), h('x-b', { string_match: { suffix: '.suf' } }), h('x-c', { string_match: { contains: '+in+' } })] }, to('match', 'h-affix')),
     // Istio's `withoutHeaders`: inverted, and a missing header counts as empty
     httpRoute('without', { prefix: '/w', headers: [h('x-env', { string_match: { exact: 'prod' }, invert_match: true, treat_missing_header_as_empty: true })] }, to('match', 'without')),
     // Envoy's plain inverted matcher: a missing header does not match
     httpRoute('inverted', { prefix: '/inv', headers: [h('x-env', { string_match: { exact: 'prod' }, invert_match: true })] }, to('match', 'inverted')),
     httpRoute('query', { prefix: '/q', query_parameters: [{ name: 'mode', string_match: { exact: 'fast' } }] }, to('match', 'query')),
+    httpRoute('q-regex', { prefix: '/q', query_parameters: [{ name: 'id', string_match: { safe_regex: { regex: '[0-9]{3}' } } }] }, to('match', 'q-regex')),
+    httpRoute('q-present', { prefix: '/q', query_parameters: [{ name: 'debug', present_match: true }] }, to('match', 'q-present')),
     httpRoute('method', { prefix: '/m', headers: [h(':method', { string_match: { exact: 'POST' } })] }, to('match', 'method')),
     httpRoute('first', { prefix: '/order' }, to('match', 'first')),
     httpRoute('second', { prefix: '/order/specific' }, to('match', 'second')),
@@ -162,13 +167,16 @@ describeWhenAvailable('translation rules on the real data plane: routing, rewrit
     expect(await nameAt(url('/items/42'))).toBe('regex');
     expect(await nameAt(url('/items/42/x'))).toBe('default');
     expect(await nameAt(url('/items/abc'))).toBe('default');
+    expect(await nameAt(url('/api'))).toBe('segment');
+    expect(await nameAt(url('/api/v1'))).toBe('segment');
+    expect(await nameAt(url('/apix'))).toBe('default');
     expect(await nameAt(url('/caseless/x'))).toBe('caseless');
     expect(await nameAt(url('/CASELESS'))).toBe('caseless');
     expect(await nameAt(url('/anything'))).toBe('default');
     noErrors();
   });
 
-  it('header matchers: exact, regex (anchored), present (empty value too)', async () => {
+  it('header matchers: exact, regex (anchored), present (empty value too), prefix/suffix/contains (literal)', async () => {
     const url = `http://${MATCH_VIP}/h`;
     expect(await nameAt(url, { 'x-user': 'jason' })).toBe('h-exact');
     expect(await nameAt(url, { 'x-user': 'jasonx' })).toBe('default');
@@ -176,6 +184,9 @@ describeWhenAvailable('translation rules on the real data plane: routing, rewrit
     expect(await nameAt(url, { 'x-version': 'v12b' })).toBe('default');
     expect(await nameAt(url, { 'x-flag': '' })).toBe('h-present');
     expect(await nameAt(url, { 'x-flag': 'on' })).toBe('h-present');
+    expect(await nameAt(url, { 'x-a': 'pre.1', 'x-b': '2.suf', 'x-c': 'a+in+b' })).toBe('h-affix');
+    expect(await nameAt(url, { 'x-a': 'pre.1', 'x-b': '2.suf', 'x-c': 'a-in-b' })).toBe('default');
+    expect(await nameAt(url, { 'x-a': 'preX1', 'x-b': '2.suf', 'x-c': 'a+in+b' })).toBe('default');
     expect(await nameAt(url)).toBe('default');
     noErrors();
   });
@@ -194,6 +205,10 @@ describeWhenAvailable('translation rules on the real data plane: routing, rewrit
     expect(await nameAt(`http://${MATCH_VIP}/q?mode=fast`)).toBe('query');
     expect(await nameAt(`http://${MATCH_VIP}/q?mode=slow`)).toBe('default');
     expect(await nameAt(`http://${MATCH_VIP}/q`)).toBe('default');
+    expect(await nameAt(`http://${MATCH_VIP}/q?id=123`)).toBe('q-regex');
+    expect(await nameAt(`http://${MATCH_VIP}/q?id=1234`)).toBe('default');
+    expect(await nameAt(`http://${MATCH_VIP}/q?debug`)).toBe('q-present');
+    expect(await nameAt(`http://${MATCH_VIP}/q?debug=1`)).toBe('q-present');
     expect(await nameAt(`http://${MATCH_VIP}/m`, {}, 'POST')).toBe('method');
     expect(await nameAt(`http://${MATCH_VIP}/m`, {}, 'GET')).toBe('default');
     noErrors();
@@ -256,6 +271,10 @@ describeWhenAvailable('translation rules on the real data plane: routing, rewrit
     expect([scheme.status, scheme.headers['location']]).toEqual([308, `https://${REDIRECT_VIP}:8080/tls`]);
     const prefix = await send(app(), { url: `http://${REDIRECT_VIP}:8080/pre/x?d=4` });
     expect([prefix.status, prefix.headers['location']]).toEqual([301, `http://${REDIRECT_VIP}:8080/post/x?d=4`]);
+    // Envoy picks one virtual host by domain and answers 404 when none of its routes matches;
+    // it never falls through to allow_any
+    const unmatched = await send(app(), { url: `http://${REDIRECT_VIP}:8080/nothing-here` });
+    expect([unmatched.status, unmatched.echo]).toEqual([404, undefined]);
     noErrors();
   });
 

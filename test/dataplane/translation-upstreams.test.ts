@@ -26,8 +26,10 @@ const services = {
   // 10.244.13.1 exists in the cluster but nothing listens there: connections are refused
   retry: { vip: '10.96.1.14', backends: { '': [['refusing', '10.244.13.1'], ['retry-live', '10.244.13.2']] } },
   noretry: { vip: '10.96.1.15', backends: { '': [['refusing', '10.244.13.1'], ['retry-live', '10.244.13.2']] } },
+  ejecting: { vip: '10.96.1.20', backends: { '': [['refusing', '10.244.13.1'], ['retry-live', '10.244.13.2']] } },
   slow: { vip: '10.96.1.16', backends: { '': [['slow', '10.244.14.1']] } },
   pertry: { vip: '10.96.1.19', backends: { '': [['slow-per-try', '10.244.14.2']] } },
+  weighted: { vip: '10.96.1.21', backends: { '': [['w-heavy', '10.244.17.1'], ['w-light', '10.244.17.2']] } },
   split: { vip: '10.96.1.17', backends: { v1: [['split-v1', '10.244.15.1']], v2: [['split-v2', '10.244.15.2']] } },
   limited: { vip: '10.96.1.18', backends: { '': [['limited', '10.244.16.1']] } },
 } as const satisfies Record<string, { vip: string; backends: Record<string, ReadonlyArray<readonly [string, string]>> }>;
@@ -38,14 +40,20 @@ const SHADOW_VIP_SERVER = 'shadow-vip';
 const REFUSING = new Set(['refusing']);
 
 const cluster = (service: Service, subset = '') => outboundCluster(80, fqdn(service, NS), subset);
+/** Endpoint weights (load_balancing_weight); 1 unless named here. */
+const WEIGHTS: Record<string, number> = { 'w-heavy': 3, 'w-light': 1 };
 const endpoints = (service: Service, subset: string): Endpoint[] =>
-  (services[service].backends as Record<string, ReadonlyArray<readonly [string, string]>>)[subset]!.map(([, ip]) => ({ ip, port: PORT }));
+  (services[service].backends as Record<string, ReadonlyArray<readonly [string, string]>>)[subset]!.map(([name, ip]) => ({ ip, port: PORT, weight: WEIGHTS[name] ?? 1 }));
 
 function mesh(): MeshResources {
   const m = new MeshResources();
   for (const [service, def] of Object.entries(services) as Array<[Service, (typeof services)[Service]]>) {
     for (const subset of Object.keys(def.backends)) {
-      const options = service === 'hash' ? { ringHash: true } : service === 'limited' ? { connectionPool: { maxConnections: 1, maxPendingRequests: 1 } } : {};
+      const options = {
+        hash: { ringHash: true },
+        limited: { connectionPool: { maxConnections: 1, maxPendingRequests: 1 } },
+        ejecting: { outlierDetection: { consecutive5xx: 2, interval: '1s', baseEjectionTime: '30s' } },
+      }[service as string] ?? {};
       m.cluster(edsCluster(cluster(service, subset), options), endpoints(service, subset));
     }
   }
@@ -62,8 +70,10 @@ function mesh(): MeshResources {
       vhost('hash', [httpRoute('sticky', { prefix: '/' }, to('hash', { hash_policy: [{ header: { header_name: 'x-user' } }] }))]),
       vhost('retry', [httpRoute('retried', { prefix: '/' }, to('retry', { retry_policy: istioDefaultRetries(2) }))]),
       vhost('noretry', [httpRoute('once', { prefix: '/' }, to('noretry', { retry_policy: undefined }))]),
+      vhost('ejecting', [httpRoute('once', { prefix: '/' }, to('ejecting', { retry_policy: undefined }))]),
       vhost('slow', [httpRoute('bounded', { prefix: '/' }, to('slow', { timeout: '0.5s' }))]),
       vhost('pertry', [httpRoute('per-try', { prefix: '/' }, to('pertry', { timeout: '3s', retry_policy: { retry_on: '5xx', num_retries: 1, per_try_timeout: '0.3s' } }))]),
+      vhost('weighted', [httpRoute('spread', { prefix: '/' }, to('weighted'))]),
       vhost('split', [httpRoute('canary', { prefix: '/' }, { weighted_clusters: { clusters: [{ name: cluster('split', 'v1'), weight: 75 }, { name: cluster('split', 'v2'), weight: 25 }] } })]),
       vhost('limited', [httpRoute('guarded', { prefix: '/' }, to('limited'))]),
       allowAnyVirtualHost(),
@@ -180,6 +190,16 @@ describeWhenAvailable('translation rules on the real data plane: mirror, faults,
     noErrors();
   });
 
+  it('outlier detection: after consecutive failures the refusing endpoint is ejected', async () => {
+    const early: number[] = [];
+    for (let i = 0; i < 8; i++) early.push((await get('ejecting')).status);
+    expect(early).toContain(502);
+    const later: number[] = [];
+    for (let i = 0; i < 10; i++) later.push((await get('ejecting')).status);
+    expect(later).toEqual(Array(10).fill(200));
+    noErrors();
+  });
+
   it('timeout: a backend slower than the route timeout gives 504, a faster one 200', async () => {
     const before = (await pod.cluster.served('slow')).count;
     const late = await get('slow', '/?delay=1500');
@@ -218,6 +238,14 @@ describeWhenAvailable('translation rules on the real data plane: mirror, faults,
     expect((counts['split-v1'] ?? 0) + (counts['split-v2'] ?? 0)).toBe(100);
     expect(counts['split-v1']).toBeGreaterThanOrEqual(60);
     expect(counts['split-v1']).toBeLessThanOrEqual(90);
+    noErrors();
+  });
+
+  it('endpoint weights: hosts share a cluster\'s requests in proportion to their weights', async () => {
+    const counts = tally(await many(100, () => get('weighted')));
+    expect((counts['w-heavy'] ?? 0) + (counts['w-light'] ?? 0)).toBe(100);
+    expect(counts['w-heavy']).toBeGreaterThanOrEqual(65);
+    expect(counts['w-heavy']).toBeLessThanOrEqual(85);
     noErrors();
   });
 

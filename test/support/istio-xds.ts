@@ -40,6 +40,8 @@ export interface ClusterOptions {
   /** DestinationRule connectionPool (tcp.maxConnections, http.http1MaxPendingRequests, http2MaxRequests) */
   connectionPool?: { maxConnections?: number; maxPendingRequests?: number; maxRequests?: number };
   connectTimeout?: string;
+  /** DestinationRule outlierDetection (consecutive5xxErrors, interval, baseEjectionTime) */
+  outlierDetection?: { consecutive5xx: number; interval: string; baseEjectionTime: string };
 }
 
 /** An outbound EDS cluster as istiod builds it for a service (port) or a DestinationRule subset. */
@@ -63,6 +65,17 @@ export function edsCluster(name: string, options: ClusterOptions = {}): Json {
     },
     common_lb_config: { locality_weighted_lb_config: {} },
   };
+  const od = options.outlierDetection;
+  if (od) {
+    cluster['outlier_detection'] = {
+      consecutive_5xx: od.consecutive5xx,
+      interval: od.interval,
+      base_ejection_time: od.baseEjectionTime,
+      max_ejection_percent: 100,
+      enforcing_consecutive_5xx: 100,
+      enforcing_success_rate: 0,
+    };
+  }
   if (options.ringHash) {
     cluster['lb_policy'] = 'RING_HASH';
     cluster['ring_hash_lb_config'] = { minimum_ring_size: '1024' };
