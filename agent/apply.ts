@@ -8,8 +8,20 @@ import { validateApisix } from './schema/validate.js';
 export const APISIX_PREFIX = '/apisix/';
 const UPSTREAMS = `${APISIX_PREFIX}upstreams/`;
 const ROUTES = `${APISIX_PREFIX}routes/`;
-/** Directories APISIX's CLI marks with `init_dir` (kept when present; routes/upstreams always written). */
+/**
+ * Directories APISIX's CLI marks with `init_dir` (kept when present; those of ALWAYS_MARKED always
+ * written). A data plane's CLI writes none, and a directory without its marker is missing from
+ * the configuration APISIX's workers load at start: it stays unloaded (`values` nil) until that
+ * worker's first fetch of it.
+ */
 const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams'];
+/**
+ * routes and upstreams: what the agent writes. consumers: APISIX 3.13's Prometheus exporter reads
+ * the consumers' list on every scrape and fails (`consumer.lua: attempt to get length of local
+ * 'data_list' (a nil value)`, an [error] line and a 500) while it is unloaded, which is the case
+ * for a moment after every start without the marker.
+ */
+const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers']);
 
 /**
  * Puts before deletes; upstreams before the routes that use them; route deletes before the upstream
@@ -74,7 +86,7 @@ export class StoreApplier {
     }
     for (const dir of MARKER_DIRS) {
       const key = `${APISIX_PREFIX}${dir}/`;
-      const always = dir === 'routes' || dir === 'upstreams';
+      const always = ALWAYS_MARKED.has(dir);
       if (always || this.store.range({ key: keyFromText(key), countOnly: true }).count > 0) desired.set(key, 'init_dir');
     }
     let revision: number;

@@ -31,7 +31,7 @@ export function matchVars(match: RouteMatch): ApisixVar[] {
   } else if (match.path_match_policy) {
     throw new UnsupportedMatch('path-match-policy', 'extension path matchers are not supported');
   }
-  for (const header of match.headers ?? []) vars.push(headerVar(header));
+  for (const header of match.headers ?? []) vars.push(...headerVars(header));
   for (const query of match.query_parameters ?? []) vars.push(queryVar(query));
   if (match.runtime_fraction) {
     throw new UnsupportedMatch('runtime-fraction', 'routes matched on a runtime fraction are not supported');
@@ -64,14 +64,22 @@ export function headerVariable(name: string): string {
   }
 }
 
-function headerVar(header: HeaderMatcher): ApisixVar {
+/**
+ * One header matcher → its conditions. lua-resty-expr sees a missing header as nil, which no
+ * comparison matches and `!` therefore turns into a match; Envoy instead fails an inverted matcher
+ * on a missing header unless `treat_missing_header_as_empty` (Istio's `withoutHeaders`) says the
+ * header counts as empty. So a plain inverted value matcher also requires the header to be there.
+ */
+function headerVars(header: HeaderMatcher): ApisixVar[] {
   const variable = headerVariable(header.name ?? '');
   const invert = header.invert_match === true;
   const regex = header.safe_regex_match?.regex ?? header.string_match?.safe_regex?.regex;
   if (invert && regex !== undefined && (header.safe_regex_match || header.string_match?.safe_regex)) {
-    // Envoy: an absent header does not match, so the inverted matcher does; a present one must not
-    // match the regex, written as a positive condition so that a PCRE error fails closed
-    return ['OR', [variable, '!', '~~', '^'], [variable, '~~', notFullMatchRegex(regex)]];
+    // A present header must not match the regex, written as a positive condition so that a PCRE
+    // error fails closed; a missing one fails the matcher (nil never matches `~~`), unless it counts
+    // as empty — then it matches (exact for every pattern that does not match "")
+    const notMatching: ApisixVar = [variable, '~~', notFullMatchRegex(regex)];
+    return header.treat_missing_header_as_empty ? [['OR', [variable, '!', '~~', '^'], notMatching]] : [notMatching];
   }
   let condition: [string, unknown];
   if (header.string_match) condition = stringCondition(header.string_match);
@@ -82,10 +90,12 @@ function headerVar(header: HeaderMatcher): ApisixVar {
   else if (header.contains_match !== undefined) condition = ['~~', regexEscape(header.contains_match)];
   else if (header.present_match !== undefined) {
     // "present" = any value, including the empty one; "not present" inverts it.
-    return header.present_match !== invert ? [variable, '~~', '^'] : [variable, '!', '~~', '^'];
+    return [header.present_match !== invert ? [variable, '~~', '^'] : [variable, '!', '~~', '^']];
   } else if (header.range_match) throw new UnsupportedMatch('header-range-match', `range match on ${header.name}`);
   else condition = ['~~', '^'];
-  return invert ? [variable, '!', condition[0], condition[1]] : [variable, condition[0], condition[1]];
+  if (!invert) return [[variable, condition[0], condition[1]]];
+  const inverted: ApisixVar = [variable, '!', condition[0], condition[1]];
+  return header.treat_missing_header_as_empty ? [inverted] : [[variable, '~~', '^'], inverted];
 }
 
 function queryVar(query: QueryParameterMatcher): ApisixVar {

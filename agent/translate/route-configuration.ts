@@ -85,6 +85,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
           scopeVars,
           notes,
           fullName,
+          headerLevels: headerLevels(route, vhost, rc),
         });
         if (translated) routes.push(translated);
       } catch (err) {
@@ -221,6 +222,8 @@ interface RouteContext {
   scopeVars: ApisixVar[];
   notes: TranslationNote[];
   fullName: string;
+  /** the route's, its virtual host's and its configuration's header operations, in Envoy's order */
+  headerLevels: HeaderMutations[];
 }
 
 function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): TranslatedRoute | undefined {
@@ -253,7 +256,7 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     applyRewrite(action, route.match ?? {}, plugins, note);
     applyMirror(action, plugins, note);
   } else if (route.redirect) {
-    plugins['redirect'] = redirectPlugin(route.redirect, route.match ?? {});
+    applyRedirect(route.redirect, route.match ?? {}, plugins, note);
   } else if (route.direct_response) {
     const status = route.direct_response.status ?? 200;
     const body = route.direct_response.body?.inline_string ?? (route.direct_response.body?.inline_bytes ? Buffer.from(route.direct_response.body.inline_bytes as Uint8Array).toString('utf8') : undefined);
@@ -264,7 +267,7 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     note('unsupported-action', 'route without route/redirect/direct_response action', true);
     return undefined;
   }
-  applyHeaders(route, plugins);
+  applyHeaders(ctx.headerLevels, plugins);
   const fault = faultPlugin(route, note);
   if (fault && !plugins['fault-injection']) plugins['fault-injection'] = fault;
   if (Object.keys(plugins).length) apisix.plugins = plugins;
@@ -326,19 +329,25 @@ function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, n
   }
 }
 
+/**
+ * Envoy's prefix_rewrite replaces the matched prefix (or the whole exact path) with the new one;
+ * undefined when the route matches neither way.
+ */
+function prefixRewriteRegex(match: NonNullable<Route['match']>, prefixRewrite: string): [string, string] | undefined {
+  refuseControlBreaks('prefix_rewrite', prefixRewrite);
+  const replacement = substitutionLiteral(prefixRewrite); // a `$` in it stays a `$` (ngx.re.sub template)
+  if (match.prefix !== undefined && match.prefix !== null) return [`^${regexEscape(match.prefix)}(.*)`, `${replacement}$1`];
+  if (match.path !== undefined && match.path !== null) return [`^${regexEscape(match.path)}\\z`, replacement];
+  return undefined;
+}
+
 function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
   const rewrite: Record<string, unknown> = {};
   const prefixRewrite = action.prefix_rewrite;
   if (prefixRewrite !== undefined && prefixRewrite !== null && prefixRewrite !== '') {
-    refuseControlBreaks('prefix_rewrite', prefixRewrite);
-    // Envoy replaces the matched prefix (or the whole exact path) with the new one.
-    if (match.prefix !== undefined && match.prefix !== null) {
-      rewrite['regex_uri'] = [`^${regexEscape(match.prefix)}(.*)`, `${substitutionLiteral(prefixRewrite)}$1`];
-    } else if (match.path !== undefined && match.path !== null) {
-      rewrite['regex_uri'] = [`^${regexEscape(match.path)}\\z`, substitutionLiteral(prefixRewrite)];
-    } else {
-      note('prefix-rewrite', 'prefix rewrite on a route without a prefix or path match is ignored');
-    }
+    const regex = prefixRewriteRegex(match, prefixRewrite);
+    if (regex) rewrite['regex_uri'] = regex;
+    else note('prefix-rewrite', 'prefix rewrite on a route without a prefix or path match is ignored');
   }
   if (action.regex_rewrite?.pattern?.regex !== undefined) {
     const substitution = action.regex_rewrite.substitution ?? '';
@@ -348,8 +357,7 @@ function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, p
   if (action.host_rewrite_literal) {
     refuseControlBreaks('host_rewrite_literal', action.host_rewrite_literal);
     rewrite['host'] = action.host_rewrite_literal;
-  }
-  else if (wrapped(action.auto_host_rewrite)) note('auto-host-rewrite', 'auto host rewrite is not translated');
+  } else if (wrapped(action.auto_host_rewrite)) note('auto-host-rewrite', 'auto host rewrite is not translated');
   if (Object.keys(rewrite).length) plugins['proxy-rewrite'] = rewrite;
 }
 
@@ -373,29 +381,58 @@ function applyMirror(action: RouteAction, plugins: ApisixPlugins, note: (r: stri
   if ((action.request_mirror_policies ?? []).length > 1) note('mirror-many', 'only the first mirror policy is translated');
 }
 
+type HeaderMutations = Pick<Route, 'request_headers_to_add' | 'request_headers_to_remove'>;
+
 /**
- * Route-level header additions and removals (VirtualService `headers.request`) → proxy-rewrite.
- * Values are literals (APISIX would expand `$http_authorization` in them: resolveVarLiteral).
+ * Envoy applies the header operations of the route, then of its virtual host, then of the route
+ * configuration, so the less specific level wins a conflict — unless the configuration says
+ * `most_specific_header_mutations_wins`.
  */
-function applyHeaders(route: Route, plugins: ApisixPlugins): void {
-  const set: Record<string, string> = {};
-  const add: Record<string, string> = {};
-  for (const option of route.request_headers_to_add ?? []) {
-    const key = option.header?.key;
-    if (!key) continue;
-    const value = option.header?.value ?? '';
-    refuseControlBreaks('request header name', key);
-    refuseControlBreaks(`value of request header ${key}`, value);
-    const append = option.append_action ? option.append_action === 'APPEND_IF_EXISTS_OR_ADD' : wrapped(option.append) ?? true;
-    (append ? add : set)[key] = resolveVarLiteral(value);
+function headerLevels(route: Route, vhost: VirtualHost, rc: RouteConfiguration): HeaderMutations[] {
+  const levels = [route, vhost, rc];
+  return rc.most_specific_header_mutations_wins ? levels.reverse() : levels;
+}
+
+/**
+ * Header additions and removals (VirtualService `headers.request`) → proxy-rewrite, which adds,
+ * then sets, then removes. Values are literals (resolveVarLiteral). Each level removes before it adds (as Envoy's header parser does), so a
+ * later level's operation replaces an earlier one's on the same header.
+ */
+function applyHeaders(levels: HeaderMutations[], plugins: ApisixPlugins): void {
+  const set = new Map<string, string>();
+  const add = new Map<string, string>();
+  const remove = new Set<string>();
+  for (const level of levels) {
+    for (const name of level.request_headers_to_remove ?? []) {
+      refuseControlBreaks('request header name', name);
+      const key = name.toLowerCase();
+      set.delete(key);
+      add.delete(key);
+      remove.add(key);
+    }
+    for (const option of level.request_headers_to_add ?? []) {
+      const key = option.header?.key?.toLowerCase();
+      if (!key) continue;
+      refuseControlBreaks('request header name', key);
+      refuseControlBreaks(`value of request header ${key}`, option.header?.value ?? '');
+      const value = resolveVarLiteral(option.header?.value ?? ''); // APISIX would expand `$http_authorization`
+      const append = option.append_action ? option.append_action === 'APPEND_IF_EXISTS_OR_ADD' : wrapped(option.append) ?? true;
+      remove.delete(key);
+      if (!append) {
+        add.delete(key);
+        set.set(key, value);
+      } else if (set.has(key)) {
+        set.set(key, `${set.get(key)}, ${value}`);
+      } else {
+        add.set(key, add.has(key) ? `${add.get(key)}, ${value}` : value);
+      }
+    }
   }
-  const remove = route.request_headers_to_remove ?? [];
-  for (const name of remove) refuseControlBreaks('request header name', name);
-  if (!Object.keys(set).length && !Object.keys(add).length && !remove.length) return;
+  if (!set.size && !add.size && !remove.size) return;
   const headers: Record<string, unknown> = {};
-  if (Object.keys(set).length) headers['set'] = set;
-  if (Object.keys(add).length) headers['add'] = add;
-  if (remove.length) headers['remove'] = remove;
+  if (set.size) headers['set'] = Object.fromEntries(set);
+  if (add.size) headers['add'] = Object.fromEntries(add);
+  if (remove.size) headers['remove'] = [...remove];
   plugins['proxy-rewrite'] = { ...(plugins['proxy-rewrite'] ?? {}), headers };
 }
 
@@ -429,36 +466,45 @@ const REDIRECT_CODES: Record<string, number> = {
 };
 
 /**
- * Envoy's redirect → APISIX's redirect plugin. Literal parts are written so that the plugin's
- * variable expansion leaves them as they are (redirectUriLiteral). A prefix rewrite needs the
- * plugin's `regex_uri`, whose template takes captures but no variables: the target is then relative
- * (`/new/…`, or `//host/new/…`) unless the scheme is given with the host.
+ * Envoy builds the Location from the request: its scheme, its Host header as sent (port included:
+ * nginx's `$http_host`, where `$host` drops the port) and its path with the query string, each
+ * replaced where the redirect says so. A `path_redirect` keeps the request's query unless it has
+ * one of its own or `strip_query` is set. A `prefix_rewrite` replaces the matched prefix: the
+ * redirect plugin interpolates no variables into a regex result, so proxy-rewrite (which runs
+ * before it) rewrites the path and the Location is built from its `$upstream_uri` (path and query).
  */
-function redirectPlugin(redirect: NonNullable<Route['redirect']>, match: NonNullable<Route['match']>): Record<string, unknown> {
+function applyRedirect(redirect: NonNullable<Route['redirect']>, match: NonNullable<Route['match']>, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
   const code = REDIRECT_CODES[String(redirect.response_code ?? 'MOVED_PERMANENTLY')] ?? 301;
-  for (const [field, value] of Object.entries({ scheme_redirect: redirect.scheme_redirect, host_redirect: redirect.host_redirect, path_redirect: redirect.path_redirect, prefix_rewrite: redirect.prefix_rewrite })) {
+  for (const [field, value] of Object.entries({ scheme_redirect: redirect.scheme_redirect, host_redirect: redirect.host_redirect, path_redirect: redirect.path_redirect })) {
     if (value) refuseControlBreaks(field, value);
   }
-  const port = redirect.port_redirect ? `:${redirect.port_redirect}` : '';
-  if (redirect.prefix_rewrite !== undefined && redirect.prefix_rewrite !== null && redirect.prefix_rewrite !== '') {
-    const scheme = redirect.https_redirect ? 'https' : redirect.scheme_redirect || undefined;
-    const host = redirect.host_redirect || undefined;
-    if ((scheme || port) && !host) throw new UnsupportedMatch('redirect-prefix-rewrite', 'a prefix-rewriting redirect that changes the scheme or port but keeps the host is not translated');
-    const origin = host ? `${scheme ? `${substitutionLiteral(scheme)}:` : ''}//${substitutionLiteral(host)}${port}` : '';
-    const replacement = substitutionLiteral(redirect.prefix_rewrite);
-    const append = { append_query_string: !redirect.strip_query };
-    if (match.prefix !== undefined && match.prefix !== null) {
-      return { regex_uri: [`^${regexEscape(match.prefix)}(.*)`, `${origin}${replacement}$1`], ret_code: code, ...append };
-    }
-    if (match.path !== undefined && match.path !== null) {
-      return { regex_uri: [`^${regexEscape(match.path)}\\z`, `${origin}${replacement}`], ret_code: code, ...append };
-    }
-    throw new UnsupportedMatch('redirect-prefix-rewrite', 'a prefix-rewriting redirect on a route without a prefix or path match is not translated');
-  }
+  // literal parts are written so that the plugin's variable expansion leaves them as they are
   const scheme = redirect.https_redirect ? 'https' : redirect.scheme_redirect ? redirectUriLiteral(redirect.scheme_redirect) : '$scheme';
-  const host = redirect.host_redirect ? redirectUriLiteral(redirect.host_redirect) : '$host';
-  const path = redirect.path_redirect ? redirectUriLiteral(redirect.path_redirect) : redirect.strip_query ? '$uri' : '$request_uri';
-  return { uri: `${scheme}://${host}${port}${path}`, ret_code: code };
+  const port = redirect.port_redirect ? `:${redirect.port_redirect}` : '';
+  // a new port replaces the request's; a new scheme keeps it (Envoy drops only an explicit ':80'
+  // of a plain-HTTP request, which clients do not send)
+  const host = redirect.host_redirect ? redirectUriLiteral(redirect.host_redirect) : port ? '$host' : '$http_host';
+  const origin = `${scheme}://${host}${port}`;
+  if (redirect.regex_rewrite) note('redirect-regex-rewrite', 'a redirect\'s regex_rewrite is not translated: the path is kept');
+  if (redirect.path_redirect) {
+    const keepQuery = !redirect.strip_query && !redirect.path_redirect.includes('?');
+    plugins['redirect'] = { uri: `${origin}${redirectUriLiteral(redirect.path_redirect)}`, ret_code: code, ...(keepQuery ? { append_query_string: true } : {}) };
+    return;
+  }
+  const prefixRewrite = redirect.prefix_rewrite;
+  const regex = prefixRewrite ? prefixRewriteRegex(match, prefixRewrite) : undefined;
+  if (prefixRewrite && !regex) note('prefix-rewrite', 'redirect prefix rewrite on a route without a prefix or path match is ignored');
+  if (regex && !redirect.strip_query) {
+    plugins['proxy-rewrite'] = { ...(plugins['proxy-rewrite'] ?? {}), regex_uri: regex };
+    plugins['redirect'] = { uri: `${origin}$upstream_uri`, ret_code: code };
+    return;
+  }
+  if (regex) {
+    plugins['redirect'] = { regex_uri: regex, ret_code: code }; // relative Location: the query dropped, scheme and host kept by the client
+    if (host !== '$http_host' || scheme !== '$scheme') note('redirect-prefix-rewrite', 'a prefix rewrite with strip_query keeps the request\'s scheme and authority');
+    return;
+  }
+  plugins['redirect'] = { uri: `${origin}${redirect.strip_query ? '$uri' : '$request_uri'}`, ret_code: code };
 }
 
 /** CR, LF or NUL in a header or redirect target: the route is skipped (Envoy refuses them too). */

@@ -13,7 +13,7 @@ import { re2ToPcre } from '../../agent/translate/pcre.js';
 
 const scope = { direction: 'outbound' as const, port: 9080 };
 /** the nginx variables of a request, as APISIX's ctx.var would give them */
-const VARS: Record<string, string> = { http_authorization: 'Bearer secret', remote_addr: '10.0.0.9', host: 'h.example', scheme: 'http', request_uri: '/p?q=1', uri: '/p', apisix_mesh_dollar: '$', apisix_mesh_backslash: '\\' };
+const VARS: Record<string, string> = { http_authorization: 'Bearer secret', remote_addr: '10.0.0.9', host: 'h.example', http_host: 'h.example', scheme: 'http', request_uri: '/p?q=1', uri: '/p', apisix_mesh_dollar: '$', apisix_mesh_backslash: '\\' };
 
 /** apisix/core/utils.lua resolve_var */
 function resolveVar(tpl: string): string {
@@ -91,13 +91,16 @@ describe('literal values', () => {
   });
 
   it('a prefix-rewriting redirect replaces the matched prefix, with a template ngx.re.sub accepts', () => {
-    const route = onlyRoute({ redirect: { prefix_rewrite: '/n$w/' } }, { prefix: '/old/' });
-    const [pattern, template] = (route.plugins!['redirect'] as { regex_uri: [string, string] }).regex_uri;
-    const m = new RegExp(pattern.replace('\\z', '$')).exec('/old/x/y')!;
-    expect(subTemplate(template, [...m])).toBe('/n$w/x/y');
-    const elsewhere = onlyRoute({ redirect: { prefix_rewrite: '/new/', host_redirect: 'other.example', https_redirect: true } }, { prefix: '/old/' });
-    const [p2, t2] = (elsewhere.plugins!['redirect'] as { regex_uri: [string, string] }).regex_uri;
-    expect(subTemplate(t2, [...new RegExp(p2).exec('/old/x')!])).toBe('https://other.example/new/x');
+    // proxy-rewrite (which runs first) rewrites the path; the redirect's Location is built from it
+    const location = (redirect: Record<string, unknown>, path: string) => {
+      const route = onlyRoute({ redirect }, { prefix: '/old/' });
+      const [pattern, template] = (route.plugins!['proxy-rewrite'] as { regex_uri: [string, string] }).regex_uri;
+      const upstreamUri = subTemplate(template, [...new RegExp(pattern.replace('\\z', '$')).exec(path)!]);
+      VARS['upstream_uri'] = upstreamUri; // expanded once by the redirect plugin, not re-read
+      return redirectUri((route.plugins!['redirect'] as { uri: string }).uri);
+    };
+    expect(location({ prefix_rewrite: '/n$w/' }, '/old/x/y')).toBe('http://h.example/n$w/x/y');
+    expect(location({ prefix_rewrite: '/new/', host_redirect: 'other.example', https_redirect: true }, '/old/x')).toBe('https://other.example/new/x');
   });
 
   it('rewrites: $ stays literal, RE2 groups become ngx.re.sub captures', () => {
@@ -152,9 +155,12 @@ describe('RE2 regexes for PCRE', () => {
     expect(route.vars!.at(-1)).toEqual(['uri', '~~', '^(?:/items/[0-9]+)\\z']);
   });
 
-  it('an inverted regex header match fails closed when PCRE gives up, and still matches an absent header', () => {
-    const route = onlyRoute({ route: { cluster: 'c' } }, { prefix: '/', headers: [{ name: 'x-user', string_match: { safe_regex: { regex: '(a+)+' } }, invert_match: true }] });
-    expect(route.vars!.at(-1)).toEqual(['OR', ['http_x_user', '!', '~~', '^'], ['http_x_user', '~~', '^(?!(?:(a+)+)\\z)']]);
+  it('an inverted regex header match fails closed when PCRE gives up; an absent header fails it unless it counts as empty (Envoy)', () => {
+    const header = { name: 'x-user', string_match: { safe_regex: { regex: '(a+)+' } }, invert_match: true };
+    const route = onlyRoute({ route: { cluster: 'c' } }, { prefix: '/', headers: [header] });
+    expect(route.vars!.at(-1)).toEqual(['http_x_user', '~~', '^(?!(?:(a+)+)\\z)']);
+    const empty = onlyRoute({ route: { cluster: 'c' } }, { prefix: '/', headers: [{ ...header, treat_missing_header_as_empty: true }] });
+    expect(empty.vars!.at(-1)).toEqual(['OR', ['http_x_user', '!', '~~', '^'], ['http_x_user', '~~', '^(?!(?:(a+)+)\\z)']]);
   });
 
   it('a route with a regex RE2 refuses (from a config dump, not validated) is skipped with a note', () => {

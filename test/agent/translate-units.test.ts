@@ -186,7 +186,7 @@ describe('RouteConfiguration → routes', () => {
       { name: 'r', match: { prefix: '/' , headers: [{ name: ':scheme', string_match: { exact: 'http' } }] }, redirect: { https_redirect: true, response_code: 'PERMANENT_REDIRECT' } },
       { name: 'd', match: { path: '/health' }, direct_response: { status: 204 } },
     ]);
-    expect(t.routes[0]!.route.plugins?.['redirect']).toEqual({ uri: 'https://$host$request_uri', ret_code: 308 });
+    expect(t.routes[0]!.route.plugins?.['redirect']).toEqual({ uri: 'https://$http_host$request_uri', ret_code: 308 });
     expect(t.routes[0]!.route.upstream_id).toBeUndefined();
     expect(t.routes[1]!.route.plugins?.['fault-injection']).toEqual({ abort: { http_status: 204 } });
     for (const r of t.routes) expect(validateApisix('route', r.route)).toBeNull();
@@ -209,6 +209,44 @@ describe('RouteConfiguration → routes', () => {
     ]);
     expect(t.routes.map((r) => r.route.desc)).toEqual(['vh everyone']);
     expect(t.notes.map((n) => n.reason).sort()).toEqual(['dynamic-metadata-match', 'tls-context-match']);
+  });
+  // The three below were found on the real APISIX (test/dataplane/translation-rules.test.ts).
+  it('an inverted value matcher needs the header (as Envoy) unless a missing header counts as empty (Istio withoutHeaders)', () => {
+    const t = routesOf([
+      { name: 'plain', match: { prefix: '/', headers: [{ name: 'x-env', string_match: { exact: 'prod' }, invert_match: true }] }, route: { cluster: 'c' } },
+      { name: 'istio', match: { prefix: '/', headers: [{ name: 'x-env', string_match: { exact: 'prod' }, invert_match: true, treat_missing_header_as_empty: true }] }, route: { cluster: 'c' } },
+    ]);
+    const [plain, istio] = t.routes.map((r) => r.route.vars!.slice(2));
+    expect(plain).toEqual([['http_x_env', '~~', '^'], ['http_x_env', '!', '==', 'prod']]);
+    expect(istio).toEqual([['http_x_env', '!', '==', 'prod']]);
+  });
+  it('header operations of the route, its virtual host and its configuration, the less specific last', () => {
+    const add = (key: string, value: string, append = false) => ({ header: { key, value }, append_action: append ? 'APPEND_IF_EXISTS_OR_ADD' : 'OVERWRITE_IF_EXISTS_OR_ADD' });
+    const config = (mostSpecificWins: boolean) => rc({
+      name: '9080',
+      most_specific_header_mutations_wins: mostSpecificWins,
+      request_headers_to_add: [add('x-level', 'config')],
+      virtual_hosts: [{
+        name: 'vh', domains: ['svc'],
+        request_headers_to_add: [add('x-level', 'vhost'), add('x-vhost', 'v'), add('x-list', 'b', true)],
+        request_headers_to_remove: ['x-route-only'],
+        routes: [{ match: { prefix: '/' }, route: { cluster: 'c' }, request_headers_to_add: [add('X-Level', 'route'), add('x-route-only', 'r'), add('x-list', 'a', true)] }],
+      }],
+    });
+    const headers = (mostSpecificWins: boolean) => translateRouteConfiguration(config(mostSpecificWins), scope).routes[0]!.route.plugins?.['proxy-rewrite']?.['headers'];
+    expect(headers(false)).toEqual({ set: { 'x-level': 'config', 'x-vhost': 'v' }, add: { 'x-list': 'a, b' }, remove: ['x-route-only'] });
+    expect(headers(true)).toEqual({ set: { 'x-level': 'route', 'x-vhost': 'v', 'x-route-only': 'r' }, add: { 'x-list': 'b, a' } });
+  });
+  it('redirects keep the Host as sent and the query string, and rewrite the matched prefix', () => {
+    const plugins = (match: object, redirect: object) => routesOf([{ match, redirect }]).routes[0]!.route.plugins;
+    expect(plugins({ prefix: '/a' }, { path_redirect: '/b' })).toEqual({ redirect: { uri: '$scheme://$http_host/b', ret_code: 301, append_query_string: true } });
+    expect(plugins({ prefix: '/a' }, { path_redirect: '/b?x=1' })?.['redirect']).toEqual({ uri: '$scheme://$http_host/b?x=1', ret_code: 301 });
+    expect(plugins({ prefix: '/a' }, { port_redirect: 8443, response_code: 'FOUND' })?.['redirect']).toEqual({ uri: '$scheme://$host:8443$request_uri', ret_code: 302 });
+    expect(plugins({ prefix: '/pre/' }, { prefix_rewrite: '/post/' })).toEqual({
+      'proxy-rewrite': { regex_uri: ['^\\/pre\\/(.*)', '/post/$1'] },
+      redirect: { uri: '$scheme://$http_host$upstream_uri', ret_code: 301 },
+    });
+    for (const r of routesOf([{ match: { prefix: '/pre/' }, redirect: { prefix_rewrite: '/post/', host_redirect: 'h.example' } }]).routes) expect(validateApisix('route', r.route)).toBeNull();
   });
 });
 

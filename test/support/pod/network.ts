@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { sh } from '../../iptables/support/netns.js';
 
 /**
@@ -8,6 +9,9 @@ import { sh } from '../../iptables/support/netns.js';
  * test needs (istiod, service VIPs, endpoints, external hosts) on its loopback, so whatever the pod
  * dials is either captured by its rules or answered there. Nothing is added to the host's own
  * namespace. Names carry a random suffix; `destroy` kills what still runs inside and removes both.
+ * `hosts` stands for the cluster's DNS inside the pod: `ip netns exec` bind-mounts
+ * /etc/netns/<pod>/hosts over /etc/hosts for every process it starts there (APISIX's resolver reads
+ * it, e.g. for proxy-mirror's service host names).
  */
 export const POD_IP = '10.66.0.2';
 export const CLUSTER_GATEWAY_IP = '10.66.0.1';
@@ -31,19 +35,26 @@ function killAllIn(ns: string): void {
   }
 }
 
-export function createPodNetwork(): PodNetwork {
+export function createPodNetwork(hosts: Record<string, string> = {}): PodNetwork {
   const suffix = randomBytes(3).toString('hex');
   const pod = `pod-${suffix}`;
   const cluster = `cluster-${suffix}`;
   const added = new Set<string>();
+  const etc = `/etc/netns/${pod}`;
   const destroy = (): void => {
     for (const ns of [pod, cluster]) {
       killAllIn(ns);
       spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
     }
+    rmSync(etc, { recursive: true, force: true });
   };
   process.once('exit', destroy);
   try {
+    if (Object.keys(hosts).length) {
+      mkdirSync(etc, { recursive: true });
+      const lines = ['127.0.0.1 localhost', '::1 localhost', ...Object.entries(hosts).map(([name, ip]) => `${ip} ${name}`)];
+      writeFileSync(`${etc}/hosts`, `${lines.join('\n')}\n`, { mode: 0o644 });
+    }
     sh(['ip', 'netns', 'add', pod]);
     sh(['ip', 'netns', 'add', cluster]);
     sh(['ip', '-n', pod, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'veth-pod', 'netns', cluster]);

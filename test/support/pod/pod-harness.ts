@@ -40,6 +40,8 @@ export interface PodHarnessOptions {
   xds: CanonicalResources;
   /** addresses that exist in the cluster namespace (service VIPs, endpoints, external hosts) */
   clusterAddresses?: string[];
+  /** names the cluster's DNS answers inside the pod (its /etc/hosts): host name → address */
+  hosts?: Record<string, string>;
   /** for control experiments only: changes the injected pod before it runs */
   mutateInjected?: (pod: V1Pod) => V1Pod;
 }
@@ -102,7 +104,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  const network = createPodNetwork();
+  const network = createPodNetwork(options.hosts);
   const workers: NetnsWorker[] = [];
   const apps = new Map<string, NetnsWorker>();
   const istiod = new FakeIstiod(options.xds);

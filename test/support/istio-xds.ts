@@ -1,0 +1,305 @@
+import { emptyResources, type CanonicalResources } from '../../agent/xds/config-dump.js';
+
+/**
+ * Istio-shaped xDS resources in proto3 canonical JSON, built by hand for tests that need many small
+ * services: the shapes follow what istiod 1.2x sends a sidecar (see test/fixtures/xds/synthetic-*.json
+ * and the captured dumps there) — EDS clusters named `outbound|port|subset|host`, one
+ * `0.0.0.0_<port>` listener per HTTP port with RDS `<port>` and the PassthroughCluster as default
+ * chain, route configurations with one virtual host per service (domains: the FQDN, its short forms
+ * and the VIP) plus `allow_any`, `virtualOutbound`, and `virtualInbound` with one HTTP chain per
+ * app port to an ORIGINAL_DST `inbound|port||` cluster. Only the fields the shapes need; every
+ * field name is the proto's (the codec reads them by reflection, so a misspelt one would vanish).
+ */
+type Json = Record<string, unknown>;
+
+const HCM = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+const TCP_PROXY = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy';
+const ROUTER = 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router';
+const FAULT = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
+const PREVIOUS_HOSTS = 'type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate';
+const UNLIMITED = 4294967295;
+const ADS = { ads: {}, initial_fetch_timeout: '0s', resource_api_version: 'V3' };
+
+export interface Endpoint {
+  ip: string;
+  port: number;
+  weight?: number;
+}
+
+export function fqdn(name: string, namespace: string): string {
+  return `${name}.${namespace}.svc.cluster.local`;
+}
+
+export function outboundCluster(port: number, host: string, subset = ''): string {
+  return `outbound|${port}|${subset}|${host}`;
+}
+
+export interface ClusterOptions {
+  /** DestinationRule loadBalancer.consistentHash → RING_HASH */
+  ringHash?: boolean;
+  /** DestinationRule connectionPool (tcp.maxConnections, http.http1MaxPendingRequests, http2MaxRequests) */
+  connectionPool?: { maxConnections?: number; maxPendingRequests?: number; maxRequests?: number };
+  connectTimeout?: string;
+  /** DestinationRule outlierDetection (consecutive5xxErrors, interval, baseEjectionTime) */
+  outlierDetection?: { consecutive5xx: number; interval: string; baseEjectionTime: string };
+}
+
+/** An outbound EDS cluster as istiod builds it for a service (port) or a DestinationRule subset. */
+export function edsCluster(name: string, options: ClusterOptions = {}): Json {
+  const pool = options.connectionPool ?? {};
+  const cluster: Json = {
+    name,
+    type: 'EDS',
+    eds_cluster_config: { eds_config: ADS, service_name: name },
+    connect_timeout: options.connectTimeout ?? '10s',
+    circuit_breakers: {
+      thresholds: [
+        {
+          max_connections: pool.maxConnections ?? UNLIMITED,
+          max_pending_requests: pool.maxPendingRequests ?? UNLIMITED,
+          max_requests: pool.maxRequests ?? UNLIMITED,
+          max_retries: UNLIMITED,
+          track_remaining: true,
+        },
+      ],
+    },
+    common_lb_config: { locality_weighted_lb_config: {} },
+  };
+  const od = options.outlierDetection;
+  if (od) {
+    cluster['outlier_detection'] = {
+      consecutive_5xx: od.consecutive5xx,
+      interval: od.interval,
+      base_ejection_time: od.baseEjectionTime,
+      max_ejection_percent: 100,
+      enforcing_consecutive_5xx: 100,
+      enforcing_success_rate: 0,
+    };
+  }
+  if (options.ringHash) {
+    cluster['lb_policy'] = 'RING_HASH';
+    cluster['ring_hash_lb_config'] = { minimum_ring_size: '1024' };
+  } else {
+    cluster['lb_policy'] = 'LEAST_REQUEST';
+  }
+  return cluster;
+}
+
+export function loadAssignment(clusterName: string, endpoints: Endpoint[]): Json {
+  return {
+    cluster_name: clusterName,
+    endpoints: [
+      {
+        locality: {},
+        lb_endpoints: endpoints.map((e) => ({
+          endpoint: { address: { socket_address: { address: e.ip, port_value: e.port } } },
+          health_status: 'HEALTHY',
+          load_balancing_weight: e.weight ?? 1,
+        })),
+        load_balancing_weight: endpoints.reduce((n, e) => n + (e.weight ?? 1), 0),
+      },
+    ],
+  };
+}
+
+function originalDstCluster(name: string, extra: Json = {}): Json {
+  return {
+    name,
+    type: 'ORIGINAL_DST',
+    connect_timeout: '10s',
+    lb_policy: 'CLUSTER_PROVIDED',
+    circuit_breakers: { thresholds: [{ max_connections: UNLIMITED, max_pending_requests: UNLIMITED, max_requests: UNLIMITED, max_retries: UNLIMITED }] },
+    ...extra,
+  };
+}
+
+export function passthroughCluster(): Json {
+  return originalDstCluster('PassthroughCluster', { protocol_selection: 'USE_DOWNSTREAM_PROTOCOL' });
+}
+
+export function blackHoleCluster(): Json {
+  return { name: 'BlackHoleCluster', type: 'STATIC', connect_timeout: '10s' };
+}
+
+const BIND_127_0_0_6 = { upstream_bind_config: { source_address: { address: '127.0.0.6', port_value: 0 } } };
+
+export function inboundPassthroughCluster(): Json {
+  return originalDstCluster('InboundPassthroughClusterIpv4', { ...BIND_127_0_0_6, protocol_selection: 'USE_DOWNSTREAM_PROTOCOL' });
+}
+
+/** The cluster of an app port (Istio ≥ 1.18: original destination, from 127.0.0.6). */
+export function inboundCluster(port: number): Json {
+  return originalDstCluster(`inbound|${port}||`, BIND_127_0_0_6);
+}
+
+function hcm(statPrefix: string, routing: Json): Json {
+  return {
+    name: 'envoy.filters.network.http_connection_manager',
+    typed_config: {
+      '@type': HCM,
+      stat_prefix: statPrefix,
+      ...routing,
+      http_filters: [
+        { name: 'envoy.filters.http.fault', typed_config: { '@type': FAULT } },
+        { name: 'envoy.filters.http.router', typed_config: { '@type': ROUTER } },
+      ],
+      use_remote_address: false,
+    },
+  };
+}
+
+function tcpProxy(cluster: string): Json {
+  return { name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': TCP_PROXY, stat_prefix: cluster, cluster } };
+}
+
+/** `0.0.0.0_<port>`: HTTP to any address on that port, routed by RDS `<port>`; other bytes pass through. */
+export function outboundHttpListener(port: number): Json {
+  return {
+    name: `0.0.0.0_${port}`,
+    address: { socket_address: { address: '0.0.0.0', port_value: port } },
+    filter_chains: [
+      {
+        filter_chain_match: { transport_protocol: 'raw_buffer', application_protocols: ['http/1.1', 'h2c'] },
+        filters: [hcm(`outbound_0.0.0.0_${port}`, { rds: { config_source: ADS, route_config_name: String(port) } })],
+      },
+    ],
+    default_filter_chain: { filters: [tcpProxy('PassthroughCluster')], name: 'PassthroughFilterChain' },
+    traffic_direction: 'OUTBOUND',
+    bind_to_port: false,
+  };
+}
+
+/** The outbound capture listener: ports no listener serves pass through (ALLOW_ANY). */
+export function virtualOutbound(): Json {
+  return {
+    name: 'virtualOutbound',
+    address: { socket_address: { address: '0.0.0.0', port_value: 15001 } },
+    filter_chains: [
+      { filter_chain_match: { destination_port: 15001 }, filters: [tcpProxy('BlackHoleCluster')], name: 'virtualOutbound-blackhole' },
+      { filters: [tcpProxy('PassthroughCluster')], name: 'virtualOutbound-catchall-tcp' },
+    ],
+    use_original_dst: true,
+    traffic_direction: 'OUTBOUND',
+  };
+}
+
+function inlineRouteConfig(name: string, vhostName: string, cluster: string, operation: string): Json {
+  return {
+    name,
+    virtual_hosts: [
+      {
+        name: vhostName,
+        domains: ['*'],
+        routes: [{ match: { prefix: '/' }, route: { cluster, timeout: '0s', max_stream_duration: { max_stream_duration: '0s', grpc_timeout_header_max: '0s' } }, decorator: { operation }, name: 'default' }],
+      },
+    ],
+    validate_clusters: false,
+  };
+}
+
+/** The inbound capture listener: one HTTP chain per app port, then the inbound pass-through. */
+export function virtualInbound(appPorts: Array<{ port: number; service: string }>): Json {
+  const portChains = appPorts.map(({ port, service }) => ({
+    filter_chain_match: { destination_port: port, transport_protocol: 'raw_buffer' },
+    filters: [hcm(`inbound_0.0.0.0_${port}`, { route_config: inlineRouteConfig(`inbound|${port}||`, `inbound|http|${port}`, `inbound|${port}||`, `${service}:${port}/*`) })],
+    name: `0.0.0.0_${port}`,
+  }));
+  const any = { prefix_ranges: [{ address_prefix: '0.0.0.0', prefix_len: 0 }] };
+  return {
+    name: 'virtualInbound',
+    address: { socket_address: { address: '0.0.0.0', port_value: 15006 } },
+    filter_chains: [
+      { filter_chain_match: { destination_port: 15006 }, filters: [tcpProxy('BlackHoleCluster')], name: 'virtualInbound-blackhole' },
+      {
+        filter_chain_match: { ...any, transport_protocol: 'raw_buffer', application_protocols: ['http/1.1', 'h2c'] },
+        filters: [hcm('InboundPassthroughClusterIpv4', { route_config: inlineRouteConfig('InboundPassthroughClusterIpv4', 'inbound|http|0', 'InboundPassthroughClusterIpv4', ':0/*') })],
+        name: 'virtualInbound-catchall-http',
+      },
+      { filter_chain_match: { ...any, transport_protocol: 'raw_buffer' }, filters: [tcpProxy('InboundPassthroughClusterIpv4')], name: 'virtualInbound' },
+      ...portChains,
+    ],
+    listener_filters_timeout: '0s',
+    traffic_direction: 'INBOUND',
+    continue_on_listener_filters_timeout: true,
+  };
+}
+
+/** A service's virtual host: the names a client in `clientNamespace` may use for it, and its VIP. */
+export function serviceVirtualHost(host: string, port: number, vip: string, routes: Json[]): Json {
+  const [name, namespace] = host.split('.');
+  return {
+    name: `${host}:${port}`,
+    domains: [host, `${host}.`, `${name}.${namespace}`, `${name}.${namespace}.svc`, name, vip],
+    routes,
+    include_request_attempt_count: true,
+  };
+}
+
+export function allowAnyVirtualHost(): Json {
+  return {
+    name: 'allow_any',
+    domains: ['*'],
+    routes: [{ name: 'allow_any', match: { prefix: '/' }, route: { cluster: 'PassthroughCluster', timeout: '0s', max_grpc_timeout: '0s' } }],
+    include_request_attempt_count: true,
+  };
+}
+
+export function routeConfiguration(port: number, virtualHosts: Json[]): Json {
+  return { name: String(port), virtual_hosts: virtualHosts, validate_clusters: false, max_direct_response_body_size_bytes: 1048576, ignore_port_in_host_matching: true };
+}
+
+/** Istio's retry policy when a VirtualService says nothing: 2 attempts, connection-level failures and 503. */
+export function istioDefaultRetries(attempts = 2): Json {
+  return {
+    retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes',
+    num_retries: attempts,
+    retry_host_predicate: [{ name: 'envoy.retry_host_predicates.previous_hosts', typed_config: { '@type': PREVIOUS_HOSTS } }],
+    host_selection_retry_max_attempts: '5',
+    retriable_status_codes: [503],
+  };
+}
+
+/**
+ * One VirtualService HTTP route: `match`, then `action` (the RouteAction; Istio's default retries
+ * and timeout 0s unless given), or `extra` holding redirect/direct_response instead of a route.
+ */
+export function httpRoute(name: string, match: Json, action: Json | undefined, extra: Json = {}): Json {
+  const out: Json = { name, match: { case_sensitive: true, ...match } };
+  // an `undefined` in `action` removes a default (e.g. `retry_policy: undefined`: `retries: {attempts: 0}`)
+  if (action) out['route'] = Object.fromEntries(Object.entries({ timeout: '0s', retry_policy: istioDefaultRetries(), max_grpc_timeout: '0s', ...action }).filter(([, v]) => v !== undefined));
+  return { ...out, ...extra, decorator: { operation: `${name}/*` } };
+}
+
+/** A VirtualService percentage as istiod writes it (a FractionalPercent per million). */
+export function percent(value: number): Json {
+  return { numerator: Math.round(value * 10000), denominator: 'MILLION' };
+}
+
+/** `typed_per_filter_config` for a VirtualService `fault`. */
+export function faultFilterConfig(fault: { delay?: { fixed: string; percent?: number }; abort?: { status: number; percent?: number } }): Json {
+  const config: Json = { '@type': FAULT };
+  if (fault.delay) config['delay'] = { fixed_delay: fault.delay.fixed, percentage: percent(fault.delay.percent ?? 100) };
+  if (fault.abort) config['abort'] = { http_status: fault.abort.status, percentage: percent(fault.abort.percent ?? 100) };
+  return { 'envoy.filters.http.fault': config };
+}
+
+/** Collects resources into the form the fake istiod serves. */
+export class MeshResources {
+  readonly resources: CanonicalResources = emptyResources();
+
+  cluster(cluster: Json, endpoints?: Endpoint[]): this {
+    this.resources.cluster.push(cluster);
+    if (endpoints) this.resources.endpoint.push(loadAssignment(String(cluster['name']), endpoints));
+    return this;
+  }
+
+  listener(listener: Json): this {
+    this.resources.listener.push(listener);
+    return this;
+  }
+
+  route(routeConfig: Json): this {
+    this.resources.route.push(routeConfig);
+    return this;
+  }
+}
