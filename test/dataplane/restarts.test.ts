@@ -55,7 +55,7 @@ describeWhenAvailable('restarts inside the running pod (real APISIX)', missingFo
     pod.istiod.set('endpoint', cla);
   }
 
-  it('agent restart: the last configuration is served throughout; a push after it is served within 2 s', async () => {
+  it('agent restart: the last configuration is served throughout; a push after it is served in about a second, not ten', async () => {
     const restart = (async () => {
       await new Promise((r) => setTimeout(r, 300));
       await pod.kubelet.restartNow('apisix-mesh-agent');
@@ -79,7 +79,9 @@ describeWhenAvailable('restarts inside the running pod (real APISIX)', missingFo
     }
     expect(servedAfter, 'the new endpoint was never served').toBeGreaterThanOrEqual(0);
     console.log(`agent restart: a push made once the agent was ready again was served after ${servedAfter} ms`);
-    expect(servedAfter).toBeLessThan(2000);
+    // 0.9-1.5 s measured on an idle machine; APISIX's default 10 s quarantine of a failed etcd
+    // endpoint gave ~10 s. The bound tells the two apart without timing a loaded CI machine.
+    expect(servedAfter).toBeLessThan(5000);
     expect(pod.apisixErrors(EXPECTED_WHILE_AGENT_RESTARTS), describeLines(pod.apisixErrors(EXPECTED_WHILE_AGENT_RESTARTS))).toEqual([]);
   });
 
