@@ -127,6 +127,7 @@ export function tcpPassthroughRoute(scope: RouteScope, cluster: string, listener
     priority: scopeFloor(scope, 1) + 1,
     vars: scopeConditions(scope, ports),
     upstream_id: upstreamId(cluster),
+    enable_websocket: true,
     status: 1,
   };
   return { route, clusters: [cluster], upstreamSettings: {} };
@@ -230,7 +231,8 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
   const note = (reason: string, detail: string, skipped = false) =>
     ctx.notes.push({ kind: 'route', name: ctx.fullName, reason, detail, skipped });
   const vars = [...ctx.scopeVars, ...matchVars(route.match ?? {})];
-  const apisix: ApisixRoute = { id: ctx.id, name: ctx.name, uri: '/*', priority: ctx.priority, status: 1 };
+  // Istio's connection managers allow WebSocket upgrades (`upgrade_configs: websocket`) everywhere
+  const apisix: ApisixRoute = { id: ctx.id, name: ctx.name, uri: '/*', priority: ctx.priority, enable_websocket: true, status: 1 };
   if (ctx.hosts) apisix.hosts = ctx.hosts;
   apisix.vars = vars;
   apisix.desc = `${vhost.name ?? ''} ${route.name ?? ''}`.trim().slice(0, 256);

@@ -5,6 +5,10 @@
 //   {id, op: 'serve', name, host, port}   an HTTP echo server: answers {name, method, url, headers,
 //       peer, body} as JSON; `name` tells the test which server answered. Query parameters
 //       `delay=<ms>` and `status=<code>` make it answer late or with that status.
+//       An Upgrade request (e.g. WebSocket) is answered 101, then every chunk is echoed back
+//       prefixed with `<name>:` (the bytes are not WebSocket frames: a proxy does not look).
+//   {id, op: 'upgrade', url, headers?, message}  an Upgrade request; → {id, status, echoed} once
+//       `message` came back through the upgraded connection, or {id, status, body} when refused
 //   {id, op: 'unserve', name}
 //   {id, op: 'served', name}              → {id, count, requests: [{method, url, headers, peer}]}
 //   {id, op: 'relay', host, port, unixPath}  accepts TCP on host:port and splices each connection to
@@ -53,6 +57,13 @@ function serve({ id, name, host, port }) {
       else answer();
     });
   });
+  server.on('upgrade', (req, socket) => {
+    record.count += 1;
+    if (record.requests.length < 1000) record.requests.push({ method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress });
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${req.headers.upgrade}\r\nConnection: Upgrade\r\n\r\n`);
+    socket.on('data', (chunk) => socket.write(`${name}:${chunk}`));
+    socket.on('error', () => socket.destroy());
+  });
   server.on('error', (err) => reply({ id, error: `${name} on ${host}:${port}: ${err.message}` }));
   server.listen(port, host, () => {
     servers.set(name, { server, record });
@@ -80,8 +91,34 @@ function relay({ id, host, port, unixPath, name }) {
   });
 }
 
+function doUpgrade({ id, url, headers = {}, message, timeoutMs = 8000 }) {
+  const req = request(url, { headers: { connection: 'Upgrade', upgrade: 'websocket', ...headers }, timeout: timeoutMs, agent: false });
+  req.on('upgrade', (res, socket, head) => {
+    let echoed = head.toString('utf8');
+    const done = () => {
+      socket.destroy();
+      reply({ id, status: res.statusCode, echoed });
+    };
+    socket.on('data', (chunk) => {
+      echoed += chunk.toString('utf8');
+      if (echoed.endsWith(message)) done();
+    });
+    socket.on('error', (err) => reply({ id, error: err.message }));
+    socket.write(message);
+  });
+  req.on('response', (res) => {
+    const chunks = [];
+    res.on('data', (c) => chunks.push(c));
+    res.on('end', () => reply({ id, status: res.statusCode, body: Buffer.concat(chunks).toString('utf8') }));
+  });
+  req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
+  req.on('error', (err) => reply({ id, error: err.code ?? err.message }));
+  req.end();
+}
+
 const ops = {
   http: doHttp,
+  upgrade: doUpgrade,
   serve,
   relay,
   unserve({ id, name }) {

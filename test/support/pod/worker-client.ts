@@ -95,6 +95,12 @@ export class NetnsWorker {
     return res.error ? { error: String(res.error) } : (res as unknown as HttpAnswer);
   }
 
+  /** An Upgrade (WebSocket) request whose connection, once upgraded, carries `message` there and back. */
+  async upgrade(req: HttpRequest & { message: string }): Promise<{ status: number; echoed?: string; body?: string } | { error: string }> {
+    const res = await this.call('upgrade', { ...req });
+    return res.error ? { error: String(res.error) } : (res as unknown as { status: number; echoed?: string; body?: string });
+  }
+
   /** An HTTP echo server named `name` on host:port in this namespace. */
   serve(name: string, host: string, port: number): Promise<void> {
     return this.ok('serve', { name, host, port });
