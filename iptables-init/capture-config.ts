@@ -70,9 +70,10 @@ export class CaptureConfigError extends Error {
  * more than any capture configuration needs (every entry is one nat rule that each new connection
  * walks). It bounds the work of parsing a hostile annotation, and it keeps every list the webhook
  * passes to the init container as one argument under Linux's 128 KiB per-argument limit
- * (MAX_ARG_STRLEN; past it the exec fails with "Argument list too long"). Twelve flags of which
- * seven are lists make at most ~450 KiB of arguments, a quarter of the usual ARG_MAX (2 MiB with
- * an 8 MiB stack limit), which leaves the rest for the environment.
+ * (MAX_ARG_STRLEN; past it the exec fails with "Argument list too long"). Seven lists make at most
+ * ~450 KiB of arguments (and the rule budget, `MAX_RULES_PER_FAMILY`, keeps real ones far below),
+ * under a quarter of the usual ARG_MAX (2 MiB with an 8 MiB stack limit), which Linux shares
+ * between the arguments and the environment (Kubernetes adds ~7 variables per Service).
  */
 export const MAX_LIST_LENGTH = 65_536;
 

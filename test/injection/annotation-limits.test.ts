@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import type { V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { MAX_LIST_LENGTH } from '../../iptables-init/capture-config.js';
+import { MAX_RULES_PER_FAMILY } from '../../iptables-init/rules.js';
 import { defaultInjectionConfig, type InjectionConfig } from '../../webhook/config/injection-config.js';
 import { parseInjectionConfig } from '../../webhook/config/parse-config.js';
 import { TRAFFIC } from '../../webhook/injection/annotations.js';
@@ -111,18 +112,31 @@ function initArgs(annotations: Record<string, string>, config: InjectionConfig =
 const execError = (args: string[]): string | undefined => (spawnSync('true', args).error as NodeJS.ErrnoException | undefined)?.code;
 
 describe('an admitted pod can start its init container', () => {
-  it('every list at the limit at once: admitted, and the arguments exec', () => {
-    const annotations = Object.fromEntries(LISTS.map(([name, entry]) => [name, distinctList(entry, MAX_LIST_LENGTH - 20)]));
-    const args = initArgs(annotations);
+  it('the longest lists the size limit and the rule budget allow: admitted, and the arguments exec', () => {
+    // Long entries make the most text per rule: full-length IPv6 CIDRs, 15-character interface names.
+    const longCidr = (i: number): string => `fd00:0000:0000:0000:0000:0000:${(i >> 16).toString(16).padStart(4, '0')}:${(i & 0xffff).toString(16).padStart(4, '0')}/128`;
+    const args = initArgs({
+      [TRAFFIC.includeOutboundIPRanges]: distinctList(longCidr, MAX_LIST_LENGTH),
+      [TRAFFIC.excludeOutboundIPRanges]: distinctList((i) => longCidr(i + 100_000), MAX_LIST_LENGTH),
+      [TRAFFIC.excludeInterfaces]: distinctList((i) => `if${String(i).padStart(13, '0')}`, 500 * 16),
+    });
     if (typeof args === 'string') throw new Error(`refused: ${args}`);
     expect(Math.max(...args.map((a) => Buffer.byteLength(a)))).toBeLessThan(128 * 1024);
-    expect(args.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0)).toBeGreaterThan(6 * MAX_LIST_LENGTH);
+    expect(args.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0)).toBeGreaterThan(2 * MAX_LIST_LENGTH);
     expect(execError(args)).toBeUndefined();
   });
 
   it.each(LISTS)('%s past 128 KiB (about 9k entries): refused, never admitted with an argument Linux refuses', (name, entry) => {
     const result = initArgs({ [name]: distinctList(entry, 140_000) });
     expect(typeof result === 'string' ? result : `admitted; exec: ${execError(result)}`).toContain(name);
+  });
+
+  it('refuses a pod whose rules would pass the budget the init container is sized for', () => {
+    const ports = Array.from({ length: MAX_RULES_PER_FAMILY }, (_, i) => i + 1).join(',');
+    const message = rejection({ [TRAFFIC.includeOutboundPorts]: ports });
+    expect(message).toMatch(new RegExp(`^the traffic.sidecar.istio.io/\\* annotations \\(with the injection configuration\\) make \\d+ nat rules for IPv4, more than the ${MAX_RULES_PER_FAMILY} allowed`));
+    // Just within the budget: admitted.
+    expect(initArgs({ [TRAFFIC.includeOutboundPorts]: Array.from({ length: MAX_RULES_PER_FAMILY - 100 }, (_, i) => i + 1).join(',') })).toBeInstanceOf(Array);
   });
 
   it('refuses a pod whose own ports plus the mesh ones pass the limit (rather than an init container that refuses them)', () => {

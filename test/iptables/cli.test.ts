@@ -109,6 +109,14 @@ describe('apisix-mesh iptables (the command)', () => {
     });
   }
 
+  it('exits 2 before touching anything when the rules would pass the budget', () => {
+    const ports = Array.from({ length: 4096 }, (_, i) => i + 1).join(',');
+    const res = iptables(['--dry-run', `--outbound-ports=${ports}`]);
+    expect(res.status).toBe(2);
+    expect(res.stderr).toMatch(/^apisix-mesh: iptables: the configuration makes 41\d\d nat rules for IPv4, more than the 4096 allowed .*; nothing was changed\n$/);
+    expect(ran()).toEqual([]);
+  });
+
   it('exits 2 on an unknown flag or a missing value', () => {
     expect(iptables(['--no-such-flag']).status).toBe(2);
     expect(iptables(['--inbound-ports']).status).toBe(2);

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { captureConfigToArgs, CaptureConfigError, defaultCaptureConfig, MAX_LIST_LENGTH, type CaptureConfig } from '../../iptables-init/capture-config.js';
 import { envVarOf, parseIptablesOptions, resolveRaw, switchFlags, valueFlags } from '../../iptables-init/options.js';
+import { captureRules, MAX_RULES_PER_FAMILY, ruleBudgetExcess } from '../../iptables-init/rules.js';
 
 const parse = (cli: Record<string, string | true> = {}, env: NodeJS.ProcessEnv = {}) =>
   parseIptablesOptions(resolveRaw(new Map(Object.entries(cli)), env));
@@ -193,6 +194,28 @@ describe('hostile values: bounded work, bounded messages', () => {
     const list = `${cidrs(2000)},${cidrs(2000)}`.slice(0, MAX_LIST_LENGTH);
     const parsed = parse({ 'exclude-outbound-ip-ranges': list }).config.excludeOutboundIpRanges;
     expect(parsed).toEqual(cidrs(2000).split(','));
+  });
+});
+
+describe('the rule budget', () => {
+  const fixed = (family: 4 | 6) => {
+    const { rules, jumps } = captureRules(defaultCaptureConfig, family);
+    return rules.length + jumps.length;
+  };
+  const ports = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+  it(`allows ${MAX_RULES_PER_FAMILY} rules per family and refuses one more, naming the family and the count`, () => {
+    const atBudget = { ...defaultCaptureConfig, outboundPorts: ports(MAX_RULES_PER_FAMILY - fixed(4)) };
+    expect(ruleBudgetExcess(atBudget)).toBeNull();
+    const over = { ...atBudget, outboundPorts: ports(MAX_RULES_PER_FAMILY - fixed(4) + 1) };
+    expect(ruleBudgetExcess(over)).toBe(`${MAX_RULES_PER_FAMILY + 1} nat rules for IPv4, more than the ${MAX_RULES_PER_FAMILY} allowed (use fewer or wider CIDRs, fewer ports, or "*" with exclusions)`);
+  });
+
+  it('counts IPv6 rules unless IPv6 is off', () => {
+    const v6 = Array.from({ length: MAX_RULES_PER_FAMILY }, (_, i) => `fd00::${i.toString(16)}/128`);
+    const config = { ...defaultCaptureConfig, excludeOutboundIpRanges: v6 };
+    expect(ruleBudgetExcess(config)).toMatch(/ nat rules for IPv6, /);
+    expect(ruleBudgetExcess({ ...config, ipv6: 'off' })).toBeNull();
   });
 });
 

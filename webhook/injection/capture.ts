@@ -12,6 +12,7 @@ import {
   parsePortSelection,
   type CaptureConfig,
 } from '../../iptables-init/capture-config.js';
+import { ruleBudgetExcess } from '../../iptables-init/rules.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { ISTIO_INTERCEPTION_MODE_ANNOTATION, TRAFFIC } from './annotations.js';
 
@@ -126,7 +127,8 @@ const ANNOTATION_OF_FLAG: Readonly<Record<string, string>> = {
  * `capture`, when the init container can take it: a list the webhook made longer than the
  * annotation said (the mesh's own excluded ports added), or one from the injection configuration,
  * could pass the annotation's limit and still be refused by the init container (or, past 128 KiB,
- * not start at all); such a pod is refused now, with the reason, rather than admitted to fail.
+ * not start at all); and too many rules would be refused too. Such a pod is refused now, with the
+ * reason, rather than admitted to fail.
  */
 function passable(capture: CaptureConfig): CaptureConfig {
   const [first] = oversizedArgs(capture);
@@ -136,6 +138,11 @@ function passable(capture: CaptureConfig): CaptureConfig {
       `the capture rules cannot be passed to the init container: its ${first.flag} would be ${first.length} characters long, ` +
         `more than the ${MAX_LIST_LENGTH} a list may have (it comes from annotation ${source ?? '(none)'}, or from the injection configuration when the pod does not set it)`,
     );
+  }
+  // The init container's memory limit is sized for this budget; past it, it could be OOM-killed.
+  const excess = ruleBudgetExcess(capture);
+  if (excess !== null) {
+    throw new PodRejection(`the traffic.sidecar.istio.io/* annotations (with the injection configuration) make ${excess}`);
   }
   return capture;
 }
