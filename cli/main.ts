@@ -4,7 +4,7 @@ import { CliError } from './errors.js';
 import { buildProgram } from './program.js';
 
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   try {
     await program.parseAsync(argv);
     return 0;

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { shortQuote } from '../cli/short-quote.js';
 
 /**
  * The capture configuration: the one contract between the webhook (which builds it from a pod and
@@ -50,7 +51,8 @@ export const defaultCaptureConfig: Readonly<CaptureConfig> = Object.freeze({
 
 /**
  * A value that cannot be captured. `source` names where it came from — a flag (`--inbound-ports`)
- * or a pod annotation — so that the person who wrote it can find it.
+ * or a pod annotation — so that the person who wrote it can find it. The message quotes at most a
+ * short prefix of the value.
  */
 export class CaptureConfigError extends Error {
   constructor(
@@ -58,12 +60,30 @@ export class CaptureConfigError extends Error {
     readonly value: string,
     reason: string,
   ) {
-    super(`${source}: ${JSON.stringify(value)} ${reason}`);
+    super(`${source}: ${shortQuote(value)} ${reason}`);
     this.name = 'CaptureConfigError';
   }
 }
 
-function splitList(value: string): string[] {
+/**
+ * The longest list (ports, CIDRs, interfaces) accepted, in characters: about 4 000 IPv4 CIDRs, far
+ * more than any capture configuration needs (every entry is one nat rule that each new connection
+ * walks). It bounds the work of parsing a hostile annotation, and it keeps every list the webhook
+ * passes to the init container as one argument under Linux's 128 KiB per-argument limit
+ * (MAX_ARG_STRLEN; past it the exec fails with "Argument list too long"). Seven lists make at most
+ * ~450 KiB of arguments (and the rule budget, `MAX_RULES_PER_FAMILY`, keeps real ones far below),
+ * under a quarter of the usual ARG_MAX (2 MiB with an 8 MiB stack limit), which Linux shares
+ * between the arguments and the environment (Kubernetes adds ~7 variables per Service).
+ */
+export const MAX_LIST_LENGTH = 65_536;
+
+/** Longer than any CIDR's text (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128` is 49). */
+const MAX_CIDR_LENGTH = 64;
+
+function splitList(value: string, source: string): string[] {
+  if (value.length > MAX_LIST_LENGTH) {
+    throw new CaptureConfigError(source, value, `is longer than the ${MAX_LIST_LENGTH} characters a list may have`);
+  }
   return value
     .split(',')
     .map((s) => s.trim())
@@ -81,18 +101,19 @@ export function parsePort(value: string, source: string): number {
 
 /** A comma-separated port list; empty means none. `*` is refused (use `parsePortSelection`). */
 export function parsePortList(value: string, source: string): number[] {
-  const ports: number[] = [];
-  for (const item of splitList(value)) {
+  const ports = new Set<number>();
+  for (const item of splitList(value, source)) {
     if (item === '*') throw new CaptureConfigError(source, value, 'may not contain "*" (it is an exclude or port list)');
     let port: number;
     try {
       port = parsePort(item, source);
     } catch {
-      throw new CaptureConfigError(source, value, `contains ${JSON.stringify(item)}, which is not a port in 1-65535`);
+      throw new CaptureConfigError(source, value, `contains ${shortQuote(item)}, which is not a port in 1-65535`);
     }
-    if (!ports.includes(port)) ports.push(port);
+    ports.add(port);
   }
-  return ports;
+  // A Set keeps the first occurrence's order, so the list reads as written, without repeats.
+  return [...ports];
 }
 
 /** `*` or a port list (empty = nothing). */
@@ -105,6 +126,7 @@ export function parsePortSelection(value: string, source: string): '*' | number[
  * `netip.ParsePrefix` refuses it). Host bits may be set (Istio accepts `127.0.0.1/24`).
  */
 export function parseCidr(value: string, source: string): string {
+  if (value.length > MAX_CIDR_LENGTH) throw new CaptureConfigError(source, value, 'is not a CIDR (address/prefix-length)');
   const slash = value.indexOf('/');
   const addr = slash < 0 ? value : value.slice(0, slash);
   const bits = slash < 0 ? '' : value.slice(slash + 1);
@@ -119,18 +141,18 @@ export function parseCidr(value: string, source: string): string {
 
 /** A comma-separated CIDR list; empty means none. `*` is refused. */
 export function parseCidrList(value: string, source: string): string[] {
-  const cidrs: string[] = [];
-  for (const item of splitList(value)) {
+  const cidrs = new Set<string>();
+  for (const item of splitList(value, source)) {
     if (item === '*') throw new CaptureConfigError(source, value, 'may not contain "*" (it is an exclude list)');
     let cidr: string;
     try {
       cidr = parseCidr(item, source);
     } catch {
-      throw new CaptureConfigError(source, value, `contains ${JSON.stringify(item)}, which is not a CIDR`);
+      throw new CaptureConfigError(source, value, `contains ${shortQuote(item)}, which is not a CIDR`);
     }
-    if (!cidrs.includes(cidr)) cidrs.push(cidr);
+    cidrs.add(cidr);
   }
-  return cidrs;
+  return [...cidrs];
 }
 
 /** `*` or a CIDR list (empty = nothing). */
@@ -149,14 +171,14 @@ export function parseId(value: string, source: string): number {
 
 /** Linux interface names: 1–15 bytes, no `/`, whitespace or `:`, not `.`/`..`. */
 export function parseInterfaceList(value: string, source: string): string[] {
-  const names: string[] = [];
-  for (const item of splitList(value)) {
+  const names = new Set<string>();
+  for (const item of splitList(value, source)) {
     if (item.length > 15 || !/^[A-Za-z0-9_.@+-]+$/.test(item) || item === '.' || item === '..') {
-      throw new CaptureConfigError(source, value, `contains ${JSON.stringify(item)}, which is not an interface name`);
+      throw new CaptureConfigError(source, value, `contains ${shortQuote(item)}, which is not an interface name`);
     }
-    if (!names.includes(item)) names.push(item);
+    names.add(item);
   }
-  return names;
+  return [...names];
 }
 
 export function parseIpv6Mode(value: string, source: string): CaptureConfig['ipv6'] {
@@ -187,4 +209,20 @@ export function captureConfigToArgs(config: CaptureConfig): string[] {
     `--exclude-interfaces=${joinList(config.excludeInterfaces)}`,
     `--ipv6=${config.ipv6}`,
   ];
+}
+
+/**
+ * The arguments of `captureConfigToArgs(config)` whose value is longer than `MAX_LIST_LENGTH`, as
+ * `{flag, length}`: the init container would refuse them (and past 128 KiB could not even start).
+ * A list can outgrow what its source said when the webhook adds to it (the mesh's own excluded
+ * inbound ports), or come from the injection configuration rather than from a pod.
+ */
+export function oversizedArgs(config: CaptureConfig): { flag: string; length: number }[] {
+  const oversized: { flag: string; length: number }[] = [];
+  for (const arg of captureConfigToArgs(config)) {
+    const eq = arg.indexOf('=');
+    const length = arg.length - eq - 1;
+    if (length > MAX_LIST_LENGTH) oversized.push({ flag: arg.slice(0, eq), length });
+  }
+  return oversized;
 }

@@ -5,6 +5,7 @@ import { CaptureConfigError } from './capture-config.js';
 import { runCapture } from './capture.js';
 import { hasGlobalIpv6 } from './ipv6.js';
 import { envVarOf, parseIptablesOptions, resolveRaw, switchFlags, valueFlags, type FlagSpec } from './options.js';
+import { ruleBudgetExcess } from './rules.js';
 import { countingRunner, runProcess } from './run-process.js';
 
 function helpText(spec: FlagSpec): string {
@@ -45,6 +46,8 @@ export function registerIptablesCommand(program: Command): void {
       if (err instanceof CaptureConfigError) throw new CliError(`iptables: ${err.message}; nothing was changed`, 2);
       throw err;
     }
+    const excess = options.cleanup ? null : ruleBudgetExcess(options.config);
+    if (excess !== null) throw new CliError(`iptables: the configuration makes ${excess}; nothing was changed`, 2);
 
     const counter = countingRunner(runProcess);
     const log = (line: string): void => {

@@ -112,3 +112,27 @@ export function captureRules(config: CaptureConfig, family: Family): FamilyRules
 
   return { family, rules, jumps };
 }
+
+/**
+ * The most nat rules installed per address family. Every new connection walks the OUTPUT rules in
+ * order, and the work and memory of installing them grow with their number: at this budget the
+ * init container's peak stays within its memory limit (BENCHMARKS.md). Real configurations need
+ * tens of rules; thousands of CIDRs are better expressed as fewer, wider ones.
+ */
+export const MAX_RULES_PER_FAMILY = 4096;
+
+/**
+ * What is wrong when `config` would make more than `MAX_RULES_PER_FAMILY` rules in a family it may
+ * install (with `ipv6: off` only IPv4 counts), as a phrase naming the count; null when all fit.
+ */
+export function ruleBudgetExcess(config: CaptureConfig): string | null {
+  const families: Family[] = config.ipv6 === 'off' ? [4] : [4, 6];
+  for (const family of families) {
+    const { rules, jumps } = captureRules(config, family);
+    const count = rules.length + jumps.length;
+    if (count > MAX_RULES_PER_FAMILY) {
+      return `${count} nat rules for IPv${family}, more than the ${MAX_RULES_PER_FAMILY} allowed (use fewer or wider CIDRs, fewer ports, or "*" with exclusions)`;
+    }
+  }
+  return null;
+}

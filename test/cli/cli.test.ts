@@ -1,6 +1,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { PARTS } from '../../cli/program.js';
 
 // The built CLI, as users and the container image run it (`npm test` builds first).
 const cli = new URL('../../dist/cli/main.js', import.meta.url).pathname;
@@ -24,5 +26,21 @@ describe('apisix-mesh CLI', () => {
     const res = spawnSync(process.execPath, [cli, 'no-such-command'], { encoding: 'utf8' });
     expect(res.status).toBe(2);
     expect(res.stderr).toContain("unknown command 'no-such-command'");
+  });
+
+  // `apisix-mesh <command>` loads only the part that PARTS says owns it; a command missing there
+  // still works (every part is loaded) but loses that saving.
+  it('knows which part registers which command', async () => {
+    for (const part of PARTS) {
+      const program = new Command();
+      (await part.load())(program);
+      expect(program.commands.map((c) => c.name()).sort(), 'add the command to PARTS in cli/program.ts').toEqual([...part.commands].sort());
+    }
+  });
+
+  it('lists every command in the top-level help', () => {
+    const res = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
+    expect(res.status).toBe(0);
+    for (const command of ['version', 'inject', 'webhook', 'iptables', 'agent', 'etcd']) expect(res.stdout).toMatch(new RegExp(`\\n  ${command} `));
   });
 });

@@ -28,8 +28,8 @@ describe('command lines the webhook injects', () => {
     return c!.args!;
   };
 
-  it('the agent command knows every flag the sidecar is given', () => {
-    const agent = buildProgram().commands.find((c) => c.name() === 'agent')!;
+  it('the agent command knows every flag the sidecar is given', async () => {
+    const agent = (await buildProgram()).commands.find((c) => c.name() === 'agent')!;
     const parsed = agent.parseOptions(argsOf('agent').slice(1));
     expect(parsed.unknown).toEqual([]);
     expect(parsed.operands).toEqual([]);

@@ -164,9 +164,9 @@ function checkCommonRules(render: () => KubeObject[]): void {
     expect(Object.keys(configMap.data)).toContain(configPath.slice(mount.mountPath.length + 1));
   });
 
-  it('passes the webhook only flags that `apisix-mesh webhook` has', () => {
+  it('passes the webhook only flags that `apisix-mesh webhook` has', async () => {
     const container = webhookContainer(findObject<V1Deployment>(objects, 'Deployment'));
-    const webhook = buildProgram().commands.find((c) => c.name() === 'webhook')!;
+    const webhook = (await buildProgram()).commands.find((c) => c.name() === 'webhook')!;
     const known = new Set(webhook.options.map((o) => o.long));
     for (const arg of container.args!.slice(1)) {
       expect(known, arg).toContain(arg.split('=')[0]);

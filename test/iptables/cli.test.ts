@@ -109,10 +109,37 @@ describe('apisix-mesh iptables (the command)', () => {
     });
   }
 
+  it('exits 2 before touching anything when the rules would pass the budget', () => {
+    const ports = Array.from({ length: 4096 }, (_, i) => i + 1).join(',');
+    const res = iptables(['--dry-run', `--outbound-ports=${ports}`]);
+    expect(res.status).toBe(2);
+    expect(res.stderr).toMatch(/^apisix-mesh: iptables: the configuration makes 41\d\d nat rules for IPv4, more than the 4096 allowed .*; nothing was changed\n$/);
+    expect(ran()).toEqual([]);
+  });
+
   it('exits 2 on an unknown flag or a missing value', () => {
     expect(iptables(['--no-such-flag']).status).toBe(2);
     expect(iptables(['--inbound-ports']).status).toBe(2);
     expect(ran()).toEqual([]);
+  });
+
+  // The init container runs under a 64 Mi memory limit (BENCHMARKS.md: its peak RSS); whatever the
+  // webhook or the agent import must not be loaded, nor their libraries.
+  it('loads nothing of the webhook or the agent, nor their libraries', () => {
+    const record = join(bin, 'modules');
+    const hooks = `import { appendFileSync } from 'node:fs'; export async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(${JSON.stringify(record)}, r.url + '\\n'); return r; }`;
+    const preload = `import { register } from 'node:module'; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});`;
+    rmSync(record, { force: true });
+    const res = spawnSync(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(preload)}`, cli, 'iptables', '--dry-run', `--iptables-bin-dir=${bin}`], {
+      encoding: 'utf8',
+    });
+    expect(res.status, res.stderr).toBe(0);
+    const loaded = readFileSync(record, 'utf8').trim().split('\n');
+    const ours = loaded.filter((u) => u.includes('/dist/')).map((u) => u.slice(u.indexOf('/dist/') + '/dist/'.length));
+    expect(ours).toContain('iptables-init/capture.js'); // the recording works
+    expect(ours.filter((p) => !p.startsWith('iptables-init/') && !p.startsWith('cli/'))).toEqual([]);
+    const packages = new Set(loaded.filter((u) => u.includes('/node_modules/')).map((u) => u.split('/node_modules/')[1]!.split('/')[0]));
+    expect([...packages]).toEqual(['commander']);
   });
 
   it('explains every flag and its variable in --help', () => {

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { captureConfigToArgs, CaptureConfigError, defaultCaptureConfig, type CaptureConfig } from '../../iptables-init/capture-config.js';
+import { captureConfigToArgs, CaptureConfigError, defaultCaptureConfig, MAX_LIST_LENGTH, type CaptureConfig } from '../../iptables-init/capture-config.js';
 import { envVarOf, parseIptablesOptions, resolveRaw, switchFlags, valueFlags } from '../../iptables-init/options.js';
+import { captureRules, MAX_RULES_PER_FAMILY, ruleBudgetExcess } from '../../iptables-init/rules.js';
 
 const parse = (cli: Record<string, string | true> = {}, env: NodeJS.ProcessEnv = {}) =>
   parseIptablesOptions(resolveRaw(new Map(Object.entries(cli)), env));
@@ -136,6 +137,85 @@ describe('iptables flags and environment', () => {
     const err = parseError({}, { APISIX_MESH_EXCLUDE_OUTBOUND_PORTS: '80,x' });
     expect(err.message).toBe('APISIX_MESH_EXCLUDE_OUTBOUND_PORTS: "80,x" contains "x", which is not a port in 1-65535');
     expect(parseError({}, { APISIX_MESH_DRY_RUN: 'maybe' }).message).toBe('APISIX_MESH_DRY_RUN: "maybe" must be true or false');
+  });
+});
+
+describe('hostile values: bounded work, bounded messages', () => {
+  /** `n` distinct IPv4 /32s, comma-separated (16 characters each, with the comma). */
+  const cidrs = (n: number): string => Array.from({ length: n }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`).join(',');
+  /** Exactly `n` characters: whole entries of `list` (repeated as needed), then commas (empty entries). */
+  const fill = (entries: string, n: number): string => {
+    const text = entries.repeat(Math.ceil(n / entries.length) + 1).slice(0, n);
+    return text.slice(0, text.lastIndexOf(',') + 1).padEnd(n, ',');
+  };
+  const listFlags: Array<[string, (length: number) => string]> = [
+    ['inbound-ports', (n) => fill('8080,', n)],
+    ['exclude-inbound-ports', (n) => fill('8080,', n)],
+    ['outbound-ip-ranges', (n) => fill(`${cidrs(Math.ceil(n / 11))},`, n)],
+    ['exclude-outbound-ip-ranges', (n) => fill(`${cidrs(Math.ceil(n / 11))},`, n)],
+    ['outbound-ports', (n) => fill('443,', n)],
+    ['exclude-outbound-ports', (n) => fill('443,', n)],
+    ['exclude-interfaces', (n) => fill('eth1,', n)],
+  ];
+
+  for (const [flag, listOf] of listFlags) {
+    it(`--${flag}: accepts a list of ${MAX_LIST_LENGTH} characters, refuses one longer with a short message`, () => {
+      const atLimit = listOf(MAX_LIST_LENGTH);
+      expect(atLimit.length).toBe(MAX_LIST_LENGTH);
+      expect(() => parse({ [flag]: atLimit })).not.toThrow();
+      const over = listOf(MAX_LIST_LENGTH + 1);
+      const err = parseError({ [flag]: over });
+      expect(err.source).toBe(`--${flag}`);
+      expect(err.message).toContain(`is longer than the ${MAX_LIST_LENGTH} characters a list may have`);
+      expect(err.message).toContain(`(${MAX_LIST_LENGTH + 1} characters)`);
+      expect(err.message.length).toBeLessThan(300);
+    });
+  }
+
+  it('refuses a 3 MB list from the environment too, without echoing it', () => {
+    const err = parseError({}, { APISIX_MESH_EXCLUDE_OUTBOUND_IP_RANGES: cidrs(200_000) });
+    expect(err.source).toBe('APISIX_MESH_EXCLUDE_OUTBOUND_IP_RANGES');
+    expect(err.message.length).toBeLessThan(300);
+  });
+
+  it('quotes only a prefix of a bad value and of a bad item', () => {
+    const longItem = `8080,${'9'.repeat(60_000)}`;
+    const err = parseError({ 'outbound-ports': longItem });
+    expect(err.message).toMatch(/^--outbound-ports: "8080,9+"… \(60005 characters\) contains "9+"… \(60000 characters\), which is not a port in 1-65535$/);
+    expect(err.message.length).toBeLessThan(300);
+    const badCidr = parseError({ 'exclude-outbound-ip-ranges': `10.0.0.0/8,${'a'.repeat(50_000)}/8` });
+    expect(badCidr.message).toContain('which is not a CIDR');
+    expect(badCidr.message.length).toBeLessThan(300);
+    expect(parseError({ 'outbound-port': '1'.repeat(100_000) }).message.length).toBeLessThan(300);
+    expect(parseError({ ipv6: 'x'.repeat(100_000) }).message.length).toBeLessThan(300);
+  });
+
+  it('keeps the first of repeated entries, in order, at the size limit', () => {
+    const list = `${cidrs(2000)},${cidrs(2000)}`.slice(0, MAX_LIST_LENGTH);
+    const parsed = parse({ 'exclude-outbound-ip-ranges': list }).config.excludeOutboundIpRanges;
+    expect(parsed).toEqual(cidrs(2000).split(','));
+  });
+});
+
+describe('the rule budget', () => {
+  const fixed = (family: 4 | 6) => {
+    const { rules, jumps } = captureRules(defaultCaptureConfig, family);
+    return rules.length + jumps.length;
+  };
+  const ports = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+  it(`allows ${MAX_RULES_PER_FAMILY} rules per family and refuses one more, naming the family and the count`, () => {
+    const atBudget = { ...defaultCaptureConfig, outboundPorts: ports(MAX_RULES_PER_FAMILY - fixed(4)) };
+    expect(ruleBudgetExcess(atBudget)).toBeNull();
+    const over = { ...atBudget, outboundPorts: ports(MAX_RULES_PER_FAMILY - fixed(4) + 1) };
+    expect(ruleBudgetExcess(over)).toBe(`${MAX_RULES_PER_FAMILY + 1} nat rules for IPv4, more than the ${MAX_RULES_PER_FAMILY} allowed (use fewer or wider CIDRs, fewer ports, or "*" with exclusions)`);
+  });
+
+  it('counts IPv6 rules unless IPv6 is off', () => {
+    const v6 = Array.from({ length: MAX_RULES_PER_FAMILY }, (_, i) => `fd00::${i.toString(16)}/128`);
+    const config = { ...defaultCaptureConfig, excludeOutboundIpRanges: v6 };
+    expect(ruleBudgetExcess(config)).toMatch(/ nat rules for IPv6, /);
+    expect(ruleBudgetExcess({ ...config, ipv6: 'off' })).toBeNull();
   });
 });
 

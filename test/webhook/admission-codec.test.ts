@@ -39,6 +39,15 @@ describe('decodeAdmissionReview', () => {
     expect(decoded).toEqual({ ok: true, apiVersion: 'admission.k8s.io/v1beta1', request: { uid: 'x', operation: 'CREATE' } });
   });
 
+  it('quotes at most a prefix of a bad apiVersion or kind, and never a whole object', () => {
+    const long = decodeAdmissionReview(JSON.stringify({ apiVersion: 'v'.repeat(1_000_000), kind: 'AdmissionReview', request: { uid: 'u' } }));
+    expect(!long.ok && long.message).toMatch(/^unsupported apiVersion "v{64}"… \(1000000 characters\): expected admission\.k8s\.io\/v1 or admission\.k8s\.io\/v1beta1$/);
+    const kind = decodeAdmissionReview(JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: { big: 'k'.repeat(1_000_000) }, request: { uid: 'u' } }));
+    expect(!kind.ok && kind.message).toBe('unsupported kind an object: expected AdmissionReview');
+    const missing = decodeAdmissionReview(JSON.stringify({ kind: 'AdmissionReview', request: { uid: 'u' } }));
+    expect(!missing.ok && missing.message).toBe('unsupported apiVersion null: expected admission.k8s.io/v1 or admission.k8s.io/v1beta1');
+  });
+
   it('refuses an empty uid', () => {
     const decoded = decodeAdmissionReview(JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: '' } }));
     expect(decoded).toMatchObject({ ok: false, message: 'AdmissionReview request has no uid' });

@@ -1,6 +1,7 @@
 import { mkdtemp, rename, rm, symlink, writeFile, mkdir } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
+import { connect as connectTcp, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { connect, createServer, type ConnectionOptions, type SecureVersion } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -48,6 +49,24 @@ function postInject(url: string, ca: string, body: unknown): Promise<{ status: n
   });
 }
 
+/**
+ * Whether the server closes `socket` within `ms` (the socket is destroyed by us otherwise). The
+ * client sends nothing, so only the server can end the connection.
+ */
+function closedByServerWithin(socket: Socket, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const guard = setTimeout(() => {
+      socket.destroy();
+      resolve(false);
+    }, ms);
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(guard);
+      resolve(true);
+    });
+  });
+}
+
 async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, what: string, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -90,6 +109,29 @@ describe('HTTPS server', () => {
     expect((await handshake(server.port, { ca: ca.certPem })).protocol).toBe('TLSv1.3');
     expect((await handshake(server.port, { ca: ca.certPem, maxVersion: 'TLSv1.2' })).protocol).toBe('TLSv1.2');
   });
+
+  // Node's own default holds a silent connection 120 s before the handshake times out, and forever
+  // once the handshake is done; sockets that never speak would pile up.
+  it('closes within 10 s a TCP connection that never starts TLS, and a TLS connection that never sends a request', async () => {
+    const silentTcp = connectTcp(server.port, '127.0.0.1');
+    const silentTls = connect({ host: '127.0.0.1', port: server.port, servername: 'localhost', ca: ca.certPem });
+    const handshakeDone = new Promise<boolean>((resolve) => {
+      silentTls.once('secureConnect', () => resolve(true));
+      silentTls.once('close', () => resolve(false));
+    });
+    // A connection between two requests is governed by the keep-alive timeout, not cut as silent.
+    const keptAlive = connect({ host: '127.0.0.1', port: server.port, servername: 'localhost', ca: ca.certPem }, () => {
+      keptAlive.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    });
+    const answered = new Promise<string>((resolve) => keptAlive.once('data', (d: Buffer) => resolve(d.toString('latin1').split('\r\n')[0]!)));
+    const [tcpClosed, tlsClosed] = await Promise.all([closedByServerWithin(silentTcp, 10_000), closedByServerWithin(silentTls, 10_000)]);
+    expect(await handshakeDone).toBe(true);
+    expect({ tcpClosed, tlsClosed }).toEqual({ tcpClosed: true, tlsClosed: true });
+    expect(await answered).toBe('HTTP/1.1 200 OK');
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(keptAlive.destroyed).toBe(false);
+    keptAlive.destroy();
+  }, 20_000);
 
   it('refuses TLS 1.1 (while a server that allows it accepts the same client)', async () => {
     // OpenSSL's security level 0 lets this client offer TLS 1.0/1.1 at all; the control server shows

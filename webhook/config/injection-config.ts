@@ -92,7 +92,10 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
   proxyUid: 1337,
   proxyGid: 1337,
   resources: {
-    init: { requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '100m', memory: '64Mi' } },
+    // `apisix-mesh iptables` peaks at ~52 MiB RSS (mostly the node binary's pages) plus ~3 MiB for
+    // iptables-restore, and at ~70 MiB with the most rules a pod may have (BENCHMARKS.md); 64Mi
+    // left no margin. A limit only caps: init containers' requests decide scheduling.
+    init: { requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '100m', memory: '128Mi' } },
     agent: { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } },
     apisix: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '2', memory: '512Mi' } },
   },

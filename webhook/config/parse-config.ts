@@ -2,6 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { V1ResourceRequirements } from '@kubernetes/client-node';
+import { shortQuote } from '../../cli/short-quote.js';
+import { MAX_LIST_LENGTH } from '../../iptables-init/capture-config.js';
 import { defaultInjectionConfig, type InjectionConfig } from './injection-config.js';
 
 /** A configuration file that cannot be used; the message names the file and the field. */
@@ -24,7 +26,8 @@ class FieldError extends Error {
 /** A field reader: checks one value (never undefined) and returns it typed. */
 type Reader<T> = (value: unknown, field: string) => T;
 
-const describe = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'a mapping' : JSON.stringify(v));
+const describe = (v: unknown): string =>
+  v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'a mapping' : typeof v === 'string' ? shortQuote(v) : JSON.stringify(v);
 
 const nonEmptyString: Reader<string> = (v, field) => {
   if (typeof v !== 'string' || v.trim() === '') throw new FieldError(field, `must be a non-empty string, got ${describe(v)}`);
@@ -178,6 +181,28 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
   d,
 );
 
+/**
+ * The lists that become one argument of an init container (ours, or Istio's in gateway mode) must
+ * fit the same limit as a pod's annotation; otherwise every pod that does not override them would
+ * be refused.
+ */
+function checkListLengths(config: InjectionConfig): void {
+  const lists: [string, '*' | readonly (string | number)[]][] = [
+    ['outboundCapture.includeIpRanges', config.outboundCapture.includeIpRanges],
+    ['outboundCapture.excludeIpRanges', config.outboundCapture.excludeIpRanges],
+    ['outboundCapture.excludePorts', config.outboundCapture.excludePorts],
+    ['gateway.inboundPorts', config.gateway.inboundPorts],
+    ['gateway.excludeOutboundPorts', config.gateway.excludeOutboundPorts],
+    ['gateway.excludeOutboundIpRanges', config.gateway.excludeOutboundIpRanges],
+  ];
+  for (const [field, list] of lists) {
+    const length = list === '*' ? 1 : list.join(',').length;
+    if (length > MAX_LIST_LENGTH) {
+      throw new FieldError(field, `is ${length} characters long as a comma-separated list, more than the ${MAX_LIST_LENGTH} a list may have`);
+    }
+  }
+}
+
 function checkPortsDistinct(config: InjectionConfig): void {
   const seen = new Map<number, string>();
   for (const [name, p] of Object.entries(config.ports)) {
@@ -203,6 +228,7 @@ export function parseInjectionConfig(text: string, sourceName: string): Injectio
   try {
     const config = readConfig(doc, '');
     checkPortsDistinct(config);
+    checkListLengths(config);
     return config;
   } catch (err) {
     if (err instanceof FieldError) {

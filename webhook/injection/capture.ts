@@ -1,7 +1,10 @@
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
+import { shortQuote } from '../../cli/short-quote.js';
 import {
   CaptureConfigError,
   defaultCaptureConfig,
+  MAX_LIST_LENGTH,
+  oversizedArgs,
   parseCidrList,
   parseCidrSelection,
   parseInterfaceList,
@@ -9,6 +12,7 @@ import {
   parsePortSelection,
   type CaptureConfig,
 } from '../../iptables-init/capture-config.js';
+import { ruleBudgetExcess } from '../../iptables-init/rules.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { ISTIO_INTERCEPTION_MODE_ANNOTATION, TRAFFIC } from './annotations.js';
 
@@ -39,19 +43,20 @@ export function interceptionMode(annotations: Record<string, string>): Intercept
     );
   }
   throw new PodRejection(
-    `annotation ${ISTIO_INTERCEPTION_MODE_ANNOTATION}: ${JSON.stringify(value)} is not an interception mode (allowed: REDIRECT, NONE)`,
+    `annotation ${ISTIO_INTERCEPTION_MODE_ANNOTATION}: ${shortQuote(value)} is not an interception mode (allowed: REDIRECT, NONE)`,
   );
 }
 
 /** The TCP ports the pod's own containers declare, in order, without repeats. */
 export function declaredTcpPorts(containers: readonly V1Container[]): number[] {
-  const ports: number[] = [];
+  // A Set: a pod may declare any number of ports, and a list lookup per port would be quadratic.
+  const ports = new Set<number>();
   for (const c of containers) {
     for (const p of c.ports ?? []) {
-      if ((p.protocol ?? 'TCP') === 'TCP' && !ports.includes(p.containerPort)) ports.push(p.containerPort);
+      if ((p.protocol ?? 'TCP') === 'TCP') ports.add(p.containerPort);
     }
   }
-  return ports;
+  return [...ports];
 }
 
 /** Ports the mesh listens on in the pod's network namespace: an app container may not declare them. */
@@ -77,12 +82,10 @@ export function captureConfigFor(pod: V1Pod, appContainers: readonly V1Container
         : config.inboundCapture === 'all'
           ? '*'
           : declaredTcpPorts(appContainers);
-    const excludeInbound = [config.ports.agentStatus, config.ports.apisixStatus, config.ports.apisixMetrics];
+    const excludeInbound = new Set([config.ports.agentStatus, config.ports.apisixStatus, config.ports.apisixMetrics]);
     const userExclude = get(TRAFFIC.excludeInboundPorts);
     if (userExclude !== undefined) {
-      for (const p of parsePortList(userExclude, TRAFFIC.excludeInboundPorts)) {
-        if (!excludeInbound.includes(p)) excludeInbound.push(p);
-      }
+      for (const p of parsePortList(userExclude, TRAFFIC.excludeInboundPorts)) excludeInbound.add(p);
     }
     /** The annotation's value parsed, or `fallback` when the pod does not carry it. */
     const annotated = <T>(name: string, parse: (v: string, s: string) => T, fallback: T): T => {
@@ -90,21 +93,56 @@ export function captureConfigFor(pod: V1Pod, appContainers: readonly V1Container
       return v === undefined ? fallback : parse(v, name);
     };
     const defaults = config.outboundCapture;
-    return {
+    return passable({
       ...defaultCaptureConfig,
       outboundPort: config.ports.outbound,
       inboundPort: config.ports.inbound,
       proxyUid: config.proxyUid,
       proxyGid: config.proxyGid,
       inboundPorts,
-      excludeInboundPorts: excludeInbound,
+      excludeInboundPorts: [...excludeInbound],
       outboundIpRanges: annotated(TRAFFIC.includeOutboundIPRanges, parseCidrSelection, defaults.includeIpRanges),
       excludeOutboundIpRanges: annotated(TRAFFIC.excludeOutboundIPRanges, parseCidrList, defaults.excludeIpRanges),
       outboundPorts: annotated(TRAFFIC.includeOutboundPorts, parsePortList, []),
       excludeOutboundPorts: annotated(TRAFFIC.excludeOutboundPorts, parsePortList, defaults.excludePorts),
       excludeInterfaces: annotated(TRAFFIC.excludeInterfaces, parseInterfaceList, []),
-    };
+    });
   } catch (err) {
     annotationError(err);
   }
+}
+
+/** Which annotation feeds each list flag of the init container. */
+const ANNOTATION_OF_FLAG: Readonly<Record<string, string>> = {
+  '--inbound-ports': TRAFFIC.includeInboundPorts,
+  '--exclude-inbound-ports': TRAFFIC.excludeInboundPorts,
+  '--outbound-ip-ranges': TRAFFIC.includeOutboundIPRanges,
+  '--exclude-outbound-ip-ranges': TRAFFIC.excludeOutboundIPRanges,
+  '--outbound-ports': TRAFFIC.includeOutboundPorts,
+  '--exclude-outbound-ports': TRAFFIC.excludeOutboundPorts,
+  '--exclude-interfaces': TRAFFIC.excludeInterfaces,
+};
+
+/**
+ * `capture`, when the init container can take it: a list the webhook made longer than the
+ * annotation said (the mesh's own excluded ports added), or one from the injection configuration,
+ * could pass the annotation's limit and still be refused by the init container (or, past 128 KiB,
+ * not start at all); and too many rules would be refused too. Such a pod is refused now, with the
+ * reason, rather than admitted to fail.
+ */
+function passable(capture: CaptureConfig): CaptureConfig {
+  const [first] = oversizedArgs(capture);
+  if (first !== undefined) {
+    const source = ANNOTATION_OF_FLAG[first.flag];
+    throw new PodRejection(
+      `the capture rules cannot be passed to the init container: its ${first.flag} would be ${first.length} characters long, ` +
+        `more than the ${MAX_LIST_LENGTH} a list may have (it comes from annotation ${source ?? '(none)'}, or from the injection configuration when the pod does not set it)`,
+    );
+  }
+  // The init container's memory limit is sized for this budget; past it, it could be OOM-killed.
+  const excess = ruleBudgetExcess(capture);
+  if (excess !== null) {
+    throw new PodRejection(`the traffic.sidecar.istio.io/* annotations (with the injection configuration) make ${excess}`);
+  }
+  return capture;
 }

@@ -1,4 +1,5 @@
 import type { V1Pod } from '@kubernetes/client-node';
+import { shortQuote } from '../../cli/short-quote.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { APISIX_APP_NAME, APP_NAME_LABEL, ISTIO_INJECT, MODE_ANNOTATION, STATUS_ANNOTATION } from './annotations.js';
 import type { InjectionMode, SkipReason } from './outcome.js';
@@ -53,7 +54,7 @@ export function decide(
     if (!(MODES as readonly string[]).includes(value)) {
       return {
         kind: 'reject',
-        message: `annotation ${MODE_ANNOTATION}: ${JSON.stringify(value)} is not a mode (allowed: ${MODES.join(', ')})`,
+        message: `annotation ${MODE_ANNOTATION}: ${shortQuote(value)} is not a mode (allowed: ${MODES.join(', ')})`,
       };
     }
     mode = value as InjectionMode;

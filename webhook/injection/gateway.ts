@@ -1,5 +1,5 @@
 import type { V1Pod } from '@kubernetes/client-node';
-import { CaptureConfigError, parseCidrList, parsePortList } from '../../iptables-init/capture-config.js';
+import { CaptureConfigError, MAX_LIST_LENGTH, parseCidrList, parsePortList } from '../../iptables-init/capture-config.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import {
   GATEWAY_EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION,
@@ -19,8 +19,28 @@ export function mergeList(existing: string | undefined, added: readonly string[]
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
-  for (const a of added) if (!items.includes(a)) items.push(a);
+  const present = new Set(items); // a lookup per added item in the list itself would be quadratic
+  for (const a of added) {
+    if (!present.has(a)) {
+      items.push(a);
+      present.add(a);
+    }
+  }
   return items.join(',');
+}
+
+/**
+ * `mergeList`, refused when the result is longer than a list may be: Istio's init container gets it
+ * as one argument, which Linux limits to 128 KiB, so the pod could not start.
+ */
+function mergedAnnotation(name: string, existing: string | undefined, added: readonly string[]): string {
+  const merged = mergeList(existing, added);
+  if (merged.length > MAX_LIST_LENGTH) {
+    throw new PodRejection(
+      `annotation ${name}: with the gateway's own entries it would be ${merged.length} characters long, more than the ${MAX_LIST_LENGTH} a list may have`,
+    );
+  }
+  return merged;
 }
 
 /**
@@ -47,11 +67,11 @@ export function injectGateway(pod: V1Pod, config: InjectionConfig): V1Pod {
 
     const annotations: Record<string, string> = {
       ...a,
-      [TRAFFIC.excludeInboundPorts]: mergeList(a[TRAFFIC.excludeInboundPorts], inbound),
-      [TRAFFIC.excludeOutboundPorts]: mergeList(a[TRAFFIC.excludeOutboundPorts], outbound),
+      [TRAFFIC.excludeInboundPorts]: mergedAnnotation(TRAFFIC.excludeInboundPorts, a[TRAFFIC.excludeInboundPorts], inbound),
+      [TRAFFIC.excludeOutboundPorts]: mergedAnnotation(TRAFFIC.excludeOutboundPorts, a[TRAFFIC.excludeOutboundPorts], outbound),
     };
     if (ranges.length > 0 || a[TRAFFIC.excludeOutboundIPRanges] !== undefined) {
-      annotations[TRAFFIC.excludeOutboundIPRanges] = mergeList(a[TRAFFIC.excludeOutboundIPRanges], ranges);
+      annotations[TRAFFIC.excludeOutboundIPRanges] = mergedAnnotation(TRAFFIC.excludeOutboundIPRanges, a[TRAFFIC.excludeOutboundIPRanges], ranges);
     }
     return {
       ...pod,

@@ -1,3 +1,5 @@
+import { shortQuote } from '../../cli/short-quote.js';
+
 /**
  * Checks that a value from the network has the shape the injection walks (objects where objects
  * are expected, named lists). Returns a sentence saying what is wrong, or null. It does not validate
@@ -5,7 +7,10 @@
  */
 export function podShapeProblem(value: unknown): string | null {
   if (!isObject(value)) return 'the object is not a JSON object';
-  if (value.kind !== undefined && value.kind !== 'Pod') return `the object is a ${JSON.stringify(value.kind)}, not a Pod`;
+  if (value.kind !== undefined && value.kind !== 'Pod') {
+    const kind = typeof value.kind === 'string' ? shortQuote(value.kind) : `kind of type ${Array.isArray(value.kind) ? 'list' : typeof value.kind}`;
+    return `the object is a ${kind}, not a Pod`;
+  }
   const metadata = value.metadata;
   if (metadata !== undefined) {
     if (!isObject(metadata)) return 'metadata is not an object';

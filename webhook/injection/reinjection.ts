@@ -51,8 +51,10 @@ export function isDefaultedFrom(fresh: unknown, existing: unknown): boolean {
  * patch; a part that was changed in any other way is replaced by the fresh one.
  */
 export function keepDefaulted(spec: V1PodSpec, previous: InjectionStatus) {
-  const byName = <T extends { name: string }>(list: readonly T[] | undefined, names: readonly string[]) =>
-    new Map((list ?? []).filter((x) => names.includes(x.name)).map((x) => [x.name, x] as const));
+  const byName = <T extends { name: string }>(list: readonly T[] | undefined, names: readonly string[]) => {
+    const wanted = new Set(names); // the status annotation may list any number of names
+    return new Map((list ?? []).filter((x) => wanted.has(x.name)).map((x) => [x.name, x] as const));
+  };
   const pick = <T extends { name: string }>(existing: Map<string, T>) => (fresh: T): T => {
     const old = existing.get(fresh.name);
     return old !== undefined && isDefaultedFrom(fresh, old) ? old : fresh;

@@ -1,4 +1,5 @@
 import type { V1Pod } from '@kubernetes/client-node';
+import { shortQuote } from '../../cli/short-quote.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import {
   APISIX_CONFIG_ANNOTATION,
@@ -18,16 +19,19 @@ function nativeSidecars(annotations: Record<string, string>, config: InjectionCo
   const value = annotations[ISTIO_NATIVE_SIDECAR_ANNOTATION];
   if (value === undefined) return config.nativeSidecars;
   if (value === 'true' || value === 'false') return value === 'true';
-  throw new PodRejection(`annotation ${ISTIO_NATIVE_SIDECAR_ANNOTATION}: ${JSON.stringify(value)} must be "true" or "false"`);
+  throw new PodRejection(`annotation ${ISTIO_NATIVE_SIDECAR_ANNOTATION}: ${shortQuote(value)} must be "true" or "false"`);
 }
 
-const without = <T extends { name: string }>(list: readonly T[] | undefined, names: readonly string[]): T[] =>
-  (list ?? []).filter((x) => !names.includes(x.name));
+/** `list` without the items named in `names` (a Set: the status annotation may list any number). */
+function without<T extends { name: string }>(list: readonly T[] | undefined, names: readonly string[]): T[] {
+  const drop = new Set(names);
+  return (list ?? []).filter((x) => !drop.has(x.name));
+}
 
 function checkNoCollision(kind: string, list: readonly { name: string }[], ours: readonly string[]): void {
   for (const item of list) {
     if (ours.includes(item.name)) {
-      throw new PodRejection(`${kind} ${JSON.stringify(item.name)} uses a name apisix-mesh reserves for its sidecar`);
+      throw new PodRejection(`${kind} ${shortQuote(item.name)} uses a name apisix-mesh reserves for its sidecar`);
     }
   }
 }
@@ -62,7 +66,7 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   for (const c of appContainers) {
     for (const p of c.ports ?? []) {
       if (reserved.includes(p.containerPort)) {
-        throw new PodRejection(`container ${JSON.stringify(c.name)} declares port ${p.containerPort}, which the apisix-mesh sidecar uses`);
+        throw new PodRejection(`container ${shortQuote(c.name)} declares port ${p.containerPort}, which the apisix-mesh sidecar uses`);
       }
     }
   }

@@ -1,3 +1,4 @@
+import { shortQuote } from '../../cli/short-quote.js';
 import type { AdmissionRequest, AdmissionReview } from '../injection/admission-types.js';
 import type { ReviewOutcome } from '../injection/outcome.js';
 import { serializePatch } from '../injection/patch-json.js';
@@ -42,11 +43,11 @@ export function decodeAdmissionReview(text: string): DecodedReview {
     return bad(
       FALLBACK_API_VERSION,
       uid,
-      `unsupported apiVersion ${JSON.stringify(apiVersion ?? null)}: expected ${API_VERSIONS.join(' or ')}`,
+      `unsupported apiVersion ${quoteField(apiVersion)}: expected ${API_VERSIONS.join(' or ')}`,
     );
   }
   if (kind !== 'AdmissionReview') {
-    return bad(version, uid, `unsupported kind ${JSON.stringify(kind ?? null)}: expected AdmissionReview`);
+    return bad(version, uid, `unsupported kind ${quoteField(kind)}: expected AdmissionReview`);
   }
   if (!isObject(request)) return bad(version, uid, 'AdmissionReview has no request');
   if (typeof request.uid !== 'string' || request.uid === '') return bad(version, uid, 'AdmissionReview request has no uid');
@@ -115,8 +116,13 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** A field of the body for a message: a short quote of a string, the type of anything else (never the whole value). */
+function quoteField(value: unknown): string {
+  return typeof value === 'string' ? shortQuote(value) : value === undefined ? 'null' : describe(value);
+}
+
 function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
-  return `a ${typeof value}`;
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }

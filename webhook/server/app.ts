@@ -30,6 +30,19 @@ export interface WebhookAppOptions {
 export const DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024;
 /** The API server waits at most 30 s for a webhook; a request still unfinished by then is abandoned. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * A connection that has not finished its TLS handshake by then is closed (Node's default holds it
+ * 120 s, so idle sockets that never speak could pile up). The API server's handshake takes
+ * milliseconds, and its whole call to the webhook times out after `timeoutSeconds` (5 s here).
+ */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 5_000;
+/**
+ * A connection silent this long is closed: one that finished its handshake but never sends a
+ * request is not covered by the request timeouts (they start with the first byte of a request).
+ * Between requests, Node applies the keep-alive timeout instead, so the API server's reused
+ * connections are not affected.
+ */
+export const IDLE_CONNECTION_TIMEOUT_MS = 5_000;
 
 /**
  * The webhook as a Fastify app: one plugin per concern (admission route, health, metrics). Nothing
@@ -45,11 +58,20 @@ export function buildWebhookApp(opts: WebhookAppOptions = {}): FastifyInstance {
   const app = Fastify({
     logger: { level: opts.logLevel ?? 'info', ...(opts.logStream ? { stream: opts.logStream } : {}) },
     // Node checks request timeouts on this interval (30 s by default, which would double the wait).
-    ...(opts.https ? { https: { ...opts.https, connectionsCheckingInterval: Math.min(5000, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS) } } : {}),
+    ...(opts.https
+      ? {
+          https: {
+            ...opts.https,
+            connectionsCheckingInterval: Math.min(5000, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS),
+            handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS,
+          },
+        }
+      : {}),
     // One line per review is logged by the route, without pod contents; Fastify's own request
     // lines would double the log volume.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: maxBodyBytes,
+    connectionTimeout: IDLE_CONNECTION_TIMEOUT_MS,
     requestTimeout: opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
     // While draining, requests that still arrive on open keep-alive connections are answered,
     // not refused with 503: the API server may already have sent them.
