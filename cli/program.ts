@@ -12,7 +12,7 @@ type RegisterCommands = (program: Command) => void;
 export const PARTS: readonly { commands: readonly string[]; load: () => Promise<RegisterCommands> }[] = [
   { commands: ['inject', 'webhook'], load: async () => (await import('../webhook/cli.js')).registerWebhookCommands },
   { commands: ['iptables'], load: async () => (await import('../iptables-init/cli.js')).registerIptablesCommand },
-  { commands: ['agent', 'etcd'], load: async () => (await import('../agent/cli.js')).registerAgentCommands },
+  { commands: ['agent', 'etcd', 'wait'], load: async () => (await import('../agent/cli.js')).registerAgentCommands },
 ];
 
 /** Commands defined here, which need no part. */

@@ -65,10 +65,10 @@ describe('the agent\'s postStart hook (holds APISIX until the etcd API answers)'
     expect(hook[entrypoint.length]).toBe('wait');
   });
 
-  it('waits for the address the agent serves the etcd API on', () => {
+  it('waits for the address the agent serves the etcd API on', async () => {
     const listen = agent.args!.find((a) => a.startsWith('--etcd-listen='))!.split('=')[1];
     expect(hook).toContain(`--etcd-address=${listen}`);
-    const wait = buildProgram().commands.find((c) => c.name() === 'wait')!;
+    const wait = (await buildProgram()).commands.find((c) => c.name() === 'wait')!;
     const parsed = wait.parseOptions(hook.slice(3));
     expect(parsed.unknown).toEqual([]);
     expect(parsed.operands).toEqual([]);
