@@ -84,6 +84,11 @@ export function registerAgentCommand(program: Command): void {
       }
       const xds = parseListen('--xds-address', flags.xdsAddress);
       const skipFilters = parseSkipFilters(flags.insecureSkipFilters);
+      // every flag is checked before anything starts: a bad value is a usage error (exit 2)
+      const coalesceMs = parseDuration('--coalesce', flags.coalesce);
+      const maxCoalesceMs = parseDuration('--max-coalesce', flags.maxCoalesce);
+      const warmingTimeoutMs = parseDuration('--warming-timeout', flags.warmingTimeout);
+      const capturePorts = { outbound: port('--outbound-port', flags.outboundPort), inbound: port('--inbound-port', flags.inboundPort) };
       const etcd = parseListen('--etcd-listen', flags.etcdListen);
       const statusPort = port('--status-port', flags.statusPort, true);
       let identity;
@@ -119,10 +124,10 @@ export function registerAgentCommand(program: Command): void {
           etcdPort: etcd.port,
           statusHost: flags.statusHost,
           statusPort,
-          capturePorts: { outbound: port('--outbound-port', flags.outboundPort), inbound: port('--inbound-port', flags.inboundPort) },
-          coalesceMs: parseDuration('--coalesce', flags.coalesce),
-          maxCoalesceMs: parseDuration('--max-coalesce', flags.maxCoalesce),
-          warmingTimeoutMs: parseDuration('--warming-timeout', flags.warmingTimeout),
+          capturePorts,
+          coalesceMs,
+          maxCoalesceMs,
+          warmingTimeoutMs,
           ...(skipFilters.size ? { skipFilters } : {}),
           logger,
           version: packageVersion(),

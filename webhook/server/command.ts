@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
@@ -122,6 +122,7 @@ async function selfSigned(dir: string | undefined): Promise<{ cert: string; key:
   const serving = generateServingCert(ca, SELF_SIGNED_NAMES, { days: SELF_SIGNED_DAYS });
   const caFile = join(dir ?? (await mkdtemp(join(tmpdir(), 'apisix-mesh-webhook-'))), 'ca.crt');
   try {
+    if (dir !== undefined) await mkdir(dir, { recursive: true, mode: 0o755 }); // a new directory is made, as a user expects
     await writeFile(caFile, ca.certPem, { mode: 0o644 });
   } catch (err) {
     throw new CliError(`cannot write the CA certificate to ${caFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 2);
