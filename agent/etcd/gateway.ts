@@ -3,6 +3,7 @@ import type { KvStore } from '../store/store.js';
 import { ApiError, etcdErrors, toApiError } from './api-error.js';
 import type { Auth } from './auth.js';
 import { ResponseEncoder } from './encode.js';
+import type { ReadOnlyWrites } from './read-only.js';
 import { sendApiError, sendJson, sendStreamedOnce, sendText, corsHeaders } from './http-framing.js';
 import * as schema from './proto-json.js';
 import { decodeBody, type Decoded } from './proto-json.js';
@@ -27,7 +28,8 @@ export interface GatewayContext {
   store: KvStore;
   encoder: ResponseEncoder;
   auth: Auth;
-  readOnly: boolean;
+  /** Set when the API is read-only: the writes it still admits. */
+  readOnly: ReadOnlyWrites | undefined;
   logger: Logger;
   watches: WatchStreams;
   clientUrl: () => string;
@@ -40,8 +42,6 @@ interface Route {
   /** Keepalive answers like a stream message. */
   streamed?: boolean;
 }
-
-const INIT_DIR = Buffer.from('init_dir');
 
 function refuseInReadOnly(ctx: GatewayContext): void {
   if (ctx.readOnly) throw etcdErrors.permissionDenied();
@@ -66,14 +66,7 @@ const routes: Record<string, Route> = {
       const p = toPut(d);
       if (p.key.length + (p.value?.byteLength ?? 0) > MAX_REQUEST_BYTES) throw etcdErrors.requestTooLarge();
       ctx.auth.check(token, 'WRITE', p.key);
-      if (ctx.readOnly) {
-        // APISIX's CLI writes `/apisix/<dir>/ = init_dir` markers at startup and stops on any error;
-        // they are the one write a read-only store accepts (and only writes when missing).
-        const isMarker = p.key.endsWith('/') && p.value !== undefined && INIT_DIR.equals(p.value);
-        if (!isMarker) throw etcdErrors.permissionDenied();
-        const have = ctx.store.range({ key: p.key }).kvs[0];
-        if (have && INIT_DIR.equals(have.value)) return header(ctx);
-      }
+      if (ctx.readOnly?.admitPut(p, ctx.store.range({ key: p.key }).kvs[0]) === 'skip') return header(ctx);
       return ctx.encoder.put(ctx.store.put(p));
     },
   },
@@ -107,6 +100,7 @@ const routes: Record<string, Route> = {
     schema: schema.LeaseGrantRequest,
     run: (ctx, d, token) => {
       ctx.auth.checkToken(token);
+      refuseInReadOnly(ctx);
       const g = ctx.store.grantLease(int(d.TTL), typeof d.ID === 'bigint' ? d.ID.toString() : undefined);
       return `{"header":${ctx.encoder.header(ctx.store.revision)},"ID":"${g.id}","TTL":"${g.ttl}"}`;
     },
@@ -115,6 +109,7 @@ const routes: Record<string, Route> = {
     schema: schema.LeaseIdRequest,
     run: (ctx, d, token) => {
       ctx.auth.checkToken(token);
+      refuseInReadOnly(ctx);
       return ctx.encoder.headerOnly(ctx.store.revokeLease(leaseId(d)));
     },
   },
@@ -157,23 +152,26 @@ const routes: Record<string, Route> = {
       return `{"header":${ctx.encoder.header(ctx.store.revision)},"token":${JSON.stringify(token)}}`;
     },
   },
-  'auth/enable': { schema: [], run: (ctx, _d, t) => (ctx.auth.checkAdmin(t), ctx.auth.enable(), header(ctx)) },
-  'auth/disable': { schema: [], run: (ctx, _d, t) => (ctx.auth.checkAdmin(t), ctx.auth.disable(), header(ctx)) },
+  // Auth changes are writes: in read-only mode a process in the pod could otherwise turn auth on
+  // and leave APISIX with "user name is empty" on every read.
+  'auth/enable': { schema: [], run: (ctx, _d, t) => (refuseInReadOnly(ctx), ctx.auth.checkAdmin(t), ctx.auth.enable(), header(ctx)) },
+  'auth/disable': { schema: [], run: (ctx, _d, t) => (refuseInReadOnly(ctx), ctx.auth.checkAdmin(t), ctx.auth.disable(), header(ctx)) },
   'auth/user/add': {
     schema: schema.AuthUserAddRequest,
-    run: (ctx, d, t) => (ctx.auth.checkAdmin(t), ctx.auth.addUser(String(d.name ?? ''), String(d.password ?? '')), header(ctx)),
+    run: (ctx, d, t) => (refuseInReadOnly(ctx), ctx.auth.checkAdmin(t), ctx.auth.addUser(String(d.name ?? ''), String(d.password ?? '')), header(ctx)),
   },
   'auth/role/add': {
     schema: schema.AuthRoleAddRequest,
-    run: (ctx, d, t) => (ctx.auth.checkAdmin(t), ctx.auth.addRole(String(d.name ?? '')), header(ctx)),
+    run: (ctx, d, t) => (refuseInReadOnly(ctx), ctx.auth.checkAdmin(t), ctx.auth.addRole(String(d.name ?? '')), header(ctx)),
   },
   'auth/user/grant': {
     schema: schema.AuthUserGrantRoleRequest,
-    run: (ctx, d, t) => (ctx.auth.checkAdmin(t), ctx.auth.grantRole(String(d.user ?? ''), String(d.role ?? '')), header(ctx)),
+    run: (ctx, d, t) => (refuseInReadOnly(ctx), ctx.auth.checkAdmin(t), ctx.auth.grantRole(String(d.user ?? ''), String(d.role ?? '')), header(ctx)),
   },
   'auth/role/grant': {
     schema: schema.AuthRoleGrantPermissionRequest,
     run: (ctx, d, t) => {
+      refuseInReadOnly(ctx);
       ctx.auth.checkAdmin(t);
       const perm = (d.perm ?? {}) as Decoded;
       const key = perm.key instanceof Buffer ? perm.key.toString('latin1') : '';

@@ -8,6 +8,7 @@ import type { ServerIdentity } from './encode.js';
 import { ETCD_SERVER_VERSION, type Logger } from './gateway.js';
 import * as schema from './proto-json.js';
 import type { Decoded, DecodedValue, FieldKind, MessageSchema } from './proto-json.js';
+import type { ReadOnlyWrites } from './read-only.js';
 import { int, toDeleteRange, toPut, toRange, toTxn, txnWrites } from './requests.js';
 
 /**
@@ -20,7 +21,8 @@ export interface GrpcServerOptions {
   encoderIdentity: ServerIdentity;
   host: string;
   port: number;
-  readOnly: boolean;
+  /** Set when the API is read-only: the writes it still admits. */
+  readOnly: ReadOnlyWrites | undefined;
   logger: Logger;
 }
 
@@ -28,6 +30,7 @@ const GRPC_STATUS: Record<number, grpc.status> = {
   3: grpc.status.INVALID_ARGUMENT,
   5: grpc.status.NOT_FOUND,
   7: grpc.status.PERMISSION_DENIED,
+  8: grpc.status.RESOURCE_EXHAUSTED,
   9: grpc.status.FAILED_PRECONDITION,
   11: grpc.status.OUT_OF_RANGE,
   16: grpc.status.UNAUTHENTICATED,
@@ -127,8 +130,9 @@ export async function startGrpcServer(o: GrpcServerOptions): Promise<{ port: num
   server.addService(pb.KV!.service, {
     Range: unary((req) => rangeOut(store.range(toRange(fromGrpc(req, schema.RangeRequest))))),
     Put: unary((req) => {
-      refuseInReadOnly();
-      const r = store.put(toPut(fromGrpc(req, schema.PutRequest)));
+      const put = toPut(fromGrpc(req, schema.PutRequest));
+      if (o.readOnly?.admitPut(put, store.range({ key: put.key }).kvs[0]) === 'skip') return { header: header() };
+      const r = store.put(put);
       return { header: header(r.revision), ...(r.prevKv ? { prev_kv: kvOut(r.prevKv) } : {}) };
     }),
     DeleteRange: unary((req) => {
@@ -219,11 +223,13 @@ export async function startGrpcServer(o: GrpcServerOptions): Promise<{ port: num
 
   server.addService(pb.Lease!.service, {
     LeaseGrant: unary((req) => {
+      refuseInReadOnly();
       const d = fromGrpc(req, schema.LeaseGrantRequest);
       const g = store.grantLease(int(d.TTL), typeof d.ID === 'bigint' ? d.ID.toString() : undefined);
       return { header: header(), ID: g.id, TTL: String(g.ttl) };
     }),
     LeaseRevoke: unary((req) => {
+      refuseInReadOnly();
       const d = fromGrpc(req, schema.LeaseIdRequest);
       return { header: header(store.revokeLease(String(d.ID ?? 0n))) };
     }),

@@ -5,6 +5,8 @@ import type { KvStore } from '../store/store.js';
 import { Auth } from './auth.js';
 import { ResponseEncoder, type ServerIdentity } from './encode.js';
 import { createGatewayHandler, type Logger } from './gateway.js';
+import { DEFAULT_APISIX_PREFIX, ReadOnlyWrites } from './read-only.js';
+import { keyFromText } from '../store/keys.js';
 import { WatchStreams } from './watch-stream.js';
 
 export type { Logger } from './gateway.js';
@@ -19,6 +21,8 @@ export interface EtcdServerOptions {
   grpcPort?: number;
   /** Refuse writes with etcd's permission error, except APISIX's init_dir markers. */
   readOnly?: boolean;
+  /** Where those markers may be (default `/apisix/`). */
+  apisixPrefix?: string;
   logger?: Logger;
   /** Progress notifications for watches that ask for them (etcd's default: 10 minutes). */
   progressNotifyIntervalMs?: number;
@@ -65,12 +69,13 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
     auth,
     progressNotifyIntervalMs: options.progressNotifyIntervalMs ?? 10 * 60 * 1000,
   });
+  const readOnly = options.readOnly ? new ReadOnlyWrites(keyFromText(options.apisixPrefix ?? DEFAULT_APISIX_PREFIX)) : undefined;
   let httpPort = 0;
   const handler = createGatewayHandler({
     store,
     encoder,
     auth,
-    readOnly: options.readOnly ?? false,
+    readOnly,
     logger,
     watches,
     clientUrl: () => `http://${host}:${httpPort}`,
@@ -103,7 +108,7 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
   let grpc: { port: number; close(): Promise<void> } | undefined;
   if (options.grpcPort !== undefined) {
     const { startGrpcServer } = await import('./grpc.js');
-    grpc = await startGrpcServer({ store, encoderIdentity: encoder.identity, host, port: options.grpcPort, readOnly: options.readOnly ?? false, logger });
+    grpc = await startGrpcServer({ store, encoderIdentity: encoder.identity, host, port: options.grpcPort, readOnly, logger });
   }
 
   // Leases run out on the wall clock; expiry is a write (DELETE events) like any other.
