@@ -15,7 +15,7 @@ export const ETCD_CLUSTER_VERSION = '3.4.0';
 /** etcd's default --max-request-bytes. */
 export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
 /** Bodies past this are not even read (etcd's gRPC limit adds 512 KiB of overhead). */
-const MAX_BODY_BYTES = MAX_REQUEST_BYTES * 2 + 512 * 1024;
+export const MAX_BODY_BYTES = MAX_REQUEST_BYTES * 2 + 512 * 1024;
 
 export interface Logger {
   debug(obj: object | string, msg?: string): void;

@@ -8,6 +8,8 @@ import { createGatewayHandler, type Logger } from './gateway.js';
 import { DEFAULT_APISIX_PREFIX, ReadOnlyWrites } from './read-only.js';
 import { keyFromText } from '../store/keys.js';
 import { WatchStreams } from './watch-stream.js';
+import { DEFAULT_WATCH_BUFFER_LIMITS, WatchBudget } from './watch-budget.js';
+import { MAX_BODY_BYTES } from './gateway.js';
 
 export type { Logger } from './gateway.js';
 
@@ -29,11 +31,21 @@ export interface EtcdServerOptions {
   /** Turn on auth with a root user (etcd's simple auth). */
   rootPassword?: string;
   identity?: Partial<ServerIdentity>;
+  /** Bytes a watch stream (HTTP or gRPC) may have queued for a client that does not read; past it, its watches are cancelled. */
+  watchBufferBytes?: number;
+  /** The same for all watch streams together; past it, the stream with the largest backlog is closed. */
+  watchBufferTotalBytes?: number;
+  /** How long a cancelled watch stream may take to drain before its connection is closed. */
+  watchDrainGraceMs?: number;
+  /** Longest a watch request message may take to arrive whole (default 10 s). */
+  watchRequestTimeoutMs?: number;
 }
 
 export interface EtcdServer {
   httpPort: number;
   grpcPort?: number;
+  /** Bytes queued for watch clients that have not read them yet (HTTP and gRPC, shared payloads once). */
+  readonly watchQueuedBytes: number;
   close(): Promise<void>;
 }
 
@@ -63,11 +75,20 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
     auth.grantRole('root', 'root');
     auth.enable();
   }
+  const budget = new WatchBudget({
+    streamBytes: options.watchBufferBytes ?? DEFAULT_WATCH_BUFFER_LIMITS.streamBytes,
+    totalBytes: options.watchBufferTotalBytes ?? DEFAULT_WATCH_BUFFER_LIMITS.totalBytes,
+    drainGraceMs: options.watchDrainGraceMs ?? DEFAULT_WATCH_BUFFER_LIMITS.drainGraceMs,
+  });
   const watches = new WatchStreams({
     store,
     encoder,
     auth,
     progressNotifyIntervalMs: options.progressNotifyIntervalMs ?? 10 * 60 * 1000,
+    budget,
+    requestTimeoutMs: options.watchRequestTimeoutMs ?? 10_000,
+    maxRequestBytes: MAX_BODY_BYTES,
+    logger,
   });
   const readOnly = options.readOnly ? new ReadOnlyWrites(keyFromText(options.apisixPrefix ?? DEFAULT_APISIX_PREFIX)) : undefined;
   let httpPort = 0;
@@ -108,7 +129,7 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
   let grpc: { port: number; close(): Promise<void> } | undefined;
   if (options.grpcPort !== undefined) {
     const { startGrpcServer } = await import('./grpc.js');
-    grpc = await startGrpcServer({ store, encoderIdentity: encoder.identity, host, port: options.grpcPort, readOnly, logger });
+    grpc = await startGrpcServer({ store, encoderIdentity: encoder.identity, host, port: options.grpcPort, readOnly, logger, budget });
   }
 
   // Leases run out on the wall clock; expiry is a write (DELETE events) like any other.
@@ -127,6 +148,9 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
   return {
     httpPort,
     ...(grpc ? { grpcPort: grpc.port } : {}),
+    get watchQueuedBytes() {
+      return budget.total;
+    },
     async close() {
       clearInterval(leaseTimer);
       watches.shutdown();
