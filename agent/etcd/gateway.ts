@@ -3,6 +3,7 @@ import type { KvStore } from '../store/store.js';
 import { ApiError, etcdErrors, toApiError } from './api-error.js';
 import type { Auth } from './auth.js';
 import { ResponseEncoder } from './encode.js';
+import { RangeCache, rangeCacheKey } from './range-cache.js';
 import type { ReadOnlyWrites } from './read-only.js';
 import { sendApiError, sendJson, sendStreamedOnce, sendText, corsHeaders } from './http-framing.js';
 import * as schema from './proto-json.js';
@@ -33,6 +34,8 @@ export interface GatewayContext {
   logger: Logger;
   watches: WatchStreams;
   clientUrl: () => string;
+  /** Encoded range answers kept for the current revision. */
+  rangeCache: RangeCache;
 }
 
 type Unary = (ctx: GatewayContext, body: Decoded, token: string | undefined) => string;
@@ -234,10 +237,8 @@ export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<
  * and grpc-gateway: `/version` and `/health` outside, everything else under `/v3` (and `/v3beta`).
  */
 export function createGatewayHandler(ctx: GatewayContext): (req: IncomingMessage, res: ServerResponse) => void {
-  // Encoded range answers for the current revision: APISIX's workers all read the same prefixes.
-  const rangeCache = new Map<string, Buffer>();
-  const clearCache = (): void => rangeCache.clear();
-  ctx.store.onRevision(clearCache);
+  const { rangeCache } = ctx;
+  ctx.store.onRevision(() => rangeCache.clear());
   let lastCompact = ctx.store.compactRevision;
 
   return (req, res) => {
@@ -299,11 +300,11 @@ export function createGatewayHandler(ctx: GatewayContext): (req: IncomingMessage
               lastCompact = ctx.store.compactRevision;
               rangeCache.clear();
             }
-            const cacheKey = `${token ?? ''}\n${text}`;
+            const decoded = decodeBody(text, route.schema);
+            const cacheKey = rangeCacheKey(token, toRange(decoded));
             const cached = rangeCache.get(cacheKey);
             if (cached) return sendJson(res, cached);
-            const out = Buffer.from(route.run(ctx, decodeBody(text, route.schema), token));
-            if (rangeCache.size >= 256) rangeCache.clear();
+            const out = Buffer.from(route.run(ctx, decoded, token));
             rangeCache.set(cacheKey, out);
             return sendJson(res, out);
           }

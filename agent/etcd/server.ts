@@ -10,6 +10,7 @@ import { keyFromText } from '../store/keys.js';
 import { WatchStreams } from './watch-stream.js';
 import { DEFAULT_WATCH_BUFFER_LIMITS, WatchBudget } from './watch-budget.js';
 import { MAX_BODY_BYTES } from './gateway.js';
+import { DEFAULT_RANGE_CACHE_BYTES, RangeCache } from './range-cache.js';
 
 export type { Logger } from './gateway.js';
 
@@ -39,6 +40,8 @@ export interface EtcdServerOptions {
   watchDrainGraceMs?: number;
   /** Longest a watch request message may take to arrive whole (default 10 s). */
   watchRequestTimeoutMs?: number;
+  /** Bytes of encoded range answers kept for the current revision (default 64 MiB). */
+  rangeCacheBytes?: number;
 }
 
 export interface EtcdServer {
@@ -46,6 +49,8 @@ export interface EtcdServer {
   grpcPort?: number;
   /** Bytes queued for watch clients that have not read them yet (HTTP and gRPC, shared payloads once). */
   readonly watchQueuedBytes: number;
+  /** Bytes held by the range answer cache. */
+  readonly rangeCacheBytes: number;
   close(): Promise<void>;
 }
 
@@ -92,7 +97,9 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
   });
   const readOnly = options.readOnly ? new ReadOnlyWrites(keyFromText(options.apisixPrefix ?? DEFAULT_APISIX_PREFIX)) : undefined;
   let httpPort = 0;
+  const rangeCache = new RangeCache(options.rangeCacheBytes ?? DEFAULT_RANGE_CACHE_BYTES);
   const handler = createGatewayHandler({
+    rangeCache,
     store,
     encoder,
     auth,
@@ -150,6 +157,9 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
     ...(grpc ? { grpcPort: grpc.port } : {}),
     get watchQueuedBytes() {
       return budget.total;
+    },
+    get rangeCacheBytes() {
+      return rangeCache.bytes;
     },
     async close() {
       clearInterval(leaseTimer);
