@@ -13,7 +13,8 @@ import { freePort } from '../support/free-port.js';
  * scenario, and compared with `compare.py`. The one deliberate difference: Node's HTTP server adds
  * `Connection: keep-alive` to every answer (Go omits it; HTTP/1.1 means the same either way, and
  * lua-resty-http does not read it), which compare.py reports as a header warning.
- * The emulator runs with a 1 s progress-notify interval, as etcd was for `watch_progress`.
+ * The emulator runs with a 1 s progress-notify interval, as etcd was for `watch_progress`, and
+ * numbers revisions from 1 as a fresh etcd does (its default starts at the clock).
  */
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const fixtures = join(root, 'test/fixtures/etcd-gateway');
@@ -33,7 +34,7 @@ describeWhenAvailable(
         writeFileSync(
           hooks,
           [
-            `start() { "${process.execPath}" "${cli}" etcd --listen 127.0.0.1:${port} --progress-notify-interval 1s --log-level warn & echo $! > "${work}/emu.pid";`,
+            `start() { "${process.execPath}" "${cli}" etcd --listen 127.0.0.1:${port} --initial-revision 1 --progress-notify-interval 1s --log-level warn & echo $! > "${work}/emu.pid";`,
             `  for i in $(seq 1 200); do curl -s -o /dev/null http://127.0.0.1:${port}/version && return 0; sleep 0.05; done; return 1; }`,
             `stop() { p=$(cat "${work}/emu.pid"); kill $p 2>/dev/null; while kill -0 $p 2>/dev/null; do sleep 0.05; done; }`,
           ].join('\n'),
