@@ -28,7 +28,7 @@ let lastMessage: { events: readonly StoreEvent[]; id: string; revision: number; 
 function eventLine(encoder: ResponseEncoder, id: string, revision: number, events: readonly StoreEvent[], prevKv: boolean): Buffer {
   const m = lastMessage;
   if (m && m.events === events && m.id === id && m.revision === revision && m.prevKv === prevKv && m.encoder === encoder) return m.line;
-  const line = Buffer.from(`{"result":${encoder.watchResponse({ revision, watchId: id, events, prevKv })}}`);
+  const line = Buffer.from(`{"result":${encoder.watchResponse({ revision, watchId: id, events, prevKv })}}\n`);
   lastMessage = { events, id, revision, prevKv, encoder, line };
   return line;
 }
@@ -295,7 +295,7 @@ class WatchStream {
   /** Queues one message, unless the stream's backlog is over its bound (then it is cut). */
   private send(result: string | Buffer): boolean {
     if (this.ended) return false;
-    const line = typeof result === 'string' ? Buffer.from(`{"result":${result}}`) : result;
+    const line = typeof result === 'string' ? Buffer.from(`{"result":${result}}\n`) : result;
     const admission = this.backlog.admit(line.length);
     if (admission === 'closed') return false;
     if (admission === 'stream-full') {
@@ -332,7 +332,7 @@ class WatchStream {
     for (const id of [...this.watches.keys()]) this.stop(id);
     this.ended = true;
     this.clearRequestTimer();
-    for (const c of cancels) this.writeLine(Buffer.from(`{"result":${c}}`), () => {});
+    for (const c of cancels) this.writeLine(Buffer.from(`{"result":${c}}\n`), () => {});
     this.res.end();
     this.closeUnlessDrained('it did not read its cancelled stream in time');
   }
@@ -378,15 +378,16 @@ class WatchStream {
     this.res.writeHead(200);
   }
 
+  /** `line` ends with its newline (so that one shared Buffer serves every stream). */
   private writeLine(line: Buffer, written: () => void): void {
     if (this.res.writableEnded || this.res.destroyed) return written();
     this.start();
     // Go flushes each message; past its 2 KiB buffer the newline goes out as its own chunk.
-    if (line.length >= GO_BUFFER) {
-      this.res.write(line, written);
+    if (line.length - 1 >= GO_BUFFER) {
+      this.res.write(line.subarray(0, -1), written);
       this.res.write(NEWLINE);
     } else {
-      this.res.write(Buffer.concat([line, NEWLINE]), written);
+      this.res.write(line, written);
     }
   }
 
