@@ -250,7 +250,7 @@ async function hostileTable() {
     r.health4 = await fresh(start, (s) => hostile.endlessBodies(s, { connections: 4, seconds: 30 }));
     console.log('/health, 4 endless watch bodies, 30 s:', JSON.stringify(r.health4));
     r.rangeSame = await fresh(start, (s) => hostile.rangeVariants(s, { variants: 40, same: true }));
-    console.log('40 x the same 34 MiB readdir:', JSON.stringify(r.rangeSame));
+    console.log('40 x the same readdir (44 MiB answer):', JSON.stringify(r.rangeSame));
     r.rangeWs = await fresh(start, (s) => hostile.rangeVariants(s, { variants: 40, same: false }));
     console.log('40 whitespace variants of it:', JSON.stringify(r.rangeWs));
   }
@@ -264,7 +264,7 @@ async function hostileTable() {
   row('/health p50, no tricklers (baseline)', labels.map((l) => `${fmt(results[l].health0.p50, 2)} ms`));
   row('/health p50 / p99, 4 endless watch bodies, 30 s', labels.map((l) => `${fmt(results[l].health4.p50, 2)} / ${fmt(results[l].health4.p99, 1)} ms`));
   row('... peak RSS', labels.map((l) => mib(results[l].health4.peak)));
-  row('readdir 34 MiB: idle before', labels.map((l) => mib(results[l].rangeSame.idle)));
+  row('readdir 44 MiB: idle before', labels.map((l) => mib(results[l].rangeSame.idle)));
   row('... 40 x the same (baseline)', labels.map((l) => mib(results[l].rangeSame.peak)));
   row('... 40 whitespace variants', labels.map((l) => mib(results[l].rangeWs.peak)));
   for (const r of rows) console.log(r);
