@@ -121,11 +121,16 @@ class WatchStream {
     req.on('error', () => this.finish());
     // What the socket still holds counts until the socket is gone (a response "finishes" as soon
     // as its bytes are handed to the socket, read or not).
-    req.socket.once('close', () => {
-      if (this.graceTimer) clearTimeout(this.graceTimer);
-      this.backlog.dispose();
-    });
+    req.socket.once('close', this.release);
   }
+
+  /** Nothing of this stream is queued any more: its account and timers go. */
+  private readonly release = (): void => {
+    this.req.socket.off('close', this.release);
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = undefined;
+    this.backlog.dispose();
+  };
 
   // ------------------------------------------------------------------ requests
 
@@ -341,6 +346,7 @@ class WatchStream {
   private closeUnlessDrained(why: string): void {
     this.graceTimer = setTimeout(() => {
       if (this.backlog.queuedBytes > 0 || this.req.socket.writableLength > 0 || !this.requestDone) this.dropConnection(why);
+      else this.release();
     }, this.o.budget.limits.drainGraceMs);
     this.graceTimer.unref();
   }
@@ -348,7 +354,7 @@ class WatchStream {
   private dropConnection(why: string): void {
     if (this.req.socket.destroyed) return;
     this.o.logger.warn({ client: this.client(), why }, 'etcd watch: connection closed');
-    this.backlog.dispose();
+    this.release();
     this.res.destroy();
     this.req.socket.destroy();
     this.finish();
@@ -427,6 +433,8 @@ class WatchStream {
     this.clearRequestTimer();
     this.ended = true;
     for (const id of [...this.watches.keys()]) this.stop(id);
+    // A keep-alive socket may carry many watches: do not keep one listener per finished stream.
+    if (this.backlog.queuedBytes === 0 && !this.graceTimer) this.release();
     this.onDone();
   }
 }
