@@ -8,7 +8,7 @@ import { startEtcdServer, type EtcdServer } from './etcd/server.js';
 import { MeshTranslator, type ApisixConfig } from './translate/snapshot.js';
 import type { CapturePorts } from './translate/route-configuration.js';
 import type { TranslationNote } from './translate/apisix-types.js';
-import { StoreApplier, type ApplyResult } from './apply.js';
+import { APISIX_PREFIX, StoreApplier, type ApplyResult } from './apply.js';
 import { AgentMetrics } from './metrics.js';
 import { buildStatusServer } from './status-server.js';
 
@@ -212,7 +212,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
 
   let etcd: EtcdServer | undefined;
   try {
-    etcd = await startEtcdServer({ store, host: options.etcdHost, port: options.etcdPort, readOnly: true, logger });
+    etcd = await startEtcdServer({ store, host: options.etcdHost, port: options.etcdPort, readOnly: true, apisixPrefix: APISIX_PREFIX, logger });
     status.addHook('onRequest', async () => {
       metrics.watchers.set(store.watcherCount);
       metrics.storeRevision.set(store.revision);

@@ -7,6 +7,11 @@
 //   3. latency from a write to the watch event, with 1 and with 100 watchers on /apisix/
 // The client is a keep-alive Node HTTP client with 16 connections (wrk is not installed here);
 // it only counts bytes, so its cost is the same for both servers.
+//   4. hostile local clients (scripts/etcd-hostile-clients.mjs): never-reading watchers during
+//      large puts, watch bodies that never end, whitespace variants of one large readdir, and the
+//      agent under never-reading watchers during xDS pushes; peak RSS and /health latency.
+// BENCH_ETCD_PARTS=throughput,hostile picks parts; BENCH_ETCD_BASELINE_DIST=<dir> adds an older
+// build's dist/ (e.g. a checkout of the previous commit) as a column of the hostile table.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -14,6 +19,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as hostile from './etcd-hostile-clients.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
@@ -53,15 +59,15 @@ async function startEtcd() {
     '--initial-cluster', `bench=http://127.0.0.1:${p}`, '--log-level', 'error'], { env, stdio: 'ignore' });
   const url = `http://127.0.0.1:${c}`;
   await waitHealthy(url, proc);
-  return { name: 'etcd 3.4 (real)', url, stop: async () => { proc.kill('SIGTERM'); await new Promise((r) => proc.once('exit', r)); rmSync(dir, { recursive: true, force: true }); } };
+  return { name: 'etcd 3.4 (real)', url, pid: proc.pid, stop: async () => { proc.kill('SIGTERM'); await new Promise((r) => proc.once('exit', r)); rmSync(dir, { recursive: true, force: true }); } };
 }
 
-async function startEmulator() {
+async function startEmulator(dist = join(root, 'dist')) {
   const port = await freePort();
-  const proc = spawn(process.execPath, [join(root, 'dist/cli/main.js'), 'etcd', '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], { stdio: 'ignore' });
+  const proc = spawn(process.execPath, [join(dist, 'cli/main.js'), 'etcd', '--listen', `127.0.0.1:${port}`, '--log-level', 'error'], { stdio: 'ignore' });
   const url = `http://127.0.0.1:${port}`;
   await waitHealthy(url, proc);
-  return { name: 'apisix-mesh etcd', url, stop: async () => { proc.kill('SIGTERM'); await new Promise((r) => proc.once('exit', r)); } };
+  return { name: 'apisix-mesh etcd', url, pid: proc.pid, stop: async () => { proc.kill('SIGTERM'); await new Promise((r) => proc.once('exit', r)); } };
 }
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS });
@@ -190,20 +196,94 @@ async function measure(server) {
   return { readdir, single, w1, w100 };
 }
 
-const etcd = await startEtcd();
-let real;
-try { real = await measure(etcd); } finally { await etcd.stop(); }
-const emuServer = await startEmulator();
-let emu;
-try { emu = await measure(emuServer); } finally { await emuServer.stop(); }
+const parts = (process.env.BENCH_ETCD_PARTS ?? 'throughput,hostile').split(',');
+if (parts.includes('throughput')) await throughputTable();
+if (parts.includes('hostile')) await hostileTable();
 agent.destroy();
 
-const ratio = (a, b) => (b ? `${(a / b).toFixed(1)}x` : 'n/a');
-console.log('\n| measure | etcd 3.4 | emulator | emulator vs etcd |');
-console.log('| --- | ---: | ---: | ---: |');
-console.log(`| readdir 1000 x 1 KiB (req/s, ${CONNECTIONS} conns) | ${fmt(real.readdir.rps)} | ${fmt(emu.readdir.rps)} | ${ratio(emu.readdir.rps, real.readdir.rps)} faster |`);
-console.log(`| readdir p99 (ms) | ${fmt(real.readdir.p99)} | ${fmt(emu.readdir.p99)} | ${ratio(real.readdir.p99, emu.readdir.p99)} lower |`);
-console.log(`| single-key range (req/s) | ${fmt(real.single.rps)} | ${fmt(emu.single.rps)} | ${ratio(emu.single.rps, real.single.rps)} faster |`);
-console.log(`| write->event, 1 watcher, p50 (ms) | ${fmt(real.w1.p50All, 2)} | ${fmt(emu.w1.p50All, 2)} | ${ratio(real.w1.p50All, emu.w1.p50All)} lower |`);
-console.log(`| write->event, 100 watchers, all delivered p50 (ms) | ${fmt(real.w100.p50All, 2)} | ${fmt(emu.w100.p50All, 2)} | ${ratio(real.w100.p50All, emu.w100.p50All)} lower |`);
-console.log(`| write->event, 100 watchers, all delivered p99 (ms) | ${fmt(real.w100.p99All, 2)} | ${fmt(emu.w100.p99All, 2)} | ${ratio(real.w100.p99All, emu.w100.p99All)} lower |`);
+async function throughputTable() {
+  const etcd = await startEtcd();
+  let real;
+  try { real = await measure(etcd); } finally { await etcd.stop(); }
+  const emuServer = await startEmulator();
+  let emu;
+  try { emu = await measure(emuServer); } finally { await emuServer.stop(); }
+
+  const ratio = (a, b) => (b ? `${(a / b).toFixed(1)}x` : 'n/a');
+  console.log('\n| measure | etcd 3.4 | emulator | emulator vs etcd |');
+  console.log('| --- | ---: | ---: | ---: |');
+  console.log(`| readdir 1000 x 1 KiB (req/s, ${CONNECTIONS} conns) | ${fmt(real.readdir.rps)} | ${fmt(emu.readdir.rps)} | ${ratio(emu.readdir.rps, real.readdir.rps)} faster |`);
+  console.log(`| readdir p99 (ms) | ${fmt(real.readdir.p99)} | ${fmt(emu.readdir.p99)} | ${ratio(real.readdir.p99, emu.readdir.p99)} lower |`);
+  console.log(`| single-key range (req/s) | ${fmt(real.single.rps)} | ${fmt(emu.single.rps)} | ${ratio(emu.single.rps, real.single.rps)} faster |`);
+  console.log(`| write->event, 1 watcher, p50 (ms) | ${fmt(real.w1.p50All, 2)} | ${fmt(emu.w1.p50All, 2)} | ${ratio(real.w1.p50All, emu.w1.p50All)} lower |`);
+  console.log(`| write->event, 100 watchers, all delivered p50 (ms) | ${fmt(real.w100.p50All, 2)} | ${fmt(emu.w100.p50All, 2)} | ${ratio(real.w100.p50All, emu.w100.p50All)} lower |`);
+  console.log(`| write->event, 100 watchers, all delivered p99 (ms) | ${fmt(real.w100.p99All, 2)} | ${fmt(emu.w100.p99All, 2)} | ${ratio(real.w100.p99All, emu.w100.p99All)} lower |`);
+}
+
+/** Runs `scenario` on a fresh server from `start`, stopping it afterwards. */
+async function fresh(start, scenario) {
+  const server = await start();
+  try {
+    return await scenario(server);
+  } finally {
+    await server.stop();
+  }
+}
+
+async function hostileTable() {
+  const servers = [['etcd 3.4', startEtcd], ['emulator', () => startEmulator()]];
+  const baselineDist = process.env.BENCH_ETCD_BASELINE_DIST;
+  if (baselineDist) servers.push(['emulator, baseline build', () => startEmulator(join(baselineDist, 'dist'))]);
+  const rows = [];
+  const mib = (n) => (n === undefined || Number.isNaN(n) ? 'n/a' : `${n.toFixed(0)} MiB`);
+  const row = (name, cells) => rows.push(`| ${name} | ${cells.join(' | ')} |`);
+  const results = {};
+  for (const [label, start] of servers) {
+    console.log(`\n--- hostile clients: ${label}`);
+    const r = (results[label] = {});
+    r.puts0 = await fresh(start, (s) => hostile.deafWatchers(s, { watchers: 0 }));
+    console.log('1,250 puts x 100 KB, no watchers:', JSON.stringify(r.puts0));
+    r.puts20 = await fresh(start, (s) => hostile.deafWatchers(s, { watchers: 20 }));
+    console.log('1,250 puts x 100 KB, 20 never-reading watchers:', JSON.stringify(r.puts20));
+    r.health0 = await fresh(start, (s) => hostile.endlessBodies(s, { connections: 0, seconds: 10 }));
+    console.log('/health, no tricklers:', JSON.stringify(r.health0));
+    r.health4 = await fresh(start, (s) => hostile.endlessBodies(s, { connections: 4, seconds: 30 }));
+    console.log('/health, 4 endless watch bodies, 30 s:', JSON.stringify(r.health4));
+    r.rangeSame = await fresh(start, (s) => hostile.rangeVariants(s, { variants: 40, same: true }));
+    console.log('40 x the same readdir (44 MiB answer):', JSON.stringify(r.rangeSame));
+    r.rangeWs = await fresh(start, (s) => hostile.rangeVariants(s, { variants: 40, same: false }));
+    console.log('40 whitespace variants of it:', JSON.stringify(r.rangeWs));
+  }
+  const labels = Object.keys(results);
+  console.log(`\n| scenario (peak RSS unless said) | ${labels.join(' | ')} |`);
+  console.log(`| --- | ${labels.map(() => '---:').join(' | ')} |`);
+  row('1,250 puts x 100 KB: idle before', labels.map((l) => mib(results[l].puts0.idle)));
+  row('... no watchers (baseline)', labels.map((l) => mib(results[l].puts0.peak)));
+  row('... 20 never-reading watchers', labels.map((l) => mib(results[l].puts20.peak)));
+  row('... RSS 5 s after they left', labels.map((l) => mib(results[l].puts20.after)));
+  row('/health p50, no tricklers (baseline)', labels.map((l) => `${fmt(results[l].health0.p50, 2)} ms`));
+  row('/health p50 / p99, 4 endless watch bodies, 30 s', labels.map((l) => `${fmt(results[l].health4.p50, 2)} / ${fmt(results[l].health4.p99, 1)} ms`));
+  row('... peak RSS', labels.map((l) => mib(results[l].health4.peak)));
+  row('readdir 44 MiB: idle before', labels.map((l) => mib(results[l].rangeSame.idle)));
+  row('... 40 x the same (baseline)', labels.map((l) => mib(results[l].rangeSame.peak)));
+  row('... 40 whitespace variants', labels.map((l) => mib(results[l].rangeWs.peak)));
+  for (const r of rows) console.log(r);
+
+  if (process.env.BENCH_ETCD_AGENT !== '0') {
+    const meshModule = await import('./synthetic-mesh.mjs');
+    const codec = { ...(await import('../dist/agent/xds/codec.js')), ...(await import('../dist/agent/xds/protos.js')) };
+    const dists = [['agent', join(root, 'dist')]];
+    if (baselineDist) dists.push(['agent, baseline build', join(baselineDist, 'dist')]);
+    const agentRows = [];
+    for (const [label, dist] of dists) {
+      const calm = await hostile.agentUnderDeafWatchers({ dist, deaf: 0, freePort }, meshModule, codec);
+      console.log(`${label}, 2,000 services, 20 pushes, no deaf watchers:`, JSON.stringify(calm));
+      const deaf = await hostile.agentUnderDeafWatchers({ dist, deaf: 50, freePort }, meshModule, codec);
+      console.log(`${label}, 2,000 services, 20 pushes, 50 never-reading watchers:`, JSON.stringify(deaf));
+      agentRows.push(`| ${label} | ${mib(calm.idle)} | ${mib(calm.peak)} | ${mib(deaf.peak)} | ${mib(deaf.after)} |`);
+    }
+    console.log('\n| 2,000 services, 20 pushes of every endpoint | idle | peak, 1 reading watcher (baseline) | peak, + 50 never-reading watchers | RSS 5 s after they left |');
+    console.log('| --- | ---: | ---: | ---: | ---: |');
+    for (const r of agentRows) console.log(r);
+  }
+}

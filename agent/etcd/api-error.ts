@@ -24,6 +24,7 @@ export const GRPC = {
   INVALID_ARGUMENT: 3,
   NOT_FOUND: 5,
   PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   OUT_OF_RANGE: 11,
   UNAVAILABLE: 14,
@@ -38,6 +39,9 @@ const fromStore: Record<StoreErrorKind, [grpc: number, http: number]> = {
   'duplicate-key': [GRPC.INVALID_ARGUMENT, 400],
   'lease-not-found': [GRPC.NOT_FOUND, 404],
   'lease-exists': [GRPC.FAILED_PRECONDITION, 412],
+  'lease-ttl-too-large': [GRPC.OUT_OF_RANGE, 400],
+  // grpc-gateway maps ResourceExhausted to 429, as etcd 3.4 answers a full quota.
+  'no-space': [GRPC.RESOURCE_EXHAUSTED, 429],
 };
 
 export const etcdErrors = {

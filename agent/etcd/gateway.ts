@@ -3,6 +3,8 @@ import type { KvStore } from '../store/store.js';
 import { ApiError, etcdErrors, toApiError } from './api-error.js';
 import type { Auth } from './auth.js';
 import { ResponseEncoder } from './encode.js';
+import { RangeCache, rangeCacheKey } from './range-cache.js';
+import type { ReadOnlyWrites } from './read-only.js';
 import { sendApiError, sendJson, sendStreamedOnce, sendText, corsHeaders } from './http-framing.js';
 import * as schema from './proto-json.js';
 import { decodeBody, type Decoded } from './proto-json.js';
@@ -14,7 +16,7 @@ export const ETCD_CLUSTER_VERSION = '3.4.0';
 /** etcd's default --max-request-bytes. */
 export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
 /** Bodies past this are not even read (etcd's gRPC limit adds 512 KiB of overhead). */
-const MAX_BODY_BYTES = MAX_REQUEST_BYTES * 2 + 512 * 1024;
+export const MAX_BODY_BYTES = MAX_REQUEST_BYTES * 2 + 512 * 1024;
 
 export interface Logger {
   debug(obj: object | string, msg?: string): void;
@@ -27,10 +29,13 @@ export interface GatewayContext {
   store: KvStore;
   encoder: ResponseEncoder;
   auth: Auth;
-  readOnly: boolean;
+  /** Set when the API is read-only: the writes it still admits. */
+  readOnly: ReadOnlyWrites | undefined;
   logger: Logger;
   watches: WatchStreams;
   clientUrl: () => string;
+  /** Encoded range answers kept for the current revision. */
+  rangeCache: RangeCache;
 }
 
 type Unary = (ctx: GatewayContext, body: Decoded, token: string | undefined) => string;
@@ -40,8 +45,6 @@ interface Route {
   /** Keepalive answers like a stream message. */
   streamed?: boolean;
 }
-
-const INIT_DIR = Buffer.from('init_dir');
 
 function refuseInReadOnly(ctx: GatewayContext): void {
   if (ctx.readOnly) throw etcdErrors.permissionDenied();
@@ -66,14 +69,7 @@ const routes: Record<string, Route> = {
       const p = toPut(d);
       if (p.key.length + (p.value?.byteLength ?? 0) > MAX_REQUEST_BYTES) throw etcdErrors.requestTooLarge();
       ctx.auth.check(token, 'WRITE', p.key);
-      if (ctx.readOnly) {
-        // APISIX's CLI writes `/apisix/<dir>/ = init_dir` markers at startup and stops on any error;
-        // they are the one write a read-only store accepts (and only writes when missing).
-        const isMarker = p.key.endsWith('/') && p.value !== undefined && INIT_DIR.equals(p.value);
-        if (!isMarker) throw etcdErrors.permissionDenied();
-        const have = ctx.store.range({ key: p.key }).kvs[0];
-        if (have && INIT_DIR.equals(have.value)) return header(ctx);
-      }
+      if (ctx.readOnly?.admitPut(p, ctx.store.range({ key: p.key }).kvs[0]) === 'skip') return header(ctx);
       return ctx.encoder.put(ctx.store.put(p));
     },
   },
@@ -107,6 +103,7 @@ const routes: Record<string, Route> = {
     schema: schema.LeaseGrantRequest,
     run: (ctx, d, token) => {
       ctx.auth.checkToken(token);
+      refuseInReadOnly(ctx);
       const g = ctx.store.grantLease(int(d.TTL), typeof d.ID === 'bigint' ? d.ID.toString() : undefined);
       return `{"header":${ctx.encoder.header(ctx.store.revision)},"ID":"${g.id}","TTL":"${g.ttl}"}`;
     },
@@ -115,6 +112,7 @@ const routes: Record<string, Route> = {
     schema: schema.LeaseIdRequest,
     run: (ctx, d, token) => {
       ctx.auth.checkToken(token);
+      refuseInReadOnly(ctx);
       return ctx.encoder.headerOnly(ctx.store.revokeLease(leaseId(d)));
     },
   },
@@ -157,23 +155,26 @@ const routes: Record<string, Route> = {
       return `{"header":${ctx.encoder.header(ctx.store.revision)},"token":${JSON.stringify(token)}}`;
     },
   },
-  'auth/enable': { schema: [], run: (ctx, _d, t) => (ctx.auth.checkAdmin(t), ctx.auth.enable(), header(ctx)) },
-  'auth/disable': { schema: [], run: (ctx, _d, t) => (ctx.auth.checkAdmin(t), ctx.auth.disable(), header(ctx)) },
+  // Auth changes are writes: in read-only mode a process in the pod could otherwise turn auth on
+  // and leave APISIX with "user name is empty" on every read.
+  'auth/enable': { schema: [], run: (ctx, _d, t) => (refuseInReadOnly(ctx), ctx.auth.checkAdmin(t), ctx.auth.enable(), header(ctx)) },
+  'auth/disable': { schema: [], run: (ctx, _d, t) => (refuseInReadOnly(ctx), ctx.auth.checkAdmin(t), ctx.auth.disable(), header(ctx)) },
   'auth/user/add': {
     schema: schema.AuthUserAddRequest,
-    run: (ctx, d, t) => (ctx.auth.checkAdmin(t), ctx.auth.addUser(String(d.name ?? ''), String(d.password ?? '')), header(ctx)),
+    run: (ctx, d, t) => (refuseInReadOnly(ctx), ctx.auth.checkAdmin(t), ctx.auth.addUser(String(d.name ?? ''), String(d.password ?? '')), header(ctx)),
   },
   'auth/role/add': {
     schema: schema.AuthRoleAddRequest,
-    run: (ctx, d, t) => (ctx.auth.checkAdmin(t), ctx.auth.addRole(String(d.name ?? '')), header(ctx)),
+    run: (ctx, d, t) => (refuseInReadOnly(ctx), ctx.auth.checkAdmin(t), ctx.auth.addRole(String(d.name ?? '')), header(ctx)),
   },
   'auth/user/grant': {
     schema: schema.AuthUserGrantRoleRequest,
-    run: (ctx, d, t) => (ctx.auth.checkAdmin(t), ctx.auth.grantRole(String(d.user ?? ''), String(d.role ?? '')), header(ctx)),
+    run: (ctx, d, t) => (refuseInReadOnly(ctx), ctx.auth.checkAdmin(t), ctx.auth.grantRole(String(d.user ?? ''), String(d.role ?? '')), header(ctx)),
   },
   'auth/role/grant': {
     schema: schema.AuthRoleGrantPermissionRequest,
     run: (ctx, d, t) => {
+      refuseInReadOnly(ctx);
       ctx.auth.checkAdmin(t);
       const perm = (d.perm ?? {}) as Decoded;
       const key = perm.key instanceof Buffer ? perm.key.toString('latin1') : '';
@@ -236,10 +237,8 @@ export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<
  * and grpc-gateway: `/version` and `/health` outside, everything else under `/v3` (and `/v3beta`).
  */
 export function createGatewayHandler(ctx: GatewayContext): (req: IncomingMessage, res: ServerResponse) => void {
-  // Encoded range answers for the current revision: APISIX's workers all read the same prefixes.
-  const rangeCache = new Map<string, Buffer>();
-  const clearCache = (): void => rangeCache.clear();
-  ctx.store.onRevision(clearCache);
+  const { rangeCache } = ctx;
+  ctx.store.onRevision(() => rangeCache.clear());
   let lastCompact = ctx.store.compactRevision;
 
   return (req, res) => {
@@ -301,11 +300,11 @@ export function createGatewayHandler(ctx: GatewayContext): (req: IncomingMessage
               lastCompact = ctx.store.compactRevision;
               rangeCache.clear();
             }
-            const cacheKey = `${token ?? ''}\n${text}`;
+            const decoded = decodeBody(text, route.schema);
+            const cacheKey = rangeCacheKey(token, toRange(decoded));
             const cached = rangeCache.get(cacheKey);
             if (cached) return sendJson(res, cached);
-            const out = Buffer.from(route.run(ctx, decodeBody(text, route.schema), token));
-            if (rangeCache.size >= 256) rangeCache.clear();
+            const out = Buffer.from(route.run(ctx, decoded, token));
             rangeCache.set(cacheKey, out);
             return sendJson(res, out);
           }

@@ -28,7 +28,15 @@ function quoteChar(c: string): string {
   return `'${q.slice(1, -1)}'`;
 }
 
+/**
+ * Nesting limit, with the error of Go's encoding/json (`maxNestingDepth`, 10,000 there). Lower here
+ * because this scanner recurses and the stack ends first; an etcd request nests at most a few deep.
+ */
+const MAX_DEPTH = 1_000;
+
 class Scanner {
+  private depth = 0;
+
   constructor(
     readonly s: string,
     public i: number,
@@ -66,6 +74,18 @@ class Scanner {
   }
 
   private object(): void {
+    if (++this.depth > MAX_DEPTH) throw new GoJsonError('exceeded max depth');
+    this.objectBody();
+    this.depth--;
+  }
+
+  private array(): void {
+    if (++this.depth > MAX_DEPTH) throw new GoJsonError('exceeded max depth');
+    this.arrayBody();
+    this.depth--;
+  }
+
+  private objectBody(): void {
     this.i++;
     this.ws();
     if (this.s[this.i] === '}') {
@@ -95,7 +115,7 @@ class Scanner {
     }
   }
 
-  private array(): void {
+  private arrayBody(): void {
     this.i++;
     this.ws();
     if (this.s[this.i] === ']') {

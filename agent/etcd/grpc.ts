@@ -2,12 +2,15 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import type { KeyValue, KvStore, RangeResult, ResponseOp, StoreEvent, TxnResult, Watcher } from '../store/store.js';
+import type { KeyValue, KvStore, RangeResult, ResponseOp, StoreEvent, TxnResult } from '../store/store.js';
 import { ApiError, etcdErrors, toApiError } from './api-error.js';
 import type { ServerIdentity } from './encode.js';
 import { ETCD_SERVER_VERSION, type Logger } from './gateway.js';
 import * as schema from './proto-json.js';
 import type { Decoded, DecodedValue, FieldKind, MessageSchema } from './proto-json.js';
+import { grpcWatch } from './grpc-watch.js';
+import type { ReadOnlyWrites } from './read-only.js';
+import type { WatchBudget } from './watch-budget.js';
 import { int, toDeleteRange, toPut, toRange, toTxn, txnWrites } from './requests.js';
 
 /**
@@ -20,14 +23,18 @@ export interface GrpcServerOptions {
   encoderIdentity: ServerIdentity;
   host: string;
   port: number;
-  readOnly: boolean;
+  /** Set when the API is read-only: the writes it still admits. */
+  readOnly: ReadOnlyWrites | undefined;
   logger: Logger;
+  /** Bound on what watch clients leave unread (shared with the HTTP side). */
+  budget: WatchBudget;
 }
 
 const GRPC_STATUS: Record<number, grpc.status> = {
   3: grpc.status.INVALID_ARGUMENT,
   5: grpc.status.NOT_FOUND,
   7: grpc.status.PERMISSION_DENIED,
+  8: grpc.status.RESOURCE_EXHAUSTED,
   9: grpc.status.FAILED_PRECONDITION,
   11: grpc.status.OUT_OF_RANGE,
   16: grpc.status.UNAUTHENTICATED,
@@ -82,7 +89,8 @@ export async function startGrpcServer(o: GrpcServerOptions): Promise<{ port: num
     create_revision: String(kv.createRevision),
     mod_revision: String(kv.modRevision),
     version: String(kv.version),
-    value: keysOnly ? Buffer.alloc(0) : Buffer.from(kv.value),
+    // A view, not a copy: values are immutable and shared by every watcher's queued messages.
+    value: keysOnly ? Buffer.alloc(0) : Buffer.from(kv.value.buffer, kv.value.byteOffset, kv.value.byteLength),
     lease: kv.lease,
   });
   const rangeOut = (r: RangeResult, revision = r.revision) => ({
@@ -127,8 +135,9 @@ export async function startGrpcServer(o: GrpcServerOptions): Promise<{ port: num
   server.addService(pb.KV!.service, {
     Range: unary((req) => rangeOut(store.range(toRange(fromGrpc(req, schema.RangeRequest))))),
     Put: unary((req) => {
-      refuseInReadOnly();
-      const r = store.put(toPut(fromGrpc(req, schema.PutRequest)));
+      const put = toPut(fromGrpc(req, schema.PutRequest));
+      if (o.readOnly?.admitPut(put, store.range({ key: put.key }).kvs[0]) === 'skip') return { header: header() };
+      const r = store.put(put);
       return { header: header(r.revision), ...(r.prevKv ? { prev_kv: kvOut(r.prevKv) } : {}) };
     }),
     DeleteRange: unary((req) => {
@@ -148,82 +157,18 @@ export async function startGrpcServer(o: GrpcServerOptions): Promise<{ port: num
   });
 
   server.addService(pb.Watch!.service, {
-    Watch: (call: grpc.ServerDuplexStream<unknown, object>) => {
-      const watchers = new Map<string, Watcher | undefined>();
-      let nextId = 0n;
-      const send = (m: object) => {
-        if (!call.writableEnded && !call.destroyed) call.write(m);
-      };
-      call.on('data', (raw: unknown) => {
-        const msg = fromGrpc(raw, schema.WatchRequest);
-        if (msg.create_request) {
-          const c = msg.create_request as Decoded;
-          let id: string;
-          const requested = typeof c.watch_id === 'bigint' ? c.watch_id : 0n;
-          if (requested > 0n) {
-            id = requested.toString();
-            if (watchers.has(id)) {
-              send({ header: header(), watch_id: '-1', created: true, canceled: true, cancel_reason: 'mvcc: duplicate watch ID provided on the WatchStream' });
-              return;
-            }
-          } else {
-            while (watchers.has(nextId.toString())) nextId++;
-            id = (nextId++).toString();
-          }
-          const filters = Array.isArray(c.filters) ? c.filters : [];
-          const prevKv = c.prev_kv === true;
-          const key = c.key instanceof Buffer ? c.key.toString('latin1') : '';
-          const rangeEnd = c.range_end instanceof Buffer && c.range_end.length ? c.range_end.toString('latin1') : undefined;
-          const start = store.watch(
-            {
-              key,
-              rangeEnd,
-              startRevision: int(c.start_revision),
-              prevKv,
-              noPut: filters.includes('NOPUT'),
-              noDelete: filters.includes('NODELETE'),
-            },
-            (revision, events) => send({ header: header(revision), watch_id: id, events: events.map((e) => eventOut(e, prevKv)) }),
-          );
-          send({ header: header(), watch_id: id, created: true });
-          if (start.kind === 'compacted') {
-            send({ header: header(0), watch_id: id, canceled: true, compact_revision: String(start.compactRevision) });
-            return;
-          }
-          watchers.set(id, start.watcher);
-          if (start.catchUp.length) send({ header: header(), watch_id: id, events: start.catchUp.map((e) => eventOut(e, prevKv)) });
-        } else if (msg.cancel_request) {
-          const id = String((msg.cancel_request as Decoded).watch_id ?? 0n);
-          const w = watchers.get(id);
-          if (!watchers.has(id)) return;
-          w?.cancel();
-          watchers.delete(id);
-          send({ header: header(), watch_id: id, canceled: true });
-        } else if (msg.progress_request) {
-          send({ header: header(), watch_id: '-1' });
-        }
-      });
-      const end = () => {
-        for (const w of watchers.values()) w?.cancel();
-        watchers.clear();
-      };
-      call.on('end', () => {
-        end();
-        call.end();
-      });
-      call.on('error', end);
-      call.on('cancelled', end);
-      call.on('close', end);
-    },
+    Watch: grpcWatch({ store, header, eventOut, decode: (raw) => fromGrpc(raw, schema.WatchRequest), budget: o.budget, logger: o.logger }),
   });
 
   server.addService(pb.Lease!.service, {
     LeaseGrant: unary((req) => {
+      refuseInReadOnly();
       const d = fromGrpc(req, schema.LeaseGrantRequest);
       const g = store.grantLease(int(d.TTL), typeof d.ID === 'bigint' ? d.ID.toString() : undefined);
       return { header: header(), ID: g.id, TTL: String(g.ttl) };
     }),
     LeaseRevoke: unary((req) => {
+      refuseInReadOnly();
       const d = fromGrpc(req, schema.LeaseIdRequest);
       return { header: header(store.revokeLease(String(d.ID ?? 0n))) };
     }),

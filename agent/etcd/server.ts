@@ -5,7 +5,12 @@ import type { KvStore } from '../store/store.js';
 import { Auth } from './auth.js';
 import { ResponseEncoder, type ServerIdentity } from './encode.js';
 import { createGatewayHandler, type Logger } from './gateway.js';
+import { DEFAULT_APISIX_PREFIX, ReadOnlyWrites } from './read-only.js';
+import { keyFromText } from '../store/keys.js';
 import { WatchStreams } from './watch-stream.js';
+import { DEFAULT_WATCH_BUFFER_LIMITS, WatchBudget } from './watch-budget.js';
+import { MAX_BODY_BYTES } from './gateway.js';
+import { DEFAULT_RANGE_CACHE_BYTES, RangeCache } from './range-cache.js';
 
 export type { Logger } from './gateway.js';
 
@@ -19,17 +24,33 @@ export interface EtcdServerOptions {
   grpcPort?: number;
   /** Refuse writes with etcd's permission error, except APISIX's init_dir markers. */
   readOnly?: boolean;
+  /** Where those markers may be (default `/apisix/`). */
+  apisixPrefix?: string;
   logger?: Logger;
   /** Progress notifications for watches that ask for them (etcd's default: 10 minutes). */
   progressNotifyIntervalMs?: number;
   /** Turn on auth with a root user (etcd's simple auth). */
   rootPassword?: string;
   identity?: Partial<ServerIdentity>;
+  /** Bytes a watch stream (HTTP or gRPC) may have queued for a client that does not read; past it, its watches are cancelled. */
+  watchBufferBytes?: number;
+  /** The same for all watch streams together; past it, the stream with the largest backlog is closed. */
+  watchBufferTotalBytes?: number;
+  /** How long a cancelled watch stream may take to drain before its connection is closed. */
+  watchDrainGraceMs?: number;
+  /** Longest a watch request message may take to arrive whole (default 10 s). */
+  watchRequestTimeoutMs?: number;
+  /** Bytes of encoded range answers kept for the current revision (default 64 MiB). */
+  rangeCacheBytes?: number;
 }
 
 export interface EtcdServer {
   httpPort: number;
   grpcPort?: number;
+  /** Bytes queued for watch clients that have not read them yet (HTTP and gRPC, shared payloads once). */
+  readonly watchQueuedBytes: number;
+  /** Bytes held by the range answer cache. */
+  readonly rangeCacheBytes: number;
   close(): Promise<void>;
 }
 
@@ -59,18 +80,30 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
     auth.grantRole('root', 'root');
     auth.enable();
   }
+  const budget = new WatchBudget({
+    streamBytes: options.watchBufferBytes ?? DEFAULT_WATCH_BUFFER_LIMITS.streamBytes,
+    totalBytes: options.watchBufferTotalBytes ?? DEFAULT_WATCH_BUFFER_LIMITS.totalBytes,
+    drainGraceMs: options.watchDrainGraceMs ?? DEFAULT_WATCH_BUFFER_LIMITS.drainGraceMs,
+  });
   const watches = new WatchStreams({
     store,
     encoder,
     auth,
     progressNotifyIntervalMs: options.progressNotifyIntervalMs ?? 10 * 60 * 1000,
+    budget,
+    requestTimeoutMs: options.watchRequestTimeoutMs ?? 10_000,
+    maxRequestBytes: MAX_BODY_BYTES,
+    logger,
   });
+  const readOnly = options.readOnly ? new ReadOnlyWrites(keyFromText(options.apisixPrefix ?? DEFAULT_APISIX_PREFIX)) : undefined;
   let httpPort = 0;
+  const rangeCache = new RangeCache(options.rangeCacheBytes ?? DEFAULT_RANGE_CACHE_BYTES);
   const handler = createGatewayHandler({
+    rangeCache,
     store,
     encoder,
     auth,
-    readOnly: options.readOnly ?? false,
+    readOnly,
     logger,
     watches,
     clientUrl: () => `http://${host}:${httpPort}`,
@@ -103,7 +136,7 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
   let grpc: { port: number; close(): Promise<void> } | undefined;
   if (options.grpcPort !== undefined) {
     const { startGrpcServer } = await import('./grpc.js');
-    grpc = await startGrpcServer({ store, encoderIdentity: encoder.identity, host, port: options.grpcPort, readOnly: options.readOnly ?? false, logger });
+    grpc = await startGrpcServer({ store, encoderIdentity: encoder.identity, host, port: options.grpcPort, readOnly, logger, budget });
   }
 
   // Leases run out on the wall clock; expiry is a write (DELETE events) like any other.
@@ -122,6 +155,12 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
   return {
     httpPort,
     ...(grpc ? { grpcPort: grpc.port } : {}),
+    get watchQueuedBytes() {
+      return budget.total;
+    },
+    get rangeCacheBytes() {
+      return rangeCache.bytes;
+    },
     async close() {
       clearInterval(leaseTimer);
       watches.shutdown();

@@ -9,6 +9,8 @@ export type StoreErrorKind =
   | 'key-not-found'
   | 'lease-not-found'
   | 'lease-exists'
+  | 'lease-ttl-too-large'
+  | 'no-space'
   | 'duplicate-key';
 
 const messages: Record<StoreErrorKind, string> = {
@@ -18,6 +20,9 @@ const messages: Record<StoreErrorKind, string> = {
   'key-not-found': 'key not found',
   'lease-not-found': 'requested lease not found',
   'lease-exists': 'lease already exists',
+  'lease-ttl-too-large': 'too large lease TTL',
+  // etcd's answer when its backend quota is full; here: a count limit of the store was reached.
+  'no-space': 'mvcc: database space exceeded',
   'duplicate-key': 'duplicate key given in txn request',
 };
 

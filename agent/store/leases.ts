@@ -4,6 +4,10 @@ import { StoreError } from './errors.js';
 
 /** etcd's smallest lease TTL with default raft timing (1.5 election timeouts, rounded up). */
 export const MIN_LEASE_TTL = 2;
+/** etcd's `lease.MaxLeaseTTL`: longer grants are refused with "too large lease TTL". */
+export const MAX_LEASE_TTL = 9_000_000_000;
+/** Default bound on live leases (etcd bounds them only through its backend quota). */
+export const DEFAULT_MAX_LEASES = 10_000;
 
 interface Lease {
   readonly id: string;
@@ -19,7 +23,10 @@ interface Lease {
 export class LeaseTable {
   private readonly leases = new Map<string, Lease>();
 
-  constructor(private readonly clock: () => number) {}
+  constructor(
+    private readonly clock: () => number,
+    private readonly maxLeases = DEFAULT_MAX_LEASES,
+  ) {}
 
   /** Normalises an id given as decimal text (etcd's int64); '0' stays '0'. */
   static normaliseId(id: string | number | bigint): string {
@@ -31,6 +38,8 @@ export class LeaseTable {
   }
 
   grant(ttlSeconds: number, requestedId?: string): { id: string; ttl: number } {
+    if (ttlSeconds > MAX_LEASE_TTL) throw new StoreError('lease-ttl-too-large');
+    if (this.leases.size >= this.maxLeases) throw new StoreError('no-space');
     let id = requestedId && requestedId !== '0' ? LeaseTable.normaliseId(requestedId) : undefined;
     if (id !== undefined && this.leases.has(id)) throw new StoreError('lease-exists');
     while (id === undefined || this.leases.has(id)) id = randomLeaseId();

@@ -36,6 +36,8 @@ export interface KvStoreOptions {
   maxHistoryBytes?: number;
   /** Milliseconds, for leases. */
   clock?: () => number;
+  /** Live leases at most; further grants are refused as etcd refuses writes past its quota. */
+  maxLeases?: number;
   /**
    * Revision of the fresh store (default 1, like etcd). A store that replaces an earlier one in
    * the same process life of its clients (an agent restart) should start above every revision the
@@ -84,7 +86,7 @@ export class KvStore {
   constructor(options: KvStoreOptions = {}) {
     this.maxHistoryEvents = options.maxHistoryEvents ?? 100_000;
     this.maxHistoryBytes = options.maxHistoryBytes ?? 256 * 1024 * 1024;
-    this.leaseTable = new LeaseTable(options.clock ?? Date.now);
+    this.leaseTable = new LeaseTable(options.clock ?? Date.now, options.maxLeases);
     const initial = Math.max(1, Math.trunc(options.initialRevision ?? 1));
     this.rev = initial;
     this.compactRev = initial > 1 ? initial : 0;

@@ -125,4 +125,17 @@ describeWhenAvailable('etcdctl against the gRPC side', missingCommand('etcdctl',
       run('etcdctl', [`--endpoints=127.0.0.1:${readOnly.grpcPort}`, 'put', '/a', '1'], { env: { ...process.env, ETCDCTL_API: '3' } }),
     ).rejects.toThrow('etcdserver: permission denied');
   });
+
+  it('a read-only server refuses lease grants too, and takes only init_dir markers under /apisix/', async () => {
+    const ro = (...args: string[]) =>
+      run('etcdctl', [`--endpoints=127.0.0.1:${readOnly.grpcPort}`, '--dial-timeout=3s', ...args], { env: { ...process.env, ETCDCTL_API: '3' } });
+    await expect(ro('lease', 'grant', '60')).rejects.toThrow('failed to grant lease (etcdserver: permission denied)');
+    expect((await ro('put', '/apisix/routes/', 'init_dir')).stdout).toBe('OK\n');
+    await expect(ro('put', '/elsewhere/routes/', 'init_dir')).rejects.toThrow('etcdserver: permission denied');
+  });
+
+  it("lease TTLs above etcd's MaxLeaseTTL are refused with etcd's message", async () => {
+    await expect(ctl('lease', 'grant', '9000000001')).rejects.toThrow('failed to grant lease (etcdserver: too large lease TTL)');
+    expect(await ctl('lease', 'grant', '9000000000')).toMatch(/granted with TTL\(9000000000s\)/);
+  });
 });

@@ -14,7 +14,8 @@ import { startEmulatorProcess } from '../support/emulator-process.js';
  * scenario, and compared with `compare.py`. The one deliberate difference: Node's HTTP server adds
  * `Connection: keep-alive` to every answer (Go omits it; HTTP/1.1 means the same either way, and
  * lua-resty-http does not read it), which compare.py reports as a header warning.
- * The emulator runs with a 1 s progress-notify interval, as etcd was for `watch_progress`.
+ * The emulator runs with a 1 s progress-notify interval, as etcd was for `watch_progress`, and
+ * numbers revisions from 1 as a fresh etcd does (its default starts at the clock).
  *
  * Most of a scenario's time is its watch streams, which run for their recorded duration (a stream
  * proves that nothing more arrives in that time). Scenarios are independent (each has its own
@@ -59,7 +60,7 @@ function unexplainedWarnings(lines: string[]): string[] {
 
 /** Replays one scenario against a fresh emulator; returns compare.py's output lines. */
 async function replay(name: string, out: string): Promise<{ lines: string[]; stderr: string; emulatorLog: string }> {
-  const emulator = await startEmulatorProcess(cli, ['--progress-notify-interval', '1s']);
+  const emulator = await startEmulatorProcess(cli, ['--progress-notify-interval', '1s', '--initial-revision', '1']);
   try {
     // The stop hook (the `stop_server` action, and the end of the scenario) must return only once
     // the emulator is gone, as record.py's own etcd stop does.
