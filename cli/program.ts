@@ -33,6 +33,9 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
     )
     .version(packageVersion(), '-V, --version', 'print the version and exit')
     .showHelpAfterError('(run with --help for usage)')
+    // long option names (`--watch-buffer-total-bytes`) leave under 40 columns for the text, where
+    // commander stops wrapping it by default; wrapped narrow text reads better than 300-column lines
+    .configureHelp({ minWidthToWrap: 24 })
     .exitOverride();
 
   program

@@ -19,6 +19,9 @@ describe('apisix-mesh CLI', () => {
       const res = spawnSync(process.execPath, [cli, command, '--help'], { encoding: 'utf8' });
       expect(res.status, command).toBe(0);
       expect(res.stdout, command).toContain(`Usage: apisix-mesh ${command}`);
+      // wrapped for an 80-column terminal (commander stops wrapping beside long option names by default)
+      const longest = Math.max(...res.stdout.split('\n').map((l) => l.length));
+      expect(longest, `${command} --help line length`).toBeLessThanOrEqual(80);
     }
   });
 
