@@ -73,9 +73,11 @@ describe('apisix-mesh webhook (spawned)', () => {
   it('--self-signed --port 0: logs the bound port, prints the CA path, serves a client trusting that CA', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'apisix-mesh-webhook-cmd-'));
     try {
-      const run = await startWebhook(['--self-signed', '--self-signed-dir', dir, '--port', '0']);
+      const run = await startWebhook(['--self-signed', '--self-signed-dir', join(dir, 'made', 'for-it'), '--port', '0']);
       expect(run.port).toBeGreaterThan(0);
-      expect(run.caFile).toBe(join(dir, 'ca.crt'));
+      expect(run.caFile).toBe(join(dir, 'made', 'for-it', 'ca.crt')); // the directory is created
+      // one line says it listens (Fastify's own "Server listening at" would repeat it per address)
+      expect(run.lines.filter((l) => /listening/i.test(String(l.msg)))).toHaveLength(1);
       const ca = readFileSync(run.caFile, 'utf8');
       const status = await new Promise<number>((resolve, reject) => {
         const req = httpsRequest(`https://localhost:${run.port}/readyz`, { ca, agent: false }, (res) => {

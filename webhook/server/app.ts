@@ -56,7 +56,18 @@ export function buildWebhookApp(opts: WebhookAppOptions = {}): FastifyInstance {
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
 
   const app = Fastify({
-    logger: { level: opts.logLevel ?? 'info', ...(opts.logStream ? { stream: opts.logStream } : {}) },
+    logger: {
+      level: opts.logLevel ?? 'info',
+      ...(opts.logStream ? { stream: opts.logStream } : {}),
+      // startWebhookServer logs one "webhook listening" line with the port, URL and certificate;
+      // Fastify's own "Server listening at …" (one per interface address) would say it again
+      hooks: {
+        logMethod(args: unknown[], method: (...a: unknown[]) => void) {
+          if (typeof args[0] === 'string' && args[0].startsWith('Server listening at ')) return;
+          method.apply(this, args);
+        },
+      },
+    },
     // Node checks request timeouts on this interval (30 s by default, which would double the wait).
     ...(opts.https
       ? {
