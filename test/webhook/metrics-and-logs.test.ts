@@ -77,6 +77,8 @@ describe('logs', () => {
       operation: 'CREATE',
       resource: 'pods',
       namespace: 'bookinfo',
+      // a Deployment's pod has no name yet at admission: its generateName tells whose pod it was
+      generateName: 'reviews-v1-5b9f6c7d8-',
       outcome: 'injected',
       mode: 'sidecar',
     });

@@ -91,6 +91,7 @@ export async function admissionRoutePlugin(app: FastifyInstance, opts: Admission
         resource: admission.resource?.resource,
         namespace: admission.namespace,
         name: admission.name,
+        ...(admission.name ? {} : generateNameField(admission.object)),
         outcome: outcome.kind,
         ...(outcome.kind === 'injected' ? { mode: outcome.mode, patchOps: outcome.patch.length } : {}),
         ...(outcome.kind === 'skipped' ? { reason: outcome.reason } : {}),
@@ -108,4 +109,14 @@ export async function admissionRoutePlugin(app: FastifyInstance, opts: Admission
 function clientError(reply: FastifyReply, metrics: WebhookMetrics, code: 400 | 415, reason: ErrorReason, message: string): FastifyReply {
   metrics.errors.inc({ reason });
   return reply.code(code).send({ statusCode: code, error: code === 415 ? 'Unsupported Media Type' : 'Bad Request', message });
+}
+
+/**
+ * Pods of a Deployment, Job, … arrive without a name (the API server makes one up after admission);
+ * their `generateName` is the only way to tell from the log whose pod it was. Bounded: it is input.
+ */
+function generateNameField(object: unknown): { generateName?: string } {
+  const generateName = (object as { metadata?: { generateName?: unknown } } | undefined)?.metadata?.generateName;
+  if (typeof generateName !== 'string' || generateName === '') return {};
+  return { generateName: generateName.length <= 253 ? generateName : `${generateName.slice(0, 253)}…` };
 }
