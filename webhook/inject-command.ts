@@ -63,6 +63,7 @@ export function registerInjectCommand(program: Command): void {
         const result = injectManifests(text, { config, ...(opts.mode ? { mode: opts.mode } : {}) });
         process.stdout.write(result.yaml);
         if (opts.verbose) for (const line of result.report) process.stderr.write(`${line}\n`);
+        for (const line of result.warnings) process.stderr.write(`apisix-mesh inject: warning: ${line}\n`);
       } catch (err) {
         if (err instanceof ManifestParseError) throw new CliError(`inject: ${source}: ${err.message}`, 2);
         if (err instanceof ManifestRejection) throw new CliError(`inject: ${source}: pod refused: ${err.message}`, 1);

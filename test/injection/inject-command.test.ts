@@ -41,6 +41,16 @@ describe('apisix-mesh inject', () => {
     expect(deployment.spec.template.spec.containers.map((c: { name: string }) => c.name)).toEqual(['apisix-mesh-agent', 'apisix-mesh-apisix', 'reviews']);
   });
 
+  it('warns (without -v) about a workload whose pod template it does not know, and leaves it as it is', () => {
+    const rollout = 'apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: web, namespace: shop}\nspec:\n  template:\n    spec:\n      containers: [{name: web, image: nginx}]\n';
+    const r = run(['inject', '-f', '-'], `${rollout}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n`);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toBe(
+      'apisix-mesh inject: warning: Rollout shop/web (document 1): its pod template was left as it is (inject knows Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob and Pod); in a cluster the webhook injects its pods when they are created\n',
+    );
+    expect(parseAllDocuments(r.stdout)[0]!.toJS()).toEqual(parse(rollout));
+  });
+
   it('reads standard input with -f -', () => {
     const r = run(['inject', '-f', '-'], readFileSync(example, 'utf8'));
     expect(r.status).toBe(0);

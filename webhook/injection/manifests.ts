@@ -39,6 +39,8 @@ export interface InjectManifestsResult {
   yaml: string;
   /** One line per pod (template) seen: what was done with it. */
   report: string[];
+  /** What the user should hear even without -v: pod templates left alone because their kind is unknown. */
+  warnings: string[];
 }
 
 /** Where the pod template sits in each workload kind. */
@@ -72,6 +74,7 @@ export function injectManifests(yamlText: string, options: InjectManifestsOption
   const docs = parseAllDocuments(yamlText, { uniqueKeys: false });
   const list = Array.isArray(docs) ? docs : [docs];
   const report: string[] = [];
+  const warnings: string[] = [];
   const out: string[] = [];
   list.forEach((doc, i) => {
     const index = i + 1;
@@ -80,24 +83,30 @@ export function injectManifests(yamlText: string, options: InjectManifestsOption
     const value: unknown = doc.toJS({ maxAliasCount: 100 });
     if (value === null || value === undefined) return; // an empty document (e.g. a trailing `---`)
     if (!isObject(value)) throw new ManifestParseError(index, 'is not a Kubernetes object (a mapping with kind)');
-    out.push(stringify(injectObject(value, index, options, report), { lineWidth: 0 }));
+    out.push(stringify(injectObject(value, index, options, report, warnings), { lineWidth: 0 }));
   });
-  return { yaml: out.join('---\n'), report };
+  return { yaml: out.join('---\n'), report, warnings };
 }
 
-function injectObject(obj: Obj, index: number, options: InjectManifestsOptions, report: string[]): Obj {
+function injectObject(obj: Obj, index: number, options: InjectManifestsOptions, report: string[], warnings: string[]): Obj {
   const kind = obj.kind;
   if (typeof kind !== 'string') throw new ManifestParseError(index, 'has no kind');
   if (kind === 'List' || (kind.endsWith('List') && Array.isArray(obj.items))) {
     if (!Array.isArray(obj.items)) return obj;
-    return { ...obj, items: obj.items.map((item) => (isObject(item) ? injectObject(item, index, options, report) : item)) };
+    return { ...obj, items: obj.items.map((item) => (isObject(item) ? injectObject(item, index, options, report, warnings) : item)) };
   }
   const namespace = isObject(obj.metadata) && typeof obj.metadata.namespace === 'string' ? obj.metadata.namespace : '';
   if (kind === 'Pod') {
     return injectOne(obj, namespace, describeObject(obj), index, options, report) as Obj;
   }
   const path = Object.hasOwn(TEMPLATE_PATHS, kind) ? TEMPLATE_PATHS[kind] : undefined;
-  if (!path) return obj;
+  if (!path) {
+    // Argo Rollouts, OpenKruise, Knative, …: a pod template where Deployments keep theirs
+    if (hasPodTemplate(obj)) {
+      warnings.push(`${describeObject(obj)} (document ${index}): its pod template was left as it is (inject knows ${Object.keys(TEMPLATE_PATHS).join(', ')} and Pod); in a cluster the webhook injects its pods when they are created`);
+    }
+    return obj;
+  }
   const parents: Obj[] = [obj];
   for (const key of path) {
     const next = parents[parents.length - 1]![key];
@@ -110,6 +119,12 @@ function injectObject(obj: Obj, index: number, options: InjectManifestsOptions, 
   let rebuilt: Obj = injected;
   for (let depth = path.length - 1; depth >= 0; depth--) rebuilt = { ...parents[depth], [path[depth]!]: rebuilt };
   return rebuilt;
+}
+
+function hasPodTemplate(obj: Obj): boolean {
+  const spec = obj.spec;
+  const template = isObject(spec) ? spec.template : undefined;
+  return isObject(template) && isObject(template.spec) && Array.isArray(template.spec.containers);
 }
 
 /** One pod or pod template (`{metadata, spec}`): the decision, then the injection. */
