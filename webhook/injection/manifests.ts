@@ -3,6 +3,7 @@ import { parseAllDocuments, stringify } from 'yaml';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { decide } from './decide.js';
 import { injectPod } from './inject-pod.js';
+import { injectionWarnings } from './warnings.js';
 import type { InjectionMode } from './outcome.js';
 import { podShapeProblem } from './pod-shape.js';
 
@@ -97,7 +98,7 @@ function injectObject(obj: Obj, index: number, options: InjectManifestsOptions, 
   }
   const namespace = isObject(obj.metadata) && typeof obj.metadata.namespace === 'string' ? obj.metadata.namespace : '';
   if (kind === 'Pod') {
-    return injectOne(obj, namespace, describeObject(obj), index, options, report) as Obj;
+    return injectOne(obj, namespace, describeObject(obj), index, options, report, warnings) as Obj;
   }
   const path = Object.hasOwn(TEMPLATE_PATHS, kind) ? TEMPLATE_PATHS[kind] : undefined;
   if (!path) {
@@ -114,7 +115,7 @@ function injectObject(obj: Obj, index: number, options: InjectManifestsOptions, 
     parents.push(next);
   }
   const template = parents[parents.length - 1]!;
-  const injected = injectOne(template, namespace, describeObject(obj), index, options, report);
+  const injected = injectOne(template, namespace, describeObject(obj), index, options, report, warnings);
   // Rebuild the path down to the template with the injected one in place.
   let rebuilt: Obj = injected;
   for (let depth = path.length - 1; depth >= 0; depth--) rebuilt = { ...parents[depth], [path[depth]!]: rebuilt };
@@ -128,7 +129,7 @@ function hasPodTemplate(obj: Obj): boolean {
 }
 
 /** One pod or pod template (`{metadata, spec}`): the decision, then the injection. */
-function injectOne(podLike: Obj, namespace: string, what: string, index: number, options: InjectManifestsOptions, report: string[]): Obj {
+function injectOne(podLike: Obj, namespace: string, what: string, index: number, options: InjectManifestsOptions, report: string[], warnings: string[]): Obj {
   const shape = podShapeProblem({ metadata: podLike.metadata, spec: podLike.spec });
   if (shape !== null) throw new ManifestRejection(index, what, `cannot read the pod template: ${shape}`);
   const pod = podLike as V1Pod;
@@ -141,5 +142,6 @@ function injectOne(podLike: Obj, namespace: string, what: string, index: number,
   const result = injectPod(pod, decision.mode, options.config);
   if (result.kind === 'rejected') throw new ManifestRejection(index, what, result.message);
   report.push(`${what}: ${decision.mode}`);
+  for (const warning of injectionWarnings(result.pod)) warnings.push(`${what} (document ${index}): ${warning}`);
   return { ...podLike, metadata: result.pod.metadata as V1ObjectMeta, spec: result.pod.spec as V1PodSpec };
 }

@@ -18,7 +18,7 @@ export type SkipReason =
 
 export type ReviewOutcome =
   /** Injected: `patch` turns the submitted pod into the injected one (empty when already injected). */
-  | { kind: 'injected'; mode: Exclude<InjectionMode, 'none'>; patch: Operation[] }
+  | { kind: 'injected'; mode: Exclude<InjectionMode, 'none'>; patch: Operation[]; warnings?: string[] }
   /** Allowed unchanged. */
   | { kind: 'skipped'; reason: SkipReason }
   /** Refused, with a message naming the offending annotation and value. */

@@ -3,6 +3,7 @@ import type { InjectionConfig } from '../config/injection-config.js';
 import type { AdmissionRequest } from './admission-types.js';
 import { decide } from './decide.js';
 import { injectPod } from './inject-pod.js';
+import { injectionWarnings } from './warnings.js';
 import type { ReviewOutcome } from './outcome.js';
 import { diff } from './patch.js';
 import { podShapeProblem } from './pod-shape.js';
@@ -46,7 +47,8 @@ export function reviewAdmission(request: AdmissionRequest, config: InjectionConf
     if (decision.kind === 'reject') return { kind: 'rejected', message: decision.message };
     const result = injectPod(pod, decision.mode, config);
     if (result.kind === 'rejected') return { kind: 'rejected', message: result.message };
-    return { kind: 'injected', mode: decision.mode, patch: diff(pod, result.pod) };
+    const warnings = injectionWarnings(result.pod);
+    return { kind: 'injected', mode: decision.mode, patch: diff(pod, result.pod), ...(warnings.length ? { warnings } : {}) };
   } catch (err) {
     // A bug, not the caller's fault; still an answer rather than a crash of the webhook.
     const message = err instanceof Error ? err.message : String(err);

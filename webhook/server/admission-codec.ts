@@ -65,6 +65,8 @@ export function reviewResponse(apiVersion: AdmissionApiVersion, uid: string, out
         response: {
           uid,
           allowed: true,
+          // kubectl prints these to whoever created the pod (or its Job)
+          ...(outcome.warnings ? { warnings: outcome.warnings } : {}),
           patchType: 'JSONPatch',
           // Same bytes as JSON.stringify, with the shared sidecar parts' JSON cached.
           patch: Buffer.from(serializePatch(outcome.patch)).toString('base64'),

@@ -93,7 +93,7 @@ export async function admissionRoutePlugin(app: FastifyInstance, opts: Admission
         name: admission.name,
         ...(admission.name ? {} : generateNameField(admission.object)),
         outcome: outcome.kind,
-        ...(outcome.kind === 'injected' ? { mode: outcome.mode, patchOps: outcome.patch.length } : {}),
+        ...(outcome.kind === 'injected' ? { mode: outcome.mode, patchOps: outcome.patch.length, ...(outcome.warnings ? { warnings: outcome.warnings } : {}) } : {}),
         ...(outcome.kind === 'skipped' ? { reason: outcome.reason } : {}),
         ...(outcome.kind === 'rejected' ? { message: outcome.message } : {}),
       },
