@@ -8,7 +8,7 @@ import {
   ISTIO_INJECT,
   TRAFFIC,
 } from './annotations.js';
-import { PodRejection } from './capture.js';
+import { declaredTcpPorts, PodRejection } from './capture.js';
 
 /**
  * `existing` ∪ `added` as a comma list: existing items first in their order (text kept as written),
@@ -43,9 +43,15 @@ function mergedAnnotation(name: string, existing: string | undefined, added: rea
   return merged;
 }
 
+/** The APISIX containers of a gateway pod (the chart's is named `apisix`), not its other sidecars. */
+function gatewayContainers(pod: V1Pod) {
+  return (pod.spec?.containers ?? []).filter((c) => c.name === 'apisix' || /(^|\/)apisix(:|@|$)/.test(c.image ?? ''));
+}
+
 /**
  * The gateway pod with Istio's traffic annotations extended so that the Envoy Istio injects leaves
- * the gateway's listeners (inbound) and its telemetry export (outbound) alone, and with the label that
+ * the gateway's listeners (inbound: the configured ports, 80 and 443 by default, and the ports the
+ * APISIX containers declare) and its telemetry export (outbound) alone, and with the label that
  * makes Istio's injector fire. No containers are added. Throws `PodRejection` when one of the
  * `apisix-mesh.io/gateway-*` annotations or an existing Istio traffic annotation is invalid.
  */
@@ -55,7 +61,12 @@ export function injectGateway(pod: V1Pod, config: InjectionConfig): V1Pod {
   try {
     const ports = (name: string, fallback: readonly number[]): string[] =>
       (a[name] === undefined ? fallback : parsePortList(a[name], name)).map(String);
-    const inbound = ports(GATEWAY_INBOUND_PORTS_ANNOTATION, config.gateway.inboundPorts);
+    // Istio's rules see a connection after kube-proxy's DNAT: a Service's 80/443 arrive on the
+    // container's own ports (the chart's 9080/9443), so those are what Envoy must leave alone
+    const inbound =
+      a[GATEWAY_INBOUND_PORTS_ANNOTATION] === undefined
+        ? mergeList(config.gateway.inboundPorts.join(','), declaredTcpPorts(gatewayContainers(pod)).map(String)).split(',')
+        : ports(GATEWAY_INBOUND_PORTS_ANNOTATION, config.gateway.inboundPorts);
     const outbound = ports(GATEWAY_EXCLUDE_OUTBOUND_PORTS_ANNOTATION, config.gateway.excludeOutboundPorts);
     const rangesText = a[GATEWAY_EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION];
     const ranges = rangesText === undefined ? config.gateway.excludeOutboundIpRanges : parseCidrList(rangesText, GATEWAY_EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION);
