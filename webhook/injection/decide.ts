@@ -6,7 +6,8 @@ import type { InjectionMode, SkipReason } from './outcome.js';
 import { parseStatus } from './status.js';
 
 export type Decision =
-  | { kind: 'inject'; mode: Exclude<InjectionMode, 'none'> }
+  /** `none` is an injection only for a pod that carries an earlier sidecar injection (it is taken out) */
+  | { kind: 'inject'; mode: InjectionMode }
   | { kind: 'skip'; reason: SkipReason }
   | { kind: 'reject'; message: string };
 
@@ -61,5 +62,6 @@ export function decide(
   } else {
     mode = labels[APP_NAME_LABEL] === APISIX_APP_NAME ? 'gateway' : 'sidecar';
   }
-  return mode === 'none' ? { kind: 'skip', reason: 'mode-none' } : { kind: 'inject', mode };
+  if (mode === 'none' && parseStatus(annotations[STATUS_ANNOTATION]) === null) return { kind: 'skip', reason: 'mode-none' };
+  return { kind: 'inject', mode };
 }

@@ -17,8 +17,11 @@ export type SkipReason =
   | 'mode-none';
 
 export type ReviewOutcome =
-  /** Injected: `patch` turns the submitted pod into the injected one (empty when already injected). */
-  | { kind: 'injected'; mode: Exclude<InjectionMode, 'none'>; patch: Operation[]; warnings?: string[] }
+  /**
+   * Injected: `patch` turns the submitted pod into the injected one (empty when already injected).
+   * Mode `none` here: an earlier sidecar injection taken out.
+   */
+  | { kind: 'injected'; mode: InjectionMode; patch: Operation[]; warnings?: string[] }
   /** Allowed unchanged. */
   | { kind: 'skipped'; reason: SkipReason }
   /** Refused, with a message naming the offending annotation and value. */

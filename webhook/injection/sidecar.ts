@@ -108,3 +108,30 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
     },
   };
 }
+
+/**
+ * The pod without what sidecar mode added, as its status annotation lists it: a manifest injected
+ * in sidecar mode and then switched to `gateway` or `none` must not keep the APISIX sidecar (with
+ * gateway mode Istio would then add Envoy: two proxies). The `sidecar.istio.io/inject` label is left
+ * to the mode that follows (gateway sets it; with none, "false" keeps Istio's injector away too).
+ * A pod without a valid status is returned as it is.
+ */
+export function withoutSidecar(pod: V1Pod): V1Pod {
+  const annotations = pod.metadata?.annotations ?? {};
+  const status = parseStatus(annotations[STATUS_ANNOTATION]);
+  if (status === null) return pod;
+  const { [STATUS_ANNOTATION]: _status, [APISIX_CONFIG_ANNOTATION]: _config, ...rest } = annotations;
+  const spec = pod.spec ?? { containers: [] };
+  const initContainers = without(spec.initContainers, status.initContainers);
+  const volumes = without(spec.volumes, status.volumes);
+  return {
+    ...pod,
+    metadata: { ...pod.metadata, annotations: rest },
+    spec: {
+      ...spec,
+      containers: without(spec.containers, status.containers),
+      ...(initContainers.length || spec.initContainers === undefined ? { initContainers } : { initContainers: undefined }),
+      ...(volumes.length || spec.volumes === undefined ? { volumes } : { volumes: undefined }),
+    },
+  };
+}
