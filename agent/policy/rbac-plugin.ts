@@ -1,3 +1,4 @@
+import type { ApisixRoute } from '../translate/apisix-types.js';
 import type { CompiledRbacFilter } from './rbac.js';
 import { RBAC_EVALUATOR_LUA } from './rbac-evaluator.js';
 
@@ -17,6 +18,15 @@ export const RBAC_PRIORITY = 11500;
 export function rbacPluginConf(filters: readonly CompiledRbacFilter[]): Record<string, unknown> {
   return { phase: 'rewrite', functions: [rbacLua(filters)], _meta: { priority: RBAC_PRIORITY } };
 }
+
+/** The route with the RBAC plugin (the filters' Lua is built once per filter list). */
+export function withRbac(route: ApisixRoute, filters: readonly CompiledRbacFilter[]): ApisixRoute {
+  let conf = confCache.get(filters);
+  if (!conf) confCache.set(filters, (conf = rbacPluginConf(filters)));
+  return { ...route, plugins: { ...(route.plugins ?? {}), [RBAC_PLUGIN]: conf } };
+}
+
+const confCache = new WeakMap<readonly CompiledRbacFilter[], Record<string, unknown>>();
 
 /** One chunk returning the function, as the serverless plugin requires: the policy data, then the evaluator. */
 export function rbacLua(filters: readonly CompiledRbacFilter[]): string {
