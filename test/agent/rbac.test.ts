@@ -3,7 +3,9 @@
 // Lua function APISIX runs, which runs here under OpenResty's resty with real PCRE.
 import { describe, expect, it } from 'vitest';
 import { fromCanonical } from '../../agent/xds/codec.js';
-import type { HttpRbac } from '../../agent/xds/envoy-types.js';
+import type { HttpRbac, Listener } from '../../agent/xds/envoy-types.js';
+import { TYPE_URL } from '../../agent/xds/protos.js';
+import { translateListener } from '../../agent/translate/listener.js';
 import { compileRbacFilter, parseAddress, RbacCompileError, type CompiledRbacFilter } from '../../agent/policy/rbac.js';
 import { luaLiteral, rbacLua, rbacPluginConf, RBAC_PLUGIN } from '../../agent/policy/rbac-plugin.js';
 import { describeWhenAvailable } from '../support/requirements.js';
@@ -202,5 +204,23 @@ describe('RBAC compilation', () => {
     expect(parseAddress('1::2::3')).toBeUndefined();
     expect(parseAddress('::ffff:1.2.3.4')).toBeUndefined();
     expect(parseAddress('256.0.0.1')).toBeUndefined();
+  });
+});
+
+describe('RBAC per scope (listener translation)', () => {
+  const HCM = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+  const chain = (transport: string, rbac: Json[]) => ({
+    filter_chain_match: { destination_port: 80, transport_protocol: transport },
+    filters: [{ name: 'hcm', typed_config: { '@type': HCM, stat_prefix: 's', rds: { route_config_name: '80' }, http_filters: [...rbac, { name: 'router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }] } }],
+  });
+  const rbac = (action: string, prefix: string) => ({ name: `rbac-${action}`, typed_config: { '@type': RBAC_TYPE, rules: { action, policies: { p: { permissions: [path({ prefix })], principals: [{ any: true }] } } } } });
+  const listener = (chains: Json[]) => translateListener(fromCanonical<Listener>(TYPE_URL.listener, { name: 'virtualInbound', address: { socket_address: { address: '0.0.0.0', port_value: 15006 } }, traffic_direction: 'INBOUND', filter_chains: chains }));
+
+  it('chains APISIX cannot tell apart (TLS and plaintext of one port) chain their filters; identical ones once', () => {
+    const same = listener([chain('tls', [rbac('DENY', '/admin')]), chain('raw_buffer', [rbac('DENY', '/admin')])]);
+    expect(same.rds.map((r) => r.rbac?.filters.map((f) => f.name))).toEqual([['rbac-DENY']]);
+    const different = listener([chain('tls', [rbac('DENY', '/admin')]), chain('raw_buffer', [rbac('ALLOW', '/public')])]);
+    expect(different.rds.map((r) => r.rbac?.filters.map((f) => f.action))).toEqual([['DENY', 'ALLOW']]);
+    expect(listener([chain('raw_buffer', [])]).rds[0]?.rbac).toBeUndefined();
   });
 });
