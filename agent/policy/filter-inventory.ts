@@ -1,5 +1,6 @@
-import type { HttpConnectionManager } from '../xds/envoy-types.js';
+import type { HttpConnectionManager, HttpRbac } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
+import { compileRbacFilter, RbacCompileError, type CompiledRbacFilter } from './rbac.js';
 
 /**
  * Fail closed: which filters of a filter chain the agent does not enforce. Envoy runs every network
@@ -18,11 +19,17 @@ import { unpackAny, type PackedAny } from '../xds/codec.js';
  *   peer identity, for RBAC to use);
  * - Istio's compiled-in Wasm extensions (null VM, `envoy.wasm.stats` / `envoy.wasm.metadata_exchange`)
  *   of older releases; any other Wasm module is unenforced.
+ * Enforced: the HTTP RBAC filter (AuthorizationPolicy ALLOW/DENY, and the shadow-only filter of
+ * CUSTOM), compiled (rbac.ts) and evaluated by APISIX on every route of the chain's route
+ * configuration. One that cannot be compiled stays unenforced. The network RBAC filter stays
+ * unenforced: Istio writes it for TCP chains, which the agent does not translate, and its
+ * deny-all form (`rules: {}`) is what the refusal already does.
  */
 const T = 'type.googleapis.com/';
 export const HCM_TYPE = `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`;
 export const TCP_PROXY_TYPE = `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`;
 const FAULT_TYPE = `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`;
+export const HTTP_RBAC_TYPE = `${T}envoy.extensions.filters.http.rbac.v3.RBAC`;
 const TYPED_STRUCTS = new Set([`${T}udpa.type.v1.TypedStruct`, `${T}xds.type.v3.TypedStruct`]);
 const WASM_TYPES = new Set([`${T}envoy.extensions.filters.http.wasm.v3.Wasm`, `${T}envoy.extensions.filters.network.wasm.v3.Wasm`]);
 const ISTIO_NULL_VM_EXTENSIONS = new Set(['envoy.wasm.stats', 'envoy.wasm.metadata_exchange']);
@@ -53,23 +60,57 @@ export interface NamedFilter {
 /** What the operator lets the agent skip anyway (`--insecure-skip-filters`): names or type URLs. */
 export type SkipList = ReadonlySet<string>;
 
-/** `name (type)` of every filter of the chain that the agent neither enforces nor may skip. */
-export function unenforcedFilters(filters: readonly NamedFilter[], skip: SkipList = new Set()): string[] {
-  const out: string[] = [];
+/** What a chain's filters ask of the agent. */
+export interface FilterInventory {
+  /** `name (type)` of every filter the agent neither enforces nor may skip: the chain is refused */
+  unenforced: string[];
+  /** the HTTP RBAC filters to enforce, in the chain's order (none that enforce nothing) */
+  rbac: CompiledRbacFilter[];
+}
+
+/**
+ * The one place that decides what a chain's filters mean: safe to skip, enforced (RBAC, compiled),
+ * or unenforced (the chain is refused). An RBAC filter is enforced when it compiles, whether or
+ * not the operator listed it as skippable.
+ */
+export function inventoryFilters(filters: readonly NamedFilter[], skip: SkipList = new Set()): FilterInventory {
+  const out: FilterInventory = { unenforced: [], rbac: [] };
   for (const filter of filters) {
     const type = effectiveType(filter.typed_config);
     if (type === HCM_TYPE) {
       const hcm = unpackAny<HttpConnectionManager>(filter.typed_config);
       for (const http of (hcm?.http_filters ?? []) as NamedFilter[]) {
-        if (!httpFilterIsSafe(http) && !skipped(http, skip)) out.push(describe(http));
+        if (effectiveType(http.typed_config) === HTTP_RBAC_TYPE) {
+          const compiled = rbacFilter(http);
+          if (typeof compiled === 'string') {
+            if (!skipped(http, skip)) out.unenforced.push(`${describe(http)}: ${compiled}`);
+          } else if (compiled) out.rbac.push(compiled);
+        } else if (!httpFilterIsSafe(http) && !skipped(http, skip)) out.unenforced.push(describe(http));
       }
     } else if (type === TCP_PROXY_TYPE) {
       continue; // translated (or reported) by the listener translation
     } else if (!networkFilterIsSafe(filter) && !skipped(filter, skip)) {
-      out.push(describe(filter));
+      out.unenforced.push(describe(filter));
     }
   }
   return out;
+}
+
+/** `name (type)` of every filter of the chain that the agent neither enforces nor may skip. */
+export function unenforcedFilters(filters: readonly NamedFilter[], skip: SkipList = new Set()): string[] {
+  return inventoryFilters(filters, skip).unenforced;
+}
+
+/** The compiled filter, null when it enforces nothing, or why it cannot be enforced. */
+function rbacFilter(filter: NamedFilter): CompiledRbacFilter | null | string {
+  const config = unpackAny<HttpRbac>(filter.typed_config, HTTP_RBAC_TYPE);
+  if (!config) return 'not readable (a TypedStruct or an unknown form)';
+  try {
+    return compileRbacFilter(filter.name || '(unnamed)', config);
+  } catch (err) {
+    if (err instanceof RbacCompileError) return err.message;
+    throw err;
+  }
 }
 
 function httpFilterIsSafe(filter: NamedFilter): boolean {

@@ -1,6 +1,7 @@
 import type { FilterChain, HttpConnectionManager, Listener, RouteConfiguration } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
-import { HCM_TYPE, TCP_PROXY_TYPE, unenforcedFilters, type NamedFilter, type SkipList } from '../policy/filter-inventory.js';
+import { HCM_TYPE, TCP_PROXY_TYPE, inventoryFilters, type NamedFilter, type SkipList } from '../policy/filter-inventory.js';
+import type { CompiledRbacFilter } from '../policy/rbac.js';
 import type { TranslationNote } from './apisix-types.js';
 
 /**
@@ -17,11 +18,14 @@ export interface RouteScope {
 export interface ScopedRouteConfigName {
   routeConfigName: string;
   scope: RouteScope;
+  /** the RBAC filters every route of the configuration enforces on this scope (absent: none) */
+  rbac?: ScopeRbac;
 }
 
 export interface ScopedInlineRouteConfig {
   routeConfig: RouteConfiguration;
   scope: RouteScope;
+  rbac?: ScopeRbac;
   /** the listener it came from; inline configs are named after it */
   listenerName: string;
 }
@@ -35,6 +39,15 @@ export interface ListenerTranslation {
   /** scopes whose chains carry filters the agent does not enforce: their traffic is refused */
   refused: RefusedScope[];
   notes: TranslationNote[];
+}
+
+/**
+ * A scope's RBAC filters, in order. APISIX cannot tell apart the chains of one scope (TLS and
+ * plaintext of one port), so the filters of all of them are chained: a request passes only what
+ * every chain would let through (identical filters once).
+ */
+export interface ScopeRbac {
+  filters: CompiledRbacFilter[];
 }
 
 export interface RefusedScope {
@@ -67,18 +80,29 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
   if (listener.default_filter_chain) chains.push(listener.default_filter_chain);
   const seen = new Set<string>();
   const refused = new Map<string, RefusedScope>();
+  const rbac = new Map<string, { filters: CompiledRbacFilter[]; seen: Set<string> }>();
   const tcpNotes: Array<{ scope: RouteScope; note: TranslationNote }> = [];
   for (const chain of chains) {
     const scope = chainScope(listenerName, direction, socket.port_value, address, chain);
     if (!scope) continue;
     // Fail closed: a chain with a filter the agent does not enforce refuses its scope's traffic;
     // chains sharing the scope (TLS and plaintext of one port) cannot be told apart by APISIX.
-    const unenforced = unenforcedFilters((chain.filters ?? []) as NamedFilter[], skip);
+    const inventory = inventoryFilters((chain.filters ?? []) as NamedFilter[], skip);
+    const unenforced = inventory.unenforced;
     if (unenforced.length) {
       const entry = refused.get(scopeKey(scope)) ?? { scope, filters: [] };
       for (const f of unenforced) if (!entry.filters.includes(f)) entry.filters.push(f);
       refused.set(scopeKey(scope), entry);
       continue;
+    }
+    if (inventory.rbac.length) {
+      const entry = rbac.get(scopeKey(scope)) ?? { filters: [], seen: new Set<string>() };
+      for (const f of inventory.rbac) {
+        const key = JSON.stringify(f);
+        if (!entry.seen.has(key)) entry.filters.push(f);
+        entry.seen.add(key);
+      }
+      rbac.set(scopeKey(scope), entry);
     }
     for (const filter of chain.filters ?? []) {
       const typed = filter.typed_config as PackedAny | undefined;
@@ -110,6 +134,10 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
         seen.add(key);
       }
     }
+  }
+  for (const x of [...out.rds, ...out.inline]) {
+    const filters = rbac.get(scopeKey(x.scope))?.filters;
+    if (filters) x.rbac = { filters };
   }
   const isRefused = (x: { scope: RouteScope }) => refused.has(scopeKey(x.scope));
   out.notes.push(...tcpNotes.filter((x) => !isRefused(x)).map((x) => x.note));

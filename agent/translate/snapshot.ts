@@ -3,7 +3,8 @@ import type { ApisixRoute, ApisixUpstream, TranslationNote } from './apisix-type
 import { translateCluster, type ClusterContext, type ClusterTranslation } from './cluster.js';
 import { translateClusterLoadAssignment, type EndpointsTranslation } from './endpoints.js';
 import { originalDestinationRoute } from './original-destination.js';
-import { translateListener, scopeKey, type ListenerTranslation, type RouteScope } from './listener.js';
+import { translateListener, scopeKey, type ListenerTranslation, type RouteScope, type ScopeRbac } from './listener.js';
+import { withRbac } from '../policy/rbac-plugin.js';
 import { refusalRoute } from '../policy/refusal.js';
 import type { SkipList } from '../policy/filter-inventory.js';
 import {
@@ -45,6 +46,8 @@ export class MeshTranslator {
   private readonly listenerCache = new WeakMap<Listener, ListenerTranslation>();
   private readonly routeCache = new WeakMap<RouteConfiguration, Map<string, RouteConfigTranslation>>();
   private readonly tcpPassthroughCache = new WeakMap<ListenerTranslation, Map<string, TranslatedRoute>>();
+  /** routes with their scope's RBAC plugin, kept while both are the same objects */
+  private readonly rbacCache = new WeakMap<TranslatedRoute, { rbac: ScopeRbac; route: TranslatedRoute }>();
   /** final objects, kept while their inputs are the same objects: unchanged output keeps its identity */
   private readonly upstreamCache = new WeakMap<ClusterTranslation, { nodes: unknown; settings: TranslatedRoute['upstreamSettings'] | undefined; upstream: ApisixUpstream }>();
   private readonly finalRouteCache = new WeakMap<TranslatedRoute, { main: ApisixUpstream | undefined; limits: ClusterTranslation['limits']; passthrough?: ClusterTranslation['originalDestination']; route: ApisixRoute }>();
@@ -66,7 +69,7 @@ export class MeshTranslator {
     // Routes, from every listener's RDS names and inline route configurations; a scope any listener
     // refuses (a filter the agent does not enforce) gets the refusal and none of its routes.
     const routes: TranslatedRoute[] = [];
-    const scoped: Array<{ rc: RouteConfiguration; scope: RouteScope }> = [];
+    const scoped: Array<{ rc: RouteConfiguration; scope: RouteScope; rbac?: ScopeRbac | undefined }> = [];
     const listeners = [...xds.listeners.values()].map((listener) => memo(this.listenerCache, listener, () => translateListener(listener, this.options.skipFilters)));
     const refused = new Set<string>();
     for (const lt of listeners) {
@@ -78,22 +81,22 @@ export class MeshTranslator {
     }
     for (const lt of listeners) {
       notes.push(...lt.notes);
-      for (const { routeConfigName, scope } of lt.rds) {
+      for (const { routeConfigName, scope, rbac } of lt.rds) {
         if (refused.has(scopeKey(scope))) continue;
         const rc = xds.routeConfigs.get(routeConfigName);
-        if (rc) scoped.push({ rc, scope });
+        if (rc) scoped.push({ rc, scope, rbac });
         else notes.push({ kind: 'listener', name: lt.listenerName, reason: 'route-config-pending', detail: `route configuration ${routeConfigName} not received yet`, skipped: true });
       }
-      for (const { routeConfig, scope } of lt.inline) if (!refused.has(scopeKey(scope))) scoped.push({ rc: routeConfig, scope });
+      for (const { routeConfig, scope, rbac } of lt.inline) if (!refused.has(scopeKey(scope))) scoped.push({ rc: routeConfig, scope, rbac });
       routes.push(...this.tcpPassthroughRoutes(lt, clusters, refused));
     }
-    for (const { rc, scope } of scoped) {
+    for (const { rc, scope, rbac } of scoped) {
       let byScope = this.routeCache.get(rc);
       if (!byScope) this.routeCache.set(rc, (byScope = new Map()));
       const key = scopeKey(scope);
       let t = byScope.get(key);
       if (!t) byScope.set(key, (t = translateRouteConfiguration(rc, scope, this.ports)));
-      routes.push(...t.routes);
+      routes.push(...(rbac ? t.routes.map((r) => this.rbacRoute(r, rbac)) : t.routes));
       notes.push(...t.notes);
     }
 
@@ -185,6 +188,15 @@ export class MeshTranslator {
       apisixRoutes.set(route.id, route);
     }
     return { upstreams, routes: apisixRoutes, notes };
+  }
+
+  /** The route under its scope's RBAC filters (Envoy runs them before routing, on every route). */
+  private rbacRoute(r: TranslatedRoute, rbac: ScopeRbac): TranslatedRoute {
+    const cached = this.rbacCache.get(r);
+    if (cached?.rbac === rbac) return cached.route;
+    const route = { ...r, route: withRbac(r.route, rbac.filters) };
+    this.rbacCache.set(r, { rbac, route });
+    return route;
   }
 
   /** HTTP catch-alls for the listener's TCP pass-through chains on scopes it serves no routes on. */

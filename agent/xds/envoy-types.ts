@@ -25,3 +25,8 @@ export type { Duration } from '@grpc/grpc-js-xds/build/src/generated/google/prot
 export type { DiscoveryRequest } from '@grpc/grpc-js-xds/build/src/generated/envoy/service/discovery/v3/DiscoveryRequest.js';
 export type { DiscoveryResponse } from '@grpc/grpc-js-xds/build/src/generated/envoy/service/discovery/v3/DiscoveryResponse.js';
 export type { Node } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/core/v3/Node.js';
+export type { RBAC as HttpRbac } from '@grpc/grpc-js-xds/build/src/generated/envoy/extensions/filters/http/rbac/v3/RBAC.js';
+export type { Permission } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/rbac/v3/Permission.js';
+export type { Principal } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/rbac/v3/Principal.js';
+export type { Policy as RbacPolicy } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/rbac/v3/Policy.js';
+export type { CidrRange } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/core/v3/CidrRange.js';

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { fromCanonical } from '../../agent/xds/codec.js';
 import { TYPE_URL } from '../../agent/xds/protos.js';
 import type { Listener } from '../../agent/xds/envoy-types.js';
-import { unenforcedFilters, type NamedFilter } from '../../agent/policy/filter-inventory.js';
+import { inventoryFilters, unenforcedFilters, type NamedFilter } from '../../agent/policy/filter-inventory.js';
 
 const T = 'type.googleapis.com/';
 const hcmWith = (httpFilters: object[]) => ({
@@ -41,12 +41,13 @@ describe('unenforcedFilters', () => {
     expect(unenforcedFilters(filters)).toEqual([]);
   });
 
-  it('names every policy filter: RBAC, JWT, ext_authz, Lua, local rate limit, network RBAC', () => {
+  it('names every policy filter it does not enforce: JWT, ext_authz, Lua, local rate limit, network RBAC, RBAC it cannot compile', () => {
     const filters = chainFilters([
       { name: 'envoy.filters.network.rbac', typed_config: { '@type': `${T}envoy.extensions.filters.network.rbac.v3.RBAC`, stat_prefix: 'tcp.', rules: {} } },
       hcmWith([
         { name: 'envoy.filters.http.jwt_authn', typed_config: { '@type': `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication` } },
         { name: 'envoy.filters.http.rbac', typed_config: { '@type': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`, rules: { action: 'DENY' } } },
+        { name: 'matcher-rbac', typed_config: { '@type': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`, matcher: { matcher_list: { matchers: [] } } } },
         { name: 'envoy.filters.http.ext_authz', typed_config: { '@type': `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz` } },
         { name: 'my-lua', typed_config: { '@type': `${T}envoy.extensions.filters.http.lua.v3.Lua` } },
         { name: 'envoy.filters.http.local_ratelimit', typed_config: { '@type': `${T}envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit` } },
@@ -56,7 +57,7 @@ describe('unenforcedFilters', () => {
     expect(unenforcedFilters(filters)).toEqual([
       'envoy.filters.network.rbac (envoy.extensions.filters.network.rbac.v3.RBAC)',
       'envoy.filters.http.jwt_authn (envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication)',
-      'envoy.filters.http.rbac (envoy.extensions.filters.http.rbac.v3.RBAC)',
+      'matcher-rbac (envoy.extensions.filters.http.rbac.v3.RBAC): the xDS matcher form of RBAC is not supported',
       'envoy.filters.http.ext_authz (envoy.extensions.filters.http.ext_authz.v3.ExtAuthz)',
       'my-lua (envoy.extensions.filters.http.lua.v3.Lua)',
       'envoy.filters.http.local_ratelimit (envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit)',
@@ -108,5 +109,27 @@ describe('unenforcedFilters', () => {
     expect(unenforcedFilters(filters, new Set(['envoy.filters.http.ext_authz']))).toEqual([]);
     expect(unenforcedFilters(filters, new Set([`${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz`]))).toEqual([]);
     expect(unenforcedFilters(filters, new Set(['other']))).toHaveLength(1);
+  });
+});
+
+describe('inventoryFilters: HTTP RBAC is enforced', () => {
+  const rbac = (name: string, config: object) => ({ name, typed_config: { '@type': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`, ...config } });
+  const anyPolicy = { p: { permissions: [{ any: true }], principals: [{ any: true }] } };
+
+  it('compiles Istio\'s DENY then ALLOW filters, in order; a shadow-only filter (CUSTOM\'s) enforces nothing', () => {
+    const inventory = inventoryFilters(chainFilters([hcmWith([
+      rbac('deny', { rules: { action: 'DENY', policies: anyPolicy } }),
+      rbac('allow', { rules: { policies: anyPolicy } }),
+      rbac('shadow', { shadow_rules: { action: 'DENY', policies: anyPolicy } }),
+      router,
+    ])]));
+    expect(inventory.unenforced).toEqual([]);
+    expect(inventory.rbac.map((f) => [f.name, f.action])).toEqual([['deny', 'DENY'], ['allow', 'ALLOW']]);
+  });
+
+  it('an RBAC filter listed as skippable is still enforced when it compiles; one that cannot compile is skipped then', () => {
+    const filters = chainFilters([hcmWith([rbac('r', { rules: { policies: anyPolicy } }), rbac('m', { matcher: { matcher_list: { matchers: [] } } }), router])]);
+    const inventory = inventoryFilters(filters, new Set(['r', 'm']));
+    expect(inventory).toEqual({ unenforced: [], rbac: [expect.objectContaining({ name: 'r' })] });
   });
 });

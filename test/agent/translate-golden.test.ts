@@ -74,7 +74,8 @@ describe('single-type fixtures', () => {
       }),
     );
     expect(out['0.0.0.0_9080']?.rds).toEqual([{ routeConfigName: '9080', scope: { direction: 'outbound', port: 9080 } }]);
-    // every inbound chain carries RBAC and ext_authz, which the agent does not enforce: all refused
+    // every inbound chain carries ext_authz (a CUSTOM policy), which the agent does not enforce: all
+    // refused (their RBAC filters alone would be enforced)
     expect(out['virtualInbound']?.inline).toEqual([]);
     expect(out['virtualInbound']?.refused.map((r) => r.scope.port)).toEqual([0, 80]);
     expectGolden(golden('istio-sidecar-listeners.scopes.json'), out);

@@ -352,10 +352,38 @@ describe('whole mesh', () => {
     ]);
     const notes = out.notes.filter((n) => n.reason === 'unenforced-filter');
     expect(notes.map((n) => n.detail)).toEqual([
-      expect.stringMatching(/^inbound:\*:0: envoy\.filters\.http\.rbac .*ext_authz.*envoy\.filters\.network\.rbac/),
-      expect.stringMatching(/^inbound:\*:80: envoy\.filters\.http\.rbac .*ext_authz/),
+      // the HTTP RBAC filters are enforced now; ext_authz (CUSTOM) and network RBAC are not
+      expect.stringMatching(/^inbound:\*:0: envoy\.filters\.http\.ext_authz .*envoy\.filters\.network\.rbac \([^)]*\) not enforced/),
+      expect.stringMatching(/^inbound:\*:80: envoy\.filters\.http\.ext_authz \([^)]*\) not enforced/),
     ]);
     for (const r of routes) expect(validateApisix('route.strict', r)).toBeNull();
+  });
+  it('inbound under RBAC only (no ext_authz, no network RBAC): every route of the chain carries the policy, pass-through too', () => {
+    const real = loadXds('istio-sidecar-listeners-configdump.yaml').listeners.get('virtualInbound')!;
+    const rbacOnly = structuredClone(real);
+    for (const chain of rbacOnly.filter_chains ?? []) {
+      chain.filters = (chain.filters ?? []).filter((f) => f.name !== 'envoy.filters.network.rbac');
+      for (const f of chain.filters) {
+        const hcm = unpackAny<HttpConnectionManager>(f.typed_config as PackedAny);
+        if (!hcm) continue;
+        hcm.http_filters = (hcm.http_filters ?? []).filter((h) => !/ext_authz/.test(h.name ?? ''));
+        f.typed_config = { type_url: (f.typed_config as PackedAny).type_url, value: encodeMessage((f.typed_config as PackedAny).type_url!, hcm) } as never;
+      }
+    }
+    const xds = inboundXds(rbacOnly);
+    const translator = new MeshTranslator({ podIp: '10.244.0.7' });
+    const out = translator.translate(xds);
+    expect(out.notes.filter((n) => n.reason === 'unenforced-filter')).toEqual([]);
+    const routes = [...out.routes.values()];
+    expect(routes.length).toBeGreaterThanOrEqual(2);
+    for (const r of routes) {
+      const rbac = r.plugins?.['serverless-post-function'];
+      expect(rbac, r.name).toMatchObject({ phase: 'rewrite', _meta: { priority: 11500 }, functions: [expect.stringContaining('ns[default]-policy[httpbin]-rule[0]')] });
+      expect(validateApisix('route.strict', r)).toBeNull();
+    }
+    // the pass-through route keeps its original-destination function, in its own plugin and phase
+    expect(routes.filter((r) => r.plugins?.['serverless-pre-function']?.['phase'] === 'access').length).toBeGreaterThan(0);
+    for (const r of translator.translate(xds).routes.values()) expect(out.routes.get(r.id)).toBe(r); // cached while the listener is the same
   });
   it('inbound: virtualInbound\'s inline route configuration reaches the app in the pod, on the inbound listener only', () => {
     // the same listener with only filters that restrict nothing (telemetry, peer metadata, router)

@@ -1,7 +1,8 @@
 // Fail closed on the real APISIX: a filter chain carrying a filter the agent does not enforce has its
 // traffic refused (403), never forwarded. Inbound: the Istio fixture's virtualInbound, whose chains
-// carry an ALLOW AuthorizationPolicy (RBAC), ext_authz and a deny-all network RBAC. Outbound: a
-// service port whose chain carries a local rate limit added by an EnvoyFilter.
+// carry an ALLOW AuthorizationPolicy (HTTP RBAC, enforced), ext_authz (a CUSTOM policy, not
+// enforced) and a deny-all network RBAC (not enforced). Outbound: a service port whose chain carries
+// a local rate limit added by an EnvoyFilter.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { CanonicalResources } from '../../agent/xds/config-dump.js';
 import { REFUSAL_BODY } from '../../agent/policy/refusal.js';
@@ -90,6 +91,19 @@ describeWhenAvailable('fail closed: unenforced filters refuse their traffic (rea
     const res = await pod.app().http({ url: `http://${SERVICE_VIP}:8080/`, headers: { host: HOST } });
     expect(res).toMatchObject({ status: 403, body: REFUSAL_BODY });
     for (const name of ['canary', 'stable-1', 'stable-2']) expect((await pod.cluster.served(name)).count).toBe(0);
+  });
+
+  it('without ext_authz the chain is enforced, not refused: the RBAC policy (on peer principals) denies as Envoy says', async () => {
+    pod.istiod.set('listener', without(xds.listener.find((l) => l['name'] === 'virtualInbound')!, /ext_authz/));
+    await pod.push(['listener']);
+    for (const [path, method] of [['/info', 'GET'], ['/data', 'POST']] as const) {
+      const res = await pod.cluster.http({ url: `http://${POD_IP}:80${path}`, method });
+      expect(res, `${method} ${path}`).toMatchObject({ status: 403, body: 'RBAC: access denied' });
+    }
+    // the catch-all chains still carry the network RBAC: refused
+    expect(await pod.cluster.http({ url: `http://${POD_IP}:8081/` })).toMatchObject({ status: 403, body: REFUSAL_BODY });
+    expect((await pod.app().served('httpbin')).count).toBe(0);
+    expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
   });
 
   it('control: once istiod drops those filters, the same requests go through', async () => {

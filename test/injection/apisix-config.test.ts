@@ -34,7 +34,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
           + 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n',
         http_server_configuration_snippet: 'proxy_bind $apisix_mesh_upstream_bind;\n',
       },
-      plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function'],
+      plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function', 'serverless-post-function'],
       plugin_attr: { prometheus: { export_addr: { ip: '0.0.0.0', port: 15090 } } },
     });
   });

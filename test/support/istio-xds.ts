@@ -303,3 +303,25 @@ export class MeshResources {
     return this;
   }
 }
+
+const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
+
+/** An HTTP RBAC filter as istiod writes it for the AuthorizationPolicies of one action. */
+export function rbacHttpFilter(action: 'ALLOW' | 'DENY', policies: Record<string, { permissions: Json[]; principals: Json[] }>): Json {
+  const name = 'envoy.filters.http.rbac';
+  return { name, typed_config: { '@type': RBAC, rules: { action, policies }, shadow_rules_stat_prefix: 'istio_dry_run_' } };
+}
+
+/** The listener with `filters` put before the router of the HTTP chains `which` selects. */
+export function withHttpFilters(listener: Json, filters: Json[], which: (chain: Json) => boolean): Json {
+  const copy = structuredClone(listener);
+  for (const chain of (copy['filter_chains'] ?? []) as Json[]) {
+    if (!which(chain)) continue;
+    for (const f of chain['filters'] as Json[]) {
+      const typed = f['typed_config'] as Json;
+      const http = typed['http_filters'] as Json[] | undefined;
+      if (http) http.splice(http.length - 1, 0, ...structuredClone(filters));
+    }
+  }
+  return copy;
+}

@@ -19,6 +19,7 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
   'request-id',
   'prometheus',
   'serverless-pre-function',
+  'serverless-post-function', // RBAC (agent/policy/rbac-plugin.ts)
 ]);
 
 /**

@@ -1,6 +1,6 @@
 // A test program that lives inside a network namespace (the pod's app, or the cluster side) and does
 // what the test asks, one JSON object per line on stdin, one answer per line on stdout:
-//   {id, op: 'http', url, method?, headers?, body?, timeoutMs?, localAddress?}
+//   {id, op: 'http', url, path?, method?, headers?, body?, timeoutMs?, localAddress?}
 //       → {id, status, headers, body} | {id, error}
 //   {id, op: 'serve', name, host, port}   an HTTP echo server: answers {name, method, url, headers,
 //       peer, body} as JSON; `name` tells the test which server answered. Query parameters
@@ -24,8 +24,9 @@ function reply(msg) {
   process.stdout.write(`${JSON.stringify(msg)}\n`);
 }
 
-function doHttp({ id, url, method = 'GET', headers = {}, body, timeoutMs = 8000, localAddress }) {
-  const req = request(url, { method, headers, timeout: timeoutMs, agent: false, ...(localAddress ? { localAddress } : {}) }, (res) => {
+// `path`: the request target as sent, unparsed (a URL would resolve `/a/../b` before sending)
+function doHttp({ id, url, path, method = 'GET', headers = {}, body, timeoutMs = 8000, localAddress }) {
+  const req = request(url, { method, headers, timeout: timeoutMs, agent: false, ...(path ? { path } : {}), ...(localAddress ? { localAddress } : {}) }, (res) => {
     const chunks = [];
     res.on('data', (c) => chunks.push(c));
     res.on('end', () => reply({ id, status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));

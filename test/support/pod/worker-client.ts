@@ -10,6 +10,8 @@ export interface HttpAnswer {
 
 export interface HttpRequest {
   url: string;
+  /** the request target exactly as sent (`/a/../b`, `//b`), instead of the URL's resolved path */
+  path?: string;
   method?: string;
   headers?: Record<string, string>;
   body?: string;
