@@ -126,17 +126,27 @@ export function parsePortSelection(value: string, source: string): '*' | number[
  * `netip.ParsePrefix` refuses it). Host bits may be set (Istio accepts `127.0.0.1/24`).
  */
 export function parseCidr(value: string, source: string): string {
-  if (value.length > MAX_CIDR_LENGTH) throw new CaptureConfigError(source, value, 'is not a CIDR (address/prefix-length)');
+  const problem = cidrProblem(value);
+  if (problem !== null) throw new CaptureConfigError(source, value, `is not a CIDR: ${problem}`);
+  const slash = value.indexOf('/');
+  return `${value.slice(0, slash)}/${Number(value.slice(slash + 1))}`;
+}
+
+/** What is wrong with a CIDR, in words a user can act on, or null. */
+function cidrProblem(value: string): string | null {
+  if (value.length > MAX_CIDR_LENGTH) return `longer than ${MAX_CIDR_LENGTH} characters`;
   const slash = value.indexOf('/');
   const addr = slash < 0 ? value : value.slice(0, slash);
-  const bits = slash < 0 ? '' : value.slice(slash + 1);
   // A zone index (`fe80::1%eth0`) is an address of one link, not a prefix iptables can match.
-  const family = addr.includes('%') ? 0 : isIP(addr);
+  if (addr.includes('%')) return 'a zone index (%…) names one link, not a range';
+  const family = isIP(addr);
+  if (family === 0) return `${shortQuote(addr)} is not an IPv4 or IPv6 address`;
   const max = family === 4 ? 32 : 128;
-  if (family === 0 || !/^\d{1,3}$/.test(bits) || Number(bits) > max) {
-    throw new CaptureConfigError(source, value, 'is not a CIDR (address/prefix-length)');
-  }
-  return `${addr}/${Number(bits)}`;
+  if (slash < 0) return `no prefix length (for this address alone: ${addr}/${max})`;
+  const bits = value.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(bits)) return `the prefix length ${shortQuote(bits)} is not a number`;
+  if (Number(bits) > max) return `the prefix length ${bits} is more than ${max} for an IPv${family} address`;
+  return null;
 }
 
 /** A comma-separated CIDR list; empty means none. `*` is refused. */
@@ -144,13 +154,9 @@ export function parseCidrList(value: string, source: string): string[] {
   const cidrs = new Set<string>();
   for (const item of splitList(value, source)) {
     if (item === '*') throw new CaptureConfigError(source, value, 'may not contain "*" (it is an exclude list)');
-    let cidr: string;
-    try {
-      cidr = parseCidr(item, source);
-    } catch {
-      throw new CaptureConfigError(source, value, `contains ${shortQuote(item)}, which is not a CIDR`);
-    }
-    cidrs.add(cidr);
+    const problem = cidrProblem(item);
+    if (problem !== null) throw new CaptureConfigError(source, value, `contains ${shortQuote(item)}, which is not a CIDR: ${problem}`);
+    cidrs.add(parseCidr(item, source));
   }
   return [...cidrs];
 }

@@ -120,6 +120,8 @@ export async function runCapture(run: CaptureRun): Promise<void> {
     }
     done.push(familyName(family));
     if (run.action === 'apply') {
+      // what is now in the table, on stdout, as istio-init prints it: `kubectl logs -c <init>` shows it
+      run.print(document);
       const count = document.split('\n').filter((l) => l.startsWith('-A ')).length;
       const replaced = state.chains.length > 0 || state.jumps.length > 0 ? ', replacing the ones already there' : '';
       run.log(`${familyName(family)}: installed ${count} nat rules with ${restore}${replaced}`);

@@ -107,6 +107,7 @@ describeWhenAvailable('apisix-mesh iptables on a real kernel (network namespaces
     const res = runIptables(pair.pod, [...exclusions, `--iptables-bin-dir=${dir}`]);
     expect(res.status, res.stderr).toBe(0);
     expect(readFileSync(join(dir, 'applied'), 'utf8')).toBe(dryRun.stdout);
+    expect(res.stdout).toBe(dryRun.stdout); // the installed rules are printed, as istio-init does
     expect(res.stderr).toContain('started 6 process(es): ');
     expect(res.stderr).toMatch(/IPv4: installed \d+ nat rules/);
     expect(natDump(pair.pod, 4)).toContain(':APISIX_MESH_OUTPUT');

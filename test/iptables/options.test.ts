@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { captureConfigToArgs, CaptureConfigError, defaultCaptureConfig, MAX_LIST_LENGTH, type CaptureConfig } from '../../iptables-init/capture-config.js';
+import { captureConfigToArgs, CaptureConfigError, defaultCaptureConfig, MAX_LIST_LENGTH, parseCidrList, type CaptureConfig } from '../../iptables-init/capture-config.js';
 import { envVarOf, parseIptablesOptions, resolveRaw, switchFlags, valueFlags } from '../../iptables-init/options.js';
 import { captureRules, MAX_RULES_PER_FAMILY, ruleBudgetExcess } from '../../iptables-init/rules.js';
 
@@ -194,6 +194,19 @@ describe('hostile values: bounded work, bounded messages', () => {
     const list = `${cidrs(2000)},${cidrs(2000)}`.slice(0, MAX_LIST_LENGTH);
     const parsed = parse({ 'exclude-outbound-ip-ranges': list }).config.excludeOutboundIpRanges;
     expect(parsed).toEqual(cidrs(2000).split(','));
+  });
+});
+
+describe('a CIDR that is not one says what is wrong with it', () => {
+  it.each([
+    ['10.0.0.0/33', 'the prefix length 33 is more than 32 for an IPv4 address'],
+    ['fd00::/129', 'the prefix length 129 is more than 128 for an IPv6 address'],
+    ['10.0.0.1', 'no prefix length (for this address alone: 10.0.0.1/32)'],
+    ['10.0.0.300/8', '"10.0.0.300" is not an IPv4 or IPv6 address'],
+    ['10.0.0.0/x', 'the prefix length "x" is not a number'],
+    ['fe80::1%eth0/64', 'a zone index (%…) names one link, not a range'],
+  ])('%s', (value, reason) => {
+    expect(() => parseCidrList(`192.168.0.0/16,${value}`, 'traffic.sidecar.istio.io/excludeOutboundIPRanges')).toThrow(`which is not a CIDR: ${reason}`);
   });
 });
 
