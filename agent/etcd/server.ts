@@ -150,7 +150,11 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
   }, 250);
   leaseTimer.unref();
 
-  logger.info({ host, httpPort, grpcPort: grpc?.port, readOnly: options.readOnly ?? false }, 'etcd API listening');
+  logger.info(
+    { host, httpPort, grpcPort: grpc?.port, readOnly: options.readOnly ?? false },
+    // etcd serves gRPC and HTTP on one port; here etcdctl against the HTTP port would just time out
+    grpc ? 'etcd API listening' : 'etcd API listening (HTTP/JSON only: gRPC, which etcdctl speaks, is not served)',
+  );
 
   return {
     httpPort,

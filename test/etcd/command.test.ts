@@ -44,6 +44,25 @@ describe('apisix-mesh etcd', () => {
     }
   });
 
+  it('says at start when gRPC (what etcdctl speaks) is not served', async () => {
+    const firstLine = async (args: string[]): Promise<string> => {
+      const child = spawn(process.execPath, [cli, 'etcd', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      const line = await new Promise<string>((resolve) => {
+        const take = (d: Buffer) => {
+          out += d;
+          if (out.includes('\n')) resolve(out.split('\n')[0]!);
+        };
+        child.stdout.on('data', take);
+        child.stderr.on('data', take);
+      });
+      child.kill();
+      return line;
+    };
+    expect(await firstLine([])).toContain('etcd API listening (HTTP/JSON only: gRPC, which etcdctl speaks, is not served)');
+    expect(await firstLine(['--grpc-listen', '127.0.0.1:0'])).toContain('"msg":"etcd API listening"');
+  });
+
   it('a port in use is a one-line failure (exit 1)', async () => {
     const blocker = createServer();
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));

@@ -27,7 +27,7 @@ export async function startEmulatorProcess(cli: string, args: string[] = []): Pr
     child.once('exit', (code) => reject(new Error(`emulator exited (${code}) before listening: ${log}`)));
     createInterface({ input: child.stderr }).on('line', (line) => {
       log = (log + line + '\n').slice(-4000);
-      const m = /"httpPort":(\d+).*"msg":"etcd API listening"/.exec(line);
+      const m = /"httpPort":(\d+).*"msg":"etcd API listening/.exec(line);
       if (m) {
         clearTimeout(timer);
         resolve(Number(m[1]));
