@@ -3,29 +3,23 @@
 // stable one; then istiod shifts 10 % of the rest to the canary, then scales stable down.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
-import { missingForPod, podManifest } from '../support/pod/requirements.js';
-import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
+import { missingForPod } from '../support/pod/requirements.js';
+import type { RunningPod } from '../support/pod/pod-harness.js';
+import { CANARY_CANARY, CANARY_HOST, CANARY_SERVICE_VIP, CANARY_STABLE, startCanaryPod } from '../support/pod/canary-pod.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import type { Echo, HttpAnswer } from '../support/pod/worker-client.js';
-import { loadCanonical } from '../support/xds-fixtures.js';
 
-const SERVICE_VIP = '10.96.44.7'; // the service's ClusterIP in the fixture's virtual host domains
-const HOST = 'checkout.shop.svc.cluster.local';
+const SERVICE_VIP = CANARY_SERVICE_VIP; // the service's ClusterIP in the fixture's virtual host domains
+const HOST = CANARY_HOST;
 const ENDPOINTS = { canary: '10.244.5.21', 'stable-1': '10.244.5.11', 'stable-2': '10.244.5.12', 'stable-3-draining': '10.244.5.13' };
-const STABLE = 'outbound|8080|stable|checkout.shop.svc.cluster.local';
-const CANARY = 'outbound|8080|canary|checkout.shop.svc.cluster.local';
+const STABLE = CANARY_STABLE;
+const CANARY = CANARY_CANARY;
 
 describeWhenAvailable('the seed canary through the real APISIX', missingForPod(), () => {
   let pod: RunningPod;
 
   beforeAll(async () => {
-    pod = await startPod({
-      manifest: podManifest('frontend', 'shop', { app: 'frontend', version: 'v1' }),
-      xds: loadCanonical('synthetic-canary-xds-responses.json'),
-      clusterAddresses: [SERVICE_VIP, ...Object.values(ENDPOINTS)],
-    });
-    for (const [name, ip] of Object.entries(ENDPOINTS)) await pod.cluster.serve(name, ip, 8080);
-    await pod.kubelet.waitReady(20_000);
+    pod = await startCanaryPod({ app: 'frontend', version: 'v1' }, ENDPOINTS);
   }, 60_000);
   afterAll(async () => {
     await pod?.stop();

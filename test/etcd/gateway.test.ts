@@ -1,28 +1,10 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { KvStore } from '../../agent/store/store.js';
-import { startEtcdServer, type EtcdServer } from '../../agent/etcd/server.js';
+import { describe, expect, it } from 'vitest';
+import { serveEtcdHttp } from '../support/etcd-http.js';
 import { firstJsonValue } from '../../agent/etcd/go-json.js';
 import { decodeBase64, decodeBody, RangeRequest } from '../../agent/etcd/proto-json.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
-let servers: EtcdServer[] = [];
-afterEach(async () => {
-  for (const s of servers) await s.close();
-  servers = [];
-});
-
-async function serve(opts: { readOnly?: boolean; rootPassword?: string } = {}) {
-  const store = new KvStore();
-  const server = await startEtcdServer({ store, port: 0, ...opts });
-  servers.push(server);
-  const base = `http://127.0.0.1:${server.httpPort}`;
-  const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
-    const r = await fetch(base + path, { method: 'POST', body: typeof body === 'string' ? body : JSON.stringify(body), headers });
-    const text = await r.text();
-    return { status: r.status, text, json: (() => { try { return JSON.parse(text); } catch { return undefined; } })() };
-  };
-  return { store, server, base, post };
-}
+const serve = serveEtcdHttp;
 
 describe('read-only mode (how the agent serves APISIX)', () => {
   it("refuses writes with etcd's permission error, keeps reads working", async () => {

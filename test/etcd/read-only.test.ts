@@ -1,6 +1,5 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { KvStore } from '../../agent/store/store.js';
-import { startEtcdServer, type EtcdServer } from '../../agent/etcd/server.js';
+import { describe, expect, it } from 'vitest';
+import { serveEtcdHttp } from '../support/etcd-http.js';
 
 /**
  * The agent's etcd API is read-only for everything in the pod (the app container shares the
@@ -9,24 +8,7 @@ import { startEtcdServer, type EtcdServer } from '../../agent/etcd/server.js';
  */
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const DENIED = { error: 'etcdserver: permission denied', message: 'etcdserver: permission denied', code: 7 };
-let servers: EtcdServer[] = [];
-afterEach(async () => {
-  for (const s of servers) await s.close();
-  servers = [];
-});
-
-async function serve(opts: { readOnly?: boolean; maxLeases?: number } = {}) {
-  const store = new KvStore(opts.maxLeases !== undefined ? { maxLeases: opts.maxLeases } : {});
-  const server = await startEtcdServer({ store, port: 0, readOnly: opts.readOnly ?? false });
-  servers.push(server);
-  const base = `http://127.0.0.1:${server.httpPort}`;
-  const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
-    const r = await fetch(base + path, { method: 'POST', body: typeof body === 'string' ? body : JSON.stringify(body), headers });
-    const text = await r.text();
-    return { status: r.status, text, json: (() => { try { return JSON.parse(text); } catch { return undefined; } })() };
-  };
-  return { store, server, post };
-}
+const serve = serveEtcdHttp;
 
 describe('read-only mode: no process in the pod can lock APISIX out', () => {
   it('refuses every auth change (user, role, grant, enable, disable); reads keep working without a token', async () => {
