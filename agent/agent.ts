@@ -105,7 +105,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // watching from its last revision and would wait silently on a store that restarted at 1. In
   // milliseconds the clock outruns the agent's revisions (at most one per coalescing window,
   // >= 100 ms by default) however long the previous process ran; it stays far below 2^53.
-  const store = new KvStore({ initialRevision: Date.now() });
+  // History only serves APISIX watches that resume a few revisions back (a watch further back is
+  // answered "compacted" and APISIX reloads everything): 16 MiB keeps ~3 revisions in which every
+  // endpoint of 10,000 services changed, where the default (256 MiB, 100,000 events) cost the
+  // agent ~200 MiB of RSS in such a mesh (BENCHMARKS.md).
+  const store = new KvStore({ initialRevision: Date.now(), maxHistoryBytes: 16 * 1024 * 1024 });
   const translator = new MeshTranslator({
     podIp: options.identity.podIp,
     ...(options.capturePorts ? { ports: options.capturePorts } : {}),
