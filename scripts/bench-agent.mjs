@@ -172,7 +172,15 @@ async function agentMemory(n, dist, nodeArgs = []) {
     }
     await sleep(1000);
     const pushes = memory(proc.pid);
-    return { steady: first.rss, firstPeak: first.peak, reconnectPeak: reconnect.peak, pushesPeak: pushes.peak, after: pushes.rss, pushMs: median(pushMs) };
+    // latency is what V8 flags could cost: one changed endpoint (svc-0's), pushed to landed
+    const oneMs = [];
+    for (let round = 1; round <= 9; round++) {
+      const t = performance.now();
+      ads.push(TYPE_URL.endpoint, [encodeCanonical(TYPE_URL.endpoint, cla('outbound|80||svc-0.ns-0.svc.cluster.local', 0, 3, 100 + round))]);
+      value = await until(url, key, value);
+      oneMs.push(performance.now() - t);
+    }
+    return { steady: first.rss, firstPeak: first.peak, reconnectPeak: reconnect.peak, pushesPeak: pushes.peak, after: pushes.rss, pushMs: median(pushMs), oneMs: median(oneMs) };
   } finally {
     proc.kill('SIGTERM');
     await new Promise((r) => proc.once('exit', r));
@@ -184,12 +192,15 @@ if (process.env.BENCH_AGENT_PART === 'memory') {
   const mib = (x) => `${x.toFixed(0)} MiB`;
   const builds = [['this build', new URL('../dist', import.meta.url).pathname]];
   if (process.env.BENCH_AGENT_BASELINE_DIST) builds.push(['baseline', process.env.BENCH_AGENT_BASELINE_DIST]);
-  const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  console.log(`agent memory, own process ${nodeArgs.join(' ')}: services | build | RSS after first snapshot | peak: first snapshot | + reconnect to a changed mesh | + 20 full pushes | RSS after | full push lands in (median)`);
+  // each build runs as its webhook injects it (node flags), unless BENCH_AGENT_NODE_ARGS says otherwise
+  const injectedFlags = async (dist) => (await import(`${dist}/webhook/injection/sidecar-parts.js`)).AGENT_COMMAND?.slice(1, -1) ?? [];
+  const override = process.env.BENCH_AGENT_NODE_ARGS?.split(' ').filter(Boolean);
+  console.log(`agent memory, own process: services | build (node flags) | RSS after first snapshot | peak: first snapshot | + reconnect to a changed mesh | + 20 full pushes | RSS after | full push lands in (median) | 1 endpoint changed lands in (median; 100 ms coalescing included)`);
   for (const n of SIZES) {
     for (const [name, dist] of builds) {
+      const nodeArgs = override ?? await injectedFlags(dist);
       const r = await agentMemory(n, dist, nodeArgs);
-      console.log(`${String(n).padStart(6)} | ${name} | ${mib(r.steady)} | ${mib(r.firstPeak)} | ${mib(r.reconnectPeak)} | ${mib(r.pushesPeak)} | ${mib(r.after)} | ${ms(r.pushMs)}`);
+      console.log(`${String(n).padStart(6)} | ${name} (${nodeArgs.join(' ') || 'none'}) | ${mib(r.steady)} | ${mib(r.firstPeak)} | ${mib(r.reconnectPeak)} | ${mib(r.pushesPeak)} | ${mib(r.after)} | ${ms(r.pushMs)} | ${ms(r.oneMs)}`);
     }
   }
   process.exit(0);
