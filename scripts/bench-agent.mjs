@@ -10,8 +10,9 @@
 //   3. one changed endpoint over a real ADS stream → the watch event leaving the etcd API;
 //   4. memory: the agent in its own process (`apisix-mesh agent`, as injected) through the first
 //      snapshot, a reconnect to a mesh where every cluster and endpoint changed, and 20 pushes that
-//      change every endpoint; peak RSS (VmHWM) after each phase. Baseline in the same run: the same
-//      scenario on another build (BENCH_AGENT_BASELINE_DIST=<its dist>), when given.
+//      change every endpoint; peak RSS (VmHWM) after each phase; each build with the node flags its
+//      webhook injects. Baselines in the same run: this build on V8's defaults, and another build
+//      (BENCH_AGENT_BASELINE_DIST=<its dist>) when given. BENCH_AGENT_PART=memory|speed: one part.
 // Plain ESM over dist/ (npm run bench builds first).
 import { performance } from 'node:perf_hooks';
 import http from 'node:http';
@@ -188,7 +189,7 @@ async function agentMemory(n, dist, nodeArgs = []) {
   }
 }
 
-if (process.env.BENCH_AGENT_PART === 'memory') {
+async function memoryPart() {
   const mib = (x) => `${x.toFixed(0)} MiB`;
   const builds = [['this build', new URL('../dist', import.meta.url).pathname]];
   if (process.env.BENCH_AGENT_BASELINE_DIST) builds.push(['baseline', process.env.BENCH_AGENT_BASELINE_DIST]);
@@ -197,12 +198,21 @@ if (process.env.BENCH_AGENT_PART === 'memory') {
   const override = process.env.BENCH_AGENT_NODE_ARGS?.split(' ').filter(Boolean);
   console.log(`agent memory, own process: services | build (node flags) | RSS after first snapshot | peak: first snapshot | + reconnect to a changed mesh | + 20 full pushes | RSS after | full push lands in (median) | 1 endpoint changed lands in (median; 100 ms coalescing included)`);
   for (const n of SIZES) {
-    for (const [name, dist] of builds) {
-      const nodeArgs = override ?? await injectedFlags(dist);
+    const runs = [];
+    for (const [name, dist] of builds) runs.push([name, dist, override ?? await injectedFlags(dist)]);
+    // baseline in every run: this build on V8's defaults (what the flags are worth)
+    if (!override) runs.splice(1, 0, [builds[0][0], builds[0][1], []]);
+    for (const [name, dist, nodeArgs] of runs) {
       const r = await agentMemory(n, dist, nodeArgs);
       console.log(`${String(n).padStart(6)} | ${name} (${nodeArgs.join(' ') || 'none'}) | ${mib(r.steady)} | ${mib(r.firstPeak)} | ${mib(r.reconnectPeak)} | ${mib(r.pushesPeak)} | ${mib(r.after)} | ${ms(r.pushMs)} | ${ms(r.oneMs)}`);
     }
   }
+}
+
+// BENCH_AGENT_PART: `memory` or `speed` runs only that part (default: both)
+const part = process.env.BENCH_AGENT_PART ?? 'all';
+if (part === 'memory') {
+  await memoryPart();
   process.exit(0);
 }
 
@@ -221,3 +231,4 @@ for (const n of SIZES) {
     process.exitCode = 1;
   }
 }
+if (part === 'all') await memoryPart();
