@@ -151,7 +151,7 @@ export const MESH_IMAGE_ENTRYPOINT = ['node', '/app/dist/cli/main.js'] as const;
 /**
  * V8's defaults let the agent's heap grow to ~4x what is live between full collections (each xDS
  * push turns the previous resources into garbage): in a 10,000-service mesh 20 full pushes peaked
- * at 690 MiB RSS with ~200 MiB live; with these flags 333 MiB, same latency (BENCHMARKS.md). Only
+ * at 683 MiB RSS; with these flags 354 MiB, full pushes ~30 % slower (BENCHMARKS.md). Only
  * on the command line: NODE_OPTIONS refuses --heap-growing-percent.
  */
 export const AGENT_COMMAND = ['node', '--heap-growing-percent=50', '--max-semi-space-size=2', '/app/dist/cli/main.js'];
