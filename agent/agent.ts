@@ -105,7 +105,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // watching from its last revision and would wait silently on a store that restarted at 1. In
   // milliseconds the clock outruns the agent's revisions (at most one per coalescing window,
   // >= 100 ms by default) however long the previous process ran; it stays far below 2^53.
-  const store = new KvStore({ initialRevision: Date.now() });
+  // History only serves APISIX watches that resume a few revisions back (a watch further back is
+  // answered "compacted" and APISIX reloads everything): 16 MiB keeps ~3 revisions in which every
+  // endpoint of 10,000 services changed; the default (256 MiB, 100,000 events) kept ~9 of them.
+  const store = new KvStore({ initialRevision: Date.now(), maxHistoryBytes: 16 * 1024 * 1024 });
   const translator = new MeshTranslator({
     podIp: options.identity.podIp,
     ...(options.capturePorts ? { ports: options.capturePorts } : {}),

@@ -53,14 +53,18 @@ export interface ApplyResult {
  * out with a note rather than handed to APISIX, which would refuse it anyway.
  */
 export class StoreApplier {
-  private readonly encoded = new WeakMap<object, { json: string; error: string | null }>();
+  /**
+   * Per object its JSON as the bytes the store keeps (the same Buffer: one copy of every value, not
+   * a string here and its bytes in the store), and its schema check.
+   */
+  private readonly encoded = new WeakMap<object, { bytes: Buffer; error: string | null }>();
   /** what the last apply left under the prefix (the API is read-only, so the store still holds it) */
-  private last: Map<string, string> | undefined;
+  private last: Map<string, Uint8Array | 'init_dir'> | undefined;
 
   constructor(private readonly store: KvStore) {}
 
   apply(config: ApisixConfig): ApplyResult {
-    const desired = new Map<string, string>();
+    const desired = new Map<string, Uint8Array | 'init_dir'>();
     const invalid: TranslationNote[] = [];
     let upstreams = 0;
     let routes = 0;
@@ -68,7 +72,7 @@ export class StoreApplier {
       const e = this.encode('upstream.strict', u);
       if (e.error) invalid.push({ kind: 'cluster', name: u.name, reason: 'schema-invalid', detail: e.error, skipped: true });
       else {
-        desired.set(`${UPSTREAMS}${u.id}`, e.json);
+        desired.set(`${UPSTREAMS}${u.id}`, e.bytes);
         upstreams++;
       }
     }
@@ -80,7 +84,7 @@ export class StoreApplier {
       const e = this.encode('route.strict', r);
       if (e.error) invalid.push({ kind: 'route', name: r.name, reason: 'schema-invalid', detail: e.error, skipped: true });
       else {
-        desired.set(`${ROUTES}${r.id}`, e.json);
+        desired.set(`${ROUTES}${r.id}`, e.bytes);
         routes++;
       }
     }
@@ -93,8 +97,8 @@ export class StoreApplier {
     if (!this.last) {
       revision = this.store.applySnapshot(APISIX_PREFIX, desired, applyOrder);
     } else {
-      // Diff against the previous snapshot: unchanged objects reuse the same JSON string, so
-      // this is a pointer comparison per key instead of re-encoding every value.
+      // Diff against the previous snapshot: unchanged objects reuse the same bytes, so this is a
+      // pointer comparison per key instead of re-encoding every value.
       const writes: StoreWrite[] = [];
       for (const [key, value] of desired) if (this.last.get(key) !== value) writes.push({ op: 'put', key, value });
       for (const key of this.last.keys()) if (!desired.has(key)) writes.push({ op: 'delete', key });
@@ -104,9 +108,9 @@ export class StoreApplier {
     return { revision, invalid, upstreams, routes };
   }
 
-  private encode(schema: 'upstream.strict' | 'route.strict', object: ApisixUpstream | ApisixRoute): { json: string; error: string | null } {
+  private encode(schema: 'upstream.strict' | 'route.strict', object: ApisixUpstream | ApisixRoute): { bytes: Buffer; error: string | null } {
     let e = this.encoded.get(object);
-    if (!e) this.encoded.set(object, (e = { json: JSON.stringify(object), error: validateApisix(schema, object) }));
+    if (!e) this.encoded.set(object, (e = { bytes: Buffer.from(JSON.stringify(object), 'utf8'), error: validateApisix(schema, object) }));
     return e;
   }
 }

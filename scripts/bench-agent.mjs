@@ -7,10 +7,17 @@
 //   2. one changed endpoint: the agent's incremental path (decode only the pushed assignment,
 //      cached per-resource translations, store diff) vs a naive full re-translation of everything
 //      (what a translator without caches does), measured in the same run;
-//   3. one changed endpoint over a real ADS stream → the watch event leaving the etcd API.
+//   3. one changed endpoint over a real ADS stream → the watch event leaving the etcd API;
+//   4. memory: the agent in its own process (`apisix-mesh agent`, as injected) through the first
+//      snapshot, a reconnect to a mesh where every cluster and endpoint changed, and 20 pushes that
+//      change every endpoint; peak RSS (VmHWM) after each phase; each build with the node flags its
+//      webhook injects. Baselines in the same run: this build on V8's defaults, and another build
+//      (BENCH_AGENT_BASELINE_DIST=<its dist>) when given. BENCH_AGENT_PART=memory|speed: one part.
 // Plain ESM over dist/ (npm run bench builds first).
 import { performance } from 'node:perf_hooks';
 import http from 'node:http';
+import net from 'node:net';
+import { spawn } from 'node:child_process';
 import { encodeCanonical, decodeMessage } from '../dist/agent/xds/codec.js';
 import { TYPE_URL } from '../dist/agent/xds/protos.js';
 import { adsServer, cla, encodeAll, mesh } from './synthetic-mesh.mjs';
@@ -18,6 +25,8 @@ import { MeshTranslator } from '../dist/agent/translate/snapshot.js';
 import { StoreApplier } from '../dist/agent/apply.js';
 import { KvStore } from '../dist/agent/store/store.js';
 import { startAgent } from '../dist/agent/agent.js';
+import { upstreamId } from '../dist/agent/translate/ids.js';
+import { memory } from './etcd-hostile-clients.mjs';
 
 const SIZES = (process.env.BENCH_SIZES ?? '1000,5000,10000').split(',').map(Number);
 const gc = globalThis.gc ?? (() => {});
@@ -112,6 +121,101 @@ async function overTheWire(n) {
   return median(lat);
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const b64 = (s) => Buffer.from(s).toString('base64');
+const freePort = () => new Promise((res) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => res(port)); }); });
+
+/** The value of one key in the agent's etcd API ('' while it is not there or the API is not up). */
+async function valueOf(url, key) {
+  try {
+    const r = await fetch(`${url}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: b64(key) }) });
+    return (await r.json()).kvs?.[0]?.value ?? '';
+  } catch { return ''; }
+}
+
+async function until(url, key, differsFrom) {
+  for (let i = 0; i < 2400; i++) {
+    const v = await valueOf(url, key);
+    if (v && v !== differsFrom) return v;
+    await sleep(25);
+  }
+  throw new Error(`the agent did not serve a new value of ${key} within 60 s`);
+}
+
+/** Phase 4 above; `dist` is the build to run. Returns MiB and the median time a full push takes to land. */
+async function agentMemory(n, dist, nodeArgs = []) {
+  let bytes = encodeAll(mesh(n));
+  const ads = await adsServer(bytes);
+  const etcdPort = await freePort();
+  const env = { ...process.env, POD_NAME: 'bench', POD_NAMESPACE: 'default', INSTANCE_IP: '10.0.0.1' };
+  const proc = spawn(process.execPath, [...nodeArgs, `${dist}/cli/main.js`, 'agent', '--xds-address', `127.0.0.1:${ads.port}`, '--etcd-listen', `127.0.0.1:${etcdPort}`,
+    '--status-port', '0', '--status-host', '127.0.0.1', '--log-level', 'error'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const url = `http://127.0.0.1:${etcdPort}`;
+  // svc-0's upstream: every phase changes it, so its new value means the phase was applied
+  const key = `/apisix/upstreams/${upstreamId('outbound|80||svc-0.ns-0.svc.cluster.local')}`;
+  try {
+    let value = await until(url, key, '');
+    await sleep(2000);
+    const first = memory(proc.pid);
+    bytes = null;
+    ads.reconnect(encodeAll(mesh(n, 1)));
+    value = await until(url, key, value);
+    await sleep(2000);
+    const reconnect = memory(proc.pid);
+    const pushMs = [];
+    for (let p = 1; p <= 20; p++) {
+      const endpoints = [];
+      for (let i = 0; i < n; i++) endpoints.push(encodeCanonical(TYPE_URL.endpoint, cla(`outbound|80||svc-${i}.ns-${i % 50}.svc.cluster.local`, i, 3, 1 + p * 3)));
+      const t = performance.now();
+      ads.push(TYPE_URL.endpoint, endpoints);
+      value = await until(url, key, value);
+      pushMs.push(performance.now() - t);
+    }
+    await sleep(1000);
+    const pushes = memory(proc.pid);
+    // latency is what V8 flags could cost: one changed endpoint (svc-0's), pushed to landed
+    const oneMs = [];
+    for (let round = 1; round <= 9; round++) {
+      const t = performance.now();
+      ads.push(TYPE_URL.endpoint, [encodeCanonical(TYPE_URL.endpoint, cla('outbound|80||svc-0.ns-0.svc.cluster.local', 0, 3, 100 + round))]);
+      value = await until(url, key, value);
+      oneMs.push(performance.now() - t);
+    }
+    return { steady: first.rss, firstPeak: first.peak, reconnectPeak: reconnect.peak, pushesPeak: pushes.peak, after: pushes.rss, pushMs: median(pushMs), oneMs: median(oneMs) };
+  } finally {
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc.once('exit', r));
+    ads.stop();
+  }
+}
+
+async function memoryPart() {
+  const mib = (x) => `${x.toFixed(0)} MiB`;
+  const builds = [['this build', new URL('../dist', import.meta.url).pathname]];
+  if (process.env.BENCH_AGENT_BASELINE_DIST) builds.push(['baseline', process.env.BENCH_AGENT_BASELINE_DIST]);
+  // each build runs as its webhook injects it (node flags), unless BENCH_AGENT_NODE_ARGS says otherwise
+  const injectedFlags = async (dist) => (await import(`${dist}/webhook/injection/sidecar-parts.js`)).AGENT_COMMAND?.slice(1, -1) ?? [];
+  const override = process.env.BENCH_AGENT_NODE_ARGS?.split(' ').filter(Boolean);
+  console.log(`agent memory, own process: services | build (node flags) | RSS after first snapshot | peak: first snapshot | + reconnect to a changed mesh | + 20 full pushes | RSS after | full push lands in (median) | 1 endpoint changed lands in (median; 100 ms coalescing included)`);
+  for (const n of SIZES) {
+    const runs = [];
+    for (const [name, dist] of builds) runs.push([name, dist, override ?? await injectedFlags(dist)]);
+    // baseline in every run: this build on V8's defaults (what the flags are worth)
+    if (!override) runs.splice(1, 0, [builds[0][0], builds[0][1], []]);
+    for (const [name, dist, nodeArgs] of runs) {
+      const r = await agentMemory(n, dist, nodeArgs);
+      console.log(`${String(n).padStart(6)} | ${name} (${nodeArgs.join(' ') || 'none'}) | ${mib(r.steady)} | ${mib(r.firstPeak)} | ${mib(r.reconnectPeak)} | ${mib(r.pushesPeak)} | ${mib(r.after)} | ${ms(r.pushMs)} | ${ms(r.oneMs)}`);
+    }
+  }
+}
+
+// BENCH_AGENT_PART: `memory` or `speed` runs only that part (default: both)
+const part = process.env.BENCH_AGENT_PART ?? 'all';
+if (part === 'memory') {
+  await memoryPart();
+  process.exit(0);
+}
+
 console.log('mesh agent: synthetic meshes (1 EDS cluster x 3 endpoints + 1 vhost/route per service); shared 2-core machine, medians of 7-9 rounds');
 console.log('services | APISIX objects | full snapshot (decode+translate+check+apply) | agent heap | 1 endpoint changed: incremental | naive full re-translation (baseline) | speed-up | xDS push -> watch event');
 // warm-up: compiles the APISIX schema validators and JIT-compiles the hot paths once
@@ -127,3 +231,4 @@ for (const n of SIZES) {
     process.exitCode = 1;
   }
 }
+if (part === 'all') await memoryPart();

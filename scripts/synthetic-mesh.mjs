@@ -4,16 +4,17 @@ import * as grpc from '@grpc/grpc-js';
 import { encodeCanonical } from '../dist/agent/xds/codec.js';
 import { envoyRoot, TYPE_URL } from '../dist/agent/xds/protos.js';
 
-export function mesh(n) {
+/** `changed`: every cluster and endpoint differs from mesh(n)'s (a reconnect to a changed mesh) */
+export function mesh(n, changed = 0) {
   const clusters = [], endpoints = [], vhosts = [];
   for (let i = 0; i < n; i++) {
     const host = `svc-${i}.ns-${i % 50}.svc.cluster.local`;
     const name = `outbound|80||${host}`;
-    clusters.push({ name, type: 'EDS', eds_cluster_config: { eds_config: { ads: {}, resource_api_version: 'V3' }, service_name: name }, connect_timeout: '10s', lb_policy: 'LEAST_REQUEST',
+    clusters.push({ name, type: 'EDS', eds_cluster_config: { eds_config: { ads: {}, resource_api_version: 'V3' }, service_name: name }, connect_timeout: `${10 + changed}s`, lb_policy: 'LEAST_REQUEST',
       circuit_breakers: { thresholds: [{ max_connections: 4294967295, max_pending_requests: 4294967295, max_requests: 4294967295, max_retries: 4294967295, track_remaining: true }] },
       common_lb_config: { locality_weighted_lb_config: {} },
       metadata: { filter_metadata: { istio: { services: [{ host, name: `svc-${i}`, namespace: `ns-${i % 50}` }] } } } });
-    endpoints.push(cla(name, i, 3));
+    endpoints.push(cla(name, i, 3, changed));
     vhosts.push({ name: `${host}:80`, domains: [host, `${host}.`, `svc-${i}.ns-${i % 50}`, `svc-${i}.ns-${i % 50}.svc`, `10.96.${(i >> 8) & 255}.${i & 255}`],
       routes: [{ name: 'default', match: { prefix: '/' }, route: { cluster: name, timeout: '0s', retry_policy: { retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes', num_retries: 2, host_selection_retry_max_attempts: '5' }, max_grpc_timeout: '0s' } }] });
   }
@@ -37,7 +38,10 @@ export function encodeAll(m) {
   return out;
 }
 
-/** A minimal ADS server (state of the world): answers each subscription with `bytes`, `push` sends more. */
+/**
+ * A minimal ADS server (state of the world): answers each subscription with `bytes`, `push` sends
+ * more; `reconnect` ends every stream (the clients reconnect) and serves `next` from then on.
+ */
 export async function adsServer(bytes) {
   const root = envoyRoot();
   const Req = root.lookupType('envoy.service.discovery.v3.DiscoveryRequest');
@@ -60,6 +64,11 @@ export async function adsServer(bytes) {
     call.on('error', () => streams.delete(call));
   } });
   const port = await new Promise((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-  return { port, push: (typeUrl, list) => { for (const c of streams) respond(c, typeUrl, list); }, stop: () => server.forceShutdown() };
+  const reconnect = (next) => {
+    bytes = next;
+    for (const c of streams) c.end();
+    streams.clear();
+  };
+  return { port, push: (typeUrl, list) => { for (const c of streams) respond(c, typeUrl, list); }, reconnect, stop: () => server.forceShutdown() };
 }
 

@@ -138,7 +138,7 @@ export class KvStore {
    */
   applySnapshot(
     prefix: string,
-    desired: ReadonlyMap<string, string>,
+    desired: ReadonlyMap<string, string | Uint8Array>,
     order?: (a: StoreWrite, b: StoreWrite) => number,
   ): number {
     const bytePrefix = keyFromText(prefix);
@@ -149,8 +149,8 @@ export class KvStore {
       const byteKey = keyFromText(key);
       wanted.add(byteKey);
       const have = this.current.get(byteKey);
-      const bytes = Buffer.from(value, 'utf8');
-      if (!have || !bytes.equals(have.value)) writes.push({ op: 'put', key, value: bytes });
+      const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+      if (!have || !Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).equals(have.value)) writes.push({ op: 'put', key, value: bytes });
     }
     for (const key of this.keysWithPrefix(bytePrefix)) {
       if (!wanted.has(key)) writes.push({ op: 'delete', key: Buffer.from(key, 'latin1').toString('utf8') });

@@ -126,3 +126,22 @@ describe('RE2 acceptance', () => {
   });
 });
 
+
+describe('what the agent keeps of a resource', () => {
+  it('drops the istio metadata of clusters and endpoints (the translation never reads it; memory per service)', () => {
+    const istio = { filter_metadata: { istio: { services: [{ host: 'a.ns.svc.cluster.local', name: 'a', namespace: 'ns' }] } } };
+    const c = decode('cluster', cluster({ metadata: istio }));
+    expect(c.error).toBeUndefined();
+    expect(c.value).not.toHaveProperty('metadata');
+    expect(c.value).toMatchObject({ name: 'outbound|80||a.ns.svc.cluster.local', type: 'EDS' });
+    const lb = { endpoint: { address: { socket_address: { address: '10.0.0.1', port_value: 80 } } }, metadata: istio };
+    const e = decode('endpoint', { cluster_name: 'c', endpoints: [{ lb_endpoints: [lb, lb] }] });
+    expect(e.error).toBeUndefined();
+    const kept = (e.value as { endpoints: Array<{ lb_endpoints: Array<Record<string, unknown>> }> }).endpoints[0]!.lb_endpoints;
+    expect(kept).toHaveLength(2);
+    for (const l of kept) {
+      expect(l).not.toHaveProperty('metadata');
+      expect(l).toHaveProperty('endpoint.address.socket_address.address', '10.0.0.1');
+    }
+  });
+});

@@ -8,4 +8,12 @@ export const endpointResourceType = resourceType<ClusterLoadAssignment>({
   nameField: 1,
   nameOf: (cla) => cla.cluster_name,
   validate: () => [],
+  // istiod's per-endpoint metadata (workload name, TLS mode as protobuf Structs): the translation
+  // never reads it, and there are several endpoints per service.
+  retain(cla) {
+    for (const locality of cla.endpoints ?? []) {
+      for (const lb of locality.lb_endpoints ?? []) delete (lb as { metadata?: unknown }).metadata;
+    }
+    return cla;
+  },
 });

@@ -38,6 +38,11 @@ export interface ResourceTypeSpec<T> {
   nameOf(resource: T): string | undefined;
   /** this type's own checks, beyond its protos' rules */
   validate(resource: T): string[];
+  /**
+   * What the agent keeps of a valid resource, for its whole life: fields nothing downstream reads
+   * are dropped here (after validation), as they would cost memory per resource in large meshes.
+   */
+  retain?(resource: T): T;
 }
 
 /** Envoy compiles every RegexMatcher when it loads a configuration and NACKs one RE2 refuses. */
@@ -80,7 +85,7 @@ export function resourceType<T>(spec: ResourceTypeSpec<T>): XdsResourceType<T> {
         problems = [`cannot be validated: ${short(err)}`];
       }
       if (problems.length) return { name: name!, error: problems.slice(0, MAX_PROBLEMS).join('; ') };
-      return { name: name!, value: resource };
+      return { name: name!, value: spec.retain ? spec.retain(resource) : resource };
     },
   };
 }
