@@ -18,36 +18,11 @@ import { MeshTranslator } from '../dist/agent/translate/snapshot.js';
 import { StoreApplier } from '../dist/agent/apply.js';
 import { KvStore } from '../dist/agent/store/store.js';
 import { startAgent } from '../dist/agent/agent.js';
+import { mesh, cla } from './synthetic-mesh.mjs';
 
 const SIZES = (process.env.BENCH_SIZES ?? '1000,5000,10000').split(',').map(Number);
 const gc = globalThis.gc ?? (() => {});
 const ms = (t) => `${t.toFixed(1)} ms`;
-
-function mesh(n) {
-  const clusters = [], endpoints = [], vhosts = [];
-  for (let i = 0; i < n; i++) {
-    const host = `svc-${i}.ns-${i % 50}.svc.cluster.local`;
-    const name = `outbound|80||${host}`;
-    clusters.push({ name, type: 'EDS', eds_cluster_config: { eds_config: { ads: {}, resource_api_version: 'V3' }, service_name: name }, connect_timeout: '10s', lb_policy: 'LEAST_REQUEST',
-      circuit_breakers: { thresholds: [{ max_connections: 4294967295, max_pending_requests: 4294967295, max_requests: 4294967295, max_retries: 4294967295, track_remaining: true }] },
-      common_lb_config: { locality_weighted_lb_config: {} },
-      metadata: { filter_metadata: { istio: { services: [{ host, name: `svc-${i}`, namespace: `ns-${i % 50}` }] } } } });
-    endpoints.push(cla(name, i, 3));
-    vhosts.push({ name: `${host}:80`, domains: [host, `${host}.`, `svc-${i}.ns-${i % 50}`, `svc-${i}.ns-${i % 50}.svc`, `10.96.${(i >> 8) & 255}.${i & 255}`],
-      routes: [{ name: 'default', match: { prefix: '/' }, route: { cluster: name, timeout: '0s', retry_policy: { retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes', num_retries: 2, host_selection_retry_max_attempts: '5' }, max_grpc_timeout: '0s' } }] });
-  }
-  vhosts.push({ name: 'allow_any', domains: ['*'], routes: [{ name: 'allow_any', match: { prefix: '/' }, route: { cluster: 'PassthroughCluster', timeout: '0s' } }] });
-  clusters.push({ name: 'PassthroughCluster', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED', connect_timeout: '10s' });
-  const listener = { name: '0.0.0.0_80', address: { socket_address: { address: '0.0.0.0', port_value: 80 } }, traffic_direction: 'OUTBOUND', bind_to_port: false,
-    filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager', stat_prefix: 'outbound_0.0.0.0_80', rds: { config_source: { ads: {} }, route_config_name: '80' } } }] }] };
-  return { cluster: clusters, endpoint: endpoints, listener: [listener], route: [{ name: '80', virtual_hosts: vhosts, validate_clusters: false, ignore_port_in_host_matching: true }] };
-}
-
-function cla(name, i, count, extra = 0) {
-  const lb = [];
-  for (let k = 0; k < count; k++) lb.push({ endpoint: { address: { socket_address: { address: `10.${(i >> 8) & 255}.${i & 255}.${k + 1 + extra}`, port_value: 8080 } } }, health_status: 'HEALTHY', load_balancing_weight: 1 });
-  return { cluster_name: name, endpoints: [{ locality: { region: 'r', zone: 'z' }, lb_endpoints: lb, load_balancing_weight: count }] };
-}
 
 /** the mesh as istiod puts it on the wire: protobuf bytes per resource */
 function encodeAll(m) {
