@@ -20,6 +20,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import YAML from 'yaml';
 import { endpointIp, mesh, serviceVip } from './synthetic-mesh.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -30,7 +31,7 @@ const CONNECTIONS = Number(env('BENCH_CONNECTIONS', 16));
 const WARMUP_MS = Number(env('BENCH_WARMUP_MS', 1500));
 const DURATION_MS = Number(env('BENCH_DURATION_MS', 5000));
 const SERVICES = Number(env('BENCH_SERVICES', 1000));
-const MEMORY_SIZES = env('BENCH_MEMORY_SIZES', '0,1000,10000').split(',').map(Number);
+const MEMORY_SIZES = env('BENCH_MEMORY_SIZES', '0,1000,10000').split(',').filter(Boolean).map(Number);
 const BODY = 1024;
 const APP_PORT = 9080;
 const APP_UID = 1000;
@@ -38,6 +39,8 @@ const PROXY_UID = 1337;
 const TARGET = 1; // the service the app calls: svc-1 (VIP 10.96.0.1:80, endpoints 10.0.1.1-3:8080)
 const DEADLINE_MS = 15 * 60_000;
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100);
+/** BENCH_DIAGNOSE=1: also APISIX without its access log, and a perf profile of APISIX at saturation */
+const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
 const ISTIO = { vcpu: 0.2, mb: 60, addedP90: 0.228, addedP99: 0.298 };
 
 process.env.APISIX_RUNTIME ??= '/var/cache/apisix-mesh/apisix-runtime-3.13.0';
@@ -217,8 +220,20 @@ ${endpoints.map((ip) => `        server ${ip}:8080;`).join('\n')}
 `;
 }
 
-/** The injected pod; `bare` swaps APISIX's command for a bare nginx of the same OpenResty build. */
-async function startMeshPod(h, load, { bare, services }) {
+/** The injected APISIX config.yaml (an annotation the config container copies) with `edit` applied. */
+function editApisixConfig(h, pod, edit) {
+  const key = h.annotations.APISIX_CONFIG_ANNOTATION;
+  const doc = YAML.parse(pod.metadata.annotations[key]);
+  edit(doc);
+  pod.metadata.annotations[key] = YAML.stringify(doc);
+  return pod;
+}
+
+/**
+ * The injected pod; `bare` swaps APISIX's command for a bare nginx of the same OpenResty build,
+ * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs).
+ */
+async function startMeshPod(h, load, { bare, services, noAccessLog }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -235,7 +250,9 @@ async function startMeshPod(h, load, { bare, services }) {
       manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
       xds: trafficMesh(h.xds, services),
       clusterAddresses: endpoints,
-      mutateInjected: bare
+      mutateInjected: noAccessLog
+        ? (p) => editApisixConfig(h, p, (doc) => ((doc.nginx_config.http ??= {}).enable_access_log = false))
+        : bare
         ? (p) => {
             const c = p.spec.containers.find((x) => x.name === 'apisix-mesh-apisix');
             // the image's entrypoint runs any other command as it is (`exec "$@"`)
@@ -321,7 +338,7 @@ function summarise(results) {
   const pick = (name, dir, get) => median(results.filter((r) => r.name === name && r.dir === dir).map(get));
   console.log(`\nsummary: medians of ${ROUNDS} rounds (latency in ms; CPU in CPU-seconds per 1,000 requests = vCPU at 1,000 req/s)`);
   console.log('setup   | hop      | p50 / p90 / p99 @rate  | proxy CPU @rate | agent CPU @rate | saturation req/s | sat p50 / p99 | proxy CPU @sat');
-  for (const name of ['direct', 'nginx', 'sidecar']) {
+  for (const name of [...new Set(results.map((r) => r.name))]) {
     for (const dir of ['outbound', 'inbound']) {
       const g = (k) => pick(name, dir, k);
       console.log(
@@ -339,6 +356,32 @@ function summarise(results) {
   console.log(`  both hops (outbound + inbound) add p90 ${f(added('p90'), 3)} ms, p99 ${f(added('p99'), 3)} ms over direct at ${RATE} req/s (Istio 1.20, two Envoys with mTLS: +${ISTIO.addedP90} / +${ISTIO.addedP99} ms)`);
   const vcpu = Math.max(...['outbound', 'inbound'].map((dir) => pick('sidecar', dir, (r) => r.fixed.proxyCpu + r.fixed.agentCpu)));
   console.log(`  APISIX + agent at ${RATE} req/s through one hop: ${f(vcpu, 3)} vCPU (worse hop; aim < ${ISTIO.vcpu}; Istio 1.24 Envoy: ${ISTIO.vcpu} vCPU)`);
+}
+
+/** Where APISIX's processes spend their CPU at saturation (outbound): perf, by object and by symbol. */
+async function profileApisix(setup, load) {
+  const pids = setup.roles().proxy;
+  const data = join(mkdtempSync(join(tmpdir(), 'apisix-mesh-bench-perf-')), 'perf.data');
+  try {
+    const run = runLoad(load, setup.ns, APP_UID, setup.outboundUrl, 0, () => ({ proxy: [], agent: [] }));
+    await new Promise((r) => setTimeout(r, WARMUP_MS));
+    // not spawnSync: this process is the pods' kubelet and must keep draining APISIX's output
+    const perf = spawn('perf', ['record', '-F', '499', '-g', '-o', data, '-p', pids.join(','), '--', 'sleep', String(Math.max(1, Math.floor(DURATION_MS / 1000) - 1))], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const rec = await follow(perf, () => undefined);
+    await run;
+    if (rec.code !== 0) return console.log(`perf record failed: ${rec.stderr.slice(0, 300)}`);
+    const report = (sort, rows) =>
+      spawnSync('perf', ['report', '-i', data, '--stdio', '--no-children', '--sort', sort, '-g', 'none', '--percent-limit', '0.4'], { encoding: 'utf8', maxBuffer: 64 << 20 })
+        .stdout.split('\n')
+        .filter((l) => /^\s+\d/.test(l))
+        .slice(0, rows);
+    console.log(`\nperf profile of APISIX (${pids.length} processes) at outbound saturation, by object:`);
+    for (const l of report('dso', 12)) console.log(`  ${l.trim()}`);
+    console.log('by symbol, outside the kernel (percent of all samples):');
+    for (const l of report('dso,sym', 200).filter((l) => !l.includes('[kernel')).slice(0, 25)) console.log(`  ${l.trim()}`);
+  } finally {
+    rmSync(dirname(data), { recursive: true, force: true });
+  }
 }
 
 async function memorySeries(h, load) {
@@ -382,6 +425,7 @@ async function main() {
     requirements: await loadHarness('test/support/pod/requirements.js'),
     network: await loadHarness('test/support/pod/network.js'),
     xds: await loadHarness('test/support/istio-xds.js'),
+    annotations: await loadHarness('webhook/injection/annotations.js'),
   };
   const missing = h.requirements.missingForPod();
   if (missing) {
@@ -407,10 +451,12 @@ async function main() {
     setups.direct = await startDirect(h, script);
     setups.nginx = await startMeshPod(h, script, { bare: true, services: 0 });
     setups.sidecar = await startMeshPod(h, script, { bare: false, services: SERVICES });
+    if (DIAGNOSE) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
     const results = [];
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const name of ['direct', 'nginx', 'sidecar']) await measureSetup(name, setups[name], script, round, results);
+      for (const name of Object.keys(setups)) await measureSetup(name, setups[name], script, round, results);
     }
+    if (DIAGNOSE) await profileApisix(setups.sidecar, script);
     const apisix = memoryOf(setups.sidecar.roles().proxy);
     const agent = memoryOf(setups.sidecar.roles().agent);
     console.log(`sidecar pod after the traffic (${SERVICES} services): APISIX ${f(apisix.pssMiB, 1)} MiB PSS / ${f(apisix.rssMiB, 1)} MiB RSS summed, agent ${f(agent.rssMiB, 1)} MiB RSS`);
