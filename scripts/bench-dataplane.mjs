@@ -361,6 +361,32 @@ function summarise(results) {
   console.log(`  APISIX + agent at ${RATE} req/s through one hop: ${f(vcpu, 3)} vCPU (worse hop; aim < ${ISTIO.vcpu}; Istio 1.24 Envoy: ${ISTIO.vcpu} vCPU)`);
 }
 
+/** Where APISIX's processes spend their CPU at saturation (outbound): perf, by object and by symbol. */
+async function profileApisix(setup, load) {
+  const pids = setup.roles().proxy;
+  const data = join(mkdtempSync(join(tmpdir(), 'apisix-mesh-bench-perf-')), 'perf.data');
+  try {
+    const run = runLoad(load, setup.ns, APP_UID, setup.outboundUrl, 0, () => ({ proxy: [], agent: [] }));
+    await new Promise((r) => setTimeout(r, WARMUP_MS));
+    // not spawnSync: this process is the pods' kubelet and must keep draining APISIX's output
+    const perf = spawn('perf', ['record', '-F', '499', '-g', '-o', data, '-p', pids.join(','), '--', 'sleep', String(Math.max(1, Math.floor(DURATION_MS / 1000) - 1))], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const rec = await follow(perf, () => undefined);
+    await run;
+    if (rec.code !== 0) return console.log(`perf record failed: ${rec.stderr.slice(0, 300)}`);
+    const report = (sort, rows) =>
+      spawnSync('perf', ['report', '-i', data, '--stdio', '--no-children', '--sort', sort, '-g', 'none', '--percent-limit', '0.4'], { encoding: 'utf8', maxBuffer: 64 << 20 })
+        .stdout.split('\n')
+        .filter((l) => /^\s+\d/.test(l))
+        .slice(0, rows);
+    console.log(`\nperf profile of APISIX (${pids.length} processes) at outbound saturation, by object:`);
+    for (const l of report('dso', 12)) console.log(`  ${l.trim()}`);
+    console.log('by symbol, outside the kernel (percent of all samples):');
+    for (const l of report('dso,sym', 200).filter((l) => !l.includes('[kernel')).slice(0, 25)) console.log(`  ${l.trim()}`);
+  } finally {
+    rmSync(dirname(data), { recursive: true, force: true });
+  }
+}
+
 /**
  * Until APISIX answers for service `i` (the newest of a push) from its own endpoints, ten times in a
  * row on new connections (so both workers hold it, their routers rebuilt): the revision the harness
