@@ -234,7 +234,7 @@ function editApisixConfig(h, pod, edit) {
  * The injected pod; `bare` swaps APISIX's command for a bare nginx of the same OpenResty build,
  * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs).
  */
-async function startMeshPod(h, load, { bare, services, noAccessLog }) {
+async function startMeshPod(h, script, { bare, services, noAccessLog }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -264,7 +264,7 @@ async function startMeshPod(h, load, { bare, services, noAccessLog }) {
     });
     await pod.kubelet.waitReady(120_000);
     if (!bare && !(await pod.waitSynced(120_000))) throw new Error('APISIX did not catch up with the agent');
-    const servers = [await startServer(load, pod.network.cluster, undefined, '0.0.0.0', 8080), await startServer(load, pod.network.pod, APP_UID, '0.0.0.0', APP_PORT)];
+    const servers = [await startServer(script, pod.network.cluster, undefined, '0.0.0.0', 8080), await startServer(script, pod.network.pod, APP_UID, '0.0.0.0', APP_PORT)];
     return {
       pod,
       ns: pod.network.pod,
@@ -285,11 +285,11 @@ async function startMeshPod(h, load, { bare, services, noAccessLog }) {
   }
 }
 
-async function startDirect(h, load) {
+async function startDirect(h, script) {
   const network = h.network.createPodNetwork();
   try {
     network.addClusterAddresses(...endpoints);
-    const servers = [await startServer(load, network.cluster, undefined, '0.0.0.0', 8080), await startServer(load, network.pod, APP_UID, '0.0.0.0', APP_PORT)];
+    const servers = [await startServer(script, network.cluster, undefined, '0.0.0.0', 8080), await startServer(script, network.pod, APP_UID, '0.0.0.0', APP_PORT)];
     return {
       ns: network.pod,
       cluster: network.cluster,
@@ -317,15 +317,15 @@ const best = (xs, higherIsBetter = false) => {
   return s.length ? (higherIsBetter ? Math.max(...s) : Math.min(...s)) : NaN;
 };
 
-async function measureSetup(name, setup, load, round, results) {
+async function measureSetup(name, setup, script, round, results) {
   for (const dir of ['outbound', 'inbound']) {
     const ns = dir === 'outbound' ? setup.ns : setup.cluster;
     const uid = dir === 'outbound' ? APP_UID : undefined;
     const url = dir === 'outbound' ? setup.outboundUrl : setup.inboundUrl;
     let roles = setup.roles();
-    const fixed = await runLoad(load, ns, uid, url, RATE, () => roles);
+    const fixed = await runLoad(script, ns, uid, url, RATE, () => roles);
     roles = setup.roles();
-    const sat = await runLoad(load, ns, uid, url, 0, () => roles);
+    const sat = await runLoad(script, ns, uid, url, 0, () => roles);
     const row = { round, name, dir, fixed, sat, load: load1() };
     results.push(row);
     console.log(
@@ -362,11 +362,11 @@ function summarise(results) {
 }
 
 /** Where APISIX's processes spend their CPU at saturation (outbound): perf, by object and by symbol. */
-async function profileApisix(setup, load) {
+async function profileApisix(setup, script) {
   const pids = setup.roles().proxy;
   const data = join(mkdtempSync(join(tmpdir(), 'apisix-mesh-bench-perf-')), 'perf.data');
   try {
-    const run = runLoad(load, setup.ns, APP_UID, setup.outboundUrl, 0, () => ({ proxy: [], agent: [] }));
+    const run = runLoad(script, setup.ns, APP_UID, setup.outboundUrl, 0, () => ({ proxy: [], agent: [] }));
     await new Promise((r) => setTimeout(r, WARMUP_MS));
     // not spawnSync: this process is the pods' kubelet and must keep draining APISIX's output
     const perf = spawn('perf', ['record', '-F', '499', '-g', '-o', data, '-p', pids.join(','), '--', 'sleep', String(Math.max(1, Math.floor(DURATION_MS / 1000) - 1))], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -406,7 +406,7 @@ async function waitServing(pod, i, timeoutMs = 300_000) {
   }
 }
 
-async function memorySeries(h, load) {
+async function memorySeries(h, setups) {
   console.log(`\nmemory: a fresh injected pod, the mesh grown by istiod pushes to ${MEMORY_SIZES.join(' / ')} services; each worker's router built by requests first`);
   console.log('services | agent routes / upstreams | APISIX PSS (all processes) | APISIX RSS summed | agent RSS | APISIX + agent (PSS) | load');
   const pod = await h.harness.startPod({
@@ -414,6 +414,7 @@ async function memorySeries(h, load) {
     xds: trafficMesh(h.xds, MEMORY_SIZES[0]),
     clusterAddresses: endpoints,
   });
+  setups.memory = { stop: () => pod.stop() }; // stopped by the bench's cleanup too
   const rows = [];
   try {
     await pod.kubelet.waitReady(120_000);
@@ -437,6 +438,7 @@ async function memorySeries(h, load) {
     }
   } finally {
     await pod.stop();
+    delete setups.memory;
   }
   const at = rows.find((r) => r.n === 1000);
   if (at) console.log(`  at 1,000 services: APISIX + agent ${f(at.apisix.pssMiB + at.agent.pssMiB, 1)} MiB PSS (aim < ${ISTIO.mb} MB; Istio 1.24 Envoy: ${ISTIO.mb} MB)`);
@@ -466,7 +468,16 @@ async function main() {
     console.error(`the bench did not end within ${DEADLINE_MS / 60_000} minutes: stopping`);
     cleanup().finally(() => process.exit(1));
   }, DEADLINE_MS);
-  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => cleanup().finally(() => process.exit(1)));
+  // `on`, not `once`: a second signal while cleaning up must not kill this process half-way
+  let stopping = false;
+  for (const sig of ['SIGINT', 'SIGTERM']) {
+    process.on(sig, () => {
+      if (stopping) return;
+      stopping = true;
+      console.error(`${sig}: stopping the pods and namespaces`);
+      cleanup().finally(() => process.exit(1));
+    });
+  }
   try {
     console.log(
       `${cpus().length} cores, load average ${load1()}, node ${process.version}; 1 KiB POST -> 1 KiB answer, keep-alive, ` +
@@ -491,7 +502,7 @@ async function main() {
       await setups[name].stop();
       delete setups[name];
     }
-    if (MEMORY_SIZES.length) await memorySeries(h, script);
+    if (MEMORY_SIZES.length) await memorySeries(h, setups);
     console.log(`\nload average at the end: ${load1()}`);
     if (results.some((r) => r.fixed.errors + r.sat.errors > 0)) process.exitCode = 1;
   } finally {
