@@ -4,18 +4,24 @@ import * as grpc from '@grpc/grpc-js';
 import { encodeCanonical } from '../dist/agent/xds/codec.js';
 import { envoyRoot, TYPE_URL } from '../dist/agent/xds/protos.js';
 
+// Service i: host svc-i.ns-(i mod 50).svc.cluster.local, VIP 10.96.(i>>8).(i&255), endpoints
+// 10.(i>>8).(i&255).1-3:8080 (serviceHost / serviceVip / endpointIp, for benches that send traffic).
+export const serviceHost = (i) => `svc-${i}.ns-${i % 50}.svc.cluster.local`;
+export const serviceVip = (i) => `10.96.${(i >> 8) & 255}.${i & 255}`;
+export const endpointIp = (i, k) => `10.${(i >> 8) & 255}.${i & 255}.${k + 1}`;
+
 /** `changed`: every cluster and endpoint differs from mesh(n)'s (a reconnect to a changed mesh) */
 export function mesh(n, changed = 0) {
   const clusters = [], endpoints = [], vhosts = [];
   for (let i = 0; i < n; i++) {
-    const host = `svc-${i}.ns-${i % 50}.svc.cluster.local`;
+    const host = serviceHost(i);
     const name = `outbound|80||${host}`;
     clusters.push({ name, type: 'EDS', eds_cluster_config: { eds_config: { ads: {}, resource_api_version: 'V3' }, service_name: name }, connect_timeout: `${10 + changed}s`, lb_policy: 'LEAST_REQUEST',
       circuit_breakers: { thresholds: [{ max_connections: 4294967295, max_pending_requests: 4294967295, max_requests: 4294967295, max_retries: 4294967295, track_remaining: true }] },
       common_lb_config: { locality_weighted_lb_config: {} },
       metadata: { filter_metadata: { istio: { services: [{ host, name: `svc-${i}`, namespace: `ns-${i % 50}` }] } } } });
     endpoints.push(cla(name, i, 3, changed));
-    vhosts.push({ name: `${host}:80`, domains: [host, `${host}.`, `svc-${i}.ns-${i % 50}`, `svc-${i}.ns-${i % 50}.svc`, `10.96.${(i >> 8) & 255}.${i & 255}`],
+    vhosts.push({ name: `${host}:80`, domains: [host, `${host}.`, `svc-${i}.ns-${i % 50}`, `svc-${i}.ns-${i % 50}.svc`, serviceVip(i)],
       routes: [{ name: 'default', match: { prefix: '/' }, route: { cluster: name, timeout: '0s', retry_policy: { retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes', num_retries: 2, host_selection_retry_max_attempts: '5' }, max_grpc_timeout: '0s' } }] });
   }
   vhosts.push({ name: 'allow_any', domains: ['*'], routes: [{ name: 'allow_any', match: { prefix: '/' }, route: { cluster: 'PassthroughCluster', timeout: '0s' } }] });
@@ -27,7 +33,7 @@ export function mesh(n, changed = 0) {
 
 export function cla(name, i, count, extra = 0) {
   const lb = [];
-  for (let k = 0; k < count; k++) lb.push({ endpoint: { address: { socket_address: { address: `10.${(i >> 8) & 255}.${i & 255}.${k + 1 + extra}`, port_value: 8080 } } }, health_status: 'HEALTHY', load_balancing_weight: 1 });
+  for (let k = 0; k < count; k++) lb.push({ endpoint: { address: { socket_address: { address: endpointIp(i, k + extra), port_value: 8080 } } }, health_status: 'HEALTHY', load_balancing_weight: 1 });
   return { cluster_name: name, endpoints: [{ locality: { region: 'r', zone: 'z' }, lb_endpoints: lb, load_balancing_weight: count }] };
 }
 

@@ -1,10 +1,24 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { unreachableByOtherUids } from '../other-uids.js';
 
-const repo = fileURLToPath(new URL('../../../', import.meta.url));
+/**
+ * The checkout: the nearest directory above this module that holds package.json. Not a fixed
+ * `../../../`: the dataplane bench runs a compiled copy of this harness from a cache directory
+ * inside the checkout (scripts/bench-dataplane.mjs), and it must stage the same project.
+ */
+function projectRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+  return dir;
+}
+const repo = projectRoot();
 
 /**
  * A world-readable copy of what the pod's processes run (the built CLI with its node_modules, the

@@ -1,0 +1,515 @@
+#!/usr/bin/env node
+// `npm run bench -- dataplane`: what the sidecar costs, on the pod harness (test/support/pod) with
+// the real APISIX. Three setups, measured in alternating rounds in the same run:
+//   direct   the same two namespaces without capture rules and without a proxy (the baseline);
+//   nginx    the injected pod with its capture rules, APISIX's container running a bare nginx
+//            `proxy_pass` of the same OpenResty build instead (the floor for an nginx-based proxy);
+//   sidecar  the injected pod as it is: capture rules, APISIX 3.x, the agent, a fake istiod serving
+//            a synthetic mesh of 1,000 services (scripts/synthetic-mesh.mjs) plus the inbound listener.
+// Traffic (scripts/dataplane-load.mjs, in the namespaces): HTTP/1.1 keep-alive POSTs of 1 KiB
+// answered with 1 KiB; outbound = the app (pod, app uid) calls a service, inbound = a client in the
+// cluster namespace calls the app. Each at a fixed open-loop rate and at saturation; CPU time of the
+// proxy's processes and of the agent from /proc/PID/stat over the measured window. Then the memory
+// of APISIX (all processes) and of the agent in a fresh pod with 0, 1,000 and 10,000 services.
+//
+// The harness is TypeScript under test/ and not part of dist/: it is compiled here, as it is, into
+// node_modules/.cache (tsc, incremental), and imported from there.
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import YAML from 'yaml';
+import { endpointIp, mesh, serviceVip } from './synthetic-mesh.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const env = (name, fallback) => process.env[name] ?? fallback;
+const ROUNDS = Number(env('BENCH_ROUNDS', 2));
+const RATE = Number(env('BENCH_RATE', 1000));
+const CONNECTIONS = Number(env('BENCH_CONNECTIONS', 16));
+const WARMUP_MS = Number(env('BENCH_WARMUP_MS', 1500));
+const DURATION_MS = Number(env('BENCH_DURATION_MS', 5000));
+const SERVICES = Number(env('BENCH_SERVICES', 1000));
+const MEMORY_SIZES = env('BENCH_MEMORY_SIZES', '0,1000,10000').split(',').filter(Boolean).map(Number);
+const BODY = 1024;
+const APP_PORT = 9080;
+const APP_UID = 1000;
+const PROXY_UID = 1337;
+const TARGET = 1; // the service the app calls: svc-1 (VIP 10.96.0.1:80, endpoints 10.0.1.1-3:8080)
+const DEADLINE_MS = 15 * 60_000;
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100);
+/** BENCH_DIAGNOSE=1: also APISIX without its access log, and a perf profile of APISIX at saturation */
+const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
+const ISTIO = { vcpu: 0.2, mb: 60, addedP90: 0.228, addedP99: 0.298 };
+
+process.env.APISIX_RUNTIME ??= '/var/cache/apisix-mesh/apisix-runtime-3.13.0';
+
+// ---------------------------------------------------------------- the harness, compiled as it is
+
+function compileHarness() {
+  const cache = join(root, 'node_modules/.cache/apisix-mesh-bench-dataplane');
+  const out = join(cache, 'out');
+  mkdirSync(cache, { recursive: true });
+  const entry = (p) => join(root, p);
+  const tsconfig = join(cache, 'tsconfig.json');
+  writeFileSync(
+    tsconfig,
+    JSON.stringify({
+      extends: join(root, 'tsconfig.json'),
+      compilerOptions: { rootDir: root, outDir: out, sourceMap: false, incremental: true, tsBuildInfoFile: join(cache, 'tsbuildinfo') },
+      include: [],
+      files: ['test/support/pod/pod-harness.ts', 'test/support/pod/requirements.ts', 'test/support/istio-xds.ts'].map(entry),
+    }),
+  );
+  const tsc = spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', tsconfig], { encoding: 'utf8' });
+  if (tsc.status !== 0) throw new Error(`compiling the pod harness failed:\n${tsc.stdout}${tsc.stderr}`);
+  copyFileSync(join(root, 'test/support/pod/netns-worker.mjs'), join(out, 'test/support/pod/netns-worker.mjs'));
+  const load = async (p) => import(pathToFileURL(join(out, p)).href);
+  return load;
+}
+
+// ---------------------------------------------------------------- processes in namespaces
+
+/** A copy of the load script any uid can read (the checkout may be private to root). */
+function stageLoadScript() {
+  const dir = mkdtempSync(join(tmpdir(), 'apisix-mesh-bench-load-'));
+  chmodSync(dir, 0o755);
+  const script = join(dir, 'dataplane-load.mjs');
+  copyFileSync(join(root, 'scripts/dataplane-load.mjs'), script);
+  chmodSync(script, 0o644);
+  return { script, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function spawnIn(ns, uid, args) {
+  const ids = uid === undefined ? [] : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups'];
+  return spawn('ip', ['netns', 'exec', ns, ...ids, process.execPath, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+/** Lines of JSON from a child, to `onMessage`; resolves with the child's exit. */
+function follow(child, onMessage) {
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    try {
+      onMessage(JSON.parse(line));
+    } catch {
+      // not ours
+    }
+  });
+  // 'close', not 'exit': the last lines may still be in the pipe when the process has exited
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stderr })));
+}
+
+async function startServer(script, ns, uid, host, port) {
+  const child = spawnIn(ns, uid, [script, 'serve', host, String(port), String(BODY)]);
+  await new Promise((resolve, reject) => {
+    const exited = follow(child, (m) => m.ready && resolve());
+    exited.then(({ code, stderr }) => reject(new Error(`the server on ${host}:${port} exited (${code}): ${stderr}`)));
+  });
+  return child;
+}
+
+/** One load run; the CPU time of `pids()` (by role) over its measured window. */
+async function runLoad(script, ns, uid, url, rate, pids) {
+  const child = spawnIn(ns, uid, [script, 'load', JSON.stringify({ url, bodyBytes: BODY, connections: CONNECTIONS, warmupMs: WARMUP_MS, durationMs: DURATION_MS, rate })]);
+  let before, after, result;
+  const { code, stderr } = await follow(child, (m) => {
+    if (m.phase === 'measure') before = cpuByRole(pids());
+    else if (m.phase === 'end') after = cpuByRole(pids());
+    else if (m.result) result = m.result;
+  });
+  if (!result || !before || !after) throw new Error(`the load on ${url} failed (${code}): ${stderr}`);
+  const perThousand = (role) => (result.completed > 0 ? ((after[role] - before[role]) / CLK_TCK / result.completed) * 1000 : NaN);
+  return { ...result, proxyCpu: perThousand('proxy'), agentCpu: perThousand('agent') };
+}
+
+// ---------------------------------------------------------------- /proc
+
+function pidsIn(ns) {
+  return spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number);
+}
+
+function readOr(path, fallback) {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return fallback;
+  }
+}
+
+/** proxy: nginx/OpenResty processes (master, workers, APISIX's privileged agent); agent: the mesh agent. */
+function rolesIn(ns) {
+  const roles = { proxy: [], agent: [] };
+  for (const pid of pidsIn(ns)) {
+    const argv = readOr(`/proc/${pid}/cmdline`, '').split('\0');
+    if (argv[0]?.startsWith('nginx: ')) roles.proxy.push(pid);
+    else if (argv.some((a) => a.endsWith('dist/cli/main.js')) && argv.includes('agent')) roles.agent.push(pid);
+  }
+  return roles;
+}
+
+function cpuTicks(pid) {
+  const stat = readOr(`/proc/${pid}/stat`, '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11] ?? 0) + Number(fields[12] ?? 0); // utime + stime (fields 14, 15)
+}
+
+function cpuByRole(roles) {
+  const sum = (pids) => pids.reduce((t, pid) => t + cpuTicks(pid), 0);
+  return { proxy: sum(roles.proxy), agent: sum(roles.agent) };
+}
+
+/** kB from a /proc status-like file */
+function kb(text, field) {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+/** RSS summed over processes (shared pages counted in each) and PSS (each page once: what a cgroup sees). */
+function memoryOf(pids) {
+  let rss = 0, pss = 0;
+  for (const pid of pids) {
+    rss += kb(readOr(`/proc/${pid}/status`, ''), 'VmRSS');
+    pss += kb(readOr(`/proc/${pid}/smaps_rollup`, ''), 'Pss');
+  }
+  return { rssMiB: rss / 1024, pssMiB: pss / 1024, processes: pids.length };
+}
+
+// ---------------------------------------------------------------- the setups
+
+function trafficMesh(xds, n) {
+  const m = mesh(n);
+  m.cluster.push(xds.blackHoleCluster(), xds.inboundPassthroughCluster(), xds.inboundCluster(APP_PORT));
+  m.listener.push(xds.virtualOutbound(), xds.virtualInbound([{ port: APP_PORT, service: xds.fqdn('bench', 'bench') }]));
+  return m;
+}
+
+const endpoints = [0, 1, 2].map((k) => endpointIp(TARGET, k));
+
+function bareNginxConf(prefix, podIp) {
+  return `daemon off;
+worker_processes 2;
+pid ${prefix}/nginx.pid;
+error_log stderr warn;
+events { worker_connections 10240; }
+http {
+    access_log off;
+    client_body_temp_path ${prefix}/client_body_temp;
+    proxy_temp_path ${prefix}/proxy_temp;
+    upstream outbound_service {
+${endpoints.map((ip) => `        server ${ip}:8080;`).join('\n')}
+        keepalive 320;
+    }
+    upstream inbound_app {
+        server ${podIp}:${APP_PORT};
+        keepalive 320;
+    }
+    server {
+        listen 15001;
+        location / { proxy_pass http://outbound_service; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+    server {
+        listen 15006;
+        location / { proxy_pass http://inbound_app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_bind 127.0.0.6; }
+    }
+    server {
+        listen 15021;
+        location / { return 200 "ready\\n"; }
+    }
+}
+`;
+}
+
+/** The injected APISIX config.yaml (an annotation the config container copies) with `edit` applied. */
+function editApisixConfig(h, pod, edit) {
+  const key = h.annotations.APISIX_CONFIG_ANNOTATION;
+  const doc = YAML.parse(pod.metadata.annotations[key]);
+  edit(doc);
+  pod.metadata.annotations[key] = YAML.stringify(doc);
+  return pod;
+}
+
+/**
+ * The injected pod; `bare` swaps APISIX's command for a bare nginx of the same OpenResty build,
+ * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs).
+ */
+async function startMeshPod(h, script, { bare, services, noAccessLog }) {
+  // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
+  // path in its command line into that volume
+  const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
+  let pod;
+  try {
+    if (prefix) {
+      chmodSync(prefix, 0o755);
+      for (const d of ['client_body_temp', 'proxy_temp']) mkdirSync(join(prefix, d));
+      writeFileSync(join(prefix, 'nginx.conf'), bareNginxConf(prefix, h.network.POD_IP));
+      spawnSync('chown', ['-R', `${PROXY_UID}:${PROXY_UID}`, prefix]);
+    }
+    const openresty = join(process.env.APISIX_RUNTIME, 'prefix/openresty/bin/openresty');
+    pod = await h.harness.startPod({
+      manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
+      xds: trafficMesh(h.xds, services),
+      clusterAddresses: endpoints,
+      mutateInjected: noAccessLog
+        ? (p) => editApisixConfig(h, p, (doc) => ((doc.nginx_config.http ??= {}).enable_access_log = false))
+        : bare
+        ? (p) => {
+            const c = p.spec.containers.find((x) => x.name === 'apisix-mesh-apisix');
+            // the image's entrypoint runs any other command as it is (`exec "$@"`)
+            c.args = [openresty, '-p', prefix, '-c', join(prefix, 'nginx.conf')];
+            return p;
+          }
+        : undefined,
+    });
+    await pod.kubelet.waitReady(120_000);
+    if (!bare && !(await pod.waitSynced(120_000))) throw new Error('APISIX did not catch up with the agent');
+    const servers = [await startServer(script, pod.network.cluster, undefined, '0.0.0.0', 8080), await startServer(script, pod.network.pod, APP_UID, '0.0.0.0', APP_PORT)];
+    return {
+      pod,
+      ns: pod.network.pod,
+      cluster: pod.network.cluster,
+      outboundUrl: `http://${serviceVip(TARGET)}/`,
+      inboundUrl: `http://${h.network.POD_IP}:${APP_PORT}/`,
+      roles: () => rolesIn(pod.network.pod),
+      stop: async () => {
+        for (const s of servers) s.kill();
+        await pod.stop();
+        if (prefix) rmSync(prefix, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await pod?.stop();
+    if (prefix) rmSync(prefix, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function startDirect(h, script) {
+  const network = h.network.createPodNetwork();
+  try {
+    network.addClusterAddresses(...endpoints);
+    const servers = [await startServer(script, network.cluster, undefined, '0.0.0.0', 8080), await startServer(script, network.pod, APP_UID, '0.0.0.0', APP_PORT)];
+    return {
+      ns: network.pod,
+      cluster: network.cluster,
+      outboundUrl: `http://${endpoints[0]}:8080/`,
+      inboundUrl: `http://${h.network.POD_IP}:${APP_PORT}/`,
+      roles: () => ({ proxy: [], agent: [] }),
+      stop: async () => {
+        for (const s of servers) s.kill();
+        network.destroy();
+      },
+    };
+  } catch (err) {
+    network.destroy();
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------- measurement and report
+
+const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+const load1 = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+/** The best of the rounds: on a shared machine the neighbours only ever add time (min; max for a rate). */
+const best = (xs, higherIsBetter = false) => {
+  const s = xs.filter(Number.isFinite);
+  return s.length ? (higherIsBetter ? Math.max(...s) : Math.min(...s)) : NaN;
+};
+
+async function measureSetup(name, setup, script, round, results) {
+  for (const dir of ['outbound', 'inbound']) {
+    const ns = dir === 'outbound' ? setup.ns : setup.cluster;
+    const uid = dir === 'outbound' ? APP_UID : undefined;
+    const url = dir === 'outbound' ? setup.outboundUrl : setup.inboundUrl;
+    let roles = setup.roles();
+    const fixed = await runLoad(script, ns, uid, url, RATE, () => roles);
+    roles = setup.roles();
+    const sat = await runLoad(script, ns, uid, url, 0, () => roles);
+    const row = { round, name, dir, fixed, sat, load: load1() };
+    results.push(row);
+    console.log(
+      `round ${round} ${name.padEnd(7)} ${dir.padEnd(8)} @${RATE}/s: ${f(fixed.rps, 0).padStart(5)} req/s p50/p90/p99 ${f(fixed.p50)}/${f(fixed.p90)}/${f(fixed.p99)} ms` +
+        ` proxy ${f(fixed.proxyCpu, 3)} agent ${f(fixed.agentCpu, 3)} CPU-s/1k | saturation: ${f(sat.rps, 0).padStart(5)} req/s p50/p90/p99 ${f(sat.p50)}/${f(sat.p90)}/${f(sat.p99)} ms` +
+        ` proxy ${f(sat.proxyCpu, 3)} CPU-s/1k${fixed.errors + sat.errors ? ` ERRORS ${fixed.errors + sat.errors}` : ''} | load ${row.load}`,
+    );
+  }
+}
+
+function summarise(results) {
+  const pick = (name, dir, get, higherIsBetter) => best(results.filter((r) => r.name === name && r.dir === dir).map(get), higherIsBetter);
+  console.log(`\nsummary: best of ${ROUNDS} rounds (lowest latency and CPU, highest rate; every round is printed above)`);
+  console.log('latency in ms; CPU in CPU-seconds per 1,000 requests = vCPU at 1,000 req/s');
+  console.log('setup   | hop      | p50 / p90 / p99 @rate | proxy CPU @rate | agent CPU @rate | saturation req/s | sat p50 / p99 | proxy CPU @sat');
+  for (const name of [...new Set(results.map((r) => r.name))]) {
+    for (const dir of ['outbound', 'inbound']) {
+      const g = (k, up) => pick(name, dir, k, up);
+      console.log(
+        `${name.padEnd(7)} | ${dir.padEnd(8)} | ${f(g((r) => r.fixed.p50))} / ${f(g((r) => r.fixed.p90))} / ${f(g((r) => r.fixed.p99))} | ${f(g((r) => r.fixed.proxyCpu), 3)} | ${f(g((r) => r.fixed.agentCpu), 4)} | ` +
+          `${f(g((r) => r.sat.rps, true), 0)} | ${f(g((r) => r.sat.p50))} / ${f(g((r) => r.sat.p99))} | ${f(g((r) => r.sat.proxyCpu), 3)}`,
+      );
+    }
+  }
+  for (const dir of ['outbound', 'inbound']) {
+    const ratio = pick('sidecar', dir, (r) => r.sat.rps, true) / pick('nginx', dir, (r) => r.sat.rps, true);
+    const cpuRatio = pick('nginx', dir, (r) => r.sat.proxyCpu) / pick('sidecar', dir, (r) => r.sat.proxyCpu);
+    console.log(`  ${dir}: sidecar/nginx saturation throughput ${f(ratio)}x, by proxy CPU per request ${f(cpuRatio)}x (aim >= 0.80x)`);
+  }
+  const added = (k) => ['outbound', 'inbound'].reduce((t, dir) => t + pick('sidecar', dir, (r) => r.fixed[k]) - pick('direct', dir, (r) => r.fixed[k]), 0);
+  console.log(`  both hops (outbound + inbound) add p90 ${f(added('p90'), 3)} ms, p99 ${f(added('p99'), 3)} ms over direct at ${RATE} req/s (Istio 1.20, two Envoys with mTLS: +${ISTIO.addedP90} / +${ISTIO.addedP99} ms)`);
+  const vcpu = Math.max(...['outbound', 'inbound'].map((dir) => pick('sidecar', dir, (r) => r.fixed.proxyCpu + r.fixed.agentCpu)));
+  console.log(`  APISIX + agent at ${RATE} req/s through one hop: ${f(vcpu, 3)} vCPU (worse hop; aim < ${ISTIO.vcpu}; Istio 1.24 Envoy: ${ISTIO.vcpu} vCPU)`);
+}
+
+/** Where APISIX's processes spend their CPU at saturation (outbound): perf, by object and by symbol. */
+async function profileApisix(setup, script) {
+  const pids = setup.roles().proxy;
+  const data = join(mkdtempSync(join(tmpdir(), 'apisix-mesh-bench-perf-')), 'perf.data');
+  try {
+    const run = runLoad(script, setup.ns, APP_UID, setup.outboundUrl, 0, () => ({ proxy: [], agent: [] }));
+    await new Promise((r) => setTimeout(r, WARMUP_MS));
+    // not spawnSync: this process is the pods' kubelet and must keep draining APISIX's output
+    const perf = spawn('perf', ['record', '-F', '499', '-g', '-o', data, '-p', pids.join(','), '--', 'sleep', String(Math.max(1, Math.floor(DURATION_MS / 1000) - 1))], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const rec = await follow(perf, () => undefined);
+    await run;
+    if (rec.code !== 0) return console.log(`perf record failed: ${rec.stderr.slice(0, 300)}`);
+    const report = (sort, rows) =>
+      spawnSync('perf', ['report', '-i', data, '--stdio', '--no-children', '--sort', sort, '-g', 'none', '--percent-limit', '0.4'], { encoding: 'utf8', maxBuffer: 64 << 20 })
+        .stdout.split('\n')
+        .filter((l) => /^\s+\d/.test(l))
+        .slice(0, rows);
+    console.log(`\nperf profile of APISIX (${pids.length} processes) at outbound saturation, by object:`);
+    for (const l of report('dso', 12)) console.log(`  ${l.trim()}`);
+    console.log('by symbol, outside the kernel (percent of all samples):');
+    for (const l of report('dso,sym', 200).filter((l) => !l.includes('[kernel')).slice(0, 25)) console.log(`  ${l.trim()}`);
+  } finally {
+    rmSync(dirname(data), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Until APISIX answers for service `i` (the newest of a push) from its own endpoints, ten times in a
+ * row on new connections (so both workers hold it, their routers rebuilt): the revision the harness
+ * compares (waitSynced) can match before APISIX has loaded a large push.
+ */
+async function waitServing(pod, i, timeoutMs = 300_000) {
+  const ips = [0, 1, 2].map((k) => endpointIp(i, k));
+  pod.network.addClusterAddresses(...ips);
+  for (const ip of ips) await pod.cluster.serve(`svc-${i}-${ip}`, ip, 8080);
+  const deadline = Date.now() + timeoutMs;
+  let inARow = 0;
+  while (inARow < 10) {
+    if (Date.now() > deadline) throw new Error(`APISIX did not serve svc-${i} within ${timeoutMs} ms`);
+    const res = await pod.app().http({ url: `http://${serviceVip(i)}/`, timeoutMs: 5000 });
+    inARow = 'status' in res && res.status === 200 && JSON.parse(res.body).name.startsWith(`svc-${i}-`) ? inARow + 1 : 0;
+    if (inARow === 0) await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function memorySeries(h, setups) {
+  console.log(`\nmemory: a fresh injected pod, the mesh grown by istiod pushes to ${MEMORY_SIZES.join(' / ')} services; each worker's router built by requests first`);
+  console.log('services | agent routes / upstreams | APISIX PSS (all processes) | APISIX RSS summed | agent RSS | APISIX + agent (PSS) | load');
+  const pod = await h.harness.startPod({
+    manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
+    xds: trafficMesh(h.xds, MEMORY_SIZES[0]),
+    clusterAddresses: endpoints,
+  });
+  setups.memory = { stop: () => pod.stop() }; // stopped by the bench's cleanup too
+  const rows = [];
+  try {
+    await pod.kubelet.waitReady(120_000);
+    if (!(await pod.waitSynced(120_000))) throw new Error('APISIX did not catch up with the agent');
+    for (const [k, n] of MEMORY_SIZES.entries()) {
+      if (k > 0) {
+        pod.istiod.setAll(trafficMesh(h.xds, n));
+        await pod.push(['cluster', 'endpoint', 'listener', 'route'], { timeoutMs: 300_000 });
+      }
+      if (n > 0) await waitServing(pod, n - 1);
+      await new Promise((r) => setTimeout(r, 2000));
+      const objects = await pod.agentObjects();
+      if (process.env.BENCH_DEBUG) console.error(n, objects, pod.kubelet.logs('apisix-mesh-agent').slice(-1500));
+      const roles = rolesIn(pod.network.pod);
+      const apisix = memoryOf(roles.proxy);
+      const agent = memoryOf(roles.agent);
+      rows.push({ n, apisix, agent });
+      // which APISIX process holds what: each worker and the privileged agent keep their own copy
+      const each = roles.proxy.map((pid) => `${readOr(`/proc/${pid}/cmdline`, '').split('\0')[0].replace(/^nginx: | process.*$/g, '')} ${f(memoryOf([pid]).pssMiB, 0)}`);
+      console.log(`${String(n).padStart(8)} | ${objects.routes} / ${objects.upstreams} | ${f(apisix.pssMiB, 1)} MiB (${each.join(', ')}) | ${f(apisix.rssMiB, 1)} MiB | ${f(agent.rssMiB, 1)} MiB | ${f(apisix.pssMiB + agent.pssMiB, 1)} MiB | ${load1()}`);
+    }
+  } finally {
+    await pod.stop();
+    delete setups.memory;
+  }
+  const at = rows.find((r) => r.n === 1000);
+  if (at) console.log(`  at 1,000 services: APISIX + agent ${f(at.apisix.pssMiB + at.agent.pssMiB, 1)} MiB PSS (aim < ${ISTIO.mb} MB; Istio 1.24 Envoy: ${ISTIO.mb} MB)`);
+}
+
+async function main() {
+  const loadHarness = compileHarness();
+  const h = {
+    harness: await loadHarness('test/support/pod/pod-harness.js'),
+    requirements: await loadHarness('test/support/pod/requirements.js'),
+    network: await loadHarness('test/support/pod/network.js'),
+    xds: await loadHarness('test/support/istio-xds.js'),
+    annotations: await loadHarness('webhook/injection/annotations.js'),
+  };
+  const missing = h.requirements.missingForPod();
+  if (missing) {
+    console.log(`skipped: ${missing}`);
+    return;
+  }
+  const { script, remove } = stageLoadScript();
+  const setups = {};
+  const cleanup = async () => {
+    for (const s of Object.values(setups)) await s.stop().catch(() => undefined);
+    remove();
+  };
+  const watchdog = setTimeout(() => {
+    console.error(`the bench did not end within ${DEADLINE_MS / 60_000} minutes: stopping`);
+    cleanup().finally(() => process.exit(1));
+  }, DEADLINE_MS);
+  // `on`, not `once`: a second signal while cleaning up must not kill this process half-way
+  let stopping = false;
+  for (const sig of ['SIGINT', 'SIGTERM']) {
+    process.on(sig, () => {
+      if (stopping) return;
+      stopping = true;
+      console.error(`${sig}: stopping the pods and namespaces`);
+      cleanup().finally(() => process.exit(1));
+    });
+  }
+  try {
+    console.log(
+      `${cpus().length} cores, load average ${load1()}, node ${process.version}; 1 KiB POST -> 1 KiB answer, keep-alive, ` +
+        `${CONNECTIONS} connections, ${WARMUP_MS} ms warm-up + ${DURATION_MS} ms measured per run, ${ROUNDS} alternating rounds; sidecar mesh: ${SERVICES} services`,
+    );
+    setups.direct = await startDirect(h, script);
+    setups.nginx = await startMeshPod(h, script, { bare: true, services: 0 });
+    setups.sidecar = await startMeshPod(h, script, { bare: false, services: SERVICES });
+    if (DIAGNOSE) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
+    const results = [];
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const name of Object.keys(setups)) await measureSetup(name, setups[name], script, round, results);
+    }
+    if (DIAGNOSE) await profileApisix(setups.sidecar, script);
+    const apisix = memoryOf(setups.sidecar.roles().proxy);
+    const agent = memoryOf(setups.sidecar.roles().agent);
+    console.log(`sidecar pod after the traffic (${SERVICES} services): APISIX ${f(apisix.pssMiB, 1)} MiB PSS / ${f(apisix.rssMiB, 1)} MiB RSS summed, agent ${f(agent.rssMiB, 1)} MiB RSS`);
+    const errors = setups.sidecar.pod.apisixErrors();
+    if (errors.length) console.log(`APISIX logged ${errors.length} error lines, first: ${errors[0].slice(0, 300)}`);
+    summarise(results);
+    for (const name of Object.keys(setups)) {
+      await setups[name].stop();
+      delete setups[name];
+    }
+    if (MEMORY_SIZES.length) await memorySeries(h, setups);
+    console.log(`\nload average at the end: ${load1()}`);
+    if (results.some((r) => r.fixed.errors + r.sat.errors > 0)) process.exitCode = 1;
+  } finally {
+    clearTimeout(watchdog);
+    await cleanup();
+  }
+}
+
+await main();
+process.exit(process.exitCode ?? 0);

@@ -1,0 +1,138 @@
+// The traffic of `npm run bench -- dataplane`, run inside a network namespace (the pod's, as the app
+// uid, or the cluster's) by scripts/bench-dataplane.mjs. Plain JavaScript without dependencies, so
+// any uid can run it from a world-readable copy. Two modes:
+//
+//   serve HOST PORT BYTES   an HTTP/1.1 server that reads the request body and answers BYTES bytes;
+//                           prints {"ready":true}; ends when stdin closes.
+//   load JSON               {url, bodyBytes, connections, warmupMs, durationMs, rate}: POSTs of
+//                           bodyBytes over at most `connections` keep-alive connections.
+//       rate > 0  open loop: requests are sent on a fixed schedule whether or not earlier ones have
+//                 answered (waiting for a free connection counts), latency from the scheduled time,
+//                 so a stall of the proxy is not hidden (no coordinated omission);
+//       rate = 0  saturation: `connections` closed loops, each sends its next request when the last
+//                 one answered; latency from the send.
+//       Prints {"phase":"measure"} when the warm-up ends and {"phase":"end"} when the measured window
+//       ends (the bench samples the proxy's CPU time at both), then the result:
+//       {"result":{completed, errors, seconds, rps, p50, p90, p99, max}} (latencies in ms, of the
+//       requests scheduled inside the window).
+import { Agent, createServer, request } from 'node:http';
+import { createInterface } from 'node:readline';
+import { performance } from 'node:perf_hooks';
+
+const say = (msg) => process.stdout.write(`${JSON.stringify(msg)}\n`);
+
+if (process.argv[2] === 'serve') serve(process.argv[3], Number(process.argv[4]), Number(process.argv[5]));
+else if (process.argv[2] === 'load') await load(JSON.parse(process.argv[3]));
+else {
+  console.error('usage: dataplane-load.mjs serve HOST PORT BYTES | load JSON');
+  process.exit(2);
+}
+
+function serve(host, port, bytes) {
+  const answer = Buffer.alloc(bytes, 'a');
+  const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': answer.length });
+      res.end(answer);
+    });
+  });
+  server.on('error', (err) => {
+    console.error(`serve ${host}:${port}: ${err.message}`);
+    process.exit(1);
+  });
+  server.listen(port, host, () => say({ ready: true }));
+  createInterface({ input: process.stdin }).on('close', () => process.exit(0));
+}
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate }) {
+  const target = new URL(url);
+  const agent = new Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections });
+  const body = Buffer.alloc(bodyBytes, 'b');
+  const options = {
+    host: target.hostname,
+    port: Number(target.port || 80),
+    path: target.pathname,
+    method: 'POST',
+    agent,
+    headers: { 'content-type': 'application/octet-stream', 'content-length': body.length },
+  };
+  const start = performance.now();
+  const windowStart = start + warmupMs;
+  const windowEnd = windowStart + durationMs;
+  const latencies = [];
+  let errors = 0;
+  let outstanding = 0;
+
+  /** One request; `from` is when it counts from; resolves when it is over (answered or failed). */
+  const send = (from) =>
+    new Promise((resolve) => {
+      outstanding++;
+      const counted = from >= windowStart && from < windowEnd;
+      const done = (ok) => {
+        outstanding--;
+        if (counted) {
+          if (ok) latencies.push(performance.now() - from);
+          else errors++;
+        }
+        resolve();
+      };
+      const req = request(options, (res) => {
+        res.resume();
+        res.on('end', () => done(res.statusCode === 200));
+        res.on('error', () => done(false));
+      });
+      req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
+      req.on('error', () => done(false));
+      req.end(body);
+    });
+
+  setTimeout(() => say({ phase: 'measure' }), Math.max(0, windowStart - performance.now()));
+  setTimeout(() => say({ phase: 'end' }), Math.max(0, windowEnd - performance.now()));
+  if (rate > 0) {
+    const interval = 1000 / rate;
+    let next = start;
+    await new Promise((resolve) => {
+      const tick = () => {
+        const now = performance.now();
+        // a timer fires late by up to a millisecond or so: send what is due (and what is due within
+        // half a millisecond), each counted from its own scheduled time
+        while (next <= now + 0.5 && next < windowEnd) {
+          void send(Math.min(next, now));
+          next += interval;
+        }
+        if (next >= windowEnd) resolve();
+        else setTimeout(tick, Math.max(0, Math.min(1, next - performance.now())));
+      };
+      tick();
+    });
+  } else {
+    const loop = async () => {
+      while (performance.now() < windowEnd) await send(performance.now());
+    };
+    await Promise.all(Array.from({ length: connections }, loop));
+  }
+  const drainUntil = performance.now() + 10_000;
+  while (outstanding > 0 && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 5));
+  latencies.sort((a, b) => a - b);
+  const seconds = durationMs / 1000;
+  say({
+    result: {
+      completed: latencies.length,
+      errors: errors + outstanding,
+      seconds,
+      rps: latencies.length / seconds,
+      p50: percentile(latencies, 50),
+      p90: percentile(latencies, 90),
+      p99: percentile(latencies, 99),
+      max: latencies.at(-1) ?? NaN,
+    },
+  });
+  agent.destroy();
+  process.exit(0);
+}
