@@ -62,6 +62,8 @@ export class Kubelet {
   private stopping = false;
   private readonly volumeDirs = new Map<string, string>();
   private fifos = 0;
+  /** test programs standing in for app containers, being started */
+  private readonly replacements: Array<Promise<void>> = [];
   readonly events: string[] = [];
 
   constructor(private readonly opts: KubeletOptions) {}
@@ -82,6 +84,7 @@ export class Kubelet {
       this.launch(c);
       await this.postStart(c);
     }
+    await Promise.all(this.replacements); // a test program that cannot start fails the pod's start
   }
 
   restarts(name: string): number {
@@ -239,7 +242,7 @@ export class Kubelet {
     if (replacement) {
       const sc = { ...this.opts.pod.spec?.securityContext, ...c.securityContext };
       const uid = sc.runAsUser ?? 1000;
-      void replacement({ uid, gid: sc.runAsGroup ?? uid }).then((p) => (r.replaced = p));
+      this.replacements.push(replacement({ uid, gid: sc.runAsGroup ?? uid }).then((p) => void (r.replaced = p)));
       this.events.push(`container ${c.name} replaced by a test program`);
       return;
     }

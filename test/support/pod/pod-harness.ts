@@ -145,7 +145,6 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
       ),
     });
     await kubelet.start();
-    while (apps.size < appNames.length) await new Promise((r) => setTimeout(r, 20));
     const apisixName = injected.spec!.containers.concat(injected.spec!.initContainers ?? []).find((c) => c.image === config.images.apisix && !c.command)!.name;
     const agentMetrics = async (): Promise<string> => {
       const res = await cluster.http({ url: `http://${POD_IP}:${config.ports.agentStatus}/metrics` });
