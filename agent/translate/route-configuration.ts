@@ -133,6 +133,9 @@ export function tcpPassthroughRoute(scope: RouteScope, cluster: string, listener
   return { route, clusters: [cluster], upstreamSettings: {} };
 }
 
+/** Envoy's default HTTP stream idle timeout (Istio keeps it): what bounds a route without a timeout. */
+const STREAM_IDLE_TIMEOUT_S = 300;
+
 /** Priorities of route configurations served on a listener bound to one address start here. */
 const ADDRESS_SCOPE_FLOOR = 10_000_000;
 
@@ -253,6 +256,10 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     }
     const timeout = durationSeconds(action.timeout);
     if (timeout && timeout > 0) apisix.timeout = { connect: timeout, send: timeout, read: timeout };
+    // Istio's default `0s` turns the route timeout off; only the connection manager's stream idle
+    // timeout (5 min) is left. nginx's read/send timeouts are idle timeouts too; APISIX's default
+    // 60 s would cut a long request Envoy lets run.
+    else if (timeout === 0) apisix.timeout = { connect: STREAM_IDLE_TIMEOUT_S, send: STREAM_IDLE_TIMEOUT_S, read: STREAM_IDLE_TIMEOUT_S };
     applyRetryPolicy(action, settings, apisix);
     applyHashPolicy(action, settings, note);
     applyRewrite(action, route.match ?? {}, plugins, note);

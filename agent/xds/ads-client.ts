@@ -210,7 +210,9 @@ export class AdsClient extends EventEmitter {
     const ceiling = Math.min(maxMs, initialMs * 2 ** this.attempt++);
     const delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2)); // jitter: half to full
     this.stats.reconnects++;
-    this.log('warn', `xDS stream to ${this.options.address} ended (${err ? err.message : 'closed by server'}); reconnecting in ${delay} ms, serving the last good configuration meanwhile`);
+    const accepted = Object.values(this.versions()).some((v) => v !== '');
+    const meanwhile = accepted ? 'serving the last good configuration meanwhile' : 'no configuration from istiod yet, so nothing is served';
+    this.log('warn', `xDS stream to ${this.options.address} ended (${err ? err.message : 'closed by server'}); reconnecting in ${delay} ms, ${meanwhile}`);
     this.emit('reconnecting', delay);
     this.timer = setTimeout(() => {
       this.timer = undefined;

@@ -250,6 +250,17 @@ describe('RouteConfiguration → routes', () => {
   });
 });
 
+describe('route timeouts', () => {
+  it('Istio\'s 0s (no route timeout) leaves the stream idle timeout, not APISIX\'s 60 s default', () => {
+    const [none, set] = routesOf([
+      { name: 'none', match: { prefix: '/a' }, route: { cluster: 'c', timeout: '0s' } },
+      { name: 'set', match: { prefix: '/' }, route: { cluster: 'c', timeout: '2.5s' } },
+    ]).routes.map((r) => r.route.timeout);
+    expect(none).toEqual({ connect: 300, send: 300, read: 300 });
+    expect(set).toEqual({ connect: 2.5, send: 2.5, read: 2.5 });
+  });
+});
+
 describe('Listener → scopes', () => {
   it('collects RDS names per port and inline configs of the inbound listener', () => {
     const hcm = (extra: object) => ({ name: 'envoy.filters.network.http_connection_manager', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager', stat_prefix: 's', ...extra } });
