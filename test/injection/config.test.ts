@@ -19,6 +19,7 @@ describe('the injection configuration file', () => {
       proxyUid: 1337,
       proxyGid: 1337,
       istiodAddress: 'istiod.istio-system.svc:15010',
+      defaultMode: 'sidecar',
       nativeSidecars: false,
       inboundCapture: 'all',
       outboundCapture: { includeIpRanges: '*', excludeIpRanges: [], excludePorts: [] },

@@ -75,6 +75,15 @@ describe('the decision table', () => {
     expect(decide(podOf({ name: '', expected: { kind: 'skip', reason: 'host-network' } }), 'mesh', config)).toEqual({ kind: 'skip', reason: 'excluded-namespace' });
     expect(decide(podOf({ name: '', expected: { kind: 'skip', reason: 'host-network' } }), 'kube-system', config).kind).toBe('inject');
   });
+
+  it('defaultMode none: a pod that names no mode is left to Istio; one that opts in, and a gateway pod, are not', () => {
+    const config = { ...defaultInjectionConfig, defaultMode: 'none' as const };
+    const pod = (labels: Record<string, string> = {}, annotations: Record<string, string> = {}) => podOf({ name: '', labels, annotations, expected: { kind: 'skip', reason: 'host-network' } });
+    expect(decide(pod(), 'shop', config)).toEqual({ kind: 'skip', reason: 'mode-none' });
+    expect(decide(pod({}, { 'apisix-mesh.io/mode': 'sidecar' }), 'shop', config)).toEqual({ kind: 'inject', mode: 'sidecar' });
+    expect(decide(pod({ 'app.kubernetes.io/name': 'apisix' }), 'shop', config)).toEqual({ kind: 'inject', mode: 'gateway' });
+    expect(decide(pod(), 'shop', defaultInjectionConfig)).toEqual({ kind: 'inject', mode: 'sidecar' });
+  });
 });
 
 describe('reviewAdmission: what reaches the decision', () => {

@@ -35,6 +35,13 @@ export interface InjectionConfig {
     agent: V1ResourceRequirements;
     apisix: V1ResourceRequirements;
   };
+  /**
+   * The mode of a pod that names none (no `apisix-mesh.io/mode`) and is not an APISIX gateway pod:
+   * `sidecar` (APISIX replaces Envoy) or `none` (the pod is left to Istio's own injector, so that
+   * installing apisix-mesh on a live Istio cluster changes nothing until a workload opts in with
+   * `apisix-mesh.io/mode: sidecar`).
+   */
+  defaultMode: 'sidecar' | 'none';
   /** istiod's plaintext xDS address the agent connects to. */
   istiodAddress: string;
   /** nginx worker processes of the APISIX sidecar. */
@@ -102,6 +109,7 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
     agent: { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '1', memory: '384Mi' } },
     apisix: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '2', memory: '512Mi' } },
   },
+  defaultMode: 'sidecar',
   istiodAddress: 'istiod.istio-system.svc:15010',
   apisixWorkerProcesses: 2,
   nativeSidecars: false,

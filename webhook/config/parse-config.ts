@@ -166,6 +166,7 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
     proxyUid: integer(1, 4294967294),
     proxyGid: integer(1, 4294967294),
     resources: section({ init: resources, agent: resources, apisix: resources }, d.resources),
+    defaultMode: oneOf('sidecar', 'none'),
     istiodAddress: hostPort,
     apisixWorkerProcesses: integer(1, 64),
     nativeSidecars: boolean,

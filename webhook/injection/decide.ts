@@ -22,7 +22,8 @@ const MODES: readonly InjectionMode[] = ['sidecar', 'gateway', 'none'];
  *    into a sidecar pod carries the label `"false"` itself and is re-injected, not skipped;
  * 4. the mode: `forcedMode` (the `inject --mode` flag), else annotation `apisix-mesh.io/mode`
  *    (`sidecar` | `gateway` | `none`; anything else rejects the pod), else `gateway` for pods labelled
- *    `app.kubernetes.io/name: apisix` and `sidecar` for every other pod; `none` → skip.
+ *    `app.kubernetes.io/name: apisix` and the configuration's `defaultMode` (`sidecar` unless set to
+ *    `none`) for every other pod; `none` → skip.
  */
 export function decide(
   pod: V1Pod,
@@ -60,7 +61,7 @@ export function decide(
     }
     mode = value as InjectionMode;
   } else {
-    mode = labels[APP_NAME_LABEL] === APISIX_APP_NAME ? 'gateway' : 'sidecar';
+    mode = labels[APP_NAME_LABEL] === APISIX_APP_NAME ? 'gateway' : config.defaultMode;
   }
   if (mode === 'none' && parseStatus(annotations[STATUS_ANNOTATION]) === null) return { kind: 'skip', reason: 'mode-none' };
   return { kind: 'inject', mode };
