@@ -1,5 +1,6 @@
 import type { HttpConnectionManager, HttpRbac } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
+import { FAULT_TYPE, HCM_TYPE, TCP_PROXY_TYPE } from '../xds/protos.js';
 import { compileRbacFilter, RbacCompileError, type CompiledRbacFilter } from './rbac.js';
 
 /**
@@ -26,9 +27,6 @@ import { compileRbacFilter, RbacCompileError, type CompiledRbacFilter } from './
  * deny-all form (`rules: {}`) is what the refusal already does.
  */
 const T = 'type.googleapis.com/';
-export const HCM_TYPE = `${T}envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`;
-export const TCP_PROXY_TYPE = `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`;
-const FAULT_TYPE = `${T}envoy.extensions.filters.http.fault.v3.HTTPFault`;
 export const HTTP_RBAC_TYPE = `${T}envoy.extensions.filters.http.rbac.v3.RBAC`;
 const TYPED_STRUCTS = new Set([`${T}udpa.type.v1.TypedStruct`, `${T}xds.type.v3.TypedStruct`]);
 const WASM_TYPES = new Set([`${T}envoy.extensions.filters.http.wasm.v3.Wasm`, `${T}envoy.extensions.filters.network.wasm.v3.Wasm`]);

@@ -1,6 +1,7 @@
 import type { FilterChain, HttpConnectionManager, Listener, RouteConfiguration } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
-import { HCM_TYPE, TCP_PROXY_TYPE, inventoryFilters, type NamedFilter, type SkipList } from '../policy/filter-inventory.js';
+import { HCM_TYPE, TCP_PROXY_TYPE } from '../xds/protos.js';
+import { inventoryFilters, type NamedFilter, type SkipList } from '../policy/filter-inventory.js';
 import type { CompiledRbacFilter } from '../policy/rbac.js';
 import type { TranslationNote } from './apisix-types.js';
 

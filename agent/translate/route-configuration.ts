@@ -9,9 +9,9 @@ import {
   durationSeconds, hasControlBreak, percentOf, redirectUriLiteral, regexEscape, resolveVarLiteral, substitutionLiteral, wrapped,
 } from './values.js';
 import { parseClusterName } from './cluster.js';
+import { FAULT_TYPE } from '../xds/protos.js';
 
 const FAULT_FILTER = 'envoy.filters.http.fault';
-const FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
 
 /** The APISIX listeners traffic is captured to (DESIGN §3). */
 export interface CapturePorts {

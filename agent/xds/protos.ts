@@ -34,7 +34,6 @@ const FILES = [
   'envoy/extensions/filters/network/wasm/v3/wasm.proto',
   'envoy/extensions/filters/http/rbac/v3/rbac.proto',
   'envoy/extensions/filters/network/rbac/v3/rbac.proto',
-  'envoy/extensions/filters/http/jwt_authn/v3/config.proto',
 ];
 
 export const TYPE_URL = {
@@ -45,6 +44,11 @@ export const TYPE_URL = {
 } as const;
 
 export type XdsKind = keyof typeof TYPE_URL;
+
+/** Typed configs the agent reads inside resources (one spelling for every reader). */
+export const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+export const TCP_PROXY_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy';
+export const FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
 
 let root: protobuf.Root | undefined;
 

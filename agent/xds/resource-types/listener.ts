@@ -2,8 +2,8 @@ import type { HttpConnectionManager, Listener } from '../envoy-types.js';
 import { unpackAny, type PackedAny } from '../codec.js';
 import { nameRejection } from './names.js';
 import { resourceType } from './resource-type.js';
+import { HCM_TYPE } from '../protos.js';
 
-const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 
 /** LDS: the complete set of listeners in every response. */
 export const listenerResourceType = resourceType<Listener>({
