@@ -62,6 +62,7 @@ export class Kubelet {
   private stopping = false;
   private readonly volumeDirs = new Map<string, string>();
   private fifos = 0;
+  private readonly filesystems = new Map<string, { fs: ContainerFs; image: LocalImage }>();
   /** test programs standing in for app containers, being started */
   private readonly replacements: Array<Promise<void>> = [];
   readonly events: string[] = [];
@@ -121,19 +122,6 @@ export class Kubelet {
     this.launch(r.container, r);
   }
 
-  /** Stops a container and keeps it stopped until `resume` (an outage of that part of the pod). */
-  async pause(name: string): Promise<void> {
-    const r = this.running.get(name);
-    if (!r) throw new Error(`no container ${name}`);
-    await this.kill(r);
-  }
-
-  resume(name: string): void {
-    const r = this.running.get(name)!;
-    r.restarts += 1;
-    this.launch(r.container, r);
-  }
-
   async stop(): Promise<void> {
     this.stopping = true;
     const all = [...this.running.values()].reverse();
@@ -164,7 +152,10 @@ export class Kubelet {
     }
   }
 
+  /** A container's filesystem view, laid out once: a restart or a hook must not relink it under a running process. */
   private containerFs(c: V1Container): { fs: ContainerFs; image: LocalImage } {
+    const made = this.filesystems.get(c.name);
+    if (made) return made;
     const image = this.opts.images[c.image ?? ''];
     if (!image) throw new Error(`container ${c.name}: no local stand-in for image ${c.image}`);
     const fs = new ContainerFs(join(this.opts.dir, 'containers', c.name));
@@ -177,6 +168,7 @@ export class Kubelet {
       chmodSync(host, 0o777);
       fs.place(m.mountPath, host);
     }
+    this.filesystems.set(c.name, { fs, image });
     return { fs, image };
   }
 

@@ -9,7 +9,6 @@
 //       prefixed with `<name>:` (the bytes are not WebSocket frames: a proxy does not look).
 //   {id, op: 'upgrade', url, headers?, message}  an Upgrade request; → {id, status, echoed} once
 //       `message` came back through the upgraded connection, or {id, status, body} when refused
-//   {id, op: 'unserve', name}
 //   {id, op: 'served', name}              → {id, count, requests: [{method, url, headers, peer}]}
 //   {id, op: 'relay', host, port, unixPath}  accepts TCP on host:port and splices each connection to
 //       the Unix socket (how namespaced programs reach a server of the test process)
@@ -122,13 +121,6 @@ const ops = {
   upgrade: doUpgrade,
   serve,
   relay,
-  unserve({ id, name }) {
-    const s = servers.get(name);
-    servers.delete(name);
-    if (!s) return reply({ id, ok: true });
-    s.server.closeAllConnections?.();
-    s.server.close(() => reply({ id, ok: true }));
-  },
   served({ id, name }) {
     const s = servers.get(name);
     reply({ id, count: s?.record.count ?? 0, requests: s?.record.requests ?? [] });

@@ -9,6 +9,7 @@ import { parseStatus } from '../../../webhook/injection/status.js';
 import { STATUS_ANNOTATION } from '../../../webhook/injection/annotations.js';
 import type { CanonicalResources } from '../../../agent/xds/config-dump.js';
 import type { XdsKind } from '../../../agent/xds/protos.js';
+import { parseListen } from '../../../agent/etcd/command.js';
 import { FakeIstiod } from '../fake-istiod.js';
 import { findApisixRuntime } from './apisix-runtime.js';
 import { apisixImage, meshImage } from './images.js';
@@ -117,7 +118,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const [istiodHost, istiodPort] = splitHostPort(config.istiodAddress);
+    const { host: istiodHost, port: istiodPort } = parseListen('istiodAddress', config.istiodAddress);
     await istiod.start(`unix:${join(dir, 'istiod.sock')}`);
     network.addClusterAddresses(ISTIOD_IP, ...(options.clusterAddresses ?? []));
     const cluster = await NetnsWorker.start('cluster', network.cluster, project.worker);
@@ -217,9 +218,4 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     await stop();
     throw new Error(`${(err as Error).message}${logs ? `\nkubelet events:\n${logs}` : ''}`);
   }
-}
-
-function splitHostPort(address: string): [string, number] {
-  const i = address.lastIndexOf(':');
-  return [address.slice(0, i), Number(address.slice(i + 1))];
 }

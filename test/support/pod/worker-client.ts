@@ -108,10 +108,6 @@ export class NetnsWorker {
     return this.ok('serve', { name, host, port });
   }
 
-  unserve(name: string): Promise<void> {
-    return this.ok('unserve', { name });
-  }
-
   async served(name: string): Promise<{ count: number; requests: SeenRequest[] }> {
     return (await this.call('served', { name })) as unknown as { count: number; requests: SeenRequest[] };
   }
