@@ -5,6 +5,7 @@ import { packageVersion } from '../cli/version.js';
 import { parseDuration, parseListen } from './etcd/command.js';
 import { nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from './xds/node.js';
 import type { RunningAgent } from './agent.js';
+import { installLuaModules } from './l4/lua-modules.js';
 
 interface AgentFlags {
   xdsAddress: string;
@@ -23,6 +24,7 @@ interface AgentFlags {
   warmingTimeout: string;
   istioVersion?: string;
   insecureSkipFilters?: string;
+  luaDir?: string;
   logLevel: string;
 }
 
@@ -77,6 +79,7 @@ export function registerAgentCommand(program: Command): void {
         'By default a filter chain carrying any HTTP or network filter the agent does not enforce (RBAC, JWT, ext_authz, ' +
         'rate limits, Lua, Wasm, ...) has its traffic refused with 403; a filter listed here is dropped instead, so its policy is NOT applied',
     )
+    .option('--lua-dir <dir>', 'write the sidecar\'s Lua modules for APISIX (the L4 front on the capture ports) into this directory before starting; the injection shares it with APISIX\'s container')
     .option('--log-level <level>', 'debug, info, warn or error', 'info')
     .action(async (flags: AgentFlags) => {
       if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) {
@@ -111,6 +114,14 @@ export function registerAgentCommand(program: Command): void {
         if (!existsSync(flags.rootCert)) throw new CliError(`--root-cert: ${flags.rootCert} does not exist`);
         if (!existsSync(flags.tokenFile)) throw new CliError(`--token-file: ${flags.tokenFile} does not exist`);
       }
+      let luaModules: string[] = [];
+      if (flags.luaDir) {
+        try {
+          luaModules = installLuaModules(flags.luaDir);
+        } catch (err) {
+          throw new CliError(`--lua-dir: cannot write the Lua modules into ${flags.luaDir}: ${(err as Error).message}`, 1);
+        }
+      }
       // gRPC, the Envoy protos and the schemas load with this command only, not with the whole CLI.
       const [{ pino }, { startAgent }] = await Promise.all([import('pino'), import('./agent.js')]);
       const logger = pino({ level: flags.logLevel, base: { cmd: 'agent' } }, pino.destination(2));
@@ -135,6 +146,7 @@ export function registerAgentCommand(program: Command): void {
       } catch (err) {
         throw new CliError(`cannot start: ${(err as Error).message}`, 1);
       }
+      if (luaModules.length) logger.info(`agent: ${luaModules.length} Lua modules for APISIX written to ${flags.luaDir}`);
       if (skipFilters.size) {
         logger.warn(`--insecure-skip-filters: ${[...skipFilters].join(', ')} will be dropped from filter chains WITHOUT being enforced`);
       }

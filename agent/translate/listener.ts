@@ -35,7 +35,7 @@ export interface ListenerTranslation {
   listenerName: string;
   rds: ScopedRouteConfigName[];
   inline: ScopedInlineRouteConfig[];
-  /** TCP proxy chains: reported, APISIX stream routes are not generated */
+  /** TCP proxy chains (the L4 front dispatches their connections, agent/l4/; HTTP catch-alls use them) */
   tcpProxies: Array<{ scope: RouteScope; cluster: string }>;
   /** scopes whose chains carry filters the agent does not enforce: their traffic is refused */
   refused: RefusedScope[];
@@ -82,7 +82,6 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
   const seen = new Set<string>();
   const refused = new Map<string, RefusedScope>();
   const rbac = new Map<string, { filters: CompiledRbacFilter[]; seen: Set<string> }>();
-  const tcpNotes: Array<{ scope: RouteScope; note: TranslationNote }> = [];
   for (const chain of chains) {
     const scope = chainScope(listenerName, direction, socket.port_value, address, chain);
     if (!scope) continue;
@@ -128,9 +127,6 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
         const key = `tcp\0${cluster}\0${scopeKey(scope)}`;
         if (!seen.has(key)) {
           out.tcpProxies.push({ scope, cluster });
-          if (!isPassthrough(cluster)) {
-            tcpNotes.push({ scope, note: { kind: 'listener', name: listenerName, reason: 'tcp-proxy', detail: `TCP proxy to ${cluster} on ${scopeKey(scope)} is not translated (APISIX stream routes are not generated)`, skipped: true } });
-          }
         }
         seen.add(key);
       }
@@ -141,7 +137,6 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
     if (filters) x.rbac = { filters };
   }
   const isRefused = (x: { scope: RouteScope }) => refused.has(scopeKey(x.scope));
-  out.notes.push(...tcpNotes.filter((x) => !isRefused(x)).map((x) => x.note));
   if (refused.size) {
     out.rds = out.rds.filter((x) => !isRefused(x));
     out.inline = out.inline.filter((x) => !isRefused(x));
@@ -152,10 +147,6 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
     }
   }
   return out;
-}
-
-function isPassthrough(cluster: string): boolean {
-  return cluster === 'PassthroughCluster' || cluster === 'BlackHoleCluster' || cluster.startsWith('InboundPassthroughCluster');
 }
 
 /**

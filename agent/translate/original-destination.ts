@@ -6,7 +6,7 @@ import type { CapturePorts } from './route-configuration.js';
  * `allow_any` route, `InboundPassthroughCluster*` behind the inbound catch-all) forward each request
  * to the address the app dialled. An APISIX upstream only holds fixed nodes, so the route carries a
  * `serverless-pre-function` that, in the access phase, sets the request's upstream to
- * `$connection_original_dst` (apisix-runtime's SO_ORIGINAL_DST of the captured connection) the way
+ * `connection_original_dst` (the captured connection's original destination, from the L4 front) the way
  * APISIX's own traffic-split sets a per-request upstream (`apisix.upstream`.set; `set_by_route` then
  * keeps it). Inbound forwards leave from the passthrough source through the sidecar's nginx snippet.
  */
@@ -32,7 +32,7 @@ export function originalDestinationLua(options: OriginalDestinationOptions): str
   const connect = finite(options.connectTimeout);
   return `return function(conf, ctx)
   local core = require("apisix.core")
-  local dst = ngx.var.connection_original_dst
+  local dst = ctx.var.connection_original_dst
   local host, port
   if dst then
     host, port = string.match(dst, "^%[?([^%]]+)%]?:(%d+)$")

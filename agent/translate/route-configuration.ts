@@ -172,9 +172,13 @@ function uniqueId(used: Set<string>, id: string): string {
   return candidate;
 }
 
-/** Routes of one listener only see traffic captured by that listener, for that original destination. */
-export function scopeConditions(scope: RouteScope, ports: CapturePorts): ApisixVar[] {
-  const vars: ApisixVar[] = [['server_port', '==', String(scope.direction === 'inbound' ? ports.inbound : ports.outbound)]];
+/**
+ * Routes of one listener only see traffic captured by that listener, for that original destination.
+ * Both variables come from the L4 front's hand-off record of the request's connection (registered
+ * by the sidecar's Lua hook, agent/l4/lua/apisix_mesh/hook.lua).
+ */
+export function scopeConditions(scope: RouteScope, _ports: CapturePorts): ApisixVar[] {
+  const vars: ApisixVar[] = [['apisix_mesh_direction', '==', scope.direction]];
   if (scope.address) {
     const host = scope.address.includes(':') ? `[${scope.address}]` : scope.address;
     vars.push(['connection_original_dst', '==', `${host}:${scope.port}`]);

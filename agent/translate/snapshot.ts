@@ -7,6 +7,8 @@ import { translateListener, scopeKey, type ListenerTranslation, type RouteScope,
 import { withRbac } from '../policy/rbac-plugin.js';
 import { refusalRoute } from '../policy/refusal.js';
 import type { SkipList } from '../policy/filter-inventory.js';
+import { L4Translator } from '../l4/translator.js';
+import type { L4Listener } from '../l4/assemble.js';
 import {
   translateRouteConfiguration, tcpPassthroughRoute, DEFAULT_CAPTURE_PORTS,
   type CapturePorts, type RouteConfigTranslation, type TranslatedRoute,
@@ -24,6 +26,8 @@ export interface XdsResources {
 export interface ApisixConfig {
   upstreams: Map<string, ApisixUpstream>;
   routes: Map<string, ApisixRoute>;
+  /** every listener as the L4 front dispatches its connections (agent/l4/) */
+  l4: Map<string, L4Listener>;
   notes: TranslationNote[];
 }
 
@@ -52,9 +56,11 @@ export class MeshTranslator {
   private readonly upstreamCache = new WeakMap<ClusterTranslation, { nodes: unknown; settings: TranslatedRoute['upstreamSettings'] | undefined; upstream: ApisixUpstream }>();
   private readonly finalRouteCache = new WeakMap<TranslatedRoute, { main: ApisixUpstream | undefined; limits: ClusterTranslation['limits']; passthrough?: ClusterTranslation['originalDestination']; route: ApisixRoute }>();
   private readonly ports: CapturePorts;
+  private readonly l4: L4Translator;
 
   constructor(private readonly options: TranslateOptions = {}) {
     this.ports = options.ports ?? DEFAULT_CAPTURE_PORTS;
+    this.l4 = new L4Translator(options.skipFilters);
   }
 
   translate(xds: XdsResources): ApisixConfig {
@@ -187,7 +193,8 @@ export class MeshTranslator {
       }
       apisixRoutes.set(route.id, route);
     }
-    return { upstreams, routes: apisixRoutes, notes };
+    const l4 = this.l4.translate(xds.listeners, clusters, upstreamByCluster, notes);
+    return { upstreams, routes: apisixRoutes, l4, notes };
   }
 
   /** The route under its scope's RBAC filters (Envoy runs them before routing, on every route). */

@@ -273,7 +273,7 @@ describe('Listener → scopes', () => {
     expect(inbound.inline.map((i) => [i.routeConfig.name, i.scope])).toEqual([['inbound|9080||', { direction: 'inbound', port: 9080 }]]);
     const tcp = translateListener(listener({ name: '10.96.0.10_53', address: { socket_address: { address: '10.96.0.10', port_value: 53 } }, filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'x', cluster: 'outbound|53||kube-dns' } }] }] }));
     expect(tcp.tcpProxies).toEqual([{ scope: { direction: 'outbound', port: 53, address: '10.96.0.10' }, cluster: 'outbound|53||kube-dns' }]);
-    expect(tcp.notes[0]?.reason).toBe('tcp-proxy');
+    expect(tcp.notes).toEqual([]); // the L4 front dispatches TCP proxies (test/agent/l4-*.test.ts)
   });
 });
 
@@ -333,7 +333,7 @@ describe('whole mesh', () => {
     const out = translator.translate(xds);
     const routes = [...out.routes.values()];
     expect(routes).toHaveLength(1); // the black hole chain (destination port 15001) gets nothing
-    expect(routes[0]).toMatchObject({ uri: '/*', priority: 0, vars: [['server_port', '==', '15001']] });
+    expect(routes[0]).toMatchObject({ uri: '/*', priority: 0, vars: [['apisix_mesh_direction', '==', 'outbound']] });
     expect(routes[0]!.upstream_id).toBeUndefined();
     expect(routes[0]!.plugins?.['serverless-pre-function']?.['functions']).toEqual([expect.stringContaining('timeout = {connect = 10,')]);
     expect(validateApisix('route.strict', routes[0])).toBeNull();
@@ -358,8 +358,8 @@ describe('whole mesh', () => {
     const routes = [...out.routes.values()];
     expect(routes.filter((r) => r.upstream_id || r.plugins?.['serverless-pre-function'])).toEqual([]);
     expect(routes.map((r) => [r.vars, r.plugins?.['fault-injection']])).toEqual([
-      [[['server_port', '==', '15006']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
-      [[['server_port', '==', '15006'], ['connection_original_dst', '~~', ':80$']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
+      [[['apisix_mesh_direction', '==', 'inbound']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
+      [[['apisix_mesh_direction', '==', 'inbound'], ['connection_original_dst', '~~', ':80$']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
     ]);
     const notes = out.notes.filter((n) => n.reason === 'unenforced-filter');
     expect(notes.map((n) => n.detail)).toEqual([
@@ -417,13 +417,13 @@ describe('whole mesh', () => {
     const toApp = routes.filter((r) => r.upstream_id);
     expect(toApp).toHaveLength(1);
     expect(toApp[0]!.upstream_id).toBe(upstream.id);
-    expect(toApp[0]!.vars).toEqual(expect.arrayContaining([['server_port', '==', '15006'], ['connection_original_dst', '~~', ':80$']]));
+    expect(toApp[0]!.vars).toEqual(expect.arrayContaining([['apisix_mesh_direction', '==', 'inbound'], ['connection_original_dst', '~~', ':80$']]));
     // the catch-all HTTP chain: any other port of the pod, forwarded to its original destination
     const catchAll = routes.filter((r) => !r.upstream_id);
     expect(catchAll.length).toBeGreaterThan(0);
     for (const r of catchAll) {
       expect(r.plugins?.['serverless-pre-function']?.['functions']).toHaveLength(1);
-      expect(r.vars).toContainEqual(['server_port', '==', '15006']);
+      expect(r.vars).toContainEqual(['apisix_mesh_direction', '==', 'inbound']);
       expect(r.priority).toBeLessThan(toApp[0]!.priority);
     }
     for (const r of routes) expect(validateApisix('route.strict', r)).toBeNull();

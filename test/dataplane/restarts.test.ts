@@ -110,5 +110,5 @@ const EXPECTED_WHILE_AGENT_RESTARTS: RegExp[] = [
   // the new agent's store starts above every revision the old one handed out; APISIX's watch from
   // its old revision is answered "compacted", and APISIX reads everything again (the resync)
   /config_etcd\.lua:\d+: etcd compacted, compact_revision=\d+, context: ngx\.timer$/,
-  /config_etcd\.lua:\d+: sync_data\(\): waitdir \[\/apisix\/[a-z_]+\] err: compacted, will read the configuration again via readdir, context: ngx\.timer$/,
+  /config_etcd\.lua:\d+: sync_data\(\): waitdir \[\/apisix\/[a-z0-9_]+\] err: compacted, will read the configuration again via readdir, context: ngx\.timer$/,
 ];

@@ -83,6 +83,7 @@ describe('sidecar mode', () => {
       '--outbound-port=15001',
       '--inbound-port=15006',
       '--pod-labels-file=/etc/apisix-mesh/pod/labels',
+      '--lua-dir=/apisix-mesh/lua',
     ]);
     expect(Object.fromEntries(agent.env!.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]))).toEqual({
       POD_NAME: 'metadata.name',
@@ -108,7 +109,7 @@ describe('sidecar mode', () => {
     expect(parseStatus(pod.metadata!.annotations!['apisix-mesh.io/status'])).toEqual({
       initContainers: ['apisix-mesh-config', 'apisix-mesh-init'],
       containers: ['apisix-mesh-agent', 'apisix-mesh-apisix'],
-      volumes: ['apisix-mesh-podinfo', 'apisix-mesh-apisix-conf', 'apisix-mesh-apisix-run'],
+      volumes: ['apisix-mesh-podinfo', 'apisix-mesh-apisix-conf', 'apisix-mesh-apisix-run', 'apisix-mesh-lua'],
     });
   });
 

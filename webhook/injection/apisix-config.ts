@@ -31,16 +31,52 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
  */
 export const INBOUND_PASSTHROUGH_SOURCE = '127.0.0.6';
 
+const APISIX_HOME = '/usr/local/apisix';
+/** Where APISIX's container mounts the Lua modules the agent writes (agent/l4/lua/). */
+export const APISIX_LUA_DIR = `${APISIX_HOME}/mesh-lua`;
+/** APISIX's own stream listener, which `proxy_mode: http&stream` requires. */
+const UNUSED_STREAM_PORT = 15002;
+
 /**
- * nginx directives for APISIX's `nginx_config` snippets: connections proxied for requests that
- * arrived on the inbound capture port bind the passthrough source; all others let the kernel choose
- * (an empty `proxy_bind` value binds nothing).
+ * APISIX's HTTP listener, on loopback only: the L4 front hands it the captured connections that
+ * speak HTTP (agent/l4/lua/apisix_mesh/handoff.lua). A request reaching it any other way has no
+ * capture facts and is refused (403).
  */
-export function upstreamBindSnippets(inboundPort: number): { http: string; server: string } {
-  return {
-    http: `map $server_port $apisix_mesh_upstream_bind {\n    ${inboundPort} ${INBOUND_PASSTHROUGH_SOURCE};\n    default "";\n}\n`,
-    server: 'proxy_bind $apisix_mesh_upstream_bind;\n',
-  };
+export const HTTP_HANDOFF_PORT = 15081;
+
+/**
+ * The L4 front (agent/l4/): a stream `server` on each capture port whose Lua reads the original
+ * destination and dispatches the connection as Envoy would with istiod's listeners; `proxy_bind`
+ * takes the hand-off address (HTTP) or the inbound passthrough source, set per connection.
+ * Connections stay open while bytes flow: Envoy's TCP proxy idle timeout (1 h) bounds idle ones.
+ */
+export function streamFrontSnippet(config: InjectionConfig): string {
+  const { outbound, inbound } = config.ports;
+  const server = (port: number, direction: string): string =>
+    `server {\n` +
+    `    listen ${port};\n` +
+    `    preread_buffer_size 20k;\n` +
+    `    preread_timeout 300s;\n` +
+    `    preread_by_lua_block {\n        require("apisix_mesh.l4").preread("${direction}", ${HTTP_HANDOFF_PORT}, ${outbound}, ${inbound})\n    }\n` +
+    `    proxy_pass apisix_mesh_l4;\n` +
+    `    proxy_bind $apisix_mesh_bind;\n` +
+    `    proxy_timeout 3600s;\n` +
+    `    log_by_lua_block {\n        require("apisix_mesh.l4").log()\n    }\n` +
+    `}\n`;
+  return (
+    `map $remote_addr $apisix_mesh_bind {\n    default "";\n}\n` +
+    `upstream apisix_mesh_l4 {\n    server 0.0.0.1:1;\n    balancer_by_lua_block {\n        require("apisix_mesh.l4").balance()\n    }\n}\n` +
+    server(outbound, 'outbound') +
+    server(inbound, 'inbound')
+  );
+}
+
+/**
+ * Inbound requests are forwarded from the passthrough source: the hook sets this variable per
+ * request from the hand-off record (agent/l4/lua/apisix_mesh/hook.lua); empty binds nothing.
+ */
+export function upstreamBindSnippet(): string {
+  return 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\n';
 }
 
 /**
@@ -56,11 +92,13 @@ export function literalVariablesSnippet(): string {
  * APISIX's `config.yaml` for the sidecar: the one place that says how APISIX runs in a pod.
  * - data plane only, configuration from the agent's etcd v3 API on loopback, prefix `/apisix`;
  * - the Admin API and the control API off (nothing in the pod may change routes but the agent);
- * - HTTP listeners on the capture ports (outbound and inbound), no TLS listener;
+ * - the L4 front on the capture ports (outbound and inbound, APISIX's stream subsystem with the
+ *   agent's Lua: `streamFrontSnippet`), handing HTTP to APISIX's HTTP listener on loopback; no TLS
+ *   listener;
  * - the status API (`/status/ready`) and the Prometheus export on the ports the capture rules
  *   always leave alone, so the kubelet and Prometheus reach them directly;
  * - logs to stdout/stderr (the root filesystem is read-only);
- * - inbound requests forwarded from the passthrough source (see `upstreamBindSnippets`);
+ * - inbound requests forwarded from the passthrough source (see `upstreamBindSnippet`);
  * - the etcd health check's quarantine cut to 1 s (APISIX's default 10 s): the one etcd endpoint is
  *   the agent on loopback, and while a failed endpoint is quarantined APISIX neither watches nor
  *   reads, so a restarted agent's pushes waited ~10 s. Not 0: lua-resty-etcd stores the quarantine
@@ -71,10 +109,16 @@ export function literalVariablesSnippet(): string {
  * setting it again here would be a duplicate directive.
  */
 export function apisixConfigDocument(config: InjectionConfig): Record<string, unknown> {
-  const bind = upstreamBindSnippets(config.ports.inbound);
   return {
     apisix: {
-      node_listen: [config.ports.outbound, config.ports.inbound],
+      node_listen: [{ ip: '127.0.0.1', port: HTTP_HANDOFF_PORT }],
+      proxy_mode: 'http&stream',
+      // APISIX's stream server is required by proxy_mode but unused (the front is ours, and no
+      // stream_routes exist): on loopback, it closes every connection
+      stream_proxy: { tcp: [{ addr: `127.0.0.1:${UNUSED_STREAM_PORT}` }] },
+      // $prefix: nginx's prefix, APISIX's home (where APISIX_LUA_DIR is mounted)
+      extra_lua_path: `$prefix/${APISIX_LUA_DIR.slice(APISIX_HOME.length + 1)}/?.lua`,
+      lua_module_hook: 'apisix_mesh.hook',
       enable_admin: false,
       enable_control: false,
       enable_server_tokens: false,
@@ -95,8 +139,9 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       worker_processes: config.apisixWorkerProcesses,
       error_log: '/dev/stderr',
       http: { access_log: '/dev/stdout' },
-      http_configuration_snippet: bind.http + literalVariablesSnippet(),
-      http_server_configuration_snippet: bind.server,
+      stream_configuration_snippet: streamFrontSnippet(config),
+      http_configuration_snippet: literalVariablesSnippet(),
+      http_server_configuration_snippet: upstreamBindSnippet(),
     },
     plugins: [...APISIX_PLUGINS],
     plugin_attr: {

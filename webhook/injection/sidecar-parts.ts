@@ -2,7 +2,7 @@ import type { V1Container, V1SecurityContext, V1Volume } from '@kubernetes/clien
 import { captureConfigToArgs, type CaptureConfig } from '../../iptables-init/capture-config.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { APISIX_CONFIG_ANNOTATION } from './annotations.js';
-import { renderApisixConfig } from './apisix-config.js';
+import { APISIX_LUA_DIR, renderApisixConfig } from './apisix-config.js';
 import { formatStatus } from './status.js';
 
 /** Names of everything sidecar mode adds; an app may not use them. */
@@ -14,9 +14,12 @@ export const NAMES = {
   podInfoVolume: 'apisix-mesh-podinfo',
   apisixConfVolume: 'apisix-mesh-apisix-conf',
   apisixRunVolume: 'apisix-mesh-apisix-run',
+  luaVolume: 'apisix-mesh-lua',
 } as const;
 
 const APISIX_HOME = '/usr/local/apisix';
+/** Where the agent writes the sidecar's Lua modules and APISIX reads them (`extra_lua_path`). */
+const AGENT_LUA_DIR = '/apisix-mesh/lua';
 /** nginx writes its temp files under its prefix; with a read-only root each needs a writable mount. */
 const APISIX_WRITABLE_DIRS = ['logs', 'client_body_temp', 'proxy_temp', 'fastcgi_temp', 'uwsgi_temp', 'scgi_temp'];
 
@@ -175,6 +178,7 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
       `--outbound-port=${config.ports.outbound}`,
       `--inbound-port=${config.ports.inbound}`,
       `--pod-labels-file=${POD_INFO_DIR}/labels`,
+      `--lua-dir=${AGENT_LUA_DIR}`,
     ],
     env: [
       fieldEnv('POD_NAME', 'metadata.name'),
@@ -192,7 +196,10 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
       : { lifecycle: { postStart: { exec: { command: [...MESH_IMAGE_ENTRYPOINT, 'wait', `--etcd-address=127.0.0.1:${config.ports.etcd}`, '--timeout=60s'] } } } }),
     resources: structuredClone(config.resources.agent),
     securityContext: proxySecurityContext(config),
-    volumeMounts: [{ name: NAMES.podInfoVolume, mountPath: POD_INFO_DIR, readOnly: true }],
+    volumeMounts: [
+      { name: NAMES.podInfoVolume, mountPath: POD_INFO_DIR, readOnly: true },
+      { name: NAMES.luaVolume, mountPath: AGENT_LUA_DIR },
+    ],
   };
 }
 
@@ -216,6 +223,7 @@ function apisixContainer(config: InjectionConfig, native: boolean): V1Container 
       { name: NAMES.apisixConfVolume, mountPath: `${APISIX_HOME}/conf` },
       ...APISIX_WRITABLE_DIRS.map((dir) => ({ name: NAMES.apisixRunVolume, mountPath: `${APISIX_HOME}/${dir}`, subPath: dir })),
       { name: NAMES.apisixRunVolume, mountPath: '/tmp', subPath: 'tmp' },
+      { name: NAMES.luaVolume, mountPath: APISIX_LUA_DIR, readOnly: true },
     ],
   };
 }
@@ -233,6 +241,7 @@ function volumes(): V1Volume[] {
     },
     { name: NAMES.apisixConfVolume, emptyDir: {} },
     { name: NAMES.apisixRunVolume, emptyDir: {} },
+    { name: NAMES.luaVolume, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
   ];
 }
 
