@@ -94,6 +94,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         xdsVersions: versions(),
         upstreams: current ? [...current.upstreams.values()] : [],
         routes: current ? [...current.routes.values()] : [],
+        l4: current ? [...current.l4.values()] : [],
         skipped: current ? [...current.notes, ...currentInvalid] : [],
       }),
     },

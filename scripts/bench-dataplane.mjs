@@ -26,6 +26,15 @@ import { endpointIp, mesh, serviceVip } from './synthetic-mesh.mjs';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const env = (name, fallback) => process.env[name] ?? fallback;
 const ROUNDS = Number(env('BENCH_ROUNDS', 2));
+/**
+ * A built checkout of an earlier version (e.g. a git worktree of the commit before a change, after
+ * `npm ci && npm run build`): measured as a fourth setup, `before`, in the same rounds, so that a
+ * change's cost is read against the same machine at the same time.
+ */
+const BASELINE_ROOT = process.env.BENCH_BASELINE_ROOT;
+/** which setups to measure (default all): e.g. `sidecar,before` for a change's cost alone */
+const ONLY = env('BENCH_SETUPS', '').split(',').filter(Boolean);
+const wanted = (name) => ONLY.length === 0 || ONLY.includes(name);
 const RATE = Number(env('BENCH_RATE', 1000));
 const CONNECTIONS = Number(env('BENCH_CONNECTIONS', 16));
 const WARMUP_MS = Number(env('BENCH_WARMUP_MS', 1500));
@@ -234,7 +243,7 @@ function editApisixConfig(h, pod, edit) {
  * The injected pod; `bare` swaps APISIX's command for a bare nginx of the same OpenResty build,
  * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs).
  */
-async function startMeshPod(h, script, { bare, services, noAccessLog }) {
+async function startMeshPod(h, script, { bare, services, noAccessLog, baseline }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -251,7 +260,10 @@ async function startMeshPod(h, script, { bare, services, noAccessLog }) {
       manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
       xds: trafficMesh(h.xds, services),
       clusterAddresses: endpoints,
-      mutateInjected: noAccessLog
+      ...(baseline ? { projectRoot: baseline.root } : {}),
+      mutateInjected: baseline
+        ? (p) => baseline.inject(p)
+        : noAccessLog
         ? (p) => editApisixConfig(h, p, (doc) => ((doc.nginx_config.http ??= {}).enable_access_log = false))
         : bare
         ? (p) => {
@@ -350,6 +362,13 @@ function summarise(results) {
       );
     }
   }
+  if (results.some((r) => r.name === 'before')) {
+    for (const dir of ['outbound', 'inbound']) {
+      const ratio = pick('sidecar', dir, (r) => r.sat.rps, true) / pick('before', dir, (r) => r.sat.rps, true);
+      const cpu = pick('sidecar', dir, (r) => r.sat.proxyCpu) / pick('before', dir, (r) => r.sat.proxyCpu);
+      console.log(`  ${dir}: sidecar/before saturation throughput ${f(ratio)}x, proxy CPU per request ${f(cpu)}x`);
+    }
+  }
   for (const dir of ['outbound', 'inbound']) {
     const ratio = pick('sidecar', dir, (r) => r.sat.rps, true) / pick('nginx', dir, (r) => r.sat.rps, true);
     const cpuRatio = pick('nginx', dir, (r) => r.sat.proxyCpu) / pick('sidecar', dir, (r) => r.sat.proxyCpu);
@@ -359,6 +378,26 @@ function summarise(results) {
   console.log(`  both hops (outbound + inbound) add p90 ${f(added('p90'), 3)} ms, p99 ${f(added('p99'), 3)} ms over direct at ${RATE} req/s (Istio 1.20, two Envoys with mTLS: +${ISTIO.addedP90} / +${ISTIO.addedP99} ms)`);
   const vcpu = Math.max(...['outbound', 'inbound'].map((dir) => pick('sidecar', dir, (r) => r.fixed.proxyCpu + r.fixed.agentCpu)));
   console.log(`  APISIX + agent at ${RATE} req/s through one hop: ${f(vcpu, 3)} vCPU (worse hop; aim < ${ISTIO.vcpu}; Istio 1.24 Envoy: ${ISTIO.vcpu} vCPU)`);
+}
+
+/**
+ * The earlier checkout's pod: its agent (staged from that checkout) and its own APISIX config.yaml;
+ * agent flags the earlier agent does not know are dropped.
+ */
+async function baselineOf(h, baselineRoot) {
+  const { renderApisixConfig } = await import(join(baselineRoot, 'dist/webhook/injection/apisix-config.js'));
+  const { defaultInjectionConfig } = await import(join(baselineRoot, 'dist/webhook/config/injection-config.js'));
+  const help = spawnSync(process.execPath, [join(baselineRoot, 'dist/cli/main.js'), 'agent', '--help'], { encoding: 'utf8' }).stdout;
+  return {
+    root: baselineRoot,
+    inject(pod) {
+      pod.metadata.annotations[h.annotations.APISIX_CONFIG_ANNOTATION] = renderApisixConfig(defaultInjectionConfig);
+      for (const c of [...(pod.spec.initContainers ?? []), ...pod.spec.containers]) {
+        if (c.name === 'apisix-mesh-agent') c.args = c.args.filter((a) => !a.startsWith('--') || help.includes(a.split('=')[0]));
+      }
+      return pod;
+    },
+  };
 }
 
 /** Where APISIX's processes spend their CPU at saturation (outbound): perf, by object and by symbol. */
@@ -483,10 +522,11 @@ async function main() {
       `${cpus().length} cores, load average ${load1()}, node ${process.version}; 1 KiB POST -> 1 KiB answer, keep-alive, ` +
         `${CONNECTIONS} connections, ${WARMUP_MS} ms warm-up + ${DURATION_MS} ms measured per run, ${ROUNDS} alternating rounds; sidecar mesh: ${SERVICES} services`,
     );
-    setups.direct = await startDirect(h, script);
-    setups.nginx = await startMeshPod(h, script, { bare: true, services: 0 });
+    if (wanted('direct')) setups.direct = await startDirect(h, script);
+    if (wanted('nginx')) setups.nginx = await startMeshPod(h, script, { bare: true, services: 0 });
     setups.sidecar = await startMeshPod(h, script, { bare: false, services: SERVICES });
     if (DIAGNOSE) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
+    if (BASELINE_ROOT) setups.before = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, BASELINE_ROOT) });
     const results = [];
     for (let round = 1; round <= ROUNDS; round++) {
       for (const name of Object.keys(setups)) await measureSetup(name, setups[name], script, round, results);

@@ -35,7 +35,7 @@ const APISIX_HOME = '/usr/local/apisix';
 /** Where APISIX's container mounts the Lua modules the agent writes (agent/l4/lua/). */
 export const APISIX_LUA_DIR = `${APISIX_HOME}/mesh-lua`;
 /** APISIX's own stream listener, which `proxy_mode: http&stream` requires. */
-const UNUSED_STREAM_PORT = 15002;
+export const UNUSED_STREAM_PORT = 15002;
 
 /**
  * APISIX's HTTP listener, on loopback only: the L4 front hands it the captured connections that

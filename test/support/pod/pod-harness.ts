@@ -45,6 +45,8 @@ export interface PodHarnessOptions {
   hosts?: Record<string, string>;
   /** for control experiments only: changes the injected pod before it runs */
   mutateInjected?: (pod: V1Pod) => V1Pod;
+  /** for benchmarks' baselines only: another built checkout whose agent the pod runs */
+  projectRoot?: string;
 }
 
 export interface RunningPod {
@@ -100,7 +102,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
   chmodSync(dir, 0o755);
   let project;
   try {
-    project = stageProject(dir);
+    project = stageProject(dir, options.projectRoot);
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
     throw err;
