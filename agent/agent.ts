@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import * as grpc from '@grpc/grpc-js';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { AdsClient } from './xds/ads-client.js';
 import { buildNode, type NodeIdentity } from './xds/node.js';
@@ -11,15 +9,9 @@ import type { TranslationNote } from './translate/apisix-types.js';
 import { APISIX_PREFIX, StoreApplier, type ApplyResult } from './apply.js';
 import { AgentMetrics } from './metrics.js';
 import { buildStatusServer } from './status-server.js';
+import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-credentials.js';
 
-export interface XdsTlsOptions {
-  /** PEM file of the mesh root (istio-ca-root-cert's root-cert.pem) */
-  rootCertFile: string;
-  /** projected service-account token (audience istio-ca), re-read for every stream */
-  tokenFile?: string;
-  /** TLS server name when dialling istiod by another name or address */
-  serverName?: string;
-}
+export { xdsCredentials, type XdsTlsOptions };
 
 export interface AgentOptions {
   xdsAddress: string;
@@ -51,28 +43,6 @@ export interface RunningAgent {
   applied(): Promise<number>;
   isReady(): boolean;
   close(): Promise<void>;
-}
-
-/** Channel credentials for istiod: plaintext, or TLS with the token and ClusterID as call metadata. */
-export function xdsCredentials(tls: XdsTlsOptions | undefined, clusterId: string): grpc.ChannelCredentials {
-  if (!tls) return grpc.credentials.createInsecure();
-  const root = readFileSync(tls.rootCertFile);
-  const ssl = grpc.credentials.createSsl(root);
-  const tokenFile = tls.tokenFile;
-  const perCall = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
-    const md = new grpc.Metadata();
-    md.set('ClusterID', clusterId);
-    if (tokenFile) {
-      try {
-        md.set('authorization', `Bearer ${readFileSync(tokenFile, 'utf8').trim()}`); // tokens rotate
-      } catch (err) {
-        callback(err as Error);
-        return;
-      }
-    }
-    callback(null, md);
-  });
-  return grpc.credentials.combineChannelCredentials(ssl, perCall);
 }
 
 /**
@@ -119,7 +89,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     address: options.xdsAddress,
     node: buildNode(options.identity, options.version ?? 'dev'),
     credentials: xdsCredentials(options.xdsTls, options.identity.clusterId),
-    ...(options.xdsTls?.serverName ? { channelOptions: { 'grpc.ssl_target_name_override': options.xdsTls.serverName, 'grpc.default_authority': options.xdsTls.serverName } } : {}),
+    channelOptions: serverNameOptions(options.xdsTls?.serverName),
     ...(options.backoff ? { backoff: options.backoff } : {}),
     ...(options.warmingTimeoutMs !== undefined ? { warmingTimeoutMs: options.warmingTimeoutMs } : {}),
     logger: { info: (m) => logger.info(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
