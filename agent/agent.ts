@@ -10,6 +10,8 @@ import { APISIX_PREFIX, StoreApplier, type ApplyResult } from './apply.js';
 import { AgentMetrics } from './metrics.js';
 import { buildStatusServer } from './status-server.js';
 import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-credentials.js';
+import { startWorkloadIdentity, type WorkloadIdentityConfig } from './identity/start-identity.js';
+import type { WorkloadIdentity } from './identity/workload-identity.js';
 
 export { xdsCredentials, type XdsTlsOptions };
 
@@ -17,6 +19,8 @@ export interface AgentOptions {
   xdsAddress: string;
   xdsTls?: XdsTlsOptions;
   identity: NodeIdentity;
+  /** Istio's CA, for the workload certificate; absent: no certificate (plaintext setups) */
+  workloadIdentity?: WorkloadIdentityConfig;
   etcdHost: string;
   etcdPort: number;
   statusHost: string;
@@ -42,6 +46,8 @@ export interface RunningAgent {
   /** resolves after the next apply (tests use it to wait for a push to land) */
   applied(): Promise<number>;
   isReady(): boolean;
+  /** the workload certificate (with a CA configured): the TLS listeners take it from here */
+  identity?: WorkloadIdentity;
   close(): Promise<void>;
 }
 
@@ -55,9 +61,13 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   let current: ApisixConfig | undefined;
   let currentInvalid: TranslationNote[] = [];
   let versions: () => Record<string, string> = () => ({});
+  let identity: WorkloadIdentity | undefined;
+  // with a CA, traffic needs the workload certificate as much as the configuration
+  const isReady = () => ready && (identity?.isReady() ?? true);
   const status: FastifyInstance = buildStatusServer(
     {
-      ready: () => ready,
+      ready: isReady,
+      notReadyReason: () => (!ready ? 'waiting for the first complete configuration from istiod' : 'waiting for the workload certificate from the CA'),
       debugConfig: () => ({
         ready,
         storeRevision: store.revision,
@@ -191,6 +201,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       metrics.storeRevision.set(store.revision);
     });
     await status.listen({ host: options.statusHost, port: options.statusPort });
+    if (options.workloadIdentity) identity = startWorkloadIdentity(options.workloadIdentity, options.identity, metrics.registry, logger);
   } catch (err) {
     await etcd?.close();
     await status.close();
@@ -198,7 +209,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   }
   const statusAddress = status.server.address();
   const statusPort = typeof statusAddress === 'object' && statusAddress ? statusAddress.port : options.statusPort;
-  logger.info(`etcd API on ${options.etcdHost}:${etcd.httpPort}, status on ${options.statusHost}:${statusPort}, xDS from ${options.xdsAddress}${options.xdsTls ? ' (TLS)' : ' (plaintext)'}`);
+  logger.info(`etcd API on ${options.etcdHost}:${etcd.httpPort}, status on ${options.statusHost}:${statusPort}, xDS from ${options.xdsAddress}${options.xdsTls ? ' (TLS)' : ' (plaintext)'}, ${identity ? `workload certificate for ${identity.spiffeId} from ${options.workloadIdentity!.caAddress}` : 'no workload certificate (no CA)'}`);
   client.start();
 
   let closed = false;
@@ -206,13 +217,15 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     store,
     etcdPort: etcd.httpPort,
     statusPort,
-    isReady: () => ready,
+    isReady,
+    ...(identity ? { identity } : {}),
     applied: () => new Promise<number>((resolve) => waiters.push(resolve)),
     async close() {
       if (closed) return;
       closed = true;
       if (timer) clearTimeout(timer);
       client.stop();
+      identity?.stop();
       await status.close();
       await etcd!.close();
     },
