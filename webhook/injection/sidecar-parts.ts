@@ -14,7 +14,17 @@ export const NAMES = {
   podInfoVolume: 'apisix-mesh-podinfo',
   apisixConfVolume: 'apisix-mesh-apisix-conf',
   apisixRunVolume: 'apisix-mesh-apisix-run',
+  istioTokenVolume: 'apisix-mesh-istio-token',
+  istioRootCertVolume: 'apisix-mesh-istio-ca-root-cert',
 } as const;
+
+/**
+ * Where Istio's sidecar template mounts the mesh root (ConfigMap istio-ca-root-cert, which istiod
+ * writes into every namespace) and the projected token istiod authenticates the pod by; the agent
+ * finds them at the same paths as pilot-agent.
+ */
+const ISTIO_ROOT_CERT_DIR = '/var/run/secrets/istio';
+const ISTIO_TOKEN_DIR = '/var/run/secrets/tokens';
 
 const APISIX_HOME = '/usr/local/apisix';
 /** nginx writes its temp files under its prefix; with a read-only root each needs a writable mount. */
@@ -64,7 +74,7 @@ function buildParts(config: InjectionConfig, native: boolean, capture: CaptureCo
   const initBefore = native ? [...captureInit, copy, agent, apisix] : [];
   const initAfter = native ? [] : [copy, ...captureInit];
   const containers = native ? [] : [agent, apisix];
-  const vols = volumes();
+  const vols = volumes(config);
   return {
     initBefore,
     initAfter,
@@ -170,6 +180,10 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
     args: [
       'agent',
       `--xds-address=${config.istiodAddress}`,
+      // Istio's CA answers on istiod's xDS address (pilot-agent: CA_ADDR defaults to discoveryAddress)
+      ...(config.istiodTls
+        ? ['--xds-tls', `--root-cert=${ISTIO_ROOT_CERT_DIR}/root-cert.pem`, `--token-file=${ISTIO_TOKEN_DIR}/istio-token`, `--ca-address=${config.istiodAddress}`, `--trust-domain=${config.trustDomain}`]
+        : []),
       `--etcd-listen=127.0.0.1:${config.ports.etcd}`,
       `--status-port=${config.ports.agentStatus}`,
       `--outbound-port=${config.ports.outbound}`,
@@ -192,7 +206,15 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
       : { lifecycle: { postStart: { exec: { command: [...MESH_IMAGE_ENTRYPOINT, 'wait', `--etcd-address=127.0.0.1:${config.ports.etcd}`, '--timeout=60s'] } } } }),
     resources: structuredClone(config.resources.agent),
     securityContext: proxySecurityContext(config),
-    volumeMounts: [{ name: NAMES.podInfoVolume, mountPath: POD_INFO_DIR, readOnly: true }],
+    volumeMounts: [
+      { name: NAMES.podInfoVolume, mountPath: POD_INFO_DIR, readOnly: true },
+      ...(config.istiodTls
+        ? [
+            { name: NAMES.istioRootCertVolume, mountPath: ISTIO_ROOT_CERT_DIR, readOnly: true },
+            { name: NAMES.istioTokenVolume, mountPath: ISTIO_TOKEN_DIR, readOnly: true },
+          ]
+        : []),
+    ],
   };
 }
 
@@ -220,7 +242,7 @@ function apisixContainer(config: InjectionConfig, native: boolean): V1Container 
   };
 }
 
-function volumes(): V1Volume[] {
+function volumes(config: InjectionConfig): V1Volume[] {
   return [
     {
       name: NAMES.podInfoVolume,
@@ -233,6 +255,18 @@ function volumes(): V1Volume[] {
     },
     { name: NAMES.apisixConfVolume, emptyDir: {} },
     { name: NAMES.apisixRunVolume, emptyDir: {} },
+    ...(config.istiodTls ? istioVolumes() : []),
+  ];
+}
+
+/** As in Istio's sidecar template: a token for istiod only (audience istio-ca), valid 12 hours. */
+function istioVolumes(): V1Volume[] {
+  return [
+    {
+      name: NAMES.istioTokenVolume,
+      projected: { sources: [{ serviceAccountToken: { path: 'istio-token', audience: 'istio-ca', expirationSeconds: 43200 } }] },
+    },
+    { name: NAMES.istioRootCertVolume, configMap: { name: 'istio-ca-root-cert' } },
   ];
 }
 
