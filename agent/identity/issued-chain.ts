@@ -1,4 +1,5 @@
 import { X509Certificate, type KeyObject } from 'node:crypto';
+import { shortQuote } from '../../cli/short-quote.js';
 
 /** What the CA returned, checked: the certificate to present and the roots it chains to. */
 export interface IssuedChain {
@@ -72,7 +73,7 @@ export function checkIssuedChain(certChain: readonly string[], expected: { spiff
   if (leaf.ca) throw new IssuedChainError('the leaf certificate is a CA certificate');
   const san = leaf.subjectAltName ?? '';
   if (san !== `URI:${expected.spiffeId}`) {
-    throw new IssuedChainError(`the leaf certificate's SAN is ${JSON.stringify(san.slice(0, 200))}, not exactly URI:${expected.spiffeId}`);
+    throw new IssuedChainError(`the leaf certificate's SAN is ${shortQuote(san)}, not exactly URI:${expected.spiffeId}`);
   }
 
   // the roots are the self-signed certificates at the end; everything before them is leaf + intermediates

@@ -53,6 +53,8 @@ export class WorkloadIdentity {
   private expiryTimer: NodeJS.Timeout | undefined;
   private failures = 0;
   private stopped = true;
+  /** stop() closed the CA client: the identity cannot start again */
+  private closed = false;
 
   constructor(private readonly options: WorkloadIdentityOptions) {}
 
@@ -77,13 +79,14 @@ export class WorkloadIdentity {
   }
 
   start(): void {
-    if (!this.stopped) return;
+    if (!this.stopped || this.closed) return;
     this.stopped = false;
     void this.request();
   }
 
   stop(): void {
     this.stopped = true;
+    this.closed = true;
     clearTimeout(this.timer);
     clearTimeout(this.expiryTimer);
     this.options.ca.close();
