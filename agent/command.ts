@@ -85,7 +85,7 @@ export function registerAgentCommand(program: Command): void {
       'Istio\'s CA, which issues the workload certificate (TLS verified with --root-cert, authenticated with --token-file); ' +
         'none: no certificate. Default: with --xds-tls the --xds-address host on port 15012, without it none',
     )
-    .option('--trust-domain <domain>', 'the mesh\'s trust domain: the certificate names spiffe://<domain>/ns/<POD_NAMESPACE>/sa/<SERVICE_ACCOUNT>', 'cluster.local')
+    .option('--trust-domain <domain>', 'the mesh\'s trust domain: the certificate names the pod spiffe://<domain>/ns/<ns>/sa/<account>', 'cluster.local')
     .option('--cert-ttl <duration>', 'validity asked for the workload certificate (istiod may grant less); renewed at half its lifetime', '24h')
     .option('--etcd-listen <host:port>', 'where APISIX reaches the etcd v3 API (keep it on loopback)', '127.0.0.1:15379')
     .option('--status-port <port>', 'port of /healthz/ready, /metrics and /debug/config (0: any free port)', '15020')
