@@ -15,7 +15,17 @@ export const NAMES = {
   apisixConfVolume: 'apisix-mesh-apisix-conf',
   apisixRunVolume: 'apisix-mesh-apisix-run',
   luaVolume: 'apisix-mesh-lua',
+  istioTokenVolume: 'apisix-mesh-istio-token',
+  istioRootCertVolume: 'apisix-mesh-istio-ca-root-cert',
 } as const;
+
+/**
+ * Where Istio's sidecar template mounts the mesh root (ConfigMap istio-ca-root-cert, which istiod
+ * writes into every namespace) and the projected token istiod authenticates the pod by; the agent
+ * finds them at the same paths as pilot-agent.
+ */
+const ISTIO_ROOT_CERT_DIR = '/var/run/secrets/istio';
+const ISTIO_TOKEN_DIR = '/var/run/secrets/tokens';
 
 const APISIX_HOME = '/usr/local/apisix';
 /** Where the agent writes the sidecar's Lua modules and APISIX reads them (`extra_lua_path`). */
@@ -67,7 +77,7 @@ function buildParts(config: InjectionConfig, native: boolean, capture: CaptureCo
   const initBefore = native ? [...captureInit, copy, agent, apisix] : [];
   const initAfter = native ? [] : [copy, ...captureInit];
   const containers = native ? [] : [agent, apisix];
-  const vols = volumes();
+  const vols = volumes(config);
   return {
     initBefore,
     initAfter,
@@ -173,6 +183,10 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
     args: [
       'agent',
       `--xds-address=${config.istiodAddress}`,
+      // Istio's CA answers on istiod's xDS address (pilot-agent: CA_ADDR defaults to discoveryAddress)
+      ...(config.istiodTls
+        ? ['--xds-tls', `--root-cert=${ISTIO_ROOT_CERT_DIR}/root-cert.pem`, `--token-file=${ISTIO_TOKEN_DIR}/istio-token`, `--ca-address=${config.istiodAddress}`, `--trust-domain=${config.trustDomain}`]
+        : []),
       `--etcd-listen=127.0.0.1:${config.ports.etcd}`,
       `--status-port=${config.ports.agentStatus}`,
       `--outbound-port=${config.ports.outbound}`,
@@ -199,6 +213,12 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
     volumeMounts: [
       { name: NAMES.podInfoVolume, mountPath: POD_INFO_DIR, readOnly: true },
       { name: NAMES.luaVolume, mountPath: AGENT_LUA_DIR },
+      ...(config.istiodTls
+        ? [
+            { name: NAMES.istioRootCertVolume, mountPath: ISTIO_ROOT_CERT_DIR, readOnly: true },
+            { name: NAMES.istioTokenVolume, mountPath: ISTIO_TOKEN_DIR, readOnly: true },
+          ]
+        : []),
     ],
   };
 }
@@ -228,7 +248,7 @@ function apisixContainer(config: InjectionConfig, native: boolean): V1Container 
   };
 }
 
-function volumes(): V1Volume[] {
+function volumes(config: InjectionConfig): V1Volume[] {
   return [
     {
       name: NAMES.podInfoVolume,
@@ -242,6 +262,18 @@ function volumes(): V1Volume[] {
     { name: NAMES.apisixConfVolume, emptyDir: {} },
     { name: NAMES.apisixRunVolume, emptyDir: {} },
     { name: NAMES.luaVolume, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
+    ...(config.istiodTls ? istioVolumes() : []),
+  ];
+}
+
+/** As in Istio's sidecar template: a token for istiod only (audience istio-ca), valid 12 hours. */
+function istioVolumes(): V1Volume[] {
+  return [
+    {
+      name: NAMES.istioTokenVolume,
+      projected: { sources: [{ serviceAccountToken: { path: 'istio-token', audience: 'istio-ca', expirationSeconds: 43200 } }] },
+    },
+    { name: NAMES.istioRootCertVolume, configMap: { name: 'istio-ca-root-cert' } },
   ];
 }
 
