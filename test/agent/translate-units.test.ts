@@ -35,10 +35,10 @@ describe('Cluster → upstream', () => {
     expect(translateCluster(cluster({ name: 'a', type: 'EDS', lb_policy: 'LEAST_REQUEST' })).upstream?.type).toBe('least_conn');
     expect(translateCluster(cluster({ name: 'a', type: 'EDS', lb_policy: 'RING_HASH' })).consistentHash).toBe(true);
   });
-  it('reports HTTP/2 upstreams it cannot proxy as such', () => {
+  it('proxies HTTP/2 upstreams with nginx\'s gRPC proxy, and says so', () => {
     const t = translateCluster(cluster({ name: 'outbound|9090||grpc.ns.svc.cluster.local', type: 'EDS', typed_extension_protocol_options: { 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': { '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions', explicit_http_config: { http2_protocol_options: {} } } } }));
     expect(t.notes.map((n) => [n.reason, n.skipped])).toEqual([['http2-upstream', false]]);
-    expect(t.upstream).toBeDefined();
+    expect(t.upstream?.scheme).toBe('grpc');
   });
   it('ids are stable and differ per name', () => {
     const a = translateCluster(cluster({ name: 'outbound|80||a', type: 'EDS' })).upstream!.id;

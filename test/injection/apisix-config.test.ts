@@ -18,6 +18,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
         stream_proxy: { tcp: [{ addr: '127.0.0.1:15002' }] },
         extra_lua_path: '$prefix/mesh-lua/?.lua',
         lua_module_hook: 'apisix_mesh.hook',
+        enable_http2: true,
         enable_admin: false,
         enable_control: false,
         enable_server_tokens: false,
@@ -37,7 +38,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
         // the literal $ and \ the agent writes where APISIX would expand variables
         http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n',
         // inbound forwards leave from 127.0.0.6 (the hook sets the variable per request)
-        http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\n',
+        http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n',
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function', 'serverless-post-function'],
       plugin_attr: { prometheus: { export_addr: { ip: '0.0.0.0', port: 15090 } } },

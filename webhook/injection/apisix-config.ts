@@ -76,7 +76,7 @@ export function streamFrontSnippet(config: InjectionConfig): string {
  * request from the hand-off record (agent/l4/lua/apisix_mesh/hook.lua); empty binds nothing.
  */
 export function upstreamBindSnippet(): string {
-  return 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\n';
+  return 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n';
 }
 
 /**
@@ -119,6 +119,8 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       // $prefix: nginx's prefix, APISIX's home (where APISIX_LUA_DIR is mounted)
       extra_lua_path: `$prefix/${APISIX_LUA_DIR.slice(APISIX_HOME.length + 1)}/?.lua`,
       lua_module_hook: 'apisix_mesh.hook',
+      // h2c (gRPC) and HTTP/1.1 on the one hand-off listener: nginx tells them apart by the preface
+      enable_http2: true,
       enable_admin: false,
       enable_control: false,
       enable_server_tokens: false,
