@@ -1,0 +1,260 @@
+// The L4 front on the real APISIX (agent/l4/): every connection the capture rules redirect lands on
+// APISIX's stream subsystem and is dispatched as Envoy dispatches it with istiod's listeners. From
+// the app in the injected pod (default capture rules, no excludes) to servers in the cluster
+// namespace, and from the cluster to the app: TLS passed through end to end (the client verifies the
+// server's own certificate), raw TCP both client-first and server-first, a mesh TCP service's
+// weighted split, TLS by SNI, REGISTRY_ONLY's refusals, inbound TCP from 127.0.0.6, a network RBAC
+// chain refused, and HTTP on the same capture port meanwhile. APISIX's error log in every test.
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { generateCa, generateServingCert } from '../../webhook/certificates/generate.js';
+import { describeWhenAvailable } from '../support/requirements.js';
+import { missingForPod, podManifest } from '../support/pod/requirements.js';
+import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
+import { POD_IP } from '../support/pod/network.js';
+import { describeLines } from '../support/pod/apisix-log.js';
+import { send } from '../support/echo-requests.js';
+import type { Echo, HttpAnswer, NetnsWorker, TcpResult } from '../support/pod/worker-client.js';
+import { waitFor } from '../support/wait.js';
+import {
+  allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, MeshResources, outboundCluster,
+  outboundHttpListener, outboundTcpListener, outboundTlsListener, passthroughCluster, rbacNetworkFilter, routeConfiguration, serviceVirtualHost,
+  virtualInbound, virtualOutbound, type OutboundTrafficPolicy,
+} from '../support/istio-xds.js';
+
+const NS = 'data';
+
+/** Outside the mesh (ALLOW_ANY passes them, REGISTRY_ONLY refuses them). */
+const EXTERNAL = {
+  https: { ip: '203.0.113.50', port: 8443, name: 'external.example.org' },
+  tcp: { ip: '203.0.113.60', echoPort: 7000, bannerPort: 7001 },
+  /** only used to see when a push reached APISIX's stream workers (see `untilOutbound`) */
+  probe: { ip: '203.0.113.61', port: 7100 },
+};
+const BANNER = '220 banner.example.org ESMTP ready\r\n';
+
+/** A mesh TCP service: a VirtualService `tcp` route splits 80/20 between two subsets. */
+const DB = { vip: '10.96.50.10', port: 9000, host: fqdn('db', NS) };
+const DB_V1 = outboundCluster(DB.port, DB.host, 'v1');
+const DB_V2 = outboundCluster(DB.port, DB.host, 'v2');
+const DB_ENDPOINTS = { 'db-v1-a': ['10.244.7.11', DB_V1], 'db-v1-b': ['10.244.7.12', DB_V1], 'db-v2': ['10.244.7.21', DB_V2] } as const;
+
+/** An HTTP mesh service on another port of the same capture listener. */
+const CHECKOUT = { vip: '10.96.44.7', port: 8080, host: fqdn('checkout', NS), endpoint: '10.244.5.11' };
+const CHECKOUT_CLUSTER = outboundCluster(CHECKOUT.port, CHECKOUT.host);
+
+/**
+ * A TLS ServiceEntry (hosts only, resolution STATIC): api.example.com:443 → its endpoint. The app
+ * dials the address its DNS gave (API.dialled, where a decoy with the same certificate listens: a
+ * connection passed through instead of sent to the cluster would reach it); another SNI on 443 goes
+ * where the app dialled (OTHER).
+ */
+const API = { name: 'api.example.com', dialled: '198.51.100.7', endpoint: '10.244.9.5' };
+const API_CLUSTER = outboundCluster(443, API.name);
+const OTHER = { name: 'other.example.net', ip: '198.51.100.8' };
+
+/** The pod's own TCP ports: one plain, one under a TCP AuthorizationPolicy (network RBAC, not enforced). */
+const PG_PORT = 5432;
+const GUARDED_PORT = 5433;
+
+function mesh(mode: OutboundTrafficPolicy): MeshResources {
+  const m = new MeshResources();
+  m.cluster(edsCluster(DB_V1), [{ ip: DB_ENDPOINTS['db-v1-a'][0], port: DB.port }, { ip: DB_ENDPOINTS['db-v1-b'][0], port: DB.port }]);
+  m.cluster(edsCluster(DB_V2), [{ ip: DB_ENDPOINTS['db-v2'][0], port: DB.port }]);
+  m.cluster(edsCluster(CHECKOUT_CLUSTER), [{ ip: CHECKOUT.endpoint, port: CHECKOUT.port }]);
+  m.cluster(edsCluster(API_CLUSTER), [{ ip: API.endpoint, port: 443 }]);
+  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster());
+  m.cluster(inboundCluster(PG_PORT)).cluster(inboundCluster(GUARDED_PORT));
+  m.listener(outboundTcpListener(DB.vip, DB.port, [{ name: DB_V1, weight: 80 }, { name: DB_V2, weight: 20 }]));
+  m.listener(outboundHttpListener(CHECKOUT.port, mode));
+  m.route(routeConfiguration(CHECKOUT.port, [serviceVirtualHost(CHECKOUT.host, CHECKOUT.port, CHECKOUT.vip, [httpRoute('default', { prefix: '/' }, { cluster: CHECKOUT_CLUSTER })]), allowAnyVirtualHost()]));
+  m.listener(outboundTlsListener(443, [{ serverNames: [API.name], cluster: API_CLUSTER }], mode));
+  m.listener(virtualOutbound(mode));
+  const denyAll = rbacNetworkFilter('ALLOW', { 'ns[data]-policy[pg-from-backup]-rule[0]': { permissions: [{ any: true }], principals: [{ authenticated: { principal_name: { exact: 'spiffe://cluster.local/ns/data/sa/backup' } } }] } });
+  m.listener(
+    virtualInbound([
+      { port: PG_PORT, service: fqdn('pg', NS), protocol: 'tcp' },
+      { port: GUARDED_PORT, service: fqdn('pg', NS), protocol: 'tcp', filters: [denyAll] },
+    ]),
+  );
+  return m;
+}
+
+/** A CA only the app trusts, and a certificate of it for each TLS server's name. */
+function certificates(): { ca: string; servers: Record<string, { cert: string; key: string }> } {
+  const ca = generateCa({ commonName: 'l4-test-ca' });
+  const serving = (name: string) => {
+    const { certPem, keyPem } = generateServingCert(ca, [name], { days: 1 });
+    return { cert: certPem, key: keyPem };
+  };
+  return { ca: ca.certPem, servers: Object.fromEntries([EXTERNAL.https.name, API.name, OTHER.name].map((name) => [name, serving(name)])) };
+}
+
+const text = (r: TcpResult) => r.received.map((b) => b.toString('utf8'));
+
+describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispatches them (real APISIX)', missingForPod(), () => {
+  let pod: RunningPod;
+  let ca: string;
+  const app = (): NetnsWorker => pod.app();
+  const served = async (name: string): Promise<number> => (await pod.cluster.served(name)).count;
+  const noErrors = () => {
+    const errors = pod.apisixErrors();
+    expect(errors, describeLines(errors)).toEqual([]);
+  };
+  const https = (ip: string, port: number, servername: string): Promise<HttpAnswer | { error: string }> =>
+    app().http({ url: `https://${ip}:${port}/hello`, servername, ca, headers: { host: servername }, timeoutMs: 5000 });
+  /** one client-first exchange: `message` sent, its echo awaited */
+  const echo = (worker: NetnsWorker, ip: string, port: number, message: string | Buffer): Promise<TcpResult> =>
+    worker.tcp(ip, port, [{ send: message, want: Buffer.byteLength(message) }], 5000);
+  /**
+   * After a push that only changes listeners, nothing APISIX exports says when its stream workers
+   * have the new ones: a probe connection to a server no test counts shows it.
+   */
+  const untilOutbound = (mode: OutboundTrafficPolicy) =>
+    waitFor(async () => {
+      const r = await echo(app(), EXTERNAL.probe.ip, EXTERNAL.probe.port, 'probe');
+      return mode === 'ALLOW_ANY' ? text(r)[0] === 'probe' : r.closed && r.received[0]!.length === 0;
+    }, 10_000, `the front to apply ${mode}`);
+  const switchTo = async (mode: OutboundTrafficPolicy) => {
+    for (const l of mesh(mode).resources.listener) pod.istiod.set('listener', l);
+    await pod.push(['listener']);
+    await untilOutbound(mode);
+  };
+
+  beforeAll(async () => {
+    const certs = certificates();
+    ca = certs.ca;
+    pod = await startPod({
+      manifest: podManifest('client', NS, { app: 'client' }, [{ name: 'app', ports: [PG_PORT, GUARDED_PORT] }]),
+      xds: mesh('ALLOW_ANY').resources,
+      clusterAddresses: [
+        EXTERNAL.https.ip, EXTERNAL.tcp.ip, EXTERNAL.probe.ip, DB.vip, ...Object.values(DB_ENDPOINTS).map(([ip]) => ip),
+        CHECKOUT.vip, CHECKOUT.endpoint, API.dialled, API.endpoint, OTHER.ip,
+      ],
+    });
+    const cluster = pod.cluster;
+    await Promise.all([
+      cluster.serveTls('external-https', EXTERNAL.https.ip, EXTERNAL.https.port, certs.servers[EXTERNAL.https.name]!),
+      cluster.serveTcp('external-echo', EXTERNAL.tcp.ip, EXTERNAL.tcp.echoPort),
+      cluster.serveTcp('external-banner', EXTERNAL.tcp.ip, EXTERNAL.tcp.bannerPort, { banner: BANNER }),
+      cluster.serveTcp('probe', EXTERNAL.probe.ip, EXTERNAL.probe.port),
+      ...Object.entries(DB_ENDPOINTS).map(([name, [ip]]) => cluster.serveTcp(name, ip, DB.port)),
+      cluster.serve('checkout', CHECKOUT.endpoint, CHECKOUT.port),
+      cluster.serveTls('api-endpoint', API.endpoint, 443, certs.servers[API.name]!),
+      cluster.serveTls('api-decoy', API.dialled, 443, certs.servers[API.name]!),
+      cluster.serveTls('other', OTHER.ip, 443, certs.servers[OTHER.name]!),
+      app().serveTcp('pg', '0.0.0.0', PG_PORT),
+      app().serveTcp('guarded', '0.0.0.0', GUARDED_PORT),
+    ]);
+    await pod.kubelet.waitReady(20_000);
+    expect(await pod.waitSynced()).toBe(true);
+  }, 60_000);
+  afterAll(async () => {
+    await pod?.stop();
+  });
+
+  it('HTTPS to a host outside the mesh (ALLOW_ANY): the handshake is the server\'s own (SNI sent), 200', async () => {
+    const res = await https(EXTERNAL.https.ip, EXTERNAL.https.port, EXTERNAL.https.name);
+    expect(res).toMatchObject({ status: 200 });
+    // the client trusted only the test CA and checked the name: APISIX did not terminate TLS
+    const seen = JSON.parse((res as HttpAnswer).body) as Echo;
+    expect(seen).toMatchObject({ name: 'external-https', servername: EXTERNAL.https.name, url: '/hello', peer: POD_IP });
+    noErrors();
+  });
+
+  it('raw TCP outside the mesh: a client-first exchange echoes; a server-first banner arrives before the client says anything', async () => {
+    const client = await echo(app(), EXTERNAL.tcp.ip, EXTERNAL.tcp.echoPort, 'hello over tcp\n');
+    expect(client).toMatchObject({ closed: false });
+    expect(text(client)).toEqual(['hello over tcp\n']);
+    const server = await app().tcp(EXTERNAL.tcp.ip, EXTERNAL.tcp.bannerPort, [{ want: BANNER.length }, { send: 'EHLO app\r\n', want: 10 }], 5000);
+    expect(server.error).toBeUndefined();
+    expect(text(server)).toEqual([BANNER, 'EHLO app\r\n']);
+    noErrors();
+  });
+
+  it('a mesh TCP service split 80/20 echoes through its endpoints; HTTP on another port of the capture listener meanwhile', async () => {
+    const before = Object.fromEntries(await Promise.all(Object.keys(DB_ENDPOINTS).map(async (name) => [name, await served(name)] as const)));
+    const N = 200;
+    const tcp = (async () => {
+      const bad: string[] = [];
+      for (let i = 0; i < N; i += 10) {
+        const batch = await Promise.all(Array.from({ length: 10 }, (_, j) => echo(app(), DB.vip, DB.port, `row ${i + j}\n`)));
+        batch.forEach((r, j) => text(r)[0] !== `row ${i + j}\n` && bad.push(`${i + j}: ${JSON.stringify(text(r))} ${r.error ?? ''}`));
+      }
+      return bad;
+    })();
+    const http = (async () => {
+      const answers: Array<string | undefined> = [];
+      for (let i = 0; i < 20; i++) answers.push((await send(app(), { url: `http://${CHECKOUT.vip}:${CHECKOUT.port}/cart/${i}`, headers: { host: CHECKOUT.host } })).echo?.name);
+      return answers;
+    })();
+    const [bad, answers] = await Promise.all([tcp, http]);
+    expect(bad).toEqual([]);
+    expect(answers).toEqual(Array.from({ length: 20 }, () => 'checkout'));
+    const count = async (name: keyof typeof DB_ENDPOINTS) => (await served(name)) - before[name]!;
+    const [a, b, v2] = [await count('db-v1-a'), await count('db-v1-b'), await count('db-v2')];
+    expect(a + b + v2).toBe(N);
+    // binomial(200, 0.2): mean 40, standard deviation 5.7; 17..63 is four of them either side
+    expect(v2).toBeGreaterThanOrEqual(17);
+    expect(v2).toBeLessThanOrEqual(63);
+    expect(a).toBeGreaterThan(0);
+    expect(b).toBeGreaterThan(0);
+    noErrors();
+  });
+
+  it('TLS by SNI on 443: the ServiceEntry\'s host goes to its endpoint, not where the app dialled; another name passes through', async () => {
+    const api = await https(API.dialled, 443, API.name);
+    expect(api).toMatchObject({ status: 200 });
+    expect(JSON.parse((api as HttpAnswer).body)).toMatchObject({ name: 'api-endpoint', servername: API.name });
+    expect(await served('api-decoy')).toBe(0);
+    const other = await https(OTHER.ip, 443, OTHER.name);
+    expect(other).toMatchObject({ status: 200 });
+    expect(JSON.parse((other as HttpAnswer).body)).toMatchObject({ name: 'other', servername: OTHER.name, peer: POD_IP });
+    noErrors();
+  });
+
+  it('inbound TCP on a declared port: bytes untouched both ways, the app sees 127.0.0.6', async () => {
+    const payload = randomBytes(200_000);
+    const res = await echo(pod.cluster, POD_IP, PG_PORT, payload);
+    expect(res.error).toBeUndefined();
+    expect(Buffer.compare(res.received[0]!, payload)).toBe(0);
+    const seen = await pod.app().served('pg');
+    expect(seen.count).toBe(1);
+    expect(seen.requests[0]).toEqual({ peer: '127.0.0.6' });
+    noErrors();
+  });
+
+  it('inbound TCP under a network RBAC filter (not enforced): the connection is closed, the app sees nothing', async () => {
+    const res = await echo(pod.cluster, POD_IP, GUARDED_PORT, 'let me in\n');
+    expect(res.closed).toBe(true);
+    expect(res.received[0]!.length).toBe(0);
+    expect((await pod.app().served('guarded')).count).toBe(0);
+    noErrors();
+  });
+
+  it('REGISTRY_ONLY: TLS and TCP to destinations outside the registry are closed and reach nobody; the registry still works; ALLOW_ANY again passes them', async () => {
+    const outside = ['external-https', 'external-echo', 'external-banner', 'other'];
+    const before = await Promise.all(outside.map(served));
+    await switchTo('REGISTRY_ONLY');
+
+    expect(await https(EXTERNAL.https.ip, EXTERNAL.https.port, EXTERNAL.https.name)).toMatchObject({ error: expect.any(String) });
+    expect(await https(OTHER.ip, 443, OTHER.name)).toMatchObject({ error: expect.any(String) });
+    const tcp = await echo(app(), EXTERNAL.tcp.ip, EXTERNAL.tcp.echoPort, 'anyone?\n');
+    expect(tcp).toMatchObject({ closed: true });
+    expect(tcp.received[0]!.length).toBe(0);
+    const banner = await app().tcp(EXTERNAL.tcp.ip, EXTERNAL.tcp.bannerPort, [{ want: BANNER.length }], 5000);
+    expect(banner).toMatchObject({ closed: true });
+    expect(banner.received[0]!.length).toBe(0);
+    expect(await Promise.all(outside.map(served))).toEqual(before);
+    // what the registry has still goes through
+    expect(text(await echo(app(), DB.vip, DB.port, 'registered\n'))).toEqual(['registered\n']);
+    expect(await https(API.dialled, 443, API.name)).toMatchObject({ status: 200 });
+    noErrors();
+
+    await switchTo('ALLOW_ANY');
+    expect(await https(EXTERNAL.https.ip, EXTERNAL.https.port, EXTERNAL.https.name)).toMatchObject({ status: 200 });
+    expect(await https(OTHER.ip, 443, OTHER.name)).toMatchObject({ status: 200 });
+    expect(text(await echo(app(), EXTERNAL.tcp.ip, EXTERNAL.tcp.echoPort, 'again\n'))).toEqual(['again\n']);
+    noErrors();
+  });
+});
