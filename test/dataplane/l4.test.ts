@@ -19,7 +19,7 @@ import { waitFor } from '../support/wait.js';
 import {
   allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, MeshResources, outboundCluster,
   outboundHttpListener, outboundTcpListener, outboundTlsListener, passthroughCluster, rbacNetworkFilter, routeConfiguration, serviceVirtualHost,
-  virtualInbound, virtualOutbound, type OutboundTrafficPolicy,
+  strictDnsCluster, virtualInbound, virtualOutbound, type OutboundTrafficPolicy,
 } from '../support/istio-xds.js';
 
 const NS = 'data';
@@ -51,6 +51,9 @@ const CHECKOUT_CLUSTER = outboundCluster(CHECKOUT.port, CHECKOUT.host);
  */
 const API = { name: 'api.example.com', dialled: '198.51.100.7', endpoint: '10.244.9.5' };
 const API_CLUSTER = outboundCluster(443, API.name);
+/** The same with `resolution: DNS`: the sidecar resolves the name (the pod's DNS: its /etc/hosts) and connects there. */
+const DNS_API = { name: 'dns.example.com', dialled: '198.51.100.9', resolved: '10.244.9.6' };
+const DNS_API_CLUSTER = outboundCluster(443, DNS_API.name);
 const OTHER = { name: 'other.example.net', ip: '198.51.100.8' };
 
 /** The pod's own TCP ports: one plain, one under a TCP AuthorizationPolicy (network RBAC, not enforced). */
@@ -63,12 +66,13 @@ function mesh(mode: OutboundTrafficPolicy): MeshResources {
   m.cluster(edsCluster(DB_V2), [{ ip: DB_ENDPOINTS['db-v2'][0], port: DB.port }]);
   m.cluster(edsCluster(CHECKOUT_CLUSTER), [{ ip: CHECKOUT.endpoint, port: CHECKOUT.port }]);
   m.cluster(edsCluster(API_CLUSTER), [{ ip: API.endpoint, port: 443 }]);
+  m.cluster(strictDnsCluster(DNS_API_CLUSTER, DNS_API.name, 443));
   m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster());
   m.cluster(inboundCluster(PG_PORT)).cluster(inboundCluster(GUARDED_PORT));
   m.listener(outboundTcpListener(DB.vip, DB.port, [{ name: DB_V1, weight: 80 }, { name: DB_V2, weight: 20 }]));
   m.listener(outboundHttpListener(CHECKOUT.port, mode));
   m.route(routeConfiguration(CHECKOUT.port, [serviceVirtualHost(CHECKOUT.host, CHECKOUT.port, CHECKOUT.vip, [httpRoute('default', { prefix: '/' }, { cluster: CHECKOUT_CLUSTER })]), allowAnyVirtualHost()]));
-  m.listener(outboundTlsListener(443, [{ serverNames: [API.name], cluster: API_CLUSTER }], mode));
+  m.listener(outboundTlsListener(443, [{ serverNames: [API.name], cluster: API_CLUSTER }, { serverNames: [DNS_API.name], cluster: DNS_API_CLUSTER }], mode));
   m.listener(virtualOutbound(mode));
   const denyAll = rbacNetworkFilter('ALLOW', { 'ns[data]-policy[pg-from-backup]-rule[0]': { permissions: [{ any: true }], principals: [{ authenticated: { principal_name: { exact: 'spiffe://cluster.local/ns/data/sa/backup' } } }] } });
   m.listener(
@@ -87,7 +91,7 @@ function certificates(): { ca: string; servers: Record<string, { cert: string; k
     const { certPem, keyPem } = generateServingCert(ca, [name], { days: 1 });
     return { cert: certPem, key: keyPem };
   };
-  return { ca: ca.certPem, servers: Object.fromEntries([EXTERNAL.https.name, API.name, OTHER.name].map((name) => [name, serving(name)])) };
+  return { ca: ca.certPem, servers: Object.fromEntries([EXTERNAL.https.name, API.name, DNS_API.name, OTHER.name].map((name) => [name, serving(name)])) };
 }
 
 const text = (r: TcpResult) => r.received.map((b) => b.toString('utf8'));
@@ -129,8 +133,9 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
       xds: mesh('ALLOW_ANY').resources,
       clusterAddresses: [
         EXTERNAL.https.ip, EXTERNAL.tcp.ip, EXTERNAL.probe.ip, DB.vip, ...Object.values(DB_ENDPOINTS).map(([ip]) => ip),
-        CHECKOUT.vip, CHECKOUT.endpoint, API.dialled, API.endpoint, OTHER.ip,
+        CHECKOUT.vip, CHECKOUT.endpoint, API.dialled, API.endpoint, DNS_API.dialled, DNS_API.resolved, OTHER.ip,
       ],
+      hosts: { [DNS_API.name]: DNS_API.resolved },
     });
     const cluster = pod.cluster;
     await Promise.all([
@@ -142,6 +147,8 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
       cluster.serve('checkout', CHECKOUT.endpoint, CHECKOUT.port),
       cluster.serveTls('api-endpoint', API.endpoint, 443, certs.servers[API.name]!),
       cluster.serveTls('api-decoy', API.dialled, 443, certs.servers[API.name]!),
+      cluster.serveTls('dns-api-endpoint', DNS_API.resolved, 443, certs.servers[DNS_API.name]!),
+      cluster.serveTls('dns-api-decoy', DNS_API.dialled, 443, certs.servers[DNS_API.name]!),
       cluster.serveTls('other', OTHER.ip, 443, certs.servers[OTHER.name]!),
       app().serveTcp('pg', '0.0.0.0', PG_PORT),
       app().serveTcp('guarded', '0.0.0.0', GUARDED_PORT),
@@ -207,6 +214,11 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
     expect(api).toMatchObject({ status: 200 });
     expect(JSON.parse((api as HttpAnswer).body)).toMatchObject({ name: 'api-endpoint', servername: API.name });
     expect(await served('api-decoy')).toBe(0);
+    // resolution DNS: to the address the sidecar resolves the host to
+    const dns = await https(DNS_API.dialled, 443, DNS_API.name);
+    expect(dns).toMatchObject({ status: 200 });
+    expect(JSON.parse((dns as HttpAnswer).body)).toMatchObject({ name: 'dns-api-endpoint', servername: DNS_API.name });
+    expect(await served('dns-api-decoy')).toBe(0);
     const other = await https(OTHER.ip, 443, OTHER.name);
     expect(other).toMatchObject({ status: 200 });
     expect(JSON.parse((other as HttpAnswer).body)).toMatchObject({ name: 'other', servername: OTHER.name, peer: POD_IP });

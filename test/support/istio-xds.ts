@@ -85,6 +85,21 @@ export function edsCluster(name: string, options: ClusterOptions = {}): Json {
   return cluster;
 }
 
+/** A ServiceEntry host with `resolution: DNS`: Envoy resolves the host name itself (STRICT_DNS). */
+export function strictDnsCluster(name: string, host: string, port: number): Json {
+  return {
+    name,
+    type: 'STRICT_DNS',
+    connect_timeout: '10s',
+    lb_policy: 'LEAST_REQUEST',
+    load_assignment: loadAssignment(name, [{ ip: host, port }]),
+    dns_refresh_rate: '60s',
+    respect_dns_ttl: true,
+    dns_lookup_family: 'V4_ONLY',
+    common_lb_config: { locality_weighted_lb_config: {} },
+  };
+}
+
 export function loadAssignment(clusterName: string, endpoints: Endpoint[]): Json {
   return {
     cluster_name: clusterName,
