@@ -94,6 +94,18 @@ function certificates(): { ca: string; servers: Record<string, { cert: string; k
   return { ca: ca.certPem, servers: Object.fromEntries([EXTERNAL.https.name, API.name, DNS_API.name, OTHER.name].map((name) => [name, serving(name)])) };
 }
 
+/**
+ * A TLS record holding a ClientHello with these extensions (type, body) and nothing else of note:
+ * what a hostile client can put in front of the front's TLS inspection.
+ */
+function clientHello(extensions: Array<[number, Buffer]>): Buffer {
+  const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
+  const exts = Buffer.concat(extensions.map(([type, body]) => Buffer.concat([u16(type), u16(body.length), body])));
+  const body = Buffer.concat([u16(0x0303), randomBytes(32), Buffer.from([0]), u16(2), u16(0x1301), Buffer.from([1, 0]), u16(exts.length), exts]);
+  const handshake = Buffer.concat([Buffer.from([1, 0]), u16(body.length), body]);
+  return Buffer.concat([Buffer.from([0x16, 3, 1]), u16(handshake.length), handshake]);
+}
+
 const text = (r: TcpResult) => r.received.map((b) => b.toString('utf8'));
 
 describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispatches them (real APISIX)', missingForPod(), () => {
@@ -222,6 +234,15 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
     const other = await https(OTHER.ip, 443, OTHER.name);
     expect(other).toMatchObject({ status: 200 });
     expect(JSON.parse((other as HttpAnswer).body)).toMatchObject({ name: 'other', servername: OTHER.name, peer: POD_IP });
+    noErrors();
+  });
+
+  it('a malformed ClientHello (an ALPN list longer than its extension) is inspected without a Lua error: no SNI, the default chain', async () => {
+    const alpn = Buffer.from([0, 200, 2, 0x68, 0x32]); // says 200 bytes of protocol names, holds 3
+    const res = await app().tcp(OTHER.ip, 443, [{ send: clientHello([[16, alpn]]), want: 1 }], 5000);
+    // passed through to where it was dialled (the default chain): its TLS server answers with an alert
+    expect(res.error).toBeUndefined();
+    expect(res.received[0]![0]).toBe(0x15);
     noErrors();
   });
 
