@@ -122,6 +122,27 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
       ['no-terminal-filter', true],
     ]);
   });
+
+  it('fail closed: a chain that terminates TLS (mTLS, a transport socket) is refused: the front would hand the app unverified bytes', () => {
+    // the fixture's inbound listener (PERMISSIVE) without its policy filters, so that only the transport socket can refuse
+    const inbound = loadCanonical('istio-sidecar-listeners-configdump.yaml').listener.find((l) => l['name'] === 'virtualInbound')!;
+    const stripped = JSON.parse(JSON.stringify(inbound, (k, v: unknown) => (k === 'filters' || k === 'http_filters') && Array.isArray(v) ? v.filter((f: { name?: string }) => !/rbac|ext_authz/.test(f.name ?? '')) : v)) as Json;
+    const raw = stripped['filter_chains'] as Json[];
+    const d = draftOf(stripped);
+    const terminating = raw.flatMap((c, i) => (c['transport_socket'] ? [i] : []));
+    expect(terminating.length).toBeGreaterThan(2);
+    for (const i of terminating) expect(d.chains[i]!.target, d.chains[i]!.name).toEqual({ kind: 'refuse', reason: 'terminates TLS (envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext)' });
+    expect(d.notes.filter((n) => n.reason === 'tls-termination-unsupported').length).toBe(terminating.length);
+    // the other chains of the same listener, TLS passed through among them, are not refused for it
+    const others = d.chains.filter((_, i) => !terminating.includes(i));
+    expect(others.map((c) => [c.match.transport, c.target.kind])).toEqual([
+      [undefined, 'tcp'], // the capture port's black hole
+      ['raw_buffer', 'http'],
+      ['raw_buffer', 'tcp'],
+      ['tls', 'tcp'],
+      ['raw_buffer', 'http'],
+    ]);
+  });
 });
 
 describe('L4 draft → what APISIX gets: chains resolved against the clusters', () => {

@@ -59,6 +59,8 @@ const OTHER = { name: 'other.example.net', ip: '198.51.100.8' };
 /** The pod's own TCP ports: one plain, one under a TCP AuthorizationPolicy (network RBAC, not enforced). */
 const PG_PORT = 5432;
 const GUARDED_PORT = 5433;
+/** Under PeerAuthentication STRICT: mTLS only, which the front does not terminate. */
+const STRICT_PORT = 5434;
 
 function mesh(mode: OutboundTrafficPolicy): MeshResources {
   const m = new MeshResources();
@@ -68,7 +70,7 @@ function mesh(mode: OutboundTrafficPolicy): MeshResources {
   m.cluster(edsCluster(API_CLUSTER), [{ ip: API.endpoint, port: 443 }]);
   m.cluster(strictDnsCluster(DNS_API_CLUSTER, DNS_API.name, 443));
   m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster());
-  m.cluster(inboundCluster(PG_PORT)).cluster(inboundCluster(GUARDED_PORT));
+  m.cluster(inboundCluster(PG_PORT)).cluster(inboundCluster(GUARDED_PORT)).cluster(inboundCluster(STRICT_PORT));
   m.listener(outboundTcpListener(DB.vip, DB.port, [{ name: DB_V1, weight: 80 }, { name: DB_V2, weight: 20 }]));
   m.listener(outboundHttpListener(CHECKOUT.port, mode));
   m.route(routeConfiguration(CHECKOUT.port, [serviceVirtualHost(CHECKOUT.host, CHECKOUT.port, CHECKOUT.vip, [httpRoute('default', { prefix: '/' }, { cluster: CHECKOUT_CLUSTER })]), allowAnyVirtualHost()]));
@@ -79,6 +81,7 @@ function mesh(mode: OutboundTrafficPolicy): MeshResources {
     virtualInbound([
       { port: PG_PORT, service: fqdn('pg', NS), protocol: 'tcp' },
       { port: GUARDED_PORT, service: fqdn('pg', NS), protocol: 'tcp', filters: [denyAll] },
+      { port: STRICT_PORT, service: fqdn('pg', NS), protocol: 'tcp', strict: true },
     ]),
   );
   return m;
@@ -141,7 +144,7 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
     const certs = certificates();
     ca = certs.ca;
     pod = await startPod({
-      manifest: podManifest('client', NS, { app: 'client' }, [{ name: 'app', ports: [PG_PORT, GUARDED_PORT] }]),
+      manifest: podManifest('client', NS, { app: 'client' }, [{ name: 'app', ports: [PG_PORT, GUARDED_PORT, STRICT_PORT] }]),
       xds: mesh('ALLOW_ANY').resources,
       clusterAddresses: [
         EXTERNAL.https.ip, EXTERNAL.tcp.ip, EXTERNAL.probe.ip, DB.vip, ...Object.values(DB_ENDPOINTS).map(([ip]) => ip),
@@ -164,6 +167,7 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
       cluster.serveTls('other', OTHER.ip, 443, certs.servers[OTHER.name]!),
       app().serveTcp('pg', '0.0.0.0', PG_PORT),
       app().serveTcp('guarded', '0.0.0.0', GUARDED_PORT),
+      app().serveTcp('strict', '0.0.0.0', STRICT_PORT),
     ]);
     await pod.kubelet.waitReady(20_000);
     expect(await pod.waitSynced()).toBe(true);
@@ -262,6 +266,18 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
     expect(res.closed).toBe(true);
     expect(res.received[0]!.length).toBe(0);
     expect((await pod.app().served('guarded')).count).toBe(0);
+    noErrors();
+  });
+
+  it('inbound TCP under STRICT mTLS (a chain that terminates TLS, which the front does not): a ClientHello with Istio\'s ALPN and plaintext are both closed, the app sees nothing', async () => {
+    const alpn = Buffer.from([0, 6, 5, ...Buffer.from('istio')]);
+    const hello = await pod.cluster.tcp(POD_IP, STRICT_PORT, [{ send: Buffer.concat([clientHello([[16, alpn]]), Buffer.from('then plaintext\n')]), want: 1 }], 5000);
+    expect(hello.closed).toBe(true);
+    expect(hello.received[0]!.length).toBe(0);
+    const plain = await echo(pod.cluster, POD_IP, STRICT_PORT, 'plaintext\n');
+    expect(plain.closed).toBe(true);
+    expect(plain.received[0]!.length).toBe(0);
+    expect((await pod.app().served('strict')).count).toBe(0);
     noErrors();
   });
 

@@ -267,12 +267,38 @@ function inlineRouteConfig(name: string, vhostName: string, cluster: string, ope
   };
 }
 
-/** A port of the pod's services: HTTP (routes) unless `tcp`; `filters` go before the terminal filter (e.g. a network RBAC). */
+/**
+ * A port of the pod's services: HTTP (routes) unless `tcp`; `filters` go before the terminal filter
+ * (e.g. a network RBAC); `strict`: PeerAuthentication STRICT, mTLS only (no plaintext chain).
+ */
 export interface InboundPort {
   port: number;
   service: string;
   protocol?: 'http' | 'tcp';
   filters?: Json[];
+  strict?: boolean;
+}
+
+const SDS = { api_config_source: { api_type: 'GRPC', grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc' } }], set_node_on_first_message_only: true, transport_api_version: 'V3' }, initial_fetch_timeout: '0s', resource_api_version: 'V3' };
+
+/** Istio's inbound mTLS: the workload certificate and the mesh root from SDS, a client certificate required. */
+export function istioMtlsTransportSocket(): Json {
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+      common_tls_context: {
+        tls_params: { tls_minimum_protocol_version: 'TLSv1_2', tls_maximum_protocol_version: 'TLSv1_3' },
+        alpn_protocols: ['istio-peer-exchange', 'h2', 'http/1.1'],
+        tls_certificate_sds_secret_configs: [{ name: 'default', sds_config: SDS }],
+        combined_validation_context: {
+          default_validation_context: { match_subject_alt_names: [{ prefix: 'spiffe://cluster.local/' }] },
+          validation_context_sds_secret_config: { name: 'ROOTCA', sds_config: SDS },
+        },
+      },
+      require_client_certificate: true,
+    },
+  };
 }
 
 /**
@@ -284,9 +310,12 @@ export function virtualInbound(appPorts: InboundPort[]): Json {
     protocol === 'tcp'
       ? [ISTIO_STATS, tcpProxyFilter(`inbound|${port}||`)]
       : [hcm(`inbound_0.0.0.0_${port}`, { route_config: inlineRouteConfig(`inbound|${port}||`, `inbound|http|${port}`, `inbound|${port}||`, `${service}:${port}/*`) })];
-  const portChains = appPorts.map(({ port, service, protocol = 'http', filters = [] }) => ({
-    filter_chain_match: { destination_port: port, transport_protocol: 'raw_buffer' },
+  const portChains = appPorts.map(({ port, service, protocol = 'http', filters = [], strict = false }) => ({
+    filter_chain_match: strict
+      ? { destination_port: port, transport_protocol: 'tls', application_protocols: ['istio-peer-exchange', 'istio'] }
+      : { destination_port: port, transport_protocol: 'raw_buffer' },
     filters: [...filters, ...terminal(port, service, protocol)],
+    ...(strict ? { transport_socket: istioMtlsTransportSocket() } : {}),
     name: `0.0.0.0_${port}`,
   }));
   const any = { prefix_ranges: [{ address_prefix: '0.0.0.0', prefix_len: 0 }] };
