@@ -15,8 +15,9 @@
 //       the only trusted root) and `servername` (the SNI to send).
 //   {id, op: 'tcpServe', name, host, port, banner?}  a TCP echo server; with `banner` it speaks first
 //       (sends the banner on accept), then echoes. `served` counts connections; requests: [{peer}]
-//   {id, op: 'tcp', host, port, exchanges: [{send?, want}], timeoutMs?}  one connection: for each
-//       exchange, writes `send` (base64) if given, then waits for `want` more bytes → {id, received:
+//   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?}  one connection: for
+//       each exchange, writes `send` (base64) if given (then half-closes with `end`), then waits for
+//       `want` more bytes → {id, received:
 //       [base64 per exchange], closed} (closed: the peer ended or reset the connection); the
 //       connection is closed by the client after the last exchange
 //   {id, op: 'relay', host, port, unixPath}  accepts TCP on host:port and splices each connection to
@@ -136,16 +137,20 @@ function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000 }) {
     reply(error ? { ...out, error } : out);
   };
   const timer = setTimeout(() => finish(`timed out after ${timeoutMs} ms in exchange ${step}`), timeoutMs);
+  const write = ({ send, end }) => {
+    if (send) socket.write(Buffer.from(send, 'base64'));
+    if (end) socket.end();
+  };
   const advance = () => {
     while (step < exchanges.length && have >= exchanges[step].want) {
       step += 1;
       have = 0;
-      if (step < exchanges.length && exchanges[step].send) socket.write(Buffer.from(exchanges[step].send, 'base64'));
+      if (step < exchanges.length) write(exchanges[step]);
     }
     if (step >= exchanges.length) finish();
   };
   socket.on('connect', () => {
-    if (exchanges[0]?.send) socket.write(Buffer.from(exchanges[0].send, 'base64'));
+    if (exchanges[0]) write(exchanges[0]);
     advance();
   });
   socket.on('data', (chunk) => {

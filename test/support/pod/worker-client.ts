@@ -38,9 +38,13 @@ export interface Echo extends SeenRequest {
   body: string;
 }
 
-/** One exchange on a raw TCP connection: `send` (if any) is written, then `want` more bytes are awaited. */
+/**
+ * One exchange on a raw TCP connection: `send` (if any) is written, the client's side is closed
+ * with `end` (a half-close: it still reads), then `want` more bytes are awaited.
+ */
 export interface TcpExchange {
   send?: Buffer | string;
+  end?: boolean;
   want: number;
 }
 
@@ -149,7 +153,7 @@ export class NetnsWorker {
       host,
       port,
       timeoutMs,
-      exchanges: exchanges.map((e) => ({ want: e.want, ...(e.send !== undefined ? { send: Buffer.from(e.send).toString('base64') } : {}) })),
+      exchanges: exchanges.map((e) => ({ want: e.want, ...(e.send !== undefined ? { send: Buffer.from(e.send).toString('base64') } : {}), ...(e.end ? { end: true } : {}) })),
     });
     const received = ((res.received as string[] | undefined) ?? []).map((b) => Buffer.from(b, 'base64'));
     return { received, closed: res.closed === true, ...(res.error ? { error: String(res.error) } : {}) };
