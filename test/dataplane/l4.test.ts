@@ -61,6 +61,8 @@ const PG_PORT = 5432;
 const GUARDED_PORT = 5433;
 /** Under PeerAuthentication STRICT: mTLS only, which the front does not terminate. */
 const STRICT_PORT = 5434;
+/** A port no service declares: the inbound catch-all passes it through (InboundPassthroughClusterIpv4). */
+const UNDECLARED_PORT = 6000;
 
 function mesh(mode: OutboundTrafficPolicy): MeshResources {
   const m = new MeshResources();
@@ -168,6 +170,7 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
       app().serveTcp('pg', '0.0.0.0', PG_PORT),
       app().serveTcp('guarded', '0.0.0.0', GUARDED_PORT),
       app().serveTcp('strict', '0.0.0.0', STRICT_PORT),
+      app().serveTcp('undeclared', '0.0.0.0', UNDECLARED_PORT),
     ]);
     await pod.kubelet.waitReady(20_000);
     expect(await pod.waitSynced()).toBe(true);
@@ -263,15 +266,20 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
     noErrors();
   });
 
-  it('inbound TCP on a declared port: bytes untouched both ways, the app sees 127.0.0.6', async () => {
+  it('inbound TCP on a declared port and on an undeclared one: bytes untouched both ways, the app sees 127.0.0.6', async () => {
     const before = (await pod.app().served('pg')).count;
-    const payload = randomBytes(200_000);
+    // every byte value, after a first byte that is neither TLS (0x16) nor an HTTP method's first letter
+    const payload = Buffer.concat([Buffer.from('\0'), randomBytes(200_000)]);
     const res = await echo(pod.cluster, POD_IP, PG_PORT, payload);
     expect(res.error).toBeUndefined();
     expect(Buffer.compare(res.received[0]!, payload)).toBe(0);
     const seen = await pod.app().served('pg');
     expect(seen.count).toBe(before + 1);
     expect(seen.requests.at(-1)).toEqual({ peer: '127.0.0.6' });
+    // a port no service declares: the catch-all chains look at the first bytes (not HTTP) and pass it through
+    const other = await echo(pod.cluster, POD_IP, UNDECLARED_PORT, payload);
+    expect(Buffer.compare(other.received[0]!, payload)).toBe(0);
+    expect((await pod.app().served('undeclared')).requests).toEqual([{ peer: '127.0.0.6' }]);
     noErrors();
   });
 
