@@ -2,8 +2,9 @@
 // APISIX's stream subsystem and is dispatched as Envoy dispatches it with istiod's listeners. From
 // the app in the injected pod (default capture rules, no excludes) to servers in the cluster
 // namespace, and from the cluster to the app: TLS passed through end to end (the client verifies the
-// server's own certificate), raw TCP both client-first and server-first, a mesh TCP service's
-// weighted split, TLS by SNI, REGISTRY_ONLY's refusals, inbound TCP from 127.0.0.6, a network RBAC
+// server's own certificate), raw TCP both client-first and server-first, half-closed clients, a
+// mesh TCP service's weighted split, TLS by SNI (to EDS and DNS clusters), a hostile ClientHello,
+// REGISTRY_ONLY's refusals, inbound TCP from 127.0.0.6, a network RBAC chain and a STRICT mTLS
 // chain refused, and HTTP on the same capture port meanwhile. APISIX's error log in every test.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
