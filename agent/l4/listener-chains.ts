@@ -79,6 +79,11 @@ function l4Chain(chain: FilterChain, fallbackName: string, skip: SkipList | unde
     notes.push({ kind: 'listener', name: listenerName, reason: 'unsupported-chain-match', detail: `${name}: ${unsupported}: its connections are refused`, skipped: true });
     return { name, match, target: { kind: 'refuse', reason: unsupported } };
   }
+  const tls = tlsTermination(chain);
+  if (tls) {
+    notes.push({ kind: 'listener', name: listenerName, reason: 'tls-termination-unsupported', detail: `${name}: terminates TLS (${tls}), which the front does not: its connections are refused`, skipped: true });
+    return { name, match, target: { kind: 'refuse', reason: `terminates TLS (${tls})` } };
+  }
   const filters = (chain.filters ?? []) as NamedFilter[];
   const inventory = inventoryFilters(filters, skip);
   if (inventory.unenforced.length) {
@@ -123,6 +128,21 @@ function chainMatch(chain: FilterChain): L4ChainMatch {
   if (m.transport_protocol === 'tls' || m.transport_protocol === 'raw_buffer') out.transport = m.transport_protocol;
   if (m.application_protocols?.length) out.alpn = [...m.application_protocols];
   return out;
+}
+
+const RAW_BUFFER_TYPE = 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer';
+
+/**
+ * The chain's transport socket when it terminates TLS (istiod's mTLS chains: a DownstreamTlsContext
+ * that checks the peer's certificate). The front passes bytes as they come: such a chain would hand
+ * the app an unverified peer's bytes (a TCP proxy) where istiod asked for mTLS.
+ */
+function tlsTermination(chain: FilterChain): string | undefined {
+  const socket = chain.transport_socket;
+  if (!socket) return undefined;
+  const type = (socket.typed_config as PackedAny | null | undefined)?.type_url;
+  if (type === RAW_BUFFER_TYPE || (!type && (!socket.name || socket.name === 'envoy.transport_sockets.raw_buffer'))) return undefined;
+  return (type ?? socket.name ?? '').replace(/^type\.googleapis\.com\//, '').slice(0, 120);
 }
 
 /** Match criteria the front does not evaluate: a chain using them never matches by mistake. */

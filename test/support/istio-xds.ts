@@ -85,6 +85,21 @@ export function edsCluster(name: string, options: ClusterOptions = {}): Json {
   return cluster;
 }
 
+/** A ServiceEntry host with `resolution: DNS`: Envoy resolves the host name itself (STRICT_DNS). */
+export function strictDnsCluster(name: string, host: string, port: number): Json {
+  return {
+    name,
+    type: 'STRICT_DNS',
+    connect_timeout: '10s',
+    lb_policy: 'LEAST_REQUEST',
+    load_assignment: loadAssignment(name, [{ ip: host, port }]),
+    dns_refresh_rate: '60s',
+    respect_dns_ttl: true,
+    dns_lookup_family: 'V4_ONLY',
+    common_lb_config: { locality_weighted_lb_config: {} },
+  };
+}
+
 export function loadAssignment(clusterName: string, endpoints: Endpoint[]): Json {
   return {
     cluster_name: clusterName,
@@ -148,12 +163,67 @@ function hcm(statPrefix: string, routing: Json): Json {
   };
 }
 
+/** Where a TCP proxy sends a connection: one cluster, or a weighted split (a VirtualService `tcp` route with weights). */
+export type TcpTarget = string | Array<{ name: string; weight: number }>;
+
+export type OutboundTrafficPolicy = 'ALLOW_ANY' | 'REGISTRY_ONLY';
+
+/** The cluster of connections no chain claims: the original destination, or refused (meshConfig.outboundTrafficPolicy). */
+function catchAllCluster(mode: OutboundTrafficPolicy): string {
+  return mode === 'ALLOW_ANY' ? 'PassthroughCluster' : 'BlackHoleCluster';
+}
+
+/** Istio's TCP metrics filter, in front of every TCP proxy istiod writes (safe to skip: telemetry). */
+const ISTIO_STATS = { name: 'istio.stats', typed_config: { '@type': 'type.googleapis.com/stats.PluginConfig' } };
+
+export function tcpProxyFilter(target: TcpTarget, statPrefix = typeof target === 'string' ? target : target[0]!.name): Json {
+  const specifier = typeof target === 'string' ? { cluster: target } : { weighted_clusters: { clusters: target.map((c) => ({ name: c.name, weight: c.weight })) } };
+  return { name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': TCP_PROXY, stat_prefix: statPrefix, ...specifier } };
+}
+
 function tcpProxy(cluster: string): Json {
-  return { name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': TCP_PROXY, stat_prefix: cluster, cluster } };
+  return tcpProxyFilter(cluster);
+}
+
+/** A network RBAC filter as istiod writes it for an AuthorizationPolicy on a TCP port (the agent does not enforce it). */
+export function rbacNetworkFilter(action: 'ALLOW' | 'DENY', policies: Record<string, { permissions: Json[]; principals: Json[] }>): Json {
+  return { name: 'envoy.filters.network.rbac', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC', rules: { action, policies }, stat_prefix: 'tcp.', shadow_rules_stat_prefix: 'istio_dry_run_' } };
+}
+
+/**
+ * `<vip>_<port>`: a TCP service port (one listener per service address), every connection to the
+ * cluster or the weighted split of a VirtualService `tcp` route.
+ */
+export function outboundTcpListener(vip: string, port: number, target: TcpTarget): Json {
+  const statPrefix = typeof target === 'string' ? target : `${vip}_${port}`;
+  return {
+    name: `${vip}_${port}`,
+    address: { socket_address: { address: vip, port_value: port } },
+    filter_chains: [{ filters: [ISTIO_STATS, tcpProxyFilter(target, statPrefix)] }],
+    traffic_direction: 'OUTBOUND',
+    bind_to_port: false,
+  };
+}
+
+/**
+ * `0.0.0.0_<port>` for TLS ServiceEntries without addresses (hosts only): one chain per host set,
+ * matched by SNI (`server_names`), to that host's `outbound|port||host` cluster; other connections
+ * take the default chain (the mesh's outbound traffic policy).
+ */
+export function outboundTlsListener(port: number, hosts: Array<{ serverNames: string[]; cluster: string }>, mode: OutboundTrafficPolicy = 'ALLOW_ANY'): Json {
+  return {
+    name: `0.0.0.0_${port}`,
+    address: { socket_address: { address: '0.0.0.0', port_value: port } },
+    filter_chains: hosts.map(({ serverNames, cluster }) => ({ filter_chain_match: { server_names: serverNames }, filters: [ISTIO_STATS, tcpProxyFilter(cluster)] })),
+    default_filter_chain: { filters: [ISTIO_STATS, tcpProxyFilter(catchAllCluster(mode))], name: 'PassthroughFilterChain' },
+    listener_filters: [{ name: 'envoy.filters.listener.tls_inspector', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' } }],
+    traffic_direction: 'OUTBOUND',
+    bind_to_port: false,
+  };
 }
 
 /** `0.0.0.0_<port>`: HTTP to any address on that port, routed by RDS `<port>`; other bytes pass through. */
-export function outboundHttpListener(port: number): Json {
+export function outboundHttpListener(port: number, mode: OutboundTrafficPolicy = 'ALLOW_ANY'): Json {
   return {
     name: `0.0.0.0_${port}`,
     address: { socket_address: { address: '0.0.0.0', port_value: port } },
@@ -163,20 +233,20 @@ export function outboundHttpListener(port: number): Json {
         filters: [hcm(`outbound_0.0.0.0_${port}`, { rds: { config_source: ADS, route_config_name: String(port) } })],
       },
     ],
-    default_filter_chain: { filters: [tcpProxy('PassthroughCluster')], name: 'PassthroughFilterChain' },
+    default_filter_chain: { filters: [tcpProxy(catchAllCluster(mode))], name: 'PassthroughFilterChain' },
     traffic_direction: 'OUTBOUND',
     bind_to_port: false,
   };
 }
 
-/** The outbound capture listener: ports no listener serves pass through (ALLOW_ANY). */
-export function virtualOutbound(): Json {
+/** The outbound capture listener: connections no listener serves pass through (ALLOW_ANY) or are refused (REGISTRY_ONLY). */
+export function virtualOutbound(mode: OutboundTrafficPolicy = 'ALLOW_ANY'): Json {
   return {
     name: 'virtualOutbound',
     address: { socket_address: { address: '0.0.0.0', port_value: 15001 } },
     filter_chains: [
       { filter_chain_match: { destination_port: 15001 }, filters: [tcpProxy('BlackHoleCluster')], name: 'virtualOutbound-blackhole' },
-      { filters: [tcpProxy('PassthroughCluster')], name: 'virtualOutbound-catchall-tcp' },
+      { filters: [tcpProxy(catchAllCluster(mode))], name: 'virtualOutbound-catchall-tcp' },
     ],
     use_original_dst: true,
     traffic_direction: 'OUTBOUND',
@@ -197,11 +267,55 @@ function inlineRouteConfig(name: string, vhostName: string, cluster: string, ope
   };
 }
 
-/** The inbound capture listener: one HTTP chain per app port, then the inbound pass-through. */
-export function virtualInbound(appPorts: Array<{ port: number; service: string }>): Json {
-  const portChains = appPorts.map(({ port, service }) => ({
-    filter_chain_match: { destination_port: port, transport_protocol: 'raw_buffer' },
-    filters: [hcm(`inbound_0.0.0.0_${port}`, { route_config: inlineRouteConfig(`inbound|${port}||`, `inbound|http|${port}`, `inbound|${port}||`, `${service}:${port}/*`) })],
+/**
+ * A port of the pod's services: HTTP (routes) unless `tcp`; `filters` go before the terminal filter
+ * (e.g. a network RBAC); `strict`: PeerAuthentication STRICT, mTLS only (no plaintext chain).
+ */
+export interface InboundPort {
+  port: number;
+  service: string;
+  protocol?: 'http' | 'tcp';
+  filters?: Json[];
+  strict?: boolean;
+}
+
+const SDS = { api_config_source: { api_type: 'GRPC', grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc' } }], set_node_on_first_message_only: true, transport_api_version: 'V3' }, initial_fetch_timeout: '0s', resource_api_version: 'V3' };
+
+/** Istio's inbound mTLS: the workload certificate and the mesh root from SDS, a client certificate required. */
+export function istioMtlsTransportSocket(): Json {
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+      common_tls_context: {
+        tls_params: { tls_minimum_protocol_version: 'TLSv1_2', tls_maximum_protocol_version: 'TLSv1_3' },
+        alpn_protocols: ['istio-peer-exchange', 'h2', 'http/1.1'],
+        tls_certificate_sds_secret_configs: [{ name: 'default', sds_config: SDS }],
+        combined_validation_context: {
+          default_validation_context: { match_subject_alt_names: [{ prefix: 'spiffe://cluster.local/' }] },
+          validation_context_sds_secret_config: { name: 'ROOTCA', sds_config: SDS },
+        },
+      },
+      require_client_certificate: true,
+    },
+  };
+}
+
+/**
+ * The inbound capture listener: one chain per app port (HTTP: an inline route configuration; TCP: a
+ * TCP proxy), both to the ORIGINAL_DST `inbound|port||` cluster, then the inbound pass-through.
+ */
+export function virtualInbound(appPorts: InboundPort[]): Json {
+  const terminal = (port: number, service: string, protocol: 'http' | 'tcp'): Json[] =>
+    protocol === 'tcp'
+      ? [ISTIO_STATS, tcpProxyFilter(`inbound|${port}||`)]
+      : [hcm(`inbound_0.0.0.0_${port}`, { route_config: inlineRouteConfig(`inbound|${port}||`, `inbound|http|${port}`, `inbound|${port}||`, `${service}:${port}/*`) })];
+  const portChains = appPorts.map(({ port, service, protocol = 'http', filters = [], strict = false }) => ({
+    filter_chain_match: strict
+      ? { destination_port: port, transport_protocol: 'tls', application_protocols: ['istio-peer-exchange', 'istio'] }
+      : { destination_port: port, transport_protocol: 'raw_buffer' },
+    filters: [...filters, ...terminal(port, service, protocol)],
+    ...(strict ? { transport_socket: istioMtlsTransportSocket() } : {}),
     name: `0.0.0.0_${port}`,
   }));
   const any = { prefix_ranges: [{ address_prefix: '0.0.0.0', prefix_len: 0 }] };

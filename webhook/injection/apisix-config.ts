@@ -49,6 +49,8 @@ export const HTTP_HANDOFF_PORT = 15081;
  * destination and dispatches the connection as Envoy would with istiod's listeners; `proxy_bind`
  * takes the hand-off address (HTTP) or the inbound passthrough source, set per connection.
  * Connections stay open while bytes flow: Envoy's TCP proxy idle timeout (1 h) bounds idle ones.
+ * A side that closes its half (FIN) still gets the other side's bytes, as with Envoy's TCP proxy
+ * (`proxy_half_close`; nginx would otherwise close both at the first FIN and lose the answer).
  */
 export function streamFrontSnippet(config: InjectionConfig): string {
   const { outbound, inbound } = config.ports;
@@ -61,6 +63,7 @@ export function streamFrontSnippet(config: InjectionConfig): string {
     `    proxy_pass apisix_mesh_l4;\n` +
     `    proxy_bind $apisix_mesh_bind;\n` +
     `    proxy_timeout 3600s;\n` +
+    `    proxy_half_close on;\n` +
     `    log_by_lua_block {\n        require("apisix_mesh.l4").log()\n    }\n` +
     `}\n`;
   return (

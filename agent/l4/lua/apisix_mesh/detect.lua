@@ -33,15 +33,20 @@ local function parse_client_hello(s)
     while i + 3 <= ext_end do
         local ext_type, ext_len = u16(s, i), u16(s, i + 2)
         local body = i + 4
-        if body + ext_len - 1 > ext_end then break end
+        local last = body + ext_len - 1
+        if last > ext_end then break end
+        -- lengths inside an extension are the client's word: never read past the extension
         if ext_type == 0 and ext_len >= 5 and byte(s, body + 2) == 0 then
             local len = u16(s, body + 3)
-            out.sni = string.lower(sub(s, body + 5, body + 4 + len))
+            if body + 4 + len <= last then
+                out.sni = string.lower(sub(s, body + 5, body + 4 + len))
+            end
         elseif ext_type == 16 and ext_len >= 2 then
-            local j, stop = body + 2, body + 1 + u16(s, body)
+            local j, stop = body + 2, math.min(last, body + 1 + u16(s, body))
             local alpn = {}
             while j <= stop do
                 local l = byte(s, j)
+                if j + l > stop then break end
                 alpn[#alpn + 1] = sub(s, j + 1, j + l)
                 j = j + 1 + l
             end

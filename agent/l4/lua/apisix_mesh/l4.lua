@@ -5,6 +5,7 @@
 -- refused. Decisions are taken in preread; balance() connects where preread decided.
 local core = require("apisix.core")
 local balancer = require("ngx.balancer")
+local ipmatcher = require("resty.ipmatcher")
 local original_dst = require("apisix_mesh.original_dst")
 local handoff = require("apisix_mesh.handoff")
 local detect = require("apisix_mesh.detect")
@@ -72,7 +73,17 @@ local function cluster_peer(action)
     if not node then
         return nil, "cluster " .. cluster.upstream_id .. " has no endpoint with weight"
     end
-    return { host = node.host, port = node.port, connect = action.connect_timeout or connect }
+    local host = node.host
+    -- STRICT_DNS / LOGICAL_DNS clusters (ServiceEntry resolution DNS) name hosts: the balancer
+    -- connects to addresses only, so resolve as APISIX resolves its upstreams' nodes
+    if not ipmatcher.parse_ipv4(host) and not ipmatcher.parse_ipv6(host) then
+        local ip, err = core.resolver.parse_domain(host)
+        if not ip then
+            return nil, "cannot resolve " .. host .. ": " .. tostring(err)
+        end
+        host = ip
+    end
+    return { host = host, port = node.port, connect = action.connect_timeout or connect }
 end
 
 function _M.preread(direction, http_port, outbound_port, inbound_port)
