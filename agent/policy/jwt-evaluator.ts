@@ -326,9 +326,10 @@ local function claim_value(payload, name)
   return v
 end
 
+-- a claim as Envoy copies it to a header (claim_to_headers); one that would split the header is not
 local function claim_text(v)
   local t = type(v)
-  if t == "string" then return v end
+  if t == "string" then return find(v, "[%z\r\n]") and "" or v end
   if t == "boolean" then return v and "true" or "false" end
   if t == "number" then
     if v >= 0 and v < 18446744073709551616 and v == floor(v) then return format("%.0f", v) end

@@ -133,3 +133,16 @@ describe('inventoryFilters: HTTP RBAC is enforced', () => {
     expect(inventory).toEqual({ unenforced: [], rbac: [expect.objectContaining({ name: 'r' })], jwt: [] });
   });
 });
+
+describe('inventoryFilters: JWT authentication is enforced', () => {
+  const jwt = (name: string) => ({ name, typed_config: { '@type': `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication`, providers: { p: { issuer: 'i', local_jwks: { inline_string: '{"keys":[]}' } } }, rules: [{ match: { prefix: '/' }, requires: { provider_name: 'p' } }] } });
+  const rbac = { name: 'envoy.filters.http.rbac', typed_config: { '@type': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`, rules: { action: 'DENY', policies: { p: { permissions: [{ any: true }], principals: [{ any: true }] } } } } };
+
+  it('Istio\'s order (jwt_authn, then RBAC) is enforced; jwt_authn after an RBAC filter is refused (the sidecar authenticates first)', () => {
+    const istio = inventoryFilters(chainFilters([hcmWith([jwt('envoy.filters.http.jwt_authn'), rbac, router])]));
+    expect(istio.unenforced).toEqual([]);
+    expect(istio.jwt.map((f) => f.name)).toEqual(['envoy.filters.http.jwt_authn']);
+    const reversed = inventoryFilters(chainFilters([hcmWith([rbac, jwt('late'), router])]));
+    expect(reversed.unenforced).toEqual(['late (envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication): after an RBAC filter (the sidecar authenticates first)']);
+  });
+});
