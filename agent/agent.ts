@@ -11,6 +11,7 @@ import type { TranslationNote } from './translate/apisix-types.js';
 import { APISIX_PREFIX, StoreApplier, type ApplyResult } from './apply.js';
 import { AgentMetrics } from './metrics.js';
 import { buildStatusServer } from './status-server.js';
+import { JwksFetcher } from './policy/jwks-fetcher.js';
 
 export interface XdsTlsOptions {
   /** PEM file of the mesh root (istio-ca-root-cert's root-cert.pem) */
@@ -115,6 +116,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     ...(options.skipFilters ? { skipFilters: options.skipFilters } : {}),
   });
   const applier = new StoreApplier(store);
+  // remote JWKS of RequestAuthentication providers: fetched here, handed to APISIX as keys
+  const jwks = new JwksFetcher({
+    onChange: () => schedule(),
+    logger: { info: (m) => logger.info(m), warn: (m) => logger.warn(m) },
+  });
   const client = new AdsClient({
     address: options.xdsAddress,
     node: buildNode(options.identity, options.version ?? 'dev'),
@@ -146,7 +152,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     let config: ApisixConfig;
     let result: ApplyResult;
     try {
-      config = translator.translate(client.resources());
+      config = translator.translate(client.resources(), jwks.states());
       result = applier.apply(config);
     } catch (err) {
       // Resources are validated when they arrive, so this is a bug; it must not stop the agent.
@@ -159,6 +165,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     }
     current = config;
     currentInvalid = result.invalid;
+    jwks.want(config.remoteJwks ?? []);
     metrics.applies.inc();
     metrics.storeRevision.set(store.revision);
     metrics.objects.set({ kind: 'upstream' }, result.upstreams);
@@ -242,6 +249,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       if (closed) return;
       closed = true;
       if (timer) clearTimeout(timer);
+      jwks.close();
       client.stop();
       await status.close();
       await etcd!.close();
