@@ -27,6 +27,7 @@ local core = require("apisix.core")
 local cjson_mod = require("cjson.safe")
 local pkey = require("resty.openssl.pkey")
 local hmac = require("resty.openssl.hmac")
+local lrucache = require("resty.lrucache")
 local json = cjson_mod.new()
 json.decode_array_with_array_mt(true)
 json.decode_invalid_numbers(false)
@@ -66,6 +67,11 @@ local S = {
   ed25519_length = "Jwt ED25519 signature is wrong length",
 }
 local MAX_TOKEN = 65536
+-- tokens whose signature a provider's keys verified (per worker, per configuration: the keys of
+-- this function never change), as Envoy's JWT cache: issuer, time and audiences are still checked
+-- on every request; only verified tokens, of at most 4 KiB, are kept
+local VERIFIED = lrucache.new(128)
+local MAX_CACHED_TOKEN = 4096
 local ALGS = { ES256 = true, ES384 = true, ES512 = true, HS256 = true, HS384 = true, HS512 = true, RS256 = true,
                RS384 = true, RS512 = true, PS256 = true, PS384 = true, PS512 = true, EdDSA = true }
 local DIGEST = { ES384 = "sha384", ES512 = "sha512", RS384 = "sha384", RS512 = "sha512", PS384 = "sha384",
@@ -284,11 +290,11 @@ local function cookie(f, name)
 end
 
 -- the token after the prefix: the first run of base64url characters and dots (or the whole value)
+local re_find = ngx.re.find
 local function after_prefix(value, from)
-  local s = find(value, "[A-Za-z0-9%-_.]", from)
+  local s, e = re_find(value, "[A-Za-z0-9_.-]+", "jo", { pos = from })
   if not s then return value end
-  local e = find(value, "[^A-Za-z0-9%-_.]", s)
-  return sub(value, s, e and e - 1 or -1)
+  return sub(value, s, e)
 end
 
 local function extract(f, p)
@@ -375,23 +381,36 @@ local function good_token(f, p, token, jwt)
 end
 
 local function verify_token(f, p, token, audiences)
-  local parsed = f.parsed
-  if not parsed then parsed = {}; f.parsed = parsed end
-  local jwt = parsed[token.v]
-  if jwt == nil then
-    jwt = parse(token.v)
-    parsed[token.v] = jwt
+  local cacheable = #token.v <= MAX_CACHED_TOKEN
+  local known = cacheable and VERIFIED:get(token.v) or nil
+  local jwt = known and known.jwt
+  if not jwt then
+    local parsed = f.parsed
+    if not parsed then parsed = {}; f.parsed = parsed end
+    jwt = parsed[token.v]
+    if jwt == nil then
+      jwt = parse(token.v)
+      parsed[token.v] = jwt
+    end
+    if type(jwt) == "string" then return jwt end
   end
-  if type(jwt) == "string" then return jwt end
   if p.iss ~= "" and jwt.iss ~= p.iss then return UNKNOWN_ISSUER end
   local t = now()
   if t + p.skew < jwt.nbf then return S.not_yet_valid end
   if jwt.exp ~= 0 and t > jwt.exp + p.skew then return S.expired end
   if not audience_allowed(audiences or p.aud, jwt.aud) then return AUDIENCE end
   if p.keys_err then return p.keys_err end
-  local status = verify_signature(p.keys, jwt)
-  if status == OK then good_token(f, p, token, jwt) end
-  return status
+  if not (known and known.by[p]) then
+    local status = verify_signature(p.keys, jwt)
+    if status ~= OK then return status end
+    if cacheable then
+      known = known or { jwt = jwt, by = {} }
+      known.by[p] = true
+      VERIFIED:set(token.v, known)
+    end
+  end
+  good_token(f, p, token, jwt)
+  return OK
 end
 
 local function verify_provider(f, p, audiences)

@@ -265,6 +265,18 @@ describeWhenAvailable('JWT claims in AuthorizationPolicy (RBAC metadata principa
     ])).toEqual(['403 RBAC: access denied', 'allow', '403 RBAC: access denied', '401 Jwt verification fails']);
   });
 
+  it('a token verified before (kept per worker, as Envoy\'s JWT cache) is still stripped and still feeds RBAC; only for the provider that verified it', () => {
+    const policy = allow(requestPrincipals([`${ISS}/alice`]));
+    const t = signToken(rs256, claims());
+    const outcomes = run([jwt], [{ auth: bearer(t) }, { auth: bearer(t) }, { auth: bearer(t) }], { rbac: [policy] });
+    expect(outcomes).toEqual([{ headers: {} }, { headers: {} }, { headers: {} }]);
+    // provider a (forwards the token) verified it; provider b, with other keys, must not take a's word
+    const provider = (keys: SigningKey) => ({ issuer: ISS, forward: true, local_jwks: { inline_string: jwksOf(keys) } });
+    const both = compileJwt({ name: 'jwt', typed_config: { '@type': JWT_AUTHN_TYPE, providers: { a: provider(rs256), b: provider(es256) },
+      rules: [{ match: { prefix: '/' }, requires: { requires_all: { requirements: [{ provider_name: 'a' }, { provider_name: 'b' }] } } }] } });
+    expect(run([both], [{ auth: bearer(t) }, { auth: bearer(t) }]).map((o) => o.body)).toEqual(["Jwks doesn't have key to match kid or alg from Jwt", "Jwks doesn't have key to match kid or alg from Jwt"]);
+  });
+
   it('requestPrincipals ["*"] (any authenticated request) and notRequestPrincipals', () => {
     expect(verdicts(allow(requestPrincipals(['*'])), [{}, { auth: bearer(signToken(rs256, claims())) }])).toEqual(['403 RBAC: access denied', 'allow']);
     const deny = rbac({ action: 'DENY', policies: { p: { permissions: [{ any: true }], principals: [{ not_id: requestPrincipals(['*']) }] } } });
