@@ -64,7 +64,8 @@ export interface CompiledJwtFilter {
 
 export class JwtCompileError extends Error {}
 
-export const JWT_LIMITS = { providers: 100, depth: 16, nodes: 1000, locations: 32, literal: 4096 };
+/** Bounds of what the agent compiles; the keys go into every route's function: 32 providers × 32 keys stays under 1 MiB. */
+export const JWT_LIMITS = { providers: 32, depth: 16, nodes: 1000, locations: 32, literal: 4096 };
 /** Envoy's defaults (jwt_verify_lib kClockSkewInSecond; jwks_cache.cc PubkeyCacheExpirationSec) */
 const DEFAULT_CLOCK_SKEW = 60;
 const DEFAULT_CACHE_MS = 600_000;
@@ -115,8 +116,12 @@ function requirement(r: JwtRequirement, index: Map<string, number>, depth: numbe
       const pa = r.provider_and_audiences;
       return { t: 'provider', p: provider(pa?.provider_name ?? '', index), aud: (pa?.audiences ?? []).map(sanitizeAudience) };
     }
-    case 'requires_all':
-      return { t: 'all', n: (r.requires_all?.requirements ?? []).map((c) => requirement(c, index, depth + 1, budget)) };
+    case 'requires_all': {
+      const n = (r.requires_all?.requirements ?? []).map((c) => requirement(c, index, depth + 1, budget));
+      // Envoy never completes an empty group (the request hangs): refused rather than guessed
+      if (n.length === 0) throw new JwtCompileError('an empty requires_all');
+      return { t: 'all', n };
+    }
     case 'requires_any':
       return anyOf(r.requires_any?.requirements ?? [], index, depth, budget);
     case 'allow_missing':
@@ -139,7 +144,7 @@ function anyOf(requirements: JwtRequirement[], index: Map<string, number>, depth
     else if (c.requires_type === 'allow_missing_or_failed') failed = true;
     else n.push(requirement(c, index, depth + 1, budget));
   }
-  if (n.length === 0 && (missing || failed)) throw new JwtCompileError('requires_any with only allow_missing is not supported');
+  if (n.length === 0) throw new JwtCompileError(missing || failed ? 'requires_any with only allow_missing is not supported' : 'an empty requires_any');
   return { t: 'any', n, ...(missing ? { missing } : {}), ...(failed ? { failed } : {}) };
 }
 
