@@ -28,8 +28,8 @@ export interface ParsedJwks {
   dropped: number;
 }
 
-/** What the agent reads of a JWKS; beyond them a JWKS is refused or truncated. */
-export const JWKS_LIMITS = { bytes: 256 * 1024, keys: 64 };
+/** What the agent reads of a JWKS; beyond them a JWKS is refused or truncated (real ones hold a handful of keys). */
+export const JWKS_LIMITS = { bytes: 256 * 1024, keys: 32 };
 
 /** jwt_verify_lib's status texts (status.cc) for the JWKS errors. */
 export const JWKS_STATUS = {
