@@ -79,9 +79,10 @@ describeWhenAvailable('RequestAuthentication (jwt_authn) enforced by the real AP
     });
     await pod.cluster.relay(JWKS_IP, 80, join(dir, 'jwks.sock'));
     await pod.kubelet.waitReady(20_000);
-    expect(await pod.waitSynced()).toBe(true);
+    // the agent applies again once it has fetched the remote JWKS: APISIX may still be catching up
+    expect(await pod.waitSynced(30_000)).toBe(true);
     await Promise.all(PORTS.map((port) => pod.app().serve(`app-${port}`, '0.0.0.0', port)));
-  }, 60_000);
+  }, 90_000);
   afterAll(async () => {
     await pod?.stop();
     await new Promise((resolve) => jwksServer?.close(resolve));
