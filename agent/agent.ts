@@ -12,6 +12,7 @@ import { buildStatusServer } from './status-server.js';
 import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-credentials.js';
 import { startWorkloadIdentity, type WorkloadIdentityConfig } from './identity/start-identity.js';
 import type { WorkloadIdentity } from './identity/workload-identity.js';
+import { JwksFetcher } from './policy/jwks-fetcher.js';
 
 export { xdsCredentials, type XdsTlsOptions };
 
@@ -96,6 +97,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     ...(options.skipFilters ? { skipFilters: options.skipFilters } : {}),
   });
   const applier = new StoreApplier(store);
+  // remote JWKS of RequestAuthentication providers: fetched here, handed to APISIX as keys
+  const jwks = new JwksFetcher({
+    onChange: () => schedule(),
+    logger: { info: (m) => logger.info(m), warn: (m) => logger.warn(m) },
+  });
   const client = new AdsClient({
     address: options.xdsAddress,
     node: buildNode(options.identity, options.version ?? 'dev'),
@@ -127,7 +133,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     let config: ApisixConfig;
     let result: ApplyResult;
     try {
-      config = translator.translate(client.resources());
+      config = translator.translate(client.resources(), jwks.states());
       result = applier.apply(config);
     } catch (err) {
       // Resources are validated when they arrive, so this is a bug; it must not stop the agent.
@@ -140,6 +146,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     }
     current = config;
     currentInvalid = result.invalid;
+    jwks.want(config.remoteJwks ?? []);
     metrics.applies.inc();
     metrics.storeRevision.set(store.revision);
     metrics.objects.set({ kind: 'upstream' }, result.upstreams);
@@ -225,6 +232,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       if (closed) return;
       closed = true;
       if (timer) clearTimeout(timer);
+      jwks.close();
       client.stop();
       identity?.stop();
       await status.close();

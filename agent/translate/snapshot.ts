@@ -3,8 +3,9 @@ import type { ApisixRoute, ApisixUpstream, TranslationNote } from './apisix-type
 import { translateCluster, type ClusterContext, type ClusterTranslation } from './cluster.js';
 import { translateClusterLoadAssignment, type EndpointsTranslation } from './endpoints.js';
 import { originalDestinationRoute } from './original-destination.js';
-import { translateListener, scopeKey, type ListenerTranslation, type RouteScope, type ScopeRbac } from './listener.js';
-import { withRbac } from '../policy/rbac-plugin.js';
+import { translateListener, scopeKey, type ListenerTranslation, type RouteScope, type ScopePolicy } from './listener.js';
+import { cachedPolicyConf, withPolicyPlugin } from '../policy/rbac-plugin.js';
+import { remoteJwksSources, type RemoteJwksLookup, type RemoteJwksSource } from '../policy/jwt.js';
 import { refusalRoute } from '../policy/refusal.js';
 import type { SkipList } from '../policy/filter-inventory.js';
 import { L4Translator } from '../l4/translator.js';
@@ -29,6 +30,8 @@ export interface ApisixConfig {
   /** every listener as the L4 front dispatches its connections (agent/l4/) */
   l4: Map<string, L4Listener>;
   notes: TranslationNote[];
+  /** the JWKS the routes' JWT filters name by URI: the agent fetches them (agent/policy/jwks-fetcher.ts) */
+  remoteJwks?: RemoteJwksSource[];
 }
 
 export interface TranslateOptions extends ClusterContext {
@@ -50,8 +53,8 @@ export class MeshTranslator {
   private readonly listenerCache = new WeakMap<Listener, ListenerTranslation>();
   private readonly routeCache = new WeakMap<RouteConfiguration, Map<string, RouteConfigTranslation>>();
   private readonly tcpPassthroughCache = new WeakMap<ListenerTranslation, Map<string, TranslatedRoute>>();
-  /** routes with their scope's RBAC plugin, kept while both are the same objects */
-  private readonly rbacCache = new WeakMap<TranslatedRoute, { rbac: ScopeRbac; route: TranslatedRoute }>();
+  /** routes with their scope's policy plugin, kept while its configuration is the same object */
+  private readonly policyCache = new WeakMap<TranslatedRoute, { conf: Record<string, unknown>; route: TranslatedRoute }>();
   /** final objects, kept while their inputs are the same objects: unchanged output keeps its identity */
   private readonly upstreamCache = new WeakMap<ClusterTranslation, { nodes: unknown; settings: TranslatedRoute['upstreamSettings'] | undefined; upstream: ApisixUpstream }>();
   private readonly finalRouteCache = new WeakMap<TranslatedRoute, { main: ApisixUpstream | undefined; limits: ClusterTranslation['limits']; passthrough?: ClusterTranslation['originalDestination']; route: ApisixRoute }>();
@@ -63,7 +66,8 @@ export class MeshTranslator {
     this.l4 = new L4Translator(options.skipFilters);
   }
 
-  translate(xds: XdsResources): ApisixConfig {
+  /** `remoteJwks`: the keys fetched so far for JWT providers with remote JWKS (none: their tokens fail) */
+  translate(xds: XdsResources, remoteJwks: RemoteJwksLookup = new Map()): ApisixConfig {
     const notes: TranslationNote[] = [];
     const clusters = new Map<string, ClusterTranslation>();
     for (const [name, cluster] of xds.clusters) {
@@ -75,7 +79,7 @@ export class MeshTranslator {
     // Routes, from every listener's RDS names and inline route configurations; a scope any listener
     // refuses (a filter the agent does not enforce) gets the refusal and none of its routes.
     const routes: TranslatedRoute[] = [];
-    const scoped: Array<{ rc: RouteConfiguration; scope: RouteScope; rbac?: ScopeRbac | undefined }> = [];
+    const scoped: Array<{ rc: RouteConfiguration; scope: RouteScope; policy?: ScopePolicy | undefined }> = [];
     const listeners = [...xds.listeners.values()].map((listener) => memo(this.listenerCache, listener, () => translateListener(listener, this.options.skipFilters)));
     const refused = new Set<string>();
     for (const lt of listeners) {
@@ -87,22 +91,24 @@ export class MeshTranslator {
     }
     for (const lt of listeners) {
       notes.push(...lt.notes);
-      for (const { routeConfigName, scope, rbac } of lt.rds) {
+      for (const { routeConfigName, scope, policy } of lt.rds) {
         if (refused.has(scopeKey(scope))) continue;
         const rc = xds.routeConfigs.get(routeConfigName);
-        if (rc) scoped.push({ rc, scope, rbac });
+        if (rc) scoped.push({ rc, scope, policy });
         else notes.push({ kind: 'listener', name: lt.listenerName, reason: 'route-config-pending', detail: `route configuration ${routeConfigName} not received yet`, skipped: true });
       }
-      for (const { routeConfig, scope, rbac } of lt.inline) if (!refused.has(scopeKey(scope))) scoped.push({ rc: routeConfig, scope, rbac });
+      for (const { routeConfig, scope, policy } of lt.inline) if (!refused.has(scopeKey(scope))) scoped.push({ rc: routeConfig, scope, policy });
       routes.push(...this.tcpPassthroughRoutes(lt, clusters, refused));
     }
-    for (const { rc, scope, rbac } of scoped) {
+    const jwtFilters = new Set<ScopePolicy['jwt'][number]>();
+    for (const { rc, scope, policy } of scoped) {
       let byScope = this.routeCache.get(rc);
       if (!byScope) this.routeCache.set(rc, (byScope = new Map()));
       const key = scopeKey(scope);
       let t = byScope.get(key);
       if (!t) byScope.set(key, (t = translateRouteConfiguration(rc, scope, this.ports)));
-      routes.push(...(rbac ? t.routes.map((r) => this.rbacRoute(r, rbac)) : t.routes));
+      if (policy) for (const f of policy.jwt) jwtFilters.add(f);
+      routes.push(...(policy ? t.routes.map((r) => this.policyRoute(r, policy, remoteJwks)) : t.routes));
       notes.push(...t.notes);
     }
 
@@ -194,15 +200,16 @@ export class MeshTranslator {
       apisixRoutes.set(route.id, route);
     }
     const l4 = this.l4.translate(xds.listeners, clusters, upstreamByCluster, notes);
-    return { upstreams, routes: apisixRoutes, l4, notes };
+    return { upstreams, routes: apisixRoutes, l4, notes, remoteJwks: remoteJwksSources([...jwtFilters]) };
   }
 
-  /** The route under its scope's RBAC filters (Envoy runs them before routing, on every route). */
-  private rbacRoute(r: TranslatedRoute, rbac: ScopeRbac): TranslatedRoute {
-    const cached = this.rbacCache.get(r);
-    if (cached?.rbac === rbac) return cached.route;
-    const route = { ...r, route: withRbac(r.route, rbac.filters) };
-    this.rbacCache.set(r, { rbac, route });
+  /** The route under its scope's JWT and RBAC filters (Envoy runs them before routing, on every route). */
+  private policyRoute(r: TranslatedRoute, policy: ScopePolicy, remoteJwks: RemoteJwksLookup): TranslatedRoute {
+    const conf = cachedPolicyConf(policy, remoteJwks);
+    const cached = this.policyCache.get(r);
+    if (cached?.conf === conf) return cached.route;
+    const route = { ...r, route: withPolicyPlugin(r.route, conf) };
+    this.policyCache.set(r, { conf, route });
     return route;
   }
 
@@ -259,6 +266,6 @@ function sameSettings(a: TranslatedRoute['upstreamSettings'], b: TranslatedRoute
 }
 
 /** One-shot translation without caches (the baseline the cached path is compared with). */
-export function translateMesh(xds: XdsResources, options: TranslateOptions = {}): ApisixConfig {
-  return new MeshTranslator(options).translate(xds);
+export function translateMesh(xds: XdsResources, options: TranslateOptions = {}, remoteJwks?: RemoteJwksLookup): ApisixConfig {
+  return new MeshTranslator(options).translate(xds, remoteJwks);
 }

@@ -439,3 +439,94 @@ export function withHttpFilters(listener: Json, filters: Json[], which: (chain: 
   }
   return copy;
 }
+
+const JWT_AUTHN = 'type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication';
+
+/** One RequestAuthentication `jwtRules` entry (the fields istiod reads). */
+export interface JwtRule {
+  issuer: string;
+  /** inline JWKS (istiod inlines a fetched jwksUri too, by default) */
+  jwks?: string;
+  /** with PILOT_JWT_ENABLE_REMOTE_JWKS: Envoy (here: the agent) fetches it */
+  jwksUri?: string;
+  audiences?: string[];
+  fromHeaders?: Array<{ name: string; prefix?: string }>;
+  fromParams?: string[];
+  forwardOriginalToken?: boolean;
+  outputPayloadToHeader?: string;
+  outputClaimToHeaders?: Array<{ header: string; claim: string }>;
+}
+
+/**
+ * The jwt_authn filter istiod writes for a workload's RequestAuthentications
+ * (pilot/pkg/security/authn/policy_applier.go): rules sorted by issuer, providers `origins-<i>`,
+ * the payload in metadata `payload` with `scope`/`permission` split, one rule for every path
+ * requiring {provider OR allow_missing} — for several providers, any provider OR the AND of those.
+ */
+export function jwtAuthnFilter(rules: JwtRule[]): Json {
+  const sorted = [...rules].sort((a, b) => (a.issuer < b.issuer ? -1 : a.issuer > b.issuer ? 1 : 0));
+  const providers: Record<string, Json> = {};
+  const inner: Json[] = [];
+  const outer: Json[] = [];
+  sorted.forEach((r, i) => {
+    const name = `origins-${i}`;
+    providers[name] = {
+      issuer: r.issuer,
+      ...(r.audiences ? { audiences: r.audiences } : {}),
+      ...(r.forwardOriginalToken ? { forward: true } : {}),
+      ...(r.outputPayloadToHeader ? { forward_payload_header: r.outputPayloadToHeader } : {}),
+      payload_in_metadata: 'payload',
+      normalize_payload_in_metadata: { space_delimited_claims: ['permission', 'scope'] },
+      ...(r.outputClaimToHeaders ? { claim_to_headers: r.outputClaimToHeaders.map((c) => ({ header_name: c.header, claim_name: c.claim })) } : {}),
+      ...(r.fromHeaders ? { from_headers: r.fromHeaders.map((h) => ({ name: h.name, ...(h.prefix ? { value_prefix: h.prefix } : {}) })) } : {}),
+      ...(r.fromParams ? { from_params: r.fromParams } : {}),
+      ...(r.jwksUri
+        ? { remote_jwks: { http_uri: { uri: r.jwksUri, cluster: 'outbound|443||jwks.example.com', timeout: '5s' }, cache_duration: '300s' } }
+        : { local_jwks: { inline_string: r.jwks ?? '' } }),
+    };
+    inner.push({ requires_any: { requirements: [{ provider_name: name }, { allow_missing: {} }] } });
+    outer.push({ provider_name: name });
+  });
+  const requires = inner.length === 1 ? inner[0]! : { requires_any: { requirements: [...outer, { requires_all: { requirements: inner } }] } };
+  return {
+    name: 'envoy.filters.http.jwt_authn',
+    typed_config: { '@type': JWT_AUTHN, providers, rules: [{ match: { prefix: '/' }, requires }], bypass_cors_preflight: true },
+  };
+}
+
+/** A metadata principal on jwt_authn's payload (authz/model/util.go). */
+function jwtClaimPrincipal(claims: string[], value: Json): Json {
+  return { metadata: { filter: 'envoy.filters.http.jwt_authn', path: ['payload', ...claims].map((key) => ({ key })), value } };
+}
+
+/** Istio's string matcher for a policy value: `*` any, `*x` suffix, `x*` prefix, else exact. */
+function policyString(v: string): Json {
+  if (v === '*') return { safe_regex: { regex: '.+' } };
+  if (v.startsWith('*')) return { suffix: v.slice(1) };
+  if (v.endsWith('*')) return { prefix: v.slice(0, -1) };
+  return { exact: v };
+}
+
+/** `source.requestPrincipals` values as istiod writes them: iss AND sub, split at the last `/`, `*` as any/prefix/suffix. */
+export function requestPrincipals(values: string[]): Json {
+  const any = { safe_regex: { regex: '.+' } };
+  const ids = values.map((value) => {
+    const at = value.lastIndexOf('/');
+    const found = at >= 0;
+    const [iss, sub] = found ? [value.slice(0, at), value.slice(at + 1)] : [value, ''];
+    let matchIss: Json;
+    let matchSub: Json;
+    if (value === '*') [matchIss, matchSub] = [any, any];
+    else if (value.startsWith('*')) [matchIss, matchSub] = found ? [iss === '*' ? any : { suffix: iss.slice(1) }, { exact: sub }] : [any, { suffix: value.slice(1) }];
+    else if (value.endsWith('*')) [matchIss, matchSub] = found ? [{ exact: iss }, sub === '*' ? any : { prefix: sub.slice(0, -1) }] : [{ prefix: value.slice(0, -1) }, any];
+    else [matchIss, matchSub] = [{ exact: iss }, { exact: sub }];
+    return { and_ids: { ids: [jwtClaimPrincipal(['iss'], { string_match: matchIss }), jwtClaimPrincipal(['sub'], { string_match: matchSub })] } };
+  });
+  return ids.length === 1 ? ids[0]! : { or_ids: { ids } };
+}
+
+/** `when: request.auth.claims[...]` as istiod writes it: the claim as a list containing, or equal to, a value. */
+export function requestClaim(claims: string[], values: string[]): Json {
+  const one = values.length === 1 ? { string_match: policyString(values[0]!) } : { or_match: { value_matchers: values.map((v) => ({ string_match: policyString(v) })) } };
+  return jwtClaimPrincipal(claims, { or_match: { value_matchers: [{ list_match: { one_of: one } }, one] } });
+}
