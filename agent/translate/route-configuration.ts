@@ -4,9 +4,9 @@ import type { ApisixPlugins, ApisixRoute, ApisixVar, TranslationNote } from './a
 import { stableId, upstreamId } from './ids.js';
 import { scopeKey, type RouteScope } from './listener.js';
 import { matchVars, UnsupportedMatch } from './matchers.js';
-import { re2ToPcre, rewriteTemplate } from './pcre.js';
+import { pathRewrite, type PathRewrite } from './rewrite.js';
 import {
-  durationSeconds, hasControlBreak, percentOf, redirectUriLiteral, regexEscape, resolveVarLiteral, substitutionLiteral, wrapped,
+  durationSeconds, hasControlBreak, percentOf, redirectUriLiteral, resolveVarLiteral, wrapped,
 } from './values.js';
 import { parseClusterName } from './cluster.js';
 import { FAULT_TYPE } from '../xds/protos.js';
@@ -339,35 +339,26 @@ function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, n
 }
 
 /**
- * Envoy's prefix_rewrite replaces the matched prefix (or the whole exact path) with the new one;
- * undefined when the route matches neither way.
+ * The route's path rewrite (rewrite.ts) and authority rewrite → proxy-rewrite. CR, LF or NUL in the
+ * new path skips the route (Envoy refuses them too).
  */
-function prefixRewriteRegex(match: NonNullable<Route['match']>, prefixRewrite: string): [string, string] | undefined {
-  refuseControlBreaks('prefix_rewrite', prefixRewrite);
-  const replacement = substitutionLiteral(prefixRewrite); // a `$` in it stays a `$` (ngx.re.sub template)
-  if (match.prefix !== undefined && match.prefix !== null) return [`^${regexEscape(match.prefix)}(.*)`, `${replacement}$1`];
-  if (match.path !== undefined && match.path !== null) return [`^${regexEscape(match.path)}\\z`, replacement];
-  return undefined;
-}
-
 function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
   const rewrite: Record<string, unknown> = {};
-  const prefixRewrite = action.prefix_rewrite;
-  if (prefixRewrite !== undefined && prefixRewrite !== null && prefixRewrite !== '') {
-    const regex = prefixRewriteRegex(match, prefixRewrite);
-    if (regex) rewrite['regex_uri'] = regex;
-    else note('prefix-rewrite', 'prefix rewrite on a route without a prefix or path match is ignored');
-  }
-  if (action.regex_rewrite?.pattern?.regex !== undefined) {
-    const substitution = action.regex_rewrite.substitution ?? '';
-    refuseControlBreaks('regex_rewrite', substitution);
-    rewrite['regex_uri'] = [re2ToPcre(action.regex_rewrite.pattern.regex), rewriteTemplate(substitution)];
-  }
+  if (action.prefix_rewrite) refuseControlBreaks('prefix_rewrite', action.prefix_rewrite);
+  if (action.regex_rewrite?.substitution) refuseControlBreaks('regex_rewrite', action.regex_rewrite.substitution);
+  const path = pathRewrite(match, action);
+  if (path && 'unsupported' in path) note('prefix-rewrite', `${path.unsupported} is ignored`);
+  else if (path) Object.assign(rewrite, proxyRewritePath(path.rewrite));
   if (action.host_rewrite_literal) {
     refuseControlBreaks('host_rewrite_literal', action.host_rewrite_literal);
     rewrite['host'] = action.host_rewrite_literal;
   } else if (wrapped(action.auto_host_rewrite)) note('auto-host-rewrite', 'auto host rewrite is not translated');
   if (Object.keys(rewrite).length) plugins['proxy-rewrite'] = rewrite;
+}
+
+/** proxy-rewrite's fields for a path rewrite. */
+function proxyRewritePath(path: PathRewrite): Record<string, unknown> {
+  return path.preFunction ? { _meta: { pre_function: path.preFunction } } : { regex_uri: path.regex_uri };
 }
 
 function applyMirror(action: RouteAction, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
@@ -500,9 +491,10 @@ function applyRedirect(redirect: NonNullable<Route['redirect']>, match: NonNulla
     plugins['redirect'] = { uri: `${origin}${redirectUriLiteral(redirect.path_redirect)}`, ret_code: code, ...(keepQuery ? { append_query_string: true } : {}) };
     return;
   }
-  const prefixRewrite = redirect.prefix_rewrite;
-  const regex = prefixRewrite ? prefixRewriteRegex(match, prefixRewrite) : undefined;
-  if (prefixRewrite && !regex) note('prefix-rewrite', 'redirect prefix rewrite on a route without a prefix or path match is ignored');
+  if (redirect.prefix_rewrite) refuseControlBreaks('prefix_rewrite', redirect.prefix_rewrite);
+  const path = pathRewrite(match, { prefix_rewrite: redirect.prefix_rewrite });
+  if (path && 'unsupported' in path) note('prefix-rewrite', `redirect: ${path.unsupported} is ignored`);
+  const regex = path && 'rewrite' in path ? path.rewrite.regex_uri : undefined;
   if (regex && !redirect.strip_query) {
     plugins['proxy-rewrite'] = { ...(plugins['proxy-rewrite'] ?? {}), regex_uri: regex };
     plugins['redirect'] = { uri: `${origin}$upstream_uri`, ret_code: code };
