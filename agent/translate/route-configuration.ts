@@ -1,5 +1,4 @@
-import type { HTTPFault, Route, RouteAction, RouteConfiguration, VirtualHost } from '../xds/envoy-types.js';
-import { unpackAny, type PackedAny } from '../xds/codec.js';
+import type { Route, RouteAction, RouteConfiguration, VirtualHost } from '../xds/envoy-types.js';
 import type { ApisixPlugins, ApisixRoute, ApisixVar, TranslationNote } from './apisix-types.js';
 import { stableId, upstreamId } from './ids.js';
 import { scopeKey, type RouteScope } from './listener.js';
@@ -9,9 +8,7 @@ import {
   durationSeconds, hasControlBreak, percentOf, redirectUriLiteral, resolveVarLiteral, wrapped,
 } from './values.js';
 import { parseClusterName } from './cluster.js';
-import { FAULT_TYPE } from '../xds/protos.js';
-
-const FAULT_FILTER = 'envoy.filters.http.fault';
+import { faultPlugin } from './fault.js';
 
 /** The APISIX listeners traffic is captured to (DESIGN §3). */
 export interface CapturePorts {
@@ -434,27 +431,6 @@ function applyHeaders(levels: HeaderMutations[], plugins: ApisixPlugins): void {
   if (add.size) headers['add'] = Object.fromEntries(add);
   if (remove.size) headers['remove'] = [...remove];
   plugins['proxy-rewrite'] = { ...(plugins['proxy-rewrite'] ?? {}), headers };
-}
-
-function faultPlugin(route: Route, note: (r: string, d: string, s?: boolean) => void): Record<string, unknown> | undefined {
-  const typed = (route.typed_per_filter_config as Record<string, PackedAny> | undefined)?.[FAULT_FILTER];
-  if (!typed) return undefined;
-  const fault = unpackAny<HTTPFault>(typed, FAULT_TYPE);
-  if (!fault) return undefined;
-  const conf: Record<string, unknown> = {};
-  const abort = fault.abort;
-  if (abort) {
-    if (abort.http_status) conf['abort'] = { http_status: abort.http_status, percentage: Math.round(percentOf(abort.percentage)) };
-    else note('fault-abort-kind', 'only HTTP status aborts are translated (not gRPC or header-driven ones)');
-  }
-  const delay = fault.delay;
-  if (delay) {
-    const seconds = durationSeconds(delay.fixed_delay);
-    if (seconds !== undefined) conf['delay'] = { duration: seconds, percentage: Math.round(percentOf(delay.percentage)) };
-    else note('fault-delay-kind', 'only fixed delays are translated');
-  }
-  if (fault.headers?.length) note('fault-headers', 'fault header matchers are ignored');
-  return Object.keys(conf).length ? conf : undefined;
 }
 
 const REDIRECT_CODES: Record<string, number> = {

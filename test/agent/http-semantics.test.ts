@@ -3,12 +3,14 @@
 // translation is checked on Istio-shaped resources decoded from protobuf bytes; the Lua it writes
 // runs under the APISIX runtime's `resty` with the APISIX calls it makes standing in.
 // test/dataplane/translation-semantics.test.ts runs the same rules on the real APISIX.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fromCanonical } from '../../agent/xds/codec.js';
 import { TYPE_URL } from '../../agent/xds/protos.js';
 import type { RouteConfiguration } from '../../agent/xds/envoy-types.js';
 import { translateRouteConfiguration } from '../../agent/translate/route-configuration.js';
 import { validateApisix } from '../../agent/schema/validate.js';
+import { belowRegex, sampleCondition } from '../../agent/translate/random-sample.js';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { LOAD_FUNCTION_LUA, missingResty, runResty } from '../support/resty-lua.js';
 
@@ -60,5 +62,51 @@ end`;
     expect(gsub('-', '_', ['/a-b-c', '/none'])).toEqual(['/a_b_c', '/none']);
     expect(gsub('^/svc/([^/]+)/(.*)$', '/\\2/instance/\\1', ['/svc/x/a/b', '/other'])).toEqual(['/a/b/instance/x', '/other']);
     expect(gsub('([0-9]+)', '<\\1>', ['/v1/items/42'])).toEqual(['/v<1>/items/<42>']);
+  });
+});
+
+const FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
+const faultOf = (fault: object) => only({ match: { prefix: '/' }, route: { cluster: 'c' }, typed_per_filter_config: { 'envoy.filters.http.fault': { '@type': FAULT_TYPE, ...fault } } }).plugins?.['fault-injection'];
+const hex = (n: number) => n.toString(16).padStart(32, '0').slice(-8);
+
+describe('fault percentages and gRPC aborts', () => {
+  it('a share below 1 % is sampled exactly on $request_id; whole percents stay APISIX\'s own percentage', () => {
+    const conf = faultOf({
+      abort: { http_status: 503, percentage: { numerator: 1000, denominator: 'MILLION' } }, // 0.1 %
+      delay: { fixed_delay: '0.2s', percentage: { numerator: 25, denominator: 'TEN_THOUSAND' } }, // 0.25 %
+    }) as { abort: { vars: [[[string, string, string]]] }; delay: { vars: [[[string, string, string]]] } };
+    expect(conf.abort).not.toHaveProperty('percentage');
+    const [abortVar, abortOp, abortRe] = conf.abort.vars[0][0];
+    expect([abortVar, abortOp]).toEqual(['request_id', '~~']);
+    const [, , delayRe] = conf.delay.vars[0][0];
+    // the abort reads digits 1-8 of $request_id, the delay digits 9-16: independent draws
+    expect(abortRe.startsWith('^(?:')).toBe(true);
+    expect(delayRe.startsWith('^.{8}(?:')).toBe(true);
+    expect(faultOf({ abort: { http_status: 503, percentage: { numerator: 500000, denominator: 'MILLION' } } })).toEqual({ abort: { http_status: 503, percentage: 50 } });
+    expect(faultOf({ abort: { http_status: 503, percentage: { numerator: 7, denominator: 'HUNDRED' } } })).toEqual({ abort: { http_status: 503, percentage: 7 } });
+  });
+
+  it('the $request_id condition holds for exactly the share asked (every threshold, every value)', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 16 ** 8 }), fc.integer({ min: 0, max: 16 ** 8 - 1 }), (threshold, value) => {
+      const re = new RegExp(`^${belowRegex(threshold)}`);
+      expect(re.test(hex(value))).toBe(value < threshold);
+    }));
+    // the edges of each digit, where a wrong class would show
+    for (const threshold of [1, 0x10, 0xa, 0xb, 0x1000, 0x0fffffff, 0x10000000, 0xfffffff0]) {
+      for (const value of [threshold - 1, threshold, threshold + 1].filter((v) => v >= 0 && v < 16 ** 8)) {
+        expect(new RegExp(`^${belowRegex(threshold)}`).test(hex(value)), `${threshold} ${value}`).toBe(value < threshold);
+      }
+    }
+    const c = sampleCondition(0.001, 0)!;
+    expect(c[0]).toBe('request_id');
+    // 0.1 % of 16^8 = 4294967.296 → 4294967 values: the share is 0.1 % to within 10^-10
+    expect(Math.abs(Math.round(0.001 * 16 ** 8) / 16 ** 8 - 0.001)).toBeLessThan(1e-9);
+    expect(sampleCondition(1, 0)).toBeUndefined();
+  });
+
+  it('a gRPC abort answers as Envoy\'s local reply to gRPC: HTTP 200 with the status in grpc-status, no body', () => {
+    expect(faultOf({ abort: { grpc_status: 14, percentage: { numerator: 100 } } })).toEqual({
+      abort: { http_status: 200, headers: { 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'fault filter abort' }, percentage: 100 },
+    });
   });
 });

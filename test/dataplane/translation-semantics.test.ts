@@ -1,6 +1,7 @@
 // Issue "Istio fidelity": Envoy's HTTP semantics beyond routing, each exercised with real requests
 // from the app in the injected pod, through the capture rules and the real APISIX, to echo servers
-// in the cluster namespace: path rewrites (every regex match, prefix rewrites after any match kind).
+// in the cluster namespace: path rewrites (every regex match, prefix rewrites after any match kind),
+// fault percentages below 1 % and gRPC aborts.
 // What the backend got and what the app got back are asserted, and APISIX's error log in every test.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
@@ -9,7 +10,7 @@ import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
 import {
-  allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, MeshResources, outboundCluster, outboundHttpListener,
+  allowAnyVirtualHost, blackHoleCluster, edsCluster, faultFilterConfig, fqdn, httpRoute, MeshResources, outboundCluster, outboundHttpListener,
   passthroughCluster, routeConfiguration, serviceVirtualHost, virtualOutbound,
 } from '../support/istio-xds.js';
 
@@ -19,6 +20,7 @@ const PORT = 8080; // every backend's port
 /** Each service: its VIP and its one backend (an echo server named after it). */
 const services = {
   rewrite: { vip: '10.96.2.10', backend: ['rewritten', '10.244.20.1'] },
+  fault: { vip: '10.96.2.11', backend: ['faulty', '10.244.21.1'] },
 } as const satisfies Record<string, { vip: string; backend: readonly [string, string] }>;
 type Service = keyof typeof services;
 
@@ -39,6 +41,11 @@ function mesh(): MeshResources {
         httpRoute('caseless', { prefix: '/CI/', case_sensitive: false }, to('rewrite', { prefix_rewrite: '/ci-new/' })),
         httpRoute('separated', { path_separated_prefix: '/sep' }, to('rewrite', { prefix_rewrite: '/joined' })),
       ]),
+      vhost('fault', [
+        // 0.4 %: Istio writes 4000 per million; a whole-percent sampler would make it 0 %
+        httpRoute('rare', { prefix: '/rare' }, to('fault'), { typed_per_filter_config: faultFilterConfig({ abort: { status: 503, percent: 0.4 } }) }),
+        httpRoute('grpc', { prefix: '/grpc' }, to('fault'), { typed_per_filter_config: faultFilterConfig({ abort: { grpcStatus: 14 } }) }),
+      ]),
       allowAnyVirtualHost(),
     ]),
   );
@@ -47,7 +54,7 @@ function mesh(): MeshResources {
   return m;
 }
 
-describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites', missingForPod(), () => {
+describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites, faults', missingForPod(), () => {
   let pod: RunningPod;
   const app = () => pod.app();
   const noErrors = (explained: RegExp[] = []) => {
@@ -78,6 +85,35 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites'
     expect(await url('/Ci/rest')).toBe('/ci-new/rest');
     expect(await url('/sep/x')).toBe('/joined/x');
     expect(await url('/sep')).toBe('/joined');
+    noErrors();
+  });
+
+  it('fault: a 0.4 % abort aborts about 0.4 % of the requests (not 0 %, not 1 %)', async () => {
+    let aborted = 0;
+    let forwarded = 0;
+    for (let batch = 0; batch < 30; batch++) {
+      const answers = await Promise.all(Array.from({ length: 100 }, () => get('fault', '/rare')));
+      for (const a of answers) {
+        if (a.status === 503 && !a.echo) aborted++;
+        else if (a.echo?.name === 'faulty') forwarded++;
+      }
+    }
+    expect(aborted + forwarded).toBe(3000);
+    // binomial(3000, 0.004): mean 12; 0 has odds 6e-6, more than 35 about 1e-8
+    expect(aborted).toBeGreaterThan(0);
+    expect(aborted).toBeLessThanOrEqual(35);
+    noErrors();
+  });
+
+  it('fault: a gRPC abort answers HTTP 200 with grpc-status and no body, as Envoy\'s local reply to gRPC', async () => {
+    const before = (await pod.cluster.served('faulty')).count;
+    const res = await get('fault', '/grpc/svc.Method', { 'content-type': 'application/grpc', te: 'trailers' }, 'POST');
+    expect([res.status, res.echo]).toEqual([200, undefined]);
+    expect(res.headers['grpc-status']).toBe('14');
+    expect(res.headers['grpc-message']).toBe('fault filter abort');
+    expect(res.headers['content-type']).toBe('application/grpc');
+    expect(res.body).toBe('');
+    expect((await pod.cluster.served('faulty')).count).toBe(before);
     noErrors();
   });
 });
