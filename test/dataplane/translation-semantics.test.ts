@@ -1,7 +1,7 @@
 // Issue "Istio fidelity": Envoy's HTTP semantics beyond routing, each exercised with real requests
 // from the app in the injected pod, through the capture rules and the real APISIX, to echo servers
 // in the cluster namespace: path rewrites (every regex match, prefix rewrites after any match kind),
-// fault percentages below 1 % and gRPC aborts.
+// fault percentages below 1 % and gRPC aborts, x-request-id and trace headers.
 // What the backend got and what the app got back are asserted, and APISIX's error log in every test.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
@@ -9,18 +9,21 @@ import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
+import { POD_IP } from '../support/pod/network.js';
 import {
-  allowAnyVirtualHost, blackHoleCluster, edsCluster, faultFilterConfig, fqdn, httpRoute, MeshResources, outboundCluster, outboundHttpListener,
-  passthroughCluster, routeConfiguration, serviceVirtualHost, virtualOutbound,
+  allowAnyVirtualHost, blackHoleCluster, edsCluster, faultFilterConfig, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, MeshResources,
+  outboundCluster, outboundHttpListener, passthroughCluster, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
 } from '../support/istio-xds.js';
 
 const NS = 'test';
 const PORT = 8080; // every backend's port
+const APP_PORT = 8080; // the app in the pod (inbound)
 
 /** Each service: its VIP and its one backend (an echo server named after it). */
 const services = {
   rewrite: { vip: '10.96.2.10', backend: ['rewritten', '10.244.20.1'] },
   fault: { vip: '10.96.2.11', backend: ['faulty', '10.244.21.1'] },
+  ids: { vip: '10.96.2.12', backend: ['ids', '10.244.22.1'] },
 } as const satisfies Record<string, { vip: string; backend: readonly [string, string] }>;
 type Service = keyof typeof services;
 
@@ -46,15 +49,17 @@ function mesh(): MeshResources {
         httpRoute('rare', { prefix: '/rare' }, to('fault'), { typed_per_filter_config: faultFilterConfig({ abort: { status: 503, percent: 0.4 } }) }),
         httpRoute('grpc', { prefix: '/grpc' }, to('fault'), { typed_per_filter_config: faultFilterConfig({ abort: { grpcStatus: 14 } }) }),
       ]),
+      vhost('ids', [httpRoute('plain', { prefix: '/' }, to('ids'))]),
       allowAnyVirtualHost(),
     ]),
   );
-  m.cluster(passthroughCluster()).cluster(blackHoleCluster());
+  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster()).cluster(inboundCluster(APP_PORT));
   m.listener(outboundHttpListener(80)).listener(virtualOutbound());
+  m.listener(virtualInbound([{ port: APP_PORT, service: fqdn('client', NS) }]));
   return m;
 }
 
-describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites, faults', missingForPod(), () => {
+describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites, faults, request ids', missingForPod(), () => {
   let pod: RunningPod;
   const app = () => pod.app();
   const noErrors = (explained: RegExp[] = []) => {
@@ -71,7 +76,10 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites,
     });
     await pod.kubelet.waitReady(15_000);
     expect(await pod.waitSynced()).toBe(true);
-    await Promise.all(Object.values(services).map((s) => pod.cluster.serve(s.backend[0], s.backend[1], PORT)));
+    await Promise.all([
+      ...Object.values(services).map((s) => pod.cluster.serve(s.backend[0], s.backend[1], PORT)),
+      app().serve('app', '0.0.0.0', APP_PORT),
+    ]);
   });
   afterAll(async () => {
     await pod?.stop();
@@ -114,6 +122,35 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites,
     expect(res.headers['content-type']).toBe('application/grpc');
     expect(res.body).toBe('');
     expect((await pod.cluster.served('faulty')).count).toBe(before);
+    noErrors();
+  });
+
+  it('x-request-id: generated (a UUID) when absent, kept when present, outbound and inbound; trace headers pass untouched', async () => {
+    const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+    const seen = async (headers: Record<string, string> = {}) => (await get('ids', '/', headers)).echo!.headers;
+    const [first, second] = [await seen(), await seen()];
+    expect(first['x-request-id']).toMatch(UUID);
+    expect(second['x-request-id']).toMatch(UUID);
+    expect(first['x-request-id']).not.toBe(second['x-request-id']);
+    expect((await seen({ 'x-request-id': 'from-the-app-1' }))['x-request-id']).toBe('from-the-app-1');
+    const trace = {
+      traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+      tracestate: 'congo=t61rcWkgMzE',
+      b3: '80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90',
+      'x-b3-traceid': '80f198ee56343ba864fe8b2a57d3eff7',
+      'x-b3-spanid': 'e457b5a2e4d86bd1',
+      'x-b3-parentspanid': '05e3ac9a4f6e3b90',
+      'x-b3-sampled': '1',
+    };
+    const traced = await seen({ ...trace, 'x-request-id': 'traced-1' });
+    for (const [name, value] of Object.entries(trace)) expect(traced[name], name).toBe(value);
+    expect(traced['x-request-id']).toBe('traced-1');
+    // inbound: a request from the cluster to the app in the pod
+    const inbound = await send(pod.cluster, { url: `http://${POD_IP}:${APP_PORT}/in` });
+    expect(inbound.echo?.name).toBe('app');
+    expect(inbound.echo!.headers['x-request-id']).toMatch(UUID);
+    const kept = await send(pod.cluster, { url: `http://${POD_IP}:${APP_PORT}/in`, headers: { 'x-request-id': 'from-a-client' } });
+    expect(kept.echo!.headers['x-request-id']).toBe('from-a-client');
     noErrors();
   });
 });

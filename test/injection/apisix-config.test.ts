@@ -2,7 +2,7 @@ import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
 import { parseInjectionConfig } from '../../webhook/config/parse-config.js';
-import { renderApisixConfig } from '../../webhook/injection/apisix-config.js';
+import { renderApisixConfig, requestIdSnippets } from '../../webhook/injection/apisix-config.js';
 import { reviewAdmission } from '../../webhook/injection/review.js';
 import fjp from 'fast-json-patch';
 import { podCreate } from './helpers.js';
@@ -31,8 +31,11 @@ describe("APISIX's config.yaml for the sidecar", () => {
         // inbound forwards leave from 127.0.0.6; test/e2e/sidecar-forwarding-kernel runs these in nginx
         // and the literal $ and \ the agent writes where APISIX would expand variables
         http_configuration_snippet: 'map $server_port $apisix_mesh_upstream_bind {\n    15006 127.0.0.6;\n    default "";\n}\n'
-          + 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n',
+          + 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'
+          // x-request-id kept, or generated as a UUID from $request_id (test/dataplane/translation-semantics)
+          + requestIdSnippets().http,
         http_server_configuration_snippet: 'proxy_bind $apisix_mesh_upstream_bind;\n',
+        http_server_location_configuration_snippet: 'proxy_set_header X-Request-Id $apisix_mesh_request_id;\n',
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function', 'serverless-post-function'],
       plugin_attr: { prometheus: { export_addr: { ip: '0.0.0.0', port: 15090 } } },
