@@ -9,6 +9,9 @@ import {
 } from './values.js';
 import { parseClusterName } from './cluster.js';
 import { faultPlugin } from './fault.js';
+import { corsRules } from './cors.js';
+import { responseHeaderOps } from './response-headers.js';
+import { RESPONSE_PHASE_PLUGIN, responsePhasePlugin } from './response-phase-lua.js';
 
 /** The APISIX listeners traffic is captured to (DESIGN §3). */
 export interface CapturePorts {
@@ -83,6 +86,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
           notes,
           fullName,
           headerLevels: headerLevels(route, vhost, rc),
+          routeConfig: rc,
         });
         if (translated) routes.push(translated);
       } catch (err) {
@@ -225,6 +229,7 @@ interface RouteContext {
   fullName: string;
   /** the route's, its virtual host's and its configuration's header operations, in Envoy's order */
   headerLevels: HeaderMutations[];
+  routeConfig: RouteConfiguration;
 }
 
 function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): TranslatedRoute | undefined {
@@ -274,6 +279,7 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     return undefined;
   }
   applyHeaders(ctx.headerLevels, plugins);
+  applyResponsePhase(route, vhost, ctx, plugins);
   const fault = faultPlugin(route, note);
   if (fault && !plugins['fault-injection']) plugins['fault-injection'] = fault;
   if (Object.keys(plugins).length) apisix.plugins = plugins;
@@ -378,7 +384,7 @@ function applyMirror(action: RouteAction, plugins: ApisixPlugins, note: (r: stri
   if ((action.request_mirror_policies ?? []).length > 1) note('mirror-many', 'only the first mirror policy is translated');
 }
 
-type HeaderMutations = Pick<Route, 'request_headers_to_add' | 'request_headers_to_remove'>;
+type HeaderMutations = Pick<Route, 'request_headers_to_add' | 'request_headers_to_remove' | 'response_headers_to_add' | 'response_headers_to_remove'>;
 
 /**
  * Envoy applies the header operations of the route, then of its virtual host, then of the route
@@ -431,6 +437,17 @@ function applyHeaders(levels: HeaderMutations[], plugins: ApisixPlugins): void {
   if (add.size) headers['add'] = Object.fromEntries(add);
   if (remove.size) headers['remove'] = [...remove];
   plugins['proxy-rewrite'] = { ...(plugins['proxy-rewrite'] ?? {}), headers };
+}
+
+/**
+ * The route's CORS policy and response header mutations (cors.ts, response-headers.ts), enforced
+ * by Lua in request-id's pre_function (response-phase-lua.ts). Direct responses and redirects get
+ * them too, as Envoy applies both to them.
+ */
+function applyResponsePhase(route: Route, vhost: VirtualHost, ctx: RouteContext, plugins: ApisixPlugins): void {
+  const cors = corsRules(route, vhost, ctx.routeConfig);
+  const headers = responseHeaderOps(ctx.headerLevels);
+  if (cors || headers.length) plugins[RESPONSE_PHASE_PLUGIN] = responsePhasePlugin({ cors, headers });
 }
 
 const REDIRECT_CODES: Record<string, number> = {

@@ -11,6 +11,9 @@ import type { RouteConfiguration } from '../../agent/xds/envoy-types.js';
 import { translateRouteConfiguration } from '../../agent/translate/route-configuration.js';
 import { validateApisix } from '../../agent/schema/validate.js';
 import { belowRegex, sampleCondition } from '../../agent/translate/random-sample.js';
+import { corsRules } from '../../agent/translate/cors.js';
+import { luaLiteral } from '../../agent/policy/rbac-plugin.js';
+import { responseHeaderOps } from '../../agent/translate/response-headers.js';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { LOAD_FUNCTION_LUA, missingResty, runResty } from '../support/resty-lua.js';
 
@@ -107,6 +110,156 @@ describe('fault percentages and gRPC aborts', () => {
   it('a gRPC abort answers as Envoy\'s local reply to gRPC: HTTP 200 with the status in grpc-status, no body', () => {
     expect(faultOf({ abort: { grpc_status: 14, percentage: { numerator: 100 } } })).toEqual({
       abort: { http_status: 200, headers: { 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'fault filter abort' }, percentage: 100 },
+    });
+  });
+});
+
+const CORS_TYPE = 'type.googleapis.com/envoy.config.route.v3.CorsPolicy';
+const corsConfig = (policy: object) => ({ 'envoy.filters.http.cors': { '@type': CORS_TYPE, ...policy } });
+const responsePhase = (route: object, extra?: { vhost?: object; config?: object }) => {
+  const conf = only({ match: { prefix: '/' }, route: { cluster: 'c' }, ...route }, extra).plugins?.['request-id'] as { include_in_response: boolean; _meta: { priority: number; pre_function: string } } | undefined;
+  return conf;
+};
+
+describe('CORS and response headers: the rules', () => {
+  it('each CORS setting comes from the most specific policy that sets it (route, virtual host, route configuration)', () => {
+    const rules = corsRules(
+      fromCanonical<RouteConfiguration>(TYPE_URL.route, { name: 'x', virtual_hosts: [{ name: 'v', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c' }, typed_per_filter_config: corsConfig({ allow_methods: 'GET' }) }], typed_per_filter_config: corsConfig({ allow_origin_string_match: [{ exact: 'https://a.example' }, { suffix: '.b.example', ignore_case: true }], allow_methods: 'PUT', expose_headers: 'x-v' }) }], typed_per_filter_config: corsConfig({ max_age: '600', allow_credentials: true }) }).virtual_hosts![0]!.routes![0]!,
+      fromCanonical<RouteConfiguration>(TYPE_URL.route, { name: 'x', virtual_hosts: [{ name: 'v', domains: ['*'], typed_per_filter_config: corsConfig({ allow_origin_string_match: [{ exact: 'https://a.example' }, { suffix: '.b.example', ignore_case: true }], allow_methods: 'PUT', expose_headers: 'x-v' }) }] }).virtual_hosts![0]!,
+      fromCanonical<RouteConfiguration>(TYPE_URL.route, { name: 'x', typed_per_filter_config: corsConfig({ max_age: '600', allow_credentials: true }) }),
+    );
+    expect(rules).toEqual({
+      origins: ['^https:\\/\\/a\\.example\\z', '(?i)\\.b\\.example\\z'],
+      methods: 'GET', headers: '', expose: 'x-v', maxAge: '600', credentials: true, privateNetwork: false, forwardUnmatched: true,
+    });
+  });
+
+  it('the older cors fields count only without a typed policy; a policy enabled for 0 % is no policy', () => {
+    const legacy = responsePhase({ route: { cluster: 'c', cors: { allow_origin_string_match: [{ exact: 'https://old.example' }], allow_methods: 'GET' } } });
+    expect(legacy?._meta.pre_function).toContain(luaLiteral('^https:\\/\\/old\\.example\\z'));
+    expect(responsePhase({ typed_per_filter_config: corsConfig({ allow_origin_string_match: [{ exact: 'x' }], filter_enabled: { default_value: { numerator: 0 } } }) })).toBeUndefined();
+    const quarter = corsRules(fromCanonical<RouteConfiguration>(TYPE_URL.route, { name: 'x', virtual_hosts: [{ name: 'v', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c' }, typed_per_filter_config: corsConfig({ allow_origin_string_match: [{ exact: 'x' }], filter_enabled: { default_value: { numerator: 25 } } }) }] }] }).virtual_hosts![0]!.routes![0]!, { name: 'v' }, { name: 'x' });
+    expect(quarter?.enabledBelow).toBe(16 ** 8 / 4);
+  });
+
+  it('response header operations run in Envoy\'s order: each level removes then adds, the less specific level last', () => {
+    const add = (key: string, value: string, append_action?: string, extra: object = {}) => ({ header: { key, value }, ...(append_action ? { append_action } : {}), ...extra });
+    const levels = [
+      { response_headers_to_add: [add('x-route', 'r', 'OVERWRITE_IF_EXISTS_OR_ADD'), add('X-List', 'a'), add('x-empty', ''), add('x-kept-empty', '', undefined, { keep_empty_value: true })], response_headers_to_remove: ['x-secret'] },
+      { response_headers_to_add: [add('x-route', 'vhost', 'OVERWRITE_IF_EXISTS_OR_ADD'), add('x-default', 'd', 'ADD_IF_ABSENT'), add('x-only-if', 'o', 'OVERWRITE_IF_EXISTS')] },
+      { response_headers_to_remove: ['x-list'] },
+    ].map((l) => fromCanonical<RouteConfiguration>(TYPE_URL.route, { name: 'x', ...l }));
+    expect(responseHeaderOps(levels)).toEqual([
+      ['remove', 'x-secret'], ['set', 'x-route', 'r'], ['append', 'x-list', 'a'], ['append', 'x-kept-empty', ''],
+      ['set', 'x-route', 'vhost'], ['absent', 'x-default', 'd'], ['present', 'x-only-if', 'o'],
+      ['remove', 'x-list'],
+    ]);
+  });
+
+  it('routes carry them on request-id, right after RBAC and before fault-injection', () => {
+    const conf = responsePhase({ response_headers_to_add: [{ header: { key: 'x-a', value: 'b' } }] });
+    expect(conf).toMatchObject({ include_in_response: false, _meta: { priority: 11250 } });
+    expect(responsePhase({})).toBeUndefined();
+  });
+});
+
+/** Runs the Lua of a route for one request: the request part, then (unless it answered) the response part. */
+const RESPONSE_HARNESS = `${LOAD_FUNCTION_LUA}
+local input = cjson.decode(assert(io.open(arg[1])):read("*a"))
+local real = ngx
+for _, case in ipairs(input.cases) do
+  local fn = load_function(case.lua)
+  local phase, exited = "access", nil
+  local header = {}
+  for k, v in pairs(case.upstream_headers or {}) do header[k] = v end
+  local var = case.var
+  var.request_id = var.request_id or "0123456789abcdef0123456789abcdef"
+  ngx = setmetatable({
+    var = var,
+    header = setmetatable({}, {
+      __index = function(_, k) return header[string.lower(k)] end,
+      __newindex = function(_, k, v) header[string.lower(k)] = v end,
+    }),
+    get_phase = function() return phase end,
+    exit = function(code) exited = code end,
+    req = { get_method = function() return case.method or "GET" end },
+  }, { __index = real })
+  local ctx = {}
+  fn({}, ctx)
+  local request_headers = {}
+  for k, v in pairs(header) do request_headers[k] = v end
+  if not exited then
+    header = {}
+    for k, v in pairs(case.upstream_headers or {}) do header[k] = v end
+    phase = "header_filter"
+    fn({}, ctx)
+  end
+  ngx = real
+  print(cjson.encode({ exited = exited or cjson.null, headers = exited and request_headers or header }))
+end`;
+
+describeWhenAvailable('CORS and response headers under OpenResty', missingResty(), () => {
+  type Outcome = { exited: number | null; headers: Record<string, string | string[]> };
+  const run = (lua: string, cases: Array<{ var: Record<string, string>; method?: string; upstream_headers?: Record<string, string | string[]> }>) =>
+    runResty<Outcome>(RESPONSE_HARNESS, { cases: cases.map((c) => ({ ...c, lua })) });
+  const policy = corsConfig({
+    allow_origin_string_match: [{ exact: 'https://app.example' }, { safe_regex: { regex: 'https://[a-z]+\\.trusted\\.example' } }],
+    allow_methods: 'GET,POST', allow_headers: '*', expose_headers: 'x-total', max_age: '600', allow_credentials: true,
+  });
+  const lua = responsePhase({ typed_per_filter_config: policy })!._meta.pre_function;
+  const preflight = (origin: string) => ({ method: 'OPTIONS', var: { http_origin: origin, http_access_control_request_method: 'POST', http_access_control_request_headers: 'x-a, x-b' } });
+
+  it('a preflight from an allowed origin is answered 200 with Envoy\'s headers; from another origin it goes on, untouched', () => {
+    const [allowed, regex, other] = run(lua, [preflight('https://app.example'), preflight('https://shop.trusted.example'), preflight('https://evil.example')]);
+    expect(allowed).toEqual({ exited: 200, headers: {
+      'access-control-allow-origin': 'https://app.example', 'access-control-allow-credentials': 'true', 'access-control-allow-methods': 'GET,POST',
+      'access-control-allow-headers': 'x-a, x-b', 'access-control-max-age': '600',
+    } });
+    expect(regex!.headers['access-control-allow-origin']).toBe('https://shop.trusted.example');
+    expect(other).toEqual({ exited: null, headers: {} });
+    // full matches: a longer origin that only starts like an allowed one is not allowed
+    expect(run(lua, [preflight('https://app.example.evil')])[0]).toEqual({ exited: null, headers: {} });
+  });
+
+  it('an actual request from an allowed origin gets Allow-Origin, Allow-Credentials and Expose-Headers on its response, nothing else', () => {
+    const [allowed, none, other, optionsWithoutMethod] = run(lua, [
+      { var: { http_origin: 'https://app.example' }, upstream_headers: { 'access-control-allow-origin': '*' } },
+      { var: {} },
+      { var: { http_origin: 'https://evil.example' } },
+      { method: 'OPTIONS', var: { http_origin: 'https://app.example' } },
+    ]);
+    expect(allowed).toEqual({ exited: null, headers: { 'access-control-allow-origin': 'https://app.example', 'access-control-allow-credentials': 'true', 'access-control-expose-headers': 'x-total' } });
+    expect(none!.headers).toEqual({});
+    expect(other!.headers).toEqual({});
+    expect(optionsWithoutMethod!.exited).toBeNull(); // not a preflight: forwarded
+  });
+
+  it('an origin matcher that matches "*" allows every origin (Envoy); a policy enabled for a share applies to that share', () => {
+    const any = responsePhase({ typed_per_filter_config: corsConfig({ allow_origin_string_match: [{ safe_regex: { regex: '.*' } }] }) })!._meta.pre_function;
+    expect(run(any, [{ var: { http_origin: 'https://whoever.example' } }])[0]!.headers['access-control-allow-origin']).toBe('https://whoever.example');
+    const half = responsePhase({ typed_per_filter_config: corsConfig({ allow_origin_string_match: [{ exact: 'o' }], filter_enabled: { default_value: { numerator: 50 } } }) })!._meta.pre_function;
+    const [low, high] = run(half, [
+      { var: { http_origin: 'o', request_id: '00000000000000007fffffff00000000' } },
+      { var: { http_origin: 'o', request_id: '000000000000000080000000ffffffff' } },
+    ]);
+    expect([low!.headers['access-control-allow-origin'], high!.headers['access-control-allow-origin']]).toEqual(['o', undefined]);
+  });
+
+  it('response headers: append adds a line, set replaces, absent/present only when so, remove removes', () => {
+    const headers = [
+      { header: { key: 'x-append', value: 'two' } },
+      { header: { key: 'x-set', value: 'new: with a colon/' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' },
+      { header: { key: 'x-absent', value: 'default' }, append_action: 'ADD_IF_ABSENT' },
+      { header: { key: 'x-absent-here', value: 'default' }, append_action: 'ADD_IF_ABSENT' },
+      { header: { key: 'x-present', value: 'replaced' }, append_action: 'OVERWRITE_IF_EXISTS' },
+      { header: { key: 'x-present-not', value: 'replaced' }, append_action: 'OVERWRITE_IF_EXISTS' },
+      { header: { key: 'x-literal', value: '$upstream_addr ${remote_addr}' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' },
+    ];
+    const ops = responsePhase({ response_headers_to_add: headers, response_headers_to_remove: ['server-timing'] })!._meta.pre_function;
+    const [out] = run(ops, [{ var: {}, upstream_headers: { 'x-append': 'one', 'x-set': 'old', 'x-absent': 'upstream', 'x-present': 'upstream', 'server-timing': 'db;dur=53' } }]);
+    expect(out!.headers).toEqual({
+      'x-append': ['one', 'two'], 'x-set': 'new: with a colon/', 'x-absent': 'upstream', 'x-absent-here': 'default', 'x-present': 'replaced',
+      'x-literal': '$upstream_addr ${remote_addr}',
     });
   });
 });

@@ -1,7 +1,8 @@
 // Issue "Istio fidelity": Envoy's HTTP semantics beyond routing, each exercised with real requests
 // from the app in the injected pod, through the capture rules and the real APISIX, to echo servers
 // in the cluster namespace: path rewrites (every regex match, prefix rewrites after any match kind),
-// fault percentages below 1 % and gRPC aborts, x-request-id and trace headers.
+// fault percentages below 1 % and gRPC aborts, x-request-id and trace headers, CORS and response
+// header mutations.
 // What the backend got and what the app got back are asserted, and APISIX's error log in every test.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
@@ -24,6 +25,7 @@ const services = {
   rewrite: { vip: '10.96.2.10', backend: ['rewritten', '10.244.20.1'] },
   fault: { vip: '10.96.2.11', backend: ['faulty', '10.244.21.1'] },
   ids: { vip: '10.96.2.12', backend: ['ids', '10.244.22.1'] },
+  cors: { vip: '10.96.2.13', backend: ['cors-backend', '10.244.23.1'] },
 } as const satisfies Record<string, { vip: string; backend: readonly [string, string] }>;
 type Service = keyof typeof services;
 
@@ -50,6 +52,29 @@ function mesh(): MeshResources {
         httpRoute('grpc', { prefix: '/grpc' }, to('fault'), { typed_per_filter_config: faultFilterConfig({ abort: { grpcStatus: 14 } }) }),
       ]),
       vhost('ids', [httpRoute('plain', { prefix: '/' }, to('ids'))]),
+      {
+        ...vhost('cors', [
+          httpRoute('with-headers', { prefix: '/' }, to('cors'), {
+            response_headers_to_add: [
+              { header: { key: 'x-level', value: 'route' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' },
+              { header: { key: 'x-served-by', value: 'mesh' }, append_action: 'APPEND_IF_EXISTS_OR_ADD' },
+              { header: { key: 'content-type', value: 'text/plain' }, append_action: 'ADD_IF_ABSENT' },
+              { header: { key: 'x-default', value: 'd' }, append_action: 'ADD_IF_ABSENT' },
+              { header: { key: 'x-only-if-there', value: 'o' }, append_action: 'OVERWRITE_IF_EXISTS' },
+              { header: { key: 'x-link', value: 'http://a.example/$path' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' },
+            ],
+          }),
+        ]),
+        // the virtual host's mutations run after the route's: its x-level wins (Envoy)
+        response_headers_to_add: [{ header: { key: 'x-level', value: 'vhost' }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' }],
+        typed_per_filter_config: {
+          'envoy.filters.http.cors': {
+            '@type': 'type.googleapis.com/envoy.config.route.v3.CorsPolicy',
+            allow_origin_string_match: [{ exact: 'https://app.example' }],
+            allow_methods: 'GET,POST', allow_headers: 'x-a', expose_headers: 'x-total', max_age: '600', allow_credentials: true,
+          },
+        },
+      },
       allowAnyVirtualHost(),
     ]),
   );
@@ -59,7 +84,7 @@ function mesh(): MeshResources {
   return m;
 }
 
-describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites, faults, request ids', missingForPod(), () => {
+describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites, faults, request ids, CORS, response headers', missingForPod(), () => {
   let pod: RunningPod;
   const app = () => pod.app();
   const noErrors = (explained: RegExp[] = []) => {
@@ -151,6 +176,40 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites,
     expect(inbound.echo!.headers['x-request-id']).toMatch(UUID);
     const kept = await send(pod.cluster, { url: `http://${POD_IP}:${APP_PORT}/in`, headers: { 'x-request-id': 'from-a-client' } });
     expect(kept.echo!.headers['x-request-id']).toBe('from-a-client');
+    noErrors();
+  });
+
+  it('CORS: a preflight from an allowed origin is answered by the proxy; other origins and actual requests go on, with Envoy\'s headers', async () => {
+    const before = (await pod.cluster.served('cors-backend')).count;
+    const preflight = { 'access-control-request-method': 'POST', 'access-control-request-headers': 'x-a' };
+    const answered = await get('cors', '/items', { origin: 'https://app.example', ...preflight }, 'OPTIONS');
+    expect([answered.status, answered.echo]).toEqual([200, undefined]);
+    expect(answered.headers).toMatchObject({
+      'access-control-allow-origin': 'https://app.example', 'access-control-allow-methods': 'GET,POST', 'access-control-allow-headers': 'x-a',
+      'access-control-max-age': '600', 'access-control-allow-credentials': 'true',
+    });
+    expect((await pod.cluster.served('cors-backend')).count).toBe(before);
+    const foreign = await get('cors', '/items', { origin: 'https://evil.example', ...preflight }, 'OPTIONS');
+    expect(foreign.echo).toMatchObject({ name: 'cors-backend', method: 'OPTIONS' });
+    expect(foreign.headers['access-control-allow-origin']).toBeUndefined();
+    const actual = await get('cors', '/items', { origin: 'https://app.example' });
+    expect(actual.echo?.name).toBe('cors-backend');
+    expect(actual.headers).toMatchObject({ 'access-control-allow-origin': 'https://app.example', 'access-control-allow-credentials': 'true', 'access-control-expose-headers': 'x-total' });
+    expect(actual.headers['access-control-allow-methods']).toBeUndefined(); // preflight-only, as in Envoy
+    const other = await get('cors', '/items', { origin: 'https://evil.example' });
+    expect(other.headers['access-control-allow-origin']).toBeUndefined();
+    noErrors();
+  });
+
+  it('response headers: route then virtual host (the less specific wins), with Envoy\'s four append actions, values literal', async () => {
+    const res = await get('cors', '/any');
+    expect(res.echo?.name).toBe('cors-backend');
+    expect(res.headers['x-level']).toBe('vhost');
+    expect(res.headers['x-served-by']).toBe('cors-backend, mesh'); // appended as a second line
+    expect(res.headers['content-type']).toBe('application/json'); // ADD_IF_ABSENT: it was there
+    expect(res.headers['x-default']).toBe('d');
+    expect(res.headers['x-only-if-there']).toBeUndefined(); // OVERWRITE_IF_EXISTS: it was not
+    expect(res.headers['x-link']).toBe('http://a.example/$path');
     noErrors();
   });
 });
