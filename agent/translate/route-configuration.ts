@@ -5,10 +5,11 @@ import { scopeKey, type RouteScope } from './listener.js';
 import { matchVars, UnsupportedMatch } from './matchers.js';
 import { pathRewrite, type PathRewrite } from './rewrite.js';
 import {
-  durationSeconds, hasControlBreak, percentOf, redirectUriLiteral, resolveVarLiteral, wrapped,
+  durationSeconds, hasControlBreak, redirectUriLiteral, resolveVarLiteral, wrapped,
 } from './values.js';
-import { parseClusterName } from './cluster.js';
 import { faultPlugin } from './fault.js';
+import { mirrorLua } from './mirror.js';
+import { withAccessPhase } from './access-phase.js';
 import { corsRules } from './cors.js';
 import { responseHeaderOps } from './response-headers.js';
 import { RESPONSE_PHASE_PLUGIN, responsePhasePlugin } from './response-phase-lua.js';
@@ -244,6 +245,8 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
   const plugins: ApisixPlugins = {};
   const settings: RouteUpstreamSettings = {};
   let clusters: string[] = [];
+  /** Lua for the end of the access phase (access-phase.ts), in order */
+  const accessPhase: string[] = [];
 
   if (route.route) {
     const action = route.route;
@@ -265,7 +268,8 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     applyRetryPolicy(action, settings, apisix);
     applyHashPolicy(action, settings, note);
     applyRewrite(action, route.match ?? {}, plugins, note);
-    applyMirror(action, plugins, note);
+    const mirror = mirrorLua(action, timeout && timeout > 0 ? timeout : STREAM_IDLE_TIMEOUT_S, note);
+    if (mirror) accessPhase.push(mirror);
   } else if (route.redirect) {
     applyRedirect(route.redirect, route.match ?? {}, plugins, note);
   } else if (route.direct_response) {
@@ -282,7 +286,8 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
   applyResponsePhase(route, vhost, ctx, plugins);
   const fault = faultPlugin(route, note);
   if (fault && !plugins['fault-injection']) plugins['fault-injection'] = fault;
-  if (Object.keys(plugins).length) apisix.plugins = plugins;
+  const withLua = withAccessPhase(plugins, accessPhase);
+  if (Object.keys(withLua).length) apisix.plugins = withLua;
   return { route: apisix, clusters, upstreamSettings: settings };
 }
 
@@ -362,26 +367,6 @@ function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, p
 /** proxy-rewrite's fields for a path rewrite. */
 function proxyRewritePath(path: PathRewrite): Record<string, unknown> {
   return path.preFunction ? { _meta: { pre_function: path.preFunction } } : { regex_uri: path.regex_uri };
-}
-
-function applyMirror(action: RouteAction, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
-  const policy = (action.request_mirror_policies ?? [])[0];
-  if (!policy?.cluster) return;
-  const parsed = parseClusterName(policy.cluster);
-  if (!parsed || !/^[\da-zA-Z.-]+$/.test(parsed.host)) {
-    note('mirror-target', `cannot mirror to ${policy.cluster}: proxy-mirror needs one host name`);
-    return;
-  }
-  if (parsed.subset) note('mirror-subset', `mirror goes to the whole service ${parsed.host}, not subset ${parsed.subset}`);
-  const mirror: Record<string, unknown> = { host: `http://${parsed.host}:${parsed.port}` };
-  const fraction = policy.runtime_fraction?.default_value;
-  if (fraction) {
-    const ratio = percentOf(fraction) / 100;
-    if (ratio <= 0) return;
-    mirror['sample_ratio'] = Math.max(0.00001, Math.min(1, ratio));
-  }
-  plugins['proxy-mirror'] = mirror;
-  if ((action.request_mirror_policies ?? []).length > 1) note('mirror-many', 'only the first mirror policy is translated');
 }
 
 type HeaderMutations = Pick<Route, 'request_headers_to_add' | 'request_headers_to_remove' | 'response_headers_to_add' | 'response_headers_to_remove'>;

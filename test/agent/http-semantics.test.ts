@@ -3,6 +3,7 @@
 // translation is checked on Istio-shaped resources decoded from protobuf bytes; the Lua it writes
 // runs under the APISIX runtime's `resty` with the APISIX calls it makes standing in.
 // test/dataplane/translation-semantics.test.ts runs the same rules on the real APISIX.
+import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fromCanonical } from '../../agent/xds/codec.js';
@@ -13,6 +14,7 @@ import { validateApisix } from '../../agent/schema/validate.js';
 import { belowRegex, sampleCondition } from '../../agent/translate/random-sample.js';
 import { corsRules } from '../../agent/translate/cors.js';
 import { luaLiteral } from '../../agent/policy/rbac-plugin.js';
+import { upstreamId } from '../../agent/translate/ids.js';
 import { responseHeaderOps } from '../../agent/translate/response-headers.js';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { LOAD_FUNCTION_LUA, missingResty, runResty } from '../support/resty-lua.js';
@@ -261,5 +263,33 @@ describeWhenAvailable('CORS and response headers under OpenResty', missingResty(
       'x-append': ['one', 'two'], 'x-set': 'new: with a colon/', 'x-absent': 'upstream', 'x-absent-here': 'default', 'x-present': 'replaced',
       'x-literal': '$upstream_addr ${remote_addr}',
     });
+  });
+});
+
+describe('mirroring', () => {
+  const accessLua = (route: object) => (only({ match: { prefix: '/' }, ...route }).plugins?.['serverless-pre-function'] as { phase: string; functions: string[]; _meta: { priority: number } } | undefined);
+
+  it('each mirror policy keeps its cluster (subset included), its share and its Host suffix choice; proxy-mirror is not used', () => {
+    const route = only({ match: { prefix: '/' }, route: { cluster: 'c', timeout: '2s', request_mirror_policies: [
+      { cluster: 'outbound|80|v2|shadow.ns.svc.cluster.local', runtime_fraction: { default_value: { numerator: 25, denominator: 'TEN_THOUSAND' } } },
+      { cluster: 'outbound|80||other.ns.svc.cluster.local', disable_shadow_host_suffix_append: true },
+      { cluster: 'outbound|80||never', runtime_fraction: { default_value: { numerator: 0 } } },
+    ] } });
+    expect(route.plugins?.['proxy-mirror']).toBeUndefined();
+    const conf = route.plugins?.['serverless-pre-function'] as { phase: string; functions: string[]; _meta: { priority: number } };
+    expect(conf).toMatchObject({ phase: 'access', _meta: { priority: -3000 } });
+    const [lua] = conf.functions;
+    expect(lua).toContain(`["upstream"]=${luaLiteral(upstreamId('outbound|80|v2|shadow.ns.svc.cluster.local'))}`);
+    expect(lua).toContain('["numerator"]=25,["denominator"]=10000');
+    expect(lua).toContain('["suffix"]=false');
+    expect(lua).not.toContain('never');
+    expect(lua).toContain('["timeout_ms"]=2000');
+  });
+
+  it('the mirror function loads as APISIX loads serverless functions', () => {
+    const conf = accessLua({ route: { cluster: 'c', request_mirror_policies: [{ cluster: 'outbound|80||s' }] } })!;
+    const res = spawnSync('luajit', ['-e', `local f = assert(loadstring(io.read("*a"))); assert(type(f()) == "function")`], { input: conf.functions[0], encoding: 'utf8' });
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
   });
 });

@@ -2,7 +2,7 @@
 // from the app in the injected pod, through the capture rules and the real APISIX, to echo servers
 // in the cluster namespace: path rewrites (every regex match, prefix rewrites after any match kind),
 // fault percentages below 1 % and gRPC aborts, x-request-id and trace headers, CORS and response
-// header mutations.
+// header mutations, mirroring.
 // What the backend got and what the app got back are asserted, and APISIX's error log in every test.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
@@ -26,16 +26,21 @@ const services = {
   fault: { vip: '10.96.2.11', backend: ['faulty', '10.244.21.1'] },
   ids: { vip: '10.96.2.12', backend: ['ids', '10.244.22.1'] },
   cors: { vip: '10.96.2.13', backend: ['cors-backend', '10.244.23.1'] },
+  mirrored: { vip: '10.96.2.14', backend: ['mirrored-main', '10.244.24.1'] },
 } as const satisfies Record<string, { vip: string; backend: readonly [string, string] }>;
 type Service = keyof typeof services;
 
 const cluster = (service: Service) => outboundCluster(80, fqdn(service, NS));
+/** The shadow service of the mirror test: two subsets, the mirror goes to v2 */
+const SHADOW = { v1: ['shadow-v1', '10.244.25.1'], v2: ['shadow-v2', '10.244.25.2'] } as const;
+const shadowCluster = (subset: keyof typeof SHADOW) => outboundCluster(80, fqdn('shadow', NS), subset);
 
 function mesh(): MeshResources {
   const m = new MeshResources();
   for (const [service, def] of Object.entries(services) as Array<[Service, (typeof services)[Service]]>) {
     m.cluster(edsCluster(cluster(service)), [{ ip: def.backend[1], port: PORT }]);
   }
+  for (const subset of ['v1', 'v2'] as const) m.cluster(edsCluster(shadowCluster(subset)), [{ ip: SHADOW[subset][1], port: PORT }]);
   const vhost = (service: Service, routes: Array<Record<string, unknown>>) => serviceVirtualHost(fqdn(service, NS), 80, services[service].vip, routes);
   const to = (service: Service, extra: Record<string, unknown> = {}) => ({ cluster: cluster(service), ...extra });
   m.route(
@@ -75,6 +80,10 @@ function mesh(): MeshResources {
           },
         },
       },
+      vhost('mirrored', [
+        httpRoute('half', { prefix: '/half' }, to('mirrored', { request_mirror_policies: [{ cluster: shadowCluster('v2'), runtime_fraction: { default_value: { numerator: 50 } } }] })),
+        httpRoute('all', { prefix: '/' }, to('mirrored', { request_mirror_policies: [{ cluster: shadowCluster('v2') }] })),
+      ]),
       allowAnyVirtualHost(),
     ]),
   );
@@ -84,7 +93,7 @@ function mesh(): MeshResources {
   return m;
 }
 
-describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites, faults, request ids, CORS, response headers', missingForPod(), () => {
+describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites, faults, request ids, CORS, response headers, mirrors', missingForPod(), () => {
   let pod: RunningPod;
   const app = () => pod.app();
   const noErrors = (explained: RegExp[] = []) => {
@@ -97,12 +106,13 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites,
     pod = await startPod({
       manifest: podManifest('client', NS, { app: 'client' }),
       xds: mesh().resources,
-      clusterAddresses: Object.values(services).flatMap((s) => [s.vip, s.backend[1]]),
+      clusterAddresses: [...Object.values(services).flatMap((s) => [s.vip, s.backend[1]]), ...Object.values(SHADOW).map(([, ip]) => ip)],
     });
     await pod.kubelet.waitReady(15_000);
     expect(await pod.waitSynced()).toBe(true);
     await Promise.all([
       ...Object.values(services).map((s) => pod.cluster.serve(s.backend[0], s.backend[1], PORT)),
+      ...Object.values(SHADOW).map(([name, ip]) => pod.cluster.serve(name, ip, PORT)),
       app().serve('app', '0.0.0.0', APP_PORT),
     ]);
   });
@@ -210,6 +220,39 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites,
     expect(res.headers['x-default']).toBe('d');
     expect(res.headers['x-only-if-there']).toBeUndefined(); // OVERWRITE_IF_EXISTS: it was not
     expect(res.headers['x-link']).toBe('http://a.example/$path');
+    noErrors();
+  });
+
+  it('mirror: the copy goes to the mirror cluster\'s subset endpoints with "-shadow" added to the Host, after the rewrites', async () => {
+    const served = async (name: string) => (await pod.cluster.served(name)).requests;
+    const shadowCopies = async (count: number) => {
+      let copies = await served('shadow-v2');
+      for (let i = 0; copies.length < count && i < 50; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        copies = await served('shadow-v2');
+      }
+      return copies;
+    };
+    const res = await send(app(), { url: `http://${services.mirrored.vip}/orders?id=7`, method: 'POST', body: 'copy me', headers: { 'content-type': 'text/plain', host: 'mirrored.test:80', 'x-request-id': 'mirror-1' } });
+    expect(res.echo).toMatchObject({ name: 'mirrored-main', method: 'POST', url: '/orders?id=7', body: 'copy me' });
+    const [copy] = await shadowCopies(1);
+    expect(copy).toMatchObject({ method: 'POST', url: '/orders?id=7' });
+    expect(copy!.headers['host']).toBe('mirrored.test-shadow:80');
+    expect(copy!.headers['x-request-id']).toBe('mirror-1');
+    expect(copy!.headers['content-type']).toBe('text/plain');
+    expect(await served('shadow-v1')).toEqual([]); // the subset is kept: v1 gets nothing
+    noErrors();
+  });
+
+  it('mirror: runtime_fraction is honoured (50 %)', async () => {
+    const before = (await pod.cluster.served('shadow-v2')).count;
+    const answers = await Promise.all(Array.from({ length: 200 }, () => get('mirrored', '/half')));
+    expect(answers.every((a) => a.echo?.name === 'mirrored-main')).toBe(true);
+    await new Promise((r) => setTimeout(r, 500));
+    const copies = (await pod.cluster.served('shadow-v2')).count - before;
+    // binomial(200, 0.5): outside 60..140 about once in 10^8 runs
+    expect(copies).toBeGreaterThan(60);
+    expect(copies).toBeLessThan(140);
     noErrors();
   });
 });
