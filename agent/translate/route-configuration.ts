@@ -10,6 +10,7 @@ import {
 import { faultPlugin } from './fault.js';
 import { mirrorLua } from './mirror.js';
 import { withAccessPhase } from './access-phase.js';
+import { retryHandOverLua, translateRetryPolicy } from './retries.js';
 import { corsRules } from './cors.js';
 import { responseHeaderOps } from './response-headers.js';
 import { RESPONSE_PHASE_PLUGIN, responsePhasePlugin } from './response-phase-lua.js';
@@ -265,11 +266,12 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     // timeout (5 min) is left. nginx's read/send timeouts are idle timeouts too; APISIX's default
     // 60 s would cut a long request Envoy lets run.
     else if (timeout === 0) apisix.timeout = { connect: STREAM_IDLE_TIMEOUT_S, send: STREAM_IDLE_TIMEOUT_S, read: STREAM_IDLE_TIMEOUT_S };
-    applyRetryPolicy(action, settings, apisix);
+    const retryHandOver = applyRetryPolicy(action, settings, apisix, note);
     applyHashPolicy(action, settings, note);
     applyRewrite(action, route.match ?? {}, plugins, note);
     const mirror = mirrorLua(action, timeout && timeout > 0 ? timeout : STREAM_IDLE_TIMEOUT_S, note);
     if (mirror) accessPhase.push(mirror);
+    if (retryHandOver) accessPhase.push(retryHandOver); // last: the request leaves for the retry location
   } else if (route.redirect) {
     applyRedirect(route.redirect, route.match ?? {}, plugins, note);
   } else if (route.direct_response) {
@@ -312,20 +314,21 @@ function weightedClusters(action: RouteAction): Array<{ name: string; weight: nu
     .filter((c) => c.name && c.weight > 0);
 }
 
-function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, route: ApisixRoute): void {
-  const policy = action.retry_policy;
-  if (!policy) {
-    settings.retries = 0;
-    return;
-  }
-  settings.retries = wrapped(policy.num_retries) ?? 1;
-  const perTry = durationSeconds(policy.per_try_timeout);
-  if (perTry && perTry > 0) {
-    // nginx's read timeout applies to each try; the route's own timeout bounds all of them
+/**
+ * The retry policy (retries.ts): how many retries and the per-try timeout go on the upstream and
+ * the route (nginx's read timeout applies to each try; the route's own timeout bounds all of them
+ * as the upstream's retry_timeout); which failures are retried is the retry location's business,
+ * which the returned Lua hands the request to.
+ */
+function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, route: ApisixRoute, note: (r: string, d: string, s?: boolean) => void): string | undefined {
+  const retry = translateRetryPolicy(action.retry_policy, note);
+  settings.retries = retry.retries;
+  if (retry.perTry !== undefined) {
     const total = route.timeout?.read;
-    route.timeout = { connect: route.timeout?.connect ?? perTry, send: perTry, read: perTry };
+    route.timeout = { connect: route.timeout?.connect ?? retry.perTry, send: retry.perTry, read: retry.perTry };
     if (total) settings.retryTimeout = total;
   }
+  return retry.location && retry.conditions ? retryHandOverLua(retry.location, retry.conditions) : undefined;
 }
 
 function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, note: (r: string, d: string, s?: boolean) => void): void {

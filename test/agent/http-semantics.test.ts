@@ -15,6 +15,7 @@ import { belowRegex, sampleCondition } from '../../agent/translate/random-sample
 import { corsRules } from '../../agent/translate/cors.js';
 import { luaLiteral } from '../../agent/policy/rbac-plugin.js';
 import { upstreamId } from '../../agent/translate/ids.js';
+import { translateRetryPolicy } from '../../agent/translate/retries.js';
 import { responseHeaderOps } from '../../agent/translate/response-headers.js';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { LOAD_FUNCTION_LUA, missingResty, runResty } from '../support/resty-lua.js';
@@ -291,5 +292,50 @@ describe('mirroring', () => {
     const res = spawnSync('luajit', ['-e', `local f = assert(loadstring(io.read("*a"))); assert(type(f()) == "function")`], { input: conf.functions[0], encoding: 'utf8' });
     expect(res.stderr).toBe('');
     expect(res.status).toBe(0);
+  });
+});
+
+describe('retry policies', () => {
+  const notes: Array<[string, string]> = [];
+  const note = (reason: string, detail: string) => notes.push([reason, detail]);
+  const policy = (json: object) => fromCanonical<RouteConfiguration>(TYPE_URL.route, { name: 'x', virtual_hosts: [{ name: 'v', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'c', retry_policy: json } }] }] }).virtual_hosts![0]!.routes![0]!.route!.retry_policy;
+  const retry = (json: object) => {
+    notes.length = 0;
+    const t = translateRetryPolicy(policy(json), note);
+    return { retries: t.retries, location: t.location?.name, conditions: t.conditions, perTry: t.perTry, notes: [...notes] };
+  };
+
+  it('Istio\'s default policy: connection failures and 503 answers, no timeouts, no resets', () => {
+    expect(retry({ retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes', num_retries: 2, retriable_status_codes: [503] })).toEqual({
+      retries: 2, location: 'apisix_mesh_retry_503', conditions: { connect: true, reset: false, timeout: false }, perTry: undefined, notes: [],
+    });
+  });
+
+  it('5xx and gateway-error: their statuses, resets, and the per-try timeout when there is one; what nginx cannot retry is noted', () => {
+    expect(retry({ retry_on: '5xx', num_retries: 3, per_try_timeout: '0.5s' })).toEqual({
+      retries: 3, location: 'apisix_mesh_retry_5xx', conditions: { connect: true, reset: true, timeout: true }, perTry: 0.5,
+      notes: [['retry-status-codes', 'answers 501, 505-599 are not retried (nginx retries only on 500, 502, 503, 504 for this route)']],
+    });
+    expect(retry({ retry_on: 'gateway-error', num_retries: 1 })).toMatchObject({ location: 'apisix_mesh_retry_gateway', conditions: { connect: true, reset: true, timeout: false }, notes: [] });
+    expect(retry({ retry_on: 'retriable-status-codes,connect-failure', retriable_status_codes: [429, 503] })).toMatchObject({
+      retries: 1, location: 'apisix_mesh_retry_503', notes: [['retry-status-codes', 'answers 429 are not retried (nginx retries only on 503 for this route)']],
+    });
+  });
+
+  it('no retries when there is nothing APISIX could retry on, or none asked for; unknown conditions are noted', () => {
+    expect(retry({ retry_on: 'unavailable,cancelled', num_retries: 2 })).toMatchObject({ retries: 0, location: undefined });
+    expect(retry({ retry_on: '5xx', num_retries: 0 })).toMatchObject({ retries: 0, location: undefined });
+    expect(retry({ retry_on: 'connect-failure,bogus', num_retries: 1 }).notes).toEqual([['retry-condition', 'retry_on bogus is not known and not retried on']]);
+  });
+
+  it('the route hands the request to its retry location last, after a mirror', () => {
+    const route = only({ match: { prefix: '/' }, route: { cluster: 'c', retry_policy: { retry_on: '5xx', num_retries: 2 }, request_mirror_policies: [{ cluster: 'm' }] } });
+    const fns = (route.plugins?.['serverless-pre-function'] as { functions: string[] }).functions;
+    expect(fns).toHaveLength(2);
+    expect(fns[1]).toContain('ngx.exec("@apisix_mesh_retry_5xx")');
+    expect(fns[1]).toContain('ctx.apisix_mesh_retry = { connect = true, reset = true, timeout = false }');
+    const res = spawnSync('luajit', ['-e', `local f = assert(loadstring(io.read("*a"))); assert(type(f()) == "function")`], { input: fns[1], encoding: 'utf8' });
+    expect([res.status, res.stderr]).toEqual([0, '']);
+    expect(only({ match: { prefix: '/' }, route: { cluster: 'c' } }).plugins?.['serverless-pre-function']).toBeUndefined();
   });
 });

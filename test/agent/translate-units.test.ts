@@ -178,7 +178,8 @@ describe('RouteConfiguration → routes', () => {
     expect(r.upstreamSettings.retries).toBe(4);
     expect(r.route.plugins?.['proxy-rewrite']).toEqual({ regex_uri: ['^\\/old\\/(.*)', '/new/$1'], host: 'example.org' });
     // the mirror goes to the cluster's endpoints (test/agent/http-semantics.test.ts)
-    expect(r.route.plugins?.['serverless-pre-function']?.['functions']).toEqual([expect.stringContaining('["numerator"]=25,["denominator"]=100')]);
+    // then the hand-over to the retry location of retry_on 5xx (test/agent/http-semantics.test.ts)
+    expect(r.route.plugins?.['serverless-pre-function']?.['functions']).toEqual([expect.stringContaining('["numerator"]=25,["denominator"]=100'), expect.stringContaining('@apisix_mesh_retry_5xx')]);
     expect(r.route.plugins?.['fault-injection']).toEqual({ abort: { http_status: 503, percentage: 10 }, delay: { duration: 0.5, percentage: 50 } });
     expect(validateApisix('route', r.route)).toBeNull();
   });

@@ -2,7 +2,7 @@
 // from the app in the injected pod, through the capture rules and the real APISIX, to echo servers
 // in the cluster namespace: path rewrites (every regex match, prefix rewrites after any match kind),
 // fault percentages below 1 % and gRPC aborts, x-request-id and trace headers, CORS and response
-// header mutations, mirroring.
+// header mutations, mirroring, retries on Envoy's conditions.
 // What the backend got and what the app got back are asserted, and APISIX's error log in every test.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
@@ -12,7 +12,7 @@ import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
 import { POD_IP } from '../support/pod/network.js';
 import {
-  allowAnyVirtualHost, blackHoleCluster, edsCluster, faultFilterConfig, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, MeshResources,
+  allowAnyVirtualHost, blackHoleCluster, edsCluster, faultFilterConfig, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, istioDefaultRetries, MeshResources,
   outboundCluster, outboundHttpListener, passthroughCluster, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
 } from '../support/istio-xds.js';
 
@@ -33,6 +33,9 @@ type Service = keyof typeof services;
 const cluster = (service: Service) => outboundCluster(80, fqdn(service, NS));
 /** The shadow service of the mirror test: two subsets, the mirror goes to v2 */
 const SHADOW = { v1: ['shadow-v1', '10.244.25.1'], v2: ['shadow-v2', '10.244.25.2'] } as const;
+/** The retry service: two endpoints, answering what the request's `status=` asks for */
+const RETRYING = { vip: '10.96.2.15', endpoints: [['retry-a', '10.244.26.1'], ['retry-b', '10.244.26.2']] } as const;
+const retryCluster = outboundCluster(80, fqdn('retrying', NS));
 const shadowCluster = (subset: keyof typeof SHADOW) => outboundCluster(80, fqdn('shadow', NS), subset);
 
 function mesh(): MeshResources {
@@ -41,6 +44,7 @@ function mesh(): MeshResources {
     m.cluster(edsCluster(cluster(service)), [{ ip: def.backend[1], port: PORT }]);
   }
   for (const subset of ['v1', 'v2'] as const) m.cluster(edsCluster(shadowCluster(subset)), [{ ip: SHADOW[subset][1], port: PORT }]);
+  m.cluster(edsCluster(retryCluster), RETRYING.endpoints.map(([, ip]) => ({ ip, port: PORT })));
   const vhost = (service: Service, routes: Array<Record<string, unknown>>) => serviceVirtualHost(fqdn(service, NS), 80, services[service].vip, routes);
   const to = (service: Service, extra: Record<string, unknown> = {}) => ({ cluster: cluster(service), ...extra });
   m.route(
@@ -84,6 +88,11 @@ function mesh(): MeshResources {
         httpRoute('half', { prefix: '/half' }, to('mirrored', { request_mirror_policies: [{ cluster: shadowCluster('v2'), runtime_fraction: { default_value: { numerator: 50 } } }] })),
         httpRoute('all', { prefix: '/' }, to('mirrored', { request_mirror_policies: [{ cluster: shadowCluster('v2') }] })),
       ]),
+      serviceVirtualHost(fqdn('retrying', NS), 80, RETRYING.vip, [
+        httpRoute('istio-default', { prefix: '/default' }, { cluster: retryCluster, retry_policy: istioDefaultRetries(2) }),
+        httpRoute('five-xx', { prefix: '/5xx' }, { cluster: retryCluster, retry_policy: { retry_on: '5xx', num_retries: 2 } }),
+        httpRoute('gateway', { prefix: '/gateway' }, { cluster: retryCluster, retry_policy: { retry_on: 'gateway-error', num_retries: 2 } }),
+      ]),
       allowAnyVirtualHost(),
     ]),
   );
@@ -93,7 +102,7 @@ function mesh(): MeshResources {
   return m;
 }
 
-describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites, faults, request ids, CORS, response headers, mirrors', missingForPod(), () => {
+describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites, faults, request ids, CORS, response headers, mirrors, retries', missingForPod(), () => {
   let pod: RunningPod;
   const app = () => pod.app();
   const noErrors = (explained: RegExp[] = []) => {
@@ -106,13 +115,14 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites,
     pod = await startPod({
       manifest: podManifest('client', NS, { app: 'client' }),
       xds: mesh().resources,
-      clusterAddresses: [...Object.values(services).flatMap((s) => [s.vip, s.backend[1]]), ...Object.values(SHADOW).map(([, ip]) => ip)],
+      clusterAddresses: [...Object.values(services).flatMap((s) => [s.vip, s.backend[1]]), ...Object.values(SHADOW).map(([, ip]) => ip), RETRYING.vip, ...RETRYING.endpoints.map(([, ip]) => ip)],
     });
     await pod.kubelet.waitReady(15_000);
     expect(await pod.waitSynced()).toBe(true);
     await Promise.all([
       ...Object.values(services).map((s) => pod.cluster.serve(s.backend[0], s.backend[1], PORT)),
       ...Object.values(SHADOW).map(([name, ip]) => pod.cluster.serve(name, ip, PORT)),
+      ...RETRYING.endpoints.map(([name, ip]) => pod.cluster.serve(name, ip, PORT)),
       app().serve('app', '0.0.0.0', APP_PORT),
     ]);
   });
@@ -253,6 +263,25 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites,
     // binomial(200, 0.5): outside 60..140 about once in 10^8 runs
     expect(copies).toBeGreaterThan(60);
     expect(copies).toBeLessThan(140);
+    noErrors();
+  });
+
+  it('retries on Envoy\'s conditions: Istio\'s default retries 503 (POST too) but not 500; 5xx and gateway-error retry what they name', async () => {
+    const tries = async (path: string, method = 'GET') => {
+      const count = async () => (await Promise.all(RETRYING.endpoints.map(([name]) => pod.cluster.served(name)))).reduce((n, s) => n + s.count, 0);
+      const before = await count();
+      const res = await send(app(), { url: `http://${RETRYING.vip}${path}`, method });
+      return { status: res.status, tries: (await count()) - before };
+    };
+    // 1 try + num_retries 2 = 3 tries; the last answer is what the app gets (Envoy)
+    expect(await tries('/default?status=503')).toEqual({ status: 503, tries: 3 });
+    expect(await tries('/default?status=503', 'POST')).toEqual({ status: 503, tries: 3 });
+    expect(await tries('/default?status=500')).toEqual({ status: 500, tries: 1 });
+    expect(await tries('/default?status=200')).toEqual({ status: 200, tries: 1 });
+    expect(await tries('/5xx?status=500')).toEqual({ status: 500, tries: 3 });
+    expect(await tries('/5xx?status=404')).toEqual({ status: 404, tries: 1 });
+    expect(await tries('/gateway?status=504')).toEqual({ status: 504, tries: 3 });
+    expect(await tries('/gateway?status=500')).toEqual({ status: 500, tries: 1 });
     noErrors();
   });
 });

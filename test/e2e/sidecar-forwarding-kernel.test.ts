@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { translateCluster } from '../../agent/translate/cluster.js';
 import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
-import { apisixConfigDocument } from '../../webhook/injection/apisix-config.js';
+import { apisixConfigDocument, requestIdSnippets } from '../../webhook/injection/apisix-config.js';
+import { retryLocationsSnippet, retryUpstreamSnippet } from '../../webhook/injection/retry-locations.js';
 import { describeWhenAvailable, firstMissing, missingCommand, missingRoot } from '../support/requirements.js';
 import { otherUidsDir, removeOtherUidsDir } from '../support/other-uids.js';
 import { asUser, createPair, podIp, remoteIp, runIptables, startHttpEcho, type Listener, type NetnsPair } from '../iptables/support/netns.js';
@@ -111,7 +112,13 @@ function answer(res: { status: number; body: string }): { role: string; peer: st
 describeWhenAvailable('APISIX forwarding under the capture rules (a real kernel, nginx as the proxy)', missing, () => {
   let pair: NetnsPair;
   const apps: Listener[] = [];
-  const snippets = (apisixConfigDocument(defaultInjectionConfig) as { nginx_config: { http_configuration_snippet: string; http_server_configuration_snippet: string } }).nginx_config;
+  const config = (apisixConfigDocument(defaultInjectionConfig) as { nginx_config: { http_configuration_snippet: string; http_server_configuration_snippet: string } }).nginx_config;
+  // the retry locations and their upstream are OpenResty Lua (Debian's nginx has none); they run
+  // on the real APISIX in test/dataplane/translation-semantics.test.ts
+  const snippets = {
+    http_configuration_snippet: config.http_configuration_snippet.replace(retryUpstreamSnippet(), ''),
+    http_server_configuration_snippet: config.http_server_configuration_snippet.replace(retryLocationsSnippet(requestIdSnippets().location), ''),
+  };
   const inboundNodes = translateCluster({ name: `inbound|${appPort}||`, type: 'ORIGINAL_DST' }, { podIp }).inlineNodes ?? [];
 
   beforeAll(async () => {

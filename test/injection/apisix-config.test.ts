@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
 import { parseInjectionConfig } from '../../webhook/config/parse-config.js';
 import { renderApisixConfig, requestIdSnippets } from '../../webhook/injection/apisix-config.js';
+import { retryLocationsSnippet, retryUpstreamSnippet } from '../../webhook/injection/retry-locations.js';
 import { reviewAdmission } from '../../webhook/injection/review.js';
 import fjp from 'fast-json-patch';
 import { podCreate } from './helpers.js';
@@ -33,8 +34,10 @@ describe("APISIX's config.yaml for the sidecar", () => {
         http_configuration_snippet: 'map $server_port $apisix_mesh_upstream_bind {\n    15006 127.0.0.6;\n    default "";\n}\n'
           + 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'
           // x-request-id kept, or generated as a UUID from $request_id (test/dataplane/translation-semantics)
-          + requestIdSnippets().http,
-        http_server_configuration_snippet: 'proxy_bind $apisix_mesh_upstream_bind;\n',
+          + requestIdSnippets().http
+          // the upstream block and the locations Envoy's retry policies run in (test/dataplane/translation-semantics)
+          + retryUpstreamSnippet(),
+        http_server_configuration_snippet: 'proxy_bind $apisix_mesh_upstream_bind;\n' + retryLocationsSnippet(requestIdSnippets().location),
         http_server_location_configuration_snippet: 'proxy_set_header X-Request-Id $apisix_mesh_request_id;\n',
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function', 'serverless-post-function'],

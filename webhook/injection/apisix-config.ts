@@ -1,6 +1,7 @@
 import { stringify } from 'yaml';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { BACKSLASH_VARIABLE, DOLLAR_VARIABLE } from '../../agent/translate/values.js';
+import { retryLocationsSnippet, retryUpstreamSnippet } from './retry-locations.js';
 
 /**
  * The plugins the agent's translation of Istio routing puts on APISIX routes (weighted clusters,
@@ -94,7 +95,8 @@ export function requestIdSnippets(): { http: string; location: string } {
  *   reads, so a restarted agent's pushes waited ~10 s. Not 0: lua-resty-etcd stores the quarantine
  *   in a shared dict with that expiry, and 0 means never;
  * - the literal `$` and `\` variables (see `literalVariablesSnippet`);
- * - `x-request-id` kept or generated on every forwarded request (see `requestIdSnippets`).
+ * - `x-request-id` kept or generated on every forwarded request (see `requestIdSnippets`);
+ * - the locations Envoy's retry policies are carried out in (retry-locations.ts).
  * APISIX's own nginx.conf template already bounds every regex match (`lua_regex_match_limit
  * 100000`), which is what keeps Istio's regexes from backtracking for long (agent/translate/pcre.ts);
  * setting it again here would be a duplicate directive.
@@ -125,8 +127,8 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       worker_processes: config.apisixWorkerProcesses,
       error_log: '/dev/stderr',
       http: { access_log: '/dev/stdout' },
-      http_configuration_snippet: bind.http + literalVariablesSnippet() + requestId.http,
-      http_server_configuration_snippet: bind.server,
+      http_configuration_snippet: bind.http + literalVariablesSnippet() + requestId.http + retryUpstreamSnippet(),
+      http_server_configuration_snippet: bind.server + retryLocationsSnippet(requestId.location),
       http_server_location_configuration_snippet: requestId.location,
     },
     plugins: [...APISIX_PLUGINS],
