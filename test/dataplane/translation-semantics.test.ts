@@ -36,6 +36,8 @@ const SHADOW = { v1: ['shadow-v1', '10.244.25.1'], v2: ['shadow-v2', '10.244.25.
 /** The retry service: two endpoints, answering what the request's `status=` asks for */
 const RETRYING = { vip: '10.96.2.15', endpoints: [['retry-a', '10.244.26.1'], ['retry-b', '10.244.26.2']] } as const;
 const retryCluster = outboundCluster(80, fqdn('retrying', NS));
+/** An address outside the mesh, reached through the PassthroughCluster by a route with a retry policy */
+const EXTERNAL = ['external', '10.66.7.8'] as const;
 const shadowCluster = (subset: keyof typeof SHADOW) => outboundCluster(80, fqdn('shadow', NS), subset);
 
 function mesh(): MeshResources {
@@ -93,6 +95,11 @@ function mesh(): MeshResources {
         httpRoute('five-xx', { prefix: '/5xx' }, { cluster: retryCluster, retry_policy: { retry_on: '5xx', num_retries: 2 } }),
         httpRoute('gateway', { prefix: '/gateway' }, { cluster: retryCluster, retry_policy: { retry_on: 'gateway-error', num_retries: 2 } }),
       ]),
+      {
+        name: `${EXTERNAL[1]}:80`,
+        domains: [EXTERNAL[1]],
+        routes: [httpRoute('outside', { prefix: '/' }, { cluster: 'PassthroughCluster', retry_policy: istioDefaultRetries(2), request_mirror_policies: [{ cluster: shadowCluster('v1') }] })],
+      },
       allowAnyVirtualHost(),
     ]),
   );
@@ -115,7 +122,7 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites,
     pod = await startPod({
       manifest: podManifest('client', NS, { app: 'client' }),
       xds: mesh().resources,
-      clusterAddresses: [...Object.values(services).flatMap((s) => [s.vip, s.backend[1]]), ...Object.values(SHADOW).map(([, ip]) => ip), RETRYING.vip, ...RETRYING.endpoints.map(([, ip]) => ip)],
+      clusterAddresses: [...Object.values(services).flatMap((s) => [s.vip, s.backend[1]]), ...Object.values(SHADOW).map(([, ip]) => ip), RETRYING.vip, ...RETRYING.endpoints.map(([, ip]) => ip), EXTERNAL[1]],
     });
     await pod.kubelet.waitReady(15_000);
     expect(await pod.waitSynced()).toBe(true);
@@ -123,6 +130,7 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites,
       ...Object.values(services).map((s) => pod.cluster.serve(s.backend[0], s.backend[1], PORT)),
       ...Object.values(SHADOW).map(([name, ip]) => pod.cluster.serve(name, ip, PORT)),
       ...RETRYING.endpoints.map(([name, ip]) => pod.cluster.serve(name, ip, PORT)),
+      pod.cluster.serve(EXTERNAL[0], EXTERNAL[1], 80),
       app().serve('app', '0.0.0.0', APP_PORT),
     ]);
   });
@@ -282,6 +290,19 @@ describeWhenAvailable('Envoy\'s HTTP semantics on the real data plane: rewrites,
     expect(await tries('/5xx?status=404')).toEqual({ status: 404, tries: 1 });
     expect(await tries('/gateway?status=504')).toEqual({ status: 504, tries: 3 });
     expect(await tries('/gateway?status=500')).toEqual({ status: 500, tries: 1 });
+    noErrors();
+  });
+
+  it('a route to the original destination keeps working with a retry policy and a mirror (its access-phase Lua comes first)', async () => {
+    const before = (await pod.cluster.served('shadow-v1')).count;
+    const res = await send(app(), { url: `http://${EXTERNAL[1]}/outside?q=1` });
+    expect(res.echo).toMatchObject({ name: EXTERNAL[0], url: '/outside?q=1' });
+    let copies = (await pod.cluster.served('shadow-v1')).count - before;
+    for (let i = 0; copies === 0 && i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      copies = (await pod.cluster.served('shadow-v1')).count - before;
+    }
+    expect(copies).toBe(1);
     noErrors();
   });
 });
