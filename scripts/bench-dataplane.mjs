@@ -41,6 +41,8 @@ const DEADLINE_MS = 15 * 60_000;
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100);
 /** BENCH_DIAGNOSE=1: also APISIX without its access log, and a perf profile of APISIX at saturation */
 const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
+/** BENCH_RETRY_BASELINE=1: also the sidecar without route retry policies (outbound then skips the retry location) */
+const RETRY_BASELINE = env('BENCH_RETRY_BASELINE', '') === '1';
 const ISTIO = { vcpu: 0.2, mb: 60, addedP90: 0.228, addedP99: 0.298 };
 
 process.env.APISIX_RUNTIME ??= '/var/cache/apisix-mesh/apisix-runtime-3.13.0';
@@ -187,6 +189,12 @@ function trafficMesh(xds, n) {
 
 const endpoints = [0, 1, 2].map((k) => endpointIp(TARGET, k));
 
+/** The mesh with no route retry policy (Istio's `retries: {attempts: 0}` everywhere). */
+function withoutRetries(m) {
+  for (const rc of m.route) for (const vh of rc.virtual_hosts) for (const r of vh.routes) if (r.route) delete r.route.retry_policy;
+  return m;
+}
+
 function bareNginxConf(prefix, podIp) {
   return `daemon off;
 worker_processes 2;
@@ -232,9 +240,10 @@ function editApisixConfig(h, pod, edit) {
 
 /**
  * The injected pod; `bare` swaps APISIX's command for a bare nginx of the same OpenResty build,
- * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs).
+ * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs),
+ * `noRetry` drops the routes' retry policies (what the hand-over to a retry location costs).
  */
-async function startMeshPod(h, script, { bare, services, noAccessLog }) {
+async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -249,7 +258,7 @@ async function startMeshPod(h, script, { bare, services, noAccessLog }) {
     const openresty = join(process.env.APISIX_RUNTIME, 'prefix/openresty/bin/openresty');
     pod = await h.harness.startPod({
       manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
-      xds: trafficMesh(h.xds, services),
+      xds: noRetry ? withoutRetries(trafficMesh(h.xds, services)) : trafficMesh(h.xds, services),
       clusterAddresses: endpoints,
       mutateInjected: noAccessLog
         ? (p) => editApisixConfig(h, p, (doc) => ((doc.nginx_config.http ??= {}).enable_access_log = false))
@@ -487,6 +496,7 @@ async function main() {
     setups.nginx = await startMeshPod(h, script, { bare: true, services: 0 });
     setups.sidecar = await startMeshPod(h, script, { bare: false, services: SERVICES });
     if (DIAGNOSE) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
+    if (RETRY_BASELINE) setups['no-retry'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noRetry: true });
     const results = [];
     for (let round = 1; round <= ROUNDS; round++) {
       for (const name of Object.keys(setups)) await measureSetup(name, setups[name], script, round, results);
