@@ -55,6 +55,8 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 /** BENCH_DIAGNOSE=1: also APISIX without its access log, and a perf profile of APISIX at saturation */
 const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
 const JWT = env('BENCH_JWT', '') === '1';
+/** BENCH_RETRY_BASELINE=1: also the sidecar without route retry policies (outbound then skips the retry location) */
+const RETRY_BASELINE = env('BENCH_RETRY_BASELINE', '') === '1';
 const ISTIO = { vcpu: 0.2, mb: 60, addedP90: 0.228, addedP99: 0.298 };
 
 process.env.APISIX_RUNTIME ??= '/var/cache/apisix-mesh/apisix-runtime-3.13.0';
@@ -224,6 +226,12 @@ function jwtMaterial() {
 
 const endpoints = [0, 1, 2].map((k) => endpointIp(TARGET, k));
 
+/** The mesh with no route retry policy (Istio's `retries: {attempts: 0}` everywhere). */
+function withoutRetries(m) {
+  for (const rc of m.route) for (const vh of rc.virtual_hosts) for (const r of vh.routes) if (r.route) delete r.route.retry_policy;
+  return m;
+}
+
 function bareNginxConf(prefix, podIp) {
   return `daemon off;
 worker_processes 2;
@@ -269,9 +277,10 @@ function editApisixConfig(h, pod, edit) {
 
 /**
  * The injected pod; `bare` swaps APISIX's command for a bare nginx of the same OpenResty build,
- * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs).
+ * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs),
+ * `noRetry` drops the routes' retry policies (what the hand-over to a retry location costs).
  */
-async function startMeshPod(h, script, { bare, services, noAccessLog, baseline, jwt }) {
+async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, baseline, jwt }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -286,7 +295,7 @@ async function startMeshPod(h, script, { bare, services, noAccessLog, baseline, 
     const openresty = join(process.env.APISIX_RUNTIME, 'prefix/openresty/bin/openresty');
     pod = await h.harness.startPod({
       manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
-      xds: trafficMesh(h.xds, services, jwt),
+      xds: noRetry ? withoutRetries(trafficMesh(h.xds, services, jwt)) : trafficMesh(h.xds, services, jwt),
       clusterAddresses: endpoints,
       ...(baseline ? { projectRoot: baseline.root } : {}),
       mutateInjected: baseline
@@ -562,8 +571,9 @@ async function main() {
     if (wanted('nginx')) setups.nginx = await startMeshPod(h, script, { bare: true, services: 0 });
     setups.sidecar = await startMeshPod(h, script, { bare: false, services: SERVICES });
     if (JWT) setups.jwt = await startMeshPod(h, script, { bare: false, services: SERVICES, jwt: jwtMaterial() });
+    if (RETRY_BASELINE) setups['no-retry'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noRetry: true });
     if (DIAGNOSE) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
-    if (BASELINE_ROOT) setups.before = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, BASELINE_ROOT) });
+async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, baseline, jwt }) {
     const results = [];
     for (let round = 1; round <= ROUNDS; round++) {
       for (const name of Object.keys(setups)) await measureSetup(name, setups[name], script, round, results);

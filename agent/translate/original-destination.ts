@@ -1,5 +1,6 @@
 import type { ApisixRoute } from './apisix-types.js';
 import type { CapturePorts } from './route-configuration.js';
+import { ACCESS_PHASE_PLUGIN, withAccessPhase } from './access-phase.js';
 
 /**
  * Routes to Envoy's original-destination clusters (Istio's `PassthroughCluster` behind the
@@ -10,7 +11,7 @@ import type { CapturePorts } from './route-configuration.js';
  * APISIX's own traffic-split sets a per-request upstream (`apisix.upstream`.set; `set_by_route` then
  * keeps it). Inbound forwards leave from the passthrough source through the sidecar's nginx snippet.
  */
-export const ORIGINAL_DESTINATION_PLUGIN = 'serverless-pre-function';
+export const ORIGINAL_DESTINATION_PLUGIN = ACCESS_PHASE_PLUGIN;
 
 /** How long an idle pass-through request may wait for bytes: Envoy's default stream idle timeout. */
 export const PASSTHROUGH_IO_TIMEOUT = 300;
@@ -54,13 +55,17 @@ end
 `;
 }
 
-/** The route without a stored upstream, forwarding to the original destination instead. */
+/**
+ * The route without a stored upstream, forwarding to the original destination instead. The
+ * function comes before the route's own access-phase Lua (a mirror, the retry hand-over), which
+ * needs the upstream chosen.
+ */
 export function originalDestinationRoute(route: ApisixRoute, options: OriginalDestinationOptions): ApisixRoute {
   const { upstream_id: _stored, ...rest } = route;
-  return {
-    ...rest,
-    plugins: { ...(rest.plugins ?? {}), [ORIGINAL_DESTINATION_PLUGIN]: { phase: 'access', functions: [originalDestinationLua(options)] } },
-  };
+  if (!rest.plugins?.[ORIGINAL_DESTINATION_PLUGIN]) {
+    return { ...rest, plugins: { ...(rest.plugins ?? {}), [ORIGINAL_DESTINATION_PLUGIN]: { phase: 'access', functions: [originalDestinationLua(options)] } } };
+  }
+  return { ...rest, plugins: withAccessPhase(rest.plugins, [originalDestinationLua(options)], 'first') };
 }
 
 function finite(seconds: number): number {

@@ -18,6 +18,7 @@ export type { RetryPolicy } from '@grpc/grpc-js-xds/build/src/generated/envoy/co
 export type { HeaderMatcher } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/route/v3/HeaderMatcher.js';
 export type { QueryParameterMatcher } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/route/v3/QueryParameterMatcher.js';
 export type { StringMatcher } from '@grpc/grpc-js-xds/build/src/generated/envoy/type/matcher/v3/StringMatcher.js';
+export type { CorsPolicy } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/route/v3/CorsPolicy.js';
 export type { HttpConnectionManager } from '@grpc/grpc-js-xds/build/src/generated/envoy/extensions/filters/network/http_connection_manager/v3/HttpConnectionManager.js';
 export type { HTTPFault } from '@grpc/grpc-js-xds/build/src/generated/envoy/extensions/filters/http/fault/v3/HTTPFault.js';
 export type { FractionalPercent } from '@grpc/grpc-js-xds/build/src/generated/envoy/type/v3/FractionalPercent.js';

@@ -177,7 +177,9 @@ describe('RouteConfiguration → routes', () => {
     expect(r.route.timeout).toEqual({ connect: 1.5, send: 1.5, read: 1.5 });
     expect(r.upstreamSettings.retries).toBe(4);
     expect(r.route.plugins?.['proxy-rewrite']).toEqual({ regex_uri: ['^\\/old\\/(.*)', '/new/$1'], host: 'example.org' });
-    expect(r.route.plugins?.['proxy-mirror']).toEqual({ host: 'http://shadow.ns.svc.cluster.local:9080', sample_ratio: 0.25 });
+    // the mirror goes to the cluster's endpoints (test/agent/http-semantics.test.ts)
+    // then the hand-over to the retry location of retry_on 5xx (test/agent/http-semantics.test.ts)
+    expect(r.route.plugins?.['serverless-pre-function']?.['functions']).toEqual([expect.stringContaining('["numerator"]=25,["denominator"]=100'), expect.stringContaining('@apisix_mesh_retry_5xx')]);
     expect(r.route.plugins?.['fault-injection']).toEqual({ abort: { http_status: 503, percentage: 10 }, delay: { duration: 0.5, percentage: 50 } });
     expect(validateApisix('route', r.route)).toBeNull();
   });

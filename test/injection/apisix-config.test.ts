@@ -2,7 +2,8 @@ import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
 import { parseInjectionConfig } from '../../webhook/config/parse-config.js';
-import { renderApisixConfig } from '../../webhook/injection/apisix-config.js';
+import { renderApisixConfig, requestIdSnippets } from '../../webhook/injection/apisix-config.js';
+import { retryLocationsSnippet, retryUpstreamSnippet } from '../../webhook/injection/retry-locations.js';
 import { reviewAdmission } from '../../webhook/injection/review.js';
 import fjp from 'fast-json-patch';
 import { podCreate } from './helpers.js';
@@ -36,9 +37,14 @@ describe("APISIX's config.yaml for the sidecar", () => {
         http: { access_log: '/dev/stdout' },
         stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006)'),
         // the literal $ and \ the agent writes where APISIX would expand variables
-        http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n',
+        http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'
+          // x-request-id kept, or generated as a UUID from $request_id (test/dataplane/translation-semantics)
+          + requestIdSnippets().http
+          // the upstream block and the locations Envoy's retry policies run in (test/dataplane/translation-semantics)
+          + retryUpstreamSnippet(),
         // inbound forwards leave from 127.0.0.6 (the hook sets the variable per request)
-        http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n',
+        http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n' + retryLocationsSnippet(requestIdSnippets().location),
+        http_server_location_configuration_snippet: 'proxy_set_header X-Request-Id $apisix_mesh_request_id;\n',
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function', 'serverless-post-function'],
       plugin_attr: { prometheus: { export_addr: { ip: '0.0.0.0', port: 15090 } } },

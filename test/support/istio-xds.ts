@@ -390,10 +390,13 @@ export function percent(value: number): Json {
 }
 
 /** `typed_per_filter_config` for a VirtualService `fault`. */
-export function faultFilterConfig(fault: { delay?: { fixed: string; percent?: number }; abort?: { status: number; percent?: number } }): Json {
+export function faultFilterConfig(fault: { delay?: { fixed: string; percent?: number }; abort?: { status: number; percent?: number } | { grpcStatus: number; percent?: number } }): Json {
   const config: Json = { '@type': FAULT };
   if (fault.delay) config['delay'] = { fixed_delay: fault.delay.fixed, percentage: percent(fault.delay.percent ?? 100) };
-  if (fault.abort) config['abort'] = { http_status: fault.abort.status, percentage: percent(fault.abort.percent ?? 100) };
+  if (fault.abort) {
+    const code = 'status' in fault.abort ? { http_status: fault.abort.status } : { grpc_status: fault.abort.grpcStatus };
+    config['abort'] = { ...code, percentage: percent(fault.abort.percent ?? 100) };
+  }
   return { 'envoy.filters.http.fault': config };
 }
 

@@ -1,6 +1,7 @@
 import { stringify } from 'yaml';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { BACKSLASH_VARIABLE, DOLLAR_VARIABLE } from '../../agent/translate/values.js';
+import { retryLocationsSnippet, retryUpstreamSnippet } from './retry-locations.js';
 
 /**
  * The plugins the agent's translation of Istio routing puts on APISIX routes (weighted clusters,
@@ -92,6 +93,34 @@ export function literalVariablesSnippet(): string {
 }
 
 /**
+ * `x-request-id` as Envoy (with Istio's defaults) handles it: a request that has one keeps it, one
+ * without gets a fresh UUID (version 4 form, from nginx's `$request_id`, 128 random bits), on every
+ * request APISIX forwards, in and out. Plain nginx (a `map` and `proxy_set_header` in APISIX's
+ * `location /`): no Lua and no per-route configuration. Trace headers (W3C `traceparent`, B3) are
+ * never touched: APISIX forwards request headers as they came.
+ */
+export const REQUEST_ID_VARIABLE = 'apisix_mesh_request_id';
+
+export function requestIdSnippets(): { http: string; location: string } {
+  const hex = (n: number) => `[0-9a-f]{${n}}`;
+  const uuid = `"~^(?<apisix_mesh_r1>${hex(8)})(?<apisix_mesh_r2>${hex(4)})${hex(1)}(?<apisix_mesh_r3>${hex(3)})${hex(1)}(?<apisix_mesh_r4>${hex(3)})(?<apisix_mesh_r5>${hex(12)})$"`;
+  return {
+    http:
+      `map $request_id $apisix_mesh_uuid {
+    ${uuid} "$apisix_mesh_r1-$apisix_mesh_r2-4$apisix_mesh_r3-8$apisix_mesh_r4-$apisix_mesh_r5";
+}
+` +
+      `map $http_x_request_id $${REQUEST_ID_VARIABLE} {
+    "" $apisix_mesh_uuid;
+    default $http_x_request_id;
+}
+`,
+    location: `proxy_set_header X-Request-Id $${REQUEST_ID_VARIABLE};
+`,
+  };
+}
+
+/**
  * APISIX's `config.yaml` for the sidecar: the one place that says how APISIX runs in a pod.
  * - data plane only, configuration from the agent's etcd v3 API on loopback, prefix `/apisix`;
  * - the Admin API and the control API off (nothing in the pod may change routes but the agent);
@@ -106,12 +135,15 @@ export function literalVariablesSnippet(): string {
  *   the agent on loopback, and while a failed endpoint is quarantined APISIX neither watches nor
  *   reads, so a restarted agent's pushes waited ~10 s. Not 0: lua-resty-etcd stores the quarantine
  *   in a shared dict with that expiry, and 0 means never;
- * - the literal `$` and `\` variables (see `literalVariablesSnippet`).
+ * - the literal `$` and `\` variables (see `literalVariablesSnippet`);
+ * - `x-request-id` kept or generated on every forwarded request (see `requestIdSnippets`);
+ * - the locations Envoy's retry policies are carried out in (retry-locations.ts).
  * APISIX's own nginx.conf template already bounds every regex match (`lua_regex_match_limit
  * 100000`), which is what keeps Istio's regexes from backtracking for long (agent/translate/pcre.ts);
  * setting it again here would be a duplicate directive.
  */
 export function apisixConfigDocument(config: InjectionConfig): Record<string, unknown> {
+  const requestId = requestIdSnippets();
   return {
     apisix: {
       node_listen: [{ ip: '127.0.0.1', port: HTTP_HANDOFF_PORT }],
@@ -145,8 +177,9 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       error_log: '/dev/stderr',
       http: { access_log: '/dev/stdout' },
       stream_configuration_snippet: streamFrontSnippet(config),
-      http_configuration_snippet: literalVariablesSnippet(),
-      http_server_configuration_snippet: upstreamBindSnippet(),
+      http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet(),
+      http_server_configuration_snippet: upstreamBindSnippet() + retryLocationsSnippet(requestId.location),
+      http_server_location_configuration_snippet: requestId.location,
     },
     plugins: [...APISIX_PLUGINS],
     plugin_attr: {
