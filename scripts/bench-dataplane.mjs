@@ -55,6 +55,8 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 /** BENCH_DIAGNOSE=1: also APISIX without its access log, and a perf profile of APISIX at saturation */
 const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
 const JWT = env('BENCH_JWT', '') === '1';
+/** BENCH_RBAC=1: also the sidecar with an AuthorizationPolicy of 10 ALLOW policies × 10 rules inbound, every rule evaluated */
+const RBAC = env('BENCH_RBAC', '') === '1';
 /** BENCH_RETRY_BASELINE=1: also the sidecar without route retry policies (outbound then skips the retry location) */
 const RETRY_BASELINE = env('BENCH_RETRY_BASELINE', '') === '1';
 const ISTIO = { vcpu: 0.2, mb: 60, addedP90: 0.228, addedP99: 0.298 };
@@ -202,7 +204,21 @@ function memoryOf(pids) {
 
 // ---------------------------------------------------------------- the setups
 
-function trafficMesh(xds, n, jwt) {
+/**
+ * 10 ALLOW policies of 10 path rules each, as istiod writes an AuthorizationPolicy's rules; only the
+ * last rule of the last policy matches, so every request is judged against all 100.
+ */
+function tenByTenPolicy(xds) {
+  const policies = {};
+  for (let i = 0; i < 10; i++) {
+    const permissions = [];
+    for (let j = 0; j < 10; j++) permissions.push(i === 9 && j === 9 ? { any: true } : { url_path: { path: { prefix: `/never-${i}-${j}/` } } });
+    policies[`ns[bench]-policy[p${i}]-rule[0]`] = { permissions, principals: [{ any: true }] };
+  }
+  return xds.rbacHttpFilter('ALLOW', policies);
+}
+
+function trafficMesh(xds, n, jwt, rbac) {
   const m = mesh(n);
   m.cluster.push(xds.blackHoleCluster(), xds.inboundPassthroughCluster(), xds.inboundCluster(APP_PORT));
   let inbound = xds.virtualInbound([{ port: APP_PORT, service: xds.fqdn('bench', 'bench') }]);
@@ -210,6 +226,7 @@ function trafficMesh(xds, n, jwt) {
     const requirePrincipal = xds.rbacHttpFilter('ALLOW', { 'ns[bench]-policy[jwt]-rule[0]': { permissions: [{ any: true }], principals: [xds.requestPrincipals(['*'])] } });
     inbound = xds.withHttpFilters(inbound, [xds.jwtAuthnFilter([{ issuer: jwt.issuer, jwks: jwt.jwks }]), requirePrincipal], (c) => c.filter_chain_match?.destination_port === APP_PORT);
   }
+  if (rbac) inbound = xds.withHttpFilters(inbound, [tenByTenPolicy(xds)], (c) => c.filter_chain_match?.destination_port === APP_PORT);
   m.listener.push(xds.virtualOutbound(), inbound);
   return m;
 }
@@ -280,7 +297,7 @@ function editApisixConfig(h, pod, edit) {
  * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs),
  * `noRetry` drops the routes' retry policies (what the hand-over to a retry location costs).
  */
-async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, baseline, jwt }) {
+async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, baseline, jwt, rbac }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -295,7 +312,7 @@ async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, b
     const openresty = join(process.env.APISIX_RUNTIME, 'prefix/openresty/bin/openresty');
     pod = await h.harness.startPod({
       manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
-      xds: noRetry ? withoutRetries(trafficMesh(h.xds, services, jwt)) : trafficMesh(h.xds, services, jwt),
+      xds: noRetry ? withoutRetries(trafficMesh(h.xds, services, jwt, rbac)) : trafficMesh(h.xds, services, jwt, rbac),
       clusterAddresses: endpoints,
       ...(baseline ? { projectRoot: baseline.root } : {}),
       mutateInjected: baseline
@@ -418,6 +435,11 @@ function summarise(results) {
   console.log(`  both hops (outbound + inbound) add p90 ${f(added('p90'), 3)} ms, p99 ${f(added('p99'), 3)} ms over direct at ${RATE} req/s (Istio 1.20, two Envoys with mTLS: +${ISTIO.addedP90} / +${ISTIO.addedP99} ms)`);
   const vcpu = Math.max(...['outbound', 'inbound'].map((dir) => pick('sidecar', dir, (r) => r.fixed.proxyCpu + r.fixed.agentCpu)));
   console.log(`  APISIX + agent at ${RATE} req/s through one hop: ${f(vcpu, 3)} vCPU (worse hop; aim < ${ISTIO.vcpu}; Istio 1.24 Envoy: ${ISTIO.vcpu} vCPU)`);
+  if (results.some((r) => r.name === 'rbac')) {
+    const rate = pick('rbac', 'inbound', (r) => r.sat.rps, true) / pick('sidecar', 'inbound', (r) => r.sat.rps, true);
+    const cpu = pick('rbac', 'inbound', (r) => r.sat.proxyCpu) / pick('sidecar', 'inbound', (r) => r.sat.proxyCpu);
+    console.log(`  inbound with 10 ALLOW policies x 10 rules (all evaluated) vs none: saturation throughput ${f(rate)}x, proxy CPU per request ${f(cpu)}x (aim: under 10 % lower)`);
+  }
   if (results.some((r) => r.name === 'jwt')) {
     const rate = pick('jwt', 'inbound', (r) => r.sat.rps, true) / pick('sidecar', 'inbound', (r) => r.sat.rps, true);
     const cpu = pick('jwt', 'inbound', (r) => r.sat.proxyCpu) / pick('sidecar', 'inbound', (r) => r.sat.proxyCpu);
@@ -571,9 +593,10 @@ async function main() {
     if (wanted('nginx')) setups.nginx = await startMeshPod(h, script, { bare: true, services: 0 });
     setups.sidecar = await startMeshPod(h, script, { bare: false, services: SERVICES });
     if (JWT) setups.jwt = await startMeshPod(h, script, { bare: false, services: SERVICES, jwt: jwtMaterial() });
+    if (RBAC) setups.rbac = await startMeshPod(h, script, { bare: false, services: SERVICES, rbac: true });
     if (RETRY_BASELINE) setups['no-retry'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noRetry: true });
     if (DIAGNOSE) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
-async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, baseline, jwt }) {
+    if (BASELINE_ROOT) setups.before = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, BASELINE_ROOT) });
     const results = [];
     for (let round = 1; round <= ROUNDS; round++) {
       for (const name of Object.keys(setups)) await measureSetup(name, setups[name], script, round, results);
