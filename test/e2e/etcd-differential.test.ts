@@ -214,7 +214,7 @@ describeWhenAvailable(
             w2.close();
             expect({ create, messages: w2.messages }).toEqual({ create, messages: w1.messages });
           }),
-          { numRuns: 40, endOnFailure: true },
+          { numRuns: 40, endOnFailure: true, seed: 20261202 } // a fixed seed: the coverage check below (a limited list was seen) must not depend on luck,
         );
         // The watches on everything have seen the last write once a message carries its revision.
         await until(() => reached(allReal.messages, current) && allEmu.messages.length >= allReal.messages.length, 5000);
