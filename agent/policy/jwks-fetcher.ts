@@ -158,7 +158,15 @@ export class JwksFetcher {
   /** The keys' cache duration is over and no refresh succeeded: the provider has no keys. */
   private expire(entry: Entry): void {
     entry.expiry = undefined;
-    if (!('keys' in entry.state) || Date.now() < entry.expiresAt) return;
+    if (!('keys' in entry.state)) return;
+    // timers run on a monotonic clock and may fire a moment before Date.now() reaches the expiry:
+    // wait out the rest instead of keeping the keys forever
+    const left = entry.expiresAt - Date.now();
+    if (left > 0) {
+      entry.expiry = setTimeout(() => this.expire(entry), left + 1);
+      entry.expiry.unref();
+      return;
+    }
     entry.state = { failed: 'keys expired, refresh failed' };
     entry.keysText = undefined;
     this.changed(true);
