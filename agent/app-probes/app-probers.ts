@@ -180,7 +180,10 @@ export function parseAppProbers(text: string | undefined): AppProbers {
   return probers;
 }
 
-/** The env value for `probers` (compact JSON, fields in a fixed order so that injection is stable). */
+/**
+ * The env value for `probers`: compact JSON, paths sorted as Go's encoding/json sorts map keys (the
+ * text Istio's injector would write), fields in readAppProber's order, so that injection is stable.
+ */
 export function formatAppProbers(probers: AppProbers): string {
-  return JSON.stringify(Object.fromEntries(probers));
+  return JSON.stringify(Object.fromEntries([...probers].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))));
 }
