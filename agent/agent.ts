@@ -5,7 +5,7 @@ import { AdsClient } from './xds/ads-client.js';
 import { buildNode, type NodeIdentity } from './xds/node.js';
 import { KvStore } from './store/store.js';
 import { startEtcdServer, type EtcdServer } from './etcd/server.js';
-import { MeshTranslator, type ApisixConfig } from './translate/snapshot.js';
+import { MeshTranslator, type ApisixChanges, type XdsChange } from './translate/snapshot.js';
 import type { CapturePorts } from './translate/route-configuration.js';
 import type { TranslationNote } from './translate/apisix-types.js';
 import { APISIX_PREFIX, StoreApplier, type ApplyResult } from './apply.js';
@@ -82,8 +82,7 @@ export function xdsCredentials(tls: XdsTlsOptions | undefined, clusterId: string
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const metrics = new AgentMetrics();
   let ready = false;
-  let current: ApisixConfig | undefined;
-  let currentInvalid: TranslationNote[] = [];
+  let currentNotes: TranslationNote[] = [];
   let versions: () => Record<string, string> = () => ({});
   const status: FastifyInstance = buildStatusServer(
     {
@@ -92,9 +91,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         ready,
         storeRevision: store.revision,
         xdsVersions: versions(),
-        upstreams: current ? [...current.upstreams.values()] : [],
-        routes: current ? [...current.routes.values()] : [],
-        skipped: current ? [...current.notes, ...currentInvalid] : [],
+        ...applier.objects(),
+        skipped: currentNotes,
       }),
     },
     metrics,
@@ -123,6 +121,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     ...(options.backoff ? { backoff: options.backoff } : {}),
     ...(options.warmingTimeoutMs !== undefined ? { warmingTimeoutMs: options.warmingTimeoutMs } : {}),
     logger: { info: (m) => logger.info(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
+    // each changed resource is translated as it is decoded; nothing keeps it decoded
+    prepare: (kind, name, resource, bytes) => translator.prepare(kind, name, resource, bytes),
   });
 
   versions = () => client.versions();
@@ -143,28 +143,29 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       return;
     }
     const stop = metrics.translationSeconds.startTimer();
-    let config: ApisixConfig;
+    let changes: ApisixChanges;
     let result: ApplyResult;
     try {
-      config = translator.translate(client.resources());
-      result = applier.apply(config);
+      changes = translator.assemble();
+      result = applier.applyChanges(changes);
     } catch (err) {
       // Resources are validated when they arrive, so this is a bug; it must not stop the agent.
-      // The store still holds the last good snapshot (a revision is written whole or not at all).
+      // The store still holds the last good snapshot (a revision is written whole or not at all),
+      // and the next attempt writes the whole configuration again.
+      translator.resync();
       metrics.applyFailures.inc();
       logger.error(`configuration not applied, the last good one stays served: ${(err as Error).message.slice(0, 300)}`);
       return;
     } finally {
       stop();
     }
-    current = config;
-    currentInvalid = result.invalid;
+    currentNotes = [...changes.notes, ...result.invalid];
     metrics.applies.inc();
     metrics.storeRevision.set(store.revision);
     metrics.objects.set({ kind: 'upstream' }, result.upstreams);
     metrics.objects.set({ kind: 'route' }, result.routes);
     metrics.skipped.reset();
-    for (const n of [...config.notes, ...result.invalid]) {
+    for (const n of currentNotes) {
       metrics.skipped.inc({ kind: n.kind, reason: n.reason });
       const key = `${n.kind}\0${n.name}\0${n.reason}`;
       if (!loggedNotes.has(key) && n.reason !== 'endpoints-pending' && n.reason !== 'route-config-pending') {
@@ -195,6 +196,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     timer = setTimeout(apply, wait);
   };
 
+  client.on('changes', (change: XdsChange) => translator.ingest(change));
   client.on('update', (kinds: Set<string>) => {
     for (const k of kinds) {
       metrics.xdsResponses.inc({ type: k });

@@ -1,18 +1,20 @@
 import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '../xds/envoy-types.js';
+import { TYPE_URL, type XdsKind } from '../xds/protos.js';
+import { decodeMessage } from '../xds/codec.js';
 import type { ApisixRoute, ApisixUpstream, TranslationNote } from './apisix-types.js';
 import { translateCluster, type ClusterContext, type ClusterTranslation } from './cluster.js';
 import { translateClusterLoadAssignment, type EndpointsTranslation } from './endpoints.js';
-import { originalDestinationRoute } from './original-destination.js';
-import { translateListener, scopeKey, type ListenerTranslation, type RouteScope, type ScopeRbac } from './listener.js';
-import { withRbac } from '../policy/rbac-plugin.js';
-import { refusalRoute } from '../policy/refusal.js';
+import { translateListener, scopeKey, type ListenerTranslation, type RouteScope } from './listener.js';
 import type { SkipList } from '../policy/filter-inventory.js';
+import { upstreamId } from './ids.js';
 import {
-  translateRouteConfiguration, tcpPassthroughRoute, DEFAULT_CAPTURE_PORTS,
-  type CapturePorts, type RouteConfigTranslation, type TranslatedRoute,
+  translateRouteConfiguration, DEFAULT_CAPTURE_PORTS,
+  type CapturePorts, type RouteConfigTranslation, type RouteUpstreamSettings, type TranslatedRoute,
 } from './route-configuration.js';
+import { RouteListBuilder } from './route-list.js';
+import { FinalRoutes, assembleUpstream, sameSettings, type RouteTarget } from './final-objects.js';
 
-/** The xDS state the agent holds: one map per type, keyed by resource name. */
+/** The xDS state as decoded objects: one map per type, keyed by resource name. */
 export interface XdsResources {
   clusters: ReadonlyMap<string, Cluster>;
   endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
@@ -20,10 +22,57 @@ export interface XdsResources {
   routeConfigs: ReadonlyMap<string, RouteConfiguration>;
 }
 
+export interface XdsResourceByKind {
+  cluster: Cluster;
+  endpoint: ClusterLoadAssignment;
+  listener: Listener;
+  route: RouteConfiguration;
+}
+
+export interface ChangedResource<T> {
+  /** decoded: only for the moment, nothing downstream keeps it */
+  resource: T;
+  /** its bytes as they came on the wire (a view into the response: copied by whoever keeps them) */
+  bytes?: Uint8Array;
+}
+
+/**
+ * What one accepted xDS response changed, for one type: its new or changed resources by name (as
+ * the ADS client's `prepare` made them: decoded by default, prepared for the translator in the
+ * agent) and the names it removed.
+ */
+export interface XdsChange<T = PreparedResource> {
+  kind: XdsKind;
+  changed: ReadonlyMap<string, T>;
+  removed: readonly string[];
+}
+
+/** One resource translated on its own (`MeshTranslator.prepare`), which is what the translator keeps of it. */
+export type PreparedResource =
+  | { kind: 'cluster'; translation: ClusterTranslation }
+  | { kind: 'endpoint'; translation: EndpointsTranslation }
+  | { kind: 'listener'; translation: ListenerTranslation }
+  | { kind: 'route'; translation: RouteConfigEntry }
+  /** its translation threw (a bug) */
+  | { kind: XdsKind; failure: string };
+
 /** What APISIX gets: upstreams and routes by id, plus what was left out and why. */
 export interface ApisixConfig {
   upstreams: Map<string, ApisixUpstream>;
   routes: Map<string, ApisixRoute>;
+  notes: TranslationNote[];
+}
+
+/**
+ * What changed in the APISIX objects since the previous assembly: objects by id (null: gone).
+ * `full`: the complete configuration, whatever it does not name is gone. An object named here may
+ * be unchanged in content (the store's writer compares bytes); one not named is unchanged.
+ */
+export interface ApisixChanges {
+  full: boolean;
+  upstreams: ReadonlyMap<string, ApisixUpstream | null>;
+  routes: ReadonlyMap<string, ApisixRoute | null>;
+  /** every note of the whole configuration (not only of what changed) */
   notes: TranslationNote[];
 }
 
@@ -33,225 +82,408 @@ export interface TranslateOptions extends ClusterContext {
   skipFilters?: SkipList;
 }
 
+export interface RouteConfigEntry {
+  /** the configuration as it came: a copy of its bytes (decoded again only for a new scope), or the object */
+  source: Uint8Array | RouteConfiguration;
+  /** its translation per scope it is served on (scopeKey) */
+  byScope: Map<string, RouteConfigTranslation>;
+}
+
+type Sources = { [K in XdsKind]: Map<string, XdsResourceByKind[K]> };
+
 /**
- * Translates whole xDS states, remembering each resource's translation by object identity: the xDS
- * client keeps a resource's decoded object as long as its bytes do not change, so a push that
- * changes one endpoint re-translates one ClusterLoadAssignment and re-assembles, instead of
- * re-translating every cluster and route. `translate` is a pure function of its input; the caches
- * only make it cheaper (a test checks cached and fresh results are equal).
+ * The translation of the xDS state into APISIX objects, kept up to date by what changes.
+ *
+ * Each resource is translated once, when it arrives (`ingest`): a cluster, an assignment, a
+ * listener, a route configuration (per scope it is served on). Neither the decoded resources nor
+ * the objects APISIX gets are kept: the per-resource translations and a few indexes (which clusters
+ * take their nodes from an assignment, which routes name a cluster, the settings routes give their
+ * upstreams) are what stays. `assemble` then rebuilds only what depends on what changed: one
+ * changed assignment is one upstream; a changed cluster is its upstream and the routes naming it; a
+ * listener or route configuration rebuilds the list of routes (the routes whose translation did not
+ * change keep their identity).
+ *
+ * The result is a pure function of the xDS state: assembling after any sequence of changes gives
+ * what a fresh translator gives for the final state (tested, with random sequences).
  */
 export class MeshTranslator {
-  private readonly clusterCache = new WeakMap<Cluster, ClusterTranslation>();
-  private readonly endpointCache = new WeakMap<ClusterLoadAssignment, EndpointsTranslation>();
-  private readonly listenerCache = new WeakMap<Listener, ListenerTranslation>();
-  private readonly routeCache = new WeakMap<RouteConfiguration, Map<string, RouteConfigTranslation>>();
-  private readonly tcpPassthroughCache = new WeakMap<ListenerTranslation, Map<string, TranslatedRoute>>();
-  /** routes with their scope's RBAC plugin, kept while both are the same objects */
-  private readonly rbacCache = new WeakMap<TranslatedRoute, { rbac: ScopeRbac; route: TranslatedRoute }>();
-  /** final objects, kept while their inputs are the same objects: unchanged output keeps its identity */
-  private readonly upstreamCache = new WeakMap<ClusterTranslation, { nodes: unknown; settings: TranslatedRoute['upstreamSettings'] | undefined; upstream: ApisixUpstream }>();
-  private readonly finalRouteCache = new WeakMap<TranslatedRoute, { main: ApisixUpstream | undefined; limits: ClusterTranslation['limits']; passthrough?: ClusterTranslation['originalDestination']; route: ApisixRoute }>();
   private readonly ports: CapturePorts;
+  private readonly clusters = new Map<string, ClusterTranslation>();
+  private readonly endpoints = new Map<string, EndpointsTranslation>();
+  private readonly listeners = new Map<string, ListenerTranslation>();
+  private readonly routeConfigs = new Map<string, RouteConfigEntry>();
+  /** resources whose translation threw (a bug): nothing is assembled while one is here */
+  private readonly failures = new Map<string, string>();
+  /** the notes of cluster translations, for the clusters that have some */
+  private readonly clusterNotes = new Map<string, TranslationNote[]>();
+  /** EDS name → the cluster (nearly always one) or clusters that take their nodes from it */
+  private readonly edsUsers = new Map<string, string | string[]>();
+  /** route configuration name → the scopes the listeners serve it on (undefined: to be recomputed) */
+  private rdsScopes: Map<string, RouteScope[]> | undefined;
+
+  // what changed since the last assembly
+  /** clusters whose upstream and routes must be recomputed */
+  private readonly dirtyClusters = new Set<string>();
+  /** clusters whose upstream alone must be recomputed (their nodes changed) */
+  private readonly dirtyUpstreams = new Set<string>();
+  /** listeners or route configurations changed: the list of routes is rebuilt */
+  private routesStale = true;
+  /** the next assembly gives everything (the first one, and after a failure) */
+  private full = true;
+
+  // the assembled state
+  private readonly routeList: RouteListBuilder;
+  private readonly finalRoutes: FinalRoutes;
+  /** route id → the translated routes with that id, in list order (the last one served wins) */
+  private slots = new Map<string, TranslatedRoute[]>();
+  private routesByCluster = new Map<string, string[]>();
+  /** per cluster, the upstream settings of the first route that names it */
+  private derived = new Map<string, RouteUpstreamSettings>();
+  private conflicts: Array<{ cluster: string; note: TranslationNote }> = [];
+  private listNotes: TranslationNote[] = [];
+  private readonly upstreamNotes = new Map<string, TranslationNote[]>();
+  private readonly routeNotes = new Map<string, TranslationNote[]>();
+
+  /** `translate`'s state: the objects it was given last, and the whole configuration */
+  private given: Sources | undefined;
+  private view: { upstreams: Map<string, ApisixUpstream>; routes: Map<string, ApisixRoute> } | undefined;
 
   constructor(private readonly options: TranslateOptions = {}) {
     this.ports = options.ports ?? DEFAULT_CAPTURE_PORTS;
+    this.routeList = new RouteListBuilder(this.ports);
+    this.finalRoutes = new FinalRoutes(this.ports);
   }
 
+  /**
+   * Translates one resource on its own, as the ADS client decodes it (its `prepare`): the decoded
+   * resource is not needed any longer. Does not change the translator.
+   */
+  prepare(kind: XdsKind, name: string, resource: unknown, bytes?: Uint8Array): PreparedResource {
+    try {
+      switch (kind) {
+        case 'cluster':
+          return { kind, translation: translateCluster(resource as Cluster, this.options) };
+        case 'endpoint':
+          return { kind, translation: translateClusterLoadAssignment(resource as ClusterLoadAssignment) };
+        case 'listener':
+          return { kind, translation: translateListener(resource as Listener, this.options.skipFilters) };
+        case 'route':
+          return { kind, translation: this.prepareRouteConfig(name, resource as RouteConfiguration, bytes) };
+      }
+    } catch (err) {
+      // A translator that throws is a bug; the configuration stays as it was until the resource changes.
+      return { kind, failure: `${kind} ${name.slice(0, 200)} not translated: ${(err as Error).message.slice(0, 300)}` };
+    }
+  }
+
+  /** Takes what one xDS response changed (prepared by `prepare`). */
+  ingest(change: XdsChange): void {
+    for (const name of change.removed) this.set(change.kind, name, undefined);
+    for (const [name, prepared] of change.changed) this.set(change.kind, name, prepared);
+  }
+
+  /**
+   * The APISIX objects that changed since the previous call (all of them the first time). Throws
+   * when a resource could not be translated; the next call then gives everything again.
+   */
+  assemble(): ApisixChanges {
+    const failure = this.failures.values().next();
+    if (!failure.done) throw new Error(failure.value);
+    try {
+      return this.assembleChanges();
+    } catch (err) {
+      this.resync();
+      throw err;
+    }
+  }
+
+  /** The next assembly gives the whole configuration (after its result could not be applied). */
+  resync(): void {
+    this.full = true;
+    this.routesStale = true;
+  }
+
+  /**
+   * Translates a whole xDS state given as decoded objects: what differs from the previous call (by
+   * object identity) is ingested, and the whole configuration returned.
+   */
   translate(xds: XdsResources): ApisixConfig {
-    const notes: TranslationNote[] = [];
-    const clusters = new Map<string, ClusterTranslation>();
-    for (const [name, cluster] of xds.clusters) {
-      const t = memo(this.clusterCache, cluster, () => translateCluster(cluster, this.options));
-      clusters.set(name, t);
-      notes.push(...t.notes);
+    const given = (this.given ??= { cluster: new Map(), endpoint: new Map(), listener: new Map(), route: new Map() });
+    const now: Sources = { cluster: new Map(xds.clusters), endpoint: new Map(xds.endpoints), listener: new Map(xds.listeners), route: new Map(xds.routeConfigs) };
+    for (const kind of ['cluster', 'endpoint', 'listener', 'route'] as const) {
+      const before = given[kind] as Map<string, object>;
+      const after = now[kind] as Map<string, object>;
+      for (const name of before.keys()) if (!after.has(name)) this.set(kind, name, undefined);
+      for (const [name, resource] of after) if (before.get(name) !== resource) this.set(kind, name, this.prepare(kind, name, resource));
     }
+    this.given = now;
+    const changes = this.assemble();
+    const view = (this.view ??= { upstreams: new Map(), routes: new Map() });
+    if (changes.full) {
+      view.upstreams.clear();
+      view.routes.clear();
+    }
+    for (const [id, u] of changes.upstreams) {
+      if (u) view.upstreams.set(id, u);
+      else view.upstreams.delete(id);
+    }
+    for (const [id, r] of changes.routes) {
+      if (r) view.routes.set(id, r);
+      else view.routes.delete(id);
+    }
+    return { upstreams: new Map(view.upstreams), routes: new Map(view.routes), notes: changes.notes };
+  }
 
-    // Routes, from every listener's RDS names and inline route configurations; a scope any listener
-    // refuses (a filter the agent does not enforce) gets the refusal and none of its routes.
-    const routes: TranslatedRoute[] = [];
-    const scoped: Array<{ rc: RouteConfiguration; scope: RouteScope; rbac?: ScopeRbac | undefined }> = [];
-    const listeners = [...xds.listeners.values()].map((listener) => memo(this.listenerCache, listener, () => translateListener(listener, this.options.skipFilters)));
-    const refused = new Set<string>();
-    for (const lt of listeners) {
-      for (const r of lt.refused) {
-        const key = scopeKey(r.scope);
-        if (!refused.has(key)) routes.push(refusalRoute(r, lt.listenerName, this.ports));
-        refused.add(key);
+  // ---------------------------------------------------------------- per resource
+
+  /** Replaces (or with undefined removes) what the translator holds for a resource. */
+  private set(kind: XdsKind, name: string, prepared: PreparedResource | undefined): void {
+    const key = `${kind}\0${name}`;
+    if (prepared && 'failure' in prepared) this.failures.set(key, prepared.failure);
+    else this.failures.delete(key);
+    const translation = prepared && 'translation' in prepared ? prepared.translation : undefined;
+    if (kind === 'cluster') this.setCluster(name, translation as ClusterTranslation | undefined);
+    else if (kind === 'endpoint') this.setEndpoints(name, translation as EndpointsTranslation | undefined);
+    else if (kind === 'listener') this.setListener(name, translation as ListenerTranslation | undefined);
+    else this.setRouteConfig(name, translation as RouteConfigEntry | undefined);
+  }
+
+  private setCluster(name: string, after: ClusterTranslation | undefined): void {
+    const before = this.clusters.get(name);
+    if (before?.edsServiceName !== undefined) this.removeEdsUser(before.edsServiceName, name);
+    if (after) {
+      this.clusters.set(name, after);
+      if (after.edsServiceName !== undefined) this.addEdsUser(after.edsServiceName, name);
+    } else {
+      this.clusters.delete(name);
+    }
+    if (after?.notes.length) this.clusterNotes.set(name, after.notes);
+    else this.clusterNotes.delete(name);
+    // TCP pass-through routes exist only for original-destination clusters
+    if (!!before?.originalDestination !== !!after?.originalDestination) this.routesStale = true;
+    this.dirtyClusters.add(name);
+  }
+
+  private setEndpoints(name: string, translation: EndpointsTranslation | undefined): void {
+    const had = this.endpoints.has(name);
+    if (translation) this.endpoints.set(name, translation);
+    else this.endpoints.delete(name);
+    // nodes alone change the upstream; an assignment arriving or leaving decides whether there is one
+    const dirty = had === !!translation ? this.dirtyUpstreams : this.dirtyClusters;
+    const users = this.edsUsers.get(name);
+    if (typeof users === 'string') dirty.add(users);
+    else for (const cluster of users ?? []) dirty.add(cluster);
+  }
+
+  private addEdsUser(edsName: string, cluster: string): void {
+    const users = this.edsUsers.get(edsName);
+    if (users === undefined) this.edsUsers.set(edsName, cluster);
+    else this.edsUsers.set(edsName, [...(typeof users === 'string' ? [users] : users), cluster]);
+  }
+
+  private removeEdsUser(edsName: string, cluster: string): void {
+    const users = this.edsUsers.get(edsName);
+    const left = (typeof users === 'string' ? [users] : (users ?? [])).filter((c) => c !== cluster);
+    if (left.length === 0) this.edsUsers.delete(edsName);
+    else this.edsUsers.set(edsName, left.length === 1 ? left[0]! : left);
+  }
+
+  private setListener(name: string, translation: ListenerTranslation | undefined): void {
+    if (translation) this.listeners.set(name, translation);
+    else this.listeners.delete(name);
+    this.rdsScopes = undefined;
+    this.routesStale = true;
+  }
+
+  private setRouteConfig(name: string, entry: RouteConfigEntry | undefined): void {
+    this.routesStale = true;
+    if (entry) this.routeConfigs.set(name, entry);
+    else this.routeConfigs.delete(name);
+  }
+
+  private prepareRouteConfig(name: string, rc: RouteConfiguration, bytes: Uint8Array | undefined): RouteConfigEntry {
+    // bytes are a copy: a view would keep the whole response alive
+    const entry: RouteConfigEntry = { source: bytes ? Uint8Array.prototype.slice.call(bytes) : rc, byScope: new Map() };
+    // translated now for the scopes the listeners serve it on, while it is decoded
+    for (const scope of this.scopesOf(name)) entry.byScope.set(scopeKey(scope), translateRouteConfiguration(rc, scope, this.ports));
+    return entry;
+  }
+
+  private scopesOf(routeConfigName: string): RouteScope[] {
+    if (!this.rdsScopes) {
+      this.rdsScopes = new Map();
+      for (const lt of this.listeners.values()) {
+        for (const { routeConfigName: rcName, scope } of lt.rds) {
+          const scopes = this.rdsScopes.get(rcName) ?? [];
+          if (!scopes.some((s) => scopeKey(s) === scopeKey(scope))) scopes.push(scope);
+          this.rdsScopes.set(rcName, scopes);
+        }
       }
     }
-    for (const lt of listeners) {
-      notes.push(...lt.notes);
-      for (const { routeConfigName, scope, rbac } of lt.rds) {
-        if (refused.has(scopeKey(scope))) continue;
-        const rc = xds.routeConfigs.get(routeConfigName);
-        if (rc) scoped.push({ rc, scope, rbac });
-        else notes.push({ kind: 'listener', name: lt.listenerName, reason: 'route-config-pending', detail: `route configuration ${routeConfigName} not received yet`, skipped: true });
-      }
-      for (const { routeConfig, scope, rbac } of lt.inline) if (!refused.has(scopeKey(scope))) scoped.push({ rc: routeConfig, scope, rbac });
-      routes.push(...this.tcpPassthroughRoutes(lt, clusters, refused));
-    }
-    for (const { rc, scope, rbac } of scoped) {
-      let byScope = this.routeCache.get(rc);
-      if (!byScope) this.routeCache.set(rc, (byScope = new Map()));
-      const key = scopeKey(scope);
-      let t = byScope.get(key);
-      if (!t) byScope.set(key, (t = translateRouteConfiguration(rc, scope, this.ports)));
-      routes.push(...(rbac ? t.routes.map((r) => this.rbacRoute(r, rbac)) : t.routes));
-      notes.push(...t.notes);
-    }
+    return this.rdsScopes.get(routeConfigName) ?? [];
+  }
 
-    // Settings Envoy keeps per route but APISIX per upstream: the first route (in priority order)
-    // that names a cluster decides; a disagreeing later route is reported.
-    const derived = new Map<string, TranslatedRoute['upstreamSettings']>();
-    for (const r of routes) {
+  // ---------------------------------------------------------------- assembly
+
+  private assembleChanges(): ApisixChanges {
+    const full = this.full;
+    const upstreams = new Map<string, ApisixUpstream | null>();
+    const routes = new Map<string, ApisixRoute | null>();
+    const dirtyRoutes = new Set<string>();
+    if (this.routesStale || full) this.rebuildRoutes(routes, dirtyRoutes, full);
+    const dirtyClusters = full ? new Set([...this.clusters.keys(), ...this.dirtyClusters]) : this.dirtyClusters;
+    for (const name of dirtyClusters) {
+      this.dirtyUpstreams.add(name);
+      for (const id of this.routesByCluster.get(name) ?? []) dirtyRoutes.add(id);
+    }
+    for (const name of this.dirtyUpstreams) this.assembleUpstream(name, upstreams);
+    for (const id of dirtyRoutes) this.assembleRoute(id, routes);
+    this.dirtyClusters.clear();
+    this.dirtyUpstreams.clear();
+    this.routesStale = false;
+    this.full = false;
+    return { full, upstreams, routes, notes: this.notes() };
+  }
+
+  /** The list of routes from the listeners and route configurations; marks what differs. */
+  private rebuildRoutes(routes: Map<string, ApisixRoute | null>, dirtyRoutes: Set<string>, full: boolean): void {
+    const used = new Map<RouteConfigEntry, Set<string>>();
+    const decoded = new Map<RouteConfigEntry, RouteConfiguration>();
+    const list = this.routeList.build({
+      listeners: this.listeners.values(),
+      routeConfig: (name, scope) => {
+        const entry = this.routeConfigs.get(name);
+        if (!entry) return undefined;
+        const key = scopeKey(scope);
+        let t = entry.byScope.get(key);
+        if (!t) {
+          let rc = decoded.get(entry);
+          if (!rc) decoded.set(entry, (rc = entry.source instanceof Uint8Array ? decodeMessage<RouteConfiguration>(TYPE_URL.route, entry.source) : entry.source));
+          entry.byScope.set(key, (t = translateRouteConfiguration(rc, scope, this.ports)));
+        }
+        let keys = used.get(entry);
+        if (!keys) used.set(entry, (keys = new Set()));
+        keys.add(key);
+        return t;
+      },
+      isOriginalDestination: (cluster) => !!this.clusters.get(cluster)?.originalDestination,
+    });
+    // translations for scopes no listener serves any more are dropped
+    for (const entry of this.routeConfigs.values()) {
+      const keys = used.get(entry);
+      for (const key of entry.byScope.keys()) if (!keys?.has(key)) entry.byScope.delete(key);
+    }
+    this.listNotes = list.notes;
+
+    const slots = new Map<string, TranslatedRoute[]>();
+    const byCluster = new Map<string, string[]>();
+    const derived = new Map<string, RouteUpstreamSettings>();
+    const conflicts: Array<{ cluster: string; note: TranslationNote }> = [];
+    for (const r of list.routes) {
+      const id = r.route.id;
+      const slot = slots.get(id);
+      if (slot) slot.push(r);
+      else slots.set(id, [r]);
+      // Settings Envoy keeps per route but APISIX per upstream: the first route that names a
+      // cluster decides; a disagreeing later route is reported.
       for (const name of r.clusters) {
-        if (clusters.get(name)?.originalDestination) continue; // no stored upstream to carry them
+        const ids = byCluster.get(name);
+        if (!ids) byCluster.set(name, [id]);
+        else if (ids[ids.length - 1] !== id) ids.push(id);
         const previous = derived.get(name);
         if (!previous) derived.set(name, r.upstreamSettings);
         else if (!sameSettings(previous, r.upstreamSettings)) {
-          notes.push({ kind: 'cluster', name, reason: 'conflicting-route-settings', detail: `routes disagree on retries or hash key; route ${r.route.name} is not honoured for them`, skipped: false });
+          conflicts.push({ cluster: name, note: { kind: 'cluster', name, reason: 'conflicting-route-settings', detail: `routes disagree on retries or hash key; route ${r.route.name} is not honoured for them`, skipped: false } });
         }
       }
     }
+    for (const [id, slot] of slots) {
+      const before = this.slots.get(id);
+      if (full || !before || before.length !== slot.length || before.some((r, i) => r !== slot[i])) dirtyRoutes.add(id);
+    }
+    for (const id of this.slots.keys()) {
+      if (slots.has(id)) continue;
+      routes.set(id, null);
+      this.routeNotes.delete(id);
+    }
+    for (const [name, settings] of derived) {
+      const before = this.derived.get(name);
+      if (!before || !sameSettings(before, settings)) this.dirtyUpstreams.add(name);
+    }
+    for (const name of this.derived.keys()) if (!derived.has(name)) this.dirtyUpstreams.add(name);
+    this.slots = slots;
+    this.routesByCluster = byCluster;
+    this.derived = derived;
+    this.conflicts = conflicts;
+  }
 
-    const upstreams = new Map<string, ApisixUpstream>();
-    const upstreamByCluster = new Map<string, ApisixUpstream>();
-    for (const [name, t] of clusters) {
-      if (!t.upstream) continue;
-      let nodes = t.inlineNodes;
-      if (!nodes) {
-        const cla = xds.endpoints.get(t.edsServiceName ?? name);
-        if (!cla) {
-          // Envoy keeps an EDS cluster warming until its assignment arrives; so does the agent.
-          notes.push({ kind: 'cluster', name, reason: 'endpoints-pending', detail: 'no ClusterLoadAssignment received yet', skipped: true });
+  private hasUpstream(cluster: string): boolean {
+    const t = this.clusters.get(cluster);
+    return !!t?.upstream && (!!t.inlineNodes || this.endpoints.has(t.edsServiceName ?? cluster));
+  }
+
+  private assembleUpstream(name: string, out: Map<string, ApisixUpstream | null>): void {
+    const t = this.clusters.get(name);
+    this.upstreamNotes.delete(name);
+    if (!t?.upstream) {
+      out.set(upstreamId(name), null);
+      return;
+    }
+    let nodes = t.inlineNodes;
+    const notes: TranslationNote[] = [];
+    if (!nodes) {
+      const et = this.endpoints.get(t.edsServiceName ?? name);
+      if (!et) {
+        // Envoy keeps an EDS cluster warming until its assignment arrives; so does the agent.
+        this.upstreamNotes.set(name, [{ kind: 'cluster', name, reason: 'endpoints-pending', detail: 'no ClusterLoadAssignment received yet', skipped: true }]);
+        out.set(t.upstream.id, null);
+        return;
+      }
+      notes.push(...et.notes);
+      nodes = et.nodes;
+    }
+    const assembled = assembleUpstream(t, nodes, this.derived.get(name));
+    notes.push(...assembled.notes);
+    if (notes.length) this.upstreamNotes.set(name, notes);
+    out.set(t.upstream.id, assembled.upstream);
+  }
+
+  private assembleRoute(id: string, out: Map<string, ApisixRoute | null>): void {
+    let route: ApisixRoute | null = null;
+    const notes: TranslationNote[] = [];
+    for (const r of this.slots.get(id) ?? []) {
+      const main = r.clusters[0] !== undefined ? this.clusters.get(r.clusters[0]) : undefined;
+      const passthrough = r.clusters.length === 1 ? main?.originalDestination : undefined;
+      if (!passthrough) {
+        const missing = r.clusters.filter((c) => !this.hasUpstream(c));
+        if (missing.length) {
+          const why = missing.map((c) => (this.clusters.has(c) ? `${c} (not translatable or waiting for endpoints)` : `${c} (unknown cluster)`)).join(', ');
+          // a weighted split between an original destination and a service has no APISIX form
+          const reason = missing.some((c) => this.clusters.get(c)?.originalDestination) ? 'passthrough-split' : 'cluster-unavailable';
+          notes.push({ kind: 'route', name: r.route.name, reason, detail: why, skipped: true });
           continue;
         }
-        const et = memo(this.endpointCache, cla, () => translateClusterLoadAssignment(cla));
-        notes.push(...et.notes);
-        nodes = et.nodes;
       }
-      const settings = derived.get(name);
-      // settings objects belong to cached route translations: same object = same settings
-      const cached = this.upstreamCache.get(t);
-      let upstream: ApisixUpstream;
-      if (cached && cached.nodes === nodes && (cached.settings === settings || (!!cached.settings && !!settings && sameSettings(cached.settings, settings)))) {
-        upstream = cached.upstream;
-      } else {
-        upstream = { ...t.upstream, nodes };
-        if (settings?.retries !== undefined) upstream.retries = settings.retries;
-        if (settings?.retryTimeout !== undefined) upstream.retry_timeout = settings.retryTimeout;
-        if (t.consistentHash && settings?.hash) {
-          upstream.type = 'chash';
-          upstream.hash_on = settings.hash.hash_on;
-          upstream.key = settings.hash.key;
-        }
-        this.upstreamCache.set(t, { nodes, settings, upstream });
-      }
-      if (t.consistentHash && !settings?.hash) {
-        notes.push({ kind: 'cluster', name, reason: 'hash-key-missing', detail: 'consistent hashing without a route hash policy: round robin (Envoy picks a random host)', skipped: false });
-      }
-      upstreams.set(upstream.id, upstream);
-      upstreamByCluster.set(name, upstream);
+      const target: RouteTarget = passthrough ? { passthrough } : { connect: main?.upstream?.timeout?.connect, limits: main?.limits };
+      route = this.finalRoutes.route(r, target);
     }
-
-    const apisixRoutes = new Map<string, ApisixRoute>();
-    for (const r of routes) {
-      const passthrough = r.clusters.length === 1 ? clusters.get(r.clusters[0]!)?.originalDestination : undefined;
-      if (passthrough) {
-        const cached = this.finalRouteCache.get(r);
-        let route = cached?.passthrough === passthrough ? cached.route : undefined;
-        if (!route) {
-          route = originalDestinationRoute(r.route, { ports: this.ports, ...passthrough });
-          this.finalRouteCache.set(r, { main: undefined, limits: undefined, passthrough, route });
-        }
-        apisixRoutes.set(route.id, route);
-        continue;
-      }
-      const missing = r.clusters.filter((c) => !upstreamByCluster.has(c));
-      if (missing.length) {
-        const why = missing.map((c) => (clusters.has(c) ? `${c} (not translatable or waiting for endpoints)` : `${c} (unknown cluster)`)).join(', ');
-        // a weighted split between an original destination and a service has no APISIX form
-        const reason = missing.some((c) => clusters.get(c)?.originalDestination) ? 'passthrough-split' : 'cluster-unavailable';
-        notes.push({ kind: 'route', name: r.route.name, reason, detail: why, skipped: true });
-        continue;
-      }
-      const main = r.clusters[0] !== undefined ? upstreamByCluster.get(r.clusters[0]) : undefined;
-      const limits = r.clusters[0] !== undefined ? clusters.get(r.clusters[0])?.limits : undefined;
-      const cachedRoute = this.finalRouteCache.get(r);
-      let route: ApisixRoute;
-      if (cachedRoute && !cachedRoute.passthrough && cachedRoute.limits === limits && (cachedRoute.main === main || cachedRoute.main?.timeout?.connect === main?.timeout?.connect)) {
-        route = cachedRoute.route;
-      } else {
-        route = finalRoute(r.route, main, limits);
-        this.finalRouteCache.set(r, { main, limits, route });
-      }
-      apisixRoutes.set(route.id, route);
-    }
-    return { upstreams, routes: apisixRoutes, notes };
+    if (notes.length) this.routeNotes.set(id, notes);
+    else this.routeNotes.delete(id);
+    out.set(id, route);
   }
 
-  /** The route under its scope's RBAC filters (Envoy runs them before routing, on every route). */
-  private rbacRoute(r: TranslatedRoute, rbac: ScopeRbac): TranslatedRoute {
-    const cached = this.rbacCache.get(r);
-    if (cached?.rbac === rbac) return cached.route;
-    const route = { ...r, route: withRbac(r.route, rbac.filters) };
-    this.rbacCache.set(r, { rbac, route });
-    return route;
-  }
-
-  /** HTTP catch-alls for the listener's TCP pass-through chains on scopes it serves no routes on. */
-  private tcpPassthroughRoutes(lt: ListenerTranslation, clusters: ReadonlyMap<string, ClusterTranslation>, refused: ReadonlySet<string>): TranslatedRoute[] {
-    if (lt.tcpProxies.length === 0) return [];
-    let byKey = this.tcpPassthroughCache.get(lt);
-    if (!byKey) this.tcpPassthroughCache.set(lt, (byKey = new Map()));
-    const served = new Set([...lt.rds, ...lt.inline].map((x) => scopeKey(x.scope)));
-    const out: TranslatedRoute[] = [];
-    for (const { scope, cluster } of lt.tcpProxies) {
-      if (served.has(scopeKey(scope)) || refused.has(scopeKey(scope)) || !clusters.get(cluster)?.originalDestination) continue;
-      const key = `${scopeKey(scope)}\0${cluster}`;
-      let route = byKey.get(key);
-      if (!route) byKey.set(key, (route = tcpPassthroughRoute(scope, cluster, lt.listenerName, this.ports)));
-      out.push(route);
-    }
+  private notes(): TranslationNote[] {
+    const out: TranslationNote[] = [];
+    for (const notes of this.clusterNotes.values()) out.push(...notes);
+    out.push(...this.listNotes);
+    for (const { cluster, note } of this.conflicts) if (!this.clusters.get(cluster)?.originalDestination) out.push(note);
+    for (const notes of this.upstreamNotes.values()) out.push(...notes);
+    for (const notes of this.routeNotes.values()) out.push(...notes);
     return out;
   }
 }
 
-function finalRoute(base: ApisixRoute, main: ApisixUpstream | undefined, limits: ClusterTranslation['limits']): ApisixRoute {
-  let route = base;
-  if (route.timeout && main?.timeout) {
-    route = { ...route, timeout: { ...route.timeout, connect: Math.min(route.timeout.connect, main.timeout.connect) } };
-  }
-  if (limits) {
-    // Envoy's circuit breaker for the cluster: at most N requests in flight, the rest queued up
-    // to max_pending, then 503. limit-conn on the route does the same per route.
-    // HTTP/1.1 needs one connection per request in flight, so the smaller limit is the one that bites.
-    const defined = [limits.maxRequests, limits.maxConnections].filter((n): n is number => n !== undefined);
-    const conn = defined.length ? Math.min(...defined) : undefined;
-    if (conn !== undefined && conn > 0) {
-      route = {
-        ...route,
-        plugins: {
-          ...(route.plugins ?? {}),
-          'limit-conn': { conn, burst: limits.maxPendingRequests ?? 0, default_conn_delay: 0.1, key_type: 'var', key: 'server_addr', rejected_code: 503 },
-        },
-      };
-    }
-  }
-  return route;
-}
-
-function memo<K extends object, V>(cache: WeakMap<K, V>, key: K, make: () => V): V {
-  let value = cache.get(key);
-  if (value === undefined) cache.set(key, (value = make()));
-  return value;
-}
-
-function sameSettings(a: TranslatedRoute['upstreamSettings'], b: TranslatedRoute['upstreamSettings']): boolean {
-  return a.retries === b.retries && a.retryTimeout === b.retryTimeout && a.hash?.hash_on === b.hash?.hash_on && a.hash?.key === b.hash?.key;
-}
-
-/** One-shot translation without caches (the baseline the cached path is compared with). */
+/** One-shot translation of a whole xDS state (the reference the incremental path is compared with). */
 export function translateMesh(xds: XdsResources, options: TranslateOptions = {}): ApisixConfig {
   return new MeshTranslator(options).translate(xds);
 }
