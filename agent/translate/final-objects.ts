@@ -1,7 +1,8 @@
 import type { ApisixNode, ApisixRoute, ApisixUpstream, TranslationNote } from './apisix-types.js';
 import type { ClusterTranslation } from './cluster.js';
 import { originalDestinationRoute } from './original-destination.js';
-import type { CapturePorts, RouteUpstreamSettings, TranslatedRoute } from './route-configuration.js';
+import type { CapturePorts, RouteUpstreamSettings } from './route-configuration.js';
+import { routeObject, type KeptRoute } from './kept-routes.js';
 
 /**
  * The last step of the translation: the objects APISIX stores, from the per-resource translations.
@@ -39,36 +40,13 @@ export interface RouteTarget {
   limits?: ClusterTranslation['limits'];
 }
 
-/**
- * Final routes, remembered per translated route while what they depend on is the same: an
- * unchanged route keeps its identity (and the caller can skip it by identity).
- */
-export class FinalRoutes {
-  private readonly cache = new WeakMap<TranslatedRoute, { target: RouteTarget; route: ApisixRoute }>();
-
-  constructor(private readonly ports: CapturePorts) {}
-
-  route(r: TranslatedRoute, target: RouteTarget): ApisixRoute {
-    const cached = this.cache.get(r);
-    if (cached && sameTarget(cached.target, target)) return cached.route;
-    const route = target.passthrough
-      ? originalDestinationRoute(r.route, { ports: this.ports, ...target.passthrough })
-      : finalRoute(r.route, target.connect, target.limits);
-    this.cache.set(r, { target, route });
-    return route;
-  }
+/** The route APISIX gets, for what its main cluster is now. A new object every time (nothing keeps it). */
+export function finalRoute(r: KeptRoute, target: RouteTarget, ports: CapturePorts): ApisixRoute {
+  const base = routeObject(r);
+  return target.passthrough ? originalDestinationRoute(base, { ports, ...target.passthrough }) : adjusted(base, target.connect, target.limits);
 }
 
-function sameTarget(a: RouteTarget, b: RouteTarget): boolean {
-  if (a.passthrough || b.passthrough) return a.passthrough?.connectTimeout === b.passthrough?.connectTimeout && !!a.passthrough === !!b.passthrough;
-  return a.connect === b.connect && sameLimits(a.limits, b.limits);
-}
-
-function sameLimits(a: ClusterTranslation['limits'], b: ClusterTranslation['limits']): boolean {
-  return a === b || (!!a && !!b && a.maxConnections === b.maxConnections && a.maxPendingRequests === b.maxPendingRequests && a.maxRequests === b.maxRequests);
-}
-
-function finalRoute(base: ApisixRoute, connect: number | undefined, limits: ClusterTranslation['limits']): ApisixRoute {
+function adjusted(base: ApisixRoute, connect: number | undefined, limits: ClusterTranslation['limits']): ApisixRoute {
   let route = base;
   if (route.timeout && connect !== undefined) {
     route = { ...route, timeout: { ...route.timeout, connect: Math.min(route.timeout.connect, connect) } };

@@ -3,21 +3,19 @@ import type { TranslationNote } from './apisix-types.js';
 import { scopeKey, type ListenerTranslation, type RouteScope, type ScopeRbac } from './listener.js';
 import { withRbac } from '../policy/rbac-plugin.js';
 import { refusalRoute } from '../policy/refusal.js';
-import {
-  translateRouteConfiguration, tcpPassthroughRoute,
-  type CapturePorts, type RouteConfigTranslation, type TranslatedRoute,
-} from './route-configuration.js';
+import { translateRouteConfiguration, tcpPassthroughRoute, type CapturePorts } from './route-configuration.js';
+import { keepRoute, keepRouteConfig, routeObject, type KeptRoute, type KeptRouteConfig } from './kept-routes.js';
 
 export interface RouteListSources {
   listeners: Iterable<ListenerTranslation>;
   /** an RDS configuration translated for a scope; undefined while it has not been received */
-  routeConfig(name: string, scope: RouteScope): RouteConfigTranslation | undefined;
+  routeConfig(name: string, scope: RouteScope): KeptRouteConfig | undefined;
   isOriginalDestination(cluster: string): boolean;
 }
 
 export interface RouteList {
   /** every translated route, in the order that decides per-route upstream settings */
-  routes: TranslatedRoute[];
+  routes: KeptRoute[];
   /** the listeners' notes and their route configurations' */
   notes: TranslationNote[];
 }
@@ -27,25 +25,25 @@ export interface RouteList {
  * scope any listener refuses (a filter the agent does not enforce) gets the refusal and none of its
  * routes. Inline configurations, RBAC variants and TCP pass-through routes are remembered by the
  * identity of what they come from, so an unchanged route keeps its identity from one build to the
- * next.
+ * next (and the translator need not rebuild it).
  */
 export class RouteListBuilder {
-  private readonly inlineCache = new WeakMap<RouteConfiguration, Map<string, RouteConfigTranslation>>();
-  private readonly tcpPassthroughCache = new WeakMap<ListenerTranslation, Map<string, TranslatedRoute>>();
-  private readonly rbacCache = new WeakMap<TranslatedRoute, { rbac: ScopeRbac; route: TranslatedRoute }>();
+  private readonly inlineCache = new WeakMap<RouteConfiguration, Map<string, KeptRouteConfig>>();
+  private readonly tcpPassthroughCache = new WeakMap<ListenerTranslation, Map<string, KeptRoute>>();
+  private readonly rbacCache = new WeakMap<KeptRoute, { rbac: ScopeRbac; route: KeptRoute }>();
 
   constructor(private readonly ports: CapturePorts) {}
 
   build(sources: RouteListSources): RouteList {
-    const routes: TranslatedRoute[] = [];
+    const routes: KeptRoute[] = [];
     const notes: TranslationNote[] = [];
-    const scoped: Array<{ t: RouteConfigTranslation; rbac?: ScopeRbac | undefined }> = [];
+    const scoped: Array<{ t: KeptRouteConfig; rbac?: ScopeRbac | undefined }> = [];
     const listeners = [...sources.listeners];
     const refused = new Set<string>();
     for (const lt of listeners) {
       for (const r of lt.refused) {
         const key = scopeKey(r.scope);
-        if (!refused.has(key)) routes.push(refusalRoute(r, lt.listenerName, this.ports));
+        if (!refused.has(key)) routes.push(keepRoute(refusalRoute(r, lt.listenerName, this.ports)));
         refused.add(key);
       }
     }
@@ -69,36 +67,36 @@ export class RouteListBuilder {
     return { routes, notes };
   }
 
-  private inline(rc: RouteConfiguration, scope: RouteScope): RouteConfigTranslation {
+  private inline(rc: RouteConfiguration, scope: RouteScope): KeptRouteConfig {
     let byScope = this.inlineCache.get(rc);
     if (!byScope) this.inlineCache.set(rc, (byScope = new Map()));
     const key = scopeKey(scope);
     let t = byScope.get(key);
-    if (!t) byScope.set(key, (t = translateRouteConfiguration(rc, scope, this.ports)));
+    if (!t) byScope.set(key, (t = keepRouteConfig(translateRouteConfiguration(rc, scope, this.ports))));
     return t;
   }
 
   /** The route under its scope's RBAC filters (Envoy runs them before routing, on every route). */
-  private rbacRoute(r: TranslatedRoute, rbac: ScopeRbac): TranslatedRoute {
+  private rbacRoute(r: KeptRoute, rbac: ScopeRbac): KeptRoute {
     const cached = this.rbacCache.get(r);
     if (cached?.rbac === rbac) return cached.route;
-    const route = { ...r, route: withRbac(r.route, rbac.filters) };
+    const route = keepRoute({ route: withRbac(routeObject(r), rbac.filters), clusters: [...r.clusters], upstreamSettings: r.upstreamSettings });
     this.rbacCache.set(r, { rbac, route });
     return route;
   }
 
   /** HTTP catch-alls for the listener's TCP pass-through chains on scopes it serves no routes on. */
-  private tcpPassthroughRoutes(lt: ListenerTranslation, sources: RouteListSources, refused: ReadonlySet<string>): TranslatedRoute[] {
+  private tcpPassthroughRoutes(lt: ListenerTranslation, sources: RouteListSources, refused: ReadonlySet<string>): KeptRoute[] {
     if (lt.tcpProxies.length === 0) return [];
     let byKey = this.tcpPassthroughCache.get(lt);
     if (!byKey) this.tcpPassthroughCache.set(lt, (byKey = new Map()));
     const served = new Set([...lt.rds, ...lt.inline].map((x) => scopeKey(x.scope)));
-    const out: TranslatedRoute[] = [];
+    const out: KeptRoute[] = [];
     for (const { scope, cluster } of lt.tcpProxies) {
       if (served.has(scopeKey(scope)) || refused.has(scopeKey(scope)) || !sources.isOriginalDestination(cluster)) continue;
       const key = `${scopeKey(scope)}\0${cluster}`;
       let route = byKey.get(key);
-      if (!route) byKey.set(key, (route = tcpPassthroughRoute(scope, cluster, lt.listenerName, this.ports)));
+      if (!route) byKey.set(key, (route = keepRoute(tcpPassthroughRoute(scope, cluster, lt.listenerName, this.ports))));
       out.push(route);
     }
     return out;

@@ -1,7 +1,8 @@
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '../xds/envoy-types.js';
 import { TYPE_URL, type XdsKind } from '../xds/protos.js';
 import { decodeMessage } from '../xds/codec.js';
-import type { ApisixRoute, ApisixUpstream, TranslationNote } from './apisix-types.js';
+import type { ApisixNode, ApisixRoute, ApisixUpstream, TranslationNote } from './apisix-types.js';
 import { translateCluster, type ClusterContext, type ClusterTranslation } from './cluster.js';
 import { translateClusterLoadAssignment, type EndpointsTranslation } from './endpoints.js';
 import { translateListener, scopeKey, type ListenerTranslation, type RouteScope } from './listener.js';
@@ -9,10 +10,11 @@ import type { SkipList } from '../policy/filter-inventory.js';
 import { upstreamId } from './ids.js';
 import {
   translateRouteConfiguration, DEFAULT_CAPTURE_PORTS,
-  type CapturePorts, type RouteConfigTranslation, type RouteUpstreamSettings, type TranslatedRoute,
+  type CapturePorts, type RouteConfigTranslation, type RouteUpstreamSettings,
 } from './route-configuration.js';
 import { RouteListBuilder } from './route-list.js';
-import { FinalRoutes, assembleUpstream, sameSettings, type RouteTarget } from './final-objects.js';
+import { assembleUpstream, finalRoute, sameSettings, type RouteTarget } from './final-objects.js';
+import { keepRouteConfig, releaseInflatedRoutes, routeObject, type KeptRoute, type KeptRouteConfig } from './kept-routes.js';
 
 /** The xDS state as decoded objects: one map per type, keyed by resource name. */
 export interface XdsResources {
@@ -50,7 +52,7 @@ export interface XdsChange<T = PreparedResource> {
 /** One resource translated on its own (`MeshTranslator.prepare`), which is what the translator keeps of it. */
 export type PreparedResource =
   | { kind: 'cluster'; translation: ClusterTranslation }
-  | { kind: 'endpoint'; translation: EndpointsTranslation }
+  | { kind: 'endpoint'; translation: KeptEndpoints }
   | { kind: 'listener'; translation: ListenerTranslation }
   | { kind: 'route'; translation: RouteConfigEntry }
   /** its translation threw (a bug) */
@@ -83,10 +85,14 @@ export interface TranslateOptions extends ClusterContext {
 }
 
 export interface RouteConfigEntry {
-  /** the configuration as it came: a copy of its bytes (decoded again only for a new scope), or the object */
-  source: Uint8Array | RouteConfiguration;
+  /**
+   * The configuration as it came, to be translated again for a scope a listener adds later: its
+   * bytes deflated (route configurations are large and repetitive: 3 MiB for 10,000 services,
+   * ~10x less deflated), or the decoded object when it came without bytes.
+   */
+  source: Buffer | RouteConfiguration;
   /** its translation per scope it is served on (scopeKey) */
-  byScope: Map<string, RouteConfigTranslation>;
+  byScope: Map<string, KeptRouteConfig>;
 }
 
 type Sources = { [K in XdsKind]: Map<string, XdsResourceByKind[K]> };
@@ -109,7 +115,7 @@ type Sources = { [K in XdsKind]: Map<string, XdsResourceByKind[K]> };
 export class MeshTranslator {
   private readonly ports: CapturePorts;
   private readonly clusters = new Map<string, ClusterTranslation>();
-  private readonly endpoints = new Map<string, EndpointsTranslation>();
+  private readonly endpoints = new Map<string, KeptEndpoints>();
   private readonly listeners = new Map<string, ListenerTranslation>();
   private readonly routeConfigs = new Map<string, RouteConfigEntry>();
   /** resources whose translation threw (a bug): nothing is assembled while one is here */
@@ -133,10 +139,10 @@ export class MeshTranslator {
 
   // the assembled state
   private readonly routeList: RouteListBuilder;
-  private readonly finalRoutes: FinalRoutes;
-  /** route id → the translated routes with that id, in list order (the last one served wins) */
-  private slots = new Map<string, TranslatedRoute[]>();
-  private routesByCluster = new Map<string, string[]>();
+  /** route id → the translated route (or routes, in list order: the last one served wins) with that id */
+  private slots = new Map<string, OneOrMore<KeptRoute>>();
+  /** cluster → the ids of the routes that name it */
+  private routesByCluster = new Map<string, OneOrMore<string>>();
   /** per cluster, the upstream settings of the first route that names it */
   private derived = new Map<string, RouteUpstreamSettings>();
   private conflicts: Array<{ cluster: string; note: TranslationNote }> = [];
@@ -151,7 +157,6 @@ export class MeshTranslator {
   constructor(private readonly options: TranslateOptions = {}) {
     this.ports = options.ports ?? DEFAULT_CAPTURE_PORTS;
     this.routeList = new RouteListBuilder(this.ports);
-    this.finalRoutes = new FinalRoutes(this.ports);
   }
 
   /**
@@ -162,9 +167,9 @@ export class MeshTranslator {
     try {
       switch (kind) {
         case 'cluster':
-          return { kind, translation: translateCluster(resource as Cluster, this.options) };
+          return { kind, translation: keptCluster(name, translateCluster(resource as Cluster, this.options)) };
         case 'endpoint':
-          return { kind, translation: translateClusterLoadAssignment(resource as ClusterLoadAssignment) };
+          return { kind, translation: keptEndpoints(translateClusterLoadAssignment(resource as ClusterLoadAssignment)) };
         case 'listener':
           return { kind, translation: translateListener(resource as Listener, this.options.skipFilters) };
         case 'route':
@@ -194,6 +199,8 @@ export class MeshTranslator {
     } catch (err) {
       this.resync();
       throw err;
+    } finally {
+      releaseInflatedRoutes();
     }
   }
 
@@ -243,7 +250,7 @@ export class MeshTranslator {
     else this.failures.delete(key);
     const translation = prepared && 'translation' in prepared ? prepared.translation : undefined;
     if (kind === 'cluster') this.setCluster(name, translation as ClusterTranslation | undefined);
-    else if (kind === 'endpoint') this.setEndpoints(name, translation as EndpointsTranslation | undefined);
+    else if (kind === 'endpoint') this.setEndpoints(name, translation as KeptEndpoints | undefined);
     else if (kind === 'listener') this.setListener(name, translation as ListenerTranslation | undefined);
     else this.setRouteConfig(name, translation as RouteConfigEntry | undefined);
   }
@@ -264,7 +271,7 @@ export class MeshTranslator {
     this.dirtyClusters.add(name);
   }
 
-  private setEndpoints(name: string, translation: EndpointsTranslation | undefined): void {
+  private setEndpoints(name: string, translation: KeptEndpoints | undefined): void {
     const had = this.endpoints.has(name);
     if (translation) this.endpoints.set(name, translation);
     else this.endpoints.delete(name);
@@ -302,11 +309,16 @@ export class MeshTranslator {
   }
 
   private prepareRouteConfig(name: string, rc: RouteConfiguration, bytes: Uint8Array | undefined): RouteConfigEntry {
-    // bytes are a copy: a view would keep the whole response alive
-    const entry: RouteConfigEntry = { source: bytes ? Uint8Array.prototype.slice.call(bytes) : rc, byScope: new Map() };
+    const entry: RouteConfigEntry = { source: bytes ? deflateRawSync(bytes, { level: 1 }) : rc, byScope: new Map() };
     // translated now for the scopes the listeners serve it on, while it is decoded
-    for (const scope of this.scopesOf(name)) entry.byScope.set(scopeKey(scope), translateRouteConfiguration(rc, scope, this.ports));
+    for (const scope of this.scopesOf(name)) entry.byScope.set(scopeKey(scope), this.keep(translateRouteConfiguration(rc, scope, this.ports)));
     return entry;
+  }
+
+  /** Kept routes name their clusters with the cluster translations' strings (one copy per name). */
+  private keep(t: RouteConfigTranslation): KeptRouteConfig {
+    for (const r of t.routes) r.clusters = r.clusters.map((c) => this.clusters.get(c)?.clusterName ?? c);
+    return keepRouteConfig(t);
   }
 
   private scopesOf(routeConfigName: string): RouteScope[] {
@@ -334,7 +346,7 @@ export class MeshTranslator {
     const dirtyClusters = full ? new Set([...this.clusters.keys(), ...this.dirtyClusters]) : this.dirtyClusters;
     for (const name of dirtyClusters) {
       this.dirtyUpstreams.add(name);
-      for (const id of this.routesByCluster.get(name) ?? []) dirtyRoutes.add(id);
+      for (const id of each(this.routesByCluster.get(name))) dirtyRoutes.add(id);
     }
     for (const name of this.dirtyUpstreams) this.assembleUpstream(name, upstreams);
     for (const id of dirtyRoutes) this.assembleRoute(id, routes);
@@ -358,8 +370,8 @@ export class MeshTranslator {
         let t = entry.byScope.get(key);
         if (!t) {
           let rc = decoded.get(entry);
-          if (!rc) decoded.set(entry, (rc = entry.source instanceof Uint8Array ? decodeMessage<RouteConfiguration>(TYPE_URL.route, entry.source) : entry.source));
-          entry.byScope.set(key, (t = translateRouteConfiguration(rc, scope, this.ports)));
+          if (!rc) decoded.set(entry, (rc = Buffer.isBuffer(entry.source) ? decodeMessage<RouteConfiguration>(TYPE_URL.route, inflateRawSync(entry.source)) : entry.source));
+          entry.byScope.set(key, (t = this.keep(translateRouteConfiguration(rc, scope, this.ports))));
         }
         let keys = used.get(entry);
         if (!keys) used.set(entry, (keys = new Set()));
@@ -375,31 +387,27 @@ export class MeshTranslator {
     }
     this.listNotes = list.notes;
 
-    const slots = new Map<string, TranslatedRoute[]>();
-    const byCluster = new Map<string, string[]>();
+    const slots = new Map<string, OneOrMore<KeptRoute>>();
+    const byCluster = new Map<string, OneOrMore<string>>();
     const derived = new Map<string, RouteUpstreamSettings>();
     const conflicts: Array<{ cluster: string; note: TranslationNote }> = [];
     for (const r of list.routes) {
-      const id = r.route.id;
-      const slot = slots.get(id);
-      if (slot) slot.push(r);
-      else slots.set(id, [r]);
+      add(slots, r.id, r);
       // Settings Envoy keeps per route but APISIX per upstream: the first route that names a
       // cluster decides; a disagreeing later route is reported.
       for (const name of r.clusters) {
         const ids = byCluster.get(name);
-        if (!ids) byCluster.set(name, [id]);
-        else if (ids[ids.length - 1] !== id) ids.push(id);
+        if (ids !== r.id && !(Array.isArray(ids) && ids[ids.length - 1] === r.id)) add(byCluster, name, r.id);
         const previous = derived.get(name);
         if (!previous) derived.set(name, r.upstreamSettings);
         else if (!sameSettings(previous, r.upstreamSettings)) {
-          conflicts.push({ cluster: name, note: { kind: 'cluster', name, reason: 'conflicting-route-settings', detail: `routes disagree on retries or hash key; route ${r.route.name} is not honoured for them`, skipped: false } });
+          conflicts.push({ cluster: name, note: { kind: 'cluster', name, reason: 'conflicting-route-settings', detail: `routes disagree on retries or hash key; route ${routeObject(r).name} is not honoured for them`, skipped: false } });
         }
       }
     }
     for (const [id, slot] of slots) {
       const before = this.slots.get(id);
-      if (full || !before || before.length !== slot.length || before.some((r, i) => r !== slot[i])) dirtyRoutes.add(id);
+      if (full || !sameSlot(before, slot)) dirtyRoutes.add(id);
     }
     for (const id of this.slots.keys()) {
       if (slots.has(id)) continue;
@@ -432,15 +440,15 @@ export class MeshTranslator {
     let nodes = t.inlineNodes;
     const notes: TranslationNote[] = [];
     if (!nodes) {
-      const et = this.endpoints.get(t.edsServiceName ?? name);
-      if (!et) {
+      const kept = this.endpoints.get(t.edsServiceName ?? name);
+      if (kept === undefined) {
         // Envoy keeps an EDS cluster warming until its assignment arrives; so does the agent.
         this.upstreamNotes.set(name, [{ kind: 'cluster', name, reason: 'endpoints-pending', detail: 'no ClusterLoadAssignment received yet', skipped: true }]);
         out.set(t.upstream.id, null);
         return;
       }
-      notes.push(...et.notes);
-      nodes = et.nodes;
+      if (typeof kept !== 'string') notes.push(...kept.notes);
+      nodes = JSON.parse(typeof kept === 'string' ? kept : kept.nodes) as ApisixNode[];
     }
     const assembled = assembleUpstream(t, nodes, this.derived.get(name));
     notes.push(...assembled.notes);
@@ -451,7 +459,7 @@ export class MeshTranslator {
   private assembleRoute(id: string, out: Map<string, ApisixRoute | null>): void {
     let route: ApisixRoute | null = null;
     const notes: TranslationNote[] = [];
-    for (const r of this.slots.get(id) ?? []) {
+    for (const r of each(this.slots.get(id))) {
       const main = r.clusters[0] !== undefined ? this.clusters.get(r.clusters[0]) : undefined;
       const passthrough = r.clusters.length === 1 ? main?.originalDestination : undefined;
       if (!passthrough) {
@@ -460,12 +468,12 @@ export class MeshTranslator {
           const why = missing.map((c) => (this.clusters.has(c) ? `${c} (not translatable or waiting for endpoints)` : `${c} (unknown cluster)`)).join(', ');
           // a weighted split between an original destination and a service has no APISIX form
           const reason = missing.some((c) => this.clusters.get(c)?.originalDestination) ? 'passthrough-split' : 'cluster-unavailable';
-          notes.push({ kind: 'route', name: r.route.name, reason, detail: why, skipped: true });
+          notes.push({ kind: 'route', name: routeObject(r).name, reason, detail: why, skipped: true });
           continue;
         }
       }
       const target: RouteTarget = passthrough ? { passthrough } : { connect: main?.upstream?.timeout?.connect, limits: main?.limits };
-      route = this.finalRoutes.route(r, target);
+      route = finalRoute(r, target, this.ports);
     }
     if (notes.length) this.routeNotes.set(id, notes);
     else this.routeNotes.delete(id);
@@ -481,6 +489,46 @@ export class MeshTranslator {
     for (const notes of this.routeNotes.values()) out.push(...notes);
     return out;
   }
+}
+
+/**
+ * An assignment's nodes as the translator keeps them: their JSON (a third of the objects' memory),
+ * with the notes when there are any. Parsed when an upstream is assembled.
+ */
+type KeptEndpoints = string | { nodes: string; notes: TranslationNote[] };
+
+function keptEndpoints(t: EndpointsTranslation): KeptEndpoints {
+  const nodes = JSON.stringify(t.nodes);
+  return t.notes.length ? { nodes, notes: t.notes } : nodes;
+}
+
+const NO_NOTES: TranslationNote[] = [];
+
+/** A cluster translation sharing what it can: its EDS name is mostly its own name, its notes mostly none. */
+function keptCluster(name: string, t: ClusterTranslation): ClusterTranslation {
+  if (t.edsServiceName === name) t.edsServiceName = name;
+  if (t.notes.length === 0) t.notes = NO_NOTES;
+  return t;
+}
+
+/** One value, or several: most keys of the translator's indexes have one, and an array each would cost memory. */
+type OneOrMore<T> = T | T[];
+
+function add<T>(map: Map<string, OneOrMore<T>>, key: string, value: T): void {
+  const now = map.get(key);
+  if (now === undefined) map.set(key, value);
+  else if (Array.isArray(now)) now.push(value);
+  else map.set(key, [now, value]);
+}
+
+function each<T>(values: OneOrMore<T> | undefined): readonly T[] {
+  return values === undefined ? [] : Array.isArray(values) ? values : [values];
+}
+
+function sameSlot(a: OneOrMore<KeptRoute> | undefined, b: OneOrMore<KeptRoute>): boolean {
+  if (a === b) return true;
+  if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+  return a.every((r, i) => r === b[i]);
 }
 
 /** One-shot translation of a whole xDS state (the reference the incremental path is compared with). */

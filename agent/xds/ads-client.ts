@@ -59,13 +59,14 @@ interface TypeState {
   nonce: string;
   /** subscribed names, sorted (EDS/RDS); wildcard types keep this empty */
   names: string[];
-  subscribed: Set<string>;
+  /** the same names, each to itself: a resource is kept under the name's string it was subscribed with (one copy per name) */
+  subscribed: Map<string, string>;
   /** `resource_names` of every request, encoded once per change of the names (ACKs repeat them) */
   encodedNames: Uint8Array;
   /** resource name → digest of its bytes */
   digests: Map<string, string>;
-  /** a cluster's EDS name, a listener's RDS names */
-  refs: Map<string, readonly string[]>;
+  /** a cluster's EDS name, a listener's RDS names (one name is kept as such, not in an array) */
+  refs: Map<string, string | readonly string[]>;
   received: boolean;
 }
 
@@ -103,7 +104,7 @@ export interface AdsStats {
  */
 export class AdsClient extends EventEmitter {
   private readonly state = new Map<XdsKind, TypeState>(
-    KINDS.map((k) => [k, { version: '', nonce: '', names: [], subscribed: new Set(), encodedNames: new Uint8Array(), digests: new Map(), refs: new Map(), received: false }]),
+    KINDS.map((k) => [k, { version: '', nonce: '', names: [], subscribed: new Map(), encodedNames: new Uint8Array(), digests: new Map(), refs: new Map(), received: false }]),
   );
   private readonly client: grpc.Client;
   private readonly requestType: protobuf.Type;
@@ -290,7 +291,7 @@ export class AdsClient extends EventEmitter {
           continue;
         }
         s.digests.set(name, held.digest);
-        if (held.refs.length) s.refs.set(name, held.refs);
+        if (held.refs.length) s.refs.set(name, held.refs.length === 1 ? held.refs[0]! : held.refs);
         else s.refs.delete(name);
       }
       s.received = true;
@@ -320,7 +321,7 @@ export class AdsClient extends EventEmitter {
     const s = this.state.get(kind)!;
     const sorted = [...new Set(names)].sort();
     if (sorted.length === s.names.length && sorted.every((n, i) => n === s.names[i])) return;
-    const keep = new Set(sorted);
+    const keep = new Map(sorted.map((n) => [n, n]));
     const removed = [...s.digests.keys()].filter((name) => !keep.has(name));
     for (const name of removed) s.digests.delete(name);
     if (removed.length) this.emit('changes', { kind, changed: new Map(), removed } satisfies XdsChange<unknown>);
@@ -346,7 +347,8 @@ export class AdsClient extends EventEmitter {
     const refs = REFS[kind] as ((resource: unknown) => readonly string[]) | undefined;
     const lastGood = (name: string): Held | undefined => {
       const digest = s.digests.get(name);
-      return digest === undefined ? undefined : { digest, refs: s.refs.get(name) ?? NO_REFS };
+      const refs = s.refs.get(name) ?? NO_REFS;
+      return digest === undefined ? undefined : { digest, refs: typeof refs === 'string' ? [refs] : refs };
     };
     const out = new Map<string, Held>();
     const changed = new Map<string, unknown>();
@@ -392,9 +394,10 @@ export class AdsClient extends EventEmitter {
         if (good) out.set(result.name, good);
         return;
       }
-      const name = result.name;
+      const name = s.subscribed.get(result.name) ?? result.name;
       if (duplicate(name)) return;
-      out.set(name, { digest, refs: refs?.(result.value) ?? NO_REFS });
+      // a name equal to the resource's own is the same string (an EDS cluster's, mostly)
+      out.set(name, { digest, refs: refs?.(result.value).map((ref) => (ref === name ? name : ref)) ?? NO_REFS });
       changed.set(name, this.prepare(kind, name, result.value, bytes));
     });
     return whole ? { accepted: out, changed, errors } : { changed: new Map(), errors };
