@@ -384,7 +384,7 @@ export class KvStore {
     const lease = p.ignoreLease ? prev!.lease : p.lease && p.lease !== '0' ? LeaseTable.normaliseId(p.lease) : '0';
     const rev = w.revision;
     const kv: KeyValue = {
-      key: p.key,
+      key: prev ? prev.key : p.key, // one string per key, not one per version
       createRevision: prev ? prev.createRevision : rev,
       modRevision: rev,
       version: prev ? prev.version + 1 : 1,

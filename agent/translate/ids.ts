@@ -7,7 +7,9 @@ import { createHash } from 'node:crypto';
  * a collision among 10^5 objects has odds of about 1 in 10^9.
  */
 export function stableId(...parts: string[]): string {
-  return createHash('sha256').update(parts.join('\0')).digest('hex').slice(0, 16);
+  // hex of the first 8 bytes: a flat 16-character string (a slice of the 64-character hex digest
+  // would keep the whole digest alive, and ids are kept per object)
+  return createHash('sha256').update(parts.join('\0')).digest().toString('hex', 0, 8);
 }
 
 export function upstreamId(clusterName: string): string {
