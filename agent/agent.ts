@@ -104,9 +104,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // milliseconds the clock outruns the agent's revisions (at most one per coalescing window,
   // >= 100 ms by default) however long the previous process ran; it stays far below 2^53.
   // History only serves APISIX watches that resume a few revisions back (a watch further back is
-  // answered "compacted" and APISIX reloads everything): 16 MiB keeps ~3 revisions in which every
-  // endpoint of 10,000 services changed; the default (256 MiB, 100,000 events) kept ~9 of them.
-  const store = new KvStore({ initialRevision: Date.now(), maxHistoryBytes: 16 * 1024 * 1024 });
+  // answered "compacted" and APISIX reloads everything): 8 MiB (counted as keys + values + 64 bytes
+  // an event; ~1.4x that in memory) keeps 1-2 revisions in which every endpoint of 10,000 services
+  // changed, ~10 at 2,000 services, thousands of one-endpoint revisions; 16 MiB cost ~12 MiB more
+  // at 10,000 services; the default (256 MiB, 100,000 events) kept ~9 full pushes.
+  const store = new KvStore({ initialRevision: Date.now(), maxHistoryBytes: 8 * 1024 * 1024 });
   const translator = new MeshTranslator({
     podIp: options.identity.podIp,
     ...(options.capturePorts ? { ports: options.capturePorts } : {}),
