@@ -28,7 +28,11 @@ const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers']);
  * deletes (APISIX never sees a route whose upstream is missing, within the revision or after it).
  */
 export function applyOrder(a: StoreWrite, b: StoreWrite): number {
-  return rank(a) - rank(b) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+  return rank(a) - rank(b) || byKey(a, b);
+}
+
+function byKey(a: StoreWrite, b: StoreWrite): number {
+  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 }
 
 function rank(w: StoreWrite): number {
@@ -94,7 +98,7 @@ export class StoreApplier {
       if (key.startsWith(UPSTREAMS) && key !== UPSTREAMS) counts.upstreams += delta;
       else if (key.startsWith(ROUTES) && key !== ROUTES) counts.routes += delta;
     }
-    const revision = batch.commit(applyOrder);
+    const revision = batch.commit();
     return { revision, invalid: [...this.invalid.values()], upstreams: counts.upstreams, routes: counts.routes };
   }
 
@@ -249,13 +253,16 @@ class StagedWrites {
     return out;
   }
 
-  commit(order: (a: StoreWrite, b: StoreWrite) => number): number {
+  /** One revision, in `applyOrder` (ranked once per write: a comparator ranking both sides of every comparison took ~60 ms for 20,000 writes). */
+  commit(): number {
     if (this.writes.size === 0) return this.store.revision;
-    return this.store.write([...this.writes.values()].sort(order));
+    const byRank: StoreWrite[][] = [[], [], [], [], [], []];
+    for (const w of this.writes.values()) byRank[rank(w)]!.push(w);
+    return this.store.write(byRank.flatMap((writes) => writes.sort(byKey)));
   }
 
-  private stored(key: string): Uint8Array | undefined {
-    const kv = this.store.range({ key: keyFromText(key) }).kvs[0];
+  private stored(key: string): Buffer | undefined {
+    const kv = this.store.get(keyFromText(key));
     return kv ? Buffer.from(kv.value.buffer, kv.value.byteOffset, kv.value.byteLength) : undefined;
   }
 }

@@ -24,30 +24,39 @@ export interface KeptRouteConfig {
 
 type RouteText = string | { block: TextBlock; line: number };
 
-/** Lines of JSON deflated together; inflated on first use until `releaseInflatedRoutes`. */
+/**
+ * Routes' JSON, deflated together; inflated on first use until `releaseInflatedRoutes`. The objects
+ * they were made from stay until then too: the assembly that follows a translation uses them
+ * (parsing 10,000 routes back took ~60 ms).
+ */
 class TextBlock {
   private readonly deflated: Buffer;
   private lines: string[] | undefined;
+  private objects: ApisixRoute[] | undefined;
 
-  constructor(lines: string[]) {
+  constructor(routes: ApisixRoute[]) {
     // JSON text has no raw line breaks (JSON.stringify escapes them in strings)
-    this.deflated = deflateRawSync(lines.join('\n'), { level: 1 });
+    this.deflated = deflateRawSync(routes.map((r) => JSON.stringify(r)).join('\n'), { level: 1 });
+    this.objects = routes;
+    inflated.add(this);
   }
 
-  line(i: number): string {
+  route(i: number): ApisixRoute {
+    if (this.objects) return this.objects[i]!;
     if (!this.lines) {
       this.lines = inflateRawSync(this.deflated).toString('utf8').split('\n');
       inflated.add(this);
     }
-    return this.lines[i]!;
+    return JSON.parse(this.lines[i]!) as ApisixRoute;
   }
 
   release(): void {
     this.lines = undefined;
+    this.objects = undefined;
   }
 }
 
-/** blocks inflated since the last release */
+/** blocks inflated (or made) since the last release */
 const inflated = new Set<TextBlock>();
 
 /** Drops the inflated texts (the translator calls it after each assembly). */
@@ -69,14 +78,14 @@ export function keepRoute(r: TranslatedRoute): KeptRoute {
 export function keepRouteConfig(t: RouteConfigTranslation): KeptRouteConfig {
   const notes = t.notes.length ? t.notes : NO_NOTES;
   if (t.routes.length < 2) return { routes: t.routes.map(keepRoute), notes };
-  const block = new TextBlock(t.routes.map((r) => JSON.stringify(r.route)));
+  const block = new TextBlock(t.routes.map((r) => r.route));
   const routes = t.routes.map((r, line): KeptRoute => ({ id: r.route.id, clusters: r.clusters, upstreamSettings: sharedSettings(r.upstreamSettings), text: { block, line } }));
   return { routes, notes };
 }
 
-/** The route's APISIX object (a new one every time: the caller may change it). */
+/** The route's APISIX object, not to be changed (it may be the one it was kept from). */
 export function routeObject(r: KeptRoute): ApisixRoute {
-  return JSON.parse(typeof r.text === 'string' ? r.text : r.text.block.line(r.text.line)) as ApisixRoute;
+  return typeof r.text === 'string' ? (JSON.parse(r.text) as ApisixRoute) : r.text.block.route(r.text.line);
 }
 
 function sharedSettings(settings: RouteUpstreamSettings): RouteUpstreamSettings {
