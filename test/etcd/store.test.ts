@@ -318,3 +318,22 @@ describe('KvStore range index', () => {
     );
   });
 });
+
+describe('KvStore duplicate writes in one transaction', () => {
+  it('refuses a key both put and deleted (alone or in a deleted range), passes deletes and puts of other keys', () => {
+    const store = new KvStore();
+    store.write(Array.from({ length: 100 }, (_, i): StoreWrite => ({ op: 'put', key: `/old/${i}`, value: 'x' })));
+    const put = (key: string) => ({ put: { key, value: bytes('y') } });
+    const refused = [
+      [put('/old/1'), { deleteRange: { key: '/old/1' } }],
+      [{ deleteRange: { key: '/old/1' } }, put('/old/1')],
+      [{ deleteRange: { key: '/old/', rangeEnd: prefixEnd('/old/') } }, put('/old/7')],
+      [put('/z'), { deleteRange: { key: '/a', rangeEnd: '\0' } }],
+    ];
+    for (const success of refused) expect(() => store.txn({ compare: [], success, failure: [] }), JSON.stringify(success)).toThrow(StoreError);
+    const before = store.revision;
+    const revision = store.txn({ compare: [], success: [...Array.from({ length: 100 }, (_, i) => ({ deleteRange: { key: `/old/${i}` } })), ...Array.from({ length: 100 }, (_, i) => put(`/new/${i}`)), { deleteRange: { key: '/p/', rangeEnd: prefixEnd('/p/') } }], failure: [] }).revision;
+    expect(revision).toBe(before + 1);
+    expect(Object.keys(contents(store))).toEqual(Array.from({ length: 100 }, (_, i) => `/new/${i}`).sort());
+  });
+});
