@@ -1,20 +1,15 @@
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from '../xds/envoy-types.js';
-import { TYPE_URL, type XdsKind } from '../xds/protos.js';
-import { decodeMessage } from '../xds/codec.js';
-import type { ApisixNode, ApisixRoute, ApisixUpstream, TranslationNote } from './apisix-types.js';
-import { translateCluster, type ClusterContext, type ClusterTranslation } from './cluster.js';
-import { translateClusterLoadAssignment, type EndpointsTranslation } from './endpoints.js';
-import { translateListener, scopeKey, type ListenerTranslation, type RouteScope } from './listener.js';
-import type { SkipList } from '../policy/filter-inventory.js';
+import type { XdsKind } from '../xds/protos.js';
+import type { ApisixRoute, ApisixUpstream, TranslationNote } from './apisix-types.js';
 import { upstreamId } from './ids.js';
-import {
-  translateRouteConfiguration, DEFAULT_CAPTURE_PORTS,
-  type CapturePorts, type RouteConfigTranslation, type RouteUpstreamSettings,
-} from './route-configuration.js';
+import type { RouteUpstreamSettings } from './route-configuration.js';
 import { RouteListBuilder } from './route-list.js';
 import { assembleUpstream, finalRoute, sameSettings, type RouteTarget } from './final-objects.js';
-import { keepRouteConfig, releaseInflatedRoutes, routeObject, type KeptRoute, type KeptRouteConfig } from './kept-routes.js';
+import { releaseInflatedRoutes, routeObject, type KeptRoute } from './kept-routes.js';
+import { newRouteListSession, ResourceTranslations, type PreparedResource, type TranslateOptions } from './resource-translations.js';
+import { add, each, type OneOrMore } from './one-or-more.js';
+
+export type { PreparedResource, TranslateOptions } from './resource-translations.js';
 
 /** The xDS state as decoded objects: one map per type, keyed by resource name. */
 export interface XdsResources {
@@ -22,13 +17,6 @@ export interface XdsResources {
   endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
   listeners: ReadonlyMap<string, Listener>;
   routeConfigs: ReadonlyMap<string, RouteConfiguration>;
-}
-
-export interface XdsResourceByKind {
-  cluster: Cluster;
-  endpoint: ClusterLoadAssignment;
-  listener: Listener;
-  route: RouteConfiguration;
 }
 
 export interface ChangedResource<T> {
@@ -48,15 +36,6 @@ export interface XdsChange<T = PreparedResource> {
   changed: ReadonlyMap<string, T>;
   removed: readonly string[];
 }
-
-/** One resource translated on its own (`MeshTranslator.prepare`), which is what the translator keeps of it. */
-export type PreparedResource =
-  | { kind: 'cluster'; translation: ClusterTranslation }
-  | { kind: 'endpoint'; translation: KeptEndpoints }
-  | { kind: 'listener'; translation: ListenerTranslation }
-  | { kind: 'route'; translation: RouteConfigEntry }
-  /** its translation threw (a bug) */
-  | { kind: XdsKind; failure: string };
 
 /** What APISIX gets: upstreams and routes by id, plus what was left out and why. */
 export interface ApisixConfig {
@@ -78,67 +57,28 @@ export interface ApisixChanges {
   notes: TranslationNote[];
 }
 
-export interface TranslateOptions extends ClusterContext {
-  ports?: CapturePorts;
-  /** filters the operator lets the agent skip although it does not enforce them (insecure) */
-  skipFilters?: SkipList;
-}
-
-export interface RouteConfigEntry {
-  /**
-   * The configuration as it came, to be translated again for a scope a listener adds later: its
-   * bytes deflated (route configurations are large and repetitive: 3 MiB for 10,000 services,
-   * ~10x less deflated), or the decoded object when it came without bytes.
-   */
-  source: Buffer | RouteConfiguration;
-  /** its translation per scope it is served on (scopeKey) */
-  byScope: Map<string, KeptRouteConfig>;
-}
-
-type Sources = { [K in XdsKind]: Map<string, XdsResourceByKind[K]> };
+const KINDS = ['cluster', 'endpoint', 'listener', 'route'] as const;
+const FIELD = { cluster: 'clusters', endpoint: 'endpoints', listener: 'listeners', route: 'routeConfigs' } as const;
 
 /**
  * The translation of the xDS state into APISIX objects, kept up to date by what changes.
  *
- * Each resource is translated once, when it arrives (`ingest`): a cluster, an assignment, a
- * listener, a route configuration (per scope it is served on). Neither the decoded resources nor
- * the objects APISIX gets are kept: the per-resource translations and a few indexes (which clusters
- * take their nodes from an assignment, which routes name a cluster, the settings routes give their
- * upstreams) are what stays. `assemble` then rebuilds only what depends on what changed: one
- * changed assignment is one upstream; a changed cluster is its upstream and the routes naming it; a
- * listener or route configuration rebuilds the list of routes (the routes whose translation did not
- * change keep their identity).
+ * Each resource is translated once, when it arrives (`prepare`, then `ingest`; see
+ * resource-translations.ts). Neither the decoded resources nor the objects APISIX gets are kept:
+ * the per-resource translations and a few indexes (which routes name a cluster, the settings routes
+ * give their upstreams) are what stays. `assemble` then rebuilds only what depends on what changed:
+ * one changed assignment is one upstream; a changed cluster is its upstream and the routes naming
+ * it; a listener or route configuration rebuilds the list of routes (the routes whose translation
+ * did not change keep their identity and are not rebuilt).
  *
  * The result is a pure function of the xDS state: assembling after any sequence of changes gives
  * what a fresh translator gives for the final state (tested, with random sequences).
  */
 export class MeshTranslator {
-  private readonly ports: CapturePorts;
-  private readonly clusters = new Map<string, ClusterTranslation>();
-  private readonly endpoints = new Map<string, KeptEndpoints>();
-  private readonly listeners = new Map<string, ListenerTranslation>();
-  private readonly routeConfigs = new Map<string, RouteConfigEntry>();
-  /** resources whose translation threw (a bug): nothing is assembled while one is here */
-  private readonly failures = new Map<string, string>();
-  /** the notes of cluster translations, for the clusters that have some */
-  private readonly clusterNotes = new Map<string, TranslationNote[]>();
-  /** EDS name → the cluster (nearly always one) or clusters that take their nodes from it */
-  private readonly edsUsers = new Map<string, string | string[]>();
-  /** route configuration name → the scopes the listeners serve it on (undefined: to be recomputed) */
-  private rdsScopes: Map<string, RouteScope[]> | undefined;
-
-  // what changed since the last assembly
-  /** clusters whose upstream and routes must be recomputed */
-  private readonly dirtyClusters = new Set<string>();
-  /** clusters whose upstream alone must be recomputed (their nodes changed) */
-  private readonly dirtyUpstreams = new Set<string>();
-  /** listeners or route configurations changed: the list of routes is rebuilt */
-  private routesStale = true;
+  private readonly resources: ResourceTranslations;
+  private readonly routeList: RouteListBuilder;
   /** the next assembly gives everything (the first one, and after a failure) */
   private full = true;
-
-  // the assembled state
-  private readonly routeList: RouteListBuilder;
   /** route id → the translated route (or routes, in list order: the last one served wins) with that id */
   private slots = new Map<string, OneOrMore<KeptRoute>>();
   /** cluster → the ids of the routes that name it */
@@ -151,12 +91,12 @@ export class MeshTranslator {
   private readonly routeNotes = new Map<string, TranslationNote[]>();
 
   /** `translate`'s state: the objects it was given last, and the whole configuration */
-  private given: Sources | undefined;
+  private given: XdsResources | undefined;
   private view: { upstreams: Map<string, ApisixUpstream>; routes: Map<string, ApisixRoute> } | undefined;
 
-  constructor(private readonly options: TranslateOptions = {}) {
-    this.ports = options.ports ?? DEFAULT_CAPTURE_PORTS;
-    this.routeList = new RouteListBuilder(this.ports);
+  constructor(options: TranslateOptions = {}) {
+    this.resources = new ResourceTranslations(options);
+    this.routeList = new RouteListBuilder(this.resources.ports);
   }
 
   /**
@@ -164,27 +104,13 @@ export class MeshTranslator {
    * resource is not needed any longer. Does not change the translator.
    */
   prepare(kind: XdsKind, name: string, resource: unknown, bytes?: Uint8Array): PreparedResource {
-    try {
-      switch (kind) {
-        case 'cluster':
-          return { kind, translation: keptCluster(name, translateCluster(resource as Cluster, this.options)) };
-        case 'endpoint':
-          return { kind, translation: keptEndpoints(translateClusterLoadAssignment(resource as ClusterLoadAssignment)) };
-        case 'listener':
-          return { kind, translation: translateListener(resource as Listener, this.options.skipFilters) };
-        case 'route':
-          return { kind, translation: this.prepareRouteConfig(name, resource as RouteConfiguration, bytes) };
-      }
-    } catch (err) {
-      // A translator that throws is a bug; the configuration stays as it was until the resource changes.
-      return { kind, failure: `${kind} ${name.slice(0, 200)} not translated: ${(err as Error).message.slice(0, 300)}` };
-    }
+    return this.resources.prepare(kind, name, resource, bytes);
   }
 
   /** Takes what one xDS response changed (prepared by `prepare`). */
   ingest(change: XdsChange): void {
-    for (const name of change.removed) this.set(change.kind, name, undefined);
-    for (const [name, prepared] of change.changed) this.set(change.kind, name, prepared);
+    for (const name of change.removed) this.resources.set(change.kind, name, undefined);
+    for (const [name, prepared] of change.changed) this.resources.set(change.kind, name, prepared);
   }
 
   /**
@@ -192,8 +118,8 @@ export class MeshTranslator {
    * when a resource could not be translated; the next call then gives everything again.
    */
   assemble(): ApisixChanges {
-    const failure = this.failures.values().next();
-    if (!failure.done) throw new Error(failure.value);
+    const failure = this.resources.failure();
+    if (failure !== undefined) throw new Error(failure);
     try {
       return this.assembleChanges();
     } catch (err) {
@@ -207,7 +133,6 @@ export class MeshTranslator {
   /** The next assembly gives the whole configuration (after its result could not be applied). */
   resync(): void {
     this.full = true;
-    this.routesStale = true;
   }
 
   /**
@@ -215,15 +140,14 @@ export class MeshTranslator {
    * object identity) is ingested, and the whole configuration returned.
    */
   translate(xds: XdsResources): ApisixConfig {
-    const given = (this.given ??= { cluster: new Map(), endpoint: new Map(), listener: new Map(), route: new Map() });
-    const now: Sources = { cluster: new Map(xds.clusters), endpoint: new Map(xds.endpoints), listener: new Map(xds.listeners), route: new Map(xds.routeConfigs) };
-    for (const kind of ['cluster', 'endpoint', 'listener', 'route'] as const) {
-      const before = given[kind] as Map<string, object>;
-      const after = now[kind] as Map<string, object>;
-      for (const name of before.keys()) if (!after.has(name)) this.set(kind, name, undefined);
-      for (const [name, resource] of after) if (before.get(name) !== resource) this.set(kind, name, this.prepare(kind, name, resource));
+    const given = this.given;
+    for (const kind of KINDS) {
+      const before = (given?.[FIELD[kind]] ?? new Map()) as ReadonlyMap<string, object>;
+      const after = xds[FIELD[kind]] as ReadonlyMap<string, object>;
+      for (const name of before.keys()) if (!after.has(name)) this.resources.set(kind, name, undefined);
+      for (const [name, resource] of after) if (before.get(name) !== resource) this.resources.set(kind, name, this.prepare(kind, name, resource));
     }
-    this.given = now;
+    this.given = { clusters: new Map(xds.clusters), endpoints: new Map(xds.endpoints), listeners: new Map(xds.listeners), routeConfigs: new Map(xds.routeConfigs) };
     const changes = this.assemble();
     const view = (this.view ??= { upstreams: new Map(), routes: new Map() });
     if (changes.full) {
@@ -241,100 +165,6 @@ export class MeshTranslator {
     return { upstreams: new Map(view.upstreams), routes: new Map(view.routes), notes: changes.notes };
   }
 
-  // ---------------------------------------------------------------- per resource
-
-  /** Replaces (or with undefined removes) what the translator holds for a resource. */
-  private set(kind: XdsKind, name: string, prepared: PreparedResource | undefined): void {
-    const key = `${kind}\0${name}`;
-    if (prepared && 'failure' in prepared) this.failures.set(key, prepared.failure);
-    else this.failures.delete(key);
-    const translation = prepared && 'translation' in prepared ? prepared.translation : undefined;
-    if (kind === 'cluster') this.setCluster(name, translation as ClusterTranslation | undefined);
-    else if (kind === 'endpoint') this.setEndpoints(name, translation as KeptEndpoints | undefined);
-    else if (kind === 'listener') this.setListener(name, translation as ListenerTranslation | undefined);
-    else this.setRouteConfig(name, translation as RouteConfigEntry | undefined);
-  }
-
-  private setCluster(name: string, after: ClusterTranslation | undefined): void {
-    const before = this.clusters.get(name);
-    if (before?.edsServiceName !== undefined) this.removeEdsUser(before.edsServiceName, name);
-    if (after) {
-      this.clusters.set(name, after);
-      if (after.edsServiceName !== undefined) this.addEdsUser(after.edsServiceName, name);
-    } else {
-      this.clusters.delete(name);
-    }
-    if (after?.notes.length) this.clusterNotes.set(name, after.notes);
-    else this.clusterNotes.delete(name);
-    // TCP pass-through routes exist only for original-destination clusters
-    if (!!before?.originalDestination !== !!after?.originalDestination) this.routesStale = true;
-    this.dirtyClusters.add(name);
-  }
-
-  private setEndpoints(name: string, translation: KeptEndpoints | undefined): void {
-    const had = this.endpoints.has(name);
-    if (translation) this.endpoints.set(name, translation);
-    else this.endpoints.delete(name);
-    // nodes alone change the upstream; an assignment arriving or leaving decides whether there is one
-    const dirty = had === !!translation ? this.dirtyUpstreams : this.dirtyClusters;
-    const users = this.edsUsers.get(name);
-    if (typeof users === 'string') dirty.add(users);
-    else for (const cluster of users ?? []) dirty.add(cluster);
-  }
-
-  private addEdsUser(edsName: string, cluster: string): void {
-    const users = this.edsUsers.get(edsName);
-    if (users === undefined) this.edsUsers.set(edsName, cluster);
-    else this.edsUsers.set(edsName, [...(typeof users === 'string' ? [users] : users), cluster]);
-  }
-
-  private removeEdsUser(edsName: string, cluster: string): void {
-    const users = this.edsUsers.get(edsName);
-    const left = (typeof users === 'string' ? [users] : (users ?? [])).filter((c) => c !== cluster);
-    if (left.length === 0) this.edsUsers.delete(edsName);
-    else this.edsUsers.set(edsName, left.length === 1 ? left[0]! : left);
-  }
-
-  private setListener(name: string, translation: ListenerTranslation | undefined): void {
-    if (translation) this.listeners.set(name, translation);
-    else this.listeners.delete(name);
-    this.rdsScopes = undefined;
-    this.routesStale = true;
-  }
-
-  private setRouteConfig(name: string, entry: RouteConfigEntry | undefined): void {
-    this.routesStale = true;
-    if (entry) this.routeConfigs.set(name, entry);
-    else this.routeConfigs.delete(name);
-  }
-
-  private prepareRouteConfig(name: string, rc: RouteConfiguration, bytes: Uint8Array | undefined): RouteConfigEntry {
-    const entry: RouteConfigEntry = { source: bytes ? deflateRawSync(bytes, { level: 1 }) : rc, byScope: new Map() };
-    // translated now for the scopes the listeners serve it on, while it is decoded
-    for (const scope of this.scopesOf(name)) entry.byScope.set(scopeKey(scope), this.keep(translateRouteConfiguration(rc, scope, this.ports)));
-    return entry;
-  }
-
-  /** Kept routes name their clusters with the cluster translations' strings (one copy per name). */
-  private keep(t: RouteConfigTranslation): KeptRouteConfig {
-    for (const r of t.routes) r.clusters = r.clusters.map((c) => this.clusters.get(c)?.clusterName ?? c);
-    return keepRouteConfig(t);
-  }
-
-  private scopesOf(routeConfigName: string): RouteScope[] {
-    if (!this.rdsScopes) {
-      this.rdsScopes = new Map();
-      for (const lt of this.listeners.values()) {
-        for (const { routeConfigName: rcName, scope } of lt.rds) {
-          const scopes = this.rdsScopes.get(rcName) ?? [];
-          if (!scopes.some((s) => scopeKey(s) === scopeKey(scope))) scopes.push(scope);
-          this.rdsScopes.set(rcName, scopes);
-        }
-      }
-    }
-    return this.rdsScopes.get(routeConfigName) ?? [];
-  }
-
   // ---------------------------------------------------------------- assembly
 
   private assembleChanges(): ApisixChanges {
@@ -342,49 +172,31 @@ export class MeshTranslator {
     const upstreams = new Map<string, ApisixUpstream | null>();
     const routes = new Map<string, ApisixRoute | null>();
     const dirtyRoutes = new Set<string>();
-    if (this.routesStale || full) this.rebuildRoutes(routes, dirtyRoutes, full);
-    const dirtyClusters = full ? new Set([...this.clusters.keys(), ...this.dirtyClusters]) : this.dirtyClusters;
+    const dirty = this.resources.dirty;
+    if (dirty.routesStale || full) this.rebuildRoutes(routes, dirtyRoutes, full);
+    const dirtyClusters = full ? new Set([...this.resources.clusters.keys(), ...dirty.clusters]) : dirty.clusters;
     for (const name of dirtyClusters) {
-      this.dirtyUpstreams.add(name);
+      dirty.upstreams.add(name);
       for (const id of each(this.routesByCluster.get(name))) dirtyRoutes.add(id);
     }
-    for (const name of this.dirtyUpstreams) this.assembleUpstream(name, upstreams);
+    for (const name of dirty.upstreams) this.assembleUpstream(name, upstreams);
     for (const id of dirtyRoutes) this.assembleRoute(id, routes);
-    this.dirtyClusters.clear();
-    this.dirtyUpstreams.clear();
-    this.routesStale = false;
+    dirty.clusters.clear();
+    dirty.upstreams.clear();
+    dirty.routesStale = false;
     this.full = false;
     return { full, upstreams, routes, notes: this.notes() };
   }
 
   /** The list of routes from the listeners and route configurations; marks what differs. */
   private rebuildRoutes(routes: Map<string, ApisixRoute | null>, dirtyRoutes: Set<string>, full: boolean): void {
-    const used = new Map<RouteConfigEntry, Set<string>>();
-    const decoded = new Map<RouteConfigEntry, RouteConfiguration>();
+    const session = newRouteListSession();
     const list = this.routeList.build({
-      listeners: this.listeners.values(),
-      routeConfig: (name, scope) => {
-        const entry = this.routeConfigs.get(name);
-        if (!entry) return undefined;
-        const key = scopeKey(scope);
-        let t = entry.byScope.get(key);
-        if (!t) {
-          let rc = decoded.get(entry);
-          if (!rc) decoded.set(entry, (rc = Buffer.isBuffer(entry.source) ? decodeMessage<RouteConfiguration>(TYPE_URL.route, inflateRawSync(entry.source)) : entry.source));
-          entry.byScope.set(key, (t = this.keep(translateRouteConfiguration(rc, scope, this.ports))));
-        }
-        let keys = used.get(entry);
-        if (!keys) used.set(entry, (keys = new Set()));
-        keys.add(key);
-        return t;
-      },
-      isOriginalDestination: (cluster) => !!this.clusters.get(cluster)?.originalDestination,
+      listeners: this.resources.listeners.values(),
+      routeConfig: (name, scope) => this.resources.routeConfig(name, scope, session),
+      isOriginalDestination: (cluster) => !!this.resources.clusters.get(cluster)?.originalDestination,
     });
-    // translations for scopes no listener serves any more are dropped
-    for (const entry of this.routeConfigs.values()) {
-      const keys = used.get(entry);
-      for (const key of entry.byScope.keys()) if (!keys?.has(key)) entry.byScope.delete(key);
-    }
+    this.resources.dropUnusedScopes(session);
     this.listNotes = list.notes;
 
     const slots = new Map<string, OneOrMore<KeptRoute>>();
@@ -414,44 +226,34 @@ export class MeshTranslator {
       routes.set(id, null);
       this.routeNotes.delete(id);
     }
+    const dirtyUpstreams = this.resources.dirty.upstreams;
     for (const [name, settings] of derived) {
       const before = this.derived.get(name);
-      if (!before || !sameSettings(before, settings)) this.dirtyUpstreams.add(name);
+      if (!before || !sameSettings(before, settings)) dirtyUpstreams.add(name);
     }
-    for (const name of this.derived.keys()) if (!derived.has(name)) this.dirtyUpstreams.add(name);
+    for (const name of this.derived.keys()) if (!derived.has(name)) dirtyUpstreams.add(name);
     this.slots = slots;
     this.routesByCluster = byCluster;
     this.derived = derived;
     this.conflicts = conflicts;
   }
 
-  private hasUpstream(cluster: string): boolean {
-    const t = this.clusters.get(cluster);
-    return !!t?.upstream && (!!t.inlineNodes || this.endpoints.has(t.edsServiceName ?? cluster));
-  }
-
   private assembleUpstream(name: string, out: Map<string, ApisixUpstream | null>): void {
-    const t = this.clusters.get(name);
+    const t = this.resources.clusters.get(name);
     this.upstreamNotes.delete(name);
     if (!t?.upstream) {
       out.set(upstreamId(name), null);
       return;
     }
-    let nodes = t.inlineNodes;
-    const notes: TranslationNote[] = [];
+    const nodes = this.resources.nodes(t);
     if (!nodes) {
-      const kept = this.endpoints.get(t.edsServiceName ?? name);
-      if (kept === undefined) {
-        // Envoy keeps an EDS cluster warming until its assignment arrives; so does the agent.
-        this.upstreamNotes.set(name, [{ kind: 'cluster', name, reason: 'endpoints-pending', detail: 'no ClusterLoadAssignment received yet', skipped: true }]);
-        out.set(t.upstream.id, null);
-        return;
-      }
-      if (typeof kept !== 'string') notes.push(...kept.notes);
-      nodes = JSON.parse(typeof kept === 'string' ? kept : kept.nodes) as ApisixNode[];
+      // Envoy keeps an EDS cluster warming until its assignment arrives; so does the agent.
+      this.upstreamNotes.set(name, [{ kind: 'cluster', name, reason: 'endpoints-pending', detail: 'no ClusterLoadAssignment received yet', skipped: true }]);
+      out.set(t.upstream.id, null);
+      return;
     }
-    const assembled = assembleUpstream(t, nodes, this.derived.get(name));
-    notes.push(...assembled.notes);
+    const assembled = assembleUpstream(t, nodes.nodes, this.derived.get(name));
+    const notes = [...nodes.notes, ...assembled.notes];
     if (notes.length) this.upstreamNotes.set(name, notes);
     out.set(t.upstream.id, assembled.upstream);
   }
@@ -459,21 +261,22 @@ export class MeshTranslator {
   private assembleRoute(id: string, out: Map<string, ApisixRoute | null>): void {
     let route: ApisixRoute | null = null;
     const notes: TranslationNote[] = [];
+    const clusters = this.resources.clusters;
     for (const r of each(this.slots.get(id))) {
-      const main = r.clusters[0] !== undefined ? this.clusters.get(r.clusters[0]) : undefined;
+      const main = r.clusters[0] !== undefined ? clusters.get(r.clusters[0]) : undefined;
       const passthrough = r.clusters.length === 1 ? main?.originalDestination : undefined;
       if (!passthrough) {
-        const missing = r.clusters.filter((c) => !this.hasUpstream(c));
+        const missing = r.clusters.filter((c) => !this.resources.hasUpstream(c));
         if (missing.length) {
-          const why = missing.map((c) => (this.clusters.has(c) ? `${c} (not translatable or waiting for endpoints)` : `${c} (unknown cluster)`)).join(', ');
+          const why = missing.map((c) => (clusters.has(c) ? `${c} (not translatable or waiting for endpoints)` : `${c} (unknown cluster)`)).join(', ');
           // a weighted split between an original destination and a service has no APISIX form
-          const reason = missing.some((c) => this.clusters.get(c)?.originalDestination) ? 'passthrough-split' : 'cluster-unavailable';
+          const reason = missing.some((c) => clusters.get(c)?.originalDestination) ? 'passthrough-split' : 'cluster-unavailable';
           notes.push({ kind: 'route', name: routeObject(r).name, reason, detail: why, skipped: true });
           continue;
         }
       }
       const target: RouteTarget = passthrough ? { passthrough } : { connect: main?.upstream?.timeout?.connect, limits: main?.limits };
-      route = finalRoute(r, target, this.ports);
+      route = finalRoute(r, target, this.resources.ports);
     }
     if (notes.length) this.routeNotes.set(id, notes);
     else this.routeNotes.delete(id);
@@ -482,47 +285,13 @@ export class MeshTranslator {
 
   private notes(): TranslationNote[] {
     const out: TranslationNote[] = [];
-    for (const notes of this.clusterNotes.values()) out.push(...notes);
+    for (const notes of this.resources.clusterNotes) out.push(...notes);
     out.push(...this.listNotes);
-    for (const { cluster, note } of this.conflicts) if (!this.clusters.get(cluster)?.originalDestination) out.push(note);
+    for (const { cluster, note } of this.conflicts) if (!this.resources.clusters.get(cluster)?.originalDestination) out.push(note);
     for (const notes of this.upstreamNotes.values()) out.push(...notes);
     for (const notes of this.routeNotes.values()) out.push(...notes);
     return out;
   }
-}
-
-/**
- * An assignment's nodes as the translator keeps them: their JSON (a third of the objects' memory),
- * with the notes when there are any. Parsed when an upstream is assembled.
- */
-type KeptEndpoints = string | { nodes: string; notes: TranslationNote[] };
-
-function keptEndpoints(t: EndpointsTranslation): KeptEndpoints {
-  const nodes = JSON.stringify(t.nodes);
-  return t.notes.length ? { nodes, notes: t.notes } : nodes;
-}
-
-const NO_NOTES: TranslationNote[] = [];
-
-/** A cluster translation sharing what it can: its EDS name is mostly its own name, its notes mostly none. */
-function keptCluster(name: string, t: ClusterTranslation): ClusterTranslation {
-  if (t.edsServiceName === name) t.edsServiceName = name;
-  if (t.notes.length === 0) t.notes = NO_NOTES;
-  return t;
-}
-
-/** One value, or several: most keys of the translator's indexes have one, and an array each would cost memory. */
-type OneOrMore<T> = T | T[];
-
-function add<T>(map: Map<string, OneOrMore<T>>, key: string, value: T): void {
-  const now = map.get(key);
-  if (now === undefined) map.set(key, value);
-  else if (Array.isArray(now)) now.push(value);
-  else map.set(key, [now, value]);
-}
-
-function each<T>(values: OneOrMore<T> | undefined): readonly T[] {
-  return values === undefined ? [] : Array.isArray(values) ? values : [values];
 }
 
 function sameSlot(a: OneOrMore<KeptRoute> | undefined, b: OneOrMore<KeptRoute>): boolean {
