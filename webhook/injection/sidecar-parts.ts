@@ -151,7 +151,7 @@ export const MESH_IMAGE_ENTRYPOINT = ['node', '/app/dist/cli/main.js'] as const;
 /**
  * V8's defaults let the agent's heap grow far beyond what is live between full collections (each
  * full xDS push turns the previous translations and values into garbage): in a 10,000-service mesh
- * 20 full pushes peaked at 331 MiB RSS; with these flags 188 MiB (with 50 % growth: 217 MiB), full
+ * 20 full pushes peaked at 331 MiB RSS; with these flags 187 MiB (with 50 % growth: 217 MiB), full
  * pushes land in ~1.3 s instead of ~0.8 s, one-endpoint updates cost the same (BENCHMARKS.md).
  * Only on the command line: NODE_OPTIONS refuses --heap-growing-percent.
  */
