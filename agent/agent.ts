@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import * as grpc from '@grpc/grpc-js';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { AdsClient } from './xds/ads-client.js';
 import { buildNode, type NodeIdentity } from './xds/node.js';
@@ -11,20 +9,19 @@ import type { TranslationNote } from './translate/apisix-types.js';
 import { APISIX_PREFIX, StoreApplier, type ApplyResult } from './apply.js';
 import { AgentMetrics } from './metrics.js';
 import { buildStatusServer } from './status-server.js';
+import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-credentials.js';
+import { startWorkloadIdentity, type WorkloadIdentityConfig } from './identity/start-identity.js';
+import type { WorkloadIdentity } from './identity/workload-identity.js';
+import { JwksFetcher } from './policy/jwks-fetcher.js';
 
-export interface XdsTlsOptions {
-  /** PEM file of the mesh root (istio-ca-root-cert's root-cert.pem) */
-  rootCertFile: string;
-  /** projected service-account token (audience istio-ca), re-read for every stream */
-  tokenFile?: string;
-  /** TLS server name when dialling istiod by another name or address */
-  serverName?: string;
-}
+export { xdsCredentials, type XdsTlsOptions };
 
 export interface AgentOptions {
   xdsAddress: string;
   xdsTls?: XdsTlsOptions;
   identity: NodeIdentity;
+  /** Istio's CA, for the workload certificate; absent: no certificate (plaintext setups) */
+  workloadIdentity?: WorkloadIdentityConfig;
   etcdHost: string;
   etcdPort: number;
   statusHost: string;
@@ -50,29 +47,9 @@ export interface RunningAgent {
   /** resolves after the next apply (tests use it to wait for a push to land) */
   applied(): Promise<number>;
   isReady(): boolean;
+  /** the workload certificate (with a CA configured): the TLS listeners take it from here */
+  identity?: WorkloadIdentity;
   close(): Promise<void>;
-}
-
-/** Channel credentials for istiod: plaintext, or TLS with the token and ClusterID as call metadata. */
-export function xdsCredentials(tls: XdsTlsOptions | undefined, clusterId: string): grpc.ChannelCredentials {
-  if (!tls) return grpc.credentials.createInsecure();
-  const root = readFileSync(tls.rootCertFile);
-  const ssl = grpc.credentials.createSsl(root);
-  const tokenFile = tls.tokenFile;
-  const perCall = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
-    const md = new grpc.Metadata();
-    md.set('ClusterID', clusterId);
-    if (tokenFile) {
-      try {
-        md.set('authorization', `Bearer ${readFileSync(tokenFile, 'utf8').trim()}`); // tokens rotate
-      } catch (err) {
-        callback(err as Error);
-        return;
-      }
-    }
-    callback(null, md);
-  });
-  return grpc.credentials.combineChannelCredentials(ssl, perCall);
 }
 
 /**
@@ -84,9 +61,13 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   let ready = false;
   let currentNotes: TranslationNote[] = [];
   let versions: () => Record<string, string> = () => ({});
+  let identity: WorkloadIdentity | undefined;
+  // with a CA, traffic needs the workload certificate as much as the configuration
+  const isReady = () => ready && (identity?.isReady() ?? true);
   const status: FastifyInstance = buildStatusServer(
     {
-      ready: () => ready,
+      ready: isReady,
+      notReadyReason: () => (!ready ? 'waiting for the first complete configuration from istiod' : 'waiting for the workload certificate from the CA'),
       debugConfig: () => ({
         ready,
         storeRevision: store.revision,
@@ -115,11 +96,16 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     ...(options.skipFilters ? { skipFilters: options.skipFilters } : {}),
   });
   const applier = new StoreApplier(store);
+  // remote JWKS of RequestAuthentication providers: fetched here, handed to APISIX as keys
+  const jwks = new JwksFetcher({
+    onChange: () => schedule(),
+    logger: { info: (m) => logger.info(m), warn: (m) => logger.warn(m) },
+  });
   const client = new AdsClient({
     address: options.xdsAddress,
     node: buildNode(options.identity, options.version ?? 'dev'),
     credentials: xdsCredentials(options.xdsTls, options.identity.clusterId),
-    ...(options.xdsTls?.serverName ? { channelOptions: { 'grpc.ssl_target_name_override': options.xdsTls.serverName, 'grpc.default_authority': options.xdsTls.serverName } } : {}),
+    channelOptions: serverNameOptions(options.xdsTls?.serverName),
     ...(options.backoff ? { backoff: options.backoff } : {}),
     ...(options.warmingTimeoutMs !== undefined ? { warmingTimeoutMs: options.warmingTimeoutMs } : {}),
     logger: { info: (m) => logger.info(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
@@ -148,6 +134,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     let changes: ApisixChanges;
     let result: ApplyResult;
     try {
+      translator.useRemoteJwks(jwks.states());
       changes = translator.assemble();
       result = applier.applyChanges(changes);
     } catch (err) {
@@ -162,6 +149,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       stop();
     }
     currentNotes = [...changes.notes, ...result.invalid];
+    jwks.want(changes.remoteJwks);
     metrics.applies.inc();
     metrics.storeRevision.set(store.revision);
     metrics.objects.set({ kind: 'upstream' }, result.upstreams);
@@ -225,6 +213,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       metrics.storeRevision.set(store.revision);
     });
     await status.listen({ host: options.statusHost, port: options.statusPort });
+    if (options.workloadIdentity) identity = startWorkloadIdentity(options.workloadIdentity, options.identity, metrics.registry, logger);
   } catch (err) {
     await etcd?.close();
     await status.close();
@@ -232,7 +221,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   }
   const statusAddress = status.server.address();
   const statusPort = typeof statusAddress === 'object' && statusAddress ? statusAddress.port : options.statusPort;
-  logger.info(`etcd API on ${options.etcdHost}:${etcd.httpPort}, status on ${options.statusHost}:${statusPort}, xDS from ${options.xdsAddress}${options.xdsTls ? ' (TLS)' : ' (plaintext)'}`);
+  logger.info(`etcd API on ${options.etcdHost}:${etcd.httpPort}, status on ${options.statusHost}:${statusPort}, xDS from ${options.xdsAddress}${options.xdsTls ? ' (TLS)' : ' (plaintext)'}, ${identity ? `workload certificate for ${identity.spiffeId} from ${options.workloadIdentity!.caAddress}` : 'no workload certificate (no CA)'}`);
   client.start();
 
   let closed = false;
@@ -240,13 +229,16 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     store,
     etcdPort: etcd.httpPort,
     statusPort,
-    isReady: () => ready,
+    isReady,
+    ...(identity ? { identity } : {}),
     applied: () => new Promise<number>((resolve) => waiters.push(resolve)),
     async close() {
       if (closed) return;
       closed = true;
       if (timer) clearTimeout(timer);
+      jwks.close();
       client.stop();
+      identity?.stop();
       await status.close();
       await etcd!.close();
     },

@@ -3,25 +3,28 @@ import { keyFromText, keyToText, prefixEnd } from './store/keys.js';
 import type { ApisixChanges, ApisixConfig } from './translate/snapshot.js';
 import type { ApisixRoute, ApisixUpstream, TranslationNote } from './translate/apisix-types.js';
 import { validateApisix } from './schema/validate.js';
+import type { L4Listener } from './l4/assemble.js';
 
 /** APISIX 3.x's key layout under its etcd prefix. */
 export const APISIX_PREFIX = '/apisix/';
 const UPSTREAMS = `${APISIX_PREFIX}upstreams/`;
 const ROUTES = `${APISIX_PREFIX}routes/`;
+/** the L4 front's listeners (agent/l4/), read by the sidecar's Lua in APISIX's stream workers */
+const L4 = `${APISIX_PREFIX}mesh_l4/`;
 /**
  * Directories APISIX's CLI marks with `init_dir` (kept when present; those of ALWAYS_MARKED always
  * written). A data plane's CLI writes none, and a directory without its marker is missing from
  * the configuration APISIX's workers load at start: it stays unloaded (`values` nil) until that
  * worker's first fetch of it.
  */
-const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams'];
+const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams', 'mesh_l4'];
 /**
  * routes and upstreams: what the agent writes. consumers: APISIX 3.13's Prometheus exporter reads
  * the consumers' list on every scrape and fails (`consumer.lua: attempt to get length of local
  * 'data_list' (a nil value)`, an [error] line and a 500) while it is unloaded, which is the case
  * for a moment after every start without the marker.
  */
-const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers']);
+const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4']);
 
 /**
  * Puts before deletes; upstreams before the routes that use them; route deletes before the upstream
@@ -74,7 +77,7 @@ export class StoreApplier {
 
   /** Makes the store hold exactly `config` (every object named, so each one is encoded). */
   apply(config: ApisixConfig): ApplyResult {
-    return this.applyChanges({ full: true, upstreams: config.upstreams, routes: config.routes, notes: config.notes });
+    return this.applyChanges({ full: true, upstreams: config.upstreams, routes: config.routes, l4: config.l4, notes: config.notes, remoteJwks: config.remoteJwks ?? [] });
   }
 
   /** Writes what changed (`full`: and deletes what `changes` does not name). */
@@ -83,6 +86,11 @@ export class StoreApplier {
     const refused: string[] = [];
     for (const [id, u] of changes.upstreams) this.stageUpstream(batch, `${UPSTREAMS}${id}`, u, refused);
     for (const [id, r] of changes.routes) this.stageRoute(batch, `${ROUTES}${id}`, r);
+    // L4 listeners have no APISIX schema: the Lua that reads them (l4_config.lua) validates their shape
+    for (const [id, l] of changes.l4) {
+      if (l) batch.put(`${L4}${id}`, encode(l));
+      else batch.delete(`${L4}${id}`);
+    }
     if (changes.full) this.dropUnnamed(batch, changes);
     for (const key of refused) this.withholdRoutesTo(batch, key);
     for (const [key, w] of [...this.withheld]) {
@@ -103,8 +111,8 @@ export class StoreApplier {
   }
 
   /** The objects the store holds for APISIX (for /debug/config). */
-  objects(): { upstreams: unknown[]; routes: unknown[] } {
-    return { upstreams: this.values(UPSTREAMS), routes: this.values(ROUTES) };
+  objects(): { upstreams: unknown[]; routes: unknown[]; l4: unknown[] } {
+    return { upstreams: this.values(UPSTREAMS), routes: this.values(ROUTES), l4: this.values(L4) };
   }
 
   private stageUpstream(batch: StagedWrites, key: string, u: ApisixUpstream | null, refused: string[]): void {
@@ -161,7 +169,11 @@ export class StoreApplier {
     const marker = new Set(MARKER_DIRS.map((dir) => `${APISIX_PREFIX}${dir}/`));
     for (const key of this.keys(APISIX_PREFIX)) {
       if (batch.staged(key) || marker.has(key)) continue;
-      const named = key.startsWith(UPSTREAMS) ? changes.upstreams.has(key.slice(UPSTREAMS.length)) : key.startsWith(ROUTES) ? changes.routes.has(key.slice(ROUTES.length)) : false;
+      const named = key.startsWith(UPSTREAMS)
+        ? changes.upstreams.has(key.slice(UPSTREAMS.length))
+        : key.startsWith(ROUTES)
+          ? changes.routes.has(key.slice(ROUTES.length))
+          : key.startsWith(L4) && changes.l4.has(key.slice(L4.length));
       if (!named) batch.delete(key);
     }
     for (const key of [...this.invalid.keys()]) {
@@ -204,7 +216,7 @@ export class StoreApplier {
 
 const INIT_DIR = Buffer.from('init_dir', 'utf8');
 
-function encode(object: ApisixUpstream | ApisixRoute): Buffer {
+function encode(object: ApisixUpstream | ApisixRoute | L4Listener): Buffer {
   return Buffer.from(JSON.stringify(object), 'utf8');
 }
 

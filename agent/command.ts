@@ -4,7 +4,9 @@ import { CliError } from '../cli/errors.js';
 import { packageVersion } from '../cli/version.js';
 import { parseDuration, parseListen } from './etcd/command.js';
 import { nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from './xds/node.js';
+import { SpiffeIdError, workloadSpiffeId } from './identity/spiffe-id.js';
 import type { RunningAgent } from './agent.js';
+import { installLuaModules } from './l4/lua-modules.js';
 
 interface AgentFlags {
   xdsAddress: string;
@@ -13,6 +15,9 @@ interface AgentFlags {
   rootCert: string;
   tokenFile: string;
   xdsServerName?: string;
+  caAddress?: string;
+  trustDomain: string;
+  certTtl: string;
   etcdListen: string;
   statusPort: string;
   statusHost: string;
@@ -23,6 +28,7 @@ interface AgentFlags {
   warmingTimeout: string;
   istioVersion?: string;
   insecureSkipFilters?: string;
+  luaDir?: string;
   logLevel: string;
 }
 
@@ -45,6 +51,21 @@ function parseSkipFilters(value: string | undefined): Set<string> {
   return out;
 }
 
+/** `[host]:port` as gRPC dials it. */
+function dialAddress({ host, port }: { host: string; port: number }): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * `--ca-address`: `none`, HOST:PORT, or by default istiod's TLS port on the xDS host when xDS goes over
+ * TLS (plaintext setups, a test istiod on 15010, have no CA unless one is named).
+ */
+function caAddress(flags: AgentFlags, xdsHost: string): { host: string; port: number } | undefined {
+  if (flags.caAddress === 'none') return undefined;
+  if (flags.caAddress !== undefined) return parseListen('--ca-address', flags.caAddress);
+  return flags.xdsTls ? { host: xdsHost, port: 15012 } : undefined;
+}
+
 /** `apisix-mesh agent`: xDS from istiod → APISIX objects → the store → the etcd v3 API. */
 export function registerAgentCommand(program: Command): void {
   program
@@ -58,9 +79,16 @@ export function registerAgentCommand(program: Command): void {
     )
     .option('--xds-address <host:port>', 'istiod\'s xDS address (15010 plaintext, 15012 TLS)', 'istiod.istio-system.svc:15010')
     .option('--xds-tls', 'dial istiod with TLS, authenticating with the service-account token (istiod port 15012)', false)
-    .option('--root-cert <file>', 'with --xds-tls: the mesh root certificate (PEM) istiod\'s certificate must chain to', '/var/run/secrets/istio/root-cert.pem')
-    .option('--token-file <file>', 'with --xds-tls: projected service-account token (audience istio-ca), re-read for every stream', '/var/run/secrets/tokens/istio-token')
-    .option('--xds-server-name <name>', 'with --xds-tls: the name istiod\'s certificate must carry, when it differs from the address', undefined)
+    .option('--root-cert <file>', 'with --xds-tls or a CA: the mesh root certificate (PEM) istiod\'s certificate must chain to', '/var/run/secrets/istio/root-cert.pem')
+    .option('--token-file <file>', 'with --xds-tls or a CA: projected service-account token (audience istio-ca), re-read for every stream and certificate request', '/var/run/secrets/tokens/istio-token')
+    .option('--xds-server-name <name>', 'with --xds-tls: the name istiod\'s certificate must carry, when it differs from the address (also for the CA on the same host)', undefined)
+    .option(
+      '--ca-address <host:port|none>',
+      'Istio\'s CA, which issues the workload certificate (TLS verified with --root-cert, authenticated with --token-file); ' +
+        'none: no certificate. Default: with --xds-tls the --xds-address host on port 15012, without it none',
+    )
+    .option('--trust-domain <domain>', 'the mesh\'s trust domain: the certificate names the pod spiffe://<domain>/ns/<ns>/sa/<account>', 'cluster.local')
+    .option('--cert-ttl <duration>', 'validity asked for the workload certificate (istiod may grant less); renewed at half its lifetime', '24h')
     .option('--etcd-listen <host:port>', 'where APISIX reaches the etcd v3 API (keep it on loopback)', '127.0.0.1:15379')
     .option('--status-port <port>', 'port of /healthz/ready, /metrics and /debug/config (0: any free port)', '15020')
     .option('--status-host <host>', 'address the status port binds (the kubelet probes it on the pod IP)', '0.0.0.0')
@@ -77,6 +105,7 @@ export function registerAgentCommand(program: Command): void {
         'By default a filter chain carrying any HTTP or network filter the agent does not enforce (RBAC, JWT, ext_authz, ' +
         'rate limits, Lua, Wasm, ...) has its traffic refused with 403; a filter listed here is dropped instead, so its policy is NOT applied',
     )
+    .option('--lua-dir <dir>', 'write the sidecar\'s Lua modules for APISIX (the L4 front on the capture ports) into this directory before starting; the injection shares it with APISIX\'s container')
     .option('--log-level <level>', 'debug, info, warn or error', 'info')
     .action(async (flags: AgentFlags) => {
       if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) {
@@ -91,6 +120,9 @@ export function registerAgentCommand(program: Command): void {
       const capturePorts = { outbound: port('--outbound-port', flags.outboundPort), inbound: port('--inbound-port', flags.inboundPort) };
       const etcd = parseListen('--etcd-listen', flags.etcdListen);
       const statusPort = port('--status-port', flags.statusPort, true);
+      const ca = caAddress(flags, xds.host);
+      const certTtlMs = parseDuration('--cert-ttl', flags.certTtl);
+      if (certTtlMs < 1000) throw new CliError('--cert-ttl: at least 1s');
       let identity;
       try {
         identity = nodeIdentityFromEnv(process.env, flags.istioVersion ? { istioVersion: flags.istioVersion } : {});
@@ -107,19 +139,47 @@ export function registerAgentCommand(program: Command): void {
         if (err instanceof NodeIdentityError) throw new CliError(`pod identity: ${err.message}`);
         throw err;
       }
-      if (flags.xdsTls) {
+      if (ca) {
+        if (!identity.serviceAccount) throw new CliError('pod identity: SERVICE_ACCOUNT is not set, and the workload certificate names it (or --ca-address none)');
+        try {
+          workloadSpiffeId(flags.trustDomain, identity.namespace, identity.serviceAccount);
+        } catch (err) {
+          if (err instanceof SpiffeIdError) throw new CliError(`--trust-domain: ${err.message}`);
+          throw err;
+        }
+      }
+      if (flags.xdsTls || ca) {
         if (!existsSync(flags.rootCert)) throw new CliError(`--root-cert: ${flags.rootCert} does not exist`);
         if (!existsSync(flags.tokenFile)) throw new CliError(`--token-file: ${flags.tokenFile} does not exist`);
       }
+      let luaModules: string[] = [];
+      if (flags.luaDir) {
+        try {
+          luaModules = installLuaModules(flags.luaDir);
+        } catch (err) {
+          throw new CliError(`--lua-dir: cannot write the Lua modules into ${flags.luaDir}: ${(err as Error).message}`, 1);
+        }
+      }
+      const serverName = flags.xdsServerName ? { serverName: flags.xdsServerName } : {};
       // gRPC, the Envoy protos and the schemas load with this command only, not with the whole CLI.
       const [{ pino }, { startAgent }] = await Promise.all([import('pino'), import('./agent.js')]);
       const logger = pino({ level: flags.logLevel, base: { cmd: 'agent' } }, pino.destination(2));
       let agent: RunningAgent;
       try {
         agent = await startAgent({
-          xdsAddress: `${xds.host.includes(':') ? `[${xds.host}]` : xds.host}:${xds.port}`,
-          ...(flags.xdsTls ? { xdsTls: { rootCertFile: flags.rootCert, tokenFile: flags.tokenFile, ...(flags.xdsServerName ? { serverName: flags.xdsServerName } : {}) } } : {}),
+          xdsAddress: dialAddress(xds),
+          ...(flags.xdsTls ? { xdsTls: { rootCertFile: flags.rootCert, tokenFile: flags.tokenFile, ...serverName } } : {}),
           identity,
+          ...(ca
+            ? {
+                workloadIdentity: {
+                  caAddress: dialAddress(ca),
+                  tls: { rootCertFile: flags.rootCert, tokenFile: flags.tokenFile, ...(ca.host === xds.host ? serverName : {}) },
+                  trustDomain: flags.trustDomain,
+                  certTtlMs,
+                },
+              }
+            : {}),
           etcdHost: etcd.host,
           etcdPort: etcd.port,
           statusHost: flags.statusHost,
@@ -135,6 +195,7 @@ export function registerAgentCommand(program: Command): void {
       } catch (err) {
         throw new CliError(`cannot start: ${(err as Error).message}`, 1);
       }
+      if (luaModules.length) logger.info(`agent: ${luaModules.length} Lua modules for APISIX written to ${flags.luaDir}`);
       if (skipFilters.size) {
         logger.warn(`--insecure-skip-filters: ${[...skipFilters].join(', ')} will be dropped from filter chains WITHOUT being enforced`);
       }

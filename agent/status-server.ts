@@ -6,12 +6,14 @@ const QUIET = { logLevel: 'warn' as const };
 
 export interface StatusSource {
   ready(): boolean;
+  /** what the agent still waits for (the 503's body) */
+  notReadyReason?(): string;
   debugConfig(): unknown;
 }
 
 /**
- * The agent's status port: `/healthz/ready` (200 once the first complete snapshot is in the store,
- * 503 before), `/metrics` (Prometheus), `/debug/config` (the current APISIX objects and what was
+ * The agent's status port: `/healthz/ready` (200 once the first complete snapshot is in the store
+ * and, with a CA, the first workload certificate has arrived; 503 before), `/metrics` (Prometheus), `/debug/config` (the current APISIX objects and what was
  * skipped; answered only to loopback clients since it exposes the mesh's configuration).
  */
 export function buildStatusServer(source: StatusSource, metrics: AgentMetrics, logger: FastifyBaseLogger | { level: string }): FastifyInstance {
@@ -21,7 +23,7 @@ export function buildStatusServer(source: StatusSource, metrics: AgentMetrics, l
     : Fastify({ logger: logger as { level: string } });
   app.get('/healthz/ready', QUIET, async (_req, reply) => {
     if (source.ready()) return reply.code(200).type('text/plain').send('ready\n');
-    return reply.code(503).type('text/plain').send('waiting for the first complete configuration from istiod\n');
+    return reply.code(503).type('text/plain').send(`${source.notReadyReason?.() ?? 'waiting for the first complete configuration from istiod'}\n`);
   });
   app.get('/metrics', QUIET, async (_req, reply) => {
     reply.type(metrics.registry.contentType);

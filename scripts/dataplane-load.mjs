@@ -4,8 +4,8 @@
 //
 //   serve HOST PORT BYTES   an HTTP/1.1 server that reads the request body and answers BYTES bytes;
 //                           prints {"ready":true}; ends when stdin closes.
-//   load JSON               {url, bodyBytes, connections, warmupMs, durationMs, rate}: POSTs of
-//                           bodyBytes over at most `connections` keep-alive connections.
+//   load JSON               {url, bodyBytes, connections, warmupMs, durationMs, rate, headers?}: POSTs
+//                           of bodyBytes over at most `connections` keep-alive connections.
 //       rate > 0  open loop: requests are sent on a fixed schedule whether or not earlier ones have
 //                 answered (waiting for a free connection counts), latency from the scheduled time,
 //                 so a stall of the proxy is not hidden (no coordinated omission);
@@ -50,7 +50,7 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate }) {
+async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, headers = {} }) {
   const target = new URL(url);
   const agent = new Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections });
   const body = Buffer.alloc(bodyBytes, 'b');
@@ -60,7 +60,7 @@ async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate })
     path: target.pathname,
     method: 'POST',
     agent,
-    headers: { 'content-type': 'application/octet-stream', 'content-length': body.length },
+    headers: { ...headers, 'content-type': 'application/octet-stream', 'content-length': body.length },
   };
   const start = performance.now();
   const windowStart = start + warmupMs;
@@ -134,5 +134,6 @@ async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate })
     },
   });
   agent.destroy();
-  process.exit(0);
+  // stdout is a pipe (asynchronous in Node): exit once the result is written, not before
+  process.stdout.write('', () => process.exit(0));
 }

@@ -1,7 +1,8 @@
-import type { HttpConnectionManager, HttpRbac } from '../xds/envoy-types.js';
+import type { HttpConnectionManager, HttpRbac, JwtAuthentication } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
-import { FAULT_TYPE, HCM_TYPE, TCP_PROXY_TYPE } from '../xds/protos.js';
+import { FAULT_TYPE, HCM_TYPE, JWT_AUTHN_TYPE, TCP_PROXY_TYPE } from '../xds/protos.js';
 import { compileRbacFilter, RbacCompileError, type CompiledRbacFilter } from './rbac.js';
+import { compileJwtFilter, JwtCompileError, type CompiledJwtFilter } from './jwt.js';
 
 /**
  * Fail closed: which filters of a filter chain the agent does not enforce. Envoy runs every network
@@ -22,7 +23,9 @@ import { compileRbacFilter, RbacCompileError, type CompiledRbacFilter } from './
  *   of older releases; any other Wasm module is unenforced.
  * Enforced: the HTTP RBAC filter (AuthorizationPolicy ALLOW/DENY, and the shadow-only filter of
  * CUSTOM), compiled (rbac.ts) and evaluated by APISIX on every route of the chain's route
- * configuration. One that cannot be compiled stays unenforced. The network RBAC filter stays
+ * configuration; the JWT authentication filter (RequestAuthentication), compiled (jwt.ts) and
+ * evaluated in the same function before RBAC — Istio puts it before its RBAC filters, and a chain
+ * that puts it after one is refused. One that cannot be compiled stays unenforced. The network RBAC filter stays
  * unenforced: Istio writes it for TCP chains, which the agent does not translate, and its
  * deny-all form (`rules: {}`) is what the refusal already does.
  */
@@ -64,6 +67,8 @@ export interface FilterInventory {
   unenforced: string[];
   /** the HTTP RBAC filters to enforce, in the chain's order (none that enforce nothing) */
   rbac: CompiledRbacFilter[];
+  /** the JWT authentication filters to enforce, in the chain's order, all before the RBAC filters */
+  jwt: CompiledJwtFilter[];
 }
 
 /**
@@ -72,17 +77,24 @@ export interface FilterInventory {
  * not the operator listed it as skippable.
  */
 export function inventoryFilters(filters: readonly NamedFilter[], skip: SkipList = new Set()): FilterInventory {
-  const out: FilterInventory = { unenforced: [], rbac: [] };
+  const out: FilterInventory = { unenforced: [], rbac: [], jwt: [] };
   for (const filter of filters) {
     const type = effectiveType(filter.typed_config);
     if (type === HCM_TYPE) {
       const hcm = unpackAny<HttpConnectionManager>(filter.typed_config);
       for (const http of (hcm?.http_filters ?? []) as NamedFilter[]) {
-        if (effectiveType(http.typed_config) === HTTP_RBAC_TYPE) {
+        const httpType = effectiveType(http.typed_config);
+        if (httpType === HTTP_RBAC_TYPE) {
           const compiled = rbacFilter(http);
           if (typeof compiled === 'string') {
             if (!skipped(http, skip)) out.unenforced.push(`${describe(http)}: ${compiled}`);
           } else if (compiled) out.rbac.push(compiled);
+        } else if (httpType === JWT_AUTHN_TYPE) {
+          // the sidecar runs JWT authentication before RBAC, as Istio orders them
+          const compiled = out.rbac.length ? 'after an RBAC filter (the sidecar authenticates first)' : jwtFilter(http);
+          if (typeof compiled === 'string') {
+            if (!skipped(http, skip)) out.unenforced.push(`${describe(http)}: ${compiled}`);
+          } else out.jwt.push(compiled);
         } else if (!httpFilterIsSafe(http) && !skipped(http, skip)) out.unenforced.push(describe(http));
       }
     } else if (type === TCP_PROXY_TYPE) {
@@ -107,6 +119,18 @@ function rbacFilter(filter: NamedFilter): CompiledRbacFilter | null | string {
     return compileRbacFilter(filter.name || '(unnamed)', config);
   } catch (err) {
     if (err instanceof RbacCompileError) return err.message;
+    throw err;
+  }
+}
+
+/** The compiled filter, or why it cannot be enforced. */
+function jwtFilter(filter: NamedFilter): CompiledJwtFilter | string {
+  const config = unpackAny<JwtAuthentication>(filter.typed_config, JWT_AUTHN_TYPE);
+  if (!config) return 'not readable (a TypedStruct or an unknown form)';
+  try {
+    return compileJwtFilter(filter.name || '(unnamed)', config);
+  } catch (err) {
+    if (err instanceof JwtCompileError) return err.message;
     throw err;
   }
 }

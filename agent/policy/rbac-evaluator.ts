@@ -13,14 +13,19 @@
  *   sidecar does not parse: unknown then; the peer (`direct_remote_ip`) is `$remote_addr`; the
  *   destination is `$connection_original_dst`.
  * A regex that PCRE gives up on (APISIX's match limit) is unknown, never "no match".
+ * Before the filters, `AUTHN` (the JWT evaluator, jwt-evaluator.ts; nil without JWT filters) runs:
+ * it answers a request with a bad token itself, and leaves the verified claims in `f.jwt_meta`,
+ * which metadata matchers (`request.auth.*`) read as Envoy reads jwt_authn's dynamic metadata.
  */
 export const RBAC_EVALUATOR_LUA = String.raw`
 local core = require("apisix.core")
+local cjson_mod = require("cjson.safe")
+local array_mt, json_null = cjson_mod.array_mt, cjson_mod.null
 local re_find = ngx.re.find
 local get_headers = ngx.req.get_headers
 local byte, sub, find, lower, match, concat = string.byte, string.sub, string.find, string.lower, string.match, table.concat
 local band, rshift = bit.band, bit.rshift
-local ipairs, type, tonumber = ipairs, type, tonumber
+local ipairs, type, tonumber, tostring, getmetatable, pcall = ipairs, type, tonumber, tostring, getmetatable, pcall
 local T, F, U = 1, 0, 2
 local DENIED = "RBAC: access denied"
 
@@ -153,6 +158,50 @@ local function in_cidr(bytes, node)
   return T
 end
 
+-- the value at a path of the JWT filter's metadata (nil: absent, as Envoy's metadataValue)
+local function meta_value(f, path)
+  local v = f.jwt_meta
+  for _, k in ipairs(path) do
+    if type(v) ~= "table" or getmetatable(v) == array_mt then return nil end
+    v = v[k]
+  end
+  return v
+end
+
+-- Envoy's ValueMatcher: a matcher matches only a value of its kind
+local value_match
+function value_match(m, v)
+  local k = m.k
+  if k == "str" then
+    if type(v) ~= "string" then return F end
+    return string_match(m.m, v)
+  end
+  if k == "or" or k == "list" then
+    local items = m.n
+    if k == "list" then
+      if type(v) ~= "table" or getmetatable(v) ~= array_mt then return F end
+      items = v
+    end
+    local r = F
+    for _, x in ipairs(items) do
+      local got
+      if k == "or" then got = value_match(x, v) else got = value_match(m.one, x) end
+      if got == T then return T end
+      if got == U then r = U end
+    end
+    return r
+  end
+  if k == "present" then return (m.v and v ~= nil) and T or F end
+  if k == "bool" then return (type(v) == "boolean" and v == m.v) and T or F end
+  if k == "null" then return v == json_null and T or F end
+  if k == "num" then
+    if type(v) ~= "number" then return F end
+    if m.eq ~= nil then return v == m.eq and T or F end
+    return (v >= m.lo and v < m.hi) and T or F
+  end
+  return U
+end
+
 local eval
 function eval(node, f)
   local t = node.t
@@ -196,6 +245,11 @@ function eval(node, f)
     if not bytes then return U end
     return in_cidr(bytes, node)
   end
+  if t == "meta" then
+    local r = value_match(node.m, meta_value(f, node.path))
+    if r == U or not node.inv then return r end
+    return r == T and F or T
+  end
   return U
 end
 
@@ -225,8 +279,24 @@ local function forward_normalised(ctx)
   end
 end
 
+-- Envoy's jwt_authn runs before RBAC; a check that raises an error fails closed
+local function authenticate(ctx, f)
+  local ok, code, body, www = pcall(AUTHN, ctx, f)
+  if ok then return code, body, www end
+  core.log.error("apisix-mesh: JWT authentication raised an error, request refused: ", sub(tostring(code), 1, 200))
+  return 401, "Jwt verification fails"
+end
+
 return function(conf, ctx)
   local f = { ctx = ctx }
+  if AUTHN then
+    local code, body, www = authenticate(ctx, f)
+    if code then
+      if body ~= "" then core.response.set_header("Content-Type", "text/plain") end
+      if www then core.response.set_header("WWW-Authenticate", www) end
+      return code, body
+    end
+  end
   for _, filter in ipairs(FILTERS) do
     if not passes(filter, f) then
       core.response.set_header("Content-Type", "text/plain")

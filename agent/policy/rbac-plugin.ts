@@ -1,6 +1,8 @@
 import type { ApisixRoute } from '../translate/apisix-types.js';
 import type { CompiledRbacFilter } from './rbac.js';
 import { RBAC_EVALUATOR_LUA } from './rbac-evaluator.js';
+import { jwtLuaData, type CompiledJwtFilter, type RemoteJwksLookup } from './jwt.js';
+import { JWT_EVALUATOR_LUA } from './jwt-evaluator.js';
 
 /**
  * Where the RBAC evaluator runs in APISIX. Envoy runs the RBAC filters before the fault filter and
@@ -10,28 +12,69 @@ import { RBAC_EVALUATOR_LUA } from './rbac-evaluator.js';
  * (real-ip, request-id, …). It uses `serverless-post-function`, not the `-pre-` one the
  * original-destination function already holds in the access phase: a serverless plugin has one
  * phase, and a pass-through route may need both.
+ * The same function first runs the scope's JWT filters (jwt_authn, Istio's RequestAuthentication),
+ * which Envoy runs before RBAC and whose verified claims RBAC reads: one function, one set of
+ * request facts, and the JWT answer (401) comes before RBAC's (403), as in Envoy.
  */
 export const RBAC_PLUGIN = 'serverless-post-function';
 export const RBAC_PRIORITY = 11500;
 
-/** The scope's RBAC filters, in Envoy's order, as the plugin configuration every route of it gets. */
-export function rbacPluginConf(filters: readonly CompiledRbacFilter[]): Record<string, unknown> {
-  return { phase: 'rewrite', functions: [rbacLua(filters)], _meta: { priority: RBAC_PRIORITY } };
+/**
+ * A scope's HTTP policy filters, each kind in the chain's order: JWT authentication, then RBAC
+ * (filter-inventory.ts refuses a chain that orders them otherwise).
+ */
+export interface HttpPolicy {
+  jwt: readonly CompiledJwtFilter[];
+  rbac: readonly CompiledRbacFilter[];
 }
 
-/** The route with the RBAC plugin (the filters' Lua is built once per filter list). */
-export function withRbac(route: ApisixRoute, filters: readonly CompiledRbacFilter[]): ApisixRoute {
-  let conf = confCache.get(filters);
-  if (!conf) confCache.set(filters, (conf = rbacPluginConf(filters)));
+const NO_REMOTE_JWKS: RemoteJwksLookup = new Map();
+
+/** The scope's filters as the plugin configuration every route of it gets. */
+export function httpPolicyPluginConf(policy: HttpPolicy, remote: RemoteJwksLookup = NO_REMOTE_JWKS): Record<string, unknown> {
+  return { phase: 'rewrite', functions: [httpPolicyLua(policy, remote)], _meta: { priority: RBAC_PRIORITY } };
+}
+
+/** The scope's RBAC filters alone, as the plugin configuration. */
+export function rbacPluginConf(filters: readonly CompiledRbacFilter[]): Record<string, unknown> {
+  return httpPolicyPluginConf({ jwt: [], rbac: filters });
+}
+
+/**
+ * The scope's plugin configuration, built once per policy, and again when the remote keys it uses
+ * change (a policy with only inline keys does not depend on them): same inputs, same object.
+ */
+export function cachedPolicyConf(policy: HttpPolicy, remote: RemoteJwksLookup = NO_REMOTE_JWKS): Record<string, unknown> {
+  const usesRemote = policy.jwt.some((f) => f.providers.some((p) => 'remote' in p.jwks));
+  const cached = confCache.get(policy);
+  if (cached && (!usesRemote || cached.remote === remote)) return cached.conf;
+  const conf = httpPolicyPluginConf(policy, remote);
+  confCache.set(policy, { remote, conf });
+  return conf;
+}
+
+const confCache = new WeakMap<HttpPolicy, { remote: RemoteJwksLookup; conf: Record<string, unknown> }>();
+
+/** The route with the policy plugin's configuration. */
+export function withPolicyPlugin(route: ApisixRoute, conf: Record<string, unknown>): ApisixRoute {
   return { ...route, plugins: { ...(route.plugins ?? {}), [RBAC_PLUGIN]: conf } };
 }
 
-const confCache = new WeakMap<readonly CompiledRbacFilter[], Record<string, unknown>>();
+/**
+ * One chunk returning the function, as the serverless plugin requires: the RBAC data, the JWT
+ * check built from its data (AUTHN, nil without JWT filters), then the RBAC evaluator.
+ */
+export function httpPolicyLua(policy: HttpPolicy, remote: RemoteJwksLookup = NO_REMOTE_JWKS): string {
+  const rbac = policy.rbac.map((f) => ({ name: f.name, action: f.action, policies: f.policies }));
+  const authn = policy.jwt.length
+    ? `(function(JWT_FILTERS)\n${JWT_EVALUATOR_LUA}\nend)(${luaLiteral(policy.jwt.map((f) => jwtLuaData(f, remote)))})`
+    : 'nil';
+  return `local FILTERS = ${luaLiteral(rbac)}\nlocal AUTHN = ${authn}\n${RBAC_EVALUATOR_LUA}`;
+}
 
-/** One chunk returning the function, as the serverless plugin requires: the policy data, then the evaluator. */
+/** The RBAC filters alone as the function's chunk. */
 export function rbacLua(filters: readonly CompiledRbacFilter[]): string {
-  const data = filters.map((f) => ({ name: f.name, action: f.action, policies: f.policies }));
-  return `local FILTERS = ${luaLiteral(data)}\n${RBAC_EVALUATOR_LUA}`;
+  return httpPolicyLua({ jwt: [], rbac: filters });
 }
 
 /**

@@ -1,13 +1,15 @@
-import type { CidrRange, HeaderMatcher, HttpRbac, Permission, Principal, StringMatcher } from '../xds/envoy-types.js';
+import type { CidrRange, HeaderMatcher, HttpRbac, MetadataMatcher, Permission, Principal, StringMatcher, ValueMatcher } from '../xds/envoy-types.js';
 import { fullMatchRegex } from '../translate/pcre.js';
 import { UnsupportedMatch } from '../translate/unsupported.js';
 
 /**
  * Envoy's HTTP RBAC filter (Istio's AuthorizationPolicy) compiled to a small tree that the Lua
- * evaluator (rbac-lua.ts) walks per request. Evaluation is three-valued: true, false, or unknown
+ * evaluator (rbac-evaluator.ts) walks per request. Evaluation is three-valued: true, false, or unknown
  * (`{t: 'unknown'}`) for what the sidecar cannot know yet — the peer's mTLS identity
- * (`authenticated`, Istio's `filter_state` peer principal), JWT claims (`metadata`), SNI
- * (`requested_server_name`), a client-supplied remote address. Unknown propagates by Kleene's
+ * (`authenticated`, Istio's `filter_state` peer principal), SNI (`requested_server_name`), a
+ * client-supplied remote address, dynamic metadata of any filter but jwt_authn. JWT claims
+ * (`request.auth.*`: metadata of `envoy.filters.http.jwt_authn`, which the JWT evaluator fills
+ * before RBAC runs, as Envoy does) are known. Unknown propagates by Kleene's
  * rules (false AND unknown = false, true OR unknown = true), so a definite answer is the one Envoy
  * gives whatever the unknown values are, and an unknown answer fails closed: an ALLOW policy does
  * not allow, a DENY policy denies.
@@ -36,7 +38,26 @@ export type RbacNode =
   /** the original destination port, in [lo, hi) */
   | { t: 'dport'; lo: number; hi: number }
   /** an address in a CIDR range: the original destination, the peer, or the client (XFF) */
-  | { t: 'ip'; of: 'destination' | 'direct' | 'remote'; v: 4 | 6; b: number[]; len: number };
+  | { t: 'ip'; of: 'destination' | 'direct' | 'remote'; v: 4 | 6; b: number[]; len: number }
+  /** Envoy's MetadataMatcher on jwt_authn's metadata: the value at `path` matched by `m`, inverted by `inv` */
+  | { t: 'meta'; path: string[]; m: ValueMatch; inv?: boolean };
+
+/** Envoy's ValueMatcher on a JSON value (a claim): only a value of the matcher's kind can match. */
+export type ValueMatch =
+  | { k: 'str'; m: StringMatch }
+  | { k: 'or'; n: ValueMatch[] }
+  /** a list with an element that `one` matches */
+  | { k: 'list'; one: ValueMatch }
+  /** `present_match: true`: any value (JSON null too); false never matches (Envoy) */
+  | { k: 'present'; v: boolean }
+  | { k: 'bool'; v: boolean }
+  | { k: 'null' }
+  /** a number equal to `eq`, or in [lo, hi) */
+  | { k: 'num'; eq?: number; lo?: number; hi?: number }
+  | { k: 'unknown'; why: string };
+
+/** The dynamic metadata namespace Envoy's JWT filter writes (and Istio's request.auth.* policies read). */
+export const JWT_AUTHN_METADATA = 'envoy.filters.http.jwt_authn';
 
 export interface RbacPolicyTree {
   name: string;
@@ -115,7 +136,7 @@ function permission(p: Permission, depth: number, budget: Budget): RbacNode {
     case 'requested_server_name':
       return unknown('requested server name (no TLS termination yet)');
     case 'metadata':
-      return unknown('dynamic metadata');
+      return metadata(p.metadata, depth, budget);
     default:
       return unknown(`permission ${String(p.rule ?? 'without a rule').slice(0, 40)}`);
   }
@@ -147,10 +168,58 @@ function principal(p: Principal, depth: number, budget: Budget): RbacNode {
     case 'filter_state':
       return unknown('filter state (the peer identity Istio records)');
     case 'metadata':
-      return unknown('dynamic metadata (request.auth.* from a JWT)');
+      return metadata(p.metadata, depth, budget);
     default:
       return unknown(`principal ${String(p.identifier ?? 'without an identifier').slice(0, 40)}`);
   }
+}
+
+/**
+ * Metadata of the JWT filter only: the sidecar knows it exactly (absent when no token was
+ * verified, as in Envoy). Any other namespace (Istio's old `istio_authn`, …) stays unknown.
+ */
+function metadata(m: MetadataMatcher | null | undefined, depth: number, budget: Budget): RbacNode {
+  if (!m || m.filter !== JWT_AUTHN_METADATA) return unknown(`dynamic metadata of ${String(m?.filter ?? '(none)').slice(0, 40)}`);
+  const path: string[] = [];
+  for (const segment of m.path ?? []) {
+    if (segment.segment !== 'key' || segment.key === undefined) return unknown('metadata path segment without a key');
+    path.push(segment.key);
+  }
+  if (path.length === 0) return unknown('metadata matcher without a path');
+  const value = valueMatch(m.value, depth + 1, budget);
+  return { t: 'meta', path, m: value, ...(m.invert ? { inv: true } : {}) };
+}
+
+function valueMatch(v: ValueMatcher | null | undefined, depth: number, budget: Budget): ValueMatch {
+  count(depth, budget);
+  switch (v?.match_pattern) {
+    case 'string_match': {
+      const m = stringMatch(v.string_match!);
+      return 't' in m ? { k: 'unknown', why: m.t === 'unknown' ? m.why : 'string matcher' } : { k: 'str', m };
+    }
+    case 'or_match':
+      return { k: 'or', n: (v.or_match?.value_matchers ?? []).map((x) => valueMatch(x, depth + 1, budget)) };
+    case 'list_match':
+      return v.list_match?.one_of ? { k: 'list', one: valueMatch(v.list_match.one_of, depth + 1, budget) } : { k: 'unknown', why: 'list matcher without one_of' };
+    case 'present_match':
+      return { k: 'present', v: v.present_match === true };
+    case 'bool_match':
+      return { k: 'bool', v: v.bool_match === true };
+    case 'null_match':
+      return { k: 'null' };
+    case 'double_match': {
+      const d = v.double_match;
+      if (d?.match_pattern === 'exact') return finite({ k: 'num', eq: Number(d.exact) });
+      if (d?.match_pattern === 'range') return finite({ k: 'num', lo: Number(d.range?.start ?? 0), hi: Number(d.range?.end ?? 0) });
+      return { k: 'unknown', why: 'double matcher kind' };
+    }
+    default:
+      return { k: 'unknown', why: `value matcher ${String(v?.match_pattern ?? '(none)').slice(0, 20)}` };
+  }
+}
+
+function finite(m: ValueMatch & { k: 'num' }): ValueMatch {
+  return [m.eq, m.lo, m.hi].every((x) => x === undefined || Number.isFinite(x)) ? m : { k: 'unknown', why: 'a number that is not finite' };
 }
 
 function unknown(why: string): RbacNode {

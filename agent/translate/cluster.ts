@@ -113,7 +113,9 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
   const limits = connectionLimits(cluster);
   if (limits) result.limits = limits;
   if (usesHttp2(cluster)) {
-    note('http2-upstream', 'istiod asks for HTTP/2 to this service (gRPC or http2 port): APISIX proxies HTTP/1.1 unless the route is gRPC-aware, so gRPC through this upstream is not supported yet');
+    // nginx's HTTP proxy speaks HTTP/1.1 only; its gRPC proxy speaks HTTP/2 (APISIX's `grpc` scheme)
+    upstream.scheme = 'grpc';
+    note('http2-upstream', 'istiod asks for HTTP/2 to this service (gRPC or http2 port): proxied with nginx\'s gRPC proxy, so gRPC works; other HTTP/2 requests go out marked as gRPC (content-type application/grpc)');
   }
   if (isIstioMutual(cluster)) {
     note('istio-mutual-plaintext', 'ISTIO_MUTUAL needs the workload certificate from the Istio CA, which this agent does not fetch: the upstream is plain HTTP (works with PERMISSIVE peer authentication only)');

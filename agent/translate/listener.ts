@@ -3,6 +3,7 @@ import { unpackAny, type PackedAny } from '../xds/codec.js';
 import { HCM_TYPE, TCP_PROXY_TYPE } from '../xds/protos.js';
 import { inventoryFilters, type NamedFilter, type SkipList } from '../policy/filter-inventory.js';
 import type { CompiledRbacFilter } from '../policy/rbac.js';
+import type { CompiledJwtFilter } from '../policy/jwt.js';
 import type { TranslationNote } from './apisix-types.js';
 
 /**
@@ -19,14 +20,14 @@ export interface RouteScope {
 export interface ScopedRouteConfigName {
   routeConfigName: string;
   scope: RouteScope;
-  /** the RBAC filters every route of the configuration enforces on this scope (absent: none) */
-  rbac?: ScopeRbac;
+  /** the JWT and RBAC filters every route of the configuration enforces on this scope (absent: none) */
+  policy?: ScopePolicy;
 }
 
 export interface ScopedInlineRouteConfig {
   routeConfig: RouteConfiguration;
   scope: RouteScope;
-  rbac?: ScopeRbac;
+  policy?: ScopePolicy;
   /** the listener it came from; inline configs are named after it */
   listenerName: string;
 }
@@ -35,7 +36,7 @@ export interface ListenerTranslation {
   listenerName: string;
   rds: ScopedRouteConfigName[];
   inline: ScopedInlineRouteConfig[];
-  /** TCP proxy chains: reported, APISIX stream routes are not generated */
+  /** TCP proxy chains (the L4 front dispatches their connections, agent/l4/; HTTP catch-alls use them) */
   tcpProxies: Array<{ scope: RouteScope; cluster: string }>;
   /** scopes whose chains carry filters the agent does not enforce: their traffic is refused */
   refused: RefusedScope[];
@@ -43,12 +44,13 @@ export interface ListenerTranslation {
 }
 
 /**
- * A scope's RBAC filters, in order. APISIX cannot tell apart the chains of one scope (TLS and
- * plaintext of one port), so the filters of all of them are chained: a request passes only what
- * every chain would let through (identical filters once).
+ * A scope's JWT and RBAC filters, each kind in order. APISIX cannot tell apart the chains of one
+ * scope (TLS and plaintext of one port), so the filters of all of them are chained: a request
+ * passes only what every chain would let through (identical filters once).
  */
-export interface ScopeRbac {
-  filters: CompiledRbacFilter[];
+export interface ScopePolicy {
+  jwt: CompiledJwtFilter[];
+  rbac: CompiledRbacFilter[];
 }
 
 export interface RefusedScope {
@@ -81,8 +83,7 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
   if (listener.default_filter_chain) chains.push(listener.default_filter_chain);
   const seen = new Set<string>();
   const refused = new Map<string, RefusedScope>();
-  const rbac = new Map<string, { filters: CompiledRbacFilter[]; seen: Set<string> }>();
-  const tcpNotes: Array<{ scope: RouteScope; note: TranslationNote }> = [];
+  const policies = new Map<string, { policy: ScopePolicy; seen: Set<string> }>();
   for (const chain of chains) {
     const scope = chainScope(listenerName, direction, socket.port_value, address, chain);
     if (!scope) continue;
@@ -96,14 +97,11 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
       refused.set(scopeKey(scope), entry);
       continue;
     }
-    if (inventory.rbac.length) {
-      const entry = rbac.get(scopeKey(scope)) ?? { filters: [], seen: new Set<string>() };
-      for (const f of inventory.rbac) {
-        const key = JSON.stringify(f);
-        if (!entry.seen.has(key)) entry.filters.push(f);
-        entry.seen.add(key);
-      }
-      rbac.set(scopeKey(scope), entry);
+    if (inventory.rbac.length || inventory.jwt.length) {
+      const entry = policies.get(scopeKey(scope)) ?? { policy: { jwt: [], rbac: [] }, seen: new Set<string>() };
+      addOnce(entry.policy.jwt, inventory.jwt, 'jwt', entry.seen);
+      addOnce(entry.policy.rbac, inventory.rbac, 'rbac', entry.seen);
+      policies.set(scopeKey(scope), entry);
     }
     for (const filter of chain.filters ?? []) {
       const typed = filter.typed_config as PackedAny | undefined;
@@ -128,20 +126,16 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
         const key = `tcp\0${cluster}\0${scopeKey(scope)}`;
         if (!seen.has(key)) {
           out.tcpProxies.push({ scope, cluster });
-          if (!isPassthrough(cluster)) {
-            tcpNotes.push({ scope, note: { kind: 'listener', name: listenerName, reason: 'tcp-proxy', detail: `TCP proxy to ${cluster} on ${scopeKey(scope)} is not translated (APISIX stream routes are not generated)`, skipped: true } });
-          }
         }
         seen.add(key);
       }
     }
   }
   for (const x of [...out.rds, ...out.inline]) {
-    const filters = rbac.get(scopeKey(x.scope))?.filters;
-    if (filters) x.rbac = { filters };
+    const policy = policies.get(scopeKey(x.scope))?.policy;
+    if (policy) x.policy = policy;
   }
   const isRefused = (x: { scope: RouteScope }) => refused.has(scopeKey(x.scope));
-  out.notes.push(...tcpNotes.filter((x) => !isRefused(x)).map((x) => x.note));
   if (refused.size) {
     out.rds = out.rds.filter((x) => !isRefused(x));
     out.inline = out.inline.filter((x) => !isRefused(x));
@@ -154,8 +148,13 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
   return out;
 }
 
-function isPassthrough(cluster: string): boolean {
-  return cluster === 'PassthroughCluster' || cluster === 'BlackHoleCluster' || cluster.startsWith('InboundPassthroughCluster');
+/** Appends the filters not appended yet (by content). */
+function addOnce<T>(into: T[], filters: readonly T[], kind: string, seen: Set<string>): void {
+  for (const f of filters) {
+    const key = `${kind}\0${JSON.stringify(f)}`;
+    if (!seen.has(key)) into.push(f);
+    seen.add(key);
+  }
 }
 
 /**

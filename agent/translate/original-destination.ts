@@ -1,16 +1,17 @@
 import type { ApisixRoute } from './apisix-types.js';
 import type { CapturePorts } from './route-configuration.js';
+import { ACCESS_PHASE_PLUGIN, withAccessPhase } from './access-phase.js';
 
 /**
  * Routes to Envoy's original-destination clusters (Istio's `PassthroughCluster` behind the
  * `allow_any` route, `InboundPassthroughCluster*` behind the inbound catch-all) forward each request
  * to the address the app dialled. An APISIX upstream only holds fixed nodes, so the route carries a
  * `serverless-pre-function` that, in the access phase, sets the request's upstream to
- * `$connection_original_dst` (apisix-runtime's SO_ORIGINAL_DST of the captured connection) the way
+ * `connection_original_dst` (the captured connection's original destination, from the L4 front) the way
  * APISIX's own traffic-split sets a per-request upstream (`apisix.upstream`.set; `set_by_route` then
  * keeps it). Inbound forwards leave from the passthrough source through the sidecar's nginx snippet.
  */
-export const ORIGINAL_DESTINATION_PLUGIN = 'serverless-pre-function';
+export const ORIGINAL_DESTINATION_PLUGIN = ACCESS_PHASE_PLUGIN;
 
 /** How long an idle pass-through request may wait for bytes: Envoy's default stream idle timeout. */
 export const PASSTHROUGH_IO_TIMEOUT = 300;
@@ -32,7 +33,7 @@ export function originalDestinationLua(options: OriginalDestinationOptions): str
   const connect = finite(options.connectTimeout);
   return `return function(conf, ctx)
   local core = require("apisix.core")
-  local dst = ngx.var.connection_original_dst
+  local dst = ctx.var.connection_original_dst
   local host, port
   if dst then
     host, port = string.match(dst, "^%[?([^%]]+)%]?:(%d+)$")
@@ -54,13 +55,17 @@ end
 `;
 }
 
-/** The route without a stored upstream, forwarding to the original destination instead. */
+/**
+ * The route without a stored upstream, forwarding to the original destination instead. The
+ * function comes before the route's own access-phase Lua (a mirror, the retry hand-over), which
+ * needs the upstream chosen.
+ */
 export function originalDestinationRoute(route: ApisixRoute, options: OriginalDestinationOptions): ApisixRoute {
   const { upstream_id: _stored, ...rest } = route;
-  return {
-    ...rest,
-    plugins: { ...(rest.plugins ?? {}), [ORIGINAL_DESTINATION_PLUGIN]: { phase: 'access', functions: [originalDestinationLua(options)] } },
-  };
+  if (!rest.plugins?.[ORIGINAL_DESTINATION_PLUGIN]) {
+    return { ...rest, plugins: { ...(rest.plugins ?? {}), [ORIGINAL_DESTINATION_PLUGIN]: { phase: 'access', functions: [originalDestinationLua(options)] } } };
+  }
+  return { ...rest, plugins: withAccessPhase(rest.plugins, [originalDestinationLua(options)], 'first') };
 }
 
 function finite(seconds: number): number {

@@ -10,6 +10,7 @@ import type { SkipList } from '../policy/filter-inventory.js';
 import { translateRouteConfiguration, DEFAULT_CAPTURE_PORTS, type CapturePorts, type RouteConfigTranslation } from './route-configuration.js';
 import { keepRouteConfig, type KeptRouteConfig } from './kept-routes.js';
 import { add, each, remove, type OneOrMore } from './one-or-more.js';
+import { l4Listener, type L4ListenerDraft } from '../l4/listener-chains.js';
 
 export interface TranslateOptions extends ClusterContext {
   ports?: CapturePorts;
@@ -21,7 +22,8 @@ export interface TranslateOptions extends ClusterContext {
 export type PreparedResource =
   | { kind: 'cluster'; translation: ClusterTranslation }
   | { kind: 'endpoint'; translation: KeptEndpoints }
-  | { kind: 'listener'; translation: ListenerTranslation }
+  /** `l4`: the listener as the L4 front dispatches it (null: the capture never reaches it) */
+  | { kind: 'listener'; translation: ListenerTranslation; l4: L4ListenerDraft | null }
   | { kind: 'route'; translation: RouteConfigEntry }
   /** its translation threw (a bug) */
   | { kind: XdsKind; failure: string };
@@ -51,6 +53,8 @@ export interface Dirty {
   readonly upstreams: Set<string>;
   /** listeners or route configurations changed (or a cluster's original-destination kind): the route list is rebuilt */
   routesStale: boolean;
+  /** listeners whose L4 object must be assembled again (their chains changed) */
+  readonly l4Listeners: Set<string>;
 }
 
 /**
@@ -73,7 +77,11 @@ export class ResourceTranslations {
   private readonly edsUsers = new Map<string, OneOrMore<string>>();
   /** route configuration name → the scopes the listeners serve it on (undefined: to be recomputed) */
   private rdsScopes: Map<string, RouteScope[]> | undefined;
-  readonly dirty: Dirty = { clusters: new Set(), upstreams: new Set(), routesStale: true };
+  /** listener name → its L4 view, for the listeners the capture reaches */
+  private readonly l4Map = new Map<string, L4ListenerDraft>();
+  /** cluster → the listeners whose TCP chains name it */
+  private readonly l4Users = new Map<string, OneOrMore<string>>();
+  readonly dirty: Dirty = { clusters: new Set(), upstreams: new Set(), routesStale: true, l4Listeners: new Set() };
 
   constructor(private readonly options: TranslateOptions = {}) {
     this.ports = options.ports ?? DEFAULT_CAPTURE_PORTS;
@@ -85,6 +93,15 @@ export class ResourceTranslations {
 
   get listeners(): ReadonlyMap<string, ListenerTranslation> {
     return this.listenerMap;
+  }
+
+  get l4Drafts(): ReadonlyMap<string, L4ListenerDraft> {
+    return this.l4Map;
+  }
+
+  /** The listeners whose L4 chains name the cluster. */
+  l4UsersOf(cluster: string): Iterable<string> {
+    return each(this.l4Users.get(cluster));
   }
 
   get clusterNotes(): Iterable<TranslationNote[]> {
@@ -105,7 +122,7 @@ export class ResourceTranslations {
         case 'endpoint':
           return { kind, translation: keptEndpoints(translateClusterLoadAssignment(resource as ClusterLoadAssignment)) };
         case 'listener':
-          return { kind, translation: translateListener(resource as Listener, this.options.skipFilters) };
+          return { kind, translation: translateListener(resource as Listener, this.options.skipFilters), l4: l4Listener(resource as Listener, this.options.skipFilters) ?? null };
         case 'route':
           return { kind, translation: this.prepareRouteConfig(name, resource as RouteConfiguration, bytes) };
       }
@@ -123,7 +140,7 @@ export class ResourceTranslations {
     const translation = prepared && 'translation' in prepared ? prepared.translation : undefined;
     if (kind === 'cluster') this.setCluster(name, translation as ClusterTranslation | undefined);
     else if (kind === 'endpoint') this.setEndpoints(name, translation as KeptEndpoints | undefined);
-    else if (kind === 'listener') this.setListener(name, translation as ListenerTranslation | undefined);
+    else if (kind === 'listener') this.setListener(name, translation as ListenerTranslation | undefined, prepared && 'l4' in prepared ? prepared.l4 : null);
     else this.setRouteConfig(name, translation as RouteConfigEntry | undefined);
   }
 
@@ -195,9 +212,17 @@ export class ResourceTranslations {
     for (const cluster of each(this.edsUsers.get(name))) dirty.add(cluster);
   }
 
-  private setListener(name: string, translation: ListenerTranslation | undefined): void {
+  private setListener(name: string, translation: ListenerTranslation | undefined, l4: L4ListenerDraft | null): void {
     if (translation) this.listenerMap.set(name, translation);
     else this.listenerMap.delete(name);
+    for (const cluster of l4Clusters(this.l4Map.get(name))) remove(this.l4Users, cluster, name);
+    if (l4 && translation) {
+      this.l4Map.set(name, l4);
+      for (const cluster of l4Clusters(l4)) add(this.l4Users, cluster, name);
+    } else {
+      this.l4Map.delete(name);
+    }
+    this.dirty.l4Listeners.add(name);
     this.rdsScopes = undefined;
     this.dirty.routesStale = true;
   }
@@ -252,6 +277,16 @@ function keptEndpoints(t: EndpointsTranslation): KeptEndpoints {
 }
 
 const NO_NOTES: TranslationNote[] = [];
+
+/** The clusters a listener's TCP chains name, each once. */
+function l4Clusters(draft: L4ListenerDraft | undefined): Set<string> {
+  const out = new Set<string>();
+  if (!draft) return out;
+  for (const chain of draft.default ? [...draft.chains, draft.default] : draft.chains) {
+    if (chain.target.kind === 'tcp') for (const c of chain.target.clusters) out.add(c.name);
+  }
+  return out;
+}
 
 /** A cluster translation sharing what it can: its EDS name is mostly its own name, its notes mostly none. */
 function keptCluster(name: string, t: ClusterTranslation): ClusterTranslation {

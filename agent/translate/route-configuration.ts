@@ -1,17 +1,19 @@
-import type { HTTPFault, Route, RouteAction, RouteConfiguration, VirtualHost } from '../xds/envoy-types.js';
-import { unpackAny, type PackedAny } from '../xds/codec.js';
+import type { Route, RouteAction, RouteConfiguration, VirtualHost } from '../xds/envoy-types.js';
 import type { ApisixPlugins, ApisixRoute, ApisixVar, TranslationNote } from './apisix-types.js';
 import { stableId, upstreamId } from './ids.js';
 import { scopeKey, type RouteScope } from './listener.js';
 import { matchVars, UnsupportedMatch } from './matchers.js';
-import { re2ToPcre, rewriteTemplate } from './pcre.js';
+import { pathRewrite, type PathRewrite } from './rewrite.js';
 import {
-  durationSeconds, hasControlBreak, percentOf, redirectUriLiteral, regexEscape, resolveVarLiteral, substitutionLiteral, wrapped,
+  durationSeconds, hasControlBreak, redirectUriLiteral, resolveVarLiteral, wrapped,
 } from './values.js';
-import { parseClusterName } from './cluster.js';
-import { FAULT_TYPE } from '../xds/protos.js';
-
-const FAULT_FILTER = 'envoy.filters.http.fault';
+import { faultPlugin } from './fault.js';
+import { mirrorLua } from './mirror.js';
+import { withAccessPhase } from './access-phase.js';
+import { retryHandOverLua, translateRetryPolicy } from './retries.js';
+import { corsRules } from './cors.js';
+import { responseHeaderOps } from './response-headers.js';
+import { RESPONSE_PHASE_PLUGIN, responsePhasePlugin } from './response-phase-lua.js';
 
 /** The APISIX listeners traffic is captured to (DESIGN §3). */
 export interface CapturePorts {
@@ -86,6 +88,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
           notes,
           fullName,
           headerLevels: headerLevels(route, vhost, rc),
+          routeConfig: rc,
         });
         if (translated) routes.push(translated);
       } catch (err) {
@@ -172,9 +175,13 @@ function uniqueId(used: Set<string>, id: string): string {
   return candidate;
 }
 
-/** Routes of one listener only see traffic captured by that listener, for that original destination. */
-export function scopeConditions(scope: RouteScope, ports: CapturePorts): ApisixVar[] {
-  const vars: ApisixVar[] = [['server_port', '==', String(scope.direction === 'inbound' ? ports.inbound : ports.outbound)]];
+/**
+ * Routes of one listener only see traffic captured by that listener, for that original destination.
+ * Both variables come from the L4 front's hand-off record of the request's connection (registered
+ * by the sidecar's Lua hook, agent/l4/lua/apisix_mesh/hook.lua).
+ */
+export function scopeConditions(scope: RouteScope, _ports: CapturePorts): ApisixVar[] {
+  const vars: ApisixVar[] = [['apisix_mesh_direction', '==', scope.direction]];
   if (scope.address) {
     const host = scope.address.includes(':') ? `[${scope.address}]` : scope.address;
     vars.push(['connection_original_dst', '==', `${host}:${scope.port}`]);
@@ -228,6 +235,7 @@ interface RouteContext {
   fullName: string;
   /** the route's, its virtual host's and its configuration's header operations, in Envoy's order */
   headerLevels: HeaderMutations[];
+  routeConfig: RouteConfiguration;
 }
 
 function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): TranslatedRoute | undefined {
@@ -242,6 +250,8 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
   const plugins: ApisixPlugins = {};
   const settings: RouteUpstreamSettings = {};
   let clusters: string[] = [];
+  /** Lua for the end of the access phase (access-phase.ts), in order */
+  const accessPhase: string[] = [];
 
   if (route.route) {
     const action = route.route;
@@ -260,10 +270,12 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     // timeout (5 min) is left. nginx's read/send timeouts are idle timeouts too; APISIX's default
     // 60 s would cut a long request Envoy lets run.
     else if (timeout === 0) apisix.timeout = { connect: STREAM_IDLE_TIMEOUT_S, send: STREAM_IDLE_TIMEOUT_S, read: STREAM_IDLE_TIMEOUT_S };
-    applyRetryPolicy(action, settings, apisix);
+    const retryHandOver = applyRetryPolicy(action, settings, apisix, note);
     applyHashPolicy(action, settings, note);
     applyRewrite(action, route.match ?? {}, plugins, note);
-    applyMirror(action, plugins, note);
+    const mirror = mirrorLua(action, timeout && timeout > 0 ? timeout : STREAM_IDLE_TIMEOUT_S, note);
+    if (mirror) accessPhase.push(mirror);
+    if (retryHandOver) accessPhase.push(retryHandOver); // last: the request leaves for the retry location
   } else if (route.redirect) {
     applyRedirect(route.redirect, route.match ?? {}, plugins, note);
   } else if (route.direct_response) {
@@ -277,9 +289,11 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     return undefined;
   }
   applyHeaders(ctx.headerLevels, plugins);
+  applyResponsePhase(route, vhost, ctx, plugins);
   const fault = faultPlugin(route, note);
   if (fault && !plugins['fault-injection']) plugins['fault-injection'] = fault;
-  if (Object.keys(plugins).length) apisix.plugins = plugins;
+  const withLua = withAccessPhase(plugins, accessPhase);
+  if (Object.keys(withLua).length) apisix.plugins = withLua;
   return { route: apisix, clusters, upstreamSettings: settings };
 }
 
@@ -304,20 +318,21 @@ function weightedClusters(action: RouteAction): Array<{ name: string; weight: nu
     .filter((c) => c.name && c.weight > 0);
 }
 
-function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, route: ApisixRoute): void {
-  const policy = action.retry_policy;
-  if (!policy) {
-    settings.retries = 0;
-    return;
-  }
-  settings.retries = wrapped(policy.num_retries) ?? 1;
-  const perTry = durationSeconds(policy.per_try_timeout);
-  if (perTry && perTry > 0) {
-    // nginx's read timeout applies to each try; the route's own timeout bounds all of them
+/**
+ * The retry policy (retries.ts): how many retries and the per-try timeout go on the upstream and
+ * the route (nginx's read timeout applies to each try; the route's own timeout bounds all of them
+ * as the upstream's retry_timeout); which failures are retried is the retry location's business,
+ * which the returned Lua hands the request to.
+ */
+function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, route: ApisixRoute, note: (r: string, d: string, s?: boolean) => void): string | undefined {
+  const retry = translateRetryPolicy(action.retry_policy, note);
+  settings.retries = retry.retries;
+  if (retry.perTry !== undefined) {
     const total = route.timeout?.read;
-    route.timeout = { connect: route.timeout?.connect ?? perTry, send: perTry, read: perTry };
+    route.timeout = { connect: route.timeout?.connect ?? retry.perTry, send: retry.perTry, read: retry.perTry };
     if (total) settings.retryTimeout = total;
   }
+  return retry.location && retry.conditions ? retryHandOverLua(retry.location, retry.conditions) : undefined;
 }
 
 function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, note: (r: string, d: string, s?: boolean) => void): void {
@@ -339,30 +354,16 @@ function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, n
 }
 
 /**
- * Envoy's prefix_rewrite replaces the matched prefix (or the whole exact path) with the new one;
- * undefined when the route matches neither way.
+ * The route's path rewrite (rewrite.ts) and authority rewrite → proxy-rewrite. CR, LF or NUL in the
+ * new path skips the route (Envoy refuses them too).
  */
-function prefixRewriteRegex(match: NonNullable<Route['match']>, prefixRewrite: string): [string, string] | undefined {
-  refuseControlBreaks('prefix_rewrite', prefixRewrite);
-  const replacement = substitutionLiteral(prefixRewrite); // a `$` in it stays a `$` (ngx.re.sub template)
-  if (match.prefix !== undefined && match.prefix !== null) return [`^${regexEscape(match.prefix)}(.*)`, `${replacement}$1`];
-  if (match.path !== undefined && match.path !== null) return [`^${regexEscape(match.path)}\\z`, replacement];
-  return undefined;
-}
-
 function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
   const rewrite: Record<string, unknown> = {};
-  const prefixRewrite = action.prefix_rewrite;
-  if (prefixRewrite !== undefined && prefixRewrite !== null && prefixRewrite !== '') {
-    const regex = prefixRewriteRegex(match, prefixRewrite);
-    if (regex) rewrite['regex_uri'] = regex;
-    else note('prefix-rewrite', 'prefix rewrite on a route without a prefix or path match is ignored');
-  }
-  if (action.regex_rewrite?.pattern?.regex !== undefined) {
-    const substitution = action.regex_rewrite.substitution ?? '';
-    refuseControlBreaks('regex_rewrite', substitution);
-    rewrite['regex_uri'] = [re2ToPcre(action.regex_rewrite.pattern.regex), rewriteTemplate(substitution)];
-  }
+  if (action.prefix_rewrite) refuseControlBreaks('prefix_rewrite', action.prefix_rewrite);
+  if (action.regex_rewrite?.substitution) refuseControlBreaks('regex_rewrite', action.regex_rewrite.substitution);
+  const path = pathRewrite(match, action);
+  if (path && 'unsupported' in path) note('prefix-rewrite', `${path.unsupported} is ignored`);
+  else if (path) Object.assign(rewrite, proxyRewritePath(path.rewrite));
   if (action.host_rewrite_literal) {
     refuseControlBreaks('host_rewrite_literal', action.host_rewrite_literal);
     rewrite['host'] = action.host_rewrite_literal;
@@ -370,27 +371,12 @@ function applyRewrite(action: RouteAction, match: NonNullable<Route['match']>, p
   if (Object.keys(rewrite).length) plugins['proxy-rewrite'] = rewrite;
 }
 
-function applyMirror(action: RouteAction, plugins: ApisixPlugins, note: (r: string, d: string, s?: boolean) => void): void {
-  const policy = (action.request_mirror_policies ?? [])[0];
-  if (!policy?.cluster) return;
-  const parsed = parseClusterName(policy.cluster);
-  if (!parsed || !/^[\da-zA-Z.-]+$/.test(parsed.host)) {
-    note('mirror-target', `cannot mirror to ${policy.cluster}: proxy-mirror needs one host name`);
-    return;
-  }
-  if (parsed.subset) note('mirror-subset', `mirror goes to the whole service ${parsed.host}, not subset ${parsed.subset}`);
-  const mirror: Record<string, unknown> = { host: `http://${parsed.host}:${parsed.port}` };
-  const fraction = policy.runtime_fraction?.default_value;
-  if (fraction) {
-    const ratio = percentOf(fraction) / 100;
-    if (ratio <= 0) return;
-    mirror['sample_ratio'] = Math.max(0.00001, Math.min(1, ratio));
-  }
-  plugins['proxy-mirror'] = mirror;
-  if ((action.request_mirror_policies ?? []).length > 1) note('mirror-many', 'only the first mirror policy is translated');
+/** proxy-rewrite's fields for a path rewrite. */
+function proxyRewritePath(path: PathRewrite): Record<string, unknown> {
+  return path.preFunction ? { _meta: { pre_function: path.preFunction } } : { regex_uri: path.regex_uri };
 }
 
-type HeaderMutations = Pick<Route, 'request_headers_to_add' | 'request_headers_to_remove'>;
+type HeaderMutations = Pick<Route, 'request_headers_to_add' | 'request_headers_to_remove' | 'response_headers_to_add' | 'response_headers_to_remove'>;
 
 /**
  * Envoy applies the header operations of the route, then of its virtual host, then of the route
@@ -445,25 +431,15 @@ function applyHeaders(levels: HeaderMutations[], plugins: ApisixPlugins): void {
   plugins['proxy-rewrite'] = { ...(plugins['proxy-rewrite'] ?? {}), headers };
 }
 
-function faultPlugin(route: Route, note: (r: string, d: string, s?: boolean) => void): Record<string, unknown> | undefined {
-  const typed = (route.typed_per_filter_config as Record<string, PackedAny> | undefined)?.[FAULT_FILTER];
-  if (!typed) return undefined;
-  const fault = unpackAny<HTTPFault>(typed, FAULT_TYPE);
-  if (!fault) return undefined;
-  const conf: Record<string, unknown> = {};
-  const abort = fault.abort;
-  if (abort) {
-    if (abort.http_status) conf['abort'] = { http_status: abort.http_status, percentage: Math.round(percentOf(abort.percentage)) };
-    else note('fault-abort-kind', 'only HTTP status aborts are translated (not gRPC or header-driven ones)');
-  }
-  const delay = fault.delay;
-  if (delay) {
-    const seconds = durationSeconds(delay.fixed_delay);
-    if (seconds !== undefined) conf['delay'] = { duration: seconds, percentage: Math.round(percentOf(delay.percentage)) };
-    else note('fault-delay-kind', 'only fixed delays are translated');
-  }
-  if (fault.headers?.length) note('fault-headers', 'fault header matchers are ignored');
-  return Object.keys(conf).length ? conf : undefined;
+/**
+ * The route's CORS policy and response header mutations (cors.ts, response-headers.ts), enforced
+ * by Lua in request-id's pre_function (response-phase-lua.ts). Direct responses and redirects get
+ * them too, as Envoy applies both to them.
+ */
+function applyResponsePhase(route: Route, vhost: VirtualHost, ctx: RouteContext, plugins: ApisixPlugins): void {
+  const cors = corsRules(route, vhost, ctx.routeConfig);
+  const headers = responseHeaderOps(ctx.headerLevels);
+  if (cors || headers.length) plugins[RESPONSE_PHASE_PLUGIN] = responsePhasePlugin({ cors, headers });
 }
 
 const REDIRECT_CODES: Record<string, number> = {
@@ -500,9 +476,10 @@ function applyRedirect(redirect: NonNullable<Route['redirect']>, match: NonNulla
     plugins['redirect'] = { uri: `${origin}${redirectUriLiteral(redirect.path_redirect)}`, ret_code: code, ...(keepQuery ? { append_query_string: true } : {}) };
     return;
   }
-  const prefixRewrite = redirect.prefix_rewrite;
-  const regex = prefixRewrite ? prefixRewriteRegex(match, prefixRewrite) : undefined;
-  if (prefixRewrite && !regex) note('prefix-rewrite', 'redirect prefix rewrite on a route without a prefix or path match is ignored');
+  if (redirect.prefix_rewrite) refuseControlBreaks('prefix_rewrite', redirect.prefix_rewrite);
+  const path = pathRewrite(match, { prefix_rewrite: redirect.prefix_rewrite });
+  if (path && 'unsupported' in path) note('prefix-rewrite', `redirect: ${path.unsupported} is ignored`);
+  const regex = path && 'rewrite' in path ? path.rewrite.regex_uri : undefined;
   if (regex && !redirect.strip_query) {
     plugins['proxy-rewrite'] = { ...(plugins['proxy-rewrite'] ?? {}), regex_uri: regex };
     plugins['redirect'] = { uri: `${origin}$upstream_uri`, ret_code: code };

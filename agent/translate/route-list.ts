@@ -1,7 +1,8 @@
 import type { RouteConfiguration } from '../xds/envoy-types.js';
 import type { TranslationNote } from './apisix-types.js';
-import { scopeKey, type ListenerTranslation, type RouteScope, type ScopeRbac } from './listener.js';
-import { withRbac } from '../policy/rbac-plugin.js';
+import { scopeKey, type ListenerTranslation, type RouteScope, type ScopePolicy } from './listener.js';
+import { cachedPolicyConf, withPolicyPlugin } from '../policy/rbac-plugin.js';
+import type { CompiledJwtFilter, RemoteJwksLookup } from '../policy/jwt.js';
 import { refusalRoute } from '../policy/refusal.js';
 import { translateRouteConfiguration, tcpPassthroughRoute, type CapturePorts } from './route-configuration.js';
 import { keepRoute, keepRouteConfig, routeObject, type KeptRoute, type KeptRouteConfig } from './kept-routes.js';
@@ -11,6 +12,8 @@ export interface RouteListSources {
   /** an RDS configuration translated for a scope; undefined while it has not been received */
   routeConfig(name: string, scope: RouteScope): KeptRouteConfig | undefined;
   isOriginalDestination(cluster: string): boolean;
+  /** the keys fetched so far for JWT providers with remote JWKS */
+  remoteJwks: RemoteJwksLookup;
 }
 
 export interface RouteList {
@@ -18,6 +21,8 @@ export interface RouteList {
   routes: KeptRoute[];
   /** the listeners' notes and their route configurations' */
   notes: TranslationNote[];
+  /** the JWT filters the routes enforce (their remote JWKS are fetched by the agent) */
+  jwtFilters: CompiledJwtFilter[];
 }
 
 /**
@@ -30,14 +35,15 @@ export interface RouteList {
 export class RouteListBuilder {
   private readonly inlineCache = new WeakMap<RouteConfiguration, Map<string, KeptRouteConfig>>();
   private readonly tcpPassthroughCache = new WeakMap<ListenerTranslation, Map<string, KeptRoute>>();
-  private readonly rbacCache = new WeakMap<KeptRoute, { rbac: ScopeRbac; route: KeptRoute }>();
+  /** routes with their scope's policy plugin, kept while its configuration is the same object */
+  private readonly policyCache = new WeakMap<KeptRoute, { conf: Record<string, unknown>; route: KeptRoute }>();
 
   constructor(private readonly ports: CapturePorts) {}
 
   build(sources: RouteListSources): RouteList {
     const routes: KeptRoute[] = [];
     const notes: TranslationNote[] = [];
-    const scoped: Array<{ t: KeptRouteConfig; rbac?: ScopeRbac | undefined }> = [];
+    const scoped: Array<{ t: KeptRouteConfig; policy?: ScopePolicy | undefined }> = [];
     const listeners = [...sources.listeners];
     const refused = new Set<string>();
     for (const lt of listeners) {
@@ -49,22 +55,24 @@ export class RouteListBuilder {
     }
     for (const lt of listeners) {
       notes.push(...lt.notes);
-      for (const { routeConfigName, scope, rbac } of lt.rds) {
+      for (const { routeConfigName, scope, policy } of lt.rds) {
         if (refused.has(scopeKey(scope))) continue;
         const t = sources.routeConfig(routeConfigName, scope);
-        if (t) scoped.push({ t, rbac });
+        if (t) scoped.push({ t, policy });
         else notes.push({ kind: 'listener', name: lt.listenerName, reason: 'route-config-pending', detail: `route configuration ${routeConfigName} not received yet`, skipped: true });
       }
-      for (const { routeConfig, scope, rbac } of lt.inline) {
-        if (!refused.has(scopeKey(scope))) scoped.push({ t: this.inline(routeConfig, scope), rbac });
+      for (const { routeConfig, scope, policy } of lt.inline) {
+        if (!refused.has(scopeKey(scope))) scoped.push({ t: this.inline(routeConfig, scope), policy });
       }
       routes.push(...this.tcpPassthroughRoutes(lt, sources, refused));
     }
-    for (const { t, rbac } of scoped) {
-      routes.push(...(rbac ? t.routes.map((r) => this.rbacRoute(r, rbac)) : t.routes));
+    const jwtFilters = new Set<CompiledJwtFilter>();
+    for (const { t, policy } of scoped) {
+      if (policy) for (const f of policy.jwt) jwtFilters.add(f);
+      routes.push(...(policy ? t.routes.map((r) => this.policyRoute(r, policy, sources.remoteJwks)) : t.routes));
       notes.push(...t.notes);
     }
-    return { routes, notes };
+    return { routes, notes, jwtFilters: [...jwtFilters] };
   }
 
   private inline(rc: RouteConfiguration, scope: RouteScope): KeptRouteConfig {
@@ -76,12 +84,13 @@ export class RouteListBuilder {
     return t;
   }
 
-  /** The route under its scope's RBAC filters (Envoy runs them before routing, on every route). */
-  private rbacRoute(r: KeptRoute, rbac: ScopeRbac): KeptRoute {
-    const cached = this.rbacCache.get(r);
-    if (cached?.rbac === rbac) return cached.route;
-    const route = keepRoute({ route: withRbac(routeObject(r), rbac.filters), clusters: [...r.clusters], upstreamSettings: r.upstreamSettings });
-    this.rbacCache.set(r, { rbac, route });
+  /** The route under its scope's JWT and RBAC filters (Envoy runs them before routing, on every route). */
+  private policyRoute(r: KeptRoute, policy: ScopePolicy, remoteJwks: RemoteJwksLookup): KeptRoute {
+    const conf = cachedPolicyConf(policy, remoteJwks);
+    const cached = this.policyCache.get(r);
+    if (cached?.conf === conf) return cached.route;
+    const route = keepRoute({ route: withPolicyPlugin(routeObject(r), conf), clusters: [...r.clusters], upstreamSettings: r.upstreamSettings });
+    this.policyCache.set(r, { conf, route });
     return route;
   }
 

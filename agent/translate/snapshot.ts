@@ -8,6 +8,9 @@ import { assembleUpstream, finalRoute, sameSettings, type RouteTarget } from './
 import { releaseInflatedRoutes, routeObject, type KeptRoute } from './kept-routes.js';
 import { newRouteListSession, ResourceTranslations, type PreparedResource, type TranslateOptions } from './resource-translations.js';
 import { add, each, type OneOrMore } from './one-or-more.js';
+import { stableId } from './ids.js';
+import { assembleL4Listener, type L4Listener } from '../l4/assemble.js';
+import { remoteJwksSources, type RemoteJwksLookup, type RemoteJwksSource } from '../policy/jwt.js';
 
 export type { PreparedResource, TranslateOptions } from './resource-translations.js';
 
@@ -41,7 +44,11 @@ export interface XdsChange<T = PreparedResource> {
 export interface ApisixConfig {
   upstreams: Map<string, ApisixUpstream>;
   routes: Map<string, ApisixRoute>;
+  /** every listener as the L4 front dispatches its connections (agent/l4/) */
+  l4: Map<string, L4Listener>;
   notes: TranslationNote[];
+  /** the JWKS the routes' JWT filters name by URI: the agent fetches them (agent/policy/jwks-fetcher.ts) */
+  remoteJwks?: RemoteJwksSource[];
 }
 
 /**
@@ -53,8 +60,12 @@ export interface ApisixChanges {
   full: boolean;
   upstreams: ReadonlyMap<string, ApisixUpstream | null>;
   routes: ReadonlyMap<string, ApisixRoute | null>;
+  /** the L4 front's listeners by id (null: gone) */
+  l4: ReadonlyMap<string, L4Listener | null>;
   /** every note of the whole configuration (not only of what changed) */
   notes: TranslationNote[];
+  /** the JWKS the routes' JWT filters name by URI (all of them, not only what changed) */
+  remoteJwks: RemoteJwksSource[];
 }
 
 const KINDS = ['cluster', 'endpoint', 'listener', 'route'] as const;
@@ -89,10 +100,15 @@ export class MeshTranslator {
   private listNotes: TranslationNote[] = [];
   private readonly upstreamNotes = new Map<string, TranslationNote[]>();
   private readonly routeNotes = new Map<string, TranslationNote[]>();
+  /** listener name → the notes of its L4 object (its chains', and what they could not resolve) */
+  private readonly l4Notes = new Map<string, TranslationNote[]>();
+  /** remote JWKS keys as the agent fetched them; the routes whose policy uses them follow their changes */
+  private remoteJwks: RemoteJwksLookup = new Map();
+  private remoteJwksList: RemoteJwksSource[] = [];
 
   /** `translate`'s state: the objects it was given last, and the whole configuration */
   private given: XdsResources | undefined;
-  private view: { upstreams: Map<string, ApisixUpstream>; routes: Map<string, ApisixRoute> } | undefined;
+  private view: { upstreams: Map<string, ApisixUpstream>; routes: Map<string, ApisixRoute>; l4: Map<string, L4Listener> } | undefined;
 
   constructor(options: TranslateOptions = {}) {
     this.resources = new ResourceTranslations(options);
@@ -130,6 +146,16 @@ export class MeshTranslator {
     }
   }
 
+  /**
+   * The keys fetched for remote JWKS (the agent's fetcher hands the same object until something
+   * changes): when they change, the routes whose JWT filters name a remote JWKS are rebuilt.
+   */
+  useRemoteJwks(lookup: RemoteJwksLookup): void {
+    if (lookup === this.remoteJwks) return;
+    this.remoteJwks = lookup;
+    if (this.remoteJwksList.length) this.resources.dirty.routesStale = true;
+  }
+
   /** The next assembly gives the whole configuration (after its result could not be applied). */
   resync(): void {
     this.full = true;
@@ -139,7 +165,8 @@ export class MeshTranslator {
    * Translates a whole xDS state given as decoded objects: what differs from the previous call (by
    * object identity) is ingested, and the whole configuration returned.
    */
-  translate(xds: XdsResources): ApisixConfig {
+  translate(xds: XdsResources, remoteJwks?: RemoteJwksLookup): ApisixConfig {
+    if (remoteJwks) this.useRemoteJwks(remoteJwks);
     const given = this.given;
     for (const kind of KINDS) {
       const before = (given?.[FIELD[kind]] ?? new Map()) as ReadonlyMap<string, object>;
@@ -149,10 +176,15 @@ export class MeshTranslator {
     }
     this.given = { clusters: new Map(xds.clusters), endpoints: new Map(xds.endpoints), listeners: new Map(xds.listeners), routeConfigs: new Map(xds.routeConfigs) };
     const changes = this.assemble();
-    const view = (this.view ??= { upstreams: new Map(), routes: new Map() });
+    const view = (this.view ??= { upstreams: new Map(), routes: new Map(), l4: new Map() });
     if (changes.full) {
       view.upstreams.clear();
       view.routes.clear();
+      view.l4.clear();
+    }
+    for (const [id, l] of changes.l4) {
+      if (l) view.l4.set(id, l);
+      else view.l4.delete(id);
     }
     for (const [id, u] of changes.upstreams) {
       if (u) view.upstreams.set(id, u);
@@ -162,7 +194,7 @@ export class MeshTranslator {
       if (r) view.routes.set(id, r);
       else view.routes.delete(id);
     }
-    return { upstreams: new Map(view.upstreams), routes: new Map(view.routes), notes: changes.notes };
+    return { upstreams: new Map(view.upstreams), routes: new Map(view.routes), l4: new Map(view.l4), notes: changes.notes, remoteJwks: changes.remoteJwks };
   }
 
   // ---------------------------------------------------------------- assembly
@@ -181,11 +213,32 @@ export class MeshTranslator {
     }
     for (const name of dirty.upstreams) this.assembleUpstream(name, upstreams);
     for (const id of dirtyRoutes) this.assembleRoute(id, routes);
+    // L4 objects: the listeners that changed, and those whose TCP chains name a changed cluster
+    // (an endpoint change alone never touches them: they name upstreams, not nodes)
+    const l4 = new Map<string, L4Listener | null>();
+    const dirtyL4 = full ? new Set([...this.resources.l4Drafts.keys(), ...dirty.l4Listeners]) : dirty.l4Listeners;
+    for (const name of dirtyClusters) for (const listener of this.resources.l4UsersOf(name)) dirtyL4.add(listener);
+    for (const name of dirtyL4) this.assembleL4(name, l4);
     dirty.clusters.clear();
     dirty.upstreams.clear();
+    dirty.l4Listeners.clear();
     dirty.routesStale = false;
     this.full = false;
-    return { full, upstreams, routes, notes: this.notes() };
+    return { full, upstreams, routes, l4, notes: this.notes(), remoteJwks: this.remoteJwksList };
+  }
+
+  private assembleL4(listenerName: string, out: Map<string, L4Listener | null>): void {
+    const draft = this.resources.l4Drafts.get(listenerName);
+    this.l4Notes.delete(listenerName);
+    if (!draft) {
+      out.set(stableId('l4', listenerName), null);
+      return;
+    }
+    const notes = [...draft.notes];
+    const upstreamIdOf = (cluster: string) => (this.resources.hasUpstream(cluster) ? this.resources.clusters.get(cluster)?.upstream?.id : undefined);
+    const l4 = assembleL4Listener(draft, this.resources.clusters, upstreamIdOf, notes);
+    if (notes.length) this.l4Notes.set(listenerName, notes);
+    out.set(l4.id, l4);
   }
 
   /** The list of routes from the listeners and route configurations; marks what differs. */
@@ -195,9 +248,11 @@ export class MeshTranslator {
       listeners: this.resources.listeners.values(),
       routeConfig: (name, scope) => this.resources.routeConfig(name, scope, session),
       isOriginalDestination: (cluster) => !!this.resources.clusters.get(cluster)?.originalDestination,
+      remoteJwks: this.remoteJwks,
     });
     this.resources.dropUnusedScopes(session);
     this.listNotes = list.notes;
+    this.remoteJwksList = remoteJwksSources(list.jwtFilters);
 
     const slots = new Map<string, OneOrMore<KeptRoute>>();
     const byCluster = new Map<string, OneOrMore<string>>();
@@ -290,6 +345,7 @@ export class MeshTranslator {
     for (const { cluster, note } of this.conflicts) if (!this.resources.clusters.get(cluster)?.originalDestination) out.push(note);
     for (const notes of this.upstreamNotes.values()) out.push(...notes);
     for (const notes of this.routeNotes.values()) out.push(...notes);
+    for (const notes of this.l4Notes.values()) out.push(...notes);
     return out;
   }
 }
@@ -301,6 +357,6 @@ function sameSlot(a: OneOrMore<KeptRoute> | undefined, b: OneOrMore<KeptRoute>):
 }
 
 /** One-shot translation of a whole xDS state (the reference the incremental path is compared with). */
-export function translateMesh(xds: XdsResources, options: TranslateOptions = {}): ApisixConfig {
-  return new MeshTranslator(options).translate(xds);
+export function translateMesh(xds: XdsResources, options: TranslateOptions = {}, remoteJwks?: RemoteJwksLookup): ApisixConfig {
+  return new MeshTranslator(options).translate(xds, remoteJwks);
 }

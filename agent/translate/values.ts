@@ -20,10 +20,15 @@ export function regexEscape(literal: string): string {
 /** Envoy's FractionalPercent → a 0..100 percentage (floating point: 0.5 % stays 0.5). */
 export function percentOf(fraction: { numerator?: number; denominator?: string | number } | null | undefined): number {
   if (!fraction) return 100;
-  const numerator = fraction.numerator ?? 0;
+  const { numerator, scale } = fractionParts(fraction);
+  return Math.min(100, (numerator / scale) * 100);
+}
+
+/** A FractionalPercent's numerator and its denominator as a number (100, 10 000 or 1 000 000). */
+export function fractionParts(fraction: { numerator?: number; denominator?: string | number }): { numerator: number; scale: number } {
   const denominator = fraction.denominator ?? 'HUNDRED';
   const scale = denominator === 'MILLION' || denominator === 2 ? 1e6 : denominator === 'TEN_THOUSAND' || denominator === 1 ? 1e4 : 100;
-  return Math.min(100, (numerator / scale) * 100);
+  return { numerator: Math.min(fraction.numerator ?? 0, scale), scale };
 }
 
 /**

@@ -9,6 +9,7 @@ import { checkWireFormat } from './wire-check.js';
 import { RESOURCE_TYPES, edsServiceNames, listenerRouteConfigNames } from './resource-types/index.js';
 import type { ChangedResource, XdsChange } from '../translate/snapshot.js';
 import { peekStringField } from './wire-check.js';
+import { jitteredBackoff, type Backoff } from '../backoff.js';
 
 const ADS_PATH = '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources';
 /** The order Envoy subscribes in and istiod pushes in: clusters before what uses them. */
@@ -29,7 +30,7 @@ export interface AdsClientOptions {
   credentials?: grpc.ChannelCredentials;
   /** extra channel options, e.g. grpc.ssl_target_name_override */
   channelOptions?: grpc.ChannelOptions;
-  backoff?: { initialMs: number; maxMs: number };
+  backoff?: Backoff;
   logger?: AdsLogger;
   /** how long to wait for EDS/RDS answers before calling a snapshot complete anyway (xDS spec: 15 s) */
   warmingTimeoutMs?: number;
@@ -232,9 +233,7 @@ export class AdsClient extends EventEmitter {
   }
 
   private scheduleReconnect(err?: Error): void {
-    const { initialMs, maxMs } = this.options.backoff ?? { initialMs: 1000, maxMs: 30_000 };
-    const ceiling = Math.min(maxMs, initialMs * 2 ** this.attempt++);
-    const delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2)); // jitter: half to full
+    const delay = jitteredBackoff(this.attempt++, this.options.backoff ?? { initialMs: 1000, maxMs: 30_000 });
     this.stats.reconnects++;
     const accepted = Object.values(this.versions()).some((v) => v !== '');
     const meanwhile = accepted ? 'serving the last good configuration meanwhile' : 'no configuration from istiod yet, so nothing is served';

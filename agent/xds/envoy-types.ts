@@ -18,6 +18,7 @@ export type { RetryPolicy } from '@grpc/grpc-js-xds/build/src/generated/envoy/co
 export type { HeaderMatcher } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/route/v3/HeaderMatcher.js';
 export type { QueryParameterMatcher } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/route/v3/QueryParameterMatcher.js';
 export type { StringMatcher } from '@grpc/grpc-js-xds/build/src/generated/envoy/type/matcher/v3/StringMatcher.js';
+export type { CorsPolicy } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/route/v3/CorsPolicy.js';
 export type { HttpConnectionManager } from '@grpc/grpc-js-xds/build/src/generated/envoy/extensions/filters/network/http_connection_manager/v3/HttpConnectionManager.js';
 export type { HTTPFault } from '@grpc/grpc-js-xds/build/src/generated/envoy/extensions/filters/http/fault/v3/HTTPFault.js';
 export type { FractionalPercent } from '@grpc/grpc-js-xds/build/src/generated/envoy/type/v3/FractionalPercent.js';
@@ -30,3 +31,9 @@ export type { Permission } from '@grpc/grpc-js-xds/build/src/generated/envoy/con
 export type { Principal } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/rbac/v3/Principal.js';
 export type { Policy as RbacPolicy } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/rbac/v3/Policy.js';
 export type { CidrRange } from '@grpc/grpc-js-xds/build/src/generated/envoy/config/core/v3/CidrRange.js';
+// jwt_authn is not among grpc-js-xds's generated types: generated the same way (scripts/gen-jwt-authn-types.mjs)
+export type { JwtAuthentication } from './generated/jwt_authn/JwtAuthentication.js';
+export type { JwtProvider } from './generated/jwt_authn/JwtProvider.js';
+export type { JwtRequirement } from './generated/jwt_authn/JwtRequirement.js';
+export type { MetadataMatcher } from '@grpc/grpc-js-xds/build/src/generated/envoy/type/matcher/v3/MetadataMatcher.js';
+export type { ValueMatcher } from '@grpc/grpc-js-xds/build/src/generated/envoy/type/matcher/v3/ValueMatcher.js';

@@ -49,7 +49,7 @@ describe('canary (baggage header → subset canary)', () => {
 
   it('both routes serve only port 8080 of the outbound listener, for the service\'s hosts', () => {
     for (const r of routes) {
-      expect(r.vars).toContainEqual(['server_port', '==', '15001']);
+      expect(r.vars).toContainEqual(['apisix_mesh_direction', '==', 'outbound']);
       expect(r.vars).toContainEqual(['connection_original_dst', '~~', ':8080$']);
       expect(r.hosts).toContain(host);
       expect(r.hosts).toContain('checkout.shop');

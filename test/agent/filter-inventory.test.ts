@@ -41,11 +41,11 @@ describe('unenforcedFilters', () => {
     expect(unenforcedFilters(filters)).toEqual([]);
   });
 
-  it('names every policy filter it does not enforce: JWT, ext_authz, Lua, local rate limit, network RBAC, RBAC it cannot compile', () => {
+  it('names every policy filter it does not enforce: JWT it cannot compile, ext_authz, Lua, local rate limit, network RBAC, RBAC it cannot compile', () => {
     const filters = chainFilters([
       { name: 'envoy.filters.network.rbac', typed_config: { '@type': `${T}envoy.extensions.filters.network.rbac.v3.RBAC`, stat_prefix: 'tcp.', rules: {} } },
       hcmWith([
-        { name: 'envoy.filters.http.jwt_authn', typed_config: { '@type': `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication` } },
+        { name: 'envoy.filters.http.jwt_authn', typed_config: { '@type': `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication`, providers: { p: { local_jwks: { filename: '/etc/jwks.json' } } } } },
         { name: 'envoy.filters.http.rbac', typed_config: { '@type': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`, rules: { action: 'DENY' } } },
         { name: 'matcher-rbac', typed_config: { '@type': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`, matcher: { matcher_list: { matchers: [] } } } },
         { name: 'envoy.filters.http.ext_authz', typed_config: { '@type': `${T}envoy.extensions.filters.http.ext_authz.v3.ExtAuthz` } },
@@ -56,7 +56,7 @@ describe('unenforcedFilters', () => {
     ]);
     expect(unenforcedFilters(filters)).toEqual([
       'envoy.filters.network.rbac (envoy.extensions.filters.network.rbac.v3.RBAC)',
-      'envoy.filters.http.jwt_authn (envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication)',
+      'envoy.filters.http.jwt_authn (envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication): provider p: local_jwks from a filename is not supported',
       'matcher-rbac (envoy.extensions.filters.http.rbac.v3.RBAC): the xDS matcher form of RBAC is not supported',
       'envoy.filters.http.ext_authz (envoy.extensions.filters.http.ext_authz.v3.ExtAuthz)',
       'my-lua (envoy.extensions.filters.http.lua.v3.Lua)',
@@ -130,6 +130,19 @@ describe('inventoryFilters: HTTP RBAC is enforced', () => {
   it('an RBAC filter listed as skippable is still enforced when it compiles; one that cannot compile is skipped then', () => {
     const filters = chainFilters([hcmWith([rbac('r', { rules: { policies: anyPolicy } }), rbac('m', { matcher: { matcher_list: { matchers: [] } } }), router])]);
     const inventory = inventoryFilters(filters, new Set(['r', 'm']));
-    expect(inventory).toEqual({ unenforced: [], rbac: [expect.objectContaining({ name: 'r' })] });
+    expect(inventory).toEqual({ unenforced: [], rbac: [expect.objectContaining({ name: 'r' })], jwt: [] });
+  });
+});
+
+describe('inventoryFilters: JWT authentication is enforced', () => {
+  const jwt = (name: string) => ({ name, typed_config: { '@type': `${T}envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication`, providers: { p: { issuer: 'i', local_jwks: { inline_string: '{"keys":[]}' } } }, rules: [{ match: { prefix: '/' }, requires: { provider_name: 'p' } }] } });
+  const rbac = { name: 'envoy.filters.http.rbac', typed_config: { '@type': `${T}envoy.extensions.filters.http.rbac.v3.RBAC`, rules: { action: 'DENY', policies: { p: { permissions: [{ any: true }], principals: [{ any: true }] } } } } };
+
+  it('Istio\'s order (jwt_authn, then RBAC) is enforced; jwt_authn after an RBAC filter is refused (the sidecar authenticates first)', () => {
+    const istio = inventoryFilters(chainFilters([hcmWith([jwt('envoy.filters.http.jwt_authn'), rbac, router])]));
+    expect(istio.unenforced).toEqual([]);
+    expect(istio.jwt.map((f) => f.name)).toEqual(['envoy.filters.http.jwt_authn']);
+    const reversed = inventoryFilters(chainFilters([hcmWith([rbac, jwt('late'), router])]));
+    expect(reversed.unenforced).toEqual(['late (envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication): after an RBAC filter (the sidecar authenticates first)']);
   });
 });

@@ -20,7 +20,7 @@ const HARNESS = String.raw`
 local src = assert(io.open(arg[1])):read("*a")
 local dst = arg[2] ~= "" and arg[2] or nil
 local exited, set
-ngx = { var = { connection_original_dst = dst } }
+ngx = { var = {} }
 package.loaded["apisix.core"] = {
   log = { warn = function() end },
   response = { exit = function(code) exited = code; return code end },
@@ -33,7 +33,7 @@ if not chunk then print("loadstring failed: " .. err) os.exit(1) end
 local ok, fn = pcall(chunk)
 if not ok or type(fn) ~= "function" then print("not a function: " .. tostring(fn)) os.exit(1) end
 local route = { value = { id = "r1" } }
-fn({}, { conf_version = 7, matched_route = route })
+fn({}, { conf_version = 7, matched_route = route, var = { connection_original_dst = dst } })
 if exited then print("exit " .. exited) return end
 local c = set.conf
 local n = c.nodes[1]
@@ -70,7 +70,7 @@ describeWhenAvailable('the original-destination function under LuaJIT', missingC
 });
 
 describe('the original-destination route', () => {
-  const base = { id: 'r1', name: 'allow_any', uri: '/*', priority: 1, status: 1 as const, upstream_id: 'u1', vars: [['server_port', '==', '15001'] as const] };
+  const base = { id: 'r1', name: 'allow_any', uri: '/*', priority: 1, status: 1 as const, upstream_id: 'u1', vars: [['apisix_mesh_direction', '==', 'outbound'] as const] };
 
   it('drops the stored upstream and passes APISIX route schema with the plugin', () => {
     const route = originalDestinationRoute(base, { ports: DEFAULT_CAPTURE_PORTS, connectTimeout: 10 });

@@ -218,9 +218,9 @@ describe('RBAC per scope (listener translation)', () => {
 
   it('chains APISIX cannot tell apart (TLS and plaintext of one port) chain their filters; identical ones once', () => {
     const same = listener([chain('tls', [rbac('DENY', '/admin')]), chain('raw_buffer', [rbac('DENY', '/admin')])]);
-    expect(same.rds.map((r) => r.rbac?.filters.map((f) => f.name))).toEqual([['rbac-DENY']]);
+    expect(same.rds.map((r) => r.policy?.rbac.map((f) => f.name))).toEqual([['rbac-DENY']]);
     const different = listener([chain('tls', [rbac('DENY', '/admin')]), chain('raw_buffer', [rbac('ALLOW', '/public')])]);
-    expect(different.rds.map((r) => r.rbac?.filters.map((f) => f.action))).toEqual([['DENY', 'ALLOW']]);
-    expect(listener([chain('raw_buffer', [])]).rds[0]?.rbac).toBeUndefined();
+    expect(different.rds.map((r) => r.policy?.rbac.map((f) => f.action))).toEqual([['DENY', 'ALLOW']]);
+    expect(listener([chain('raw_buffer', [])]).rds[0]?.policy).toBeUndefined();
   });
 });

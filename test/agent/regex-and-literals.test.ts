@@ -10,6 +10,7 @@ import type { RouteConfiguration } from '../../agent/xds/envoy-types.js';
 import { translateRouteConfiguration } from '../../agent/translate/route-configuration.js';
 import { validateApisix } from '../../agent/schema/validate.js';
 import { re2ToPcre } from '../../agent/translate/pcre.js';
+import { luaLiteral } from '../../agent/policy/rbac-plugin.js';
 
 const scope = { direction: 'outbound' as const, port: 9080 };
 /** the nginx variables of a request, as APISIX's ctx.var would give them */
@@ -107,11 +108,12 @@ describe('literal values', () => {
     const prefix = onlyRoute({ route: { cluster: 'c', prefix_rewrite: '/v$2/' } }, { prefix: '/v1/' });
     const [pattern, template] = (prefix.plugins!['proxy-rewrite'] as { regex_uri: [string, string] }).regex_uri;
     expect(subTemplate(template, [...new RegExp(pattern).exec('/v1/items')!])).toBe('/v$2/items');
+    // regex_rewrite replaces every match: ngx.re.gsub in proxy-rewrite's pre_function, with the
+    // pattern and template as Lua string literals
     const regex = onlyRoute({ route: { cluster: 'c', regex_rewrite: { pattern: { regex: '^/api/(\\w+)$' }, substitution: '/\\1/$x\\\\' } } });
-    const [re, sub] = (regex.plugins!['proxy-rewrite'] as { regex_uri: [string, string] }).regex_uri;
-    expect(re).toBe('^/api/(\\w+)\\z');
-    expect(sub).toBe('/${1}/$$x\\');
-    expect(subTemplate(sub, ['/api/v', 'v'])).toBe('/v/$x\\');
+    const lua = ((regex.plugins!['proxy-rewrite'] as { _meta: { pre_function: string } })._meta.pre_function);
+    expect(lua).toContain(`ngx.re.gsub(ctx.var.uri, ${luaLiteral('^/api/(\\w+)\\z')}, ${luaLiteral('/${1}/$$x\\')}, "jo")`);
+    expect(subTemplate('/${1}/$$x\\', ['/api/v', 'v'])).toBe('/v/$x\\');
   });
 
   it('CR, LF or NUL in a header or redirect target skips the route, with a note', () => {

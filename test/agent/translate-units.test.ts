@@ -35,10 +35,10 @@ describe('Cluster → upstream', () => {
     expect(translateCluster(cluster({ name: 'a', type: 'EDS', lb_policy: 'LEAST_REQUEST' })).upstream?.type).toBe('least_conn');
     expect(translateCluster(cluster({ name: 'a', type: 'EDS', lb_policy: 'RING_HASH' })).consistentHash).toBe(true);
   });
-  it('reports HTTP/2 upstreams it cannot proxy as such', () => {
+  it('proxies HTTP/2 upstreams with nginx\'s gRPC proxy, and says so', () => {
     const t = translateCluster(cluster({ name: 'outbound|9090||grpc.ns.svc.cluster.local', type: 'EDS', typed_extension_protocol_options: { 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': { '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions', explicit_http_config: { http2_protocol_options: {} } } } }));
     expect(t.notes.map((n) => [n.reason, n.skipped])).toEqual([['http2-upstream', false]]);
-    expect(t.upstream).toBeDefined();
+    expect(t.upstream?.scheme).toBe('grpc');
   });
   it('ids are stable and differ per name', () => {
     const a = translateCluster(cluster({ name: 'outbound|80||a', type: 'EDS' })).upstream!.id;
@@ -177,7 +177,9 @@ describe('RouteConfiguration → routes', () => {
     expect(r.route.timeout).toEqual({ connect: 1.5, send: 1.5, read: 1.5 });
     expect(r.upstreamSettings.retries).toBe(4);
     expect(r.route.plugins?.['proxy-rewrite']).toEqual({ regex_uri: ['^\\/old\\/(.*)', '/new/$1'], host: 'example.org' });
-    expect(r.route.plugins?.['proxy-mirror']).toEqual({ host: 'http://shadow.ns.svc.cluster.local:9080', sample_ratio: 0.25 });
+    // the mirror goes to the cluster's endpoints (test/agent/http-semantics.test.ts)
+    // then the hand-over to the retry location of retry_on 5xx (test/agent/http-semantics.test.ts)
+    expect(r.route.plugins?.['serverless-pre-function']?.['functions']).toEqual([expect.stringContaining('["numerator"]=25,["denominator"]=100'), expect.stringContaining('@apisix_mesh_retry_5xx')]);
     expect(r.route.plugins?.['fault-injection']).toEqual({ abort: { http_status: 503, percentage: 10 }, delay: { duration: 0.5, percentage: 50 } });
     expect(validateApisix('route', r.route)).toBeNull();
   });
@@ -273,7 +275,7 @@ describe('Listener → scopes', () => {
     expect(inbound.inline.map((i) => [i.routeConfig.name, i.scope])).toEqual([['inbound|9080||', { direction: 'inbound', port: 9080 }]]);
     const tcp = translateListener(listener({ name: '10.96.0.10_53', address: { socket_address: { address: '10.96.0.10', port_value: 53 } }, filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'x', cluster: 'outbound|53||kube-dns' } }] }] }));
     expect(tcp.tcpProxies).toEqual([{ scope: { direction: 'outbound', port: 53, address: '10.96.0.10' }, cluster: 'outbound|53||kube-dns' }]);
-    expect(tcp.notes[0]?.reason).toBe('tcp-proxy');
+    expect(tcp.notes).toEqual([]); // the L4 front dispatches TCP proxies (test/agent/l4-*.test.ts)
   });
 });
 
@@ -333,7 +335,7 @@ describe('whole mesh', () => {
     const out = translator.translate(xds);
     const routes = [...out.routes.values()];
     expect(routes).toHaveLength(1); // the black hole chain (destination port 15001) gets nothing
-    expect(routes[0]).toMatchObject({ uri: '/*', priority: 0, vars: [['server_port', '==', '15001']] });
+    expect(routes[0]).toMatchObject({ uri: '/*', priority: 0, vars: [['apisix_mesh_direction', '==', 'outbound']] });
     expect(routes[0]!.upstream_id).toBeUndefined();
     expect(routes[0]!.plugins?.['serverless-pre-function']?.['functions']).toEqual([expect.stringContaining('timeout = {connect = 10,')]);
     expect(validateApisix('route.strict', routes[0])).toBeNull();
@@ -358,8 +360,8 @@ describe('whole mesh', () => {
     const routes = [...out.routes.values()];
     expect(routes.filter((r) => r.upstream_id || r.plugins?.['serverless-pre-function'])).toEqual([]);
     expect(routes.map((r) => [r.vars, r.plugins?.['fault-injection']])).toEqual([
-      [[['server_port', '==', '15006']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
-      [[['server_port', '==', '15006'], ['connection_original_dst', '~~', ':80$']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
+      [[['apisix_mesh_direction', '==', 'inbound']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
+      [[['apisix_mesh_direction', '==', 'inbound'], ['connection_original_dst', '~~', ':80$']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
     ]);
     const notes = out.notes.filter((n) => n.reason === 'unenforced-filter');
     expect(notes.map((n) => n.detail)).toEqual([
@@ -417,13 +419,13 @@ describe('whole mesh', () => {
     const toApp = routes.filter((r) => r.upstream_id);
     expect(toApp).toHaveLength(1);
     expect(toApp[0]!.upstream_id).toBe(upstream.id);
-    expect(toApp[0]!.vars).toEqual(expect.arrayContaining([['server_port', '==', '15006'], ['connection_original_dst', '~~', ':80$']]));
+    expect(toApp[0]!.vars).toEqual(expect.arrayContaining([['apisix_mesh_direction', '==', 'inbound'], ['connection_original_dst', '~~', ':80$']]));
     // the catch-all HTTP chain: any other port of the pod, forwarded to its original destination
     const catchAll = routes.filter((r) => !r.upstream_id);
     expect(catchAll.length).toBeGreaterThan(0);
     for (const r of catchAll) {
       expect(r.plugins?.['serverless-pre-function']?.['functions']).toHaveLength(1);
-      expect(r.vars).toContainEqual(['server_port', '==', '15006']);
+      expect(r.vars).toContainEqual(['apisix_mesh_direction', '==', 'inbound']);
       expect(r.priority).toBeLessThan(toApp[0]!.priority);
     }
     for (const r of routes) expect(validateApisix('route.strict', r)).toBeNull();

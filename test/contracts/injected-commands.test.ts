@@ -12,16 +12,21 @@ import { parseDownwardApiLabels } from '../../agent/xds/node.js';
 const cli = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 const example = new URL('../../examples/deployment.yaml', import.meta.url).pathname;
 
-function injectedContainers(): V1Container[] {
+function injectedSpec() {
   const res = spawnSync(process.execPath, [cli, 'inject', '-f', example], { encoding: 'utf8' });
   expect(res.status, res.stderr).toBe(0);
   const deployment = parseAllDocuments(res.stdout)[0]!.toJSON() as { spec: { template: V1Pod } };
-  const spec = deployment.spec.template.spec!;
+  return deployment.spec.template.spec!;
+}
+
+function injectedContainers(): V1Container[] {
+  const spec = injectedSpec();
   return [...(spec.initContainers ?? []), ...spec.containers];
 }
 
 describe('command lines the webhook injects', () => {
   const containers = injectedContainers();
+  const volumes = injectedSpec().volumes ?? [];
   const argsOf = (command: string): string[] => {
     const c = containers.find((x) => x.args?.[0] === command);
     expect(c, `a container running "${command}"`).toBeDefined();
@@ -51,6 +56,17 @@ describe('command lines the webhook injects', () => {
     const labelsFlag = agent.args!.find((a) => a.startsWith('--pod-labels-file='))!;
     const mount = agent.volumeMounts!.find((m) => labelsFlag.slice('--pod-labels-file='.length).startsWith(`${m.mountPath}/`));
     expect(mount, 'the labels file lies on a mounted volume').toBeDefined();
+  });
+
+  it('the mesh root and the token the agent is pointed at lie on the volumes Istio fills', () => {
+    const agent = containers.find((x) => x.args?.[0] === 'agent')!;
+    for (const [flag, source] of [['--root-cert=', 'configMap'], ['--token-file=', 'projected']] as const) {
+      const file = agent.args!.find((a) => a.startsWith(flag))?.slice(flag.length);
+      expect(file, flag).toBeDefined();
+      const mount = agent.volumeMounts!.find((m) => file!.startsWith(`${m.mountPath}/`));
+      expect(mount, `${flag} lies on a mounted volume`).toBeDefined();
+      expect(Object.keys(volumes.find((v) => v.name === mount!.name)!)).toContain(source);
+    }
   });
 });
 

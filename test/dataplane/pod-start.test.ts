@@ -4,10 +4,9 @@
 // agent's startup probe does).
 import type { V1Pod } from '@kubernetes/client-node';
 import { afterEach, expect, it } from 'vitest';
-import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod, podManifest } from '../support/pod/requirements.js';
-import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
+import { PLAINTEXT_ISTIOD_CONFIG, startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { loadCanonical } from '../support/xds-fixtures.js';
 
@@ -40,7 +39,7 @@ describeWhenAvailable('the injected pod starts cleanly (real APISIX, real kernel
   });
 
   it('native sidecars: the startup probes order agent, APISIX and the app; no restart', async () => {
-    pod = await startPod({ manifest, xds: xds(), config: { ...defaultInjectionConfig, nativeSidecars: true } });
+    pod = await startPod({ manifest, xds: xds(), config: { ...PLAINTEXT_ISTIOD_CONFIG, nativeSidecars: true } });
     await pod.kubelet.waitReady(30_000);
     expect(pod.injected.spec!.initContainers!.filter((c) => c.restartPolicy === 'Always').map((c) => c.name)).toEqual(['apisix-mesh-agent', 'apisix-mesh-apisix']);
     for (const name of names(pod.injected)) expect(pod.kubelet.restarts(name), name).toBe(0);

@@ -104,11 +104,14 @@ const EXPECTED_WHILE_AGENT_RESTARTS: RegExp[] = [
   /config_etcd\.lua:\d+: wait watch event: http:\/\/127\.0\.0\.1:15379: Service Unavailable, context: ngx\.timer$/,
   // APISIX re-watches at once, while the agent is still down; lua-resty-etcd then quarantines the
   // endpoint (health_check_timeout, 1 s in the sidecar's config.yaml) and retries 3 s later
-  /config_etcd\.lua:\d+: watchdir err: (has no healthy etcd endpoint available|connection reset by peer|connection refused), context: ngx\.timer$/,
+  // (the stream workers watch too, for the L4 front: a watch request being sent when the agent goes
+  // away fails with EPIPE instead)
+  /config_etcd\.lua:\d+: watchdir err: (has no healthy etcd endpoint available|connection reset by peer|connection refused|broken pipe), context: ngx\.timer$/,
   /\*\d+ recv\(\) failed \(104: Connection reset by peer\), context: ngx\.timer$/,
+  /\*\d+ send\(\) failed \(32: Broken pipe\), context: ngx\.timer$/,
   /\*\d+ connect\(\) failed \(111: Connection refused\), context: ngx\.timer$/,
   // the new agent's store starts above every revision the old one handed out; APISIX's watch from
   // its old revision is answered "compacted", and APISIX reads everything again (the resync)
   /config_etcd\.lua:\d+: etcd compacted, compact_revision=\d+, context: ngx\.timer$/,
-  /config_etcd\.lua:\d+: sync_data\(\): waitdir \[\/apisix\/[a-z_]+\] err: compacted, will read the configuration again via readdir, context: ngx\.timer$/,
+  /config_etcd\.lua:\d+: sync_data\(\): waitdir \[\/apisix\/[a-z0-9_]+\] err: compacted, will read the configuration again via readdir, context: ngx\.timer$/,
 ];

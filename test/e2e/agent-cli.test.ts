@@ -2,11 +2,16 @@
 // ready, serves APISIX objects over the etcd API, and stops cleanly on SIGTERM; bad input gives one
 // line on stderr and exit 2, never a stack trace.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeIstiod } from '../support/fake-istiod.js';
 import { loadCanonical } from '../support/xds-fixtures.js';
 import { waitFor } from '../support/wait.js';
 import { freePort } from '../support/free-port.js';
+import { FakeIstioCa } from '../support/fake-istio-ca.js';
+import { createTestPki } from '../support/test-pki.js';
 
 const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 const env = { ...process.env, POD_NAME: 'productpage-v1-abc', POD_NAMESPACE: 'default', INSTANCE_IP: '10.244.1.30', SERVICE_ACCOUNT: 'bookinfo-productpage' };
@@ -52,6 +57,41 @@ describe('apisix-mesh agent (the real command)', () => {
     expect(stderr).toMatch(/SIGTERM received, shutting down/);
   });
 
+  it('with --xds-tls and a CA: TLS xDS, a workload certificate from the CA, then ready', async () => {
+    const pki = createTestPki();
+    const dir = mkdtempSync(join(tmpdir(), 'agent-cli-tls-'));
+    writeFileSync(join(dir, 'root-cert.pem'), pki.root.pem);
+    writeFileSync(join(dir, 'istio-token'), 'token-1\n');
+    const tlsIstiod = new FakeIstiod(loadCanonical('synthetic-reviews-xds-responses.json'));
+    tlsIstiod.requiredToken = 'token-1';
+    const ca = new FakeIstioCa(pki);
+    ca.requiredToken = 'token-1';
+    ca.expectedSpiffeId = 'spiffe://cluster.local/ns/default/sa/bookinfo-productpage';
+    try {
+      const xdsPort = await tlsIstiod.start(0, { key: pki.istiodKeyPem, cert: pki.istiodCertChainPem });
+      const caPort = await ca.start();
+      const statusPort = await freePort();
+      const agent = spawn(process.execPath, [
+        CLI, 'agent', '--xds-address', `127.0.0.1:${xdsPort}`, '--xds-tls', '--xds-server-name', 'istiod.istio-system.svc',
+        '--root-cert', join(dir, 'root-cert.pem'), '--token-file', join(dir, 'istio-token'), '--ca-address', `127.0.0.1:${caPort}`, '--cert-ttl', '12h',
+        '--etcd-listen', `127.0.0.1:${await freePort()}`, '--status-port', String(statusPort), '--status-host', '127.0.0.1',
+      ], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      let log = '';
+      agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+      try {
+        await waitFor(async () => (await fetch(`http://127.0.0.1:${statusPort}/healthz/ready`).catch(() => undefined))?.status === 200, 20_000, 'readiness');
+        expect(ca.issued).toHaveLength(1);
+        expect(ca.issued[0]!.validitySeconds).toBe(43200);
+        await waitFor(() => log.includes('workload certificate for spiffe://cluster.local/ns/default/sa/bookinfo-productpage issued'), 5000, 'the log line');
+      } finally {
+        agent.kill('SIGKILL');
+      }
+    } finally {
+      await ca.stop();
+      await tlsIstiod.stop();
+    }
+  });
+
   it('refuses bad input with one line and exit 2', () => {
     const missing = spawnSync(process.execPath, [CLI, 'agent'], { env: { PATH: process.env.PATH }, encoding: 'utf8' });
     expect(missing.status).toBe(2);
@@ -64,11 +104,27 @@ describe('apisix-mesh agent (the real command)', () => {
     expect(badTls.status).toBe(2);
     expect(badTls.stderr).toMatch(/--root-cert: \/nonexistent\/root.pem does not exist/);
     expect(badTls.stderr).not.toMatch(/\n\s+at /);
+    const usage = (args: string[], e: NodeJS.ProcessEnv = env) => spawnSync(process.execPath, [CLI, 'agent', ...args], { env: e, encoding: 'utf8' });
+    for (const [args, message] of [
+      [['--ca-address', 'istiod'], /--ca-address: expected HOST:PORT/],
+      [['--ca-address', '127.0.0.1:15012', '--trust-domain', 'Cluster.Local'], /--trust-domain: trust domain "Cluster.Local" is not a SPIFFE trust domain/],
+      [['--cert-ttl', 'a day'], /--cert-ttl: expected a duration/],
+      [['--ca-address', '127.0.0.1:15012', '--root-cert', '/nonexistent/root.pem'], /--root-cert: \/nonexistent\/root.pem does not exist/],
+    ] as const) {
+      const r = usage([...args]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
+    const { SERVICE_ACCOUNT: _sa, ...noServiceAccount } = env;
+    const noSa = usage(['--xds-tls'], noServiceAccount);
+    expect(noSa.status).toBe(2);
+    expect(noSa.stderr).toMatch(/SERVICE_ACCOUNT is not set, and the workload certificate names it \(or --ca-address none\)/);
   });
 
   it('--help explains every flag', () => {
     const help = spawnSync(process.execPath, [CLI, 'agent', '--help'], { encoding: 'utf8' });
-    for (const flag of ['--xds-address', '--xds-tls', '--root-cert', '--token-file', '--etcd-listen', '--status-port', '--coalesce', '--max-coalesce', '--warming-timeout', '--log-level']) {
+    for (const flag of ['--xds-address', '--xds-tls', '--root-cert', '--token-file', '--ca-address', '--trust-domain', '--cert-ttl', '--etcd-listen', '--status-port', '--coalesce', '--max-coalesce', '--warming-timeout', '--log-level']) {
       expect(help.stdout).toContain(flag);
     }
   });

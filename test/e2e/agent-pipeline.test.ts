@@ -30,6 +30,7 @@ function expected(): Map<string, string> {
   const view = new Map<string, string>();
   for (const u of config.upstreams.values()) view.set(`/apisix/upstreams/${u.id}`, JSON.stringify(u));
   for (const r of config.routes.values()) view.set(`/apisix/routes/${r.id}`, JSON.stringify(r));
+  for (const l of config.l4.values()) view.set(`/apisix/mesh_l4/${l.id}`, JSON.stringify(l));
   return view;
 }
 
@@ -71,7 +72,7 @@ beforeAll(async () => {
   });
   apisix = new Apisix3Client(() => `http://127.0.0.1:${agent.etcdPort}`);
   apisix.start();
-  apisix2 = new Apisix2Client(() => `http://127.0.0.1:${agent.etcdPort}`, '/apisix', ['routes', 'upstreams']);
+  apisix2 = new Apisix2Client(() => `http://127.0.0.1:${agent.etcdPort}`, '/apisix', ['routes', 'upstreams', 'mesh_l4']);
   apisix2.start();
 });
 
@@ -187,7 +188,7 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     expect(metrics).toMatch(/apisix_mesh_skipped_resources\{kind="route",reason="cluster-unavailable"\} [1-9]/); // allow_any among them: this fixture has no PassthroughCluster
     expect(metrics).toMatch(/apisix_mesh_store_revision \d+/);
     expect(metrics).toMatch(/apisix_mesh_etcd_watchers [1-9]/);
-    const debug = (await (await fetch(`http://127.0.0.1:${agent.statusPort}/debug/config`)).json()) as { upstreams: unknown[]; routes: unknown[] };
-    expect(debug.upstreams.length + debug.routes.length).toBe(expected().size);
+    const debug = (await (await fetch(`http://127.0.0.1:${agent.statusPort}/debug/config`)).json()) as { upstreams: unknown[]; routes: unknown[]; l4: unknown[] };
+    expect(debug.upstreams.length + debug.routes.length + debug.l4.length).toBe(expected().size);
   });
 });

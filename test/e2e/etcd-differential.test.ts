@@ -207,11 +207,14 @@ describeWhenAvailable(
             // nothing to catch up it stays at 'created': 250 ms tell. The emulator must then match.
             await until(() => w1.messages.length >= 2, 250);
             await until(() => w2.messages.length >= w1.messages.length, 2000);
+            // a loaded machine can hold etcd's sync loop past the 250 ms: whatever the emulator sent,
+            // etcd gets 2 s to send too before the two are compared
+            await until(() => w1.messages.length >= w2.messages.length, 2000);
             w1.close();
             w2.close();
             expect({ create, messages: w2.messages }).toEqual({ create, messages: w1.messages });
           }),
-          { numRuns: 40, endOnFailure: true },
+          { numRuns: 40, endOnFailure: true, seed: 20261202 } // a fixed seed: the coverage check below (a limited list was seen) must not depend on luck,
         );
         // The watches on everything have seen the last write once a message carries its revision.
         await until(() => reached(allReal.messages, current) && allEmu.messages.length >= allReal.messages.length, 5000);

@@ -2,7 +2,8 @@ import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
 import { parseInjectionConfig } from '../../webhook/config/parse-config.js';
-import { renderApisixConfig } from '../../webhook/injection/apisix-config.js';
+import { renderApisixConfig, requestIdSnippets } from '../../webhook/injection/apisix-config.js';
+import { retryLocationsSnippet, retryUpstreamSnippet } from '../../webhook/injection/retry-locations.js';
 import { reviewAdmission } from '../../webhook/injection/review.js';
 import fjp from 'fast-json-patch';
 import { podCreate } from './helpers.js';
@@ -12,7 +13,13 @@ describe("APISIX's config.yaml for the sidecar", () => {
     const doc = parse(renderApisixConfig(defaultInjectionConfig));
     expect(doc).toEqual({
       apisix: {
-        node_listen: [15001, 15006],
+        // the L4 front on the capture ports hands HTTP to this loopback listener (agent/l4/lua/)
+        node_listen: [{ ip: '127.0.0.1', port: 15081 }],
+        proxy_mode: 'http&stream',
+        stream_proxy: { tcp: [{ addr: '127.0.0.1:15002' }] },
+        extra_lua_path: '$prefix/mesh-lua/?.lua',
+        lua_module_hook: 'apisix_mesh.hook',
+        enable_http2: true,
         enable_admin: false,
         enable_control: false,
         enable_server_tokens: false,
@@ -28,11 +35,16 @@ describe("APISIX's config.yaml for the sidecar", () => {
         worker_processes: 2,
         error_log: '/dev/stderr',
         http: { access_log: '/dev/stdout' },
-        // inbound forwards leave from 127.0.0.6; test/e2e/sidecar-forwarding-kernel runs these in nginx
-        // and the literal $ and \ the agent writes where APISIX would expand variables
-        http_configuration_snippet: 'map $server_port $apisix_mesh_upstream_bind {\n    15006 127.0.0.6;\n    default "";\n}\n'
-          + 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n',
-        http_server_configuration_snippet: 'proxy_bind $apisix_mesh_upstream_bind;\n',
+        stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006)'),
+        // the literal $ and \ the agent writes where APISIX would expand variables
+        http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'
+          // x-request-id kept, or generated as a UUID from $request_id (test/dataplane/translation-semantics)
+          + requestIdSnippets().http
+          // the upstream block and the locations Envoy's retry policies run in (test/dataplane/translation-semantics)
+          + retryUpstreamSnippet(),
+        // inbound forwards leave from 127.0.0.6 (the hook sets the variable per request)
+        http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n' + retryLocationsSnippet(requestIdSnippets().location),
+        http_server_location_configuration_snippet: 'proxy_set_header X-Request-Id $apisix_mesh_request_id;\n',
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function', 'serverless-post-function'],
       plugin_attr: { prometheus: { export_addr: { ip: '0.0.0.0', port: 15090 } } },
@@ -42,10 +54,11 @@ describe("APISIX's config.yaml for the sidecar", () => {
   it('follows the configured ports and workers', () => {
     const config = parseInjectionConfig('ports: {outbound: 16001, inbound: 16006, etcd: 16379}\napisixWorkerProcesses: 1', 'c.yaml');
     const doc = parse(renderApisixConfig(config));
-    expect(doc.apisix.node_listen).toEqual([16001, 16006]);
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16001;');
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16006;');
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('preread("outbound", 15081, 16001, 16006)');
     expect(doc.deployment.etcd.host).toEqual(['http://127.0.0.1:16379']);
     expect(doc.nginx_config.worker_processes).toBe(1);
-    expect(doc.nginx_config.http_configuration_snippet).toContain('16006 127.0.0.6;');
   });
 
   it('reaches the APISIX container through the pod annotation and a downwardAPI volume', () => {

@@ -18,7 +18,9 @@ describe('the injection configuration file', () => {
       ports: { outbound: 15001, inbound: 15006, agentStatus: 15020, apisixStatus: 15021, apisixMetrics: 15090, etcd: 15379 },
       proxyUid: 1337,
       proxyGid: 1337,
-      istiodAddress: 'istiod.istio-system.svc:15010',
+      istiodAddress: 'istiod.istio-system.svc:15012',
+      istiodTls: true,
+      trustDomain: 'cluster.local',
       defaultMode: 'sidecar',
       nativeSidecars: false,
       inboundCapture: 'all',
@@ -59,6 +61,13 @@ describe('the injection configuration file', () => {
     expect(config.webhookNamespace).toBe('mesh-system');
   });
 
+  it('istiodTls: false means istiod\'s plaintext port unless the file names an address', () => {
+    expect(parseInjectionConfig('istiodTls: false', 'c.yaml')).toMatchObject({ istiodTls: false, istiodAddress: 'istiod.istio-system.svc:15010' });
+    expect(parseInjectionConfig('istiodTls: false\nistiodAddress: istiod.mesh.svc:9010', 'c.yaml').istiodAddress).toBe('istiod.mesh.svc:9010');
+    expect(parseInjectionConfig('istiodTls: true', 'c.yaml').istiodAddress).toBe('istiod.istio-system.svc:15012');
+    expect(parseInjectionConfig('trustDomain: mesh.example.com', 'c.yaml').trustDomain).toBe('mesh.example.com');
+  });
+
   it('does not share objects with the defaults', () => {
     const config = parseInjectionConfig('nativeSidecars: true', 'c.yaml');
     expect(config.gateway.inboundPorts).not.toBe(defaultInjectionConfig.gateway.inboundPorts);
@@ -76,6 +85,8 @@ describe('the injection configuration file', () => {
     ['bad quantity', 'resources:\n  agent:\n    limits: {memory: lots}', 'c.yaml: resources.agent.limits.memory: must be a resource quantity'],
     ['unknown resources key', 'resources:\n  agent:\n    maximum: {}', 'c.yaml: resources.agent.maximum: is not a known field'],
     ['istiod without port', 'istiodAddress: istiod.istio-system.svc', 'c.yaml: istiodAddress: must be host:port'],
+    ['istiodTls not a boolean', 'istiodTls: "no"', 'c.yaml: istiodTls: must be true or false, got "no"'],
+    ['a trust domain with capitals', 'trustDomain: Cluster.Local', 'c.yaml: trustDomain: must be a SPIFFE trust domain'],
     ['bad CIDR', 'gateway:\n  excludeOutboundIpRanges: [10.0.0.0/40]', 'c.yaml: gateway.excludeOutboundIpRanges[0]: must be a CIDR'],
     ['bad port in a list', 'gateway:\n  inboundPorts: [80, "443"]', 'c.yaml: gateway.inboundPorts[1]: must be an integer in 1-65535'],
     ['bad namespace', 'excludedNamespaces: [Kube_System]', 'c.yaml: excludedNamespaces[0]: must be a namespace name'],

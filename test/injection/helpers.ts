@@ -49,6 +49,8 @@ export function withApiServerDefaults(pod: V1Pod): V1Pod {
     probe(c.startupProbe);
   }
   for (const v of p.spec!.volumes ?? []) {
+    if (v.configMap) v.configMap.defaultMode = 420;
+    if (v.projected) v.projected.defaultMode = 420;
     if (v.downwardAPI) {
       v.downwardAPI.defaultMode = 420;
       for (const item of v.downwardAPI.items ?? []) if (item.fieldRef) item.fieldRef.apiVersion = 'v1';

@@ -15,8 +15,10 @@ import { serializePatch } from '../../webhook/injection/patch-json.js';
 import { reviewAdmission } from '../../webhook/injection/review.js';
 import { podCreate, withApiServerDefaults } from './helpers.js';
 import { validatePod } from './kubernetes-schema.js';
+import { reservedPorts } from '../../webhook/injection/capture.js';
 
-const RESERVED = Object.values(defaultInjectionConfig.ports);
+// every port the sidecar reserves (its loopback listeners too): an app declaring one is refused
+const RESERVED = reservedPorts(defaultInjectionConfig);
 const dnsName = fc.stringMatching(/^[a-z]([a-z0-9-]{0,10}[a-z0-9])?$/).filter((n) => !n.startsWith('apisix-mesh'));
 const port = fc.integer({ min: 1, max: 65535 }).filter((p) => !RESERVED.includes(p));
 const labelKey = fc.oneof(dnsName, fc.tuple(dnsName, dnsName).map(([a, b]) => `${a}.io/${b}`), fc.constantFrom('odd~key/with.slash', 'toString', 'constructor'));

@@ -77,12 +77,18 @@ describe('sidecar mode', () => {
     const agent = byName(pod.spec!.containers, 'apisix-mesh-agent');
     expect(agent.args).toEqual([
       'agent',
-      '--xds-address=istiod.istio-system.svc:15010',
+      '--xds-address=istiod.istio-system.svc:15012',
+      '--xds-tls',
+      '--root-cert=/var/run/secrets/istio/root-cert.pem',
+      '--token-file=/var/run/secrets/tokens/istio-token',
+      '--ca-address=istiod.istio-system.svc:15012',
+      '--trust-domain=cluster.local',
       '--etcd-listen=127.0.0.1:15379',
       '--status-port=15020',
       '--outbound-port=15001',
       '--inbound-port=15006',
       '--pod-labels-file=/etc/apisix-mesh/pod/labels',
+      '--lua-dir=/apisix-mesh/lua',
     ]);
     expect(Object.fromEntries(agent.env!.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]))).toEqual({
       POD_NAME: 'metadata.name',
@@ -91,6 +97,40 @@ describe('sidecar mode', () => {
       SERVICE_ACCOUNT: 'spec.serviceAccountName',
     });
     expect(agent.readinessProbe?.httpGet).toEqual({ path: '/healthz/ready', port: 15020 });
+  });
+
+  it('gives the agent what Istio gives pilot-agent: the mesh root and a projected token for istiod only, at Istio\'s paths', () => {
+    const volumes = Object.fromEntries(pod.spec!.volumes!.map((v) => [v.name, v]));
+    expect(volumes['apisix-mesh-istio-token']).toEqual({
+      name: 'apisix-mesh-istio-token',
+      projected: { sources: [{ serviceAccountToken: { path: 'istio-token', audience: 'istio-ca', expirationSeconds: 43200 } }] },
+    });
+    expect(volumes['apisix-mesh-istio-ca-root-cert']).toEqual({ name: 'apisix-mesh-istio-ca-root-cert', configMap: { name: 'istio-ca-root-cert' } });
+    expect(byName(pod.spec!.containers, 'apisix-mesh-agent').volumeMounts).toEqual(
+      expect.arrayContaining([
+        { name: 'apisix-mesh-istio-ca-root-cert', mountPath: '/var/run/secrets/istio', readOnly: true },
+        { name: 'apisix-mesh-istio-token', mountPath: '/var/run/secrets/tokens', readOnly: true },
+      ]),
+    );
+    // the token authenticates the pod to istiod: only the agent mounts it
+    const others = [...pod.spec!.initContainers!, ...pod.spec!.containers].filter((c) => c.name !== 'apisix-mesh-agent');
+    for (const c of others) expect((c.volumeMounts ?? []).map((m) => m.name)).not.toContain('apisix-mesh-istio-token');
+  });
+
+  it('speaks plaintext to istiod (15010), without token, root or workload certificate, only when the configuration says so', () => {
+    const plain = injectSidecar(app, { ...defaultInjectionConfig, istiodTls: false, istiodAddress: 'istiod.istio-system.svc:15010' });
+    const agent = byName(plain.spec!.containers, 'apisix-mesh-agent');
+    expect(agent.args!.filter((a) => /^--(xds-address|xds-tls|root-cert|token-file|ca-address|trust-domain)/.test(a))).toEqual(['--xds-address=istiod.istio-system.svc:15010']);
+    expect(names(plain.spec!.volumes)).toEqual(['apisix-mesh-podinfo', 'apisix-mesh-apisix-conf', 'apisix-mesh-apisix-run', 'apisix-mesh-lua']);
+    expect(agent.volumeMounts!.map((m) => m.name)).toEqual(['apisix-mesh-podinfo', 'apisix-mesh-lua']);
+    // switching a pod from one to the other leaves nothing behind
+    expect(injectSidecar(plain, defaultInjectionConfig)).toEqual(pod);
+  });
+
+  it('refuses app volumes named like the identity volumes', () => {
+    for (const name of ['apisix-mesh-istio-token', 'apisix-mesh-istio-ca-root-cert']) {
+      expect(() => injectSidecar({ ...app, spec: { ...app.spec!, volumes: [{ name, emptyDir: {} }] } }, defaultInjectionConfig)).toThrow(`volume "${name}" uses a name apisix-mesh reserves`);
+    }
   });
 
   it('gives APISIX writable conf, logs, temp dirs and /tmp on emptyDirs', () => {
@@ -108,7 +148,7 @@ describe('sidecar mode', () => {
     expect(parseStatus(pod.metadata!.annotations!['apisix-mesh.io/status'])).toEqual({
       initContainers: ['apisix-mesh-config', 'apisix-mesh-init'],
       containers: ['apisix-mesh-agent', 'apisix-mesh-apisix'],
-      volumes: ['apisix-mesh-podinfo', 'apisix-mesh-apisix-conf', 'apisix-mesh-apisix-run'],
+      volumes: ['apisix-mesh-podinfo', 'apisix-mesh-apisix-conf', 'apisix-mesh-apisix-run', 'apisix-mesh-lua', 'apisix-mesh-istio-token', 'apisix-mesh-istio-ca-root-cert'],
     });
   });
 

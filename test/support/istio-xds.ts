@@ -85,6 +85,21 @@ export function edsCluster(name: string, options: ClusterOptions = {}): Json {
   return cluster;
 }
 
+/** A ServiceEntry host with `resolution: DNS`: Envoy resolves the host name itself (STRICT_DNS). */
+export function strictDnsCluster(name: string, host: string, port: number): Json {
+  return {
+    name,
+    type: 'STRICT_DNS',
+    connect_timeout: '10s',
+    lb_policy: 'LEAST_REQUEST',
+    load_assignment: loadAssignment(name, [{ ip: host, port }]),
+    dns_refresh_rate: '60s',
+    respect_dns_ttl: true,
+    dns_lookup_family: 'V4_ONLY',
+    common_lb_config: { locality_weighted_lb_config: {} },
+  };
+}
+
 export function loadAssignment(clusterName: string, endpoints: Endpoint[]): Json {
   return {
     cluster_name: clusterName,
@@ -148,12 +163,67 @@ function hcm(statPrefix: string, routing: Json): Json {
   };
 }
 
+/** Where a TCP proxy sends a connection: one cluster, or a weighted split (a VirtualService `tcp` route with weights). */
+export type TcpTarget = string | Array<{ name: string; weight: number }>;
+
+export type OutboundTrafficPolicy = 'ALLOW_ANY' | 'REGISTRY_ONLY';
+
+/** The cluster of connections no chain claims: the original destination, or refused (meshConfig.outboundTrafficPolicy). */
+function catchAllCluster(mode: OutboundTrafficPolicy): string {
+  return mode === 'ALLOW_ANY' ? 'PassthroughCluster' : 'BlackHoleCluster';
+}
+
+/** Istio's TCP metrics filter, in front of every TCP proxy istiod writes (safe to skip: telemetry). */
+const ISTIO_STATS = { name: 'istio.stats', typed_config: { '@type': 'type.googleapis.com/stats.PluginConfig' } };
+
+export function tcpProxyFilter(target: TcpTarget, statPrefix = typeof target === 'string' ? target : target[0]!.name): Json {
+  const specifier = typeof target === 'string' ? { cluster: target } : { weighted_clusters: { clusters: target.map((c) => ({ name: c.name, weight: c.weight })) } };
+  return { name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': TCP_PROXY, stat_prefix: statPrefix, ...specifier } };
+}
+
 function tcpProxy(cluster: string): Json {
-  return { name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': TCP_PROXY, stat_prefix: cluster, cluster } };
+  return tcpProxyFilter(cluster);
+}
+
+/** A network RBAC filter as istiod writes it for an AuthorizationPolicy on a TCP port (the agent does not enforce it). */
+export function rbacNetworkFilter(action: 'ALLOW' | 'DENY', policies: Record<string, { permissions: Json[]; principals: Json[] }>): Json {
+  return { name: 'envoy.filters.network.rbac', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC', rules: { action, policies }, stat_prefix: 'tcp.', shadow_rules_stat_prefix: 'istio_dry_run_' } };
+}
+
+/**
+ * `<vip>_<port>`: a TCP service port (one listener per service address), every connection to the
+ * cluster or the weighted split of a VirtualService `tcp` route.
+ */
+export function outboundTcpListener(vip: string, port: number, target: TcpTarget): Json {
+  const statPrefix = typeof target === 'string' ? target : `${vip}_${port}`;
+  return {
+    name: `${vip}_${port}`,
+    address: { socket_address: { address: vip, port_value: port } },
+    filter_chains: [{ filters: [ISTIO_STATS, tcpProxyFilter(target, statPrefix)] }],
+    traffic_direction: 'OUTBOUND',
+    bind_to_port: false,
+  };
+}
+
+/**
+ * `0.0.0.0_<port>` for TLS ServiceEntries without addresses (hosts only): one chain per host set,
+ * matched by SNI (`server_names`), to that host's `outbound|port||host` cluster; other connections
+ * take the default chain (the mesh's outbound traffic policy).
+ */
+export function outboundTlsListener(port: number, hosts: Array<{ serverNames: string[]; cluster: string }>, mode: OutboundTrafficPolicy = 'ALLOW_ANY'): Json {
+  return {
+    name: `0.0.0.0_${port}`,
+    address: { socket_address: { address: '0.0.0.0', port_value: port } },
+    filter_chains: hosts.map(({ serverNames, cluster }) => ({ filter_chain_match: { server_names: serverNames }, filters: [ISTIO_STATS, tcpProxyFilter(cluster)] })),
+    default_filter_chain: { filters: [ISTIO_STATS, tcpProxyFilter(catchAllCluster(mode))], name: 'PassthroughFilterChain' },
+    listener_filters: [{ name: 'envoy.filters.listener.tls_inspector', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' } }],
+    traffic_direction: 'OUTBOUND',
+    bind_to_port: false,
+  };
 }
 
 /** `0.0.0.0_<port>`: HTTP to any address on that port, routed by RDS `<port>`; other bytes pass through. */
-export function outboundHttpListener(port: number): Json {
+export function outboundHttpListener(port: number, mode: OutboundTrafficPolicy = 'ALLOW_ANY'): Json {
   return {
     name: `0.0.0.0_${port}`,
     address: { socket_address: { address: '0.0.0.0', port_value: port } },
@@ -163,20 +233,20 @@ export function outboundHttpListener(port: number): Json {
         filters: [hcm(`outbound_0.0.0.0_${port}`, { rds: { config_source: ADS, route_config_name: String(port) } })],
       },
     ],
-    default_filter_chain: { filters: [tcpProxy('PassthroughCluster')], name: 'PassthroughFilterChain' },
+    default_filter_chain: { filters: [tcpProxy(catchAllCluster(mode))], name: 'PassthroughFilterChain' },
     traffic_direction: 'OUTBOUND',
     bind_to_port: false,
   };
 }
 
-/** The outbound capture listener: ports no listener serves pass through (ALLOW_ANY). */
-export function virtualOutbound(): Json {
+/** The outbound capture listener: connections no listener serves pass through (ALLOW_ANY) or are refused (REGISTRY_ONLY). */
+export function virtualOutbound(mode: OutboundTrafficPolicy = 'ALLOW_ANY'): Json {
   return {
     name: 'virtualOutbound',
     address: { socket_address: { address: '0.0.0.0', port_value: 15001 } },
     filter_chains: [
       { filter_chain_match: { destination_port: 15001 }, filters: [tcpProxy('BlackHoleCluster')], name: 'virtualOutbound-blackhole' },
-      { filters: [tcpProxy('PassthroughCluster')], name: 'virtualOutbound-catchall-tcp' },
+      { filters: [tcpProxy(catchAllCluster(mode))], name: 'virtualOutbound-catchall-tcp' },
     ],
     use_original_dst: true,
     traffic_direction: 'OUTBOUND',
@@ -197,11 +267,55 @@ function inlineRouteConfig(name: string, vhostName: string, cluster: string, ope
   };
 }
 
-/** The inbound capture listener: one HTTP chain per app port, then the inbound pass-through. */
-export function virtualInbound(appPorts: Array<{ port: number; service: string }>): Json {
-  const portChains = appPorts.map(({ port, service }) => ({
-    filter_chain_match: { destination_port: port, transport_protocol: 'raw_buffer' },
-    filters: [hcm(`inbound_0.0.0.0_${port}`, { route_config: inlineRouteConfig(`inbound|${port}||`, `inbound|http|${port}`, `inbound|${port}||`, `${service}:${port}/*`) })],
+/**
+ * A port of the pod's services: HTTP (routes) unless `tcp`; `filters` go before the terminal filter
+ * (e.g. a network RBAC); `strict`: PeerAuthentication STRICT, mTLS only (no plaintext chain).
+ */
+export interface InboundPort {
+  port: number;
+  service: string;
+  protocol?: 'http' | 'tcp';
+  filters?: Json[];
+  strict?: boolean;
+}
+
+const SDS = { api_config_source: { api_type: 'GRPC', grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc' } }], set_node_on_first_message_only: true, transport_api_version: 'V3' }, initial_fetch_timeout: '0s', resource_api_version: 'V3' };
+
+/** Istio's inbound mTLS: the workload certificate and the mesh root from SDS, a client certificate required. */
+export function istioMtlsTransportSocket(): Json {
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+      common_tls_context: {
+        tls_params: { tls_minimum_protocol_version: 'TLSv1_2', tls_maximum_protocol_version: 'TLSv1_3' },
+        alpn_protocols: ['istio-peer-exchange', 'h2', 'http/1.1'],
+        tls_certificate_sds_secret_configs: [{ name: 'default', sds_config: SDS }],
+        combined_validation_context: {
+          default_validation_context: { match_subject_alt_names: [{ prefix: 'spiffe://cluster.local/' }] },
+          validation_context_sds_secret_config: { name: 'ROOTCA', sds_config: SDS },
+        },
+      },
+      require_client_certificate: true,
+    },
+  };
+}
+
+/**
+ * The inbound capture listener: one chain per app port (HTTP: an inline route configuration; TCP: a
+ * TCP proxy), both to the ORIGINAL_DST `inbound|port||` cluster, then the inbound pass-through.
+ */
+export function virtualInbound(appPorts: InboundPort[]): Json {
+  const terminal = (port: number, service: string, protocol: 'http' | 'tcp'): Json[] =>
+    protocol === 'tcp'
+      ? [ISTIO_STATS, tcpProxyFilter(`inbound|${port}||`)]
+      : [hcm(`inbound_0.0.0.0_${port}`, { route_config: inlineRouteConfig(`inbound|${port}||`, `inbound|http|${port}`, `inbound|${port}||`, `${service}:${port}/*`) })];
+  const portChains = appPorts.map(({ port, service, protocol = 'http', filters = [], strict = false }) => ({
+    filter_chain_match: strict
+      ? { destination_port: port, transport_protocol: 'tls', application_protocols: ['istio-peer-exchange', 'istio'] }
+      : { destination_port: port, transport_protocol: 'raw_buffer' },
+    filters: [...filters, ...terminal(port, service, protocol)],
+    ...(strict ? { transport_socket: istioMtlsTransportSocket() } : {}),
     name: `0.0.0.0_${port}`,
   }));
   const any = { prefix_ranges: [{ address_prefix: '0.0.0.0', prefix_len: 0 }] };
@@ -276,10 +390,13 @@ export function percent(value: number): Json {
 }
 
 /** `typed_per_filter_config` for a VirtualService `fault`. */
-export function faultFilterConfig(fault: { delay?: { fixed: string; percent?: number }; abort?: { status: number; percent?: number } }): Json {
+export function faultFilterConfig(fault: { delay?: { fixed: string; percent?: number }; abort?: { status: number; percent?: number } | { grpcStatus: number; percent?: number } }): Json {
   const config: Json = { '@type': FAULT };
   if (fault.delay) config['delay'] = { fixed_delay: fault.delay.fixed, percentage: percent(fault.delay.percent ?? 100) };
-  if (fault.abort) config['abort'] = { http_status: fault.abort.status, percentage: percent(fault.abort.percent ?? 100) };
+  if (fault.abort) {
+    const code = 'status' in fault.abort ? { http_status: fault.abort.status } : { grpc_status: fault.abort.grpcStatus };
+    config['abort'] = { ...code, percentage: percent(fault.abort.percent ?? 100) };
+  }
   return { 'envoy.filters.http.fault': config };
 }
 
@@ -324,4 +441,95 @@ export function withHttpFilters(listener: Json, filters: Json[], which: (chain: 
     }
   }
   return copy;
+}
+
+const JWT_AUTHN = 'type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication';
+
+/** One RequestAuthentication `jwtRules` entry (the fields istiod reads). */
+export interface JwtRule {
+  issuer: string;
+  /** inline JWKS (istiod inlines a fetched jwksUri too, by default) */
+  jwks?: string;
+  /** with PILOT_JWT_ENABLE_REMOTE_JWKS: Envoy (here: the agent) fetches it */
+  jwksUri?: string;
+  audiences?: string[];
+  fromHeaders?: Array<{ name: string; prefix?: string }>;
+  fromParams?: string[];
+  forwardOriginalToken?: boolean;
+  outputPayloadToHeader?: string;
+  outputClaimToHeaders?: Array<{ header: string; claim: string }>;
+}
+
+/**
+ * The jwt_authn filter istiod writes for a workload's RequestAuthentications
+ * (pilot/pkg/security/authn/policy_applier.go): rules sorted by issuer, providers `origins-<i>`,
+ * the payload in metadata `payload` with `scope`/`permission` split, one rule for every path
+ * requiring {provider OR allow_missing} — for several providers, any provider OR the AND of those.
+ */
+export function jwtAuthnFilter(rules: JwtRule[]): Json {
+  const sorted = [...rules].sort((a, b) => (a.issuer < b.issuer ? -1 : a.issuer > b.issuer ? 1 : 0));
+  const providers: Record<string, Json> = {};
+  const inner: Json[] = [];
+  const outer: Json[] = [];
+  sorted.forEach((r, i) => {
+    const name = `origins-${i}`;
+    providers[name] = {
+      issuer: r.issuer,
+      ...(r.audiences ? { audiences: r.audiences } : {}),
+      ...(r.forwardOriginalToken ? { forward: true } : {}),
+      ...(r.outputPayloadToHeader ? { forward_payload_header: r.outputPayloadToHeader } : {}),
+      payload_in_metadata: 'payload',
+      normalize_payload_in_metadata: { space_delimited_claims: ['permission', 'scope'] },
+      ...(r.outputClaimToHeaders ? { claim_to_headers: r.outputClaimToHeaders.map((c) => ({ header_name: c.header, claim_name: c.claim })) } : {}),
+      ...(r.fromHeaders ? { from_headers: r.fromHeaders.map((h) => ({ name: h.name, ...(h.prefix ? { value_prefix: h.prefix } : {}) })) } : {}),
+      ...(r.fromParams ? { from_params: r.fromParams } : {}),
+      ...(r.jwksUri
+        ? { remote_jwks: { http_uri: { uri: r.jwksUri, cluster: 'outbound|443||jwks.example.com', timeout: '5s' }, cache_duration: '300s' } }
+        : { local_jwks: { inline_string: r.jwks ?? '' } }),
+    };
+    inner.push({ requires_any: { requirements: [{ provider_name: name }, { allow_missing: {} }] } });
+    outer.push({ provider_name: name });
+  });
+  const requires = inner.length === 1 ? inner[0]! : { requires_any: { requirements: [...outer, { requires_all: { requirements: inner } }] } };
+  return {
+    name: 'envoy.filters.http.jwt_authn',
+    typed_config: { '@type': JWT_AUTHN, providers, rules: [{ match: { prefix: '/' }, requires }], bypass_cors_preflight: true },
+  };
+}
+
+/** A metadata principal on jwt_authn's payload (authz/model/util.go). */
+function jwtClaimPrincipal(claims: string[], value: Json): Json {
+  return { metadata: { filter: 'envoy.filters.http.jwt_authn', path: ['payload', ...claims].map((key) => ({ key })), value } };
+}
+
+/** Istio's string matcher for a policy value: `*` any, `*x` suffix, `x*` prefix, else exact. */
+function policyString(v: string): Json {
+  if (v === '*') return { safe_regex: { regex: '.+' } };
+  if (v.startsWith('*')) return { suffix: v.slice(1) };
+  if (v.endsWith('*')) return { prefix: v.slice(0, -1) };
+  return { exact: v };
+}
+
+/** `source.requestPrincipals` values as istiod writes them: iss AND sub, split at the last `/`, `*` as any/prefix/suffix. */
+export function requestPrincipals(values: string[]): Json {
+  const any = { safe_regex: { regex: '.+' } };
+  const ids = values.map((value) => {
+    const at = value.lastIndexOf('/');
+    const found = at >= 0;
+    const [iss, sub] = found ? [value.slice(0, at), value.slice(at + 1)] : [value, ''];
+    let matchIss: Json;
+    let matchSub: Json;
+    if (value === '*') [matchIss, matchSub] = [any, any];
+    else if (value.startsWith('*')) [matchIss, matchSub] = found ? [iss === '*' ? any : { suffix: iss.slice(1) }, { exact: sub }] : [any, { suffix: value.slice(1) }];
+    else if (value.endsWith('*')) [matchIss, matchSub] = found ? [{ exact: iss }, sub === '*' ? any : { prefix: sub.slice(0, -1) }] : [{ prefix: value.slice(0, -1) }, any];
+    else [matchIss, matchSub] = [{ exact: iss }, { exact: sub }];
+    return { and_ids: { ids: [jwtClaimPrincipal(['iss'], { string_match: matchIss }), jwtClaimPrincipal(['sub'], { string_match: matchSub })] } };
+  });
+  return ids.length === 1 ? ids[0]! : { or_ids: { ids } };
+}
+
+/** `when: request.auth.claims[...]` as istiod writes it: the claim as a list containing, or equal to, a value. */
+export function requestClaim(claims: string[], values: string[]): Json {
+  const one = values.length === 1 ? { string_match: policyString(values[0]!) } : { or_match: { value_matchers: values.map((v) => ({ string_match: policyString(v) })) } };
+  return jwtClaimPrincipal(claims, { or_match: { value_matchers: [{ list_match: { one_of: one } }, one] } });
 }

@@ -42,8 +42,20 @@ export interface InjectionConfig {
    * `apisix-mesh.io/mode: sidecar`).
    */
   defaultMode: 'sidecar' | 'none';
-  /** istiod's plaintext xDS address the agent connects to. */
+  /**
+   * istiod's address for xDS and, with `istiodTls`, its CA (Istio's discoveryAddress and CA_ADDR):
+   * `istiod.istio-system.svc:15012`, or `:15010` when a file sets `istiodTls: false` without an address.
+   */
   istiodAddress: string;
+  /**
+   * TLS to istiod as Istio's own sidecars: verified with the mesh root (ConfigMap istio-ca-root-cert),
+   * authenticated with a projected service-account token (audience istio-ca), and the workload
+   * certificate from istiod's CA. `false`: plaintext xDS (15010) and no workload certificate, for
+   * test setups without Istio's CA.
+   */
+  istiodTls: boolean;
+  /** The mesh's trust domain (Istio's meshConfig.trustDomain): the workload certificate names it. */
+  trustDomain: string;
   /** nginx worker processes of the APISIX sidecar. */
   apisixWorkerProcesses: number;
   /**
@@ -110,7 +122,9 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
     apisix: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '2', memory: '512Mi' } },
   },
   defaultMode: 'sidecar',
-  istiodAddress: 'istiod.istio-system.svc:15010',
+  istiodAddress: 'istiod.istio-system.svc:15012',
+  istiodTls: true,
+  trustDomain: 'cluster.local',
   apisixWorkerProcesses: 2,
   nativeSidecars: false,
   inboundCapture: 'all',

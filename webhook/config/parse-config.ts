@@ -4,6 +4,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { V1ResourceRequirements } from '@kubernetes/client-node';
 import { shortQuote } from '../../cli/short-quote.js';
 import { MAX_LIST_LENGTH } from '../../iptables-init/capture-config.js';
+import { TRUST_DOMAIN_PATTERN } from '../../agent/identity/spiffe-id.js';
 import { defaultInjectionConfig, type InjectionConfig } from './injection-config.js';
 
 /** A configuration file that cannot be used; the message names the file and the field. */
@@ -100,6 +101,13 @@ const hostPort: Reader<string> = (v, field) => {
   return s;
 };
 
+const trustDomain: Reader<string> = (v, field) => {
+  if (typeof v !== 'string' || !TRUST_DOMAIN_PATTERN.test(v)) {
+    throw new FieldError(field, `must be a SPIFFE trust domain (lowercase letters, digits, ".", "-", "_"), got ${describe(v)}`);
+  }
+  return v;
+};
+
 /** A resource quantity as Kubernetes writes them (`100m`, `0.5`, `128Mi`, `1e3`). */
 const quantity: Reader<string> = (v, field) => {
   const s = typeof v === 'number' ? String(v) : v;
@@ -155,6 +163,8 @@ function section<T extends object>(readers: { [K in keyof T]: Reader<T[K]> }, de
 }
 
 const d = defaultInjectionConfig;
+/** istiod's plaintext xDS port, the address `istiodTls: false` implies unless the file names one */
+const PLAINTEXT_ISTIOD_ADDRESS = 'istiod.istio-system.svc:15010';
 
 const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
   {
@@ -168,6 +178,8 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
     resources: section({ init: resources, agent: resources, apisix: resources }, d.resources),
     defaultMode: oneOf('sidecar', 'none'),
     istiodAddress: hostPort,
+    istiodTls: boolean,
+    trustDomain,
     apisixWorkerProcesses: integer(1, 64),
     nativeSidecars: boolean,
     inboundCapture: oneOf('all', 'declared'),
@@ -228,6 +240,7 @@ export function parseInjectionConfig(text: string, sourceName: string): Injectio
   if (doc === null || doc === undefined) return structuredClone(defaultInjectionConfig) as InjectionConfig;
   try {
     const config = readConfig(doc, '');
+    if (!config.istiodTls && (doc as Record<string, unknown>)['istiodAddress'] == null) config.istiodAddress = PLAINTEXT_ISTIOD_ADDRESS;
     checkPortsDistinct(config);
     checkListLengths(config);
     return config;

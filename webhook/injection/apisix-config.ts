@@ -1,6 +1,7 @@
 import { stringify } from 'yaml';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { BACKSLASH_VARIABLE, DOLLAR_VARIABLE } from '../../agent/translate/values.js';
+import { retryLocationsSnippet, retryUpstreamSnippet } from './retry-locations.js';
 
 /**
  * The plugins the agent's translation of Istio routing puts on APISIX routes (weighted clusters,
@@ -31,16 +32,55 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
  */
 export const INBOUND_PASSTHROUGH_SOURCE = '127.0.0.6';
 
+const APISIX_HOME = '/usr/local/apisix';
+/** Where APISIX's container mounts the Lua modules the agent writes (agent/l4/lua/). */
+export const APISIX_LUA_DIR = `${APISIX_HOME}/mesh-lua`;
+/** APISIX's own stream listener, which `proxy_mode: http&stream` requires. */
+export const UNUSED_STREAM_PORT = 15002;
+
 /**
- * nginx directives for APISIX's `nginx_config` snippets: connections proxied for requests that
- * arrived on the inbound capture port bind the passthrough source; all others let the kernel choose
- * (an empty `proxy_bind` value binds nothing).
+ * APISIX's HTTP listener, on loopback only: the L4 front hands it the captured connections that
+ * speak HTTP (agent/l4/lua/apisix_mesh/handoff.lua). A request reaching it any other way has no
+ * capture facts and is refused (403).
  */
-export function upstreamBindSnippets(inboundPort: number): { http: string; server: string } {
-  return {
-    http: `map $server_port $apisix_mesh_upstream_bind {\n    ${inboundPort} ${INBOUND_PASSTHROUGH_SOURCE};\n    default "";\n}\n`,
-    server: 'proxy_bind $apisix_mesh_upstream_bind;\n',
-  };
+export const HTTP_HANDOFF_PORT = 15081;
+
+/**
+ * The L4 front (agent/l4/): a stream `server` on each capture port whose Lua reads the original
+ * destination and dispatches the connection as Envoy would with istiod's listeners; `proxy_bind`
+ * takes the hand-off address (HTTP) or the inbound passthrough source, set per connection.
+ * Connections stay open while bytes flow: Envoy's TCP proxy idle timeout (1 h) bounds idle ones.
+ * A side that closes its half (FIN) still gets the other side's bytes, as with Envoy's TCP proxy
+ * (`proxy_half_close`; nginx would otherwise close both at the first FIN and lose the answer).
+ */
+export function streamFrontSnippet(config: InjectionConfig): string {
+  const { outbound, inbound } = config.ports;
+  const server = (port: number, direction: string): string =>
+    `server {\n` +
+    `    listen ${port};\n` +
+    `    preread_buffer_size 20k;\n` +
+    `    preread_timeout 300s;\n` +
+    `    preread_by_lua_block {\n        require("apisix_mesh.l4").preread("${direction}", ${HTTP_HANDOFF_PORT}, ${outbound}, ${inbound})\n    }\n` +
+    `    proxy_pass apisix_mesh_l4;\n` +
+    `    proxy_bind $apisix_mesh_bind;\n` +
+    `    proxy_timeout 3600s;\n` +
+    `    proxy_half_close on;\n` +
+    `    log_by_lua_block {\n        require("apisix_mesh.l4").log()\n    }\n` +
+    `}\n`;
+  return (
+    `map $remote_addr $apisix_mesh_bind {\n    default "";\n}\n` +
+    `upstream apisix_mesh_l4 {\n    server 0.0.0.1:1;\n    balancer_by_lua_block {\n        require("apisix_mesh.l4").balance()\n    }\n}\n` +
+    server(outbound, 'outbound') +
+    server(inbound, 'inbound')
+  );
+}
+
+/**
+ * Inbound requests are forwarded from the passthrough source: the hook sets this variable per
+ * request from the hand-off record (agent/l4/lua/apisix_mesh/hook.lua); empty binds nothing.
+ */
+export function upstreamBindSnippet(): string {
+  return 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n';
 }
 
 /**
@@ -53,28 +93,69 @@ export function literalVariablesSnippet(): string {
 }
 
 /**
+ * `x-request-id` as Envoy (with Istio's defaults) handles it: a request that has one keeps it, one
+ * without gets a fresh UUID (version 4 form, from nginx's `$request_id`, 128 random bits), on every
+ * request APISIX forwards, in and out. Plain nginx (a `map` and `proxy_set_header` in APISIX's
+ * `location /`): no Lua and no per-route configuration. Trace headers (W3C `traceparent`, B3) are
+ * never touched: APISIX forwards request headers as they came.
+ */
+export const REQUEST_ID_VARIABLE = 'apisix_mesh_request_id';
+
+export function requestIdSnippets(): { http: string; location: string } {
+  const hex = (n: number) => `[0-9a-f]{${n}}`;
+  const uuid = `"~^(?<apisix_mesh_r1>${hex(8)})(?<apisix_mesh_r2>${hex(4)})${hex(1)}(?<apisix_mesh_r3>${hex(3)})${hex(1)}(?<apisix_mesh_r4>${hex(3)})(?<apisix_mesh_r5>${hex(12)})$"`;
+  return {
+    http:
+      `map $request_id $apisix_mesh_uuid {
+    ${uuid} "$apisix_mesh_r1-$apisix_mesh_r2-4$apisix_mesh_r3-8$apisix_mesh_r4-$apisix_mesh_r5";
+}
+` +
+      `map $http_x_request_id $${REQUEST_ID_VARIABLE} {
+    "" $apisix_mesh_uuid;
+    default $http_x_request_id;
+}
+`,
+    location: `proxy_set_header X-Request-Id $${REQUEST_ID_VARIABLE};
+`,
+  };
+}
+
+/**
  * APISIX's `config.yaml` for the sidecar: the one place that says how APISIX runs in a pod.
  * - data plane only, configuration from the agent's etcd v3 API on loopback, prefix `/apisix`;
  * - the Admin API and the control API off (nothing in the pod may change routes but the agent);
- * - HTTP listeners on the capture ports (outbound and inbound), no TLS listener;
+ * - the L4 front on the capture ports (outbound and inbound, APISIX's stream subsystem with the
+ *   agent's Lua: `streamFrontSnippet`), handing HTTP to APISIX's HTTP listener on loopback; no TLS
+ *   listener;
  * - the status API (`/status/ready`) and the Prometheus export on the ports the capture rules
  *   always leave alone, so the kubelet and Prometheus reach them directly;
  * - logs to stdout/stderr (the root filesystem is read-only);
- * - inbound requests forwarded from the passthrough source (see `upstreamBindSnippets`);
+ * - inbound requests forwarded from the passthrough source (see `upstreamBindSnippet`);
  * - the etcd health check's quarantine cut to 1 s (APISIX's default 10 s): the one etcd endpoint is
  *   the agent on loopback, and while a failed endpoint is quarantined APISIX neither watches nor
  *   reads, so a restarted agent's pushes waited ~10 s. Not 0: lua-resty-etcd stores the quarantine
  *   in a shared dict with that expiry, and 0 means never;
- * - the literal `$` and `\` variables (see `literalVariablesSnippet`).
+ * - the literal `$` and `\` variables (see `literalVariablesSnippet`);
+ * - `x-request-id` kept or generated on every forwarded request (see `requestIdSnippets`);
+ * - the locations Envoy's retry policies are carried out in (retry-locations.ts).
  * APISIX's own nginx.conf template already bounds every regex match (`lua_regex_match_limit
  * 100000`), which is what keeps Istio's regexes from backtracking for long (agent/translate/pcre.ts);
  * setting it again here would be a duplicate directive.
  */
 export function apisixConfigDocument(config: InjectionConfig): Record<string, unknown> {
-  const bind = upstreamBindSnippets(config.ports.inbound);
+  const requestId = requestIdSnippets();
   return {
     apisix: {
-      node_listen: [config.ports.outbound, config.ports.inbound],
+      node_listen: [{ ip: '127.0.0.1', port: HTTP_HANDOFF_PORT }],
+      proxy_mode: 'http&stream',
+      // APISIX's stream server is required by proxy_mode but unused (the front is ours, and no
+      // stream_routes exist): on loopback, it closes every connection
+      stream_proxy: { tcp: [{ addr: `127.0.0.1:${UNUSED_STREAM_PORT}` }] },
+      // $prefix: nginx's prefix, APISIX's home (where APISIX_LUA_DIR is mounted)
+      extra_lua_path: `$prefix/${APISIX_LUA_DIR.slice(APISIX_HOME.length + 1)}/?.lua`,
+      lua_module_hook: 'apisix_mesh.hook',
+      // h2c (gRPC) and HTTP/1.1 on the one hand-off listener: nginx tells them apart by the preface
+      enable_http2: true,
       enable_admin: false,
       enable_control: false,
       enable_server_tokens: false,
@@ -95,8 +176,10 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       worker_processes: config.apisixWorkerProcesses,
       error_log: '/dev/stderr',
       http: { access_log: '/dev/stdout' },
-      http_configuration_snippet: bind.http + literalVariablesSnippet(),
-      http_server_configuration_snippet: bind.server,
+      stream_configuration_snippet: streamFrontSnippet(config),
+      http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet(),
+      http_server_configuration_snippet: upstreamBindSnippet() + retryLocationsSnippet(requestId.location),
+      http_server_location_configuration_snippet: requestId.location,
     },
     plugins: [...APISIX_PLUGINS],
     plugin_attr: {

@@ -1,5 +1,6 @@
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { shortQuote } from '../../cli/short-quote.js';
+import { HTTP_HANDOFF_PORT, UNUSED_STREAM_PORT } from './apisix-config.js';
 import {
   CaptureConfigError,
   defaultCaptureConfig,
@@ -59,9 +60,12 @@ export function declaredTcpPorts(containers: readonly V1Container[]): number[] {
   return [...ports];
 }
 
+/** APISIX's loopback listeners (apisix-config.ts): the HTTP hand-off and the unused stream server. */
+const LOOPBACK_PORTS = [HTTP_HANDOFF_PORT, UNUSED_STREAM_PORT];
+
 /** Ports the mesh listens on in the pod's network namespace: an app container may not declare them. */
 export function reservedPorts(config: InjectionConfig): number[] {
-  return Object.values(config.ports);
+  return [...Object.values(config.ports), ...LOOPBACK_PORTS];
 }
 
 /**

@@ -2,7 +2,7 @@ import type { V1Container, V1SecurityContext, V1Volume } from '@kubernetes/clien
 import { captureConfigToArgs, type CaptureConfig } from '../../iptables-init/capture-config.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { APISIX_CONFIG_ANNOTATION } from './annotations.js';
-import { renderApisixConfig } from './apisix-config.js';
+import { APISIX_LUA_DIR, renderApisixConfig } from './apisix-config.js';
 import { formatStatus } from './status.js';
 
 /** Names of everything sidecar mode adds; an app may not use them. */
@@ -14,9 +14,22 @@ export const NAMES = {
   podInfoVolume: 'apisix-mesh-podinfo',
   apisixConfVolume: 'apisix-mesh-apisix-conf',
   apisixRunVolume: 'apisix-mesh-apisix-run',
+  luaVolume: 'apisix-mesh-lua',
+  istioTokenVolume: 'apisix-mesh-istio-token',
+  istioRootCertVolume: 'apisix-mesh-istio-ca-root-cert',
 } as const;
 
+/**
+ * Where Istio's sidecar template mounts the mesh root (ConfigMap istio-ca-root-cert, which istiod
+ * writes into every namespace) and the projected token istiod authenticates the pod by; the agent
+ * finds them at the same paths as pilot-agent.
+ */
+const ISTIO_ROOT_CERT_DIR = '/var/run/secrets/istio';
+const ISTIO_TOKEN_DIR = '/var/run/secrets/tokens';
+
 const APISIX_HOME = '/usr/local/apisix';
+/** Where the agent writes the sidecar's Lua modules and APISIX reads them (`extra_lua_path`). */
+const AGENT_LUA_DIR = '/apisix-mesh/lua';
 /** nginx writes its temp files under its prefix; with a read-only root each needs a writable mount. */
 const APISIX_WRITABLE_DIRS = ['logs', 'client_body_temp', 'proxy_temp', 'fastcgi_temp', 'uwsgi_temp', 'scgi_temp'];
 
@@ -64,7 +77,7 @@ function buildParts(config: InjectionConfig, native: boolean, capture: CaptureCo
   const initBefore = native ? [...captureInit, copy, agent, apisix] : [];
   const initAfter = native ? [] : [copy, ...captureInit];
   const containers = native ? [] : [agent, apisix];
-  const vols = volumes();
+  const vols = volumes(config);
   return {
     initBefore,
     initAfter,
@@ -171,11 +184,16 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
     args: [
       'agent',
       `--xds-address=${config.istiodAddress}`,
+      // Istio's CA answers on istiod's xDS address (pilot-agent: CA_ADDR defaults to discoveryAddress)
+      ...(config.istiodTls
+        ? ['--xds-tls', `--root-cert=${ISTIO_ROOT_CERT_DIR}/root-cert.pem`, `--token-file=${ISTIO_TOKEN_DIR}/istio-token`, `--ca-address=${config.istiodAddress}`, `--trust-domain=${config.trustDomain}`]
+        : []),
       `--etcd-listen=127.0.0.1:${config.ports.etcd}`,
       `--status-port=${config.ports.agentStatus}`,
       `--outbound-port=${config.ports.outbound}`,
       `--inbound-port=${config.ports.inbound}`,
       `--pod-labels-file=${POD_INFO_DIR}/labels`,
+      `--lua-dir=${AGENT_LUA_DIR}`,
     ],
     env: [
       fieldEnv('POD_NAME', 'metadata.name'),
@@ -193,7 +211,16 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
       : { lifecycle: { postStart: { exec: { command: [...MESH_IMAGE_ENTRYPOINT, 'wait', `--etcd-address=127.0.0.1:${config.ports.etcd}`, '--timeout=60s'] } } } }),
     resources: structuredClone(config.resources.agent),
     securityContext: proxySecurityContext(config),
-    volumeMounts: [{ name: NAMES.podInfoVolume, mountPath: POD_INFO_DIR, readOnly: true }],
+    volumeMounts: [
+      { name: NAMES.podInfoVolume, mountPath: POD_INFO_DIR, readOnly: true },
+      { name: NAMES.luaVolume, mountPath: AGENT_LUA_DIR },
+      ...(config.istiodTls
+        ? [
+            { name: NAMES.istioRootCertVolume, mountPath: ISTIO_ROOT_CERT_DIR, readOnly: true },
+            { name: NAMES.istioTokenVolume, mountPath: ISTIO_TOKEN_DIR, readOnly: true },
+          ]
+        : []),
+    ],
   };
 }
 
@@ -217,11 +244,12 @@ function apisixContainer(config: InjectionConfig, native: boolean): V1Container 
       { name: NAMES.apisixConfVolume, mountPath: `${APISIX_HOME}/conf` },
       ...APISIX_WRITABLE_DIRS.map((dir) => ({ name: NAMES.apisixRunVolume, mountPath: `${APISIX_HOME}/${dir}`, subPath: dir })),
       { name: NAMES.apisixRunVolume, mountPath: '/tmp', subPath: 'tmp' },
+      { name: NAMES.luaVolume, mountPath: APISIX_LUA_DIR, readOnly: true },
     ],
   };
 }
 
-function volumes(): V1Volume[] {
+function volumes(config: InjectionConfig): V1Volume[] {
   return [
     {
       name: NAMES.podInfoVolume,
@@ -234,6 +262,19 @@ function volumes(): V1Volume[] {
     },
     { name: NAMES.apisixConfVolume, emptyDir: {} },
     { name: NAMES.apisixRunVolume, emptyDir: {} },
+    { name: NAMES.luaVolume, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
+    ...(config.istiodTls ? istioVolumes() : []),
+  ];
+}
+
+/** As in Istio's sidecar template: a token for istiod only (audience istio-ca), valid 12 hours. */
+function istioVolumes(): V1Volume[] {
+  return [
+    {
+      name: NAMES.istioTokenVolume,
+      projected: { sources: [{ serviceAccountToken: { path: 'istio-token', audience: 'istio-ca', expirationSeconds: 43200 } }] },
+    },
+    { name: NAMES.istioRootCertVolume, configMap: { name: 'istio-ca-root-cert' } },
   ];
 }
 

@@ -60,7 +60,7 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const ourContainers = [NAMES.init, NAMES.configCopy, NAMES.agent, NAMES.apisix];
   checkNoCollision('init container', appInits, ourContainers);
   checkNoCollision('container', appContainers, ourContainers);
-  checkNoCollision('volume', appVolumes, [NAMES.podInfoVolume, NAMES.apisixConfVolume, NAMES.apisixRunVolume]);
+  checkNoCollision('volume', appVolumes, [NAMES.podInfoVolume, NAMES.apisixConfVolume, NAMES.apisixRunVolume, NAMES.istioTokenVolume, NAMES.istioRootCertVolume]);
 
   const reserved = reservedPorts(config);
   for (const c of appContainers) {

@@ -10,10 +10,21 @@
 //   {id, op: 'upgrade', url, headers?, message}  an Upgrade request; → {id, status, echoed} once
 //       `message` came back through the upgraded connection, or {id, status, body} when refused
 //   {id, op: 'served', name}              → {id, count, requests: [{method, url, headers, peer}]}
+//   `serve` with `tls: {key, cert}` (PEM) serves HTTPS instead; each request also records the
+//       server name (SNI) the client sent (`servername`). `http` to an https: URL takes `ca` (PEM,
+//       the only trusted root) and `servername` (the SNI to send).
+//   {id, op: 'tcpServe', name, host, port, banner?}  a TCP echo server; with `banner` it speaks first
+//       (sends the banner on accept), then echoes. `served` counts connections; requests: [{peer}]
+//   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?}  one connection: for
+//       each exchange, writes `send` (base64) if given (then half-closes with `end`), then waits for
+//       `want` more bytes → {id, received:
+//       [base64 per exchange], closed} (closed: the peer ended or reset the connection); the
+//       connection is closed by the client after the last exchange
 //   {id, op: 'relay', host, port, unixPath}  accepts TCP on host:port and splices each connection to
 //       the Unix socket (how namespaced programs reach a server of the test process)
 // Plain JavaScript with no dependencies, so any uid can run it from a world-readable copy.
 import { createServer, request } from 'node:http';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect, createServer as createTcpServer } from 'node:net';
 import { createInterface } from 'node:readline';
 
@@ -24,8 +35,10 @@ function reply(msg) {
 }
 
 // `path`: the request target as sent, unparsed (a URL would resolve `/a/../b` before sending)
-function doHttp({ id, url, path, method = 'GET', headers = {}, body, timeoutMs = 8000, localAddress }) {
-  const req = request(url, { method, headers, timeout: timeoutMs, agent: false, ...(path ? { path } : {}), ...(localAddress ? { localAddress } : {}) }, (res) => {
+function doHttp({ id, url, path, method = 'GET', headers = {}, body, timeoutMs = 8000, localAddress, ca, servername }) {
+  const tls = url.startsWith('https:') ? { ...(ca ? { ca } : {}), ...(servername ? { servername } : {}) } : {};
+  const send = url.startsWith('https:') ? httpsRequest : request;
+  const req = send(url, { method, headers, timeout: timeoutMs, agent: false, ...tls, ...(path ? { path } : {}), ...(localAddress ? { localAddress } : {}) }, (res) => {
     const chunks = [];
     res.on('data', (c) => chunks.push(c));
     res.on('end', () => reply({ id, status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
@@ -36,13 +49,13 @@ function doHttp({ id, url, path, method = 'GET', headers = {}, body, timeoutMs =
   req.end(body);
 }
 
-function serve({ id, name, host, port }) {
+function serve({ id, name, host, port, tls }) {
   const record = { count: 0, requests: [] };
-  const server = createServer((req, res) => {
+  const handler = (req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
-      const seen = { method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress };
+      const seen = { method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress, ...(tls ? { servername: req.socket.servername } : {}) };
       record.count += 1;
       if (record.requests.length < 1000) record.requests.push(seen);
       const query = new URL(req.url, 'http://x').searchParams;
@@ -56,7 +69,8 @@ function serve({ id, name, host, port }) {
       if (delay > 0) setTimeout(answer, delay);
       else answer();
     });
-  });
+  };
+  const server = tls ? createHttpsServer({ key: tls.key, cert: tls.cert }, handler) : createServer(handler);
   server.on('upgrade', (req, socket) => {
     record.count += 1;
     if (record.requests.length < 1000) record.requests.push({ method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress });
@@ -91,6 +105,69 @@ function relay({ id, host, port, unixPath, name }) {
   });
 }
 
+function tcpServe({ id, name, host, port, banner }) {
+  const record = { count: 0, requests: [] };
+  const server = createTcpServer((socket) => {
+    record.count += 1;
+    if (record.requests.length < 1000) record.requests.push({ peer: socket.remoteAddress });
+    if (banner) socket.write(banner);
+    socket.on('data', (chunk) => socket.write(chunk));
+    socket.on('error', () => socket.destroy());
+  });
+  server.on('error', (err) => reply({ id, error: `${name} on ${host}:${port}: ${err.message}` }));
+  server.listen(port, host, () => {
+    servers.set(name, { server, record });
+    reply({ id, ok: true });
+  });
+}
+
+function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000 }) {
+  const socket = connect({ host, port });
+  const received = exchanges.map(() => []);
+  let step = 0;
+  let have = 0;
+  let closed = false;
+  let done = false;
+  const finish = (error) => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    socket.destroy();
+    const out = { id, received: received.map((c) => Buffer.concat(c).toString('base64')), closed };
+    reply(error ? { ...out, error } : out);
+  };
+  const timer = setTimeout(() => finish(`timed out after ${timeoutMs} ms in exchange ${step}`), timeoutMs);
+  const write = ({ send, end }) => {
+    if (send) socket.write(Buffer.from(send, 'base64'));
+    if (end) socket.end();
+  };
+  const advance = () => {
+    while (step < exchanges.length && have >= exchanges[step].want) {
+      step += 1;
+      have = 0;
+      if (step < exchanges.length) write(exchanges[step]);
+    }
+    if (step >= exchanges.length) finish();
+  };
+  socket.on('connect', () => {
+    if (exchanges[0]) write(exchanges[0]);
+    advance();
+  });
+  socket.on('data', (chunk) => {
+    received[Math.min(step, received.length - 1)]?.push(chunk);
+    have += chunk.length;
+    advance();
+  });
+  socket.on('end', () => {
+    closed = true;
+    finish();
+  });
+  socket.on('error', (err) => {
+    closed = true;
+    finish(err.code ?? err.message);
+  });
+}
+
 function doUpgrade({ id, url, headers = {}, message, timeoutMs = 8000 }) {
   const req = request(url, { headers: { connection: 'Upgrade', upgrade: 'websocket', ...headers }, timeout: timeoutMs, agent: false });
   req.on('upgrade', (res, socket, head) => {
@@ -120,6 +197,8 @@ const ops = {
   http: doHttp,
   upgrade: doUpgrade,
   serve,
+  tcpServe,
+  tcp: doTcp,
   relay,
   served({ id, name }) {
     const s = servers.get(name);

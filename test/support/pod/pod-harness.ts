@@ -33,9 +33,17 @@ import { apisixErrorLines } from './apisix-log.js';
 export const ISTIOD_IP = '10.66.1.10';
 export const APP_UID = 1000;
 
+/**
+ * The injection configuration pods run with by default: the defaults, but plaintext to istiod (15010)
+ * and so no workload certificate, since the fake istiod here serves neither TLS nor Istio's CA, and
+ * the kubelet here fills no ConfigMap or projected-token volumes.
+ */
+export const PLAINTEXT_ISTIOD_CONFIG: Readonly<InjectionConfig> = { ...defaultInjectionConfig, istiodTls: false, istiodAddress: 'istiod.istio-system.svc:15010' };
+
 export interface PodHarnessOptions {
   /** a Pod manifest (YAML or object) before injection */
   manifest: string | V1Pod;
+  /** default PLAINTEXT_ISTIOD_CONFIG */
   config?: InjectionConfig;
   /** what the fake istiod serves at first */
   xds: CanonicalResources;
@@ -45,6 +53,8 @@ export interface PodHarnessOptions {
   hosts?: Record<string, string>;
   /** for control experiments only: changes the injected pod before it runs */
   mutateInjected?: (pod: V1Pod) => V1Pod;
+  /** for benchmarks' baselines only: another built checkout whose agent the pod runs */
+  projectRoot?: string;
 }
 
 export interface RunningPod {
@@ -87,7 +97,7 @@ function gauge(page: string, name: string, labels = ''): number {
 export async function startPod(options: PodHarnessOptions): Promise<RunningPod> {
   const runtime = findApisixRuntime();
   if (typeof runtime === 'string') throw new Error(runtime);
-  const config = options.config ?? defaultInjectionConfig;
+  const config = options.config ?? PLAINTEXT_ISTIOD_CONFIG;
   const manifest = typeof options.manifest === 'string' ? (YAML.parse(options.manifest) as V1Pod) : options.manifest;
   const injection = injectPod(manifest, 'sidecar', config);
   if (injection.kind === 'rejected') throw new Error(`the injection refused the pod: ${injection.message}`);
@@ -100,7 +110,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
   chmodSync(dir, 0o755);
   let project;
   try {
-    project = stageProject(dir);
+    project = stageProject(dir, options.projectRoot);
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
     throw err;

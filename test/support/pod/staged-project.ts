@@ -34,16 +34,17 @@ export interface StagedProject {
   worker: string;
 }
 
-export function stageProject(podDir: string): StagedProject {
+/** `root`: the checkout whose build the pod runs (a benchmark's baseline may run an older one). */
+export function stageProject(podDir: string, root: string = repo): StagedProject {
   const why = unreachableByOtherUids(podDir);
   if (why) throw new Error(`the pod's programs run as other uids and need a directory they can reach (set TMPDIR): ${why}`);
   const app = join(podDir, 'app');
   mkdirSync(app);
-  execFileSync('cp', ['-R', join(repo, 'dist'), join(repo, 'package.json'), app]);
+  execFileSync('cp', ['-R', join(root, 'dist'), join(root, 'package.json'), app]);
   try {
-    execFileSync('cp', ['-al', join(repo, 'node_modules'), app], { stdio: 'pipe' });
+    execFileSync('cp', ['-al', join(root, 'node_modules'), app], { stdio: 'pipe' });
   } catch {
-    execFileSync('cp', ['-a', join(repo, 'node_modules'), app]); // another filesystem: a real copy
+    execFileSync('cp', ['-a', join(root, 'node_modules'), app]); // another filesystem: a real copy
   }
   const worker = join(podDir, 'netns-worker.mjs');
   copyFileSync(fileURLToPath(new URL('./netns-worker.mjs', import.meta.url)), worker);

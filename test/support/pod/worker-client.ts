@@ -17,6 +17,10 @@ export interface HttpRequest {
   body?: string;
   timeoutMs?: number;
   localAddress?: string;
+  /** https: the only trusted root (PEM) */
+  ca?: string;
+  /** https: the server name (SNI) to send */
+  servername?: string;
 }
 
 export interface SeenRequest {
@@ -24,12 +28,33 @@ export interface SeenRequest {
   url: string;
   headers: Record<string, string>;
   peer: string;
+  /** HTTPS servers: the server name (SNI) the client sent */
+  servername?: string;
 }
 
 /** What the echo servers of netns-worker.mjs answer. */
 export interface Echo extends SeenRequest {
   name: string;
   body: string;
+}
+
+/**
+ * One exchange on a raw TCP connection: `send` (if any) is written, the client's side is closed
+ * with `end` (a half-close: it still reads), then `want` more bytes are awaited.
+ */
+export interface TcpExchange {
+  send?: Buffer | string;
+  end?: boolean;
+  want: number;
+}
+
+export interface TcpResult {
+  /** what arrived during each exchange */
+  received: Buffer[];
+  /** the peer ended or reset the connection */
+  closed: boolean;
+  /** a connection error or a timeout, when the exchanges did not all complete */
+  error?: string;
 }
 
 /**
@@ -110,6 +135,28 @@ export class NetnsWorker {
 
   async served(name: string): Promise<{ count: number; requests: SeenRequest[] }> {
     return (await this.call('served', { name })) as unknown as { count: number; requests: SeenRequest[] };
+  }
+
+  /** An HTTPS echo server (as `serve`) with this certificate and key (PEM). */
+  serveTls(name: string, host: string, port: number, tls: { cert: string; key: string }): Promise<void> {
+    return this.ok('serve', { name, host, port, tls });
+  }
+
+  /** A TCP echo server; with a `banner` it speaks first (sends it on accept), then echoes. */
+  serveTcp(name: string, host: string, port: number, options: { banner?: string } = {}): Promise<void> {
+    return this.ok('tcpServe', { name, host, port, ...options });
+  }
+
+  /** One TCP connection through `exchanges`, closed by the client after the last. */
+  async tcp(host: string, port: number, exchanges: TcpExchange[], timeoutMs = 8000): Promise<TcpResult> {
+    const res = await this.call('tcp', {
+      host,
+      port,
+      timeoutMs,
+      exchanges: exchanges.map((e) => ({ want: e.want, ...(e.send !== undefined ? { send: Buffer.from(e.send).toString('base64') } : {}), ...(e.end ? { end: true } : {}) })),
+    });
+    const received = ((res.received as string[] | undefined) ?? []).map((b) => Buffer.from(b, 'base64'));
+    return { received, closed: res.closed === true, ...(res.error ? { error: String(res.error) } : {}) };
   }
 
   /** TCP on host:port here → the Unix socket `unixPath` (reachable from every namespace). */

@@ -1,0 +1,171 @@
+-- The L4 front: APISIX's stream subsystem on the capture ports (15001 outbound, 15006 inbound;
+-- see the stream snippet in webhook/injection/apisix-config.ts). Each captured connection is
+-- dispatched as Envoy dispatches it with istiod's listeners: HTTP to APISIX's HTTP listener (the
+-- routes), TCP and TLS by destination and SNI to a cluster, to the original destination, or
+-- refused. Decisions are taken in preread; balance() connects where preread decided.
+local core = require("apisix.core")
+local balancer = require("ngx.balancer")
+local ipmatcher = require("resty.ipmatcher")
+local original_dst = require("apisix_mesh.original_dst")
+local handoff = require("apisix_mesh.handoff")
+local detect = require("apisix_mesh.detect")
+local chains = require("apisix_mesh.chains")
+local l4_config = require("apisix_mesh.l4_config")
+
+-- The source address Istio's inbound forwarding uses; the capture rules let it through.
+local INBOUND_SOURCE = "127.0.0.6"
+local DEFAULT_CONNECT_TIMEOUT = 10
+
+local _M = {}
+
+local function refuse(reason, dst)
+    core.log.info("apisix-mesh: connection to ", dst or "?", " refused: ", reason)
+    return ngx.exit(ngx.ERROR)
+end
+
+local function pick_weighted(list, weight_of)
+    local total = 0
+    for _, x in ipairs(list) do
+        total = total + weight_of(x)
+    end
+    if total <= 0 then
+        return nil
+    end
+    local r = math.random() * total
+    for _, x in ipairs(list) do
+        r = r - weight_of(x)
+        if r < 0 then
+            return x
+        end
+    end
+    return list[#list]
+end
+
+local function upstream_nodes(id)
+    local upstreams = core.config.fetch_created_obj("/upstreams")
+    local item = upstreams and upstreams:get(id)
+    local value = item and item.value
+    if not value then
+        return nil
+    end
+    local nodes = value.nodes
+    if nodes and nodes[1] == nil and next(nodes) then
+        local list = {}
+        for addr, weight in pairs(nodes) do
+            local host, port = addr:match("^%[?(.-)%]?:(%d+)$")
+            list[#list + 1] = { host = host, port = tonumber(port), weight = weight }
+        end
+        nodes = list
+    end
+    return nodes, value.timeout and value.timeout.connect
+end
+
+local function cluster_peer(action)
+    local cluster = pick_weighted(action.clusters or {}, function(c) return c.weight end)
+    if not cluster then
+        return nil, "no weighted cluster"
+    end
+    local nodes, connect = upstream_nodes(cluster.upstream_id)
+    if not nodes or #nodes == 0 then
+        return nil, "cluster " .. cluster.upstream_id .. " has no endpoints"
+    end
+    local node = pick_weighted(nodes, function(n) return n.weight or 1 end)
+    if not node then
+        return nil, "cluster " .. cluster.upstream_id .. " has no endpoint with weight"
+    end
+    local host = node.host
+    -- STRICT_DNS / LOGICAL_DNS clusters (ServiceEntry resolution DNS) name hosts: the balancer
+    -- connects to addresses only, so resolve as APISIX resolves its upstreams' nodes
+    if not ipmatcher.parse_ipv4(host) and not ipmatcher.parse_ipv6(host) then
+        local ip, err = core.resolver.parse_domain(host)
+        if not ip then
+            return nil, "cannot resolve " .. host .. ": " .. tostring(err)
+        end
+        host = ip
+    end
+    return { host = host, port = node.port, connect = action.connect_timeout or connect }
+end
+
+function _M.preread(direction, http_port, outbound_port, inbound_port)
+    local ip, port, family = original_dst.get()
+    if not ip then
+        return refuse("not a redirected connection (no original destination)")
+    end
+    local dst = (family == "ipv6" and "[" .. ip .. "]" or ip) .. ":" .. port
+    if port == outbound_port or port == inbound_port then
+        return refuse("destination is a capture port", dst)
+    end
+    -- a worker (re)started a moment ago may not have read the listeners yet: wait, as a client
+    -- of Envoy waits for its listener, rather than refuse
+    for _ = 1, 50 do
+        if l4_config.loaded() then break end
+        ngx.sleep(0.1)
+    end
+    local listener = l4_config.listener(direction, ip, port)
+    if not listener then
+        return refuse("no listener for this destination yet", dst)
+    end
+    local candidates, inspect = chains.by_destination(listener, ip, port)
+    local seen
+    if inspect then
+        local err
+        seen, err = detect.inspect(ngx.req.socket())
+        if not seen then
+            return refuse("client went away before its first bytes: " .. tostring(err), dst)
+        end
+    end
+    local chain = chains.by_protocol(candidates, seen) or listener.default
+    if not chain then
+        return refuse("no filter chain matches", dst)
+    end
+    local action = chain.action
+    local ctx = ngx.ctx
+    if action.kind == "http" then
+        local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst)
+        if not address then
+            core.log.error("apisix-mesh: cannot hand ", dst, " to the HTTP listener: ", err)
+            return ngx.exit(ngx.ERROR)
+        end
+        ctx.apisix_mesh_handoff = address
+        ngx.var.apisix_mesh_bind = address
+        ctx.apisix_mesh_peer = { host = "127.0.0.1", port = http_port }
+    elseif action.kind == "passthrough" then
+        if direction == "inbound" then
+            ngx.var.apisix_mesh_bind = INBOUND_SOURCE
+        end
+        ctx.apisix_mesh_peer = { host = ip, port = port, connect = action.connect_timeout }
+    elseif action.kind == "cluster" then
+        local peer, err = cluster_peer(action)
+        if not peer then
+            return refuse(err, dst)
+        end
+        if direction == "inbound" then
+            ngx.var.apisix_mesh_bind = INBOUND_SOURCE
+        end
+        ctx.apisix_mesh_peer = peer
+    else
+        return refuse(action.reason or "refused by the listener's filter chain " .. (chain.name or ""), dst)
+    end
+end
+
+function _M.balance()
+    local peer = ngx.ctx.apisix_mesh_peer
+    if not peer then
+        return ngx.exit(ngx.ERROR)
+    end
+    local ok, err = balancer.set_current_peer(peer.host, peer.port)
+    if not ok then
+        core.log.error("apisix-mesh: cannot connect to ", peer.host, ":", peer.port, ": ", err)
+        return ngx.exit(ngx.ERROR)
+    end
+    balancer.set_timeouts(peer.connect or DEFAULT_CONNECT_TIMEOUT, nil, nil)
+end
+
+function _M.log()
+    local address = ngx.ctx.apisix_mesh_handoff
+    if address then
+        handoff.release(address)
+    end
+end
+
+return _M

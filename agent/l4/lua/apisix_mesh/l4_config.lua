@@ -1,0 +1,156 @@
+-- The listeners the agent publishes for the L4 front (etcd prefix /mesh_l4, one item per
+-- Envoy listener, written by agent/l4/), watched by APISIX's own etcd client in the stream
+-- workers and indexed for the front: per direction, by bound address and port, by port, and
+-- the capture listener itself.
+local core = require("apisix.core")
+local chains = require("apisix_mesh.chains")
+local handoff = require("apisix_mesh.handoff")
+
+local match_schema = {
+    type = "object",
+    properties = {
+        port = { type = "integer", minimum = 1, maximum = 65535 },
+        prefixes = {
+            type = "array", maxItems = 256,
+            items = {
+                type = "object",
+                properties = {
+                    address = { type = "string", maxLength = 64 },
+                    length = { type = "integer", minimum = 0, maximum = 128 },
+                },
+                required = { "address", "length" },
+            },
+        },
+        server_names = { type = "array", maxItems = 4096, items = { type = "string", maxLength = 253 } },
+        transport = { type = "string", enum = { "tls", "raw_buffer" } },
+        alpn = { type = "array", maxItems = 16, items = { type = "string", maxLength = 64 } },
+    },
+}
+
+local action_schema = {
+    type = "object",
+    properties = {
+        kind = { type = "string", enum = { "http", "cluster", "passthrough", "refuse" } },
+        clusters = {
+            type = "array", maxItems = 256,
+            items = {
+                type = "object",
+                properties = {
+                    upstream_id = { type = "string", maxLength = 64 },
+                    weight = { type = "integer", minimum = 0 },
+                },
+                required = { "upstream_id", "weight" },
+            },
+        },
+        connect_timeout = { type = "number", exclusiveMinimum = 0 },
+        reason = { type = "string", maxLength = 1024 },
+    },
+    required = { "kind" },
+}
+
+local chain_schema = {
+    type = "object",
+    properties = {
+        name = { type = "string", maxLength = 512 },
+        match = match_schema,
+        action = action_schema,
+    },
+    required = { "action" },
+}
+
+local item_schema = {
+    type = "object",
+    properties = {
+        id = { type = "string", maxLength = 64 },
+        name = { type = "string", maxLength = 512 },
+        direction = { type = "string", enum = { "outbound", "inbound" } },
+        bind = {
+            type = "object",
+            properties = {
+                address = { type = "string", maxLength = 64 },
+                port = { type = "integer", minimum = 1, maximum = 65535 },
+                virtual = { type = "boolean" },
+            },
+        },
+        chains = { type = "array", maxItems = 65536, items = chain_schema },
+        default = chain_schema,
+    },
+    required = { "id", "direction", "bind", "chains" },
+}
+
+local _M = {}
+
+local listeners
+local index, index_version
+
+-- True once this worker has read the listeners (an empty set counts: the directory exists).
+function _M.loaded()
+    return listeners ~= nil and listeners.values ~= nil
+end
+
+-- The readiness mark of this worker's stream side (hook.lua's status_ready checks every worker's).
+local function mark_when_loaded(premature)
+    if premature then
+        return
+    end
+    local id = ngx.worker.id()
+    if id == nil then
+        return -- APISIX's privileged agent process serves no traffic
+    end
+    if _M.loaded() then
+        local ok, err = handoff.mark_ready(id)
+        if not ok then
+            core.log.error("apisix-mesh: cannot record the L4 front's readiness: ", err)
+        end
+        return
+    end
+    ngx.timer.at(0.05, mark_when_loaded)
+end
+
+function _M.init_worker()
+    local err
+    listeners, err = core.config.new("/mesh_l4", {
+        automatic = true,
+        item_schema = item_schema,
+    })
+    if not listeners then
+        core.log.error("apisix-mesh: cannot watch /mesh_l4: ", err)
+        return
+    end
+    ngx.timer.at(0, mark_when_loaded)
+end
+
+local function build(values)
+    local out = { outbound = { addr = {}, port = {} }, inbound = { addr = {}, port = {} } }
+    for _, entry in ipairs(values or {}) do
+        local item = entry.value and core.table.deepcopy(entry.value)
+        if item then
+            chains.compile(item)
+            local side = out[item.direction]
+            local bind = item.bind
+            if bind.virtual then
+                side.virtual = item
+            elseif bind.address and bind.port then
+                side.addr[bind.address .. "#" .. bind.port] = item
+            elseif bind.port then
+                side.port[bind.port] = item
+            end
+        end
+    end
+    return out
+end
+
+-- The listener Envoy would hand this connection to, or nil before the agent published any.
+function _M.listener(direction, ip, port)
+    if not listeners or not listeners.values then
+        return nil
+    end
+    if index_version ~= listeners.conf_version then
+        index = build(listeners.values)
+        index_version = listeners.conf_version
+    end
+    local side = index[direction]
+    return side.addr[ip .. "#" .. port] or side.port[port] or side.virtual
+end
+
+return _M

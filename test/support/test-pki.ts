@@ -1,0 +1,92 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import forge from 'node-forge';
+
+/**
+ * A mesh PKI shaped like Istio's with a plugged-in CA: root → intermediate (istiod's signing CA) →
+ * leaves; istiod's own serving certificate (DNS SAN istiod.istio-system.svc) comes from the
+ * intermediate too. Keys come from node:crypto (forge's pure-JS RSA key generation takes seconds).
+ */
+export interface CaKeyPair {
+  cert: forge.pki.Certificate;
+  key: forge.pki.rsa.PrivateKey;
+  pem: string;
+}
+
+export interface TestPki {
+  root: CaKeyPair;
+  intermediate: CaKeyPair;
+  /** istiod's serving certificate and key (PEM; the chain includes the intermediate) */
+  istiodCertChainPem: string;
+  istiodKeyPem: string;
+}
+
+export function rsaKey(): forge.pki.rsa.PrivateKey {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return forge.pki.privateKeyFromPem(privateKey.export({ type: 'pkcs8', format: 'pem' }) as string) as forge.pki.rsa.PrivateKey;
+}
+
+export function serial(): string {
+  return `01${randomBytes(15).toString('hex')}`; // positive, 16 bytes
+}
+
+function caCertificate(name: string, key: forge.pki.rsa.PrivateKey, issuer?: CaKeyPair): CaKeyPair {
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
+  cert.serialNumber = serial();
+  cert.validity.notBefore = new Date(Date.now() - 3600_000);
+  cert.validity.notAfter = new Date(Date.now() + 10 * 365 * 86400_000);
+  const subject = [{ name: 'organizationName', value: name }];
+  cert.setSubject(subject);
+  cert.setIssuer(issuer ? issuer.cert.subject.attributes : subject);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    { name: 'subjectKeyIdentifier' },
+  ]);
+  cert.sign(issuer ? issuer.key : key, forge.md.sha256.create());
+  return { cert, key, pem: forge.pki.certificateToPem(cert) };
+}
+
+/** A self-signed root (another mesh, for "foreign CA" tests, is just another call). */
+export function createTestPki(trustDomain = 'cluster.local'): TestPki {
+  const root = caCertificate(`${trustDomain} root`, rsaKey());
+  const intermediate = caCertificate(`${trustDomain} istiod`, rsaKey(), root);
+  const istiodKey = rsaKey();
+  const istiod = forge.pki.createCertificate();
+  istiod.publicKey = forge.pki.setRsaPublicKey(istiodKey.n, istiodKey.e);
+  istiod.serialNumber = serial();
+  istiod.validity.notBefore = new Date(Date.now() - 3600_000);
+  istiod.validity.notAfter = new Date(Date.now() + 365 * 86400_000);
+  istiod.setSubject([]);
+  istiod.setIssuer(intermediate.cert.subject.attributes);
+  istiod.setExtensions([
+    { name: 'subjectAltName', altNames: [{ type: 2, value: 'istiod.istio-system.svc' }], critical: true },
+    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+  ]);
+  istiod.sign(intermediate.key, forge.md.sha256.create());
+  return {
+    root,
+    intermediate,
+    istiodCertChainPem: forge.pki.certificateToPem(istiod) + intermediate.pem,
+    istiodKeyPem: forge.pki.privateKeyToPem(istiodKey),
+  };
+}
+
+/** A workload leaf as istiod issues it: one URI SAN, empty subject, NotBefore two minutes back. */
+export function issueLeaf(issuer: CaKeyPair, publicKey: forge.pki.rsa.PublicKey, spiffeId: string, lifetimeSeconds: number, now = Date.now()): forge.pki.Certificate {
+  const leaf = forge.pki.createCertificate();
+  leaf.publicKey = publicKey;
+  leaf.serialNumber = serial();
+  leaf.validity.notBefore = new Date(now - 120_000);
+  leaf.validity.notAfter = new Date(now + lifetimeSeconds * 1000);
+  leaf.setSubject([]);
+  leaf.setIssuer(issuer.cert.subject.attributes);
+  leaf.setExtensions([
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+    { name: 'basicConstraints', cA: false, critical: true },
+    { name: 'subjectAltName', altNames: [{ type: 6, value: spiffeId }], critical: true },
+  ]);
+  leaf.sign(issuer.key, forge.md.sha256.create());
+  return leaf;
+}
