@@ -31,6 +31,12 @@ const eds = (name: string, extra: object = {}, service = name) => ({ name, type:
 const endpoint = (address: string, extra: object = {}) => ({ endpoint: { address: { socket_address: { address, port_value: 8080 } } }, ...extra });
 const hcm = (config: object, filters: object[] = [ROUTER]) => ({ name: 'envoy.filters.network.http_connection_manager', typed_config: { '@type': HCM, stat_prefix: 's', http_filters: filters, ...config } });
 const vhost = (name: string, domains: string[], routes: object[]) => ({ name, domains, routes });
+const tcpListener = (name: string, target: object) => ({
+  name,
+  address: { socket_address: { address: '10.96.0.5', port_value: 5432 } },
+  traffic_direction: 'OUTBOUND',
+  filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`, stat_prefix: 's', ...target } }] }],
+});
 const toCluster = (cluster: string, extra: object = {}) => ({ match: { prefix: '/' }, route: { cluster, timeout: '0s', ...extra } });
 
 /** Every version of every resource a push may carry (canonical JSON), by type and name. */
@@ -67,6 +73,12 @@ const UNIVERSE: Record<XdsKind, Record<string, object[]>> = {
     '0.0.0.0_8080': [
       { name: '0.0.0.0_8080', address: { socket_address: { address: '0.0.0.0', port_value: 8080 } }, traffic_direction: 'OUTBOUND', filter_chains: [{ filters: [hcm({ rds: { config_source: { ads: {} }, route_config_name: '80' } })] }] },
       { name: '0.0.0.0_8080', address: { socket_address: { address: '0.0.0.0', port_value: 8080 } }, traffic_direction: 'OUTBOUND', filter_chains: [{ filters: [hcm({ rds: { config_source: { ads: {} }, route_config_name: '80' } }, [WASM, ROUTER])] }] },
+    ],
+    // TCP chains: their L4 objects follow the clusters they name (an upstream appearing or going)
+    '10.96.0.5_5432': [
+      tcpListener('10.96.0.5_5432', { cluster: B }),
+      tcpListener('10.96.0.5_5432', { weighted_clusters: { clusters: [{ name: A, weight: 30 }, { name: C, weight: 70 }] } }),
+      tcpListener('10.96.0.5_5432', { cluster: 'PassthroughCluster' }),
     ],
     virtualOutbound: [
       { name: 'virtualOutbound', address: { socket_address: { address: '0.0.0.0', port_value: 15001 } }, filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': `${T}envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`, stat_prefix: 'PassthroughCluster', cluster: 'PassthroughCluster' } }] }] },
@@ -132,6 +144,7 @@ describe('incremental translation = fresh translation of the same state', () => 
           const viaObjects = objectApi.translate(state);
           expect(viaObjects.upstreams).toEqual(fresh.upstreams);
           expect(viaObjects.routes).toEqual(fresh.routes);
+          expect(viaObjects.l4).toEqual(fresh.l4);
           expect(sortNotes(viaObjects.notes)).toEqual(sortNotes(fresh.notes));
         };
         for (const s of [...steps, { op: 'apply' } as const]) {
@@ -194,6 +207,7 @@ describe('work proportional to the change', () => {
     const changes = translator.assemble();
     expect([...changes.upstreams.keys()]).toEqual([upstreamId(name)]);
     expect(changes.routes.size).toBe(0);
+    expect(changes.l4.size).toBe(0);
     expect(changes.full).toBe(false);
     applier.applyChanges(changes);
     expect(store.revision).toBe(revision + 1);
