@@ -1,4 +1,4 @@
-import type { IntOrString, V1Container, V1ContainerPort, V1Probe } from '@kubernetes/client-node';
+import type { IntOrString, V1Container, V1ContainerPort, V1PodSpec, V1Probe } from '@kubernetes/client-node';
 import { shortQuote } from '../../cli/short-quote.js';
 import {
   APP_PROBERS_ENV,
@@ -15,6 +15,7 @@ import {
 import type { InjectionConfig } from '../config/injection-config.js';
 import { REWRITE_APP_PROBES_ANNOTATION } from './annotations.js';
 import { PodRejection } from './capture.js';
+import type { InjectionStatus } from './status.js';
 
 /**
  * App probes rewritten as Istio's injector rewrites them (pkg/kube/inject/app_probe.go): every
@@ -96,8 +97,14 @@ export interface RewrittenProbes {
  * agent gives the app the same timeout. Throws PodRejection for a probe the agent could not run
  * faithfully (a path or header it would refuse) and past the agent's limits, naming the opt-out.
  */
-export function rewriteAppProbes(containers: readonly V1Container[], statusPort: number, into: AppProbers = new Map()): RewrittenProbes {
+export function rewriteAppProbes(
+  containers: readonly V1Container[],
+  statusPort: number,
+  into: AppProbers = new Map(),
+  include: (c: V1Container) => boolean = () => true,
+): RewrittenProbes {
   const out = containers.map((c) => {
+    if (!include(c)) return c;
     let changed: V1Container | undefined;
     for (const [field, kind] of PROBE_KINDS) {
       const probe = c[field];
@@ -150,9 +157,10 @@ export function restoreAppProbes(containers: readonly V1Container[], probers: Ap
   });
 }
 
-/** The probers an earlier injection gave the agent container `agentName` among `containers`. */
-export function previousAppProbers(containers: readonly V1Container[], agentName: string): AppProbers {
-  const agent = containers.find((c) => c.name === agentName);
+/** The probers an earlier injection (`previous`, its status) gave its agent container `agentName`. */
+export function previousAppProbers(spec: V1PodSpec, previous: InjectionStatus, agentName: string): AppProbers {
+  const list = previous.containers.includes(agentName) ? spec.containers : previous.initContainers.includes(agentName) ? spec.initContainers : undefined;
+  const agent = (list ?? []).find((c) => c.name === agentName);
   const value = agent?.env?.find((e) => e.name === APP_PROBERS_ENV)?.value;
   try {
     return parseAppProbers(value);

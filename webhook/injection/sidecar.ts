@@ -58,7 +58,7 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
 
   // the probes an earlier injection rewrote are restored first, so that they are rewritten afresh
   const statusPort = config.ports.agentStatus;
-  const oldProbers = previousAppProbers([...(spec.initContainers ?? []), ...(spec.containers ?? [])].filter((c) => previous.initContainers.includes(c.name) || previous.containers.includes(c.name)), NAMES.agent);
+  const oldProbers = previousAppProbers(spec, previous, NAMES.agent);
   let appInits = restoreAppProbes(without(spec.initContainers, previous.initContainers), oldProbers, statusPort);
   let appContainers = restoreAppProbes(without(spec.containers, previous.containers), oldProbers, statusPort);
   const appVolumes = without(spec.volumes, previous.volumes);
@@ -87,10 +87,7 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const probers: AppProbers = new Map();
   if (rewritesAppProbes(annotations, config)) {
     appContainers = rewriteAppProbes(appContainers, statusPort, probers).containers;
-    if (native) {
-      const sidecarInits = rewriteAppProbes(appInits.filter((c) => c.restartPolicy === 'Always'), statusPort, probers).containers;
-      appInits = appInits.map((c) => sidecarInits.find((s) => s.name === c.name) ?? c);
-    }
+    if (native) appInits = rewriteAppProbes(appInits, statusPort, probers, (c) => c.restartPolicy === 'Always').containers;
   }
   const withProbers = (c: V1Container): V1Container => (c.name === NAMES.agent ? agentWithProbers(c, probers) : c);
 
@@ -141,7 +138,7 @@ export function withoutSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const { [STATUS_ANNOTATION]: _status, [APISIX_CONFIG_ANNOTATION]: _config, ...rest } = annotations;
   const spec = pod.spec ?? { containers: [] };
   // the app's own probes come back: the agent that served the rewritten ones goes
-  const probers = previousAppProbers([...(spec.initContainers ?? []), ...(spec.containers ?? [])].filter((c) => status.initContainers.includes(c.name) || status.containers.includes(c.name)), NAMES.agent);
+  const probers = previousAppProbers(spec, status, NAMES.agent);
   const statusPort = config.ports.agentStatus;
   const initContainers = restoreAppProbes(without(spec.initContainers, status.initContainers), probers, statusPort);
   const volumes = without(spec.volumes, status.volumes);
