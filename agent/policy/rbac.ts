@@ -4,7 +4,7 @@ import { UnsupportedMatch } from '../translate/unsupported.js';
 
 /**
  * Envoy's HTTP RBAC filter (Istio's AuthorizationPolicy) compiled to a small tree that the Lua
- * evaluator (rbac-evaluator.ts) walks per request. Evaluation is three-valued: true, false, or unknown
+ * evaluator (agent/l4/lua/apisix_mesh/rbac.lua, run by the policy plugin) walks per request. Evaluation is three-valued: true, false, or unknown
  * (`{t: 'unknown'}`) for what the sidecar cannot know yet — the peer's mTLS identity
  * (`authenticated`, Istio's `filter_state` peer principal), SNI (`requested_server_name`), a
  * client-supplied remote address, dynamic metadata of any filter but jwt_authn. JWT claims

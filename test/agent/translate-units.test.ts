@@ -390,8 +390,8 @@ describe('whole mesh', () => {
     const routes = [...out.routes.values()];
     expect(routes.length).toBeGreaterThanOrEqual(2);
     for (const r of routes) {
-      const rbac = r.plugins?.['serverless-post-function'];
-      expect(rbac, r.name).toMatchObject({ phase: 'rewrite', _meta: { priority: 11500 }, functions: [expect.stringContaining('ns[default]-policy[httpbin]-rule[0]')] });
+      const rbac = r.plugins?.['apisix-mesh-policy'];
+      expect(rbac, r.name).toMatchObject({ rbac: [{ action: 'ALLOW', policies: [expect.objectContaining({ name: 'ns[default]-policy[httpbin]-rule[0]' })] }] });
       expect(validateApisix('route.strict', r)).toBeNull();
     }
     // the pass-through route keeps its original-destination function, in its own plugin and phase
