@@ -97,6 +97,9 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
       refused.set(scopeKey(scope), entry);
       continue;
     }
+    // a TCP chain under a network RBAC is judged per connection by the L4 front only: the HTTP side
+    // gets no route for it (its TCP pass-through catch-all would judge nothing)
+    if (inventory.networkRbac.length) continue;
     if (inventory.rbac.length || inventory.jwt.length) {
       const entry = policies.get(scopeKey(scope)) ?? { policy: { jwt: [], rbac: [] }, seen: new Set<string>() };
       addOnce(entry.policy.jwt, inventory.jwt, 'jwt', entry.seen);
