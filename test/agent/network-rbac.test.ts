@@ -65,7 +65,7 @@ describe('network RBAC → the tree the L4 front judges', () => {
     const t = translateCluster(fromCanonical<Cluster>(TYPE_URL.cluster, inboundCluster(5432)), { podIp: '10.244.0.7' });
     clusters.set(t.clusterName, t);
     upstreams.set(t.clusterName, { ...t.upstream!, nodes: t.inlineNodes ?? [] });
-    const assembled = assembleL4Listener(draft, clusters, upstreams, []);
+    const assembled = assembleL4Listener(draft, clusters, (name) => upstreams.get(name)?.id, []);
     const out = assembled.chains.find((c) => c.match.port === 5432)!;
     expect(out.action.kind).toBe('cluster');
     expect(out.rbac).toEqual([{ name: 'envoy.filters.network.rbac', action: 'ALLOW', policies: [{ name: 'p', match: { t: 'and', n: [{ t: 'any' }, { t: 'ip', of: 'direct', v: 4, b: [10, 244, 9, 0], len: 24 }] } }] }]);

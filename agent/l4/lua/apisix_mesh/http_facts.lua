@@ -1,7 +1,7 @@
 -- What an HTTP request tells RBAC (rbac.lua's `facts`), read lazily, each once per request, into
 -- the per-request table `f` (`f.ctx`: APISIX's request context):
 -- - the path is nginx's `$uri`: percent-decoded, dot segments resolved, slashes merged — the form
---   Envoy's `normalize_path` + `merge_slashes` gives, and more (see README, "Security model"); a
+--   Envoy's `normalize_path` + `merge_slashes` gives, and more (see docs/security.md); a
 --   path holding a backslash (which Envoy turns into `/`, nginx does not) is unknown;
 -- - the remote address (Envoy's `remote_ip`) comes from X-Forwarded-For when it is present, which
 --   the sidecar does not parse: unknown then; the peer (`direct_remote_ip`) is `$remote_addr` (the
