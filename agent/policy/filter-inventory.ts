@@ -73,6 +73,8 @@ export interface FilterInventory {
   jwt: CompiledJwtFilter[];
   /** the network RBAC filters to enforce per connection (the L4 front), in the chain's order */
   networkRbac: CompiledRbacFilter[];
+  /** `name (type)` of each of them: what the HTTP side, which cannot judge them, names */
+  networkRbacFilters: string[];
 }
 
 /**
@@ -81,7 +83,7 @@ export interface FilterInventory {
  * not the operator listed it as skippable.
  */
 export function inventoryFilters(filters: readonly NamedFilter[], skip: SkipList = new Set()): FilterInventory {
-  const out: FilterInventory = { unenforced: [], rbac: [], jwt: [], networkRbac: [] };
+  const out: FilterInventory = { unenforced: [], rbac: [], jwt: [], networkRbac: [], networkRbacFilters: [] };
   const httpChain = filters.some((f) => effectiveType(f.typed_config) === HCM_TYPE);
   for (const filter of filters) {
     const type = effectiveType(filter.typed_config);
@@ -109,7 +111,10 @@ export function inventoryFilters(filters: readonly NamedFilter[], skip: SkipList
       const compiled = httpChain ? 'on an HTTP chain (evaluated on TCP chains only)' : networkRbacFilter(filter);
       if (typeof compiled === 'string') {
         if (!skipped(filter, skip)) out.unenforced.push(`${describe(filter)}: ${compiled}`);
-      } else if (compiled) out.networkRbac.push(compiled);
+      } else if (compiled) {
+        out.networkRbac.push(compiled);
+        out.networkRbacFilters.push(describe(filter));
+      }
     } else if (!networkFilterIsSafe(filter) && !skipped(filter, skip)) {
       out.unenforced.push(describe(filter));
     }

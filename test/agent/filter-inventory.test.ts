@@ -130,7 +130,7 @@ describe('inventoryFilters: HTTP RBAC is enforced', () => {
   it('an RBAC filter listed as skippable is still enforced when it compiles; one that cannot compile is skipped then', () => {
     const filters = chainFilters([hcmWith([rbac('r', { rules: { policies: anyPolicy } }), rbac('m', { matcher: { matcher_list: { matchers: [] } } }), router])]);
     const inventory = inventoryFilters(filters, new Set(['r', 'm']));
-    expect(inventory).toEqual({ unenforced: [], rbac: [expect.objectContaining({ name: 'r' })], jwt: [], networkRbac: [] });
+    expect(inventory).toEqual({ unenforced: [], rbac: [expect.objectContaining({ name: 'r' })], jwt: [], networkRbac: [], networkRbacFilters: [] });
   });
 });
 

@@ -366,8 +366,8 @@ describe('whole mesh', () => {
     const notes = out.notes.filter((n) => n.reason === 'unenforced-filter');
     expect(notes.map((n) => n.detail)).toEqual([
       // the HTTP RBAC filters are enforced now; ext_authz (CUSTOM) is not; the TCP catch-all's
-      // network RBAC is judged by the L4 front (agent/l4/), so it no longer refuses this scope
-      expect.stringMatching(/^inbound:\*:0: envoy\.filters\.http\.ext_authz \([^)]*\) not enforced/),
+      // network RBAC is judged by the L4 front (agent/l4/), which the HTTP side sharing its scope cannot
+      expect.stringMatching(/^inbound:\*:0: envoy\.filters\.http\.ext_authz .*envoy\.filters\.network\.rbac \([^)]*\) not enforced/),
       expect.stringMatching(/^inbound:\*:80: envoy\.filters\.http\.ext_authz \([^)]*\) not enforced/),
     ]);
     for (const r of routes) expect(validateApisix('route.strict', r)).toBeNull();
