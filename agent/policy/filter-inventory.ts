@@ -24,7 +24,7 @@ import { compileJwtFilter, JwtCompileError, type CompiledJwtFilter } from './jwt
  * Enforced: the HTTP RBAC filter (AuthorizationPolicy ALLOW/DENY, and the shadow-only filter of
  * CUSTOM), compiled (rbac.ts) and evaluated by APISIX on every route of the chain's route
  * configuration; the JWT authentication filter (RequestAuthentication), compiled (jwt.ts) and
- * evaluated in the same function before RBAC — Istio puts it before its RBAC filters, and a chain
+ * evaluated in the same plugin before RBAC — Istio puts it before its RBAC filters, and a chain
  * that puts it after one is refused. One that cannot be compiled stays unenforced. The network RBAC
  * filter on a TCP chain (where Istio writes it) is compiled the same way and judged per connection
  * by the L4 front, before anything is forwarded (agent/l4/); one that cannot be compiled, or one on
