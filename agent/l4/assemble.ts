@@ -20,7 +20,8 @@ export interface L4Chain {
 }
 
 export type L4Action =
-  | { kind: 'http' }
+  /** `tls`: to APISIX's mTLS listener (Istio's mTLS chains), else its HTTP listener */
+  | { kind: 'http'; tls?: true }
   | { kind: 'passthrough'; connect_timeout: number }
   | { kind: 'cluster'; clusters: Array<{ upstream_id: string; weight: number }> }
   | { kind: 'refuse'; reason: string };

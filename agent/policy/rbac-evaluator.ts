@@ -9,6 +9,7 @@
  * - the upstream must get the path the policy judged: nginx would forward the raw request line
  *   (`/public/../admin`), so when it differs from `$uri` the function sets `$upstream_uri` to the
  *   normalised path (re-escaped by APISIX's own `uri_safe_encode`) and the raw query;
+ * - the mTLS peer's principal is `$apisix_mesh_peer_principal` (empty for plaintext: no principal);
  * - the remote address (Envoy's `remote_ip`) comes from X-Forwarded-For when it is present, which the
  *   sidecar does not parse: unknown then; the peer (`direct_remote_ip`) is `$remote_addr`; the
  *   destination is `$connection_original_dst`.
@@ -244,6 +245,13 @@ function eval(node, f)
     local bytes = address(f, node.of)
     if not bytes then return U end
     return in_cidr(bytes, node)
+  end
+  if t == "peer" then
+    -- the verified mTLS peer's URI SAN (hook.lua); empty without mTLS: no principal matches
+    local p = f.ctx.var.apisix_mesh_peer_principal
+    if type(p) ~= "string" or p == "" then return F end
+    if not node.m then return T end
+    return string_match(node.m, p)
   end
   if t == "meta" then
     local r = value_match(node.m, meta_value(f, node.path))

@@ -43,6 +43,8 @@ local action_schema = {
             },
         },
         connect_timeout = { type = "number", exclusiveMinimum = 0 },
+        -- http: the chain terminates Istio's mTLS (APISIX's TLS listener does)
+        tls = { type = "boolean" },
         reason = { type = "string", maxLength = 1024 },
     },
     required = { "kind" },
