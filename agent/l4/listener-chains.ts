@@ -2,7 +2,7 @@ import type { FilterChain, Listener } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
 import { HCM_TYPE, TCP_PROXY_TYPE } from '../xds/protos.js';
 import { inventoryFilters, type NamedFilter, type SkipList } from '../policy/filter-inventory.js';
-import { chainTransport, type ChainTransport } from './mesh-tls-context.js';
+import { chainTransport, type ChainTransport, type PeerSanMatch } from './mesh-tls-context.js';
 import type { TranslationNote } from '../translate/apisix-types.js';
 
 /**
@@ -34,7 +34,7 @@ export interface L4ChainMatch {
 
 export type L4ChainTarget =
   /** `tls`: the chain terminates Istio's mTLS (APISIX's TLS listener does, mesh-tls-context.ts) */
-  | { kind: 'http'; tls?: true }
+  | { kind: 'http'; tls?: true; peer_sans?: PeerSanMatch[] }
   | { kind: 'tcp'; clusters: Array<{ name: string; weight: number }> }
   | { kind: 'refuse'; reason: string };
 
@@ -89,7 +89,8 @@ function l4Chain(chain: FilterChain, fallbackName: string, skip: SkipList | unde
     notes.push({ kind: 'listener', name: listenerName, reason: 'tls-termination-unsupported', detail: `${name}: terminates TLS (${tls}), which the front does not: its connections are refused`, skipped: true });
     return { name, match, target: { kind: 'refuse', reason: `terminates TLS (${tls})` } };
   }
-  const httpTarget: L4ChainTarget = transport.kind === 'istio-mtls' ? { kind: 'http', tls: true } : { kind: 'http' };
+  const httpTarget: L4ChainTarget =
+    transport.kind === 'istio-mtls' ? { kind: 'http', tls: true, ...(transport.peerSans.length ? { peer_sans: transport.peerSans } : {}) } : { kind: 'http' };
   const inventory = inventoryFilters(filters, skip);
   if (inventory.unenforced.length) {
     // An HTTP chain goes to the HTTP listener, where its scope's refusal route answers 403 as Envoy's

@@ -137,7 +137,7 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
     const tcpTls = terminating.filter((i) => !isHttp(raw[i]!));
     expect(httpTls.length).toBeGreaterThan(0);
     expect(tcpTls.length).toBeGreaterThan(0);
-    for (const i of httpTls) expect(d.chains[i]!.target, d.chains[i]!.name).toEqual({ kind: 'http', tls: true });
+    for (const i of httpTls) expect(d.chains[i]!.target, d.chains[i]!.name).toEqual({ kind: 'http', tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://cluster.local/' }] });
     for (const i of tcpTls) expect(d.chains[i]!.target, d.chains[i]!.name).toEqual({ kind: 'refuse', reason: "terminates TLS (Istio's mTLS for a TCP proxy)" });
     expect(d.notes.filter((n) => n.reason === 'tls-termination-unsupported').length).toBe(tcpTls.length);
     // the other chains of the same listener, TLS passed through among them, are not refused for it
@@ -162,13 +162,24 @@ describe('which TLS termination the front does: Istio\'s mTLS and nothing else (
   const common = (ctx: Json) => ctx['common_tls_context'] as Json;
 
   it('Istio\'s shape (SDS default + ROOTCA, client certificate required) on inbound HTTP → the mTLS listener; any deviation → refused with a note', () => {
-    expect(draftOf(inboundWith(tlsChain(() => undefined))).chains[0]!.target).toEqual({ kind: 'http', tls: true });
+    expect(draftOf(inboundWith(tlsChain(() => undefined))).chains[0]!.target).toEqual({ kind: 'http', tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://cluster.local/' }] });
+    // trust domain aliases: several matchers, exact ones too; none: any peer of the roots
+    const sans = (list: Json[]) => (ctx: Json) => (((common(ctx)['combined_validation_context'] as Json)['default_validation_context'] as Json)['match_subject_alt_names'] = list);
+    expect(draftOf(inboundWith(tlsChain(sans([{ prefix: 'spiffe://td-a/' }, { exact: 'spiffe://td-b/ns/x/sa/y' }])))).chains[0]!.target).toEqual({
+      kind: 'http', tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://td-a/' }, { k: 'exact', v: 'spiffe://td-b/ns/x/sa/y' }],
+    });
+    expect(draftOf(inboundWith(tlsChain(sans([])))).chains[0]!.target).toEqual({ kind: 'http', tls: true });
     const deviations: Array<(ctx: Json) => void> = [
       (ctx) => delete ctx['require_client_certificate'],
       (ctx) => ((ctx['require_client_certificate'] as unknown) = false),
       (ctx) => ((common(ctx)['tls_certificate_sds_secret_configs'] as Json[])[0]!['name'] = 'file-cert'),
       (ctx) => (((common(ctx)['combined_validation_context'] as Json)['validation_context_sds_secret_config'] as Json)['name'] = 'file-root:/etc/certs/ca.pem'),
       (ctx) => (common(ctx)['tls_certificates'] = [{ certificate_chain: { filename: '/etc/certs/cert.pem' }, private_key: { filename: '/etc/certs/key.pem' } }]),
+      // SAN matchers the sidecar does not check: never left unchecked
+      sans([{ safe_regex: { regex: 'spiffe://.*' } }]),
+      sans([{ prefix: 'SPIFFE://cluster.local/', ignore_case: true }]),
+      sans([{ prefix: 'spiffe://a b/' }]),
+      sans([{ prefix: 'spiffe://a|b/' }]),
     ];
     for (const change of deviations) {
       const d = draftOf(inboundWith(tlsChain(change)));

@@ -106,6 +106,7 @@ describeWhenAvailable('inbound mTLS with Istio\'s semantics on the real APISIX',
   let sleep: ClientCert;
   let other: ClientCert;
   let foreign: ClientCert;
+  let otherDomain: ClientCert;
   const served = async (port: number) => (await pod.app().served(`app-${port}`)).count;
   const noErrors = () => expect(pod.apisixErrors(REFUSED_HANDSHAKES), describeLines(pod.apisixErrors(REFUSED_HANDSHAKES))).toEqual([]);
   /** an Envoy-like mTLS request (SNI of the outbound cluster, Istio's ALPN, Host = the service) */
@@ -127,6 +128,8 @@ describeWhenAvailable('inbound mTLS with Istio\'s semantics on the real APISIX',
     sleep = clientCert(pki, SLEEP_ID);
     other = clientCert(pki, OTHER_ID);
     foreign = clientCert(createTestPki(), SLEEP_ID);
+    // the mesh root, another trust domain: the chain's match_subject_alt_names (spiffe://cluster.local/) refuses it
+    otherDomain = clientCert(pki, 'spiffe://other.domain/ns/shop/sa/sleep');
     dir = mkdtempSync(join(tmpdir(), 'mtls-inbound-'));
     chmodSync(dir, 0o755);
     writeFileSync(join(dir, 'root-cert.pem'), pki.root.pem, { mode: 0o644 });
@@ -175,7 +178,7 @@ describeWhenAvailable('inbound mTLS with Istio\'s semantics on the real APISIX',
     noErrors();
   });
 
-  it('STRICT: plaintext, no client certificate, a client certificate of another CA: refused, the app sees nothing', async () => {
+  it('STRICT: plaintext, no client certificate, a client certificate of another CA or of another trust domain: refused, the app sees nothing', async () => {
     const before = await served(STRICT_PORT);
     expect('error' in (await pod.cluster.http(plain(STRICT_PORT)))).toBe(true);
     const none = await pod.cluster.http(mtls(STRICT_PORT, undefined));
@@ -186,6 +189,8 @@ describeWhenAvailable('inbound mTLS with Istio\'s semantics on the real APISIX',
     // server's chain verifies only against the mesh root
     const distrust = await pod.cluster.http(mtls(STRICT_PORT, sleep, { ca: createTestPki().root.pem }));
     expect('error' in distrust).toBe(true);
+    // verified, but of another trust domain than the chain accepts: 403 before anything is forwarded
+    expect(await send(pod.cluster, mtls(STRICT_PORT, otherDomain))).toMatchObject({ status: 403 });
     expect(await served(STRICT_PORT)).toBe(before);
     // refused by the mTLS listener's handshake, not by the front (a control: the mesh client passes)
     for (const refused of REFUSED_HANDSHAKES) expect(pod.apisixLog()).toMatch(new RegExp(refused.source, 'm'));

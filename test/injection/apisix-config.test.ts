@@ -44,7 +44,9 @@ describe("APISIX's config.yaml for the sidecar", () => {
           // the upstream block and the locations Envoy's retry policies run in (test/dataplane/translation-semantics)
           + retryUpstreamSnippet(),
         // inbound forwards leave from 127.0.0.6 (the hook sets the variable per request)
-        http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n' + retryLocationsSnippet(requestIdSnippets().location),
+        http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n'
+          // the hand-off listeners close after the client's end (no reset for the front to log)
+          + 'lingering_close always;\n' + retryLocationsSnippet(requestIdSnippets().location),
         http_server_location_configuration_snippet: 'proxy_set_header X-Request-Id $apisix_mesh_request_id;\n',
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function', 'serverless-post-function'],

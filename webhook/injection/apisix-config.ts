@@ -92,6 +92,17 @@ export function upstreamBindSnippet(): string {
 }
 
 /**
+ * The hand-off listeners' peer is the front's stream proxy, which logs a reset from its upstream at
+ * [error]: a TLS client's close_notify arriving after the HTTP side closed its socket (after a
+ * `Connection: close` answer) is answered with a reset. Lingering close (nginx shuts down its write
+ * side and reads until the client's end, at most `lingering_timeout`) ends those connections
+ * cleanly.
+ */
+export function handOffCloseSnippet(): string {
+  return 'lingering_close always;\n';
+}
+
+/**
  * nginx variables holding a literal `$` and `\`: the agent writes them where APISIX would expand
  * `$name` in a value taken from Istio (header values, redirect targets; agent/translate/values.ts).
  * `geo` values are plain strings, never expanded.
@@ -187,7 +198,7 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       http: { access_log: '/dev/stdout' },
       stream_configuration_snippet: streamFrontSnippet(config),
       http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet(),
-      http_server_configuration_snippet: upstreamBindSnippet() + retryLocationsSnippet(requestId.location),
+      http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + retryLocationsSnippet(requestId.location),
       http_server_location_configuration_snippet: requestId.location,
     },
     plugins: [...APISIX_PLUGINS],

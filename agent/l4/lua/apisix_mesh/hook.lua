@@ -96,6 +96,11 @@ apisix.http_access_phase = function(...)
                 core.log.warn("apisix-mesh: inbound mTLS request refused: ", err)
                 return ngx.exit(403)
             end
+            if not mesh_tls.peer_matches(peer, h.peer_sans) then
+                core.log.warn("apisix-mesh: inbound mTLS request refused: the peer ", peer.principal:sub(1, 200),
+                              " matches none of the chain's subject alt names")
+                return ngx.exit(403)
+            end
             ngx.ctx.apisix_mesh_peer_principal = peer.principal
             ngx.ctx.matched_ssl = MESH_SSL
             -- Envoy's sidecar appends to the client's header; the client's part is unverified, so

@@ -123,7 +123,7 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port)
     local action = chain.action
     local ctx = ngx.ctx
     if action.kind == "http" then
-        local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst)
+        local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst, action.peer_sans_record)
         if not address then
             core.log.error("apisix-mesh: cannot hand ", dst, " to the HTTP listener: ", err)
             return ngx.exit(ngx.ERROR)

@@ -90,7 +90,7 @@ local function describe(pem)
     for _, uri in ipairs(uris) do
         details = details .. ";URI=" .. uri
     end
-    return { principal = uris[1] or "", details = details }
+    return { principal = uris[1] or "", uris = uris, details = details }
 end
 
 -- The verified peer of this TLS request: { principal, details }, or nil and why.
@@ -112,6 +112,23 @@ function _M.peer()
         peers:set(pem, peer)
     end
     return peer
+end
+
+-- Whether one of the peer's URI SANs matches one of the chain's SAN matchers (the hand-off
+-- record's form, chains.lua: "e:<exact>" / "p:<prefix>", space-separated); no matchers: any peer.
+function _M.peer_matches(peer, peer_sans)
+    if not peer_sans then
+        return true
+    end
+    for entry in peer_sans:gmatch("%S+") do
+        local kind, value = entry:sub(1, 1), entry:sub(3)
+        for _, uri in ipairs(peer.uris) do
+            if (kind == "e" and uri == value) or (kind == "p" and uri:sub(1, #value) == value) then
+                return true
+            end
+        end
+    end
+    return false
 end
 
 -- x-forwarded-client-cert as Envoy's sidecar sends it for an mTLS peer
