@@ -8,7 +8,6 @@ local ipmatcher = require("resty.ipmatcher")
 
 local _M = {}
 
--- Prepares one listener item (as validated by l4_config) for matching.
 local function compile_peer_sans(action)
     -- the hand-off record's form (handoff.lua): "e:<exact>" / "p:<prefix>", space-separated
     if action and action.peer_sans and #action.peer_sans > 0 then
@@ -20,6 +19,7 @@ local function compile_peer_sans(action)
     end
 end
 
+-- Prepares one listener item (as validated by l4_config) for matching.
 function _M.compile(item)
     compile_peer_sans(item.default and item.default.action)
     for _, chain in ipairs(item.chains) do

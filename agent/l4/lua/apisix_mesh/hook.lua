@@ -88,6 +88,11 @@ apisix.http_access_phase = function(...)
     end
     ngx.ctx.apisix_mesh = h
     client.set_real_ip(h.client_ip, h.client_port)
+    if ngx.var.https == "on" and h.direction ~= "inbound" then
+        -- the front hands only inbound mTLS chains to the TLS listener
+        core.log.warn("apisix-mesh: ", h.direction, " request on the mTLS listener: refused")
+        return ngx.exit(403)
+    end
     if h.direction == "inbound" then
         ngx.var.apisix_mesh_upstream_bind = INBOUND_SOURCE
         if ngx.var.https == "on" then
