@@ -4,6 +4,7 @@ import type { ApisixChanges, ApisixConfig } from './translate/snapshot.js';
 import type { ApisixRoute, ApisixUpstream, TranslationNote } from './translate/apisix-types.js';
 import { validateApisix } from './schema/validate.js';
 import type { L4Listener } from './l4/assemble.js';
+import { IDENTITY_DIR } from './identity/apisix-identity.js';
 
 /** APISIX 3.x's key layout under its etcd prefix. */
 export const APISIX_PREFIX = '/apisix/';
@@ -25,6 +26,8 @@ const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_con
  * for a moment after every start without the marker.
  */
 const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4']);
+/** Keys under the prefix that other writers of the agent own (the workload identity): never deleted here. */
+const WRITTEN_ELSEWHERE = [IDENTITY_DIR];
 
 /**
  * Puts before deletes; upstreams before the routes that use them; route deletes before the upstream
@@ -168,7 +171,7 @@ export class StoreApplier {
   private dropUnnamed(batch: StagedWrites, changes: ApisixChanges): void {
     const marker = new Set(MARKER_DIRS.map((dir) => `${APISIX_PREFIX}${dir}/`));
     for (const key of this.keys(APISIX_PREFIX)) {
-      if (batch.staged(key) || marker.has(key)) continue;
+      if (batch.staged(key) || marker.has(key) || WRITTEN_ELSEWHERE.some((prefix) => key.startsWith(prefix))) continue;
       const named = key.startsWith(UPSTREAMS)
         ? changes.upstreams.has(key.slice(UPSTREAMS.length))
         : key.startsWith(ROUTES)

@@ -4,8 +4,10 @@
 //
 //   serve HOST PORT BYTES   an HTTP/1.1 server that reads the request body and answers BYTES bytes;
 //                           prints {"ready":true}; ends when stdin closes.
-//   load JSON               {url, bodyBytes, connections, warmupMs, durationMs, rate, headers?}: POSTs
-//                           of bodyBytes over at most `connections` keep-alive connections.
+//   load JSON               {url, bodyBytes, connections, warmupMs, durationMs, rate, headers?, tls?, fresh?}:
+//                           POSTs of bodyBytes over at most `connections` keep-alive connections;
+//                           `fresh`: a new connection per request; https: `tls` {ca, cert, key,
+//                           servername, alpn} (a mesh client: any server name, the chain verified).
 //       rate > 0  open loop: requests are sent on a fixed schedule whether or not earlier ones have
 //                 answered (waiting for a free connection counts), latency from the scheduled time,
 //                 so a stall of the proxy is not hidden (no coordinated omission);
@@ -16,6 +18,7 @@
 //       {"result":{completed, errors, seconds, rps, p50, p90, p99, max}} (latencies in ms, of the
 //       requests scheduled inside the window).
 import { Agent, createServer, request } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
 
@@ -50,13 +53,18 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, headers = {} }) {
+async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, headers = {}, tls, fresh = false }) {
   const target = new URL(url);
-  const agent = new Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections });
+  const https = target.protocol === 'https:';
+  const pool = { keepAlive: !fresh, maxSockets: connections, maxFreeSockets: connections };
+  const agent = https
+    ? new HttpsAgent({ ...pool, ca: tls?.ca, cert: tls?.cert, key: tls?.key, servername: tls?.servername, ALPNProtocols: tls?.alpn, checkServerIdentity: () => undefined })
+    : new Agent(pool);
+  const send_ = https ? httpsRequest : request;
   const body = Buffer.alloc(bodyBytes, 'b');
   const options = {
     host: target.hostname,
-    port: Number(target.port || 80),
+    port: Number(target.port || (https ? 443 : 80)),
     path: target.pathname,
     method: 'POST',
     agent,
@@ -82,7 +90,7 @@ async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, h
         }
         resolve();
       };
-      const req = request(options, (res) => {
+      const req = send_(options, (res) => {
         res.resume();
         res.on('end', () => done(res.statusCode === 200));
         res.on('error', () => done(false));

@@ -147,7 +147,7 @@ export function inboundCluster(port: number): Json {
   return originalDstCluster(`inbound|${port}||`, BIND_127_0_0_6);
 }
 
-function hcm(statPrefix: string, routing: Json): Json {
+export function hcm(statPrefix: string, routing: Json): Json {
   return {
     name: 'envoy.filters.network.http_connection_manager',
     typed_config: {
@@ -276,7 +276,10 @@ export interface InboundPort {
   service: string;
   protocol?: 'http' | 'tcp';
   filters?: Json[];
+  /** same as `mtls: 'STRICT'` */
   strict?: boolean;
+  /** PeerAuthentication: STRICT (the mTLS chain only), PERMISSIVE (mTLS and plaintext chains); default plaintext only */
+  mtls?: 'STRICT' | 'PERMISSIVE';
 }
 
 const SDS = { api_config_source: { api_type: 'GRPC', grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc' } }], set_node_on_first_message_only: true, transport_api_version: 'V3' }, initial_fetch_timeout: '0s', resource_api_version: 'V3' };
@@ -310,14 +313,13 @@ export function virtualInbound(appPorts: InboundPort[]): Json {
     protocol === 'tcp'
       ? [ISTIO_STATS, tcpProxyFilter(`inbound|${port}||`)]
       : [hcm(`inbound_0.0.0.0_${port}`, { route_config: inlineRouteConfig(`inbound|${port}||`, `inbound|http|${port}`, `inbound|${port}||`, `${service}:${port}/*`) })];
-  const portChains = appPorts.map(({ port, service, protocol = 'http', filters = [], strict = false }) => ({
-    filter_chain_match: strict
-      ? { destination_port: port, transport_protocol: 'tls', application_protocols: ['istio-peer-exchange', 'istio'] }
-      : { destination_port: port, transport_protocol: 'raw_buffer' },
-    filters: [...filters, ...terminal(port, service, protocol)],
-    ...(strict ? { transport_socket: istioMtlsTransportSocket() } : {}),
-    name: `0.0.0.0_${port}`,
-  }));
+  const portChains = appPorts.flatMap(({ port, service, protocol = 'http', filters = [], strict = false, mtls = strict ? 'STRICT' : undefined }) => {
+    // istiod's ALPN match of mTLS chains: Envoy clients offer istio-http/* for HTTP, istio(-peer-exchange) for TCP
+    const alpn = protocol === 'http' ? ['istio-http/1.0', 'istio-http/1.1', 'istio-h2'] : ['istio-peer-exchange', 'istio'];
+    const tls = { filter_chain_match: { destination_port: port, transport_protocol: 'tls', application_protocols: alpn }, filters: [...filters, ...terminal(port, service, protocol)], transport_socket: istioMtlsTransportSocket(), name: `0.0.0.0_${port}` };
+    const plain = { filter_chain_match: { destination_port: port, transport_protocol: 'raw_buffer' }, filters: [...filters, ...terminal(port, service, protocol)], name: `0.0.0.0_${port}` };
+    return mtls === 'STRICT' ? [tls] : mtls === 'PERMISSIVE' ? [tls, plain] : [plain];
+  });
   const any = { prefix_ranges: [{ address_prefix: '0.0.0.0', prefix_len: 0 }] };
   return {
     name: 'virtualInbound',

@@ -87,7 +87,9 @@ local function cluster_peer(action)
     return { host = host, port = node.port, connect = action.connect_timeout or connect }
 end
 
-function _M.preread(direction, http_port, outbound_port, inbound_port)
+-- http_port / tls_port: APISIX's loopback HTTP listener, and its TLS listener for the chains that
+-- terminate Istio's mTLS (hook.lua, mesh_tls.lua): the raw TLS bytes go there, with the same hand-off
+function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port)
     local ip, port, family = original_dst.get()
     if not ip then
         return refuse("not a redirected connection (no original destination)")
@@ -136,14 +138,14 @@ function _M.preread(direction, http_port, outbound_port, inbound_port)
     end
     local ctx = ngx.ctx
     if action.kind == "http" then
-        local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst)
+        local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst, action.peer_sans_record)
         if not address then
             core.log.error("apisix-mesh: cannot hand ", dst, " to the HTTP listener: ", err)
             return ngx.exit(ngx.ERROR)
         end
         ctx.apisix_mesh_handoff = address
         ngx.var.apisix_mesh_bind = address
-        ctx.apisix_mesh_peer = { host = "127.0.0.1", port = http_port }
+        ctx.apisix_mesh_peer = { host = "127.0.0.1", port = action.tls and tls_port or http_port }
     elseif action.kind == "passthrough" then
         if direction == "inbound" then
             ngx.var.apisix_mesh_bind = INBOUND_SOURCE

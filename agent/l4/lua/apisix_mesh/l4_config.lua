@@ -44,6 +44,20 @@ local action_schema = {
             },
         },
         connect_timeout = { type = "number", exclusiveMinimum = 0 },
+        -- http: the chain terminates Istio's mTLS (APISIX's TLS listener does)
+        tls = { type = "boolean" },
+        -- with tls: the peer's URI SANs must match one of these (the chain's match_subject_alt_names)
+        peer_sans = {
+            type = "array", maxItems = 16,
+            items = {
+                type = "object",
+                properties = {
+                    k = { type = "string", enum = { "exact", "prefix" } },
+                    v = { type = "string", minLength = 1, maxLength = 512, pattern = "^[!-{}~]+$" },
+                },
+                required = { "k", "v" },
+            },
+        },
         reason = { type = "string", maxLength = 1024 },
     },
     required = { "kind" },
