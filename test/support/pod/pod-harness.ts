@@ -51,6 +51,8 @@ export interface PodHarnessOptions {
   clusterAddresses?: string[];
   /** names the cluster's DNS answers inside the pod (its /etc/hosts): host name → address */
   hosts?: Record<string, string>;
+  /** the pod gets an IPv6 address too (network.ts, POD_IP6), IPv4 first */
+  dualStack?: boolean;
   /** for control experiments only: changes the injected pod before it runs */
   mutateInjected?: (pod: V1Pod) => V1Pod;
   /** for benchmarks' baselines only: another built checkout whose agent the pod runs */
@@ -115,7 +117,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  const network = createPodNetwork(options.hosts);
+  const network = createPodNetwork(options.hosts, { dualStack: options.dualStack ?? false });
   const workers: NetnsWorker[] = [];
   const apps = new Map<string, NetnsWorker>();
   const istiod = new FakeIstiod(options.xds);

@@ -18,7 +18,26 @@ local core = require("apisix.core")
 local handoff = require("apisix_mesh.handoff")
 local client = require("resty.apisix.client")
 
-local INBOUND_SOURCE = "127.0.0.6"
+-- Istio's inbound forwarding sources (see l4.lua), one per family of the app address connected to:
+-- the pinned pod IP's, or for the inbound pass-through the original destination's
+local INBOUND_SOURCE_IPV4 = "127.0.0.6"
+local INBOUND_SOURCE_IPV6 = "::6"
+
+-- The family is known once APISIX has picked the server, in its access phase; nginx reads
+-- proxy_bind/grpc_bind after that phase (gRPC after the redirect to @grpc_pass, which keeps
+-- variables but ends the access phase's Lua: hence here and not after http_access_phase).
+local load_balancer = require("apisix.balancer")
+local pick_server = load_balancer.pick_server
+load_balancer.pick_server = function(route, api_ctx)
+    local server, err = pick_server(route, api_ctx)
+    local h = ngx.ctx.apisix_mesh
+    if server and h and h.direction == "inbound" and ngx.get_phase() == "access" then
+        local host = server.host
+        ngx.var.apisix_mesh_upstream_bind = (type(host) == "string" and host:find(":", 1, true))
+            and INBOUND_SOURCE_IPV6 or INBOUND_SOURCE_IPV4
+    end
+    return server, err
+end
 
 core.ctx.register_var("connection_original_dst", function()
     local h = ngx.ctx.apisix_mesh
@@ -52,8 +71,5 @@ apisix.http_access_phase = function(...)
     end
     ngx.ctx.apisix_mesh = h
     client.set_real_ip(h.client_ip, h.client_port)
-    if h.direction == "inbound" then
-        ngx.var.apisix_mesh_upstream_bind = INBOUND_SOURCE
-    end
     return http_access_phase(...)
 end
