@@ -2,7 +2,7 @@
 // clusters) whose app dials IPv6 service addresses and hosts outside the mesh, and is dialled on its
 // IPv6 address from the cluster side. The init container installs the IPv6 capture rules (the pod
 // has a global IPv6 address) and puts ::6 on lo; the front listens on [::]:15001/15006, reads the
-// IPv6 original destination, matches istiod's IPv6 chains (prefix ::/0, a dual-stack service's
+// IPv6 original destination, matches istiod's IPv6 chains (IPv6 prefixes, a dual-stack service's
 // additional address), hands HTTP to APISIX with the IPv6 destination in its record, and forwards
 // inbound from ::6 where the address connected to is IPv6 (from 127.0.0.6 where it is IPv4: the pod
 // IP the agent pins for a declared port). APISIX's error log in every test.
@@ -16,7 +16,7 @@ import { send } from '../support/echo-requests.js';
 import type { NetnsWorker, TcpResult } from '../support/pod/worker-client.js';
 import {
   allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, inboundPassthroughClusterIpv6, MeshResources,
-  outboundCluster, outboundHttpListener, outboundTcpListener, passthroughCluster, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
+  outboundCluster, outboundHttpListener, outboundTcpListener, passthroughCluster, tcpProxyFilter, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
 } from '../support/istio-xds.js';
 
 const NS = 'data';
@@ -29,6 +29,13 @@ const DB = { vip: '10.96.50.10', vip6: 'fd00:96::50:10', port: 9000, host: fqdn(
 const DB_CLUSTER = outboundCluster(DB.port, DB.host);
 /** Outside the mesh, IPv6 only (ALLOW_ANY passes them through). */
 const EXTERNAL = { http: 'fd00:203::50', tcp: 'fd00:203::60', tcpPort: 7000 };
+/**
+ * A listener on EXTERNAL.tcpPort whose one chain matches an IPv6 prefix (as istiod writes for
+ * services by their addresses on a shared port): its addresses go to a cluster, others on the port
+ * take the default chain (the pass-through).
+ */
+const LEGACY = { prefix: 'fd00:203::70', length: 124, dialled: 'fd00:203::7a', endpoint: 'fd00:244::9:1' };
+const LEGACY_CLUSTER = outboundCluster(EXTERNAL.tcpPort, fqdn('legacy', NS));
 
 /** The pod's ports: HTTP and TCP declared by its services, and ones nobody declares (the pass-through). */
 const WEB_PORT = 8000;
@@ -47,6 +54,15 @@ function mesh(): MeshResources {
   (checkout.domains as string[]).push(`[${CHECKOUT.vip6}]`);
   m.route(routeConfiguration(CHECKOUT.port, [checkout, allowAnyVirtualHost()]));
   m.listener(outboundTcpListener(DB.vip, DB.port, DB_CLUSTER, [DB.vip6]));
+  m.cluster(edsCluster(LEGACY_CLUSTER), [{ ip: LEGACY.endpoint, port: EXTERNAL.tcpPort }]);
+  m.listener({
+    name: `0.0.0.0_${EXTERNAL.tcpPort}`,
+    address: { socket_address: { address: '0.0.0.0', port_value: EXTERNAL.tcpPort } },
+    filter_chains: [{ filter_chain_match: { prefix_ranges: [{ address_prefix: LEGACY.prefix, prefix_len: LEGACY.length }] }, filters: [tcpProxyFilter(LEGACY_CLUSTER)] }],
+    default_filter_chain: { filters: [tcpProxyFilter('PassthroughCluster')], name: 'PassthroughFilterChain' },
+    traffic_direction: 'OUTBOUND',
+    bind_to_port: false,
+  });
   m.listener(virtualOutbound('ALLOW_ANY'));
   m.listener(
     virtualInbound(
@@ -78,7 +94,7 @@ describeWhenAvailable('IPv6 through the L4 front: a dual-stack pod (real APISIX)
       manifest: podManifest('web', NS, { app: 'web' }, [{ name: 'app', ports: [WEB_PORT, PG_PORT] }]),
       xds: mesh().resources,
       dualStack: true,
-      clusterAddresses: [CHECKOUT.vip6, CHECKOUT.endpoint, DB.vip6, DB.endpoint, EXTERNAL.http, EXTERNAL.tcp],
+      clusterAddresses: [CHECKOUT.vip6, CHECKOUT.endpoint, DB.vip6, DB.endpoint, EXTERNAL.http, EXTERNAL.tcp, LEGACY.dialled, LEGACY.endpoint],
     });
     const cluster = pod.cluster;
     await Promise.all([
@@ -89,6 +105,8 @@ describeWhenAvailable('IPv6 through the L4 front: a dual-stack pod (real APISIX)
       cluster.serveTcp('db-vip', DB.vip6, DB.port),
       cluster.serve('external-http', EXTERNAL.http, CHECKOUT.port),
       cluster.serveTcp('external-tcp', EXTERNAL.tcp, EXTERNAL.tcpPort),
+      cluster.serveTcp('legacy', LEGACY.endpoint, EXTERNAL.tcpPort),
+      cluster.serveTcp('legacy-dialled', LEGACY.dialled, EXTERNAL.tcpPort),
       app().serve('web', '::', WEB_PORT),
       app().serveTcp('pg', '::', PG_PORT),
       app().serve('undeclared-http', '::', UNDECLARED_HTTP_PORT),
@@ -118,6 +136,17 @@ describeWhenAvailable('IPv6 through the L4 front: a dual-stack pod (real APISIX)
     expect(await served(pod.cluster, 'db-vip')).toEqual([]);
     expect(text(await echo(app(), EXTERNAL.tcp, EXTERNAL.tcpPort, 'hello v6\n'))).toEqual(['hello v6\n']);
     expect((await served(pod.cluster, 'external-tcp')).map((r) => r.peer)).toEqual([POD_IP6]);
+    noErrors();
+  });
+
+  it('a filter chain matching an IPv6 prefix takes the addresses inside it to its cluster; an address outside it on the same port passes through', async () => {
+    expect(text(await echo(app(), LEGACY.dialled, EXTERNAL.tcpPort, 'in the prefix\n'))).toEqual(['in the prefix\n']);
+    expect((await served(pod.cluster, 'legacy')).map((r) => r.peer)).toEqual([POD_IP6]);
+    expect(await served(pod.cluster, 'legacy-dialled')).toEqual([]);
+    const before = (await served(pod.cluster, 'external-tcp')).length;
+    expect(text(await echo(app(), EXTERNAL.tcp, EXTERNAL.tcpPort, 'outside it\n'))).toEqual(['outside it\n']);
+    expect(await served(pod.cluster, 'external-tcp')).toHaveLength(before + 1);
+    expect(await served(pod.cluster, 'legacy')).toHaveLength(1);
     noErrors();
   });
 
