@@ -20,6 +20,8 @@
 //       `want` more bytes → {id, received:
 //       [base64 per exchange], closed} (closed: the peer ended or reset the connection); the
 //       connection is closed by the client after the last exchange
+//   {id, op: 'close', name}  the server `name` stops listening (its open connections are ended):
+//       the app going down
 //   {id, op: 'relay', host, port, unixPath}  accepts TCP on host:port and splices each connection to
 //       the Unix socket (how namespaced programs reach a server of the test process)
 // Plain JavaScript with no dependencies, so any uid can run it from a world-readable copy.
@@ -200,6 +202,14 @@ const ops = {
   tcpServe,
   tcp: doTcp,
   relay,
+  close({ id, name }) {
+    const s = servers.get(name);
+    if (!s) return reply({ id, error: `no server ${name}` });
+    servers.delete(name);
+    s.server.close();
+    s.server.closeAllConnections?.();
+    reply({ id, ok: true });
+  },
   served({ id, name }) {
     const s = servers.get(name);
     reply({ id, count: s?.record.count ?? 0, requests: s?.record.requests ?? [] });

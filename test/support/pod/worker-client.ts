@@ -159,6 +159,11 @@ export class NetnsWorker {
     return { received, closed: res.closed === true, ...(res.error ? { error: String(res.error) } : {}) };
   }
 
+  /** The server `name` stops listening: the app goes down. */
+  close(name: string): Promise<void> {
+    return this.ok('close', { name });
+  }
+
   /** TCP on host:port here → the Unix socket `unixPath` (reachable from every namespace). */
   relay(host: string, port: number, unixPath: string): Promise<void> {
     return this.ok('relay', { host, port, unixPath });
