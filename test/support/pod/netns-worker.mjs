@@ -15,7 +15,7 @@
 //       the only trusted root) and `servername` (the SNI to send).
 //   {id, op: 'tcpServe', name, host, port, banner?}  a TCP echo server; with `banner` it speaks first
 //       (sends the banner on accept), then echoes. `served` counts connections; requests: [{peer}]
-//   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?}  one connection: for
+//   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?, localAddress?}  one connection: for
 //       each exchange, writes `send` (base64) if given (then half-closes with `end`), then waits for
 //       `want` more bytes → {id, received:
 //       [base64 per exchange], closed} (closed: the peer ended or reset the connection); the
@@ -123,8 +123,8 @@ function tcpServe({ id, name, host, port, banner }) {
   });
 }
 
-function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000 }) {
-  const socket = connect({ host, port });
+function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000, localAddress }) {
+  const socket = connect({ host, port, ...(localAddress ? { localAddress } : {}) });
   const received = exchanges.map(() => []);
   let step = 0;
   let have = 0;
