@@ -9,6 +9,9 @@
 //   jwt      (BENCH_JWT=1) the sidecar with istiod's RequestAuthentication (RS256, inline JWKS) and an
 //            ALLOW requiring a request principal on the inbound listener; inbound requests carry one
 //            valid token (clients reuse their tokens). Only inbound: that is where istiod puts them.
+// TCP (unless BENCH_TCP=0): one long TCP stream to a port no listener declares, which the L4 front
+// passes through as raw TCP (outbound: the app to a host in the cluster; inbound: a cluster client to
+// the app), direct vs sidecar: bytes per second and the proxy's CPU-seconds per GiB.
 // Traffic (scripts/dataplane-load.mjs, in the namespaces): HTTP/1.1 keep-alive POSTs of 1 KiB
 // answered with 1 KiB; outbound = the app (pod, app uid) calls a service, inbound = a client in the
 // cluster namespace calls the app. Each at a fixed open-loop rate and at saturation; CPU time of the
@@ -68,6 +71,12 @@ const RETRY_BASELINE = env('BENCH_RETRY_BASELINE', '') === '1';
  */
 const MTLS = env('BENCH_MTLS', '') === '1';
 const ISTIO = { vcpu: 0.2, mb: 60, addedP90: 0.228, addedP99: 0.298 };
+/** BENCH_TCP=0: no TCP stream runs; BENCH_HTTP=0: no HTTP runs (the TCP figures alone) */
+const TCP = env('BENCH_TCP', '1') !== '0';
+const HTTP = env('BENCH_HTTP', '1') !== '0';
+/** the TCP stream's port: declared by no listener of the synthetic mesh (raw pass-through both ways) */
+const TCP_PORT = 5001;
+const GIB = 1024 ** 3;
 
 process.env.APISIX_RUNTIME ??= '/var/cache/apisix-mesh/apisix-runtime-3.13.0';
 
@@ -159,6 +168,29 @@ async function runLoad(script, ns, uid, url, rate, pids, headers = {}, attempt =
   }
   const perThousand = (role) => (result.completed > 0 ? ((after[role] - before[role]) / CLK_TCK / result.completed) * 1000 : NaN);
   return { ...result, proxyCpu: perThousand('proxy'), agentCpu: perThousand('agent') };
+}
+
+async function startSink(script, ns, uid) {
+  const child = spawnIn(ns, uid, [script, 'sink', '0.0.0.0', String(TCP_PORT)]);
+  await new Promise((resolve, reject) => {
+    const exited = follow(child, (m) => m.ready && resolve());
+    exited.then(({ code, stderr }) => reject(new Error(`the TCP sink in ${ns} exited (${code}): ${stderr}`)));
+  });
+  return child;
+}
+
+/** One TCP stream run; the proxy's CPU-seconds per GiB over its measured window. */
+async function runTcpStream(script, ns, uid, host, pids) {
+  const child = spawnIn(ns, uid, [script, 'stream', JSON.stringify({ host, port: TCP_PORT, warmupMs: WARMUP_MS, durationMs: DURATION_MS })]);
+  let before, after, result;
+  const { code, stderr } = await follow(child, (m) => {
+    if (m.phase === 'measure') before = cpuByRole(pids());
+    else if (m.phase === 'end') after = cpuByRole(pids());
+    else if (m.result) result = m.result;
+  });
+  if (!result || !before || !after) throw new Error(`the TCP stream to ${host}:${TCP_PORT} failed (exit ${code}): ${stderr}`);
+  const perGiB = result.bytes > 0 ? ((after.proxy - before.proxy) / CLK_TCK / result.bytes) * GIB : NaN;
+  return { ...result, proxyCpuPerGiB: perGiB };
 }
 
 // ---------------------------------------------------------------- /proc
@@ -381,8 +413,11 @@ async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, b
     await pod.kubelet.waitReady(120_000);
     if (!bare && !(await pod.waitSynced(120_000))) throw new Error('APISIX did not catch up with the agent');
     const servers = [await startServer(script, pod.network.cluster, undefined, '0.0.0.0', 8080), await startServer(script, pod.network.pod, APP_UID, '0.0.0.0', APP_PORT)];
+    // a bare nginx has no L4 front: its capture ports speak HTTP only
+    if (TCP && !bare && !baseline) servers.push(await startSink(script, pod.network.cluster), await startSink(script, pod.network.pod, APP_UID));
     return {
       pod,
+      ...(TCP && !bare && !baseline ? { tcp: { outbound: endpoints[0], inbound: h.network.POD_IP } } : {}),
       ns: pod.network.pod,
       cluster: pod.network.cluster,
       outboundUrl: `http://${serviceVip(TARGET)}/`,
@@ -418,7 +453,9 @@ async function startDirect(h, script) {
   try {
     network.addClusterAddresses(...endpoints);
     const servers = [await startServer(script, network.cluster, undefined, '0.0.0.0', 8080), await startServer(script, network.pod, APP_UID, '0.0.0.0', APP_PORT)];
+    if (TCP) servers.push(await startSink(script, network.cluster), await startSink(script, network.pod, APP_UID));
     return {
+      ...(TCP ? { tcp: { outbound: endpoints[0], inbound: h.network.POD_IP } } : {}),
       ns: network.pod,
       cluster: network.cluster,
       outboundUrl: `http://${endpoints[0]}:8080/`,
@@ -463,6 +500,37 @@ async function measureSetup(name, setup, script, round, results) {
         ` proxy ${f(fixed.proxyCpu, 3)} agent ${f(fixed.agentCpu, 3)} CPU-s/1k | saturation: ${f(sat.rps, 0).padStart(5)} req/s p50/p90/p99 ${f(sat.p50)}/${f(sat.p90)}/${f(sat.p99)} ms` +
         ` proxy ${f(sat.proxyCpu, 3)} CPU-s/1k${fixed.errors + sat.errors ? ` ERRORS ${fixed.errors + sat.errors}` : ''} | load ${row.load}`,
     );
+  }
+}
+
+/** One long TCP stream each way (setups with `tcp`: direct and the sidecars with the L4 front). */
+async function measureTcp(name, setup, round, script, tcpResults) {
+  for (const dir of ['outbound', 'inbound']) {
+    const ns = dir === 'outbound' ? setup.ns : setup.cluster;
+    const uid = dir === 'outbound' ? APP_UID : undefined;
+    const roles = setup.roles();
+    const r = await runTcpStream(script, ns, uid, setup.tcp[dir], () => roles);
+    tcpResults.push({ round, name, dir, ...r });
+    console.log(`round ${round} ${name.padEnd(7)} ${dir.padEnd(8)} one TCP stream: ${f(r.bytesPerSecond / 2 ** 20, 0).padStart(5)} MiB/s, proxy ${f(r.proxyCpuPerGiB, 3)} CPU-s/GiB${r.errors ? ` ERRORS ${r.errors}` : ''} | load ${load1()}`);
+  }
+}
+
+function summariseTcp(tcpResults) {
+  if (!tcpResults.length) return;
+  const pick = (name, dir, get, up) => best(tcpResults.filter((r) => r.name === name && r.dir === dir).map(get), up);
+  console.log(`
+TCP: one long stream through the L4 front's raw pass-through, best of ${ROUNDS} rounds (highest rate, lowest CPU)`);
+  console.log('setup   | hop      | MiB/s | proxy CPU-s per GiB');
+  for (const name of [...new Set(tcpResults.map((r) => r.name))]) {
+    for (const dir of ['outbound', 'inbound']) {
+      console.log(`${name.padEnd(7)} | ${dir.padEnd(8)} | ${f(pick(name, dir, (r) => r.bytesPerSecond, true) / 2 ** 20, 0)} | ${f(pick(name, dir, (r) => r.proxyCpuPerGiB), 3)}`);
+    }
+  }
+  if (tcpResults.some((r) => r.name === 'direct') && tcpResults.some((r) => r.name === 'sidecar')) {
+    for (const dir of ['outbound', 'inbound']) {
+      const ratio = pick('sidecar', dir, (r) => r.bytesPerSecond, true) / pick('direct', dir, (r) => r.bytesPerSecond, true);
+      console.log(`  ${dir}: sidecar/direct TCP throughput ${f(ratio)}x`);
+    }
   }
 }
 
@@ -732,8 +800,12 @@ async function main() {
     // the policy's cost before and after a change to how APISIX runs it, in the same rounds
     if (BASELINE_ROOT && RBAC) setups['before-rbac'] = await startMeshPod(h, script, { bare: false, services: SERVICES, rbac: true, baseline: await baselineOf(h, BASELINE_ROOT) });
     const results = [];
+    const tcpResults = [];
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const name of Object.keys(setups)) await measureSetup(name, setups[name], script, round, results);
+      for (const name of Object.keys(setups)) {
+        if (HTTP) await measureSetup(name, setups[name], script, round, results);
+        if (setups[name].tcp) await measureTcp(name, setups[name], round, script, tcpResults);
+      }
     }
     if (DIAGNOSE) await profileApisix(setups.sidecar, script);
     const apisix = memoryOf(setups.sidecar.roles().proxy);
@@ -743,14 +815,15 @@ async function main() {
       const errors = setups[name].pod.apisixErrors();
       if (errors.length) console.log(`${name}: APISIX logged ${errors.length} error lines, first: ${errors[0].slice(0, 300)}`);
     }
-    summarise(results);
+    if (results.length) summarise(results);
+    summariseTcp(tcpResults);
     for (const name of Object.keys(setups)) {
       await setups[name].stop();
       delete setups[name];
     }
     if (MEMORY_SIZES.length) await memorySeries(h, setups);
     console.log(`\nload average at the end: ${load1()}`);
-    if (results.some((r) => r.fixed.errors + r.sat.errors > 0)) process.exitCode = 1;
+    if (results.some((r) => r.fixed.errors + r.sat.errors > 0) || tcpResults.some((r) => r.errors > 0)) process.exitCode = 1;
   } finally {
     clearTimeout(watchdog);
     await cleanup();

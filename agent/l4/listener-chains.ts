@@ -22,8 +22,12 @@ export interface L4ListenerDraft {
   notes: TranslationNote[];
 }
 
-/** The capture listener itself (`virtual`), a port on any address, or one address and port. */
-export type L4Bind = { virtual: true } | { port: number } | { address: string; port: number };
+/**
+ * The capture listener itself (`virtual`), a port on any address, or one address and port; `also`:
+ * the listener's other addresses (istiod's dual-stack listeners carry the service's IPv6 address in
+ * Envoy's `additional_addresses`), looked up like the first.
+ */
+export type L4Bind = { virtual: true } | { port: number } | { address: string; port: number; also?: Array<{ address: string; port: number }> };
 
 export interface L4ChainMatch {
   port?: number;
@@ -53,6 +57,20 @@ interface TcpProxyConfig {
 }
 
 const VIRTUAL_OUTBOUND = 'virtualOutbound';
+const WILDCARDS = new Set(['', '0.0.0.0', '::']);
+
+/**
+ * An IP address in the text the front compares it with: the kernel's (inet_ntop, RFC 5952 for
+ * IPv6: lower case, the longest run of zero groups compressed). IPv4 and anything unparsable stay.
+ */
+export function canonicalIp(address: string): string {
+  if (!address.includes(':')) return address;
+  try {
+    return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+  } catch {
+    return address;
+  }
+}
 const VIRTUAL_INBOUND = 'virtualInbound';
 
 /** The listener's L4 view; undefined for listeners the capture never reaches (no IP socket). */
@@ -62,13 +80,14 @@ export function l4Listener(listener: Listener, skip?: SkipList): L4ListenerDraft
   if (!socket || !socket.port_value) return undefined;
   const inbound = listenerName === VIRTUAL_INBOUND || listener.traffic_direction === 'INBOUND';
   const direction = inbound ? 'inbound' : 'outbound';
-  const address = socket.address && socket.address !== '0.0.0.0' && socket.address !== '::' ? socket.address : undefined;
-  const bind: L4Bind =
-    listenerName === VIRTUAL_OUTBOUND || listenerName === VIRTUAL_INBOUND
-      ? { virtual: true }
-      : address
-        ? { address, port: socket.port_value }
-        : { port: socket.port_value };
+  const bound = [socket, ...(listener.additional_addresses ?? []).map((a) => a.address?.socket_address)]
+    .filter((a) => a?.port_value)
+    .map((a) => ({ address: a!.address ?? '', port: a!.port_value! }));
+  const specific = bound.filter((a) => !WILDCARDS.has(a.address)).map((a) => ({ address: canonicalIp(a.address), port: a.port }));
+  let bind: L4Bind;
+  if (listenerName === VIRTUAL_OUTBOUND || listenerName === VIRTUAL_INBOUND) bind = { virtual: true };
+  else if (!WILDCARDS.has(socket.address ?? '')) bind = { ...specific[0]!, ...(specific.length > 1 ? { also: specific.slice(1) } : {}) };
+  else bind = { port: socket.port_value };
   const notes: TranslationNote[] = [];
   const chains = (listener.filter_chains ?? []).map((chain, i) => l4Chain(chain, `${listenerName}#${i}`, skip, notes, listenerName, inbound));
   const out: L4ListenerDraft = { listenerName, direction, bind, chains, notes };

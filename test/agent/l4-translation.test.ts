@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { fromCanonical } from '../../agent/xds/codec.js';
 import { TYPE_URL } from '../../agent/xds/protos.js';
 import type { Cluster, Listener } from '../../agent/xds/envoy-types.js';
-import { l4Listener, type L4ListenerDraft } from '../../agent/l4/listener-chains.js';
+import { canonicalIp, l4Listener, type L4ListenerDraft } from '../../agent/l4/listener-chains.js';
 import { assembleL4Listener } from '../../agent/l4/assemble.js';
 import { translateCluster, type ClusterTranslation } from '../../agent/translate/cluster.js';
 import { upstreamId } from '../../agent/translate/ids.js';
@@ -55,6 +55,19 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
     expect(draftOf(virtualInbound([]))).toMatchObject({ listenerName: 'virtualInbound', direction: 'inbound', bind: { virtual: true } });
     expect(draftOf(outboundHttpListener(8080)).bind).toEqual({ port: 8080 });
     expect(draftOf(outboundTcpListener('10.96.0.10', 53, 'outbound|53||kube-dns.kube-system.svc.cluster.local')).bind).toEqual({ address: '10.96.0.10', port: 53 });
+  });
+
+  it('binds a dual-stack service listener to its additional address too, in the kernel\'s IPv6 text (what the front compares)', () => {
+    const dual = outboundTcpListener('10.96.0.10', 5432, 'outbound|5432||pg.data.svc.cluster.local', ['FD00:96:0:0:0:0:0:A']);
+    expect(draftOf(dual).bind).toEqual({ address: '10.96.0.10', port: 5432, also: [{ address: 'fd00:96::a', port: 5432 }] });
+    expect(draftOf(outboundTcpListener('2001:db8:0:0:1:0:0:1', 80, 'x')).bind).toEqual({ address: '2001:db8::1:0:0:1', port: 80 });
+    // an IPv6-only or dual-stack wildcard listener is bound by its port, like 0.0.0.0
+    expect(draftOf({ ...outboundHttpListener(8080), additional_addresses: [{ address: { socket_address: { address: '::', port_value: 8080 } } }] }).bind).toEqual({ port: 8080 });
+    expect(draftOf({ ...outboundHttpListener(8080), address: { socket_address: { address: '::', port_value: 8080 } } }).bind).toEqual({ port: 8080 });
+    expect(canonicalIp('0:0:0:0:0:0:0:1')).toBe('::1');
+    expect(canonicalIp('fd00:0:0:1::')).toBe('fd00:0:0:1::');
+    expect(canonicalIp('10.0.0.1')).toBe('10.0.0.1');
+    expect(canonicalIp('not:an:address:zz')).toBe('not:an:address:zz');
   });
 
   it('keeps every match field the front evaluates: port, prefixes (default length), server names (lower-cased), transport, ALPN', () => {

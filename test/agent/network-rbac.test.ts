@@ -73,7 +73,7 @@ describe('network RBAC → the tree the L4 front judges', () => {
     // the black-hole chain of the capture port is refused: no policy on it
     expect(assembled.chains.find((c) => c.name === 'virtualInbound-blackhole')!.rbac).toBeUndefined();
     const http = translateListener(listener);
-    expect(http.tcpProxies.filter((p) => p.cluster === 'inbound|5432||')).toEqual([]);
+    expect([...http.rds, ...http.inline, ...http.refused].filter((x) => x.scope.port === 5432)).toEqual([]);
     expect(http.notes.filter((n) => n.reason === 'unenforced-filter')).toEqual([]);
   });
 });

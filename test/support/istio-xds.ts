@@ -142,6 +142,11 @@ export function inboundPassthroughCluster(): Json {
   return originalDstCluster('InboundPassthroughClusterIpv4', { ...BIND_127_0_0_6, protocol_selection: 'USE_DOWNSTREAM_PROTOCOL' });
 }
 
+/** The IPv6 pass-through of a dual-stack pod: from `::6` (Istio's InboundPassthroughBindIpv6). */
+export function inboundPassthroughClusterIpv6(): Json {
+  return originalDstCluster('InboundPassthroughClusterIpv6', { upstream_bind_config: { source_address: { address: '::6', port_value: 0 } }, protocol_selection: 'USE_DOWNSTREAM_PROTOCOL' });
+}
+
 /** The cluster of an app port (Istio ≥ 1.18: original destination, from 127.0.0.6). */
 export function inboundCluster(port: number): Json {
   return originalDstCluster(`inbound|${port}||`, BIND_127_0_0_6);
@@ -194,11 +199,13 @@ export function rbacNetworkFilter(action: 'ALLOW' | 'DENY', policies: Record<str
  * `<vip>_<port>`: a TCP service port (one listener per service address), every connection to the
  * cluster or the weighted split of a VirtualService `tcp` route.
  */
-export function outboundTcpListener(vip: string, port: number, target: TcpTarget): Json {
+export function outboundTcpListener(vip: string, port: number, target: TcpTarget, additionalVips: string[] = []): Json {
   const statPrefix = typeof target === 'string' ? target : `${vip}_${port}`;
   return {
     name: `${vip}_${port}`,
     address: { socket_address: { address: vip, port_value: port } },
+    // a dual-stack service: its other family's VIP (istiod's additional_addresses)
+    ...(additionalVips.length ? { additional_addresses: additionalVips.map((a) => ({ address: { socket_address: { address: a, port_value: port } } })) } : {}),
     filter_chains: [{ filters: [ISTIO_STATS, tcpProxyFilter(target, statPrefix)] }],
     traffic_direction: 'OUTBOUND',
     bind_to_port: false,
@@ -306,9 +313,10 @@ export function istioMtlsTransportSocket(): Json {
 
 /**
  * The inbound capture listener: one chain per app port (HTTP: an inline route configuration; TCP: a
- * TCP proxy), both to the ORIGINAL_DST `inbound|port||` cluster, then the inbound pass-through.
+ * TCP proxy), both to the ORIGINAL_DST `inbound|port||` cluster, then the inbound pass-through;
+ * `ipv6`: a dual-stack pod's, whose IPv6 connections pass through from `::6`.
  */
-export function virtualInbound(appPorts: InboundPort[]): Json {
+export function virtualInbound(appPorts: InboundPort[], options: { ipv6?: boolean } = {}): Json {
   const terminal = (port: number, service: string, protocol: 'http' | 'tcp'): Json[] =>
     protocol === 'tcp'
       ? [ISTIO_STATS, tcpProxyFilter(`inbound|${port}||`)]
@@ -320,18 +328,25 @@ export function virtualInbound(appPorts: InboundPort[]): Json {
     const plain = { filter_chain_match: { destination_port: port, transport_protocol: 'raw_buffer' }, filters: [...filters, ...terminal(port, service, protocol)], name: `0.0.0.0_${port}` };
     return mtls === 'STRICT' ? [tls] : mtls === 'PERMISSIVE' ? [tls, plain] : [plain];
   });
-  const any = { prefix_ranges: [{ address_prefix: '0.0.0.0', prefix_len: 0 }] };
+  const passthrough = (family: 'Ipv4' | 'Ipv6', prefix: string, suffix: string): Json[] => {
+    const cluster = `InboundPassthroughCluster${family}`;
+    const any = { prefix_ranges: [{ address_prefix: prefix, prefix_len: 0 }] };
+    return [
+      {
+        filter_chain_match: { ...any, transport_protocol: 'raw_buffer', application_protocols: ['http/1.1', 'h2c'] },
+        filters: [hcm(cluster, { route_config: inlineRouteConfig(cluster, 'inbound|http|0', cluster, ':0/*') })],
+        name: `virtualInbound-catchall-http${suffix}`,
+      },
+      { filter_chain_match: { ...any, transport_protocol: 'raw_buffer' }, filters: [tcpProxy(cluster)], name: `virtualInbound${suffix}` },
+    ];
+  };
   return {
     name: 'virtualInbound',
     address: { socket_address: { address: '0.0.0.0', port_value: 15006 } },
     filter_chains: [
       { filter_chain_match: { destination_port: 15006 }, filters: [tcpProxy('BlackHoleCluster')], name: 'virtualInbound-blackhole' },
-      {
-        filter_chain_match: { ...any, transport_protocol: 'raw_buffer', application_protocols: ['http/1.1', 'h2c'] },
-        filters: [hcm('InboundPassthroughClusterIpv4', { route_config: inlineRouteConfig('InboundPassthroughClusterIpv4', 'inbound|http|0', 'InboundPassthroughClusterIpv4', ':0/*') })],
-        name: 'virtualInbound-catchall-http',
-      },
-      { filter_chain_match: { ...any, transport_protocol: 'raw_buffer' }, filters: [tcpProxy('InboundPassthroughClusterIpv4')], name: 'virtualInbound' },
+      ...passthrough('Ipv4', '0.0.0.0', ''),
+      ...(options.ipv6 ? passthrough('Ipv6', '::', '-ipv6') : []),
       ...portChains,
     ],
     listener_filters_timeout: '0s',

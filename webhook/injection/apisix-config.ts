@@ -56,6 +56,23 @@ export const HTTP_HANDOFF_PORT = 15081;
 export const MESH_TLS_PORT = 15082;
 
 /**
+ * The file that makes the front listen on a capture port for IPv6 too (`listen [::]:<port>`), in
+ * APISIX's conf directory. The config-copy init container writes it only where the pod's kernel
+ * has IPv6 (`ipv6ListenCommand`): nginx refuses to start on a `[::]` listener there is no IPv6 for,
+ * and whether a node has it is only known in the pod. IPv6 connections come only through the
+ * IPv6 capture rules, which the init container installs when the pod has an IPv6 address.
+ */
+export function ipv6ListenFile(port: number): string {
+  return `apisix-mesh-ipv6-${port}.conf`;
+}
+
+/** The shell step (config-copy container) writing the IPv6 listeners into `confDir`, when there is IPv6. */
+export function ipv6ListenCommand(config: InjectionConfig, confDir: string): string {
+  const writes = [config.ports.outbound, config.ports.inbound].map((port) => `printf 'listen [::]:${port} ipv6only=on;\\n' > ${confDir}/${ipv6ListenFile(port)}`);
+  return `if [ -e /proc/net/if_inet6 ]; then ${writes.join(' && ')}; fi`;
+}
+
+/**
  * The L4 front (agent/l4/): a stream `server` on each capture port whose Lua reads the original
  * destination and dispatches the connection as Envoy would with istiod's listeners; `proxy_bind`
  * takes the hand-off address (HTTP) or the inbound passthrough source, set per connection.
@@ -68,6 +85,8 @@ export function streamFrontSnippet(config: InjectionConfig): string {
   const server = (port: number, direction: string): string =>
     `server {\n` +
     `    listen ${port};\n` +
+    // a glob (the [f]): nginx includes nothing, without an error, when the file is not there
+    `    include ${ipv6ListenFile(port).slice(0, -1)}[f];\n` +
     `    preread_buffer_size 20k;\n` +
     `    preread_timeout 300s;\n` +
     `    preread_by_lua_block {\n        require("apisix_mesh.l4").preread("${direction}", ${HTTP_HANDOFF_PORT}, ${outbound}, ${inbound}, ${MESH_TLS_PORT})\n    }\n` +

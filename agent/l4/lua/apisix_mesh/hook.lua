@@ -21,7 +21,27 @@ local identity = require("apisix_mesh.identity")
 local mesh_tls = require("apisix_mesh.mesh_tls")
 local client = require("resty.apisix.client")
 
-local INBOUND_SOURCE = "127.0.0.6"
+-- Istio's inbound forwarding sources (see l4.lua), one per family of the app address connected to:
+-- the pinned pod IP's, or for the inbound pass-through the original destination's
+local INBOUND_SOURCE_IPV4 = "127.0.0.6"
+local INBOUND_SOURCE_IPV6 = "::6"
+
+-- The family is known once APISIX has picked the server, in its access phase; nginx reads
+-- proxy_bind/grpc_bind after that phase (gRPC after the redirect to @grpc_pass, which keeps
+-- variables but ends the access phase's Lua: hence here and not after http_access_phase).
+local load_balancer = require("apisix.balancer")
+local pick_server = load_balancer.pick_server
+load_balancer.pick_server = function(route, api_ctx)
+    local server, err = pick_server(route, api_ctx)
+    local h = ngx.ctx.apisix_mesh
+    if server and h and h.direction == "inbound" and ngx.get_phase() == "access" then
+        local host = server.host
+        ngx.var.apisix_mesh_upstream_bind = (type(host) == "string" and host:find(":", 1, true))
+            and INBOUND_SOURCE_IPV6 or INBOUND_SOURCE_IPV4
+    end
+    return server, err
+end
+
 -- APISIX's loopback TLS listener the front hands inbound mTLS to (webhook/injection/apisix-config.ts)
 local MESH_TLS_PORT = 15082
 -- what APISIX's own client-certificate check (verify_https_client) reads: an SSL object without
@@ -94,7 +114,6 @@ apisix.http_access_phase = function(...)
         return ngx.exit(403)
     end
     if h.direction == "inbound" then
-        ngx.var.apisix_mesh_upstream_bind = INBOUND_SOURCE
         if ngx.var.https == "on" then
             local peer, err = mesh_tls.peer()
             if not peer then
