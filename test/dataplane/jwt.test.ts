@@ -76,8 +76,10 @@ describeWhenAvailable('RequestAuthentication (jwt_authn) enforced by the real AP
       manifest: podManifest('app', NS, { app: 'app' }, [{ name: 'app', ports: PORTS }]),
       xds: mesh().resources,
       clusterAddresses: [JWKS_IP],
+      // up before the agent's first fetch: a fetch that fails backs off (1 s doubling), which made
+      // the wait below depend on how long the pod took to start
+      clusterRelays: [{ ip: JWKS_IP, port: 80, unixPath: join(dir, 'jwks.sock') }],
     });
-    await pod.cluster.relay(JWKS_IP, 80, join(dir, 'jwks.sock'));
     await pod.kubelet.waitReady(20_000);
     // the agent applies again once it has fetched the remote JWKS: give APISIX time to catch up. The
     // revision comparison is the harness's heuristic (APISIX's max_modify_index gauge), not what is
@@ -136,8 +138,7 @@ describeWhenAvailable('RequestAuthentication (jwt_authn) enforced by the real AP
 
   it('remote JWKS: the agent fetches it and APISIX verifies with it; an unreachable one → 401 Jwks remote fetch is failed', async () => {
     const token = bearer(signToken(remoteKey, claims()));
-    // the agent's first fetches may precede the relay to the JWKS server: its back-off (1 s doubling)
-    // can take a while on a loaded machine before a fetch succeeds
+    // the JWKS server is reachable from the start (clusterRelays): the first fetch gets it
     await waitFor(async () => (await call(REMOTE_PORT, token)).status === 200, 60_000, 'the fetched JWKS in APISIX');
     expect(jwksRequests).toBeGreaterThan(0);
     expect(await call(REMOTE_PORT, bearer(signToken(rs256, claims())))).toMatchObject({ status: 401, body: "Jwks doesn't have key to match kid or alg from Jwt" });
