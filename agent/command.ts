@@ -7,6 +7,7 @@ import { nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from '
 import { SpiffeIdError, workloadSpiffeId } from './identity/spiffe-id.js';
 import type { RunningAgent } from './agent.js';
 import { installLuaModules } from './l4/lua-modules.js';
+import { apisixMetricsSource, appMetricsSource, DEFAULT_APISIX_METRICS_URL, PROMETHEUS_SCRAPE_ENV } from './telemetry/merge-sources.js';
 
 interface AgentFlags {
   xdsAddress: string;
@@ -29,6 +30,7 @@ interface AgentFlags {
   istioVersion?: string;
   insecureSkipFilters?: string;
   luaDir?: string;
+  apisixMetricsUrl: string;
   logLevel: string;
 }
 
@@ -106,6 +108,11 @@ export function registerAgentCommand(program: Command): void {
         'rate limits, Lua, Wasm, ...) has its traffic refused with 403; a filter listed here is dropped instead, so its policy is NOT applied',
     )
     .option('--lua-dir <dir>', 'write the sidecar\'s Lua modules for APISIX (the L4 front on the capture ports) into this directory before starting; the injection shares it with APISIX\'s container')
+    .option(
+      '--apisix-metrics-url <url|none>',
+      `APISIX's Prometheus export (loopback http), merged into /stats/prometheus with the agent's metrics and the app's (from ${PROMETHEUS_SCRAPE_ENV})`,
+      DEFAULT_APISIX_METRICS_URL,
+    )
     .option('--log-level <level>', 'debug, info, warn or error', 'info')
     .action(async (flags: AgentFlags) => {
       if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) {
@@ -120,6 +127,10 @@ export function registerAgentCommand(program: Command): void {
       const capturePorts = { outbound: port('--outbound-port', flags.outboundPort), inbound: port('--inbound-port', flags.inboundPort) };
       const etcd = parseListen('--etcd-listen', flags.etcdListen);
       const statusPort = port('--status-port', flags.statusPort, true);
+      const apisixMetrics = apisixMetricsSource(flags.apisixMetricsUrl);
+      if (apisixMetrics.problem) throw new CliError(`--apisix-metrics-url: ${apisixMetrics.problem}`);
+      // a bad app configuration must not stop the mesh: it is reported with every scrape instead
+      const appMetrics = appMetricsSource(process.env[PROMETHEUS_SCRAPE_ENV], statusPort);
       const ca = caAddress(flags, xds.host);
       const certTtlMs = parseDuration('--cert-ttl', flags.certTtl);
       if (certTtlMs < 1000) throw new CliError('--cert-ttl: at least 1s');
@@ -185,6 +196,10 @@ export function registerAgentCommand(program: Command): void {
           statusHost: flags.statusHost,
           statusPort,
           capturePorts,
+          metricsMerge: {
+            sources: [apisixMetrics.source, appMetrics.source].filter((s) => s !== undefined),
+            notes: appMetrics.problem ? [appMetrics.problem] : [],
+          },
           coalesceMs,
           maxCoalesceMs,
           warmingTimeoutMs,
@@ -195,6 +210,7 @@ export function registerAgentCommand(program: Command): void {
       } catch (err) {
         throw new CliError(`cannot start: ${(err as Error).message}`, 1);
       }
+      if (appMetrics.problem) logger.warn(`merged metrics: ${appMetrics.problem}`);
       if (luaModules.length) logger.info(`agent: ${luaModules.length} Lua modules for APISIX written to ${flags.luaDir}`);
       if (skipFilters.size) {
         logger.warn(`--insecure-skip-filters: ${[...skipFilters].join(', ')} will be dropped from filter chains WITHOUT being enforced`);

@@ -1,5 +1,6 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AgentMetrics } from './metrics.js';
+import { DEFAULT_MERGE_LIMITS, MERGED_CONTENT_TYPE, mergedMetrics, scrapeTimeoutMs, type MergeLimits, type MetricsSource } from './telemetry/merged-metrics.js';
 
 /** probes and scrapes every few seconds: their request logs would drown the agent's own */
 const QUIET = { logLevel: 'warn' as const };
@@ -11,12 +12,28 @@ export interface StatusSource {
   debugConfig(): unknown;
 }
 
+/** What `/stats/prometheus` merges besides the agent's own metrics (telemetry/merged-metrics.ts). */
+export interface MetricsMerge {
+  /** APISIX's export, then the app's */
+  sources: readonly MetricsSource[];
+  /** comment lines served with every answer (e.g. why the app's metrics cannot be merged) */
+  notes?: readonly string[];
+  limits?: MergeLimits;
+}
+
 /**
  * The agent's status port: `/healthz/ready` (200 once the first complete snapshot is in the store
- * and, with a CA, the first workload certificate has arrived; 503 before), `/metrics` (Prometheus), `/debug/config` (the current APISIX objects and what was
- * skipped; answered only to loopback clients since it exposes the mesh's configuration).
+ * and, with a CA, the first workload certificate has arrived; 503 before), `/stats/prometheus` and
+ * `/metrics` (pilot-agent serves both: the pod's one merged Prometheus endpoint, see `MetricsMerge`),
+ * `/debug/config` (the current APISIX objects and what was skipped; answered only to loopback
+ * clients since it exposes the mesh's configuration).
  */
-export function buildStatusServer(source: StatusSource, metrics: AgentMetrics, logger: FastifyBaseLogger | { level: string }): FastifyInstance {
+export function buildStatusServer(
+  source: StatusSource,
+  metrics: AgentMetrics,
+  logger: FastifyBaseLogger | { level: string },
+  merge: MetricsMerge = { sources: [] },
+): FastifyInstance {
   // Fastify's pino logger is the agent's logger too (one JSON log stream)
   const app = 'info' in logger && typeof logger.info === 'function'
     ? Fastify({ loggerInstance: logger as FastifyBaseLogger })
@@ -25,10 +42,24 @@ export function buildStatusServer(source: StatusSource, metrics: AgentMetrics, l
     if (source.ready()) return reply.code(200).type('text/plain').send('ready\n');
     return reply.code(503).type('text/plain').send(`${source.notReadyReason?.() ?? 'waiting for the first complete configuration from istiod'}\n`);
   });
-  app.get('/metrics', QUIET, async (_req, reply) => {
-    reply.type(metrics.registry.contentType);
-    return metrics.registry.metrics();
-  });
+  const limits = merge.limits ?? DEFAULT_MERGE_LIMITS;
+  const merged = async (req: FastifyRequest, reply: FastifyReply) => {
+    const body = await mergedMetrics({
+      sources: merge.sources,
+      own: () => metrics.registry.metrics(),
+      onFailure: (s, reason) => {
+        metrics.scrapeFailures.inc({ source: s.name });
+        req.log.warn(`merged metrics: ${s.name} metrics (${s.url.href}) left out: ${reason}`);
+      },
+      notes: merge.notes ?? [],
+      timeoutMs: scrapeTimeoutMs(headerOf(req, 'x-prometheus-scrape-timeout-seconds'), limits),
+      maxBytesPerSource: limits.maxBytesPerSource,
+      userAgent: headerOf(req, 'user-agent'),
+    });
+    return reply.type(MERGED_CONTENT_TYPE).send(body);
+  };
+  app.get('/stats/prometheus', QUIET, merged);
+  app.get('/metrics', QUIET, merged);
   app.get('/debug/config', QUIET, async (req, reply) => {
     const remote = req.socket.remoteAddress ?? '';
     if (!(remote === '127.0.0.1' || remote === '::1' || remote === '::ffff:127.0.0.1')) {
@@ -37,4 +68,9 @@ export function buildStatusServer(source: StatusSource, metrics: AgentMetrics, l
     return source.debugConfig();
   });
   return app;
+}
+
+function headerOf(req: FastifyRequest, name: string): string | undefined {
+  const value = req.headers[name];
+  return typeof value === 'string' ? value : undefined;
 }

@@ -89,6 +89,7 @@ describe('sidecar mode', () => {
       '--inbound-port=15006',
       '--pod-labels-file=/etc/apisix-mesh/pod/labels',
       '--lua-dir=/apisix-mesh/lua',
+      '--apisix-metrics-url=http://127.0.0.1:15090/apisix/prometheus/metrics',
     ]);
     expect(Object.fromEntries(agent.env!.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]))).toEqual({
       POD_NAME: 'metadata.name',
@@ -144,7 +145,13 @@ describe('sidecar mode', () => {
   });
 
   it('labels the pod so that Istio leaves it alone and records what it added', () => {
-    expect(pod.metadata!.labels).toEqual({ app: 'x', 'sidecar.istio.io/inject': 'false' });
+    expect(pod.metadata!.labels).toEqual({
+      app: 'x',
+      'sidecar.istio.io/inject': 'false',
+      // Istio's canonical service (telemetry-metadata.test.ts tests the derivation)
+      'service.istio.io/canonical-name': 'x',
+      'service.istio.io/canonical-revision': 'latest',
+    });
     expect(parseStatus(pod.metadata!.annotations!['apisix-mesh.io/status'])).toEqual({
       initContainers: ['apisix-mesh-config', 'apisix-mesh-init'],
       containers: ['apisix-mesh-agent', 'apisix-mesh-apisix'],
