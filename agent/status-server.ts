@@ -43,8 +43,17 @@ export function buildStatusServer(
     return reply.code(503).type('text/plain').send(`${source.notReadyReason?.() ?? 'waiting for the first complete configuration from istiod'}\n`);
   });
   const limits = merge.limits ?? DEFAULT_MERGE_LIMITS;
+  // Scrapes that arrive while one is under way share its answer: the status port is open to the
+  // cluster, and each merge may hold a few MiB per source; this way at most one is in memory.
+  let inFlight: Promise<string> | undefined;
   const merged = async (req: FastifyRequest, reply: FastifyReply) => {
-    const body = await mergedMetrics({
+    inFlight ??= mergeOnce(req).finally(() => {
+      inFlight = undefined;
+    });
+    return reply.type(MERGED_CONTENT_TYPE).send(await inFlight);
+  };
+  const mergeOnce = (req: FastifyRequest): Promise<string> =>
+    mergedMetrics({
       sources: merge.sources,
       own: () => metrics.registry.metrics(),
       onFailure: (s, reason) => {
@@ -56,8 +65,6 @@ export function buildStatusServer(
       maxBytesPerSource: limits.maxBytesPerSource,
       userAgent: headerOf(req, 'user-agent'),
     });
-    return reply.type(MERGED_CONTENT_TYPE).send(body);
-  };
   app.get('/stats/prometheus', QUIET, merged);
   app.get('/metrics', QUIET, merged);
   app.get('/debug/config', QUIET, async (req, reply) => {

@@ -152,6 +152,19 @@ describe('merged metrics on /stats/prometheus', () => {
     expect(body).toContain('apisix_mesh_xds_connected');
   });
 
+  it('serves scrapes that arrive while one is under way from that one (one merge in memory at a time)', async () => {
+    let hits = 0;
+    appHandler.current = (_p, res) => {
+      hits += 1;
+      setTimeout(() => res.end(APP_TEXT), 200);
+    };
+    const bodies = await Promise.all(Array.from({ length: 20 }, () => fetch(`${statusUrl}/stats/prometheus`).then((r) => r.text())));
+    expect(hits).toBe(1);
+    for (const body of bodies) expect(body).toContain('orders_placed_total 42');
+    await fetch(`${statusUrl}/stats/prometheus`);
+    expect(hits).toBe(2); // the next one after it finished scrapes again
+  });
+
   it('leaves out a source that answers an error status, and drops an OpenMetrics # EOF from the app', async () => {
     apisix.current = (_p, res) => {
       res.statusCode = 500;

@@ -72,6 +72,11 @@ export function wantsClusterCertificates(flags: ClusterCertificateFlags, env: No
     if (clusterFlag) {
       throw new CliError('--cert-secret/--webhook-config/--service/--namespace manage certificates in the cluster; they exclude --tls-cert/--tls-key/--self-signed', 2);
     }
+    if (flags.failClosedWhenReady) {
+      // it needs the API access and the CA of in-cluster certificates; silently doing nothing would
+      // leave the entries on Ignore for good
+      throw new CliError('--fail-closed-when-ready works with in-cluster certificates only (not with --tls-cert/--tls-key/--self-signed); see docs/install.md for the cert-manager overlay', 2);
+    }
     return false;
   }
   const clusterFlag = [flags.certSecret, flags.webhookConfig, flags.service, flags.namespace].some((f) => f !== undefined);

@@ -23,7 +23,9 @@ const MODES: readonly InjectionMode[] = ['sidecar', 'gateway', 'none'];
  * 4. the mode: `forcedMode` (the `inject --mode` flag), else annotation `apisix-mesh.io/mode`
  *    (`sidecar` | `gateway` | `none`; anything else rejects the pod), else `gateway` for pods labelled
  *    `app.kubernetes.io/name: apisix` and the configuration's `defaultMode` (`sidecar` unless set to
- *    `none`) for every other pod; `none` → skip.
+ *    `none`) for every other pod; `none` → skip. The webhook's `/inject/sidecar` entries (a namespace
+ *    labelled `apisix-mesh.io/mode=sidecar`, a pod labelled so) pass a configuration whose
+ *    `defaultMode` is `sidecar` (webhook/server/app.ts).
  */
 export function decide(
   pod: V1Pod,
