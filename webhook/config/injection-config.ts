@@ -3,7 +3,7 @@ import type { V1ResourceRequirements } from '@kubernetes/client-node';
 /**
  * The injection configuration: everything an operator may change about what the webhook (and
  * `apisix-mesh inject`) puts into a pod. One YAML file, every field optional; a missing field takes
- * the default below (documented in the README, "Injection: modes, decision, annotations").
+ * the default below (documented in docs/injection.md, "The configuration file").
  */
 export interface InjectionConfig {
   images: {
