@@ -45,14 +45,14 @@ export function buildStatusServer(
   const limits = merge.limits ?? DEFAULT_MERGE_LIMITS;
   // Scrapes that arrive while one is under way share its answer: the status port is open to the
   // cluster, and each merge may hold a few MiB per source; this way at most one is in memory.
-  let inFlight: Promise<string> | undefined;
+  let inFlight: Promise<Buffer> | undefined;
   const merged = async (req: FastifyRequest, reply: FastifyReply) => {
     inFlight ??= mergeOnce(req).finally(() => {
       inFlight = undefined;
     });
     return reply.type(MERGED_CONTENT_TYPE).send(await inFlight);
   };
-  const mergeOnce = (req: FastifyRequest): Promise<string> =>
+  const mergeOnce = (req: FastifyRequest): Promise<Buffer> =>
     mergedMetrics({
       sources: merge.sources,
       own: () => metrics.registry.metrics(),

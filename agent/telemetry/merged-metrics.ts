@@ -53,30 +53,39 @@ export interface MergeRequest {
   userAgent?: string;
 }
 
-export async function mergedMetrics(request: MergeRequest): Promise<string> {
+export async function mergedMetrics(request: MergeRequest): Promise<Buffer> {
   const headers: Record<string, string> = { accept: ACCEPT_TEXT, 'x-prometheus-scrape-timeout-seconds': (request.timeoutMs / 1000).toFixed(3) };
   if (request.userAgent) headers['user-agent'] = oneLine(request.userAgent);
   const results = await Promise.all(
     request.sources.map((s) => scrape(s.url, { timeoutMs: request.timeoutMs, maxBytes: request.maxBytesPerSource, headers })),
   );
-  const parts: string[] = [];
+  const parts: Buffer[] = [];
   results.forEach((result, i) => {
     const source = request.sources[i]!;
     if (!result.ok) request.onFailure?.(source, result.reason);
-    parts.push(sourcePart(source, result));
+    parts.push(...sourceParts(source, result));
   });
   const own = await request.own();
-  return [withNewline(own), ...(request.notes ?? []).map((n) => `# apisix-mesh: ${oneLine(n)}\n`), ...parts].join('');
+  const head = [withNewline(own), ...(request.notes ?? []).map((n) => `# apisix-mesh: ${oneLine(n)}\n`)].join('');
+  return Buffer.concat([Buffer.from(head, 'utf8'), ...parts]);
 }
 
-function sourcePart(source: MetricsSource, result: ScrapeResult): string {
-  if (!result.ok) return `# apisix-mesh: ${source.name} metrics (${source.url.href}) skipped: ${result.reason}\n`;
-  return withNewline(withoutEof(result.body));
+const NEWLINE = Buffer.from('\n');
+
+function sourceParts(source: MetricsSource, result: ScrapeResult): Buffer[] {
+  if (!result.ok) return [Buffer.from(`# apisix-mesh: ${source.name} metrics (${source.url.href}) skipped: ${result.reason}\n`, 'utf8')];
+  const body = withoutEof(result.body);
+  return body.length === 0 || body[body.length - 1] === 0x0a ? [body] : [body, NEWLINE];
 }
 
-/** OpenMetrics ends with `# EOF`; in the middle of a merged answer it would end it for some readers. */
-function withoutEof(body: string): string {
-  return body.replace(/^# EOF[ \t]*\r?\n?(?![\s\S])/m, '');
+/**
+ * OpenMetrics ends with `# EOF`; in the middle of a merged answer it would end it for some readers.
+ * Only the last line is looked at (the bytes stay as they came).
+ */
+function withoutEof(body: Buffer): Buffer {
+  const tail = body.subarray(Math.max(0, body.length - 32)).toString('latin1');
+  const match = /(^|\n)# EOF[ \t]*\r?\n?$/.exec(tail);
+  return match ? body.subarray(0, body.length - (tail.length - match.index - match[1]!.length)) : body;
 }
 
 function withNewline(text: string): string {

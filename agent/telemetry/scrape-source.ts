@@ -5,7 +5,7 @@ import { request } from 'node:http';
  * (connect, headers and body), a byte limit on the body, status 200 only. It never throws: a source
  * that fails says why in `reason` (one short line), so the merged answer can go on without it.
  */
-export type ScrapeResult = { ok: true; body: string; contentType: string } | { ok: false; reason: string };
+export type ScrapeResult = { ok: true; body: Buffer; contentType: string } | { ok: false; reason: string };
 
 export interface ScrapeOptions {
   timeoutMs: number;
@@ -45,7 +45,8 @@ export function scrape(url: URL, options: ScrapeOptions): Promise<ScrapeResult> 
         }
         chunks.push(chunk);
       });
-      res.on('end', () => finish({ ok: true, body: Buffer.concat(chunks).toString('utf8'), contentType: String(res.headers['content-type'] ?? '') }));
+      // kept as bytes: the merge only concatenates them (decoding and re-encoding a MiB costs ms)
+      res.on('end', () => finish({ ok: true, body: Buffer.concat(chunks, size), contentType: String(res.headers['content-type'] ?? '') }));
       res.on('error', (err) => finish({ ok: false, reason: oneLine(err.message) }));
       res.on('aborted', () => finish({ ok: false, reason: 'the connection closed before the answer was complete' }));
     });
