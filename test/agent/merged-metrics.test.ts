@@ -182,6 +182,28 @@ describe('merged metrics on /stats/prometheus', () => {
   });
 });
 
+describe('what the merge writes between the sources', () => {
+  it('ends every source with a newline, drops only a final # EOF, and serves the notes about an unusable app configuration', async () => {
+    const bodies: Record<string, string> = { '/1': 'a_total 1', '/2': 'b_total 2\n# EOF here is not the end\nc_total 3\n# EOF\n' };
+    const handler = { current: ((p, res) => res.end(bodies[p])) as Handler };
+    const { server, port } = await listen(handler);
+    const problem = appMetricsSource('{"port":"15020"}', 15020).problem!;
+    const s = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, new AgentMetrics(), { level: 'silent' }, {
+      sources: [{ name: 'one', url: new URL(`http://127.0.0.1:${port}/1`) }, { name: 'two', url: new URL(`http://127.0.0.1:${port}/2`) }],
+      notes: [problem],
+    });
+    try {
+      const body = (await s.inject({ url: '/stats/prometheus' })).body;
+      expect(body).toContain(`# apisix-mesh: ${problem}\n`);
+      expect(body).toMatch(/\na_total 1\nb_total 2\n# EOF here is not the end\nc_total 3\n$/);
+    } finally {
+      await s.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
 describe('merge sources from the agent\'s flags and environment', () => {
   it('reads Istio\'s ISTIO_PROMETHEUS_ANNOTATIONS with pilot-agent\'s defaults (/metrics, port 80)', () => {
     expect(appMetricsSource('{"scrape":"true","port":"9102"}', 15020).source?.url.href).toBe('http://127.0.0.1:9102/metrics');
