@@ -30,7 +30,7 @@ interface AgentFlags {
   istioVersion?: string;
   insecureSkipFilters?: string;
   luaDir?: string;
-  apisixMetricsUrl: string;
+  apisixMetricsUrl?: string;
   logLevel: string;
 }
 
@@ -110,8 +110,8 @@ export function registerAgentCommand(program: Command): void {
     .option('--lua-dir <dir>', 'write the sidecar\'s Lua modules for APISIX (the L4 front on the capture ports) into this directory before starting; the injection shares it with APISIX\'s container')
     .option(
       '--apisix-metrics-url <url|none>',
-      `APISIX's Prometheus export (loopback http), merged into /stats/prometheus with the agent's metrics and the app's (from ${PROMETHEUS_SCRAPE_ENV})`,
-      DEFAULT_APISIX_METRICS_URL,
+      // the default is spelled out in words: the URL is one word too long to wrap at 80 columns
+      `APISIX's Prometheus export (loopback http), merged into /stats/prometheus with the agent's metrics and the app's (from ${PROMETHEUS_SCRAPE_ENV}); default: http on 127.0.0.1 port 15090, path /apisix/prometheus/metrics`,
     )
     .option('--log-level <level>', 'debug, info, warn or error', 'info')
     .action(async (flags: AgentFlags) => {
@@ -127,7 +127,7 @@ export function registerAgentCommand(program: Command): void {
       const capturePorts = { outbound: port('--outbound-port', flags.outboundPort), inbound: port('--inbound-port', flags.inboundPort) };
       const etcd = parseListen('--etcd-listen', flags.etcdListen);
       const statusPort = port('--status-port', flags.statusPort, true);
-      const apisixMetrics = apisixMetricsSource(flags.apisixMetricsUrl);
+      const apisixMetrics = apisixMetricsSource(flags.apisixMetricsUrl ?? DEFAULT_APISIX_METRICS_URL);
       if (apisixMetrics.problem) throw new CliError(`--apisix-metrics-url: ${apisixMetrics.problem}`);
       // a bad app configuration must not stop the mesh: it is reported with every scrape instead
       const appMetrics = appMetricsSource(process.env[PROMETHEUS_SCRAPE_ENV], statusPort);
