@@ -121,6 +121,11 @@ describeWhenAvailable('per-namespace mode over the rendered webhook configuratio
     const none = parseInjectionConfig('defaultMode: none\n', 'c.yaml');
     expect(await admit({ 'istio-injection': 'enabled' }, pod(), none)).toMatchObject({ result: 'istio' });
     expect(await admit({ 'istio-injection': 'enabled' }, pod({}, { 'apisix-mesh.io/mode': 'sidecar' }), none)).toMatchObject({ result: 'apisix' });
+    // the label works as the annotation does, wherever the pod is (the annotation wins when both are set)
+    expect(await admit({ 'istio-injection': 'enabled' }, pod({ 'apisix-mesh.io/mode': 'sidecar' }), none)).toMatchObject({ result: 'apisix' });
+    expect(await admit({ 'istio-injection': 'enabled' }, pod({ 'apisix-mesh.io/mode': 'none' }))).toMatchObject({ result: 'istio' });
+    expect(await admit({ 'istio-injection': 'enabled' }, pod({ 'apisix-mesh.io/mode': 'sidecar' }, { 'apisix-mesh.io/mode': 'none' }))).toMatchObject({ result: 'istio' });
+    expect(await admit({ 'istio-injection': 'enabled' }, pod({ 'apisix-mesh.io/mode': 'yes' }))).toMatchObject({ result: 'refused' });
     expect(await admit({ 'istio-injection': 'enabled', 'apisix-mesh.io/mode': 'none' }, pod())).toMatchObject({ entry: undefined, result: 'istio' });
     expect(await admit({ 'istio.io/rev': 'default' }, pod())).toMatchObject({ entry: 'rev.sidecar-injector.apisix-mesh.io', result: 'apisix', istio: [] });
   });
