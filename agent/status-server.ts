@@ -23,8 +23,9 @@ export interface MetricsMerge {
 
 /**
  * The agent's status port: `/healthz/ready` (200 once the first complete snapshot is in the store
- * and, with a CA, the first workload certificate has arrived; 503 before), `/stats/prometheus` and
- * `/metrics` (pilot-agent serves both: the pod's one merged Prometheus endpoint, see `MetricsMerge`),
+ * and, with a CA, the first workload certificate has arrived; 503 before), `/stats/prometheus` (the
+ * pod's one merged Prometheus endpoint, as pilot-agent's, see `MetricsMerge`), `/metrics` (the
+ * agent's own metrics only),
  * `/debug/config` (the current APISIX objects and what was skipped; answered only to loopback
  * clients since it exposes the mesh's configuration).
  */
@@ -66,7 +67,12 @@ export function buildStatusServer(
       userAgent: headerOf(req, 'user-agent'),
     });
   app.get('/stats/prometheus', QUIET, merged);
-  app.get('/metrics', QUIET, merged);
+  // pilot-agent merges on /metrics too; here it stays the agent's own, cheap to poll (the pod
+  // harness polls it every 50 ms; a merge there would scrape APISIX's export as often)
+  app.get('/metrics', QUIET, async (_req, reply) => {
+    reply.type(metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
   app.get('/debug/config', QUIET, async (req, reply) => {
     const remote = req.socket.remoteAddress ?? '';
     if (!(remote === '127.0.0.1' || remote === '::1' || remote === '::ffff:127.0.0.1')) {

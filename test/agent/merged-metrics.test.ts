@@ -66,7 +66,7 @@ describe('merged metrics on /stats/prometheus', () => {
     await Promise.all([apisixServer, appServer].map((s) => new Promise((r) => s.server.close(r))));
   });
 
-  it('serves the agent\'s metrics, then APISIX\'s, then the app\'s, as Prometheus text, on both paths', async () => {
+  it('serves the agent\'s metrics, then APISIX\'s, then the app\'s, as Prometheus text; /metrics stays the agent\'s own', async () => {
     apisix.current = (p, res, h) => {
       seenPaths.push(`apisix ${p}`);
       seenHeaders.push(h);
@@ -76,7 +76,7 @@ describe('merged metrics on /stats/prometheus', () => {
       seenPaths.push(`app ${p}`);
       res.end(APP_TEXT);
     };
-    for (const path of ['/stats/prometheus', '/metrics']) {
+    for (const path of ['/stats/prometheus', '/stats/prometheus']) {
       const res = await fetch(`${statusUrl}${path}`, { headers: { 'X-Prometheus-Scrape-Timeout-Seconds': '10' } });
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
@@ -92,6 +92,10 @@ describe('merged metrics on /stats/prometheus', () => {
     expect(seenPaths).toEqual(['apisix /apisix/prometheus/metrics', 'app /manage/prometheus', 'apisix /apisix/prometheus/metrics', 'app /manage/prometheus']);
     // sources are asked for the text format, whatever Prometheus itself accepts
     expect(String(seenHeaders[0]!.accept)).toMatch(/^text\/plain;version=0\.0\.4/);
+    const own = await (await fetch(`${statusUrl}/metrics`)).text();
+    expect(own).toContain('apisix_mesh_xds_connected');
+    expect(own).not.toContain('apisix_http_status');
+    expect(seenPaths).toHaveLength(4); // /metrics scraped nothing
   });
 
   it('leaves out an app that is down with a comment line, keeps the rest, and counts the failure', async () => {
