@@ -9,6 +9,7 @@ import type { TranslationNote } from './translate/apisix-types.js';
 import { APISIX_PREFIX, StoreApplier, type ApplyResult } from './apply.js';
 import { AgentMetrics } from './metrics.js';
 import { buildStatusServer, type MetricsMerge } from './status-server.js';
+import type { AppProbeService } from './app-probes/app-probe-service.js';
 import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-credentials.js';
 import { startWorkloadIdentity, type WorkloadIdentityConfig } from './identity/start-identity.js';
 import type { WorkloadIdentity } from './identity/workload-identity.js';
@@ -29,6 +30,8 @@ export interface AgentOptions {
   capturePorts?: CapturePorts;
   /** what the status port's /stats/prometheus merges besides the agent's metrics (APISIX, the app) */
   metricsMerge?: MetricsMerge;
+  /** the app probes the injection rewrote to the status port (ISTIO_KUBE_APP_PROBERS) */
+  appProbes?: AppProbeService;
   /** quiet time after an update before applying (bursts become one revision) */
   coalesceMs?: number;
   /** upper bound on how long an update may wait while a burst continues */
@@ -80,6 +83,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     },
     metrics,
     options.logger ?? { level: 'info' },
+    options.appProbes,
     options.metricsMerge,
   );
   const logger = status.log;

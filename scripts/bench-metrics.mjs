@@ -95,8 +95,8 @@ async function main() {
       appMetricsSource(JSON.stringify({ port: String(info.port), path: '/metrics' }), 15020).source,
     ],
   };
-  const merged = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, metrics, { level: 'silent' }, merge);
-  const agentOnly = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, metrics, { level: 'silent' }, { sources: [] });
+  const merged = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, metrics, { level: 'silent' }, undefined, merge);
+  const agentOnly = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, metrics, { level: 'silent' }, undefined, { sources: [] });
   await merged.listen({ host: '127.0.0.1', port: 0 });
   await agentOnly.listen({ host: '127.0.0.1', port: 0 });
   const port = (s) => s.server.address().port;

@@ -37,7 +37,7 @@ describe('merged metrics on /stats/prometheus', () => {
     metrics = new AgentMetrics();
     const apisixSource = apisixMetricsSource(`http://127.0.0.1:${apisixServer.port}/apisix/prometheus/metrics`).source!;
     const app = appMetricsSource(JSON.stringify({ scrape: 'true', path: '/manage/prometheus', port: String(appServer.port) }), 15020).source!;
-    status = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, metrics, { level: 'silent' }, {
+    status = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, metrics, { level: 'silent' }, undefined, {
       sources: [apisixSource, app],
       limits: { defaultTimeoutMs: 1500, maxBytesPerSource: 64 * 1024 },
     });
@@ -103,7 +103,7 @@ describe('merged metrics on /stats/prometheus', () => {
     const downPort = down.port;
     await new Promise((r) => down.server.close(r)); // nothing listens there now: connection refused
     const m = new AgentMetrics();
-    const s = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, m, { level: 'silent' }, {
+    const s = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, m, { level: 'silent' }, undefined, {
       sources: [apisixMetricsSource(`http://127.0.0.1:${apisixServer.port}/apisix/prometheus/metrics`).source!, appMetricsSource(`{"port":"${downPort}"}`, 15020).source!],
     });
     try {
@@ -192,7 +192,7 @@ describe('what the merge writes between the sources', () => {
     const handler = { current: ((p, res) => res.end(bodies[p])) as Handler };
     const { server, port } = await listen(handler);
     const problem = appMetricsSource('{"port":"15020"}', 15020).problem!;
-    const s = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, new AgentMetrics(), { level: 'silent' }, {
+    const s = buildStatusServer({ ready: () => true, debugConfig: () => ({}) }, new AgentMetrics(), { level: 'silent' }, undefined, {
       sources: [{ name: 'one', url: new URL(`http://127.0.0.1:${port}/1`) }, { name: 'two', url: new URL(`http://127.0.0.1:${port}/2`) }],
       notes: [problem],
     });

@@ -15,11 +15,13 @@
 //       the only trusted root) and `servername` (the SNI to send).
 //   {id, op: 'tcpServe', name, host, port, banner?}  a TCP echo server; with `banner` it speaks first
 //       (sends the banner on accept), then echoes. `served` counts connections; requests: [{peer}]
-//   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?}  one connection: for
+//   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?, localAddress?}  one connection: for
 //       each exchange, writes `send` (base64) if given (then half-closes with `end`), then waits for
 //       `want` more bytes → {id, received:
 //       [base64 per exchange], closed} (closed: the peer ended or reset the connection); the
 //       connection is closed by the client after the last exchange
+//   {id, op: 'close', name}  the server `name` stops listening (its open connections are ended):
+//       the app going down
 //   {id, op: 'relay', host, port, unixPath}  accepts TCP on host:port and splices each connection to
 //       the Unix socket (how namespaced programs reach a server of the test process)
 // Plain JavaScript with no dependencies, so any uid can run it from a world-readable copy.
@@ -121,8 +123,8 @@ function tcpServe({ id, name, host, port, banner }) {
   });
 }
 
-function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000 }) {
-  const socket = connect({ host, port });
+function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000, localAddress }) {
+  const socket = connect({ host, port, ...(localAddress ? { localAddress } : {}) });
   const received = exchanges.map(() => []);
   let step = 0;
   let have = 0;
@@ -200,6 +202,14 @@ const ops = {
   tcpServe,
   tcp: doTcp,
   relay,
+  close({ id, name }) {
+    const s = servers.get(name);
+    if (!s) return reply({ id, error: `no server ${name}` });
+    servers.delete(name);
+    s.server.close();
+    s.server.closeAllConnections?.();
+    reply({ id, ok: true });
+  },
   served({ id, name }) {
     const s = servers.get(name);
     reply({ id, count: s?.record.count ?? 0, requests: s?.record.requests ?? [] });
