@@ -141,6 +141,23 @@ describe('canonical service labels, derived as Istio\'s sidecar template does', 
     expect(workloadName(pod({}, {}, { name: undefined, generateName: 'loose-' }))).toBe('loose');
   });
 
+  it('refuses, with the reason, the shapes the derivation cannot read (found with random pods), never an internal error', () => {
+    const review = (metadata: Record<string, unknown>, spec: Record<string, unknown> = { containers: [{ name: 'a' }] }) =>
+      reviewAdmission(podCreate({ metadata: { ...metadata, annotations: { 'apisix-mesh.io/mode': 'sidecar', ...(metadata.annotations as object) } }, spec }, 'shop') as never, defaultInjectionConfig);
+    const previous = { 'apisix-mesh.io/status': '{"initContainers":[],"containers":["apisix-mesh-agent"],"volumes":[]}' };
+    for (const [outcome, message] of [
+      [review({ generateName: 'a-', ownerReferences: 'x' }), 'metadata.ownerReferences is not a list of references'],
+      [review({ generateName: 'a-', ownerReferences: [null] }), 'metadata.ownerReferences is not a list of references'],
+      [review({ generateName: 'a-', ownerReferences: [{ controller: true, name: 7, kind: 'ReplicaSet' }] }), 'metadata.ownerReferences is not a list of references'],
+      [review({ name: 7 }), 'metadata.name is not a string'],
+      [review({ generateName: ['x'] }), 'metadata.generateName is not a string'],
+      [review({ annotations: previous }, { containers: [{ name: 'apisix-mesh-agent', env: 'zz' }, { name: 'a' }] }), 'spec.containers[0].env is not a list of variables'],
+      [review({ annotations: previous }, { containers: [{ name: 'apisix-mesh-agent', env: [{ name: 'ISTIO_PROMETHEUS_ANNOTATIONS', value: 5 }] }, { name: 'a' }] }), 'spec.containers[0].env is not a list of variables'],
+    ] as const) {
+      expect(outcome).toEqual({ kind: 'rejected', message: `cannot read the pod: ${message}` });
+    }
+  });
+
   it('labels injected pods with them, cutting a long workload name to a valid label value', () => {
     const long = `${'a'.repeat(62)}-b-c`;
     const out = inject(pod({}, {}, { name: long }));
