@@ -8,7 +8,7 @@ import type { CapturePorts } from './translate/route-configuration.js';
 import type { TranslationNote } from './translate/apisix-types.js';
 import { APISIX_PREFIX, StoreApplier, type ApplyResult } from './apply.js';
 import { AgentMetrics } from './metrics.js';
-import { buildStatusServer } from './status-server.js';
+import { buildStatusServer, type MetricsMerge } from './status-server.js';
 import type { AppProbeService } from './app-probes/app-probe-service.js';
 import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-credentials.js';
 import { startWorkloadIdentity, type WorkloadIdentityConfig } from './identity/start-identity.js';
@@ -29,6 +29,8 @@ export interface AgentOptions {
   statusHost: string;
   statusPort: number;
   capturePorts?: CapturePorts;
+  /** what the status port's /stats/prometheus merges besides the agent's metrics (APISIX, the app) */
+  metricsMerge?: MetricsMerge;
   /** the app probes the injection rewrote to the status port (ISTIO_KUBE_APP_PROBERS) */
   appProbes?: AppProbeService;
   /** quiet time after an update before applying (bursts become one revision) */
@@ -83,6 +85,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     metrics,
     options.logger ?? { level: 'info' },
     options.appProbes,
+    options.metricsMerge,
   );
   const logger = status.log;
   // A restarted agent must start above every revision its predecessor handed out: APISIX keeps

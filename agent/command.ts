@@ -9,6 +9,7 @@ import type { RunningAgent } from './agent.js';
 import { installLuaModules } from './l4/lua-modules.js';
 import { APP_PROBERS_ENV, AppProbersError, parseAppProbers } from './app-probes/app-probers.js';
 import { probeTargetFor } from './app-probes/probe-target.js';
+import { apisixMetricsSource, appMetricsSource, DEFAULT_APISIX_METRICS_URL, PROMETHEUS_SCRAPE_ENV } from './telemetry/merge-sources.js';
 
 interface AgentFlags {
   xdsAddress: string;
@@ -31,6 +32,7 @@ interface AgentFlags {
   istioVersion?: string;
   insecureSkipFilters?: string;
   luaDir?: string;
+  apisixMetricsUrl?: string;
   logLevel: string;
 }
 
@@ -109,6 +111,11 @@ export function registerAgentCommand(program: Command): void {
         'rate limits, Lua, Wasm, ...) has its traffic refused with 403; a filter listed here is dropped instead, so its policy is NOT applied',
     )
     .option('--lua-dir <dir>', 'write the sidecar\'s Lua modules for APISIX (the L4 front on the capture ports) into this directory before starting; the injection shares it with APISIX\'s container')
+    .option(
+      '--apisix-metrics-url <url|none>',
+      // the default is spelled out in words: the URL is one word too long to wrap at 80 columns
+      `APISIX's Prometheus export (loopback http), merged into /stats/prometheus with the agent's metrics and the app's (from ${PROMETHEUS_SCRAPE_ENV}); default: http on 127.0.0.1 port 15090, path /apisix/prometheus/metrics`,
+    )
     .option('--log-level <level>', 'debug, info, warn or error', 'info')
     .action(async (flags: AgentFlags) => {
       if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) {
@@ -123,6 +130,10 @@ export function registerAgentCommand(program: Command): void {
       const capturePorts = { outbound: port('--outbound-port', flags.outboundPort), inbound: port('--inbound-port', flags.inboundPort) };
       const etcd = parseListen('--etcd-listen', flags.etcdListen);
       const statusPort = port('--status-port', flags.statusPort, true);
+      const apisixMetrics = apisixMetricsSource(flags.apisixMetricsUrl ?? DEFAULT_APISIX_METRICS_URL);
+      if (apisixMetrics.problem) throw new CliError(`--apisix-metrics-url: ${apisixMetrics.problem}`);
+      // a bad app configuration must not stop the mesh: it is reported with every scrape instead
+      const appMetrics = appMetricsSource(process.env[PROMETHEUS_SCRAPE_ENV], statusPort);
       const ca = caAddress(flags, xds.host);
       const certTtlMs = parseDuration('--cert-ttl', flags.certTtl);
       if (certTtlMs < 1000) throw new CliError('--cert-ttl: at least 1s');
@@ -196,6 +207,10 @@ export function registerAgentCommand(program: Command): void {
           statusPort,
           capturePorts,
           ...(appProbers.size ? { appProbes: new AppProbeService(appProbers, probeTargetFor(identity.podIp)) } : {}),
+          metricsMerge: {
+            sources: [apisixMetrics.source, appMetrics.source].filter((s) => s !== undefined),
+            notes: appMetrics.problem ? [appMetrics.problem] : [],
+          },
           coalesceMs,
           maxCoalesceMs,
           warmingTimeoutMs,
@@ -206,6 +221,7 @@ export function registerAgentCommand(program: Command): void {
       } catch (err) {
         throw new CliError(`cannot start: ${(err as Error).message}`, 1);
       }
+      if (appMetrics.problem) logger.warn(`merged metrics: ${appMetrics.problem}`);
       if (appProbers.size) logger.info(`agent: ${appProbers.size} app probes served on the status port (${[...appProbers.keys()].join(', ')})`);
       if (luaModules.length) logger.info(`agent: ${luaModules.length} Lua modules for APISIX written to ${flags.luaDir}`);
       if (skipFilters.size) {

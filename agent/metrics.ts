@@ -14,6 +14,7 @@ export class AgentMetrics {
   readonly skipped = new Gauge({ name: 'apisix_mesh_skipped_resources', help: 'resources (or features of resources) not translated in the current configuration, by kind and reason', labelNames: ['kind', 'reason'], registers: [this.registry] });
   readonly objects = new Gauge({ name: 'apisix_mesh_apisix_objects', help: 'APISIX objects in the current configuration', labelNames: ['kind'], registers: [this.registry] });
   readonly storeRevision = new Gauge({ name: 'apisix_mesh_store_revision', help: 'current revision of the store APISIX watches', registers: [this.registry] });
+  readonly scrapeFailures = new Counter({ name: 'apisix_mesh_scrape_failures_total', help: 'sources of the merged /stats/prometheus answer left out of it (apisix, app), by source', labelNames: ['source'], registers: [this.registry] });
   readonly watchers = new Gauge({ name: 'apisix_mesh_etcd_watchers', help: 'watches open on the etcd API', registers: [this.registry] });
 
   constructor() {

@@ -27,7 +27,7 @@ describe('sidecar mode', () => {
   const pod = injectSidecar(app, defaultInjectionConfig);
 
   it('labels the pod security.istio.io/tlsMode: istio (Envoy clients with auto-mTLS then use mTLS to it) when the CA gives it an identity; a value of the pod\'s own is kept', () => {
-    expect(pod.metadata!.labels).toEqual({ app: 'x', 'sidecar.istio.io/inject': 'false', 'security.istio.io/tlsMode': 'istio' });
+    expect(pod.metadata!.labels).toMatchObject({ app: 'x', 'sidecar.istio.io/inject': 'false', 'security.istio.io/tlsMode': 'istio' });
     const own = injectSidecar({ ...app, metadata: { ...app.metadata, labels: { app: 'x', 'security.istio.io/tlsMode': 'disabled' } } }, defaultInjectionConfig);
     expect(own.metadata!.labels!['security.istio.io/tlsMode']).toBe('disabled');
     // plaintext to istiod: no CA, no workload certificate, so no mTLS to offer
@@ -98,6 +98,7 @@ describe('sidecar mode', () => {
       '--inbound-port=15006',
       '--pod-labels-file=/etc/apisix-mesh/pod/labels',
       '--lua-dir=/apisix-mesh/lua',
+      '--apisix-metrics-url=http://127.0.0.1:15090/apisix/prometheus/metrics',
     ]);
     expect(Object.fromEntries(agent.env!.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]))).toEqual({
       POD_NAME: 'metadata.name',
@@ -153,7 +154,14 @@ describe('sidecar mode', () => {
   });
 
   it('labels the pod so that Istio leaves it alone and records what it added', () => {
-    expect(pod.metadata!.labels).toEqual({ app: 'x', 'sidecar.istio.io/inject': 'false', 'security.istio.io/tlsMode': 'istio' });
+    expect(pod.metadata!.labels).toEqual({
+      app: 'x',
+      'sidecar.istio.io/inject': 'false',
+      // Istio's canonical service (telemetry-metadata.test.ts tests the derivation)
+      'service.istio.io/canonical-name': 'x',
+      'service.istio.io/canonical-revision': 'latest',
+      'security.istio.io/tlsMode': 'istio',
+    });
     expect(parseStatus(pod.metadata!.annotations!['apisix-mesh.io/status'])).toEqual({
       initContainers: ['apisix-mesh-config', 'apisix-mesh-init'],
       containers: ['apisix-mesh-agent', 'apisix-mesh-apisix'],

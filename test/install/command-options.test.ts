@@ -19,6 +19,8 @@ describe('when the webhook manages its certificates in the cluster', () => {
   it('refuses cluster flags mixed with certificate files', () => {
     expect(() => wantsClusterCertificates({ certSecret: 's', tlsCert: 'a', tlsKey: 'b' }, {})).toThrow(CliError);
     expect(() => wantsClusterCertificates({ namespace: 'n', selfSigned: true }, {})).toThrow(/exclude --tls-cert/);
+    // it would leave the webhook entries on failurePolicy Ignore for good
+    expect(() => wantsClusterCertificates({ failClosedWhenReady: true, tlsCert: 'a', tlsKey: 'b' }, {})).toThrow(/--fail-closed-when-ready works with in-cluster certificates only/);
   });
 
   it('needs to know its namespace', async () => {

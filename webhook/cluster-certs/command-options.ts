@@ -20,6 +20,7 @@ export interface ClusterCertificateFlags {
   service?: string;
   namespace?: string;
   certCheckInterval?: string;
+  failClosedWhenReady?: boolean;
 }
 
 export const CLUSTER_DEFAULTS = {
@@ -27,6 +28,8 @@ export const CLUSTER_DEFAULTS = {
   webhookConfig: 'apisix-mesh-injector',
   service: 'apisix-mesh-webhook',
   checkIntervalSeconds: 3600,
+  /** how often the failurePolicy is checked once it is Fail (a re-apply of the manifests resets it) */
+  failClosedIntervalSeconds: 60,
 } as const;
 
 const SERVICE_ACCOUNT_NAMESPACE_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
@@ -53,6 +56,12 @@ export function addClusterCertificateOptions(command: Command): Command {
       '--cert-check-interval <seconds>',
       `how often the Secret is checked for a renewed certificate (default ${CLUSTER_DEFAULTS.checkIntervalSeconds}; ` +
         'the 30-day serving certificate is renewed with 10 days left)',
+    )
+    .option(
+      '--fail-closed-when-ready',
+      'set failurePolicy: Fail on every entry of --webhook-config once the webhook answers through its Service ' +
+        '(https://<service>.<namespace>.svc/readyz, verified with the CA); the manifests ship Ignore so that an install ' +
+        `that does not work yet never blocks pod creation. Checked again every ${CLUSTER_DEFAULTS.failClosedIntervalSeconds} s`,
     );
 }
 
@@ -62,6 +71,11 @@ export function wantsClusterCertificates(flags: ClusterCertificateFlags, env: No
     const clusterFlag = [flags.certSecret, flags.webhookConfig, flags.service, flags.namespace].some((f) => f !== undefined);
     if (clusterFlag) {
       throw new CliError('--cert-secret/--webhook-config/--service/--namespace manage certificates in the cluster; they exclude --tls-cert/--tls-key/--self-signed', 2);
+    }
+    if (flags.failClosedWhenReady) {
+      // it needs the API access and the CA of in-cluster certificates; silently doing nothing would
+      // leave the entries on Ignore for good
+      throw new CliError('--fail-closed-when-ready works with in-cluster certificates only (not with --tls-cert/--tls-key/--self-signed); see docs/install.md for the cert-manager overlay', 2);
     }
     return false;
   }
@@ -106,13 +120,14 @@ export async function startClusterCertificates(
   }
   // The Kubernetes client and the certificate machinery load only when this mode is on, so the
   // other commands of the binary (the init container's above all) start without them.
-  const [{ KubeConfig }, { secretStore, webhookConfigurationClient }, { ClusterCertificateManager }, { certificateMetrics }, { defaultCertificatePolicy }] =
+  const [{ KubeConfig }, { secretStore, webhookConfigurationClient }, { ClusterCertificateManager }, { certificateMetrics }, { defaultCertificatePolicy }, { FailClosedKeeper, serviceSelfCheck }] =
     await Promise.all([
       import('@kubernetes/client-node'),
       import('./kube-api.js'),
       import('./manager.js'),
       import('./metrics.js'),
       import('./stored-certificates.js'),
+      import('./fail-closed.js'),
     ]);
   const kubeConfig = new KubeConfig();
   try {
@@ -122,14 +137,22 @@ export async function startClusterCertificates(
   }
 
   const log = new ForwardingLog(jsonLineLog());
+  const webhookConfigName = flags.webhookConfig ?? CLUSTER_DEFAULTS.webhookConfig;
   const servingNotAfter = () => manager.servingNotAfter();
   const manager: ClusterCertificateManager = new ClusterCertificateManager({
     ...(registry ? { observer: certificateMetrics(registry, servingNotAfter) } : {}),
     secret: secretStore(kubeConfig, namespace, flags.certSecret ?? CLUSTER_DEFAULTS.certSecret),
-    webhookConfiguration: webhookConfigurationClient(kubeConfig, flags.webhookConfig ?? CLUSTER_DEFAULTS.webhookConfig),
+    webhookConfiguration: webhookConfigurationClient(kubeConfig, webhookConfigName),
     policy: defaultCertificatePolicy([service, `${service}.${namespace}`, `${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`]),
     log,
   });
+  const keeper = flags.failClosedWhenReady
+    ? new FailClosedKeeper({
+        webhookConfiguration: webhookConfigurationClient(kubeConfig, webhookConfigName),
+        selfCheck: serviceSelfCheck(`https://${service}.${namespace}.svc:443/readyz`, `${service}.${namespace}.svc`, () => manager.caBundle()),
+        log,
+      })
+    : undefined;
   let initial: ServingCertificate;
   try {
     initial = await manager.ensure();
@@ -141,8 +164,13 @@ export async function startClusterCertificates(
     follow(serve, serverLog) {
       if (serverLog) log.target = serverLog;
       manager.startRenewal(serve, intervalSeconds * 1000);
+      // only now: the server serves the certificate the caBundle trusts
+      keeper?.start(CLUSTER_DEFAULTS.failClosedIntervalSeconds * 1000);
     },
-    stop: () => manager.stop(),
+    stop: () => {
+      manager.stop();
+      keeper?.stop();
+    },
   };
 }
 

@@ -39,6 +39,8 @@ export interface CertificateSecretStore {
 export interface WebhookConfigurationClient {
   /** Puts `caBundlePem` into every webhook of the configuration; returns whether anything changed. */
   ensureCaBundle(caBundlePem: string): Promise<boolean>;
+  /** Sets `failurePolicy` of every webhook of the configuration; returns the names it changed. */
+  ensureFailurePolicy(policy: 'Fail' | 'Ignore'): Promise<string[]>;
 }
 
 export function secretStore(kubeConfig: KubeConfig, namespace: string, name: string): CertificateSecretStore {
@@ -124,6 +126,32 @@ export function webhookConfigurationClient(kubeConfig: KubeConfig, name: string)
         throw explain(err, `patching the caBundle of ${what}`);
       }
       return true;
+    },
+    async ensureFailurePolicy(policy) {
+      let config;
+      try {
+        config = await admission.readMutatingWebhookConfiguration({ name });
+      } catch (err) {
+        throw explain(err, `reading ${what}`);
+      }
+      const patch: Operation[] = [];
+      const changed: string[] = [];
+      (config.webhooks ?? []).forEach((webhook, i) => {
+        if (webhook.failurePolicy === policy) return;
+        patch.push({ op: 'test', path: `/webhooks/${i}/name`, value: webhook.name });
+        patch.push({ op: 'add', path: `/webhooks/${i}/failurePolicy`, value: policy });
+        changed.push(webhook.name);
+      });
+      if (patch.length === 0) return [];
+      try {
+        await admission.patchMutatingWebhookConfiguration(
+          { name, body: patch },
+          setHeaderOptions('Content-Type', PatchStrategy.JsonPatch),
+        );
+      } catch (err) {
+        throw explain(err, `patching the failurePolicy of ${what}`);
+      }
+      return changed;
     },
   };
 }

@@ -70,6 +70,11 @@ export class ClusterCertificateManager {
     }
   }
 
+  /** The CA bundle the webhook configuration trusts; undefined before the first successful `ensure`. */
+  caBundle(): string | undefined {
+    return this.current ? caBundleOf(this.current, this.now()) : undefined;
+  }
+
   /** When the certificate being served expires; undefined before the first successful `ensure`. */
   servingNotAfter(): Date | undefined {
     return this.current ? new Date(notAfterOf(this.current.servingCert)) : undefined;

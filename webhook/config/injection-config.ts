@@ -43,6 +43,13 @@ export interface InjectionConfig {
    */
   defaultMode: 'sidecar' | 'none';
   /**
+   * Istio's metrics merge (meshConfig.enablePrometheusMerge): the pod's `prometheus.io/*`
+   * annotations point at the agent's merged endpoint (the agent's, APISIX's and the app's metrics),
+   * the app's own settings move into the agent's environment. The pod annotation
+   * `prometheus.istio.io/merge-metrics` overrides it per pod.
+   */
+  enablePrometheusMerge: boolean;
+  /**
    * istiod's address for xDS and, with `istiodTls`, its CA (Istio's discoveryAddress and CA_ADDR):
    * `istiod.istio-system.svc:15012`, or `:15010` when a file sets `istiodTls: false` without an address.
    */
@@ -128,6 +135,7 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
     apisix: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '2', memory: '512Mi' } },
   },
   defaultMode: 'sidecar',
+  enablePrometheusMerge: true,
   istiodAddress: 'istiod.istio-system.svc:15012',
   istiodTls: true,
   trustDomain: 'cluster.local',

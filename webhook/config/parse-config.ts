@@ -177,6 +177,7 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
     proxyGid: integer(1, 4294967294),
     resources: section({ init: resources, agent: resources, apisix: resources }, d.resources),
     defaultMode: oneOf('sidecar', 'none'),
+    enablePrometheusMerge: boolean,
     istiodAddress: hostPort,
     istiodTls: boolean,
     trustDomain,

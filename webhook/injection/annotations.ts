@@ -24,6 +24,15 @@ export const ISTIO_INTERCEPTION_MODE_ANNOTATION = 'sidecar.istio.io/interception
 /** Istio's opt-out of app probe rewriting (`"false"`; parsed as Go's ParseBool). */
 export const REWRITE_APP_PROBES_ANNOTATION = 'sidecar.istio.io/rewriteAppHTTPProbers';
 export const DEFAULT_CONTAINER_ANNOTATION = 'kubectl.kubernetes.io/default-container';
+export const DEFAULT_LOGS_CONTAINER_ANNOTATION = 'kubectl.kubernetes.io/default-logs-container';
+
+/** Istio's metrics merge: `"false"` keeps the pod's own `prometheus.io/*` annotations as they are. */
+export const PROMETHEUS_MERGE_ANNOTATION = 'prometheus.istio.io/merge-metrics';
+/** The agent's environment variable holding the app's moved scrape settings (pilot-agent's name). */
+export const PROMETHEUS_SCRAPE_ENV = 'ISTIO_PROMETHEUS_ANNOTATIONS';
+/** Istio's canonical service labels (Kiali and Istio's dashboards group workloads by them). */
+export const CANONICAL_NAME_LABEL = 'service.istio.io/canonical-name';
+export const CANONICAL_REVISION_LABEL = 'service.istio.io/canonical-revision';
 
 /** Istio's traffic annotations (same meaning in sidecar mode as for Envoy). */
 export const TRAFFIC = {

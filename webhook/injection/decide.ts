@@ -21,9 +21,12 @@ const MODES: readonly InjectionMode[] = ['sidecar', 'gateway', 'none'];
  *    otherwise the annotation of the same name `"false"` → skip. A pod this injection already turned
  *    into a sidecar pod carries the label `"false"` itself and is re-injected, not skipped;
  * 4. the mode: `forcedMode` (the `inject --mode` flag), else annotation `apisix-mesh.io/mode`
- *    (`sidecar` | `gateway` | `none`; anything else rejects the pod), else `gateway` for pods labelled
+ *    (`sidecar` | `gateway` | `none`; anything else rejects the pod), else the label of the same name
+ *    (same values; the label is what the webhook's objectSelector sees), else `gateway` for pods labelled
  *    `app.kubernetes.io/name: apisix` and the configuration's `defaultMode` (`sidecar` unless set to
- *    `none`) for every other pod; `none` → skip.
+ *    `none`) for every other pod; `none` → skip. The webhook's `/inject/sidecar` entries (a namespace
+ *    labelled `apisix-mesh.io/mode=sidecar`, a pod labelled so) pass a configuration whose
+ *    `defaultMode` is `sidecar` (webhook/server/app.ts).
  */
 export function decide(
   pod: V1Pod,
@@ -51,12 +54,13 @@ export function decide(
   let mode: InjectionMode;
   if (forcedMode !== undefined) {
     mode = forcedMode;
-  } else if (annotations[MODE_ANNOTATION] !== undefined) {
-    const value = annotations[MODE_ANNOTATION];
+  } else if (annotations[MODE_ANNOTATION] !== undefined || labels[MODE_ANNOTATION] !== undefined) {
+    // the annotation, else the label of the same name (the label is what webhook selectors see)
+    const [what, value] = annotations[MODE_ANNOTATION] !== undefined ? ['annotation', annotations[MODE_ANNOTATION]] : ['label', labels[MODE_ANNOTATION]!];
     if (!(MODES as readonly string[]).includes(value)) {
       return {
         kind: 'reject',
-        message: `annotation ${MODE_ANNOTATION}: ${shortQuote(value)} is not a mode (allowed: ${MODES.join(', ')})`,
+        message: `${what} ${MODE_ANNOTATION}: ${shortQuote(value)} is not a mode (allowed: ${MODES.join(', ')})`,
       };
     }
     mode = value as InjectionMode;

@@ -19,6 +19,17 @@ export function podShapeProblem(value: unknown): string | null {
       if (map === undefined || map === null) continue;
       if (!isObject(map) || !Object.values(map).every((v) => typeof v === 'string')) return `metadata.${key} is not a map of strings`;
     }
+    for (const key of ['name', 'generateName', 'namespace'] as const) {
+      const v = metadata[key];
+      if (v !== undefined && v !== null && typeof v !== 'string') return `metadata.${key} is not a string`;
+    }
+    // the canonical-service labels are derived from the controller's name (telemetry-metadata.ts)
+    const owners = metadata.ownerReferences;
+    if (owners !== undefined && owners !== null) {
+      if (!Array.isArray(owners) || !owners.every((o) => isObject(o) && typeof o.name === 'string' && typeof o.kind === 'string')) {
+        return 'metadata.ownerReferences is not a list of references';
+      }
+    }
   }
   const spec = value.spec;
   if (spec === undefined) return null;
@@ -31,6 +42,13 @@ export function podShapeProblem(value: unknown): string | null {
       const item: unknown = list[i];
       if (!isObject(item) || typeof item.name !== 'string') return `spec.${key}[${i}] has no name`;
       if (key !== 'volumes') {
+        // an earlier injection's agent keeps what it was given in its environment
+        const env = item.env;
+        if (env !== undefined && env !== null) {
+          if (!Array.isArray(env) || !env.every((e) => isObject(e) && typeof e.name === 'string' && (e.value === undefined || e.value === null || typeof e.value === 'string'))) {
+            return `spec.${key}[${i}].env is not a list of variables`;
+          }
+        }
         const ports = item.ports;
         if (ports !== undefined && ports !== null) {
           if (!Array.isArray(ports) || !ports.every((p) => isObject(p) && typeof p.containerPort === 'number')) {

@@ -2,7 +2,7 @@ import type { V1Container, V1SecurityContext, V1Volume } from '@kubernetes/clien
 import { captureConfigToArgs, type CaptureConfig } from '../../iptables-init/capture-config.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { APISIX_CONFIG_ANNOTATION } from './annotations.js';
-import { APISIX_LUA_DIR, ipv6ListenCommand, renderApisixConfig } from './apisix-config.js';
+import { APISIX_LUA_DIR, APISIX_METRICS_PATH, ipv6ListenCommand, renderApisixConfig } from './apisix-config.js';
 import { formatStatus } from './status.js';
 
 /** Names of everything sidecar mode adds; an app may not use them. */
@@ -199,6 +199,8 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
       `--inbound-port=${config.ports.inbound}`,
       `--pod-labels-file=${POD_INFO_DIR}/labels`,
       `--lua-dir=${AGENT_LUA_DIR}`,
+      // merged into the status port's /stats/prometheus, where the pod's prometheus.io/* point
+      `--apisix-metrics-url=http://127.0.0.1:${config.ports.apisixMetrics}${APISIX_METRICS_PATH}`,
     ],
     env: [
       fieldEnv('POD_NAME', 'metadata.name'),

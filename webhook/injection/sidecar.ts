@@ -4,6 +4,7 @@ import type { InjectionConfig } from '../config/injection-config.js';
 import {
   APISIX_CONFIG_ANNOTATION,
   DEFAULT_CONTAINER_ANNOTATION,
+  DEFAULT_LOGS_CONTAINER_ANNOTATION,
   ISTIO_INJECT,
   ISTIO_NATIVE_SIDECAR_ANNOTATION,
   ISTIO_STATUS_ANNOTATION,
@@ -17,6 +18,7 @@ import { agentWithProbers, previousAppProbers, restoreAppProbes, rewriteAppProbe
 import { keepDefaulted } from './reinjection.js';
 import { NAMES, sidecarParts } from './sidecar-parts.js';
 import { parseStatus, type InjectionStatus } from './status.js';
+import { applyPrometheusMerge, canonicalServiceLabels, restorePrometheusAnnotations, scrapeEnvOf, withScrapeEnv } from './telemetry-metadata.js';
 
 function nativeSidecars(annotations: Record<string, string>, config: InjectionConfig): boolean {
   const value = annotations[ISTIO_NATIVE_SIDECAR_ANNOTATION];
@@ -95,18 +97,37 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   // Native: the rules first, then the mesh (started and ready before anything else), then the app's
   // init containers inside the mesh. Classic: the app's init containers keep an uncaptured network,
   // the rules come last; the mesh containers go first among the containers.
+  const previousAgent = [...(spec.initContainers ?? []), ...(spec.containers ?? [])].find(
+    (c) => c.name === NAMES.agent && (previous.initContainers.includes(c.name) || previous.containers.includes(c.name)),
+  );
+  const merge = applyPrometheusMerge(annotations, {
+    enabled: config.enablePrometheusMerge,
+    statusPort: config.ports.agentStatus,
+    reservedPorts: reserved,
+    previousScrapeEnv: scrapeEnvOf(previousAgent?.env),
+  });
+  // The app's scrape settings are per pod: the agent's shared (frozen) part gets a copy with them.
+  const withAppScrape = <T extends { name: string; env?: V1Container['env'] }>(c: T): T =>
+    c.name === NAMES.agent && merge.scrapeEnv !== null ? { ...c, env: withScrapeEnv(c.env, merge.scrapeEnv) } : c;
+
   const keep = keepDefaulted(spec, previous);
-  const initContainers = [...parts.initBefore.map(withProbers).map(keep.initContainer), ...appInits, ...parts.initAfter.map(keep.initContainer)];
-  const containers = parts.containers.length === 0 ? appContainers : [...parts.containers.map(withProbers).map(keep.container), ...appContainers];
+  const initContainers = [
+    ...parts.initBefore.map(withProbers).map(withAppScrape).map(keep.initContainer),
+    ...appInits,
+    ...parts.initAfter.map(keep.initContainer),
+  ];
+  const containers =
+    parts.containers.length === 0 ? appContainers : [...parts.containers.map(withProbers).map(withAppScrape).map(keep.container), ...appContainers];
 
   const newAnnotations: Record<string, string> = {
-    ...annotations,
+    ...merge.annotations,
     [STATUS_ANNOTATION]: parts.status,
     [APISIX_CONFIG_ANNOTATION]: parts.apisixConfig,
   };
   const firstApp = appContainers[0];
-  if (newAnnotations[DEFAULT_CONTAINER_ANNOTATION] === undefined && firstApp !== undefined) {
-    newAnnotations[DEFAULT_CONTAINER_ANNOTATION] = firstApp.name;
+  // As Istio's template: `kubectl logs` and `kubectl exec` pick the app, not the mesh, by default.
+  for (const name of [DEFAULT_CONTAINER_ANNOTATION, DEFAULT_LOGS_CONTAINER_ANNOTATION]) {
+    if (newAnnotations[name] === undefined && firstApp !== undefined) newAnnotations[name] = firstApp.name;
   }
 
   return {
@@ -115,6 +136,7 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
       ...metadata,
       labels: {
         ...metadata.labels,
+        ...canonicalServiceLabels(pod),
         [ISTIO_INJECT]: 'false',
         // the sidecar terminates Istio's mTLS once it has a workload certificate, which needs the CA
         // (TLS to istiod); a value the pod sets itself is kept, as Istio's template keeps it
@@ -142,8 +164,13 @@ export function withoutSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const annotations = pod.metadata?.annotations ?? {};
   const status = parseStatus(annotations[STATUS_ANNOTATION]);
   if (status === null) return pod;
-  const { [STATUS_ANNOTATION]: _status, [APISIX_CONFIG_ANNOTATION]: _config, ...rest } = annotations;
+  const { [STATUS_ANNOTATION]: _status, [APISIX_CONFIG_ANNOTATION]: _config, ...others } = annotations;
   const spec = pod.spec ?? { containers: [] };
+  const agent = [...(spec.initContainers ?? []), ...(spec.containers ?? [])].find(
+    (c) => c.name === NAMES.agent && (status.initContainers.includes(c.name) || status.containers.includes(c.name)),
+  );
+  // the app's own prometheus.io/* annotations come back from the agent's environment
+  const rest = agent === undefined ? others : restorePrometheusAnnotations(others, agent);
   // the app's own probes come back: the agent that served the rewritten ones goes
   const probers = previousAppProbers(spec, status, NAMES.agent);
   const statusPort = config.ports.agentStatus;

@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AdmissionRequest } from '../injection/admission-types.js';
 import type { ReviewOutcome } from '../injection/outcome.js';
 import {
@@ -11,8 +11,17 @@ import {
 } from './admission-codec.js';
 import { countOutcome, type ErrorReason, type WebhookMetrics } from './metrics.js';
 
+/**
+ * The mode a webhook entry's path names for the pods it sends (`/inject/sidecar`): the entries of
+ * the MutatingWebhookConfiguration select namespaces by label (the AdmissionReview carries no
+ * namespace labels), so a namespace labelled `apisix-mesh.io/mode=sidecar` reaches the webhook on
+ * its own path, where pods that name no mode of their own default to sidecar.
+ */
+export const NAMESPACE_MODES = ['sidecar'] as const;
+export type NamespaceMode = (typeof NAMESPACE_MODES)[number];
+
 /** Decides one admission request; the injection's `reviewAdmission` bound to its configuration. */
-export type Reviewer = (request: AdmissionRequest) => ReviewOutcome;
+export type Reviewer = (request: AdmissionRequest, namespaceMode?: NamespaceMode) => ReviewOutcome;
 
 export interface AdmissionRouteOptions {
   review: Reviewer;
@@ -61,7 +70,18 @@ export async function admissionRoutePlugin(app: FastifyInstance, opts: Admission
     return reply.code(200).send(failedResponse(FALLBACK_API_VERSION, '', `webhook failure: ${error.message}`));
   });
 
-  app.post('/inject', async (request, reply) => {
+  app.post('/inject', async (request, reply) => handle(request, reply, undefined));
+  app.post<{ Params: { mode: string } }>('/inject/:mode', async (request, reply) => {
+    const mode = request.params.mode;
+    if (!(NAMESPACE_MODES as readonly string[]).includes(mode)) {
+      // A webhook entry with a wrong path: never inject with a guessed mode. A 400, so the API
+      // server applies the entry's failurePolicy (Fail once ready: the pod is refused).
+      return clientError(reply, metrics, 400, 'bad-body', `unknown path /inject/${mode.slice(0, 40)} (known: ${NAMESPACE_MODES.map((m) => `/inject/${m}`).join(', ')})`);
+    }
+    return handle(request, reply, mode as NamespaceMode);
+  });
+
+  async function handle(request: FastifyRequest, reply: FastifyReply, namespaceMode: NamespaceMode | undefined) {
     const body = request.body;
     if (typeof body !== 'string' || body.length === 0) {
       return clientError(reply, metrics, 400, 'bad-body', 'no body found');
@@ -75,7 +95,7 @@ export async function admissionRoutePlugin(app: FastifyInstance, opts: Admission
     const { apiVersion, request: admission } = decoded;
     let reviewed: ReviewOutcome;
     try {
-      reviewed = opts.review(admission);
+      reviewed = opts.review(admission, namespaceMode);
     } catch (err) {
       // The review promises never to throw; if it does, refuse the pod rather than let it in unmeshed.
       request.log.error({ err, uid: admission.uid }, 'review failed');
@@ -92,6 +112,7 @@ export async function admissionRoutePlugin(app: FastifyInstance, opts: Admission
         namespace: admission.namespace,
         name: admission.name,
         ...(admission.name ? {} : generateNameField(admission.object)),
+        ...(namespaceMode ? { namespaceMode } : {}),
         outcome: outcome.kind,
         ...(outcome.kind === 'injected' ? { mode: outcome.mode, patchOps: outcome.patch.length, ...(outcome.warnings ? { warnings: outcome.warnings } : {}) } : {}),
         ...(outcome.kind === 'skipped' ? { reason: outcome.reason } : {}),
@@ -103,7 +124,7 @@ export async function admissionRoutePlugin(app: FastifyInstance, opts: Admission
       request.log.debug({ uid: admission.uid, patch: outcome.patch }, 'patch');
     }
     return reply.type('application/json; charset=utf-8').send(serializeReview(reviewResponse(apiVersion, admission.uid, outcome)));
-  });
+  }
 }
 
 function clientError(reply: FastifyReply, metrics: WebhookMetrics, code: 400 | 415, reason: ErrorReason, message: string): FastifyReply {

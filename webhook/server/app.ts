@@ -50,7 +50,10 @@ export const IDLE_CONNECTION_TIMEOUT_MS = 5_000;
  */
 export function buildWebhookApp(opts: WebhookAppOptions = {}): FastifyInstance {
   const config = opts.config ?? defaultInjectionConfig;
-  const review: Reviewer = opts.review ?? ((request) => reviewAdmission(request, config));
+  // Built once: the injection caches its sidecar parts per configuration object.
+  const sidecarNamespaceConfig: InjectionConfig = { ...config, defaultMode: 'sidecar' };
+  const review: Reviewer =
+    opts.review ?? ((request, namespaceMode) => reviewAdmission(request, namespaceMode === 'sidecar' ? sidecarNamespaceConfig : config));
   const metrics = opts.metrics ?? createWebhookMetrics();
   const readiness = opts.readiness ?? { ready: true };
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
