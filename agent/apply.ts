@@ -10,20 +10,22 @@ const UPSTREAMS = `${APISIX_PREFIX}upstreams/`;
 const ROUTES = `${APISIX_PREFIX}routes/`;
 /** the L4 front's listeners (agent/l4/), read by the sidecar's Lua in APISIX's stream workers */
 const L4 = `${APISIX_PREFIX}mesh_l4/`;
+/** the TLS relay's clusters (agent/mtls/origination.ts), read by tls_config.lua in the stream workers */
+const TLS_RELAY = `${APISIX_PREFIX}mesh_tls/`;
 /**
  * Directories APISIX's CLI marks with `init_dir` (kept when present; those of ALWAYS_MARKED always
  * written). A data plane's CLI writes none, and a directory without its marker is missing from
  * the configuration APISIX's workers load at start: it stays unloaded (`values` nil) until that
  * worker's first fetch of it.
  */
-const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams', 'mesh_l4'];
+const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams', 'mesh_l4', 'mesh_tls'];
 /**
  * routes and upstreams: what the agent writes. consumers: APISIX 3.13's Prometheus exporter reads
  * the consumers' list on every scrape and fails (`consumer.lua: attempt to get length of local
  * 'data_list' (a nil value)`, an [error] line and a 500) while it is unloaded, which is the case
  * for a moment after every start without the marker.
  */
-const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4']);
+const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4', 'mesh_tls']);
 
 /**
  * Puts before deletes; upstreams before the routes that use them; route deletes before the upstream
@@ -91,6 +93,7 @@ export class StoreApplier {
       }
     }
     for (const l of config.l4.values()) desired.set(`${L4}${l.id}`, this.encodeL4(l));
+    for (const c of config.tlsRelay?.values() ?? []) desired.set(`${TLS_RELAY}${c.id}`, this.encodeL4(c));
     for (const dir of MARKER_DIRS) {
       const key = `${APISIX_PREFIX}${dir}/`;
       const always = ALWAYS_MARKED.has(dir);
@@ -111,7 +114,7 @@ export class StoreApplier {
     return { revision, invalid, upstreams, routes };
   }
 
-  /** L4 listeners have no APISIX schema: the Lua that reads them validates their shape. */
+  /** L4 listeners and relay clusters have no APISIX schema: the Lua that reads them validates their shape. */
   private encodeL4(listener: object): Buffer {
     let e = this.encoded.get(listener);
     if (!e) this.encoded.set(listener, (e = { bytes: Buffer.from(JSON.stringify(listener), 'utf8'), error: null }));

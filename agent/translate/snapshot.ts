@@ -10,6 +10,7 @@ import { refusalRoute } from '../policy/refusal.js';
 import type { SkipList } from '../policy/filter-inventory.js';
 import { L4Translator } from '../l4/translator.js';
 import type { L4Listener } from '../l4/assemble.js';
+import { TlsOrigination, type RelayCluster } from '../mtls/origination.js';
 import {
   translateRouteConfiguration, tcpPassthroughRoute, DEFAULT_CAPTURE_PORTS,
   type CapturePorts, type RouteConfigTranslation, type TranslatedRoute,
@@ -29,6 +30,8 @@ export interface ApisixConfig {
   routes: Map<string, ApisixRoute>;
   /** every listener as the L4 front dispatches its connections (agent/l4/) */
   l4: Map<string, L4Listener>;
+  /** the TLS relay's clusters (agent/mtls/origination.ts), by id */
+  tlsRelay?: Map<string, RelayCluster>;
   notes: TranslationNote[];
   /** the JWKS the routes' JWT filters name by URI: the agent fetches them (agent/policy/jwks-fetcher.ts) */
   remoteJwks?: RemoteJwksSource[];
@@ -60,6 +63,7 @@ export class MeshTranslator {
   private readonly finalRouteCache = new WeakMap<TranslatedRoute, { main: ApisixUpstream | undefined; limits: ClusterTranslation['limits']; passthrough?: ClusterTranslation['originalDestination']; route: ApisixRoute }>();
   private readonly ports: CapturePorts;
   private readonly l4: L4Translator;
+  private readonly tlsOrigination = new TlsOrigination();
 
   constructor(private readonly options: TranslateOptions = {}) {
     this.ports = options.ports ?? DEFAULT_CAPTURE_PORTS;
@@ -166,6 +170,8 @@ export class MeshTranslator {
       upstreamByCluster.set(name, upstream);
     }
 
+    const tlsRelay = this.tlsOrigination.apply({ clusters, upstreamByCluster, upstreams, endpoints: xds.endpoints }, notes);
+
     const apisixRoutes = new Map<string, ApisixRoute>();
     for (const r of routes) {
       const passthrough = r.clusters.length === 1 ? clusters.get(r.clusters[0]!)?.originalDestination : undefined;
@@ -200,7 +206,7 @@ export class MeshTranslator {
       apisixRoutes.set(route.id, route);
     }
     const l4 = this.l4.translate(xds.listeners, clusters, upstreamByCluster, notes);
-    return { upstreams, routes: apisixRoutes, l4, notes, remoteJwks: remoteJwksSources([...jwtFilters]) };
+    return { upstreams, routes: apisixRoutes, l4, tlsRelay, notes, remoteJwks: remoteJwksSources([...jwtFilters]) };
   }
 
   /** The route under its scope's JWT and RBAC filters (Envoy runs them before routing, on every route). */

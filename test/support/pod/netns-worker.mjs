@@ -12,7 +12,10 @@
 //   {id, op: 'served', name}              → {id, count, requests: [{method, url, headers, peer}]}
 //   `serve` with `tls: {key, cert}` (PEM) serves HTTPS instead; each request also records the
 //       server name (SNI) the client sent (`servername`). `http` to an https: URL takes `ca` (PEM,
-//       the only trusted root) and `servername` (the SNI to send).
+//       the only trusted root) and `servername` (the SNI to send). With `tls.ca` the server requires
+//       a client certificate chained to it and records its SAN (`clientSan`), the ALPN list the
+//       client offered (`alpnOffered`) and the protocol chosen (`alpn`); `served` then also counts
+//       TCP connections (`connections`), handshakes that failed included.
 //   {id, op: 'tcpServe', name, host, port, banner?}  a TCP echo server; with `banner` it speaks first
 //       (sends the banner on accept), then echoes. `served` counts connections; requests: [{peer}]
 //   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?}  one connection: for
@@ -56,6 +59,7 @@ function serve({ id, name, host, port, tls }) {
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       const seen = { method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress, ...(tls ? { servername: req.socket.servername } : {}) };
+      if (tls?.ca) Object.assign(seen, { clientSan: req.socket.getPeerCertificate()?.subjectaltname, alpn: req.socket.alpnProtocol, alpnOffered: req.socket.apisixMeshOffered });
       record.count += 1;
       if (record.requests.length < 1000) record.requests.push(seen);
       const query = new URL(req.url, 'http://x').searchParams;
@@ -70,7 +74,29 @@ function serve({ id, name, host, port, tls }) {
       else answer();
     });
   };
-  const server = tls ? createHttpsServer({ key: tls.key, cert: tls.cert }, handler) : createServer(handler);
+  const mutual = tls?.ca
+    ? {
+        ca: tls.ca,
+        requestCert: true,
+        rejectUnauthorized: true,
+        // records what the client offered (Node gives the callback no socket: the last offer wins,
+        // which is enough for tests that send one request at a time)
+        ALPNCallback: ({ protocols }) => {
+          record.lastOffered = protocols;
+          return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
+        },
+      }
+    : {};
+  const server = tls ? createHttpsServer({ key: tls.key, cert: tls.cert, ...mutual }, handler) : createServer(handler);
+  if (tls?.ca) {
+    record.connections = 0;
+    server.on('connection', () => {
+      record.connections += 1;
+    });
+    server.on('secureConnection', (socket) => {
+      socket.apisixMeshOffered = record.lastOffered;
+    });
+  }
   server.on('upgrade', (req, socket) => {
     record.count += 1;
     if (record.requests.length < 1000) record.requests.push({ method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress });
@@ -202,7 +228,7 @@ const ops = {
   relay,
   served({ id, name }) {
     const s = servers.get(name);
-    reply({ id, count: s?.record.count ?? 0, requests: s?.record.requests ?? [] });
+    reply({ id, count: s?.record.count ?? 0, requests: s?.record.requests ?? [], ...(s?.record.connections !== undefined ? { connections: s.record.connections } : {}) });
   },
 };
 

@@ -86,7 +86,15 @@ local function cluster_peer(action)
     return { host = host, port = node.port, connect = action.connect_timeout or connect }
 end
 
-function _M.preread(direction, http_port, outbound_port, inbound_port)
+-- A node of an upstream whose endpoints need TLS is a TLS relay alias (agent/mtls/origination.ts):
+-- TCP proxies reach the relay on its TCP port (the cluster's ALPN), from the one source address
+-- the capture rules let through to a loopback address.
+local function relay_alias(ip)
+    local second = tonumber(ip:match("^127%.(%d+)%.%d+%.%d+$"))
+    return second ~= nil and second >= 64 and second <= 127
+end
+
+function _M.preread(direction, http_port, outbound_port, inbound_port, relay_tcp_port)
     local ip, port, family = original_dst.get()
     if not ip then
         return refuse("not a redirected connection (no original destination)")
@@ -139,8 +147,11 @@ function _M.preread(direction, http_port, outbound_port, inbound_port)
         if not peer then
             return refuse(err, dst)
         end
-        if direction == "inbound" then
+        if direction == "inbound" or relay_alias(peer.host) then
             ngx.var.apisix_mesh_bind = INBOUND_SOURCE
+        end
+        if relay_alias(peer.host) then
+            peer.port = relay_tcp_port
         end
         ctx.apisix_mesh_peer = peer
     else
