@@ -12,6 +12,7 @@ import { buildStatusServer } from './status-server.js';
 import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-credentials.js';
 import { startWorkloadIdentity, type WorkloadIdentityConfig } from './identity/start-identity.js';
 import type { WorkloadIdentity } from './identity/workload-identity.js';
+import { publishIdentity } from './identity/apisix-identity.js';
 import { JwksFetcher } from './policy/jwks-fetcher.js';
 
 export { xdsCredentials, type XdsTlsOptions };
@@ -209,7 +210,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       metrics.storeRevision.set(store.revision);
     });
     await status.listen({ host: options.statusHost, port: options.statusPort });
-    if (options.workloadIdentity) identity = startWorkloadIdentity(options.workloadIdentity, options.identity, metrics.registry, logger);
+    if (options.workloadIdentity) {
+      identity = startWorkloadIdentity(options.workloadIdentity, options.identity, metrics.registry, logger);
+      publishIdentity(store, identity, logger);
+    }
   } catch (err) {
     await etcd?.close();
     await status.close();

@@ -1,8 +1,9 @@
 import type { KvStore, StoreWrite } from './store/store.js';
-import { keyFromText } from './store/keys.js';
+import { keyFromText, keyToText, prefixEnd } from './store/keys.js';
 import type { ApisixConfig } from './translate/snapshot.js';
 import type { ApisixRoute, ApisixUpstream, TranslationNote } from './translate/apisix-types.js';
 import { validateApisix } from './schema/validate.js';
+import { IDENTITY_DIR } from './identity/apisix-identity.js';
 
 /** APISIX 3.x's key layout under its etcd prefix. */
 export const APISIX_PREFIX = '/apisix/';
@@ -26,6 +27,8 @@ const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_con
  * for a moment after every start without the marker.
  */
 const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4', 'mesh_tls']);
+/** Keys under the prefix that other writers of the agent own (the workload identity): never deleted here. */
+const WRITTEN_ELSEWHERE = [IDENTITY_DIR];
 
 /**
  * Puts before deletes; upstreams before the routes that use them; route deletes before the upstream
@@ -101,7 +104,7 @@ export class StoreApplier {
     }
     let revision: number;
     if (!this.last) {
-      revision = this.store.applySnapshot(APISIX_PREFIX, desired, applyOrder);
+      revision = this.store.applySnapshot(APISIX_PREFIX, withKeysWrittenElsewhere(this.store, desired), applyOrder);
     } else {
       // Diff against the previous snapshot: unchanged objects reuse the same bytes, so this is a
       // pointer comparison per key instead of re-encoding every value.
@@ -126,4 +129,14 @@ export class StoreApplier {
     if (!e) this.encoded.set(object, (e = { bytes: Buffer.from(JSON.stringify(object), 'utf8'), error: validateApisix(schema, object) }));
     return e;
   }
+}
+
+/** `desired` plus the current keys other writers own, so that a full snapshot keeps them. */
+function withKeysWrittenElsewhere(store: KvStore, desired: ReadonlyMap<string, Uint8Array | 'init_dir'>): Map<string, Uint8Array | string> {
+  const out = new Map<string, Uint8Array | string>(desired);
+  for (const prefix of WRITTEN_ELSEWHERE) {
+    const from = keyFromText(prefix);
+    for (const kv of store.range({ key: from, rangeEnd: prefixEnd(from) }).kvs) out.set(keyToText(kv.key), kv.value);
+  }
+  return out;
 }
