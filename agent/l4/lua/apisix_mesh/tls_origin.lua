@@ -74,7 +74,9 @@ local function originate(up, found, identity, tcp)
     if not leaf then
         return "cannot read the server's certificate: " .. tostring(err)
     end
-    return peer_identity.check(identity.store, leaf, chain, cluster.san)
+    local reason = peer_identity.check(identity.store, leaf, chain, cluster.san)
+    tls_socket.clear_errors()
+    return reason
 end
 
 -- `tcp_port`: connections to this port come from the L4 front's TCP proxies (the cluster's ALPN).

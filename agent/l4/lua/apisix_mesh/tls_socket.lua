@@ -186,6 +186,12 @@ function _M.peer_chain(sock)
     return leaf, chain
 end
 
+-- Forgets OpenSSL's queued errors (a failed verification leaves some; nginx would log them later
+-- as "ignoring stale global SSL error" on an unrelated connection).
+function _M.clear_errors()
+    C.ERR_clear_error()
+end
+
 -- The protocol the server selected, or nil.
 function _M.selected_alpn(sock)
     local ssl = ssl_of(sock)
