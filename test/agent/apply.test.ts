@@ -9,11 +9,11 @@ function keys(store: KvStore): string[] {
 }
 
 describe('the directories APISIX loads at start', () => {
-  it('marks routes, upstreams, consumers and the L4 listeners even when they are empty', () => {
+  it('marks routes, upstreams, consumers, the L4 listeners and the TLS relay even when they are empty', () => {
     // Without /apisix/consumers/ APISIX 3.13 leaves the consumers unloaded for a moment after its
     // start, and a Prometheus scrape then fails with an [error] (seen in test/dataplane).
     const store = new KvStore();
     new StoreApplier(store).apply({ upstreams: new Map(), routes: new Map(), l4: new Map(), notes: [] });
-    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/routes/', '/apisix/upstreams/']);
+    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/upstreams/']);
   });
 });
