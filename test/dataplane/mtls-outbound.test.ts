@@ -7,18 +7,17 @@
 // a foreign CA gets no request; auto-mTLS uses TLS only for endpoints labelled tlsMode istio; before
 // the pod has a certificate, nothing goes out. APISIX's error log in every test.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import forge from 'node-forge';
-import type { V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { ISTIOD_IP, startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send, type Answer } from '../support/echo-requests.js';
-import { createTestPki, issueLeaf, rsaKey, type CaKeyPair } from '../support/test-pki.js';
+import { createTestPki } from '../support/test-pki.js';
+import { meshLeaf as leaf, TEST_CA_TOKEN, unixBridge, withTestCa } from '../support/pod/mesh-ca.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
 import {
   allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, MeshResources, outboundCluster, outboundHttpListener,
@@ -29,7 +28,6 @@ const NS = 'test';
 const POD = 'client';
 const POD_SPIFFE_ID = `spiffe://cluster.local/ns/${NS}/sa/${POD}`;
 const SERVER_ID = `spiffe://cluster.local/ns/${NS}/sa/server`;
-const TOKEN = 'test-istio-ca-token';
 const ENDPOINT_PORT = 8443;
 
 /** Each service: its VIP, its endpoints (server names) and how istiod set its cluster's TLS. */
@@ -57,58 +55,6 @@ function mesh(): MeshResources {
   m.cluster(passthroughCluster()).cluster(blackHoleCluster());
   m.listener(outboundHttpListener(80)).listener(virtualOutbound());
   return m;
-}
-
-function leaf(issuer: CaKeyPair, spiffeId: string): { cert: string; key: string } {
-  const key = rsaKey();
-  const cert = issueLeaf(issuer, forge.pki.setRsaPublicKey(key.n, key.e), spiffeId, 3600);
-  // as Istio's servers present it: the leaf and the intermediate
-  return { cert: forge.pki.certificateToPem(cert) + issuer.pem, key: forge.pki.privateKeyToPem(key) };
-}
-
-/**
- * The agent with a CA as the injection gives it one with TLS to istiod (--ca-address on the xDS
- * host, root certificate, token), here from files the pod's downward API writes from annotations:
- * the harness's kubelet runs no ConfigMap or projected-token volumes.
- */
-function withTestCa(rootPem: string): (pod: V1Pod) => V1Pod {
-  return (pod) => {
-    const dir = '/var/run/apisix-mesh-test-ca';
-    pod.metadata!.annotations = { ...pod.metadata!.annotations, 'test.apisix-mesh/root-cert': rootPem, 'test.apisix-mesh/token': TOKEN };
-    pod.spec!.volumes = [
-      ...(pod.spec!.volumes ?? []),
-      {
-        name: 'test-ca',
-        downwardAPI: {
-          items: [
-            { path: 'root-cert.pem', fieldRef: { fieldPath: "metadata.annotations['test.apisix-mesh/root-cert']" } },
-            { path: 'token', fieldRef: { fieldPath: "metadata.annotations['test.apisix-mesh/token']" } },
-          ],
-        },
-      },
-    ];
-    const agent = [...(pod.spec!.initContainers ?? []), ...pod.spec!.containers].find((c) => c.args?.[0] === 'agent')!;
-    const xds = agent.args!.find((a) => a.startsWith('--xds-address='))!.slice('--xds-address='.length);
-    // the fake CA serves istiod's certificate (DNS SAN istiod.istio-system.svc); the harness dials an address
-    agent.args!.push(`--ca-address=${xds.replace(/:\d+$/, ':15012')}`, '--xds-server-name=istiod.istio-system.svc', `--root-cert=${dir}/root-cert.pem`, `--token-file=${dir}/token`);
-    agent.volumeMounts = [...(agent.volumeMounts ?? []), { name: 'test-ca', mountPath: dir, readOnly: true }];
-    return pod;
-  };
-}
-
-/** A Unix socket in front of the CA's TCP port (the pod reaches it through the cluster side's relay). */
-function unixBridge(path: string, port: number): Promise<Server> {
-  const server = createServer((socket) => {
-    const upstream = connect(port, '127.0.0.1');
-    socket.pipe(upstream).pipe(socket);
-    const end = () => {
-      socket.destroy();
-      upstream.destroy();
-    };
-    socket.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-  });
-  return new Promise((resolve) => server.listen(path, () => resolve(server)));
 }
 
 const RELAY_UPSTREAM = String.raw`upstream: "http://127\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.\d+\.\d+:15083/`;
@@ -144,7 +90,7 @@ describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s seman
     const pki = createTestPki();
     const foreign = createTestPki();
     ca = new FakeIstioCa(pki);
-    ca.requiredToken = TOKEN;
+    ca.requiredToken = TEST_CA_TOKEN;
     ca.expectedSpiffeId = POD_SPIFFE_ID;
     dir = mkdtempSync(join(tmpdir(), 'mtls-outbound-'));
     bridge = await unixBridge(join(dir, 'ca.sock'), await ca.start());
@@ -230,7 +176,9 @@ describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s seman
     expect(answers.map((a) => a.status)).toEqual(Array(12).fill(200));
     const byServer = new Map(answers.map((a) => [a.echo!.name, a.echo!]));
     expect([...byServer.keys()].sort()).toEqual(['auto-plain', 'auto-sidecar']);
-    expect(byServer.get('auto-sidecar')).toMatchObject({ clientSan: `URI:${POD_SPIFFE_ID}`, servername: `outbound_.80_._.${fqdn('auto', NS)}` });
+    // every answer of the sidecar endpoint came over mutual TLS (resumed sessions included)
+    const sidecar = answers.filter((a) => a.echo!.name === 'auto-sidecar').map((a) => ({ clientSan: a.echo!.clientSan, servername: a.echo!.servername }));
+    expect(new Set(sidecar.map((x) => JSON.stringify(x))), JSON.stringify(sidecar)).toEqual(new Set([JSON.stringify({ clientSan: `URI:${POD_SPIFFE_ID}`, servername: `outbound_.80_._.${fqdn('auto', NS)}` })]));
     // the plain server is an HTTP server: a TLS client would not have got an answer from it
     expect(byServer.get('auto-plain')!.clientSan).toBeUndefined();
     errors([REFUSED.identity, REFUSED.impostor, REFUSED.foreign, ...CLOSED]);

@@ -8,6 +8,11 @@
 --  * plain: forwards as is (auto-mTLS to an endpoint without a sidecar);
 --  * refuse, an unknown alias, no workload identity: closes the connection (APISIX answers 502).
 -- Then it copies bytes both ways until either side closes.
+-- A verified connection's TLS session is kept per alias (this worker, at most SESSION_MAX_AGE) and
+-- offered on the next connection: a resumed session skips the certificate exchange and the RSA
+-- signature, and is accepted without a new check only when it was established, verified, with the
+-- same identity and the same cluster settings (the cache key), so resumption never widens who is
+-- trusted.
 local core = require("apisix.core")
 local tls_config = require("apisix_mesh.tls_config")
 local tls_socket = require("apisix_mesh.tls_socket")
@@ -17,6 +22,34 @@ local BUFFER = 65536
 -- Envoy's TCP proxy idle timeout; APISIX's own upstream timeouts bound HTTP exchanges
 local IDLE_TIMEOUT_MS = 3600 * 1000
 local DEFAULT_CONNECT_TIMEOUT_MS = 5000
+local SESSION_MAX_AGE = 300
+local SESSIONS_MAX = 10000
+
+-- alias → { session, cluster, identity, at }
+local sessions = {}
+local session_count = 0
+
+local function cached_session(alias, found, identity)
+    local s = sessions[alias]
+    if s and s.cluster == found.cluster and s.identity == identity and ngx.now() - s.at < SESSION_MAX_AGE then
+        return s.session
+    end
+    return nil
+end
+
+local function keep_session(alias, up, found, identity)
+    local session = tls_socket.session(up)
+    if not session then
+        return
+    end
+    if not sessions[alias] then
+        if session_count >= SESSIONS_MAX then
+            sessions, session_count = {}, 0
+        end
+        session_count = session_count + 1
+    end
+    sessions[alias] = { session = session, cluster = found.cluster, identity = identity, at = ngx.now() }
+end
 
 local _M = {}
 
@@ -30,11 +63,15 @@ local function refuse(level, alias, ...)
     return ngx.exit(ngx.ERROR)
 end
 
-local function pump(from, to)
+local function pump(from, to, on_first)
     while true do
         local data, err = from:receiveany(BUFFER)
         if not data then
             return err
+        end
+        if on_first then
+            on_first()
+            on_first = nil
         end
         local ok
         ok, err = to:send(data)
@@ -58,16 +95,19 @@ local function wire_cache(list)
     return wire
 end
 
-local function originate(up, found, identity, tcp)
+local function originate(up, alias, found, identity, tcp)
     local cluster = found.cluster
     local alpn, err = wire_cache((tcp and cluster.alpn_tcp or cluster.alpn) or {})
     if not alpn then
         return err
     end
-    local ok
-    ok, err = tls_socket.handshake(up, cluster.sni, alpn, identity.chain, identity.key)
+    local offered = cached_session(alias, found, identity)
+    local ok, resumed = tls_socket.handshake(up, cluster.sni, alpn, identity.chain, identity.key, offered)
     if not ok then
-        return "TLS handshake failed: " .. tostring(err)
+        return "TLS handshake failed: " .. tostring(resumed)
+    end
+    if resumed and offered then
+        return nil -- the server holds the secret of a session verified under this cache key
     end
     local leaf, chain
     leaf, chain, err = tls_socket.peer_chain(up)
@@ -122,7 +162,7 @@ function _M.relay(tcp_port)
     end
     local tcp = tonumber(ngx.var.server_port) == tcp_port
     if identity then
-        local reason = originate(up, found, identity, tcp)
+        local reason = originate(up, alias, found, identity, tcp)
         if reason then
             up:close()
             return refuse("error", alias, where, " refused: ", reason)
@@ -131,7 +171,9 @@ function _M.relay(tcp_port)
     down:settimeouts(IDLE_TIMEOUT_MS, IDLE_TIMEOUT_MS, IDLE_TIMEOUT_MS)
 
     local to_server = ngx.thread.spawn(pump, down, up)
-    local to_client = ngx.thread.spawn(pump, up, down)
+    -- the server's first data: a TLS 1.3 ticket has been read by then
+    local keep = identity and function() keep_session(alias, up, found, identity) end
+    local to_client = ngx.thread.spawn(pump, up, down, keep)
     local _, why = ngx.thread.wait(to_server, to_client)
     if coroutine.status(to_server) == "dead" and why == "closed" and tcp then
         -- the client finished sending (FIN); a TCP peer may still answer, as with Envoy's proxy

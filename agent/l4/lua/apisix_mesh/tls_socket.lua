@@ -33,6 +33,10 @@ X509 *SSL_get0_peer_certificate(const SSL *s);
 OPENSSL_STACK *SSL_get_peer_cert_chain(const SSL *s);
 void SSL_get0_alpn_selected(const SSL *s, const unsigned char **data, unsigned int *len);
 void ERR_clear_error(void);
+int SSL_session_reused(const SSL *s);
+SSL_SESSION *SSL_get1_session(SSL *s);
+int SSL_SESSION_is_resumable(const SSL_SESSION *s);
+void SSL_SESSION_free(SSL_SESSION *s);
 
 typedef struct {
     SSL      *connection;
@@ -106,8 +110,9 @@ local function upstream_of(sock)
 end
 
 -- Handshake as a client on a connected cosocket: `cert` (parsed chain, leaf first) and `key`
--- presented, `sni` sent (may be empty), `alpn_wire` offered; no verification (see above).
-function _M.handshake(sock, sni, alpn_wire, cert, key)
+-- presented, `sni` sent (may be empty), `alpn_wire` offered, `session` (from session()) offered
+-- for resumption; no verification (see above). Returns true and whether the session was resumed.
+function _M.handshake(sock, sni, alpn_wire, cert, key, session)
     local u = upstream_of(sock)
     if not u then
         return nil, "not a connected cosocket"
@@ -134,7 +139,9 @@ function _M.handshake(sock, sni, alpn_wire, cert, key)
         server_name[0].len = 0
     end
     session_ptr[0] = nil
-    local rc = C.ngx_stream_lua_ffi_socket_tcp_tlshandshake(r, sock[SOCKET_CTX_INDEX], nil, 0, server_name,
+    -- enable_session_reuse 0: nginx would save the session at the end of the handshake, before a
+    -- TLS 1.3 server's ticket arrives; session() takes it later
+    local rc = C.ngx_stream_lua_ffi_socket_tcp_tlshandshake(r, sock[SOCKET_CTX_INDEX], session, 0, server_name,
                                                             0, 0, cert, key, errmsg)
     -- the SSL exists now: later handshakes of other connections may set other lists
     while true do
@@ -143,7 +150,8 @@ function _M.handshake(sock, sni, alpn_wire, cert, key)
             return nil, ffi_str(errmsg[0])
         end
         if rc == FFI_OK then
-            return true
+            local ssl = _M.ssl_of(sock)
+            return true, ssl ~= nil and C.SSL_session_reused(ssl) == 1
         end
         co_yield()
         rc = C.ngx_stream_lua_ffi_socket_tcp_get_tlshandshake_result(r, sock[SOCKET_CTX_INDEX], session_ptr,
@@ -151,7 +159,7 @@ function _M.handshake(sock, sni, alpn_wire, cert, key)
     end
 end
 
-local function ssl_of(sock)
+function _M.ssl_of(sock)
     local u = upstream_of(sock)
     local c = u and u.peer_connection
     local s = c ~= nil and c.ssl
@@ -163,7 +171,7 @@ end
 
 -- The peer's leaf and its chain (resty.openssl objects, copies), after a handshake.
 function _M.peer_chain(sock)
-    local ssl = ssl_of(sock)
+    local ssl = _M.ssl_of(sock)
     if not ssl then
         return nil, nil, "no TLS connection"
     end
@@ -186,6 +194,24 @@ function _M.peer_chain(sock)
     return leaf, chain
 end
 
+-- The connection's session if it can be resumed (after the server's first data, a TLS 1.3 server's
+-- ticket has arrived), freed when the Lua object is collected.
+function _M.session(sock)
+    local ssl = _M.ssl_of(sock)
+    if not ssl then
+        return nil
+    end
+    local session = C.SSL_get1_session(ssl)
+    if session == nil then
+        return nil
+    end
+    if C.SSL_SESSION_is_resumable(session) ~= 1 then
+        C.SSL_SESSION_free(session)
+        return nil
+    end
+    return ffi.gc(session, C.SSL_SESSION_free)
+end
+
 -- Forgets OpenSSL's queued errors (a failed verification leaves some; nginx would log them later
 -- as "ignoring stale global SSL error" on an unrelated connection).
 function _M.clear_errors()
@@ -194,7 +220,7 @@ end
 
 -- The protocol the server selected, or nil.
 function _M.selected_alpn(sock)
-    local ssl = ssl_of(sock)
+    local ssl = _M.ssl_of(sock)
     if not ssl then
         return nil
     end
