@@ -166,8 +166,10 @@ describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s seman
     expect((await get('foreign')).status).toBe(502);
     expect((await pod.cluster.served('impostor')).count).toBe(0);
     expect((await pod.cluster.served('foreign-ca')).count).toBe(0);
-    // the handshakes did happen (the check is the relay's, after the handshake, before any data)
+    // the relay refused them for their identity (after the handshake, before any data)
     expect((await pod.cluster.served('impostor')).connections).toBeGreaterThan(0);
+    expect(pod.apisixLog()).toMatch(REFUSED.impostor);
+    expect(pod.apisixLog()).toMatch(REFUSED.foreign);
     errors([REFUSED.identity, REFUSED.impostor, REFUSED.foreign, ...CLOSED]);
   });
 
