@@ -3,7 +3,7 @@ import { AdsClient } from './xds/ads-client.js';
 import { buildNode, type NodeIdentity } from './xds/node.js';
 import { KvStore } from './store/store.js';
 import { startEtcdServer, type EtcdServer } from './etcd/server.js';
-import { MeshTranslator, type ApisixConfig } from './translate/snapshot.js';
+import { MeshTranslator, type ApisixChanges, type XdsChange } from './translate/snapshot.js';
 import type { CapturePorts } from './translate/route-configuration.js';
 import type { TranslationNote } from './translate/apisix-types.js';
 import { APISIX_PREFIX, StoreApplier, type ApplyResult } from './apply.js';
@@ -60,8 +60,7 @@ export interface RunningAgent {
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const metrics = new AgentMetrics();
   let ready = false;
-  let current: ApisixConfig | undefined;
-  let currentInvalid: TranslationNote[] = [];
+  let currentNotes: TranslationNote[] = [];
   let versions: () => Record<string, string> = () => ({});
   let identity: WorkloadIdentity | undefined;
   // with a CA, traffic needs the workload certificate as much as the configuration
@@ -74,10 +73,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         ready,
         storeRevision: store.revision,
         xdsVersions: versions(),
-        upstreams: current ? [...current.upstreams.values()] : [],
-        routes: current ? [...current.routes.values()] : [],
-        l4: current ? [...current.l4.values()] : [],
-        skipped: current ? [...current.notes, ...currentInvalid] : [],
+        ...applier.objects(),
+        skipped: currentNotes,
       }),
     },
     metrics,
@@ -89,9 +86,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // milliseconds the clock outruns the agent's revisions (at most one per coalescing window,
   // >= 100 ms by default) however long the previous process ran; it stays far below 2^53.
   // History only serves APISIX watches that resume a few revisions back (a watch further back is
-  // answered "compacted" and APISIX reloads everything): 16 MiB keeps ~3 revisions in which every
-  // endpoint of 10,000 services changed; the default (256 MiB, 100,000 events) kept ~9 of them.
-  const store = new KvStore({ initialRevision: Date.now(), maxHistoryBytes: 16 * 1024 * 1024 });
+  // answered "compacted" and APISIX reloads everything): 8 MiB (counted as keys + values + 64 bytes
+  // an event; ~1.4x that in memory) keeps 1-2 revisions in which every endpoint of 10,000 services
+  // changed, ~10 at 2,000 services, thousands of one-endpoint revisions; 16 MiB cost ~12 MiB more
+  // at 10,000 services; the default (256 MiB, 100,000 events) kept ~9 full pushes.
+  const store = new KvStore({ initialRevision: Date.now(), maxHistoryBytes: 8 * 1024 * 1024 });
   const translator = new MeshTranslator({
     podIp: options.identity.podIp,
     ...(options.capturePorts ? { ports: options.capturePorts } : {}),
@@ -111,6 +110,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     ...(options.backoff ? { backoff: options.backoff } : {}),
     ...(options.warmingTimeoutMs !== undefined ? { warmingTimeoutMs: options.warmingTimeoutMs } : {}),
     logger: { info: (m) => logger.info(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
+    // each changed resource is translated as it is decoded; nothing keeps it decoded
+    prepare: (kind, name, resource, bytes) => translator.prepare(kind, name, resource, bytes),
   });
 
   versions = () => client.versions();
@@ -131,29 +132,31 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       return;
     }
     const stop = metrics.translationSeconds.startTimer();
-    let config: ApisixConfig;
+    let changes: ApisixChanges;
     let result: ApplyResult;
     try {
-      config = translator.translate(client.resources(), jwks.states());
-      result = applier.apply(config);
+      translator.useRemoteJwks(jwks.states());
+      changes = translator.assemble();
+      result = applier.applyChanges(changes);
     } catch (err) {
       // Resources are validated when they arrive, so this is a bug; it must not stop the agent.
-      // The store still holds the last good snapshot (a revision is written whole or not at all).
+      // The store still holds the last good snapshot (a revision is written whole or not at all),
+      // and the next attempt writes the whole configuration again.
+      translator.resync();
       metrics.applyFailures.inc();
       logger.error(`configuration not applied, the last good one stays served: ${(err as Error).message.slice(0, 300)}`);
       return;
     } finally {
       stop();
     }
-    current = config;
-    currentInvalid = result.invalid;
-    jwks.want(config.remoteJwks ?? []);
+    currentNotes = [...changes.notes, ...result.invalid];
+    jwks.want(changes.remoteJwks);
     metrics.applies.inc();
     metrics.storeRevision.set(store.revision);
     metrics.objects.set({ kind: 'upstream' }, result.upstreams);
     metrics.objects.set({ kind: 'route' }, result.routes);
     metrics.skipped.reset();
-    for (const n of [...config.notes, ...result.invalid]) {
+    for (const n of currentNotes) {
       metrics.skipped.inc({ kind: n.kind, reason: n.reason });
       const key = `${n.kind}\0${n.name}\0${n.reason}`;
       if (!loggedNotes.has(key) && n.reason !== 'endpoints-pending' && n.reason !== 'route-config-pending') {
@@ -184,6 +187,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     timer = setTimeout(apply, wait);
   };
 
+  client.on('changes', (change: XdsChange) => translator.ingest(change));
   client.on('update', (kinds: Set<string>) => {
     for (const k of kinds) {
       metrics.xdsResponses.inc({ type: k });

@@ -25,7 +25,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import YAML from 'yaml';
-import { endpointIp, mesh, serviceVip } from './synthetic-mesh.mjs';
+import { cla, endpointIp, mesh, serviceHost, serviceVip } from './synthetic-mesh.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const env = (name, fallback) => process.env[name] ?? fallback;
@@ -57,6 +57,8 @@ const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
 const JWT = env('BENCH_JWT', '') === '1';
 /** BENCH_RBAC=1: also the sidecar with an AuthorizationPolicy of 10 ALLOW policies × 10 rules inbound, every rule evaluated */
 const RBAC = env('BENCH_RBAC', '') === '1';
+/** one-endpoint changes measured at the largest memory size (0: none) */
+const ENDPOINT_CHANGES = Number(env('BENCH_ENDPOINT_CHANGES', 10));
 /** BENCH_RETRY_BASELINE=1: also the sidecar without route retry policies (outbound then skips the retry location) */
 const RETRY_BASELINE = env('BENCH_RETRY_BASELINE', '') === '1';
 const ISTIO = { vcpu: 0.2, mb: 60, addedP90: 0.228, addedP99: 0.298 };
@@ -512,6 +514,60 @@ async function waitServing(pod, i, timeoutMs = 300_000) {
   }
 }
 
+/**
+ * What one changed endpoint costs at `n` services: istiod pushes the assignment of one service with
+ * a new endpoint (istiod's incremental EDS), and the app polls that service until the new endpoint
+ * answers. CPU of APISIX's processes and of the agent from /proc, over the same polling without a
+ * push as the control (the polling requests cost the same in both).
+ */
+async function endpointChanges(pod, n) {
+  const i = n - 1;
+  const name = `outbound|80||${serviceHost(i)}`;
+  const roles = rolesIn(pod.network.pod);
+  // polls the service until `until(answering endpoint)`; resolves to the number of requests sent
+  const poll = async (until, timeoutMs = 60_000) => {
+    const start = Date.now();
+    for (let polls = 1; ; polls++) {
+      const res = await pod.app().http({ url: `http://${serviceVip(i)}/`, timeoutMs: 5000 });
+      if ('status' in res && res.status === 200 && until(JSON.parse(res.body).name, polls)) return polls;
+      if (Date.now() - start > timeoutMs) throw new Error(`svc-${i}: the changed endpoint did not serve within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const spent = async (work) => {
+    const before = cpuByRole(roles);
+    const start = Date.now();
+    const polls = await work();
+    const ms = Date.now() - start;
+    await new Promise((r) => setTimeout(r, 300)); // what follows the first answer (the other worker) counts too
+    const after = cpuByRole(roles);
+    return { ms, polls, proxy: ((after.proxy - before.proxy) * 1000) / CLK_TCK, agent: ((after.agent - before.agent) * 1000) / CLK_TCK };
+  };
+  const changes = [], control = [];
+  for (let k = 0; k < ENDPOINT_CHANGES; k++) {
+    // the k-th change replaces the third endpoint by a new one, which answers as svc-<i>-new-<k>
+    const ip = endpointIp(i, 3 + k);
+    pod.network.addClusterAddresses(ip);
+    await pod.cluster.serve(`svc-${i}-new-${k}`, ip, 8080);
+    const assignment = cla(name, i, 2);
+    assignment.endpoints[0].lb_endpoints.push({ endpoint: { address: { socket_address: { address: ip, port_value: 8080 } } }, health_status: 'HEALTHY', load_balancing_weight: 1 });
+    control.push(await spent(() => poll((_who, polls) => polls >= 20)));
+    pod.istiod.set('endpoint', assignment);
+    changes.push(await spent(() => {
+      pod.istiod.push(['endpoint'], [name]);
+      return poll((who) => who === `svc-${i}-new-${k}`);
+    }));
+  }
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const perPoll = median(control.map((c) => c.proxy / c.polls));
+  const polling = median(changes.map((c) => c.polls)) * perPoll + 0.3 * median(control.map((c) => c.proxy / ((c.ms + 300) / 1000)));
+  console.log(
+    `one changed endpoint at ${n} services (${ENDPOINT_CHANGES} changes, medians): push -> the new endpoint answers in ${f(median(changes.map((c) => c.ms)), 0)} ms ` +
+      `(each: ${changes.map((c) => f(c.ms, 0)).join(', ')}); CPU per change: APISIX ${f(median(changes.map((c) => c.proxy)), 0)} ms, of which ~${f(polling, 0)} ms is the polling ` +
+      `(measured without a push: ${f(perPoll, 1)} ms per request), agent ${f(median(changes.map((c) => c.agent)), 0)} ms; load ${load1()}`,
+  );
+}
+
 async function memorySeries(h, setups) {
   console.log(`\nmemory: a fresh injected pod, the mesh grown by istiod pushes to ${MEMORY_SIZES.join(' / ')} services; each worker's router built by requests first`);
   console.log('services | agent routes / upstreams | APISIX PSS (all processes) | APISIX RSS summed | agent RSS | APISIX + agent (PSS) | load');
@@ -542,6 +598,8 @@ async function memorySeries(h, setups) {
       const each = roles.proxy.map((pid) => `${readOr(`/proc/${pid}/cmdline`, '').split('\0')[0].replace(/^nginx: | process.*$/g, '')} ${f(memoryOf([pid]).pssMiB, 0)}`);
       console.log(`${String(n).padStart(8)} | ${objects.routes} / ${objects.upstreams} | ${f(apisix.pssMiB, 1)} MiB (${each.join(', ')}) | ${f(apisix.rssMiB, 1)} MiB | ${f(agent.rssMiB, 1)} MiB | ${f(apisix.pssMiB + agent.pssMiB, 1)} MiB | ${load1()}`);
     }
+    const largest = MEMORY_SIZES[MEMORY_SIZES.length - 1];
+    if (largest > 0 && ENDPOINT_CHANGES > 0) await endpointChanges(pod, largest);
   } finally {
     await pod.stop();
     delete setups.memory;

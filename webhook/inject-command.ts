@@ -42,7 +42,7 @@ export function registerInjectCommand(program: Command): void {
         'none',
       ]),
     )
-    .option('--config <file>', 'the injection configuration file (YAML); default: the built-in defaults (see README)')
+    .option('--config <file>', 'the injection configuration file (YAML); default: the built-in defaults (see docs/injection.md)')
     .option('-v, --verbose', 'say on stderr what was done with each pod')
     .action(async (opts: InjectOptions) => {
       // The injection loads with the command, not with the CLI: other roles start without it.

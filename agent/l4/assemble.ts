@@ -1,5 +1,5 @@
 import type { ClusterTranslation } from '../translate/cluster.js';
-import type { ApisixUpstream, TranslationNote } from '../translate/apisix-types.js';
+import type { TranslationNote } from '../translate/apisix-types.js';
 import { stableId } from '../translate/ids.js';
 import type { L4ChainDraft, L4ChainMatch, L4ListenerDraft, L4Bind } from './listener-chains.js';
 
@@ -34,10 +34,10 @@ export type L4Action =
 export function assembleL4Listener(
   draft: L4ListenerDraft,
   clusters: ReadonlyMap<string, ClusterTranslation>,
-  upstreamByCluster: ReadonlyMap<string, ApisixUpstream>,
+  upstreamIdOf: UpstreamIdLookup,
   notes: TranslationNote[],
 ): L4Listener {
-  const chain = (c: L4ChainDraft): L4Chain => ({ name: c.name, match: c.match, action: resolve(c, draft.listenerName, clusters, upstreamByCluster, notes) });
+  const chain = (c: L4ChainDraft): L4Chain => ({ name: c.name, match: c.match, action: resolve(c, draft.listenerName, clusters, upstreamIdOf, notes) });
   const out: L4Listener = {
     id: stableId('l4', draft.listenerName),
     name: draft.listenerName.slice(0, 512),
@@ -49,13 +49,16 @@ export function assembleL4Listener(
   return out;
 }
 
+/** The id of the upstream APISIX gets for a cluster; undefined when it has none (not translatable, no endpoints yet). */
+export type UpstreamIdLookup = (cluster: string) => string | undefined;
+
 const BLACK_HOLE = 'BlackHoleCluster';
 
 function resolve(
   c: L4ChainDraft,
   listenerName: string,
   clusters: ReadonlyMap<string, ClusterTranslation>,
-  upstreams: ReadonlyMap<string, ApisixUpstream>,
+  upstreamIdOf: UpstreamIdLookup,
   notes: TranslationNote[],
 ): L4Action {
   const target = c.target;
@@ -74,9 +77,9 @@ function resolve(
   if (passthrough.some((p) => p)) return refuse('a weighted split mixing the original destination and clusters');
   const out: Array<{ upstream_id: string; weight: number }> = [];
   for (const { name, weight } of target.clusters) {
-    const upstream = upstreams.get(name);
-    if (!upstream) return refuse(clusters.has(name) ? `cluster ${name} is not translatable or has no endpoints yet` : `unknown cluster ${name}`);
-    out.push({ upstream_id: upstream.id, weight });
+    const upstreamId = upstreamIdOf(name);
+    if (!upstreamId) return refuse(clusters.has(name) ? `cluster ${name} is not translatable or has no endpoints yet` : `unknown cluster ${name}`);
+    out.push({ upstream_id: upstreamId, weight });
   }
   return { kind: 'cluster', clusters: out };
 }

@@ -1,8 +1,7 @@
-import type { ClusterLoadAssignment } from '../xds/envoy-types.js';
 import type { ApisixNode, ApisixUpstream, TranslationNote } from '../translate/apisix-types.js';
 import type { ClusterTranslation } from '../translate/cluster.js';
-import { stableId } from '../translate/ids.js';
-import { endpointMatchMetadata, endpointPolicy, type SanMatcher, type TransportPolicy, type UpstreamTlsPolicy } from './upstream-tls.js';
+import { stableId, upstreamId } from '../translate/ids.js';
+import { endpointPolicy, type SanMatcher, type TransportPolicy, type UpstreamTlsPolicy } from './upstream-tls.js';
 import { aliasKey, assignAliases } from './relay-aliases.js';
 
 /**
@@ -50,105 +49,100 @@ export interface RelayCluster {
 export interface ClusterTls {
   policy: UpstreamTlsPolicy;
   /** STATIC / STRICT_DNS clusters: the endpoints' match metadata by `host:port` */
-  inlineMetadata?: Map<string, Record<string, string>>;
-}
-
-export interface OriginationInput {
-  clusters: ReadonlyMap<string, ClusterTranslation>;
-  /** the upstreams by cluster name; relayed ones are replaced (in both maps) */
-  upstreamByCluster: Map<string, ApisixUpstream>;
-  upstreams: Map<string, ApisixUpstream>;
-  endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
+  inlineSocketMatch?: Record<string, Record<string, string>>;
 }
 
 export function nodeKey(host: string, port: number): string {
   return `${host}:${port}`;
 }
 
-/** The `envoy.transport_socket_match` metadata of every endpoint of an assignment, by `host:port`. */
-export function assignmentMetadata(cla: ClusterLoadAssignment | undefined): Map<string, Record<string, string>> {
-  const out = new Map<string, Record<string, string>>();
-  for (const locality of cla?.endpoints ?? []) {
-    for (const e of locality.lb_endpoints ?? []) {
-      const socket = e.endpoint?.address?.socket_address;
-      if (!socket?.address || socket.port_value === undefined) continue;
-      const host = socket.address.includes(':') && !socket.address.startsWith('[') ? `[${socket.address}]` : socket.address;
-      const metadata = endpointMatchMetadata(e);
-      if (metadata) out.set(nodeKey(host, socket.port_value), metadata);
-    }
-  }
-  return out;
-}
-
-interface Planned {
-  name: string;
-  upstream: ApisixUpstream;
+/** A cluster whose upstream goes through the relay: what decides its entry, besides the aliases. */
+interface Plan {
+  /** the upstream's scheme and connect timeout (ALPN list, relay connect timeout) */
+  scheme: ApisixUpstream['scheme'];
+  connect: number;
   tls: MeshTlsOf;
-  endpoints: Array<{ node: ApisixNode; policy: TransportPolicy }>;
+  endpoints: Array<{ host: string; port: number; policy: TransportPolicy }>;
+  /** the aliases it was last emitted with (JSON), to see when a reassignment moves one */
+  aliases: string;
 }
 type MeshTlsOf = Extract<TransportPolicy, { kind: 'istio-mutual' }> | undefined;
 
 /**
- * Rewrites the upstreams of clusters whose endpoints need TLS and returns the relay's entries.
- * Objects keep their identity while their content does not change (the applier re-encodes only
- * what changed).
+ * The relay's side of the assembly (agent/translate/snapshot.ts). `plan` is called for every
+ * upstream the assembly (re)builds; `emit` then replaces the relayed ones by their relay form and
+ * gives the relay's entries that changed. Aliases are assigned over the set of all relayed
+ * (cluster, endpoint) keys (relay-aliases.ts), so an upstream whose alias moved because another
+ * cluster's endpoints changed is emitted again too: the result is a function of the xDS state.
  */
 export class TlsOrigination {
-  private readonly metadataCache = new WeakMap<ClusterLoadAssignment, Map<string, Record<string, string>>>();
-  private previous = new Map<string, { json: string; entry: RelayCluster; base: ApisixUpstream; upstream: ApisixUpstream }>();
+  private readonly plans = new Map<string, Plan>();
+  private aliases = new Map<string, string>();
+  private keysChanged = false;
+  /** planned (or forgotten) since the last emit */
+  private readonly touched = new Set<string>();
 
-  apply(input: OriginationInput, notes: TranslationNote[]): Map<string, RelayCluster> {
-    const planned: Planned[] = [];
-    for (const [name, t] of input.clusters) {
-      const upstream = input.upstreamByCluster.get(name);
-      if (!t.tls || !upstream) continue;
-      const metadata = t.tls.inlineMetadata ?? this.metadata(input.endpoints.get(t.edsServiceName ?? name));
-      const endpoints = upstream.nodes.map((node) => ({ node, policy: endpointPolicy(t.tls!.policy, metadata.get(nodeKey(node.host, node.port))) }));
-      if (endpoints.every((e) => e.policy.kind === 'plaintext')) continue;
-      const meshTls = endpoints.map((e) => e.policy).find((p): p is NonNullable<MeshTlsOf> => p.kind === 'istio-mutual');
-      const refusal = endpoints.map((e) => e.policy).find((p): p is { kind: 'refused'; reason: string } => p.kind === 'refused');
-      if (refusal) {
-        notes.push({ kind: 'cluster', name, reason: 'tls-origination-refused', detail: `${refusal.reason}: connections to its TLS endpoints are refused`, skipped: true });
+  /** The cluster's upstream as just assembled (null: none), with its endpoints' match metadata; returns its notes. */
+  plan(name: string, t: ClusterTranslation | undefined, upstream: ApisixUpstream | null, socketMatch?: Record<string, Record<string, string>>): TranslationNote[] {
+    this.touched.add(name);
+    const before = this.plans.get(name);
+    const forget = (): TranslationNote[] => {
+      if (before) {
+        this.plans.delete(name);
+        this.keysChanged = true;
       }
-      planned.push({ name, upstream, tls: meshTls, endpoints });
-    }
+      return [];
+    };
+    if (!t?.tls || !upstream) return forget();
+    const policy = t.tls.policy;
+    const endpoints = upstream.nodes.map((n) => ({ host: n.host, port: n.port, policy: endpointPolicy(policy, socketMatch?.[nodeKey(n.host, n.port)]) }));
+    if (endpoints.every((e) => e.policy.kind === 'plaintext')) return forget();
+    const tls = endpoints.map((e) => e.policy).find((p): p is NonNullable<MeshTlsOf> => p.kind === 'istio-mutual');
+    const keys = (eps: Plan['endpoints']) => eps.map((e) => aliasKey(name, e.host, e.port)).join('\n');
+    if (!before || keys(before.endpoints) !== keys(endpoints)) this.keysChanged = true;
+    this.plans.set(name, { scheme: upstream.scheme, connect: upstream.timeout?.connect ?? 5, tls, endpoints, aliases: before?.aliases ?? '' });
+    const refusal = endpoints.map((e) => e.policy).find((p): p is { kind: 'refused'; reason: string } => p.kind === 'refused');
+    return refusal ? [{ kind: 'cluster', name, reason: 'tls-origination-refused', detail: `${refusal.reason}: connections to its TLS endpoints are refused`, skipped: true }] : [];
+  }
 
-    const aliases = assignAliases(planned.flatMap((p) => p.endpoints.map((e) => aliasKey(p.name, e.node.host, e.node.port))));
-    const out = new Map<string, RelayCluster>();
-    const next = new Map<string, { json: string; entry: RelayCluster; base: ApisixUpstream; upstream: ApisixUpstream }>();
-    for (const p of planned) {
-      const fresh = relayCluster(p, aliases);
-      const json = JSON.stringify(fresh);
-      const cached = this.previous.get(p.name);
-      let entry = fresh;
-      let upstream: ApisixUpstream;
-      if (cached && cached.json === json && cached.base === p.upstream) {
-        entry = cached.entry;
-        upstream = cached.upstream;
-      } else {
-        if (cached && cached.json === json) entry = cached.entry;
-        upstream = relayedUpstream(p.upstream, entry);
-      }
-      next.set(p.name, { json, entry, base: p.upstream, upstream });
-      out.set(entry.id, entry);
-      input.upstreamByCluster.set(p.name, upstream);
-      input.upstreams.set(upstream.id, upstream);
+  /**
+   * Replaces the relayed upstreams in `upstreams` (those just assembled; `rebuild` gives the others
+   * whose aliases moved) and returns the relay entries that changed (null: gone).
+   */
+  emit(upstreams: Map<string, ApisixUpstream | null>, rebuild: (cluster: string) => ApisixUpstream | null): Map<string, RelayCluster | null> {
+    const out = new Map<string, RelayCluster | null>();
+    const names = new Set(this.touched);
+    if (this.keysChanged) {
+      this.aliases = assignAliases([...this.plans].flatMap(([name, p]) => p.endpoints.map((e) => aliasKey(name, e.host, e.port))));
+      for (const [name, p] of this.plans) if (this.aliasList(name, p) !== p.aliases) names.add(name);
+      this.keysChanged = false;
     }
-    this.previous = next;
+    for (const name of names) {
+      const p = this.plans.get(name);
+      const id = stableId('mesh_tls', name);
+      if (!p) {
+        out.set(id, null);
+        continue;
+      }
+      const base = this.touched.has(name) ? upstreams.get(upstreamId(name)) : rebuild(name);
+      if (!base) continue;
+      p.aliases = this.aliasList(name, p);
+      const entry = relayCluster(name, id, p, this.aliases);
+      out.set(id, entry);
+      upstreams.set(base.id, relayedUpstream(base, entry));
+    }
+    this.touched.clear();
     return out;
   }
 
-  private metadata(cla: ClusterLoadAssignment | undefined): Map<string, Record<string, string>> {
-    if (!cla) return new Map();
-    let m = this.metadataCache.get(cla);
-    if (!m) this.metadataCache.set(cla, (m = assignmentMetadata(cla)));
-    return m;
+  private aliasList(name: string, p: Plan): string {
+    return p.endpoints.map((e) => this.aliases.get(aliasKey(name, e.host, e.port))).join(',');
   }
 }
 
-function relayCluster(p: Planned, aliases: ReadonlyMap<string, string>): RelayCluster {
-  const endpoints = p.endpoints.map(({ node, policy }): RelayEndpoint => {
-    const base = { alias: aliases.get(aliasKey(p.name, node.host, node.port))!, host: node.host, port: node.port };
+function relayCluster(name: string, id: string, p: Plan, aliases: ReadonlyMap<string, string>): RelayCluster {
+  const endpoints = p.endpoints.map(({ host, port, policy }): RelayEndpoint => {
+    const base = { alias: aliases.get(aliasKey(name, host, port))!, host, port };
     if (policy.kind === 'plaintext') return { ...base, mode: 'plain' };
     if (policy.kind === 'refused') return { ...base, mode: 'refuse', reason: policy.reason };
     // one cluster has one TLS context per match; two different istio-mutual contexts within one
@@ -158,14 +152,14 @@ function relayCluster(p: Planned, aliases: ReadonlyMap<string, string>): RelayCl
   });
   const tls = p.tls;
   return {
-    id: stableId('mesh_tls', p.name),
-    cluster: p.name.slice(0, 512),
+    id,
+    cluster: name.slice(0, 512),
     endpoints,
     sni: tls?.sni ?? '',
     san: tls?.san ?? [],
-    alpn: p.upstream.scheme === 'grpc' ? H2_ALPN : HTTP11_ALPN,
+    alpn: p.scheme === 'grpc' ? H2_ALPN : HTTP11_ALPN,
     alpn_tcp: tls?.alpn ?? [],
-    connect_timeout_ms: Math.max(1, Math.min(3_600_000, Math.round((p.upstream.timeout?.connect ?? 5) * 1000))),
+    connect_timeout_ms: Math.max(1, Math.min(3_600_000, Math.round(p.connect * 1000))),
   };
 }
 

@@ -4,7 +4,7 @@
  * three values (T, F, U = unknown) and answers 403 `RBAC: access denied` (Envoy's body) when a
  * filter denies. Request facts are read lazily, once per request:
  * - the path is nginx's `$uri`: percent-decoded, dot segments resolved, slashes merged — the form
- *   Envoy's `normalize_path` + `merge_slashes` gives, and more (see README, "Security model"); a
+ *   Envoy's `normalize_path` + `merge_slashes` gives, and more (see docs/security.md); a
  *   path holding a backslash (which Envoy turns into `/`, nginx does not) is unknown;
  * - the upstream must get the path the policy judged: nginx would forward the raw request line
  *   (`/public/../admin`), so when it differs from `$uri` the function sets `$upstream_uri` to the

@@ -6,7 +6,9 @@
 export type ByteKey = string;
 
 export function keyFromText(text: string): ByteKey {
-  return Buffer.from(text, 'utf8').toString('latin1');
+  // ASCII is its own UTF-8 (the agent's keys are): no conversion, no Buffer per lookup
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return Buffer.from(text, 'utf8').toString('latin1');
+  return text;
 }
 
 export function keyToText(key: ByteKey): string {

@@ -1,5 +1,5 @@
 import { StoreError } from './errors.js';
-import { interval, inInterval, intervalsOverlap, keyFromText, type ByteKey, type KeyInterval } from './keys.js';
+import { interval, inInterval, keyFromText, type ByteKey, type KeyInterval } from './keys.js';
 import { LeaseTable } from './leases.js';
 import type {
   Compare,
@@ -69,8 +69,14 @@ interface HistoryEntry extends RevisionChanges {
  */
 export class KvStore {
   private current = new Map<ByteKey, KeyValue>();
-  /** The current keys in byte order (the range index). */
+  /**
+   * The current keys in byte order (the range index), up to the keys added and deleted since it was
+   * last brought up to date: a revision that adds thousands of keys merges them in once, instead of
+   * one array insertion each (quadratic: 20,000 new keys took ~130 ms).
+   */
   private sorted: ByteKey[] = [];
+  private readonly addedKeys = new Set<ByteKey>();
+  private readonly deletedKeys = new Set<ByteKey>();
   private rev: number;
   private compactRev: number;
   /** Every revision in [compactRev, rev] that changed something, oldest first. */
@@ -115,6 +121,11 @@ export class KvStore {
   }
 
   // ---------------------------------------------------------------- the agent's API
+
+  /** The current version of a key (no copy, no range semantics: the agent's own lookups). */
+  get(key: ByteKey): KeyValue | undefined {
+    return this.current.get(key);
+  }
 
   /** All writes as ONE new revision, in the given order; returns the new revision. */
   write(writes: readonly StoreWrite[]): number {
@@ -284,10 +295,40 @@ export class KvStore {
 
   // ---------------------------------------------------------------- internals
 
+  /** The range index, brought up to date. */
+  private index(): ByteKey[] {
+    if (this.addedKeys.size === 0 && this.deletedKeys.size === 0) return this.sorted;
+    const kept = this.deletedKeys.size ? this.sorted.filter((k) => !this.deletedKeys.has(k)) : this.sorted;
+    const added = [...this.addedKeys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const merged: ByteKey[] = new Array(kept.length + added.length);
+    let i = 0;
+    let j = 0;
+    let k = 0;
+    while (i < kept.length && j < added.length) merged[k++] = kept[i]! < added[j]! ? kept[i++]! : added[j++]!;
+    while (i < kept.length) merged[k++] = kept[i++]!;
+    while (j < added.length) merged[k++] = added[j++]!;
+    this.sorted = merged;
+    this.addedKeys.clear();
+    this.deletedKeys.clear();
+    return merged;
+  }
+
+  private indexAdd(key: ByteKey): void {
+    // a key deleted since the index was brought up to date is still in it
+    if (this.deletedKeys.has(key)) this.deletedKeys.delete(key);
+    else this.addedKeys.add(key);
+  }
+
+  private indexDelete(key: ByteKey): void {
+    if (this.addedKeys.has(key)) this.addedKeys.delete(key);
+    else this.deletedKeys.add(key);
+  }
+
   private keysWithPrefix(prefix: ByteKey): ByteKey[] {
+    const sorted = this.index();
     const out: ByteKey[] = [];
-    for (let i = lowerBound(this.sorted, prefix); i < this.sorted.length; i++) {
-      const k = this.sorted[i]!;
+    for (let i = lowerBound(sorted, prefix); i < sorted.length; i++) {
+      const k = sorted[i]!;
       if (!k.startsWith(prefix)) break;
       out.push(k);
     }
@@ -299,9 +340,10 @@ export class KvStore {
       const kv = this.current.get(iv.start);
       return kv ? [kv] : [];
     }
+    const sorted = this.index();
     const out: KeyValue[] = [];
-    for (let i = lowerBound(this.sorted, iv.start); i < this.sorted.length; i++) {
-      const k = this.sorted[i]!;
+    for (let i = lowerBound(sorted, iv.start); i < sorted.length; i++) {
+      const k = sorted[i]!;
       if (iv.end !== '' && k >= iv.end) break;
       out.push(this.current.get(k)!);
     }
@@ -384,14 +426,14 @@ export class KvStore {
     const lease = p.ignoreLease ? prev!.lease : p.lease && p.lease !== '0' ? LeaseTable.normaliseId(p.lease) : '0';
     const rev = w.revision;
     const kv: KeyValue = {
-      key: p.key,
+      key: prev ? prev.key : p.key, // one string per key, not one per version
       createRevision: prev ? prev.createRevision : rev,
       modRevision: rev,
       version: prev ? prev.version + 1 : 1,
       value,
       lease,
     };
-    if (!prev) this.sorted.splice(lowerBound(this.sorted, p.key), 0, p.key);
+    if (!prev) this.indexAdd(p.key);
     else if (prev.lease !== '0' && prev.lease !== lease) this.leaseTable.detach(prev.lease, p.key);
     if (lease !== '0') this.leaseTable.attach(lease, p.key);
     this.current.set(p.key, kv);
@@ -403,8 +445,7 @@ export class KvStore {
     const prev = this.current.get(key);
     if (!prev) return;
     this.current.delete(key);
-    const at = lowerBound(this.sorted, key);
-    if (this.sorted[at] === key) this.sorted.splice(at, 1);
+    this.indexDelete(key);
     if (prev.lease !== '0') this.leaseTable.detach(prev.lease, key);
     const tombstone: KeyValue = { key, createRevision: 0, modRevision: w.revision, version: 0, value: EMPTY, lease: '0' };
     w.events.push({ type: 'DELETE', kv: tombstone, prevKv: prev });
@@ -499,7 +540,13 @@ function checkNoDuplicates(ops: readonly RequestOp[]): void {
     }
   }
   for (const d of deletes) {
-    for (const key of puts) if (intervalsOverlap(d, interval(key))) throw new StoreError('duplicate-key');
+    // a single key is looked up (checking every put against every delete was quadratic: a revision
+    // of thousands of deletes and puts took seconds); a range is checked against every put
+    if (d.end === undefined) {
+      if (puts.has(d.start)) throw new StoreError('duplicate-key');
+    } else {
+      for (const key of puts) if (inInterval(d, key)) throw new StoreError('duplicate-key');
+    }
   }
 }
 

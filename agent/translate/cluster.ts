@@ -5,7 +5,7 @@ import { upstreamId } from './ids.js';
 import { durationSeconds, wrapped } from './values.js';
 import { translateClusterLoadAssignment } from './endpoints.js';
 import { upstreamTlsPolicy } from '../mtls/upstream-tls.js';
-import { assignmentMetadata, type ClusterTls } from '../mtls/origination.js';
+import type { ClusterTls } from '../mtls/origination.js';
 
 /** Istio's cluster name `direction|port|subset|host` (pilot/pkg/model/service.go BuildSubsetKey). */
 export interface IstioClusterName {
@@ -124,7 +124,8 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
   const tlsPolicy = upstreamTlsPolicy(cluster);
   if (tlsPolicy) {
     result.tls = { policy: tlsPolicy };
-    if (inlineNodes && cluster.load_assignment) result.tls.inlineMetadata = assignmentMetadata(cluster.load_assignment);
+    const socketMatch = inlineNodes && cluster.load_assignment ? translateClusterLoadAssignment(cluster.load_assignment).socketMatch : undefined;
+    if (socketMatch) result.tls.inlineSocketMatch = socketMatch;
   }
   result.upstream = upstream;
   if (inlineNodes) result.inlineNodes = inlineNodes;

@@ -1,4 +1,7 @@
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
+
+/** Node's one-shot hash (20.12+): ~2x faster than createHash for short inputs, and ids are many. */
+const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encoding: 'buffer') => Buffer }).hash;
 
 /**
  * Stable APISIX ids: the first 16 hex digits (64 bits) of the SHA-256 of the Envoy names that
@@ -7,7 +10,11 @@ import { createHash } from 'node:crypto';
  * a collision among 10^5 objects has odds of about 1 in 10^9.
  */
 export function stableId(...parts: string[]): string {
-  return createHash('sha256').update(parts.join('\0')).digest('hex').slice(0, 16);
+  // hex of the first 8 bytes: a flat 16-character string (a slice of the 64-character hex digest
+  // would keep the whole digest alive, and ids are kept per object)
+  const data = parts.join('\0');
+  const digest = oneShotHash ? oneShotHash('sha256', data, 'buffer') : crypto.createHash('sha256').update(data).digest();
+  return digest.toString('hex', 0, 8);
 }
 
 export function upstreamId(clusterName: string): string {

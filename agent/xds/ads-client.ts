@@ -4,10 +4,11 @@ import * as grpc from '@grpc/grpc-js';
 import type protobuf from 'protobufjs';
 import { envoyRoot, TYPE_URL, type XdsKind } from './protos.js';
 import type { PackedAny } from './codec.js';
-import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from './envoy-types.js';
+import type { Cluster, Listener } from './envoy-types.js';
 import { checkWireFormat } from './wire-check.js';
 import { RESOURCE_TYPES, edsServiceNames, listenerRouteConfigNames } from './resource-types/index.js';
-import type { XdsResources } from '../translate/snapshot.js';
+import type { ChangedResource, XdsChange } from '../translate/snapshot.js';
+import { peekStringField } from './wire-check.js';
 import { jitteredBackoff, type Backoff } from '../backoff.js';
 
 const ADS_PATH = '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources';
@@ -33,20 +34,47 @@ export interface AdsClientOptions {
   logger?: AdsLogger;
   /** how long to wait for EDS/RDS answers before calling a snapshot complete anyway (xDS spec: 15 s) */
   warmingTimeoutMs?: number;
+  /**
+   * What `changes` reports for a new or changed resource, made right when it is decoded (default:
+   * the decoded resource and its bytes). A consumer that keeps less than the decoded resource (the
+   * translator) saves holding a whole large response decoded.
+   */
+  prepare?: (kind: XdsKind, name: string, resource: unknown, bytes: Uint8Array) => unknown;
 }
 
-interface Held<T> {
-  digest: string;
-  resource: T;
-}
+const NO_REFS: readonly string[] = [];
 
+/** The names a resource makes the client subscribe to. */
+const REFS: Partial<Record<XdsKind, (resource: never) => readonly string[]>> = {
+  cluster: (c: Cluster) => edsServiceNames([c]),
+  listener: (l: Listener) => listenerRouteConfigNames(l),
+};
+
+/**
+ * Per type: what the client keeps of each resource is its digest (an unchanged resource is neither
+ * decoded nor reported again) and the EDS/RDS names it needs. Not the resource: its consumer takes
+ * what it needs when it changes, and decoded resources are many times their wire size.
+ */
 interface TypeState {
   version: string;
   nonce: string;
-  /** subscribed names (EDS/RDS); wildcard types keep this empty */
+  /** subscribed names, sorted (EDS/RDS); wildcard types keep this empty */
   names: string[];
-  resources: Map<string, Held<unknown>>;
+  /** the same names, each to itself: a resource is kept under the name's string it was subscribed with (one copy per name) */
+  subscribed: Map<string, string>;
+  /** `resource_names` of every request, encoded once per change of the names (ACKs repeat them) */
+  encodedNames: Uint8Array;
+  /** resource name → digest of its bytes */
+  digests: Map<string, string>;
+  /** a cluster's EDS name, a listener's RDS names (one name is kept as such, not in an array) */
+  refs: Map<string, string | readonly string[]>;
   received: boolean;
+}
+
+/** The last good version of one resource, as `decodeAll` hands it on. */
+interface Held {
+  digest: string;
+  refs: readonly string[];
 }
 
 export interface AdsStats {
@@ -70,17 +98,20 @@ export interface AdsStats {
  * response itself is malformed (wrong type, duplicate names), nothing of it is taken: a corrupt
  * resource must never count as the deletion of the one it was meant to be.
  *
- * Events: `update` (kinds: Set<XdsKind>) after every accepted response; `ack`/`nack` (kind, detail);
+ * Events: `changes` (XdsChange: the resources a response added or changed, decoded, and the names
+ * it removed, once per type it changed; synchronous, the decoded resources are not kept after it)
+ * then `update` (kinds: Set<XdsKind>) after every accepted response; `ack`/`nack` (kind, detail);
  * `connected`; `disconnected` (error); `reconnecting` (delayMs).
  */
 export class AdsClient extends EventEmitter {
   private readonly state = new Map<XdsKind, TypeState>(
-    KINDS.map((k) => [k, { version: '', nonce: '', names: [], resources: new Map(), received: false }]),
+    KINDS.map((k) => [k, { version: '', nonce: '', names: [], subscribed: new Map(), encodedNames: new Uint8Array(), digests: new Map(), refs: new Map(), received: false }]),
   );
   private readonly client: grpc.Client;
   private readonly requestType: protobuf.Type;
+  private readonly prepare: NonNullable<AdsClientOptions['prepare']>;
   private readonly responseType: protobuf.Type;
-  private call: grpc.ClientDuplexStream<Record<string, unknown>, protobuf.Message & Record<string, unknown>> | undefined;
+  private call: grpc.ClientDuplexStream<Buffer, protobuf.Message & Record<string, unknown>> | undefined;
   private stopped = false;
   private attempt = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -93,6 +124,7 @@ export class AdsClient extends EventEmitter {
     const root = envoyRoot();
     this.requestType = root.lookupType('envoy.service.discovery.v3.DiscoveryRequest');
     this.responseType = root.lookupType('envoy.service.discovery.v3.DiscoveryResponse');
+    this.prepare = options.prepare ?? ((_kind, _name, resource, bytes): ChangedResource<unknown> => ({ resource, bytes }));
     this.client = new grpc.Client(options.address, options.credentials ?? grpc.credentials.createInsecure(), {
       // istiod's CDS/LDS easily exceed gRPC's 4 MiB default in medium meshes
       'grpc.max_receive_message_length': -1,
@@ -117,15 +149,9 @@ export class AdsClient extends EventEmitter {
     this.client.close();
   }
 
-  /** The current (last good) resources, decoded. */
-  resources(): XdsResources {
-    const values = <T>(kind: XdsKind) => new Map([...this.state.get(kind)!.resources].map(([n, h]) => [n, h.resource as T]));
-    return {
-      clusters: values<Cluster>('cluster'),
-      endpoints: values<ClusterLoadAssignment>('endpoint'),
-      listeners: values<Listener>('listener'),
-      routeConfigs: values<RouteConfiguration>('route'),
-    };
+  /** Names of the current (last good) resources of a type. */
+  names(kind: XdsKind): string[] {
+    return [...this.state.get(kind)!.digests.keys()];
   }
 
   /** Versions last accepted, per type (for /debug and logs). */
@@ -137,7 +163,7 @@ export class AdsClient extends EventEmitter {
   pendingNames(): { endpoint: string[]; route: string[] } {
     const pending = (kind: XdsKind) => {
       const s = this.state.get(kind)!;
-      return s.names.filter((n) => !s.resources.has(n));
+      return s.names.filter((n) => !s.digests.has(n));
     };
     return { endpoint: pending('endpoint'), route: pending('route') };
   }
@@ -153,7 +179,7 @@ export class AdsClient extends EventEmitter {
     const warmedOut = now - this.subscribedAt >= (this.options.warmingTimeoutMs ?? 15_000);
     for (const kind of ['endpoint', 'route'] as const) {
       const s = this.state.get(kind)!;
-      if (!warmedOut && s.names.some((n) => !s.resources.has(n))) return false;
+      if (!warmedOut && s.names.some((n) => !s.digests.has(n))) return false;
     }
     return true;
   }
@@ -163,9 +189,9 @@ export class AdsClient extends EventEmitter {
   }
 
   private open(): void {
-    const call = this.client.makeBidiStreamRequest<Record<string, unknown>, protobuf.Message & Record<string, unknown>>(
+    const call = this.client.makeBidiStreamRequest<Buffer, protobuf.Message & Record<string, unknown>>(
       ADS_PATH,
-      (req) => Buffer.from(this.requestType.encode(this.requestType.fromObject(req)).finish()),
+      (request) => request,
       (bytes) => {
         // The envelope strictly (its resources are checked one by one, to be NACKed by name); a
         // malformed envelope cannot even be NACKed: gRPC ends the stream and it is opened again.
@@ -225,14 +251,15 @@ export class AdsClient extends EventEmitter {
       type_url: TYPE_URL[kind],
       version_info: s.version,
       response_nonce: s.nonce,
-      resource_names: WILDCARD.has(kind) ? [] : s.names,
     };
     if (!this.nodeSent) {
       request['node'] = this.options.node;
       this.nodeSent = true;
     }
     if (errorDetail !== undefined) request['error_detail'] = { code: 3, message: errorDetail.slice(0, 4096) };
-    this.call?.write(request);
+    // A message's fields may come in any order, and a repeated field's parts are joined: the
+    // names (thousands in a large mesh, the same in every ACK) are encoded once, not per request.
+    this.call?.write(Buffer.concat([this.requestType.encode(this.requestType.fromObject(request)).finish(), s.encodedNames]));
   }
 
   private onResponse(response: Record<string, unknown>): void {
@@ -248,12 +275,23 @@ export class AdsClient extends EventEmitter {
     const version = String(response['version_info'] ?? '');
     const outcome = this.decodeAll(kind, s, (response['resources'] as PackedAny[] | undefined) ?? []);
     s.nonce = nonce;
+    const removed: string[] = [];
     if (outcome.accepted) {
       if (WILDCARD.has(kind)) {
-        s.resources = outcome.accepted;
-      } else {
-        const wanted = new Set(s.names);
-        for (const [name, held] of outcome.accepted) if (wanted.has(name)) s.resources.set(name, held);
+        for (const name of s.digests.keys()) if (!outcome.accepted.has(name)) removed.push(name);
+        for (const name of removed) {
+          s.digests.delete(name);
+          s.refs.delete(name);
+        }
+      }
+      for (const [name, held] of outcome.accepted) {
+        if (!WILDCARD.has(kind) && !s.subscribed.has(name)) {
+          outcome.changed.delete(name);
+          continue;
+        }
+        s.digests.set(name, held.digest);
+        if (held.refs.length) s.refs.set(name, held.refs.length === 1 ? held.refs[0]! : held.refs);
+        else s.refs.delete(name);
       }
       s.received = true;
     }
@@ -271,8 +309,9 @@ export class AdsClient extends EventEmitter {
       this.emit('ack', kind, version);
     }
     if (!outcome.accepted) return;
-    if (kind === 'cluster') this.resubscribe('endpoint', edsNames(s.resources));
-    if (kind === 'listener') this.resubscribe('route', rdsNames(s.resources));
+    if (outcome.changed.size || removed.length) this.emit('changes', { kind, changed: outcome.changed, removed } satisfies XdsChange<unknown>);
+    if (kind === 'cluster') this.resubscribe('endpoint', [...s.refs.values()].flat());
+    if (kind === 'listener') this.resubscribe('route', [...s.refs.values()].flat());
     this.emit('update', new Set([kind]));
   }
 
@@ -281,10 +320,14 @@ export class AdsClient extends EventEmitter {
     const s = this.state.get(kind)!;
     const sorted = [...new Set(names)].sort();
     if (sorted.length === s.names.length && sorted.every((n, i) => n === s.names[i])) return;
-    const keep = new Set(sorted);
-    for (const name of [...s.resources.keys()]) if (!keep.has(name)) s.resources.delete(name);
-    const added = sorted.some((n) => !s.names.includes(n));
+    const keep = new Map(sorted.map((n) => [n, n]));
+    const removed = [...s.digests.keys()].filter((name) => !keep.has(name));
+    for (const name of removed) s.digests.delete(name);
+    if (removed.length) this.emit('changes', { kind, changed: new Map(), removed } satisfies XdsChange<unknown>);
+    const added = sorted.some((n) => !s.subscribed.has(n));
     s.names = sorted;
+    s.subscribed = keep;
+    s.encodedNames = this.requestType.encode(this.requestType.fromObject({ resource_names: sorted })).finish();
     if (added) this.subscribedAt = Date.now();
     // An empty list would unsubscribe from everything (istiod: watch deleted), which is exactly
     // right when nothing references the type any more.
@@ -292,17 +335,22 @@ export class AdsClient extends EventEmitter {
   }
 
   /**
-   * Decodes and validates a response, reusing the decoded object of any resource whose bytes are
-   * unchanged (that identity is what lets the translator's caches skip it). `accepted` is the new
-   * set (wildcard types) or the resources to merge (EDS/RDS): the valid resources, and for an
-   * invalid one its last good version if there is one. It is undefined when nothing of the response
-   * may be taken. `errors` is what the NACK says.
+   * Decodes and validates a response; a resource whose bytes are unchanged (same digest) is not
+   * decoded again. `accepted` is the new set (wildcard types) or the resources to merge (EDS/RDS):
+   * the valid resources, and for an invalid one its last good version if there is one. It is
+   * undefined when nothing of the response may be taken. `changed`: what `prepare` made of the
+   * accepted resources that are new or changed. `errors` is what the NACK says.
    */
-  private decodeAll(kind: XdsKind, s: TypeState, packed: PackedAny[]): { accepted?: Map<string, Held<unknown>>; errors: string[] } {
+  private decodeAll(kind: XdsKind, s: TypeState, packed: PackedAny[]): { accepted?: Map<string, Held>; changed: Map<string, unknown>; errors: string[] } {
     const resourceType = RESOURCE_TYPES[kind];
-    const previous = new Map<string, Held<unknown>>();
-    for (const held of s.resources.values()) previous.set(held.digest, held);
-    const out = new Map<string, Held<unknown>>();
+    const refs = REFS[kind] as ((resource: unknown) => readonly string[]) | undefined;
+    const lastGood = (name: string): Held | undefined => {
+      const digest = s.digests.get(name);
+      const refs = s.refs.get(name) ?? NO_REFS;
+      return digest === undefined ? undefined : { digest, refs: typeof refs === 'string' ? [refs] : refs };
+    };
+    const out = new Map<string, Held>();
+    const changed = new Map<string, unknown>();
     const errors: string[] = [];
     const seen = new Set<string>();
     let whole = true;
@@ -323,29 +371,35 @@ export class AdsClient extends EventEmitter {
       }
       const bytes = toBytes(any.value);
       const digest = createHash('sha1').update(bytes).digest('base64');
-      let held = previous.get(digest);
-      if (!held) {
-        const decoded = resourceType.decode(bytes);
-        if (decoded.error !== undefined) {
-          if (decoded.name === undefined) {
-            const seems = decoded.readableName ? ` (${JSON.stringify(decoded.readableName.slice(0, 200))} as far as it can be read)` : '';
-            errors.push(`${kind} resource ${index}${seems}: ${decoded.error}`);
-            whole = false; // cannot tell for sure which resource it replaces
-            return;
-          }
-          if (duplicate(decoded.name)) return;
-          errors.push(`${kind} ${JSON.stringify(decoded.name.slice(0, 200))}: ${decoded.error}`);
-          const lastGood = s.resources.get(decoded.name);
-          if (lastGood) out.set(decoded.name, lastGood);
+      // The name as far as the bytes can be read: the resource held under it has the same digest
+      // only if these are its very bytes (so the name is right), and it is not decoded again.
+      const seemingly = peekStringField(bytes, resourceType.nameField);
+      const unchanged = seemingly === undefined ? undefined : lastGood(seemingly);
+      if (unchanged?.digest === digest) {
+        if (!duplicate(seemingly!)) out.set(seemingly!, unchanged);
+        return;
+      }
+      const result = resourceType.decode(bytes);
+      if (result.error !== undefined) {
+        if (result.name === undefined) {
+          const seems = result.readableName ? ` (${JSON.stringify(result.readableName.slice(0, 200))} as far as it can be read)` : '';
+          errors.push(`${kind} resource ${index}${seems}: ${result.error}`);
+          whole = false; // cannot tell for sure which resource it replaces
           return;
         }
-        held = { digest, resource: decoded.value };
+        if (duplicate(result.name)) return;
+        errors.push(`${kind} ${JSON.stringify(result.name.slice(0, 200))}: ${result.error}`);
+        const good = lastGood(result.name);
+        if (good) out.set(result.name, good);
+        return;
       }
-      const name = nameOf(kind, held.resource);
+      const name = s.subscribed.get(result.name) ?? result.name;
       if (duplicate(name)) return;
-      out.set(name, held);
+      // a name equal to the resource's own is the same string (an EDS cluster's, mostly)
+      out.set(name, { digest, refs: refs?.(result.value).map((ref) => (ref === name ? name : ref)) ?? NO_REFS });
+      changed.set(name, this.prepare(kind, name, result.value, bytes));
     });
-    return whole ? { accepted: out, errors } : { errors };
+    return whole ? { accepted: out, changed, errors } : { changed: new Map(), errors };
   }
 }
 
@@ -354,15 +408,4 @@ function toBytes(value: PackedAny['value']): Uint8Array {
   return typeof value === 'string' ? Buffer.from(value, 'base64') : value;
 }
 
-function nameOf(kind: XdsKind, resource: unknown): string {
-  const r = resource as { name?: string; cluster_name?: string };
-  return (kind === 'endpoint' ? r.cluster_name : r.name) ?? '';
-}
 
-function edsNames(clusters: Map<string, Held<unknown>>): string[] {
-  return edsServiceNames([...clusters.values()].map((h) => h.resource as Cluster));
-}
-
-function rdsNames(listeners: Map<string, Held<unknown>>): string[] {
-  return [...listeners.values()].flatMap((h) => listenerRouteConfigNames(h.resource as Listener));
-}

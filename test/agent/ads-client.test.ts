@@ -7,12 +7,15 @@ import { buildNode, nodeIdentityFromEnv } from '../../agent/xds/node.js';
 import { FakeIstiod } from '../support/fake-istiod.js';
 import { loadCanonical } from '../support/xds-fixtures.js';
 import { waitFor } from '../support/wait.js';
+import { XdsMirror } from '../support/xds-mirror.js';
 
 const env = { POD_NAME: 'productpage-v1-abc', POD_NAMESPACE: 'default', INSTANCE_IP: '10.244.1.30', SERVICE_ACCOUNT: 'bookinfo-productpage', ISTIO_META_MESH_ID: 'cluster.local', ISTIO_METAJSON_LABELS: '{"app":"productpage","version":"v1"}' };
 const node = buildNode(nodeIdentityFromEnv(env), 'test');
 
 let istiod: FakeIstiod;
 let client: AdsClient | undefined;
+/** what the client reported (its `changes` events), decoded */
+let mirror: XdsMirror;
 afterEach(async () => {
   client?.stop();
   client = undefined;
@@ -24,6 +27,7 @@ async function connect(fixture = 'synthetic-reviews-xds-responses.json', unavail
   istiod.unavailableStreams = unavailable;
   const port = await istiod.start();
   client = new AdsClient({ address: `127.0.0.1:${port}`, node, backoff: { initialMs: 20, maxMs: 200 } });
+  mirror = new XdsMirror(client);
   client.start();
   await waitFor(() => client!.isComplete(), 10_000, 'a complete snapshot');
   return client;
@@ -32,7 +36,7 @@ async function connect(fixture = 'synthetic-reviews-xds-responses.json', unavail
 describe('ADS client against the fake istiod', () => {
   it('subscribes wildcard CDS/LDS, then EDS/RDS by name, and gets the full state', async () => {
     const c = await connect();
-    const r = c.resources();
+    const r = mirror.resources();
     expect([...r.clusters.keys()].sort()).toEqual([...istiodNames('cluster')].sort());
     expect(r.endpoints.size).toBe(4);
     expect([...r.routeConfigs.keys()]).toEqual(['9080']);
@@ -69,7 +73,7 @@ describe('ADS client against the fake istiod', () => {
 
   it('NACKs a malformed response with error_detail, keeps the last good state, and is not answered', async () => {
     const c = await connect();
-    const before = c.resources();
+    const before = mirror.resources();
     const version = c.versions().cluster;
     const nacked = new Promise<string>((resolve) => c.once('nack', (_k, d: string) => resolve(d)));
     istiod.pushMalformed('cluster');
@@ -81,7 +85,8 @@ describe('ADS client against the fake istiod', () => {
     expect(istiod.responses.length).toBe(responsesAfterNack); // istiod does not answer a NACK
     expect(nack.versionInfo).toBe(version);
     expect(c.versions().cluster).toBe(version);
-    expect([...c.resources().clusters.keys()]).toEqual([...before.clusters.keys()]);
+    expect([...mirror.resources().clusters.keys()]).toEqual([...before.clusters.keys()]);
+    expect(c.names('cluster').sort()).toEqual([...before.clusters.keys()].sort());
     // the next good push is accepted again
     istiod.push(['cluster']);
     await waitFor(() => c.versions().cluster !== version);
@@ -89,7 +94,7 @@ describe('ADS client against the fake istiod', () => {
 
   it('a malformed response envelope ends the stream; the client reconnects and keeps its state', async () => {
     const c = await connect();
-    const before = c.resources();
+    const before = mirror.resources();
     // DiscoveryResponse { resources: [Any { type_url: length 7, 3 bytes in the Any }], 'xxxx',
     // nonce: "n" }: the Any's string runs on into the envelope ("abcxxxx"), which protobufjs reads
     // without complaint, and the envelope goes on with a nonce
@@ -98,7 +103,8 @@ describe('ADS client against the fake istiod', () => {
     const reconnects = c.stats.reconnects;
     istiod.writeRaw(envelope);
     await waitFor(() => c.stats.reconnects > reconnects, 5000, 'a reconnect');
-    expect(c.resources().clusters.size).toBe(before.clusters.size);
+    expect(mirror.resources().clusters.size).toBe(before.clusters.size);
+    expect(c.names('cluster').length).toBe(before.clusters.size);
     await waitFor(() => istiod.streamCount === 1 && c.isComplete());
   });
 
@@ -106,28 +112,32 @@ describe('ADS client against the fake istiod', () => {
     const c = await connect();
     const name = 'outbound|9080|v1|reviews.default.svc.cluster.local';
     const cla = structuredClone(istiod.get('endpoint', name)!) as { endpoints: Array<{ lb_endpoints: unknown[] }> };
-    cla.endpoints[0]!.lb_endpoints = cla.endpoints[0]!.lb_endpoints.slice(0, 1);
+    expect(cla.endpoints.length).toBe(2);
+    cla.endpoints = cla.endpoints.slice(0, 1);
     istiod.set('endpoint', cla as unknown as Record<string, unknown>);
-    const other = c.resources().endpoints.get('outbound|9080|v3|reviews.default.svc.cluster.local');
+    const other = mirror.resources().endpoints.get('outbound|9080|v3|reviews.default.svc.cluster.local');
+    const reported = mirror.changes.length;
     istiod.push(['endpoint'], [name]);
-    await waitFor(() => (c.resources().endpoints.get(name)?.endpoints?.[0]?.lb_endpoints?.length ?? 0) === 1);
-    expect(c.resources().endpoints.size).toBe(4);
-    // the untouched assignment is the very same decoded object (what the translator cache keys on)
-    expect(c.resources().endpoints.get('outbound|9080|v3|reviews.default.svc.cluster.local')).toBe(other);
+    await waitFor(() => mirror.resources().endpoints.get(name)?.endpoints?.length === 1);
+    expect(mirror.resources().endpoints.size).toBe(4);
+    expect(c.names('endpoint').length).toBe(4);
+    // only the changed assignment is reported (decoded), the untouched one is not decoded again
+    expect(mirror.changes.slice(reported).map((ch) => [ch.kind, [...ch.changed.keys()], ch.removed])).toEqual([['endpoint', [name], []]]);
+    expect(mirror.resources().endpoints.get('outbound|9080|v3|reviews.default.svc.cluster.local')).toBe(other);
   });
 
   it('follows LDS: a new listener adds an RDS name, istiod answers with only that one, the rest is kept', async () => {
     const c = await connect();
-    const kept = c.resources().routeConfigs.get('9080');
+    const kept = mirror.resources().routeConfigs.get('9080');
     const listener = structuredClone(istiod.get('listener', '0.0.0.0_9080')!) as Record<string, unknown>;
     const text = JSON.stringify(listener).replaceAll('9080', '8081');
     istiod.set('listener', JSON.parse(text) as Record<string, unknown>);
     istiod.set('route', { ...(JSON.parse(JSON.stringify(istiod.get('route', '9080')).replaceAll('"name":"9080"', '"name":"8081"')) as Record<string, unknown>) });
     istiod.push(['listener']);
-    await waitFor(() => c.resources().routeConfigs.has('8081'));
+    await waitFor(() => mirror.resources().routeConfigs.has('8081'));
     const partial = istiod.responses.filter((r) => r.kind === 'route').at(-1)!;
     expect(partial.names).toEqual(['8081']); // only the added name, as istiod does
-    expect(c.resources().routeConfigs.get('9080')).toBe(kept);
+    expect(mirror.resources().routeConfigs.get('9080')).toBe(kept);
     const ack = istiod.requests.filter((q) => q.kind === 'route' && q.verdict === 'ack').at(-1)!;
     await waitFor(() => istiod.requests.some((q) => q.kind === 'route' && q.nonce === partial.nonce));
     expect(istiod.requests.find((q) => q.kind === 'route' && q.nonce === partial.nonce)!.names).toEqual(['8081', '9080']);
@@ -139,23 +149,26 @@ describe('ADS client against the fake istiod', () => {
     const gone = 'outbound|9080|v3|reviews.default.svc.cluster.local';
     istiod.remove('cluster', gone);
     istiod.push(['cluster']);
-    await waitFor(() => !c.resources().endpoints.has(gone));
+    await waitFor(() => !mirror.resources().endpoints.has(gone));
+    expect(c.names('endpoint')).not.toContain(gone);
+    expect(mirror.changes.filter((ch) => ch.removed.length).map((ch) => [ch.kind, ch.removed])).toEqual([['cluster', [gone]], ['endpoint', [gone]]]);
     await waitFor(() => istiod.requests.some((q) => q.kind === 'endpoint' && q.verdict === 'ack' && q.names.length === 3));
   });
 
   it('retries after Unavailable with backoff, then converges', async () => {
     const c = await connect('synthetic-reviews-xds-responses.json', 2);
     expect(c.stats.reconnects).toBeGreaterThanOrEqual(2);
-    expect(c.resources().clusters.size).toBe(istiodNames('cluster').length);
+    expect(mirror.resources().clusters.size).toBe(istiodNames('cluster').length);
   });
 
   it('reconnects after the server closes the stream, re-subscribing with empty nonces and keeping state meanwhile', async () => {
     const c = await connect();
-    const before = c.resources();
+    const before = mirror.resources();
     const firstStream = istiod.requests[0]!.stream;
     istiod.closeStreams();
     await waitFor(() => c.stats.reconnects >= 1);
-    expect(c.resources().clusters.size).toBe(before.clusters.size); // last good state still served
+    expect(mirror.resources().clusters.size).toBe(before.clusters.size); // last good state still served
+    expect(c.names('cluster').length).toBe(before.clusters.size);
     const later = () => istiod.requests.filter((q) => q.stream !== firstStream);
     await waitFor(() => later().filter((q) => q.verdict === 'ack').length >= 4);
     const again = later();
@@ -174,8 +187,9 @@ describe('ADS client against the fake istiod', () => {
     istiod = new FakeIstiod(resources);
     const port = await istiod.start();
     client = new AdsClient({ address: `127.0.0.1:${port}`, node, warmingTimeoutMs: 600 });
+    mirror = new XdsMirror(client);
     client.start();
-    await waitFor(() => client!.resources().endpoints.size === 3);
+    await waitFor(() => mirror.resources().endpoints.size === 3);
     expect(client.isComplete()).toBe(false);
     expect(client.pendingNames().endpoint).toEqual([missing]);
     await waitFor(() => client!.isComplete(), 5000, 'the warming timeout');
@@ -187,8 +201,9 @@ describe('ADS client against the fake istiod', () => {
     for (let i = 0; i < 2500; i++) istiod.set('cluster', { ...template, name: `outbound|9080||svc-${i}.default.svc.cluster.local`, eds_cluster_config: { eds_config: { ads: {} }, service_name: `outbound|9080||svc-${i}.default.svc.cluster.local` } });
     const port = await istiod.start();
     client = new AdsClient({ address: `127.0.0.1:${port}`, node, backoff: { initialMs: 20, maxMs: 200 } });
+    mirror = new XdsMirror(client);
     client.start();
-    await waitFor(() => client!.resources().clusters.size > 2500, 20_000, 'the large CDS');
+    await waitFor(() => mirror.resources().clusters.size > 2500, 20_000, 'the large CDS');
     expect(client.stats.nacks).toBe(0);
   });
 });

@@ -149,7 +149,7 @@ describe('L4 draft → what APISIX gets: chains resolved against the clusters', 
   const assemble = (draft: L4ListenerDraft, clusters: Json[]) => {
     const { clusters: translated, upstreams } = world(clusters);
     const notes: TranslationNote[] = [];
-    return { listener: assembleL4Listener(draft, translated, upstreams, notes), notes };
+    return { listener: assembleL4Listener(draft, translated, (c) => upstreams.get(c)?.id, notes), notes };
   };
 
   it('a weighted split goes to the upstreams of its clusters, weights kept', () => {
@@ -197,7 +197,7 @@ describe('L4 draft → what APISIX gets: chains resolved against the clusters', 
     const { clusters, upstreams } = world([edsCluster(known), edsCluster(pending), passthroughCluster()]);
     upstreams.delete(pending); // its ClusterLoadAssignment has not arrived
     const notes: TranslationNote[] = [];
-    const l = assembleL4Listener(draftOf(withChains('0.0.0.0_9000', 9000, chains)), clusters, upstreams, notes);
+    const l = assembleL4Listener(draftOf(withChains('0.0.0.0_9000', 9000, chains)), clusters, (c) => upstreams.get(c)?.id, notes);
     expect(l.chains.map((c) => c.action)).toEqual([
       { kind: 'refuse', reason: 'unknown cluster outbound|9000||nowhere' },
       { kind: 'refuse', reason: `cluster ${pending} is not translatable or has no endpoints yet` },

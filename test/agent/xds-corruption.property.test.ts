@@ -12,6 +12,7 @@ import { translateMesh, type XdsResources } from '../../agent/translate/snapshot
 import { FakeIstiod } from '../support/fake-istiod.js';
 import { loadCanonical } from '../support/xds-fixtures.js';
 import { waitFor } from '../support/wait.js';
+import { XdsMirror } from '../support/xds-mirror.js';
 import { applicable, corrupt, nestedFields } from '../support/wire-corruption.js';
 import { withNestedConfigs, V1 } from '../support/nested-configs.js';
 
@@ -27,11 +28,14 @@ const TARGETS: Array<{ kind: XdsKind; name: string }> = [
 
 let istiod: FakeIstiod;
 let client: AdsClient;
+/** what the client reported (its `changes` events), decoded */
+let mirror: XdsMirror;
 
 beforeAll(async () => {
   istiod = new FakeIstiod(withNestedConfigs(loadCanonical('synthetic-reviews-xds-responses.json')));
   const port = await istiod.start();
   client = new AdsClient({ address: `127.0.0.1:${port}`, node, backoff: { initialMs: 20, maxMs: 200 } });
+  mirror = new XdsMirror(client);
   client.start();
   await waitFor(() => client.isComplete(), 10_000, 'a complete snapshot');
 });
@@ -42,7 +46,7 @@ afterAll(async () => {
 });
 
 function held(kind: XdsKind, name: string): unknown {
-  const r: XdsResources = client.resources();
+  const r: XdsResources = mirror.resources();
   const byKind = { cluster: r.clusters, endpoint: r.endpoints, listener: r.listeners, route: r.routeConfigs }[kind];
   return byKind.get(name);
 }
@@ -74,7 +78,7 @@ describe('corrupt nested bytes of every resource type', () => {
           expect(answer.verdict, `${field.path}`).toBe('nack');
           expect(answer.error).toContain(JSON.stringify(name));
           expect(held(kind, name)).toBe(before);
-          expect(() => translateMesh(client.resources())).not.toThrow();
+          expect(() => translateMesh(mirror.resources())).not.toThrow();
         }),
         { numRuns: 30 },
       );
@@ -95,7 +99,7 @@ describe('corrupt nested bytes of every resource type', () => {
           expect(['ack', 'nack']).toContain(answer.verdict);
           if (answer.verdict === 'nack') expect(answer.error).toContain(JSON.stringify(name));
           expect(held(kind, name)).toBeDefined();
-          expect(() => translateMesh(client.resources())).not.toThrow();
+          expect(() => translateMesh(mirror.resources())).not.toThrow();
         }),
         { numRuns: 30 },
       );

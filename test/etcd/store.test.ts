@@ -1,5 +1,6 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { KvStore, StoreError, type StoreEvent, type StoreWrite } from '../../agent/store/store.js';
+import { KvStore, StoreError, type RequestOp, type StoreEvent, type StoreWrite } from '../../agent/store/store.js';
 import { prefixEnd } from '../../agent/store/keys.js';
 
 const text = (v: Uint8Array) => Buffer.from(v).toString('utf8');
@@ -258,5 +259,81 @@ describe('KvStore leases', () => {
     const before = s.revision;
     expect(s.revokeLease('4242')).toBe(before + 1);
     expect(contents(s)).toEqual({});
+  });
+});
+
+describe('KvStore range index', () => {
+  it('ranges see every key put and deleted before them, in byte order, also inside one transaction', () => {
+    // random txns of puts, deletes (single keys and ranges) and ranges, against a model map; the
+    // whole store is read after some txns only, so several txns may change the index unread
+    const key = fc.constantFrom('a', 'a/1', 'a/2', 'b', 'b/1', 'b/10', 'b/2', 'c', '\u00ff', 'a/\u00e9');
+    const op = fc.oneof(fc.record({ put: key }), fc.record({ del: key }), fc.record({ delFrom: key }), fc.record({ rangeFrom: key }));
+    const txn = fc.record({ ops: fc.array(op, { minLength: 1, maxLength: 6 }), readAfter: fc.boolean() });
+    fc.assert(
+      fc.property(fc.array(txn, { minLength: 1, maxLength: 12 }), (txns) => {
+        const store = new KvStore();
+        const model = new Map<string, string>();
+        const expectRange = (from: string, kvs: Array<{ key: string; value: Uint8Array }>) => {
+          expect(kvs.map((kv) => [kv.key, text(kv.value)])).toEqual([...model].filter(([k]) => k >= from).sort(([a], [b]) => (a < b ? -1 : 1)));
+        };
+        txns.forEach(({ ops, readAfter }, t) => {
+          // etcd refuses a key written twice in one txn (a put and a delete covering it included)
+          const puts = new Set<string>();
+          const deleted: Array<(k: string) => boolean> = [];
+          const success = ops.flatMap((o): RequestOp[] => {
+            if ('put' in o) {
+              if (puts.has(o.put) || deleted.some((covers) => covers(o.put))) return [];
+              puts.add(o.put);
+              return [{ put: { key: o.put, value: bytes(`${t}`) } }];
+            }
+            if ('del' in o) {
+              if (puts.has(o.del)) return [];
+              deleted.push((k) => k === o.del);
+              return [{ deleteRange: { key: o.del } }];
+            }
+            if ('delFrom' in o) {
+              if ([...puts].some((k) => k >= o.delFrom)) return [];
+              deleted.push((k) => k >= o.delFrom);
+              return [{ deleteRange: { key: o.delFrom, rangeEnd: '\0' } }];
+            }
+            return [{ range: { key: o.rangeFrom, rangeEnd: '\0' } }];
+          });
+          const result = store.txn({ compare: [], success, failure: [] });
+          // replay on the model, checking each range against the model at its point in the txn
+          success.forEach((o, i) => {
+            if ('put' in o) {
+              model.set(o.put.key, `${t}`);
+            } else if ('deleteRange' in o) {
+              const { key: from, rangeEnd } = o.deleteRange;
+              for (const k of [...model.keys()]) if (rangeEnd ? k >= from : k === from) model.delete(k);
+            } else if ('range' in o) {
+              expectRange(o.range.key, (result.responses[i] as { range: { kvs: Array<{ key: string; value: Uint8Array }> } }).range.kvs);
+            }
+          });
+          if (readAfter) expectRange('\0', store.range({ key: '\0', rangeEnd: '\0' }).kvs);
+        });
+        expectRange('\0', store.range({ key: '\0', rangeEnd: '\0' }).kvs);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('KvStore duplicate writes in one transaction', () => {
+  it('refuses a key both put and deleted (alone or in a deleted range), passes deletes and puts of other keys', () => {
+    const store = new KvStore();
+    store.write(Array.from({ length: 100 }, (_, i): StoreWrite => ({ op: 'put', key: `/old/${i}`, value: 'x' })));
+    const put = (key: string) => ({ put: { key, value: bytes('y') } });
+    const refused = [
+      [put('/old/1'), { deleteRange: { key: '/old/1' } }],
+      [{ deleteRange: { key: '/old/1' } }, put('/old/1')],
+      [{ deleteRange: { key: '/old/', rangeEnd: prefixEnd('/old/') } }, put('/old/7')],
+      [put('/z'), { deleteRange: { key: '/a', rangeEnd: '\0' } }],
+    ];
+    for (const success of refused) expect(() => store.txn({ compare: [], success, failure: [] }), JSON.stringify(success)).toThrow(StoreError);
+    const before = store.revision;
+    const revision = store.txn({ compare: [], success: [...Array.from({ length: 100 }, (_, i) => ({ deleteRange: { key: `/old/${i}` } })), ...Array.from({ length: 100 }, (_, i) => put(`/new/${i}`)), { deleteRange: { key: '/p/', rangeEnd: prefixEnd('/p/') } }], failure: [] }).revision;
+    expect(revision).toBe(before + 1);
+    expect(Object.keys(contents(store))).toEqual(Array.from({ length: 100 }, (_, i) => `/new/${i}`).sort());
   });
 });

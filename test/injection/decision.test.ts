@@ -19,7 +19,7 @@ interface Row {
 const APISIX = { 'app.kubernetes.io/name': 'apisix' };
 const STATUS = { 'apisix-mesh.io/status': '{"initContainers":[],"containers":[],"volumes":[]}' };
 
-/** The decision table (README, "Injection: modes, decision, annotations"), one row per rule. */
+/** The decision table (docs/injection.md, "The decision, in order"), one row per rule. */
 const table: Row[] = [
   { name: 'plain pod → sidecar', expected: { kind: 'inject', mode: 'sidecar' } },
   { name: 'APISIX chart pod → gateway', labels: APISIX, expected: { kind: 'inject', mode: 'gateway' } },

@@ -14,7 +14,7 @@ export type Decision =
 const MODES: readonly InjectionMode[] = ['sidecar', 'gateway', 'none'];
 
 /**
- * Whether and how to inject one pod, in this order (the README documents it):
+ * Whether and how to inject one pod, in this order (docs/injection.md documents it):
  * 1. `spec.hostNetwork: true` → skip (capture rules would land on the node);
  * 2. the namespace is excluded (system namespaces, the webhook's own) → skip;
  * 3. `sidecar.istio.io/inject` label `"false"` → skip; the label, when present, decides alone;

@@ -27,6 +27,8 @@ export interface XdsResourceType<T> {
   readonly typeUrl: string;
   /** state of the world: a response holds the complete set (CDS, LDS), not a merge by name */
   readonly allResourcesRequiredInSotW: boolean;
+  /** protobuf field number of the name */
+  readonly nameField: number;
   decode(bytes: Uint8Array): DecodeResult<T>;
 }
 
@@ -61,6 +63,7 @@ export function resourceType<T>(spec: ResourceTypeSpec<T>): XdsResourceType<T> {
     kind: spec.kind,
     typeUrl,
     allResourcesRequiredInSotW: spec.allResourcesRequiredInSotW,
+    nameField: spec.nameField,
     decode(bytes: Uint8Array): DecodeResult<T> {
       // looked up on first use: loading the protos is not an import side effect
       const type = lookupMessage(typeUrl);

@@ -19,7 +19,7 @@ export interface ApisixRuntime {
 const HOW =
   'set APISIX_RUNTIME to a runtime built as .ci/run does, or APISIX_HOME and OPENRESTY_BIN to an APISIX 3.x ' +
   'install with apisix-nginx-module (e.g. /usr/local/apisix and /usr/local/openresty/bin of apache/apisix:3.13.0-debian); ' +
-  'see the README, "Development"';
+  'see docs/development.md';
 
 export function findApisixRuntime(env: NodeJS.ProcessEnv = process.env): ApisixRuntime | string {
   let runtime: ApisixRuntime;
