@@ -20,7 +20,7 @@ import { createTestPki } from '../support/test-pki.js';
 import { meshLeaf as leaf, TEST_CA_TOKEN, unixBridge, withTestCa } from '../support/pod/mesh-ca.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
 import {
-  allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, MeshResources, outboundCluster, outboundHttpListener,
+  allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, MeshResources, outboundCluster, outboundHttpListener, outboundTcpListener,
   passthroughCluster, routeConfiguration, serviceVirtualHost, virtualOutbound, withIstioMutual, type Endpoint,
 } from '../support/istio-xds.js';
 
@@ -38,6 +38,9 @@ const services = {
   auto: { vip: '10.96.30.4', mode: 'auto', endpoints: [['auto-sidecar', '10.244.30.4', true], ['auto-plain', '10.244.30.5', false]] },
 } as const;
 type Service = keyof typeof services;
+/** A mesh TCP service (a TCP proxy chain to an ISTIO_MUTUAL cluster), reached through the L4 front. */
+const DB = { vip: '10.96.30.9', port: 5432, endpoint: '10.244.30.9' };
+const DB_CLUSTER = outboundCluster(DB.port, fqdn('db', NS));
 const cluster = (s: Service) => outboundCluster(80, fqdn(s, NS));
 
 function mesh(): MeshResources {
@@ -52,6 +55,8 @@ function mesh(): MeshResources {
       allowAnyVirtualHost(),
     ]),
   );
+  m.cluster(withIstioMutual(edsCluster(DB_CLUSTER), [SERVER_ID], 'ISTIO_MUTUAL'), [{ ip: DB.endpoint, port: DB.port }]);
+  m.listener(outboundTcpListener(DB.vip, DB.port, DB_CLUSTER));
   m.cluster(passthroughCluster()).cluster(blackHoleCluster());
   m.listener(outboundHttpListener(80)).listener(virtualOutbound());
   return m;
@@ -97,7 +102,7 @@ describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s seman
     pod = await startPod({
       manifest: podManifest(POD, NS, { app: POD }),
       xds: mesh().resources,
-      clusterAddresses: Object.values(services).flatMap((s) => [s.vip, ...s.endpoints.map(([, ip]) => ip)]),
+      clusterAddresses: [...Object.values(services).flatMap((s) => [s.vip, ...s.endpoints.map(([, ip]) => ip)]), DB.vip, DB.endpoint],
       mutateInjected: withTestCa(pki.root.pem),
     });
     const meshRoot = pki.root.pem;
@@ -109,6 +114,7 @@ describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s seman
       pod.cluster.serveTls('foreign-ca', '10.244.30.3', ENDPOINT_PORT, { ...leaf(foreign.intermediate, SERVER_ID), ca: meshRoot }),
       pod.cluster.serveTls('auto-sidecar', '10.244.30.4', ENDPOINT_PORT, { ...leaf(pki.intermediate, SERVER_ID), ca: meshRoot }),
       pod.cluster.serve('auto-plain', '10.244.30.5', ENDPOINT_PORT),
+      pod.cluster.serveTcp('db', DB.endpoint, DB.port, { tls: { ...leaf(pki.intermediate, SERVER_ID), ca: meshRoot } }),
     ]);
     expect(await pod.waitSynced(20_000)).toBe(true);
   }, 60_000);
@@ -183,6 +189,18 @@ describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s seman
     expect(new Set(sidecar.map((x) => JSON.stringify(x))), JSON.stringify(sidecar)).toEqual(new Set([JSON.stringify({ clientSan: `URI:${POD_SPIFFE_ID}`, servername: `outbound_.80_._.${fqdn('auto', NS)}` })]));
     // the plain server is an HTTP server: a TLS client would not have got an answer from it
     expect(byServer.get('auto-plain')!.clientSan).toBeUndefined();
+    errors([REFUSED.identity, REFUSED.impostor, REFUSED.foreign, ...CLOSED]);
+  });
+
+  it('a TCP proxy to an ISTIO_MUTUAL cluster (L4 front → relay): mutual TLS with the cluster\'s own ALPN, bytes echoed', async () => {
+    const r = await app().tcp(DB.vip, DB.port, [{ send: 'SELECT 1;\n', want: 10 }], 8000);
+    expect(r.error).toBeUndefined();
+    expect(r.received.map((b) => b.toString())).toEqual(['SELECT 1;\n']);
+    expect((await pod.cluster.served('db')).requests.at(-1)).toMatchObject({
+      clientSan: `URI:${POD_SPIFFE_ID}`,
+      servername: `outbound_.${DB.port}_._.${fqdn('db', NS)}`,
+      alpnOffered: ['istio-peer-exchange', 'istio'],
+    });
     errors([REFUSED.identity, REFUSED.impostor, REFUSED.foreign, ...CLOSED]);
   });
 });

@@ -18,6 +18,8 @@
 //       TCP connections (`connections`), handshakes that failed included.
 //   {id, op: 'tcpServe', name, host, port, banner?}  a TCP echo server; with `banner` it speaks first
 //       (sends the banner on accept), then echoes. `served` counts connections; requests: [{peer}]
+//       With `tls: {key, cert, ca}` it requires a client certificate chained to `ca` and records its
+//       SAN (`clientSan`), the SNI, and the ALPN list the client offered (`alpnOffered`).
 //   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?}  one connection: for
 //       each exchange, writes `send` (base64) if given (then half-closes with `end`), then waits for
 //       `want` more bytes → {id, received:
@@ -29,6 +31,7 @@
 import { createServer, request } from 'node:http';
 import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect, createServer as createTcpServer } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { createInterface } from 'node:readline';
 
 const servers = new Map();
@@ -131,15 +134,21 @@ function relay({ id, host, port, unixPath, name }) {
   });
 }
 
-function tcpServe({ id, name, host, port, banner }) {
+function tcpServe({ id, name, host, port, banner, tls }) {
   const record = { count: 0, requests: [] };
-  const server = createTcpServer((socket) => {
+  let offered;
+  const onConnection = (socket) => {
     record.count += 1;
-    if (record.requests.length < 1000) record.requests.push({ peer: socket.remoteAddress });
+    const seen = { peer: socket.remoteAddress };
+    if (tls) Object.assign(seen, { clientSan: socket.getPeerCertificate()?.subjectaltname, servername: socket.servername, alpnOffered: offered });
+    if (record.requests.length < 1000) record.requests.push(seen);
     if (banner) socket.write(banner);
     socket.on('data', (chunk) => socket.write(chunk));
     socket.on('error', () => socket.destroy());
-  });
+  };
+  const server = tls
+    ? createTlsServer({ key: tls.key, cert: tls.cert, ca: tls.ca, requestCert: true, rejectUnauthorized: true, ALPNCallback: ({ protocols }) => ((offered = protocols), protocols[0]) }, onConnection)
+    : createTcpServer(onConnection);
   server.on('error', (err) => reply({ id, error: `${name} on ${host}:${port}: ${err.message}` }));
   server.listen(port, host, () => {
     servers.set(name, { server, record });

@@ -148,8 +148,8 @@ export class NetnsWorker {
     return this.ok('serve', { name, host, port, tls });
   }
 
-  /** A TCP echo server; with a `banner` it speaks first (sends it on accept), then echoes. */
-  serveTcp(name: string, host: string, port: number, options: { banner?: string } = {}): Promise<void> {
+  /** A TCP echo server; with a `banner` it speaks first (sends it on accept), then echoes; with `tls`, over mutual TLS. */
+  serveTcp(name: string, host: string, port: number, options: { banner?: string; tls?: { cert: string; key: string; ca: string } } = {}): Promise<void> {
     return this.ok('tcpServe', { name, host, port, ...options });
   }
 
