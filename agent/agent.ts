@@ -9,6 +9,7 @@ import type { TranslationNote } from './translate/apisix-types.js';
 import { APISIX_PREFIX, StoreApplier, type ApplyResult } from './apply.js';
 import { AgentMetrics } from './metrics.js';
 import { buildStatusServer } from './status-server.js';
+import type { AppProbeService } from './app-probes/app-probe-service.js';
 import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-credentials.js';
 import { startWorkloadIdentity, type WorkloadIdentityConfig } from './identity/start-identity.js';
 import type { WorkloadIdentity } from './identity/workload-identity.js';
@@ -28,6 +29,8 @@ export interface AgentOptions {
   statusHost: string;
   statusPort: number;
   capturePorts?: CapturePorts;
+  /** the app probes the injection rewrote to the status port (ISTIO_KUBE_APP_PROBERS) */
+  appProbes?: AppProbeService;
   /** quiet time after an update before applying (bursts become one revision) */
   coalesceMs?: number;
   /** upper bound on how long an update may wait while a burst continues */
@@ -79,6 +82,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     },
     metrics,
     options.logger ?? { level: 'info' },
+    options.appProbes,
   );
   const logger = status.log;
   // A restarted agent must start above every revision its predecessor handed out: APISIX keeps

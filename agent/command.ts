@@ -7,6 +7,8 @@ import { nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from '
 import { SpiffeIdError, workloadSpiffeId } from './identity/spiffe-id.js';
 import type { RunningAgent } from './agent.js';
 import { installLuaModules } from './l4/lua-modules.js';
+import { APP_PROBERS_ENV, AppProbersError, parseAppProbers } from './app-probes/app-probers.js';
+import { probeTargetFor } from './app-probes/probe-target.js';
 
 interface AgentFlags {
   xdsAddress: string;
@@ -75,7 +77,8 @@ export function registerAgentCommand(program: Command): void {
         'and routes translated into APISIX upstreams and routes, served to APISIX through the etcd v3 API ' +
         'on loopback. The pod is identified from POD_NAME, POD_NAMESPACE, INSTANCE_IP, SERVICE_ACCOUNT and ' +
         'ISTIO_META_* / ISTIO_METAJSON_LABELS in the environment (as the webhook sets them), and its labels ' +
-        'from the downward-API file named by --pod-labels-file.',
+        'from the downward-API file named by --pod-labels-file. The app probes the injection rewrote to ' +
+        '/app-health/<container>/livez|readyz|startupz on the status port come from ISTIO_KUBE_APP_PROBERS.',
     )
     .option('--xds-address <host:port>', 'istiod\'s xDS address (15010 plaintext, 15012 TLS)', 'istiod.istio-system.svc:15010')
     .option('--xds-tls', 'dial istiod with TLS, authenticating with the service-account token (istiod port 15012)', false)
@@ -148,6 +151,13 @@ export function registerAgentCommand(program: Command): void {
           throw err;
         }
       }
+      let appProbers;
+      try {
+        appProbers = parseAppProbers(process.env[APP_PROBERS_ENV]);
+      } catch (err) {
+        if (err instanceof AppProbersError) throw new CliError(`app probes: ${err.message}`);
+        throw err;
+      }
       if (flags.xdsTls || ca) {
         if (!existsSync(flags.rootCert)) throw new CliError(`--root-cert: ${flags.rootCert} does not exist`);
         if (!existsSync(flags.tokenFile)) throw new CliError(`--token-file: ${flags.tokenFile} does not exist`);
@@ -162,7 +172,7 @@ export function registerAgentCommand(program: Command): void {
       }
       const serverName = flags.xdsServerName ? { serverName: flags.xdsServerName } : {};
       // gRPC, the Envoy protos and the schemas load with this command only, not with the whole CLI.
-      const [{ pino }, { startAgent }] = await Promise.all([import('pino'), import('./agent.js')]);
+      const [{ pino }, { startAgent }, { AppProbeService }] = await Promise.all([import('pino'), import('./agent.js'), import('./app-probes/app-probe-service.js')]);
       const logger = pino({ level: flags.logLevel, base: { cmd: 'agent' } }, pino.destination(2));
       let agent: RunningAgent;
       try {
@@ -185,6 +195,7 @@ export function registerAgentCommand(program: Command): void {
           statusHost: flags.statusHost,
           statusPort,
           capturePorts,
+          ...(appProbers.size ? { appProbes: new AppProbeService(appProbers, probeTargetFor(identity.podIp)) } : {}),
           coalesceMs,
           maxCoalesceMs,
           warmingTimeoutMs,
@@ -195,6 +206,7 @@ export function registerAgentCommand(program: Command): void {
       } catch (err) {
         throw new CliError(`cannot start: ${(err as Error).message}`, 1);
       }
+      if (appProbers.size) logger.info(`agent: ${appProbers.size} app probes served on the status port (${[...appProbers.keys()].join(', ')})`);
       if (luaModules.length) logger.info(`agent: ${luaModules.length} Lua modules for APISIX written to ${flags.luaDir}`);
       if (skipFilters.size) {
         logger.warn(`--insecure-skip-filters: ${[...skipFilters].join(', ')} will be dropped from filter chains WITHOUT being enforced`);

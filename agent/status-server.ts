@@ -1,5 +1,6 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { AgentMetrics } from './metrics.js';
+import type { AppProbeService } from './app-probes/app-probe-service.js';
 
 /** probes and scrapes every few seconds: their request logs would drown the agent's own */
 const QUIET = { logLevel: 'warn' as const };
@@ -14,9 +15,16 @@ export interface StatusSource {
 /**
  * The agent's status port: `/healthz/ready` (200 once the first complete snapshot is in the store
  * and, with a CA, the first workload certificate has arrived; 503 before), `/metrics` (Prometheus), `/debug/config` (the current APISIX objects and what was
- * skipped; answered only to loopback clients since it exposes the mesh's configuration).
+ * skipped; answered only to loopback clients since it exposes the mesh's configuration), and
+ * `/app-health/<container>/livez|readyz|startupz` for the app probes the injection rewrote
+ * (`appProbes`; any other such path is 404).
  */
-export function buildStatusServer(source: StatusSource, metrics: AgentMetrics, logger: FastifyBaseLogger | { level: string }): FastifyInstance {
+export function buildStatusServer(
+  source: StatusSource,
+  metrics: AgentMetrics,
+  logger: FastifyBaseLogger | { level: string },
+  appProbes?: AppProbeService,
+): FastifyInstance {
   // Fastify's pino logger is the agent's logger too (one JSON log stream)
   const app = 'info' in logger && typeof logger.info === 'function'
     ? Fastify({ loggerInstance: logger as FastifyBaseLogger })
@@ -35,6 +43,14 @@ export function buildStatusServer(source: StatusSource, metrics: AgentMetrics, l
       return reply.code(403).send({ error: '/debug/config is served to loopback clients only' });
     }
     return source.debugConfig();
+  });
+  app.get('/app-health/*', QUIET, async (req, reply) => {
+    const path = req.url.split('?', 1)[0]!;
+    const outcome = appProbes?.probe(path, req.headers);
+    if (!outcome) return reply.code(404).type('text/plain').send('no app probe is declared at this path\n');
+    const { status, detail } = await outcome;
+    if (status >= 400) req.log.warn(`app probe ${path} failed: ${detail}`);
+    return reply.code(status).type('text/plain').send(`${detail}\n`);
   });
   return app;
 }

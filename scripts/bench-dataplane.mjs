@@ -55,7 +55,7 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 /** BENCH_DIAGNOSE=1: also APISIX without its access log, and a perf profile of APISIX at saturation */
 const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
 const JWT = env('BENCH_JWT', '') === '1';
-/** BENCH_RBAC=1: also the sidecar with an AuthorizationPolicy of 10 ALLOW policies × 10 rules inbound, every rule evaluated */
+/** BENCH_RBAC=1: also the sidecar with an AuthorizationPolicy of 10 ALLOW policies × 10 rules inbound, every rule evaluated (with BENCH_BASELINE_ROOT: the same on the baseline tree too, `before-rbac`) */
 const RBAC = env('BENCH_RBAC', '') === '1';
 /** one-endpoint changes measured at the largest memory size (0: none) */
 const ENDPOINT_CHANGES = Number(env('BENCH_ENDPOINT_CHANGES', 10));
@@ -442,6 +442,11 @@ function summarise(results) {
     const cpu = pick('rbac', 'inbound', (r) => r.sat.proxyCpu) / pick('sidecar', 'inbound', (r) => r.sat.proxyCpu);
     console.log(`  inbound with 10 ALLOW policies x 10 rules (all evaluated) vs none: saturation throughput ${f(rate)}x, proxy CPU per request ${f(cpu)}x (aim: under 10 % lower)`);
   }
+  if (results.some((r) => r.name === 'before-rbac')) {
+    const rate = pick('rbac', 'inbound', (r) => r.sat.rps, true) / pick('before-rbac', 'inbound', (r) => r.sat.rps, true);
+    const cpu = pick('rbac', 'inbound', (r) => r.sat.proxyCpu) / pick('before-rbac', 'inbound', (r) => r.sat.proxyCpu);
+    console.log(`  inbound with the same policy, this tree vs BENCH_BASELINE_ROOT: saturation throughput ${f(rate)}x, proxy CPU per request ${f(cpu)}x`);
+  }
   if (results.some((r) => r.name === 'jwt')) {
     const rate = pick('jwt', 'inbound', (r) => r.sat.rps, true) / pick('sidecar', 'inbound', (r) => r.sat.rps, true);
     const cpu = pick('jwt', 'inbound', (r) => r.sat.proxyCpu) / pick('sidecar', 'inbound', (r) => r.sat.proxyCpu);
@@ -655,6 +660,8 @@ async function main() {
     if (RETRY_BASELINE) setups['no-retry'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noRetry: true });
     if (DIAGNOSE) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
     if (BASELINE_ROOT) setups.before = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, BASELINE_ROOT) });
+    // the policy's cost before and after a change to how APISIX runs it, in the same rounds
+    if (BASELINE_ROOT && RBAC) setups['before-rbac'] = await startMeshPod(h, script, { bare: false, services: SERVICES, rbac: true, baseline: await baselineOf(h, BASELINE_ROOT) });
     const results = [];
     for (let round = 1; round <= ROUNDS; round++) {
       for (const name of Object.keys(setups)) await measureSetup(name, setups[name], script, round, results);

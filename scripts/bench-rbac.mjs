@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// `npm run bench -- rbac`: what the policy function (RBAC and JWT) costs APISIX per request. The
-// agent's own Lua (compiled from Istio-shaped filters) runs under the APISIX runtime's `resty` — the
-// LuaJIT, PCRE and lua-resty-openssl APISIX runs it with — against one request, many times, next to a
-// baseline function that does nothing (what a route without policy pays for a serverless function:
-// nothing at all, in fact).
+// `npm run bench -- rbac`: what the policy plugin (apisix-mesh-policy: RBAC and JWT) costs APISIX per
+// request. The sidecar's plugin, with the configuration the agent compiles from Istio-shaped filters,
+// runs under the APISIX runtime's `resty` — the LuaJIT, PCRE and lua-resty-openssl APISIX runs it
+// with — against one request, many times, next to a baseline function that does nothing (what a
+// route without policy pays: nothing at all, in fact).
 // RBAC cases: one DENY rule; 10 ALLOW policies × 10 rules each (method AND path prefix AND a header),
 // the request matching only the last rule of the last policy, so that every rule is evaluated; the
 // same with regex path rules.
@@ -21,7 +21,8 @@ import { generateKeyPairSync, sign } from 'node:crypto';
 import { fromCanonical } from '../dist/agent/xds/codec.js';
 import { compileRbacFilter } from '../dist/agent/policy/rbac.js';
 import { compileJwtFilter } from '../dist/agent/policy/jwt.js';
-import { httpPolicyLua, rbacLua } from '../dist/agent/policy/rbac-plugin.js';
+import { httpPolicyPluginConf, rbacPluginConf } from '../dist/agent/policy/rbac-plugin.js';
+import { LUA_SOURCE_DIR } from '../dist/agent/l4/lua-modules.js';
 
 const RBAC_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
 const JWT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication';
@@ -74,17 +75,17 @@ const bearer = (t) => ({ authorization: `Bearer ${t}` });
 const distinct = (keyPair, kid, alg) => Array.from({ length: 200 }, (_, i) => `Bearer ${token(keyPair, kid, alg, i)}`);
 
 const cases = [
-  ['no policy (baseline: an empty function)', 'return function(conf, ctx) end'],
-  ['1 DENY rule (path prefix)', rbacLua([compile({ action: 'DENY', policies: { d: { permissions: [{ url_path: { path: { prefix: '/admin' } } }], principals: [{ any: true }] } } })])],
-  ['10 ALLOW policies x 10 rules, prefix paths', rbacLua([compile({ action: 'ALLOW', policies: policies(10, 10, (p, r) => ({ prefix: `/api/${p}/${r}` })) })])],
-  ['10 ALLOW policies x 10 rules, regex paths', rbacLua([compile({ action: 'ALLOW', policies: policies(10, 10, (p, r) => ({ safe_regex: { regex: `/api/${p}/${r}/[a-z]+` } })) })])],
-  ['JWT: no token (allow_missing)', httpPolicyLua({ jwt: [jwt], rbac: [] })],
-  ['JWT: RS256 token seen before', httpPolicyLua({ jwt: [jwt], rbac: [] }), bearer(token(rsa, 'rsa-1', 'RS256'))],
-  ['JWT: ES256 token seen before', httpPolicyLua({ jwt: [jwt], rbac: [] }), bearer(token(ec, 'ec-1', 'ES256'))],
-  ['JWT: RS256, 200 tokens in turn (verify each)', httpPolicyLua({ jwt: [jwt], rbac: [] }), {}, distinct(rsa, 'rsa-1', 'RS256')],
-  ['JWT: ES256, 200 tokens in turn (verify each)', httpPolicyLua({ jwt: [jwt], rbac: [] }), {}, distinct(ec, 'ec-1', 'ES256')],
-  ['JWT RS256 + ALLOW requiring a principal', httpPolicyLua({ jwt: [jwt], rbac: [requirePrincipal] }), bearer(token(rsa, 'rsa-1', 'RS256'))],
-  ['JWT: forged RS256 token (401)', httpPolicyLua({ jwt: [jwt], rbac: [] }), bearer(token(forgedRsa, 'rsa-1', 'RS256'))],
+  ['no policy (baseline: an empty function)', null],
+  ['1 DENY rule (path prefix)', rbacPluginConf([compile({ action: 'DENY', policies: { d: { permissions: [{ url_path: { path: { prefix: '/admin' } } }], principals: [{ any: true }] } } })])],
+  ['10 ALLOW policies x 10 rules, prefix paths', rbacPluginConf([compile({ action: 'ALLOW', policies: policies(10, 10, (p, r) => ({ prefix: `/api/${p}/${r}` })) })])],
+  ['10 ALLOW policies x 10 rules, regex paths', rbacPluginConf([compile({ action: 'ALLOW', policies: policies(10, 10, (p, r) => ({ safe_regex: { regex: `/api/${p}/${r}/[a-z]+` } })) })])],
+  ['JWT: no token (allow_missing)', httpPolicyPluginConf({ jwt: [jwt], rbac: [] })],
+  ['JWT: RS256 token seen before', httpPolicyPluginConf({ jwt: [jwt], rbac: [] }), bearer(token(rsa, 'rsa-1', 'RS256'))],
+  ['JWT: ES256 token seen before', httpPolicyPluginConf({ jwt: [jwt], rbac: [] }), bearer(token(ec, 'ec-1', 'ES256'))],
+  ['JWT: RS256, 200 tokens in turn (verify each)', httpPolicyPluginConf({ jwt: [jwt], rbac: [] }), {}, distinct(rsa, 'rsa-1', 'RS256')],
+  ['JWT: ES256, 200 tokens in turn (verify each)', httpPolicyPluginConf({ jwt: [jwt], rbac: [] }), {}, distinct(ec, 'ec-1', 'ES256')],
+  ['JWT RS256 + ALLOW requiring a principal', httpPolicyPluginConf({ jwt: [jwt], rbac: [requirePrincipal] }), bearer(token(rsa, 'rsa-1', 'RS256'))],
+  ['JWT: forged RS256 token (401)', httpPolicyPluginConf({ jwt: [jwt], rbac: [] }), bearer(token(forgedRsa, 'rsa-1', 'RS256'))],
 ];
 
 const HARNESS = String.raw`
@@ -94,16 +95,24 @@ local n = tonumber(arg[2])
 local headers
 ngx.req.get_headers = function() return headers end
 package.loaded["apisix.core"] = {
-  log = { warn = function() end, error = function(...) io.stderr:write(table.concat({ ... }), "\n") end },
+  log = { warn = function() end, info = function() end, error = function(...) io.stderr:write(table.concat({ ... }), "\n") end },
   response = { set_header = function() end },
   utils = { uri_safe_encode = function(s) return s end },
   -- the JWT check removes the token header: the same request is evaluated again each time
   request = { set_header = function() end, add_header = function() end },
+  schema = { check = function(schema, conf) return require("jsonschema").generate_validator(schema)(conf) end },
+  table = { deepcopy = function(t) return cjson.decode(cjson.encode(t)) end },
 }
+local plugin = require("apisix.plugins.apisix-mesh-policy")
 for _, case in ipairs(cases) do
   headers = { ["x-team"] = "team-9-9", ["user-agent"] = "bench" }
   for k, v in pairs(case.headers or {}) do headers[k] = v end
-  local fn = loadstring(case.lua)()
+  local fn = function() end
+  if case.conf then
+    local conf = cjson.decode(case.conf)
+    assert(plugin.check_schema(conf))
+    fn = function(_, ctx) return plugin.rewrite(conf, ctx) end
+  end
   local var = { uri = "/api/9/9/x", request_method = "GET", real_request_uri = "/api/9/9/x", remote_addr = "10.244.1.5",
                 connection_original_dst = "10.244.2.9:8080", is_args = "", upstream_uri = "" }
   local ctx = { var = var }
@@ -123,9 +132,9 @@ end
 const dir = mkdtempSync(join(tmpdir(), 'bench-rbac-'));
 try {
   writeFileSync(join(dir, 'harness.lua'), HARNESS);
-  writeFileSync(join(dir, 'cases.json'), JSON.stringify(cases.map(([name, lua, headers, tokens]) => ({ name, lua, headers, tokens }))));
+  writeFileSync(join(dir, 'cases.json'), JSON.stringify(cases.map(([name, conf, headers, tokens]) => ({ name, ...(conf ? { conf: JSON.stringify(conf) } : {}), headers, tokens }))));
   const deps = join(runtime, 'prefix/apisix/deps/share/lua/5.1'); // lua-resty-openssl, as APISIX loads it
-  const res = spawnSync(join(runtime, 'prefix/openresty/bin/resty'), ['-I', deps, join(dir, 'harness.lua'), join(dir, 'cases.json'), String(ITERATIONS)], { encoding: 'utf8' });
+  const res = spawnSync(join(runtime, 'prefix/openresty/bin/resty'), ['-I', LUA_SOURCE_DIR, '-I', deps, join(dir, 'harness.lua'), join(dir, 'cases.json'), String(ITERATIONS)], { encoding: 'utf8' });
   if (res.status !== 0) throw new Error(res.stderr.slice(0, 2000));
   const rows = res.stdout.trim().split('\n').map((l) => JSON.parse(l));
   const base = rows[0].ns;

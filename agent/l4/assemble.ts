@@ -2,6 +2,7 @@ import type { ClusterTranslation } from '../translate/cluster.js';
 import type { TranslationNote } from '../translate/apisix-types.js';
 import { stableId } from '../translate/ids.js';
 import type { L4ChainDraft, L4ChainMatch, L4ListenerDraft, L4Bind } from './listener-chains.js';
+import { rbacFilterData } from '../policy/rbac-plugin.js';
 
 /** What APISIX's stream workers read under `/apisix/mesh_l4/` (validated there by l4_config.lua). */
 export interface L4Listener {
@@ -17,6 +18,8 @@ export interface L4Chain {
   name: string;
   match: L4ChainMatch;
   action: L4Action;
+  /** Envoy's network RBAC filters of the chain (rbac.ts trees), judged in preread (l4_rbac.lua) */
+  rbac?: Array<Record<string, unknown>>;
 }
 
 export type L4Action =
@@ -37,7 +40,11 @@ export function assembleL4Listener(
   upstreamIdOf: UpstreamIdLookup,
   notes: TranslationNote[],
 ): L4Listener {
-  const chain = (c: L4ChainDraft): L4Chain => ({ name: c.name, match: c.match, action: resolve(c, draft.listenerName, clusters, upstreamIdOf, notes) });
+  const chain = (c: L4ChainDraft): L4Chain => {
+    const action = resolve(c, draft.listenerName, clusters, upstreamIdOf, notes);
+    // a refused chain needs no policy: it forwards nothing
+    return { name: c.name, match: c.match, action, ...(c.rbac && action.kind !== 'refuse' ? { rbac: c.rbac.map(rbacFilterData) } : {}) };
+  };
   const out: L4Listener = {
     id: stableId('l4', draft.listenerName),
     name: draft.listenerName.slice(0, 512),

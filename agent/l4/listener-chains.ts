@@ -3,6 +3,7 @@ import { unpackAny, type PackedAny } from '../xds/codec.js';
 import { HCM_TYPE, TCP_PROXY_TYPE } from '../xds/protos.js';
 import { inventoryFilters, type NamedFilter, type SkipList } from '../policy/filter-inventory.js';
 import type { TranslationNote } from '../translate/apisix-types.js';
+import type { CompiledRbacFilter } from '../policy/rbac.js';
 
 /**
  * One Envoy listener as the L4 front dispatches it (agent/l4/lua/apisix_mesh/chains.lua): where it
@@ -40,6 +41,8 @@ export interface L4ChainDraft {
   name: string;
   match: L4ChainMatch;
   target: L4ChainTarget;
+  /** the chain's network RBAC filters, in order: judged per connection before the target is used */
+  rbac?: CompiledRbacFilter[];
 }
 
 interface TcpProxyConfig {
@@ -102,7 +105,7 @@ function l4Chain(chain: FilterChain, fallbackName: string, skip: SkipList | unde
         ? [{ name: tcp.cluster, weight: 1 }]
         : (tcp?.weighted_clusters?.clusters ?? []).map((c) => ({ name: c.name ?? '', weight: weightOf(c.weight) }));
       if (!clusters.length || clusters.some((c) => !c.name)) return { name, match, target: { kind: 'refuse', reason: 'tcp_proxy without a cluster' } };
-      return { name, match, target: { kind: 'tcp', clusters } };
+      return { name, match, target: { kind: 'tcp', clusters }, ...(inventory.networkRbac.length ? { rbac: inventory.networkRbac } : {}) };
     }
   }
   notes.push({ kind: 'listener', name: listenerName, reason: 'no-terminal-filter', detail: `${name}: neither an HTTP connection manager nor a TCP proxy: its connections are refused`, skipped: true });

@@ -6,26 +6,30 @@ import { fileURLToPath } from 'node:url';
 export const LUA_SOURCE_DIR = fileURLToPath(new URL('./lua/', import.meta.url));
 
 /**
- * Writes the sidecar's Lua modules (the L4 front, the HTTP hand-off; agent/l4/lua/) into `dir`, the
- * volume APISIX's container reads them from (`extra_lua_path`). The agent starts before APISIX, so
- * APISIX never sees a partial set: files are written under a temporary name and renamed into place.
- * Returns the module files written.
+ * Writes the sidecar's Lua modules (agent/l4/lua/: the L4 front and the HTTP hand-off under
+ * `apisix_mesh/`, the policy plugin under `apisix/plugins/`, where APISIX looks a plugin up by
+ * name) into `dir`, the volume APISIX's container reads them from (`extra_lua_path`). The agent
+ * starts before APISIX, so APISIX never sees a partial set: files are written under a temporary name
+ * and renamed into place. Returns the module files written.
  */
 export function installLuaModules(dir: string, source = LUA_SOURCE_DIR): string[] {
   const written: string[] = [];
-  for (const pkg of readdirSync(source, { withFileTypes: true })) {
-    if (!pkg.isDirectory()) continue;
-    const target = join(dir, pkg.name);
-    mkdirSync(target, { recursive: true });
-    for (const file of readdirSync(join(source, pkg.name))) {
-      if (!file.endsWith('.lua')) continue;
-      const tmp = join(target, `.${file}.tmp`);
+  const walk = (relative: string, depth: number): void => {
+    for (const entry of readdirSync(join(source, relative), { withFileTypes: true })) {
+      const path = relative ? `${relative}/${entry.name}` : entry.name;
+      if (entry.isDirectory() && depth < 3) walk(path, depth + 1);
+      // only modules in a package: the top level of extra_lua_path stays free
+      if (!entry.isFile() || !entry.name.endsWith('.lua') || depth === 0) continue;
+      const target = join(dir, relative);
+      mkdirSync(target, { recursive: true });
+      const tmp = join(target, `.${entry.name}.tmp`);
       rmSync(tmp, { force: true });
-      copyFileSync(join(source, pkg.name, file), tmp);
-      renameSync(tmp, join(target, file));
-      written.push(`${pkg.name}/${file}`);
+      copyFileSync(join(source, path), tmp);
+      renameSync(tmp, join(target, entry.name));
+      written.push(path);
     }
-  }
+  };
+  walk('', 0);
   if (!written.length) throw new Error(`no Lua modules found in ${source}`);
   return written;
 }

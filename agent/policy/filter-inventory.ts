@@ -1,7 +1,7 @@
 import type { HttpConnectionManager, HttpRbac, JwtAuthentication } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
 import { FAULT_TYPE, HCM_TYPE, JWT_AUTHN_TYPE, TCP_PROXY_TYPE } from '../xds/protos.js';
-import { compileRbacFilter, RbacCompileError, type CompiledRbacFilter } from './rbac.js';
+import { compileNetworkRbacFilter, compileRbacFilter, RbacCompileError, type CompiledRbacFilter, type NetworkRbac } from './rbac.js';
 import { compileJwtFilter, JwtCompileError, type CompiledJwtFilter } from './jwt.js';
 
 /**
@@ -24,13 +24,15 @@ import { compileJwtFilter, JwtCompileError, type CompiledJwtFilter } from './jwt
  * Enforced: the HTTP RBAC filter (AuthorizationPolicy ALLOW/DENY, and the shadow-only filter of
  * CUSTOM), compiled (rbac.ts) and evaluated by APISIX on every route of the chain's route
  * configuration; the JWT authentication filter (RequestAuthentication), compiled (jwt.ts) and
- * evaluated in the same function before RBAC — Istio puts it before its RBAC filters, and a chain
- * that puts it after one is refused. One that cannot be compiled stays unenforced. The network RBAC filter stays
- * unenforced: Istio writes it for TCP chains, which the agent does not translate, and its
- * deny-all form (`rules: {}`) is what the refusal already does.
+ * evaluated in the same plugin before RBAC — Istio puts it before its RBAC filters, and a chain
+ * that puts it after one is refused. One that cannot be compiled stays unenforced. The network RBAC
+ * filter on a TCP chain (where Istio writes it) is compiled the same way and judged per connection
+ * by the L4 front, before anything is forwarded (agent/l4/); one that cannot be compiled, or one on
+ * an HTTP chain, stays unenforced.
  */
 const T = 'type.googleapis.com/';
 export const HTTP_RBAC_TYPE = `${T}envoy.extensions.filters.http.rbac.v3.RBAC`;
+export const NETWORK_RBAC_TYPE = `${T}envoy.extensions.filters.network.rbac.v3.RBAC`;
 const TYPED_STRUCTS = new Set([`${T}udpa.type.v1.TypedStruct`, `${T}xds.type.v3.TypedStruct`]);
 const WASM_TYPES = new Set([`${T}envoy.extensions.filters.http.wasm.v3.Wasm`, `${T}envoy.extensions.filters.network.wasm.v3.Wasm`]);
 const ISTIO_NULL_VM_EXTENSIONS = new Set(['envoy.wasm.stats', 'envoy.wasm.metadata_exchange']);
@@ -69,6 +71,10 @@ export interface FilterInventory {
   rbac: CompiledRbacFilter[];
   /** the JWT authentication filters to enforce, in the chain's order, all before the RBAC filters */
   jwt: CompiledJwtFilter[];
+  /** the network RBAC filters to enforce per connection (the L4 front), in the chain's order */
+  networkRbac: CompiledRbacFilter[];
+  /** `name (type)` of each of them: what the HTTP side, which cannot judge them, names */
+  networkRbacFilters: string[];
 }
 
 /**
@@ -77,7 +83,8 @@ export interface FilterInventory {
  * not the operator listed it as skippable.
  */
 export function inventoryFilters(filters: readonly NamedFilter[], skip: SkipList = new Set()): FilterInventory {
-  const out: FilterInventory = { unenforced: [], rbac: [], jwt: [] };
+  const out: FilterInventory = { unenforced: [], rbac: [], jwt: [], networkRbac: [], networkRbacFilters: [] };
+  const httpChain = filters.some((f) => effectiveType(f.typed_config) === HCM_TYPE);
   for (const filter of filters) {
     const type = effectiveType(filter.typed_config);
     if (type === HCM_TYPE) {
@@ -99,6 +106,15 @@ export function inventoryFilters(filters: readonly NamedFilter[], skip: SkipList
       }
     } else if (type === TCP_PROXY_TYPE) {
       continue; // translated (or reported) by the listener translation
+    } else if (type === NETWORK_RBAC_TYPE) {
+      // judged by the L4 front on TCP chains; an HTTP chain's refusal (403) stays as it was
+      const compiled = httpChain ? 'on an HTTP chain (evaluated on TCP chains only)' : networkRbacFilter(filter);
+      if (typeof compiled === 'string') {
+        if (!skipped(filter, skip)) out.unenforced.push(`${describe(filter)}: ${compiled}`);
+      } else if (compiled) {
+        out.networkRbac.push(compiled);
+        out.networkRbacFilters.push(describe(filter));
+      }
     } else if (!networkFilterIsSafe(filter) && !skipped(filter, skip)) {
       out.unenforced.push(describe(filter));
     }
@@ -117,6 +133,18 @@ function rbacFilter(filter: NamedFilter): CompiledRbacFilter | null | string {
   if (!config) return 'not readable (a TypedStruct or an unknown form)';
   try {
     return compileRbacFilter(filter.name || '(unnamed)', config);
+  } catch (err) {
+    if (err instanceof RbacCompileError) return err.message;
+    throw err;
+  }
+}
+
+/** The compiled network filter, null when it enforces nothing, or why it cannot be enforced. */
+function networkRbacFilter(filter: NamedFilter): CompiledRbacFilter | null | string {
+  const config = unpackAny<NetworkRbac>(filter.typed_config, NETWORK_RBAC_TYPE);
+  if (!config) return 'not readable (a TypedStruct or an unknown form)';
+  try {
+    return compileNetworkRbacFilter(filter.name || '(unnamed)', config);
   } catch (err) {
     if (err instanceof RbacCompileError) return err.message;
     throw err;

@@ -4,7 +4,7 @@ import { parseJwks, type JwtKey, type ParsedJwks } from './jwks.js';
 
 /**
  * Envoy's JWT authentication filter (`envoy.filters.http.jwt_authn`, Istio's RequestAuthentication)
- * compiled for the Lua evaluator APISIX runs (jwt-evaluator.ts). What Istio generates is enforced:
+ * compiled for the Lua evaluator APISIX runs (agent/l4/lua/apisix_mesh/jwt.lua). What Istio generates is enforced:
  * providers with inline (`local_jwks`) or fetched (`remote_jwks`, fetched by the agent) keys, their
  * issuer, audiences, token locations, `forward`, metadata and header outputs, and one rule for every
  * path (`prefix: "/"`) whose requirement is a tree of provider names, `requires_any` (with

@@ -1,22 +1,17 @@
 import type { ApisixRoute } from '../translate/apisix-types.js';
 import type { CompiledRbacFilter } from './rbac.js';
-import { RBAC_EVALUATOR_LUA } from './rbac-evaluator.js';
 import { jwtLuaData, type CompiledJwtFilter, type RemoteJwksLookup } from './jwt.js';
-import { JWT_EVALUATOR_LUA } from './jwt-evaluator.js';
 
 /**
- * Where the RBAC evaluator runs in APISIX. Envoy runs the RBAC filters before the fault filter and
- * the router, so nothing that can answer a request may run before them: APISIX's fault-injection
- * (priority 11000) and redirect answer in the rewrite phase. The evaluator therefore runs in the
- * rewrite phase at priority 11500 (`_meta.priority`), after only plugins that never answer
- * (real-ip, request-id, …). It uses `serverless-post-function`, not the `-pre-` one the
- * original-destination function already holds in the access phase: a serverless plugin has one
- * phase, and a pass-through route may need both.
- * The same function first runs the scope's JWT filters (jwt_authn, Istio's RequestAuthentication),
- * which Envoy runs before RBAC and whose verified claims RBAC reads: one function, one set of
- * request facts, and the JWT answer (401) comes before RBAC's (403), as in Envoy.
+ * The sidecar's HTTP policy plugin: agent/l4/lua/apisix/plugins/apisix-mesh-policy.lua, shipped
+ * with the Lua modules (`--lua-dir`) and enabled in the sidecar's config.yaml. Every route of a
+ * scope under policy carries the scope's filters as data — the JWT filters (jwt.ts), then the RBAC
+ * trees (rbac.ts) — which the plugin checks against its schema and turns into a check once per
+ * configuration version. It runs in the rewrite phase at priority 11500, before anything that can
+ * answer a request (fault-injection 11000, redirect), as Envoy runs jwt_authn and RBAC before the
+ * fault filter and the router.
  */
-export const RBAC_PLUGIN = 'serverless-post-function';
+export const RBAC_PLUGIN = 'apisix-mesh-policy';
 export const RBAC_PRIORITY = 11500;
 
 /**
@@ -30,9 +25,16 @@ export interface HttpPolicy {
 
 const NO_REMOTE_JWKS: RemoteJwksLookup = new Map();
 
-/** The scope's filters as the plugin configuration every route of it gets. */
+/** The scope's filters as the plugin configuration every route of it gets (plain JSON data). */
 export function httpPolicyPluginConf(policy: HttpPolicy, remote: RemoteJwksLookup = NO_REMOTE_JWKS): Record<string, unknown> {
-  return { phase: 'rewrite', functions: [httpPolicyLua(policy, remote)], _meta: { priority: RBAC_PRIORITY } };
+  const rbac = policy.rbac.map(rbacFilterData);
+  if (!policy.jwt.length) return { rbac };
+  return { jwt: policy.jwt.map((f) => jsonData(jwtLuaData(f, remote))), rbac };
+}
+
+/** One RBAC filter as the plugin (and the L4 front, l4_rbac.lua) reads it. */
+export function rbacFilterData(f: CompiledRbacFilter): Record<string, unknown> {
+  return jsonData({ name: f.name, action: f.action, policies: f.policies }) as Record<string, unknown>;
 }
 
 /** The scope's RBAC filters alone, as the plugin configuration. */
@@ -61,49 +63,17 @@ export function withPolicyPlugin(route: ApisixRoute, conf: Record<string, unknow
 }
 
 /**
- * One chunk returning the function, as the serverless plugin requires: the RBAC data, the JWT
- * check built from its data (AUTHN, nil without JWT filters), then the RBAC evaluator.
+ * The value without null or undefined object fields: JSON's null reaches Lua as a truthy
+ * `cjson.null`, where the Lua reads an absent field as nil (a JWT filter without requirements).
  */
-export function httpPolicyLua(policy: HttpPolicy, remote: RemoteJwksLookup = NO_REMOTE_JWKS): string {
-  const rbac = policy.rbac.map((f) => ({ name: f.name, action: f.action, policies: f.policies }));
-  const authn = policy.jwt.length
-    ? `(function(JWT_FILTERS)\n${JWT_EVALUATOR_LUA}\nend)(${luaLiteral(policy.jwt.map((f) => jwtLuaData(f, remote)))})`
-    : 'nil';
-  return `local FILTERS = ${luaLiteral(rbac)}\nlocal AUTHN = ${authn}\n${RBAC_EVALUATOR_LUA}`;
-}
-
-/** The RBAC filters alone as the function's chunk. */
-export function rbacLua(filters: readonly CompiledRbacFilter[]): string {
-  return httpPolicyLua({ jwt: [], rbac: filters });
-}
-
-/**
- * A JSON-like value → a Lua constructor. Nothing from xDS reaches the code as code: strings are
- * written byte by byte (printable ASCII as is, everything else, quotes and backslashes as `\ddd`),
- * numbers must be finite, keys are written as strings too (`["and"]=`, never a bare word).
- */
-export function luaLiteral(value: unknown): string {
-  if (value === null || value === undefined) return 'nil';
-  if (typeof value === 'boolean') return value ? 'true' : 'false';
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw new RangeError('not a finite number');
-    return String(value);
+export function jsonData(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(jsonData);
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      if (v !== null && v !== undefined) out[k] = jsonData(v);
+    }
+    return out;
   }
-  if (typeof value === 'string') return luaString(value);
-  if (Array.isArray(value)) return `{${value.map(luaLiteral).join(',')}}`;
-  if (typeof value === 'object') {
-    const fields = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .map(([k, v]) => `[${luaString(k)}]=${luaLiteral(v)}`);
-    return `{${fields.join(',')}}`;
-  }
-  throw new TypeError(`no Lua form for ${typeof value}`);
-}
-
-function luaString(text: string): string {
-  let out = '"';
-  for (const byte of Buffer.from(text, 'utf8')) {
-    out += byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c ? String.fromCharCode(byte) : `\\${String(byte).padStart(3, '0')}`;
-  }
-  return `${out}"`;
+  return value;
 }

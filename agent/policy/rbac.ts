@@ -4,7 +4,7 @@ import { UnsupportedMatch } from '../translate/unsupported.js';
 
 /**
  * Envoy's HTTP RBAC filter (Istio's AuthorizationPolicy) compiled to a small tree that the Lua
- * evaluator (rbac-evaluator.ts) walks per request. Evaluation is three-valued: true, false, or unknown
+ * evaluator (agent/l4/lua/apisix_mesh/rbac.lua, run by the policy plugin) walks per request. Evaluation is three-valued: true, false, or unknown
  * (`{t: 'unknown'}`) for what the sidecar cannot know yet — the peer's mTLS identity
  * (`authenticated`, Istio's `filter_state` peer principal), SNI (`requested_server_name`), a
  * client-supplied remote address, dynamic metadata of any filter but jwt_authn. JWT claims
@@ -40,7 +40,9 @@ export type RbacNode =
   /** an address in a CIDR range: the original destination, the peer, or the client (XFF) */
   | { t: 'ip'; of: 'destination' | 'direct' | 'remote'; v: 4 | 6; b: number[]; len: number }
   /** Envoy's MetadataMatcher on jwt_authn's metadata: the value at `path` matched by `m`, inverted by `inv` */
-  | { t: 'meta'; path: string[]; m: ValueMatch; inv?: boolean };
+  | { t: 'meta'; path: string[]; m: ValueMatch; inv?: boolean }
+  /** the TLS server name (SNI) the client sent (network RBAC only: the L4 front may have read it) */
+  | { t: 'sni'; m: StringMatch };
 
 /** Envoy's ValueMatcher on a JSON value (a claim): only a value of the matcher's kind can match. */
 export type ValueMatch =
@@ -78,11 +80,46 @@ export const RBAC_LIMITS = { depth: 32, nodes: 20_000, literal: 4096 };
 export class RbacCompileError extends Error {}
 
 /**
+ * Envoy's network RBAC filter (`envoy.filters.network.rbac`): the same rules, judged per connection
+ * by the L4 front (agent/l4/lua/apisix_mesh/l4_rbac.lua). Not among grpc-js-xds's generated types;
+ * the fields the agent reads.
+ */
+export interface NetworkRbac {
+  rules?: HttpRbac['rules'];
+  matcher?: HttpRbac['matcher'];
+  shadow_matcher?: HttpRbac['shadow_matcher'];
+  stat_prefix?: string;
+  /** ONE_TIME_ON_FIRST_BYTE or CONTINUOUS: the same answer here, where nothing it reads changes */
+  enforcement_type?: string;
+}
+
+/**
+ * What a connection has and a request has not: a network filter's rules see no headers, path or
+ * JWT metadata (unknown: they fail closed, where Envoy would judge them against nothing), its
+ * `remote_ip` is the peer (no X-Forwarded-For on a connection), its `requested_server_name` is the
+ * SNI when the front read one.
+ */
+interface Scope {
+  network: boolean;
+}
+const HTTP_SCOPE: Scope = { network: false };
+const NETWORK_SCOPE: Scope = { network: true };
+
+/**
  * One RBAC filter config → its tree; `null` when the filter enforces nothing (no `rules`: Envoy
  * then lets every request through, e.g. Istio's shadow-only filter for CUSTOM policies).
  * `shadow_rules` only feed stats in Envoy and are ignored.
  */
 export function compileRbacFilter(name: string, config: HttpRbac): CompiledRbacFilter | null {
+  return compileRules(name, config, HTTP_SCOPE);
+}
+
+/** One network RBAC filter config → its tree, as compileRbacFilter; null when it enforces nothing. */
+export function compileNetworkRbacFilter(name: string, config: NetworkRbac): CompiledRbacFilter | null {
+  return compileRules(name, config, NETWORK_SCOPE);
+}
+
+function compileRules(name: string, config: NetworkRbac, scope: Scope): CompiledRbacFilter | null {
   if (config.matcher || config.shadow_matcher) throw new RbacCompileError('the xDS matcher form of RBAC is not supported');
   const rules = config.rules;
   if (!rules) return null;
@@ -93,8 +130,8 @@ export function compileRbacFilter(name: string, config: HttpRbac): CompiledRbacF
   const policies = Object.entries(rules.policies ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([policyName, policy]) => ({
     name: policyName,
     match: and([
-      or((policy.permissions ?? []).map((p) => permission(p, 1, budget))),
-      or((policy.principals ?? []).map((p) => principal(p, 1, budget))),
+      or((policy.permissions ?? []).map((p) => permission(p, 1, budget, scope))),
+      or((policy.principals ?? []).map((p) => principal(p, 1, budget, scope))),
       ...(policy.condition || policy.checked_condition ? [unknown('CEL condition')] : []),
     ]),
   }));
@@ -108,21 +145,21 @@ function count(depth: number, budget: Budget): void {
   if (++budget.nodes > RBAC_LIMITS.nodes) throw new RbacCompileError(`more than ${RBAC_LIMITS.nodes} rules`);
 }
 
-function permission(p: Permission, depth: number, budget: Budget): RbacNode {
+function permission(p: Permission, depth: number, budget: Budget, scope: Scope): RbacNode {
   count(depth, budget);
   switch (p.rule) {
     case 'any':
       return p.any === true ? { t: 'any' } : unknown('any: false');
     case 'and_rules':
-      return and((p.and_rules?.rules ?? []).map((r) => permission(r, depth + 1, budget)));
+      return and((p.and_rules?.rules ?? []).map((r) => permission(r, depth + 1, budget, scope)));
     case 'or_rules':
-      return or((p.or_rules?.rules ?? []).map((r) => permission(r, depth + 1, budget)));
+      return or((p.or_rules?.rules ?? []).map((r) => permission(r, depth + 1, budget, scope)));
     case 'not_rule':
-      return p.not_rule ? { t: 'not', n: permission(p.not_rule, depth + 1, budget) } : unknown('empty not_rule');
+      return p.not_rule ? { t: 'not', n: permission(p.not_rule, depth + 1, budget, scope) } : unknown('empty not_rule');
     case 'header':
-      return header(p.header!);
+      return scope.network ? unknown('header on a connection') : header(p.header!);
     case 'url_path':
-      return urlPath(p.url_path?.path);
+      return scope.network ? unknown('url_path on a connection') : urlPath(p.url_path?.path);
     case 'destination_port': {
       const port = p.destination_port ?? 0;
       return { t: 'dport', lo: port, hi: port + 1 };
@@ -134,41 +171,41 @@ function permission(p: Permission, depth: number, budget: Budget): RbacNode {
     case 'destination_ip':
       return cidr('destination', p.destination_ip);
     case 'requested_server_name':
-      return unknown('requested server name (no TLS termination yet)');
+      return scope.network ? serverName(p.requested_server_name) : unknown('requested server name (no TLS termination yet)');
     case 'metadata':
-      return metadata(p.metadata, depth, budget);
+      return scope.network ? unknown('dynamic metadata on a connection') : metadata(p.metadata, depth, budget);
     default:
       return unknown(`permission ${String(p.rule ?? 'without a rule').slice(0, 40)}`);
   }
 }
 
-function principal(p: Principal, depth: number, budget: Budget): RbacNode {
+function principal(p: Principal, depth: number, budget: Budget, scope: Scope): RbacNode {
   count(depth, budget);
   switch (p.identifier) {
     case 'any':
       return p.any === true ? { t: 'any' } : unknown('any: false');
     case 'and_ids':
-      return and((p.and_ids?.ids ?? []).map((r) => principal(r, depth + 1, budget)));
+      return and((p.and_ids?.ids ?? []).map((r) => principal(r, depth + 1, budget, scope)));
     case 'or_ids':
-      return or((p.or_ids?.ids ?? []).map((r) => principal(r, depth + 1, budget)));
+      return or((p.or_ids?.ids ?? []).map((r) => principal(r, depth + 1, budget, scope)));
     case 'not_id':
-      return p.not_id ? { t: 'not', n: principal(p.not_id, depth + 1, budget) } : unknown('empty not_id');
+      return p.not_id ? { t: 'not', n: principal(p.not_id, depth + 1, budget, scope) } : unknown('empty not_id');
     case 'source_ip':
       return cidr('direct', p.source_ip);
     case 'direct_remote_ip':
       return cidr('direct', p.direct_remote_ip);
     case 'remote_ip':
-      return cidr('remote', p.remote_ip);
+      return cidr(scope.network ? 'direct' : 'remote', p.remote_ip);
     case 'header':
-      return header(p.header!);
+      return scope.network ? unknown('header on a connection') : header(p.header!);
     case 'url_path':
-      return urlPath(p.url_path?.path);
+      return scope.network ? unknown('url_path on a connection') : urlPath(p.url_path?.path);
     case 'authenticated':
       return unknown('peer identity (mTLS is not terminated by the sidecar yet)');
     case 'filter_state':
       return unknown('filter state (the peer identity Istio records)');
     case 'metadata':
-      return metadata(p.metadata, depth, budget);
+      return scope.network ? unknown('dynamic metadata on a connection') : metadata(p.metadata, depth, budget);
     default:
       return unknown(`principal ${String(p.identifier ?? 'without an identifier').slice(0, 40)}`);
   }
@@ -296,6 +333,13 @@ function stringMatch(m: StringMatcher): StringMatch | RbacNode {
   if (m.contains !== undefined && m.contains !== null) return literal('contains', m.contains, ic);
   if (m.safe_regex) return regex(m.safe_regex.regex ?? '');
   return unknown('string matcher kind');
+}
+
+/** The SNI matcher: literals and regexes as for headers (the name is matched as the client sent it). */
+function serverName(m: StringMatcher | null | undefined): RbacNode {
+  if (!m) return unknown('requested_server_name without a matcher');
+  const compiled = stringMatch(m);
+  return 't' in compiled ? compiled : { t: 'sni', m: compiled };
 }
 
 function cidr(of: 'destination' | 'direct' | 'remote', range: CidrRange | null | undefined): RbacNode {

@@ -6,7 +6,7 @@ import type { ApisixPlugins } from './apisix-types.js';
  * upstream: the mirror (mirror.ts) and the hand-over to a retry location (retries.ts), and, on
  * routes to an original destination, the upstream chosen from where the app dialled
  * (original-destination.ts). They share `serverless-pre-function` (a serverless plugin has one
- * phase; `serverless-post-function` is the RBAC evaluator's, in the rewrite phase), run in the
+ * phase; the policy plugin, apisix-mesh-policy, has the rewrite phase), run in the
  * order given, and `_meta.priority` puts the plugin after every other access-phase plugin
  * (limit-conn 1003, traffic-split 966).
  */

@@ -84,17 +84,30 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
   const seen = new Set<string>();
   const refused = new Map<string, RefusedScope>();
   const policies = new Map<string, { policy: ScopePolicy; seen: Set<string> }>();
+  const networkRbac = new Map<string, RefusedScope>();
+  const httpScopes = new Set<string>();
   for (const chain of chains) {
     const scope = chainScope(listenerName, direction, socket.port_value, address, chain);
     if (!scope) continue;
     // Fail closed: a chain with a filter the agent does not enforce refuses its scope's traffic;
     // chains sharing the scope (TLS and plaintext of one port) cannot be told apart by APISIX.
     const inventory = inventoryFilters((chain.filters ?? []) as NamedFilter[], skip);
-    const unenforced = inventory.unenforced;
+    if ((chain.filters ?? []).some((f) => (f.typed_config as PackedAny | undefined)?.type_url === HCM_TYPE)) httpScopes.add(scopeKey(scope));
+    // a refused chain's network RBAC is not judged by anyone: named with the rest
+    const unenforced = inventory.unenforced.length ? [...inventory.unenforced, ...inventory.networkRbacFilters] : inventory.unenforced;
     if (unenforced.length) {
       const entry = refused.get(scopeKey(scope)) ?? { scope, filters: [] };
       for (const f of unenforced) if (!entry.filters.includes(f)) entry.filters.push(f);
       refused.set(scopeKey(scope), entry);
+      continue;
+    }
+    // a TCP chain under a network RBAC is judged per connection by the L4 front only: the HTTP side
+    // gets no route for it (its TCP pass-through catch-all would judge nothing), and an HTTP chain
+    // sharing its scope is refused below, as for any filter the HTTP side does not enforce
+    if (inventory.networkRbac.length) {
+      const entry = networkRbac.get(scopeKey(scope)) ?? { scope, filters: [] };
+      for (const f of inventory.networkRbacFilters) if (!entry.filters.includes(f)) entry.filters.push(f);
+      networkRbac.set(scopeKey(scope), entry);
       continue;
     }
     if (inventory.rbac.length || inventory.jwt.length) {
@@ -134,6 +147,12 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
   for (const x of [...out.rds, ...out.inline]) {
     const policy = policies.get(scopeKey(x.scope))?.policy;
     if (policy) x.policy = policy;
+  }
+  for (const [key, entry] of networkRbac) {
+    if (!httpScopes.has(key)) continue;
+    const into = refused.get(key) ?? { scope: entry.scope, filters: [] };
+    for (const f of entry.filters) if (!into.filters.includes(f)) into.filters.push(f);
+    refused.set(key, into);
   }
   const isRefused = (x: { scope: RouteScope }) => refused.has(scopeKey(x.scope));
   if (refused.size) {

@@ -1,5 +1,5 @@
 import type { RouteAction } from '../xds/envoy-types.js';
-import { luaLiteral } from '../policy/rbac-plugin.js';
+import { luaLiteral } from './lua-literal.js';
 import { upstreamId } from './ids.js';
 import { fractionParts } from './values.js';
 

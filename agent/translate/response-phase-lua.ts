@@ -1,4 +1,5 @@
-import { luaLiteral, RBAC_PRIORITY } from '../policy/rbac-plugin.js';
+import { luaLiteral } from './lua-literal.js';
+import { RBAC_PRIORITY } from '../policy/rbac-plugin.js';
 import type { CorsRules } from './cors.js';
 import type { ResponseHeaderOp } from './response-headers.js';
 

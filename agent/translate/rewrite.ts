@@ -1,5 +1,5 @@
 import type { RouteMatch } from '../xds/envoy-types.js';
-import { luaLiteral } from '../policy/rbac-plugin.js';
+import { luaLiteral } from './lua-literal.js';
 import { re2ToPcre, rewriteTemplate } from './pcre.js';
 import { regexEscape, substitutionLiteral, wrapped } from './values.js';
 

@@ -55,7 +55,7 @@ describe('unenforcedFilters', () => {
       ]),
     ]);
     expect(unenforcedFilters(filters)).toEqual([
-      'envoy.filters.network.rbac (envoy.extensions.filters.network.rbac.v3.RBAC)',
+      'envoy.filters.network.rbac (envoy.extensions.filters.network.rbac.v3.RBAC): on an HTTP chain (evaluated on TCP chains only)',
       'envoy.filters.http.jwt_authn (envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication): provider p: local_jwks from a filename is not supported',
       'matcher-rbac (envoy.extensions.filters.http.rbac.v3.RBAC): the xDS matcher form of RBAC is not supported',
       'envoy.filters.http.ext_authz (envoy.extensions.filters.http.ext_authz.v3.ExtAuthz)',
@@ -130,7 +130,7 @@ describe('inventoryFilters: HTTP RBAC is enforced', () => {
   it('an RBAC filter listed as skippable is still enforced when it compiles; one that cannot compile is skipped then', () => {
     const filters = chainFilters([hcmWith([rbac('r', { rules: { policies: anyPolicy } }), rbac('m', { matcher: { matcher_list: { matchers: [] } } }), router])]);
     const inventory = inventoryFilters(filters, new Set(['r', 'm']));
-    expect(inventory).toEqual({ unenforced: [], rbac: [expect.objectContaining({ name: 'r' })], jwt: [] });
+    expect(inventory).toEqual({ unenforced: [], rbac: [expect.objectContaining({ name: 'r' })], jwt: [], networkRbac: [], networkRbacFilters: [] });
   });
 });
 

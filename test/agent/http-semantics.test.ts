@@ -13,7 +13,7 @@ import { translateRouteConfiguration } from '../../agent/translate/route-configu
 import { validateApisix } from '../../agent/schema/validate.js';
 import { belowRegex, sampleCondition } from '../../agent/translate/random-sample.js';
 import { corsRules } from '../../agent/translate/cors.js';
-import { luaLiteral } from '../../agent/policy/rbac-plugin.js';
+import { luaLiteral } from '../../agent/translate/lua-literal.js';
 import { upstreamId } from '../../agent/translate/ids.js';
 import { translateRetryPolicy } from '../../agent/translate/retries.js';
 import { responseHeaderOps } from '../../agent/translate/response-headers.js';

@@ -8,7 +8,7 @@ import type { HttpRbac, JwtAuthentication } from '../../agent/xds/envoy-types.js
 import { JWT_AUTHN_TYPE } from '../../agent/xds/protos.js';
 import { compileJwtFilter, JwtCompileError, sanitizeAudience, type CompiledJwtFilter, type RemoteJwksLookup } from '../../agent/policy/jwt.js';
 import { compileRbacFilter, type CompiledRbacFilter } from '../../agent/policy/rbac.js';
-import { httpPolicyLua } from '../../agent/policy/rbac-plugin.js';
+import { httpPolicyPluginConf } from '../../agent/policy/rbac-plugin.js';
 import { parseJwks, JWKS_STATUS } from '../../agent/policy/jwks.js';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingResty, runRbac, type RbacOutcome } from '../support/rbac-lua.js';
@@ -46,9 +46,9 @@ interface Req {
 }
 
 function run(jwt: CompiledJwtFilter[], reqs: Req[], options: { rbac?: CompiledRbacFilter[]; remote?: RemoteJwksLookup } = {}): RbacOutcome[] {
-  const lua = httpPolicyLua({ jwt, rbac: options.rbac ?? [] }, options.remote);
+  const conf = httpPolicyPluginConf({ jwt, rbac: options.rbac ?? [] }, options.remote);
   return runRbac(reqs.map((r) => ({
-    lua,
+    conf,
     var: {
       uri: '/api', request_method: r.method ?? 'GET', real_request_uri: '/api', remote_addr: '10.244.1.5', connection_original_dst: '10.244.2.9:80',
       scheme: 'http', http_host: 'httpbin', ...(r.args !== undefined ? { is_args: '?', args: r.args } : { is_args: '' }),

@@ -81,11 +81,11 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
     expect(split.notes).toEqual([]); // istio.stats in front of the TCP proxy is telemetry
   });
 
-  it('fail closed: a TCP chain with a filter the agent does not enforce (network RBAC) is refused; an HTTP chain goes to its scope\'s refusal route', () => {
-    const rbac = rbacNetworkFilter('ALLOW', { p: { permissions: [{ any: true }], principals: [{ authenticated: { principal_name: { exact: 'spiffe://cluster.local/ns/a/sa/b' } } }] } });
+  it('fail closed: a TCP chain with a filter the agent does not enforce (a network RBAC it cannot compile) is refused; an HTTP chain goes to its scope\'s refusal route', () => {
+    const rbac = { name: 'envoy.filters.network.rbac', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC', stat_prefix: 'tcp.', matcher: { matcher_list: { matchers: [] } } } };
     const tcp = draftOf(virtualInbound([{ port: 5432, service: 'pg', protocol: 'tcp', filters: [rbac] }]));
     const chain = tcp.chains.find((c) => c.match.port === 5432)!;
-    expect(chain.target).toEqual({ kind: 'refuse', reason: expect.stringMatching(/^filters not enforced: envoy\.filters\.network\.rbac/) });
+    expect(chain.target).toEqual({ kind: 'refuse', reason: expect.stringMatching(/^filters not enforced: envoy\.filters\.network\.rbac .*matcher form/) });
     // an HTTP chain with an unenforced HTTP filter: the HTTP listener answers 403 for its scope
     const limited = withHttpFilters(outboundHttpListener(8080), [{ name: 'envoy.filters.http.local_ratelimit', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit', stat_prefix: 'rl' } }], () => true);
     expect(draftOf(limited).chains[0]!.target).toEqual({ kind: 'http' });

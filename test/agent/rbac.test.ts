@@ -1,13 +1,17 @@
 // Envoy's RBAC semantics, construct by construct: each RBAC config goes through the wire form
 // (canonical JSON → bytes → the agent's object form, as istiod's pushes do), the compiler, and the
 // Lua function APISIX runs, which runs here under OpenResty's resty with real PCRE.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { LUA_SOURCE_DIR } from '../../agent/l4/lua-modules.js';
 import { fromCanonical } from '../../agent/xds/codec.js';
 import type { HttpRbac, Listener } from '../../agent/xds/envoy-types.js';
 import { TYPE_URL } from '../../agent/xds/protos.js';
 import { translateListener } from '../../agent/translate/listener.js';
 import { compileRbacFilter, parseAddress, RbacCompileError, type CompiledRbacFilter } from '../../agent/policy/rbac.js';
-import { luaLiteral, rbacLua, rbacPluginConf, RBAC_PLUGIN } from '../../agent/policy/rbac-plugin.js';
+import { rbacPluginConf, RBAC_PLUGIN } from '../../agent/policy/rbac-plugin.js';
+import { luaLiteral } from '../../agent/translate/lua-literal.js';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingResty, runRbac, type RbacOutcome } from '../support/rbac-lua.js';
 
@@ -56,8 +60,8 @@ function request(r: Req): { var: Record<string, string>; headers: Record<string,
 
 /** The outcome of each request under the given filters (in order). */
 function judge(filters: Array<CompiledRbacFilter | null>, reqs: Req[]): RbacOutcome[] {
-  const lua = rbacLua(filters.filter((f): f is CompiledRbacFilter => f !== null));
-  return runRbac(reqs.map((r) => ({ lua, ...request(r) })));
+  const conf = rbacPluginConf(filters.filter((f): f is CompiledRbacFilter => f !== null));
+  return runRbac(reqs.map((r) => ({ conf, ...request(r) })));
 }
 
 /** 'allow' or 'deny' for each request. */
@@ -191,10 +195,13 @@ describe('RBAC compilation', () => {
     expect(() => compile(policy('ALLOW', [rule]))).toThrow(/deeper/);
   });
 
-  it('writes the plugin for the rewrite phase above fault-injection (11000), and keys as strings', () => {
+  it('writes the policy as data for the sidecar\'s plugin, which runs in the rewrite phase above fault-injection (11000)', () => {
     const conf = rbacPluginConf([compile(policy('DENY', [path({ prefix: '/admin' })]))!]);
-    expect(RBAC_PLUGIN).toBe('serverless-post-function');
-    expect(conf).toMatchObject({ phase: 'rewrite', _meta: { priority: 11500 } });
+    expect(RBAC_PLUGIN).toBe('apisix-mesh-policy');
+    expect(conf).toEqual({ rbac: [{ name: 'envoy.filters.http.rbac', action: 'DENY', policies: [{ name: 'p', match: { t: 'and', n: [{ t: 'path', m: { k: 'prefix', v: '/admin' } }, { t: 'any' }] } }] }] });
+    const lua = readFileSync(join(LUA_SOURCE_DIR, 'apisix/plugins/apisix-mesh-policy.lua'), 'utf8');
+    expect(lua).toMatch(/priority = 11500,/);
+    expect(lua).toMatch(/function _M\.rewrite\(conf, ctx\)/);
     expect(luaLiteral({ and: [1, 'a"\\'], not: true })).toBe('{["and"]={1,"a\\034\\092"},["not"]=true}');
   });
 

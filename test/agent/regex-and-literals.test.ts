@@ -10,7 +10,7 @@ import type { RouteConfiguration } from '../../agent/xds/envoy-types.js';
 import { translateRouteConfiguration } from '../../agent/translate/route-configuration.js';
 import { validateApisix } from '../../agent/schema/validate.js';
 import { re2ToPcre } from '../../agent/translate/pcre.js';
-import { luaLiteral } from '../../agent/policy/rbac-plugin.js';
+import { luaLiteral } from '../../agent/translate/lua-literal.js';
 
 const scope = { direction: 'outbound' as const, port: 9080 };
 /** the nginx variables of a request, as APISIX's ctx.var would give them */

@@ -5,6 +5,7 @@ import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { buildProgram } from '../../cli/program.js';
 import { parseDownwardApiLabels } from '../../agent/xds/node.js';
+import { APP_PROBERS_ENV, parseAppProbers } from '../../agent/app-probes/app-probers.js';
 
 // The webhook writes command lines that other parts of this same binary must accept: the init
 // container's `apisix-mesh iptables ...` and the sidecar's `apisix-mesh agent ...`. These tests
@@ -56,6 +57,17 @@ describe('command lines the webhook injects', () => {
     const labelsFlag = agent.args!.find((a) => a.startsWith('--pod-labels-file='))!;
     const mount = agent.volumeMounts!.find((m) => labelsFlag.slice('--pod-labels-file='.length).startsWith(`${m.mountPath}/`));
     expect(mount, 'the labels file lies on a mounted volume').toBeDefined();
+  });
+
+  it('the agent reads the app probers the injection hands it, one for each rewritten probe', () => {
+    const agent = containers.find((x) => x.args?.[0] === 'agent')!;
+    const probers = parseAppProbers(agent.env?.find((e) => e.name === APP_PROBERS_ENV)?.value);
+    const rewritten = containers.flatMap((c) =>
+      [c.livenessProbe, c.readinessProbe, c.startupProbe].flatMap((p) => (p?.httpGet?.port === 15020 && p.httpGet.path?.startsWith('/app-health/') ? [p.httpGet.path] : [])),
+    );
+    expect(rewritten.length).toBeGreaterThan(0);
+    expect([...probers.keys()].sort()).toEqual(rewritten.sort());
+    expect(agent.ports?.map((p) => p.containerPort)).toContain(15020);
   });
 
   it('the mesh root and the token the agent is pointed at lie on the volumes Istio fills', () => {

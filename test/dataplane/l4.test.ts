@@ -57,7 +57,7 @@ const DNS_API = { name: 'dns.example.com', dialled: '198.51.100.9', resolved: '1
 const DNS_API_CLUSTER = outboundCluster(443, DNS_API.name);
 const OTHER = { name: 'other.example.net', ip: '198.51.100.8' };
 
-/** The pod's own TCP ports: one plain, one under a TCP AuthorizationPolicy (network RBAC, not enforced). */
+/** The pod's own TCP ports: one plain, one under a TCP AuthorizationPolicy (network RBAC on a principal: denies without mTLS). */
 const PG_PORT = 5432;
 const GUARDED_PORT = 5433;
 /** Under PeerAuthentication STRICT: mTLS only, which the front does not terminate. */
@@ -284,7 +284,7 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
     noErrors();
   });
 
-  it('inbound TCP under a network RBAC filter (not enforced): the connection is closed, the app sees nothing', async () => {
+  it('inbound TCP under a network RBAC ALLOW on a peer principal (unknown without mTLS): the connection is closed, the app sees nothing', async () => {
     const res = await echo(pod.cluster, POD_IP, GUARDED_PORT, 'let me in\n');
     expect(res.closed).toBe(true);
     expect(res.received[0]!.length).toBe(0);

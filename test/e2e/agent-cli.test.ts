@@ -116,6 +116,12 @@ describe('apisix-mesh agent (the real command)', () => {
       expect(r.stderr).toMatch(message);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
     }
+    // the app probes the injection hands over: refused at start, quoted short, rather than served wrong
+    const badProbers = usage([], { ...env, ISTIO_KUBE_APP_PROBERS: JSON.stringify({ '/app-health/app/readyz': { httpGet: { port: 80, host: `evil${'x'.repeat(200)}` } } }) });
+    expect(badProbers.status).toBe(2);
+    expect(badProbers.stderr).toMatch(/app probes: .*unknown field "host"/);
+    expect(badProbers.stderr.trim().split('\n')).toHaveLength(1);
+    expect(badProbers.stderr).not.toContain('x'.repeat(100));
     const { SERVICE_ACCOUNT: _sa, ...noServiceAccount } = env;
     const noSa = usage(['--xds-tls'], noServiceAccount);
     expect(noSa.status).toBe(2);

@@ -23,6 +23,7 @@ describe('the injection configuration file', () => {
       trustDomain: 'cluster.local',
       defaultMode: 'sidecar',
       nativeSidecars: false,
+      rewriteAppProbes: true,
       inboundCapture: 'all',
       outboundCapture: { includeIpRanges: '*', excludeIpRanges: [], excludePorts: [] },
       gateway: { inboundPorts: [80, 443], excludeOutboundPorts: [4317, 4318], excludeOutboundIpRanges: [] },

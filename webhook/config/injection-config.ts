@@ -64,6 +64,12 @@ export interface InjectionConfig {
    */
   nativeSidecars: boolean;
   /**
+   * App probes (httpGet, tcpSocket, grpc) rewritten to the agent's status port, which runs them
+   * against the app from outside the capture (Istio's `sidecarInjectorWebhook.rewriteAppHTTPProbe`).
+   * The pod annotation `sidecar.istio.io/rewriteAppHTTPProbers` overrides it per pod.
+   */
+  rewriteAppProbes: boolean;
+  /**
    * Which inbound ports are captured when the pod does not say (`includeInboundPorts`): `all`
    * (Istio's default, `*`) or `declared` (only the ports the pod's containers declare).
    */
@@ -127,6 +133,7 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
   trustDomain: 'cluster.local',
   apisixWorkerProcesses: 2,
   nativeSidecars: false,
+  rewriteAppProbes: true,
   inboundCapture: 'all',
   outboundCapture: { includeIpRanges: '*', excludeIpRanges: [], excludePorts: [] },
   gateway: {

@@ -182,6 +182,7 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
     trustDomain,
     apisixWorkerProcesses: integer(1, 64),
     nativeSidecars: boolean,
+    rewriteAppProbes: boolean,
     inboundCapture: oneOf('all', 'declared'),
     outboundCapture: section({ includeIpRanges: cidrSelection, excludeIpRanges: listOf(cidr), excludePorts: listOf(port) }, d.outboundCapture),
     gateway: section(

@@ -16,6 +16,8 @@ export const ISTIO_INJECT = 'sidecar.istio.io/inject';
 export const ISTIO_STATUS_ANNOTATION = 'sidecar.istio.io/status';
 export const ISTIO_NATIVE_SIDECAR_ANNOTATION = 'sidecar.istio.io/nativeSidecar';
 export const ISTIO_INTERCEPTION_MODE_ANNOTATION = 'sidecar.istio.io/interceptionMode';
+/** Istio's opt-out of app probe rewriting (`"false"`; parsed as Go's ParseBool). */
+export const REWRITE_APP_PROBES_ANNOTATION = 'sidecar.istio.io/rewriteAppHTTPProbers';
 export const DEFAULT_CONTAINER_ANNOTATION = 'kubectl.kubernetes.io/default-container';
 
 /** Istio's traffic annotations (same meaning in sidecar mode as for Envoy). */

@@ -21,7 +21,9 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
   'request-id',
   'prometheus',
   'serverless-pre-function',
-  'serverless-post-function', // RBAC (agent/policy/rbac-plugin.ts)
+  // RequestAuthentication + AuthorizationPolicy: the sidecar's own plugin, loaded from the agent's
+  // Lua directory (extra_lua_path) as apisix.plugins.apisix-mesh-policy (agent/policy/rbac-plugin.ts)
+  'apisix-mesh-policy',
 ]);
 
 /**

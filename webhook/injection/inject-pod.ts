@@ -18,9 +18,9 @@ export function injectPod(pod: V1Pod, mode: InjectionMode, config: InjectionConf
       case 'sidecar':
         return { kind: 'injected', pod: injectSidecar(pod, config) };
       case 'gateway':
-        return { kind: 'injected', pod: injectGateway(withoutSidecar(pod), config) };
+        return { kind: 'injected', pod: injectGateway(withoutSidecar(pod, config), config) };
       case 'none':
-        return { kind: 'injected', pod: withoutSidecar(pod) };
+        return { kind: 'injected', pod: withoutSidecar(pod, config) };
     }
   } catch (err) {
     if (err instanceof PodRejection) return { kind: 'rejected', message: err.message };

@@ -1,4 +1,4 @@
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { shortQuote } from '../../cli/short-quote.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import {
@@ -11,6 +11,8 @@ import {
   STATUS_ANNOTATION,
 } from './annotations.js';
 import { captureConfigFor, interceptionMode, PodRejection, reservedPorts } from './capture.js';
+import type { AppProbers } from '../../agent/app-probes/app-probers.js';
+import { agentWithProbers, previousAppProbers, restoreAppProbes, rewriteAppProbes, rewritesAppProbes } from './probe-rewrite.js';
 import { keepDefaulted } from './reinjection.js';
 import { NAMES, sidecarParts } from './sidecar-parts.js';
 import { parseStatus, type InjectionStatus } from './status.js';
@@ -54,8 +56,11 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   }
   const previous: InjectionStatus = parseStatus(annotations[STATUS_ANNOTATION]) ?? { initContainers: [], containers: [], volumes: [] };
 
-  const appInits = without(spec.initContainers, previous.initContainers);
-  const appContainers = without(spec.containers, previous.containers);
+  // the probes an earlier injection rewrote are restored first, so that they are rewritten afresh
+  const statusPort = config.ports.agentStatus;
+  const oldProbers = previousAppProbers(spec, previous, NAMES.agent);
+  let appInits = restoreAppProbes(without(spec.initContainers, previous.initContainers), oldProbers, statusPort);
+  let appContainers = restoreAppProbes(without(spec.containers, previous.containers), oldProbers, statusPort);
   const appVolumes = without(spec.volumes, previous.volumes);
   const ourContainers = [NAMES.init, NAMES.configCopy, NAMES.agent, NAMES.apisix];
   checkNoCollision('init container', appInits, ourContainers);
@@ -76,12 +81,22 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const native = nativeSidecars(annotations, config);
   const parts = sidecarParts(config, native, interception === 'REDIRECT' ? capture : null);
 
+  // Probes go to the agent. The app's own native sidecars (init containers with restartPolicy
+  // Always) only when the agent starts before them, i.e. with native sidecars: classic, they start
+  // before the agent, and a startup probe on it would hold the pod forever.
+  const probers: AppProbers = new Map();
+  if (rewritesAppProbes(annotations, config)) {
+    appContainers = rewriteAppProbes(appContainers, statusPort, probers).containers;
+    if (native) appInits = rewriteAppProbes(appInits, statusPort, probers, (c) => c.restartPolicy === 'Always').containers;
+  }
+  const withProbers = (c: V1Container): V1Container => (c.name === NAMES.agent ? agentWithProbers(c, probers) : c);
+
   // Native: the rules first, then the mesh (started and ready before anything else), then the app's
   // init containers inside the mesh. Classic: the app's init containers keep an uncaptured network,
   // the rules come last; the mesh containers go first among the containers.
   const keep = keepDefaulted(spec, previous);
-  const initContainers = [...parts.initBefore.map(keep.initContainer), ...appInits, ...parts.initAfter.map(keep.initContainer)];
-  const containers = parts.containers.length === 0 ? appContainers : [...parts.containers.map(keep.container), ...appContainers];
+  const initContainers = [...parts.initBefore.map(withProbers).map(keep.initContainer), ...appInits, ...parts.initAfter.map(keep.initContainer)];
+  const containers = parts.containers.length === 0 ? appContainers : [...parts.containers.map(withProbers).map(keep.container), ...appContainers];
 
   const newAnnotations: Record<string, string> = {
     ...annotations,
@@ -116,20 +131,23 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
  * to the mode that follows (gateway sets it; with none, "false" keeps Istio's injector away too).
  * A pod without a valid status is returned as it is.
  */
-export function withoutSidecar(pod: V1Pod): V1Pod {
+export function withoutSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const annotations = pod.metadata?.annotations ?? {};
   const status = parseStatus(annotations[STATUS_ANNOTATION]);
   if (status === null) return pod;
   const { [STATUS_ANNOTATION]: _status, [APISIX_CONFIG_ANNOTATION]: _config, ...rest } = annotations;
   const spec = pod.spec ?? { containers: [] };
-  const initContainers = without(spec.initContainers, status.initContainers);
+  // the app's own probes come back: the agent that served the rewritten ones goes
+  const probers = previousAppProbers(spec, status, NAMES.agent);
+  const statusPort = config.ports.agentStatus;
+  const initContainers = restoreAppProbes(without(spec.initContainers, status.initContainers), probers, statusPort);
   const volumes = without(spec.volumes, status.volumes);
   return {
     ...pod,
     metadata: { ...pod.metadata, annotations: rest },
     spec: {
       ...spec,
-      containers: without(spec.containers, status.containers),
+      containers: restoreAppProbes(without(spec.containers, status.containers), probers, statusPort),
       ...(initContainers.length || spec.initContainers === undefined ? { initContainers } : { initContainers: undefined }),
       ...(volumes.length || spec.volumes === undefined ? { volumes } : { volumes: undefined }),
     },

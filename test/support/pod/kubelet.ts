@@ -18,7 +18,8 @@ import type { NetnsWorker } from './worker-client.js';
  *   (a failing hook kills the container, which is then restarted);
  * - a container that exits is restarted, at once the first time, then after the kubelet's back-off
  *   (10 s, doubling, at most 300 s), and counted in `restarts`;
- * - readiness: every container's readinessProbe answers 200–399 (probed from the cluster side).
+ * - readiness: every container's readinessProbe answers 200–399, or for a tcpSocket probe accepts a
+ *   connection (probed from the cluster side);
  * Each container runs its image's entrypoint (or its `command`) with its `args`, its environment
  * (downward-API fields resolved), as its securityContext's uid/gid, with its volumes mounted.
  * Deviations, all at the edges: paths are those of a per-container filesystem view
@@ -314,9 +315,22 @@ export class Kubelet {
     r.killing = false;
   }
 
+  /** One run of a container's probe, as the kubelet's prober runs it (false when it has none). */
+  async probeOnce(name: string, kind: 'readiness' | 'liveness' | 'startup'): Promise<boolean> {
+    const c = [...(this.opts.pod.spec!.initContainers ?? []), ...this.opts.pod.spec!.containers].find((x) => x.name === name);
+    if (!c) throw new Error(`no container ${name}`);
+    const p = c[`${kind}Probe`];
+    return p ? this.probe(p) : false;
+  }
+
   private async probe(p: V1Probe): Promise<boolean> {
+    if (p.tcpSocket) {
+      // the kubelet's tcpSocket probe: a connection to the pod IP opens (then is closed)
+      const res = await this.opts.prober.tcp(this.opts.podIp, Number(p.tcpSocket.port), [], 1000);
+      return res.error === undefined;
+    }
     const get = p.httpGet;
-    if (!get) throw new Error('only httpGet probes are run here');
+    if (!get) throw new Error('only httpGet and tcpSocket probes are run here');
     const port = typeof get.port === 'number' ? get.port : Number(get.port);
     const res = await this.opts.prober.http({ url: `http://${this.opts.podIp}:${port}${get.path ?? '/'}`, timeoutMs: 1000 });
     return 'status' in res && res.status >= 200 && res.status < 400;

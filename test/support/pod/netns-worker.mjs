@@ -20,11 +20,13 @@
 //       (sends the banner on accept), then echoes. `served` counts connections; requests: [{peer}]
 //       With `tls: {key, cert, ca}` it requires a client certificate chained to `ca` and records its
 //       SAN (`clientSan`), the SNI, and the ALPN list the client offered (`alpnOffered`).
-//   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?}  one connection: for
+//   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?, localAddress?}  one connection: for
 //       each exchange, writes `send` (base64) if given (then half-closes with `end`), then waits for
 //       `want` more bytes → {id, received:
 //       [base64 per exchange], closed} (closed: the peer ended or reset the connection); the
 //       connection is closed by the client after the last exchange
+//   {id, op: 'close', name}  the server `name` stops listening (its open connections are ended):
+//       the app going down
 //   {id, op: 'relay', host, port, unixPath}  accepts TCP on host:port and splices each connection to
 //       the Unix socket (how namespaced programs reach a server of the test process)
 // Plain JavaScript with no dependencies, so any uid can run it from a world-readable copy.
@@ -156,8 +158,8 @@ function tcpServe({ id, name, host, port, banner, tls }) {
   });
 }
 
-function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000 }) {
-  const socket = connect({ host, port });
+function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000, localAddress }) {
+  const socket = connect({ host, port, ...(localAddress ? { localAddress } : {}) });
   const received = exchanges.map(() => []);
   let step = 0;
   let have = 0;
@@ -235,6 +237,14 @@ const ops = {
   tcpServe,
   tcp: doTcp,
   relay,
+  close({ id, name }) {
+    const s = servers.get(name);
+    if (!s) return reply({ id, error: `no server ${name}` });
+    servers.delete(name);
+    s.server.close();
+    s.server.closeAllConnections?.();
+    reply({ id, ok: true });
+  },
   served({ id, name }) {
     const s = servers.get(name);
     reply({ id, count: s?.record.count ?? 0, requests: s?.record.requests ?? [], ...(s?.record.connections !== undefined ? { connections: s.record.connections } : {}) });

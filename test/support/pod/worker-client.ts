@@ -153,16 +153,22 @@ export class NetnsWorker {
     return this.ok('tcpServe', { name, host, port, ...options });
   }
 
-  /** One TCP connection through `exchanges`, closed by the client after the last. */
-  async tcp(host: string, port: number, exchanges: TcpExchange[], timeoutMs = 8000): Promise<TcpResult> {
+  /** One TCP connection through `exchanges`, closed by the client after the last (from `localAddress` if given). */
+  async tcp(host: string, port: number, exchanges: TcpExchange[], timeoutMs = 8000, localAddress?: string): Promise<TcpResult> {
     const res = await this.call('tcp', {
       host,
       port,
       timeoutMs,
+      ...(localAddress ? { localAddress } : {}),
       exchanges: exchanges.map((e) => ({ want: e.want, ...(e.send !== undefined ? { send: Buffer.from(e.send).toString('base64') } : {}), ...(e.end ? { end: true } : {}) })),
     });
     const received = ((res.received as string[] | undefined) ?? []).map((b) => Buffer.from(b, 'base64'));
     return { received, closed: res.closed === true, ...(res.error ? { error: String(res.error) } : {}) };
+  }
+
+  /** The server `name` stops listening: the app goes down. */
+  close(name: string): Promise<void> {
+    return this.ok('close', { name });
   }
 
   /** TCP on host:port here → the Unix socket `unixPath` (reachable from every namespace). */

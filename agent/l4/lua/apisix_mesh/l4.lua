@@ -11,6 +11,7 @@ local handoff = require("apisix_mesh.handoff")
 local detect = require("apisix_mesh.detect")
 local chains = require("apisix_mesh.chains")
 local l4_config = require("apisix_mesh.l4_config")
+local l4_rbac = require("apisix_mesh.l4_rbac")
 
 -- The source address Istio's inbound forwarding uses; the capture rules let it through.
 local INBOUND_SOURCE = "127.0.0.6"
@@ -127,6 +128,20 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, relay_tcp
         return refuse("no filter chain matches", dst)
     end
     local action = chain.action
+    if chain.rbac and action.kind ~= "refuse" then
+        local client = ngx.var.remote_addr
+        local ok, denied = pcall(l4_rbac.denied_by, chain.rbac, ip, port, client, seen)
+        if not ok then
+            core.log.error("apisix-mesh: network RBAC raised an error, connection refused: ", tostring(denied):sub(1, 200))
+            return ngx.exit(ngx.ERROR)
+        end
+        if denied then
+            -- Envoy's network RBAC closes the connection; the front closes it before dialling anyone
+            core.log.warn("apisix-mesh: connection from ", client, " to ", dst, " denied by network RBAC filter ",
+                          denied, " of chain ", chain.name or "?")
+            return ngx.exit(ngx.ERROR)
+        end
+    end
     local ctx = ngx.ctx
     if action.kind == "http" then
         local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst)

@@ -5,6 +5,7 @@
 local core = require("apisix.core")
 local chains = require("apisix_mesh.chains")
 local handoff = require("apisix_mesh.handoff")
+local rbac_check = require("apisix_mesh.rbac_check")
 
 local match_schema = {
     type = "object",
@@ -54,6 +55,8 @@ local chain_schema = {
         name = { type = "string", maxLength = 512 },
         match = match_schema,
         action = action_schema,
+        -- Envoy's network RBAC filters (agent/policy/rbac.ts trees), checked by rbac_check
+        rbac = { type = "array", maxItems = 64, items = { type = "object" } },
     },
     required = { "action" },
 }
@@ -77,6 +80,18 @@ local item_schema = {
     },
     required = { "id", "direction", "bind", "chains" },
 }
+
+-- the chains' RBAC trees, whose shape JSON schema cannot say (recursive): a listener whose policy
+-- is malformed is not loaded at all, so none of its connections is forwarded unjudged
+local function check_listener(item)
+    for _, chain in ipairs(item.chains or {}) do
+        local err = chain.rbac and rbac_check.filters(chain.rbac)
+        if err then return false, "chain " .. tostring(chain.name) .. ": " .. err end
+    end
+    local err = item.default and item.default.rbac and rbac_check.filters(item.default.rbac)
+    if err then return false, "default chain: " .. err end
+    return true
+end
 
 local _M = {}
 
@@ -112,6 +127,7 @@ function _M.init_worker()
     listeners, err = core.config.new("/mesh_l4", {
         automatic = true,
         item_schema = item_schema,
+        checker = check_listener,
     })
     if not listeners then
         core.log.error("apisix-mesh: cannot watch /mesh_l4: ", err)

@@ -1,28 +1,24 @@
-/**
- * Envoy's JWT authentication (jwt_authn) as APISIX runs it (OpenResty's LuaJIT): the body of a
- * function of `JWT_FILTERS` (jwt.ts's jwtLuaData, one per filter, in the chain's order) that returns
- * the per-request check `authn(ctx, f)`. rbac-plugin.ts puts it in the same serverless function as
- * the RBAC evaluator, which calls it first, as Envoy runs jwt_authn before RBAC.
- *
- * It follows Envoy's code path (extractor.cc, authenticator.cc, verifier.cc, jwt_verify_lib):
- * - tokens come from the provider's header locations (value prefix found anywhere in the value, the
- *   base64url-and-dot run after it), then query parameters, then cookies, each group in its sorted
- *   order, and are verified from the last to the first; every token must be valid;
- * - a token is parsed (3 non-empty dot-separated sections, base64url, JSON objects, `alg` among
- *   Envoy's 13, typed claims), its issuer checked, then its time (exp/nbf with the clock skew), its
- *   audiences, then its signature with the keys whose kid and alg allow it (the key's type picks
- *   the algorithm family: RSA PKCS#1 v1.5 or PSS, ECDSA with the raw r‖s form, HMAC, Ed25519);
- * - a requirement is a provider, `requires_any` (with allow_missing / allow_missing_or_failed and
- *   Envoy's choice of the error to report), `requires_all`, or nothing;
- * - a valid token's payload (space-delimited claims split) and header go to `f.jwt_meta` (Envoy's
- *   dynamic metadata namespace `envoy.filters.http.jwt_authn`, which RBAC's metadata matchers read),
- *   its claims to headers, its payload to a header, and the token header is removed unless `forward`;
- * - a failure answers 401 (403 for audiences) with Envoy's text and `www-authenticate`.
- * Bounds: a token longer than 64 KiB is refused as malformed (Envoy's headers stop at 60 KiB); JSON
- * nesting stops at depth 100 (protobuf's JSON parser limit). Nothing a client sends raises an error:
- * the caller still runs it under pcall and fails closed.
- */
-export const JWT_EVALUATOR_LUA = String.raw`
+-- Envoy's JWT authentication (jwt_authn, Istio's RequestAuthentication), evaluated for the HTTP
+-- policy plugin (apisix/plugins/apisix-mesh-policy.lua), which runs it before RBAC as Envoy does.
+-- The data (one entry per filter, in the chain's order) is agent/policy/jwt.ts's jwtLuaData; new()
+-- turns it into the per-request check `authn(ctx, f)` once per configuration.
+-- It follows Envoy's code path (extractor.cc, authenticator.cc, verifier.cc, jwt_verify_lib):
+-- - tokens come from the provider's header locations (value prefix found anywhere in the value, the
+--   base64url-and-dot run after it), then query parameters, then cookies, each group in its sorted
+--   order, and are verified from the last to the first; every token must be valid;
+-- - a token is parsed (3 non-empty dot-separated sections, base64url, JSON objects, `alg` among
+--   Envoy's 13, typed claims), its issuer checked, then its time (exp/nbf with the clock skew), its
+--   audiences, then its signature with the keys whose kid and alg allow it (the key's type picks
+--   the algorithm family: RSA PKCS#1 v1.5 or PSS, ECDSA with the raw r||s form, HMAC, Ed25519);
+-- - a requirement is a provider, `requires_any` (with allow_missing / allow_missing_or_failed and
+--   Envoy's choice of the error to report), `requires_all`, or nothing;
+-- - a valid token's payload (space-delimited claims split) and header go to `f.jwt_meta` (Envoy's
+--   dynamic metadata namespace `envoy.filters.http.jwt_authn`, which RBAC's metadata matchers read),
+--   its claims to headers, its payload to a header, and the token header is removed unless `forward`;
+-- - a failure answers 401 (403 for audiences) with Envoy's text and `www-authenticate`.
+-- Bounds: a token longer than 64 KiB is refused as malformed (Envoy's headers stop at 60 KiB); JSON
+-- nesting stops at depth 100 (protobuf's JSON parser limit). Nothing a client sends raises an error:
+-- the caller still runs it under pcall and fails closed.
 local core = require("apisix.core")
 local cjson_mod = require("cjson.safe")
 local pkey = require("resty.openssl.pkey")
@@ -67,10 +63,10 @@ local S = {
   ed25519_length = "Jwt ED25519 signature is wrong length",
 }
 local MAX_TOKEN = 65536
--- tokens whose signature a provider's keys verified (per worker, per configuration: the keys of
--- this function never change), as Envoy's JWT cache: issuer, time and audiences are still checked
--- on every request; only verified tokens, of at most 4 KiB, are kept
-local VERIFIED = lrucache.new(128)
+-- tokens whose signature a provider's keys verified (per worker, per configuration: new() makes
+-- one cache for its keys), as Envoy's JWT cache: issuer, time and audiences are still checked on
+-- every request; only verified tokens, of at most 4 KiB, are kept
+local VERIFIED_TOKENS = 128
 local MAX_CACHED_TOKEN = 4096
 local ALGS = { ES256 = true, ES384 = true, ES512 = true, HS256 = true, HS384 = true, HS512 = true, RS256 = true,
                RS384 = true, RS512 = true, PS256 = true, PS384 = true, PS512 = true, EdDSA = true }
@@ -382,7 +378,7 @@ end
 
 local function verify_token(f, p, token, audiences)
   local cacheable = #token.v <= MAX_CACHED_TOKEN
-  local known = cacheable and VERIFIED:get(token.v) or nil
+  local known = cacheable and f.verified:get(token.v) or nil
   local jwt = known and known.jwt
   if not jwt then
     local parsed = f.parsed
@@ -406,7 +402,7 @@ local function verify_token(f, p, token, audiences)
     if cacheable then
       known = known or { jwt = jwt, by = {} }
       known.by[p] = true
-      VERIFIED:set(token.v, known)
+      f.verified:set(token.v, known)
     end
   end
   good_token(f, p, token, jwt)
@@ -474,8 +470,9 @@ local function merge_extracted(f)
   f.extracted = nil
 end
 
-return function(ctx, f)
-  for _, F in ipairs(JWT_FILTERS) do
+local function authenticate(filters, verified, ctx, f)
+  f.verified = verified
+  for _, F in ipairs(filters) do
     if F.requires and not (F.cors and preflight(f)) then
       local status = requirement(F, F.requires, f)
       merge_extracted(f)
@@ -489,4 +486,42 @@ return function(ctx, f)
     end
   end
 end
-`;
+
+local _M = {}
+
+-- The check for these filters (the data is the caller's own copy: keys are parsed into it once).
+function _M.new(filters)
+  local verified = lrucache.new(VERIFIED_TOKENS)
+  return function(ctx, f)
+    return authenticate(filters, verified, ctx, f)
+  end
+end
+
+local function is_list(v, max)
+  if type(v) ~= "table" or #v > max then return false end
+  for k in pairs(v) do
+    if type(k) ~= "number" then return false end
+  end
+  return true
+end
+
+-- nil when the data has the shape jwt.ts writes (the parts the code indexes), else what is wrong
+function _M.check(filters)
+  if not is_list(filters, 64) then return "JWT filters are not a list" end
+  for _, F in ipairs(filters) do
+    if type(F) ~= "table" or not is_list(F.providers, 256) then return "bad JWT filter" end
+    if F.requires ~= nil and type(F.requires) ~= "table" then return "bad JWT requirement" end
+    for _, p in ipairs(F.providers) do
+      if type(p) ~= "table" or not is_list(p.headers, 64) or not is_list(p.params, 64) or not is_list(p.cookies, 64)
+        or not is_list(p.aud, 1024) or not is_list(p.c2h, 256) or not is_list(p.sdc, 256)
+        or type(p.iss) ~= "string" or type(p.skew) ~= "number" or type(p.fph) ~= "string"
+        or type(p.pim) ~= "string" or type(p.him) ~= "string" then
+        return "bad JWT provider"
+      end
+      if p.keys_err == nil and not is_list(p.keys, 1024) then return "JWT provider without keys" end
+    end
+  end
+  return nil
+end
+
+return _M
