@@ -92,6 +92,8 @@ export function tlsRelaySnippet(): string {
     `    listen ${TLS_RELAY_PORT};\n` +
     `    listen ${TLS_RELAY_TCP_PORT};\n` +
     `    content_by_lua_block {\n        require("apisix_mesh.tls_origin").relay(${TLS_RELAY_TCP_PORT})\n    }\n` +
+    // the cosockets' default here is TLS 1.2 at most; Istio's clusters ask for 1.2 to 1.3
+    `    lua_ssl_protocols TLSv1.2 TLSv1.3;\n` +
     `}\n`
   );
 }

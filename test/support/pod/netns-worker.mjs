@@ -64,7 +64,7 @@ function serve({ id, name, host, port, tls }) {
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       const seen = { method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress, ...(tls ? { servername: req.socket.servername } : {}) };
-      if (tls?.ca) Object.assign(seen, { clientSan: req.socket.getPeerCertificate()?.subjectaltname, alpn: req.socket.alpnProtocol, alpnOffered: req.socket.apisixMeshOffered });
+      if (tls?.ca) Object.assign(seen, { clientSan: req.socket.getPeerCertificate()?.subjectaltname, alpn: req.socket.alpnProtocol, alpnOffered: req.socket.apisixMeshOffered, resumed: req.socket.isSessionReused(), protocol: req.socket.getProtocol() });
       record.count += 1;
       if (record.requests.length < 1000) record.requests.push(seen);
       const query = new URL(req.url, 'http://x').searchParams;

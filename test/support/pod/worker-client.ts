@@ -35,6 +35,9 @@ export interface SeenRequest {
   /** ... the protocol negotiated, and the ALPN list the client offered */
   alpn?: string | false;
   alpnOffered?: string[];
+  /** ... whether the TLS session was resumed, and the TLS version */
+  resumed?: boolean;
+  protocol?: string;
 }
 
 /** What the echo servers of netns-worker.mjs answer. */
