@@ -28,8 +28,9 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 FROM node:${NODE_VERSION}-bookworm-slim
 # iptables for the init role: Debian's package brings iptables-restore in both backends
 # (iptables-nft, the default, and iptables-legacy); `apisix-mesh iptables` picks per node.
+# iproute2: the init role puts ::6 (the IPv6 inbound forwarding source) on lo, as istio-iptables does.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables \
+ && apt-get install -y --no-install-recommends iptables iproute2 \
  && rm -rf /var/lib/apt/lists/*
 # A dedicated non-root user that is NOT the proxy uid 1337: traffic of uid 1337 bypasses the
 # capture rules, so nothing should run as it by accident. The injected agent sets 1337 explicitly.

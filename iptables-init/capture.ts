@@ -77,6 +77,23 @@ async function locate(run: CaptureRun, family: Family): Promise<FamilyTarget> {
   return { backend, state: parseNatState(res.stdout, family) };
 }
 
+/**
+ * The inbound forwarding source for IPv6, `::6`, on lo (as istio-iptables does): IPv6 loopback is
+ * `::1/128` alone, so without it APISIX could not bind the source that the rules above let through,
+ * and every inbound IPv6 forward would fail. `replace` makes a re-run a no-op.
+ */
+export const INBOUND_SOURCE_IPV6 = '::6/128';
+
+async function addInboundSourceIpv6(run: CaptureRun): Promise<void> {
+  const args = ['-6', 'addr', 'replace', INBOUND_SOURCE_IPV6, 'dev', 'lo'];
+  const res = await run.run('ip', args);
+  if (res.code !== 0 || res.startError) {
+    const why = res.startError?.code === 'ENOENT' ? 'ip was not found (install iproute2)' : describeFailure('ip', res);
+    throw new CliError(`IPv6: the rules are in place but ${INBOUND_SOURCE_IPV6} could not be added to lo (${why}): inbound IPv6 forwards would fail`, 1);
+  }
+  run.log(`IPv6: ${INBOUND_SOURCE_IPV6} on lo, the source of inbound forwards to the app`);
+}
+
 export async function runCapture(run: CaptureRun): Promise<void> {
   const families = capturedFamilies(run.config, run.globalIpv6);
   const why =
@@ -125,6 +142,7 @@ export async function runCapture(run: CaptureRun): Promise<void> {
       const count = document.split('\n').filter((l) => l.startsWith('-A ')).length;
       const replaced = state.chains.length > 0 || state.jumps.length > 0 ? ', replacing the ones already there' : '';
       run.log(`${familyName(family)}: installed ${count} nat rules with ${restore}${replaced}`);
+      if (family === 6) await addInboundSourceIpv6(run);
     } else {
       run.log(`${familyName(family)}: removed ${state.jumps.length} jump(s) and ${state.chains.length} chain(s) with ${restore}`);
     }

@@ -9,6 +9,9 @@
 //   jwt      (BENCH_JWT=1) the sidecar with istiod's RequestAuthentication (RS256, inline JWKS) and an
 //            ALLOW requiring a request principal on the inbound listener; inbound requests carry one
 //            valid token (clients reuse their tokens). Only inbound: that is where istiod puts them.
+// TCP (unless BENCH_TCP=0): one long TCP stream to a port no listener declares, which the L4 front
+// passes through as raw TCP (outbound: the app to a host in the cluster; inbound: a cluster client to
+// the app), direct vs sidecar: bytes per second and the proxy's CPU-seconds per GiB.
 // Traffic (scripts/dataplane-load.mjs, in the namespaces): HTTP/1.1 keep-alive POSTs of 1 KiB
 // answered with 1 KiB; outbound = the app (pod, app uid) calls a service, inbound = a client in the
 // cluster namespace calls the app. Each at a fixed open-loop rate and at saturation; CPU time of the
@@ -61,7 +64,19 @@ const RBAC = env('BENCH_RBAC', '') === '1';
 const ENDPOINT_CHANGES = Number(env('BENCH_ENDPOINT_CHANGES', 10));
 /** BENCH_RETRY_BASELINE=1: also the sidecar without route retry policies (outbound then skips the retry location) */
 const RETRY_BASELINE = env('BENCH_RETRY_BASELINE', '') === '1';
+/**
+ * BENCH_MTLS=1: also the sidecar with PeerAuthentication PERMISSIVE on the app's port and a workload
+ * certificate from a fake Istio CA; inbound plaintext and inbound mTLS (a mesh client's certificate,
+ * Envoy's SNI and ALPN) measured on that same pod, with keep-alive and with a new connection per request.
+ */
+const MTLS = env('BENCH_MTLS', '') === '1';
 const ISTIO = { vcpu: 0.2, mb: 60, addedP90: 0.228, addedP99: 0.298 };
+/** BENCH_TCP=0: no TCP stream runs; BENCH_HTTP=0: no HTTP runs (the TCP figures alone) */
+const TCP = env('BENCH_TCP', '1') !== '0';
+const HTTP = env('BENCH_HTTP', '1') !== '0';
+/** the TCP stream's port: declared by no listener of the synthetic mesh (raw pass-through both ways) */
+const TCP_PORT = 5001;
+const GIB = 1024 ** 3;
 
 process.env.APISIX_RUNTIME ??= '/var/cache/apisix-mesh/apisix-runtime-3.13.0';
 
@@ -79,12 +94,15 @@ function compileHarness() {
       extends: join(root, 'tsconfig.json'),
       compilerOptions: { rootDir: root, outDir: out, sourceMap: false, incremental: true, tsBuildInfoFile: join(cache, 'tsbuildinfo') },
       include: [],
-      files: ['test/support/pod/pod-harness.ts', 'test/support/pod/requirements.ts', 'test/support/istio-xds.ts'].map(entry),
+      files: ['test/support/pod/pod-harness.ts', 'test/support/pod/requirements.ts', 'test/support/istio-xds.ts', 'test/support/fake-istio-ca.ts', 'test/support/test-pki.ts'].map(entry),
     }),
   );
   const tsc = spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', tsconfig], { encoding: 'utf8' });
   if (tsc.status !== 0) throw new Error(`compiling the pod harness failed:\n${tsc.stdout}${tsc.stderr}`);
   copyFileSync(join(root, 'test/support/pod/netns-worker.mjs'), join(out, 'test/support/pod/netns-worker.mjs'));
+  // the fake CA serves the agent's own proto, found next to the compiled code
+  mkdirSync(join(out, 'agent/identity'), { recursive: true });
+  copyFileSync(join(root, 'agent/identity/istio-ca.proto'), join(out, 'agent/identity/istio-ca.proto'));
   const load = async (p) => import(pathToFileURL(join(out, p)).href);
   return load;
 }
@@ -131,8 +149,8 @@ async function startServer(script, ns, uid, host, port) {
 }
 
 /** One load run; the CPU time of `pids()` (by role) over its measured window. */
-async function runLoad(script, ns, uid, url, rate, pids, headers = {}, attempt = 1) {
-  const child = spawnIn(ns, uid, [script, 'load', JSON.stringify({ url, bodyBytes: BODY, connections: CONNECTIONS, warmupMs: WARMUP_MS, durationMs: DURATION_MS, rate, headers })]);
+async function runLoad(script, ns, uid, url, rate, pids, headers = {}, attempt = 1, extra = {}) {
+  const child = spawnIn(ns, uid, [script, 'load', JSON.stringify({ url, bodyBytes: BODY, connections: CONNECTIONS, warmupMs: WARMUP_MS, durationMs: DURATION_MS, rate, headers, ...extra })]);
   let before, after, result;
   const { code, stderr } = await follow(child, (m) => {
     if (m.phase === 'measure') before = cpuByRole(pids());
@@ -144,12 +162,35 @@ async function runLoad(script, ns, uid, url, rate, pids, headers = {}, attempt =
     // a run lost on the shared machine is run again once, and says so
     if (attempt === 1) {
       console.log(`${what.slice(0, 300)}; again`);
-      return runLoad(script, ns, uid, url, rate, pids, headers, 2);
+      return runLoad(script, ns, uid, url, rate, pids, headers, 2, extra);
     }
     throw new Error(what);
   }
   const perThousand = (role) => (result.completed > 0 ? ((after[role] - before[role]) / CLK_TCK / result.completed) * 1000 : NaN);
   return { ...result, proxyCpu: perThousand('proxy'), agentCpu: perThousand('agent') };
+}
+
+async function startSink(script, ns, uid) {
+  const child = spawnIn(ns, uid, [script, 'sink', '0.0.0.0', String(TCP_PORT)]);
+  await new Promise((resolve, reject) => {
+    const exited = follow(child, (m) => m.ready && resolve());
+    exited.then(({ code, stderr }) => reject(new Error(`the TCP sink in ${ns} exited (${code}): ${stderr}`)));
+  });
+  return child;
+}
+
+/** One TCP stream run; the proxy's CPU-seconds per GiB over its measured window. */
+async function runTcpStream(script, ns, uid, host, pids) {
+  const child = spawnIn(ns, uid, [script, 'stream', JSON.stringify({ host, port: TCP_PORT, warmupMs: WARMUP_MS, durationMs: DURATION_MS })]);
+  let before, after, result;
+  const { code, stderr } = await follow(child, (m) => {
+    if (m.phase === 'measure') before = cpuByRole(pids());
+    else if (m.phase === 'end') after = cpuByRole(pids());
+    else if (m.result) result = m.result;
+  });
+  if (!result || !before || !after) throw new Error(`the TCP stream to ${host}:${TCP_PORT} failed (exit ${code}): ${stderr}`);
+  const perGiB = result.bytes > 0 ? ((after.proxy - before.proxy) / CLK_TCK / result.bytes) * GIB : NaN;
+  return { ...result, proxyCpuPerGiB: perGiB };
 }
 
 // ---------------------------------------------------------------- /proc
@@ -220,10 +261,10 @@ function tenByTenPolicy(xds) {
   return xds.rbacHttpFilter('ALLOW', policies);
 }
 
-function trafficMesh(xds, n, jwt, rbac) {
+function trafficMesh(xds, n, jwt, rbac, mtls) {
   const m = mesh(n);
   m.cluster.push(xds.blackHoleCluster(), xds.inboundPassthroughCluster(), xds.inboundCluster(APP_PORT));
-  let inbound = xds.virtualInbound([{ port: APP_PORT, service: xds.fqdn('bench', 'bench') }]);
+  let inbound = xds.virtualInbound([{ port: APP_PORT, service: xds.fqdn('bench', 'bench'), ...(mtls ? { mtls: 'PERMISSIVE' } : {}) }]);
   if (jwt) {
     const requirePrincipal = xds.rbacHttpFilter('ALLOW', { 'ns[bench]-policy[jwt]-rule[0]': { permissions: [{ any: true }], principals: [xds.requestPrincipals(['*'])] } });
     inbound = xds.withHttpFilters(inbound, [xds.jwtAuthnFilter([{ issuer: jwt.issuer, jwks: jwt.jwks }]), requirePrincipal], (c) => c.filter_chain_match?.destination_port === APP_PORT);
@@ -299,7 +340,43 @@ function editApisixConfig(h, pod, edit) {
  * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs),
  * `noRetry` drops the routes' retry policies (what the hand-over to a retry location costs).
  */
-async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, baseline, jwt, rbac }) {
+/**
+ * The mtls setup's certificates: a fake Istio CA (over TLS on a unix socket the harness relays to
+ * istiod's address on 15012) that issues the pod's certificate, and a mesh client's certificate.
+ */
+async function mtlsMaterial(h) {
+  const pki = h.pki.createTestPki();
+  const dir = mkdtempSync('/var/tmp/apisix-mesh-bench-mtls-');
+  chmodSync(dir, 0o755);
+  writeFileSync(join(dir, 'root-cert.pem'), pki.root.pem, { mode: 0o644 });
+  writeFileSync(join(dir, 'istio-token'), 'bench-token\n', { mode: 0o644 });
+  const ca = new h.ca.FakeIstioCa(pki);
+  ca.requiredToken = 'bench-token';
+  await ca.start(`unix:${join(dir, 'ca.sock')}`);
+  const key = h.pki.rsaKey();
+  const leaf = h.pki.issueLeaf(pki.intermediate, h.forge.pki.setRsaPublicKey(key.n, key.e), 'spiffe://cluster.local/ns/bench/sa/client', 24 * 3600);
+  return {
+    relays: [{ ip: h.harness.ISTIOD_IP, port: 15012, unixPath: join(dir, 'ca.sock') }],
+    addCa: (p) => {
+      const agent = [...p.spec.containers, ...(p.spec.initContainers ?? [])].find((c) => c.args?.[0] === 'agent');
+      agent.args.push('--ca-address=istiod.istio-system.svc:15012', '--xds-server-name=istiod.istio-system.svc', `--root-cert=${join(dir, 'root-cert.pem')}`, `--token-file=${join(dir, 'istio-token')}`);
+      return p;
+    },
+    tls: {
+      ca: pki.root.pem,
+      cert: h.forge.pki.certificateToPem(leaf) + pki.intermediate.pem,
+      key: h.forge.pki.privateKeyToPem(key),
+      servername: `outbound_.${APP_PORT}_._.bench.bench.svc.cluster.local`,
+      alpn: ['istio-http/1.1', 'istio', 'http/1.1'],
+    },
+    stop: async () => {
+      await ca.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, baseline, jwt, rbac, mtls }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -314,10 +391,13 @@ async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, b
     const openresty = join(process.env.APISIX_RUNTIME, 'prefix/openresty/bin/openresty');
     pod = await h.harness.startPod({
       manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
-      xds: noRetry ? withoutRetries(trafficMesh(h.xds, services, jwt, rbac)) : trafficMesh(h.xds, services, jwt, rbac),
+      xds: noRetry ? withoutRetries(trafficMesh(h.xds, services, jwt, rbac)) : trafficMesh(h.xds, services, jwt, rbac, mtls),
       clusterAddresses: endpoints,
+      ...(mtls ? { clusterRelays: mtls.relays } : {}),
       ...(baseline ? { projectRoot: baseline.root } : {}),
-      mutateInjected: baseline
+      mutateInjected: mtls
+        ? mtls.addCa
+        : baseline
         ? (p) => baseline.inject(p)
         : noAccessLog
         ? (p) => editApisixConfig(h, p, (doc) => ((doc.nginx_config.http ??= {}).enable_access_log = false))
@@ -333,17 +413,31 @@ async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, b
     await pod.kubelet.waitReady(120_000);
     if (!bare && !(await pod.waitSynced(120_000))) throw new Error('APISIX did not catch up with the agent');
     const servers = [await startServer(script, pod.network.cluster, undefined, '0.0.0.0', 8080), await startServer(script, pod.network.pod, APP_UID, '0.0.0.0', APP_PORT)];
+    // a bare nginx has no L4 front: its capture ports speak HTTP only
+    if (TCP && !bare && !baseline) servers.push(await startSink(script, pod.network.cluster), await startSink(script, pod.network.pod, APP_UID));
     return {
       pod,
+      ...(TCP && !bare && !baseline ? { tcp: { outbound: endpoints[0], inbound: h.network.POD_IP } } : {}),
       ns: pod.network.pod,
       cluster: pod.network.cluster,
       outboundUrl: `http://${serviceVip(TARGET)}/`,
       inboundUrl: `http://${h.network.POD_IP}:${APP_PORT}/`,
       ...(jwt ? { dirs: ['inbound'], inboundHeaders: jwt.headers } : {}),
+      ...(mtls
+        ? {
+            dirs: ['inbound', 'inbound-mtls', 'inbound-new', 'inbound-mtls-new'],
+            loads: {
+              'inbound-mtls': { url: `https://${h.network.POD_IP}:${APP_PORT}/`, extra: { tls: mtls.tls } },
+              'inbound-new': { extra: { fresh: true } },
+              'inbound-mtls-new': { url: `https://${h.network.POD_IP}:${APP_PORT}/`, extra: { tls: mtls.tls, fresh: true } },
+            },
+          }
+        : {}),
       roles: () => rolesIn(pod.network.pod),
       stop: async () => {
         for (const s of servers) s.kill();
         await pod.stop();
+        await mtls?.stop();
         if (prefix) rmSync(prefix, { recursive: true, force: true });
       },
     };
@@ -359,7 +453,9 @@ async function startDirect(h, script) {
   try {
     network.addClusterAddresses(...endpoints);
     const servers = [await startServer(script, network.cluster, undefined, '0.0.0.0', 8080), await startServer(script, network.pod, APP_UID, '0.0.0.0', APP_PORT)];
+    if (TCP) servers.push(await startSink(script, network.cluster), await startSink(script, network.pod, APP_UID));
     return {
+      ...(TCP ? { tcp: { outbound: endpoints[0], inbound: h.network.POD_IP } } : {}),
       ns: network.pod,
       cluster: network.cluster,
       outboundUrl: `http://${endpoints[0]}:8080/`,
@@ -390,19 +486,51 @@ async function measureSetup(name, setup, script, round, results) {
   for (const dir of setup.dirs ?? ['outbound', 'inbound']) {
     const ns = dir === 'outbound' ? setup.ns : setup.cluster;
     const uid = dir === 'outbound' ? APP_UID : undefined;
-    const url = dir === 'outbound' ? setup.outboundUrl : setup.inboundUrl;
-    const headers = dir === 'inbound' ? setup.inboundHeaders : undefined;
+    const spec = setup.loads?.[dir] ?? {};
+    const url = spec.url ?? (dir === 'outbound' ? setup.outboundUrl : setup.inboundUrl);
+    const headers = dir.startsWith('inbound') ? setup.inboundHeaders : undefined;
     let roles = setup.roles();
-    const fixed = await runLoad(script, ns, uid, url, RATE, () => roles, headers);
+    const fixed = await runLoad(script, ns, uid, url, RATE, () => roles, headers, 1, spec.extra);
     roles = setup.roles();
-    const sat = await runLoad(script, ns, uid, url, 0, () => roles, headers);
+    const sat = await runLoad(script, ns, uid, url, 0, () => roles, headers, 1, spec.extra);
     const row = { round, name, dir, fixed, sat, load: load1() };
     results.push(row);
     console.log(
-      `round ${round} ${name.padEnd(7)} ${dir.padEnd(8)} @${RATE}/s: ${f(fixed.rps, 0).padStart(5)} req/s p50/p90/p99 ${f(fixed.p50)}/${f(fixed.p90)}/${f(fixed.p99)} ms` +
+      `round ${round} ${name.padEnd(7)} ${dir.padEnd(16)} @${RATE}/s: ${f(fixed.rps, 0).padStart(5)} req/s p50/p90/p99 ${f(fixed.p50)}/${f(fixed.p90)}/${f(fixed.p99)} ms` +
         ` proxy ${f(fixed.proxyCpu, 3)} agent ${f(fixed.agentCpu, 3)} CPU-s/1k | saturation: ${f(sat.rps, 0).padStart(5)} req/s p50/p90/p99 ${f(sat.p50)}/${f(sat.p90)}/${f(sat.p99)} ms` +
         ` proxy ${f(sat.proxyCpu, 3)} CPU-s/1k${fixed.errors + sat.errors ? ` ERRORS ${fixed.errors + sat.errors}` : ''} | load ${row.load}`,
     );
+  }
+}
+
+/** One long TCP stream each way (setups with `tcp`: direct and the sidecars with the L4 front). */
+async function measureTcp(name, setup, round, script, tcpResults) {
+  for (const dir of ['outbound', 'inbound']) {
+    const ns = dir === 'outbound' ? setup.ns : setup.cluster;
+    const uid = dir === 'outbound' ? APP_UID : undefined;
+    const roles = setup.roles();
+    const r = await runTcpStream(script, ns, uid, setup.tcp[dir], () => roles);
+    tcpResults.push({ round, name, dir, ...r });
+    console.log(`round ${round} ${name.padEnd(7)} ${dir.padEnd(8)} one TCP stream: ${f(r.bytesPerSecond / 2 ** 20, 0).padStart(5)} MiB/s, proxy ${f(r.proxyCpuPerGiB, 3)} CPU-s/GiB${r.errors ? ` ERRORS ${r.errors}` : ''} | load ${load1()}`);
+  }
+}
+
+function summariseTcp(tcpResults) {
+  if (!tcpResults.length) return;
+  const pick = (name, dir, get, up) => best(tcpResults.filter((r) => r.name === name && r.dir === dir).map(get), up);
+  console.log(`
+TCP: one long stream through the L4 front's raw pass-through, best of ${ROUNDS} rounds (highest rate, lowest CPU)`);
+  console.log('setup   | hop      | MiB/s | proxy CPU-s per GiB');
+  for (const name of [...new Set(tcpResults.map((r) => r.name))]) {
+    for (const dir of ['outbound', 'inbound']) {
+      console.log(`${name.padEnd(7)} | ${dir.padEnd(8)} | ${f(pick(name, dir, (r) => r.bytesPerSecond, true) / 2 ** 20, 0)} | ${f(pick(name, dir, (r) => r.proxyCpuPerGiB), 3)}`);
+    }
+  }
+  if (tcpResults.some((r) => r.name === 'direct') && tcpResults.some((r) => r.name === 'sidecar')) {
+    for (const dir of ['outbound', 'inbound']) {
+      const ratio = pick('sidecar', dir, (r) => r.bytesPerSecond, true) / pick('direct', dir, (r) => r.bytesPerSecond, true);
+      console.log(`  ${dir}: sidecar/direct TCP throughput ${f(ratio)}x`);
+    }
   }
 }
 
@@ -412,11 +540,11 @@ function summarise(results) {
   console.log('latency in ms; CPU in CPU-seconds per 1,000 requests = vCPU at 1,000 req/s');
   console.log('setup   | hop      | p50 / p90 / p99 @rate | proxy CPU @rate | agent CPU @rate | saturation req/s | sat p50 / p99 | proxy CPU @sat');
   for (const name of [...new Set(results.map((r) => r.name))]) {
-    for (const dir of ['outbound', 'inbound']) {
+    for (const dir of [...new Set(results.filter((r) => r.name === name).map((r) => r.dir))]) {
       if (!results.some((r) => r.name === name && r.dir === dir)) continue;
       const g = (k, up) => pick(name, dir, k, up);
       console.log(
-        `${name.padEnd(7)} | ${dir.padEnd(8)} | ${f(g((r) => r.fixed.p50))} / ${f(g((r) => r.fixed.p90))} / ${f(g((r) => r.fixed.p99))} | ${f(g((r) => r.fixed.proxyCpu), 3)} | ${f(g((r) => r.fixed.agentCpu), 4)} | ` +
+        `${name.padEnd(7)} | ${dir.padEnd(16)} | ${f(g((r) => r.fixed.p50))} / ${f(g((r) => r.fixed.p90))} / ${f(g((r) => r.fixed.p99))} | ${f(g((r) => r.fixed.proxyCpu), 3)} | ${f(g((r) => r.fixed.agentCpu), 4)} | ` +
           `${f(g((r) => r.sat.rps, true), 0)} | ${f(g((r) => r.sat.p50))} / ${f(g((r) => r.sat.p99))} | ${f(g((r) => r.sat.proxyCpu), 3)}`,
       );
     }
@@ -437,6 +565,13 @@ function summarise(results) {
   console.log(`  both hops (outbound + inbound) add p90 ${f(added('p90'), 3)} ms, p99 ${f(added('p99'), 3)} ms over direct at ${RATE} req/s (Istio 1.20, two Envoys with mTLS: +${ISTIO.addedP90} / +${ISTIO.addedP99} ms)`);
   const vcpu = Math.max(...['outbound', 'inbound'].map((dir) => pick('sidecar', dir, (r) => r.fixed.proxyCpu + r.fixed.agentCpu)));
   console.log(`  APISIX + agent at ${RATE} req/s through one hop: ${f(vcpu, 3)} vCPU (worse hop; aim < ${ISTIO.vcpu}; Istio 1.24 Envoy: ${ISTIO.vcpu} vCPU)`);
+  if (results.some((r) => r.name === 'mtls')) {
+    for (const [tls, plain, how] of [['inbound-mtls', 'inbound', 'keep-alive'], ['inbound-mtls-new', 'inbound-new', 'one connection per request']]) {
+      const rate = pick('mtls', tls, (r) => r.sat.rps, true) / pick('mtls', plain, (r) => r.sat.rps, true);
+      const cpu = pick('mtls', tls, (r) => r.sat.proxyCpu) / pick('mtls', plain, (r) => r.sat.proxyCpu);
+      console.log(`  inbound, ${how}, same pod (PERMISSIVE): mTLS/plaintext saturation throughput ${f(rate)}x, proxy CPU per request ${f(cpu)}x`);
+    }
+  }
   if (results.some((r) => r.name === 'rbac')) {
     const rate = pick('rbac', 'inbound', (r) => r.sat.rps, true) / pick('sidecar', 'inbound', (r) => r.sat.rps, true);
     const cpu = pick('rbac', 'inbound', (r) => r.sat.proxyCpu) / pick('sidecar', 'inbound', (r) => r.sat.proxyCpu);
@@ -621,6 +756,7 @@ async function main() {
     network: await loadHarness('test/support/pod/network.js'),
     xds: await loadHarness('test/support/istio-xds.js'),
     annotations: await loadHarness('webhook/injection/annotations.js'),
+    ...(MTLS ? { ca: await loadHarness('test/support/fake-istio-ca.js'), pki: await loadHarness('test/support/test-pki.js'), forge: (await import('node-forge')).default } : {}),
   };
   const missing = h.requirements.missingForPod();
   if (missing) {
@@ -657,31 +793,37 @@ async function main() {
     setups.sidecar = await startMeshPod(h, script, { bare: false, services: SERVICES });
     if (JWT) setups.jwt = await startMeshPod(h, script, { bare: false, services: SERVICES, jwt: jwtMaterial() });
     if (RBAC) setups.rbac = await startMeshPod(h, script, { bare: false, services: SERVICES, rbac: true });
+    if (MTLS) setups.mtls = await startMeshPod(h, script, { bare: false, services: SERVICES, mtls: await mtlsMaterial(h) });
     if (RETRY_BASELINE) setups['no-retry'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noRetry: true });
     if (DIAGNOSE) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
     if (BASELINE_ROOT) setups.before = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, BASELINE_ROOT) });
     // the policy's cost before and after a change to how APISIX runs it, in the same rounds
     if (BASELINE_ROOT && RBAC) setups['before-rbac'] = await startMeshPod(h, script, { bare: false, services: SERVICES, rbac: true, baseline: await baselineOf(h, BASELINE_ROOT) });
     const results = [];
+    const tcpResults = [];
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const name of Object.keys(setups)) await measureSetup(name, setups[name], script, round, results);
+      for (const name of Object.keys(setups)) {
+        if (HTTP) await measureSetup(name, setups[name], script, round, results);
+        if (setups[name].tcp) await measureTcp(name, setups[name], round, script, tcpResults);
+      }
     }
     if (DIAGNOSE) await profileApisix(setups.sidecar, script);
     const apisix = memoryOf(setups.sidecar.roles().proxy);
     const agent = memoryOf(setups.sidecar.roles().agent);
     console.log(`sidecar pod after the traffic (${SERVICES} services): APISIX ${f(apisix.pssMiB, 1)} MiB PSS / ${f(apisix.rssMiB, 1)} MiB RSS summed, agent ${f(agent.rssMiB, 1)} MiB RSS`);
-    for (const name of ['sidecar', 'jwt'].filter((n) => setups[n])) {
+    for (const name of ['sidecar', 'jwt', 'mtls'].filter((n) => setups[n])) {
       const errors = setups[name].pod.apisixErrors();
       if (errors.length) console.log(`${name}: APISIX logged ${errors.length} error lines, first: ${errors[0].slice(0, 300)}`);
     }
-    summarise(results);
+    if (results.length) summarise(results);
+    summariseTcp(tcpResults);
     for (const name of Object.keys(setups)) {
       await setups[name].stop();
       delete setups[name];
     }
     if (MEMORY_SIZES.length) await memorySeries(h, setups);
     console.log(`\nload average at the end: ${load1()}`);
-    if (results.some((r) => r.fixed.errors + r.sat.errors > 0)) process.exitCode = 1;
+    if (results.some((r) => r.fixed.errors + r.sat.errors > 0) || tcpResults.some((r) => r.errors > 0)) process.exitCode = 1;
   } finally {
     clearTimeout(watchdog);
     await cleanup();

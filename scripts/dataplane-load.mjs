@@ -1,14 +1,18 @@
 // The traffic of `npm run bench -- dataplane`, run inside a network namespace (the pod's, as the app
 // uid, or the cluster's) by scripts/bench-dataplane.mjs. Plain JavaScript without dependencies, so
-// any uid can run it from a world-readable copy. Two modes:
+// any uid can run it from a world-readable copy. Four modes:
 //
 //   serve HOST PORT BYTES [JSON]  an HTTP/1.1 server that reads the request body and answers BYTES
 //                           bytes; prints {"ready":true}; ends when stdin closes. JSON (optional):
 //                           {close: true} answers `Connection: close` (a new connection per request);
 //                           {tls: {dir}} serves HTTPS with DIR/cert.pem, key.pem and requires a client
 //                           certificate chained to DIR/ca.pem (a mesh server).
-//   load JSON               {url, bodyBytes, connections, warmupMs, durationMs, rate, headers?}: POSTs
-//                           of bodyBytes over at most `connections` keep-alive connections.
+//   serve HOST PORT BYTES   an HTTP/1.1 server that reads the request body and answers BYTES bytes;
+//                           prints {"ready":true}; ends when stdin closes.
+//   load JSON               {url, bodyBytes, connections, warmupMs, durationMs, rate, headers?, tls?, fresh?}:
+//                           POSTs of bodyBytes over at most `connections` keep-alive connections;
+//                           `fresh`: a new connection per request; https: `tls` {ca, cert, key,
+//                           servername, alpn} (a mesh client: any server name, the chain verified).
 //       rate > 0  open loop: requests are sent on a fixed schedule whether or not earlier ones have
 //                 answered (waiting for a free connection counts), latency from the scheduled time,
 //                 so a stall of the proxy is not hidden (no coordinated omission);
@@ -18,8 +22,14 @@
 //       ends (the bench samples the proxy's CPU time at both), then the result:
 //       {"result":{completed, errors, seconds, rps, p50, p90, p99, max}} (latencies in ms, of the
 //       requests scheduled inside the window).
+//   sink HOST PORT          a TCP server that reads and discards whatever arrives; prints {"ready":true}.
+//   stream JSON             {host, port, warmupMs, durationMs}: one TCP connection written to as fast
+//                           as it takes bytes (64 KiB writes, waiting for drain); the same phases, then
+//                           {"result":{bytes, seconds, bytesPerSecond, errors}}: the bytes handed to the
+//                           kernel inside the window (its send buffer, a few MiB, is the error bound).
 import { Agent, createServer, request } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import { Agent as HttpsAgent, createServer as createHttpsServer, request as httpsRequest } from 'node:https';
+import { connect, createServer as createTcpServer } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -29,8 +39,10 @@ const say = (msg) => process.stdout.write(`${JSON.stringify(msg)}\n`);
 
 if (process.argv[2] === 'serve') serve(process.argv[3], Number(process.argv[4]), Number(process.argv[5]), JSON.parse(process.argv[6] ?? '{}'));
 else if (process.argv[2] === 'load') await load(JSON.parse(process.argv[3]));
+else if (process.argv[2] === 'sink') sink(process.argv[3], Number(process.argv[4]));
+else if (process.argv[2] === 'stream') await stream(JSON.parse(process.argv[3]));
 else {
-  console.error('usage: dataplane-load.mjs serve HOST PORT BYTES | load JSON');
+  console.error('usage: dataplane-load.mjs serve HOST PORT BYTES | load JSON | sink HOST PORT | stream JSON');
   process.exit(2);
 }
 
@@ -60,13 +72,18 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, headers = {} }) {
+async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, headers = {}, tls, fresh = false }) {
   const target = new URL(url);
-  const agent = new Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections });
+  const https = target.protocol === 'https:';
+  const pool = { keepAlive: !fresh, maxSockets: connections, maxFreeSockets: connections };
+  const agent = https
+    ? new HttpsAgent({ ...pool, ca: tls?.ca, cert: tls?.cert, key: tls?.key, servername: tls?.servername, ALPNProtocols: tls?.alpn, checkServerIdentity: () => undefined })
+    : new Agent(pool);
+  const send_ = https ? httpsRequest : request;
   const body = Buffer.alloc(bodyBytes, 'b');
   const options = {
     host: target.hostname,
-    port: Number(target.port || 80),
+    port: Number(target.port || (https ? 443 : 80)),
     path: target.pathname,
     method: 'POST',
     agent,
@@ -92,7 +109,7 @@ async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, h
         }
         resolve();
       };
-      const req = request(options, (res) => {
+      const req = send_(options, (res) => {
         res.resume();
         res.on('end', () => done(res.statusCode === 200));
         res.on('error', () => done(false));
@@ -145,5 +162,49 @@ async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, h
   });
   agent.destroy();
   // stdout is a pipe (asynchronous in Node): exit once the result is written, not before
+  process.stdout.write('', () => process.exit(0));
+}
+
+function sink(host, port) {
+  const server = createTcpServer((socket) => {
+    socket.on('error', () => socket.destroy());
+    socket.resume();
+  });
+  server.on('error', (err) => {
+    console.error(`sink ${host}:${port}: ${err.message}`);
+    process.exit(1);
+  });
+  server.listen(port, host, () => say({ ready: true }));
+  createInterface({ input: process.stdin }).on('close', () => process.exit(0));
+}
+
+async function stream({ host, port, warmupMs, durationMs }) {
+  const chunk = Buffer.alloc(64 * 1024, 's');
+  const socket = connect({ host, port });
+  let errors = 0;
+  let writing = true;
+  let connected = false;
+  const pump = () => {
+    while (writing && socket.write(chunk));
+  };
+  socket.on('connect', () => {
+    connected = true;
+    pump();
+  });
+  socket.on('drain', pump);
+  socket.on('error', () => {
+    errors++;
+    writing = false;
+  });
+  await new Promise((r) => setTimeout(r, warmupMs));
+  const before = socket.bytesWritten - socket.writableLength;
+  say({ phase: 'measure' });
+  await new Promise((r) => setTimeout(r, durationMs));
+  const after = socket.bytesWritten - socket.writableLength;
+  say({ phase: 'end' });
+  writing = false;
+  socket.destroy();
+  const seconds = durationMs / 1000;
+  say({ result: { bytes: after - before, seconds, bytesPerSecond: (after - before) / seconds, errors: errors + (connected ? 0 : 1) } });
   process.stdout.write('', () => process.exit(0));
 }

@@ -3,6 +3,7 @@ import type { TranslationNote } from '../translate/apisix-types.js';
 import { stableId } from '../translate/ids.js';
 import type { L4ChainDraft, L4ChainMatch, L4ListenerDraft, L4Bind } from './listener-chains.js';
 import { rbacFilterData } from '../policy/rbac-plugin.js';
+import type { PeerSanMatch } from './mesh-tls-context.js';
 
 /** What APISIX's stream workers read under `/apisix/mesh_l4/` (validated there by l4_config.lua). */
 export interface L4Listener {
@@ -23,7 +24,8 @@ export interface L4Chain {
 }
 
 export type L4Action =
-  | { kind: 'http' }
+  /** `tls`: to APISIX's mTLS listener (Istio's mTLS chains), else its HTTP listener */
+  | { kind: 'http'; tls?: true; peer_sans?: PeerSanMatch[] }
   | { kind: 'passthrough'; connect_timeout: number }
   | { kind: 'cluster'; clusters: Array<{ upstream_id: string; weight: number }> }
   | { kind: 'refuse'; reason: string };

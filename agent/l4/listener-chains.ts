@@ -2,6 +2,7 @@ import type { FilterChain, Listener } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
 import { HCM_TYPE, TCP_PROXY_TYPE } from '../xds/protos.js';
 import { inventoryFilters, type NamedFilter, type SkipList } from '../policy/filter-inventory.js';
+import { chainTransport, type ChainTransport, type PeerSanMatch } from './mesh-tls-context.js';
 import type { TranslationNote } from '../translate/apisix-types.js';
 import type { CompiledRbacFilter } from '../policy/rbac.js';
 
@@ -21,8 +22,12 @@ export interface L4ListenerDraft {
   notes: TranslationNote[];
 }
 
-/** The capture listener itself (`virtual`), a port on any address, or one address and port. */
-export type L4Bind = { virtual: true } | { port: number } | { address: string; port: number };
+/**
+ * The capture listener itself (`virtual`), a port on any address, or one address and port; `also`:
+ * the listener's other addresses (istiod's dual-stack listeners carry the service's IPv6 address in
+ * Envoy's `additional_addresses`), looked up like the first.
+ */
+export type L4Bind = { virtual: true } | { port: number } | { address: string; port: number; also?: Array<{ address: string; port: number }> };
 
 export interface L4ChainMatch {
   port?: number;
@@ -33,7 +38,8 @@ export interface L4ChainMatch {
 }
 
 export type L4ChainTarget =
-  | { kind: 'http' }
+  /** `tls`: the chain terminates Istio's mTLS (APISIX's TLS listener does, mesh-tls-context.ts) */
+  | { kind: 'http'; tls?: true; peer_sans?: PeerSanMatch[] }
   | { kind: 'tcp'; clusters: Array<{ name: string; weight: number }> }
   | { kind: 'refuse'; reason: string };
 
@@ -51,6 +57,20 @@ interface TcpProxyConfig {
 }
 
 const VIRTUAL_OUTBOUND = 'virtualOutbound';
+const WILDCARDS = new Set(['', '0.0.0.0', '::']);
+
+/**
+ * An IP address in the text the front compares it with: the kernel's (inet_ntop, RFC 5952 for
+ * IPv6: lower case, the longest run of zero groups compressed). IPv4 and anything unparsable stay.
+ */
+export function canonicalIp(address: string): string {
+  if (!address.includes(':')) return address;
+  try {
+    return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+  } catch {
+    return address;
+  }
+}
 const VIRTUAL_INBOUND = 'virtualInbound';
 
 /** The listener's L4 view; undefined for listeners the capture never reaches (no IP socket). */
@@ -60,21 +80,22 @@ export function l4Listener(listener: Listener, skip?: SkipList): L4ListenerDraft
   if (!socket || !socket.port_value) return undefined;
   const inbound = listenerName === VIRTUAL_INBOUND || listener.traffic_direction === 'INBOUND';
   const direction = inbound ? 'inbound' : 'outbound';
-  const address = socket.address && socket.address !== '0.0.0.0' && socket.address !== '::' ? socket.address : undefined;
-  const bind: L4Bind =
-    listenerName === VIRTUAL_OUTBOUND || listenerName === VIRTUAL_INBOUND
-      ? { virtual: true }
-      : address
-        ? { address, port: socket.port_value }
-        : { port: socket.port_value };
+  const bound = [socket, ...(listener.additional_addresses ?? []).map((a) => a.address?.socket_address)]
+    .filter((a) => a?.port_value)
+    .map((a) => ({ address: a!.address ?? '', port: a!.port_value! }));
+  const specific = bound.filter((a) => !WILDCARDS.has(a.address)).map((a) => ({ address: canonicalIp(a.address), port: a.port }));
+  let bind: L4Bind;
+  if (listenerName === VIRTUAL_OUTBOUND || listenerName === VIRTUAL_INBOUND) bind = { virtual: true };
+  else if (!WILDCARDS.has(socket.address ?? '')) bind = { ...specific[0]!, ...(specific.length > 1 ? { also: specific.slice(1) } : {}) };
+  else bind = { port: socket.port_value };
   const notes: TranslationNote[] = [];
-  const chains = (listener.filter_chains ?? []).map((chain, i) => l4Chain(chain, `${listenerName}#${i}`, skip, notes, listenerName));
+  const chains = (listener.filter_chains ?? []).map((chain, i) => l4Chain(chain, `${listenerName}#${i}`, skip, notes, listenerName, inbound));
   const out: L4ListenerDraft = { listenerName, direction, bind, chains, notes };
-  if (listener.default_filter_chain) out.default = l4Chain(listener.default_filter_chain, `${listenerName}#default`, skip, notes, listenerName);
+  if (listener.default_filter_chain) out.default = l4Chain(listener.default_filter_chain, `${listenerName}#default`, skip, notes, listenerName, inbound);
   return out;
 }
 
-function l4Chain(chain: FilterChain, fallbackName: string, skip: SkipList | undefined, notes: TranslationNote[], listenerName: string): L4ChainDraft {
+function l4Chain(chain: FilterChain, fallbackName: string, skip: SkipList | undefined, notes: TranslationNote[], listenerName: string, inbound: boolean): L4ChainDraft {
   const name = chain.name || fallbackName;
   const match = chainMatch(chain);
   const unsupported = unsupportedMatch(chain);
@@ -82,23 +103,26 @@ function l4Chain(chain: FilterChain, fallbackName: string, skip: SkipList | unde
     notes.push({ kind: 'listener', name: listenerName, reason: 'unsupported-chain-match', detail: `${name}: ${unsupported}: its connections are refused`, skipped: true });
     return { name, match, target: { kind: 'refuse', reason: unsupported } };
   }
-  const tls = tlsTermination(chain);
+  const filters = (chain.filters ?? []) as NamedFilter[];
+  const transport = chainTransport(chain);
+  const http = filters.some((f) => (f.typed_config as PackedAny | undefined)?.type_url === HCM_TYPE);
+  const tls = unsupportedTls(transport, http, inbound);
   if (tls) {
     notes.push({ kind: 'listener', name: listenerName, reason: 'tls-termination-unsupported', detail: `${name}: terminates TLS (${tls}), which the front does not: its connections are refused`, skipped: true });
     return { name, match, target: { kind: 'refuse', reason: `terminates TLS (${tls})` } };
   }
-  const filters = (chain.filters ?? []) as NamedFilter[];
+  const httpTarget: L4ChainTarget =
+    transport.kind === 'istio-mtls' ? { kind: 'http', tls: true, ...(transport.peerSans.length ? { peer_sans: transport.peerSans } : {}) } : { kind: 'http' };
   const inventory = inventoryFilters(filters, skip);
   if (inventory.unenforced.length) {
     // An HTTP chain goes to the HTTP listener, where its scope's refusal route answers 403 as Envoy's
     // RBAC would (agent/translate/listener.ts reports it); a TCP chain's refusal is a close.
-    const http = filters.some((f) => (f.typed_config as PackedAny | undefined)?.type_url === HCM_TYPE);
-    if (http) return { name, match, target: { kind: 'http' } };
+    if (http) return { name, match, target: httpTarget };
     return { name, match, target: { kind: 'refuse', reason: `filters not enforced: ${inventory.unenforced.join(', ')}` } };
   }
   for (const filter of filters) {
     const typed = filter.typed_config as PackedAny | undefined;
-    if (typed?.type_url === HCM_TYPE) return { name, match, target: { kind: 'http' } };
+    if (typed?.type_url === HCM_TYPE) return { name, match, target: httpTarget };
     if (typed?.type_url === TCP_PROXY_TYPE) {
       const tcp = unpackAny<TcpProxyConfig>(typed);
       const clusters = tcp?.cluster
@@ -133,19 +157,15 @@ function chainMatch(chain: FilterChain): L4ChainMatch {
   return out;
 }
 
-const RAW_BUFFER_TYPE = 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer';
-
 /**
- * The chain's transport socket when it terminates TLS (istiod's mTLS chains: a DownstreamTlsContext
- * that checks the peer's certificate). The front passes bytes as they come: such a chain would hand
- * the app an unverified peer's bytes (a TCP proxy) where istiod asked for mTLS.
+ * What the front cannot terminate: TLS other than Istio's mTLS, and Istio's mTLS anywhere but in
+ * front of inbound HTTP (APISIX's TLS listener hands its requests to the routes; a TCP proxy would
+ * need TLS terminated in the stream subsystem, which has no original destination there).
  */
-function tlsTermination(chain: FilterChain): string | undefined {
-  const socket = chain.transport_socket;
-  if (!socket) return undefined;
-  const type = (socket.typed_config as PackedAny | null | undefined)?.type_url;
-  if (type === RAW_BUFFER_TYPE || (!type && (!socket.name || socket.name === 'envoy.transport_sockets.raw_buffer'))) return undefined;
-  return (type ?? socket.name ?? '').replace(/^type\.googleapis\.com\//, '').slice(0, 120);
+function unsupportedTls(transport: ChainTransport, http: boolean, inbound: boolean): string | undefined {
+  if (transport.kind === 'other-tls') return transport.what;
+  if (transport.kind === 'istio-mtls' && !(http && inbound)) return `Istio's mTLS for ${http ? 'outbound HTTP' : 'a TCP proxy'}`;
+  return undefined;
 }
 
 /** Match criteria the front does not evaluate: a chain using them never matches by mistake. */

@@ -5,8 +5,7 @@ import { UnsupportedMatch } from '../translate/unsupported.js';
 /**
  * Envoy's HTTP RBAC filter (Istio's AuthorizationPolicy) compiled to a small tree that the Lua
  * evaluator (agent/l4/lua/apisix_mesh/rbac.lua, run by the policy plugin) walks per request. Evaluation is three-valued: true, false, or unknown
- * (`{t: 'unknown'}`) for what the sidecar cannot know yet — the peer's mTLS identity
- * (`authenticated`, Istio's `filter_state` peer principal), SNI (`requested_server_name`), a
+ * (`{t: 'unknown'}`) for what the sidecar cannot know yet — SNI (`requested_server_name`), a
  * client-supplied remote address, dynamic metadata of any filter but jwt_authn. JWT claims
  * (`request.auth.*`: metadata of `envoy.filters.http.jwt_authn`, which the JWT evaluator fills
  * before RBAC runs, as Envoy does) are known. Unknown propagates by Kleene's
@@ -39,6 +38,11 @@ export type RbacNode =
   | { t: 'dport'; lo: number; hi: number }
   /** an address in a CIDR range: the original destination, the peer, or the client (XFF) */
   | { t: 'ip'; of: 'destination' | 'direct' | 'remote'; v: 4 | 6; b: number[]; len: number }
+  /**
+   * the verified mTLS peer's URI SAN (`$apisix_mesh_peer_principal`): Envoy's `authenticated`
+   * (`m` absent: any mTLS peer) and Istio's `io.istio.peer_principal` filter state; false without mTLS
+   */
+  | { t: 'peer'; m?: StringMatch }
   /** Envoy's MetadataMatcher on jwt_authn's metadata: the value at `path` matched by `m`, inverted by `inv` */
   | { t: 'meta'; path: string[]; m: ValueMatch; inv?: boolean }
   /** the TLS server name (SNI) the client sent (network RBAC only: the L4 front may have read it) */
@@ -201,9 +205,10 @@ function principal(p: Principal, depth: number, budget: Budget, scope: Scope): R
     case 'url_path':
       return scope.network ? unknown('url_path on a connection') : urlPath(p.url_path?.path);
     case 'authenticated':
-      return unknown('peer identity (mTLS is not terminated by the sidecar yet)');
+      return peerPrincipal(p.authenticated?.principal_name);
     case 'filter_state':
-      return unknown('filter state (the peer identity Istio records)');
+      if (p.filter_state?.key !== PEER_PRINCIPAL_STATE || !p.filter_state.string_match) return unknown(`filter state ${String(p.filter_state?.key ?? '(none)').slice(0, 40)}`);
+      return peerPrincipal(p.filter_state.string_match);
     case 'metadata':
       return scope.network ? unknown('dynamic metadata on a connection') : metadata(p.metadata, depth, budget);
     default:
@@ -261,6 +266,20 @@ function finite(m: ValueMatch & { k: 'num' }): ValueMatch {
 
 function unknown(why: string): RbacNode {
   return { t: 'unknown', why };
+}
+
+/** The filter state Istio's authn filter records the mTLS peer's principal in (its URI SAN). */
+const PEER_PRINCIPAL_STATE = 'io.istio.peer_principal';
+
+/**
+ * The peer of an inbound mTLS connection (agent/l4/lua/apisix_mesh/mesh_tls.lua): its certificate
+ * verified against the mesh roots, its first URI SAN the principal. Istio's certificates carry exactly
+ * one URI SAN and no DNS SAN or subject, where Envoy's `authenticated` would also try those.
+ */
+function peerPrincipal(m: StringMatcher | null | undefined): RbacNode {
+  if (!m) return { t: 'peer' };
+  const compiled = stringMatch(m);
+  return 't' in compiled ? compiled : { t: 'peer', m: compiled };
 }
 
 /** Envoy: an empty AND is true, an empty OR false. */

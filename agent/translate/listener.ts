@@ -1,6 +1,6 @@
 import type { FilterChain, HttpConnectionManager, Listener, RouteConfiguration } from '../xds/envoy-types.js';
 import { unpackAny, type PackedAny } from '../xds/codec.js';
-import { HCM_TYPE, TCP_PROXY_TYPE } from '../xds/protos.js';
+import { HCM_TYPE } from '../xds/protos.js';
 import { inventoryFilters, type NamedFilter, type SkipList } from '../policy/filter-inventory.js';
 import type { CompiledRbacFilter } from '../policy/rbac.js';
 import type { CompiledJwtFilter } from '../policy/jwt.js';
@@ -36,8 +36,6 @@ export interface ListenerTranslation {
   listenerName: string;
   rds: ScopedRouteConfigName[];
   inline: ScopedInlineRouteConfig[];
-  /** TCP proxy chains (the L4 front dispatches their connections, agent/l4/; HTTP catch-alls use them) */
-  tcpProxies: Array<{ scope: RouteScope; cluster: string }>;
   /** scopes whose chains carry filters the agent does not enforce: their traffic is refused */
   refused: RefusedScope[];
   notes: TranslationNote[];
@@ -59,18 +57,13 @@ export interface RefusedScope {
   filters: string[];
 }
 
-interface TcpProxyConfig {
-  cluster?: string;
-  weighted_clusters?: unknown;
-}
-
 /** Istio's capture listeners: everything redirected to 15001 / 15006 is dispatched by destination. */
 const VIRTUAL_OUTBOUND = 'virtualOutbound';
 const VIRTUAL_INBOUND = 'virtualInbound';
 
 export function translateListener(listener: Listener, skip?: SkipList): ListenerTranslation {
   const listenerName = listener.name ?? '';
-  const out: ListenerTranslation = { listenerName, rds: [], inline: [], tcpProxies: [], refused: [], notes: [] };
+  const out: ListenerTranslation = { listenerName, rds: [], inline: [], refused: [], notes: [] };
   const socket = listener.address?.socket_address;
   if (!socket || !socket.port_value) {
     out.notes.push({ kind: 'listener', name: listenerName, reason: 'no-socket-address', detail: 'listener without an IP socket address', skipped: true });
@@ -133,14 +126,6 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
         } else if (hcm.scoped_routes) {
           out.notes.push({ kind: 'listener', name: listenerName, reason: 'scoped-routes', detail: 'scoped route configurations are not translated', skipped: true });
         }
-      } else if (typed?.type_url === TCP_PROXY_TYPE) {
-        const tcp = unpackAny<TcpProxyConfig>(typed);
-        const cluster = tcp?.cluster ?? '(weighted clusters)';
-        const key = `tcp\0${cluster}\0${scopeKey(scope)}`;
-        if (!seen.has(key)) {
-          out.tcpProxies.push({ scope, cluster });
-        }
-        seen.add(key);
       }
     }
   }
@@ -158,7 +143,6 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
   if (refused.size) {
     out.rds = out.rds.filter((x) => !isRefused(x));
     out.inline = out.inline.filter((x) => !isRefused(x));
-    out.tcpProxies = out.tcpProxies.filter((x) => !isRefused(x));
     out.refused = [...refused.values()];
     for (const r of out.refused) {
       out.notes.push({ kind: 'listener', name: listenerName, reason: 'unenforced-filter', detail: `${scopeKey(r.scope)}: ${r.filters.join(', ')} not enforced by the agent: this traffic is refused (403)`, skipped: true });

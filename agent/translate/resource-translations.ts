@@ -171,7 +171,7 @@ export class ResourceTranslations {
     if (!t) {
       let rc = session.decoded.get(entry);
       if (!rc) session.decoded.set(entry, (rc = Buffer.isBuffer(entry.source) ? decodeMessage<RouteConfiguration>(TYPE_URL.route, inflateRawSync(entry.source)) : entry.source));
-      entry.byScope.set(key, (t = this.keep(translateRouteConfiguration(rc, scope, this.ports))));
+      entry.byScope.set(key, (t = this.keep(translateRouteConfiguration(rc, scope))));
     }
     let keys = session.used.get(entry);
     if (!keys) session.used.set(entry, (keys = new Set()));
@@ -236,7 +236,7 @@ export class ResourceTranslations {
   private prepareRouteConfig(name: string, rc: RouteConfiguration, bytes: Uint8Array | undefined): RouteConfigEntry {
     const entry: RouteConfigEntry = { source: bytes ? deflateRawSync(bytes, { level: 1 }) : rc, byScope: new Map() };
     // translated now for the scopes the listeners serve it on, while it is decoded
-    for (const scope of this.scopesOf(name)) entry.byScope.set(scopeKey(scope), this.keep(translateRouteConfiguration(rc, scope, this.ports)));
+    for (const scope of this.scopesOf(name)) entry.byScope.set(scopeKey(scope), this.keep(translateRouteConfiguration(rc, scope)));
     return entry;
   }
 

@@ -48,7 +48,7 @@ export interface RouteConfigTranslation {
  * priority that decreases with its position (the catch-all `*` host last), the scope's conditions,
  * and the host's domains.
  */
-export function translateRouteConfiguration(rc: RouteConfiguration, scope: RouteScope, ports: CapturePorts = DEFAULT_CAPTURE_PORTS): RouteConfigTranslation {
+export function translateRouteConfiguration(rc: RouteConfiguration, scope: RouteScope): RouteConfigTranslation {
   const rcName = rc.name ?? '';
   const notes: TranslationNote[] = [];
   const routes: TranslatedRoute[] = [];
@@ -61,7 +61,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
   const canFallThrough = vhosts.some((v) => (v.domains ?? []).some((d) => d.includes('*')));
   const needsNotFound = (v: VirtualHost) => canFallThrough && !isWildcard(v) && !endsWithCatchAll(v);
   const total = vhosts.reduce((n, v) => n + (v.routes?.length ?? 0) + (needsNotFound(v) ? 1 : 0), 0);
-  const scopeVars = scopeConditions(scope, ports);
+  const scopeVars = scopeConditions(scope);
   const usedIds = new Set<string>();
   const floor = scopeFloor(scope, total);
   let position = 0;
@@ -114,28 +114,6 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
   return { routes, notes };
 }
 
-/**
- * A TCP proxy chain to an original-destination cluster, on a scope with no HTTP routes of its own:
- * Istio's `virtualOutbound` catch-all under `ALLOW_ANY`, which lets a connection to any port the
- * mesh does not know through untouched. APISIX's capture listener speaks HTTP, so the HTTP requests
- * arriving there get one route that forwards them to where they were going (the snapshot turns it
- * into an original-destination route, as it does `allow_any`).
- */
-export function tcpPassthroughRoute(scope: RouteScope, cluster: string, listenerName: string, ports: CapturePorts): TranslatedRoute {
-  const route: ApisixRoute = {
-    id: stableId('route', scopeKey(scope), '\0tcp-passthrough', listenerName, cluster),
-    name: `tcp-passthrough#${listenerName}#${cluster}`.slice(0, 256),
-    desc: `${listenerName}: TCP pass-through to ${cluster}, for HTTP on ports without routes`.slice(0, 256),
-    uri: '/*',
-    priority: scopeFloor(scope, 1) + 1,
-    vars: scopeConditions(scope, ports),
-    upstream_id: upstreamId(cluster),
-    enable_websocket: true,
-    status: 1,
-  };
-  return { route, clusters: [cluster], upstreamSettings: {} };
-}
-
 /** Envoy's default HTTP stream idle timeout (Istio keeps it): what bounds a route without a timeout. */
 const STREAM_IDLE_TIMEOUT_S = 300;
 
@@ -180,7 +158,7 @@ function uniqueId(used: Set<string>, id: string): string {
  * Both variables come from the L4 front's hand-off record of the request's connection (registered
  * by the sidecar's Lua hook, agent/l4/lua/apisix_mesh/hook.lua).
  */
-export function scopeConditions(scope: RouteScope, _ports: CapturePorts): ApisixVar[] {
+export function scopeConditions(scope: RouteScope): ApisixVar[] {
   const vars: ApisixVar[] = [['apisix_mesh_direction', '==', scope.direction]];
   if (scope.address) {
     const host = scope.address.includes(':') ? `[${scope.address}]` : scope.address;

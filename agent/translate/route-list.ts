@@ -4,14 +4,13 @@ import { scopeKey, type ListenerTranslation, type RouteScope, type ScopePolicy }
 import { cachedPolicyConf, withPolicyPlugin } from '../policy/rbac-plugin.js';
 import type { CompiledJwtFilter, RemoteJwksLookup } from '../policy/jwt.js';
 import { refusalRoute } from '../policy/refusal.js';
-import { translateRouteConfiguration, tcpPassthroughRoute, type CapturePorts } from './route-configuration.js';
+import { translateRouteConfiguration } from './route-configuration.js';
 import { keepRoute, keepRouteConfig, routeObject, type KeptRoute, type KeptRouteConfig } from './kept-routes.js';
 
 export interface RouteListSources {
   listeners: Iterable<ListenerTranslation>;
   /** an RDS configuration translated for a scope; undefined while it has not been received */
   routeConfig(name: string, scope: RouteScope): KeptRouteConfig | undefined;
-  isOriginalDestination(cluster: string): boolean;
   /** the keys fetched so far for JWT providers with remote JWKS */
   remoteJwks: RemoteJwksLookup;
 }
@@ -28,17 +27,14 @@ export interface RouteList {
 /**
  * The translated routes of all listeners: from their RDS names and inline route configurations; a
  * scope any listener refuses (a filter the agent does not enforce) gets the refusal and none of its
- * routes. Inline configurations, RBAC variants and TCP pass-through routes are remembered by the
+ * routes. Inline configurations and RBAC variants are remembered by the
  * identity of what they come from, so an unchanged route keeps its identity from one build to the
  * next (and the translator need not rebuild it).
  */
 export class RouteListBuilder {
   private readonly inlineCache = new WeakMap<RouteConfiguration, Map<string, KeptRouteConfig>>();
-  private readonly tcpPassthroughCache = new WeakMap<ListenerTranslation, Map<string, KeptRoute>>();
   /** routes with their scope's policy plugin, kept while its configuration is the same object */
   private readonly policyCache = new WeakMap<KeptRoute, { conf: Record<string, unknown>; route: KeptRoute }>();
-
-  constructor(private readonly ports: CapturePorts) {}
 
   build(sources: RouteListSources): RouteList {
     const routes: KeptRoute[] = [];
@@ -49,7 +45,7 @@ export class RouteListBuilder {
     for (const lt of listeners) {
       for (const r of lt.refused) {
         const key = scopeKey(r.scope);
-        if (!refused.has(key)) routes.push(keepRoute(refusalRoute(r, lt.listenerName, this.ports)));
+        if (!refused.has(key)) routes.push(keepRoute(refusalRoute(r, lt.listenerName)));
         refused.add(key);
       }
     }
@@ -64,7 +60,6 @@ export class RouteListBuilder {
       for (const { routeConfig, scope, policy } of lt.inline) {
         if (!refused.has(scopeKey(scope))) scoped.push({ t: this.inline(routeConfig, scope), policy });
       }
-      routes.push(...this.tcpPassthroughRoutes(lt, sources, refused));
     }
     const jwtFilters = new Set<CompiledJwtFilter>();
     for (const { t, policy } of scoped) {
@@ -80,7 +75,7 @@ export class RouteListBuilder {
     if (!byScope) this.inlineCache.set(rc, (byScope = new Map()));
     const key = scopeKey(scope);
     let t = byScope.get(key);
-    if (!t) byScope.set(key, (t = keepRouteConfig(translateRouteConfiguration(rc, scope, this.ports))));
+    if (!t) byScope.set(key, (t = keepRouteConfig(translateRouteConfiguration(rc, scope))));
     return t;
   }
 
@@ -92,22 +87,5 @@ export class RouteListBuilder {
     const route = keepRoute({ route: withPolicyPlugin(routeObject(r), conf), clusters: [...r.clusters], upstreamSettings: r.upstreamSettings });
     this.policyCache.set(r, { conf, route });
     return route;
-  }
-
-  /** HTTP catch-alls for the listener's TCP pass-through chains on scopes it serves no routes on. */
-  private tcpPassthroughRoutes(lt: ListenerTranslation, sources: RouteListSources, refused: ReadonlySet<string>): KeptRoute[] {
-    if (lt.tcpProxies.length === 0) return [];
-    let byKey = this.tcpPassthroughCache.get(lt);
-    if (!byKey) this.tcpPassthroughCache.set(lt, (byKey = new Map()));
-    const served = new Set([...lt.rds, ...lt.inline].map((x) => scopeKey(x.scope)));
-    const out: KeptRoute[] = [];
-    for (const { scope, cluster } of lt.tcpProxies) {
-      if (served.has(scopeKey(scope)) || refused.has(scopeKey(scope)) || !sources.isOriginalDestination(cluster)) continue;
-      const key = `${scopeKey(scope)}\0${cluster}`;
-      let route = byKey.get(key);
-      if (!route) byKey.set(key, (route = keepRoute(tcpPassthroughRoute(scope, cluster, lt.listenerName, this.ports))));
-      out.push(route);
-    }
-    return out;
   }
 }

@@ -119,7 +119,7 @@ export class MeshTranslator {
 
   constructor(options: TranslateOptions = {}) {
     this.resources = new ResourceTranslations(options);
-    this.routeList = new RouteListBuilder(this.resources.ports);
+    this.routeList = new RouteListBuilder();
   }
 
   /**
@@ -264,7 +264,6 @@ export class MeshTranslator {
     const list = this.routeList.build({
       listeners: this.resources.listeners.values(),
       routeConfig: (name, scope) => this.resources.routeConfig(name, scope, session),
-      isOriginalDestination: (cluster) => !!this.resources.clusters.get(cluster)?.originalDestination,
       remoteJwks: this.remoteJwks,
     });
     this.resources.dropUnusedScopes(session);

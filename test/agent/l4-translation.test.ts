@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { fromCanonical } from '../../agent/xds/codec.js';
 import { TYPE_URL } from '../../agent/xds/protos.js';
 import type { Cluster, Listener } from '../../agent/xds/envoy-types.js';
-import { l4Listener, type L4ListenerDraft } from '../../agent/l4/listener-chains.js';
+import { canonicalIp, l4Listener, type L4ListenerDraft } from '../../agent/l4/listener-chains.js';
 import { assembleL4Listener } from '../../agent/l4/assemble.js';
 import { translateCluster, type ClusterTranslation } from '../../agent/translate/cluster.js';
 import { upstreamId } from '../../agent/translate/ids.js';
@@ -15,6 +15,7 @@ import { translateMesh } from '../../agent/translate/snapshot.js';
 import {
   blackHoleCluster, edsCluster, inboundCluster, inboundPassthroughCluster, loadAssignment, outboundHttpListener, outboundTcpListener,
   outboundTlsListener, passthroughCluster, rbacHttpFilter, rbacNetworkFilter, tcpProxyFilter, virtualInbound, virtualOutbound, withHttpFilters,
+  hcm, istioMtlsTransportSocket,
 } from '../support/istio-xds.js';
 import { loadCanonical } from '../support/xds-fixtures.js';
 
@@ -54,6 +55,19 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
     expect(draftOf(virtualInbound([]))).toMatchObject({ listenerName: 'virtualInbound', direction: 'inbound', bind: { virtual: true } });
     expect(draftOf(outboundHttpListener(8080)).bind).toEqual({ port: 8080 });
     expect(draftOf(outboundTcpListener('10.96.0.10', 53, 'outbound|53||kube-dns.kube-system.svc.cluster.local')).bind).toEqual({ address: '10.96.0.10', port: 53 });
+  });
+
+  it('binds a dual-stack service listener to its additional address too, in the kernel\'s IPv6 text (what the front compares)', () => {
+    const dual = outboundTcpListener('10.96.0.10', 5432, 'outbound|5432||pg.data.svc.cluster.local', ['FD00:96:0:0:0:0:0:A']);
+    expect(draftOf(dual).bind).toEqual({ address: '10.96.0.10', port: 5432, also: [{ address: 'fd00:96::a', port: 5432 }] });
+    expect(draftOf(outboundTcpListener('2001:db8:0:0:1:0:0:1', 80, 'x')).bind).toEqual({ address: '2001:db8::1:0:0:1', port: 80 });
+    // an IPv6-only or dual-stack wildcard listener is bound by its port, like 0.0.0.0
+    expect(draftOf({ ...outboundHttpListener(8080), additional_addresses: [{ address: { socket_address: { address: '::', port_value: 8080 } } }] }).bind).toEqual({ port: 8080 });
+    expect(draftOf({ ...outboundHttpListener(8080), address: { socket_address: { address: '::', port_value: 8080 } } }).bind).toEqual({ port: 8080 });
+    expect(canonicalIp('0:0:0:0:0:0:0:1')).toBe('::1');
+    expect(canonicalIp('fd00:0:0:1::')).toBe('fd00:0:0:1::');
+    expect(canonicalIp('10.0.0.1')).toBe('10.0.0.1');
+    expect(canonicalIp('not:an:address:zz')).toBe('not:an:address:zz');
   });
 
   it('keeps every match field the front evaluates: port, prefixes (default length), server names (lower-cased), transport, ALPN', () => {
@@ -123,7 +137,7 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
     ]);
   });
 
-  it('fail closed: a chain that terminates TLS (mTLS, a transport socket) is refused: the front would hand the app unverified bytes', () => {
+  it('Istio\'s inbound mTLS chains: HTTP goes to APISIX\'s mTLS listener; a TCP proxy behind mTLS is refused (the front would hand the app unverified bytes)', () => {
     // the fixture's inbound listener (PERMISSIVE) without its policy filters, so that only the transport socket can refuse
     const inbound = loadCanonical('istio-sidecar-listeners-configdump.yaml').listener.find((l) => l['name'] === 'virtualInbound')!;
     const stripped = JSON.parse(JSON.stringify(inbound, (k, v: unknown) => (k === 'filters' || k === 'http_filters') && Array.isArray(v) ? v.filter((f: { name?: string }) => !/rbac|ext_authz/.test(f.name ?? '')) : v)) as Json;
@@ -131,8 +145,14 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
     const d = draftOf(stripped);
     const terminating = raw.flatMap((c, i) => (c['transport_socket'] ? [i] : []));
     expect(terminating.length).toBeGreaterThan(2);
-    for (const i of terminating) expect(d.chains[i]!.target, d.chains[i]!.name).toEqual({ kind: 'refuse', reason: 'terminates TLS (envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext)' });
-    expect(d.notes.filter((n) => n.reason === 'tls-termination-unsupported').length).toBe(terminating.length);
+    const isHttp = (c: Json) => JSON.stringify(c['filters']).includes('HttpConnectionManager');
+    const httpTls = terminating.filter((i) => isHttp(raw[i]!));
+    const tcpTls = terminating.filter((i) => !isHttp(raw[i]!));
+    expect(httpTls.length).toBeGreaterThan(0);
+    expect(tcpTls.length).toBeGreaterThan(0);
+    for (const i of httpTls) expect(d.chains[i]!.target, d.chains[i]!.name).toEqual({ kind: 'http', tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://cluster.local/' }] });
+    for (const i of tcpTls) expect(d.chains[i]!.target, d.chains[i]!.name).toEqual({ kind: 'refuse', reason: "terminates TLS (Istio's mTLS for a TCP proxy)" });
+    expect(d.notes.filter((n) => n.reason === 'tls-termination-unsupported').length).toBe(tcpTls.length);
     // the other chains of the same listener, TLS passed through among them, are not refused for it
     const others = d.chains.filter((_, i) => !terminating.includes(i));
     expect(others.map((c) => [c.match.transport, c.target.kind])).toEqual([
@@ -142,6 +162,46 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
       ['tls', 'tcp'],
       ['raw_buffer', 'http'],
     ]);
+  });
+});
+
+describe('which TLS termination the front does: Istio\'s mTLS and nothing else (mesh-tls-context.ts)', () => {
+  const tlsChain = (change: (ctx: Json) => void): Json => {
+    const socket = istioMtlsTransportSocket();
+    change(socket['typed_config'] as Json);
+    return { filter_chain_match: { destination_port: 8080, transport_protocol: 'tls' }, filters: [hcm('inbound_0.0.0.0_8080', { route_config: { name: 'r', virtual_hosts: [] } })], transport_socket: socket, name: 'c' };
+  };
+  const inboundWith = (chain: Json): Json => ({ ...withChains('virtualInbound', 15006, []), filter_chains: [chain], traffic_direction: 'INBOUND' });
+  const common = (ctx: Json) => ctx['common_tls_context'] as Json;
+
+  it('Istio\'s shape (SDS default + ROOTCA, client certificate required) on inbound HTTP → the mTLS listener; any deviation → refused with a note', () => {
+    expect(draftOf(inboundWith(tlsChain(() => undefined))).chains[0]!.target).toEqual({ kind: 'http', tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://cluster.local/' }] });
+    // trust domain aliases: several matchers, exact ones too; none: any peer of the roots
+    const sans = (list: Json[]) => (ctx: Json) => (((common(ctx)['combined_validation_context'] as Json)['default_validation_context'] as Json)['match_subject_alt_names'] = list);
+    expect(draftOf(inboundWith(tlsChain(sans([{ prefix: 'spiffe://td-a/' }, { exact: 'spiffe://td-b/ns/x/sa/y' }])))).chains[0]!.target).toEqual({
+      kind: 'http', tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://td-a/' }, { k: 'exact', v: 'spiffe://td-b/ns/x/sa/y' }],
+    });
+    expect(draftOf(inboundWith(tlsChain(sans([])))).chains[0]!.target).toEqual({ kind: 'http', tls: true });
+    const deviations: Array<(ctx: Json) => void> = [
+      (ctx) => delete ctx['require_client_certificate'],
+      (ctx) => ((ctx['require_client_certificate'] as unknown) = false),
+      (ctx) => ((common(ctx)['tls_certificate_sds_secret_configs'] as Json[])[0]!['name'] = 'file-cert'),
+      (ctx) => (((common(ctx)['combined_validation_context'] as Json)['validation_context_sds_secret_config'] as Json)['name'] = 'file-root:/etc/certs/ca.pem'),
+      (ctx) => (common(ctx)['tls_certificates'] = [{ certificate_chain: { filename: '/etc/certs/cert.pem' }, private_key: { filename: '/etc/certs/key.pem' } }]),
+      // SAN matchers the sidecar does not check: never left unchecked
+      sans([{ safe_regex: { regex: 'spiffe://.*' } }]),
+      sans([{ prefix: 'SPIFFE://cluster.local/', ignore_case: true }]),
+      sans([{ prefix: 'spiffe://a b/' }]),
+      sans([{ prefix: 'spiffe://a|b/' }]),
+    ];
+    for (const change of deviations) {
+      const d = draftOf(inboundWith(tlsChain(change)));
+      expect(d.chains[0]!.target).toEqual({ kind: 'refuse', reason: "terminates TLS (envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext other than Istio's mTLS)" });
+      expect(d.notes.map((n) => n.reason)).toEqual(['tls-termination-unsupported']);
+    }
+    // the same chain on an outbound listener: the front never terminates outbound TLS
+    const outbound = draftOf({ ...withChains('0.0.0.0_8080', 8080, []), filter_chains: [tlsChain(() => undefined)] });
+    expect(outbound.chains[0]!.target).toEqual({ kind: 'refuse', reason: "terminates TLS (Istio's mTLS for outbound HTTP)" });
   });
 });
 

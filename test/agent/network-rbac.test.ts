@@ -43,14 +43,15 @@ describe('network RBAC → the tree the L4 front judges', () => {
     });
   });
 
-  it('what a connection has not, and the peer identity (no mTLS yet), is unknown: headers, paths, metadata, authenticated principals', () => {
+  it('what a connection has not is unknown (headers, paths, metadata); an authenticated principal is the peer\'s, which TCP chains never have', () => {
     const f = compile('DENY', [{ header: { name: ':method', exact_match: 'GET' } }, { url_path: { path: { prefix: '/' } } }], [
       { authenticated: { principal_name: { exact: 'spiffe://cluster.local/ns/a/sa/b' } } },
       { metadata: { filter: 'envoy.filters.http.jwt_authn', path: [{ key: 'payload' }, { key: 'iss' }], value: { string_match: { exact: 'x' } } } },
     ]);
     const kinds = JSON.stringify(f.policies[0]!.match);
     expect(kinds).not.toMatch(/"t":"(header|path|meta)"/);
-    expect((kinds.match(/"t":"unknown"/g) ?? []).length).toBe(4);
+    expect((kinds.match(/"t":"unknown"/g) ?? []).length).toBe(3);
+    expect(kinds).toContain('"t":"peer"');
   });
 
   it('a TCP chain under network RBAC carries its trees to the front; the HTTP side gets no route for its scope; a chain refused anyway carries none', () => {
@@ -72,7 +73,7 @@ describe('network RBAC → the tree the L4 front judges', () => {
     // the black-hole chain of the capture port is refused: no policy on it
     expect(assembled.chains.find((c) => c.name === 'virtualInbound-blackhole')!.rbac).toBeUndefined();
     const http = translateListener(listener);
-    expect(http.tcpProxies.filter((p) => p.cluster === 'inbound|5432||')).toEqual([]);
+    expect([...http.rds, ...http.inline, ...http.refused].filter((x) => x.scope.port === 5432)).toEqual([]);
     expect(http.notes.filter((n) => n.reason === 'unenforced-filter')).toEqual([]);
   });
 });
@@ -121,13 +122,15 @@ describeWhenAvailable('network RBAC judged by the L4 front\'s Lua (resty)', miss
     expect(judge([either], [conn('10.244.9.3'), conn('10.1.1.1')])).toEqual(['allow', 'deny']);
   });
 
-  it('DENY on a port and on a destination range; DENY on an unknown principal denies (fail closed) only where the rest matches', () => {
+  it('DENY on a port and on a destination range; a DENY on a principal does not match a TCP connection (no mTLS on TCP chains: no principal, as in Envoy for plaintext), an ALLOW on one does not allow', () => {
     const denyPort = compile('DENY', [{ destination_port: 5432 }]);
     expect(judge([denyPort], [conn('10.0.0.1'), conn('10.0.0.1', { port: 5433 })])).toEqual(['deny', 'allow']);
     const denyDst = compile('DENY', [{ destination_ip: cidr('10.244.0.0', 24) }]);
     expect(judge([denyDst], [conn('10.0.0.1'), conn('10.0.0.1', { dst: '10.244.1.7' })])).toEqual(['deny', 'allow']);
     const denyPrincipalOnPort = compile('DENY', [{ destination_port: 5432 }], [{ authenticated: { principal_name: { exact: 'spiffe://x' } } }]);
-    expect(judge([denyPrincipalOnPort], [conn('10.0.0.1'), conn('10.0.0.1', { port: 6000 })])).toEqual(['deny', 'allow']);
+    expect(judge([denyPrincipalOnPort], [conn('10.0.0.1'), conn('10.0.0.1', { port: 6000 })])).toEqual(['allow', 'allow']);
+    const allowPrincipal = compile('ALLOW', [{ any: true }], [{ authenticated: { principal_name: { exact: 'spiffe://x' } } }]);
+    expect(judge([allowPrincipal], [conn('10.0.0.1')])).toEqual(['deny']);
   });
 
   it('filters in order (istiod\'s DENY then ALLOW); LOG lets everything on', () => {

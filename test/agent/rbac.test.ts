@@ -158,13 +158,25 @@ describeWhenAvailable('RBAC under OpenResty (the Lua APISIX runs)', missingResty
     expect(to({ destination_ip: { address_prefix: '10.244.2.0', prefix_len: 24 } }, [{ dst: '10.244.2.9:80' }, { dst: '10.244.3.9:80' }, { dst: '[fd00::1]:80' }])).toEqual(['allow', 'deny', 'deny']);
   });
 
+  it('principals of mTLS peers: the verified URI SAN ($apisix_mesh_peer_principal), as Istio\'s peer principal and Envoy\'s authenticated; none without mTLS', () => {
+    const sleep = 'spiffe://cluster.local/ns/default/sa/sleep';
+    const as = (principal: string): Req => ({ extraVar: { apisix_mesh_peer_principal: principal } });
+    const peer = { filter_state: { key: 'io.istio.peer_principal', string_match: { exact: sleep } } };
+    expect(verdicts([compile(policy('ALLOW', [{ any: true }], [peer]))], [as(sleep), as('spiffe://cluster.local/ns/default/sa/other'), as(''), {}])).toEqual(['allow', 'deny', 'deny', 'deny']);
+    // Istio's source.namespace: a regex on the principal
+    const namespace = { filter_state: { key: 'io.istio.peer_principal', string_match: { safe_regex: { regex: '.*/ns/test/.*' } } } };
+    expect(verdicts([compile(policy('ALLOW', [{ any: true }], [namespace]))], [as('spiffe://cluster.local/ns/test/sa/a'), as(sleep)])).toEqual(['allow', 'deny']);
+    expect(verdicts([compile(policy('ALLOW', [{ any: true }], [{ authenticated: { principal_name: { exact: sleep } } }]))], [as(sleep), as('x')])).toEqual(['allow', 'deny']);
+    // authenticated without a name: any mTLS peer; a DENY on a peer denies it only
+    expect(verdicts([compile(policy('ALLOW', [{ any: true }], [{ authenticated: {} }]))], [as(sleep), as('')])).toEqual(['allow', 'deny']);
+    expect(verdicts([compile(policy('DENY', [path({ prefix: '/admin' })], [peer]))], [{ uri: '/admin', ...as(sleep) }, { uri: '/admin' }, { uri: '/other', ...as(sleep) }])).toEqual(['deny', 'allow', 'allow']);
+    // another filter state stays unknown: an ALLOW on it does not allow
+    expect(verdicts([compile(policy('ALLOW', [{ any: true }], [{ filter_state: { key: 'other.state', string_match: { exact: sleep } } }]))], [as(sleep)])).toEqual(['deny']);
+  });
+
   it('what cannot be evaluated fails closed: an ALLOW does not allow, a DENY denies — unless the rest decides', () => {
     const peer = { filter_state: { key: 'io.istio.peer_principal', string_match: { exact: 'spiffe://cluster.local/ns/default/sa/sleep' } } };
-    expect(verdicts([compile(policy('ALLOW', [{ any: true }], [peer]))], [{}])).toEqual(['deny']);
-    expect(verdicts([compile(policy('ALLOW', [{ any: true }], [{ authenticated: { principal_name: { exact: 'x' } } }]))], [{}])).toEqual(['deny']);
     expect(verdicts([compile(policy('ALLOW', [{ requested_server_name: { exact: 'x' } }]))], [{}])).toEqual(['deny']);
-    // DENY from an identity to /admin: /admin denied (the identity is unknown), /other decided by the path alone
-    expect(verdicts([compile(policy('DENY', [path({ prefix: '/admin' })], [peer]))], [{ uri: '/admin' }, { uri: '/other' }])).toEqual(['deny', 'allow']);
     expect(verdicts([compile(policy('DENY', [{ any: true }], [{ metadata: { filter: 'istio_authn', path: [{ key: 'request.auth.claims' }], value: { string_match: { exact: 'x' } } } }]))], [{}])).toEqual(['deny']);
     // an OR with a branch that is true for sure is true
     expect(verdicts([compile(policy('ALLOW', [{ any: true }], [{ or_ids: { ids: [peer, { any: true }] } }]))], [{}])).toEqual(['allow']);

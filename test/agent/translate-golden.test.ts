@@ -70,7 +70,7 @@ describe('single-type fixtures', () => {
     const out = Object.fromEntries(
       [...xds.listeners].map(([name, l]) => {
         const t = translateListener(l);
-        return [name, { rds: t.rds, inline: t.inline.map((i) => ({ name: i.routeConfig.name, scope: i.scope, vhosts: i.routeConfig.virtual_hosts?.length })), tcpProxies: t.tcpProxies, refused: t.refused }];
+        return [name, { rds: t.rds, inline: t.inline.map((i) => ({ name: i.routeConfig.name, scope: i.scope, vhosts: i.routeConfig.virtual_hosts?.length })), refused: t.refused }];
       }),
     );
     expect(out['0.0.0.0_9080']?.rds).toEqual([{ routeConfigName: '9080', scope: { direction: 'outbound', port: 9080 } }]);

@@ -274,8 +274,8 @@ describe('Listener → scopes', () => {
     }));
     expect(inbound.inline.map((i) => [i.routeConfig.name, i.scope])).toEqual([['inbound|9080||', { direction: 'inbound', port: 9080 }]]);
     const tcp = translateListener(listener({ name: '10.96.0.10_53', address: { socket_address: { address: '10.96.0.10', port_value: 53 } }, filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'x', cluster: 'outbound|53||kube-dns' } }] }] }));
-    expect(tcp.tcpProxies).toEqual([{ scope: { direction: 'outbound', port: 53, address: '10.96.0.10' }, cluster: 'outbound|53||kube-dns' }]);
-    expect(tcp.notes).toEqual([]); // the L4 front dispatches TCP proxies (test/agent/l4-*.test.ts)
+    // the L4 front dispatches TCP proxies (test/agent/l4-*.test.ts): nothing for the HTTP routes
+    expect(tcp).toMatchObject({ rds: [], inline: [], refused: [], notes: [] });
   });
 });
 
@@ -320,7 +320,7 @@ describe('whole mesh', () => {
       expect(route!.upstream_id === undefined).toBe(c !== eds);
     }
   });
-  it('outbound: virtualOutbound\'s TCP pass-through becomes the last HTTP route, to the original destination', () => {
+  it('outbound: virtualOutbound\'s TCP pass-through makes no HTTP route (the L4 front passes its connections through as TCP; HTTP without a route gets 404, as from Envoy)', () => {
     const real = loadXds('istio-sidecar-listeners-configdump.yaml');
     const xds = {
       clusters: new Map([
@@ -331,18 +331,7 @@ describe('whole mesh', () => {
       listeners: new Map([['virtualOutbound', real.listeners.get('virtualOutbound')!]]),
       routeConfigs: new Map(),
     };
-    const translator = new MeshTranslator();
-    const out = translator.translate(xds);
-    const routes = [...out.routes.values()];
-    expect(routes).toHaveLength(1); // the black hole chain (destination port 15001) gets nothing
-    expect(routes[0]).toMatchObject({ uri: '/*', priority: 0, vars: [['apisix_mesh_direction', '==', 'outbound']] });
-    expect(routes[0]!.upstream_id).toBeUndefined();
-    expect(routes[0]!.plugins?.['serverless-pre-function']?.['functions']).toEqual([expect.stringContaining('timeout = {connect = 10,')]);
-    expect(validateApisix('route.strict', routes[0])).toBeNull();
-    expect(translator.translate(xds).routes.get(routes[0]!.id)).toBe(routes[0]); // cached while the listener is the same
-    // no original-destination cluster (REGISTRY_ONLY points the catch-all at BlackHoleCluster): no route, APISIX answers 404
-    const registryOnly = { ...xds, clusters: new Map([...xds.clusters].filter(([n]) => n !== 'PassthroughCluster')) };
-    expect(translateMesh(registryOnly).routes.size).toBe(0);
+    expect(translateMesh(xds).routes.size).toBe(0);
   });
   const inboundXds = (virtualInbound: Listener) => ({
     clusters: new Map([

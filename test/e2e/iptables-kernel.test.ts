@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -95,7 +96,7 @@ describeWhenAvailable('apisix-mesh iptables on a real kernel (network namespaces
     removeOtherUidsDir();
   });
 
-  it('applies exactly what --dry-run printed: one save and one restore per family (IPv6 by auto)', () => {
+  it('applies exactly what --dry-run printed: one save and one restore per family (IPv6 by auto), then ::6 on lo', () => {
     const dryRun = runIptables(pair.pod, ['--dry-run', ...exclusions]);
     expect(dryRun.status, dryRun.stderr).toBe(0);
     expect(dryRun.stdout).toContain('# apisix-mesh iptables: IPv6 capture rules'); // fd00:77::2 is global
@@ -108,7 +109,9 @@ describeWhenAvailable('apisix-mesh iptables on a real kernel (network namespaces
     expect(res.status, res.stderr).toBe(0);
     expect(readFileSync(join(dir, 'applied'), 'utf8')).toBe(dryRun.stdout);
     expect(res.stdout).toBe(dryRun.stdout); // the installed rules are printed, as istio-init does
-    expect(res.stderr).toContain('started 6 process(es): ');
+    // the legacy probe, the save and the restore per family, then `ip` for the IPv6 forwarding source
+    expect(res.stderr).toContain('started 7 process(es): ');
+    expect(spawnSync('ip', ['-n', pair.pod, '-6', 'addr', 'show', 'dev', 'lo'], { encoding: 'utf8' }).stdout).toContain('inet6 ::6/128');
     expect(res.stderr).toMatch(/IPv4: installed \d+ nat rules/);
     expect(natDump(pair.pod, 4)).toContain(':APISIX_MESH_OUTPUT');
     expect(natDump(pair.pod, 6)).toContain('-A APISIX_MESH_OUTPUT -s ::6/128 -o lo -j RETURN');

@@ -23,7 +23,8 @@ describe("APISIX's config.yaml for the sidecar", () => {
         enable_admin: false,
         enable_control: false,
         enable_server_tokens: false,
-        ssl: { enable: false },
+        // inbound mTLS: the front hands Istio's mTLS chains to this loopback TLS listener (mesh_tls.lua)
+        ssl: { enable: true, listen: [{ ip: '127.0.0.1', port: 15082 }] },
         status: { ip: '0.0.0.0', port: 15021 },
       },
       deployment: {
@@ -35,7 +36,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
         worker_processes: 2,
         error_log: '/dev/stderr',
         http: { access_log: '/dev/stdout' },
-        stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006, 15084)'),
+        stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006, 15082, 15084)'),
         // the literal $ and \ the agent writes where APISIX would expand variables
         http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'
           // x-request-id kept, or generated as a UUID from $request_id (test/dataplane/translation-semantics)
@@ -43,7 +44,9 @@ describe("APISIX's config.yaml for the sidecar", () => {
           // the upstream block and the locations Envoy's retry policies run in (test/dataplane/translation-semantics)
           + retryUpstreamSnippet(),
         // inbound forwards leave from 127.0.0.6 (the hook sets the variable per request)
-        http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n' + retryLocationsSnippet(requestIdSnippets().location),
+        http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n'
+          // the hand-off listeners close after the client's end (no reset for the front to log)
+          + 'lingering_close always;\n' + retryLocationsSnippet(requestIdSnippets().location),
         http_server_location_configuration_snippet: 'proxy_set_header X-Request-Id $apisix_mesh_request_id;\n',
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'serverless-pre-function', 'apisix-mesh-policy'],
@@ -56,7 +59,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
     const doc = parse(renderApisixConfig(config));
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16001;');
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16006;');
-    expect(doc.nginx_config.stream_configuration_snippet).toContain('preread("outbound", 15081, 16001, 16006, 15084)');
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('preread("outbound", 15081, 16001, 16006, 15082, 15084)');
     // the TLS relay (docs/mtls.md) on its two fixed ports
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 15083;\n    listen 15084;\n    content_by_lua_block {\n        require("apisix_mesh.tls_origin").relay(15084)');
     expect(doc.deployment.etcd.host).toEqual(['http://127.0.0.1:16379']);

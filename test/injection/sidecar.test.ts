@@ -26,6 +26,15 @@ const native: InjectionConfig = { ...defaultInjectionConfig, nativeSidecars: tru
 describe('sidecar mode', () => {
   const pod = injectSidecar(app, defaultInjectionConfig);
 
+  it('labels the pod security.istio.io/tlsMode: istio (Envoy clients with auto-mTLS then use mTLS to it) when the CA gives it an identity; a value of the pod\'s own is kept', () => {
+    expect(pod.metadata!.labels).toEqual({ app: 'x', 'sidecar.istio.io/inject': 'false', 'security.istio.io/tlsMode': 'istio' });
+    const own = injectSidecar({ ...app, metadata: { ...app.metadata, labels: { app: 'x', 'security.istio.io/tlsMode': 'disabled' } } }, defaultInjectionConfig);
+    expect(own.metadata!.labels!['security.istio.io/tlsMode']).toBe('disabled');
+    // plaintext to istiod: no CA, no workload certificate, so no mTLS to offer
+    const plaintext = injectSidecar(app, { ...defaultInjectionConfig, istiodTls: false, istiodAddress: 'istiod.istio-system.svc:15010' });
+    expect(plaintext.metadata!.labels!['security.istio.io/tlsMode']).toBeUndefined();
+  });
+
   it('places the mesh first and the capture rules after the app init containers (classic)', () => {
     expect(names(pod.spec!.initContainers)).toEqual(['setup', 'apisix-mesh-config', 'apisix-mesh-init']);
     expect(names(pod.spec!.containers)).toEqual(['apisix-mesh-agent', 'apisix-mesh-apisix', 'app']);
@@ -144,7 +153,7 @@ describe('sidecar mode', () => {
   });
 
   it('labels the pod so that Istio leaves it alone and records what it added', () => {
-    expect(pod.metadata!.labels).toEqual({ app: 'x', 'sidecar.istio.io/inject': 'false' });
+    expect(pod.metadata!.labels).toEqual({ app: 'x', 'sidecar.istio.io/inject': 'false', 'security.istio.io/tlsMode': 'istio' });
     expect(parseStatus(pod.metadata!.annotations!['apisix-mesh.io/status'])).toEqual({
       initContainers: ['apisix-mesh-config', 'apisix-mesh-init'],
       containers: ['apisix-mesh-agent', 'apisix-mesh-apisix'],

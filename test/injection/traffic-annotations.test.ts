@@ -104,7 +104,7 @@ describe('traffic annotations in sidecar mode', () => {
   });
 
   it('refuses an app container that declares a port the sidecar uses', () => {
-    for (const port of [15001, 15002, 15006, 15020, 15021, 15081, 15090, 15379]) {
+    for (const port of [15001, 15002, 15006, 15020, 15021, 15081, 15082, 15090, 15379]) {
       const outcome = reviewAdmission(podCreate(pod({}, { containers: [{ name: 'app', image: 'a', ports: [{ containerPort: port }] }] })), defaultInjectionConfig);
       expect(outcome).toEqual({ kind: 'rejected', message: `container "app" declares port ${port}, which the apisix-mesh sidecar uses` });
     }

@@ -50,8 +50,8 @@ export class FakeIstioCa {
     return this.requests.filter((r) => r.outcome === 'issued');
   }
 
-  /** Listens on 127.0.0.1:`port` (0: any) with istiod's serving certificate. */
-  async start(port = 0): Promise<number> {
+  /** Listens on 127.0.0.1:`port` (0: any), or on `unix:<path>`, with istiod's serving certificate. */
+  async start(port: number | string = 0): Promise<number> {
     const definition = protoLoader.loadSync(PROTO, { keepCase: true, longs: String, defaults: true });
     const pkg = grpc.loadPackageDefinition(definition) as unknown as { istio: { v1: { auth: { IstioCertificateService: grpc.ServiceClientConstructor } } } };
     const server = new grpc.Server();
@@ -66,7 +66,7 @@ export class FakeIstioCa {
       },
     });
     const credentials = grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(this.pki.istiodKeyPem), cert_chain: Buffer.from(this.pki.istiodCertChainPem) }], false);
-    this.port = await new Promise<number>((resolve, reject) => server.bindAsync(`127.0.0.1:${port}`, credentials, (err, p) => (err ? reject(err) : resolve(p))));
+    this.port = await new Promise<number>((resolve, reject) => server.bindAsync(typeof port === 'string' ? port : `127.0.0.1:${port}`, credentials, (err, p) => (err ? reject(err) : resolve(p))));
     this.server = server;
     return this.port;
   }

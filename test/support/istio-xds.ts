@@ -187,12 +187,17 @@ export function inboundPassthroughCluster(): Json {
   return originalDstCluster('InboundPassthroughClusterIpv4', { ...BIND_127_0_0_6, protocol_selection: 'USE_DOWNSTREAM_PROTOCOL' });
 }
 
+/** The IPv6 pass-through of a dual-stack pod: from `::6` (Istio's InboundPassthroughBindIpv6). */
+export function inboundPassthroughClusterIpv6(): Json {
+  return originalDstCluster('InboundPassthroughClusterIpv6', { upstream_bind_config: { source_address: { address: '::6', port_value: 0 } }, protocol_selection: 'USE_DOWNSTREAM_PROTOCOL' });
+}
+
 /** The cluster of an app port (Istio ≥ 1.18: original destination, from 127.0.0.6). */
 export function inboundCluster(port: number): Json {
   return originalDstCluster(`inbound|${port}||`, BIND_127_0_0_6);
 }
 
-function hcm(statPrefix: string, routing: Json): Json {
+export function hcm(statPrefix: string, routing: Json): Json {
   return {
     name: 'envoy.filters.network.http_connection_manager',
     typed_config: {
@@ -239,11 +244,13 @@ export function rbacNetworkFilter(action: 'ALLOW' | 'DENY', policies: Record<str
  * `<vip>_<port>`: a TCP service port (one listener per service address), every connection to the
  * cluster or the weighted split of a VirtualService `tcp` route.
  */
-export function outboundTcpListener(vip: string, port: number, target: TcpTarget): Json {
+export function outboundTcpListener(vip: string, port: number, target: TcpTarget, additionalVips: string[] = []): Json {
   const statPrefix = typeof target === 'string' ? target : `${vip}_${port}`;
   return {
     name: `${vip}_${port}`,
     address: { socket_address: { address: vip, port_value: port } },
+    // a dual-stack service: its other family's VIP (istiod's additional_addresses)
+    ...(additionalVips.length ? { additional_addresses: additionalVips.map((a) => ({ address: { socket_address: { address: a, port_value: port } } })) } : {}),
     filter_chains: [{ filters: [ISTIO_STATS, tcpProxyFilter(target, statPrefix)] }],
     traffic_direction: 'OUTBOUND',
     bind_to_port: false,
@@ -321,7 +328,10 @@ export interface InboundPort {
   service: string;
   protocol?: 'http' | 'tcp';
   filters?: Json[];
+  /** same as `mtls: 'STRICT'` */
   strict?: boolean;
+  /** PeerAuthentication: STRICT (the mTLS chain only), PERMISSIVE (mTLS and plaintext chains); default plaintext only */
+  mtls?: 'STRICT' | 'PERMISSIVE';
 }
 
 const SDS = { api_config_source: { api_type: 'GRPC', grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc' } }], set_node_on_first_message_only: true, transport_api_version: 'V3' }, initial_fetch_timeout: '0s', resource_api_version: 'V3' };
@@ -348,33 +358,40 @@ export function istioMtlsTransportSocket(): Json {
 
 /**
  * The inbound capture listener: one chain per app port (HTTP: an inline route configuration; TCP: a
- * TCP proxy), both to the ORIGINAL_DST `inbound|port||` cluster, then the inbound pass-through.
+ * TCP proxy), both to the ORIGINAL_DST `inbound|port||` cluster, then the inbound pass-through;
+ * `ipv6`: a dual-stack pod's, whose IPv6 connections pass through from `::6`.
  */
-export function virtualInbound(appPorts: InboundPort[]): Json {
+export function virtualInbound(appPorts: InboundPort[], options: { ipv6?: boolean } = {}): Json {
   const terminal = (port: number, service: string, protocol: 'http' | 'tcp'): Json[] =>
     protocol === 'tcp'
       ? [ISTIO_STATS, tcpProxyFilter(`inbound|${port}||`)]
       : [hcm(`inbound_0.0.0.0_${port}`, { route_config: inlineRouteConfig(`inbound|${port}||`, `inbound|http|${port}`, `inbound|${port}||`, `${service}:${port}/*`) })];
-  const portChains = appPorts.map(({ port, service, protocol = 'http', filters = [], strict = false }) => ({
-    filter_chain_match: strict
-      ? { destination_port: port, transport_protocol: 'tls', application_protocols: ['istio-peer-exchange', 'istio'] }
-      : { destination_port: port, transport_protocol: 'raw_buffer' },
-    filters: [...filters, ...terminal(port, service, protocol)],
-    ...(strict ? { transport_socket: istioMtlsTransportSocket() } : {}),
-    name: `0.0.0.0_${port}`,
-  }));
-  const any = { prefix_ranges: [{ address_prefix: '0.0.0.0', prefix_len: 0 }] };
+  const portChains = appPorts.flatMap(({ port, service, protocol = 'http', filters = [], strict = false, mtls = strict ? 'STRICT' : undefined }) => {
+    // istiod's ALPN match of mTLS chains: Envoy clients offer istio-http/* for HTTP, istio(-peer-exchange) for TCP
+    const alpn = protocol === 'http' ? ['istio-http/1.0', 'istio-http/1.1', 'istio-h2'] : ['istio-peer-exchange', 'istio'];
+    const tls = { filter_chain_match: { destination_port: port, transport_protocol: 'tls', application_protocols: alpn }, filters: [...filters, ...terminal(port, service, protocol)], transport_socket: istioMtlsTransportSocket(), name: `0.0.0.0_${port}` };
+    const plain = { filter_chain_match: { destination_port: port, transport_protocol: 'raw_buffer' }, filters: [...filters, ...terminal(port, service, protocol)], name: `0.0.0.0_${port}` };
+    return mtls === 'STRICT' ? [tls] : mtls === 'PERMISSIVE' ? [tls, plain] : [plain];
+  });
+  const passthrough = (family: 'Ipv4' | 'Ipv6', prefix: string, suffix: string): Json[] => {
+    const cluster = `InboundPassthroughCluster${family}`;
+    const any = { prefix_ranges: [{ address_prefix: prefix, prefix_len: 0 }] };
+    return [
+      {
+        filter_chain_match: { ...any, transport_protocol: 'raw_buffer', application_protocols: ['http/1.1', 'h2c'] },
+        filters: [hcm(cluster, { route_config: inlineRouteConfig(cluster, 'inbound|http|0', cluster, ':0/*') })],
+        name: `virtualInbound-catchall-http${suffix}`,
+      },
+      { filter_chain_match: { ...any, transport_protocol: 'raw_buffer' }, filters: [tcpProxy(cluster)], name: `virtualInbound${suffix}` },
+    ];
+  };
   return {
     name: 'virtualInbound',
     address: { socket_address: { address: '0.0.0.0', port_value: 15006 } },
     filter_chains: [
       { filter_chain_match: { destination_port: 15006 }, filters: [tcpProxy('BlackHoleCluster')], name: 'virtualInbound-blackhole' },
-      {
-        filter_chain_match: { ...any, transport_protocol: 'raw_buffer', application_protocols: ['http/1.1', 'h2c'] },
-        filters: [hcm('InboundPassthroughClusterIpv4', { route_config: inlineRouteConfig('InboundPassthroughClusterIpv4', 'inbound|http|0', 'InboundPassthroughClusterIpv4', ':0/*') })],
-        name: 'virtualInbound-catchall-http',
-      },
-      { filter_chain_match: { ...any, transport_protocol: 'raw_buffer' }, filters: [tcpProxy('InboundPassthroughClusterIpv4')], name: 'virtualInbound' },
+      ...passthrough('Ipv4', '0.0.0.0', ''),
+      ...(options.ipv6 ? passthrough('Ipv6', '::', '-ipv6') : []),
       ...portChains,
     ],
     listener_filters_timeout: '0s',

@@ -12,6 +12,11 @@ export const GATEWAY_EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION = 'apisix-mesh.io/gat
 
 /** Istio's opt-out/opt-in, as label (wins) or annotation. */
 export const ISTIO_INJECT = 'sidecar.istio.io/inject';
+/**
+ * Istio's label for workloads that accept mTLS: Envoy clients with auto-mTLS use mTLS to the
+ * endpoints that carry it (`istio`), plaintext to the others. Set as Istio's injector sets it.
+ */
+export const ISTIO_TLS_MODE_LABEL = 'security.istio.io/tlsMode';
 /** Set by Istio's injector on pods it injected. */
 export const ISTIO_STATUS_ANNOTATION = 'sidecar.istio.io/status';
 export const ISTIO_NATIVE_SIDECAR_ANNOTATION = 'sidecar.istio.io/nativeSidecar';

@@ -49,6 +49,31 @@ export const UNUSED_STREAM_PORT = 15002;
 export const HTTP_HANDOFF_PORT = 15081;
 
 /**
+ * APISIX's TLS listener, on loopback only: the L4 front hands it the inbound connections whose
+ * filter chain terminates Istio's mTLS, with the same hand-off as HTTP. The sidecar's hook presents
+ * the workload certificate there whatever the SNI and requires a client certificate chained to the
+ * mesh roots (agent/l4/lua/apisix_mesh/mesh_tls.lua, which names this port too).
+ */
+export const MESH_TLS_PORT = 15082;
+
+/**
+ * The file that makes the front listen on a capture port for IPv6 too (`listen [::]:<port>`), in
+ * APISIX's conf directory. The config-copy init container writes it only where the pod's kernel
+ * has IPv6 (`ipv6ListenCommand`): nginx refuses to start on a `[::]` listener there is no IPv6 for,
+ * and whether a node has it is only known in the pod. IPv6 connections come only through the
+ * IPv6 capture rules, which the init container installs when the pod has an IPv6 address.
+ */
+export function ipv6ListenFile(port: number): string {
+  return `apisix-mesh-ipv6-${port}.conf`;
+}
+
+/** The shell step (config-copy container) writing the IPv6 listeners into `confDir`, when there is IPv6. */
+export function ipv6ListenCommand(config: InjectionConfig, confDir: string): string {
+  const writes = [config.ports.outbound, config.ports.inbound].map((port) => `printf 'listen [::]:${port} ipv6only=on;\\n' > ${confDir}/${ipv6ListenFile(port)}`);
+  return `if [ -e /proc/net/if_inet6 ]; then ${writes.join(' && ')}; fi`;
+}
+
+/**
  * The L4 front (agent/l4/): a stream `server` on each capture port whose Lua reads the original
  * destination and dispatches the connection as Envoy would with istiod's listeners; `proxy_bind`
  * takes the hand-off address (HTTP) or the inbound passthrough source, set per connection.
@@ -61,9 +86,11 @@ export function streamFrontSnippet(config: InjectionConfig): string {
   const server = (port: number, direction: string): string =>
     `server {\n` +
     `    listen ${port};\n` +
+    // a glob (the [f]): nginx includes nothing, without an error, when the file is not there
+    `    include ${ipv6ListenFile(port).slice(0, -1)}[f];\n` +
     `    preread_buffer_size 20k;\n` +
     `    preread_timeout 300s;\n` +
-    `    preread_by_lua_block {\n        require("apisix_mesh.l4").preread("${direction}", ${HTTP_HANDOFF_PORT}, ${outbound}, ${inbound}, ${TLS_RELAY_TCP_PORT})\n    }\n` +
+    `    preread_by_lua_block {\n        require("apisix_mesh.l4").preread("${direction}", ${HTTP_HANDOFF_PORT}, ${outbound}, ${inbound}, ${MESH_TLS_PORT}, ${TLS_RELAY_TCP_PORT})\n    }\n` +
     `    proxy_pass apisix_mesh_l4;\n` +
     `    proxy_bind $apisix_mesh_bind;\n` +
     `    proxy_timeout 3600s;\n` +
@@ -104,6 +131,17 @@ export function tlsRelaySnippet(): string {
  */
 export function upstreamBindSnippet(): string {
   return 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n';
+}
+
+/**
+ * The hand-off listeners' peer is the front's stream proxy, which logs a reset from its upstream at
+ * [error]: a TLS client's close_notify arriving after the HTTP side closed its socket (after a
+ * `Connection: close` answer) is answered with a reset. Lingering close (nginx shuts down its write
+ * side and reads until the client's end, at most `lingering_timeout`) ends those connections
+ * cleanly.
+ */
+export function handOffCloseSnippet(): string {
+  return 'lingering_close always;\n';
 }
 
 /**
@@ -148,8 +186,8 @@ export function requestIdSnippets(): { http: string; location: string } {
  * - data plane only, configuration from the agent's etcd v3 API on loopback, prefix `/apisix`;
  * - the Admin API and the control API off (nothing in the pod may change routes but the agent);
  * - the L4 front on the capture ports (outbound and inbound, APISIX's stream subsystem with the
- *   agent's Lua: `streamFrontSnippet`), handing HTTP to APISIX's HTTP listener on loopback; no TLS
- *   listener;
+ *   agent's Lua: `streamFrontSnippet`), handing HTTP to APISIX's HTTP listener on loopback, and
+ *   inbound mTLS to its TLS listener on loopback (`MESH_TLS_PORT`);
  * - the status API (`/status/ready`) and the Prometheus export on the ports the capture rules
  *   always leave alone, so the kubelet and Prometheus reach them directly;
  * - logs to stdout/stderr (the root filesystem is read-only);
@@ -182,7 +220,8 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       enable_admin: false,
       enable_control: false,
       enable_server_tokens: false,
-      ssl: { enable: false },
+      // inbound mTLS (MESH_TLS_PORT): APISIX's SNI router and SSL objects stay unused there
+      ssl: { enable: true, listen: [{ ip: '127.0.0.1', port: MESH_TLS_PORT }] },
       status: { ip: '0.0.0.0', port: config.ports.apisixStatus },
     },
     deployment: {
@@ -201,7 +240,7 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       http: { access_log: '/dev/stdout' },
       stream_configuration_snippet: streamFrontSnippet(config),
       http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet(),
-      http_server_configuration_snippet: upstreamBindSnippet() + retryLocationsSnippet(requestId.location),
+      http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + retryLocationsSnippet(requestId.location),
       http_server_location_configuration_snippet: requestId.location,
     },
     plugins: [...APISIX_PLUGINS],

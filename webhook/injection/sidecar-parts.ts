@@ -2,7 +2,7 @@ import type { V1Container, V1SecurityContext, V1Volume } from '@kubernetes/clien
 import { captureConfigToArgs, type CaptureConfig } from '../../iptables-init/capture-config.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { APISIX_CONFIG_ANNOTATION } from './annotations.js';
-import { APISIX_LUA_DIR, renderApisixConfig } from './apisix-config.js';
+import { APISIX_LUA_DIR, ipv6ListenCommand, renderApisixConfig } from './apisix-config.js';
 import { formatStatus } from './status.js';
 
 /** Names of everything sidecar mode adds; an app may not use them. */
@@ -142,14 +142,19 @@ function initContainer(capture: CaptureConfig, config: InjectionConfig): V1Conta
 /**
  * Copies the APISIX image's `conf/` into a writable emptyDir and puts the generated config.yaml
  * (from the downwardAPI volume) in it: APISIX writes `conf/nginx.conf` at start, so its conf
- * directory cannot stay on the read-only root filesystem.
+ * directory cannot stay on the read-only root filesystem. Where the pod's kernel has IPv6, it also
+ * writes the front's `[::]` listeners (apisix-config.ts, `ipv6ListenFile`).
  */
 function configCopyContainer(config: InjectionConfig): V1Container {
   return {
     name: NAMES.configCopy,
     image: config.images.apisix,
     imagePullPolicy: config.images.pullPolicy,
-    command: ['sh', '-c', `cp -R ${APISIX_HOME}/conf/. /apisix-mesh/conf/ && cp /apisix-mesh/pod/config.yaml /apisix-mesh/conf/config.yaml`],
+    command: [
+      'sh',
+      '-c',
+      `cp -R ${APISIX_HOME}/conf/. /apisix-mesh/conf/ && cp /apisix-mesh/pod/config.yaml /apisix-mesh/conf/config.yaml && ${ipv6ListenCommand(config, '/apisix-mesh/conf')}`,
+    ],
     resources: structuredClone(config.resources.init),
     securityContext: proxySecurityContext(config),
     volumeMounts: [

@@ -7,6 +7,7 @@ import {
   ISTIO_INJECT,
   ISTIO_NATIVE_SIDECAR_ANNOTATION,
   ISTIO_STATUS_ANNOTATION,
+  ISTIO_TLS_MODE_LABEL,
   MODE_ANNOTATION,
   STATUS_ANNOTATION,
 } from './annotations.js';
@@ -112,7 +113,13 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
     ...pod,
     metadata: {
       ...metadata,
-      labels: { ...metadata.labels, [ISTIO_INJECT]: 'false' },
+      labels: {
+        ...metadata.labels,
+        [ISTIO_INJECT]: 'false',
+        // the sidecar terminates Istio's mTLS once it has a workload certificate, which needs the CA
+        // (TLS to istiod); a value the pod sets itself is kept, as Istio's template keeps it
+        ...(config.istiodTls ? { [ISTIO_TLS_MODE_LABEL]: metadata.labels?.[ISTIO_TLS_MODE_LABEL] ?? 'istio' } : {}),
+      },
       annotations: newAnnotations,
     },
     spec: {

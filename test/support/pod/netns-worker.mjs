@@ -43,13 +43,19 @@ function reply(msg) {
 }
 
 // `path`: the request target as sent, unparsed (a URL would resolve `/a/../b` before sending)
-function doHttp({ id, url, path, method = 'GET', headers = {}, body, timeoutMs = 8000, localAddress, ca, servername }) {
-  const tls = url.startsWith('https:') ? { ...(ca ? { ca } : {}), ...(servername ? { servername } : {}) } : {};
+// https: `cert`/`key` (PEM) a client certificate, `alpn` the protocols offered, `anyServerName` skips
+// the host name check (mesh certificates carry a SPIFFE URI SAN only; the chain is still verified
+// against `ca`); the answer carries the server certificate's SAN (`peerSan`)
+function doHttp({ id, url, path, method = 'GET', headers = {}, body, timeoutMs = 8000, localAddress, ca, servername, cert, key, alpn, anyServerName }) {
+  const tls = url.startsWith('https:')
+    ? { ...(ca ? { ca } : {}), ...(servername ? { servername } : {}), ...(cert ? { cert, key } : {}), ...(alpn ? { ALPNProtocols: alpn } : {}), ...(anyServerName ? { checkServerIdentity: () => undefined } : {}) }
+    : {};
   const send = url.startsWith('https:') ? httpsRequest : request;
   const req = send(url, { method, headers, timeout: timeoutMs, agent: false, ...tls, ...(path ? { path } : {}), ...(localAddress ? { localAddress } : {}) }, (res) => {
     const chunks = [];
+    const peerSan = typeof res.socket.getPeerCertificate === 'function' ? res.socket.getPeerCertificate().subjectaltname : undefined;
     res.on('data', (c) => chunks.push(c));
-    res.on('end', () => reply({ id, status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+    res.on('end', () => reply({ id, status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), ...(peerSan !== undefined ? { peerSan } : {}) }));
     res.on('error', (err) => reply({ id, error: err.message }));
   });
   req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));

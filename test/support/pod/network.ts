@@ -15,11 +15,14 @@ import { sh } from '../../iptables/support/netns.js';
  */
 export const POD_IP = '10.66.0.2';
 export const CLUSTER_GATEWAY_IP = '10.66.0.1';
+/** With `dualStack`: the pod's IPv6 address (a unique local one, which the kernel scopes global) and its gateway. */
+export const POD_IP6 = 'fd00:66::2';
+export const CLUSTER_GATEWAY_IP6 = 'fd00:66::1';
 
 export interface PodNetwork {
   pod: string;
   cluster: string;
-  /** adds addresses (v4, /32) to the cluster namespace */
+  /** adds addresses (v4 /32, v6 /128) to the cluster namespace */
   addClusterAddresses(...ips: string[]): void;
   destroy(): void;
 }
@@ -35,7 +38,12 @@ function killAllIn(ns: string): void {
   }
 }
 
-export function createPodNetwork(hosts: Record<string, string> = {}): PodNetwork {
+/**
+ * `dualStack`: the pod also gets POD_IP6 and an IPv6 default route (as a dual-stack cluster's pod,
+ * IPv4 first: status.podIP stays POD_IP). Addresses skip duplicate address detection, which would
+ * keep them unusable for a second or two.
+ */
+export function createPodNetwork(hosts: Record<string, string> = {}, options: { dualStack?: boolean } = {}): PodNetwork {
   const suffix = randomBytes(3).toString('hex');
   const pod = `pod-${suffix}`;
   const cluster = `cluster-${suffix}`;
@@ -65,6 +73,11 @@ export function createPodNetwork(hosts: Record<string, string> = {}): PodNetwork
       sh(['ip', '-n', ns, 'link', 'set', dev, 'up']);
     }
     sh(['ip', '-n', pod, 'route', 'add', 'default', 'via', CLUSTER_GATEWAY_IP]);
+    if (options.dualStack) {
+      sh(['ip', '-n', pod, 'addr', 'add', `${POD_IP6}/64`, 'dev', 'eth0', 'nodad']);
+      sh(['ip', '-n', cluster, 'addr', 'add', `${CLUSTER_GATEWAY_IP6}/64`, 'dev', 'veth-pod', 'nodad']);
+      sh(['ip', '-n', pod, '-6', 'route', 'add', 'default', 'via', CLUSTER_GATEWAY_IP6]);
+    }
     // containerd opens every port to a pod's users (enable_unprivileged_ports): an app may listen on 80
     sh(['ip', 'netns', 'exec', pod, 'sysctl', '-qw', 'net.ipv4.ip_unprivileged_port_start=0']);
   } catch (err) {
@@ -78,7 +91,8 @@ export function createPodNetwork(hosts: Record<string, string> = {}): PodNetwork
       for (const ip of ips) {
         if (added.has(ip)) continue;
         added.add(ip);
-        sh(['ip', '-n', cluster, 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
+        if (ip.includes(':')) sh(['ip', '-n', cluster, 'addr', 'add', `${ip}/128`, 'dev', 'lo', 'nodad']);
+        else sh(['ip', '-n', cluster, 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
       }
     },
     destroy,

@@ -51,6 +51,10 @@ export interface PodHarnessOptions {
   clusterAddresses?: string[];
   /** names the cluster's DNS answers inside the pod (its /etc/hosts): host name → address */
   hosts?: Record<string, string>;
+  /** TCP relays in the cluster namespace, up before the pod starts: address:port → a unix socket here */
+  clusterRelays?: Array<{ ip: string; port: number; unixPath: string }>;
+  /** the pod gets an IPv6 address too (network.ts, POD_IP6), IPv4 first */
+  dualStack?: boolean;
   /** for control experiments only: changes the injected pod before it runs */
   mutateInjected?: (pod: V1Pod) => V1Pod;
   /** for benchmarks' baselines only: another built checkout whose agent the pod runs */
@@ -115,7 +119,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  const network = createPodNetwork(options.hosts);
+  const network = createPodNetwork(options.hosts, { dualStack: options.dualStack ?? false });
   const workers: NetnsWorker[] = [];
   const apps = new Map<string, NetnsWorker>();
   const istiod = new FakeIstiod(options.xds);
@@ -134,6 +138,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     const cluster = await NetnsWorker.start('cluster', network.cluster, project.worker);
     workers.push(cluster);
     await cluster.relay(ISTIOD_IP, istiodPort, join(dir, 'istiod.sock'));
+    for (const r of options.clusterRelays ?? []) await cluster.relay(r.ip, r.port, r.unixPath);
 
     kubelet = new Kubelet({
       pod: injected,

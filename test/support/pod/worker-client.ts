@@ -6,6 +6,8 @@ export interface HttpAnswer {
   status: number;
   headers: Record<string, string | string[]>;
   body: string;
+  /** https: the SAN of the certificate the server presented */
+  peerSan?: string;
 }
 
 export interface HttpRequest {
@@ -21,6 +23,13 @@ export interface HttpRequest {
   ca?: string;
   /** https: the server name (SNI) to send */
   servername?: string;
+  /** https: a client certificate (PEM, leaf then intermediates) and its key */
+  cert?: string;
+  key?: string;
+  /** https: the application protocols offered (ALPN) */
+  alpn?: string[];
+  /** https: accept any server name (the chain is still verified against `ca`) */
+  anyServerName?: boolean;
 }
 
 export interface SeenRequest {

@@ -8,9 +8,22 @@ local ipmatcher = require("resty.ipmatcher")
 
 local _M = {}
 
+local function compile_peer_sans(action)
+    -- the hand-off record's form (handoff.lua): "e:<exact>" / "p:<prefix>", space-separated
+    if action and action.peer_sans and #action.peer_sans > 0 then
+        local out = {}
+        for i, m in ipairs(action.peer_sans) do
+            out[i] = (m.k == "exact" and "e:" or "p:") .. m.v
+        end
+        action.peer_sans_record = table.concat(out, " ")
+    end
+end
+
 -- Prepares one listener item (as validated by l4_config) for matching.
 function _M.compile(item)
+    compile_peer_sans(item.default and item.default.action)
     for _, chain in ipairs(item.chains) do
+        compile_peer_sans(chain.action)
         local m = chain.match or {}
         chain.match = m
         if m.prefixes then

@@ -26,12 +26,16 @@ end
 
 -- Stream side: reserves a source address for this connection. The record is removed when the
 -- connection ends (release); an address still in use is never handed out twice (safe_add).
-function _M.reserve(direction, client_ip, client_port, dst)
+-- `peer_sans` (mTLS chains): the SAN matchers the HTTP side checks the peer against (chains.lua's form).
+function _M.reserve(direction, client_ip, client_port, dst, peer_sans)
     local d = dict()
     if not d then
         return nil, "shared dictionary " .. DICT .. " is missing"
     end
     local value = direction .. "|" .. client_ip .. "|" .. client_port .. "|" .. dst
+    if peer_sans then
+        value = value .. "|" .. peer_sans
+    end
     for _ = 1, TRIES do
         local n, err = d:incr(PREFIX .. "next", 1, 0)
         if not n then
@@ -87,11 +91,12 @@ function _M.lookup(address)
     if not value then
         return nil
     end
-    local direction, client_ip, client_port, dst = value:match("^([a-z]+)|([^|]+)|(%d+)|(.+)$")
+    local direction, client_ip, client_port, dst, peer_sans = value:match("^([a-z]+)|([^|]+)|(%d+)|([^|]+)|?(.*)$")
     if not direction then
         return nil
     end
-    return { direction = direction, client_ip = client_ip, client_port = tonumber(client_port), dst = dst }
+    return { direction = direction, client_ip = client_ip, client_port = tonumber(client_port), dst = dst,
+             peer_sans = peer_sans ~= "" and peer_sans or nil }
 end
 
 return _M

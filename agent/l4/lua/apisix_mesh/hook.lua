@@ -16,11 +16,67 @@ if ngx.config.subsystem == "stream" then
 end
 
 local core = require("apisix.core")
+local ngx_ssl = require("ngx.ssl")
 local handoff = require("apisix_mesh.handoff")
+local identity = require("apisix_mesh.identity")
+local mesh_tls = require("apisix_mesh.mesh_tls")
 local client = require("resty.apisix.client")
 local balancer = require("ngx.balancer")
 
-local INBOUND_SOURCE = "127.0.0.6"
+-- Istio's inbound forwarding sources (see l4.lua), one per family of the app address connected to:
+-- the pinned pod IP's, or for the inbound pass-through the original destination's
+local INBOUND_SOURCE_IPV4 = "127.0.0.6"
+local INBOUND_SOURCE_IPV6 = "::6"
+
+-- The family is known once APISIX has picked the server, in its access phase; nginx reads
+-- proxy_bind/grpc_bind after that phase (gRPC after the redirect to @grpc_pass, which keeps
+-- variables but ends the access phase's Lua: hence here and not after http_access_phase).
+local load_balancer = require("apisix.balancer")
+local pick_server = load_balancer.pick_server
+load_balancer.pick_server = function(route, api_ctx)
+    local server, err = pick_server(route, api_ctx)
+    local h = ngx.ctx.apisix_mesh
+    if server and h and h.direction == "inbound" and ngx.get_phase() == "access" then
+        local host = server.host
+        ngx.var.apisix_mesh_upstream_bind = (type(host) == "string" and host:find(":", 1, true))
+            and INBOUND_SOURCE_IPV6 or INBOUND_SOURCE_IPV4
+    end
+    return server, err
+end
+
+-- APISIX's loopback TLS listener the front hands inbound mTLS to (webhook/injection/apisix-config.ts)
+local MESH_TLS_PORT = 15082
+-- what APISIX's own client-certificate check (verify_https_client) reads: an SSL object without
+-- `client`, so that APISIX adds no check of its own (its SNI == Host rule breaks every Istio client)
+local MESH_SSL = { value = {} }
+local XFCC = "x-forwarded-client-cert"
+
+local http_init_worker = apisix.http_init_worker
+apisix.http_init_worker = function(...)
+    http_init_worker(...)
+    identity.init_worker()
+end
+
+-- the mesh TLS port answers with the workload certificate whatever the SNI (mesh_tls.lua)
+local ssl_client_hello_phase = apisix.ssl_client_hello_phase
+apisix.ssl_client_hello_phase = function(...)
+    if ngx_ssl.server_port() == MESH_TLS_PORT then
+        return
+    end
+    return ssl_client_hello_phase(...)
+end
+local ssl_phase = apisix.ssl_phase
+apisix.ssl_phase = function(...)
+    if ngx_ssl.server_port() == MESH_TLS_PORT then
+        return mesh_tls.ssl_certificate()
+    end
+    return ssl_phase(...)
+end
+
+-- the verified peer's URI SAN (RBAC's `authenticated` principal); empty for plaintext
+core.ctx.register_var("apisix_mesh_peer_principal", function()
+    return ngx.ctx.apisix_mesh_peer_principal or ""
+end)
 
 core.ctx.register_var("connection_original_dst", function()
     local h = ngx.ctx.apisix_mesh
@@ -54,8 +110,32 @@ apisix.http_access_phase = function(...)
     end
     ngx.ctx.apisix_mesh = h
     client.set_real_ip(h.client_ip, h.client_port)
+    if ngx.var.https == "on" and h.direction ~= "inbound" then
+        -- the front hands only inbound mTLS chains to the TLS listener
+        core.log.warn("apisix-mesh: ", h.direction, " request on the mTLS listener: refused")
+        return ngx.exit(403)
+    end
     if h.direction == "inbound" then
-        ngx.var.apisix_mesh_upstream_bind = INBOUND_SOURCE
+        if ngx.var.https == "on" then
+            local peer, err = mesh_tls.peer()
+            if not peer then
+                core.log.warn("apisix-mesh: inbound mTLS request refused: ", err)
+                return ngx.exit(403)
+            end
+            if not mesh_tls.peer_matches(peer, h.peer_sans) then
+                core.log.warn("apisix-mesh: inbound mTLS request refused: the peer ", peer.principal:sub(1, 200),
+                              " matches none of the chain's subject alt names")
+                return ngx.exit(403)
+            end
+            ngx.ctx.apisix_mesh_peer_principal = peer.principal
+            ngx.ctx.matched_ssl = MESH_SSL
+            -- Envoy's sidecar appends to the client's header; the client's part is unverified, so
+            -- the app gets only what the sidecar verified
+            ngx.req.set_header(XFCC, mesh_tls.xfcc(peer))
+        elseif ngx.var.http_x_forwarded_client_cert then
+            -- not mTLS: Envoy sanitizes the header
+            ngx.req.clear_header(XFCC)
+        end
     end
     return http_access_phase(...)
 end
@@ -71,7 +151,7 @@ apisix.http_balancer_phase = function(...)
     local ip = api_ctx and api_ctx.balancer_ip
     local second = ip and tonumber(ip:match("^127%.(%d+)%.%d+%.%d+$"))
     if second and second >= 64 and second <= 127 then
-        local ok, err = balancer.bind_to_local_addr(INBOUND_SOURCE)
+        local ok, err = balancer.bind_to_local_addr(INBOUND_SOURCE_IPV4)
         if not ok then
             core.log.error("apisix-mesh: cannot bind the connection to the TLS relay: ", err)
             return ngx.exit(502)

@@ -7,7 +7,8 @@
 --   the sidecar does not parse: unknown then; the peer (`direct_remote_ip`) is `$remote_addr` (the
 --   hand-off sets it to the real client); the destination is `$connection_original_dst`;
 -- - JWT metadata is what the JWT check left in `f.jwt_meta`;
--- - the server name (SNI) is unknown: the sidecar does not terminate TLS.
+-- - the server name (SNI) is unknown;
+-- - the mTLS peer's principal is `$apisix_mesh_peer_principal` (empty for plaintext: no principal).
 local rbac = require("apisix_mesh.rbac")
 local cjson_mod = require("cjson.safe")
 local array_mt = cjson_mod.array_mt
@@ -16,6 +17,12 @@ local find, match, concat = string.find, string.match, table.concat
 local ipairs, type, tonumber, getmetatable = ipairs, type, tonumber, getmetatable
 
 local _M = {}
+
+-- the verified mTLS peer's URI SAN (hook.lua sets it for the TLS listener); "" without mTLS
+function _M.peer_principal(f)
+    local p = f.ctx.var.apisix_mesh_peer_principal
+    return type(p) == "string" and p or ""
+end
 
 function _M.path(f)
     if f.path == nil then

@@ -13,8 +13,10 @@ local chains = require("apisix_mesh.chains")
 local l4_config = require("apisix_mesh.l4_config")
 local l4_rbac = require("apisix_mesh.l4_rbac")
 
--- The source address Istio's inbound forwarding uses; the capture rules let it through.
-local INBOUND_SOURCE = "127.0.0.6"
+-- The source addresses Istio's inbound forwarding uses (InboundPassthroughBindIpv4/Ipv6), one per
+-- family of the address connected to; the capture rules let them through, and the init container
+-- puts ::6 on lo (IPv6 loopback is ::1/128 only, nothing else would be bindable).
+local INBOUND_SOURCE = { ipv4 = "127.0.0.6", ipv6 = "::6" }
 local DEFAULT_CONNECT_TIMEOUT = 10
 
 local _M = {}
@@ -22,6 +24,10 @@ local _M = {}
 local function refuse(reason, dst)
     core.log.info("apisix-mesh: connection to ", dst or "?", " refused: ", reason)
     return ngx.exit(ngx.ERROR)
+end
+
+local function family_of(host)
+    return host:find(":", 1, true) and "ipv6" or "ipv4"
 end
 
 local function pick_weighted(list, weight_of)
@@ -95,7 +101,10 @@ local function relay_alias(ip)
     return second ~= nil and second >= 64 and second <= 127
 end
 
-function _M.preread(direction, http_port, outbound_port, inbound_port, relay_tcp_port)
+-- http_port / tls_port: APISIX's loopback HTTP listener, and its TLS listener for the chains that
+-- terminate Istio's mTLS (hook.lua, mesh_tls.lua): the raw TLS bytes go there, with the same hand-off.
+-- relay_tcp_port: the TLS relay's port for TCP proxies (tls_origin.lua)
+function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port, relay_tcp_port)
     local ip, port, family = original_dst.get()
     if not ip then
         return refuse("not a redirected connection (no original destination)")
@@ -144,17 +153,17 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, relay_tcp
     end
     local ctx = ngx.ctx
     if action.kind == "http" then
-        local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst)
+        local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst, action.peer_sans_record)
         if not address then
             core.log.error("apisix-mesh: cannot hand ", dst, " to the HTTP listener: ", err)
             return ngx.exit(ngx.ERROR)
         end
         ctx.apisix_mesh_handoff = address
         ngx.var.apisix_mesh_bind = address
-        ctx.apisix_mesh_peer = { host = "127.0.0.1", port = http_port }
+        ctx.apisix_mesh_peer = { host = "127.0.0.1", port = action.tls and tls_port or http_port }
     elseif action.kind == "passthrough" then
         if direction == "inbound" then
-            ngx.var.apisix_mesh_bind = INBOUND_SOURCE
+            ngx.var.apisix_mesh_bind = INBOUND_SOURCE[family]
         end
         ctx.apisix_mesh_peer = { host = ip, port = port, connect = action.connect_timeout }
     elseif action.kind == "cluster" then
@@ -162,8 +171,11 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, relay_tcp
         if not peer then
             return refuse(err, dst)
         end
-        if direction == "inbound" or relay_alias(peer.host) then
-            ngx.var.apisix_mesh_bind = INBOUND_SOURCE
+        if direction == "inbound" then
+            -- the cluster's endpoint (the pod IP the agent pins) may be of the other family
+            ngx.var.apisix_mesh_bind = INBOUND_SOURCE[family_of(peer.host)]
+        elseif relay_alias(peer.host) then
+            ngx.var.apisix_mesh_bind = INBOUND_SOURCE.ipv4
         end
         if relay_alias(peer.host) then
             peer.port = relay_tcp_port
@@ -179,7 +191,12 @@ function _M.balance()
     if not peer then
         return ngx.exit(ngx.ERROR)
     end
-    local ok, err = balancer.set_current_peer(peer.host, peer.port)
+    local host = peer.host
+    -- nginx parses the peer as a URL: an IPv6 address needs its brackets
+    if family_of(host) == "ipv6" and host:byte(1) ~= 91 then
+        host = "[" .. host .. "]"
+    end
+    local ok, err = balancer.set_current_peer(host, peer.port)
     if not ok then
         core.log.error("apisix-mesh: cannot connect to ", peer.host, ":", peer.port, ": ", err)
         return ngx.exit(ngx.ERROR)

@@ -44,6 +44,20 @@ local action_schema = {
             },
         },
         connect_timeout = { type = "number", exclusiveMinimum = 0 },
+        -- http: the chain terminates Istio's mTLS (APISIX's TLS listener does)
+        tls = { type = "boolean" },
+        -- with tls: the peer's URI SANs must match one of these (the chain's match_subject_alt_names)
+        peer_sans = {
+            type = "array", maxItems = 16,
+            items = {
+                type = "object",
+                properties = {
+                    k = { type = "string", enum = { "exact", "prefix" } },
+                    v = { type = "string", minLength = 1, maxLength = 512, pattern = "^[!-{}~]+$" },
+                },
+                required = { "k", "v" },
+            },
+        },
         reason = { type = "string", maxLength = 1024 },
     },
     required = { "kind" },
@@ -73,6 +87,18 @@ local item_schema = {
                 address = { type = "string", maxLength = 64 },
                 port = { type = "integer", minimum = 1, maximum = 65535 },
                 virtual = { type = "boolean" },
+                -- the listener's other addresses (Envoy's additional_addresses: dual-stack services)
+                also = {
+                    type = "array", maxItems = 16,
+                    items = {
+                        type = "object",
+                        properties = {
+                            address = { type = "string", maxLength = 64 },
+                            port = { type = "integer", minimum = 1, maximum = 65535 },
+                        },
+                        required = { "address", "port" },
+                    },
+                },
             },
         },
         chains = { type = "array", maxItems = 65536, items = chain_schema },
@@ -148,6 +174,9 @@ local function build(values)
                 side.virtual = item
             elseif bind.address and bind.port then
                 side.addr[bind.address .. "#" .. bind.port] = item
+                for _, a in ipairs(bind.also or {}) do
+                    side.addr[a.address .. "#" .. a.port] = item
+                end
             elseif bind.port then
                 side.port[bind.port] = item
             end

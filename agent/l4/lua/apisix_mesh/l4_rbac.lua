@@ -35,6 +35,11 @@ function facts.server_name(f)
     return seen.sni or ""
 end
 
+-- TCP chains never terminate mTLS (the front refuses mTLS in front of a TCP proxy): no principal
+function facts.peer_principal()
+    return ""
+end
+
 function facts.header()
     return nil, true
 end

@@ -187,6 +187,14 @@ function eval(node, f, facts)
         if not name then return U end
         return string_match(node.m, name)
     end
+    if t == "peer" then
+        -- the verified mTLS peer's URI SAN; "" for a connection without mTLS: no principal matches
+        local p = facts.peer_principal(f)
+        if p == nil then return U end
+        if p == "" then return F end
+        if not node.m then return T end
+        return string_match(node.m, p)
+    end
     if t == "meta" then
         local r = value_match(node.m, facts.metadata(f, node.path))
         if r == U or not node.inv then return r end

@@ -101,6 +101,10 @@ function node_check(node, state, depth)
         return nil
     end
     if t == "path" or t == "sni" then return string_match(node.m) end
+    if t == "peer" then
+        if node.m == nil then return nil end
+        return string_match(node.m)
+    end
     if t == "dport" then
         -- Envoy's ports are uint32: a range beyond 65535 matches no connection, but is not malformed
         return unless(is_int(node.lo, 0, 4294967296) and is_int(node.hi, 0, 4294967296), "bad port range")
