@@ -4,6 +4,7 @@ import type { ApisixChanges, ApisixConfig } from './translate/snapshot.js';
 import type { ApisixRoute, ApisixUpstream, TranslationNote } from './translate/apisix-types.js';
 import { validateApisix } from './schema/validate.js';
 import type { L4Listener } from './l4/assemble.js';
+import type { RelayCluster } from './mtls/origination.js';
 import { IDENTITY_DIR } from './identity/apisix-identity.js';
 
 /** APISIX 3.x's key layout under its etcd prefix. */
@@ -12,22 +13,24 @@ const UPSTREAMS = `${APISIX_PREFIX}upstreams/`;
 const ROUTES = `${APISIX_PREFIX}routes/`;
 /** the L4 front's listeners (agent/l4/), read by the sidecar's Lua in APISIX's stream workers */
 const L4 = `${APISIX_PREFIX}mesh_l4/`;
+/** the TLS relay's clusters (agent/mtls/origination.ts), read by tls_config.lua in the stream workers */
+const TLS_RELAY = `${APISIX_PREFIX}mesh_tls/`;
+/** Keys under the prefix that other writers of the agent own (the workload identity): never deleted here. */
+const WRITTEN_ELSEWHERE = [IDENTITY_DIR];
 /**
  * Directories APISIX's CLI marks with `init_dir` (kept when present; those of ALWAYS_MARKED always
  * written). A data plane's CLI writes none, and a directory without its marker is missing from
  * the configuration APISIX's workers load at start: it stays unloaded (`values` nil) until that
  * worker's first fetch of it.
  */
-const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams', 'mesh_l4'];
+const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams', 'mesh_l4', 'mesh_tls'];
 /**
  * routes and upstreams: what the agent writes. consumers: APISIX 3.13's Prometheus exporter reads
  * the consumers' list on every scrape and fails (`consumer.lua: attempt to get length of local
  * 'data_list' (a nil value)`, an [error] line and a 500) while it is unloaded, which is the case
  * for a moment after every start without the marker.
  */
-const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4']);
-/** Keys under the prefix that other writers of the agent own (the workload identity): never deleted here. */
-const WRITTEN_ELSEWHERE = [IDENTITY_DIR];
+const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4', 'mesh_tls']);
 
 /**
  * Puts before deletes; upstreams before the routes that use them; route deletes before the upstream
@@ -42,7 +45,9 @@ function byKey(a: StoreWrite, b: StoreWrite): number {
 }
 
 function rank(w: StoreWrite): number {
-  const upstream = w.key.startsWith(UPSTREAMS);
+  // the relay's entries with the upstreams (sorted before them by key): an alias is known to the
+  // relay no later than the upstream that points at it
+  const upstream = w.key.startsWith(UPSTREAMS) || (w.op === 'put' && w.key.startsWith(TLS_RELAY));
   const route = w.key.startsWith(ROUTES);
   if (w.op === 'put') return upstream ? 0 : route ? 1 : 2;
   return route ? 3 : upstream ? 4 : 5;
@@ -80,7 +85,7 @@ export class StoreApplier {
 
   /** Makes the store hold exactly `config` (every object named, so each one is encoded). */
   apply(config: ApisixConfig): ApplyResult {
-    return this.applyChanges({ full: true, upstreams: config.upstreams, routes: config.routes, l4: config.l4, notes: config.notes, remoteJwks: config.remoteJwks ?? [] });
+    return this.applyChanges({ full: true, upstreams: config.upstreams, routes: config.routes, l4: config.l4, tlsRelay: config.tlsRelay ?? new Map(), notes: config.notes, remoteJwks: config.remoteJwks ?? [] });
   }
 
   /** Writes what changed (`full`: and deletes what `changes` does not name). */
@@ -93,6 +98,11 @@ export class StoreApplier {
     for (const [id, l] of changes.l4) {
       if (l) batch.put(`${L4}${id}`, encode(l));
       else batch.delete(`${L4}${id}`);
+    }
+    // the relay's clusters: validated by the Lua that reads them (tls_config.lua)
+    for (const [id, c] of changes.tlsRelay ?? []) {
+      if (c) batch.put(`${TLS_RELAY}${id}`, encode(c));
+      else batch.delete(`${TLS_RELAY}${id}`);
     }
     if (changes.full) this.dropUnnamed(batch, changes);
     for (const key of refused) this.withholdRoutesTo(batch, key);
@@ -171,12 +181,14 @@ export class StoreApplier {
   private dropUnnamed(batch: StagedWrites, changes: ApisixChanges): void {
     const marker = new Set(MARKER_DIRS.map((dir) => `${APISIX_PREFIX}${dir}/`));
     for (const key of this.keys(APISIX_PREFIX)) {
-      if (batch.staged(key) || marker.has(key) || WRITTEN_ELSEWHERE.some((prefix) => key.startsWith(prefix))) continue;
+      if (batch.staged(key) || marker.has(key) || WRITTEN_ELSEWHERE.some((dir) => key.startsWith(dir))) continue;
       const named = key.startsWith(UPSTREAMS)
         ? changes.upstreams.has(key.slice(UPSTREAMS.length))
         : key.startsWith(ROUTES)
           ? changes.routes.has(key.slice(ROUTES.length))
-          : key.startsWith(L4) && changes.l4.has(key.slice(L4.length));
+          : key.startsWith(L4)
+            ? changes.l4.has(key.slice(L4.length))
+            : key.startsWith(TLS_RELAY) && !!changes.tlsRelay?.has(key.slice(TLS_RELAY.length));
       if (!named) batch.delete(key);
     }
     for (const key of [...this.invalid.keys()]) {
@@ -219,7 +231,7 @@ export class StoreApplier {
 
 const INIT_DIR = Buffer.from('init_dir', 'utf8');
 
-function encode(object: ApisixUpstream | ApisixRoute | L4Listener): Buffer {
+function encode(object: ApisixUpstream | ApisixRoute | L4Listener | RelayCluster): Buffer {
   return Buffer.from(JSON.stringify(object), 'utf8');
 }
 

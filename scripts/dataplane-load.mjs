@@ -2,6 +2,11 @@
 // uid, or the cluster's) by scripts/bench-dataplane.mjs. Plain JavaScript without dependencies, so
 // any uid can run it from a world-readable copy. Four modes:
 //
+//   serve HOST PORT BYTES [JSON]  an HTTP/1.1 server that reads the request body and answers BYTES
+//                           bytes; prints {"ready":true}; ends when stdin closes. JSON (optional):
+//                           {close: true} answers `Connection: close` (a new connection per request);
+//                           {tls: {dir}} serves HTTPS with DIR/cert.pem, key.pem and requires a client
+//                           certificate chained to DIR/ca.pem (a mesh server).
 //   serve HOST PORT BYTES   an HTTP/1.1 server that reads the request body and answers BYTES bytes;
 //                           prints {"ready":true}; ends when stdin closes.
 //   load JSON               {url, bodyBytes, connections, warmupMs, durationMs, rate, headers?, tls?, fresh?}:
@@ -23,14 +28,16 @@
 //                           {"result":{bytes, seconds, bytesPerSecond, errors}}: the bytes handed to the
 //                           kernel inside the window (its send buffer, a few MiB, is the error bound).
 import { Agent, createServer, request } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { Agent as HttpsAgent, createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect, createServer as createTcpServer } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
 
 const say = (msg) => process.stdout.write(`${JSON.stringify(msg)}\n`);
 
-if (process.argv[2] === 'serve') serve(process.argv[3], Number(process.argv[4]), Number(process.argv[5]));
+if (process.argv[2] === 'serve') serve(process.argv[3], Number(process.argv[4]), Number(process.argv[5]), JSON.parse(process.argv[6] ?? '{}'));
 else if (process.argv[2] === 'load') await load(JSON.parse(process.argv[3]));
 else if (process.argv[2] === 'sink') sink(process.argv[3], Number(process.argv[4]));
 else if (process.argv[2] === 'stream') await stream(JSON.parse(process.argv[3]));
@@ -39,15 +46,19 @@ else {
   process.exit(2);
 }
 
-function serve(host, port, bytes) {
+function serve(host, port, bytes, { close = false, tls } = {}) {
   const answer = Buffer.alloc(bytes, 'a');
-  const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+  const handler = (req, res) => {
     req.resume();
     req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': answer.length });
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': answer.length, ...(close ? { connection: 'close' } : {}) });
       res.end(answer);
     });
-  });
+  };
+  const file = (name) => readFileSync(join(tls?.dir ?? '.', name));
+  const server = tls
+    ? createHttpsServer({ keepAliveTimeout: 60_000, cert: file('cert.pem'), key: file('key.pem'), ca: file('ca.pem'), requestCert: true, rejectUnauthorized: true }, handler)
+    : createServer({ keepAliveTimeout: 60_000 }, handler);
   server.on('error', (err) => {
     console.error(`serve ${host}:${port}: ${err.message}`);
     process.exit(1);

@@ -4,6 +4,8 @@ import type { ApisixNode, ApisixUpstream, TranslationNote } from './apisix-types
 import { upstreamId } from './ids.js';
 import { durationSeconds, wrapped } from './values.js';
 import { translateClusterLoadAssignment } from './endpoints.js';
+import { upstreamTlsPolicy } from '../mtls/upstream-tls.js';
+import type { ClusterTls } from '../mtls/origination.js';
 
 /** Istio's cluster name `direction|port|subset|host` (pilot/pkg/model/service.go BuildSubsetKey). */
 export interface IstioClusterName {
@@ -41,6 +43,8 @@ export interface ClusterTranslation {
   limits?: ConnectionLimits;
   /** outbound original-destination clusters (Istio's PassthroughCluster): no upstream, routes forward to where the app dialled */
   originalDestination?: { connectTimeout: number };
+  /** endpoints Envoy reaches over TLS: originated by the relay (agent/mtls/origination.ts) */
+  tls?: ClusterTls;
   notes: TranslationNote[];
 }
 
@@ -117,8 +121,11 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
     upstream.scheme = 'grpc';
     note('http2-upstream', 'istiod asks for HTTP/2 to this service (gRPC or http2 port): proxied with nginx\'s gRPC proxy, so gRPC works; other HTTP/2 requests go out marked as gRPC (content-type application/grpc)');
   }
-  if (isIstioMutual(cluster)) {
-    note('istio-mutual-plaintext', 'ISTIO_MUTUAL needs the workload certificate from the Istio CA, which this agent does not fetch: the upstream is plain HTTP (works with PERMISSIVE peer authentication only)');
+  const tlsPolicy = upstreamTlsPolicy(cluster);
+  if (tlsPolicy) {
+    result.tls = { policy: tlsPolicy };
+    const socketMatch = inlineNodes && cluster.load_assignment ? translateClusterLoadAssignment(cluster.load_assignment).socketMatch : undefined;
+    if (socketMatch) result.tls.inlineSocketMatch = socketMatch;
   }
   result.upstream = upstream;
   if (inlineNodes) result.inlineNodes = inlineNodes;
@@ -140,13 +147,6 @@ function usesHttp2(cluster: Cluster): boolean {
   if (cluster.http2_protocol_options) return true;
   const typed = (cluster.typed_extension_protocol_options as Record<string, PackedAny> | undefined)?.[HTTP_OPTIONS];
   return !!unpackAny<HttpProtocolOptions>(typed)?.explicit_http_config?.http2_protocol_options;
-}
-
-function isIstioMutual(cluster: Cluster): boolean {
-  // explicit DestinationRule tls.mode ISTIO_MUTUAL; auto-mTLS (transport_socket_matches) falls back
-  // to plaintext by design, which is what APISIX does.
-  const socket = cluster.transport_socket;
-  return !!socket && ((socket.typed_config as PackedAny | null | undefined)?.type_url ?? '').endsWith('UpstreamTlsContext');
 }
 
 /**

@@ -1,11 +1,14 @@
 import type { ClusterLoadAssignment } from '../xds/envoy-types.js';
 import type { ApisixNode, TranslationNote } from './apisix-types.js';
 import { wrapped } from './values.js';
+import { endpointMatchMetadata } from '../mtls/upstream-tls.js';
 
 export interface EndpointsTranslation {
   clusterName: string;
   nodes: ApisixNode[];
   notes: TranslationNote[];
+  /** the endpoints' `envoy.transport_socket_match` metadata by `host:port` (auto-mTLS's tlsMode), when any has it */
+  socketMatch?: Record<string, Record<string, string>>;
 }
 
 /**
@@ -20,6 +23,7 @@ export function translateClusterLoadAssignment(cla: ClusterLoadAssignment): Endp
   const clusterName = cla.cluster_name ?? '';
   const notes: TranslationNote[] = [];
   const hosts: Array<{ node: ApisixNode; numerator: number; denominator: number }> = [];
+  let socketMatch: Record<string, Record<string, string>> | undefined;
   const localities = (cla.endpoints ?? []).map((locality) => {
     const usable = (locality.lb_endpoints ?? []).filter((e) => {
       const health = e.health_status ?? 'UNKNOWN';
@@ -49,6 +53,8 @@ export function translateClusterLoadAssignment(cla: ClusterLoadAssignment): Endp
       const numerator = localityWeighted ? localityWeight * endpointWeight : endpointWeight;
       const denominator = localityWeighted ? levelTotals.get(priority)! * inLocality : 1;
       const node: ApisixNode = { host: bracketIpv6(socket.address), port: socket.port_value, weight: 0 };
+      const match = endpointMatchMetadata(lbEndpoint);
+      if (match && Object.keys(match).length) (socketMatch ??= {})[`${node.host}:${node.port}`] = match;
       if (priority !== 0) node.priority = -priority;
       hosts.push({ node, numerator, denominator });
     }
@@ -61,7 +67,7 @@ export function translateClusterLoadAssignment(cla: ClusterLoadAssignment): Endp
     : hosts.map((h) => (h.numerator > 0 ? Math.max(1, Math.round((h.numerator / h.denominator) * 10000)) : 0));
   const divisor = scaled.reduce((g, w) => (w > 0 ? gcd(g, w) : g), 0) || 1;
   const nodes = hosts.map(({ node }, i) => ({ ...node, weight: scaled[i]! / divisor }));
-  return { clusterName, nodes, notes };
+  return socketMatch ? { clusterName, nodes, notes, socketMatch } : { clusterName, nodes, notes };
 }
 
 function lcm(a: number, b: number): number {

@@ -32,7 +32,7 @@ export type PreparedResource =
  * An assignment's nodes as the translator keeps them: their JSON (a third of the objects' memory),
  * with the notes when there are any. Parsed when an upstream is assembled.
  */
-export type KeptEndpoints = string | { nodes: string; notes: TranslationNote[] };
+export type KeptEndpoints = string | { nodes: string; notes: TranslationNote[]; socketMatch?: Record<string, Record<string, string>> };
 
 export interface RouteConfigEntry {
   /**
@@ -151,11 +151,11 @@ export class ResourceTranslations {
   }
 
   /** The nodes of a cluster with an upstream, undefined while its assignment has not arrived. */
-  nodes(t: ClusterTranslation): { nodes: ApisixNode[]; notes: TranslationNote[] } | undefined {
-    if (t.inlineNodes) return { nodes: t.inlineNodes, notes: NO_NOTES };
+  nodes(t: ClusterTranslation): { nodes: ApisixNode[]; notes: TranslationNote[]; socketMatch?: Record<string, Record<string, string>> | undefined } | undefined {
+    if (t.inlineNodes) return { nodes: t.inlineNodes, notes: NO_NOTES, socketMatch: t.tls?.inlineSocketMatch };
     const kept = this.endpointMap.get(t.edsServiceName ?? t.clusterName);
     if (kept === undefined) return undefined;
-    return typeof kept === 'string' ? { nodes: JSON.parse(kept) as ApisixNode[], notes: NO_NOTES } : { nodes: JSON.parse(kept.nodes) as ApisixNode[], notes: kept.notes };
+    return typeof kept === 'string' ? { nodes: JSON.parse(kept) as ApisixNode[], notes: NO_NOTES } : { nodes: JSON.parse(kept.nodes) as ApisixNode[], notes: kept.notes, socketMatch: kept.socketMatch };
   }
 
   /**
@@ -273,6 +273,7 @@ export function newRouteListSession(): RouteListSession {
 
 function keptEndpoints(t: EndpointsTranslation): KeptEndpoints {
   const nodes = JSON.stringify(t.nodes);
+  if (t.socketMatch) return { nodes, notes: t.notes, socketMatch: t.socketMatch };
   return t.notes.length ? { nodes, notes: t.notes } : nodes;
 }
 

@@ -11,6 +11,7 @@ import { add, each, type OneOrMore } from './one-or-more.js';
 import { stableId } from './ids.js';
 import { assembleL4Listener, type L4Listener } from '../l4/assemble.js';
 import { remoteJwksSources, type RemoteJwksLookup, type RemoteJwksSource } from '../policy/jwt.js';
+import { TlsOrigination, type RelayCluster } from '../mtls/origination.js';
 
 export type { PreparedResource, TranslateOptions } from './resource-translations.js';
 
@@ -46,6 +47,8 @@ export interface ApisixConfig {
   routes: Map<string, ApisixRoute>;
   /** every listener as the L4 front dispatches its connections (agent/l4/) */
   l4: Map<string, L4Listener>;
+  /** the TLS relay's clusters by id (agent/mtls/origination.ts) */
+  tlsRelay?: Map<string, RelayCluster>;
   notes: TranslationNote[];
   /** the JWKS the routes' JWT filters name by URI: the agent fetches them (agent/policy/jwks-fetcher.ts) */
   remoteJwks?: RemoteJwksSource[];
@@ -62,6 +65,8 @@ export interface ApisixChanges {
   routes: ReadonlyMap<string, ApisixRoute | null>;
   /** the L4 front's listeners by id (null: gone) */
   l4: ReadonlyMap<string, L4Listener | null>;
+  /** the TLS relay's clusters by id (null: gone) */
+  tlsRelay?: ReadonlyMap<string, RelayCluster | null>;
   /** every note of the whole configuration (not only of what changed) */
   notes: TranslationNote[];
   /** the JWKS the routes' JWT filters name by URI (all of them, not only what changed) */
@@ -88,6 +93,8 @@ const FIELD = { cluster: 'clusters', endpoint: 'endpoints', listener: 'listeners
 export class MeshTranslator {
   private readonly resources: ResourceTranslations;
   private readonly routeList: RouteListBuilder;
+  /** upstreams whose endpoints need TLS go through the sidecar's relay */
+  private readonly tls = new TlsOrigination();
   /** the next assembly gives everything (the first one, and after a failure) */
   private full = true;
   /** route id → the translated route (or routes, in list order: the last one served wins) with that id */
@@ -108,7 +115,7 @@ export class MeshTranslator {
 
   /** `translate`'s state: the objects it was given last, and the whole configuration */
   private given: XdsResources | undefined;
-  private view: { upstreams: Map<string, ApisixUpstream>; routes: Map<string, ApisixRoute>; l4: Map<string, L4Listener> } | undefined;
+  private view: { upstreams: Map<string, ApisixUpstream>; routes: Map<string, ApisixRoute>; l4: Map<string, L4Listener>; tlsRelay: Map<string, RelayCluster> } | undefined;
 
   constructor(options: TranslateOptions = {}) {
     this.resources = new ResourceTranslations(options);
@@ -176,11 +183,16 @@ export class MeshTranslator {
     }
     this.given = { clusters: new Map(xds.clusters), endpoints: new Map(xds.endpoints), listeners: new Map(xds.listeners), routeConfigs: new Map(xds.routeConfigs) };
     const changes = this.assemble();
-    const view = (this.view ??= { upstreams: new Map(), routes: new Map(), l4: new Map() });
+    const view = (this.view ??= { upstreams: new Map(), routes: new Map(), l4: new Map(), tlsRelay: new Map() });
     if (changes.full) {
       view.upstreams.clear();
       view.routes.clear();
       view.l4.clear();
+      view.tlsRelay.clear();
+    }
+    for (const [id, c] of changes.tlsRelay ?? []) {
+      if (c) view.tlsRelay.set(id, c);
+      else view.tlsRelay.delete(id);
     }
     for (const [id, l] of changes.l4) {
       if (l) view.l4.set(id, l);
@@ -194,7 +206,7 @@ export class MeshTranslator {
       if (r) view.routes.set(id, r);
       else view.routes.delete(id);
     }
-    return { upstreams: new Map(view.upstreams), routes: new Map(view.routes), l4: new Map(view.l4), notes: changes.notes, remoteJwks: changes.remoteJwks };
+    return { upstreams: new Map(view.upstreams), routes: new Map(view.routes), l4: new Map(view.l4), tlsRelay: new Map(view.tlsRelay), notes: changes.notes, remoteJwks: changes.remoteJwks };
   }
 
   // ---------------------------------------------------------------- assembly
@@ -212,6 +224,11 @@ export class MeshTranslator {
       for (const id of each(this.routesByCluster.get(name))) dirtyRoutes.add(id);
     }
     for (const name of dirty.upstreams) this.assembleUpstream(name, upstreams);
+    const tlsRelay = this.tls.emit(upstreams, (name) => {
+      const rebuilt = new Map<string, ApisixUpstream | null>();
+      this.assembleUpstream(name, rebuilt);
+      return rebuilt.get(upstreamId(name)) ?? null;
+    });
     for (const id of dirtyRoutes) this.assembleRoute(id, routes);
     // L4 objects: the listeners that changed, and those whose TCP chains name a changed cluster
     // (an endpoint change alone never touches them: they name upstreams, not nodes)
@@ -224,7 +241,7 @@ export class MeshTranslator {
     dirty.l4Listeners.clear();
     dirty.routesStale = false;
     this.full = false;
-    return { full, upstreams, routes, l4, notes: this.notes(), remoteJwks: this.remoteJwksList };
+    return { full, upstreams, routes, l4, tlsRelay, notes: this.notes(), remoteJwks: this.remoteJwksList };
   }
 
   private assembleL4(listenerName: string, out: Map<string, L4Listener | null>): void {
@@ -296,18 +313,21 @@ export class MeshTranslator {
     const t = this.resources.clusters.get(name);
     this.upstreamNotes.delete(name);
     if (!t?.upstream) {
+      this.tls.plan(name, t, null);
       out.set(upstreamId(name), null);
       return;
     }
     const nodes = this.resources.nodes(t);
     if (!nodes) {
       // Envoy keeps an EDS cluster warming until its assignment arrives; so does the agent.
+      this.tls.plan(name, t, null);
       this.upstreamNotes.set(name, [{ kind: 'cluster', name, reason: 'endpoints-pending', detail: 'no ClusterLoadAssignment received yet', skipped: true }]);
       out.set(t.upstream.id, null);
       return;
     }
     const assembled = assembleUpstream(t, nodes.nodes, this.derived.get(name));
-    const notes = [...nodes.notes, ...assembled.notes];
+    const tlsNotes = this.tls.plan(name, t, assembled.upstream, nodes.socketMatch);
+    const notes = [...nodes.notes, ...assembled.notes, ...tlsNotes];
     if (notes.length) this.upstreamNotes.set(name, notes);
     out.set(t.upstream.id, assembled.upstream);
   }

@@ -11,7 +11,7 @@ import type { TranslationNote } from '../../agent/translate/apisix-types.js';
 import { StoreApplier } from '../../agent/apply.js';
 import { KvStore } from '../../agent/store/store.js';
 import { keyFromText, keyToText } from '../../agent/store/keys.js';
-import { upstreamId } from '../../agent/translate/ids.js';
+import { stableId, upstreamId } from '../../agent/translate/ids.js';
 import { loadCanonical } from '../support/xds-fixtures.js';
 import { resourceName } from '../../agent/xds/config-dump.js';
 
@@ -211,7 +211,8 @@ describe('work proportional to the change', () => {
     expect(changes.full).toBe(false);
     applier.applyChanges(changes);
     expect(store.revision).toBe(revision + 1);
-    expect(written(store, revision + 1)).toEqual([`/apisix/upstreams/${upstreamId(name)}`]);
+    // the cluster is Istio mTLS: the new endpoint's relay alias goes to the relay's entry too (docs/mtls.md)
+    expect(written(store, revision + 1)).toEqual([`/apisix/mesh_tls/${stableId('mesh_tls', name)}`, `/apisix/upstreams/${upstreamId(name)}`]);
     for (const [key, value] of Object.entries(storeContents(store))) if (key.startsWith('/apisix/routes/')) expect(value).toBe(routesBefore[key]);
   });
 

@@ -24,6 +24,8 @@ export interface Endpoint {
   ip: string;
   port: number;
   weight?: number;
+  /** the endpoint's pod has a sidecar: istiod labels it `tlsMode: istio` (auto-mTLS picks TLS for it) */
+  tlsModeIstio?: boolean;
 }
 
 export function fqdn(name: string, namespace: string): string {
@@ -42,6 +44,48 @@ export interface ClusterOptions {
   connectTimeout?: string;
   /** DestinationRule outlierDetection (consecutive5xxErrors, interval, baseEjectionTime) */
   outlierDetection?: { consecutive5xx: number; interval: string; baseEjectionTime: string };
+}
+
+/** Istio's SDS reference (the sidecar's own SDS server, named by `name`: `default` or `ROOTCA`). */
+function sdsSecret(name: string): Json {
+  return { name, sds_config: { api_config_source: { api_type: 'GRPC', grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc' } }], set_node_on_first_message_only: true, transport_api_version: 'V3' }, initial_fetch_timeout: '0s', resource_api_version: 'V3' } };
+}
+
+/**
+ * The transport socket istiod gives ISTIO_MUTUAL clusters (Istio 1.18+): the workload certificate
+ * (`default`), the mesh root (`ROOTCA`), the server's expected SPIFFE IDs, the cluster's SNI.
+ */
+export function istioMutualTransportSocket(sni: string, spiffeIds: string[]): Json {
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
+      common_tls_context: {
+        tls_params: { tls_minimum_protocol_version: 'TLSv1_2', tls_maximum_protocol_version: 'TLSv1_3' },
+        alpn_protocols: ['istio-peer-exchange', 'istio'],
+        tls_certificate_sds_secret_configs: [sdsSecret('default')],
+        combined_validation_context: {
+          default_validation_context: { match_subject_alt_names: spiffeIds.map((exact) => ({ exact })) },
+          validation_context_sds_secret_config: sdsSecret('ROOTCA'),
+        },
+      },
+      sni,
+    },
+  };
+}
+
+/** The cluster fields istiod sets for TLS: DestinationRule ISTIO_MUTUAL, or auto-mTLS's per-endpoint match. */
+export function withIstioMutual(cluster: Json, spiffeIds: string[], mode: 'ISTIO_MUTUAL' | 'auto'): Json {
+  const [, port, subset, host] = String(cluster['name']).split('|');
+  const socket = istioMutualTransportSocket(`outbound_.${port}_.${subset}_.${host}`, spiffeIds);
+  if (mode === 'ISTIO_MUTUAL') return { ...cluster, transport_socket: socket };
+  return {
+    ...cluster,
+    transport_socket_matches: [
+      { name: 'tlsMode-istio', match: { tlsMode: 'istio' }, transport_socket: socket },
+      { name: 'tlsMode-disabled', match: {}, transport_socket: { name: 'envoy.transport_sockets.raw_buffer', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer' } } },
+    ],
+  };
 }
 
 /** An outbound EDS cluster as istiod builds it for a service (port) or a DestinationRule subset. */
@@ -110,6 +154,7 @@ export function loadAssignment(clusterName: string, endpoints: Endpoint[]): Json
           endpoint: { address: { socket_address: { address: e.ip, port_value: e.port } } },
           health_status: 'HEALTHY',
           load_balancing_weight: e.weight ?? 1,
+          ...(e.tlsModeIstio ? { metadata: { filter_metadata: { 'envoy.transport_socket_match': { tlsMode: 'istio' } } } } : {}),
         })),
         load_balancing_weight: endpoints.reduce((n, e) => n + (e.weight ?? 1), 0),
       },

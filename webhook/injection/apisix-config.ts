@@ -2,6 +2,7 @@ import { stringify } from 'yaml';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { BACKSLASH_VARIABLE, DOLLAR_VARIABLE } from '../../agent/translate/values.js';
 import { retryLocationsSnippet, retryUpstreamSnippet } from './retry-locations.js';
+import { TLS_RELAY_PORT, TLS_RELAY_TCP_PORT } from '../../agent/mtls/origination.js';
 
 /**
  * The plugins the agent's translation of Istio routing puts on APISIX routes (weighted clusters,
@@ -89,7 +90,7 @@ export function streamFrontSnippet(config: InjectionConfig): string {
     `    include ${ipv6ListenFile(port).slice(0, -1)}[f];\n` +
     `    preread_buffer_size 20k;\n` +
     `    preread_timeout 300s;\n` +
-    `    preread_by_lua_block {\n        require("apisix_mesh.l4").preread("${direction}", ${HTTP_HANDOFF_PORT}, ${outbound}, ${inbound}, ${MESH_TLS_PORT})\n    }\n` +
+    `    preread_by_lua_block {\n        require("apisix_mesh.l4").preread("${direction}", ${HTTP_HANDOFF_PORT}, ${outbound}, ${inbound}, ${MESH_TLS_PORT}, ${TLS_RELAY_TCP_PORT})\n    }\n` +
     `    proxy_pass apisix_mesh_l4;\n` +
     `    proxy_bind $apisix_mesh_bind;\n` +
     `    proxy_timeout 3600s;\n` +
@@ -100,7 +101,27 @@ export function streamFrontSnippet(config: InjectionConfig): string {
     `map $remote_addr $apisix_mesh_bind {\n    default "";\n}\n` +
     `upstream apisix_mesh_l4 {\n    server 0.0.0.1:1;\n    balancer_by_lua_block {\n        require("apisix_mesh.l4").balance()\n    }\n}\n` +
     server(outbound, 'outbound') +
-    server(inbound, 'inbound')
+    server(inbound, 'inbound') +
+    tlsRelaySnippet()
+  );
+}
+
+/**
+ * The TLS relay (agent/l4/lua/apisix_mesh/tls_origin.lua, docs/mtls.md): APISIX connects to a
+ * loopback alias per (cluster, endpoint) in 127.64.0.0/10, which nginx cannot listen on as a range,
+ * so the server listens on the wildcard address and the Lua refuses every connection whose
+ * destination is not an alias or whose source is not loopback (a loopback destination cannot be
+ * reached from outside the pod). Both ports are reserved in the pod (capture.ts).
+ */
+export function tlsRelaySnippet(): string {
+  return (
+    `server {\n` +
+    `    listen ${TLS_RELAY_PORT};\n` +
+    `    listen ${TLS_RELAY_TCP_PORT};\n` +
+    `    content_by_lua_block {\n        require("apisix_mesh.tls_origin").relay(${TLS_RELAY_TCP_PORT})\n    }\n` +
+    // the cosockets' default here is TLS 1.2 at most; Istio's clusters ask for 1.2 to 1.3
+    `    lua_ssl_protocols TLSv1.2 TLSv1.3;\n` +
+    `}\n`
   );
 }
 

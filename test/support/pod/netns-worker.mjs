@@ -12,9 +12,14 @@
 //   {id, op: 'served', name}              → {id, count, requests: [{method, url, headers, peer}]}
 //   `serve` with `tls: {key, cert}` (PEM) serves HTTPS instead; each request also records the
 //       server name (SNI) the client sent (`servername`). `http` to an https: URL takes `ca` (PEM,
-//       the only trusted root) and `servername` (the SNI to send).
+//       the only trusted root) and `servername` (the SNI to send). With `tls.ca` the server requires
+//       a client certificate chained to it and records its SAN (`clientSan`), the ALPN list the
+//       client offered (`alpnOffered`) and the protocol chosen (`alpn`); `served` then also counts
+//       TCP connections (`connections`), handshakes that failed included.
 //   {id, op: 'tcpServe', name, host, port, banner?}  a TCP echo server; with `banner` it speaks first
 //       (sends the banner on accept), then echoes. `served` counts connections; requests: [{peer}]
+//       With `tls: {key, cert, ca}` it requires a client certificate chained to `ca` and records its
+//       SAN (`clientSan`), the SNI, and the ALPN list the client offered (`alpnOffered`).
 //   {id, op: 'tcp', host, port, exchanges: [{send?, end?, want}], timeoutMs?, localAddress?}  one connection: for
 //       each exchange, writes `send` (base64) if given (then half-closes with `end`), then waits for
 //       `want` more bytes → {id, received:
@@ -28,6 +33,7 @@
 import { createServer, request } from 'node:http';
 import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect, createServer as createTcpServer } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { createInterface } from 'node:readline';
 
 const servers = new Map();
@@ -64,6 +70,7 @@ function serve({ id, name, host, port, tls }) {
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       const seen = { method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress, ...(tls ? { servername: req.socket.servername } : {}) };
+      if (tls?.ca) Object.assign(seen, { clientSan: req.socket.getPeerCertificate()?.subjectaltname, alpn: req.socket.alpnProtocol, alpnOffered: req.socket.apisixMeshOffered, resumed: req.socket.isSessionReused(), protocol: req.socket.getProtocol() });
       record.count += 1;
       if (record.requests.length < 1000) record.requests.push(seen);
       const query = new URL(req.url, 'http://x').searchParams;
@@ -78,7 +85,29 @@ function serve({ id, name, host, port, tls }) {
       else answer();
     });
   };
-  const server = tls ? createHttpsServer({ key: tls.key, cert: tls.cert }, handler) : createServer(handler);
+  const mutual = tls?.ca
+    ? {
+        ca: tls.ca,
+        requestCert: true,
+        rejectUnauthorized: true,
+        // records what the client offered (Node gives the callback no socket: the last offer wins,
+        // which is enough for tests that send one request at a time)
+        ALPNCallback: ({ protocols }) => {
+          record.lastOffered = protocols;
+          return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
+        },
+      }
+    : {};
+  const server = tls ? createHttpsServer({ key: tls.key, cert: tls.cert, ...mutual }, handler) : createServer(handler);
+  if (tls?.ca) {
+    record.connections = 0;
+    server.on('connection', () => {
+      record.connections += 1;
+    });
+    server.on('secureConnection', (socket) => {
+      socket.apisixMeshOffered = record.lastOffered;
+    });
+  }
   server.on('upgrade', (req, socket) => {
     record.count += 1;
     if (record.requests.length < 1000) record.requests.push({ method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress });
@@ -113,15 +142,21 @@ function relay({ id, host, port, unixPath, name }) {
   });
 }
 
-function tcpServe({ id, name, host, port, banner }) {
+function tcpServe({ id, name, host, port, banner, tls }) {
   const record = { count: 0, requests: [] };
-  const server = createTcpServer((socket) => {
+  let offered;
+  const onConnection = (socket) => {
     record.count += 1;
-    if (record.requests.length < 1000) record.requests.push({ peer: socket.remoteAddress });
+    const seen = { peer: socket.remoteAddress };
+    if (tls) Object.assign(seen, { clientSan: socket.getPeerCertificate()?.subjectaltname, servername: socket.servername, alpnOffered: offered });
+    if (record.requests.length < 1000) record.requests.push(seen);
     if (banner) socket.write(banner);
     socket.on('data', (chunk) => socket.write(chunk));
     socket.on('error', () => socket.destroy());
-  });
+  };
+  const server = tls
+    ? createTlsServer({ key: tls.key, cert: tls.cert, ca: tls.ca, requestCert: true, rejectUnauthorized: true, ALPNCallback: ({ protocols }) => ((offered = protocols), protocols[0]) }, onConnection)
+    : createTcpServer(onConnection);
   server.on('error', (err) => reply({ id, error: `${name} on ${host}:${port}: ${err.message}` }));
   server.listen(port, host, () => {
     servers.set(name, { server, record });
@@ -218,7 +253,7 @@ const ops = {
   },
   served({ id, name }) {
     const s = servers.get(name);
-    reply({ id, count: s?.record.count ?? 0, requests: s?.record.requests ?? [] });
+    reply({ id, count: s?.record.count ?? 0, requests: s?.record.requests ?? [], ...(s?.record.connections !== undefined ? { connections: s.record.connections } : {}) });
   },
 };
 

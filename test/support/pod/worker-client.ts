@@ -39,6 +39,14 @@ export interface SeenRequest {
   peer: string;
   /** HTTPS servers: the server name (SNI) the client sent */
   servername?: string;
+  /** HTTPS servers requiring a client certificate: its SAN (Node's form, `URI:spiffe://...`) */
+  clientSan?: string;
+  /** ... the protocol negotiated, and the ALPN list the client offered */
+  alpn?: string | false;
+  alpnOffered?: string[];
+  /** ... whether the TLS session was resumed, and the TLS version */
+  resumed?: boolean;
+  protocol?: string;
 }
 
 /** What the echo servers of netns-worker.mjs answer. */
@@ -142,17 +150,18 @@ export class NetnsWorker {
     return this.ok('serve', { name, host, port });
   }
 
-  async served(name: string): Promise<{ count: number; requests: SeenRequest[] }> {
-    return (await this.call('served', { name })) as unknown as { count: number; requests: SeenRequest[] };
+  /** `connections`: TCP connections accepted, for HTTPS servers that require client certificates */
+  async served(name: string): Promise<{ count: number; requests: SeenRequest[]; connections?: number }> {
+    return (await this.call('served', { name })) as unknown as { count: number; requests: SeenRequest[]; connections?: number };
   }
 
-  /** An HTTPS echo server (as `serve`) with this certificate and key (PEM). */
-  serveTls(name: string, host: string, port: number, tls: { cert: string; key: string }): Promise<void> {
+  /** An HTTPS echo server (as `serve`) with this certificate and key (PEM); with `ca`, mutual TLS. */
+  serveTls(name: string, host: string, port: number, tls: { cert: string; key: string; ca?: string }): Promise<void> {
     return this.ok('serve', { name, host, port, tls });
   }
 
-  /** A TCP echo server; with a `banner` it speaks first (sends it on accept), then echoes. */
-  serveTcp(name: string, host: string, port: number, options: { banner?: string } = {}): Promise<void> {
+  /** A TCP echo server; with a `banner` it speaks first (sends it on accept), then echoes; with `tls`, over mutual TLS. */
+  serveTcp(name: string, host: string, port: number, options: { banner?: string; tls?: { cert: string; key: string; ca: string } } = {}): Promise<void> {
     return this.ok('tcpServe', { name, host, port, ...options });
   }
 

@@ -10,6 +10,7 @@ if ngx.config.subsystem == "stream" then
     apisix.stream_init_worker = function(...)
         stream_init_worker(...)
         require("apisix_mesh.l4_config").init_worker()
+        require("apisix_mesh.tls_config").init_worker()
     end
     return
 end
@@ -20,6 +21,7 @@ local handoff = require("apisix_mesh.handoff")
 local identity = require("apisix_mesh.identity")
 local mesh_tls = require("apisix_mesh.mesh_tls")
 local client = require("resty.apisix.client")
+local balancer = require("ngx.balancer")
 
 -- Istio's inbound forwarding sources (see l4.lua), one per family of the app address connected to:
 -- the pinned pod IP's, or for the inbound pass-through the original destination's
@@ -136,4 +138,23 @@ apisix.http_access_phase = function(...)
         end
     end
     return http_access_phase(...)
+end
+
+-- Upstreams whose endpoints need TLS point at the TLS relay's loopback aliases (127.64.0.0/10,
+-- agent/mtls/origination.ts). The capture rules send the proxy's own connections to a loopback
+-- address other than 127.0.0.1 to the inbound listener, except those from 127.0.0.6: connections
+-- to the relay leave from there. The node is known only once APISIX's balancer has picked it.
+local http_balancer_phase = apisix.http_balancer_phase
+apisix.http_balancer_phase = function(...)
+    http_balancer_phase(...)
+    local api_ctx = ngx.ctx.api_ctx
+    local ip = api_ctx and api_ctx.balancer_ip
+    local second = ip and tonumber(ip:match("^127%.(%d+)%.%d+%.%d+$"))
+    if second and second >= 64 and second <= 127 then
+        local ok, err = balancer.bind_to_local_addr(INBOUND_SOURCE_IPV4)
+        if not ok then
+            core.log.error("apisix-mesh: cannot bind the connection to the TLS relay: ", err)
+            return ngx.exit(502)
+        end
+    end
 end

@@ -93,9 +93,18 @@ local function cluster_peer(action)
     return { host = host, port = node.port, connect = action.connect_timeout or connect }
 end
 
+-- A node of an upstream whose endpoints need TLS is a TLS relay alias (agent/mtls/origination.ts):
+-- TCP proxies reach the relay on its TCP port (the cluster's ALPN), from the one source address
+-- the capture rules let through to a loopback address.
+local function relay_alias(ip)
+    local second = tonumber(ip:match("^127%.(%d+)%.%d+%.%d+$"))
+    return second ~= nil and second >= 64 and second <= 127
+end
+
 -- http_port / tls_port: APISIX's loopback HTTP listener, and its TLS listener for the chains that
--- terminate Istio's mTLS (hook.lua, mesh_tls.lua): the raw TLS bytes go there, with the same hand-off
-function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port)
+-- terminate Istio's mTLS (hook.lua, mesh_tls.lua): the raw TLS bytes go there, with the same hand-off.
+-- relay_tcp_port: the TLS relay's port for TCP proxies (tls_origin.lua)
+function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port, relay_tcp_port)
     local ip, port, family = original_dst.get()
     if not ip then
         return refuse("not a redirected connection (no original destination)")
@@ -165,6 +174,11 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port)
         if direction == "inbound" then
             -- the cluster's endpoint (the pod IP the agent pins) may be of the other family
             ngx.var.apisix_mesh_bind = INBOUND_SOURCE[family_of(peer.host)]
+        elseif relay_alias(peer.host) then
+            ngx.var.apisix_mesh_bind = INBOUND_SOURCE.ipv4
+        end
+        if relay_alias(peer.host) then
+            peer.port = relay_tcp_port
         end
         ctx.apisix_mesh_peer = peer
     else

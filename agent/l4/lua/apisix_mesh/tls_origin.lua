@@ -1,0 +1,187 @@
+-- The TLS relay: a stream server (webhook/injection/apisix-config.ts, tlsRelaySnippet) that APISIX
+-- reaches at a loopback alias per (cluster, endpoint) (agent/mtls/origination.ts). For the alias
+-- the connection was made to, it connects to the endpoint and
+--  * mtls: originates TLS as Envoy does for Istio (the workload certificate chain as client
+--    certificate, the cluster's SNI and ALPN), then checks the server's chain against the mesh
+--    roots and its SAN against the cluster's matchers (peer_identity.lua) before it forwards a
+--    single byte; a server that fails the check gets nothing and the connection is closed;
+--  * plain: forwards as is (auto-mTLS to an endpoint without a sidecar);
+--  * refuse, an unknown alias, no workload identity: closes the connection (APISIX answers 502).
+-- Then it copies bytes both ways until either side closes.
+-- A verified connection's TLS session is kept per alias (this worker, at most SESSION_MAX_AGE) and
+-- offered on the next connection: a resumed session skips the certificate exchange and the RSA
+-- signature, and is accepted without a new check only when it was established, verified, with the
+-- same identity and the same cluster settings (the cache key), so resumption never widens who is
+-- trusted.
+local core = require("apisix.core")
+local tls_config = require("apisix_mesh.tls_config")
+local tls_socket = require("apisix_mesh.tls_socket")
+local peer_identity = require("apisix_mesh.peer_identity")
+
+local BUFFER = 65536
+-- Envoy's TCP proxy idle timeout; APISIX's own upstream timeouts bound HTTP exchanges
+local IDLE_TIMEOUT_MS = 3600 * 1000
+local DEFAULT_CONNECT_TIMEOUT_MS = 5000
+local SESSION_MAX_AGE = 300
+local SESSIONS_MAX = 10000
+
+-- alias → { session, cluster, identity, at }
+local sessions = {}
+local session_count = 0
+
+local function cached_session(alias, found, identity)
+    local s = sessions[alias]
+    if s and s.cluster == found.cluster and s.identity == identity and ngx.now() - s.at < SESSION_MAX_AGE then
+        return s.session
+    end
+    return nil
+end
+
+local function keep_session(alias, up, found, identity)
+    local session = tls_socket.session(up)
+    if not session then
+        return
+    end
+    if not sessions[alias] then
+        if session_count >= SESSIONS_MAX then
+            sessions, session_count = {}, 0
+        end
+        session_count = session_count + 1
+    end
+    sessions[alias] = { session = session, cluster = found.cluster, identity = identity, at = ngx.now() }
+end
+
+local _M = {}
+
+local function alias_address(ip)
+    local second = ip and tonumber(ip:match("^127%.(%d+)%.%d+%.%d+$"))
+    return second ~= nil and second >= 64 and second <= 127
+end
+
+local function refuse(level, alias, ...)
+    core.log[level]("apisix-mesh: TLS relay ", alias or "?", ": ", ...)
+    return ngx.exit(ngx.ERROR)
+end
+
+local function pump(from, to, on_first)
+    while true do
+        local data, err = from:receiveany(BUFFER)
+        if not data then
+            return err
+        end
+        if on_first then
+            on_first()
+            on_first = nil
+        end
+        local ok
+        ok, err = to:send(data)
+        if not ok then
+            return err
+        end
+    end
+end
+
+local function wire_cache(list)
+    -- the wire form of a cluster's list, computed once per configuration object
+    local wire = list.__wire
+    if not wire then
+        local err
+        wire, err = tls_socket.alpn_wire(list)
+        if not wire then
+            return nil, err
+        end
+        list.__wire = wire
+    end
+    return wire
+end
+
+local function originate(up, alias, found, identity, tcp)
+    local cluster = found.cluster
+    local alpn, err = wire_cache((tcp and cluster.alpn_tcp or cluster.alpn) or {})
+    if not alpn then
+        return err
+    end
+    local offered = cached_session(alias, found, identity)
+    local ok, resumed = tls_socket.handshake(up, cluster.sni, alpn, identity.chain, identity.key, offered)
+    if not ok then
+        return "TLS handshake failed: " .. tostring(resumed)
+    end
+    if resumed and offered then
+        return nil -- the server holds the secret of a session verified under this cache key
+    end
+    local leaf, chain
+    leaf, chain, err = tls_socket.peer_chain(up)
+    if not leaf then
+        return "cannot read the server's certificate: " .. tostring(err)
+    end
+    local reason = peer_identity.check(identity.store, leaf, chain, cluster.san)
+    tls_socket.clear_errors()
+    return reason
+end
+
+-- `tcp_port`: connections to this port come from the L4 front's TCP proxies (the cluster's ALPN).
+function _M.relay(tcp_port)
+    local alias = ngx.var.server_addr
+    if not alias_address(alias) or not (ngx.var.remote_addr or ""):find("^127%.") then
+        return refuse("warn", alias, "not a loopback connection to a relay alias (from ", ngx.var.remote_addr, ")")
+    end
+    -- the alias may come with a configuration this worker has not read yet: wait a little
+    local found = tls_config.lookup(alias)
+    for _ = 1, 30 do
+        if found then break end
+        ngx.sleep(0.1)
+        found = tls_config.lookup(alias)
+    end
+    if not found then
+        return refuse("warn", alias, "no endpoint has this alias (yet)")
+    end
+    local endpoint = found.endpoint
+    local where = found.cluster.cluster .. " endpoint " .. endpoint.host .. ":" .. endpoint.port
+    if endpoint.mode == "refuse" then
+        return refuse("error", alias, where, " refused: ", endpoint.reason or "its TLS settings cannot be enforced")
+    end
+    local identity, err
+    if endpoint.mode == "mtls" then
+        identity, err = tls_config.identity()
+        if not identity then
+            return refuse("error", alias, where, " refused: mutual TLS needs the workload identity: ", err)
+        end
+    end
+
+    local down
+    down, err = ngx.req.socket(true)
+    if not down then
+        return refuse("error", alias, "cannot take the client connection: ", err)
+    end
+    local up = ngx.socket.tcp()
+    up:settimeouts(found.cluster.connect_timeout_ms or DEFAULT_CONNECT_TIMEOUT_MS, IDLE_TIMEOUT_MS, IDLE_TIMEOUT_MS)
+    local ok
+    ok, err = up:connect(endpoint.host, endpoint.port)
+    if not ok then
+        return refuse("error", alias, "cannot connect to ", where, ": ", err)
+    end
+    local tcp = tonumber(ngx.var.server_port) == tcp_port
+    if identity then
+        local reason = originate(up, alias, found, identity, tcp)
+        if reason then
+            up:close()
+            return refuse("error", alias, where, " refused: ", reason)
+        end
+    end
+    down:settimeouts(IDLE_TIMEOUT_MS, IDLE_TIMEOUT_MS, IDLE_TIMEOUT_MS)
+
+    local to_server = ngx.thread.spawn(pump, down, up)
+    -- the server's first data: a TLS 1.3 ticket has been read by then
+    local keep = identity and function() keep_session(alias, up, found, identity) end
+    local to_client = ngx.thread.spawn(pump, up, down, keep)
+    local _, why = ngx.thread.wait(to_server, to_client)
+    if coroutine.status(to_server) == "dead" and why == "closed" and tcp then
+        -- the client finished sending (FIN); a TCP peer may still answer, as with Envoy's proxy
+        ngx.thread.wait(to_client)
+    end
+    ngx.thread.kill(to_server)
+    ngx.thread.kill(to_client)
+    up:close()
+end
+
+return _M

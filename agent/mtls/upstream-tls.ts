@@ -1,0 +1,130 @@
+import type { Cluster } from '../xds/envoy-types.js';
+import type { UpstreamTlsContext } from '@grpc/grpc-js-xds/build/src/generated/envoy/extensions/transport_sockets/tls/v3/UpstreamTlsContext.js';
+import type { CertificateValidationContext } from '@grpc/grpc-js-xds/build/src/generated/envoy/extensions/transport_sockets/tls/v3/CertificateValidationContext.js';
+import type { StringMatcher } from '@grpc/grpc-js-xds/build/src/generated/envoy/type/matcher/v3/StringMatcher.js';
+import type { LbEndpoint } from '../xds/envoy-types.js';
+import { unpackAny, type PackedAny } from '../xds/codec.js';
+
+/**
+ * How Envoy would connect to an upstream endpoint, from the cluster's `transport_socket` and
+ * `transport_socket_matches` (pure: Cluster in, policy out). Only what the sidecar can enforce
+ * exactly is accepted: Istio's mutual TLS (SDS secrets `default` and `ROOTCA`, i.e. the workload
+ * certificate and the mesh root) with SAN matchers the relay evaluates. Anything else that asks for
+ * TLS (DestinationRule SIMPLE/MUTUAL with files, inline certificates, pinned hashes, regex SAN
+ * matchers) is refused: never plaintext, never an unchecked peer.
+ */
+
+const UPSTREAM_TLS = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
+const RAW_BUFFER = 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer';
+/** Envoy's endpoint metadata namespace that `transport_socket_matches` compare against */
+export const TRANSPORT_SOCKET_MATCH = 'envoy.transport_socket_match';
+
+/** A SAN matcher as the relay evaluates it (agent/l4/lua/apisix_mesh/peer_identity.lua). */
+export interface SanMatcher {
+  kind: 'exact' | 'prefix' | 'suffix' | 'contains';
+  value: string;
+  ignore_case?: true;
+}
+
+export interface MeshMutualTls {
+  kind: 'istio-mutual';
+  sni: string;
+  /** empty: any certificate issued under the mesh root (Envoy with no matchers does the same) */
+  san: SanMatcher[];
+  /** the cluster's ALPN (what Envoy offers on TCP proxies; HTTP overrides it, see origination.ts) */
+  alpn: string[];
+}
+
+export type TransportPolicy = { kind: 'plaintext' } | MeshMutualTls | { kind: 'refused'; reason: string };
+
+export interface UpstreamTlsPolicy {
+  /** `transport_socket_matches` in order: the first whose criteria all equal the endpoint's metadata */
+  matches: Array<{ criteria: Record<string, string>; policy: TransportPolicy }>;
+  /** the cluster's own `transport_socket` (no match, or no matches at all) */
+  fallback: TransportPolicy;
+}
+
+const PLAINTEXT: TransportPolicy = { kind: 'plaintext' };
+
+/** The cluster's policy, or undefined when every endpoint is plaintext whatever its metadata. */
+export function upstreamTlsPolicy(cluster: Cluster): UpstreamTlsPolicy | undefined {
+  const fallback = transportPolicy(cluster.transport_socket?.typed_config as PackedAny | null | undefined);
+  const matches: UpstreamTlsPolicy['matches'] = [];
+  for (const m of cluster.transport_socket_matches ?? []) {
+    const criteria = structStrings(m.match);
+    const policy = transportPolicy(m.transport_socket?.typed_config as PackedAny | null | undefined);
+    // a criterion that is not a string cannot be compared the way Envoy does: refuse what it selects
+    matches.push({ criteria: criteria ?? {}, policy: criteria ? policy : { kind: 'refused', reason: 'a transport_socket_matches criterion is not a string' } });
+  }
+  if (fallback.kind === 'plaintext' && matches.every((m) => m.policy.kind === 'plaintext')) return undefined;
+  return { matches, fallback };
+}
+
+/** Envoy's choice for one endpoint: the first match whose criteria are all in its metadata. */
+export function endpointPolicy(policy: UpstreamTlsPolicy, metadata: Readonly<Record<string, string>> | undefined): TransportPolicy {
+  for (const m of policy.matches) {
+    if (Object.entries(m.criteria).every(([k, v]) => metadata?.[k] === v)) return m.policy;
+  }
+  return policy.fallback;
+}
+
+/** The endpoint's `envoy.transport_socket_match` metadata (string values only). */
+export function endpointMatchMetadata(endpoint: LbEndpoint): Record<string, string> | undefined {
+  const ns = (endpoint.metadata?.filter_metadata as Record<string, unknown> | undefined)?.[TRANSPORT_SOCKET_MATCH];
+  return structStrings(ns as StructLike | undefined) ?? undefined;
+}
+
+interface StructLike {
+  fields?: Record<string, { stringValue?: string; kind?: string } | undefined>;
+}
+
+/** A google.protobuf.Struct of strings (protobufjs object form) as a record; null if a value is not a string. */
+function structStrings(struct: StructLike | null | undefined): Record<string, string> | null {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(struct?.fields ?? {})) {
+    if (typeof value?.stringValue !== 'string') return null;
+    out[key] = value.stringValue;
+  }
+  return out;
+}
+
+function transportPolicy(config: PackedAny | null | undefined): TransportPolicy {
+  if (!config?.type_url || config.type_url === RAW_BUFFER) return PLAINTEXT;
+  if (config.type_url !== UPSTREAM_TLS) return { kind: 'refused', reason: `transport socket ${config.type_url.slice(0, 120)}` };
+  const tls = unpackAny<UpstreamTlsContext>(config);
+  if (!tls) return { kind: 'refused', reason: 'an UpstreamTlsContext that does not decode' };
+  return upstreamTls(tls);
+}
+
+function upstreamTls(tls: UpstreamTlsContext): TransportPolicy {
+  const common = tls.common_tls_context ?? {};
+  const refused = (reason: string): TransportPolicy => ({ kind: 'refused', reason });
+  const certSecrets = common.tls_certificate_sds_secret_configs ?? [];
+  const combined = common.combined_validation_context;
+  const rootSecret = combined?.validation_context_sds_secret_config?.name ?? common.validation_context_sds_secret_config?.name;
+  const isMeshIdentity = certSecrets.length === 1 && certSecrets[0]!.name === 'default' && !common.tls_certificates?.length;
+  if (!isMeshIdentity || rootSecret !== 'ROOTCA') {
+    // DestinationRule SIMPLE / MUTUAL (files or credentialName) and anything else: not originated yet
+    return refused('TLS origination other than Istio mutual TLS (DestinationRule SIMPLE or MUTUAL) is not supported yet');
+  }
+  const validation: CertificateValidationContext = combined?.default_validation_context ?? {};
+  if (validation.verify_certificate_hash?.length || validation.verify_certificate_spki?.length) return refused('pinned certificate hashes are not enforced');
+  if (validation.match_typed_subject_alt_names?.length) return refused('typed SAN matchers are not enforced');
+  if (validation.custom_validator_config || validation.trusted_ca || validation.crl) return refused('a custom validator, trusted CA or CRL next to the mesh root is not enforced');
+  if (validation.allow_expired_certificate) return refused('allow_expired_certificate is not supported');
+  const san: SanMatcher[] = [];
+  for (const m of validation.match_subject_alt_names ?? []) {
+    const matcher = sanMatcher(m);
+    if (!matcher) return refused(`a SAN matcher of kind ${m.match_pattern ?? 'unknown'} is not enforced`);
+    san.push(matcher);
+  }
+  return { kind: 'istio-mutual', sni: tls.sni ?? '', san, alpn: [...(common.alpn_protocols ?? [])] };
+}
+
+function sanMatcher(m: StringMatcher): SanMatcher | undefined {
+  const kind = m.match_pattern ?? (['exact', 'prefix', 'suffix', 'contains'] as const).find((k) => typeof m[k] === 'string');
+  if (kind !== 'exact' && kind !== 'prefix' && kind !== 'suffix' && kind !== 'contains') return undefined;
+  const value = m[kind];
+  if (typeof value !== 'string') return undefined;
+  return m.ignore_case ? { kind, value, ignore_case: true } : { kind, value };
+}

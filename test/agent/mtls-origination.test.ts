@@ -1,0 +1,109 @@
+// Outbound mTLS in the translation (agent/mtls/): which clusters and endpoints go through the TLS
+// relay, with which SNI, SAN matchers and ALPN, and what is refused (never plaintext).
+import { describe, expect, it } from 'vitest';
+import { translateMesh, type XdsResources } from '../../agent/translate/snapshot.js';
+import { RESOURCE_TYPES } from '../../agent/xds/resource-types/index.js';
+import { encodeCanonical } from '../../agent/xds/codec.js';
+import { TYPE_URL, type XdsKind } from '../../agent/xds/protos.js';
+import { resourceName, type CanonicalResources } from '../../agent/xds/config-dump.js';
+import { edsCluster, fqdn, istioMutualTransportSocket, MeshResources, outboundCluster, withIstioMutual, type Endpoint } from '../support/istio-xds.js';
+import { TLS_RELAY_PORT } from '../../agent/mtls/origination.js';
+import { assignAliases, isRelayAlias } from '../../agent/mtls/relay-aliases.js';
+
+const ID = 'spiffe://cluster.local/ns/shop/sa/cart';
+const CART = outboundCluster(80, fqdn('cart', 'shop'));
+const SNI = `outbound_.80_._.${fqdn('cart', 'shop')}`;
+
+/** Resources as the agent holds them from a live stream: decoded, validated, trimmed (retain). */
+function asReceived(canonical: CanonicalResources): XdsResources {
+  const map = (kind: XdsKind) =>
+    new Map(canonical[kind].map((r) => {
+      const decoded = RESOURCE_TYPES[kind].decode(encodeCanonical(TYPE_URL[kind], r));
+      if (decoded.error) throw new Error(decoded.error);
+      return [resourceName(kind, r), decoded.value as never];
+    }));
+  return { clusters: map('cluster'), endpoints: map('endpoint'), listeners: map('listener'), routeConfigs: map('route') };
+}
+
+function translate(cluster: Record<string, unknown>, endpoints: Endpoint[]) {
+  const m = new MeshResources();
+  m.cluster(cluster, endpoints);
+  return translateMesh(asReceived(m.resources));
+}
+
+describe('TLS origination in the translation', () => {
+  it('ISTIO_MUTUAL: every node goes to the relay at its own alias; the relay entry has the endpoint, SNI, SAN and ALPN', () => {
+    const out = translate(withIstioMutual(edsCluster(CART), [ID], 'ISTIO_MUTUAL'), [{ ip: '10.1.0.1', port: 8080 }, { ip: '10.1.0.2', port: 8080, weight: 3 }]);
+    const upstream = [...out.upstreams.values()][0]!;
+    expect(upstream.nodes.map((n) => n.port)).toEqual([TLS_RELAY_PORT, TLS_RELAY_PORT]);
+    expect(upstream.nodes.every((n) => isRelayAlias(n.host))).toBe(true);
+    expect(upstream.nodes.map((n) => n.weight)).toEqual([1, 3]);
+    const relay = [...out.tlsRelay!.values()];
+    expect(relay).toHaveLength(1);
+    expect(relay[0]).toMatchObject({
+      cluster: CART,
+      sni: SNI,
+      san: [{ kind: 'exact', value: ID }],
+      alpn: ['istio-http/1.1', 'istio', 'http/1.1'],
+      alpn_tcp: ['istio-peer-exchange', 'istio'],
+      connect_timeout_ms: 10000,
+      endpoints: [
+        { alias: upstream.nodes[0]!.host, host: '10.1.0.1', port: 8080, mode: 'mtls' },
+        { alias: upstream.nodes[1]!.host, host: '10.1.0.2', port: 8080, mode: 'mtls' },
+      ],
+    });
+    expect(out.notes.filter((n) => n.reason.includes('plaintext'))).toEqual([]);
+  });
+
+  it('auto-mTLS: TLS for endpoints labelled tlsMode istio, plaintext through the relay for the others', () => {
+    const out = translate(withIstioMutual(edsCluster(CART), [ID], 'auto'), [{ ip: '10.1.0.1', port: 8080, tlsModeIstio: true }, { ip: '10.1.0.2', port: 8080 }]);
+    const relay = [...out.tlsRelay!.values()][0]!;
+    expect(relay.endpoints.map((e) => [e.host, e.mode])).toEqual([['10.1.0.1', 'mtls'], ['10.1.0.2', 'plain']]);
+  });
+
+  it('auto-mTLS with no endpoint labelled: the upstream is left as it is (no relay hop)', () => {
+    const out = translate(withIstioMutual(edsCluster(CART), [ID], 'auto'), [{ ip: '10.1.0.1', port: 8080 }]);
+    expect([...out.upstreams.values()][0]!.nodes).toEqual([{ host: '10.1.0.1', port: 8080, weight: 1 }]);
+    expect(out.tlsRelay!.size).toBe(0);
+  });
+
+  it('gRPC upstreams offer Envoy\'s HTTP/2 ALPN', () => {
+    const cluster = { ...withIstioMutual(edsCluster(CART), [ID], 'ISTIO_MUTUAL'), http2_protocol_options: {} };
+    const out = translate(cluster, [{ ip: '10.1.0.1', port: 8080 }]);
+    expect([...out.tlsRelay!.values()][0]!.alpn).toEqual(['istio-h2', 'istio', 'h2']);
+  });
+
+  it('DestinationRule SIMPLE/MUTUAL (file certificates) and regex SAN matchers are refused, never sent in plaintext', () => {
+    const simple = {
+      ...edsCluster(CART),
+      transport_socket: {
+        name: 'envoy.transport_sockets.tls',
+        typed_config: {
+          '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
+          common_tls_context: { combined_validation_context: { default_validation_context: {}, validation_context_sds_secret_config: { name: 'file-root:/etc/ssl/certs/ca-certificates.crt' } } },
+          sni: 'api.example.com',
+        },
+      },
+    };
+    const regex = istioMutualTransportSocket(SNI, []);
+    const ctx = (regex['typed_config'] as Record<string, Record<string, Record<string, Record<string, unknown>>>>)['common_tls_context']!;
+    ctx['combined_validation_context']!['default_validation_context'] = { match_subject_alt_names: [{ safe_regex: { regex: 'spiffe://.*' } }] };
+    for (const cluster of [simple, { ...edsCluster(CART), transport_socket: regex }]) {
+      const out = translate(cluster, [{ ip: '10.1.0.1', port: 443 }]);
+      const upstream = [...out.upstreams.values()][0]!;
+      expect(isRelayAlias(upstream.nodes[0]!.host)).toBe(true);
+      expect([...out.tlsRelay!.values()][0]!.endpoints[0]).toMatchObject({ host: '10.1.0.1', mode: 'refuse' });
+      expect(out.notes).toContainEqual(expect.objectContaining({ kind: 'cluster', name: CART, reason: 'tls-origination-refused', skipped: true }));
+    }
+  });
+
+  it('aliases depend on the set of keys only, are distinct, and stay in 127.64.0.0/10', () => {
+    const keys = Array.from({ length: 5000 }, (_, i) => `c${i % 7}\0 10.0.${i >> 8}.${i & 255}:80`);
+    const a = assignAliases(keys);
+    const b = assignAliases([...keys].reverse());
+    expect(b).toEqual(a);
+    expect(new Set(a.values()).size).toBe(keys.length);
+    expect([...a.values()].every(isRelayAlias)).toBe(true);
+    expect([...a.values()]).not.toContain('127.64.0.0');
+  });
+});
