@@ -124,8 +124,8 @@ export class StoreApplier {
   }
 
   /** The objects the store holds for APISIX (for /debug/config). */
-  objects(): { upstreams: unknown[]; routes: unknown[]; l4: unknown[] } {
-    return { upstreams: this.values(UPSTREAMS), routes: this.values(ROUTES), l4: this.values(L4) };
+  objects(): { upstreams: unknown[]; routes: unknown[]; l4: unknown[]; tlsRelay: unknown[] } {
+    return { upstreams: this.values(UPSTREAMS), routes: this.values(ROUTES), l4: this.values(L4), tlsRelay: this.values(TLS_RELAY) };
   }
 
   private stageUpstream(batch: StagedWrites, key: string, u: ApisixUpstream | null, refused: string[]): void {

@@ -31,6 +31,7 @@ function expected(): Map<string, string> {
   for (const u of config.upstreams.values()) view.set(`/apisix/upstreams/${u.id}`, JSON.stringify(u));
   for (const r of config.routes.values()) view.set(`/apisix/routes/${r.id}`, JSON.stringify(r));
   for (const l of config.l4.values()) view.set(`/apisix/mesh_l4/${l.id}`, JSON.stringify(l));
+  for (const c of config.tlsRelay?.values() ?? []) view.set(`/apisix/mesh_tls/${c.id}`, JSON.stringify(c));
   return view;
 }
 
@@ -72,7 +73,7 @@ beforeAll(async () => {
   });
   apisix = new Apisix3Client(() => `http://127.0.0.1:${agent.etcdPort}`);
   apisix.start();
-  apisix2 = new Apisix2Client(() => `http://127.0.0.1:${agent.etcdPort}`, '/apisix', ['routes', 'upstreams', 'mesh_l4']);
+  apisix2 = new Apisix2Client(() => `http://127.0.0.1:${agent.etcdPort}`, '/apisix', ['routes', 'upstreams', 'mesh_l4', 'mesh_tls']);
   apisix2.start();
 });
 
@@ -103,8 +104,12 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     istiod.push(['endpoint'], [V1]);
     await apisix.waitForView(expected());
     await apisix2.waitForView(expected(), 15_000);
+    // an mTLS cluster's nodes are the TLS relay's aliases; the relay's entry names the endpoints
     const nodes = viewObject(`/apisix/upstreams/${upstreamId(V1)}`)['nodes'] as Array<{ host: string }>;
-    expect(nodes.map((n) => n.host)).toContain('10.244.9.9');
+    const relay = [...apisix.view.keys()].filter((k) => k.startsWith('/apisix/mesh_tls/')).map((k) => viewObject(k)).find((c) => c['cluster'] === V1);
+    const hosts = relay ? (relay['endpoints'] as Array<{ host: string; alias: string }>) : nodes;
+    expect(hosts.map((n) => n.host)).toContain('10.244.9.9');
+    if (relay) expect(nodes.map((n) => n.host).sort()).toEqual((relay['endpoints'] as Array<{ alias: string }>).map((e) => e.alias).sort());
     expect(apisix.stats.readdirs).toBe(before); // arrived as a watch event, not a reload
   });
 
@@ -188,7 +193,7 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     expect(metrics).toMatch(/apisix_mesh_skipped_resources\{kind="route",reason="cluster-unavailable"\} [1-9]/); // allow_any among them: this fixture has no PassthroughCluster
     expect(metrics).toMatch(/apisix_mesh_store_revision \d+/);
     expect(metrics).toMatch(/apisix_mesh_etcd_watchers [1-9]/);
-    const debug = (await (await fetch(`http://127.0.0.1:${agent.statusPort}/debug/config`)).json()) as { upstreams: unknown[]; routes: unknown[]; l4: unknown[] };
-    expect(debug.upstreams.length + debug.routes.length + debug.l4.length).toBe(expected().size);
+    const debug = (await (await fetch(`http://127.0.0.1:${agent.statusPort}/debug/config`)).json()) as { upstreams: unknown[]; routes: unknown[]; l4: unknown[]; tlsRelay: unknown[] };
+    expect(debug.upstreams.length + debug.routes.length + debug.l4.length + debug.tlsRelay.length).toBe(expected().size);
   });
 });
