@@ -26,6 +26,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
         // inbound mTLS: the front hands Istio's mTLS chains to this loopback TLS listener (mesh_tls.lua)
         ssl: { enable: true, listen: [{ ip: '127.0.0.1', port: 15082 }] },
         status: { ip: '0.0.0.0', port: 15021 },
+        disable_sync_configuration_during_start: true,
       },
       deployment: {
         role: 'data_plane',

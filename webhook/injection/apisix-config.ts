@@ -223,6 +223,12 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       // inbound mTLS (MESH_TLS_PORT): APISIX's SNI router and SSL objects stay unused there
       ssl: { enable: true, listen: [{ ip: '127.0.0.1', port: MESH_TLS_PORT }] },
       status: { ip: '0.0.0.0', port: config.ports.apisixStatus },
+      // APISIX 3.13 loads the whole configuration once at start, then each worker watches from the
+      // revision of a second read taken once that load is consumed (config_etcd.lua, init_watch_ctx):
+      // an agent write between the two (the agent keeps writing while APISIX starts, e.g. routes
+      // with fetched JWKS keys) was never seen. Without that start-up load each worker reads its
+      // directories after its watch revision is fixed, so nothing falls between them.
+      disable_sync_configuration_during_start: true,
     },
     deployment: {
       role: 'data_plane',
