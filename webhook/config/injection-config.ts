@@ -129,8 +129,8 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
     // left no margin. A limit only caps: init containers' requests decide scheduling.
     init: { requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '100m', memory: '128Mi' } },
     // The agent's peak RSS (first snapshot, a reconnect to a changed mesh, 20 pushes changing every
-    // endpoint) is 125 MiB at 2,000 services, 147 MiB at 5,000, 187 MiB at 10,000 (the supported
-    // size, README; BENCHMARKS.md): the limit keeps 1.7x over 10,000 services' peak.
+    // endpoint) is 125 MiB at 2,000 services, 147 MiB at 5,000, 209 MiB at 10,000 (the supported
+    // size, docs/agent.md; BENCHMARKS.md): the limit keeps 1.5x over 10,000 services' peak.
     agent: { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '1', memory: '320Mi' } },
     apisix: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '2', memory: '512Mi' } },
   },
