@@ -40,7 +40,9 @@ export class RouteListBuilder {
     const routes: KeptRoute[] = [];
     const notes: TranslationNote[] = [];
     const scoped: Array<{ t: KeptRouteConfig; policy?: ScopePolicy | undefined }> = [];
-    const listeners = [...sources.listeners];
+    // by name: the order decides which route's upstream settings win for a cluster, and must not
+    // depend on the order resources arrived in (a listener removed and pushed again)
+    const listeners = [...sources.listeners].sort((a, b) => (a.listenerName < b.listenerName ? -1 : a.listenerName > b.listenerName ? 1 : 0));
     const refused = new Set<string>();
     for (const lt of listeners) {
       for (const r of lt.refused) {

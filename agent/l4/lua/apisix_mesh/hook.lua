@@ -51,6 +51,20 @@ local MESH_TLS_PORT = 15082
 local MESH_SSL = { value = {} }
 local XFCC = "x-forwarded-client-cert"
 
+-- APISIX 3.13's consumers() raises (a nil list) until the worker has read the consumers
+-- directory, a moment after every start now that the sidecar skips APISIX's start-up load
+-- (disable_sync_configuration_during_start): its Prometheus export would answer 500 and log an
+-- error meanwhile. Not loaded yet is what APISIX itself answers with nil, nil.
+local consumer = require("apisix.consumer")
+local consumers = consumer.consumers
+consumer.consumers = function()
+    local ok, list, version = pcall(consumers)
+    if ok then
+        return list, version
+    end
+    return nil, nil
+end
+
 local http_init_worker = apisix.http_init_worker
 apisix.http_init_worker = function(...)
     http_init_worker(...)
