@@ -1,7 +1,8 @@
 -- The workload identity the agent publishes at /mesh_identity/workload (agent/identity/apisix-identity.ts):
 -- the certificate chain Istio's CA issued, its key, the mesh roots and the SPIFFE id. Watched by
--- APISIX's own etcd client in the HTTP workers (the inbound mTLS listener presents it and verifies
--- peers against its roots); parsed once per version of the object. Key material is never logged.
+-- APISIX's own etcd client in each subsystem that uses it — the HTTP workers (the inbound mTLS
+-- listener presents it and verifies peers against its roots) and the stream workers (the outbound
+-- TLS relay, tls_config.lua); parsed once per version of the object. Key material is never logged.
 local core = require("apisix.core")
 local ssl = require("ngx.ssl")
 
@@ -12,7 +13,7 @@ local schema = {
     properties = {
         id = { type = "string", maxLength = 64 },
         cert_chain = { type = "string", minLength = 1, maxLength = MAX_PEM },
-        key = { type = "string", minLength = 1, maxLength = MAX_PEM },
+        key = { type = "string", minLength = 1, maxLength = 64 * 1024 },
         roots = { type = "string", minLength = 1, maxLength = MAX_PEM },
         spiffe_id = { type = "string", minLength = 1, maxLength = 2048 },
         not_after = { type = "integer" },
@@ -52,7 +53,8 @@ local function parse(value)
     if not roots then
         return nil, "roots: " .. tostring(err)
     end
-    return { chain = chain, key = key, roots = roots, spiffe_id = value.spiffe_id }
+    -- roots_pem: for the relay's OpenSSL store, built from it where it is needed (tls_config.lua)
+    return { chain = chain, key = key, roots = roots, roots_pem = value.roots, spiffe_id = value.spiffe_id, not_after = value.not_after }
 end
 
 -- The parsed identity, or nil and why there is none (no CA, not issued yet, unusable).

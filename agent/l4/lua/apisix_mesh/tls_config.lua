@@ -1,9 +1,9 @@
 -- What the TLS relay (tls_origin.lua) reads, watched by APISIX's own etcd client in the stream
 -- workers: the relay's clusters (/mesh_tls, written by agent/mtls/origination.ts), indexed by
--- loopback alias, and the workload identity (/mesh_identity/workload, the shared contract: the
--- certificate chain, key and mesh roots), parsed once per version.
+-- loopback alias, and the workload identity (identity.lua, /mesh_identity/workload) with the mesh
+-- roots as an OpenSSL store for verifying servers, built once per version.
 local core = require("apisix.core")
-local ngx_ssl = require("ngx.ssl")
+local workload_identity = require("apisix_mesh.identity")
 local x509 = require("resty.openssl.x509")
 local x509_store = require("resty.openssl.x509.store")
 
@@ -47,24 +47,10 @@ local cluster_schema = {
     required = { "id", "cluster", "endpoints" },
 }
 
-local identity_schema = {
-    type = "object",
-    properties = {
-        id = { type = "string", maxLength = 64 },
-        cert_chain = { type = "string", minLength = 1, maxLength = 1048576 },
-        key = { type = "string", minLength = 1, maxLength = 65536 },
-        roots = { type = "string", minLength = 1, maxLength = 1048576 },
-        spiffe_id = { type = "string", maxLength = 2048 },
-        not_after = { type = "number" },
-    },
-    required = { "id", "cert_chain", "key", "roots" },
-}
-
 local _M = {}
 
-local clusters, identities
+local clusters
 local by_alias, by_alias_version
-local identity, identity_version
 
 function _M.init_worker()
     local err
@@ -72,10 +58,7 @@ function _M.init_worker()
     if not clusters then
         core.log.error("apisix-mesh: cannot watch /mesh_tls: ", err)
     end
-    identities, err = core.config.new("/mesh_identity", { automatic = true, item_schema = identity_schema })
-    if not identities then
-        core.log.error("apisix-mesh: cannot watch /mesh_identity: ", err)
-    end
+    workload_identity.init_worker()
 end
 
 local function index(values)
@@ -115,28 +98,19 @@ local function pem_certificates(text)
     return out
 end
 
-local function parse(value)
-    local chain, err = ngx_ssl.parse_pem_cert(value.cert_chain)
-    if not chain then
-        return nil, "its certificate chain does not parse: " .. tostring(err)
-    end
-    local key
-    key, err = ngx_ssl.parse_pem_priv_key(value.key)
-    if not key then
-        return nil, "its key does not parse" -- never the key's text
-    end
-    local store
-    store, err = x509_store.new()
+-- The mesh roots (a PEM bundle) as an OpenSSL store, or nil and why.
+local function root_store(pem)
+    local store, err = x509_store.new()
     if not store then
         return nil, err
     end
-    local roots = pem_certificates(value.roots)
+    local roots = pem_certificates(pem)
     if #roots == 0 then
         return nil, "it holds no root certificate"
     end
-    for _, pem in ipairs(roots) do
+    for _, block in ipairs(roots) do
         local root
-        root, err = x509.new(pem, "PEM")
+        root, err = x509.new(block, "PEM")
         if not root then
             return nil, "a root certificate does not parse: " .. tostring(err)
         end
@@ -146,33 +120,24 @@ local function parse(value)
             return nil, err
         end
     end
-    return { chain = chain, key = key, store = store, spiffe_id = value.spiffe_id, not_after = value.not_after }
+    return store
 end
 
 -- The workload identity ({chain, key, store, spiffe_id, not_after}), or nil and why.
 function _M.identity()
-    if not identities or not identities.values then
-        return nil, "the workload identity has not been read yet"
+    local identity, err = workload_identity.current()
+    if not identity then
+        return nil, err
     end
-    if identity_version ~= identities.conf_version then
-        identity_version = identities.conf_version
-        identity = nil
-        local item = identities:get("workload")
-        if item and item.value then
-            local parsed, err = parse(item.value)
-            if not parsed then
-                core.log.error("apisix-mesh: the workload identity is not usable: ", err)
-                identity = { err = err }
-            else
-                identity = parsed
-            end
+    -- the parsed identity is a new table per version: the store is built once for it
+    if identity.store == nil and identity.store_err == nil then
+        identity.store, identity.store_err = root_store(identity.roots_pem)
+        if not identity.store then
+            core.log.error("apisix-mesh: the workload identity is not usable: ", identity.store_err)
         end
     end
-    if not identity then
-        return nil, "no workload certificate (no CA configured, or none issued yet)"
-    end
-    if identity.err then
-        return nil, identity.err
+    if not identity.store then
+        return nil, identity.store_err
     end
     if identity.not_after and identity.not_after <= ngx.time() then
         return nil, "the workload certificate expired"
