@@ -104,7 +104,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--coalesce <duration>', 'quiet time after an xDS update before it is applied; a burst becomes one store revision', '100ms')
     .option('--max-coalesce <duration>', 'longest an update waits while a burst goes on', '1s')
     .option('--warming-timeout <duration>', 'how long to wait for requested endpoints/routes before applying without them (xDS spec: 15s)', '15s')
-    .option('--drain-timeout <duration>', 'on SIGTERM, keep serving the etcd API until APISIX has closed its connections (it drains in its preStop hook), at most this long; SIGINT stops at once', '60s')
+    .option('--drain-timeout <duration>', 'on SIGTERM, keep serving the etcd API until APISIX has closed its connections (it drains in its preStop hook), at most this long (a restart of the agent alone waits for it too); SIGINT stops at once', '10s')
     .option('--pod-labels-file <file>', 'downward-API file of the pod\'s labels (istiod selects services, policies and subsets by them); its labels win over ISTIO_METAJSON_LABELS')
     .option('--istio-version <version>', 'ISTIO_VERSION sent in the node metadata (istiod gates features on it; default: the ISTIO_META_ISTIO_VERSION variable, else unset = newest)')
     .option(
