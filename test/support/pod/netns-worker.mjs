@@ -99,7 +99,7 @@ function serve({ id, name, host, port, tls }) {
       }
     : {};
   const server = tls ? createHttpsServer({ key: tls.key, cert: tls.cert, ...mutual }, handler) : createServer(handler);
-  if (tls?.ca) {
+  if (tls) {
     record.connections = 0;
     server.on('connection', () => {
       record.connections += 1;

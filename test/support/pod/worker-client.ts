@@ -150,7 +150,7 @@ export class NetnsWorker {
     return this.ok('serve', { name, host, port });
   }
 
-  /** `connections`: TCP connections accepted, for HTTPS servers that require client certificates */
+  /** `connections`: TCP connections accepted, for HTTPS servers */
   async served(name: string): Promise<{ count: number; requests: SeenRequest[]; connections?: number }> {
     return (await this.call('served', { name })) as unknown as { count: number; requests: SeenRequest[]; connections?: number };
   }
