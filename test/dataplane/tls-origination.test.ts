@@ -4,7 +4,8 @@
 // tls_roots.lua). Checked: the server gets the request over TLS with the DestinationRule's SNI, or
 // the service's host when the rule names none (Envoy's auto_sni); a server whose chain does not
 // verify against the given CA file or the system bundle, or whose SAN is not the expected one, gets
-// no request and APISIX answers 502 with the relay's reason in its error log.
+// no request and APISIX answers 502 with the relay's reason in its error log. A TCP proxy to a
+// SIMPLE cluster passes the client's half-close to the TLS server (close_notify, then FIN).
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,7 +21,7 @@ import { createTestPki, rsaKey, serial, type CaKeyPair } from '../support/test-p
 import { TEST_CA_TOKEN, unixBridge, withTestCa } from '../support/pod/mesh-ca.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
 import {
-  allowAnyVirtualHost, blackHoleCluster, edsCluster, httpRoute, MeshResources, outboundCluster, outboundHttpListener,
+  allowAnyVirtualHost, blackHoleCluster, edsCluster, httpRoute, MeshResources, outboundCluster, outboundHttpListener, outboundTcpListener,
   passthroughCluster, routeConfiguration, serviceVirtualHost, virtualOutbound, withClientTls, type ClientTls,
 } from '../support/istio-xds.js';
 
@@ -60,6 +61,9 @@ const services = {
   nofile: { vip: '10.96.40.7', ip: '10.244.40.7', tls: { sni: 'nofile.example.com', caCertificates: MISSING_CA_FILE }, names: ['nofile.example.com'], ca: 'ours' },
 } as const;
 type Service = keyof typeof services;
+/** A TCP service (the L4 front's TCP proxy) whose cluster originates SIMPLE TLS; its server answers only after the client's half-close. */
+const TCP = { vip: '10.96.40.9', ip: '10.244.40.9', port: 7000, host: 'tcp.example.com' };
+const TCP_CLUSTER = outboundCluster(TCP.port, TCP.host);
 const host = (s: Service) => `${s}.example.com`;
 const cluster = (s: Service) => outboundCluster(80, host(s));
 
@@ -72,6 +76,8 @@ function mesh(): MeshResources {
     ...(Object.keys(services) as Service[]).map((s) => serviceVirtualHost(host(s), 80, services[s].vip, [httpRoute('default', { prefix: '/' }, { cluster: cluster(s) })])),
     allowAnyVirtualHost(),
   ]));
+  m.cluster(withClientTls(edsCluster(TCP_CLUSTER), { mode: 'SIMPLE', sni: TCP.host, subjectAltNames: [TCP.host], caCertificates: CA_FILE }), [{ ip: TCP.ip, port: TCP.port }]);
+  m.listener(outboundTcpListener(TCP.vip, TCP.port, TCP_CLUSTER));
   m.cluster(passthroughCluster()).cluster(blackHoleCluster());
   m.listener(outboundHttpListener(80)).listener(virtualOutbound());
   return m;
@@ -122,11 +128,12 @@ describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX s
     pod = await startPod({
       manifest: podManifest(POD, NS, { app: POD }),
       xds: mesh().resources,
-      clusterAddresses: Object.values(services).flatMap((s) => [s.vip, s.ip]),
+      clusterAddresses: [...Object.values(services).flatMap((s) => [s.vip, s.ip]), TCP.vip, TCP.ip],
       mutateInjected: withTestCa(mesh_.root.pem),
     });
     await Promise.all((Object.keys(services) as Service[]).map((s) =>
       pod.cluster.serveTls(s, services[s].ip, 443, serverCert(services[s].ca === 'ours' ? external.intermediate : foreign.intermediate, [...services[s].names]))));
+    await pod.cluster.serveTcp('tcp', TCP.ip, TCP.port, { tls: serverCert(external.intermediate, [TCP.host]), countAtEnd: true });
     await pod.cluster.relay(ISTIOD_IP, 15012, join(dir, 'ca.sock'));
     expect(await pod.waitSynced(20_000)).toBe(true);
     await pod.kubelet.waitReady(30_000);
@@ -182,6 +189,14 @@ describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX s
     expect((await pod.cluster.served('nofile')).connections).toBe(0);
     expect(pod.apisixLog()).toMatch(REFUSED.system);
     expect(pod.apisixLog()).toMatch(REFUSED.nofile);
+    errors();
+  });
+
+  it('a TCP proxy to a SIMPLE cluster: the client\'s half-close reaches the TLS server (close_notify, FIN), whose answer still comes back', async () => {
+    const r = await pod.app().tcp(TCP.vip, TCP.port, [{ send: 'hello, relay', end: true, want: '12 bytes'.length }], 8000);
+    expect(r.error).toBeUndefined();
+    expect(r.received.map((b) => b.toString())).toEqual(['12 bytes']);
+    expect((await pod.cluster.served('tcp')).requests.at(-1)).toMatchObject({ servername: TCP.host });
     errors();
   });
 });

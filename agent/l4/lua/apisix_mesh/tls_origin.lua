@@ -235,9 +235,19 @@ function _M.relay(tcp_port)
     local keep = verified_with and function() keep_session(slot, up, found, verified_with) end
     local to_client = ngx.thread.spawn(pump, up, down, keep)
     local _, why = ngx.thread.wait(to_server, to_client)
-    if coroutine.status(to_server) == "dead" and why == "closed" and tcp then
-        -- the client finished sending (FIN); a TCP peer may still answer, as with Envoy's proxy
-        ngx.thread.wait(to_client)
+    if why == "closed" and tcp then
+        -- a half-close on a TCP proxy (the L4 front passes it on: proxy_half_close) is passed to the
+        -- other side, which may still answer, as Envoy's TCP proxy does
+        if coroutine.status(to_server) == "dead" then
+            if endpoint.mode == "mtls" or endpoint.mode == "tls" then
+                tls_socket.close_notify(up)
+            end
+            up:shutdown("send")
+            ngx.thread.wait(to_client)
+        else
+            down:shutdown("send")
+            ngx.thread.wait(to_server)
+        end
     end
     ngx.thread.kill(to_server)
     ngx.thread.kill(to_client)
