@@ -1,7 +1,8 @@
 import type { SimpleTls } from './upstream-tls.js';
 
 /**
- * What the relay needs for a DestinationRule SIMPLE cluster besides SNI, SANs and ALPN (pure).
+ * What the relay needs for a DestinationRule SIMPLE (or MUTUAL with files) cluster besides SNI,
+ * SANs and ALPN (pure).
  *
  * Envoy's auto_sni and auto_san_validation (istiod sets them when the DestinationRule names no SNI,
  * and no SANs) take the SNI and the expected DNS SAN from each request's host. The relay is below
@@ -14,6 +15,9 @@ export interface SimpleTlsFields {
   /** where the server's chain is verified: the system bundle of the APISIX image, a CA file in the APISIX container, or not at all (insecureSkipVerify) */
   verify?: 'system' | 'file' | 'none';
   ca_file?: string;
+  /** DestinationRule MUTUAL: the client certificate chain and its key, files in the APISIX container */
+  client_cert_file?: string;
+  client_key_file?: string;
   /** for connections from APISIX's HTTP side only (Envoy applies auto_* to HTTP upstreams only) */
   auto_sni_host?: string;
   auto_san_host?: string;
@@ -30,6 +34,10 @@ export function clusterHost(cluster: string): string | undefined {
 export function simpleTlsFields(cluster: string, tls: SimpleTls): SimpleTlsFields | { refusal: string } {
   const out: SimpleTlsFields = { verify: tls.roots.kind };
   if (tls.roots.kind === 'file') out.ca_file = tls.roots.path;
+  if (tls.client) {
+    out.client_cert_file = tls.client.cert;
+    out.client_key_file = tls.client.key;
+  }
   const autoSni = tls.autoSni && !tls.sni;
   const autoSan = tls.autoSanValidation && tls.san.length === 0;
   if (!autoSni && !autoSan) return out;

@@ -9,11 +9,11 @@ import { unpackAny, type PackedAny } from '../xds/codec.js';
  * How Envoy would connect to an upstream endpoint, from the cluster's `transport_socket` and
  * `transport_socket_matches` (pure: Cluster in, policy out). Only what the sidecar can enforce
  * exactly is accepted: Istio's mutual TLS (SDS secrets `default` and `ROOTCA`, i.e. the workload
- * certificate and the mesh root) and DestinationRule SIMPLE (no client certificate; the server
- * checked against the system roots or a CA file, `file-root:` SDS names as istiod writes them),
- * with SAN matchers the relay evaluates. Anything else that asks for TLS (MUTUAL, `credentialName`,
- * inline certificates, pinned hashes, CRLs, regex SAN matchers) is refused: never plaintext, never
- * an unchecked peer.
+ * certificate and the mesh root) and DestinationRule SIMPLE / MUTUAL with files (the server
+ * checked against the system roots or a CA file, a client certificate and key from files:
+ * `file-root:` / `file-cert:` SDS names as istiod writes them), with SAN matchers the relay
+ * evaluates. Anything else that asks for TLS (`credentialName`, inline certificates, pinned hashes,
+ * CRLs, regex SAN matchers) is refused: never plaintext, never an unchecked peer.
  */
 
 const UPSTREAM_TLS = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
@@ -40,9 +40,11 @@ export interface MeshMutualTls {
 /** Where a SIMPLE server's chain is verified against: istiod's `file-root:system`, `file-root:<path>`, or nothing (insecureSkipVerify). */
 export type TrustedRoots = { kind: 'system' } | { kind: 'file'; path: string } | { kind: 'none' };
 
-/** DestinationRule SIMPLE: TLS without a client certificate (TLS origination to an external service). */
+/** DestinationRule SIMPLE (TLS origination to an external service), or MUTUAL with a client certificate from files. */
 export interface SimpleTls {
   kind: 'simple';
+  /** MUTUAL: the client certificate chain and key, files in the APISIX container (istiod's `file-cert:<cert>~<key>`) */
+  client?: { cert: string; key: string };
   /** the DestinationRule's `sni`; empty: Envoy's auto_sni (the request's host) on HTTP, none on TCP */
   sni: string;
   san: SanMatcher[];
@@ -139,13 +141,19 @@ function upstreamTls(tls: UpstreamTlsContext, auto: AutoHost): TransportPolicy {
   }
   const isMeshIdentity = certSecrets.length === 1 && certSecrets[0]!.name === 'default';
   if (isMeshIdentity !== (rootSecret === 'ROOTCA')) return refused('the mesh certificate and the mesh roots appear only together in Istio mutual TLS');
+  let client: SimpleTls['client'];
   if (certSecrets.length && !isMeshIdentity) {
     const name = certSecrets[0]!.name ?? '';
-    return refused(
-      name.startsWith('kubernetes://')
-        ? `DestinationRule MUTUAL with credentialName (${name.slice(0, 80)}): secrets from istiod's SDS are not supported yet`
-        : 'DestinationRule MUTUAL (a client certificate from files) is not supported yet',
-    );
+    if (certSecrets.length > 1 || !name.startsWith('file-cert:')) {
+      return refused(
+        name.startsWith('kubernetes://')
+          ? `DestinationRule MUTUAL with credentialName (${name.slice(0, 80)}): secrets from istiod's SDS are not supported yet`
+          : `a client certificate from the SDS secret ${JSON.stringify(name.slice(0, 80))}`,
+      );
+    }
+    const files = clientCertFiles(name);
+    if (typeof files === 'string') return refused(files);
+    client = files;
   }
   const validation: CertificateValidationContext = combined?.default_validation_context ?? common.validation_context ?? {};
   if (validation.verify_certificate_hash?.length || validation.verify_certificate_spki?.length) return refused('pinned certificate hashes are not enforced');
@@ -163,7 +171,22 @@ function upstreamTls(tls: UpstreamTlsContext, auto: AutoHost): TransportPolicy {
   const roots = trustedRoots(rootSecret);
   if (typeof roots === 'string') return refused(roots);
   if (roots.kind === 'none' && san.length) return refused('SAN matchers without a CA to verify the chain against');
-  return { kind: 'simple', sni: tls.sni ?? '', san, roots, alpn, autoSni: auto.autoSni, autoSanValidation: auto.autoSanValidation && roots.kind !== 'none' };
+  const simple: SimpleTls = { kind: 'simple', sni: tls.sni ?? '', san, roots, alpn, autoSni: auto.autoSni, autoSanValidation: auto.autoSanValidation && roots.kind !== 'none' };
+  return client ? { ...simple, client } : simple;
+}
+
+/** An absolute file path the relay may open, or why not. */
+function filePathProblem(path: string, what: string): string | undefined {
+  if (!path.startsWith('/') || path.length > 4096 || /[\0\n]/.test(path)) return `a ${what} path that is not an absolute file path (${JSON.stringify(path.slice(0, 80))})`;
+  return undefined;
+}
+
+/** istiod's `file-cert:<cert>~<key>` (pkg/security SdsCertificateConfig: exactly one separator). */
+function clientCertFiles(secret: string): { cert: string; key: string } | string {
+  const parts = secret.slice('file-cert:'.length).split('~');
+  if (parts.length !== 2) return `a client certificate secret that is not file-cert:<cert>~<key> (${JSON.stringify(secret.slice(0, 80))})`;
+  const [cert, key] = parts as [string, string];
+  return filePathProblem(cert, 'client certificate') ?? filePathProblem(key, 'private key') ?? { cert, key };
 }
 
 /** istiod's SDS name for a SIMPLE cluster's CA (cluster_tls.go): `file-root:system`, `file-root:<path>`; none: no verification. */
@@ -171,10 +194,7 @@ function trustedRoots(secret: string | undefined): TrustedRoots | string {
   if (secret === undefined) return { kind: 'none' };
   if (secret === 'file-root:system') return { kind: 'system' };
   const path = secret.startsWith('file-root:') ? secret.slice('file-root:'.length) : undefined;
-  if (path !== undefined) {
-    if (!path.startsWith('/') || path.length > 4096 || /[\0\n]/.test(path)) return `a CA certificate path that is not an absolute file path (${JSON.stringify(path.slice(0, 80))})`;
-    return { kind: 'file', path };
-  }
+  if (path !== undefined) return filePathProblem(path, 'CA certificate') ?? { kind: 'file', path };
   if (secret.startsWith('kubernetes://')) return `CA certificates from credentialName (${secret.slice(0, 80)}): secrets from istiod's SDS are not supported yet`;
   return `a validation context from the SDS secret ${JSON.stringify(secret.slice(0, 80))}`;
 }

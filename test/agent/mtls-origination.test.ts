@@ -75,12 +75,12 @@ describe('TLS origination in the translation', () => {
     expect([...out.tlsRelay!.values()][0]!.alpn).toEqual(['istio-h2', 'istio', 'h2']);
   });
 
-  it('DestinationRule MUTUAL (file certificates, credentialName), SIMPLE with credentialName, and regex SAN matchers are refused, never sent in plaintext', () => {
+  it('DestinationRule MUTUAL and SIMPLE with credentialName, malformed file secrets, and regex SAN matchers are refused, never sent in plaintext', () => {
     const regex = istioMutualTransportSocket(SNI, []);
     const ctx = (regex['typed_config'] as Record<string, Record<string, Record<string, Record<string, unknown>>>>)['common_tls_context']!;
     ctx['combined_validation_context']!['default_validation_context'] = { match_subject_alt_names: [{ safe_regex: { regex: 'spiffe://.*' } }] };
     const cases: Array<[Record<string, unknown>, RegExp]> = [
-      [withClientTls(edsCluster(API), { mode: 'MUTUAL', clientCertificate: '/etc/certs/cert.pem', privateKey: '/etc/certs/key.pem', caCertificates: '/etc/certs/ca.pem', sni: API_HOST }), /MUTUAL \(a client certificate from files\)/],
+      [withClientTls(edsCluster(API), { mode: 'MUTUAL', clientCertificate: '/etc/certs/a~b.pem', privateKey: '/etc/certs/key.pem', caCertificates: '/etc/certs/ca.pem', sni: API_HOST }), /not file-cert:<cert>~<key>/],
       [withClientTls(edsCluster(API), { mode: 'MUTUAL', credentialName: 'kubernetes://client-cert', sni: API_HOST }), /MUTUAL with credentialName \(kubernetes:\/\/client-cert\)/],
       [withClientTls(edsCluster(API), { mode: 'SIMPLE', credentialName: 'kubernetes://api-ca', sni: API_HOST }), /credentialName \(kubernetes:\/\/api-ca-cacert\)/],
       [withClientTls(edsCluster(API), { mode: 'SIMPLE', caCertificates: 'relative/ca.pem', sni: API_HOST }), /not an absolute file path/],
@@ -104,6 +104,15 @@ describe('TLS origination in the translation', () => {
     expect(relay).toMatchObject({ sni: API_HOST, san: [{ kind: 'exact', value: API_HOST }], verify: 'file', ca_file: '/etc/api-ca/ca.pem', alpn: [], alpn_tcp: [] });
     expect(relay.endpoints[0]).toMatchObject({ host: '10.1.0.1', port: 443, mode: 'tls' });
     expect(relay).not.toHaveProperty('auto_sni_host');
+    expect(out.notes.filter((n) => n.reason.startsWith('tls-origination'))).toEqual([]);
+  });
+
+  it('DestinationRule MUTUAL with files: the relay presents the client certificate and key from those files', () => {
+    const cluster = withClientTls(edsCluster(API), { mode: 'MUTUAL', clientCertificate: '/etc/certs/cert.pem', privateKey: '/etc/certs/key.pem', caCertificates: '/etc/certs/ca.pem', sni: API_HOST });
+    const out = translate(cluster, [{ ip: '10.1.0.1', port: 443 }]);
+    const relay = [...out.tlsRelay!.values()][0]!;
+    expect(relay).toMatchObject({ verify: 'file', ca_file: '/etc/certs/ca.pem', client_cert_file: '/etc/certs/cert.pem', client_key_file: '/etc/certs/key.pem', sni: API_HOST });
+    expect(relay.endpoints[0]!.mode).toBe('tls');
     expect(out.notes.filter((n) => n.reason.startsWith('tls-origination'))).toEqual([]);
   });
 

@@ -1,4 +1,4 @@
-// DestinationRule SIMPLE (TLS origination to an external HTTPS service) on the real APISIX: the
+// DestinationRule SIMPLE (TLS origination to an external HTTPS service; MUTUAL with files) on the real APISIX: the
 // app sends plain HTTP to a ServiceEntry-like service on port 80; istiod's cluster originates TLS to
 // the endpoints on 443 (agent/mtls/simple-tls.ts, the relay in tls_origin.lua, the CA in
 // tls_roots.lua). Checked: the server gets the request over TLS with the DestinationRule's SNI, or
@@ -28,8 +28,8 @@ import {
 const NS = 'test';
 const POD = 'client';
 
-/** A server certificate with DNS SANs (leaf + intermediate) and its key, PEM. */
-function serverCert(issuer: CaKeyPair, dnsNames: string[]): { cert: string; key: string } {
+/** A server (or client) certificate with DNS SANs (leaf + intermediate) and its key, PEM. */
+function serverCert(issuer: CaKeyPair, dnsNames: string[], usage: 'serverAuth' | 'clientAuth' = 'serverAuth'): { cert: string; key: string } {
   const key = rsaKey();
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
@@ -39,7 +39,7 @@ function serverCert(issuer: CaKeyPair, dnsNames: string[]): { cert: string; key:
   cert.setSubject([{ name: 'commonName', value: dnsNames[0]! }]);
   cert.setIssuer(issuer.cert.subject.attributes);
   cert.setExtensions([
-    { name: 'extKeyUsage', serverAuth: true },
+    { name: 'extKeyUsage', [usage]: true },
     { name: 'subjectAltName', altNames: dnsNames.map((value) => ({ type: 2, value })) },
   ]);
   cert.sign(issuer.key, forge.md.sha256.create());
@@ -49,6 +49,9 @@ function serverCert(issuer: CaKeyPair, dnsNames: string[]): { cert: string; key:
 const caDir = mkdtempSync(join(tmpdir(), 'tls-origination-ca-'));
 const CA_FILE = join(caDir, 'api-ca.pem');
 const MISSING_CA_FILE = join(caDir, 'absent.pem');
+// DestinationRule MUTUAL: the client certificate and key, files in the APISIX container
+const CLIENT_CERT_FILE = join(caDir, 'client-cert.pem');
+const CLIENT_KEY_FILE = join(caDir, 'client-key.pem');
 
 /** Each external service: VIP, endpoint, the DestinationRule's tls, the names in the server's certificate, which CA issued it. */
 const services = {
@@ -59,6 +62,7 @@ const services = {
   autowrong: { vip: '10.96.40.5', ip: '10.244.40.5', tls: { caCertificates: CA_FILE }, names: ['other.example.com'], ca: 'ours' },
   system: { vip: '10.96.40.6', ip: '10.244.40.6', tls: { sni: 'system.example.com' }, names: ['system.example.com'], ca: 'ours' },
   nofile: { vip: '10.96.40.7', ip: '10.244.40.7', tls: { sni: 'nofile.example.com', caCertificates: MISSING_CA_FILE }, names: ['nofile.example.com'], ca: 'ours' },
+  mutual: { vip: '10.96.40.8', ip: '10.244.40.8', tls: { mode: 'MUTUAL', sni: 'mutual.example.com', caCertificates: CA_FILE, clientCertificate: CLIENT_CERT_FILE, privateKey: CLIENT_KEY_FILE }, names: ['mutual.example.com'], ca: 'ours' },
 } as const;
 type Service = keyof typeof services;
 /** A TCP service (the L4 front's TCP proxy) whose cluster originates SIMPLE TLS; its server answers only after the client's half-close. */
@@ -118,8 +122,11 @@ describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX s
     const foreign = createTestPki('foreign');
     // the DestinationRule's caCertificates: a file in the APISIX container (here: the host's filesystem)
     writeFileSync(CA_FILE, external.root.pem);
+    const client = serverCert(external.intermediate, ['client.example.com'], 'clientAuth');
+    writeFileSync(CLIENT_CERT_FILE, client.cert);
+    writeFileSync(CLIENT_KEY_FILE, client.key);
     chmodSync(caDir, 0o755);
-    chmodSync(CA_FILE, 0o644);
+    for (const f of [CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE]) chmodSync(f, 0o644);
     ca = new FakeIstioCa(mesh_);
     ca.requiredToken = TEST_CA_TOKEN;
     ca.expectedSpiffeId = `spiffe://cluster.local/ns/${NS}/sa/${POD}`;
@@ -132,7 +139,11 @@ describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX s
       mutateInjected: withTestCa(mesh_.root.pem),
     });
     await Promise.all((Object.keys(services) as Service[]).map((s) =>
-      pod.cluster.serveTls(s, services[s].ip, 443, serverCert(services[s].ca === 'ours' ? external.intermediate : foreign.intermediate, [...services[s].names]))));
+      pod.cluster.serveTls(s, services[s].ip, 443, {
+        ...serverCert(services[s].ca === 'ours' ? external.intermediate : foreign.intermediate, [...services[s].names]),
+        // the MUTUAL server requires a client certificate of the external CA
+        ...(s === 'mutual' ? { ca: external.root.pem } : {}),
+      })));
     await pod.cluster.serveTcp('tcp', TCP.ip, TCP.port, { tls: serverCert(external.intermediate, [TCP.host]), countAtEnd: true });
     await pod.cluster.relay(ISTIOD_IP, 15012, join(dir, 'ca.sock'));
     expect(await pod.waitSynced(20_000)).toBe(true);
@@ -158,6 +169,13 @@ describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX s
     expect(more.map((r) => r.status)).toEqual([200, 200, 200, 200]);
     errors();
   }, 30_000);
+
+  it('MUTUAL with files: the server requiring a client certificate gets the one from the files; 200', async () => {
+    const res = await get('mutual', '/m');
+    expect(res.status).toBe(200);
+    expect(res.echo).toMatchObject({ name: 'mutual', servername: 'mutual.example.com', clientSan: 'DNS:client.example.com' });
+    errors();
+  });
 
   it('SIMPLE without sni or SANs: the service\'s host as SNI (Envoy\'s auto_sni) and checked as the SAN; a certificate for another name: 502', async () => {
     const res = await get('auto', '/x');

@@ -46,6 +46,8 @@ local cluster_schema = {
         -- DestinationRule SIMPLE (agent/mtls/simple-tls.ts)
         verify = { type = "string", enum = { "system", "file", "none" } },
         ca_file = { type = "string", pattern = "^/", maxLength = 4096 },
+        client_cert_file = { type = "string", pattern = "^/", maxLength = 4096 },
+        client_key_file = { type = "string", pattern = "^/", maxLength = 4096 },
         auto_sni_host = { type = "string", minLength = 1, maxLength = 253 },
         auto_san_host = { type = "string", minLength = 1, maxLength = 253 },
     },

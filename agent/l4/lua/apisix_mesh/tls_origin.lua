@@ -5,7 +5,8 @@
 --    certificate, the cluster's SNI and ALPN), then checks the server's chain against the mesh
 --    roots and its SAN against the cluster's matchers (peer_identity.lua) before it forwards a
 --    single byte; a server that fails the check gets nothing and the connection is closed;
---  * tls: originates TLS as Envoy does for a DestinationRule SIMPLE (no client certificate; the
+--  * tls: originates TLS as Envoy does for a DestinationRule SIMPLE (no client certificate) or MUTUAL
+--    (the client certificate and key from files, tls_client_cert.lua; the
 --    cluster's SNI or, for HTTP, the service's host (simple-tls.ts); the server's chain checked
 --    against the system bundle or the DestinationRule's CA file (tls_roots.lua), its SANs against
 --    the matchers or, for HTTP with auto_san_validation, the service's host; insecureSkipVerify:
@@ -23,6 +24,7 @@ local tls_config = require("apisix_mesh.tls_config")
 local tls_socket = require("apisix_mesh.tls_socket")
 local peer_identity = require("apisix_mesh.peer_identity")
 local tls_roots = require("apisix_mesh.tls_roots")
+local tls_client_cert = require("apisix_mesh.tls_client_cert")
 
 local BUFFER = 65536
 -- Envoy's TCP proxy idle timeout; APISIX's own upstream timeouts bound HTTP exchanges
@@ -105,17 +107,45 @@ end
 -- a SIMPLE cluster with insecureSkipVerify: its sessions' cache key
 local NO_CHECK = {}
 
--- DestinationRule SIMPLE: { store (nil: no check), roots (its name), key (the session cache's) },
--- or nil and why.
-local function simple_trust(cluster)
-    if cluster.verify == "none" then
-        return { key = NO_CHECK }
+-- the session cache key for a trust store (or NO_CHECK) and a client certificate: one object per
+-- pair, alive as long as both are
+local pair_keys = setmetatable({}, { __mode = "k" })
+local function pair_key(trusted, client)
+    if not client then
+        return trusted
     end
-    local store, err, path = tls_roots.store(cluster.verify, cluster.ca_file)
+    local per = pair_keys[trusted]
+    if not per then
+        per = setmetatable({}, { __mode = "k" })
+        pair_keys[trusted] = per
+    end
+    local key = per[client]
+    if not key then
+        key = {}
+        per[client] = key
+    end
+    return key
+end
+
+-- DestinationRule SIMPLE / MUTUAL: { store (nil: no check), roots (its name), client ({chain, key}
+-- for MUTUAL), key (the session cache's) }, or nil and why.
+local function simple_trust(cluster)
+    local client, err
+    if cluster.client_cert_file and cluster.client_key_file then
+        client, err = tls_client_cert.load(cluster.client_cert_file, cluster.client_key_file)
+        if not client then
+            return nil, err
+        end
+    end
+    if cluster.verify == "none" then
+        return { client = client, key = pair_key(NO_CHECK, client) }
+    end
+    local store, path
+    store, err, path = tls_roots.store(cluster.verify, cluster.ca_file)
     if not store then
         return nil, err
     end
-    return { store = store, roots = "the CA certificates in " .. path, key = store }
+    return { store = store, roots = "the CA certificates in " .. path, client = client, key = pair_key(store, client) }
 end
 
 -- SAN matchers for a SIMPLE cluster's HTTP connections with auto_san_validation: the service's host
@@ -141,6 +171,9 @@ local function originate(up, slot, found, identity, trust, tcp)
         store, cert, pkey = identity.store, identity.chain, identity.key
     else
         store, roots, key = trust.store, trust.roots, trust.key
+        if trust.client then
+            cert, pkey = trust.client.chain, trust.client.key
+        end
         if not tcp then
             -- Envoy's auto_sni / auto_san_validation are options of HTTP upstreams only
             if (not sni or sni == "") and cluster.auto_sni_host then

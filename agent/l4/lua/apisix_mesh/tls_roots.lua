@@ -54,6 +54,9 @@ local function system_bundle()
     return nil
 end
 
+-- A file's content (at most MAX_BYTES), or nil and why; for tls_client_cert.lua too.
+_M.read_file = read_bounded
+
 -- The store for `verify` ("system" | "file", with `file`), or nil and why; then what it was read from.
 function _M.store(verify, file)
     local path = verify == "system" and system_bundle() or (verify == "file" and file) or nil
