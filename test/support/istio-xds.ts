@@ -535,7 +535,7 @@ export class MeshResources {
 const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
 
 /** An HTTP RBAC filter as istiod writes it for the AuthorizationPolicies of one action. */
-export function rbacHttpFilter(action: 'ALLOW' | 'DENY', policies: Record<string, { permissions: Json[]; principals: Json[] }>): Json {
+export function rbacHttpFilter(action: 'ALLOW' | 'DENY' | 'LOG', policies: Record<string, { permissions: Json[]; principals: Json[] }>): Json {
   const name = 'envoy.filters.http.rbac';
   return { name, typed_config: { '@type': RBAC, rules: { action, policies }, shadow_rules_stat_prefix: 'istio_dry_run_' } };
 }

@@ -20,10 +20,11 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
   'cors',
   'request-id',
   'prometheus',
-  'serverless-pre-function',
   // RequestAuthentication + AuthorizationPolicy: the sidecar's own plugin, loaded from the agent's
   // Lua directory (extra_lua_path) as apisix.plugins.apisix-mesh-policy (agent/policy/rbac-plugin.ts)
   'apisix-mesh-policy',
+  // pass-through, mirrors, retry hand-over: its own plugin too (agent/translate/access-phase.ts)
+  'apisix-mesh-access',
 ]);
 
 /**
