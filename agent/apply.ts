@@ -16,8 +16,12 @@ const ROUTES = `${APISIX_PREFIX}routes/`;
 const L4 = `${APISIX_PREFIX}mesh_l4/`;
 /** the TLS relay's clusters (agent/mtls/origination.ts), read by tls_config.lua in the stream workers */
 const TLS_RELAY = `${APISIX_PREFIX}mesh_tls/`;
-/** the endpoints of the clusters TCP chains name (agent/l4/stream-upstreams.ts), read by l4_upstreams.lua in the stream workers */
-const L4_UPSTREAMS = `${APISIX_PREFIX}mesh_l4_upstreams/`;
+/**
+ * the endpoints of the clusters TCP chains name (agent/l4/stream-upstreams.ts), read by
+ * l4_upstreams.lua in the stream workers. Not under a name starting with `mesh_l4`: APISIX reads a
+ * directory as a key prefix without its trailing slash, so /mesh_l4's watch would take these too.
+ */
+const L4_UPSTREAMS = `${APISIX_PREFIX}mesh_tcp_upstreams/`;
 /** Keys under the prefix that other writers of the agent own (the workload identity): never deleted here. */
 const WRITTEN_ELSEWHERE = [IDENTITY_DIR];
 /**
@@ -26,14 +30,14 @@ const WRITTEN_ELSEWHERE = [IDENTITY_DIR];
  * the configuration APISIX's workers load at start: it stays unloaded (`values` nil) until that
  * worker's first fetch of it.
  */
-const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams', 'mesh_l4', 'mesh_tls', 'mesh_l4_upstreams'];
+const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams', 'mesh_l4', 'mesh_tls', 'mesh_tcp_upstreams'];
 /**
  * routes and upstreams: what the agent writes. consumers: APISIX 3.13's Prometheus exporter reads
  * the consumers' list on every scrape and fails (`consumer.lua: attempt to get length of local
  * 'data_list' (a nil value)`, an [error] line and a 500) while it is unloaded, which is the case
  * for a moment after every start without the marker.
  */
-const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4', 'mesh_tls', 'mesh_l4_upstreams']);
+const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4', 'mesh_tls', 'mesh_tcp_upstreams']);
 
 /**
  * Puts before deletes; upstreams before the routes that use them; route deletes before the upstream

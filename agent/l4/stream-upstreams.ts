@@ -1,7 +1,7 @@
 import type { ApisixNode, ApisixUpstream } from '../translate/apisix-types.js';
 
 /**
- * What APISIX's stream workers read under `/apisix/mesh_l4_upstreams/<upstream id>` (validated
+ * What APISIX's stream workers read under `/apisix/mesh_tcp_upstreams/<upstream id>` (validated
  * there by l4_upstreams.lua): the endpoints of one cluster a TCP chain names, as its upstream has
  * them (relay aliases for the clusters whose endpoints need TLS), and its connect timeout. The
  * stream workers do not load APISIX's /upstreams at all (stream_without_upstreams.lua): every

@@ -224,16 +224,16 @@ describe('work proportional to the change', () => {
       push(translator, kind, json as Record<string, unknown>);
     }
     applier.applyChanges(translator.assemble());
-    const copies = () => Object.entries(storeContents(store)).filter(([k]) => k.startsWith('/apisix/mesh_l4_upstreams/') && !k.endsWith('/'));
+    const copies = () => Object.entries(storeContents(store)).filter(([k]) => k.startsWith('/apisix/mesh_tcp_upstreams/') && !k.endsWith('/'));
     // B is named by the TCP chain; A only by HTTP routes: no copy of A for the stream workers
-    expect(copies()).toEqual([[`/apisix/mesh_l4_upstreams/${upstreamId(B)}`, JSON.stringify({ id: upstreamId(B), nodes: [{ host: '10.0.1.1', port: 8080, weight: 1 }], connect: 1 })]]);
+    expect(copies()).toEqual([[`/apisix/mesh_tcp_upstreams/${upstreamId(B)}`, JSON.stringify({ id: upstreamId(B), nodes: [{ host: '10.0.1.1', port: 8080, weight: 1 }], connect: 1 })]]);
 
     const revision = store.revision;
     push(translator, 'endpoint', UNIVERSE.endpoint[B]![1] as Record<string, unknown>);
     const changes = translator.assemble();
     expect(changes.l4.size).toBe(0);
     applier.applyChanges(changes);
-    expect(written(store, revision + 1)).toEqual([`/apisix/mesh_l4_upstreams/${upstreamId(B)}`, `/apisix/upstreams/${upstreamId(B)}`]);
+    expect(written(store, revision + 1)).toEqual([`/apisix/mesh_tcp_upstreams/${upstreamId(B)}`, `/apisix/upstreams/${upstreamId(B)}`]);
     expect(JSON.parse(copies()[0]![1]).nodes).toEqual([{ host: '10.0.1.1', port: 8080, weight: 1 }, { host: '10.0.1.2', port: 8080, weight: 3 }]);
 
     // the chain passes through instead: the copy goes, the upstream (HTTP routes use it) stays

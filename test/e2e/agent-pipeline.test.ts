@@ -32,7 +32,7 @@ function expected(): Map<string, string> {
   for (const r of config.routes.values()) view.set(`/apisix/routes/${r.id}`, JSON.stringify(r));
   for (const l of config.l4.values()) view.set(`/apisix/mesh_l4/${l.id}`, JSON.stringify(l));
   for (const c of config.tlsRelay?.values() ?? []) view.set(`/apisix/mesh_tls/${c.id}`, JSON.stringify(c));
-  for (const u of config.l4Upstreams?.values() ?? []) view.set(`/apisix/mesh_l4_upstreams/${u.id}`, JSON.stringify(u));
+  for (const u of config.l4Upstreams?.values() ?? []) view.set(`/apisix/mesh_tcp_upstreams/${u.id}`, JSON.stringify(u));
   return view;
 }
 
