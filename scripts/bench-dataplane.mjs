@@ -48,8 +48,6 @@ const WARMUP_MS = Number(env('BENCH_WARMUP_MS', 1500));
 const DURATION_MS = Number(env('BENCH_DURATION_MS', 5000));
 const SERVICES = Number(env('BENCH_SERVICES', 1000));
 const MEMORY_SIZES = env('BENCH_MEMORY_SIZES', '0,1000,10000').split(',').filter(Boolean).map(Number);
-/** quiet time before each memory reading: past 30 s, the agent's second watch release (agent/etcd/watch-release.ts) is in */
-const MEMORY_SETTLE_MS = Number(env('BENCH_MEMORY_SETTLE_MS', 2000));
 const BODY = 1024;
 const APP_PORT = 9080;
 const APP_UID = 1000;
@@ -731,7 +729,7 @@ async function memorySeries(h, setups, baseline) {
         await pod.push(['cluster', 'endpoint', 'listener', 'route'], { timeoutMs: 300_000 });
       }
       if (n > 0) await waitServing(pod, n - 1);
-      await new Promise((r) => setTimeout(r, MEMORY_SETTLE_MS));
+      await new Promise((r) => setTimeout(r, 2000));
       const objects = await pod.agentObjects();
       if (process.env.BENCH_DEBUG) console.error(n, objects, pod.kubelet.logs('apisix-mesh-agent').slice(-1500));
       const roles = rolesIn(pod.network.pod);
