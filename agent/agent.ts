@@ -3,7 +3,6 @@ import { AdsClient } from './xds/ads-client.js';
 import { buildNode, type NodeIdentity } from './xds/node.js';
 import { KvStore } from './store/store.js';
 import { startEtcdServer, type EtcdServer } from './etcd/server.js';
-import { releaseWatchResponses } from './etcd/watch-release.js';
 import { MeshTranslator, type ApisixChanges, type XdsChange } from './translate/snapshot.js';
 import type { CapturePorts } from './translate/route-configuration.js';
 import type { TranslationNote } from './translate/apisix-types.js';
@@ -99,8 +98,6 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // changed, ~10 at 2,000 services, thousands of one-endpoint revisions; 16 MiB cost ~12 MiB more
   // at 10,000 services; the default (256 MiB, 100,000 events) kept ~9 full pushes.
   const store = new KvStore({ initialRevision: Date.now(), maxHistoryBytes: 8 * 1024 * 1024 });
-  // APISIX's watch keeps its last response per Lua VM until the next one: let it go (watch-release.ts)
-  const stopWatchRelease = releaseWatchResponses(store);
   const translator = new MeshTranslator({
     podIp: options.identity.podIp,
     ...(options.capturePorts ? { ports: options.capturePorts } : {}),
@@ -229,7 +226,6 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       publishIdentity(store, identity, logger);
     }
   } catch (err) {
-    stopWatchRelease();
     await etcd?.close();
     await status.close();
     throw err;
@@ -251,7 +247,6 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       if (closed) return;
       closed = true;
       if (timer) clearTimeout(timer);
-      stopWatchRelease();
       jwks.close();
       client.stop();
       identity?.stop();
