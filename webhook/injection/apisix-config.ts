@@ -35,7 +35,7 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
  */
 export const INBOUND_PASSTHROUGH_SOURCE = '127.0.0.6';
 
-const APISIX_HOME = '/usr/local/apisix';
+export const APISIX_HOME = '/usr/local/apisix';
 /** Where APISIX's container mounts the Lua modules the agent writes (agent/l4/lua/). */
 export const APISIX_LUA_DIR = `${APISIX_HOME}/mesh-lua`;
 /** APISIX's own stream listener, which `proxy_mode: http&stream` requires. */

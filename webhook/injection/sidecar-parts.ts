@@ -2,7 +2,8 @@ import type { V1Container, V1SecurityContext, V1Volume } from '@kubernetes/clien
 import { captureConfigToArgs, type CaptureConfig } from '../../iptables-init/capture-config.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { APISIX_CONFIG_ANNOTATION } from './annotations.js';
-import { APISIX_LUA_DIR, APISIX_METRICS_PATH, ipv6ListenCommand, renderApisixConfig } from './apisix-config.js';
+import { APISIX_HOME, APISIX_LUA_DIR, APISIX_METRICS_PATH, ipv6ListenCommand, renderApisixConfig } from './apisix-config.js';
+import { apisixPreStopCommand } from './apisix-drain.js';
 import { formatStatus } from './status.js';
 
 /** Names of everything sidecar mode adds; an app may not use them. */
@@ -27,7 +28,6 @@ export const NAMES = {
 const ISTIO_ROOT_CERT_DIR = '/var/run/secrets/istio';
 const ISTIO_TOKEN_DIR = '/var/run/secrets/tokens';
 
-const APISIX_HOME = '/usr/local/apisix';
 /** Where the agent writes the sidecar's Lua modules and APISIX reads them (`extra_lua_path`). */
 const AGENT_LUA_DIR = '/apisix-mesh/lua';
 /** nginx writes its temp files under its prefix; with a read-only root each needs a writable mount. */
@@ -174,6 +174,13 @@ export const MESH_IMAGE_ENTRYPOINT = ['node', '/app/dist/cli/main.js'] as const;
  * Only on the command line: NODE_OPTIONS refuses --heap-growing-percent.
  */
 export const AGENT_COMMAND = ['node', '--heap-growing-percent=30', '--max-semi-space-size=2', '/app/dist/cli/main.js'];
+/**
+ * glibc gives each thread that allocates its own malloc arena and keeps their freed pages: the
+ * agent's JavaScript runs on one thread, but the store's values and protobuf buffers are allocated
+ * natively, so at 10,000 services the extra arenas held ~15 MiB of peak RSS (209 → 192 MiB with one
+ * arena, full pushes as fast within the bench's noise; BENCHMARKS.md).
+ */
+export const AGENT_ENV: Array<{ name: string; value: string }> = [{ name: 'MALLOC_ARENA_MAX', value: '1' }];
 
 /** Where the agent sees the pod's downward-API files (labels, APISIX's config.yaml). */
 const POD_INFO_DIR = '/etc/apisix-mesh/pod';
@@ -207,6 +214,7 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
       fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
       fieldEnv('INSTANCE_IP', 'status.podIP'),
       fieldEnv('SERVICE_ACCOUNT', 'spec.serviceAccountName'),
+      ...AGENT_ENV,
     ],
     ports: [{ name: 'mesh-status', containerPort: config.ports.agentStatus, protocol: 'TCP' }],
     readinessProbe: { ...ready, periodSeconds: 5, failureThreshold: 3 },
@@ -245,6 +253,7 @@ function apisixContainer(config: InjectionConfig, native: boolean): V1Container 
     ],
     readinessProbe: { ...ready, periodSeconds: 5, failureThreshold: 3 },
     ...(native ? { startupProbe: { ...ready, periodSeconds: 1, failureThreshold: 600 }, restartPolicy: 'Always' } : {}),
+    lifecycle: { preStop: { exec: { command: apisixPreStopCommand(native) } } },
     resources: structuredClone(config.resources.apisix),
     securityContext: proxySecurityContext(config),
     volumeMounts: [
