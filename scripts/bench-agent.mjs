@@ -198,7 +198,7 @@ async function agentMemory(n, dist, nodeArgs = [], injectedEnv = {}) {
     }
     return { steady: first.rss, firstPeak: first.peak, reconnectPeak: reconnect.peak, pushesPeak: pushes.peak, after: pushes.rss, pushMs: median(pushMs), oneMs: median(oneMs) };
   } finally {
-    proc.kill('SIGTERM');
+    proc.kill('SIGINT'); // at once: SIGTERM would wait for the bench's etcd connections (the drain)
     await new Promise((r) => proc.once('exit', r));
     ads.stop();
   }

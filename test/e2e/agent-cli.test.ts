@@ -2,6 +2,8 @@
 // ready, serves APISIX objects over the etcd API, and stops cleanly on SIGTERM; bad input gives one
 // line on stderr and exit 2, never a stack trace.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,18 +45,30 @@ describe('apisix-mesh agent (the real command)', () => {
         return false;
       }
     }, 20_000, 'readiness');
-    const range = await fetch(`http://127.0.0.1:${etcdPort}/v3/kv/range`, {
-      method: 'POST',
-      body: JSON.stringify({ key: Buffer.from('/apisix/routes/').toString('base64'), range_end: Buffer.from('/apisix/routes0').toString('base64') }),
+    // one connection for this request only (fetch would keep it open for the server's keep-alive time)
+    const body = await new Promise<{ kvs?: Array<{ value: string }> }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: etcdPort, path: '/v3/kv/range', method: 'POST', agent: false }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve(JSON.parse(text) as { kvs?: Array<{ value: string }> }));
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ key: Buffer.from('/apisix/routes/').toString('base64'), range_end: Buffer.from('/apisix/routes0').toString('base64') }));
     });
-    const body = (await range.json()) as { kvs?: Array<{ value: string }> };
     const routes = (body.kvs ?? []).map((kv) => Buffer.from(kv.value, 'base64').toString()).filter((v) => v.startsWith('{'));
     expect(routes.length).toBe(3);
     await waitFor(() => /first complete configuration applied/.test(stderr), 5000, 'the readiness log line'); // pino writes asynchronously
-    const exited = new Promise<number | null>((resolve) => child!.on('exit', (code) => resolve(code)));
+    // an etcd client like APISIX: the agent serves until it has gone (APISIX drains meanwhile)
+    const client = net.connect(etcdPort, '127.0.0.1');
+    await new Promise((resolve) => client.once('connect', resolve));
+    let exitCode: number | null | undefined;
+    const exited = new Promise<number | null>((resolve) => child!.on('exit', (code) => resolve((exitCode = code))));
     child.kill('SIGTERM');
+    await waitFor(() => /SIGTERM received, serving APISIX until it has closed its etcd connections/.test(stderr), 5000, 'the drain log line');
+    expect(exitCode).toBeUndefined();
+    client.destroy();
     expect(await exited).toBe(0);
-    expect(stderr).toMatch(/SIGTERM received, shutting down/);
+    expect(stderr).toMatch(/APISIX has closed its etcd connections, shutting down/);
   });
 
   it('with --xds-tls and a CA: TLS xDS, a workload certificate from the CA, then ready', async () => {
