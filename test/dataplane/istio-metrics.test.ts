@@ -157,6 +157,13 @@ describeWhenAvailable('Istio\'s standard metrics from the APISIX sidecar (real A
     const counted = totals.reduce((sum, s) => sum + s.value, 0) - before.reduce((sum, s) => sum + s.value, 0);
     expect(counted).toBe(codes.length);
     expect(overflow[0]!.value).toBe(codes.length - (MAX_SERIES - before.length));
+    // what a series costs in the dict (APISIX's own gauges of it): 1000 of them must fit its 32 MiB with room for longer labels
+    const dict = { name: 'apisix-mesh-istio-metrics' };
+    const capacity = find(all, 'apisix_shared_dict_capacity_bytes', dict)[0]!.value;
+    const used = capacity - find(all, 'apisix_shared_dict_free_space_bytes', dict)[0]!.value;
+    console.log(`istio metrics dict: ${used} bytes used by ${totals.length} series (${Math.round(used / totals.length)} per series) of ${capacity}`);
+    expect(capacity).toBe(32 * 1024 * 1024);
+    expect((used / totals.length) * 1002).toBeLessThan(capacity);
     noErrors();
   });
 });

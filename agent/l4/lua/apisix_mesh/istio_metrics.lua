@@ -6,9 +6,10 @@
 --
 -- Bounded: at most MAX_SERIES label sets (plus one overflow series per reporter that takes every
 -- request of a label set beyond the bound), whatever clients, apps or peers send. A series costs
--- ~10 KiB of the dict (64 counters and its label text twice); the dict is sized for the bound in
--- apisix-config.ts (`custom_lua_shared_dict`). Counting never fails a request: a full dict or an
--- error loses a count, logged at most once a minute.
+-- ~13 KiB of the dict with the usual label values (64 counters and its label text twice; values are
+-- cut to 256 bytes); the dict is sized for the bound in apisix-config.ts (`custom_lua_shared_dict`)
+-- and never evicts: a series that does not fit goes to the overflow. Counting never fails a
+-- request: an error loses a count, logged at most once a minute.
 --
 -- Layout of the dict: `n` the series allocated; `k:<labels>` → series id; `l:<id>` → labels;
 -- `c:<id>` requests; `<h><id>:<i>` the count of bucket i (not cumulative; i = #BUCKETS + 1 is
@@ -68,10 +69,51 @@ local function load_conf()
     return labels.local_side(conf.local_workload), floor(max)
 end
 
-local function register(id, values)
-    local text = labels.label_text(values)
-    dict:add("l:" .. id, text)
-    dict:add("k:" .. text, id)
+-- A series' counters, all created with it (never by a count): a full dict refuses a new series
+-- instead of evicting another's counts (safe_add never evicts; incr on a key that exists never
+-- allocates).
+local function counter_keys(id)
+    local keys = { "c:" .. id }
+    for _, h in ipairs(HISTOGRAMS) do
+        for i = 1, NB + 1 do
+            keys[#keys + 1] = h.key .. id .. ":" .. i
+        end
+        keys[#keys + 1] = h.key .. id .. ":s"
+    end
+    return keys
+end
+
+local function drop(id, keys)
+    for _, k in ipairs(keys) do
+        dict:delete(k)
+    end
+    dict:delete("l:" .. id)
+end
+
+-- Registers the labels as series `id`: counters, then the labels, then the key (a reader that finds
+-- the id finds its labels and counters). Returns the id that holds the labels (another worker's,
+-- when it registered the same labels meanwhile: this id stays a gap), or nil when the dict is full.
+local function register(id, text)
+    local keys = counter_keys(id)
+    for _, k in ipairs(keys) do
+        local ok, err = dict:safe_add(k, 0)
+        if not ok and err ~= "exists" then
+            drop(id, keys)
+            complain("no room for a new series (", err, "): its requests go to the overflow series")
+            return nil
+        end
+    end
+    local ok, err = dict:safe_add("l:" .. id, text)
+    if not ok and err ~= "exists" then
+        drop(id, keys)
+        return nil
+    end
+    ok, err = dict:safe_add("k:" .. text, id)
+    if ok then
+        return id
+    end
+    drop(id, keys)
+    return err == "exists" and dict:get("k:" .. text) or nil
 end
 
 function _M.init_worker()
@@ -81,8 +123,15 @@ function _M.init_worker()
         return
     end
     local_side, MAX_SERIES = load_conf()
-    register("os", labels.overflow(local_side, true))
-    register("od", labels.overflow(local_side, false))
+    dict:safe_add("n", 0)
+    -- every worker registers them; the first one's stay (the same labels, the same ids)
+    for id, outbound in pairs({ os = true, od = false }) do
+        local keys = counter_keys(id)
+        for _, k in ipairs(keys) do
+            dict:safe_add(k, 0)
+        end
+        dict:safe_add("l:" .. id, labels.label_text(labels.overflow(local_side, outbound)))
+    end
 end
 
 -- The series of a label set: known, registered now (within the bound), or the overflow's.
@@ -92,30 +141,19 @@ local function series(values)
     if id then
         return id
     end
+    local overflow = values[1] == "source" and "os" or "od"
     id = dict:get("k:" .. text)
     if not id then
-        local n = dict:get("n") or 0
-        if n >= MAX_SERIES then
-            return values[1] == "source" and "os" or "od"
+        if (dict:get("n") or 0) >= MAX_SERIES then
+            return overflow
         end
-        n = dict:incr("n", 1, 0)
+        local n = dict:incr("n", 1)
         if not n or n > MAX_SERIES then
-            return values[1] == "source" and "os" or "od"
+            return overflow
         end
-        -- the labels first, then the key: a reader that finds the id finds its labels
-        local ok, err = dict:add("l:" .. n, text)
-        if not ok then
-            complain("cannot register a series: ", err)
-            return values[1] == "source" and "os" or "od"
-        end
-        ok = dict:add("k:" .. text, n)
-        -- another worker registered the same labels meanwhile: its id holds them; this one is a gap
-        id = ok and n or dict:get("k:" .. text)
-        if not ok then
-            dict:delete("l:" .. n)
-        end
+        id = register(n, text)
         if not id then
-            return values[1] == "source" and "os" or "od"
+            return overflow
         end
     end
     known[text] = id
@@ -132,9 +170,9 @@ local function bucket(value)
 end
 
 local function observe(key, id, value)
-    local _, err = dict:incr(key .. id .. ":" .. bucket(value), 1, 0)
+    local _, err = dict:incr(key .. id .. ":" .. bucket(value), 1)
     if not err then
-        _, err = dict:incr(key .. id .. ":s", value, 0)
+        _, err = dict:incr(key .. id .. ":s", value)
     end
     return err
 end
@@ -146,7 +184,7 @@ function _M.count(facts, duration_ms, request_bytes, response_bytes)
     end
     facts.local_side = local_side
     local id = series(labels.values(facts))
-    local _, err = dict:incr("c:" .. id, 1, 0)
+    local _, err = dict:incr("c:" .. id, 1)
     err = err or observe("d", id, duration_ms) or observe("q", id, request_bytes) or observe("r", id, response_bytes)
     if err then
         complain("a count was lost: ", err)
@@ -229,7 +267,7 @@ local function each_series(fn)
     for _, id in ipairs({ "os", "od" }) do
         local text = dict:get("l:" .. id)
         -- the overflow series show only once they count something
-        if text and dict:get("c:" .. id) then
+        if text and (dict:get("c:" .. id) or 0) > 0 then
             fn(id, text)
         end
     end
