@@ -2,7 +2,7 @@
 // writes for the Lua (agent/telemetry/local-workload.ts) and the pure label functions
 // (istio_labels.lua) under the runtime's LuaJIT, hostile values included. The counting on a real
 // APISIX: test/dataplane/istio-metrics.test.ts.
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { LUA_SOURCE_DIR } from '../../agent/l4/lua-modules.js';
 import { istioMetricsConfLua, localWorkload, workloadName } from '../../agent/telemetry/local-workload.js';
 import { nodeIdentityFromEnv, type NodeIdentity } from '../../agent/xds/node.js';
@@ -66,11 +66,14 @@ emit({ inbound = named, overflow = labels.label_text(labels.overflow(side, true)
 
 describeWhenAvailable('istio_labels.lua under the runtime\'s LuaJIT', missingResty(), () => {
   const hostile = 'spiffe://x/"} 1\nistio_requests_total{a="b\\ é';
-  const out = runResty<Record<string, unknown>>(SCRIPT, {
-    clusters: ['outbound|80||reviews.shop.svc.cluster.local', 'outbound|443|v2|api.example.com', 'inbound|8080||', 'PassthroughCluster', 'outbound|x||a.b.svc.c'],
-    statuses: [200, 503, 499, 0, 700, 99],
-    grpc: ['0', '16', '17', '1a', ''],
-    hostile,
+  let out: Array<Record<string, unknown>> = [];
+  beforeAll(() => {
+    out = runResty<Record<string, unknown>>(SCRIPT, {
+      clusters: ['outbound|80||reviews.shop.svc.cluster.local', 'outbound|443|v2|api.example.com', 'inbound|8080||', 'PassthroughCluster', 'outbound|x||a.b.svc.c'],
+      statuses: [200, 503, 499, 0, 700, 99],
+      grpc: ['0', '16', '17', '1a', ''],
+      hostile,
+    });
   });
 
   it('the destination service of an outbound cluster; none for the others', () => {

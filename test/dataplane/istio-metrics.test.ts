@@ -24,13 +24,16 @@ const APP_PORT = 8080;
 const REVIEWS = { vip: '10.96.40.1', endpoint: '10.244.40.1', port: 9080, host: fqdn('reviews', NS) };
 const REVIEWS_CLUSTER = outboundCluster(80, REVIEWS.host);
 const MAX_SERIES = 40;
+const FRONTEND_HOST = fqdn('frontend', NS);
 
 function mesh(): MeshResources {
   const m = new MeshResources();
   m.cluster(edsCluster(REVIEWS_CLUSTER), [{ ip: REVIEWS.endpoint, port: REVIEWS.port }]);
   m.route(routeConfiguration(80, [serviceVirtualHost(REVIEWS.host, 80, REVIEWS.vip, [httpRoute('default', { prefix: '/' }, { cluster: REVIEWS_CLUSTER })]), allowAnyVirtualHost()]));
-  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster()).cluster(inboundCluster(APP_PORT));
-  m.listener(outboundHttpListener(80)).listener(virtualOutbound()).listener(virtualInbound([{ port: APP_PORT, service: fqdn('frontend', NS) }]));
+  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster());
+  // istiod names the service an app port serves in the inbound cluster's metadata
+  m.cluster({ ...inboundCluster(APP_PORT), metadata: { filter_metadata: { istio: { services: [{ host: FRONTEND_HOST, name: 'frontend', namespace: NS }] } } } });
+  m.listener(outboundHttpListener(80)).listener(virtualOutbound()).listener(virtualInbound([{ port: APP_PORT, service: FRONTEND_HOST }]));
   return m;
 }
 
@@ -123,7 +126,7 @@ describeWhenAvailable('Istio\'s standard metrics from the APISIX sidecar (real A
     noErrors();
   });
 
-  it('requests into the app: reporter destination, plaintext (connection_security_policy none, source principal unknown)', async () => {
+  it('requests into the app: reporter destination, the service of istiod\'s inbound cluster, plaintext (connection_security_policy none, source principal unknown)', async () => {
     for (let i = 0; i < 2; i++) expect((await send(pod.cluster, { url: `http://${POD_IP}:${APP_PORT}/inbound` })).status).toBe(200);
     expect((await send(pod.cluster, { url: `http://${POD_IP}:${APP_PORT}/inbound?status=404` })).status).toBe(404);
     const all = await scrape();
@@ -133,6 +136,9 @@ describeWhenAvailable('Istio\'s standard metrics from the APISIX sidecar (real A
       source_principal: 'unknown',
       ...side('destination', FRONTEND),
       destination_principal: 'unknown',
+      destination_service: FRONTEND_HOST,
+      destination_service_name: 'frontend',
+      destination_service_namespace: NS,
       request_protocol: 'http',
       connection_security_policy: 'none',
     };

@@ -209,16 +209,23 @@ local function upstream_of(api_ctx)
     return item and item.value
 end
 
--- The destination service: an outbound cluster names it; the pass-through routes (no stored
--- upstream, `passthrough#<address>`) and the inbound clusters do not (their service would come from
--- the cluster's metadata, which the agent does not hand over yet).
+-- The destination service: an outbound cluster names it; an inbound cluster's upstream carries the
+-- first service of istiod's metadata for it in its labels (agent/translate/cluster-service.ts); the
+-- pass-through routes (no stored upstream, `passthrough#<address>`) have none.
 local function destination(api_ctx, outbound)
     local key = api_ctx.upstream_key
     if type(key) == "string" and key:sub(1, 12) == "passthrough#" then
         return nil, outbound and "PassthroughCluster" or "InboundPassthroughCluster", nil
     end
     local up = upstream_of(api_ctx)
-    return labels.service_of_cluster(up and up.name)
+    if not up then
+        return nil
+    end
+    local l = up.labels
+    if not outbound and type(l) == "table" and l["istio-service"] then
+        return l["istio-service"], l["istio-service-name"], l["istio-service-namespace"]
+    end
+    return labels.service_of_cluster(up.name)
 end
 
 -- The log phase of a request on the sidecar's HTTP listener (hook.lua): counted when it came
