@@ -1,16 +1,18 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CliError } from '../cli/errors.js';
+import { shortQuote } from '../cli/short-quote.js';
 import { packageVersion } from '../cli/version.js';
 import { parseDuration, parseListen } from './etcd/command.js';
 import { nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from './xds/node.js';
 import { SpiffeIdError, workloadSpiffeId } from './identity/spiffe-id.js';
 import type { RunningAgent } from './agent.js';
-import { installLuaModules } from './l4/lua-modules.js';
+import { installLuaModules, writeLuaModule } from './l4/lua-modules.js';
+import { ISTIO_METRICS_CONF_MODULE, ISTIO_METRICS_MAX_SERIES, istioMetricsConfLua, localWorkload } from './telemetry/local-workload.js';
 import { waitForEtcdClientsToLeave } from './shutdown.js';
 import { APP_PROBERS_ENV, AppProbersError, parseAppProbers } from './app-probes/app-probers.js';
 import { probeTargetFor } from './app-probes/probe-target.js';
-import { apisixMetricsSource, appMetricsSource, DEFAULT_APISIX_METRICS_URL, PROMETHEUS_SCRAPE_ENV } from './telemetry/merge-sources.js';
+import { apisixMetricsSource, appMetricsSource, DEFAULT_APISIX_METRICS_URL, istioMetricsSource, PROMETHEUS_SCRAPE_ENV } from './telemetry/merge-sources.js';
 
 interface AgentFlags {
   xdsAddress: string;
@@ -35,6 +37,7 @@ interface AgentFlags {
   insecureSkipFilters?: string;
   luaDir?: string;
   apisixMetricsUrl?: string;
+  istioMetricsMaxSeries: string;
   logLevel: string;
 }
 
@@ -119,6 +122,7 @@ export function registerAgentCommand(program: Command): void {
       // the default is spelled out in words: the URL is one word too long to wrap at 80 columns
       `APISIX's Prometheus export (loopback http), merged into /stats/prometheus with the agent's metrics and the app's (from ${PROMETHEUS_SCRAPE_ENV}); default: http on 127.0.0.1 port 15090, path /apisix/prometheus/metrics`,
     )
+    .option('--istio-metrics-max-series <n>', `label sets of Istio's standard metrics (istio_requests_total, …) the sidecar keeps, 1-${ISTIO_METRICS_MAX_SERIES} (its shared dict is sized for ${ISTIO_METRICS_MAX_SERIES}); requests beyond go to one overflow series per reporter`, String(ISTIO_METRICS_MAX_SERIES))
     .option('--log-level <level>', 'debug, info, warn or error', 'info')
     .action(async (flags: AgentFlags) => {
       if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) {
@@ -138,6 +142,10 @@ export function registerAgentCommand(program: Command): void {
       if (apisixMetrics.problem) throw new CliError(`--apisix-metrics-url: ${apisixMetrics.problem}`);
       // a bad app configuration must not stop the mesh: it is reported with every scrape instead
       const appMetrics = appMetricsSource(process.env[PROMETHEUS_SCRAPE_ENV], statusPort);
+      const maxSeries = Number(flags.istioMetricsMaxSeries);
+      if (!Number.isInteger(maxSeries) || maxSeries < 1 || maxSeries > ISTIO_METRICS_MAX_SERIES) {
+        throw new CliError(`--istio-metrics-max-series: expected 1-${ISTIO_METRICS_MAX_SERIES}, got ${shortQuote(flags.istioMetricsMaxSeries)}`);
+      }
       const ca = caAddress(flags, xds.host);
       const certTtlMs = parseDuration('--cert-ttl', flags.certTtl);
       if (certTtlMs < 1000) throw new CliError('--cert-ttl: at least 1s');
@@ -181,6 +189,7 @@ export function registerAgentCommand(program: Command): void {
       if (flags.luaDir) {
         try {
           luaModules = installLuaModules(flags.luaDir);
+          writeLuaModule(flags.luaDir, ISTIO_METRICS_CONF_MODULE, istioMetricsConfLua({ localWorkload: localWorkload(identity), maxSeries }));
         } catch (err) {
           throw new CliError(`--lua-dir: cannot write the Lua modules into ${flags.luaDir}: ${(err as Error).message}`, 1);
         }
@@ -212,7 +221,7 @@ export function registerAgentCommand(program: Command): void {
           capturePorts,
           ...(appProbers.size ? { appProbes: new AppProbeService(appProbers, probeTargetFor(identity.podIp)) } : {}),
           metricsMerge: {
-            sources: [apisixMetrics.source, appMetrics.source].filter((s) => s !== undefined),
+            sources: [apisixMetrics.source, istioMetricsSource(apisixMetrics.source), appMetrics.source].filter((s) => s !== undefined),
             notes: appMetrics.problem ? [appMetrics.problem] : [],
           },
           coalesceMs,

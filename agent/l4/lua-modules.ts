@@ -1,4 +1,4 @@
-import { copyFileSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,16 +20,26 @@ export function installLuaModules(dir: string, source = LUA_SOURCE_DIR): string[
       if (entry.isDirectory() && depth < 3) walk(path, depth + 1);
       // only modules in a package: the top level of extra_lua_path stays free
       if (!entry.isFile() || !entry.name.endsWith('.lua') || depth === 0) continue;
-      const target = join(dir, relative);
-      mkdirSync(target, { recursive: true });
-      const tmp = join(target, `.${entry.name}.tmp`);
-      rmSync(tmp, { force: true });
-      copyFileSync(join(source, path), tmp);
-      renameSync(tmp, join(target, entry.name));
+      placeAtomically(join(dir, relative), entry.name, (tmp) => copyFileSync(join(source, path), tmp));
       written.push(path);
     }
   };
   walk('', 0);
   if (!written.length) throw new Error(`no Lua modules found in ${source}`);
   return written;
+}
+
+/** A file put in place under a temporary name then renamed: APISIX never reads half of it. */
+function placeAtomically(targetDir: string, name: string, write: (tmp: string) => void): void {
+  mkdirSync(targetDir, { recursive: true });
+  const tmp = join(targetDir, `.${name}.tmp`);
+  rmSync(tmp, { force: true });
+  write(tmp);
+  renameSync(tmp, join(targetDir, name));
+}
+
+/** A module the agent generates (data for the sidecar's Lua), e.g. `apisix_mesh/local_workload.lua`. */
+export function writeLuaModule(dir: string, relativePath: string, text: string): void {
+  const slash = relativePath.lastIndexOf('/');
+  placeAtomically(join(dir, relativePath.slice(0, slash)), relativePath.slice(slash + 1), (tmp) => writeFileSync(tmp, text));
 }

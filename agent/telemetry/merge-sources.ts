@@ -58,3 +58,12 @@ export function apisixMetricsSource(value: string): { source?: MetricsSource; pr
   if (!['127.0.0.1', '[::1]', 'localhost'].includes(url.hostname)) return { problem: `${shortQuote(value)}: the host must be loopback (127.0.0.1, [::1], localhost)` };
   return { source: { name: 'apisix', url } };
 }
+
+/**
+ * Istio's standard metrics (`istio_requests_total`, …), which the sidecar's Lua counts and serves
+ * on APISIX's export server at `/stats/prometheus` (as Envoy's 15090 does;
+ * agent/l4/lua/apisix_mesh/istio_metrics.lua): the same origin as APISIX's export, so none without it.
+ */
+export function istioMetricsSource(apisix: MetricsSource | undefined): MetricsSource | undefined {
+  return apisix ? { name: 'istio', url: new URL('/stats/prometheus', apisix.url) } : undefined;
+}

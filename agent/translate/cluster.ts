@@ -6,6 +6,7 @@ import { durationSeconds, wrapped } from './values.js';
 import { translateClusterLoadAssignment } from './endpoints.js';
 import { upstreamTlsPolicy } from '../mtls/upstream-tls.js';
 import type { ClusterTls } from '../mtls/origination.js';
+import { firstIstioService, serviceLabels } from './cluster-service.js';
 
 /** Istio's cluster name `direction|port|subset|host` (pilot/pkg/model/service.go BuildSubsetKey). */
 export interface IstioClusterName {
@@ -91,6 +92,9 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
   }
 
   const upstream: Omit<ApisixUpstream, 'nodes'> = { id: upstreamId(name), name: name.slice(0, 256), type: 'roundrobin' };
+  // the service an inbound cluster serves, for Istio's metrics (cluster-service.ts)
+  const labels = name.startsWith('inbound|') ? serviceLabels(firstIstioService(cluster.metadata)) : undefined;
+  if (labels) upstream.labels = labels;
   switch (cluster.lb_policy ?? 'ROUND_ROBIN') {
     case 'ROUND_ROBIN':
     case 'CLUSTER_PROVIDED':

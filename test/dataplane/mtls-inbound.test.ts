@@ -219,4 +219,18 @@ describeWhenAvailable('inbound mTLS with Istio\'s semantics on the real APISIX',
     expect(allowed.echo).toMatchObject({ name: `app-${RBAC_PORT}` });
     noErrors();
   });
+
+  it('Istio\'s metrics of inbound mTLS requests: the verified peer as source principal, the pod\'s SPIFFE id as destination principal, mutual_tls', async () => {
+    expect((await send(pod.cluster, mtls(RBAC_PORT, other))).status).toBe(403);
+    const res = await pod.cluster.http({ url: `http://${POD_IP}:15020/stats/prometheus` });
+    if (!('status' in res)) throw new Error(res.error);
+    const series = res.body.split('\n').filter((l) => l.startsWith('istio_requests_total{'));
+    const mtlsFrom = (peer: string, code: string) =>
+      series.filter((l) => l.includes(`source_principal="${peer}"`) && l.includes(`destination_principal="${POD_ID}"`) && l.includes('connection_security_policy="mutual_tls"') && l.includes(`response_code="${code}"`) && l.includes('reporter="destination"'));
+    expect(mtlsFrom(SLEEP_ID, '200').length, series.join('\n')).toBeGreaterThan(0);
+    expect(mtlsFrom(OTHER_ID, '403')).toHaveLength(1);
+    // plaintext on PERMISSIVE: no principals
+    expect(series.some((l) => l.includes('source_principal="unknown"') && l.includes('destination_principal="unknown"') && l.includes('connection_security_policy="none"'))).toBe(true);
+    noErrors();
+  });
 });

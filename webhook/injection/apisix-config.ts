@@ -244,7 +244,9 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
     nginx_config: {
       worker_processes: config.apisixWorkerProcesses,
       error_log: '/dev/stderr',
-      http: { access_log: '/dev/stdout' },
+      // Istio's standard metrics (agent/l4/lua/apisix_mesh/istio_metrics.lua): sized for its bound
+      // of 1000 series (~13 KiB each measured, more with long label values; pages are used as filled)
+      http: { access_log: '/dev/stdout', custom_lua_shared_dict: { [ISTIO_METRICS_DICT]: '32m' } },
       stream_configuration_snippet: streamFrontSnippet(config),
       http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet(),
       http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + retryLocationsSnippet(requestId.location),
@@ -256,6 +258,9 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
     },
   };
 }
+
+/** The shared dict Istio's standard metrics are counted in (istio_metrics.lua names it too). */
+export const ISTIO_METRICS_DICT = 'apisix-mesh-istio-metrics';
 
 /** APISIX's default `export_uri` of the Prometheus export (plugin_attr.prometheus). */
 export const APISIX_METRICS_PATH = '/apisix/prometheus/metrics';

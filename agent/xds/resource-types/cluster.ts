@@ -19,8 +19,9 @@ export const clusterResourceType = resourceType<Cluster>({
     return problems;
   },
   // istiod's per-service metadata (a protobuf Struct: ~40 objects per cluster decoded, half a
-  // cluster's memory): the translation never reads it.
-  retain: ({ metadata: _unread, ...kept }) => kept,
+  // cluster's memory): dropped, but for an inbound cluster's first service (one cluster per app
+  // port), which names the destination service in Istio's metrics (translate/cluster-service.ts)
+  retain: ({ metadata, ...kept }) => (kept.name?.startsWith('inbound|') && metadata ? { ...kept, metadata } : kept),
 });
 
 /** The EDS names a set of clusters needs (its service name, or the cluster's own name). */

@@ -24,6 +24,7 @@ local ngx_ssl = require("ngx.ssl")
 local handoff = require("apisix_mesh.handoff")
 local identity = require("apisix_mesh.identity")
 local mesh_tls = require("apisix_mesh.mesh_tls")
+local istio_metrics = require("apisix_mesh.istio_metrics")
 local client = require("resty.apisix.client")
 local balancer = require("ngx.balancer")
 
@@ -73,6 +74,27 @@ local http_init_worker = apisix.http_init_worker
 apisix.http_init_worker = function(...)
     http_init_worker(...)
     identity.init_worker()
+    istio_metrics.init_worker()
+    -- Istio's metrics on APISIX's export server (its content handler looks the function up per request)
+    local exporter = require("apisix.plugins.prometheus.exporter")
+    local export_metrics = exporter.export_metrics
+    exporter.export_metrics = function(...)
+        if ngx.var.uri == istio_metrics.PATH and ngx.req.get_method() == "GET" then
+            return istio_metrics.export()
+        end
+        return export_metrics(...)
+    end
+end
+
+-- Istio's standard metrics of every request that came through the capture (istio_metrics.lua),
+-- before APISIX's own log phase releases the request's context
+local http_log_phase = apisix.http_log_phase
+apisix.http_log_phase = function(...)
+    local ok, err = pcall(istio_metrics.log)
+    if not ok then
+        core.log.error("apisix-mesh: Istio metrics: ", tostring(err):sub(1, 200))
+    end
+    return http_log_phase(...)
 end
 
 -- the mesh TLS port answers with the workload certificate whatever the SNI (mesh_tls.lua)
