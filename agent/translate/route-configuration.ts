@@ -14,6 +14,7 @@ import { retryHandOverLua, translateRetryPolicy } from './retries.js';
 import { corsRules } from './cors.js';
 import { responseHeaderOps } from './response-headers.js';
 import { RESPONSE_PHASE_PLUGIN, responsePhasePlugin } from './response-phase-lua.js';
+import { hashCookie, hashCookieLua } from './hash-cookie.js';
 
 /** The APISIX listeners traffic is captured to (DESIGN §3). */
 export interface CapturePorts {
@@ -249,7 +250,8 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     // 60 s would cut a long request Envoy lets run.
     else if (timeout === 0) apisix.timeout = { connect: STREAM_IDLE_TIMEOUT_S, send: STREAM_IDLE_TIMEOUT_S, read: STREAM_IDLE_TIMEOUT_S };
     const retryHandOver = applyRetryPolicy(action, settings, apisix, note);
-    applyHashPolicy(action, settings, note);
+    const hashCookie = applyHashPolicy(action, settings, note);
+    if (hashCookie) accessPhase.push(hashCookie);
     applyRewrite(action, route.match ?? {}, plugins, note);
     const mirror = mirrorLua(action, timeout && timeout > 0 ? timeout : STREAM_IDLE_TIMEOUT_S, note);
     if (mirror) accessPhase.push(mirror);
@@ -313,12 +315,23 @@ function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, 
   return retry.location && retry.conditions ? retryHandOverLua(retry.location, retry.conditions) : undefined;
 }
 
-function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, note: (r: string, d: string, s?: boolean) => void): void {
+/**
+ * The first hash policy APISIX can hash on → the upstream's chash key; a cookie policy with a ttl
+ * also makes the cookie when it is absent (hash-cookie.ts): the returned access-phase Lua.
+ */
+function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, note: (r: string, d: string, s?: boolean) => void): string | undefined {
   for (const policy of action.hash_policy ?? []) {
     if (policy.header?.header_name) {
       settings.hash = { hash_on: 'header', key: policy.header.header_name.toLowerCase() };
     } else if (policy.cookie?.name) {
       settings.hash = { hash_on: 'cookie', key: policy.cookie.name };
+      if (!policy.cookie.ttl) return undefined;
+      const cookie = hashCookie(policy.cookie);
+      if ('refused' in cookie) {
+        note('hash-cookie-not-generated', `${cookie.refused}: requests without the cookie go to a random host`);
+        return undefined;
+      }
+      return hashCookieLua(cookie);
     } else if (policy.connection_properties?.source_ip) {
       settings.hash = { hash_on: 'vars', key: 'remote_addr' };
     } else if (policy.query_parameter?.name) {
@@ -327,8 +340,9 @@ function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, n
       note('unsupported-hash-policy', 'hash policy kind has no APISIX counterpart');
       continue;
     }
-    return;
+    return undefined;
   }
+  return undefined;
 }
 
 /**

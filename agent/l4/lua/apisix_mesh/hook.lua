@@ -18,6 +18,7 @@ end
 local core = require("apisix.core")
 local ngx_ssl = require("ngx.ssl")
 local handoff = require("apisix_mesh.handoff")
+local hash_key = require("apisix_mesh.hash_key")
 local identity = require("apisix_mesh.identity")
 local mesh_tls = require("apisix_mesh.mesh_tls")
 local client = require("resty.apisix.client")
@@ -34,6 +35,8 @@ local INBOUND_SOURCE_IPV6 = "::6"
 local load_balancer = require("apisix.balancer")
 local pick_server = load_balancer.pick_server
 load_balancer.pick_server = function(route, api_ctx)
+    -- Envoy's hash key for consistent hashing, before APISIX's picker reads it (hash_key.lua)
+    hash_key.before_pick(api_ctx)
     local server, err = pick_server(route, api_ctx)
     local h = ngx.ctx.apisix_mesh
     if server and h and h.direction == "inbound" and ngx.get_phase() == "access" then
@@ -111,6 +114,13 @@ apisix.status_ready = function(...)
         }))
     end
     return status_ready(...)
+end
+
+-- the cookie a hash policy made (hash_key.lua) goes out with the response
+local http_header_filter_phase = apisix.http_header_filter_phase
+apisix.http_header_filter_phase = function(...)
+    hash_key.header_filter(ngx.ctx.api_ctx)
+    return http_header_filter_phase(...)
 end
 
 local http_access_phase = apisix.http_access_phase

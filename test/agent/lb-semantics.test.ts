@@ -1,0 +1,148 @@
+// Issue 14 (behave like Istio): load balancing as Envoy does it. The translation of consistent-hash
+// policies (hash-cookie.ts, route-configuration.ts), and the sidecar's Lua that makes the hash key
+// (hash_key.lua, xxhash64.lua) under the runtime's LuaJIT. On the real APISIX: test/dataplane/lb-semantics.test.ts.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { fromCanonical } from '../../agent/xds/codec.js';
+import { TYPE_URL } from '../../agent/xds/protos.js';
+import type { RouteConfiguration } from '../../agent/xds/envoy-types.js';
+import { translateRouteConfiguration } from '../../agent/translate/route-configuration.js';
+import { LUA_SOURCE_DIR } from '../../agent/l4/lua-modules.js';
+import { findApisixRuntime } from '../support/pod/apisix-runtime.js';
+import { missingResty } from '../support/rbac-lua.js';
+import { describeWhenAvailable } from '../support/requirements.js';
+
+const scope = { direction: 'outbound' as const, port: 80 };
+
+function translateHashPolicy(hashPolicy: object[]) {
+  const rc = fromCanonical<RouteConfiguration>(TYPE_URL.route, {
+    name: '80',
+    virtual_hosts: [{ name: 'a', domains: ['a'], routes: [{ name: 'r', match: { prefix: '/' }, route: { cluster: 'outbound|80||a', hash_policy: hashPolicy } }] }],
+  });
+  const t = translateRouteConfiguration(rc, scope);
+  const r = t.routes[0]!;
+  const functions = ((r.route.plugins?.['serverless-pre-function'] as { functions?: string[] } | undefined)?.functions ?? []);
+  return { settings: r.upstreamSettings, functions, notes: t.notes };
+}
+
+describe('consistent hashing: the translation of hash policies', () => {
+  it('a cookie policy with a ttl hashes on the cookie and makes it when absent (name, path, ttl in seconds, attributes)', () => {
+    const { settings, functions, notes } = translateHashPolicy([{ cookie: { name: 'user', ttl: '3.9s', path: '/shop', attributes: [{ name: 'SameSite', value: 'Lax' }, { name: 'Secure' }] } }]);
+    expect(settings.hash).toEqual({ hash_on: 'cookie', key: 'user' });
+    expect(functions).toHaveLength(1);
+    expect(functions[0]).toContain('hash_key.generate_cookie(ctx, P)');
+    expect(functions[0]).toContain('local P = {["name"]="user",["path"]="/shop",["ttl"]=3,["attributes"]={{"SameSite","Lax"},{"Secure",""}}}');
+    expect(notes).toEqual([]);
+  });
+
+  it('a ttl of zero makes a session cookie; without a ttl no cookie is made', () => {
+    expect(translateHashPolicy([{ cookie: { name: 'user', ttl: '0s' } }]).functions[0]).toContain('["ttl"]=0');
+    expect(translateHashPolicy([{ cookie: { name: 'user' } }]).functions).toEqual([]);
+  });
+
+  it('a cookie name, path or attribute that would break the Set-Cookie header: the cookie is read, never made, and a note says so', () => {
+    for (const cookie of [{ name: 'a b', ttl: '1s' }, { name: 'ok', ttl: '1s', path: '/x;Domain=evil' }, { name: 'ok', ttl: '1s', path: '/\r\nX: y' }, { name: 'ok', ttl: '1s', attributes: [{ name: 'a=b' }] }]) {
+      const { settings, functions, notes } = translateHashPolicy([{ cookie }]);
+      expect(functions).toEqual([]);
+      expect(notes.map((n) => n.reason)).toEqual(['hash-cookie-not-generated']);
+      if (cookie.name === 'ok') expect(settings.hash).toEqual({ hash_on: 'cookie', key: 'ok' });
+      expect(notes[0]!.detail!.length).toBeLessThan(200);
+    }
+  });
+});
+
+// The Lua runs with APISIX's request context reduced to what hash_key.lua reads: the upstream
+// (type, hash_on, key), the variables (a table: what APISIX's ctx.var caches), the client address.
+const SCRIPT = String.raw`
+package.path = arg[1] .. "?.lua;" .. package.path
+local cjson = require("cjson.safe")
+local ffi = require("ffi")
+local xxhash64 = require("apisix_mesh.xxhash64")
+local hash_key = require("apisix_mesh.hash_key")
+local input = cjson.decode(assert(io.open(arg[2])):read("*a"))
+local function emit(v) print(cjson.encode(v)) end
+-- the reference: the xxHash library itself
+ffi.cdef("unsigned long long XXH64(const void* input, size_t length, unsigned long long seed);")
+local lib = ffi.load("libxxhash.so.0")
+local mismatches = {}
+for _, s in ipairs(input.strings) do
+  local mine, ref = xxhash64.hex(s), bit.tohex(lib.XXH64(s, #s, 0), 16)
+  if mine ~= ref then mismatches[#mismatches + 1] = s .. " " .. mine .. " " .. ref end
+end
+emit({ mismatches = table.concat(mismatches, "\n"), foo = tostring(xxhash64.hash("foo")), empty = tostring(xxhash64.hash("")) })
+for _, c in ipairs(input.cases) do
+  ngx.var = { remote_addr = c.ip, remote_port = c.port, request_id = c.request_id }
+  local api_ctx = { upstream_conf = c.upstream, var = c.vars }
+  if c.cookie then hash_key.generate_cookie(api_ctx, c.cookie) end
+  hash_key.before_pick(api_ctx)
+  local name = (({ cookie = "cookie_", header = "http_", vars = "" })[c.upstream.hash_on] or "") .. (c.upstream.key or "")
+  emit({ key = api_ctx.var[name] or cjson.null, set_cookie = api_ctx.apisix_mesh_set_cookie or cjson.null, expected = lib and bit.tohex(lib.XXH64(c.address or "", #(c.address or ""), 0), 16) })
+end
+`;
+
+function runLua(input: object): Array<Record<string, unknown>> {
+  const runtime = findApisixRuntime();
+  if (typeof runtime === 'string') throw new Error(runtime);
+  const dir = mkdtempSync(join(tmpdir(), 'lb-lua-'));
+  try {
+    writeFileSync(join(dir, 'script.lua'), SCRIPT);
+    writeFileSync(join(dir, 'input.json'), JSON.stringify(input));
+    const res = spawnSync(join(runtime.openrestyBin, 'resty'), [join(dir, 'script.lua'), LUA_SOURCE_DIR, join(dir, 'input.json')], { encoding: 'utf8', timeout: 60_000 });
+    if (res.status !== 0 || res.stderr.trim()) throw new Error(`resty failed: ${res.stderr.slice(0, 2000)}`);
+    return res.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describeWhenAvailable('consistent hashing: the hash key in the sidecar\'s Lua (hash_key.lua, xxhash64.lua)', missingResty(), () => {
+  const cookieUpstream = { type: 'chash', hash_on: 'cookie', key: 'user' };
+  const policy = { name: 'user', path: '/shop', ttl: 30, attributes: [['SameSite', 'Lax'], ['Secure', '']] };
+
+  it('xxHash64 is the xxHash library\'s (every length 0..100, and Envoy\'s own test values)', () => {
+    const strings = Array.from({ length: 101 }, (_, n) => Array.from({ length: n }, (_, i) => String.fromCharCode(33 + ((i * 7 + n) % 90))).join(''));
+    const [first] = runLua({ strings, cases: [] });
+    expect(first!.mismatches).toBe('');
+    // Envoy's test/common/common/hash_test.cc
+    expect(first!.foo).toBe('3728699739546630719ULL');
+    expect(first!.empty).toBe('17241709254077376921ULL');
+  });
+
+  it('no cookie and a policy with a ttl: the key is the hex xxHash64 of the client address, and the response sets the cookie as Envoy does', () => {
+    const out = runLua({
+      strings: [],
+      cases: [
+        { upstream: cookieUpstream, vars: {}, cookie: policy, ip: '10.1.2.3', port: '40123', request_id: 'r1', address: '10.1.2.3:40123' },
+        { upstream: cookieUpstream, vars: {}, cookie: { ...policy, ttl: 0, path: '', attributes: [] }, ip: 'fd00::7', port: '5', request_id: 'r2', address: '[fd00::7]:5' },
+      ],
+    });
+    expect(out[1]!.key).toBe(out[1]!.expected);
+    expect(out[1]!.key).toMatch(/^[0-9a-f]{16}$/);
+    expect(out[1]!.set_cookie).toBe(`user="${String(out[1]!.expected)}"; Max-Age=30; Path=/shop; SameSite=Lax; Secure; HttpOnly`);
+    expect(out[2]!.key).toBe(out[2]!.expected);
+    expect(out[2]!.set_cookie).toBe(`user="${String(out[2]!.expected)}"; HttpOnly`);
+  });
+
+  it('a cookie the client sends back is read without its quotes (the form Envoy sets), so it hashes as the value made', () => {
+    const out = runLua({ strings: [], cases: [{ upstream: cookieUpstream, vars: { cookie_user: '"0123456789abcdef"' }, cookie: policy, ip: '10.1.2.3', port: '1', request_id: 'r' }] });
+    expect(out[1]).toMatchObject({ key: '0123456789abcdef', set_cookie: null });
+  });
+
+  it('without a usable key (no ttl, absent header, absent query parameter): a random key per request, never the client address', () => {
+    const out = runLua({
+      strings: [],
+      cases: [
+        { upstream: cookieUpstream, vars: {}, ip: '10.1.2.3', port: '1', request_id: 'random-1' },
+        { upstream: { type: 'chash', hash_on: 'header', key: 'x-user' }, vars: {}, ip: '10.1.2.3', port: '1', request_id: 'random-2' },
+        { upstream: { type: 'chash', hash_on: 'vars', key: 'arg_u' }, vars: { arg_u: '' }, ip: '10.1.2.3', port: '1', request_id: 'random-3' },
+        { upstream: { type: 'chash', hash_on: 'header', key: 'x-user' }, vars: { 'http_x-user': 'alice' }, ip: '10.1.2.3', port: '1', request_id: 'random-4' },
+        { upstream: { type: 'roundrobin' }, vars: {}, ip: '10.1.2.3', port: '1', request_id: 'random-5' },
+      ],
+    });
+    expect(out.slice(1).map((o) => o.key)).toEqual(['random-1', 'random-2', 'random-3', 'alice', null]);
+    expect(out.slice(1).map((o) => o.set_cookie)).toEqual([null, null, null, null, null]);
+  });
+});
