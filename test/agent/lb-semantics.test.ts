@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fromCanonical } from '../../agent/xds/codec.js';
 import { TYPE_URL } from '../../agent/xds/protos.js';
-import type { RouteConfiguration } from '../../agent/xds/envoy-types.js';
+import type { Cluster, RouteConfiguration } from '../../agent/xds/envoy-types.js';
+import { translateCluster } from '../../agent/translate/cluster.js';
+import { validateApisix } from '../../agent/schema/validate.js';
 import { translateRouteConfiguration } from '../../agent/translate/route-configuration.js';
 import { LUA_SOURCE_DIR } from '../../agent/l4/lua-modules.js';
 import { findApisixRuntime } from '../support/pod/apisix-runtime.js';
@@ -144,5 +146,150 @@ describeWhenAvailable('consistent hashing: the hash key in the sidecar\'s Lua (h
     });
     expect(out.slice(1).map((o) => o.key)).toEqual(['random-1', 'random-2', 'random-3', 'alice', null]);
     expect(out.slice(1).map((o) => o.set_cookie)).toEqual([null, null, null, null, null]);
+  });
+});
+
+describe('outlier detection: the translation of a cluster\'s policy', () => {
+  const cluster = (od: object, extra: object = {}) =>
+    translateCluster(fromCanonical<Cluster>(TYPE_URL.cluster, { name: 'outbound|80||a', type: 'EDS', outlier_detection: od, ...extra }));
+
+  it('Istio\'s circuit-breaking example (consecutive5xxErrors 1, interval 1s, baseEjectionTime 3m, maxEjectionPercent 100): the sidecar\'s policy, no APISIX health check', () => {
+    const t = cluster({ consecutive_5xx: 1, interval: '1s', base_ejection_time: '180s', max_ejection_percent: 100, enforcing_consecutive_5xx: 100, enforcing_success_rate: 0 }, { common_lb_config: { healthy_panic_threshold: {} } });
+    expect(t.upstream?.checks).toBeUndefined();
+    expect(t.upstream?.labels).toEqual({ 'apisix-mesh-outlier': 'c5=1,e5=100,cg=5,eg=0,base=180,max=300,int=1,pct=100,one=0,panic=0' });
+    expect(t.notes).toEqual([]);
+    expect(validateApisix('upstream', { ...t.upstream, nodes: [{ host: '10.0.0.1', port: 80, weight: 1 }] })).toBeNull();
+  });
+
+  it('consecutive gateway errors are counted as well as 5xx, each with its enforcing percentage; Envoy\'s defaults otherwise', () => {
+    const t = cluster({ consecutive_5xx: 7, consecutive_gateway_failure: 2, enforcing_consecutive_gateway_failure: 100, enforcing_success_rate: 0, max_ejection_time: '20s', base_ejection_time: '30s' });
+    // max_ejection_time is never below base_ejection_time; no healthy_panic_threshold: Envoy's 50 %
+    expect(t.upstream?.labels?.['apisix-mesh-outlier']).toBe('c5=7,e5=100,cg=2,eg=100,base=30,max=30,int=10,pct=10,one=0,panic=50');
+  });
+
+  it('nothing enforced (both counters off): no policy', () => {
+    const t = cluster({ enforcing_consecutive_5xx: 0, enforcing_success_rate: 0 });
+    expect(t.upstream?.labels).toBeUndefined();
+  });
+
+  it('what the sidecar does not enforce is said: success rate (Envoy enforces it by default), failure percentage, local-origin errors apart, jitter', () => {
+    const t = cluster({ consecutive_5xx: 5, enforcing_failure_percentage: 100, split_external_local_origin_errors: true, max_ejection_time_jitter: '1s' });
+    expect(t.notes.map((n) => n.reason).sort()).toEqual(['outlier-failure-percentage', 'outlier-jitter', 'outlier-local-origin', 'outlier-success-rate']);
+    expect(t.notes.every((n) => !n.skipped)).toBe(true);
+  });
+});
+
+// outlier.lua with the real shared dictionary; time is given (ngx.now() is the request's in APISIX)
+const OUTLIER_SCRIPT = String.raw`
+package.path = arg[1] .. "?.lua;" .. package.path
+local cjson = require("cjson.safe")
+local outlier = require("apisix_mesh.outlier")
+local input = cjson.decode(assert(io.open(arg[2])):read("*a"))
+for _, c in ipairs(input) do
+  ngx.shared["apisix_mesh_outlier"]:flush_all()
+  local up = { id = c.id, nodes = {}, labels = { ["apisix-mesh-outlier"] = c.label } }
+  for i, host in ipairs(c.hosts) do up.nodes[i] = { host = host, port = 80, weight = 1 } end
+  local p = outlier.policy(up)
+  local out = {}
+  for _, step in ipairs(c.steps) do
+    if step.status then
+      outlier.record(up, p, up.nodes, step.addr, step.status, step.t)
+    else
+      local names = {}
+      for i, n in ipairs(outlier.available(up, p, step.t)) do names[i] = n.host end
+      out[#out + 1] = table.concat(names, " ")
+    end
+  end
+  print(cjson.encode(out))
+end
+`;
+
+interface OutlierCase {
+  id: string;
+  label: string;
+  hosts: string[];
+  /** an answer from a host at time t, or (no status) which hosts are available at time t */
+  steps: Array<{ t: number; addr?: string; status?: number }>;
+}
+
+function runOutlier(cases: OutlierCase[]): string[][] {
+  const runtime = findApisixRuntime();
+  if (typeof runtime === 'string') throw new Error(runtime);
+  const dir = mkdtempSync(join(tmpdir(), 'outlier-lua-'));
+  try {
+    writeFileSync(join(dir, 'script.lua'), OUTLIER_SCRIPT);
+    writeFileSync(join(dir, 'input.json'), JSON.stringify(cases));
+    const res = spawnSync(join(runtime.openrestyBin, 'resty'), ['--shdict', 'apisix_mesh_outlier 1m', '--errlog-level', 'error', join(dir, 'script.lua'), LUA_SOURCE_DIR, join(dir, 'input.json')], { encoding: 'utf8', timeout: 60_000 });
+    if (res.status !== 0 || res.stderr.trim()) throw new Error(`resty failed: ${res.stderr.slice(0, 2000)}`);
+    return res.stdout.trim().split('\n').map((l) => JSON.parse(l) as string[]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const label = (p: Partial<Record<'c5' | 'e5' | 'cg' | 'eg' | 'base' | 'max' | 'int' | 'pct' | 'one' | 'panic', number>>) =>
+  Object.entries({ c5: 2, e5: 100, cg: 5, eg: 0, base: 30, max: 300, int: 1, pct: 100, one: 0, panic: 0, ...p }).map(([k, v]) => `${k}=${v}`).join(',');
+const fail = (t: number, addr: string, status = 503) => ({ t, addr: `${addr}:80`, status });
+const ok = (t: number, addr: string) => ({ t, addr: `${addr}:80`, status: 200 });
+const look = (t: number) => ({ t });
+
+describeWhenAvailable('outlier detection in the sidecar\'s Lua (outlier.lua)', missingResty(), () => {
+  it('an ejected host stays out for base_ejection_time × the times it was ejected (not one interval), then comes back', () => {
+    const [out] = runOutlier([{
+      id: 'u', label: label({ c5: 2, base: 30, int: 10 }), hosts: ['a', 'b'],
+      steps: [fail(0, 'a'), look(0.5), fail(1, 'a'), look(1.5), look(3), look(30.9), look(31.1),
+        // ejected again within an interval of coming back: twice as long
+        fail(32, 'a'), fail(32, 'a'), look(91.9), look(92.1)],
+    }]);
+    expect(out).toEqual(['a b', 'b', 'b', 'b', 'a b', 'b', 'a b']);
+  });
+
+  it('the multiplier is capped by max_ejection_time, and goes down by one per interval spent back in the pool', () => {
+    const [out] = runOutlier([{
+      id: 'u', label: label({ c5: 1, base: 10, max: 25, int: 5 }), hosts: ['a', 'b'],
+      steps: [fail(0, 'a'), look(9.9), look(10.1), fail(10.1, 'a'), look(30), look(30.2), fail(30.2, 'a'), look(55.1), look(55.3),
+        // back at 55.2; 20 s later (4 intervals) the multiplier (3) is down to 0: the next ejection is 10 s
+        fail(75.2, 'a'), look(85.1), look(85.3)],
+    }]);
+    expect(out).toEqual(['b', 'a b', 'b', 'a b', 'b', 'a b', 'b', 'a b']);
+  });
+
+  it('a success in between resets the count; other hosts\' failures do not add up', () => {
+    const [out] = runOutlier([{ id: 'u', label: label({ c5: 2 }), hosts: ['a', 'b'], steps: [fail(0, 'a'), ok(0, 'a'), fail(0, 'a'), fail(0, 'b'), look(1)] }]);
+    expect(out).toEqual(['a b']);
+  });
+
+  it('max_ejection_percent: no more hosts ejected at once than the share allows (none at all when one host is over it), unless always_eject_one_host', () => {
+    const steps = [fail(0, 'a'), fail(0, 'a'), fail(0, 'b'), fail(0, 'b'), fail(0, 'c'), fail(0, 'c'), look(1)];
+    const out = runOutlier([
+      { id: 'u', label: label({ pct: 50 }), hosts: ['a', 'b', 'c', 'd'], steps },
+      { id: 'v', label: label({ pct: 10 }), hosts: ['a', 'b', 'c', 'd'], steps },
+      { id: 'w', label: label({ pct: 10, one: 1 }), hosts: ['a', 'b', 'c', 'd'], steps },
+    ]);
+    expect(out).toEqual([['c d'], ['a b c d'], ['b c d']]);
+  });
+
+  it('consecutive gateway failures (502, 503, 504) eject on their own count, a 500 in between resets it but counts as 5xx', () => {
+    const gateway = label({ c5: 5, cg: 2, eg: 100 });
+    const out = runOutlier([
+      { id: 'u', label: gateway, hosts: ['a', 'b'], steps: [fail(0, 'a', 502), fail(0, 'a', 504), look(1)] },
+      { id: 'v', label: gateway, hosts: ['a', 'b'], steps: [fail(0, 'a', 502), fail(0, 'a', 500), fail(0, 'a', 503), look(1)] },
+      // the 5xx count saw 5 answers in a row
+      { id: 'w', label: gateway, hosts: ['a', 'b'], steps: [fail(0, 'a', 502), fail(0, 'a', 500), fail(0, 'a', 503), fail(0, 'a', 500), fail(0, 'a', 501), look(1)] },
+      // gateway counter not enforced (Istio without consecutiveGatewayErrors): two 502 are not enough
+      { id: 'x', label: label({ c5: 5, cg: 2, eg: 0 }), hosts: ['a', 'b'], steps: [fail(0, 'a', 502), fail(0, 'a', 502), look(1)] },
+    ]);
+    expect(out).toEqual([['b'], ['a b'], ['b'], ['a b']]);
+  });
+
+  it('every host ejected: none available (503), unless under the panic threshold, where Envoy balances over all hosts', () => {
+    const steps = [fail(0, 'a'), fail(0, 'a'), look(1)];
+    const out = runOutlier([
+      { id: 'u', label: label({ panic: 0 }), hosts: ['a'], steps },
+      { id: 'v', label: label({ panic: 50 }), hosts: ['a'], steps },
+      { id: 'w', label: label({ panic: 50 }), hosts: ['a', 'b'], steps },
+      { id: 'x', label: label({ panic: 51 }), hosts: ['a', 'b'], steps },
+    ]);
+    expect(out).toEqual([[''], ['a'], ['b'], ['a b']]);
   });
 });

@@ -21,21 +21,44 @@ const services = {
   sticky: { vip: '10.96.2.10', backends: [['sticky-a', '10.244.20.1'], ['sticky-b', '10.244.20.2'], ['sticky-c', '10.244.20.3']], options: { ringHash: true } },
   // consistentHash.httpHeaderName x-user, requests without the header
   keyless: { vip: '10.96.2.11', backends: [['keyless-a', '10.244.21.1'], ['keyless-b', '10.244.21.2'], ['keyless-c', '10.244.21.3']], options: { ringHash: true } },
+  // outlierDetection as Istio's circuit-breaking example has it, with consecutive5xxErrors 2 and 30 s
+  ejecting: { vip: '10.96.2.12', backends: [['od-ok', '10.244.22.1'], ['od-bad', '10.244.22.2']], options: {} },
+  // maxEjectionPercent 50 of three hosts, two of them failing
+  capped: { vip: '10.96.2.13', backends: [['cap-ok', '10.244.23.1'], ['cap-bad1', '10.244.23.2'], ['cap-bad2', '10.244.23.3']], options: {} },
+  // consecutive5xxErrors 5 and consecutiveGatewayErrors 2
+  gateway: { vip: '10.96.2.14', backends: [['gw-ok', '10.244.24.1'], ['gw-bad', '10.244.24.2']], options: {} },
 } as const satisfies Record<string, { vip: string; backends: ReadonlyArray<readonly [string, string]>; options: ClusterOptions }>;
 type Service = keyof typeof services;
 
 const cluster = (service: Service) => outboundCluster(80, fqdn(service, NS));
 
+/** Each cluster's outlier_detection, as istiod writes a DestinationRule's outlierDetection. */
+const OUTLIER: Partial<Record<Service, Record<string, unknown>>> = {
+  ejecting: { consecutive_5xx: 2, interval: '1s', base_ejection_time: '30s', max_ejection_percent: 100, enforcing_consecutive_5xx: 100, enforcing_success_rate: 0 },
+  capped: { consecutive_5xx: 2, interval: '1s', base_ejection_time: '30s', max_ejection_percent: 50, enforcing_consecutive_5xx: 100, enforcing_success_rate: 0 },
+  gateway: {
+    consecutive_5xx: 5, consecutive_gateway_failure: 2, enforcing_consecutive_gateway_failure: 100, interval: '1s', base_ejection_time: '30s',
+    max_ejection_percent: 100, enforcing_consecutive_5xx: 100, enforcing_success_rate: 0,
+  },
+};
+
 function mesh(): MeshResources {
   const m = new MeshResources();
   for (const [service, def] of Object.entries(services) as Array<[Service, (typeof services)[Service]]>) {
-    m.cluster(edsCluster(cluster(service), def.options), def.backends.map(([, ip]) => ({ ip, port: PORT, weight: 1 })));
+    const c = edsCluster(cluster(service), def.options);
+    const od = OUTLIER[service];
+    if (od) {
+      c['outlier_detection'] = od;
+      c['common_lb_config'] = { healthy_panic_threshold: {} }; // Istio's minHealthPercent 0
+    }
+    m.cluster(c, def.backends.map(([, ip]) => ({ ip, port: PORT, weight: 1 })));
   }
   const vhost = (service: Service, routes: Array<Record<string, unknown>>) => serviceVirtualHost(fqdn(service, NS), 80, services[service].vip, routes);
   m.route(
     routeConfiguration(80, [
       vhost('sticky', [httpRoute('sticky', { prefix: '/' }, { cluster: cluster('sticky'), hash_policy: [{ cookie: { name: 'user', path: '/', ttl: '60s' } }] })]),
       vhost('keyless', [httpRoute('keyless', { prefix: '/' }, { cluster: cluster('keyless'), hash_policy: [{ header: { header_name: 'x-user' } }] })]),
+      ...(['ejecting', 'capped', 'gateway'] as const).map((service) => vhost(service, [httpRoute(service, { prefix: '/' }, { cluster: cluster(service), retry_policy: undefined })])),
       allowAnyVirtualHost(),
     ]),
   );
@@ -49,13 +72,19 @@ const backends: Array<readonly [string, string]> = Object.values(services).flatM
 /** The generated cookie, as Envoy writes it: `user="<16 hex digits>"; Max-Age=60; Path=/; HttpOnly`. */
 const SET_COOKIE = /^user="([0-9a-f]{16})"; Max-Age=60; Path=\/; HttpOnly$/;
 
-describeWhenAvailable('load balancing as Envoy: consistent hashing', missingForPod(), () => {
+describeWhenAvailable('load balancing as Envoy: consistent hashing, outlier detection', missingForPod(), () => {
   let pod: RunningPod;
   const noErrors = () => {
     const errors = pod.apisixErrors();
     expect(errors, describeLines(errors)).toEqual([]);
   };
-  const get = (service: Service, headers: Record<string, string> = {}) => send(pod.app(), { url: `http://${services[service].vip}/`, headers });
+  const get = (service: Service, headers: Record<string, string> = {}, path = '/') => send(pod.app(), { url: `http://${services[service].vip}${path}`, headers });
+  /** `n` requests one after the other (each try's answer counts before the next request is picked) */
+  const inTurn = async (n: number, request: () => Promise<Answer>) => {
+    const out: Answer[] = [];
+    for (let i = 0; i < n; i++) out.push(await request());
+    return out;
+  };
   const many = (n: number, request: (i: number) => Promise<Answer>) => Promise.all(Array.from({ length: n }, (_, i) => request(i)));
   const setCookie = (a: Answer) => [a.headers['set-cookie'] ?? []].flat();
 
@@ -101,6 +130,35 @@ describeWhenAvailable('load balancing as Envoy: consistent hashing', missingForP
     expect(answers.map((a) => a.status)).toEqual(Array(24).fill(200));
     expect(Object.keys(tally(answers)).length).toBeGreaterThan(1);
     expect(answers.flatMap(setCookie)).toEqual([]);
+    noErrors();
+  });
+
+  it('outlier detection: a host answering 503 is ejected after consecutive5xxErrors and stays out for baseEjectionTime (APISIX\'s TCP check took it back after one interval)', async () => {
+    const failing = () => get('ejecting', {}, '/?status.od-bad=503');
+    const early = await inTurn(8, failing);
+    expect(early.filter((a) => a.status === 503).map((a) => a.echo?.name)).toEqual(['od-bad', 'od-bad']);
+    // more than two intervals (1 s) later it is still out
+    await new Promise((r) => setTimeout(r, 2500));
+    const later = await inTurn(12, failing);
+    expect(tally(later)).toEqual({ 'od-ok': 12 });
+    noErrors();
+  });
+
+  it('outlier detection: no more hosts ejected at once than maxEjectionPercent allows (one of three at 50 %), the other failing host keeps its share', async () => {
+    const failing = () => get('capped', {}, '/?status.cap-bad1=503&status.cap-bad2=503');
+    await inTurn(12, failing);
+    const later = tally(await inTurn(15, failing));
+    const bad = Object.keys(later).filter((name) => name.startsWith('cap-bad'));
+    expect(bad, JSON.stringify(later)).toHaveLength(1);
+    expect(later['cap-ok']).toBeGreaterThan(0);
+    noErrors();
+  });
+
+  it('outlier detection: consecutive gateway errors (502) eject after consecutiveGatewayErrors (2), before consecutive5xxErrors (5) would', async () => {
+    const failing = () => get('gateway', {}, '/?status.gw-bad=502');
+    const early = await inTurn(12, failing);
+    expect(early.filter((a) => a.status === 502).map((a) => a.echo?.name)).toEqual(['gw-bad', 'gw-bad']);
+    expect(tally(await inTurn(8, failing))).toEqual({ 'gw-ok': 8 });
     noErrors();
   });
 });

@@ -36,7 +36,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
       nginx_config: {
         worker_processes: 2,
         error_log: '/dev/stderr',
-        http: { access_log: '/dev/stdout' },
+        http: { access_log: '/dev/stdout', custom_lua_shared_dict: { apisix_mesh_outlier: '2m' } },
         stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006, 15082, 15084)'),
         // the literal $ and \ the agent writes where APISIX would expand variables
         http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'

@@ -243,7 +243,8 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
     nginx_config: {
       worker_processes: config.apisixWorkerProcesses,
       error_log: '/dev/stderr',
-      http: { access_log: '/dev/stdout' },
+      // outlier detection's state per upstream node, shared by the workers (agent/l4/lua/apisix_mesh/outlier.lua)
+      http: { access_log: '/dev/stdout', custom_lua_shared_dict: { apisix_mesh_outlier: '2m' } },
       stream_configuration_snippet: streamFrontSnippet(config),
       http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet(),
       http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + retryLocationsSnippet(requestId.location),

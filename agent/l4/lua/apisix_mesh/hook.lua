@@ -19,6 +19,7 @@ local core = require("apisix.core")
 local ngx_ssl = require("ngx.ssl")
 local handoff = require("apisix_mesh.handoff")
 local hash_key = require("apisix_mesh.hash_key")
+local outlier = require("apisix_mesh.outlier")
 local identity = require("apisix_mesh.identity")
 local mesh_tls = require("apisix_mesh.mesh_tls")
 local client = require("resty.apisix.client")
@@ -37,6 +38,10 @@ local pick_server = load_balancer.pick_server
 load_balancer.pick_server = function(route, api_ctx)
     -- Envoy's hash key for consistent hashing, before APISIX's picker reads it (hash_key.lua)
     hash_key.before_pick(api_ctx)
+    -- Envoy's outlier detection: ejected hosts are not picked (outlier.lua)
+    if not outlier.before_pick(api_ctx) then
+        return core.response.exit(503, "no healthy upstream")
+    end
     local server, err = pick_server(route, api_ctx)
     local h = ngx.ctx.apisix_mesh
     if server and h and h.direction == "inbound" and ngx.get_phase() == "access" then
@@ -121,6 +126,13 @@ local http_header_filter_phase = apisix.http_header_filter_phase
 apisix.http_header_filter_phase = function(...)
     hash_key.header_filter(ngx.ctx.api_ctx)
     return http_header_filter_phase(...)
+end
+
+-- each try's answer counts for outlier detection (outlier.lua), before APISIX releases the context
+local http_log_phase = apisix.http_log_phase
+apisix.http_log_phase = function(...)
+    outlier.log(ngx.ctx.api_ctx)
+    return http_log_phase(...)
 end
 
 local http_access_phase = apisix.http_access_phase
