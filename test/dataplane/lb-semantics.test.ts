@@ -27,6 +27,8 @@ const services = {
   capped: { vip: '10.96.2.13', backends: [['cap-ok', '10.244.23.1'], ['cap-bad1', '10.244.23.2'], ['cap-bad2', '10.244.23.3']], options: {} },
   // consecutive5xxErrors 5 and consecutiveGatewayErrors 2
   gateway: { vip: '10.96.2.14', backends: [['gw-ok', '10.244.24.1'], ['gw-bad', '10.244.24.2']], options: {} },
+  // retries (docs/http-semantics.md): one host answers an invalid header (Envoy: a protocol error, a reset)
+  resetting: { vip: '10.96.2.15', backends: [['garbage', '10.244.25.1'], ['reset-live', '10.244.25.2']], options: {} },
 } as const satisfies Record<string, { vip: string; backends: ReadonlyArray<readonly [string, string]>; options: ClusterOptions }>;
 type Service = keyof typeof services;
 
@@ -58,6 +60,10 @@ function mesh(): MeshResources {
     routeConfiguration(80, [
       vhost('sticky', [httpRoute('sticky', { prefix: '/' }, { cluster: cluster('sticky'), hash_policy: [{ cookie: { name: 'user', path: '/', ttl: '60s' } }] })]),
       vhost('keyless', [httpRoute('keyless', { prefix: '/' }, { cluster: cluster('keyless'), hash_policy: [{ header: { header_name: 'x-user' } }] })]),
+      vhost('resetting', [
+        httpRoute('reset', { prefix: '/reset' }, { cluster: cluster('resetting'), retry_policy: { retry_on: 'reset', num_retries: 1 } }),
+        httpRoute('connect', { prefix: '/connect' }, { cluster: cluster('resetting'), retry_policy: { retry_on: 'connect-failure', num_retries: 1 } }),
+      ]),
       ...(['ejecting', 'capped', 'gateway'] as const).map((service) => vhost(service, [httpRoute(service, { prefix: '/' }, { cluster: cluster(service), retry_policy: undefined })])),
       allowAnyVirtualHost(),
     ]),
@@ -68,6 +74,12 @@ function mesh(): MeshResources {
 }
 
 const backends: Array<readonly [string, string]> = Object.values(services).flatMap((s): ReadonlyArray<readonly [string, string]> => s.backends);
+const TCP_ECHO = new Set(['garbage']);
+
+/** A status line, then a header name with a NUL: nginx and Envoy both refuse the answer. */
+const INVALID_ANSWER = 'HTTP/1.1 200 OK\r\nX\u0000Y: 1\r\n\r\n';
+/** APISIX error lines caused on purpose: the garbage host's answer (nginx names no request or upstream in a retry location). */
+const EXPLAINED = [/\[error\] .*upstream sent invalid header: .* while reading response header from upstream, client: [\d.]+(, .*upstream: "http:\/\/10\.244\.25\.1:8080\/.*)?$/];
 
 /** The generated cookie, as Envoy writes it: `user="<16 hex digits>"; Max-Age=60; Path=/; HttpOnly`. */
 const SET_COOKIE = /^user="([0-9a-f]{16})"; Max-Age=60; Path=\/; HttpOnly$/;
@@ -75,7 +87,7 @@ const SET_COOKIE = /^user="([0-9a-f]{16})"; Max-Age=60; Path=\/; HttpOnly$/;
 describeWhenAvailable('load balancing as Envoy: consistent hashing, outlier detection', missingForPod(), () => {
   let pod: RunningPod;
   const noErrors = () => {
-    const errors = pod.apisixErrors();
+    const errors = pod.apisixErrors(EXPLAINED);
     expect(errors, describeLines(errors)).toEqual([]);
   };
   const get = (service: Service, headers: Record<string, string> = {}, path = '/') => send(pod.app(), { url: `http://${services[service].vip}${path}`, headers });
@@ -96,7 +108,7 @@ describeWhenAvailable('load balancing as Envoy: consistent hashing, outlier dete
     });
     await pod.kubelet.waitReady(15_000);
     expect(await pod.waitSynced()).toBe(true);
-    await Promise.all(backends.map(([name, ip]) => pod.cluster.serve(name, ip, PORT)));
+    await Promise.all(backends.map(([name, ip]) => (TCP_ECHO.has(name) ? pod.cluster.serveTcp(name, ip, PORT, { banner: INVALID_ANSWER }) : pod.cluster.serve(name, ip, PORT))));
   });
   afterAll(async () => {
     await pod?.stop();
@@ -159,6 +171,16 @@ describeWhenAvailable('load balancing as Envoy: consistent hashing, outlier dete
     const early = await inTurn(12, failing);
     expect(early.filter((a) => a.status === 502).map((a) => a.echo?.name)).toEqual(['gw-bad', 'gw-bad']);
     expect(tally(await inTurn(8, failing))).toEqual({ 'gw-ok': 8 });
+    noErrors();
+  });
+
+  it('retries still as documented: retry_on reset retries a try that connected but got no valid answer, on the other host; connect-failure does not', async () => {
+    const reset = await inTurn(10, () => get('resetting', {}, '/reset'));
+    expect(reset.map((a) => a.status)).toEqual(Array(10).fill(200));
+    expect(tally(reset)).toEqual({ 'reset-live': 10 });
+    const connect = (await inTurn(10, () => get('resetting', {}, '/connect'))).map((a) => a.status);
+    expect(connect).toContain(502);
+    expect(connect).toContain(200);
     noErrors();
   });
 });
