@@ -55,6 +55,8 @@ export interface RunningAgent {
   isReady(): boolean;
   /** the workload certificate (with a CA configured): the TLS listeners take it from here */
   identity?: WorkloadIdentity;
+  /** client connections open on the etcd API (APISIX's): the shutdown waits for them to go */
+  etcdClients(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -243,6 +245,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     isReady,
     ...(identity ? { identity } : {}),
     applied: () => new Promise<number>((resolve) => waiters.push(resolve)),
+    etcdClients: () => etcd!.clientConnections(),
     async close() {
       if (closed) return;
       closed = true;

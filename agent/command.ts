@@ -7,6 +7,7 @@ import { nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from '
 import { SpiffeIdError, workloadSpiffeId } from './identity/spiffe-id.js';
 import type { RunningAgent } from './agent.js';
 import { installLuaModules } from './l4/lua-modules.js';
+import { waitForEtcdClientsToLeave } from './shutdown.js';
 import { APP_PROBERS_ENV, AppProbersError, parseAppProbers } from './app-probes/app-probers.js';
 import { probeTargetFor } from './app-probes/probe-target.js';
 import { apisixMetricsSource, appMetricsSource, DEFAULT_APISIX_METRICS_URL, PROMETHEUS_SCRAPE_ENV } from './telemetry/merge-sources.js';
@@ -29,6 +30,7 @@ interface AgentFlags {
   coalesce: string;
   maxCoalesce: string;
   warmingTimeout: string;
+  drainTimeout: string;
   istioVersion?: string;
   insecureSkipFilters?: string;
   luaDir?: string;
@@ -102,6 +104,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--coalesce <duration>', 'quiet time after an xDS update before it is applied; a burst becomes one store revision', '100ms')
     .option('--max-coalesce <duration>', 'longest an update waits while a burst goes on', '1s')
     .option('--warming-timeout <duration>', 'how long to wait for requested endpoints/routes before applying without them (xDS spec: 15s)', '15s')
+    .option('--drain-timeout <duration>', 'on SIGTERM, keep serving the etcd API until APISIX has closed its connections (it drains in its preStop hook), at most this long (a restart of the agent alone waits for it too); SIGINT stops at once', '10s')
     .option('--pod-labels-file <file>', 'downward-API file of the pod\'s labels (istiod selects services, policies and subsets by them); its labels win over ISTIO_METAJSON_LABELS')
     .option('--istio-version <version>', 'ISTIO_VERSION sent in the node metadata (istiod gates features on it; default: the ISTIO_META_ISTIO_VERSION variable, else unset = newest)')
     .option(
@@ -127,6 +130,7 @@ export function registerAgentCommand(program: Command): void {
       const coalesceMs = parseDuration('--coalesce', flags.coalesce);
       const maxCoalesceMs = parseDuration('--max-coalesce', flags.maxCoalesce);
       const warmingTimeoutMs = parseDuration('--warming-timeout', flags.warmingTimeout);
+      const drainTimeoutMs = parseDuration('--drain-timeout', flags.drainTimeout);
       const capturePorts = { outbound: port('--outbound-port', flags.outboundPort), inbound: port('--inbound-port', flags.inboundPort) };
       const etcd = parseListen('--etcd-listen', flags.etcdListen);
       const statusPort = port('--status-port', flags.statusPort, true);
@@ -228,13 +232,23 @@ export function registerAgentCommand(program: Command): void {
         logger.warn(`--insecure-skip-filters: ${[...skipFilters].join(', ')} will be dropped from filter chains WITHOUT being enforced`);
       }
       await new Promise<void>((resolve) => {
-        const stop = (signal: string): void => {
-          logger.info(`agent: ${signal} received, shutting down`);
+        let stopping = false;
+        const stop = async (signal: string, drainMs: number): Promise<void> => {
+          if (stopping && drainMs > 0) return;
+          stopping = true;
+          if (drainMs > 0 && (await agent.etcdClients()) > 0) {
+            logger.info(`agent: ${signal} received, serving APISIX until it has closed its etcd connections (at most ${flags.drainTimeout})`);
+            const how = await waitForEtcdClientsToLeave({ clients: () => agent.etcdClients(), timeoutMs: drainMs });
+            logger.info(how === 'left' ? 'agent: APISIX has closed its etcd connections, shutting down' : `agent: APISIX still connected after ${flags.drainTimeout}, shutting down`);
+          } else {
+            logger.info(`agent: ${signal} received, shutting down`);
+          }
           // flush pino's asynchronous stderr buffer before the event loop drains
           agent.close().finally(() => logger.flush(() => resolve()));
         };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
+        process.on('SIGTERM', () => void stop('SIGTERM', drainTimeoutMs));
+        // an operator's Ctrl-C, or a second signal while draining: at once
+        process.on('SIGINT', () => void stop('SIGINT', 0));
       });
     });
 }

@@ -71,6 +71,13 @@ const RETRY_BASELINE = env('BENCH_RETRY_BASELINE', '') === '1';
  */
 const MTLS = env('BENCH_MTLS', '') === '1';
 const ISTIO = { vcpu: 0.2, mb: 60, addedP90: 0.228, addedP99: 0.298 };
+/**
+ * BENCH_ROUTES=N (N > 1): outbound requests go to N services in turn (the Host header of each
+ * request; each service's route has its own retry policy, so its own access-phase work), all
+ * backed by the target's endpoints: what a request costs when more routes are busy than a
+ * per-route cache holds (APISIX's serverless plugin keeps compiled functions for 8 routes).
+ */
+const ROUTES = Number(env('BENCH_ROUTES', 0));
 /** BENCH_TCP=0: no TCP stream runs; BENCH_HTTP=0: no HTTP runs (the TCP figures alone) */
 const TCP = env('BENCH_TCP', '1') !== '0';
 const HTTP = env('BENCH_HTTP', '1') !== '0';
@@ -263,6 +270,8 @@ function tenByTenPolicy(xds) {
 
 function trafficMesh(xds, n, jwt, rbac, mtls) {
   const m = mesh(n);
+  // the busy routes' services, on the target's endpoints (the only ones the bench's cluster has)
+  for (let i = TARGET + 1; i < TARGET + ROUTES && i < n; i++) m.endpoint[i] = { ...cla(m.endpoint[i].cluster_name, TARGET, 3) };
   m.cluster.push(xds.blackHoleCluster(), xds.inboundPassthroughCluster(), xds.inboundCluster(APP_PORT));
   let inbound = xds.virtualInbound([{ port: APP_PORT, service: xds.fqdn('bench', 'bench'), ...(mtls ? { mtls: 'PERMISSIVE' } : {}) }]);
   if (jwt) {
@@ -423,6 +432,7 @@ async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, b
       outboundUrl: `http://${serviceVip(TARGET)}/`,
       inboundUrl: `http://${h.network.POD_IP}:${APP_PORT}/`,
       ...(jwt ? { dirs: ['inbound'], inboundHeaders: jwt.headers } : {}),
+      ...(ROUTES > 1 && !bare && !jwt && !mtls ? { dirs: ['outbound'], loads: { outbound: { extra: { hosts: Array.from({ length: ROUTES }, (_, k) => serviceHost(TARGET + k)) } } } } : {}),
       ...(mtls
         ? {
             dirs: ['inbound', 'inbound-mtls', 'inbound-new', 'inbound-mtls-new'],
@@ -786,7 +796,8 @@ async function main() {
   try {
     console.log(
       `${cpus().length} cores, load average ${load1()}, node ${process.version}; 1 KiB POST -> 1 KiB answer, keep-alive, ` +
-        `${CONNECTIONS} connections, ${WARMUP_MS} ms warm-up + ${DURATION_MS} ms measured per run, ${ROUNDS} alternating rounds; sidecar mesh: ${SERVICES} services`,
+        `${CONNECTIONS} connections, ${WARMUP_MS} ms warm-up + ${DURATION_MS} ms measured per run, ${ROUNDS} alternating rounds; sidecar mesh: ${SERVICES} services` +
+        (ROUTES > 1 ? `; outbound only, round-robin over ${ROUTES} services' routes` : ''),
     );
     if (wanted('direct')) setups.direct = await startDirect(h, script);
     if (wanted('nginx')) setups.nginx = await startMeshPod(h, script, { bare: true, services: 0 });

@@ -9,10 +9,11 @@
 //                           certificate chained to DIR/ca.pem (a mesh server).
 //   serve HOST PORT BYTES   an HTTP/1.1 server that reads the request body and answers BYTES bytes;
 //                           prints {"ready":true}; ends when stdin closes.
-//   load JSON               {url, bodyBytes, connections, warmupMs, durationMs, rate, headers?, tls?, fresh?}:
+//   load JSON               {url, bodyBytes, connections, warmupMs, durationMs, rate, headers?, tls?, fresh?, hosts?}:
 //                           POSTs of bodyBytes over at most `connections` keep-alive connections;
 //                           `fresh`: a new connection per request; https: `tls` {ca, cert, key,
-//                           servername, alpn} (a mesh client: any server name, the chain verified).
+//                           servername, alpn} (a mesh client: any server name, the chain verified);
+//                           `hosts`: the Host header of each request, taken from this list in turn.
 //       rate > 0  open loop: requests are sent on a fixed schedule whether or not earlier ones have
 //                 answered (waiting for a free connection counts), latency from the scheduled time,
 //                 so a stall of the proxy is not hidden (no coordinated omission);
@@ -72,7 +73,7 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, headers = {}, tls, fresh = false }) {
+async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, headers = {}, tls, fresh = false, hosts = [] }) {
   const target = new URL(url);
   const https = target.protocol === 'https:';
   const pool = { keepAlive: !fresh, maxSockets: connections, maxFreeSockets: connections };
@@ -95,6 +96,8 @@ async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, h
   const latencies = [];
   let errors = 0;
   let outstanding = 0;
+  let sent = 0;
+  const optionsOf = () => (hosts.length ? { ...options, headers: { ...options.headers, host: hosts[sent++ % hosts.length] } } : options);
 
   /** One request; `from` is when it counts from; resolves when it is over (answered or failed). */
   const send = (from) =>
@@ -109,7 +112,7 @@ async function load({ url, bodyBytes, connections, warmupMs, durationMs, rate, h
         }
         resolve();
       };
-      const req = send_(options, (res) => {
+      const req = send_(optionsOf(), (res) => {
         res.resume();
         res.on('end', () => done(res.statusCode === 200));
         res.on('error', () => done(false));

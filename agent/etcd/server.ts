@@ -51,6 +51,8 @@ export interface EtcdServer {
   readonly watchQueuedBytes: number;
   /** Bytes held by the range answer cache. */
   readonly rangeCacheBytes: number;
+  /** Client connections open on the HTTP port (APISIX's watches and reads). */
+  clientConnections(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -165,6 +167,7 @@ export async function startEtcdServer(options: EtcdServerOptions): Promise<EtcdS
     get rangeCacheBytes() {
       return rangeCache.bytes;
     },
+    clientConnections: () => new Promise<number>((resolve) => server.getConnections((err, count) => resolve(err ? 0 : count))),
     async close() {
       clearInterval(leaseTimer);
       watches.shutdown();

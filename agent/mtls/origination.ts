@@ -2,6 +2,7 @@ import type { ApisixNode, ApisixUpstream, TranslationNote } from '../translate/a
 import type { ClusterTranslation } from '../translate/cluster.js';
 import { stableId, upstreamId } from '../translate/ids.js';
 import { endpointPolicy, type SanMatcher, type TransportPolicy, type UpstreamTlsPolicy } from './upstream-tls.js';
+import { simpleTlsFields, type SimpleTlsFields } from './simple-tls.js';
 import { aliasKey, assignAliases } from './relay-aliases.js';
 
 /**
@@ -27,16 +28,17 @@ export interface RelayEndpoint {
   alias: string;
   host: string;
   port: number;
-  mode: 'mtls' | 'plain' | 'refuse';
+  /** mtls: Istio mutual TLS; tls: DestinationRule SIMPLE (simple-tls.ts) */
+  mode: 'mtls' | 'tls' | 'plain' | 'refuse';
   reason?: string;
 }
 
 /** What the relay reads under `/apisix/mesh_tls/<id>` (validated there by tls_config.lua). */
-export interface RelayCluster {
+export interface RelayCluster extends SimpleTlsFields {
   id: string;
   cluster: string;
   endpoints: RelayEndpoint[];
-  /** the TLS settings of the endpoints in mode `mtls` */
+  /** the TLS settings of the endpoints in mode `mtls` or `tls` */
   sni: string;
   san: SanMatcher[];
   alpn: string[];
@@ -66,7 +68,7 @@ interface Plan {
   /** the aliases it was last emitted with (JSON), to see when a reassignment moves one */
   aliases: string;
 }
-type MeshTlsOf = Extract<TransportPolicy, { kind: 'istio-mutual' }> | undefined;
+type MeshTlsOf = Extract<TransportPolicy, { kind: 'istio-mutual' | 'simple' }> | undefined;
 
 /**
  * The relay's side of the assembly (agent/translate/snapshot.ts). `plan` is called for every
@@ -97,12 +99,18 @@ export class TlsOrigination {
     const policy = t.tls.policy;
     const endpoints = upstream.nodes.map((n) => ({ host: n.host, port: n.port, policy: endpointPolicy(policy, socketMatch?.[nodeKey(n.host, n.port)]) }));
     if (endpoints.every((e) => e.policy.kind === 'plaintext')) return forget();
-    const tls = endpoints.map((e) => e.policy).find((p): p is NonNullable<MeshTlsOf> => p.kind === 'istio-mutual');
+    const tls = endpoints.map((e) => e.policy).find((p): p is NonNullable<MeshTlsOf> => p.kind === 'istio-mutual' || p.kind === 'simple');
     const keys = (eps: Plan['endpoints']) => eps.map((e) => aliasKey(name, e.host, e.port)).join('\n');
     if (!before || keys(before.endpoints) !== keys(endpoints)) this.keysChanged = true;
     this.plans.set(name, { scheme: upstream.scheme, connect: upstream.timeout?.connect ?? 5, tls, endpoints, aliases: before?.aliases ?? '' });
-    const refusal = endpoints.map((e) => e.policy).find((p): p is { kind: 'refused'; reason: string } => p.kind === 'refused');
-    return refusal ? [{ kind: 'cluster', name, reason: 'tls-origination-refused', detail: `${refusal.reason}: connections to its TLS endpoints are refused`, skipped: true }] : [];
+    const refused = endpoints.map((e) => e.policy).find((p): p is { kind: 'refused'; reason: string } => p.kind === 'refused');
+    const simple = tls?.kind === 'simple' ? simpleTlsFields(name, tls) : undefined;
+    const refusal = refused?.reason ?? (simple && 'refusal' in simple ? simple.refusal : undefined);
+    if (refusal) return [{ kind: 'cluster', name, reason: 'tls-origination-refused', detail: `${refusal}: connections to its TLS endpoints are refused`, skipped: true }];
+    if (tls?.kind === 'simple' && tls.roots.kind === 'none') {
+      return [{ kind: 'cluster', name, reason: 'tls-origination-unverified', detail: 'DestinationRule SIMPLE with insecureSkipVerify (or no CA): TLS without a check of the server, as Envoy does', skipped: false }];
+    }
+    return [];
   }
 
   /**
@@ -141,14 +149,16 @@ export class TlsOrigination {
 }
 
 function relayCluster(name: string, id: string, p: Plan, aliases: ReadonlyMap<string, string>): RelayCluster {
+  const simple = p.tls?.kind === 'simple' ? simpleTlsFields(name, p.tls) : undefined;
   const endpoints = p.endpoints.map(({ host, port, policy }): RelayEndpoint => {
     const base = { alias: aliases.get(aliasKey(name, host, port))!, host, port };
     if (policy.kind === 'plaintext') return { ...base, mode: 'plain' };
     if (policy.kind === 'refused') return { ...base, mode: 'refuse', reason: policy.reason };
-    // one cluster has one TLS context per match; two different istio-mutual contexts within one
-    // cluster would need per-endpoint settings, which istiod never generates: refuse the others
+    // one cluster has one TLS context per match; two different TLS contexts within one cluster
+    // would need per-endpoint settings, which istiod never generates: refuse the others
     if (p.tls && JSON.stringify(policy) !== JSON.stringify(p.tls)) return { ...base, mode: 'refuse', reason: 'a second TLS context in one cluster' };
-    return { ...base, mode: 'mtls' };
+    if (simple && 'refusal' in simple) return { ...base, mode: 'refuse', reason: simple.refusal };
+    return { ...base, mode: policy.kind === 'simple' ? 'tls' : 'mtls' };
   });
   const tls = p.tls;
   return {
@@ -157,9 +167,11 @@ function relayCluster(name: string, id: string, p: Plan, aliases: ReadonlyMap<st
     endpoints,
     sni: tls?.sni ?? '',
     san: tls?.san ?? [],
-    alpn: p.scheme === 'grpc' ? H2_ALPN : HTTP11_ALPN,
+    // Istio's ALPN override is for its mutual TLS; SIMPLE offers the cluster's own list (h2 for HTTP/2)
+    alpn: tls?.kind === 'simple' ? tls.alpn : p.scheme === 'grpc' ? H2_ALPN : HTTP11_ALPN,
     alpn_tcp: tls?.alpn ?? [],
     connect_timeout_ms: Math.max(1, Math.min(3_600_000, Math.round(p.connect * 1000))),
+    ...(simple && !('refusal' in simple) ? simple : {}),
   };
 }
 

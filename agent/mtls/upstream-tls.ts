@@ -9,9 +9,11 @@ import { unpackAny, type PackedAny } from '../xds/codec.js';
  * How Envoy would connect to an upstream endpoint, from the cluster's `transport_socket` and
  * `transport_socket_matches` (pure: Cluster in, policy out). Only what the sidecar can enforce
  * exactly is accepted: Istio's mutual TLS (SDS secrets `default` and `ROOTCA`, i.e. the workload
- * certificate and the mesh root) with SAN matchers the relay evaluates. Anything else that asks for
- * TLS (DestinationRule SIMPLE/MUTUAL with files, inline certificates, pinned hashes, regex SAN
- * matchers) is refused: never plaintext, never an unchecked peer.
+ * certificate and the mesh root) and DestinationRule SIMPLE / MUTUAL with files (the server
+ * checked against the system roots or a CA file, a client certificate and key from files:
+ * `file-root:` / `file-cert:` SDS names as istiod writes them), with SAN matchers the relay
+ * evaluates. Anything else that asks for TLS (`credentialName`, inline certificates, pinned hashes,
+ * CRLs, regex SAN matchers) is refused: never plaintext, never an unchecked peer.
  */
 
 const UPSTREAM_TLS = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
@@ -35,7 +37,25 @@ export interface MeshMutualTls {
   alpn: string[];
 }
 
-export type TransportPolicy = { kind: 'plaintext' } | MeshMutualTls | { kind: 'refused'; reason: string };
+/** Where a SIMPLE server's chain is verified against: istiod's `file-root:system`, `file-root:<path>`, or nothing (insecureSkipVerify). */
+export type TrustedRoots = { kind: 'system' } | { kind: 'file'; path: string } | { kind: 'none' };
+
+/** DestinationRule SIMPLE (TLS origination to an external service), or MUTUAL with a client certificate from files. */
+export interface SimpleTls {
+  kind: 'simple';
+  /** MUTUAL: the client certificate chain and key, files in the APISIX container (istiod's `file-cert:<cert>~<key>`) */
+  client?: { cert: string; key: string };
+  /** the DestinationRule's `sni`; empty: Envoy's auto_sni (the request's host) on HTTP, none on TCP */
+  sni: string;
+  san: SanMatcher[];
+  roots: TrustedRoots;
+  alpn: string[];
+  /** the cluster's HttpProtocolOptions: SNI, and a DNS SAN check, from the request's host */
+  autoSni: boolean;
+  autoSanValidation: boolean;
+}
+
+export type TransportPolicy = { kind: 'plaintext' } | MeshMutualTls | SimpleTls | { kind: 'refused'; reason: string };
 
 export interface UpstreamTlsPolicy {
   /** `transport_socket_matches` in order: the first whose criteria all equal the endpoint's metadata */
@@ -48,11 +68,12 @@ const PLAINTEXT: TransportPolicy = { kind: 'plaintext' };
 
 /** The cluster's policy, or undefined when every endpoint is plaintext whatever its metadata. */
 export function upstreamTlsPolicy(cluster: Cluster): UpstreamTlsPolicy | undefined {
-  const fallback = transportPolicy(cluster.transport_socket?.typed_config as PackedAny | null | undefined);
+  const auto = autoHostOptions(cluster);
+  const fallback = transportPolicy(cluster.transport_socket?.typed_config as PackedAny | null | undefined, auto);
   const matches: UpstreamTlsPolicy['matches'] = [];
   for (const m of cluster.transport_socket_matches ?? []) {
     const criteria = structStrings(m.match);
-    const policy = transportPolicy(m.transport_socket?.typed_config as PackedAny | null | undefined);
+    const policy = transportPolicy(m.transport_socket?.typed_config as PackedAny | null | undefined, auto);
     // a criterion that is not a string cannot be compared the way Envoy does: refuse what it selects
     matches.push({ criteria: criteria ?? {}, policy: criteria ? policy : { kind: 'refused', reason: 'a transport_socket_matches criterion is not a string' } });
   }
@@ -88,29 +109,56 @@ function structStrings(struct: StructLike | null | undefined): Record<string, st
   return out;
 }
 
-function transportPolicy(config: PackedAny | null | undefined): TransportPolicy {
+const HTTP_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
+interface AutoHost {
+  autoSni: boolean;
+  autoSanValidation: boolean;
+}
+
+/** Envoy's auto_sni / auto_san_validation (the cluster's HttpProtocolOptions, set by istiod for SIMPLE without sni / SANs). */
+function autoHostOptions(cluster: Cluster): AutoHost {
+  const typed = (cluster.typed_extension_protocol_options as Record<string, PackedAny> | undefined)?.[HTTP_OPTIONS];
+  const options = unpackAny<{ upstream_http_protocol_options?: { auto_sni?: boolean; auto_san_validation?: boolean } }>(typed)?.upstream_http_protocol_options;
+  return { autoSni: options?.auto_sni === true, autoSanValidation: options?.auto_san_validation === true };
+}
+
+function transportPolicy(config: PackedAny | null | undefined, auto: AutoHost): TransportPolicy {
   if (!config?.type_url || config.type_url === RAW_BUFFER) return PLAINTEXT;
   if (config.type_url !== UPSTREAM_TLS) return { kind: 'refused', reason: `transport socket ${config.type_url.slice(0, 120)}` };
   const tls = unpackAny<UpstreamTlsContext>(config);
   if (!tls) return { kind: 'refused', reason: 'an UpstreamTlsContext that does not decode' };
-  return upstreamTls(tls);
+  return upstreamTls(tls, auto);
 }
 
-function upstreamTls(tls: UpstreamTlsContext): TransportPolicy {
+function upstreamTls(tls: UpstreamTlsContext, auto: AutoHost): TransportPolicy {
   const common = tls.common_tls_context ?? {};
   const refused = (reason: string): TransportPolicy => ({ kind: 'refused', reason });
   const certSecrets = common.tls_certificate_sds_secret_configs ?? [];
   const combined = common.combined_validation_context;
   const rootSecret = combined?.validation_context_sds_secret_config?.name ?? common.validation_context_sds_secret_config?.name;
-  const isMeshIdentity = certSecrets.length === 1 && certSecrets[0]!.name === 'default' && !common.tls_certificates?.length;
-  if (!isMeshIdentity || rootSecret !== 'ROOTCA') {
-    // DestinationRule SIMPLE / MUTUAL (files or credentialName) and anything else: not originated yet
-    return refused('TLS origination other than Istio mutual TLS (DestinationRule SIMPLE or MUTUAL) is not supported yet');
+  if (common.tls_certificates?.length || common.tls_certificate_provider_instance || common.validation_context_certificate_provider_instance) {
+    return refused('inline or provider certificates are not supported');
   }
-  const validation: CertificateValidationContext = combined?.default_validation_context ?? {};
+  const isMeshIdentity = certSecrets.length === 1 && certSecrets[0]!.name === 'default';
+  if (isMeshIdentity !== (rootSecret === 'ROOTCA')) return refused('the mesh certificate and the mesh roots appear only together in Istio mutual TLS');
+  let client: SimpleTls['client'];
+  if (certSecrets.length && !isMeshIdentity) {
+    const name = certSecrets[0]!.name ?? '';
+    if (certSecrets.length > 1 || !name.startsWith('file-cert:')) {
+      return refused(
+        name.startsWith('kubernetes://')
+          ? `DestinationRule MUTUAL with credentialName (${name.slice(0, 80)}): secrets from istiod's SDS are not supported yet`
+          : `a client certificate from the SDS secret ${JSON.stringify(name.slice(0, 80))}`,
+      );
+    }
+    const files = clientCertFiles(name);
+    if (typeof files === 'string') return refused(files);
+    client = files;
+  }
+  const validation: CertificateValidationContext = combined?.default_validation_context ?? common.validation_context ?? {};
   if (validation.verify_certificate_hash?.length || validation.verify_certificate_spki?.length) return refused('pinned certificate hashes are not enforced');
   if (validation.match_typed_subject_alt_names?.length) return refused('typed SAN matchers are not enforced');
-  if (validation.custom_validator_config || validation.trusted_ca || validation.crl) return refused('a custom validator, trusted CA or CRL next to the mesh root is not enforced');
+  if (validation.custom_validator_config || validation.trusted_ca || validation.crl) return refused('a custom validator, an inline trusted CA or a CRL (caCrl) is not enforced');
   if (validation.allow_expired_certificate) return refused('allow_expired_certificate is not supported');
   const san: SanMatcher[] = [];
   for (const m of validation.match_subject_alt_names ?? []) {
@@ -118,7 +166,37 @@ function upstreamTls(tls: UpstreamTlsContext): TransportPolicy {
     if (!matcher) return refused(`a SAN matcher of kind ${m.match_pattern ?? 'unknown'} is not enforced`);
     san.push(matcher);
   }
-  return { kind: 'istio-mutual', sni: tls.sni ?? '', san, alpn: [...(common.alpn_protocols ?? [])] };
+  const alpn = [...(common.alpn_protocols ?? [])];
+  if (isMeshIdentity) return { kind: 'istio-mutual', sni: tls.sni ?? '', san, alpn };
+  const roots = trustedRoots(rootSecret);
+  if (typeof roots === 'string') return refused(roots);
+  if (roots.kind === 'none' && san.length) return refused('SAN matchers without a CA to verify the chain against');
+  const simple: SimpleTls = { kind: 'simple', sni: tls.sni ?? '', san, roots, alpn, autoSni: auto.autoSni, autoSanValidation: auto.autoSanValidation && roots.kind !== 'none' };
+  return client ? { ...simple, client } : simple;
+}
+
+/** An absolute file path the relay may open, or why not. */
+function filePathProblem(path: string, what: string): string | undefined {
+  if (!path.startsWith('/') || path.length > 4096 || /[\0\n]/.test(path)) return `a ${what} path that is not an absolute file path (${JSON.stringify(path.slice(0, 80))})`;
+  return undefined;
+}
+
+/** istiod's `file-cert:<cert>~<key>` (pkg/security SdsCertificateConfig: exactly one separator). */
+function clientCertFiles(secret: string): { cert: string; key: string } | string {
+  const parts = secret.slice('file-cert:'.length).split('~');
+  if (parts.length !== 2) return `a client certificate secret that is not file-cert:<cert>~<key> (${JSON.stringify(secret.slice(0, 80))})`;
+  const [cert, key] = parts as [string, string];
+  return filePathProblem(cert, 'client certificate') ?? filePathProblem(key, 'private key') ?? { cert, key };
+}
+
+/** istiod's SDS name for a SIMPLE cluster's CA (cluster_tls.go): `file-root:system`, `file-root:<path>`; none: no verification. */
+function trustedRoots(secret: string | undefined): TrustedRoots | string {
+  if (secret === undefined) return { kind: 'none' };
+  if (secret === 'file-root:system') return { kind: 'system' };
+  const path = secret.startsWith('file-root:') ? secret.slice('file-root:'.length) : undefined;
+  if (path !== undefined) return filePathProblem(path, 'CA certificate') ?? { kind: 'file', path };
+  if (secret.startsWith('kubernetes://')) return `CA certificates from credentialName (${secret.slice(0, 80)}): secrets from istiod's SDS are not supported yet`;
+  return `a validation context from the SDS secret ${JSON.stringify(secret.slice(0, 80))}`;
 }
 
 function sanMatcher(m: StringMatcher): SanMatcher | undefined {

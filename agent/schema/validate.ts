@@ -14,6 +14,7 @@ import apiBreaker from './apisix/plugins/api-breaker.schema.json' with { type: '
 import limitConn from './apisix/plugins/limit-conn.schema.json' with { type: 'json' };
 import prometheus from './apisix/plugins/prometheus.schema.json' with { type: 'json' };
 import serverlessPreFunction from './apisix/plugins/serverless-pre-function.schema.json' with { type: 'json' };
+import meshAccess from './apisix/plugins/apisix-mesh-access.schema.json' with { type: 'json' };
 
 /**
  * APISIX 3.18's own JSON schemas (transcribed from its Lua sources, see apisix/SOURCE.md), compiled
@@ -32,7 +33,7 @@ function compiler(): Ajv {
   const addFormats = (addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule;
   const a = new Ajv({ allErrors: true, strictTypes: false, strictTuples: false });
   (addFormats as unknown as (a: Ajv) => void)(a);
-  for (const schema of [common, upstream, route, ssl, upstreamStrict, routeStrict, trafficSplit, faultInjection, proxyRewrite, proxyMirror, apiBreaker, limitConn, prometheus, serverlessPreFunction]) {
+  for (const schema of [common, upstream, route, ssl, upstreamStrict, routeStrict, trafficSplit, faultInjection, proxyRewrite, proxyMirror, apiBreaker, limitConn, prometheus, serverlessPreFunction, meshAccess]) {
     a.addSchema(schema as object);
   }
   ajv = a;

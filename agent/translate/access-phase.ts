@@ -1,29 +1,40 @@
 import type { ApisixPlugins } from './apisix-types.js';
 
 /**
- * The Lua a route runs at the end of APISIX's access phase, once every other plugin has had its
- * say (traffic-split picked the upstream, limit-conn counted the request) and before APISIX connects
- * upstream: the mirror (mirror.ts) and the hand-over to a retry location (retries.ts), and, on
- * routes to an original destination, the upstream chosen from where the app dialled
- * (original-destination.ts). They share `serverless-pre-function` (a serverless plugin has one
- * phase; the policy plugin, apisix-mesh-policy, has the rewrite phase), run in the
- * order given, and `_meta.priority` puts the plugin after every other access-phase plugin
- * (limit-conn 1003, traffic-split 966).
+ * What a route does at the end of APISIX's access phase, once every other plugin has had its say
+ * (traffic-split picked the upstream, limit-conn counted the request) and before APISIX connects
+ * upstream: on routes to an original destination, the upstream chosen from where the app dialled
+ * (original-destination.ts); the mirror (mirror.ts); the hand-over to a retry location
+ * (retries.ts) — run in that order by the sidecar's own plugin, apisix-mesh-access
+ * (agent/l4/lua/apisix/plugins/apisix-mesh-access.lua, priority -3000, after every other
+ * access-phase plugin). The route carries them as data, checked by the plugin's schema (the agent
+ * checks the same schema, agent/schema/apisix/plugins/apisix-mesh-access.schema.json): no code is
+ * compiled per route, however many routes are busy (APISIX's serverless plugin, which carried this
+ * as Lua code before, keeps compiled functions for 8 routes only).
  */
-export const ACCESS_PHASE_PLUGIN = 'serverless-pre-function';
-export const ACCESS_PHASE_PRIORITY = -3000;
+export const ACCESS_PHASE_PLUGIN = 'apisix-mesh-access';
 
-/** The plugins with `functions` appended to the route's access-phase Lua (created when needed). */
-export function withAccessPhase(plugins: ApisixPlugins, functions: string[], where: 'first' | 'last' = 'last'): ApisixPlugins {
-  if (functions.length === 0) return plugins;
-  const current = plugins[ACCESS_PHASE_PLUGIN] as { functions?: string[] } | undefined;
-  const existing = current?.functions ?? [];
-  return {
-    ...plugins,
-    [ACCESS_PHASE_PLUGIN]: {
-      phase: 'access',
-      functions: where === 'first' ? [...functions, ...existing] : [...existing, ...functions],
-      _meta: { priority: ACCESS_PHASE_PRIORITY },
-    },
-  };
+/** The plugin's configuration (its schema's properties). */
+export interface AccessPhaseConf {
+  original_destination?: { capture_ports: [number, number]; connect_timeout: number; io_timeout: number };
+  mirror?: { mirrors: MirrorTargetConf[]; timeout_ms: number; max_body: number };
+  retry?: { location: string; connect: boolean; reset: boolean; timeout: boolean };
+}
+
+export interface MirrorTargetConf {
+  /** the APISIX upstream of the mirror cluster */
+  upstream: string;
+  /** the cluster's name, for log lines */
+  cluster: string;
+  /** whether `-shadow` is added to the Host */
+  suffix: boolean;
+  numerator: number;
+  denominator: number;
+}
+
+/** The plugins with `parts` added to the route's access-phase configuration (created when needed). */
+export function withAccessPhase(plugins: ApisixPlugins, parts: AccessPhaseConf): ApisixPlugins {
+  const defined = Object.fromEntries(Object.entries(parts).filter(([, v]) => v !== undefined));
+  if (Object.keys(defined).length === 0) return plugins;
+  return { ...plugins, [ACCESS_PHASE_PLUGIN]: { ...(plugins[ACCESS_PHASE_PLUGIN] ?? {}), ...defined } };
 }

@@ -44,7 +44,7 @@ export type ApisixVar =
  * its config.yaml, so the sidecar's config (webhook/injection/apisix-config.ts) must enable all of
  * these; test/contracts checks that it does.
  */
-export const APISIX_ROUTE_PLUGINS = ['traffic-split', 'proxy-rewrite', 'fault-injection', 'redirect', 'limit-conn', 'serverless-pre-function', 'apisix-mesh-policy', 'request-id'] as const;
+export const APISIX_ROUTE_PLUGINS = ['traffic-split', 'proxy-rewrite', 'fault-injection', 'redirect', 'limit-conn', 'apisix-mesh-access', 'apisix-mesh-policy', 'request-id'] as const;
 export type ApisixPluginName = (typeof APISIX_ROUTE_PLUGINS)[number];
 export type ApisixPlugins = Partial<Record<ApisixPluginName, Record<string, unknown>>>;
 

@@ -1,12 +1,12 @@
 import type { ApisixRoute } from './apisix-types.js';
 import type { CapturePorts } from './route-configuration.js';
-import { ACCESS_PHASE_PLUGIN, withAccessPhase } from './access-phase.js';
+import { ACCESS_PHASE_PLUGIN, withAccessPhase, type AccessPhaseConf } from './access-phase.js';
 
 /**
  * Routes to Envoy's original-destination clusters (Istio's `PassthroughCluster` behind the
  * `allow_any` route, `InboundPassthroughCluster*` behind the inbound catch-all) forward each request
- * to the address the app dialled. An APISIX upstream only holds fixed nodes, so the route carries a
- * `serverless-pre-function` that, in the access phase, sets the request's upstream to
+ * to the address the app dialled. An APISIX upstream only holds fixed nodes, so the route's
+ * apisix-mesh-access plugin (access-phase.ts), in the access phase, sets the request's upstream to
  * `connection_original_dst` (the captured connection's original destination, from the L4 front) the way
  * APISIX's own traffic-split sets a per-request upstream (`apisix.upstream`.set; `set_by_route` then
  * keeps it). Inbound forwards leave from the passthrough source through the sidecar's nginx snippet.
@@ -23,49 +23,23 @@ export interface OriginalDestinationOptions {
 }
 
 /**
- * The Lua function (one chunk returning a function, as the serverless plugin requires). A
- * destination on one of the capture ports is refused: forwarding there would loop into APISIX
- * (Istio's `virtualOutbound-blackhole` does the same for 15001). Numbers are interpolated as
- * numbers only; nothing from xDS reaches the code as text.
+ * The plugin configuration that forwards to the original destination (agent/l4/lua/apisix_mesh/
+ * http_passthrough.lua). A destination on one of the capture ports is refused there: forwarding
+ * would loop into APISIX (Istio's `virtualOutbound-blackhole` does the same for 15001).
  */
-export function originalDestinationLua(options: OriginalDestinationOptions): string {
+export function originalDestinationConf(options: OriginalDestinationOptions): NonNullable<AccessPhaseConf['original_destination']> {
   const { outbound, inbound } = options.ports;
-  const connect = finite(options.connectTimeout);
-  return `return function(conf, ctx)
-  local core = require("apisix.core")
-  local dst = ctx.var.connection_original_dst
-  local host, port
-  if dst then
-    host, port = string.match(dst, "^%[?([^%]]+)%]?:(%d+)$")
-    port = tonumber(port)
-  end
-  if not host or not port or port == ${outbound} or port == ${inbound} then
-    core.log.warn("apisix-mesh: no original destination to pass through to: ", dst)
-    return core.response.exit(502)
-  end
-  require("apisix.upstream").set(ctx, "passthrough#" .. dst, ctx.conf_version, {
-    type = "roundrobin",
-    scheme = "http",
-    pass_host = "pass",
-    nodes = {{host = host, port = port, weight = 1, priority = 0}},
-    timeout = {connect = ${connect}, send = ${PASSTHROUGH_IO_TIMEOUT}, read = ${PASSTHROUGH_IO_TIMEOUT}},
-    parent = ctx.matched_route,
-  })
-end
-`;
+  return { capture_ports: [outbound, inbound], connect_timeout: finite(options.connectTimeout), io_timeout: PASSTHROUGH_IO_TIMEOUT };
 }
 
 /**
- * The route without a stored upstream, forwarding to the original destination instead. The
- * function comes before the route's own access-phase Lua (a mirror, the retry hand-over), which
+ * The route without a stored upstream, forwarding to the original destination instead; the plugin
+ * does that before the route's other access-phase work (a mirror, the retry hand-over), which
  * needs the upstream chosen.
  */
 export function originalDestinationRoute(route: ApisixRoute, options: OriginalDestinationOptions): ApisixRoute {
   const { upstream_id: _stored, ...rest } = route;
-  if (!rest.plugins?.[ORIGINAL_DESTINATION_PLUGIN]) {
-    return { ...rest, plugins: { ...(rest.plugins ?? {}), [ORIGINAL_DESTINATION_PLUGIN]: { phase: 'access', functions: [originalDestinationLua(options)] } } };
-  }
-  return { ...rest, plugins: withAccessPhase(rest.plugins, [originalDestinationLua(options)], 'first') };
+  return { ...rest, plugins: withAccessPhase(rest.plugins ?? {}, { original_destination: originalDestinationConf(options) }) };
 }
 
 function finite(seconds: number): number {

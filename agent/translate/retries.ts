@@ -1,5 +1,6 @@
 import type { RetryPolicy } from '../xds/envoy-types.js';
 import { durationSeconds, wrapped } from './values.js';
+import type { AccessPhaseConf } from './access-phase.js';
 
 type Note = (reason: string, detail: string, skipped?: boolean) => void;
 
@@ -10,7 +11,7 @@ type Note = (reason: string, detail: string, skipped?: boolean) => void;
  * long (`retry_timeout`). So the sidecar's nginx has a few extra locations, one per set of
  * retriable status codes (RETRY_LOCATIONS, written into APISIX's config by
  * webhook/injection/retry-locations.ts), and a route with a retry policy hands its request to the
- * one that fits at the end of the access phase (Lua in access-phase.ts), the way APISIX itself hands
+ * one that fits at the end of the access phase (the plugin of access-phase.ts), the way APISIX itself hands
  * gRPC requests to its `@grpc_pass` location. Those locations also retry on every connection error
  * and timeout, and POSTs too (`non_idempotent`, as Envoy retries any method); their balancer then
  * lets a retry happen only when the failed try failed in a way the route retries on:
@@ -119,16 +120,10 @@ function codeRanges(codes: number[]): string {
 }
 
 /**
- * The route's hand-over (Lua for the end of the access phase): what the retry location's balancer
- * may retry, then APISIX's request context stashed and the request sent to the location, where
- * APISIX's own upstream handling goes on (webhook/injection/retry-locations.ts).
+ * The route's hand-over, in the access-phase plugin (access-phase.ts): what the retry location's
+ * balancer may retry, then APISIX's request context stashed and the request sent to the location,
+ * where APISIX's own upstream handling goes on (webhook/injection/retry-locations.ts).
  */
-export function retryHandOverLua(location: RetryLocation, conditions: RetryConditions): string {
-  const flags = `{ connect = ${conditions.connect}, reset = ${conditions.reset}, timeout = ${conditions.timeout} }`;
-  return `return function(conf, ctx)
-  ctx.apisix_mesh_retry = ${flags}
-  ngx.var.ctx_ref = require("resty.ctxdump").stash_ngx_ctx()
-  return ngx.exec("@${location.name}")
-end
-`;
+export function retryHandOverConf(location: RetryLocation, conditions: RetryConditions): NonNullable<AccessPhaseConf['retry']> {
+  return { location: location.name, connect: conditions.connect, reset: conditions.reset, timeout: conditions.timeout };
 }

@@ -8,9 +8,9 @@ import {
   durationSeconds, hasControlBreak, redirectUriLiteral, resolveVarLiteral, wrapped,
 } from './values.js';
 import { faultPlugin } from './fault.js';
-import { mirrorLua } from './mirror.js';
-import { withAccessPhase } from './access-phase.js';
-import { retryHandOverLua, translateRetryPolicy } from './retries.js';
+import { mirrorConf } from './mirror.js';
+import { withAccessPhase, type AccessPhaseConf } from './access-phase.js';
+import { retryHandOverConf, translateRetryPolicy } from './retries.js';
 import { corsRules } from './cors.js';
 import { responseHeaderOps } from './response-headers.js';
 import { RESPONSE_PHASE_PLUGIN, responsePhasePlugin } from './response-phase-lua.js';
@@ -229,8 +229,8 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
   const plugins: ApisixPlugins = {};
   const settings: RouteUpstreamSettings = {};
   let clusters: string[] = [];
-  /** Lua for the end of the access phase (access-phase.ts), in order */
-  const accessPhase: string[] = [];
+  /** what the route does at the end of the access phase (access-phase.ts) */
+  const accessPhase: AccessPhaseConf = {};
 
   if (route.route) {
     const action = route.route;
@@ -253,9 +253,8 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     const hashCookie = applyHashPolicy(action, settings, note);
     if (hashCookie) accessPhase.push(hashCookie);
     applyRewrite(action, route.match ?? {}, plugins, note);
-    const mirror = mirrorLua(action, timeout && timeout > 0 ? timeout : STREAM_IDLE_TIMEOUT_S, note);
-    if (mirror) accessPhase.push(mirror);
-    if (retryHandOver) accessPhase.push(retryHandOver); // last: the request leaves for the retry location
+    accessPhase.mirror = mirrorConf(action, timeout && timeout > 0 ? timeout : STREAM_IDLE_TIMEOUT_S, note);
+    accessPhase.retry = retryHandOver; // the plugin runs it last: the request leaves for the retry location
   } else if (route.redirect) {
     applyRedirect(route.redirect, route.match ?? {}, plugins, note);
   } else if (route.direct_response) {
@@ -272,8 +271,8 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
   applyResponsePhase(route, vhost, ctx, plugins);
   const fault = faultPlugin(route, note);
   if (fault && !plugins['fault-injection']) plugins['fault-injection'] = fault;
-  const withLua = withAccessPhase(plugins, accessPhase);
-  if (Object.keys(withLua).length) apisix.plugins = withLua;
+  const withAccess = withAccessPhase(plugins, accessPhase);
+  if (Object.keys(withAccess).length) apisix.plugins = withAccess;
   return { route: apisix, clusters, upstreamSettings: settings };
 }
 
@@ -302,9 +301,9 @@ function weightedClusters(action: RouteAction): Array<{ name: string; weight: nu
  * The retry policy (retries.ts): how many retries and the per-try timeout go on the upstream and
  * the route (nginx's read timeout applies to each try; the route's own timeout bounds all of them
  * as the upstream's retry_timeout); which failures are retried is the retry location's business,
- * which the returned Lua hands the request to.
+ * which the returned hand-over sends the request to.
  */
-function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, route: ApisixRoute, note: (r: string, d: string, s?: boolean) => void): string | undefined {
+function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, route: ApisixRoute, note: (r: string, d: string, s?: boolean) => void): AccessPhaseConf['retry'] {
   const retry = translateRetryPolicy(action.retry_policy, note);
   settings.retries = retry.retries;
   if (retry.perTry !== undefined) {
@@ -312,7 +311,7 @@ function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, 
     route.timeout = { connect: route.timeout?.connect ?? retry.perTry, send: retry.perTry, read: retry.perTry };
     if (total) settings.retryTimeout = total;
   }
-  return retry.location && retry.conditions ? retryHandOverLua(retry.location, retry.conditions) : undefined;
+  return retry.location && retry.conditions ? retryHandOverConf(retry.location, retry.conditions) : undefined;
 }
 
 /**

@@ -3,7 +3,6 @@
 // translation is checked on Istio-shaped resources decoded from protobuf bytes; the Lua it writes
 // runs under the APISIX runtime's `resty` with the APISIX calls it makes standing in.
 // test/dataplane/translation-semantics.test.ts runs the same rules on the real APISIX.
-import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fromCanonical } from '../../agent/xds/codec.js';
@@ -268,8 +267,6 @@ describeWhenAvailable('CORS and response headers under OpenResty', missingResty(
 });
 
 describe('mirroring', () => {
-  const accessLua = (route: object) => (only({ match: { prefix: '/' }, ...route }).plugins?.['serverless-pre-function'] as { phase: string; functions: string[]; _meta: { priority: number } } | undefined);
-
   it('each mirror policy keeps its cluster (subset included), its share and its Host suffix choice; proxy-mirror is not used', () => {
     const route = only({ match: { prefix: '/' }, route: { cluster: 'c', timeout: '2s', request_mirror_policies: [
       { cluster: 'outbound|80|v2|shadow.ns.svc.cluster.local', runtime_fraction: { default_value: { numerator: 25, denominator: 'TEN_THOUSAND' } } },
@@ -277,21 +274,14 @@ describe('mirroring', () => {
       { cluster: 'outbound|80||never', runtime_fraction: { default_value: { numerator: 0 } } },
     ] } });
     expect(Object.keys(route.plugins ?? {})).not.toContain('proxy-mirror');
-    const conf = route.plugins?.['serverless-pre-function'] as { phase: string; functions: string[]; _meta: { priority: number } };
-    expect(conf).toMatchObject({ phase: 'access', _meta: { priority: -3000 } });
-    const [lua] = conf.functions;
-    expect(lua).toContain(`["upstream"]=${luaLiteral(upstreamId('outbound|80|v2|shadow.ns.svc.cluster.local'))}`);
-    expect(lua).toContain('["numerator"]=25,["denominator"]=10000');
-    expect(lua).toContain('["suffix"]=false');
-    expect(lua).not.toContain('never');
-    expect(lua).toContain('["timeout_ms"]=2000');
-  });
-
-  it('the mirror function loads as APISIX loads serverless functions', () => {
-    const conf = accessLua({ route: { cluster: 'c', request_mirror_policies: [{ cluster: 'outbound|80||s' }] } })!;
-    const res = spawnSync('luajit', ['-e', `local f = assert(loadstring(io.read("*a"))); assert(type(f()) == "function")`], { input: conf.functions[0], encoding: 'utf8' });
-    expect(res.stderr).toBe('');
-    expect(res.status).toBe(0);
+    // the access-phase plugin sends them (test/agent/access-plugin.test.ts)
+    expect(route.plugins?.['apisix-mesh-access']).toEqual({ mirror: {
+      mirrors: [
+        { upstream: upstreamId('outbound|80|v2|shadow.ns.svc.cluster.local'), cluster: 'outbound|80|v2|shadow.ns.svc.cluster.local', suffix: true, numerator: 25, denominator: 10000 },
+        { upstream: upstreamId('outbound|80||other.ns.svc.cluster.local'), cluster: 'outbound|80||other.ns.svc.cluster.local', suffix: false, numerator: 1, denominator: 1 },
+      ],
+      timeout_ms: 2000, max_body: 8 * 1024 * 1024,
+    } });
   });
 });
 
@@ -328,14 +318,10 @@ describe('retry policies', () => {
     expect(retry({ retry_on: 'connect-failure,bogus', num_retries: 1 }).notes).toEqual([['retry-condition', 'retry_on bogus is not known and not retried on']]);
   });
 
-  it('the route hands the request to its retry location last, after a mirror', () => {
+  it('the route hands the request to its retry location (the access-phase plugin does it last, after a mirror)', () => {
     const route = only({ match: { prefix: '/' }, route: { cluster: 'c', retry_policy: { retry_on: '5xx', num_retries: 2 }, request_mirror_policies: [{ cluster: 'm' }] } });
-    const fns = (route.plugins?.['serverless-pre-function'] as { functions: string[] }).functions;
-    expect(fns).toHaveLength(2);
-    expect(fns[1]).toContain('ngx.exec("@apisix_mesh_retry_5xx")');
-    expect(fns[1]).toContain('ctx.apisix_mesh_retry = { connect = true, reset = true, timeout = false }');
-    const res = spawnSync('luajit', ['-e', `local f = assert(loadstring(io.read("*a"))); assert(type(f()) == "function")`], { input: fns[1], encoding: 'utf8' });
-    expect([res.status, res.stderr]).toEqual([0, '']);
-    expect(only({ match: { prefix: '/' }, route: { cluster: 'c' } }).plugins?.['serverless-pre-function']).toBeUndefined();
+    expect(route.plugins?.['apisix-mesh-access']).toMatchObject({ mirror: { mirrors: [{ cluster: 'm' }] }, retry: { location: 'apisix_mesh_retry_5xx', connect: true, reset: true, timeout: false } });
+    expect(only({ match: { prefix: '/' }, route: { cluster: 'c' } }).plugins?.['apisix-mesh-access']).toBeUndefined();
   });
+
 });

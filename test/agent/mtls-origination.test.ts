@@ -6,13 +6,15 @@ import { RESOURCE_TYPES } from '../../agent/xds/resource-types/index.js';
 import { encodeCanonical } from '../../agent/xds/codec.js';
 import { TYPE_URL, type XdsKind } from '../../agent/xds/protos.js';
 import { resourceName, type CanonicalResources } from '../../agent/xds/config-dump.js';
-import { edsCluster, fqdn, istioMutualTransportSocket, MeshResources, outboundCluster, withIstioMutual, type Endpoint } from '../support/istio-xds.js';
+import { edsCluster, fqdn, istioMutualTransportSocket, MeshResources, outboundCluster, withClientTls, withIstioMutual, type Endpoint } from '../support/istio-xds.js';
 import { TLS_RELAY_PORT } from '../../agent/mtls/origination.js';
 import { assignAliases, isRelayAlias } from '../../agent/mtls/relay-aliases.js';
 
 const ID = 'spiffe://cluster.local/ns/shop/sa/cart';
 const CART = outboundCluster(80, fqdn('cart', 'shop'));
 const SNI = `outbound_.80_._.${fqdn('cart', 'shop')}`;
+const API_HOST = 'api.example.com';
+const API = outboundCluster(80, API_HOST);
 
 /** Resources as the agent holds them from a live stream: decoded, validated, trimmed (retain). */
 function asReceived(canonical: CanonicalResources): XdsResources {
@@ -73,28 +75,65 @@ describe('TLS origination in the translation', () => {
     expect([...out.tlsRelay!.values()][0]!.alpn).toEqual(['istio-h2', 'istio', 'h2']);
   });
 
-  it('DestinationRule SIMPLE/MUTUAL (file certificates) and regex SAN matchers are refused, never sent in plaintext', () => {
-    const simple = {
-      ...edsCluster(CART),
-      transport_socket: {
-        name: 'envoy.transport_sockets.tls',
-        typed_config: {
-          '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
-          common_tls_context: { combined_validation_context: { default_validation_context: {}, validation_context_sds_secret_config: { name: 'file-root:/etc/ssl/certs/ca-certificates.crt' } } },
-          sni: 'api.example.com',
-        },
-      },
-    };
+  it('DestinationRule MUTUAL and SIMPLE with credentialName, malformed file secrets, and regex SAN matchers are refused, never sent in plaintext', () => {
     const regex = istioMutualTransportSocket(SNI, []);
     const ctx = (regex['typed_config'] as Record<string, Record<string, Record<string, Record<string, unknown>>>>)['common_tls_context']!;
     ctx['combined_validation_context']!['default_validation_context'] = { match_subject_alt_names: [{ safe_regex: { regex: 'spiffe://.*' } }] };
-    for (const cluster of [simple, { ...edsCluster(CART), transport_socket: regex }]) {
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [withClientTls(edsCluster(API), { mode: 'MUTUAL', clientCertificate: '/etc/certs/a~b.pem', privateKey: '/etc/certs/key.pem', caCertificates: '/etc/certs/ca.pem', sni: API_HOST }), /not file-cert:<cert>~<key>/],
+      [withClientTls(edsCluster(API), { mode: 'MUTUAL', credentialName: 'kubernetes://client-cert', sni: API_HOST }), /MUTUAL with credentialName \(kubernetes:\/\/client-cert\)/],
+      [withClientTls(edsCluster(API), { mode: 'SIMPLE', credentialName: 'kubernetes://api-ca', sni: API_HOST }), /credentialName \(kubernetes:\/\/api-ca-cacert\)/],
+      [withClientTls(edsCluster(API), { mode: 'SIMPLE', caCertificates: 'relative/ca.pem', sni: API_HOST }), /not an absolute file path/],
+      [{ ...edsCluster(API), transport_socket: regex }, /SAN matcher of kind safe_regex/],
+    ];
+    for (const [cluster, reason] of cases) {
       const out = translate(cluster, [{ ip: '10.1.0.1', port: 443 }]);
       const upstream = [...out.upstreams.values()][0]!;
       expect(isRelayAlias(upstream.nodes[0]!.host)).toBe(true);
       expect([...out.tlsRelay!.values()][0]!.endpoints[0]).toMatchObject({ host: '10.1.0.1', mode: 'refuse' });
-      expect(out.notes).toContainEqual(expect.objectContaining({ kind: 'cluster', name: CART, reason: 'tls-origination-refused', skipped: true }));
+      expect(out.notes).toContainEqual(expect.objectContaining({ kind: 'cluster', name: API, reason: 'tls-origination-refused', skipped: true, detail: expect.stringMatching(reason) }));
     }
+  });
+
+  it('DestinationRule SIMPLE with a CA file, sni and SANs: TLS through the relay, verified against that file, the cluster\'s own ALPN', () => {
+    const cluster = withClientTls(edsCluster(API), { mode: 'SIMPLE', caCertificates: '/etc/api-ca/ca.pem', sni: API_HOST, subjectAltNames: [API_HOST] });
+    const out = translate(cluster, [{ ip: '10.1.0.1', port: 443 }]);
+    const upstream = [...out.upstreams.values()][0]!;
+    expect(isRelayAlias(upstream.nodes[0]!.host)).toBe(true);
+    const relay = [...out.tlsRelay!.values()][0]!;
+    expect(relay).toMatchObject({ sni: API_HOST, san: [{ kind: 'exact', value: API_HOST }], verify: 'file', ca_file: '/etc/api-ca/ca.pem', alpn: [], alpn_tcp: [] });
+    expect(relay.endpoints[0]).toMatchObject({ host: '10.1.0.1', port: 443, mode: 'tls' });
+    expect(relay).not.toHaveProperty('auto_sni_host');
+    expect(out.notes.filter((n) => n.reason.startsWith('tls-origination'))).toEqual([]);
+  });
+
+  it('DestinationRule MUTUAL with files: the relay presents the client certificate and key from those files', () => {
+    const cluster = withClientTls(edsCluster(API), { mode: 'MUTUAL', clientCertificate: '/etc/certs/cert.pem', privateKey: '/etc/certs/key.pem', caCertificates: '/etc/certs/ca.pem', sni: API_HOST });
+    const out = translate(cluster, [{ ip: '10.1.0.1', port: 443 }]);
+    const relay = [...out.tlsRelay!.values()][0]!;
+    expect(relay).toMatchObject({ verify: 'file', ca_file: '/etc/certs/ca.pem', client_cert_file: '/etc/certs/cert.pem', client_key_file: '/etc/certs/key.pem', sni: API_HOST });
+    expect(relay.endpoints[0]!.mode).toBe('tls');
+    expect(out.notes.filter((n) => n.reason.startsWith('tls-origination'))).toEqual([]);
+  });
+
+  it('DestinationRule SIMPLE without sni or SANs: the system roots, and Envoy\'s auto_sni / auto_san_validation as the service\'s host', () => {
+    const out = translate(withClientTls(edsCluster(API), { mode: 'SIMPLE' }), [{ ip: '10.1.0.1', port: 443 }]);
+    const relay = [...out.tlsRelay!.values()][0]!;
+    expect(relay).toMatchObject({ sni: '', san: [], verify: 'system', auto_sni_host: API_HOST, auto_san_host: API_HOST });
+    expect(relay.endpoints[0]!.mode).toBe('tls');
+    // a wildcard ServiceEntry host has no one name to send: refused
+    const wildcard = outboundCluster(80, '*.example.com');
+    const refused = translate(withClientTls(edsCluster(wildcard), { mode: 'SIMPLE' }), [{ ip: '10.1.0.1', port: 443 }]);
+    expect([...refused.tlsRelay!.values()][0]!.endpoints[0]!.mode).toBe('refuse');
+    expect(refused.notes).toContainEqual(expect.objectContaining({ name: wildcard, reason: 'tls-origination-refused', detail: expect.stringContaining('auto_sni') }));
+  });
+
+  it('DestinationRule SIMPLE with insecureSkipVerify: TLS without a check, as Envoy, and a note saying so', () => {
+    const out = translate(withClientTls(edsCluster(API), { mode: 'SIMPLE', insecureSkipVerify: true, sni: API_HOST }), [{ ip: '10.1.0.1', port: 443 }]);
+    const relay = [...out.tlsRelay!.values()][0]!;
+    expect(relay).toMatchObject({ verify: 'none', sni: API_HOST });
+    expect(relay.endpoints[0]!.mode).toBe('tls');
+    expect(out.notes).toContainEqual(expect.objectContaining({ name: API, reason: 'tls-origination-unverified', skipped: false }));
   });
 
   it('aliases depend on the set of keys only, are distinct, and stay in 127.64.0.0/10', () => {

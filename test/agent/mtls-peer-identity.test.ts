@@ -49,15 +49,17 @@ describeWhenAvailable('the TLS relay\'s SAN check under OpenResty', missingResty
     ).toEqual([true, false, true, false, true, true, false, true, true, false]);
   });
 
-  it('matches DNS SANs with Envoy\'s one-label wildcard for exact matchers; other SAN types never match', () => {
+  it('matches DNS SANs with Envoy\'s one-label wildcard for exact matchers; IP and email SANs as strings (Envoy: DNS, URI, EMAIL, IP_ADDRESS for untyped matchers); other types never', () => {
     expect(
       sanMatches([
         { names: [dns('api.example.com')], matchers: [{ kind: 'exact', value: 'api.example.com' }] },
         { names: [dns('*.example.com')], matchers: [{ kind: 'exact', value: 'api.example.com' }] },
         { names: [dns('*.example.com')], matchers: [{ kind: 'exact', value: 'a.b.example.com' }] },
         { names: [dns('*.example.com')], matchers: [{ kind: 'prefix', value: 'api.' }] },
-        { names: [{ type: 'email', value: ID }], matchers: [{ kind: 'exact', value: ID }] },
+        { names: [{ type: 'email', value: 'ops@example.com' }], matchers: [{ kind: 'exact', value: 'ops@example.com' }] },
+        { names: [{ type: 'IP', value: '10.1.0.1' }], matchers: [{ kind: 'exact', value: '10.1.0.1' }] },
+        { names: [{ type: 'dirName', value: ID }], matchers: [{ kind: 'exact', value: ID }] },
       ]),
-    ).toEqual([true, true, false, false, false]);
+    ).toEqual([true, true, false, false, true, true, false]);
   });
 });

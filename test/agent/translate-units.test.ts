@@ -179,7 +179,7 @@ describe('RouteConfiguration → routes', () => {
     expect(r.route.plugins?.['proxy-rewrite']).toEqual({ regex_uri: ['^\\/old\\/(.*)', '/new/$1'], host: 'example.org' });
     // the mirror goes to the cluster's endpoints (test/agent/http-semantics.test.ts)
     // then the hand-over to the retry location of retry_on 5xx (test/agent/http-semantics.test.ts)
-    expect(r.route.plugins?.['serverless-pre-function']?.['functions']).toEqual([expect.stringContaining('["numerator"]=25,["denominator"]=100'), expect.stringContaining('@apisix_mesh_retry_5xx')]);
+    expect(r.route.plugins?.['apisix-mesh-access']).toMatchObject({ mirror: { mirrors: [{ numerator: 25, denominator: 100 }] }, retry: { location: 'apisix_mesh_retry_5xx' } });
     expect(r.route.plugins?.['fault-injection']).toEqual({ abort: { http_status: 503, percentage: 10 }, delay: { duration: 0.5, percentage: 50 } });
     expect(validateApisix('route', r.route)).toBeNull();
   });
@@ -347,7 +347,7 @@ describe('whole mesh', () => {
     // principals), ext_authz, and a network RBAC with no rules (deny all TCP)
     const out = translateMesh(inboundXds(loadXds('istio-sidecar-listeners-configdump.yaml').listeners.get('virtualInbound')!), { podIp: '10.244.0.7' });
     const routes = [...out.routes.values()];
-    expect(routes.filter((r) => r.upstream_id || r.plugins?.['serverless-pre-function'])).toEqual([]);
+    expect(routes.filter((r) => r.upstream_id || r.plugins?.['apisix-mesh-access'])).toEqual([]);
     expect(routes.map((r) => [r.vars, r.plugins?.['fault-injection']])).toEqual([
       [[['apisix_mesh_direction', '==', 'inbound']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
       [[['apisix_mesh_direction', '==', 'inbound'], ['connection_original_dst', '~~', ':80$']], { abort: { http_status: 403, body: expect.stringContaining('refused') } }],
@@ -385,7 +385,7 @@ describe('whole mesh', () => {
       expect(validateApisix('route.strict', r)).toBeNull();
     }
     // the pass-through route keeps its original-destination function, in its own plugin and phase
-    expect(routes.filter((r) => r.plugins?.['serverless-pre-function']?.['phase'] === 'access').length).toBeGreaterThan(0);
+    expect(routes.filter((r) => r.plugins?.['apisix-mesh-access']?.['original_destination']).length).toBeGreaterThan(0);
     for (const r of translator.translate(xds).routes.values()) expect(out.routes.get(r.id)).toBe(r); // cached while the listener is the same
   });
   it('inbound: virtualInbound\'s inline route configuration reaches the app in the pod, on the inbound listener only', () => {
@@ -414,7 +414,7 @@ describe('whole mesh', () => {
     const catchAll = routes.filter((r) => !r.upstream_id);
     expect(catchAll.length).toBeGreaterThan(0);
     for (const r of catchAll) {
-      expect(r.plugins?.['serverless-pre-function']?.['functions']).toHaveLength(1);
+      expect(Object.keys(r.plugins?.['apisix-mesh-access'] ?? {})).toEqual(['original_destination']);
       expect(r.vars).toContainEqual(['apisix_mesh_direction', '==', 'inbound']);
       expect(r.priority).toBeLessThan(toApp[0]!.priority);
     }

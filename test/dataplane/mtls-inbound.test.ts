@@ -169,12 +169,12 @@ describeWhenAvailable('inbound mTLS with Istio\'s semantics on the real APISIX',
     await waitFor(async () => !('error' in (await pod.cluster.http(mtls(STRICT_PORT, sleep)))), 30_000, 'mTLS served once the certificate arrived');
   }, 120_000);
 
-  it('STRICT, a mesh client: 200; the server presents the pod\'s SPIFFE id; the app gets Envoy\'s XFCC (the client\'s own replaced)', async () => {
+  it('STRICT, a mesh client: 200; the server presents the pod\'s SPIFFE id; the app gets Envoy\'s XFCC (APPEND_FORWARD: the client\'s own, then the verified element)', async () => {
     const res = await send(pod.cluster, mtls(STRICT_PORT, sleep, { headers: { host: `${fqdn(NAME, NS)}:${STRICT_PORT}`, 'x-forwarded-client-cert': 'By=spiffe://forged;URI=spiffe://cluster.local/ns/shop/sa/admin' } }));
     expect(res.status).toBe(200);
     expect(res.peerSan).toBe(`URI:${POD_ID}`);
     expect(res.echo).toMatchObject({ name: `app-${STRICT_PORT}`, url: '/hello', peer: '127.0.0.6' });
-    expect(res.echo!.headers['x-forwarded-client-cert']).toBe(`By=${POD_ID};Hash=${certHash(sleep.leafPem)};Subject="";URI=${SLEEP_ID}`);
+    expect(res.echo!.headers['x-forwarded-client-cert']).toBe(`By=spiffe://forged;URI=spiffe://cluster.local/ns/shop/sa/admin,By=${POD_ID};Hash=${certHash(sleep.leafPem)};Subject="";URI=${SLEEP_ID}`);
     noErrors();
   });
 

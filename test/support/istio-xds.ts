@@ -74,6 +74,55 @@ export function istioMutualTransportSocket(sni: string, spiffeIds: string[]): Js
   };
 }
 
+/** DestinationRule `tls` fields for SIMPLE / MUTUAL (file paths) / credentialName. */
+export interface ClientTls {
+  mode: 'SIMPLE' | 'MUTUAL';
+  sni?: string;
+  subjectAltNames?: string[];
+  caCertificates?: string;
+  insecureSkipVerify?: boolean;
+  clientCertificate?: string;
+  privateKey?: string;
+  credentialName?: string;
+}
+
+/**
+ * A cluster with a DestinationRule SIMPLE / MUTUAL as istiod builds it (cluster_tls.go,
+ * constructUpstreamTLS): CA as the SDS secret `file-root:<caCertificates or "system">` (none with
+ * insecureSkipVerify), client certificate `file-cert:<cert>~<key>` (MUTUAL) or the credentialName,
+ * SANs as exact matchers, and auto_sni / auto_san_validation in the cluster's HttpProtocolOptions
+ * when the rule names no sni (and no SANs).
+ */
+export function withClientTls(cluster: Json, tls: ClientTls): Json {
+  const common: Json = { tls_params: { tls_minimum_protocol_version: 'TLSv1_2', tls_maximum_protocol_version: 'TLSv1_3' } };
+  if (tls.credentialName) {
+    if (tls.mode === 'MUTUAL') common['tls_certificate_sds_secret_configs'] = [sdsSecret(tls.credentialName)];
+    common['combined_validation_context'] = { default_validation_context: { match_subject_alt_names: (tls.subjectAltNames ?? []).map((exact) => ({ exact })) }, validation_context_sds_secret_config: sdsSecret(`${tls.credentialName}-cacert`) };
+  } else {
+    if (tls.mode === 'MUTUAL') common['tls_certificate_sds_secret_configs'] = [sdsSecret(`file-cert:${tls.clientCertificate}~${tls.privateKey}`)];
+    if (tls.insecureSkipVerify) common['validation_context'] = {};
+    else {
+      common['combined_validation_context'] = {
+        default_validation_context: { match_subject_alt_names: (tls.subjectAltNames ?? []).map((exact) => ({ exact })) },
+        validation_context_sds_secret_config: sdsSecret(`file-root:${tls.caCertificates ?? 'system'}`),
+      };
+    }
+  }
+  const out: Json = {
+    ...cluster,
+    transport_socket: { name: 'envoy.transport_sockets.tls', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext', common_tls_context: common, ...(tls.sni ? { sni: tls.sni } : {}) } },
+  };
+  const autoSni = !tls.sni;
+  const autoSan = autoSni && !tls.subjectAltNames?.length && !tls.insecureSkipVerify;
+  if (autoSni || autoSan) {
+    const key = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
+    const options = (cluster['typed_extension_protocol_options'] as Record<string, Json> | undefined) ?? {};
+    const http: Json = options[key] ?? { '@type': `type.googleapis.com/${key}`, explicit_http_config: { http_protocol_options: {} } };
+    out['typed_extension_protocol_options'] = { ...options, [key]: { ...http, upstream_http_protocol_options: { auto_sni: autoSni, ...(autoSan ? { auto_san_validation: true } : {}) } } };
+  }
+  return out;
+}
+
 /** The cluster fields istiod sets for TLS: DestinationRule ISTIO_MUTUAL, or auto-mTLS's per-endpoint match. */
 export function withIstioMutual(cluster: Json, spiffeIds: string[], mode: 'ISTIO_MUTUAL' | 'auto'): Json {
   const [, port, subset, host] = String(cluster['name']).split('|');
@@ -486,7 +535,7 @@ export class MeshResources {
 const RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
 
 /** An HTTP RBAC filter as istiod writes it for the AuthorizationPolicies of one action. */
-export function rbacHttpFilter(action: 'ALLOW' | 'DENY', policies: Record<string, { permissions: Json[]; principals: Json[] }>): Json {
+export function rbacHttpFilter(action: 'ALLOW' | 'DENY' | 'LOG', policies: Record<string, { permissions: Json[]; principals: Json[] }>): Json {
   const name = 'envoy.filters.http.rbac';
   return { name, typed_config: { '@type': RBAC, rules: { action, policies }, shadow_rules_stat_prefix: 'istio_dry_run_' } };
 }

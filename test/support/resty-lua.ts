@@ -7,18 +7,24 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findApisixRuntime } from './pod/apisix-runtime.js';
+import { LUA_SOURCE_DIR } from '../../agent/l4/lua-modules.js';
 
 export { missingResty } from './rbac-lua.js';
 
-/** Each printed line, JSON-decoded; a failed run (or an `error` line) throws. */
-export function runResty<T>(script: string, input: unknown): T[] {
+/**
+ * Each printed line, JSON-decoded; a failed run (or an `error` line) throws. With `modules`, the
+ * agent's Lua modules (agent/l4/lua) and APISIX's own dependencies (jsonschema, lua-resty-http, …)
+ * are on the package path, as in the sidecar.
+ */
+export function runResty<T>(script: string, input: unknown, options: { modules?: boolean } = {}): T[] {
   const runtime = findApisixRuntime();
   if (typeof runtime === 'string') throw new Error(runtime);
   const dir = mkdtempSync(join(tmpdir(), 'resty-lua-'));
   try {
     writeFileSync(join(dir, 'script.lua'), script);
     writeFileSync(join(dir, 'input.json'), JSON.stringify(input));
-    const res = spawnSync(join(runtime.openrestyBin, 'resty'), [join(dir, 'script.lua'), join(dir, 'input.json')], { encoding: 'utf8', timeout: 60_000 });
+    const path = options.modules ? ['-I', LUA_SOURCE_DIR, '-I', join(runtime.apisixHome, 'deps/share/lua/5.1')] : [];
+    const res = spawnSync(join(runtime.openrestyBin, 'resty'), [...path, join(dir, 'script.lua'), join(dir, 'input.json')], { encoding: 'utf8', timeout: 60_000 });
     if (res.status !== 0 || res.stderr.trim()) throw new Error(`resty failed: ${res.stderr.slice(0, 2000)} ${res.stdout.slice(0, 2000)}`);
     const lines = res.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as T & { error?: string });
     const failed = lines.find((l) => l.error);

@@ -20,10 +20,11 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
   'cors',
   'request-id',
   'prometheus',
-  'serverless-pre-function',
   // RequestAuthentication + AuthorizationPolicy: the sidecar's own plugin, loaded from the agent's
   // Lua directory (extra_lua_path) as apisix.plugins.apisix-mesh-policy (agent/policy/rbac-plugin.ts)
   'apisix-mesh-policy',
+  // pass-through, mirrors, retry hand-over: its own plugin too (agent/translate/access-phase.ts)
+  'apisix-mesh-access',
 ]);
 
 /**
@@ -35,7 +36,7 @@ export const APISIX_PLUGINS: readonly string[] = Object.freeze([
  */
 export const INBOUND_PASSTHROUGH_SOURCE = '127.0.0.6';
 
-const APISIX_HOME = '/usr/local/apisix';
+export const APISIX_HOME = '/usr/local/apisix';
 /** Where APISIX's container mounts the Lua modules the agent writes (agent/l4/lua/). */
 export const APISIX_LUA_DIR = `${APISIX_HOME}/mesh-lua`;
 /** APISIX's own stream listener, which `proxy_mode: http&stream` requires. */

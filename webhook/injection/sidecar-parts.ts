@@ -2,7 +2,8 @@ import type { V1Container, V1SecurityContext, V1Volume } from '@kubernetes/clien
 import { captureConfigToArgs, type CaptureConfig } from '../../iptables-init/capture-config.js';
 import type { InjectionConfig } from '../config/injection-config.js';
 import { APISIX_CONFIG_ANNOTATION } from './annotations.js';
-import { APISIX_LUA_DIR, APISIX_METRICS_PATH, ipv6ListenCommand, renderApisixConfig } from './apisix-config.js';
+import { APISIX_HOME, APISIX_LUA_DIR, APISIX_METRICS_PATH, ipv6ListenCommand, renderApisixConfig } from './apisix-config.js';
+import { apisixPreStopCommand } from './apisix-drain.js';
 import { formatStatus } from './status.js';
 
 /** Names of everything sidecar mode adds; an app may not use them. */
@@ -27,7 +28,6 @@ export const NAMES = {
 const ISTIO_ROOT_CERT_DIR = '/var/run/secrets/istio';
 const ISTIO_TOKEN_DIR = '/var/run/secrets/tokens';
 
-const APISIX_HOME = '/usr/local/apisix';
 /** Where the agent writes the sidecar's Lua modules and APISIX reads them (`extra_lua_path`). */
 const AGENT_LUA_DIR = '/apisix-mesh/lua';
 /** nginx writes its temp files under its prefix; with a read-only root each needs a writable mount. */
@@ -253,6 +253,7 @@ function apisixContainer(config: InjectionConfig, native: boolean): V1Container 
     ],
     readinessProbe: { ...ready, periodSeconds: 5, failureThreshold: 3 },
     ...(native ? { startupProbe: { ...ready, periodSeconds: 1, failureThreshold: 600 }, restartPolicy: 'Always' } : {}),
+    lifecycle: { preStop: { exec: { command: apisixPreStopCommand(native) } } },
     resources: structuredClone(config.resources.apisix),
     securityContext: proxySecurityContext(config),
     volumeMounts: [

@@ -1,4 +1,5 @@
 import { loadCanonical } from '../xds-fixtures.js';
+import type { InjectionConfig } from '../../../webhook/config/injection-config.js';
 import { startPod, type RunningPod } from './pod-harness.js';
 import { podManifest } from './requirements.js';
 
@@ -13,9 +14,10 @@ export const CANARY_STABLE = 'outbound|8080|stable|checkout.shop.svc.cluster.loc
 export const CANARY_CANARY = 'outbound|8080|canary|checkout.shop.svc.cluster.local';
 
 /** A pod of the shop namespace served the canary fixture, with `endpoints` (name → address) serving on 8080; Ready. */
-export async function startCanaryPod(labels: Record<string, string>, endpoints: Record<string, string>): Promise<RunningPod> {
+export async function startCanaryPod(labels: Record<string, string>, endpoints: Record<string, string>, config?: InjectionConfig): Promise<RunningPod> {
   const pod = await startPod({
     manifest: podManifest('frontend', 'shop', labels),
+    ...(config ? { config } : {}),
     xds: loadCanonical('synthetic-canary-xds-responses.json'),
     clusterAddresses: [CANARY_SERVICE_VIP, ...Object.values(endpoints)],
   });

@@ -20,6 +20,8 @@ import type { NetnsWorker } from './worker-client.js';
  *   (10 s, doubling, at most 300 s), and counted in `restarts`;
  * - readiness: every container's readinessProbe answers 200–399, or for a tcpSocket probe accepts a
  *   connection (probed from the cluster side);
+ * - deletion (`terminate`): preStop hooks, SIGTERM, SIGKILL at the grace period's end; native
+ *   sidecars after the ordinary containers, in reverse order;
  * Each container runs its image's entrypoint (or its `command`) with its `args`, its environment
  * (downward-API fields resolved), as its securityContext's uid/gid, with its volumes mounted.
  * Deviations, all at the edges: paths are those of a per-container filesystem view
@@ -127,6 +129,36 @@ export class Kubelet {
     this.stopping = true;
     const all = [...this.running.values()].reverse();
     await Promise.all(all.map((r) => this.kill(r)));
+  }
+
+  /**
+   * Deletes the pod as the kubelet does (kuberuntime killContainer): each container's preStop hook
+   * runs to its end, then SIGTERM; what still runs when the grace period ends
+   * (terminationGracePeriodSeconds, default 30 s, counted from the start) gets SIGKILL. Ordinary
+   * containers stop together; native sidecars only after every ordinary container has exited, in
+   * the reverse order of their start. A test program standing for an app stops `appShutdownMs` after
+   * its SIGTERM (an app that finishes its requests before it exits).
+   */
+  async terminate(options: { appShutdownMs?: number } = {}): Promise<void> {
+    this.stopping = true;
+    const spec = this.opts.pod.spec!;
+    const deadline = Date.now() + (spec.terminationGracePeriodSeconds ?? 30) * 1000;
+    const stopOne = async (c: V1Container): Promise<void> => {
+      const r = this.running.get(c.name);
+      if (!r) return;
+      if (r.replaced) {
+        this.events.push(`container ${c.name} sent SIGTERM (test program: stops in ${options.appShutdownMs ?? 0} ms)`);
+        await new Promise((resolve) => setTimeout(resolve, options.appShutdownMs ?? 0));
+        r.replaced.stop();
+        this.events.push(`container ${c.name} exited (test program)`);
+        return;
+      }
+      await this.preStop(c, deadline);
+      this.events.push(`container ${c.name} sent SIGTERM`);
+      await this.kill(r, Math.max(0, deadline - Date.now()));
+    };
+    await Promise.all(spec.containers.map(stopOne));
+    for (const c of (spec.initContainers ?? []).filter((i) => i.restartPolicy === 'Always').reverse()) await stopOne(c);
   }
 
   private allContainers(): V1Container[] {
@@ -283,6 +315,21 @@ export class Kubelet {
     }
   }
 
+  /** Runs a container's preStop exec hook to its end, or until the grace period's end. */
+  private async preStop(c: V1Container, deadline: number): Promise<void> {
+    const hook = c.lifecycle?.preStop?.exec?.command;
+    if (!hook) return;
+    const base = this.command(c);
+    const argv = hook.map((a) => base.fs.translate(this.resolveDns(a)));
+    const { child, output } = this.spawnIn({ ...base, argv });
+    const out: string[] = [];
+    output.on('data', (d) => out.push(String(d)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), Math.max(0, deadline - Date.now()));
+    const code = await new Promise<number | string | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
+    clearTimeout(timer);
+    this.events.push(`container ${c.name} preStop hook exited ${code}: ${out.join('').trim()}`);
+  }
+
   private collect(r: Running, output: Readable): void {
     output.on('data', (d: Buffer) => {
       r.log.push(String(d));
@@ -291,7 +338,7 @@ export class Kubelet {
     output.on('error', () => undefined);
   }
 
-  private async kill(r: Running): Promise<void> {
+  private async kill(r: Running, graceMs = 5000): Promise<void> {
     if (r.restartTimer) clearTimeout(r.restartTimer);
     r.replaced?.stop();
     const child = r.child;
@@ -309,7 +356,7 @@ export class Kubelet {
       } catch {
         // gone
       }
-    }, 5000);
+    }, graceMs);
     await r.exited;
     clearTimeout(killer);
     r.killing = false;

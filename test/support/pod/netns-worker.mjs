@@ -17,7 +17,8 @@
 //       a client certificate chained to it and records its SAN (`clientSan`), the ALPN list the
 //       client offered (`alpnOffered`) and the protocol chosen (`alpn`); `served` then also counts
 //       TCP connections (`connections`), handshakes that failed included.
-//   {id, op: 'tcpServe', name, host, port, banner?}  a TCP echo server; with `banner` it speaks first
+//   {id, op: 'tcpServe', name, host, port, banner?, tls?, countAtEnd?}  a TCP echo server; with `banner` it speaks first;
+//     with `countAtEnd` it answers only once the client half-closes ("<n> bytes", then closes)
 //       (sends the banner on accept), then echoes. `served` counts connections; requests: [{peer}]
 //       With `tls: {key, cert, ca}` it requires a client certificate chained to `ca` and records its
 //       SAN (`clientSan`), the SNI, and the ALPN list the client offered (`alpnOffered`).
@@ -100,7 +101,7 @@ function serve({ id, name, host, port, tls }) {
       }
     : {};
   const server = tls ? createHttpsServer({ key: tls.key, cert: tls.cert, ...mutual }, handler) : createServer(handler);
-  if (tls?.ca) {
+  if (tls) {
     record.connections = 0;
     server.on('connection', () => {
       record.connections += 1;
@@ -143,7 +144,7 @@ function relay({ id, host, port, unixPath, name }) {
   });
 }
 
-function tcpServe({ id, name, host, port, banner, tls }) {
+function tcpServe({ id, name, host, port, banner, tls, countAtEnd }) {
   const record = { count: 0, requests: [] };
   let offered;
   const onConnection = (socket) => {
@@ -152,12 +153,17 @@ function tcpServe({ id, name, host, port, banner, tls }) {
     if (tls) Object.assign(seen, { clientSan: socket.getPeerCertificate()?.subjectaltname, servername: socket.servername, alpnOffered: offered });
     if (record.requests.length < 1000) record.requests.push(seen);
     if (banner) socket.write(banner);
-    socket.on('data', (chunk) => socket.write(chunk));
+    if (countAtEnd) {
+      let bytes = 0;
+      socket.on('data', (chunk) => (bytes += chunk.length));
+      socket.on('end', () => socket.end(`${bytes} bytes`));
+    } else socket.on('data', (chunk) => socket.write(chunk));
     socket.on('error', () => socket.destroy());
   };
+  const halfOpen = countAtEnd ? { allowHalfOpen: true } : {};
   const server = tls
-    ? createTlsServer({ key: tls.key, cert: tls.cert, ca: tls.ca, requestCert: true, rejectUnauthorized: true, ALPNCallback: ({ protocols }) => ((offered = protocols), protocols[0]) }, onConnection)
-    : createTcpServer(onConnection);
+    ? createTlsServer({ key: tls.key, cert: tls.cert, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: true } : {}), ...halfOpen, ALPNCallback: ({ protocols }) => ((offered = protocols), protocols[0]) }, onConnection)
+    : createTcpServer(halfOpen, onConnection);
   server.on('error', (err) => reply({ id, error: `${name} on ${host}:${port}: ${err.message}` }));
   server.listen(port, host, () => {
     servers.set(name, { server, record });

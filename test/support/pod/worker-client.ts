@@ -150,7 +150,7 @@ export class NetnsWorker {
     return this.ok('serve', { name, host, port });
   }
 
-  /** `connections`: TCP connections accepted, for HTTPS servers that require client certificates */
+  /** `connections`: TCP connections accepted, for HTTPS servers */
   async served(name: string): Promise<{ count: number; requests: SeenRequest[]; connections?: number }> {
     return (await this.call('served', { name })) as unknown as { count: number; requests: SeenRequest[]; connections?: number };
   }
@@ -161,7 +161,8 @@ export class NetnsWorker {
   }
 
   /** A TCP echo server; with a `banner` it speaks first (sends it on accept), then echoes; with `tls`, over mutual TLS. */
-  serveTcp(name: string, host: string, port: number, options: { banner?: string; tls?: { cert: string; key: string; ca: string } } = {}): Promise<void> {
+  /** `tls.ca`: require a client certificate from it; `countAtEnd`: answer `<n> bytes` only after the client's half-close */
+  serveTcp(name: string, host: string, port: number, options: { banner?: string; tls?: { cert: string; key: string; ca?: string }; countAtEnd?: boolean } = {}): Promise<void> {
     return this.ok('tcpServe', { name, host, port, ...options });
   }
 

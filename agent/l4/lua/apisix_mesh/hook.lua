@@ -165,9 +165,9 @@ apisix.http_access_phase = function(...)
             end
             ngx.ctx.apisix_mesh_peer_principal = peer.principal
             ngx.ctx.matched_ssl = MESH_SSL
-            -- Envoy's sidecar appends to the client's header; the client's part is unverified, so
-            -- the app gets only what the sidecar verified
-            ngx.req.set_header(XFCC, mesh_tls.xfcc(peer))
+            -- Istio's inbound HCM: APPEND_FORWARD, as Envoy does it: the client's own header is kept
+            -- (its elements are the client's claims; the last element is what this sidecar verified)
+            ngx.req.set_header(XFCC, mesh_tls.append_xfcc(ngx.req.get_headers()[XFCC], peer))
         elseif ngx.var.http_x_forwarded_client_cert then
             -- not mTLS: Envoy sanitizes the header
             ngx.req.clear_header(XFCC)

@@ -70,15 +70,17 @@ local function describe(pem)
     if not digest then
         return nil, err
     end
-    local uris = {}
+    local uris, dns = {}, {}
     local names = cert:get_subject_alt_name()
     if names then
         local next_name = names:each()
         while true do
             local kind, value = next_name()
             if not kind then break end
-            if kind == "URI" then
+            if kind == "URI" and #uris < 16 then
                 uris[#uris + 1] = value
+            elseif kind == "DNS" and #dns < 16 then
+                dns[#dns + 1] = value
             end
         end
     end
@@ -87,8 +89,15 @@ local function describe(pem)
     local subject = cert:get_subject_name()
     local subject_text = subject and subject:tostring() or ""
     local details = ";Hash=" .. hex(digest) .. ";Subject=" .. quoted(subject_text)
+    -- Istio's set_current_client_cert_details: Subject, URI (`URI=` when there is none), DNS
     for _, uri in ipairs(uris) do
         details = details .. ";URI=" .. uri
+    end
+    if #uris == 0 then
+        details = details .. ";URI="
+    end
+    for _, name in ipairs(dns) do
+        details = details .. ";DNS=" .. name
     end
     return { principal = uris[1] or "", uris = uris, details = details }
 end
@@ -135,6 +144,19 @@ end
 function _M.xfcc(peer)
     local id = identity.current()
     return "By=" .. (id and id.spiffe_id or "") .. peer.details
+end
+
+-- Envoy's APPEND_FORWARD: the request's header (repeated headers joined, as one list) then ","
+-- and this sidecar's element; no header or an empty one: the element alone.
+function _M.append_xfcc(existing, peer)
+    if type(existing) == "table" then
+        existing = table.concat(existing, ",")
+    end
+    local current = _M.xfcc(peer)
+    if not existing or existing == "" then
+        return current
+    end
+    return existing .. "," .. current
 end
 
 return _M

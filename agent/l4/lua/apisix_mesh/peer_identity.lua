@@ -1,8 +1,9 @@
--- The server's identity as Envoy checks it for Istio's upstream TLS: the chain it sent must verify
--- up to one of the mesh roots (as a TLS server certificate, within its validity), and, when the
--- cluster names subject alt names, one of the leaf's SANs must match one of the matchers
--- (Envoy's `match_subject_alt_names`: URI SANs, and DNS SANs with Envoy's wildcard rule for exact
--- matchers). Pure over resty.openssl objects: unit-tested without a connection.
+-- The server's identity as Envoy checks it for upstream TLS: the chain it sent must verify up to
+-- one of the trusted roots (the mesh roots for Istio's mutual TLS, the DestinationRule's CA for
+-- SIMPLE; as a TLS server certificate, within its validity), and, when the cluster names subject
+-- alt names, one of the leaf's SANs must match one of the matchers (Envoy's
+-- `match_subject_alt_names`: URI, IP and email SANs as strings, DNS SANs with Envoy's wildcard rule
+-- for exact matchers). Pure over resty.openssl objects: unit-tested without a connection.
 local _M = {}
 
 local lower = string.lower
@@ -62,7 +63,7 @@ function _M.san_matches(names, matchers)
     end
     for _, name in ipairs(names) do
         for _, m in ipairs(matchers) do
-            if name.type == "URI" and matches(m, name.value) then
+            if (name.type == "URI" or name.type == "IP" or name.type == "email") and matches(m, name.value) then
                 return true
             elseif name.type == "DNS" and dns_matches(m, name.value) then
                 return true
@@ -72,11 +73,12 @@ function _M.san_matches(names, matchers)
     return false
 end
 
--- nil when the peer is who the cluster expects, else the reason. `store`: the mesh roots.
-function _M.check(store, leaf, chain, matchers)
+-- nil when the peer is who the cluster expects, else the reason. `store`: the trusted roots,
+-- named `roots` in the reason (default: the mesh roots).
+function _M.check(store, leaf, chain, matchers, roots)
     local ok, err = store:verify(leaf, chain, false, nil, "ssl_server")
     if not ok then
-        return "its certificate chain does not verify against the mesh roots: " .. tostring(err)
+        return "its certificate chain does not verify against " .. (roots or "the mesh roots") .. ": " .. tostring(err)
     end
     local names = _M.alt_names(leaf)
     if not _M.san_matches(names, matchers) then

@@ -203,9 +203,27 @@ function eval(node, f, facts)
     return U
 end
 
+-- Envoy's LOG action (Istio's AUDIT policies) never denies: a policy that matches marks the request
+-- for the access log. Here that mark is a warning in APISIX's error log, which an operator greps
+-- for "RBAC audit" (nginx adds the client and, for HTTP, the request line). Only a policy that
+-- matched for sure is logged; an evaluation error is logged and the request goes on.
+local function audit(filter, f, facts)
+    for _, policy in ipairs(filter.policies) do
+        if eval(policy.match, f, facts) == T then
+            core.log.warn("apisix-mesh: RBAC audit: policy ", sub(policy.name or "(unnamed)", 1, 200),
+                " of filter ", sub(filter.name or "(unnamed)", 1, 200), " matched")
+            return
+        end
+    end
+end
+
 -- one filter: true when it lets the request (connection) on
 local function passes(filter, f, facts)
-    if filter.action == "LOG" then return true end
+    if filter.action == "LOG" then
+        local ok, err = pcall(audit, filter, f, facts)
+        if not ok then core.log.warn("apisix-mesh: RBAC audit filter raised an error: ", sub(tostring(err), 1, 200)) end
+        return true
+    end
     local unknown = false
     for _, policy in ipairs(filter.policies) do
         local v = eval(policy.match, f, facts)

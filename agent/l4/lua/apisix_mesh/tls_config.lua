@@ -32,7 +32,7 @@ local cluster_schema = {
                     alias = { type = "string", pattern = "^127\\.(6[4-9]|[7-9][0-9]|1[01][0-9]|12[0-7])\\.[0-9]+\\.[0-9]+$" },
                     host = { type = "string", minLength = 1, maxLength = 256 },
                     port = { type = "integer", minimum = 1, maximum = 65535 },
-                    mode = { type = "string", enum = { "mtls", "plain", "refuse" } },
+                    mode = { type = "string", enum = { "mtls", "tls", "plain", "refuse" } },
                     reason = { type = "string", maxLength = 1024 },
                 },
                 required = { "alias", "host", "port", "mode" },
@@ -43,6 +43,13 @@ local cluster_schema = {
         alpn = protocols_schema,
         alpn_tcp = protocols_schema,
         connect_timeout_ms = { type = "integer", minimum = 1, maximum = 3600000 },
+        -- DestinationRule SIMPLE (agent/mtls/simple-tls.ts)
+        verify = { type = "string", enum = { "system", "file", "none" } },
+        ca_file = { type = "string", pattern = "^/", maxLength = 4096 },
+        client_cert_file = { type = "string", pattern = "^/", maxLength = 4096 },
+        client_key_file = { type = "string", pattern = "^/", maxLength = 4096 },
+        auto_sni_host = { type = "string", minLength = 1, maxLength = 253 },
+        auto_san_host = { type = "string", minLength = 1, maxLength = 253 },
     },
     required = { "id", "cluster", "endpoints" },
 }
@@ -86,27 +93,32 @@ function _M.lookup(alias)
     return by_alias[alias]
 end
 
--- PEM blocks of a bundle (the roots may be several certificates).
-local function pem_certificates(text)
+-- PEM blocks of a bundle (the roots may be several certificates), at most `max`.
+local function pem_certificates(text, max)
     local out = {}
     for block in text:gmatch("%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-.-%-%-%-%-%-END CERTIFICATE%-%-%-%-%-") do
         out[#out + 1] = block
-        if #out > 64 then
+        if #out > max then
             break
         end
     end
     return out
 end
 
--- The mesh roots (a PEM bundle) as an OpenSSL store, or nil and why.
-local function root_store(pem)
+-- A PEM bundle of roots as an OpenSSL store, or nil and why. `max`: how many certificates at most
+-- (65 for the mesh roots; a system bundle holds about 150).
+local function root_store(pem, max)
     local store, err = x509_store.new()
     if not store then
         return nil, err
     end
-    local roots = pem_certificates(pem)
+    max = max or 64
+    local roots = pem_certificates(pem, max)
     if #roots == 0 then
         return nil, "it holds no root certificate"
+    end
+    if #roots > max then
+        return nil, "it holds more than " .. max .. " certificates"
     end
     for _, block in ipairs(roots) do
         local root
@@ -131,7 +143,7 @@ function _M.identity()
     end
     -- the parsed identity is a new table per version: the store is built once for it
     if identity.store == nil and identity.store_err == nil then
-        identity.store, identity.store_err = root_store(identity.roots_pem)
+        identity.store, identity.store_err = root_store(identity.roots_pem, 64)
         if not identity.store then
             core.log.error("apisix-mesh: the workload identity is not usable: ", identity.store_err)
         end
@@ -144,5 +156,7 @@ function _M.identity()
     end
     return identity
 end
+
+_M.root_store = root_store
 
 return _M

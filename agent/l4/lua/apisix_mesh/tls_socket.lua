@@ -37,6 +37,7 @@ int SSL_session_reused(const SSL *s);
 SSL_SESSION *SSL_get1_session(SSL *s);
 int SSL_SESSION_is_resumable(const SSL_SESSION *s);
 void SSL_SESSION_free(SSL_SESSION *s);
+int SSL_shutdown(SSL *s);
 
 typedef struct {
     SSL      *connection;
@@ -216,6 +217,24 @@ end
 -- as "ignoring stale global SSL error" on an unrelated connection).
 function _M.clear_errors()
     C.ERR_clear_error()
+end
+
+-- Sends TLS close_notify on the connection (SSL_shutdown once: our side is done, the peer may go on
+-- sending, which TLS 1.3 and OpenSSL's reads after it allow). Only when no write is in progress
+-- on the cosocket; the caller then shuts the TCP write side (sock:shutdown("send")), which the
+-- cosocket API does without a close_notify. Returns true, or nil and why (the alert could not be
+-- written at once, e.g. a full socket buffer: the FIN alone still ends the stream).
+function _M.close_notify(sock)
+    local ssl = _M.ssl_of(sock)
+    if not ssl then
+        return nil, "no TLS connection"
+    end
+    local rc = C.SSL_shutdown(ssl)
+    C.ERR_clear_error()
+    if rc < 0 then
+        return nil, "close_notify not written"
+    end
+    return true
 end
 
 -- The protocol the server selected, or nil.
