@@ -1,5 +1,4 @@
 import type { RouteAction } from '../xds/envoy-types.js';
-import { luaLiteral } from './lua-literal.js';
 import { durationSeconds } from './values.js';
 
 type CookiePolicy = NonNullable<NonNullable<RouteAction['hash_policy']>[number]['cookie']>;
@@ -8,7 +7,8 @@ type CookiePolicy = NonNullable<NonNullable<RouteAction['hash_policy']>[number][
  * A cookie hash policy with a `ttl`: Envoy makes the cookie when the request has none, hashes the
  * request on it and sets it on the response, so that the client sticks to the host it got (Istio's
  * DestinationRule `consistentHash.httpCookie` with a ttl). The sidecar's Lua does the same
- * (agent/l4/lua/apisix_mesh/hash_key.lua) for the routes whose access phase says so.
+ * (agent/l4/lua/apisix_mesh/hash_key.lua) for the routes whose access-phase plugin carries the
+ * cookie (`hash_cookie` of apisix-mesh-access).
  */
 export interface HashCookie {
   name: string;
@@ -40,14 +40,4 @@ export function hashCookie(policy: CookiePolicy): HashCookie | { refused: string
   // Envoy: std::chrono::duration_cast<std::chrono::seconds>, which truncates
   const ttl = Math.max(0, Math.floor(durationSeconds(policy.ttl) ?? 0));
   return { name, path, ttl, attributes };
-}
-
-/** The route's access-phase Lua (access-phase.ts) that tells hash_key.lua which cookie to make. */
-export function hashCookieLua(cookie: HashCookie): string {
-  return `local P = ${luaLiteral(cookie)}
-local hash_key = require("apisix_mesh.hash_key")
-return function(conf, ctx)
-  hash_key.generate_cookie(ctx, P)
-end
-`;
 }

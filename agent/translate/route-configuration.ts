@@ -14,7 +14,7 @@ import { retryHandOverConf, translateRetryPolicy } from './retries.js';
 import { corsRules } from './cors.js';
 import { responseHeaderOps } from './response-headers.js';
 import { RESPONSE_PHASE_PLUGIN, responsePhasePlugin } from './response-phase-lua.js';
-import { hashCookie, hashCookieLua } from './hash-cookie.js';
+import { hashCookie, type HashCookie } from './hash-cookie.js';
 
 /** The APISIX listeners traffic is captured to (DESIGN §3). */
 export interface CapturePorts {
@@ -250,8 +250,7 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     // 60 s would cut a long request Envoy lets run.
     else if (timeout === 0) apisix.timeout = { connect: STREAM_IDLE_TIMEOUT_S, send: STREAM_IDLE_TIMEOUT_S, read: STREAM_IDLE_TIMEOUT_S };
     const retryHandOver = applyRetryPolicy(action, settings, apisix, note);
-    const hashCookie = applyHashPolicy(action, settings, note);
-    if (hashCookie) accessPhase.push(hashCookie);
+    accessPhase.hash_cookie = applyHashPolicy(action, settings, note);
     applyRewrite(action, route.match ?? {}, plugins, note);
     accessPhase.mirror = mirrorConf(action, timeout && timeout > 0 ? timeout : STREAM_IDLE_TIMEOUT_S, note);
     accessPhase.retry = retryHandOver; // the plugin runs it last: the request leaves for the retry location
@@ -316,9 +315,9 @@ function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, 
 
 /**
  * The first hash policy APISIX can hash on → the upstream's chash key; a cookie policy with a ttl
- * also makes the cookie when it is absent (hash-cookie.ts): the returned access-phase Lua.
+ * also makes the cookie when it is absent (hash-cookie.ts): the cookie returned, for the access-phase plugin.
  */
-function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, note: (r: string, d: string, s?: boolean) => void): string | undefined {
+function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, note: (r: string, d: string, s?: boolean) => void): HashCookie | undefined {
   for (const policy of action.hash_policy ?? []) {
     if (policy.header?.header_name) {
       settings.hash = { hash_on: 'header', key: policy.header.header_name.toLowerCase() };
@@ -330,7 +329,7 @@ function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, n
         note('hash-cookie-not-generated', `${cookie.refused}: requests without the cookie go to a random host`);
         return undefined;
       }
-      return hashCookieLua(cookie);
+      return cookie;
     } else if (policy.connection_properties?.source_ip) {
       settings.hash = { hash_on: 'vars', key: 'remote_addr' };
     } else if (policy.query_parameter?.name) {

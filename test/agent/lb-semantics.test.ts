@@ -26,29 +26,29 @@ function translateHashPolicy(hashPolicy: object[]) {
   });
   const t = translateRouteConfiguration(rc, scope);
   const r = t.routes[0]!;
-  const functions = ((r.route.plugins?.['serverless-pre-function'] as { functions?: string[] } | undefined)?.functions ?? []);
-  return { settings: r.upstreamSettings, functions, notes: t.notes };
+  const cookie = (r.route.plugins?.['apisix-mesh-access'] as { hash_cookie?: unknown } | undefined)?.hash_cookie;
+  return { settings: r.upstreamSettings, cookie, route: r.route, notes: t.notes };
 }
 
 describe('consistent hashing: the translation of hash policies', () => {
   it('a cookie policy with a ttl hashes on the cookie and makes it when absent (name, path, ttl in seconds, attributes)', () => {
-    const { settings, functions, notes } = translateHashPolicy([{ cookie: { name: 'user', ttl: '3.9s', path: '/shop', attributes: [{ name: 'SameSite', value: 'Lax' }, { name: 'Secure' }] } }]);
+    const { settings, cookie, route, notes } = translateHashPolicy([{ cookie: { name: 'user', ttl: '3.9s', path: '/shop', attributes: [{ name: 'SameSite', value: 'Lax' }, { name: 'Secure' }] } }]);
     expect(settings.hash).toEqual({ hash_on: 'cookie', key: 'user' });
-    expect(functions).toHaveLength(1);
-    expect(functions[0]).toContain('hash_key.generate_cookie(ctx, P)');
-    expect(functions[0]).toContain('local P = {["name"]="user",["path"]="/shop",["ttl"]=3,["attributes"]={{"SameSite","Lax"},{"Secure",""}}}');
+    expect(cookie).toEqual({ name: 'user', path: '/shop', ttl: 3, attributes: [['SameSite', 'Lax'], ['Secure', '']] });
+    // the route with it passes the plugin's schema as the agent checks it
+    expect(validateApisix('route.strict', route)).toBeNull();
     expect(notes).toEqual([]);
   });
 
   it('a ttl of zero makes a session cookie; without a ttl no cookie is made', () => {
-    expect(translateHashPolicy([{ cookie: { name: 'user', ttl: '0s' } }]).functions[0]).toContain('["ttl"]=0');
-    expect(translateHashPolicy([{ cookie: { name: 'user' } }]).functions).toEqual([]);
+    expect(translateHashPolicy([{ cookie: { name: 'user', ttl: '0s' } }]).cookie).toEqual({ name: 'user', path: '', ttl: 0, attributes: [] });
+    expect(translateHashPolicy([{ cookie: { name: 'user' } }]).cookie).toBeUndefined();
   });
 
   it('a cookie name, path or attribute that would break the Set-Cookie header: the cookie is read, never made, and a note says so', () => {
     for (const cookie of [{ name: 'a b', ttl: '1s' }, { name: 'ok', ttl: '1s', path: '/x;Domain=evil' }, { name: 'ok', ttl: '1s', path: '/\r\nX: y' }, { name: 'ok', ttl: '1s', attributes: [{ name: 'a=b' }] }]) {
-      const { settings, functions, notes } = translateHashPolicy([{ cookie }]);
-      expect(functions).toEqual([]);
+      const { settings, cookie: made, notes } = translateHashPolicy([{ cookie }]);
+      expect(made).toBeUndefined();
       expect(notes.map((n) => n.reason)).toEqual(['hash-cookie-not-generated']);
       if (cookie.name === 'ok') expect(settings.hash).toEqual({ hash_on: 'cookie', key: 'ok' });
       expect(notes[0]!.detail!.length).toBeLessThan(200);

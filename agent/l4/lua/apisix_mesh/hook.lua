@@ -121,17 +121,20 @@ apisix.status_ready = function(...)
     return status_ready(...)
 end
 
--- the cookie a hash policy made (hash_key.lua) goes out with the response
+-- the cookie a hash policy made (hash_key.lua) goes out with the response; the answers count for
+-- outlier detection (outlier.lua) before the client sees them
 local http_header_filter_phase = apisix.http_header_filter_phase
 apisix.http_header_filter_phase = function(...)
-    hash_key.header_filter(ngx.ctx.api_ctx)
+    local api_ctx = ngx.ctx.api_ctx
+    hash_key.header_filter(api_ctx)
+    outlier.count(api_ctx)
     return http_header_filter_phase(...)
 end
 
--- each try's answer counts for outlier detection (outlier.lua), before APISIX releases the context
+-- requests whose response headers never left count too (outlier.lua), before APISIX releases the context
 local http_log_phase = apisix.http_log_phase
 apisix.http_log_phase = function(...)
-    outlier.log(ngx.ctx.api_ctx)
+    outlier.count(ngx.ctx.api_ctx)
     return http_log_phase(...)
 end
 

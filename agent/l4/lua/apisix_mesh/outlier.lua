@@ -7,7 +7,7 @@
 --                                 those local-origin failures as gateway errors too)
 --   "<upstream> <addr> u"         ejected until (ngx.now()), kept after as the time it came back
 --   "<upstream> <addr> n"         how many times it was ejected (the ejection-time multiplier)
--- The log phase counts each try of the request ($upstream_addr/$upstream_status); the picker
+-- Each try of the request is counted ($upstream_addr/$upstream_status) as the response leaves; the picker
 -- (hook.lua wraps APISIX's pick_server) sees only the nodes not ejected.
 local _M = {}
 
@@ -203,13 +203,16 @@ local function split(list)
     return out
 end
 
---- The log phase: every try of the request, counted against its node.
-function _M.log(api_ctx)
+--- Every try of the request, counted against its node: when the response headers leave (before
+--- the client can send its next request, which must see an ejection its answer caused), or in
+--- the log phase when no header went out.
+function _M.count(api_ctx)
     local up = api_ctx and api_ctx.upstream_conf
     local p = up and _M.policy(up)
-    if not p then
+    if not p or api_ctx.apisix_mesh_outlier_counted then
         return
     end
+    api_ctx.apisix_mesh_outlier_counted = true
     local nodes = api_ctx.apisix_mesh_outlier_nodes or up.nodes
     local known = {}
     for _, node in ipairs(nodes) do
