@@ -5,6 +5,7 @@ import type { ApisixRoute, ApisixUpstream, TranslationNote } from './translate/a
 import { validateApisix } from './schema/validate.js';
 import type { L4Listener } from './l4/assemble.js';
 import type { RelayCluster } from './mtls/origination.js';
+import type { L4Upstream } from './l4/stream-upstreams.js';
 import { IDENTITY_DIR } from './identity/apisix-identity.js';
 
 /** APISIX 3.x's key layout under its etcd prefix. */
@@ -15,6 +16,12 @@ const ROUTES = `${APISIX_PREFIX}routes/`;
 const L4 = `${APISIX_PREFIX}mesh_l4/`;
 /** the TLS relay's clusters (agent/mtls/origination.ts), read by tls_config.lua in the stream workers */
 const TLS_RELAY = `${APISIX_PREFIX}mesh_tls/`;
+/**
+ * the endpoints of the clusters TCP chains name (agent/l4/stream-upstreams.ts), read by
+ * l4_upstreams.lua in the stream workers. Not under a name starting with `mesh_l4`: APISIX reads a
+ * directory as a key prefix without its trailing slash, so /mesh_l4's watch would take these too.
+ */
+const L4_UPSTREAMS = `${APISIX_PREFIX}mesh_tcp_upstreams/`;
 /** Keys under the prefix that other writers of the agent own (the workload identity): never deleted here. */
 const WRITTEN_ELSEWHERE = [IDENTITY_DIR];
 /**
@@ -23,14 +30,14 @@ const WRITTEN_ELSEWHERE = [IDENTITY_DIR];
  * the configuration APISIX's workers load at start: it stays unloaded (`values` nil) until that
  * worker's first fetch of it.
  */
-const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams', 'mesh_l4', 'mesh_tls'];
+const MARKER_DIRS = ['consumers', 'consumer_groups', 'global_rules', 'plugin_configs', 'plugin_metadata', 'plugins', 'protos', 'routes', 'secrets', 'services', 'ssls', 'stream_routes', 'upstreams', 'mesh_l4', 'mesh_tls', 'mesh_tcp_upstreams'];
 /**
  * routes and upstreams: what the agent writes. consumers: APISIX 3.13's Prometheus exporter reads
  * the consumers' list on every scrape and fails (`consumer.lua: attempt to get length of local
  * 'data_list' (a nil value)`, an [error] line and a 500) while it is unloaded, which is the case
  * for a moment after every start without the marker.
  */
-const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4', 'mesh_tls']);
+const ALWAYS_MARKED = new Set(['routes', 'upstreams', 'consumers', 'mesh_l4', 'mesh_tls', 'mesh_tcp_upstreams']);
 
 /**
  * Puts before deletes; upstreams before the routes that use them; route deletes before the upstream
@@ -47,7 +54,8 @@ function byKey(a: StoreWrite, b: StoreWrite): number {
 function rank(w: StoreWrite): number {
   // the relay's entries with the upstreams (sorted before them by key): an alias is known to the
   // relay no later than the upstream that points at it
-  const upstream = w.key.startsWith(UPSTREAMS) || (w.op === 'put' && w.key.startsWith(TLS_RELAY));
+  // and the stream workers' copies of the upstreams: before the L4 listeners that name them
+  const upstream = w.key.startsWith(UPSTREAMS) || (w.op === 'put' && (w.key.startsWith(TLS_RELAY) || w.key.startsWith(L4_UPSTREAMS)));
   const route = w.key.startsWith(ROUTES);
   if (w.op === 'put') return upstream ? 0 : route ? 1 : 2;
   return route ? 3 : upstream ? 4 : 5;
@@ -85,7 +93,7 @@ export class StoreApplier {
 
   /** Makes the store hold exactly `config` (every object named, so each one is encoded). */
   apply(config: ApisixConfig): ApplyResult {
-    return this.applyChanges({ full: true, upstreams: config.upstreams, routes: config.routes, l4: config.l4, tlsRelay: config.tlsRelay ?? new Map(), notes: config.notes, remoteJwks: config.remoteJwks ?? [] });
+    return this.applyChanges({ full: true, upstreams: config.upstreams, routes: config.routes, l4: config.l4, tlsRelay: config.tlsRelay ?? new Map(), l4Upstreams: config.l4Upstreams ?? new Map(), notes: config.notes, remoteJwks: config.remoteJwks ?? [] });
   }
 
   /** Writes what changed (`full`: and deletes what `changes` does not name). */
@@ -103,6 +111,11 @@ export class StoreApplier {
     for (const [id, c] of changes.tlsRelay ?? []) {
       if (c) batch.put(`${TLS_RELAY}${id}`, encode(c));
       else batch.delete(`${TLS_RELAY}${id}`);
+    }
+    // the stream workers' copies of upstreams: validated by the Lua that reads them (l4_upstreams.lua)
+    for (const [id, u] of changes.l4Upstreams ?? []) {
+      if (u) batch.put(`${L4_UPSTREAMS}${id}`, encode(u));
+      else batch.delete(`${L4_UPSTREAMS}${id}`);
     }
     if (changes.full) this.dropUnnamed(batch, changes);
     for (const key of refused) this.withholdRoutesTo(batch, key);
@@ -124,8 +137,8 @@ export class StoreApplier {
   }
 
   /** The objects the store holds for APISIX (for /debug/config). */
-  objects(): { upstreams: unknown[]; routes: unknown[]; l4: unknown[]; tlsRelay: unknown[] } {
-    return { upstreams: this.values(UPSTREAMS), routes: this.values(ROUTES), l4: this.values(L4), tlsRelay: this.values(TLS_RELAY) };
+  objects(): { upstreams: unknown[]; routes: unknown[]; l4: unknown[]; tlsRelay: unknown[]; l4Upstreams: unknown[] } {
+    return { upstreams: this.values(UPSTREAMS), routes: this.values(ROUTES), l4: this.values(L4), tlsRelay: this.values(TLS_RELAY), l4Upstreams: this.values(L4_UPSTREAMS) };
   }
 
   private stageUpstream(batch: StagedWrites, key: string, u: ApisixUpstream | null, refused: string[]): void {
@@ -188,7 +201,9 @@ export class StoreApplier {
           ? changes.routes.has(key.slice(ROUTES.length))
           : key.startsWith(L4)
             ? changes.l4.has(key.slice(L4.length))
-            : key.startsWith(TLS_RELAY) && !!changes.tlsRelay?.has(key.slice(TLS_RELAY.length));
+            : key.startsWith(TLS_RELAY)
+              ? !!changes.tlsRelay?.has(key.slice(TLS_RELAY.length))
+              : key.startsWith(L4_UPSTREAMS) && !!changes.l4Upstreams?.has(key.slice(L4_UPSTREAMS.length));
       if (!named) batch.delete(key);
     }
     for (const key of [...this.invalid.keys()]) {
@@ -231,7 +246,7 @@ export class StoreApplier {
 
 const INIT_DIR = Buffer.from('init_dir', 'utf8');
 
-function encode(object: ApisixUpstream | ApisixRoute | L4Listener | RelayCluster): Buffer {
+function encode(object: ApisixUpstream | ApisixRoute | L4Listener | RelayCluster | L4Upstream): Buffer {
   return Buffer.from(JSON.stringify(object), 'utf8');
 }
 

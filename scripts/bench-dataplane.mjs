@@ -718,13 +718,15 @@ async function endpointChanges(pod, n) {
   );
 }
 
-async function memorySeries(h, setups) {
-  console.log(`\nmemory: a fresh injected pod, the mesh grown by istiod pushes to ${MEMORY_SIZES.join(' / ')} services; each worker's router built by requests first`);
+/** `baseline` (BENCH_BASELINE_ROOT): the same series on that tree, after this tree's */
+async function memorySeries(h, setups, baseline) {
+  console.log(`\nmemory${baseline ? ` of BENCH_BASELINE_ROOT (${baseline.root})` : ''}: a fresh injected pod, the mesh grown by istiod pushes to ${MEMORY_SIZES.join(' / ')} services; each worker's router built by requests first`);
   console.log('services | agent routes / upstreams | APISIX PSS (all processes) | APISIX RSS summed | agent RSS | APISIX + agent (PSS) | load');
   const pod = await h.harness.startPod({
     manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
     xds: trafficMesh(h.xds, MEMORY_SIZES[0]),
     clusterAddresses: endpoints,
+    ...(baseline ? { projectRoot: baseline.root, mutateInjected: (p) => baseline.inject(p) } : {}),
   });
   setups.memory = { stop: () => pod.stop() }; // stopped by the bench's cleanup too
   const rows = [];
@@ -749,7 +751,7 @@ async function memorySeries(h, setups) {
       console.log(`${String(n).padStart(8)} | ${objects.routes} / ${objects.upstreams} | ${f(apisix.pssMiB, 1)} MiB (${each.join(', ')}) | ${f(apisix.rssMiB, 1)} MiB | ${f(agent.rssMiB, 1)} MiB | ${f(apisix.pssMiB + agent.pssMiB, 1)} MiB | ${load1()}`);
     }
     const largest = MEMORY_SIZES[MEMORY_SIZES.length - 1];
-    if (largest > 0 && ENDPOINT_CHANGES > 0) await endpointChanges(pod, largest);
+    if (!baseline && largest > 0 && ENDPOINT_CHANGES > 0) await endpointChanges(pod, largest);
   } finally {
     await pod.stop();
     delete setups.memory;
@@ -833,6 +835,7 @@ async function main() {
       delete setups[name];
     }
     if (MEMORY_SIZES.length) await memorySeries(h, setups);
+    if (MEMORY_SIZES.length && BASELINE_ROOT) await memorySeries(h, setups, await baselineOf(h, BASELINE_ROOT));
     console.log(`\nload average at the end: ${load1()}`);
     if (results.some((r) => r.fixed.errors + r.sat.errors > 0) || tcpResults.some((r) => r.errors > 0)) process.exitCode = 1;
   } finally {

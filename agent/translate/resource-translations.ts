@@ -104,6 +104,11 @@ export class ResourceTranslations {
     return each(this.l4Users.get(cluster));
   }
 
+  /** Whether a TCP chain names the cluster (its endpoints go to the stream workers: agent/l4/stream-upstreams.ts). */
+  namedByL4(cluster: string): boolean {
+    return this.l4Users.has(cluster);
+  }
+
   get clusterNotes(): Iterable<TranslationNote[]> {
     return this.notesOfClusters.values();
   }
@@ -215,13 +220,19 @@ export class ResourceTranslations {
   private setListener(name: string, translation: ListenerTranslation | undefined, l4: L4ListenerDraft | null): void {
     if (translation) this.listenerMap.set(name, translation);
     else this.listenerMap.delete(name);
-    for (const cluster of l4Clusters(this.l4Map.get(name))) remove(this.l4Users, cluster, name);
+    const before = l4Clusters(this.l4Map.get(name));
+    for (const cluster of before) remove(this.l4Users, cluster, name);
+    const after = l4Clusters(l4 && translation ? l4 : undefined);
     if (l4 && translation) {
       this.l4Map.set(name, l4);
-      for (const cluster of l4Clusters(l4)) add(this.l4Users, cluster, name);
+      for (const cluster of after) add(this.l4Users, cluster, name);
     } else {
       this.l4Map.delete(name);
     }
+    // a cluster this listener starts or stops naming: its upstream is emitted again, so that the
+    // stream workers' copy of its endpoints appears or goes (assembly: L4Upstreams)
+    for (const cluster of before) if (!after.has(cluster)) this.dirty.upstreams.add(cluster);
+    for (const cluster of after) if (!before.has(cluster)) this.dirty.upstreams.add(cluster);
     this.dirty.l4Listeners.add(name);
     this.rdsScopes = undefined;
     this.dirty.routesStale = true;

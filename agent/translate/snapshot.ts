@@ -12,6 +12,7 @@ import { stableId } from './ids.js';
 import { assembleL4Listener, type L4Listener } from '../l4/assemble.js';
 import { remoteJwksSources, type RemoteJwksLookup, type RemoteJwksSource } from '../policy/jwt.js';
 import { TlsOrigination, type RelayCluster } from '../mtls/origination.js';
+import { L4Upstreams, type L4Upstream } from '../l4/stream-upstreams.js';
 
 export type { PreparedResource, TranslateOptions } from './resource-translations.js';
 
@@ -49,6 +50,8 @@ export interface ApisixConfig {
   l4: Map<string, L4Listener>;
   /** the TLS relay's clusters by id (agent/mtls/origination.ts) */
   tlsRelay?: Map<string, RelayCluster>;
+  /** the endpoints of the clusters TCP chains name, by upstream id, for the stream workers (agent/l4/stream-upstreams.ts) */
+  l4Upstreams?: Map<string, L4Upstream>;
   notes: TranslationNote[];
   /** the JWKS the routes' JWT filters name by URI: the agent fetches them (agent/policy/jwks-fetcher.ts) */
   remoteJwks?: RemoteJwksSource[];
@@ -67,6 +70,8 @@ export interface ApisixChanges {
   l4: ReadonlyMap<string, L4Listener | null>;
   /** the TLS relay's clusters by id (null: gone) */
   tlsRelay?: ReadonlyMap<string, RelayCluster | null>;
+  /** the stream workers' copies of the upstreams TCP chains name, by upstream id (null: gone) */
+  l4Upstreams?: ReadonlyMap<string, L4Upstream | null>;
   /** every note of the whole configuration (not only of what changed) */
   notes: TranslationNote[];
   /** the JWKS the routes' JWT filters name by URI (all of them, not only what changed) */
@@ -95,6 +100,10 @@ export class MeshTranslator {
   private readonly routeList: RouteListBuilder;
   /** upstreams whose endpoints need TLS go through the sidecar's relay */
   private readonly tls = new TlsOrigination();
+  /** the stream workers' copies of the upstreams TCP chains name */
+  private readonly l4Upstreams = new L4Upstreams();
+  /** the clusters whose upstream the current round assembled */
+  private readonly assembledNow = new Set<string>();
   /** the next assembly gives everything (the first one, and after a failure) */
   private full = true;
   /** route id → the translated route (or routes, in list order: the last one served wins) with that id */
@@ -115,7 +124,7 @@ export class MeshTranslator {
 
   /** `translate`'s state: the objects it was given last, and the whole configuration */
   private given: XdsResources | undefined;
-  private view: { upstreams: Map<string, ApisixUpstream>; routes: Map<string, ApisixRoute>; l4: Map<string, L4Listener>; tlsRelay: Map<string, RelayCluster> } | undefined;
+  private view: { upstreams: Map<string, ApisixUpstream>; routes: Map<string, ApisixRoute>; l4: Map<string, L4Listener>; tlsRelay: Map<string, RelayCluster>; l4Upstreams: Map<string, L4Upstream> } | undefined;
 
   constructor(options: TranslateOptions = {}) {
     this.resources = new ResourceTranslations(options);
@@ -183,16 +192,21 @@ export class MeshTranslator {
     }
     this.given = { clusters: new Map(xds.clusters), endpoints: new Map(xds.endpoints), listeners: new Map(xds.listeners), routeConfigs: new Map(xds.routeConfigs) };
     const changes = this.assemble();
-    const view = (this.view ??= { upstreams: new Map(), routes: new Map(), l4: new Map(), tlsRelay: new Map() });
+    const view = (this.view ??= { upstreams: new Map(), routes: new Map(), l4: new Map(), tlsRelay: new Map(), l4Upstreams: new Map() });
     if (changes.full) {
       view.upstreams.clear();
       view.routes.clear();
       view.l4.clear();
       view.tlsRelay.clear();
+      view.l4Upstreams.clear();
     }
     for (const [id, c] of changes.tlsRelay ?? []) {
       if (c) view.tlsRelay.set(id, c);
       else view.tlsRelay.delete(id);
+    }
+    for (const [id, u] of changes.l4Upstreams ?? []) {
+      if (u) view.l4Upstreams.set(id, u);
+      else view.l4Upstreams.delete(id);
     }
     for (const [id, l] of changes.l4) {
       if (l) view.l4.set(id, l);
@@ -206,13 +220,14 @@ export class MeshTranslator {
       if (r) view.routes.set(id, r);
       else view.routes.delete(id);
     }
-    return { upstreams: new Map(view.upstreams), routes: new Map(view.routes), l4: new Map(view.l4), tlsRelay: new Map(view.tlsRelay), notes: changes.notes, remoteJwks: changes.remoteJwks };
+    return { upstreams: new Map(view.upstreams), routes: new Map(view.routes), l4: new Map(view.l4), tlsRelay: new Map(view.tlsRelay), l4Upstreams: new Map(view.l4Upstreams), notes: changes.notes, remoteJwks: changes.remoteJwks };
   }
 
   // ---------------------------------------------------------------- assembly
 
   private assembleChanges(): ApisixChanges {
     const full = this.full;
+    this.assembledNow.clear(); // what a round that threw left
     const upstreams = new Map<string, ApisixUpstream | null>();
     const routes = new Map<string, ApisixRoute | null>();
     const dirtyRoutes = new Set<string>();
@@ -229,6 +244,15 @@ export class MeshTranslator {
       this.assembleUpstream(name, rebuilt);
       return rebuilt.get(upstreamId(name)) ?? null;
     });
+    // the stream workers' copies: from the upstreams as emitted (relay aliases in place), for the
+    // clusters TCP chains name; an endpoint change rewrites its cluster's copy and no listener
+    if (full) this.l4Upstreams.reset();
+    const assembled = [...this.assembledNow].map((name): [string, string, ApisixUpstream | null | undefined] => {
+      const id = upstreamId(name);
+      return [name, id, upstreams.get(id)];
+    });
+    this.assembledNow.clear();
+    const l4Upstreams = this.l4Upstreams.emit(assembled, (name) => this.resources.namedByL4(name));
     for (const id of dirtyRoutes) this.assembleRoute(id, routes);
     // L4 objects: the listeners that changed, and those whose TCP chains name a changed cluster
     // (an endpoint change alone never touches them: they name upstreams, not nodes)
@@ -241,7 +265,7 @@ export class MeshTranslator {
     dirty.l4Listeners.clear();
     dirty.routesStale = false;
     this.full = false;
-    return { full, upstreams, routes, l4, tlsRelay, notes: this.notes(), remoteJwks: this.remoteJwksList };
+    return { full, upstreams, routes, l4, tlsRelay, l4Upstreams, notes: this.notes(), remoteJwks: this.remoteJwksList };
   }
 
   private assembleL4(listenerName: string, out: Map<string, L4Listener | null>): void {
@@ -310,6 +334,7 @@ export class MeshTranslator {
   }
 
   private assembleUpstream(name: string, out: Map<string, ApisixUpstream | null>): void {
+    this.assembledNow.add(name);
     const t = this.resources.clusters.get(name);
     this.upstreamNotes.delete(name);
     if (!t?.upstream) {

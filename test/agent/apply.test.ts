@@ -15,7 +15,7 @@ describe('the directories APISIX loads at start', () => {
     // start, and a Prometheus scrape then fails with an [error] (seen in test/dataplane).
     const store = new KvStore();
     new StoreApplier(store).apply({ upstreams: new Map(), routes: new Map(), l4: new Map(), notes: [] });
-    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/upstreams/']);
+    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tcp_upstreams/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/upstreams/']);
   });
 });
 
@@ -28,27 +28,27 @@ describe('objects APISIX would refuse', () => {
     const store = new KvStore();
     const applier = new StoreApplier(store);
     let result = applier.applyChanges(changes([['u1', upstream(8080)]], [['r1', route('r1')], ['r2', route('r2')]], true));
-    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/routes/r1', '/apisix/routes/r2', '/apisix/upstreams/', '/apisix/upstreams/u1']);
+    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tcp_upstreams/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/routes/r1', '/apisix/routes/r2', '/apisix/upstreams/', '/apisix/upstreams/u1']);
     expect([result.upstreams, result.routes, result.invalid]).toEqual([1, 2, []]);
     // the upstream turns invalid while its routes do not change: they go too, in the same revision
     const revision = store.revision;
     result = applier.applyChanges(changes([['u1', upstream(-1)]], []));
     expect(store.revision).toBe(revision + 1);
-    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/upstreams/']);
+    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tcp_upstreams/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/upstreams/']);
     expect(result.invalid.map((n) => [n.kind, n.name, n.reason])).toEqual([['cluster', 'outbound|80||a', 'schema-invalid'], ['route', 'r1', 'upstream-invalid'], ['route', 'r2', 'upstream-invalid']]);
     expect([result.upstreams, result.routes]).toEqual([0, 0]);
     // a route changed meanwhile is held back in its new form
     result = applier.applyChanges(changes([], [['r2', route('r2', '/two')]]));
-    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/upstreams/']);
+    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tcp_upstreams/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/upstreams/']);
     // valid again: the upstream and the held routes come back
     result = applier.applyChanges(changes([['u1', upstream(9090)]], []));
-    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/routes/r1', '/apisix/routes/r2', '/apisix/upstreams/', '/apisix/upstreams/u1']);
+    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tcp_upstreams/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/routes/r1', '/apisix/routes/r2', '/apisix/upstreams/', '/apisix/upstreams/u1']);
     expect(JSON.parse(Buffer.from(store.range({ key: keyFromText('/apisix/routes/r2') }).kvs[0]!.value).toString()).uri).toBe('/two');
     expect([result.upstreams, result.routes, result.invalid]).toEqual([1, 2, []]);
     // a full configuration drops what it does not name, held routes included
     applier.applyChanges(changes([['u1', upstream(-1)]], [['r1', route('r1')]]));
     result = applier.applyChanges(changes([['u1', upstream(8080)]], [], true));
-    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/upstreams/', '/apisix/upstreams/u1']);
+    expect(keys(store)).toEqual(['/apisix/consumers/', '/apisix/mesh_l4/', '/apisix/mesh_tcp_upstreams/', '/apisix/mesh_tls/', '/apisix/routes/', '/apisix/upstreams/', '/apisix/upstreams/u1']);
     expect([result.upstreams, result.routes, result.invalid]).toEqual([1, 0, []]);
   });
 

@@ -216,6 +216,33 @@ describe('work proportional to the change', () => {
     for (const [key, value] of Object.entries(storeContents(store))) if (key.startsWith('/apisix/routes/')) expect(value).toBe(routesBefore[key]);
   });
 
+  it('a TCP chain\'s cluster: its endpoints go to the stream workers\' copy, and an endpoint change rewrites that copy and its upstream, no listener', () => {
+    const translator = new MeshTranslator({ podIp: '10.1.1.1' });
+    const store = new KvStore();
+    const applier = new StoreApplier(store);
+    for (const [kind, json] of [['cluster', UNIVERSE.cluster[A]![0]], ['cluster', UNIVERSE.cluster[B]![0]], ['endpoint', UNIVERSE.endpoint[A]![0]], ['endpoint', UNIVERSE.endpoint[B]![0]], ['listener', UNIVERSE.listener['10.96.0.5_5432']![0]], ['listener', UNIVERSE.listener['0.0.0.0_80']![0]], ['route', UNIVERSE.route['80']![0]]] as const) {
+      push(translator, kind, json as Record<string, unknown>);
+    }
+    applier.applyChanges(translator.assemble());
+    const copies = () => Object.entries(storeContents(store)).filter(([k]) => k.startsWith('/apisix/mesh_tcp_upstreams/') && !k.endsWith('/'));
+    // B is named by the TCP chain; A only by HTTP routes: no copy of A for the stream workers
+    expect(copies()).toEqual([[`/apisix/mesh_tcp_upstreams/${upstreamId(B)}`, JSON.stringify({ id: upstreamId(B), nodes: [{ host: '10.0.1.1', port: 8080, weight: 1 }], connect: 1 })]]);
+
+    const revision = store.revision;
+    push(translator, 'endpoint', UNIVERSE.endpoint[B]![1] as Record<string, unknown>);
+    const changes = translator.assemble();
+    expect(changes.l4.size).toBe(0);
+    applier.applyChanges(changes);
+    expect(written(store, revision + 1)).toEqual([`/apisix/mesh_tcp_upstreams/${upstreamId(B)}`, `/apisix/upstreams/${upstreamId(B)}`]);
+    expect(JSON.parse(copies()[0]![1]).nodes).toEqual([{ host: '10.0.1.1', port: 8080, weight: 1 }, { host: '10.0.1.2', port: 8080, weight: 3 }]);
+
+    // the chain passes through instead: the copy goes, the upstream (HTTP routes use it) stays
+    push(translator, 'listener', UNIVERSE.listener['10.96.0.5_5432']![2] as Record<string, unknown>);
+    applier.applyChanges(translator.assemble());
+    expect(copies()).toEqual([]);
+    expect(storeContents(store)[`/apisix/upstreams/${upstreamId(B)}`]).toBeDefined();
+  });
+
   it('a route configuration with one changed route: every route reassembled, only the changed one written', () => {
     const { translator, store, applier } = start();
     const rc = structuredClone(canonical.route.find((r) => r['name'] === '9080')!) as { virtual_hosts: Array<{ routes: Array<{ route?: { timeout?: string } }> }> };

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { generateCa, generateServingCert } from '../../webhook/certificates/generate.js';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod, podManifest } from '../support/pod/requirements.js';
-import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
+import { PLAINTEXT_ISTIOD_CONFIG, startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { POD_IP } from '../support/pod/network.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
@@ -20,7 +20,7 @@ import { waitFor } from '../support/wait.js';
 import {
   allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, MeshResources, outboundCluster,
   outboundHttpListener, outboundTcpListener, outboundTlsListener, passthroughCluster, rbacNetworkFilter, routeConfiguration, serviceVirtualHost,
-  strictDnsCluster, virtualInbound, virtualOutbound, type OutboundTrafficPolicy,
+  loadAssignment, strictDnsCluster, virtualInbound, virtualOutbound, type OutboundTrafficPolicy,
 } from '../support/istio-xds.js';
 
 const NS = 'data';
@@ -39,6 +39,8 @@ const DB = { vip: '10.96.50.10', port: 9000, host: fqdn('db', NS) };
 const DB_V1 = outboundCluster(DB.port, DB.host, 'v1');
 const DB_V2 = outboundCluster(DB.port, DB.host, 'v2');
 const DB_ENDPOINTS = { 'db-v1-a': ['10.244.7.11', DB_V1], 'db-v1-b': ['10.244.7.12', DB_V1], 'db-v2': ['10.244.7.21', DB_V2] } as const;
+/** where a later push moves both subsets (the stream workers must follow an endpoint change) */
+const DB_MOVED = '10.244.7.31';
 
 /** An HTTP mesh service on another port of the same capture listener. */
 const CHECKOUT = { vip: '10.96.44.7', port: 8080, host: fqdn('checkout', NS), endpoint: '10.244.5.11' };
@@ -150,7 +152,7 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
       manifest: podManifest('client', NS, { app: 'client' }, [{ name: 'app', ports: [PG_PORT, GUARDED_PORT, STRICT_PORT] }]),
       xds: mesh('ALLOW_ANY').resources,
       clusterAddresses: [
-        EXTERNAL.https.ip, EXTERNAL.tcp.ip, EXTERNAL.probe.ip, DB.vip, ...Object.values(DB_ENDPOINTS).map(([ip]) => ip),
+        EXTERNAL.https.ip, EXTERNAL.tcp.ip, EXTERNAL.probe.ip, DB.vip, ...Object.values(DB_ENDPOINTS).map(([ip]) => ip), DB_MOVED,
         CHECKOUT.vip, CHECKOUT.endpoint, API.dialled, API.endpoint, DNS_API.dialled, DNS_API.resolved, OTHER.ip,
       ],
       hosts: { [DNS_API.name]: DNS_API.resolved },
@@ -162,6 +164,7 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
       cluster.serveTcp('external-banner', EXTERNAL.tcp.ip, EXTERNAL.tcp.bannerPort, { banner: BANNER }),
       cluster.serveTcp('probe', EXTERNAL.probe.ip, EXTERNAL.probe.port),
       ...Object.entries(DB_ENDPOINTS).map(([name, [ip]]) => cluster.serveTcp(name, ip, DB.port)),
+      cluster.serveTcp('db-moved', DB_MOVED, DB.port),
       cluster.serve('checkout', CHECKOUT.endpoint, CHECKOUT.port),
       cluster.serveTls('api-endpoint', API.endpoint, 443, certs.servers[API.name]!),
       cluster.serveTls('api-decoy', API.dialled, 443, certs.servers[API.name]!),
@@ -301,6 +304,33 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
     expect(plain.closed).toBe(true);
     expect(plain.received[0]!.length).toBe(0);
     expect((await pod.app().served('strict')).count).toBe(0);
+    noErrors();
+  });
+
+  it('the stream workers hold none of APISIX\'s upstreams (each says so after its start; APISIX\'s stream code still matches what the sidecar replaces)', () => {
+    const log = pod.apisixLog();
+    const workers = new Set([...log.matchAll(/apisix-mesh: stream worker (\d+) holds none of APISIX's upstreams/g)].map((m) => Number(m[1])));
+    expect([...workers].sort()).toEqual(Array.from({ length: PLAINTEXT_ISTIOD_CONFIG.apisixWorkerProcesses }, (_, i) => i));
+    noErrors();
+  });
+
+  it('an endpoint change of a TCP chain\'s clusters reaches the stream workers: new connections go to the new endpoint only', async () => {
+    const moved = (cluster: string) => loadAssignment(cluster, [{ ip: DB_MOVED, port: DB.port }]);
+    const original = [DB_V1, DB_V2].map((c) => pod.istiod.get('endpoint', c)!);
+    for (const c of [DB_V1, DB_V2]) pod.istiod.set('endpoint', moved(c));
+    await pod.push(['endpoint']);
+    // the push is done when the HTTP side has it (pod.push); the stream workers watch on their own
+    await waitFor(async () => {
+      await echo(app(), DB.vip, DB.port, 'moved?\n');
+      return (await served('db-moved')) > 0;
+    }, 10_000, 'a connection to reach the moved endpoint');
+    const before = Object.fromEntries(await Promise.all(Object.keys(DB_ENDPOINTS).map(async (name) => [name, await served(name)] as const)));
+    const movedBefore = await served('db-moved');
+    for (let i = 0; i < 20; i++) expect(text(await echo(app(), DB.vip, DB.port, `moved ${i}\n`))).toEqual([`moved ${i}\n`]);
+    expect((await served('db-moved')) - movedBefore).toBe(20);
+    for (const name of Object.keys(DB_ENDPOINTS)) expect(await served(name)).toBe(before[name]);
+    for (const cla of original) pod.istiod.set('endpoint', cla);
+    await pod.push(['endpoint']);
     noErrors();
   });
 

@@ -32,6 +32,7 @@ function expected(): Map<string, string> {
   for (const r of config.routes.values()) view.set(`/apisix/routes/${r.id}`, JSON.stringify(r));
   for (const l of config.l4.values()) view.set(`/apisix/mesh_l4/${l.id}`, JSON.stringify(l));
   for (const c of config.tlsRelay?.values() ?? []) view.set(`/apisix/mesh_tls/${c.id}`, JSON.stringify(c));
+  for (const u of config.l4Upstreams?.values() ?? []) view.set(`/apisix/mesh_tcp_upstreams/${u.id}`, JSON.stringify(u));
   return view;
 }
 
@@ -193,7 +194,7 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     expect(metrics).toMatch(/apisix_mesh_skipped_resources\{kind="route",reason="cluster-unavailable"\} [1-9]/); // allow_any among them: this fixture has no PassthroughCluster
     expect(metrics).toMatch(/apisix_mesh_store_revision \d+/);
     expect(metrics).toMatch(/apisix_mesh_etcd_watchers [1-9]/);
-    const debug = (await (await fetch(`http://127.0.0.1:${agent.statusPort}/debug/config`)).json()) as { upstreams: unknown[]; routes: unknown[]; l4: unknown[]; tlsRelay: unknown[] };
-    expect(debug.upstreams.length + debug.routes.length + debug.l4.length + debug.tlsRelay.length).toBe(expected().size);
+    const debug = (await (await fetch(`http://127.0.0.1:${agent.statusPort}/debug/config`)).json()) as { upstreams: unknown[]; routes: unknown[]; l4: unknown[]; tlsRelay: unknown[]; l4Upstreams: unknown[] };
+    expect(debug.upstreams.length + debug.routes.length + debug.l4.length + debug.tlsRelay.length + debug.l4Upstreams.length).toBe(expected().size);
   });
 });

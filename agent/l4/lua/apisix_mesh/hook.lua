@@ -6,10 +6,14 @@
 local apisix = require("apisix")
 
 if ngx.config.subsystem == "stream" then
+    local without_upstreams = require("apisix_mesh.stream_without_upstreams")
+    without_upstreams.install()
     local stream_init_worker = apisix.stream_init_worker
     apisix.stream_init_worker = function(...)
         stream_init_worker(...)
+        without_upstreams.check()
         require("apisix_mesh.l4_config").init_worker()
+        require("apisix_mesh.l4_upstreams").init_worker()
         require("apisix_mesh.tls_config").init_worker()
     end
     return

@@ -11,6 +11,7 @@ local handoff = require("apisix_mesh.handoff")
 local detect = require("apisix_mesh.detect")
 local chains = require("apisix_mesh.chains")
 local l4_config = require("apisix_mesh.l4_config")
+local l4_upstreams = require("apisix_mesh.l4_upstreams")
 local l4_rbac = require("apisix_mesh.l4_rbac")
 
 -- The source addresses Istio's inbound forwarding uses (InboundPassthroughBindIpv4/Ipv6), one per
@@ -48,31 +49,18 @@ local function pick_weighted(list, weight_of)
     return list[#list]
 end
 
-local function upstream_nodes(id)
-    local upstreams = core.config.fetch_created_obj("/upstreams")
-    local item = upstreams and upstreams:get(id)
-    local value = item and item.value
-    if not value then
-        return nil
-    end
-    local nodes = value.nodes
-    if nodes and nodes[1] == nil and next(nodes) then
-        local list = {}
-        for addr, weight in pairs(nodes) do
-            local host, port = addr:match("^%[?(.-)%]?:(%d+)$")
-            list[#list + 1] = { host = host, port = tonumber(port), weight = weight }
-        end
-        nodes = list
-    end
-    return nodes, value.timeout and value.timeout.connect
-end
-
 local function cluster_peer(action)
     local cluster = pick_weighted(action.clusters or {}, function(c) return c.weight end)
     if not cluster then
         return nil, "no weighted cluster"
     end
-    local nodes, connect = upstream_nodes(cluster.upstream_id)
+    local nodes, connect = l4_upstreams.get(cluster.upstream_id)
+    -- the listener and its clusters' endpoints are two watches: the first may be a moment ahead
+    for _ = 1, 10 do
+        if nodes then break end
+        ngx.sleep(0.1)
+        nodes, connect = l4_upstreams.get(cluster.upstream_id)
+    end
     if not nodes or #nodes == 0 then
         return nil, "cluster " .. cluster.upstream_id .. " has no endpoints"
     end
@@ -116,7 +104,7 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
     -- a worker (re)started a moment ago may not have read the listeners yet: wait, as a client
     -- of Envoy waits for its listener, rather than refuse
     for _ = 1, 50 do
-        if l4_config.loaded() then break end
+        if l4_config.loaded() and l4_upstreams.loaded() then break end
         ngx.sleep(0.1)
     end
     local listener = l4_config.listener(direction, ip, port)

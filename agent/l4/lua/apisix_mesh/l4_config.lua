@@ -5,6 +5,7 @@
 local core = require("apisix.core")
 local chains = require("apisix_mesh.chains")
 local handoff = require("apisix_mesh.handoff")
+local l4_upstreams = require("apisix_mesh.l4_upstreams")
 local rbac_check = require("apisix_mesh.rbac_check")
 
 local match_schema = {
@@ -129,7 +130,8 @@ function _M.loaded()
     return listeners ~= nil and listeners.values ~= nil
 end
 
--- The readiness mark of this worker's stream side (hook.lua's status_ready checks every worker's).
+-- The readiness mark of this worker's stream side (hook.lua's status_ready checks every worker's):
+-- the listeners and the endpoints of their clusters read.
 local function mark_when_loaded(premature)
     if premature then
         return
@@ -138,7 +140,7 @@ local function mark_when_loaded(premature)
     if id == nil then
         return -- APISIX's privileged agent process serves no traffic
     end
-    if _M.loaded() then
+    if _M.loaded() and l4_upstreams.loaded() then
         local ok, err = handoff.mark_ready(id)
         if not ok then
             core.log.error("apisix-mesh: cannot record the L4 front's readiness: ", err)

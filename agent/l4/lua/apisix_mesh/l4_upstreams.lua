@@ -1,0 +1,57 @@
+-- The endpoints of the clusters the L4 front's TCP chains name (etcd prefix /mesh_tcp_upstreams, one
+-- item per cluster, keyed by its upstream id; written by agent/l4/stream-upstreams.ts), watched by
+-- APISIX's own etcd client in the stream workers. They stand in for APISIX's /upstreams, which the
+-- stream workers do not load (stream_without_upstreams.lua): every worker held every upstream a
+-- second time there, for the few clusters TCP proxies use.
+local core = require("apisix.core")
+
+local item_schema = {
+    type = "object",
+    properties = {
+        id = { type = "string", maxLength = 64 },
+        nodes = {
+            type = "array", maxItems = 100000,
+            items = {
+                type = "object",
+                properties = {
+                    host = { type = "string", minLength = 1, maxLength = 256 },
+                    port = { type = "integer", minimum = 1, maximum = 65535 },
+                    weight = { type = "integer", minimum = 0 },
+                },
+                required = { "host", "port", "weight" },
+            },
+        },
+        -- seconds, as APISIX's upstream timeout.connect
+        connect = { type = "number", exclusiveMinimum = 0 },
+    },
+    required = { "id", "nodes" },
+}
+
+local _M = {}
+
+local upstreams
+
+function _M.init_worker()
+    local err
+    upstreams, err = core.config.new("/mesh_tcp_upstreams", { automatic = true, item_schema = item_schema })
+    if not upstreams then
+        core.log.error("apisix-mesh: cannot watch /mesh_tcp_upstreams: ", err)
+    end
+end
+
+-- True once this worker has read the directory (an empty one counts).
+function _M.loaded()
+    return upstreams ~= nil and upstreams.values ~= nil
+end
+
+-- The cluster's nodes ({ host, port, weight }) and connect timeout, or nil while it has none here.
+function _M.get(id)
+    local item = upstreams and upstreams:get(id)
+    local value = item and item.value
+    if not value then
+        return nil
+    end
+    return value.nodes, value.connect
+end
+
+return _M

@@ -1,0 +1,55 @@
+import type { ApisixNode, ApisixUpstream } from '../translate/apisix-types.js';
+
+/**
+ * What APISIX's stream workers read under `/apisix/mesh_tcp_upstreams/<upstream id>` (validated
+ * there by l4_upstreams.lua): the endpoints of one cluster a TCP chain names, as its upstream has
+ * them (relay aliases for the clusters whose endpoints need TLS), and its connect timeout. The
+ * stream workers do not load APISIX's /upstreams at all (stream_without_upstreams.lua): every
+ * worker would hold every upstream a second time for the few clusters TCP proxies use.
+ */
+export interface L4Upstream {
+  id: string;
+  /** what the L4 front picks from: weighted at random, as it always has (no priorities) */
+  nodes: Array<Pick<ApisixNode, 'host' | 'port' | 'weight'>>;
+  /** seconds */
+  connect?: number;
+}
+
+export function l4Upstream(u: ApisixUpstream): L4Upstream {
+  const out: L4Upstream = { id: u.id, nodes: u.nodes.map((n) => ({ host: n.host, port: n.port, weight: n.weight })) };
+  if (u.timeout?.connect !== undefined) out.connect = u.timeout.connect;
+  return out;
+}
+
+/**
+ * The stream side's copy of the upstreams, kept in step by the assembly (agent/translate/snapshot.ts):
+ * after each round, the upstreams that round assembled are emitted again for the clusters a TCP
+ * chain names, and withdrawn for those no chain names any more. Only the names emitted are kept.
+ */
+export class L4Upstreams {
+  private readonly emitted = new Set<string>();
+
+  /**
+   * `assembled`: cluster name → its upstream as this round made it (null: none; undefined: this
+   * round did not make it after all); `named`: whether a TCP chain names the cluster.
+   * Returns the objects that changed by upstream id (null: gone).
+   */
+  emit(assembled: Iterable<[cluster: string, id: string, upstream: ApisixUpstream | null | undefined]>, named: (cluster: string) => boolean): Map<string, L4Upstream | null> {
+    const out = new Map<string, L4Upstream | null>();
+    for (const [cluster, id, upstream] of assembled) {
+      if (upstream === undefined) continue;
+      if (upstream && named(cluster)) {
+        out.set(id, l4Upstream(upstream));
+        this.emitted.add(cluster);
+      } else if (this.emitted.delete(cluster)) {
+        out.set(id, null);
+      }
+    }
+    return out;
+  }
+
+  /** After a failed round: everything is emitted again. */
+  reset(): void {
+    this.emitted.clear();
+  }
+}
