@@ -1,3 +1,4 @@
+import type { HashCookie } from './hash-cookie.js';
 import type { ApisixPlugins } from './apisix-types.js';
 
 /**
@@ -19,6 +20,8 @@ export interface AccessPhaseConf {
   original_destination?: { capture_ports: [number, number]; connect_timeout: number; io_timeout: number };
   mirror?: { mirrors: MirrorTargetConf[]; timeout_ms: number; max_body: number };
   retry?: { location: string; connect: boolean; reset: boolean; timeout: boolean };
+  /** a cookie hash policy's cookie to make when absent (hash-cookie.ts) */
+  hash_cookie?: HashCookie;
 }
 
 export interface MirrorTargetConf {

@@ -3,6 +3,7 @@ import { unpackAny, type PackedAny } from '../xds/codec.js';
 import type { ApisixNode, ApisixUpstream, TranslationNote } from './apisix-types.js';
 import { upstreamId } from './ids.js';
 import { durationSeconds, wrapped } from './values.js';
+import { OUTLIER_LABEL, outlierLabel, outlierPolicy } from './outlier-detection.js';
 import { translateClusterLoadAssignment } from './endpoints.js';
 import { upstreamTlsPolicy } from '../mtls/upstream-tls.js';
 import type { ClusterTls } from '../mtls/origination.js';
@@ -116,8 +117,8 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
   upstream.scheme = 'http';
   upstream.pass_host = 'pass';
 
-  const checks = outlierDetectionChecks(cluster);
-  if (checks) upstream.checks = checks;
+  const outlier = outlierPolicy(cluster, note);
+  if (outlier) upstream.labels = { [OUTLIER_LABEL]: outlierLabel(outlier) };
   const limits = connectionLimits(cluster);
   if (limits) result.limits = limits;
   if (usesHttp2(cluster)) {
@@ -151,44 +152,6 @@ function usesHttp2(cluster: Cluster): boolean {
   if (cluster.http2_protocol_options) return true;
   const typed = (cluster.typed_extension_protocol_options as Record<string, PackedAny> | undefined)?.[HTTP_OPTIONS];
   return !!unpackAny<HttpProtocolOptions>(typed)?.explicit_http_config?.http2_protocol_options;
-}
-
-/**
- * Envoy outlier detection → APISIX passive health checks. APISIX accepts passive checks only next
- * to an active one, and only an active check brings an ejected node back; a TCP connect check every
- * `base_ejection_time` stands in for Envoy's ejection timer.
- */
-function outlierDetectionChecks(cluster: Cluster): Record<string, unknown> | undefined {
-  const od = cluster.outlier_detection;
-  if (!od) return undefined;
-  const clamp = (n: number) => Math.max(1, Math.min(254, Math.round(n)));
-  const enforced5xx = (wrapped(od.enforcing_consecutive_5xx) ?? 100) > 0;
-  const enforcedGateway = (wrapped(od.enforcing_consecutive_gateway_failure) ?? 0) > 0;
-  let statuses: number[] | undefined;
-  let failures: number | undefined;
-  if (enforced5xx) {
-    statuses = [500, 501, 502, 503, 504, 505];
-    failures = wrapped(od.consecutive_5xx) ?? 5;
-  } else if (enforcedGateway) {
-    statuses = [502, 503, 504];
-    failures = wrapped(od.consecutive_gateway_failure) ?? 5;
-  }
-  if (!statuses || failures === undefined || failures <= 0) return undefined;
-  const interval = Math.max(1, Math.ceil(durationSeconds(od.interval) ?? 10));
-  const ejection = Math.max(1, Math.ceil(durationSeconds(od.base_ejection_time) ?? 30));
-  return {
-    active: {
-      type: 'tcp',
-      timeout: 1,
-      healthy: { interval: ejection, successes: 1 },
-      unhealthy: { interval, tcp_failures: 1, timeouts: 1 },
-    },
-    passive: {
-      type: 'http',
-      healthy: { successes: 1 },
-      unhealthy: { http_statuses: statuses, http_failures: clamp(failures), tcp_failures: clamp(failures), timeouts: clamp(failures) },
-    },
-  };
 }
 
 function connectionLimits(cluster: Cluster): ConnectionLimits | undefined {

@@ -14,6 +14,7 @@ import { retryHandOverConf, translateRetryPolicy } from './retries.js';
 import { corsRules } from './cors.js';
 import { responseHeaderOps } from './response-headers.js';
 import { RESPONSE_PHASE_PLUGIN, responsePhasePlugin } from './response-phase-lua.js';
+import { hashCookie, type HashCookie } from './hash-cookie.js';
 
 /** The APISIX listeners traffic is captured to (DESIGN §3). */
 export interface CapturePorts {
@@ -249,7 +250,7 @@ function translateRoute(route: Route, vhost: VirtualHost, ctx: RouteContext): Tr
     // 60 s would cut a long request Envoy lets run.
     else if (timeout === 0) apisix.timeout = { connect: STREAM_IDLE_TIMEOUT_S, send: STREAM_IDLE_TIMEOUT_S, read: STREAM_IDLE_TIMEOUT_S };
     const retryHandOver = applyRetryPolicy(action, settings, apisix, note);
-    applyHashPolicy(action, settings, note);
+    accessPhase.hash_cookie = applyHashPolicy(action, settings, note);
     applyRewrite(action, route.match ?? {}, plugins, note);
     accessPhase.mirror = mirrorConf(action, timeout && timeout > 0 ? timeout : STREAM_IDLE_TIMEOUT_S, note);
     accessPhase.retry = retryHandOver; // the plugin runs it last: the request leaves for the retry location
@@ -312,12 +313,23 @@ function applyRetryPolicy(action: RouteAction, settings: RouteUpstreamSettings, 
   return retry.location && retry.conditions ? retryHandOverConf(retry.location, retry.conditions) : undefined;
 }
 
-function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, note: (r: string, d: string, s?: boolean) => void): void {
+/**
+ * The first hash policy APISIX can hash on → the upstream's chash key; a cookie policy with a ttl
+ * also makes the cookie when it is absent (hash-cookie.ts): the cookie returned, for the access-phase plugin.
+ */
+function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, note: (r: string, d: string, s?: boolean) => void): HashCookie | undefined {
   for (const policy of action.hash_policy ?? []) {
     if (policy.header?.header_name) {
       settings.hash = { hash_on: 'header', key: policy.header.header_name.toLowerCase() };
     } else if (policy.cookie?.name) {
       settings.hash = { hash_on: 'cookie', key: policy.cookie.name };
+      if (!policy.cookie.ttl) return undefined;
+      const cookie = hashCookie(policy.cookie);
+      if ('refused' in cookie) {
+        note('hash-cookie-not-generated', `${cookie.refused}: requests without the cookie go to a random host`);
+        return undefined;
+      }
+      return cookie;
     } else if (policy.connection_properties?.source_ip) {
       settings.hash = { hash_on: 'vars', key: 'remote_addr' };
     } else if (policy.query_parameter?.name) {
@@ -326,8 +338,9 @@ function applyHashPolicy(action: RouteAction, settings: RouteUpstreamSettings, n
       note('unsupported-hash-policy', 'hash policy kind has no APISIX counterpart');
       continue;
     }
-    return;
+    return undefined;
   }
+  return undefined;
 }
 
 /**

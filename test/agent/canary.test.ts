@@ -65,14 +65,11 @@ describe('canary (baggage header → subset canary)', () => {
     }
   });
 
-  it('LEAST_REQUEST → least_conn; outlier detection → passive checks on 5xx after 3 errors', () => {
+  it('LEAST_REQUEST → least_conn; outlier detection → the sidecar\'s ejection policy: 5xx after 3 errors, 60 s, at most 50 %', () => {
     for (const u of [canary, stable]) {
       expect(u.type).toBe('least_conn');
-      const passive = (u.checks as { passive: { unhealthy: { http_failures: number; http_statuses: number[] } } }).passive;
-      expect(passive.unhealthy.http_failures).toBe(3);
-      expect(passive.unhealthy.http_statuses).toContain(503);
-      const active = (u.checks as { active: { healthy: { interval: number } } }).active;
-      expect(active.healthy.interval).toBe(60); // baseEjectionTime: when an ejected host is retried
+      expect(u.checks).toBeUndefined();
+      expect(u.labels?.['apisix-mesh-outlier']).toBe('c5=3,e5=100,cg=5,eg=0,base=60,max=300,int=5,pct=50,one=0,panic=0');
     }
   });
 

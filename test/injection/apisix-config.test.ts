@@ -36,8 +36,8 @@ describe("APISIX's config.yaml for the sidecar", () => {
       nginx_config: {
         worker_processes: 2,
         error_log: '/dev/stderr',
-        // Istio's standard metrics, counted by the sidecar's Lua (istio_metrics.lua)
-        http: { access_log: '/dev/stdout', custom_lua_shared_dict: { 'apisix-mesh-istio-metrics': '32m' } },
+        // Istio's standard metrics (istio_metrics.lua); outlier detection's state (outlier.lua)
+        http: { access_log: '/dev/stdout', custom_lua_shared_dict: { 'apisix-mesh-istio-metrics': '32m', apisix_mesh_outlier: '2m' } },
         stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006, 15082, 15084)'),
         // the literal $ and \ the agent writes where APISIX would expand variables
         http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'

@@ -245,8 +245,9 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       worker_processes: config.apisixWorkerProcesses,
       error_log: '/dev/stderr',
       // Istio's standard metrics (agent/l4/lua/apisix_mesh/istio_metrics.lua): sized for its bound
-      // of 1000 series (~13 KiB each measured, more with long label values; pages are used as filled)
-      http: { access_log: '/dev/stdout', custom_lua_shared_dict: { [ISTIO_METRICS_DICT]: '32m' } },
+      // of 1000 series (~13 KiB each measured, more with long label values; pages are used as filled);
+      // outlier detection's state per upstream node, shared by the workers (apisix_mesh/outlier.lua)
+      http: { access_log: '/dev/stdout', custom_lua_shared_dict: { [ISTIO_METRICS_DICT]: '32m', apisix_mesh_outlier: '2m' } },
       stream_configuration_snippet: streamFrontSnippet(config),
       http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet(),
       http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + retryLocationsSnippet(requestId.location),

@@ -4,7 +4,8 @@
 //       → {id, status, headers, body} | {id, error}
 //   {id, op: 'serve', name, host, port}   an HTTP echo server: answers {name, method, url, headers,
 //       peer, body} as JSON; `name` tells the test which server answered. Query parameters
-//       `delay=<ms>` and `status=<code>` make it answer late or with that status.
+//       `delay=<ms>` and `status=<code>` make it answer late or with that status; `status.<name>=<code>`
+//       only the server of that name (one host of a service failing).
 //       An Upgrade request (e.g. WebSocket) is answered 101, then every chunk is echoed back
 //       prefixed with `<name>:` (the bytes are not WebSocket frames: a proxy does not look).
 //   {id, op: 'upgrade', url, headers?, message}  an Upgrade request; → {id, status, echoed} once
@@ -76,7 +77,7 @@ function serve({ id, name, host, port, tls }) {
       if (record.requests.length < 1000) record.requests.push(seen);
       const query = new URL(req.url, 'http://x').searchParams;
       const answer = () => {
-        res.statusCode = Number(query.get('status') ?? 200);
+        res.statusCode = Number(query.get(`status.${name}`) ?? query.get('status') ?? 200);
         res.setHeader('content-type', 'application/json');
         res.setHeader('x-served-by', name);
         res.end(JSON.stringify({ name, ...seen, body: Buffer.concat(chunks).toString('utf8') }));

@@ -22,6 +22,8 @@ end
 local core = require("apisix.core")
 local ngx_ssl = require("ngx.ssl")
 local handoff = require("apisix_mesh.handoff")
+local hash_key = require("apisix_mesh.hash_key")
+local outlier = require("apisix_mesh.outlier")
 local identity = require("apisix_mesh.identity")
 local mesh_tls = require("apisix_mesh.mesh_tls")
 local istio_metrics = require("apisix_mesh.istio_metrics")
@@ -39,6 +41,12 @@ local INBOUND_SOURCE_IPV6 = "::6"
 local load_balancer = require("apisix.balancer")
 local pick_server = load_balancer.pick_server
 load_balancer.pick_server = function(route, api_ctx)
+    -- Envoy's hash key for consistent hashing, before APISIX's picker reads it (hash_key.lua)
+    hash_key.before_pick(api_ctx)
+    -- Envoy's outlier detection: ejected hosts are not picked (outlier.lua)
+    if not outlier.before_pick(api_ctx) then
+        return core.response.exit(503, "no healthy upstream")
+    end
     local server, err = pick_server(route, api_ctx)
     local h = ngx.ctx.apisix_mesh
     if server and h and h.direction == "inbound" and ngx.get_phase() == "access" then
@@ -137,6 +145,23 @@ apisix.status_ready = function(...)
         }))
     end
     return status_ready(...)
+end
+
+-- the cookie a hash policy made (hash_key.lua) goes out with the response; the answers count for
+-- outlier detection (outlier.lua) before the client sees them
+local http_header_filter_phase = apisix.http_header_filter_phase
+apisix.http_header_filter_phase = function(...)
+    local api_ctx = ngx.ctx.api_ctx
+    hash_key.header_filter(api_ctx)
+    outlier.count(api_ctx)
+    return http_header_filter_phase(...)
+end
+
+-- requests whose response headers never left count too (outlier.lua), before APISIX releases the context
+local http_log_phase = apisix.http_log_phase
+apisix.http_log_phase = function(...)
+    outlier.count(ngx.ctx.api_ctx)
+    return http_log_phase(...)
 end
 
 local http_access_phase = apisix.http_access_phase

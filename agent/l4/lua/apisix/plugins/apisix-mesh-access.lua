@@ -11,6 +11,7 @@
 -- Nothing here is compiled per route; the schema is the agent's too
 -- (agent/schema/apisix/plugins/apisix-mesh-access.schema.json, a test keeps them equal).
 local core = require("apisix.core")
+local hash_key = require("apisix_mesh.hash_key")
 local passthrough = require("apisix_mesh.http_passthrough")
 local mirror = require("apisix_mesh.http_mirror")
 local ctxdump = require("resty.ctxdump")
@@ -74,6 +75,22 @@ local schema = {
             required = { "location", "connect", "reset", "timeout" },
             additionalProperties = false,
         },
+        -- a hash policy's cookie to make when the request has none (apisix_mesh/hash_key.lua)
+        hash_cookie = {
+            type = "object",
+            properties = {
+                name = { type = "string", minLength = 1, maxLength = 256 },
+                path = { type = "string", maxLength = 1024 },
+                ttl = { type = "integer", minimum = 0 },
+                attributes = {
+                    type = "array",
+                    maxItems = 16,
+                    items = { type = "array", minItems = 2, maxItems = 2, items = { type = "string", maxLength = 1024 } },
+                },
+            },
+            required = { "name", "path", "ttl", "attributes" },
+            additionalProperties = false,
+        },
     },
     minProperties = 1,
     additionalProperties = false,
@@ -100,6 +117,9 @@ local function hand_over(retry, ctx)
 end
 
 function _M.access(conf, ctx)
+    if conf.hash_cookie then
+        hash_key.generate_cookie(ctx, conf.hash_cookie)
+    end
     if conf.original_destination then
         local code, body = passthrough.forward(conf.original_destination, ctx)
         if code or body then return code, body end
