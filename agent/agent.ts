@@ -100,7 +100,6 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // at 10,000 services; the default (256 MiB, 100,000 events) kept ~9 full pushes.
   const store = new KvStore({ initialRevision: Date.now(), maxHistoryBytes: 8 * 1024 * 1024 });
   const translator = new MeshTranslator({
-    podIp: options.identity.podIp,
     ...(options.capturePorts ? { ports: options.capturePorts } : {}),
     ...(options.skipFilters ? { skipFilters: options.skipFilters } : {}),
   });

@@ -20,6 +20,8 @@ export interface OriginalDestinationOptions {
   ports: CapturePorts;
   /** the original-destination cluster's connect timeout, seconds */
   connectTimeout: number;
+  /** `grpc`: HTTP/2 to the destination (an inbound gRPC port); default HTTP/1.1 */
+  scheme?: 'grpc';
 }
 
 /**
@@ -31,6 +33,12 @@ export interface OriginalDestinationOptions {
 export function originalDestinationLua(options: OriginalDestinationOptions): string {
   const { outbound, inbound } = options.ports;
   const connect = finite(options.connectTimeout);
+  // one cached upstream per key: a destination reached by both schemes needs two
+  const key = options.scheme === 'grpc' ? 'passthrough-grpc#' : 'passthrough#';
+  const scheme = options.scheme === 'grpc' ? 'grpc' : 'http';
+  // APISIX takes the scheme from the route's own upstream only (set_by_route); nginx's gRPC proxy
+  // is chosen by ctx.upstream_scheme
+  const setScheme = options.scheme === 'grpc' ? '\n  require("apisix.upstream").set_scheme(ctx, ctx.upstream_conf)' : '';
   return `return function(conf, ctx)
   local core = require("apisix.core")
   local dst = ctx.var.connection_original_dst
@@ -43,14 +51,14 @@ export function originalDestinationLua(options: OriginalDestinationOptions): str
     core.log.warn("apisix-mesh: no original destination to pass through to: ", dst)
     return core.response.exit(502)
   end
-  require("apisix.upstream").set(ctx, "passthrough#" .. dst, ctx.conf_version, {
+  require("apisix.upstream").set(ctx, "${key}" .. dst, ctx.conf_version, {
     type = "roundrobin",
-    scheme = "http",
+    scheme = "${scheme}",
     pass_host = "pass",
     nodes = {{host = host, port = port, weight = 1, priority = 0}},
     timeout = {connect = ${connect}, send = ${PASSTHROUGH_IO_TIMEOUT}, read = ${PASSTHROUGH_IO_TIMEOUT}},
     parent = ctx.matched_route,
-  })
+  })${setScheme}
 end
 `;
 }
