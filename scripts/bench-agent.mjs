@@ -158,11 +158,11 @@ async function until(url, key, differsFrom) {
 }
 
 /** Phase 4 above; `dist` is the build to run. Returns MiB and the median time a full push takes to land. */
-async function agentMemory(n, dist, nodeArgs = []) {
+async function agentMemory(n, dist, nodeArgs = [], injectedEnv = {}) {
   let bytes = encodeAll(mesh(n));
   const ads = await adsServer(bytes);
   const etcdPort = await freePort();
-  const env = { ...process.env, POD_NAME: 'bench', POD_NAMESPACE: 'default', INSTANCE_IP: '10.0.0.1' };
+  const env = { ...process.env, ...injectedEnv, POD_NAME: 'bench', POD_NAMESPACE: 'default', INSTANCE_IP: '10.0.0.1' };
   const proc = spawn(process.execPath, [...nodeArgs, `${dist}/cli/main.js`, 'agent', '--xds-address', `127.0.0.1:${ads.port}`, '--etcd-listen', `127.0.0.1:${etcdPort}`,
     '--status-port', '0', '--status-host', '127.0.0.1', '--log-level', 'error'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
   const url = `http://127.0.0.1:${etcdPort}`;
@@ -210,16 +210,20 @@ async function memoryPart() {
   if (process.env.BENCH_AGENT_BASELINE_DIST) builds.push(['baseline', process.env.BENCH_AGENT_BASELINE_DIST]);
   // each build runs as its webhook injects it (node flags), unless BENCH_AGENT_NODE_ARGS says otherwise
   const injectedFlags = async (dist) => (await import(`${dist}/webhook/injection/sidecar-parts.js`)).AGENT_COMMAND?.slice(1, -1) ?? [];
+  // ... and with the environment it injects (MALLOC_ARENA_MAX), which the V8-defaults baseline also leaves out
+  const injectedEnv = async (dist) => Object.fromEntries(((await import(`${dist}/webhook/injection/sidecar-parts.js`)).AGENT_ENV ?? []).map((e) => [e.name, e.value]));
   const override = process.env.BENCH_AGENT_NODE_ARGS?.split(' ').filter(Boolean);
-  console.log(`agent memory, own process: services | build (node flags) | RSS after first snapshot | peak: first snapshot | + reconnect to a changed mesh | + 20 full pushes | RSS after | full push lands in (median) | 1 endpoint changed lands in (median; 100 ms coalescing included)`);
+  console.log(`agent memory, own process: services | build (node flags, environment) | RSS after first snapshot | peak: first snapshot | + reconnect to a changed mesh | + 20 full pushes | RSS after | full push lands in (median) | 1 endpoint changed lands in (median; 100 ms coalescing included)`);
   for (const n of SIZES) {
     const runs = [];
-    for (const [name, dist] of builds) runs.push([name, dist, override ?? await injectedFlags(dist)]);
-    // baseline in every run: this build on V8's defaults (what the flags are worth)
-    if (!override) runs.splice(1, 0, [builds[0][0], builds[0][1], []]);
-    for (const [name, dist, nodeArgs] of runs) {
-      const r = await agentMemory(n, dist, nodeArgs);
-      console.log(`${String(n).padStart(6)} | ${name} (${nodeArgs.join(' ') || 'none'}) | ${mib(r.steady)} | ${mib(r.firstPeak)} | ${mib(r.reconnectPeak)} | ${mib(r.pushesPeak)} | ${mib(r.after)} | ${ms(r.pushMs)} | ${ms(r.oneMs)}`);
+    for (const [name, dist] of builds) runs.push([name, dist, override ?? await injectedFlags(dist), override ? {} : await injectedEnv(dist)]);
+    // baselines in every run: this build without the injected environment, and on V8's defaults
+    // (what the environment and the flags are worth)
+    if (!override) runs.splice(1, 0, [builds[0][0], builds[0][1], runs[0][2], {}], [builds[0][0], builds[0][1], [], {}]);
+    for (const [name, dist, nodeArgs, env] of runs) {
+      const r = await agentMemory(n, dist, nodeArgs, env);
+      const settings = [...nodeArgs, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)].join(' ') || 'none';
+      console.log(`${String(n).padStart(6)} | ${name} (${settings}) | ${mib(r.steady)} | ${mib(r.firstPeak)} | ${mib(r.reconnectPeak)} | ${mib(r.pushesPeak)} | ${mib(r.after)} | ${ms(r.pushMs)} | ${ms(r.oneMs)}`);
     }
   }
 }

@@ -174,6 +174,13 @@ export const MESH_IMAGE_ENTRYPOINT = ['node', '/app/dist/cli/main.js'] as const;
  * Only on the command line: NODE_OPTIONS refuses --heap-growing-percent.
  */
 export const AGENT_COMMAND = ['node', '--heap-growing-percent=30', '--max-semi-space-size=2', '/app/dist/cli/main.js'];
+/**
+ * glibc gives each thread that allocates its own malloc arena and keeps their freed pages: the
+ * agent's JavaScript runs on one thread, but the store's values and protobuf buffers are allocated
+ * natively, so at 10,000 services the extra arenas held ~15 MiB of peak RSS (209 → 192 MiB with one
+ * arena, full pushes as fast within the bench's noise; BENCHMARKS.md).
+ */
+export const AGENT_ENV: Array<{ name: string; value: string }> = [{ name: 'MALLOC_ARENA_MAX', value: '1' }];
 
 /** Where the agent sees the pod's downward-API files (labels, APISIX's config.yaml). */
 const POD_INFO_DIR = '/etc/apisix-mesh/pod';
@@ -207,6 +214,7 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
       fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
       fieldEnv('INSTANCE_IP', 'status.podIP'),
       fieldEnv('SERVICE_ACCOUNT', 'spec.serviceAccountName'),
+      ...AGENT_ENV,
     ],
     ports: [{ name: 'mesh-status', containerPort: config.ports.agentStatus, protocol: 'TCP' }],
     readinessProbe: { ...ready, periodSeconds: 5, failureThreshold: 3 },
