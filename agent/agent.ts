@@ -1,3 +1,4 @@
+import { listenStatus } from './status-listen.js';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { AdsClient } from './xds/ads-client.js';
 import { buildNode, type NodeIdentity } from './xds/node.js';
@@ -101,7 +102,6 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   // at 10,000 services; the default (256 MiB, 100,000 events) kept ~9 full pushes.
   const store = new KvStore({ initialRevision: Date.now(), maxHistoryBytes: 8 * 1024 * 1024 });
   const translator = new MeshTranslator({
-    podIp: options.identity.podIp,
     ...(options.capturePorts ? { ports: options.capturePorts } : {}),
     ...(options.skipFilters ? { skipFilters: options.skipFilters } : {}),
   });
@@ -216,13 +216,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   client.on('reconnecting', () => metrics.xdsReconnects.inc());
 
   let etcd: EtcdServer | undefined;
+  let statusHost = options.statusHost;
   try {
     etcd = await startEtcdServer({ store, host: options.etcdHost, port: options.etcdPort, readOnly: true, apisixPrefix: APISIX_PREFIX, logger });
     status.addHook('onRequest', async () => {
       metrics.watchers.set(store.watcherCount);
       metrics.storeRevision.set(store.revision);
     });
-    await status.listen({ host: options.statusHost, port: options.statusPort });
+    statusHost = await listenStatus(status, options.statusHost, options.statusPort);
     if (options.workloadIdentity) {
       identity = startWorkloadIdentity(options.workloadIdentity, options.identity, metrics.registry, logger);
       publishIdentity(store, identity, logger);
@@ -234,7 +235,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   }
   const statusAddress = status.server.address();
   const statusPort = typeof statusAddress === 'object' && statusAddress ? statusAddress.port : options.statusPort;
-  logger.info(`etcd API on ${options.etcdHost}:${etcd.httpPort}, status on ${options.statusHost}:${statusPort}, xDS from ${options.xdsAddress}${options.xdsTls ? ' (TLS)' : ' (plaintext)'}, ${identity ? `workload certificate for ${identity.spiffeId} from ${options.workloadIdentity!.caAddress}` : 'no workload certificate (no CA)'}`);
+  logger.info(`etcd API on ${options.etcdHost}:${etcd.httpPort}, status on ${statusHost}:${statusPort}, xDS from ${options.xdsAddress}${options.xdsTls ? ' (TLS)' : ' (plaintext)'}, ${identity ? `workload certificate for ${identity.spiffeId} from ${options.workloadIdentity!.caAddress}` : 'no workload certificate (no CA)'}`);
   client.start();
 
   let closed = false;

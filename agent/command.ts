@@ -1,3 +1,4 @@
+import { DUAL_STACK_HOST } from './status-listen.js';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CliError } from '../cli/errors.js';
@@ -101,7 +102,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--cert-ttl <duration>', 'validity asked for the workload certificate (istiod may grant less); renewed at half its lifetime', '24h')
     .option('--etcd-listen <host:port>', 'where APISIX reaches the etcd v3 API (keep it on loopback)', '127.0.0.1:15379')
     .option('--status-port <port>', 'port of /healthz/ready, /metrics and /debug/config (0: any free port)', '15020')
-    .option('--status-host <host>', 'address the status port binds (the kubelet probes it on the pod IP)', '0.0.0.0')
+    .option('--status-host <host>', 'address the status port binds (the kubelet probes it on the pod IP); :: is dual-stack, 0.0.0.0 where the pod has no IPv6', DUAL_STACK_HOST)
     .option('--outbound-port <port>', 'APISIX\'s outbound capture listener (routes of outbound listeners are scoped to it)', '15001')
     .option('--inbound-port <port>', 'APISIX\'s inbound capture listener (routes of virtualInbound are scoped to it)', '15006')
     .option('--coalesce <duration>', 'quiet time after an xDS update before it is applied; a burst becomes one store revision', '100ms')

@@ -68,7 +68,7 @@ async function inProcess(n) {
   gc();
   const heapBefore = process.memoryUsage().heapUsed;
   const t0 = performance.now();
-  const translator = new MeshTranslator({ podIp: '10.0.0.1' });
+  const translator = new MeshTranslator();
   const store = new KvStore();
   const applier = new StoreApplier(store);
   ingestAll(translator, bytes);
@@ -81,7 +81,7 @@ async function inProcess(n) {
   // one changed endpoint, several times: incremental (as the agent does it) vs naive
   const incremental = [], naive = [];
   const naiveStore = new KvStore();
-  new StoreApplier(naiveStore).apply(new MeshTranslator({ podIp: '10.0.0.1' }).translate(decodeMaps(bytes)));
+  new StoreApplier(naiveStore).apply(new MeshTranslator().translate(decodeMaps(bytes)));
   for (let round = 1; round <= 7; round++) {
     const i = (round * 7919) % n;
     const name = `outbound|80||svc-${i}.ns-${i % 50}.svc.cluster.local`;
@@ -95,7 +95,7 @@ async function inProcess(n) {
     if (rev !== revBefore + 1 || store.range({ key: keyFromText('/apisix/'), rangeEnd: keyFromText('/apisix0'), minModRevision: rev }).kvs.length !== 1) throw new Error('not one revision of one key');
     t = performance.now();
     const fresh = decodeMaps(bytes);
-    new StoreApplier(naiveStore).apply(new MeshTranslator({ podIp: '10.0.0.1' }).translate(fresh));
+    new StoreApplier(naiveStore).apply(new MeshTranslator().translate(fresh));
     naive.push(performance.now() - t);
   }
   return { n, upstreams: first.upstreams, routes: first.routes, full, heap, incremental: median(incremental), naive: median(naive) };

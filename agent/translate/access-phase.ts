@@ -17,7 +17,7 @@ export const ACCESS_PHASE_PLUGIN = 'apisix-mesh-access';
 
 /** The plugin's configuration (its schema's properties). */
 export interface AccessPhaseConf {
-  original_destination?: { capture_ports: [number, number]; connect_timeout: number; io_timeout: number };
+  original_destination?: { capture_ports: [number, number]; connect_timeout: number; io_timeout: number; scheme?: 'grpc' };
   mirror?: { mirrors: MirrorTargetConf[]; timeout_ms: number; max_body: number };
   retry?: { location: string; connect: boolean; reset: boolean; timeout: boolean };
   /** a cookie hash policy's cookie to make when absent (hash-cookie.ts) */

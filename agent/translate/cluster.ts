@@ -43,23 +43,22 @@ export interface ClusterTranslation {
   /** RING_HASH / MAGLEV: the routes' hash policy picks the key */
   consistentHash: boolean;
   limits?: ConnectionLimits;
-  /** outbound original-destination clusters (Istio's PassthroughCluster): no upstream, routes forward to where the app dialled */
-  originalDestination?: { connectTimeout: number };
+  /**
+   * original-destination clusters (Istio's PassthroughCluster, InboundPassthroughCluster*, and the
+   * inbound `inbound|<port>||` of the app's ports): no upstream, routes forward to where the client
+   * dialled; `grpc`: over HTTP/2 (an inbound gRPC port)
+   */
+  originalDestination?: { connectTimeout: number; scheme?: 'grpc' };
   /** endpoints Envoy reaches over TLS: originated by the relay (agent/mtls/origination.ts) */
   tls?: ClusterTls;
   notes: TranslationNote[];
-}
-
-export interface ClusterContext {
-  /** the pod's own IP: inbound original-destination clusters forward to it */
-  podIp?: string;
 }
 
 /** APISIX's own defaults for send/read (nginx proxy_*_timeout): Envoy has no per-cluster equivalent. */
 const DEFAULT_IO_TIMEOUT = 60;
 const UNLIMITED = 4294967295;
 
-export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): ClusterTranslation {
+export function translateCluster(cluster: Cluster): ClusterTranslation {
   const name = cluster.name ?? '';
   const notes: TranslationNote[] = [];
   const note = (reason: string, detail: string, skipped = false) =>
@@ -72,17 +71,14 @@ export function translateCluster(cluster: Cluster, ctx: ClusterContext = {}): Cl
   const discovery = cluster.type ?? (cluster.cluster_type ? 'CUSTOM' : 'STATIC');
   let inlineNodes: ApisixNode[] | undefined;
   if (discovery === 'ORIGINAL_DST') {
-    const parsed = parseClusterName(name);
-    if (parsed?.direction === 'inbound' && parsed.port > 0) {
-      // Inbound traffic goes to the app in this pod, at the pod IP as with Envoy (an app bound to
-      // that address alone is reached too). The capture rules send the proxy's connections to the
-      // pod IP back to the inbound port unless they leave from 127.0.0.6, which the sidecar's
-      // APISIX config binds for inbound requests (webhook/injection/apisix-config.ts).
-      inlineNodes = [{ host: ctx.podIp ?? '127.0.0.1', port: parsed.port, weight: 1 }];
-    } else {
-      result.originalDestination = { connectTimeout: connectTimeout(cluster) };
-      return result;
-    }
+    // Inbound too, as with Envoy: the app is reached at the address the client dialled, of either
+    // family in a dual-stack pod (an app bound to one address alone is reached too), from 127.0.0.6
+    // or ::6, which the capture rules let through (the sidecar's hook and the L4 front bind them).
+    result.originalDestination = { connectTimeout: connectTimeout(cluster), ...(parseClusterName(name)?.direction === 'inbound' && usesHttp2(cluster) ? { scheme: 'grpc' as const } : {}) };
+    // an inbound cluster's circuit breaker (Sidecar ingress connectionPool) stays on its routes
+    const limits = connectionLimits(cluster);
+    if (limits) result.limits = limits;
+    return result;
   } else if (discovery === 'EDS') {
     result.edsServiceName = cluster.eds_cluster_config?.service_name || name;
   } else if (discovery === 'STATIC' || discovery === 'STRICT_DNS' || discovery === 'LOGICAL_DNS') {

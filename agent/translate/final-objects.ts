@@ -43,7 +43,7 @@ export interface RouteTarget {
 /** The route APISIX gets, for what its main cluster is now. A new object every time (nothing keeps it). */
 export function finalRoute(r: KeptRoute, target: RouteTarget, ports: CapturePorts): ApisixRoute {
   const base = routeObject(r);
-  return target.passthrough ? originalDestinationRoute(base, { ports, ...target.passthrough }) : adjusted(base, target.connect, target.limits);
+  return target.passthrough ? adjusted(originalDestinationRoute(base, { ports, ...target.passthrough }), undefined, target.limits) : adjusted(base, target.connect, target.limits);
 }
 
 function adjusted(base: ApisixRoute, connect: number | undefined, limits: ClusterTranslation['limits']): ApisixRoute {

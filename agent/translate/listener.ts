@@ -5,6 +5,7 @@ import { inventoryFilters, type NamedFilter, type SkipList } from '../policy/fil
 import type { CompiledRbacFilter } from '../policy/rbac.js';
 import type { CompiledJwtFilter } from '../policy/jwt.js';
 import type { TranslationNote } from './apisix-types.js';
+import { canonicalIp } from '../l4/listener-chains.js';
 
 /**
  * Where a route configuration's routes apply: which of APISIX's capture listeners (outbound or
@@ -15,6 +16,11 @@ export interface RouteScope {
   port: number;
   /** set when the listener is bound to one address (e.g. `10.96.0.10_9153`) */
   address?: string;
+  /**
+   * with `address`: the listener's other addresses (Envoy's `additional_addresses`, the other
+   * family's address of a dual-stack service), whose traffic the same routes serve
+   */
+  also?: string[];
 }
 
 export interface ScopedRouteConfigName {
@@ -71,7 +77,10 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
   }
   const inbound = listenerName === VIRTUAL_INBOUND || listener.traffic_direction === 'INBOUND';
   const direction: RouteScope['direction'] = inbound ? 'inbound' : 'outbound';
-  const address = socket.address && socket.address !== '0.0.0.0' && socket.address !== '::' ? socket.address : undefined;
+  const specific = (a: string | undefined) => !!a && a !== '0.0.0.0' && a !== '::';
+  // the kernel's text, which the front's hand-off record carries (l4/listener-chains.ts)
+  const address = specific(socket.address) ? canonicalIp(socket.address!) : undefined;
+  const also = address ? additionalAddresses(listener).filter((a) => specific(a) && canonicalIp(a) !== address).map(canonicalIp) : [];
   const chains: FilterChain[] = [...(listener.filter_chains ?? [])];
   if (listener.default_filter_chain) chains.push(listener.default_filter_chain);
   const seen = new Set<string>();
@@ -80,7 +89,7 @@ export function translateListener(listener: Listener, skip?: SkipList): Listener
   const networkRbac = new Map<string, RefusedScope>();
   const httpScopes = new Set<string>();
   for (const chain of chains) {
-    const scope = chainScope(listenerName, direction, socket.port_value, address, chain);
+    const scope = chainScope(listenerName, direction, socket.port_value, address, also, chain);
     if (!scope) continue;
     // Fail closed: a chain with a filter the agent does not enforce refuses its scope's traffic;
     // chains sharing the scope (TLS and plaintext of one port) cannot be told apart by APISIX.
@@ -165,16 +174,23 @@ function addOnce<T>(into: T[], filters: readonly T[], kind: string, seen: Set<st
  * `filter_chain_match.destination_port`; chains without one are catch-alls (pass-through or
  * black hole), which carry no HTTP routes of their own.
  */
-function chainScope(listenerName: string, direction: RouteScope['direction'], port: number, address: string | undefined, chain: FilterChain): RouteScope | undefined {
+function chainScope(listenerName: string, direction: RouteScope['direction'], port: number, address: string | undefined, also: string[], chain: FilterChain): RouteScope | undefined {
   const match = chain.filter_chain_match;
   const destinationPort = match?.destination_port?.value;
   if (listenerName === VIRTUAL_INBOUND || listenerName === VIRTUAL_OUTBOUND) {
     if (!destinationPort) return { direction, port: 0 };
     return { direction, port: destinationPort };
   }
-  return address ? { direction, port: destinationPort ?? port, address } : { direction, port: destinationPort ?? port };
+  if (!address) return { direction, port: destinationPort ?? port };
+  return also.length ? { direction, port: destinationPort ?? port, address, also } : { direction, port: destinationPort ?? port, address };
+}
+
+function additionalAddresses(listener: Listener): string[] {
+  return (listener.additional_addresses ?? []).flatMap((a) => (a.address?.socket_address?.address ? [a.address.socket_address.address] : []));
 }
 
 export function scopeKey(scope: RouteScope): string {
-  return `${scope.direction}:${scope.address ?? '*'}:${scope.port}`;
+  // the additional addresses are part of the scope: a route configuration's translation is kept per key
+  const also = scope.also?.length ? `+${scope.also.join('+')}` : '';
+  return `${scope.direction}:${scope.address ?? '*'}${also}:${scope.port}`;
 }

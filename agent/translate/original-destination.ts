@@ -20,6 +20,8 @@ export interface OriginalDestinationOptions {
   ports: CapturePorts;
   /** the original-destination cluster's connect timeout, seconds */
   connectTimeout: number;
+  /** `grpc`: HTTP/2 to the destination (an inbound gRPC port); default HTTP/1.1 */
+  scheme?: 'grpc';
 }
 
 /**
@@ -29,7 +31,14 @@ export interface OriginalDestinationOptions {
  */
 export function originalDestinationConf(options: OriginalDestinationOptions): NonNullable<AccessPhaseConf['original_destination']> {
   const { outbound, inbound } = options.ports;
-  return { capture_ports: [outbound, inbound], connect_timeout: finite(options.connectTimeout), io_timeout: PASSTHROUGH_IO_TIMEOUT };
+  // `grpc`: nginx's gRPC proxy to the destination (APISIX takes the scheme from a route's own
+  // upstream only, so the plugin sets it for the per-request one)
+  return {
+    capture_ports: [outbound, inbound],
+    connect_timeout: finite(options.connectTimeout),
+    io_timeout: PASSTHROUGH_IO_TIMEOUT,
+    ...(options.scheme === 'grpc' ? { scheme: 'grpc' as const } : {}),
+  };
 }
 
 /**

@@ -3,7 +3,7 @@ import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } fro
 import { TYPE_URL, type XdsKind } from '../xds/protos.js';
 import { decodeMessage } from '../xds/codec.js';
 import type { ApisixNode, TranslationNote } from './apisix-types.js';
-import { translateCluster, type ClusterContext, type ClusterTranslation } from './cluster.js';
+import { translateCluster, type ClusterTranslation } from './cluster.js';
 import { translateClusterLoadAssignment, type EndpointsTranslation } from './endpoints.js';
 import { translateListener, scopeKey, type ListenerTranslation, type RouteScope } from './listener.js';
 import type { SkipList } from '../policy/filter-inventory.js';
@@ -12,7 +12,7 @@ import { keepRouteConfig, type KeptRouteConfig } from './kept-routes.js';
 import { add, each, remove, type OneOrMore } from './one-or-more.js';
 import { l4Listener, type L4ListenerDraft } from '../l4/listener-chains.js';
 
-export interface TranslateOptions extends ClusterContext {
+export interface TranslateOptions {
   ports?: CapturePorts;
   /** filters the operator lets the agent skip although it does not enforce them (insecure) */
   skipFilters?: SkipList;
@@ -123,7 +123,7 @@ export class ResourceTranslations {
     try {
       switch (kind) {
         case 'cluster':
-          return { kind, translation: keptCluster(name, translateCluster(resource as Cluster, this.options)) };
+          return { kind, translation: keptCluster(name, translateCluster(resource as Cluster)) };
         case 'endpoint':
           return { kind, translation: keptEndpoints(translateClusterLoadAssignment(resource as ClusterLoadAssignment)) };
         case 'listener':

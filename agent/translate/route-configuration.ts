@@ -162,8 +162,8 @@ function uniqueId(used: Set<string>, id: string): string {
 export function scopeConditions(scope: RouteScope): ApisixVar[] {
   const vars: ApisixVar[] = [['apisix_mesh_direction', '==', scope.direction]];
   if (scope.address) {
-    const host = scope.address.includes(':') ? `[${scope.address}]` : scope.address;
-    vars.push(['connection_original_dst', '==', `${host}:${scope.port}`]);
+    const destinations = [scope.address, ...(scope.also ?? [])].map((a) => `${a.includes(':') ? `[${a}]` : a}:${scope.port}`);
+    vars.push(destinations.length === 1 ? ['connection_original_dst', '==', destinations[0]!] : ['connection_original_dst', 'in', destinations]);
   } else if (scope.port > 0) {
     // anchored on ':' so that port 80 does not also match 8080 or 180
     vars.push(['connection_original_dst', '~~', `:${scope.port}$`]);

@@ -374,7 +374,7 @@ export class MeshTranslator {
           continue;
         }
       }
-      const target: RouteTarget = passthrough ? { passthrough } : { connect: main?.upstream?.timeout?.connect, limits: main?.limits };
+      const target: RouteTarget = passthrough ? { passthrough, limits: main?.limits } : { connect: main?.upstream?.timeout?.connect, limits: main?.limits };
       route = finalRoute(r, target, this.resources.ports);
     }
     if (notes.length) this.routeNotes.set(id, notes);

@@ -127,14 +127,14 @@ describe('incremental translation = fresh translation of the same state', () => 
       fc.property(initial, fc.array(step, { minLength: 1, maxLength: 30 }), (first, pushes) => {
         const steps: Step[] = [...first.flatMap((version, at): Step[] => (version === null ? [] : [{ op: 'set', at, version }])), { op: 'apply' }, ...pushes];
         const state = { clusters: new Map(), endpoints: new Map(), listeners: new Map(), routeConfigs: new Map() } as { [K in keyof XdsResources]: Map<string, never> };
-        const translator = new MeshTranslator({ podIp: '10.1.1.1' });
-        const objectApi = new MeshTranslator({ podIp: '10.1.1.1' });
+        const translator = new MeshTranslator();
+        const objectApi = new MeshTranslator();
         const store = new KvStore();
         const applier = new StoreApplier(store);
         const check = () => {
           const changes: ApisixChanges = translator.assemble();
           const result = applier.applyChanges(changes);
-          const fresh = translateMesh(state, { podIp: '10.1.1.1' });
+          const fresh = translateMesh(state);
           const freshStore = new KvStore();
           const freshResult = new StoreApplier(freshStore).apply(fresh);
           expect(storeContents(store)).toEqual(storeContents(freshStore));
@@ -174,7 +174,7 @@ describe('incremental translation = fresh translation of the same state', () => 
 describe('work proportional to the change', () => {
   const canonical = loadCanonical('synthetic-reviews-xds-responses.json');
   const start = () => {
-    const translator = new MeshTranslator({ podIp: '10.1.1.1' });
+    const translator = new MeshTranslator();
     for (const kind of KINDS) {
       const changed = new Map(canonical[kind].map((json) => {
         const name = resourceName(kind, json);
@@ -217,7 +217,7 @@ describe('work proportional to the change', () => {
   });
 
   it('a TCP chain\'s cluster: its endpoints go to the stream workers\' copy, and an endpoint change rewrites that copy and its upstream, no listener', () => {
-    const translator = new MeshTranslator({ podIp: '10.1.1.1' });
+    const translator = new MeshTranslator();
     const store = new KvStore();
     const applier = new StoreApplier(store);
     for (const [kind, json] of [['cluster', UNIVERSE.cluster[A]![0]], ['cluster', UNIVERSE.cluster[B]![0]], ['endpoint', UNIVERSE.endpoint[A]![0]], ['endpoint', UNIVERSE.endpoint[B]![0]], ['listener', UNIVERSE.listener['10.96.0.5_5432']![0]], ['listener', UNIVERSE.listener['0.0.0.0_80']![0]], ['route', UNIVERSE.route['80']![0]]] as const) {

@@ -42,7 +42,7 @@ function world(clusters: Json[]): { clusters: Map<string, ClusterTranslation>; u
   const translated = new Map<string, ClusterTranslation>();
   const upstreams = new Map<string, ApisixUpstream>();
   for (const json of clusters) {
-    const t = translateCluster(fromCanonical<Cluster>(TYPE_URL.cluster, json), { podIp: '10.0.0.9' });
+    const t = translateCluster(fromCanonical<Cluster>(TYPE_URL.cluster, json));
     translated.set(t.clusterName, t);
     if (t.upstream) upstreams.set(t.clusterName, { ...t.upstream, nodes: t.inlineNodes ?? [{ host: '10.1.0.1', port: 80, weight: 1 }] });
   }
@@ -231,10 +231,10 @@ describe('L4 draft → what APISIX gets: chains resolved against the clusters', 
     expect([...notes, ...registryOnly.notes]).toEqual([]);
   });
 
-  it('inbound: a TCP port goes to the app at the pod address; the catch-all passes through', () => {
+  it('inbound: a TCP port goes to the app at the address the client dialled (Envoy\'s original-destination inbound cluster), as the catch-all does', () => {
     const { listener: l } = assemble(draftOf(virtualInbound([{ port: 5432, service: 'pg', protocol: 'tcp' }])), [inboundCluster(5432), inboundPassthroughCluster(), blackHoleCluster()]);
     expect(l.direction).toBe('inbound');
-    expect(l.chains.find((c) => c.match.port === 5432)!.action).toEqual({ kind: 'cluster', clusters: [{ upstream_id: upstreamId('inbound|5432||'), weight: 1 }] });
+    expect(l.chains.find((c) => c.match.port === 5432)!.action).toEqual({ kind: 'passthrough', connect_timeout: 10 });
     expect(l.chains.find((c) => c.name === 'virtualInbound')!.action).toEqual({ kind: 'passthrough', connect_timeout: 10 });
   });
 

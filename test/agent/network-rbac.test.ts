@@ -62,13 +62,12 @@ describe('network RBAC → the tree the L4 front judges', () => {
     const chain = draft.chains.find((c) => c.match.port === 5432)!;
     expect(chain.target).toEqual({ kind: 'tcp', clusters: [{ name: 'inbound|5432||', weight: 1 }] });
     const clusters = new Map<string, ClusterTranslation>();
-    const upstreams = new Map<string, ApisixUpstream>();
-    const t = translateCluster(fromCanonical<Cluster>(TYPE_URL.cluster, inboundCluster(5432)), { podIp: '10.244.0.7' });
+    const t = translateCluster(fromCanonical<Cluster>(TYPE_URL.cluster, inboundCluster(5432)));
     clusters.set(t.clusterName, t);
-    upstreams.set(t.clusterName, { ...t.upstream!, nodes: t.inlineNodes ?? [] });
-    const assembled = assembleL4Listener(draft, clusters, (name) => upstreams.get(name)?.id, []);
+    const assembled = assembleL4Listener(draft, clusters, () => undefined, []);
     const out = assembled.chains.find((c) => c.match.port === 5432)!;
-    expect(out.action.kind).toBe('cluster');
+    // Envoy's inbound cluster is an original destination: the address the client dialled
+    expect(out.action.kind).toBe('passthrough');
     expect(out.rbac).toEqual([{ name: 'envoy.filters.network.rbac', action: 'ALLOW', policies: [{ name: 'p', match: { t: 'and', n: [{ t: 'any' }, { t: 'ip', of: 'direct', v: 4, b: [10, 244, 9, 0], len: 24 }] } }] }]);
     // the black-hole chain of the capture port is refused: no policy on it
     expect(assembled.chains.find((c) => c.name === 'virtualInbound-blackhole')!.rbac).toBeUndefined();

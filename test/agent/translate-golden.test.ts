@@ -48,7 +48,7 @@ const FULL = [
 describe('whole-sidecar fixtures → APISIX', () => {
   for (const file of FULL) {
     it(`${file}: matches the golden file and every object passes APISIX's schema`, () => {
-      const config = translateMesh(decodeAll(loadCanonical(file)), { podIp: '10.244.0.99' });
+      const config = translateMesh(decodeAll(loadCanonical(file)));
       expect(config.upstreams.size + config.routes.size).toBeGreaterThan(0);
       expectSchemaValid(config);
       expectNoServerless(config);
@@ -58,7 +58,7 @@ describe('whole-sidecar fixtures → APISIX', () => {
 
   it('the 1.18 dump yields an upstream for every EDS cluster that has an assignment', () => {
     const xds = decodeAll(loadCanonical('deathstarbench-geo-istio1.18-configdump.json'));
-    const config = translateMesh(xds, { podIp: '10.244.0.99' });
+    const config = translateMesh(xds);
     const eds = [...xds.clusters.values()].filter((c) => c.type === 'EDS' && xds.endpoints.has(c.name!));
     for (const c of eds) expect([...config.upstreams.values()].some((u) => u.name === c.name), c.name).toBe(true);
   });

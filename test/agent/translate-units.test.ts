@@ -46,9 +46,13 @@ describe('Cluster → upstream', () => {
     expect(translateCluster(cluster({ name: 'outbound|80||b', type: 'EDS' })).upstream!.id).not.toBe(a);
     expect(a).toMatch(/^[0-9a-f]{16}$/);
   });
-  it('inbound original-destination clusters go to the pod; outbound ones to where the app dialled', () => {
-    expect(translateCluster(cluster({ name: 'inbound|9080||', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' }), { podIp: '10.1.2.3' }).inlineNodes)
-      .toEqual([{ host: '10.1.2.3', port: 9080, weight: 1 }]);
+  it('original-destination clusters, inbound and outbound, go to where the client dialled (an inbound gRPC port over HTTP/2)', () => {
+    const inbound = translateCluster(cluster({ name: 'inbound|9080||', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED', connect_timeout: '10s' }));
+    expect(inbound.upstream).toBeUndefined();
+    expect(inbound.originalDestination).toEqual({ connectTimeout: 10 });
+    const http2 = { 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': { '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions', explicit_http_config: { http2_protocol_options: {} } } };
+    const grpc = translateCluster(cluster({ name: 'inbound|9090||', type: 'ORIGINAL_DST', connect_timeout: '10s', typed_extension_protocol_options: http2 }));
+    expect(grpc.originalDestination).toEqual({ connectTimeout: 10, scheme: 'grpc' });
     const pass = translateCluster(cluster({ name: 'PassthroughCluster', type: 'ORIGINAL_DST', connect_timeout: '0.5s' }));
     expect(pass.upstream).toBeUndefined();
     expect(pass.originalDestination).toEqual({ connectTimeout: 0.5 });
@@ -345,7 +349,7 @@ describe('whole mesh', () => {
   it('inbound with an AuthorizationPolicy the agent does not enforce: every request is refused, none reaches the app', () => {
     // the fixture's chains carry RBAC (an ALLOW policy on GET /info and POST /data from listed
     // principals), ext_authz, and a network RBAC with no rules (deny all TCP)
-    const out = translateMesh(inboundXds(loadXds('istio-sidecar-listeners-configdump.yaml').listeners.get('virtualInbound')!), { podIp: '10.244.0.7' });
+    const out = translateMesh(inboundXds(loadXds('istio-sidecar-listeners-configdump.yaml').listeners.get('virtualInbound')!));
     const routes = [...out.routes.values()];
     expect(routes.filter((r) => r.upstream_id || r.plugins?.['apisix-mesh-access'])).toEqual([]);
     expect(routes.map((r) => [r.vars, r.plugins?.['fault-injection']])).toEqual([
@@ -374,7 +378,7 @@ describe('whole mesh', () => {
       }
     }
     const xds = inboundXds(rbacOnly);
-    const translator = new MeshTranslator({ podIp: '10.244.0.7' });
+    const translator = new MeshTranslator();
     const out = translator.translate(xds);
     expect(out.notes.filter((n) => n.reason === 'unenforced-filter')).toEqual([]);
     const routes = [...out.routes.values()];
@@ -388,7 +392,7 @@ describe('whole mesh', () => {
     expect(routes.filter((r) => r.plugins?.['apisix-mesh-access']?.['original_destination']).length).toBeGreaterThan(0);
     for (const r of translator.translate(xds).routes.values()) expect(out.routes.get(r.id)).toBe(r); // cached while the listener is the same
   });
-  it('inbound: virtualInbound\'s inline route configuration reaches the app in the pod, on the inbound listener only', () => {
+  it('inbound: virtualInbound\'s inline route configuration reaches the app at the address the client dialled, on the inbound listener only', () => {
     // the same listener with only filters that restrict nothing (telemetry, peer metadata, router)
     const real = loadXds('istio-sidecar-listeners-configdump.yaml').listeners.get('virtualInbound')!;
     const withoutPolicy = structuredClone(real);
@@ -401,23 +405,23 @@ describe('whole mesh', () => {
         f.typed_config = { type_url: (f.typed_config as PackedAny).type_url, value: encodeMessage((f.typed_config as PackedAny).type_url!, hcm) } as never;
       }
     }
-    const out = translateMesh(inboundXds(withoutPolicy), { podIp: '10.244.0.7' });
+    const out = translateMesh(inboundXds(withoutPolicy));
     expect(out.notes.filter((n) => n.reason === 'unenforced-filter')).toEqual([]);
-    const upstream = out.upstreams.get(upstreamId('inbound|80||'))!;
-    expect(upstream.nodes).toEqual([{ host: '10.244.0.7', port: 80, weight: 1 }]);
+    // Envoy's inbound cluster is an original destination: no upstream pinned to one pod address
+    expect(out.upstreams.get(upstreamId('inbound|80||'))).toBeUndefined();
     const routes = [...out.routes.values()];
-    const toApp = routes.filter((r) => r.upstream_id);
+    expect(routes.filter((r) => r.upstream_id)).toEqual([]);
+    const toApp = routes.filter((r) => r.vars?.some((v) => v[0] === 'connection_original_dst' && v[2] === ':80$'));
     expect(toApp).toHaveLength(1);
-    expect(toApp[0]!.upstream_id).toBe(upstream.id);
-    expect(toApp[0]!.vars).toEqual(expect.arrayContaining([['apisix_mesh_direction', '==', 'inbound'], ['connection_original_dst', '~~', ':80$']]));
-    // the catch-all HTTP chain: any other port of the pod, forwarded to its original destination
-    const catchAll = routes.filter((r) => !r.upstream_id);
+    expect(toApp[0]!.vars).toContainEqual(['apisix_mesh_direction', '==', 'inbound']);
+    // the catch-all HTTP chain: any other port of the pod
+    const catchAll = routes.filter((r) => r !== toApp[0]);
     expect(catchAll.length).toBeGreaterThan(0);
-    for (const r of catchAll) {
+    for (const r of [...toApp, ...catchAll]) {
       expect(Object.keys(r.plugins?.['apisix-mesh-access'] ?? {})).toEqual(['original_destination']);
       expect(r.vars).toContainEqual(['apisix_mesh_direction', '==', 'inbound']);
-      expect(r.priority).toBeLessThan(toApp[0]!.priority);
     }
+    for (const r of catchAll) expect(r.priority).toBeLessThan(toApp[0]!.priority);
     for (const r of routes) expect(validateApisix('route.strict', r)).toBeNull();
   });
 });

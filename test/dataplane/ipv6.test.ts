@@ -16,7 +16,7 @@ import { send } from '../support/echo-requests.js';
 import type { NetnsWorker, TcpResult } from '../support/pod/worker-client.js';
 import {
   allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, inboundPassthroughClusterIpv6, MeshResources,
-  outboundCluster, outboundHttpListener, outboundTcpListener, passthroughCluster, tcpProxyFilter, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
+  outboundCluster, outboundHttpListener, outboundSniffedListener, outboundTcpListener, passthroughCluster, tcpProxyFilter, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
 } from '../support/istio-xds.js';
 
 const NS = 'data';
@@ -27,6 +27,12 @@ const CHECKOUT_CLUSTER = outboundCluster(CHECKOUT.port, CHECKOUT.host);
 /** A TCP mesh service, dual-stack: istiod's listener is bound to the IPv4 VIP with the IPv6 one as additional address. */
 const DB = { vip: '10.96.50.10', vip6: 'fd00:96::50:10', port: 9000, host: fqdn('db', NS), endpoint: 'fd00:244::7:11' };
 const DB_CLUSTER = outboundCluster(DB.port, DB.host);
+/**
+ * A dual-stack service port of no declared protocol: istiod binds its listener to the IPv4 VIP with
+ * the IPv6 one as additional address, and its HTTP chain's routes (RDS `<host>:<port>`) serve both.
+ */
+const ORDERS = { vip: '10.96.60.9', vip6: 'fd00:96::60:9', port: 8081, host: fqdn('orders', NS), endpoint: 'fd00:244::6:11' };
+const ORDERS_CLUSTER = outboundCluster(ORDERS.port, ORDERS.host);
 /** Outside the mesh, IPv6 only (ALLOW_ANY passes them through). */
 const EXTERNAL = { http: 'fd00:203::50', tcp: 'fd00:203::60', tcpPort: 7000 };
 /**
@@ -54,6 +60,11 @@ function mesh(): MeshResources {
   (checkout.domains as string[]).push(`[${CHECKOUT.vip6}]`);
   m.route(routeConfiguration(CHECKOUT.port, [checkout, allowAnyVirtualHost()]));
   m.listener(outboundTcpListener(DB.vip, DB.port, DB_CLUSTER, [DB.vip6]));
+  m.cluster(edsCluster(ORDERS_CLUSTER), [{ ip: ORDERS.endpoint, port: ORDERS.port }]);
+  m.listener(outboundSniffedListener(ORDERS.vip, ORDERS.port, ORDERS.host, ORDERS_CLUSTER, [ORDERS.vip6]));
+  const orders = serviceVirtualHost(ORDERS.host, ORDERS.port, ORDERS.vip, [httpRoute('default', { prefix: '/' }, { cluster: ORDERS_CLUSTER })]);
+  (orders.domains as string[]).push(`[${ORDERS.vip6}]`);
+  m.route({ ...routeConfiguration(ORDERS.port, [orders]), name: `${ORDERS.host}:${ORDERS.port}` });
   m.cluster(edsCluster(LEGACY_CLUSTER), [{ ip: LEGACY.endpoint, port: EXTERNAL.tcpPort }]);
   m.listener({
     name: `0.0.0.0_${EXTERNAL.tcpPort}`,
@@ -94,13 +105,15 @@ describeWhenAvailable('IPv6 through the L4 front: a dual-stack pod (real APISIX)
       manifest: podManifest('web', NS, { app: 'web' }, [{ name: 'app', ports: [WEB_PORT, PG_PORT] }]),
       xds: mesh().resources,
       dualStack: true,
-      clusterAddresses: [CHECKOUT.vip6, CHECKOUT.endpoint, DB.vip6, DB.endpoint, EXTERNAL.http, EXTERNAL.tcp, LEGACY.dialled, LEGACY.endpoint],
+      clusterAddresses: [CHECKOUT.vip6, CHECKOUT.endpoint, ORDERS.vip6, ORDERS.endpoint, DB.vip6, DB.endpoint, EXTERNAL.http, EXTERNAL.tcp, LEGACY.dialled, LEGACY.endpoint],
     });
     const cluster = pod.cluster;
     await Promise.all([
       cluster.serve('checkout', CHECKOUT.endpoint, CHECKOUT.port),
       // where the app dialled: a connection passed through instead of sent to the cluster would land here
       cluster.serve('checkout-vip', CHECKOUT.vip6, CHECKOUT.port),
+      cluster.serve('orders', ORDERS.endpoint, ORDERS.port),
+      cluster.serve('orders-vip', ORDERS.vip6, ORDERS.port),
       cluster.serveTcp('db', DB.endpoint, DB.port),
       cluster.serveTcp('db-vip', DB.vip6, DB.port),
       cluster.serve('external-http', EXTERNAL.http, CHECKOUT.port),
@@ -130,6 +143,14 @@ describeWhenAvailable('IPv6 through the L4 front: a dual-stack pod (real APISIX)
     noErrors();
   });
 
+  it('outbound HTTP to the IPv6 address of a dual-stack service whose listener is bound to its IPv4 address (additional_addresses) is routed by that listener\'s routes', async () => {
+    const res = await send(app(), { url: `http://[${ORDERS.vip6}]:${ORDERS.port}/order/6`, headers: { host: ORDERS.host } });
+    expect(res.status).toBe(200);
+    expect(res.echo).toMatchObject({ name: 'orders', url: '/order/6', peer: POD_IP6 });
+    expect(await served(pod.cluster, 'orders-vip')).toEqual([]);
+    noErrors();
+  });
+
   it('outbound TCP to a dual-stack service\'s IPv6 address goes to its endpoint (the listener\'s additional address); to an IPv6 host outside the mesh it passes through', async () => {
     expect(text(await echo(app(), DB.vip6, DB.port, 'row over v6\n'))).toEqual(['row over v6\n']);
     expect((await served(pod.cluster, 'db')).map((r) => r.peer)).toEqual([POD_IP6]);
@@ -150,11 +171,11 @@ describeWhenAvailable('IPv6 through the L4 front: a dual-stack pod (real APISIX)
     noErrors();
   });
 
-  it('inbound HTTP to the pod\'s IPv6 address: a declared port reaches the app (the client\'s IPv6 address forwarded), an undeclared one passes through from ::6', async () => {
+  it('inbound HTTP to the pod\'s IPv6 address: a declared port reaches the app at the address dialled, from ::6 (the client\'s IPv6 address forwarded), an undeclared one passes through from ::6', async () => {
     const res = await send(pod.cluster, { url: `http://[${POD_IP6}]:${WEB_PORT}/in`, headers: { host: 'web.data' } });
     expect(res.status).toBe(200);
-    // the declared port's cluster is the pod IP the agent pins (IPv4 here), reached from 127.0.0.6
-    expect(res.echo).toMatchObject({ name: 'web', url: '/in', peer: '::ffff:127.0.0.6' });
+    // as Envoy's inbound cluster (original destination): the IPv6 address, not the pinned IPv4 pod IP
+    expect(res.echo).toMatchObject({ name: 'web', url: '/in', peer: '::6' });
     expect(res.echo?.headers['x-forwarded-for']).toBe(CLUSTER_GATEWAY_IP6);
     const other = await send(pod.cluster, { url: `http://[${POD_IP6}]:${UNDECLARED_HTTP_PORT}/other`, headers: { host: 'web.data' } });
     expect(other.status).toBe(200);
@@ -162,9 +183,9 @@ describeWhenAvailable('IPv6 through the L4 front: a dual-stack pod (real APISIX)
     noErrors();
   });
 
-  it('inbound TCP to the pod\'s IPv6 address: bytes untouched on a declared port and on an undeclared one (from ::6)', async () => {
+  it('inbound TCP to the pod\'s IPv6 address: bytes untouched on a declared port (to the address dialled) and on an undeclared one, from ::6', async () => {
     expect(text(await echo(pod.cluster, POD_IP6, PG_PORT, 'select 6\n'))).toEqual(['select 6\n']);
-    expect((await served(app(), 'pg')).map((r) => r.peer)).toEqual(['::ffff:127.0.0.6']);
+    expect((await served(app(), 'pg')).map((r) => r.peer)).toEqual(['::6']);
     expect(text(await echo(pod.cluster, POD_IP6, UNDECLARED_TCP_PORT, 'raw v6\n'))).toEqual(['raw v6\n']);
     expect((await served(app(), 'undeclared-tcp')).map((r) => r.peer)).toEqual(['::6']);
     noErrors();

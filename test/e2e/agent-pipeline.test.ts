@@ -26,7 +26,7 @@ let istiodPort = 0;
 
 /** The APISIX view the agent should produce for the fake istiod's current resources. */
 function expected(): Map<string, string> {
-  const config = translateMesh(decodeAll(resources), { podIp: identity.podIp });
+  const config = translateMesh(decodeAll(resources));
   const view = new Map<string, string>();
   for (const u of config.upstreams.values()) view.set(`/apisix/upstreams/${u.id}`, JSON.stringify(u));
   for (const r of config.routes.values()) view.set(`/apisix/routes/${r.id}`, JSON.stringify(r));

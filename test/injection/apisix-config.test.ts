@@ -44,7 +44,9 @@ describe("APISIX's config.yaml for the sidecar", () => {
           // x-request-id kept, or generated as a UUID from $request_id (test/dataplane/translation-semantics)
           + requestIdSnippets().http
           // the upstream block and the locations Envoy's retry policies run in (test/dataplane/translation-semantics)
-          + retryUpstreamSnippet(),
+          + retryUpstreamSnippet()
+          // APISIX's status API and Prometheus export on IPv6, where the config-copy container wrote them (test/dataplane/ipv6-first)
+          + 'include apisix-mesh-ipv6-http.con[f];\n',
         // inbound forwards leave from 127.0.0.6 (the hook sets the variable per request)
         http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n'
           // the hand-off listeners close after the client's end (no reset for the front to log)

@@ -307,6 +307,20 @@ export function outboundTcpListener(vip: string, port: number, target: TcpTarget
 }
 
 /**
+ * `<vip>_<port>` for a service port of no declared protocol (sniffed): istiod binds it to the
+ * service address (with a dual-stack service's other address in `additional_addresses`), an HTTP
+ * chain routed by RDS `<host>:<port>` and a TCP chain to the cluster for the rest.
+ */
+export function outboundSniffedListener(vip: string, port: number, host: string, cluster: string, additionalVips: string[] = []): Json {
+  const tcp = outboundTcpListener(vip, port, cluster, additionalVips);
+  const http = {
+    filter_chain_match: { transport_protocol: 'raw_buffer', application_protocols: ['http/1.1', 'h2c'] },
+    filters: [hcm(`outbound_${vip}_${port}`, { rds: { config_source: ADS, route_config_name: `${host}:${port}` } })],
+  };
+  return { ...tcp, filter_chains: [...(tcp.filter_chains as Json[]), http] };
+}
+
+/**
  * `0.0.0.0_<port>` for TLS ServiceEntries without addresses (hosts only): one chain per host set,
  * matched by SNI (`server_names`), to that host's `outbound|port||host` cluster; other connections
  * take the default chain (the mesh's outbound traffic policy).

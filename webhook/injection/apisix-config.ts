@@ -3,6 +3,7 @@ import type { InjectionConfig } from '../config/injection-config.js';
 import { BACKSLASH_VARIABLE, DOLLAR_VARIABLE } from '../../agent/translate/values.js';
 import { retryLocationsSnippet, retryUpstreamSnippet } from './retry-locations.js';
 import { TLS_RELAY_PORT, TLS_RELAY_TCP_PORT } from '../../agent/mtls/origination.js';
+import { ipv6HttpListenersInclude, ipv6HttpListenersWrite } from './ipv6-http-listeners.js';
 
 /**
  * The plugins the agent's translation of Istio routing puts on APISIX routes (weighted clusters,
@@ -68,9 +69,13 @@ export function ipv6ListenFile(port: number): string {
   return `apisix-mesh-ipv6-${port}.conf`;
 }
 
-/** The shell step (config-copy container) writing the IPv6 listeners into `confDir`, when there is IPv6. */
+/**
+ * The shell step (config-copy container) writing the IPv6 listeners into `confDir`, when there is
+ * IPv6: the capture ports' and the status API's and Prometheus export's (ipv6-http-listeners.ts).
+ */
 export function ipv6ListenCommand(config: InjectionConfig, confDir: string): string {
   const writes = [config.ports.outbound, config.ports.inbound].map((port) => `printf 'listen [::]:${port} ipv6only=on;\\n' > ${confDir}/${ipv6ListenFile(port)}`);
+  writes.push(ipv6HttpListenersWrite(config, confDir));
   return `if [ -e /proc/net/if_inet6 ]; then ${writes.join(' && ')}; fi`;
 }
 
@@ -249,7 +254,7 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       // outlier detection's state per upstream node, shared by the workers (apisix_mesh/outlier.lua)
       http: { access_log: '/dev/stdout', custom_lua_shared_dict: { [ISTIO_METRICS_DICT]: '32m', apisix_mesh_outlier: '2m' } },
       stream_configuration_snippet: streamFrontSnippet(config),
-      http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet(),
+      http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet() + ipv6HttpListenersInclude(),
       http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + retryLocationsSnippet(requestId.location),
       http_server_location_configuration_snippet: requestId.location,
     },

@@ -379,7 +379,8 @@ export class Kubelet {
     const get = p.httpGet;
     if (!get) throw new Error('only httpGet and tcpSocket probes are run here');
     const port = typeof get.port === 'number' ? get.port : Number(get.port);
-    const res = await this.opts.prober.http({ url: `http://${this.opts.podIp}:${port}${get.path ?? '/'}`, timeoutMs: 1000 });
+    const host = this.opts.podIp.includes(':') ? `[${this.opts.podIp}]` : this.opts.podIp;
+    const res = await this.opts.prober.http({ url: `http://${host}:${port}${get.path ?? '/'}`, timeoutMs: 1000 });
     return 'status' in res && res.status >= 200 && res.status < 400;
   }
 

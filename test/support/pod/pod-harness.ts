@@ -14,7 +14,7 @@ import { FakeIstiod } from '../fake-istiod.js';
 import { findApisixRuntime } from './apisix-runtime.js';
 import { apisixImage, meshImage } from './images.js';
 import { Kubelet } from './kubelet.js';
-import { createPodNetwork, POD_IP, type PodNetwork } from './network.js';
+import { createPodNetwork, POD_IP, POD_IP6, type PodNetwork } from './network.js';
 import { stageProject } from './staged-project.js';
 import { NetnsWorker } from './worker-client.js';
 import { apisixErrorLines } from './apisix-log.js';
@@ -53,8 +53,11 @@ export interface PodHarnessOptions {
   hosts?: Record<string, string>;
   /** TCP relays in the cluster namespace, up before the pod starts: address:port → a unix socket here */
   clusterRelays?: Array<{ ip: string; port: number; unixPath: string }>;
-  /** the pod gets an IPv6 address too (network.ts, POD_IP6), IPv4 first */
-  dualStack?: boolean;
+  /**
+   * the pod gets an IPv6 address too (network.ts, POD_IP6): `true` IPv4 first, `'ipv6-first'` with
+   * POD_IP6 as its status.podIP (what the kubelet probes and the agent pins as INSTANCE_IP)
+   */
+  dualStack?: boolean | 'ipv6-first';
   /** for control experiments only: changes the injected pod before it runs */
   mutateInjected?: (pod: V1Pod) => V1Pod;
   /** for benchmarks' baselines only: another built checkout whose agent the pod runs */
@@ -119,7 +122,8 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  const network = createPodNetwork(options.hosts, { dualStack: options.dualStack ?? false });
+  const network = createPodNetwork(options.hosts, { dualStack: (options.dualStack ?? false) !== false });
+  const podIp = options.dualStack === 'ipv6-first' ? POD_IP6 : POD_IP;
   const workers: NetnsWorker[] = [];
   const apps = new Map<string, NetnsWorker>();
   const istiod = new FakeIstiod(options.xds);
@@ -142,7 +146,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
 
     kubelet = new Kubelet({
       pod: injected,
-      podIp: POD_IP,
+      podIp,
       netns: network.pod,
       dir,
       images: { [config.images.mesh]: meshImage(project), [config.images.apisix]: apisixImage(runtime, dir) },

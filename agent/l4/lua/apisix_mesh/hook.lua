@@ -31,7 +31,7 @@ local client = require("resty.apisix.client")
 local balancer = require("ngx.balancer")
 
 -- Istio's inbound forwarding sources (see l4.lua), one per family of the app address connected to:
--- the pinned pod IP's, or for the inbound pass-through the original destination's
+-- the original destination's (inbound clusters are original destinations, as in Envoy)
 local INBOUND_SOURCE_IPV4 = "127.0.0.6"
 local INBOUND_SOURCE_IPV6 = "::6"
 

@@ -12,7 +12,8 @@ local match, tonumber = string.match, tonumber
 
 local _M = {}
 
--- conf: { capture_ports = { outbound, inbound }, connect_timeout = s, io_timeout = s }
+-- conf: { capture_ports = { outbound, inbound }, connect_timeout = s, io_timeout = s,
+--         scheme = "grpc" (an inbound gRPC port: HTTP/2 to the destination) or absent }
 function _M.forward(conf, ctx)
     local dst = ctx.var.connection_original_dst
     local host, port
@@ -25,14 +26,21 @@ function _M.forward(conf, ctx)
         core.log.warn("apisix-mesh: no original destination to pass through to: ", dst)
         return core.response.exit(502)
     end
-    upstream.set(ctx, "passthrough#" .. dst, ctx.conf_version, {
+    local grpc = conf.scheme == "grpc"
+    -- one cached upstream per key: a destination reached by both schemes needs two
+    upstream.set(ctx, (grpc and "passthrough-grpc#" or "passthrough#") .. dst, ctx.conf_version, {
         type = "roundrobin",
-        scheme = "http",
+        scheme = grpc and "grpc" or "http",
         pass_host = "pass",
         nodes = {{host = host, port = port, weight = 1, priority = 0}},
         timeout = {connect = conf.connect_timeout, send = conf.io_timeout, read = conf.io_timeout},
         parent = ctx.matched_route,
     })
+    if grpc then
+        -- APISIX takes the scheme from the route's own upstream only (set_by_route); nginx's gRPC
+        -- proxy is chosen by ctx.upstream_scheme
+        upstream.set_scheme(ctx, ctx.upstream_conf)
+    end
 end
 
 return _M

@@ -31,6 +31,7 @@ local schema = {
                 capture_ports = { type = "array", items = port, minItems = 2, maxItems = 2 },
                 connect_timeout = positive,
                 io_timeout = positive,
+                scheme = { type = "string", enum = { "grpc" } },
             },
             required = { "capture_ports", "connect_timeout", "io_timeout" },
             additionalProperties = false,
