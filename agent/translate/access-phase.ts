@@ -1,3 +1,4 @@
+import type { IstioService } from './cluster-service.js';
 import type { HashCookie } from './hash-cookie.js';
 import type { ApisixPlugins } from './apisix-types.js';
 
@@ -17,7 +18,7 @@ export const ACCESS_PHASE_PLUGIN = 'apisix-mesh-access';
 
 /** The plugin's configuration (its schema's properties). */
 export interface AccessPhaseConf {
-  original_destination?: { capture_ports: [number, number]; connect_timeout: number; io_timeout: number; scheme?: 'grpc' };
+  original_destination?: { capture_ports: [number, number]; connect_timeout: number; io_timeout: number; scheme?: 'grpc'; service?: IstioService };
   mirror?: { mirrors: MirrorTargetConf[]; timeout_ms: number; max_body: number };
   retry?: { location: string; connect: boolean; reset: boolean; timeout: boolean };
   /** a cookie hash policy's cookie to make when absent (hash-cookie.ts) */

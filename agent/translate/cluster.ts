@@ -7,7 +7,7 @@ import { OUTLIER_LABEL, outlierLabel, outlierPolicy } from './outlier-detection.
 import { translateClusterLoadAssignment } from './endpoints.js';
 import { upstreamTlsPolicy } from '../mtls/upstream-tls.js';
 import type { ClusterTls } from '../mtls/origination.js';
-import { firstIstioService, serviceLabels } from './cluster-service.js';
+import { firstIstioService, serviceLabels, type IstioService } from './cluster-service.js';
 
 /** Istio's cluster name `direction|port|subset|host` (pilot/pkg/model/service.go BuildSubsetKey). */
 export interface IstioClusterName {
@@ -48,7 +48,8 @@ export interface ClusterTranslation {
    * inbound `inbound|<port>||` of the app's ports): no upstream, routes forward to where the client
    * dialled; `grpc`: over HTTP/2 (an inbound gRPC port)
    */
-  originalDestination?: { connectTimeout: number; scheme?: 'grpc' };
+  /** `service`: istiod's first service of an inbound cluster, for Istio's metrics (cluster-service.ts) */
+  originalDestination?: { connectTimeout: number; scheme?: 'grpc'; service?: IstioService };
   /** endpoints Envoy reaches over TLS: originated by the relay (agent/mtls/origination.ts) */
   tls?: ClusterTls;
   notes: TranslationNote[];
@@ -74,7 +75,13 @@ export function translateCluster(cluster: Cluster): ClusterTranslation {
     // Inbound too, as with Envoy: the app is reached at the address the client dialled, of either
     // family in a dual-stack pod (an app bound to one address alone is reached too), from 127.0.0.6
     // or ::6, which the capture rules let through (the sidecar's hook and the L4 front bind them).
-    result.originalDestination = { connectTimeout: connectTimeout(cluster), ...(parseClusterName(name)?.direction === 'inbound' && usesHttp2(cluster) ? { scheme: 'grpc' as const } : {}) };
+    const inbound = parseClusterName(name)?.direction === 'inbound';
+    const service = inbound ? firstIstioService(cluster.metadata) : undefined;
+    result.originalDestination = {
+      connectTimeout: connectTimeout(cluster),
+      ...(inbound && usesHttp2(cluster) ? { scheme: 'grpc' as const } : {}),
+      ...(service ? { service } : {}),
+    };
     // an inbound cluster's circuit breaker (Sidecar ingress connectionPool) stays on its routes
     const limits = connectionLimits(cluster);
     if (limits) result.limits = limits;

@@ -1,4 +1,5 @@
 import type { ApisixRoute } from './apisix-types.js';
+import type { IstioService } from './cluster-service.js';
 import type { CapturePorts } from './route-configuration.js';
 import { ACCESS_PHASE_PLUGIN, withAccessPhase, type AccessPhaseConf } from './access-phase.js';
 
@@ -22,6 +23,8 @@ export interface OriginalDestinationOptions {
   connectTimeout: number;
   /** `grpc`: HTTP/2 to the destination (an inbound gRPC port); default HTTP/1.1 */
   scheme?: 'grpc';
+  /** the service an inbound cluster serves: Istio's metrics report it as the destination */
+  service?: IstioService;
 }
 
 /**
@@ -38,6 +41,7 @@ export function originalDestinationConf(options: OriginalDestinationOptions): No
     connect_timeout: finite(options.connectTimeout),
     io_timeout: PASSTHROUGH_IO_TIMEOUT,
     ...(options.scheme === 'grpc' ? { scheme: 'grpc' as const } : {}),
+    ...(options.service ? { service: options.service } : {}),
   };
 }
 

@@ -13,7 +13,8 @@ local match, tonumber = string.match, tonumber
 local _M = {}
 
 -- conf: { capture_ports = { outbound, inbound }, connect_timeout = s, io_timeout = s,
---         scheme = "grpc" (an inbound gRPC port: HTTP/2 to the destination) or absent }
+--         scheme = "grpc" (an inbound gRPC port: HTTP/2 to the destination) or absent,
+--         service = { host, name, namespace } (an inbound cluster's service, for Istio's metrics) }
 function _M.forward(conf, ctx)
     local dst = ctx.var.connection_original_dst
     local host, port
@@ -26,6 +27,8 @@ function _M.forward(conf, ctx)
         core.log.warn("apisix-mesh: no original destination to pass through to: ", dst)
         return core.response.exit(502)
     end
+    -- the service istiod names for an inbound port: Istio's metrics report it (istio_metrics.lua)
+    ctx.apisix_mesh_service = conf.service
     local grpc = conf.scheme == "grpc"
     -- one cached upstream per key: a destination reached by both schemes needs two
     upstream.set(ctx, (grpc and "passthrough-grpc#" or "passthrough#") .. dst, ctx.conf_version, {

@@ -209,12 +209,18 @@ local function upstream_of(api_ctx)
     return item and item.value
 end
 
--- The destination service: an outbound cluster names it; an inbound cluster's upstream carries the
--- first service of istiod's metadata for it in its labels (agent/translate/cluster-service.ts); the
--- pass-through routes (no stored upstream, `passthrough#<address>`) have none.
+-- The destination service: an outbound cluster names it; an inbound cluster carries the first
+-- service of istiod's metadata for it (agent/translate/cluster-service.ts) in its upstream's labels,
+-- or, forwarded to the address dialled as Envoy's inbound clusters are, in the pass-through's
+-- configuration (http_passthrough.lua); the other pass-through routes (no stored upstream,
+-- `passthrough#<address>`) have none.
 local function destination(api_ctx, outbound)
+    local service = api_ctx.apisix_mesh_service
+    if not outbound and type(service) == "table" and service.host then
+        return service.host, service.name, service.namespace
+    end
     local key = api_ctx.upstream_key
-    if type(key) == "string" and key:sub(1, 12) == "passthrough#" then
+    if type(key) == "string" and (key:sub(1, 12) == "passthrough#" or key:sub(1, 17) == "passthrough-grpc#") then
         return nil, outbound and "PassthroughCluster" or "InboundPassthroughCluster", nil
     end
     local up = upstream_of(api_ctx)

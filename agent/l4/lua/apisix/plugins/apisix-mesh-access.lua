@@ -32,6 +32,16 @@ local schema = {
                 connect_timeout = positive,
                 io_timeout = positive,
                 scheme = { type = "string", enum = { "grpc" } },
+                service = {
+                    type = "object",
+                    properties = {
+                        host = { type = "string", pattern = [[^\S{1,256}$]] },
+                        name = { type = "string", pattern = [[^\S{1,256}$]] },
+                        namespace = { type = "string", pattern = [[^\S{1,256}$]] },
+                    },
+                    required = { "host" },
+                    additionalProperties = false,
+                },
             },
             required = { "capture_ports", "connect_timeout", "io_timeout" },
             additionalProperties = false,
