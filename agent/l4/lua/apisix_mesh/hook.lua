@@ -94,16 +94,6 @@ apisix.http_init_worker = function(...)
     end
 end
 
--- Istio's standard metrics of every request that came through the capture (istio_metrics.lua),
--- before APISIX's own log phase releases the request's context
-local http_log_phase = apisix.http_log_phase
-apisix.http_log_phase = function(...)
-    local ok, err = pcall(istio_metrics.log)
-    if not ok then
-        core.log.error("apisix-mesh: Istio metrics: ", tostring(err):sub(1, 200))
-    end
-    return http_log_phase(...)
-end
 
 -- the mesh TLS port answers with the workload certificate whatever the SNI (mesh_tls.lua)
 local ssl_client_hello_phase = apisix.ssl_client_hello_phase
@@ -157,10 +147,16 @@ apisix.http_header_filter_phase = function(...)
     return http_header_filter_phase(...)
 end
 
--- requests whose response headers never left count too (outlier.lua), before APISIX releases the context
+-- Before APISIX's own log phase releases the request's context: requests whose response headers
+-- never left count for outlier detection too (outlier.lua), and every request that came through the
+-- capture is counted in Istio's standard metrics (istio_metrics.lua)
 local http_log_phase = apisix.http_log_phase
 apisix.http_log_phase = function(...)
     outlier.count(ngx.ctx.api_ctx)
+    local ok, err = pcall(istio_metrics.log)
+    if not ok then
+        core.log.error("apisix-mesh: Istio metrics: ", tostring(err):sub(1, 200))
+    end
     return http_log_phase(...)
 end
 
