@@ -175,9 +175,10 @@ describeWhenAvailable('load balancing as Envoy: consistent hashing, outlier dete
   });
 
   // Skipped: run alone (`-t retries`) it passes; after the other tests of this file in the same pod
-  // the retry of an invalid answer goes back to the same host in most requests (previous_hosts not
-  // honoured), with and without this branch's Lua (hook.lua of main gives the same): a bug of the
-  // retry locations to find, see the report of branch lb-semantics.
+  // KNOWN BUG, kept visible as a skip: once the pod has had other traffic, the retry of an invalid
+  // answer goes back to the same host in most requests (Istio's previous_hosts predicate not
+  // honoured); run alone it passes. It predates the outlier/hash Lua (the hook without them does
+  // the same): a bug of the retry locations, to be found (docs/http-semantics.md, Retries).
   it.skip('retries still as documented: retry_on reset retries a try that connected but got no valid answer, on the other host; connect-failure does not', async () => {
     const reset = await inTurn(10, () => get('resetting', {}, '/reset'));
     expect(reset.map((a) => a.status), pod.apisixLog().split('\n').filter((l) => /\[(error|warn)\]/.test(l)).slice(-12).join('\n')).toEqual(Array(10).fill(200));
