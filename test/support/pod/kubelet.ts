@@ -299,17 +299,10 @@ export class Kubelet {
   private async postStart(c: V1Container): Promise<void> {
     const hook = c.lifecycle?.postStart?.exec?.command;
     if (!hook || this.opts.replace?.[c.name]) return;
-    const base = this.command(c);
-    const argv = hook.map((a) => base.fs.translate(this.resolveDns(a)));
-    if (argv[0] === 'node') argv[0] = process.execPath;
-    const { child, output } = this.spawnIn({ ...base, argv });
-    const r = this.running.get(c.name)!;
-    const out: string[] = [];
-    output.on('data', (d) => out.push(String(d)));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    this.events.push(`container ${c.name} postStart hook exited ${code}: ${out.join('').trim()}`);
+    const code = await this.runExecHook(c, 'postStart', hook);
     if (code !== 0) {
       // FailedPostStartHook: the kubelet kills the container; it restarts under the back-off
+      const r = this.running.get(c.name)!;
       await this.kill(r);
       this.scheduleRestart(r);
     }
@@ -318,16 +311,25 @@ export class Kubelet {
   /** Runs a container's preStop exec hook to its end, or until the grace period's end. */
   private async preStop(c: V1Container, deadline: number): Promise<void> {
     const hook = c.lifecycle?.preStop?.exec?.command;
-    if (!hook) return;
+    if (hook) await this.runExecHook(c, 'preStop', hook, deadline);
+  }
+
+  /**
+   * An exec hook in the container's view (its filesystem, identity, environment), run to its end
+   * or killed at `deadline`; logged as an event with its output. Returns its exit code or signal.
+   */
+  private async runExecHook(c: V1Container, kind: 'postStart' | 'preStop', command: string[], deadline?: number): Promise<number | string | null> {
     const base = this.command(c);
-    const argv = hook.map((a) => base.fs.translate(this.resolveDns(a)));
+    const argv = command.map((a) => base.fs.translate(this.resolveDns(a)));
+    if (argv[0] === 'node') argv[0] = process.execPath;
     const { child, output } = this.spawnIn({ ...base, argv });
     const out: string[] = [];
     output.on('data', (d) => out.push(String(d)));
-    const timer = setTimeout(() => child.kill('SIGKILL'), Math.max(0, deadline - Date.now()));
+    const timer = deadline === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), Math.max(0, deadline - Date.now()));
     const code = await new Promise<number | string | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
     clearTimeout(timer);
-    this.events.push(`container ${c.name} preStop hook exited ${code}: ${out.join('').trim()}`);
+    this.events.push(`container ${c.name} ${kind} hook exited ${code}: ${out.join('').trim()}`);
+    return code;
   }
 
   private collect(r: Running, output: Readable): void {
