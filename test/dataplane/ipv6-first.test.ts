@@ -12,7 +12,7 @@ import { POD_IP, POD_IP6 } from '../support/pod/network.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
 import type { TcpResult } from '../support/pod/worker-client.js';
-import { blackHoleCluster, fqdn, inboundCluster, inboundPassthroughCluster, inboundPassthroughClusterIpv6, MeshResources, passthroughCluster, virtualInbound, virtualOutbound } from '../support/istio-xds.js';
+import { addDualStackPodSide, MeshResources } from '../support/istio-xds.js';
 import { APISIX_METRICS_PATH } from '../../webhook/injection/apisix-config.js';
 
 const NS = 'data';
@@ -21,20 +21,7 @@ const PG_PORT = 5432;
 const { ports } = PLAINTEXT_ISTIOD_CONFIG;
 
 function mesh(): MeshResources {
-  const m = new MeshResources();
-  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster()).cluster(inboundPassthroughClusterIpv6());
-  m.cluster(inboundCluster(WEB_PORT)).cluster(inboundCluster(PG_PORT));
-  m.listener(virtualOutbound('ALLOW_ANY'));
-  m.listener(
-    virtualInbound(
-      [
-        { port: WEB_PORT, service: fqdn('web', NS) },
-        { port: PG_PORT, service: fqdn('pg', NS), protocol: 'tcp' },
-      ],
-      { ipv6: true },
-    ),
-  );
-  return m;
+  return addDualStackPodSide(new MeshResources(), NS, { web: WEB_PORT, pg: PG_PORT });
 }
 
 const text = (r: TcpResult) => r.received.map((b) => b.toString('utf8'));

@@ -15,8 +15,8 @@ import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
 import type { NetnsWorker, TcpResult } from '../support/pod/worker-client.js';
 import {
-  allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, inboundPassthroughClusterIpv6, MeshResources,
-  outboundCluster, outboundHttpListener, outboundSniffedListener, outboundTcpListener, passthroughCluster, tcpProxyFilter, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
+  addDualStackPodSide, allowAnyVirtualHost, edsCluster, fqdn, httpRoute, MeshResources,
+  outboundCluster, outboundHttpListener, outboundSniffedListener, outboundTcpListener, tcpProxyFilter, routeConfiguration, serviceVirtualHost,
 } from '../support/istio-xds.js';
 
 const NS = 'data';
@@ -53,8 +53,6 @@ function mesh(): MeshResources {
   const m = new MeshResources();
   m.cluster(edsCluster(CHECKOUT_CLUSTER), [{ ip: CHECKOUT.endpoint, port: CHECKOUT.port }]);
   m.cluster(edsCluster(DB_CLUSTER), [{ ip: DB.endpoint, port: DB.port }]);
-  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster()).cluster(inboundPassthroughClusterIpv6());
-  m.cluster(inboundCluster(WEB_PORT)).cluster(inboundCluster(PG_PORT));
   m.listener(outboundHttpListener(CHECKOUT.port));
   const checkout = serviceVirtualHost(CHECKOUT.host, CHECKOUT.port, CHECKOUT.vip, [httpRoute('default', { prefix: '/' }, { cluster: CHECKOUT_CLUSTER })]);
   (checkout.domains as string[]).push(`[${CHECKOUT.vip6}]`);
@@ -74,17 +72,7 @@ function mesh(): MeshResources {
     traffic_direction: 'OUTBOUND',
     bind_to_port: false,
   });
-  m.listener(virtualOutbound('ALLOW_ANY'));
-  m.listener(
-    virtualInbound(
-      [
-        { port: WEB_PORT, service: fqdn('web', NS) },
-        { port: PG_PORT, service: fqdn('pg', NS), protocol: 'tcp' },
-      ],
-      { ipv6: true },
-    ),
-  );
-  return m;
+  return addDualStackPodSide(m, NS, { web: WEB_PORT, pg: PG_PORT });
 }
 
 const text = (r: TcpResult) => r.received.map((b) => b.toString('utf8'));

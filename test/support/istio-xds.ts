@@ -658,3 +658,25 @@ export function requestClaim(claims: string[], values: string[]): Json {
   const one = values.length === 1 ? { string_match: policyString(values[0]!) } : { or_match: { value_matchers: values.map((v) => ({ string_match: policyString(v) })) } };
   return jwtClaimPrincipal(claims, { or_match: { value_matchers: [{ list_match: { one_of: one } }, one] } });
 }
+
+/**
+ * A dual-stack pod's own side of istiod's configuration: the pass-through and black-hole clusters,
+ * both inbound pass-throughs, the inbound clusters of an HTTP port (service `web`) and a TCP port
+ * (service `pg`) its services declare in namespace `ns`, virtualOutbound (ALLOW_ANY) and
+ * virtualInbound with its IPv6 chains.
+ */
+export function addDualStackPodSide(m: MeshResources, ns: string, ports: { web: number; pg: number }): MeshResources {
+  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster()).cluster(inboundPassthroughClusterIpv6());
+  m.cluster(inboundCluster(ports.web)).cluster(inboundCluster(ports.pg));
+  m.listener(virtualOutbound('ALLOW_ANY'));
+  m.listener(
+    virtualInbound(
+      [
+        { port: ports.web, service: fqdn('web', ns) },
+        { port: ports.pg, service: fqdn('pg', ns), protocol: 'tcp' },
+      ],
+      { ipv6: true },
+    ),
+  );
+  return m;
+}
