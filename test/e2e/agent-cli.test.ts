@@ -19,6 +19,10 @@ const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 const env = { ...process.env, POD_NAME: 'productpage-v1-abc', POD_NAMESPACE: 'default', INSTANCE_IP: '10.244.1.30', SERVICE_ACCOUNT: 'bookinfo-productpage' };
 
 
+// A node process that starts, connects, translates and (with TLS) gets a certificate: ~1.5 s alone,
+// 11 s with six busy loops on two cores, and more than 20 s once in CI beside the data-plane suites.
+const STARTUP_MS = 60_000;
+
 let istiod: FakeIstiod;
 let child: ChildProcess | undefined;
 let stderr = '';
@@ -44,7 +48,7 @@ describe('apisix-mesh agent (the real command)', () => {
       } catch {
         return false;
       }
-    }, 20_000, 'readiness');
+    }, STARTUP_MS, 'readiness');
     // one connection for this request only (fetch would keep it open for the server's keep-alive time)
     const body = await new Promise<{ kvs?: Array<{ value: string }> }>((resolve, reject) => {
       const req = http.request({ host: '127.0.0.1', port: etcdPort, path: '/v3/kv/range', method: 'POST', agent: false }, (res) => {
@@ -69,7 +73,7 @@ describe('apisix-mesh agent (the real command)', () => {
     client.destroy();
     expect(await exited).toBe(0);
     expect(stderr).toMatch(/APISIX has closed its etcd connections, shutting down/);
-  });
+  }, STARTUP_MS + 30_000);
 
   it('with --xds-tls and a CA: TLS xDS, a workload certificate from the CA, then ready', async () => {
     const pki = createTestPki();
@@ -93,7 +97,9 @@ describe('apisix-mesh agent (the real command)', () => {
       let log = '';
       agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
       try {
-        await waitFor(async () => (await fetch(`http://127.0.0.1:${statusPort}/healthz/ready`).catch(() => undefined))?.status === 200, 20_000, 'readiness');
+        await waitFor(async () => (await fetch(`http://127.0.0.1:${statusPort}/healthz/ready`).catch(() => undefined))?.status === 200, STARTUP_MS, 'readiness').catch((err: Error) => {
+          throw new Error(`${err.message}; the agent logged:\n${log.slice(-3000)}`);
+        });
         expect(ca.issued).toHaveLength(1);
         expect(ca.issued[0]!.validitySeconds).toBe(43200);
         await waitFor(() => log.includes('workload certificate for spiffe://cluster.local/ns/default/sa/bookinfo-productpage issued'), 5000, 'the log line');
@@ -104,7 +110,7 @@ describe('apisix-mesh agent (the real command)', () => {
       await ca.stop();
       await tlsIstiod.stop();
     }
-  });
+  }, STARTUP_MS + 30_000);
 
   it('refuses bad input with one line and exit 2', () => {
     const missing = spawnSync(process.execPath, [CLI, 'agent'], { env: { PATH: process.env.PATH }, encoding: 'utf8' });
