@@ -5,11 +5,14 @@
 // so the same port is measured both ways in alternating rounds of the same run:
 //   plain   a cluster client's plaintext: the L4 front → the app (the baseline);
 //   mtls    a mesh client's TLS (a workload certificate of the mesh, Istio's ALPN): the L4 front →
-//           its stream TLS listener on loopback (handshake, peer checks) → the app.
+//           its stream TLS listener on loopback (handshake, peer checks) → the app;
+//   mtls-resumed  the same, each client loop offering its last TLS session (Envoy keeps one per
+//           cluster): new connections only (a stream is one handshake whatever).
 // Two loads from the cluster namespace (scripts/dataplane-load.mjs): one long stream written as fast
 // as it goes (bytes per second, APISIX's CPU-seconds per GiB), and new connections, each writing
 // 1 KiB then closing, over BENCH_CONNECTIONS loops (connections per second, APISIX's CPU per 1,000
-// connections: for mtls, one full handshake each, as a client without session resumption does).
+// connections: for mtls, one full handshake each, an RSA 2048 signature among it, as the test PKI's
+// and Istio's keys are; for mtls-resumed, a resumed one where the server took the session).
 //
 // The harness is TypeScript under test/: compiled here into node_modules/.cache, as bench-mtls does.
 import { spawn, spawnSync } from 'node:child_process';
@@ -147,8 +150,11 @@ async function main() {
       await new Promise((r) => setTimeout(r, 100));
     }
     const setups = { plain: {}, mtls: { tls } };
-    const results = { stream: { plain: [], mtls: [] }, connect: { plain: [], mtls: [] } };
+    const results = { stream: { plain: [], mtls: [] }, connect: { plain: [], mtls: [], 'mtls-resumed': [] } };
     for (let round = 0; round < ROUNDS; round++) {
+      const c = await runLoad(script, pod.network.pod, pod.network.cluster, 'connect', { host: network.POD_IP, port: PORT, concurrency: CONNECTIONS, tls, resume: true });
+      results.connect['mtls-resumed'].push({ rps: c.rps, cpuPer1000: (c.cpuSeconds / c.completed) * 1e6, errors: c.errors });
+      console.log(`round ${round + 1} mtls-resumed connections ${c.rps.toFixed(0).padStart(5)}/s  APISIX ${((c.cpuSeconds / c.completed) * 1e6).toFixed(0)} CPU-ms/1000  resumed ${c.resumed} of ${c.completed}  errors ${c.errors}`);
       for (const [name, extra] of Object.entries(setups)) {
         const s = await runLoad(script, pod.network.pod, pod.network.cluster, 'stream', { host: network.POD_IP, port: PORT, ...extra });
         const gib = s.bytes / 2 ** 30;
@@ -168,6 +174,8 @@ async function main() {
     console.log(`| one stream, APISIX CPU-s per GiB | ${of('stream', 'plain', 'cpuPerGib').toFixed(2)} | ${of('stream', 'mtls', 'cpuPerGib').toFixed(2)} | ${ratio(of('stream', 'mtls', 'cpuPerGib'), of('stream', 'plain', 'cpuPerGib'))} |`);
     console.log(`| new connections (${CONNECTIONS} loops), per second | ${of('connect', 'plain', 'rps').toFixed(0)} | ${of('connect', 'mtls', 'rps').toFixed(0)} | ${ratio(of('connect', 'mtls', 'rps'), of('connect', 'plain', 'rps'))} |`);
     console.log(`| new connections, APISIX CPU-ms per 1,000 | ${of('connect', 'plain', 'cpuPer1000').toFixed(0)} | ${of('connect', 'mtls', 'cpuPer1000').toFixed(0)} | ${ratio(of('connect', 'mtls', 'cpuPer1000'), of('connect', 'plain', 'cpuPer1000'))} |`);
+    console.log(`| new connections, TLS session resumed, per second | ${of('connect', 'plain', 'rps').toFixed(0)} | ${of('connect', 'mtls-resumed', 'rps').toFixed(0)} | ${ratio(of('connect', 'mtls-resumed', 'rps'), of('connect', 'plain', 'rps'))} |`);
+    console.log(`| new connections, TLS session resumed, APISIX CPU-ms per 1,000 | ${of('connect', 'plain', 'cpuPer1000').toFixed(0)} | ${of('connect', 'mtls-resumed', 'cpuPer1000').toFixed(0)} | ${ratio(of('connect', 'mtls-resumed', 'cpuPer1000'), of('connect', 'plain', 'cpuPer1000'))} |`);
     const errors = pod.apisixErrors();
     if (errors.length) console.log(`APISIX error lines: ${errors.length}\n${errors.slice(0, 5).join('\n')}`);
     if ([...Object.values(results.stream), ...Object.values(results.connect)].flat().some((r) => r.errors > 0)) process.exitCode = 1;

@@ -30,10 +30,12 @@
 //                           kernel inside the window (its send buffer, a few MiB, is the error bound).
 //                           `tls` {ca, cert, key, servername, alpn}: the connection is TLS (a mesh
 //                           client: any server name, the chain verified), written once it is set up.
-//   connect JSON            {host, port, warmupMs, durationMs, concurrency, tls?}: `concurrency` loops,
-//                           each opening a connection, writing 1 KiB, half-closing and waiting for the
-//                           server's close (a sink closes on the client's end): the same phases, then
-//                           {"result":{completed, errors, seconds, rps}}: connections per second.
+//   connect JSON            {host, port, warmupMs, durationMs, concurrency, tls?, resume?}: `concurrency`
+//                           loops, each opening a connection, writing 1 KiB, half-closing and waiting
+//                           for the server's close (a sink closes on the client's end): the same phases,
+//                           then {"result":{completed, errors, resumed, seconds, rps}}: connections per
+//                           second. `resume`: each loop offers the TLS session of its last connection
+//                           (as Envoy keeps one per cluster); `resumed` counts those the server took.
 import { Agent, createServer, request } from 'node:http';
 import { Agent as HttpsAgent, createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect, createServer as createTcpServer } from 'node:net';
@@ -190,9 +192,9 @@ function sink(host, port) {
 }
 
 /** A TCP connection, or a TLS one as a mesh client (`tls`: any server name, the chain verified); its ready event. */
-function open(host, port, tls) {
+function open(host, port, tls, session) {
   if (!tls) return { socket: connect({ host, port }), ready: 'connect' };
-  const socket = tlsConnect({ host, port, ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.servername, ALPNProtocols: tls.alpn, checkServerIdentity: () => undefined });
+  const socket = tlsConnect({ host, port, ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.servername, ALPNProtocols: tls.alpn, checkServerIdentity: () => undefined, ...(session ? { session } : {}) });
   return { socket, ready: 'secureConnect' };
 }
 
@@ -227,18 +229,20 @@ async function stream({ host, port, warmupMs, durationMs, tls }) {
   process.stdout.write('', () => process.exit(0));
 }
 
-async function connections({ host, port, warmupMs, durationMs, concurrency = 1, tls }) {
+async function connections({ host, port, warmupMs, durationMs, concurrency = 1, tls, resume = false }) {
   const payload = Buffer.alloc(1024, 'c');
   const start = performance.now();
   const windowStart = start + warmupMs;
   const windowEnd = windowStart + durationMs;
   let completed = 0;
   let errors = 0;
-  const once = () =>
+  let resumed = 0;
+  const once = (loop) =>
     new Promise((resolve) => {
       const from = performance.now();
       const counted = from >= windowStart && from < windowEnd;
-      const { socket, ready } = open(host, port, tls);
+      const { socket, ready } = open(host, port, tls, resume ? loop.session : undefined);
+      if (resume) socket.on('session', (session) => (loop.session = session));
       let settled = false;
       const done = (ok) => {
         if (settled) return;
@@ -251,6 +255,7 @@ async function connections({ host, port, warmupMs, durationMs, concurrency = 1, 
       let up = false;
       socket.on(ready, () => {
         up = true;
+        if (counted && tls && socket.isSessionReused()) resumed++;
         socket.end(payload);
       });
       socket.on('error', () => done(false));
@@ -258,14 +263,17 @@ async function connections({ host, port, warmupMs, durationMs, concurrency = 1, 
       socket.on('close', () => done(up));
       socket.resume();
     });
-  setTimeout(() => say({ phase: 'measure' }), warmupMs);
-  setTimeout(() => say({ phase: 'end' }), warmupMs + durationMs);
+  setTimeout(() => say({ phase: 'measure' }), Math.max(0, windowStart - performance.now()));
+  // the result only after the window's end was announced (the loops may finish a moment before)
+  const ended = new Promise((resolve) => setTimeout(() => resolve(say({ phase: 'end' })), Math.max(0, windowEnd - performance.now())));
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
-      while (performance.now() < windowEnd) await once();
+      const loop = {};
+      while (performance.now() < windowEnd) await once(loop);
     }),
   );
+  await ended;
   const seconds = durationMs / 1000;
-  say({ result: { completed, errors, seconds, rps: completed / seconds } });
+  say({ result: { completed, errors, resumed, seconds, rps: completed / seconds } });
   process.stdout.write('', () => process.exit(0));
 }
