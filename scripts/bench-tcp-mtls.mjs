@@ -7,7 +7,10 @@
 //   mtls    a mesh client's TLS (a workload certificate of the mesh, Istio's ALPN): the L4 front →
 //           its stream TLS listener on loopback (handshake, peer checks) → the app;
 //   mtls-resumed  the same, each client loop offering its last TLS session (Envoy keeps one per
-//           cluster): new connections only (a stream is one handshake whatever).
+//           cluster): new connections only (a stream is one handshake whatever);
+//   http-mtls, http-mtls-resumed  a reference for the handshake's cost: the same new connections to an
+//           HTTP port of the same pod under PERMISSIVE (Istio's HTTP ALPN), terminated by APISIX's HTTP
+//           TLS listener (15082), whose 1 KiB that is no HTTP request gets a 400 and the close.
 // Two loads from the cluster namespace (scripts/dataplane-load.mjs): one long stream written as fast
 // as it goes (bytes per second, APISIX's CPU-seconds per GiB), and new connections, each writing
 // 1 KiB then closing, over BENCH_CONNECTIONS loops (connections per second, APISIX's CPU per 1,000
@@ -34,6 +37,7 @@ const NS = 'bench';
 const POD_NAME = 'db';
 const CLIENT_ID = `spiffe://cluster.local/ns/${NS}/sa/client`;
 const PORT = 5001;
+const HTTP_PORT = 5002;
 process.env.APISIX_RUNTIME ??= '/var/cache/apisix-mesh/apisix-runtime-3.13.0';
 
 function compileHarness() {
@@ -125,11 +129,15 @@ async function main() {
   ca.requiredToken = meshCa.TEST_CA_TOKEN;
   const bridge = await meshCa.unixBridge(join(dir, 'ca.sock'), await ca.start());
   const m = new xds.MeshResources();
-  m.cluster(xds.passthroughCluster()).cluster(xds.blackHoleCluster()).cluster(xds.inboundPassthroughCluster()).cluster(xds.inboundCluster(PORT));
-  m.listener(xds.virtualInbound([{ port: PORT, service: xds.fqdn(POD_NAME, NS), protocol: 'tcp', mtls: 'PERMISSIVE' }])).listener(xds.virtualOutbound());
+  m.cluster(xds.passthroughCluster()).cluster(xds.blackHoleCluster()).cluster(xds.inboundPassthroughCluster()).cluster(xds.inboundCluster(PORT)).cluster(xds.inboundCluster(HTTP_PORT));
+  m.listener(xds.virtualInbound([
+    { port: PORT, service: xds.fqdn(POD_NAME, NS), protocol: 'tcp', mtls: 'PERMISSIVE' },
+    { port: HTTP_PORT, service: xds.fqdn(POD_NAME, NS), mtls: 'PERMISSIVE' },
+  ])).listener(xds.virtualOutbound());
+  const httpTls = { ...tls, servername: `outbound_.${HTTP_PORT}_._.${xds.fqdn(POD_NAME, NS)}`, alpn: ['istio-http/1.1', 'istio', 'http/1.1'] };
 
   const pod = await harness.startPod({
-    manifest: requirements.podManifest(POD_NAME, NS, { app: POD_NAME }, [{ name: POD_NAME, ports: [PORT] }]),
+    manifest: requirements.podManifest(POD_NAME, NS, { app: POD_NAME }, [{ name: POD_NAME, ports: [PORT, HTTP_PORT] }]),
     xds: m.resources,
     mutateInjected: meshCa.withTestCa(pki.root.pem),
   });
@@ -150,11 +158,18 @@ async function main() {
       await new Promise((r) => setTimeout(r, 100));
     }
     const setups = { plain: {}, mtls: { tls } };
-    const results = { stream: { plain: [], mtls: [] }, connect: { plain: [], mtls: [], 'mtls-resumed': [] } };
+    const results = { stream: { plain: [], mtls: [] }, connect: { plain: [], mtls: [], 'mtls-resumed': [], 'http-mtls': [], 'http-mtls-resumed': [] } };
+    const connectOnly = {
+      'mtls-resumed': { port: PORT, tls, resume: true },
+      'http-mtls': { port: HTTP_PORT, tls: httpTls },
+      'http-mtls-resumed': { port: HTTP_PORT, tls: httpTls, resume: true },
+    };
     for (let round = 0; round < ROUNDS; round++) {
-      const c = await runLoad(script, pod.network.pod, pod.network.cluster, 'connect', { host: network.POD_IP, port: PORT, concurrency: CONNECTIONS, tls, resume: true });
-      results.connect['mtls-resumed'].push({ rps: c.rps, cpuPer1000: (c.cpuSeconds / c.completed) * 1e6, errors: c.errors });
-      console.log(`round ${round + 1} mtls-resumed connections ${c.rps.toFixed(0).padStart(5)}/s  APISIX ${((c.cpuSeconds / c.completed) * 1e6).toFixed(0)} CPU-ms/1000  resumed ${c.resumed} of ${c.completed}  errors ${c.errors}`);
+      for (const [name, extra] of Object.entries(connectOnly)) {
+        const c = await runLoad(script, pod.network.pod, pod.network.cluster, 'connect', { host: network.POD_IP, concurrency: CONNECTIONS, ...extra });
+        results.connect[name].push({ rps: c.rps, cpuPer1000: (c.cpuSeconds / c.completed) * 1e6, errors: c.errors });
+        console.log(`round ${round + 1} ${name} connections ${c.rps.toFixed(0).padStart(5)}/s  APISIX ${((c.cpuSeconds / c.completed) * 1e6).toFixed(0)} CPU-ms/1000  resumed ${c.resumed} of ${c.completed}  errors ${c.errors}`);
+      }
       for (const [name, extra] of Object.entries(setups)) {
         const s = await runLoad(script, pod.network.pod, pod.network.cluster, 'stream', { host: network.POD_IP, port: PORT, ...extra });
         const gib = s.bytes / 2 ** 30;
@@ -176,6 +191,7 @@ async function main() {
     console.log(`| new connections, APISIX CPU-ms per 1,000 | ${of('connect', 'plain', 'cpuPer1000').toFixed(0)} | ${of('connect', 'mtls', 'cpuPer1000').toFixed(0)} | ${ratio(of('connect', 'mtls', 'cpuPer1000'), of('connect', 'plain', 'cpuPer1000'))} |`);
     console.log(`| new connections, TLS session resumed, per second | ${of('connect', 'plain', 'rps').toFixed(0)} | ${of('connect', 'mtls-resumed', 'rps').toFixed(0)} | ${ratio(of('connect', 'mtls-resumed', 'rps'), of('connect', 'plain', 'rps'))} |`);
     console.log(`| new connections, TLS session resumed, APISIX CPU-ms per 1,000 | ${of('connect', 'plain', 'cpuPer1000').toFixed(0)} | ${of('connect', 'mtls-resumed', 'cpuPer1000').toFixed(0)} | ${ratio(of('connect', 'mtls-resumed', 'cpuPer1000'), of('connect', 'plain', 'cpuPer1000'))} |`);
+    console.log(`\nreference, the same new connections on APISIX's HTTP mTLS listener (each answered 400): full handshake ${of('connect', 'http-mtls', 'rps').toFixed(0)}/s, ${of('connect', 'http-mtls', 'cpuPer1000').toFixed(0)} APISIX CPU-ms per 1,000 (TCP listener ${of('connect', 'mtls', 'cpuPer1000').toFixed(0)}); resumed ${of('connect', 'http-mtls-resumed', 'rps').toFixed(0)}/s, ${of('connect', 'http-mtls-resumed', 'cpuPer1000').toFixed(0)} (TCP listener ${of('connect', 'mtls-resumed', 'cpuPer1000').toFixed(0)})`);
     const errors = pod.apisixErrors();
     if (errors.length) console.log(`APISIX error lines: ${errors.length}\n${errors.slice(0, 5).join('\n')}`);
     if ([...Object.values(results.stream), ...Object.values(results.connect)].flat().some((r) => r.errors > 0)) process.exitCode = 1;
