@@ -8,7 +8,8 @@
 // istio-peer-exchange / istio. The app greets each connection with a banner and echoes: a client that
 // got no banner was never connected to it, and the app counts its connections. STRICT refuses
 // plaintext and unverified clients; PERMISSIVE serves both; before the CA issued anything, the
-// handshake is refused. APISIX's error log in every test.
+// handshake is refused; the pod is dual-stack, and an IPv6 client's plaintext leaves from ::6.
+// APISIX's error log in every test.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +18,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { ISTIOD_IP, startPod, type RunningPod } from '../support/pod/pod-harness.js';
-import { POD_IP } from '../support/pod/network.js';
+import { POD_IP, POD_IP6 } from '../support/pod/network.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import type { TcpResult, TcpTls } from '../support/pod/worker-client.js';
 import { meshLeaf, TEST_CA_TOKEN, withTestCa } from '../support/pod/mesh-ca.js';
@@ -25,7 +26,8 @@ import { FakeIstioCa } from '../support/fake-istio-ca.js';
 import { createTestPki, type TestPki } from '../support/test-pki.js';
 import { waitFor } from '../support/wait.js';
 import {
-  blackHoleCluster, fqdn, inboundCluster, inboundPassthroughCluster, MeshResources, passthroughCluster, rbacNetworkFilter, virtualInbound, virtualOutbound,
+  blackHoleCluster, fqdn, inboundCluster, inboundPassthroughCluster, inboundPassthroughClusterIpv6, MeshResources, passthroughCluster, rbacNetworkFilter, virtualInbound,
+  virtualOutbound,
 } from '../support/istio-xds.js';
 
 const NS = 'shop';
@@ -40,7 +42,9 @@ const PERMISSIVE_PORT = 5433;
 const PRINCIPAL_PORT = 5434;
 /** STRICT, ALLOW from the namespace shop */
 const NAMESPACE_PORT = 5435;
-const PORTS = [STRICT_PORT, PERMISSIVE_PORT, PRINCIPAL_PORT, NAMESPACE_PORT];
+/** STRICT, its app listening on :: (IPv6 clients) */
+const IPV6_PORT = 5436;
+const PORTS = [STRICT_PORT, PERMISSIVE_PORT, PRINCIPAL_PORT, NAMESPACE_PORT, IPV6_PORT];
 const BANNER = 'hello from the app\n';
 /** Envoy's client ALPN for a TCP cluster with auto-mTLS */
 const ENVOY_TCP_ALPN = ['istio-peer-exchange', 'istio'];
@@ -70,7 +74,7 @@ const allowShop = rbacNetworkFilter('ALLOW', {
 
 function mesh(): MeshResources {
   const m = new MeshResources();
-  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster());
+  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster()).cluster(inboundPassthroughClusterIpv6());
   for (const port of PORTS) m.cluster(inboundCluster(port));
   m.listener(
     virtualInbound([
@@ -78,7 +82,8 @@ function mesh(): MeshResources {
       { port: PERMISSIVE_PORT, service: fqdn(NAME, NS), protocol: 'tcp', mtls: 'PERMISSIVE' },
       { port: PRINCIPAL_PORT, service: fqdn(NAME, NS), protocol: 'tcp', mtls: 'STRICT', filters: [allowSleep] },
       { port: NAMESPACE_PORT, service: fqdn(NAME, NS), protocol: 'tcp', mtls: 'STRICT', filters: [allowShop] },
-    ]),
+      { port: IPV6_PORT, service: fqdn(NAME, NS), protocol: 'tcp', mtls: 'STRICT' },
+    ], { ipv6: true }),
   );
   return m.listener(virtualOutbound());
 }
@@ -105,8 +110,8 @@ describeWhenAvailable('inbound mTLS in front of TCP ports, on the real APISIX', 
     ...(client ? { cert: client.cert, key: client.key } : {}),
     ...extra,
   });
-  const mtls = (port: number, client: { cert: string; key: string } | undefined, extra: Partial<TcpTls> = {}): Promise<TcpResult> =>
-    pod.cluster.tcp(POD_IP, port, exchange, 5000, undefined, envoyTls(port, client, extra));
+  const mtls = (port: number, client: { cert: string; key: string } | undefined, extra: Partial<TcpTls> = {}, ip = POD_IP): Promise<TcpResult> =>
+    pod.cluster.tcp(ip, port, exchange, 5000, undefined, envoyTls(port, client, extra));
   const plain = (port: number): Promise<TcpResult> => pod.cluster.tcp(POD_IP, port, exchange, 5000);
   const through = (r: TcpResult) => expect(Buffer.concat(r.received).toString(), JSON.stringify(r)).toBe(`${BANNER}ping\n`);
   const refused = (r: TcpResult) => {
@@ -134,9 +139,10 @@ describeWhenAvailable('inbound mTLS in front of TCP ports, on the real APISIX', 
       xds: mesh().resources,
       clusterRelays: [{ ip: ISTIOD_IP, port: 15012, unixPath: join(dir, 'ca.sock') }],
       mutateInjected: withTestCa(pki.root.pem),
+      dualStack: true,
     });
     expect(await pod.waitSynced(30_000)).toBe(true);
-    await Promise.all(PORTS.map((port) => pod.app().serveTcp(`db-${port}`, '0.0.0.0', port, { banner: BANNER })));
+    await Promise.all(PORTS.map((port) => pod.app().serveTcp(`db-${port}`, port === IPV6_PORT ? '::' : '0.0.0.0', port, { banner: BANNER })));
   }, 120_000);
   afterAll(async () => {
     await pod?.stop();
@@ -216,6 +222,27 @@ describeWhenAvailable('inbound mTLS in front of TCP ports, on the real APISIX', 
     expect(await served(NAMESPACE_PORT)).toBe(0);
     through(await mtls(NAMESPACE_PORT, other));
     expect(await served(NAMESPACE_PORT)).toBe(1);
+    noErrors();
+  });
+
+  it('a process of the pod dialling the stream TLS listener directly (no captured connection behind it) is closed after the handshake, even with a mesh certificate', async () => {
+    const before = await Promise.all(PORTS.map(served));
+    const direct = await pod.app().tcp('127.0.0.1', 15085, exchange, 5000, undefined, envoyTls(STRICT_PORT, sleep));
+    refused(direct);
+    expect(await Promise.all(PORTS.map(served))).toEqual(before);
+    expect(pod.apisixLog()).toMatch(/\[warn\] .*apisix-mesh: connection to the TCP mTLS listener from 127\.0\.0\.1 without a captured connection: refused/);
+    noErrors();
+  });
+
+  it('IPv6: a mesh client of the pod\'s IPv6 address gets the app\'s echo from ::6; plaintext and a foreign CA are refused', async () => {
+    const res = await mtls(IPV6_PORT, sleep, {}, POD_IP6);
+    through(res);
+    expect(res.peerSan).toBe(`URI:${POD_ID}`);
+    const seen = await pod.app().served(`db-${IPV6_PORT}`);
+    expect(seen.requests.map((r) => r.peer)).toEqual(['::6']);
+    refused(await pod.cluster.tcp(POD_IP6, IPV6_PORT, exchange, 5000));
+    refused(await mtls(IPV6_PORT, foreign, {}, POD_IP6));
+    expect(await served(IPV6_PORT)).toBe(1);
     noErrors();
   });
 });
