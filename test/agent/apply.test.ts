@@ -69,7 +69,7 @@ describe('objects APISIX would refuse', () => {
 describe('a TCP chain to an upstream APISIX would refuse', () => {
   const upstream = (port: number): ApisixUpstream => ({ id: 'u1', name: 'outbound|9000||db', type: 'roundrobin', nodes: [{ host: '10.0.0.1', port, weight: 1 }] });
   const copy = (port: number): L4Upstream => ({ id: 'u1', nodes: [{ host: '10.0.0.1', port, weight: 1 }] });
-  const toDb: L4Chain = { name: 'db', match: { destination_port: 9000 }, action: { kind: 'cluster', clusters: [{ upstream_id: 'u1', weight: 1 }] }, rbac: [{ rules: {} }] };
+  const toDb: L4Chain = { name: 'db', match: { port: 9000 }, action: { kind: 'cluster', clusters: [{ upstream_id: 'u1', weight: 1 }] }, rbac: [{ rules: {} }] };
   const passthrough: L4Chain = { name: 'PassthroughFilterChain', match: {}, action: { kind: 'passthrough', connect_timeout: 10 } };
   const listener = (id: string, chains: L4Chain[] = [toDb]): L4Listener => ({ id, name: `listener-${id}`, direction: 'outbound', bind: { address: '10.96.0.9', port: 9000 }, chains, default: passthrough });
   const changes = (o: { upstream?: ApisixUpstream; l4?: Array<[string, L4Listener | null]>; full?: boolean }) => ({
@@ -85,7 +85,7 @@ describe('a TCP chain to an upstream APISIX would refuse', () => {
     const kv = store.range({ key: keyFromText(key) }).kvs[0];
     return kv ? JSON.parse(Buffer.from(kv.value).toString()) : undefined;
   };
-  const refusedDb = { name: 'db', match: { destination_port: 9000 }, action: { kind: 'refuse', reason: 'upstream u1 was left out' } };
+  const refusedDb = { name: 'db', match: { port: 9000 }, action: { kind: 'refuse', reason: 'upstream u1 was left out' } };
 
   it('refuses the chain\'s connections with a note (not a chain to a missing upstream), its stream-side copy withdrawn, and restores both with the upstream', () => {
     const store = new KvStore();
@@ -122,9 +122,9 @@ describe('a TCP chain to an upstream APISIX would refuse', () => {
   });
 
   it('a weighted split refuses its chain when any upstream of it is left out; chains to held upstreams are untouched', () => {
-    const split: L4Chain = { name: 'split', match: { destination_port: 9001 }, action: { kind: 'cluster', clusters: [{ upstream_id: 'u1', weight: 90 }, { upstream_id: 'gone', weight: 10 }] } };
+    const split: L4Chain = { name: 'split', match: { port: 9001 }, action: { kind: 'cluster', clusters: [{ upstream_id: 'u1', weight: 90 }, { upstream_id: 'gone', weight: 10 }] } };
     const checked = refuseChainsToMissingUpstreams(listener('l3', [toDb, split]), (id) => id === 'u1');
-    expect(checked.listener.chains).toEqual([toDb, { name: 'split', match: { destination_port: 9001 }, action: { kind: 'refuse', reason: 'upstream gone was left out' } }]);
+    expect(checked.listener.chains).toEqual([toDb, { name: 'split', match: { port: 9001 }, action: { kind: 'refuse', reason: 'upstream gone was left out' } }]);
     expect(checked.note?.detail).toBe('chain split: upstream gone left out (APISIX\'s schema refuses it): its connections are refused');
     const whole = listener('l4');
     expect(refuseChainsToMissingUpstreams(whole, () => true)).toEqual({ listener: whole });

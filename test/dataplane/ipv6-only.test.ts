@@ -26,6 +26,8 @@ import { APISIX_METRICS_PATH } from '../../webhook/injection/apisix-config.js';
 
 const NS = 'data';
 const { ports } = PLAINTEXT_ISTIOD_CONFIG;
+/** how long a test waits for the pod to turn Ready (process start-up on a loaded machine) */
+const READY_WAIT_MS = 60_000;
 
 /** An HTTP mesh service of an IPv6-only cluster: its ClusterIP and endpoint are IPv6. */
 const CHECKOUT = { vip: 'fd00:96::44:7', port: 8080, host: fqdn('checkout', NS), endpoint: 'fd00:244::5:11' };
@@ -146,7 +148,7 @@ describeWhenAvailable('an IPv6-only pod (real APISIX)', missingForPod(), () => {
   });
 
   it('becomes Ready: the kubelet\'s probes to the IPv6 pod IP reach APISIX\'s status API, the agent\'s status port and, through the agent, the app', async () => {
-    await pod.kubelet.waitReady(60_000);
+    await pod.kubelet.waitReady(READY_WAIT_MS);
     const apisix = await pod.cluster.http({ url: url(POD_IP6, ports.apisixStatus, '/status/ready'), timeoutMs: 2000 });
     expect('status' in apisix && apisix.status, 'APISIX\'s status API').toBe(200);
     const agent = await pod.cluster.http({ url: url(POD_IP6, ports.agentStatus, '/healthz/ready'), timeoutMs: 2000 });
@@ -157,10 +159,10 @@ describeWhenAvailable('an IPv6-only pod (real APISIX)', missingForPod(), () => {
     expect((await served(app(), 'web')).filter((r) => r.url === '/ready').map((r) => r.peer)).toContain('::6');
     expect(await pod.waitSynced(30_000)).toBe(true);
     noErrors();
-  });
+  }, READY_WAIT_MS + 30_000);
 
   it('Prometheus scrapes APISIX\'s export and the merged endpoint on the IPv6 pod IP', async () => {
-    await pod.kubelet.waitReady(60_000);
+    await pod.kubelet.waitReady(READY_WAIT_MS);
     const apisix = await pod.cluster.http({ url: url(POD_IP6, ports.apisixMetrics, APISIX_METRICS_PATH), timeoutMs: 5000 });
     expect('status' in apisix && apisix.status).toBe(200);
     expect('body' in apisix ? apisix.body : '').toContain('apisix_etcd_modify_indexes');
@@ -169,10 +171,10 @@ describeWhenAvailable('an IPv6-only pod (real APISIX)', missingForPod(), () => {
     expect('body' in merged ? merged.body : '').toContain('apisix_etcd_modify_indexes');
     expect('body' in merged ? merged.body : '').toContain('apisix_mesh_store_revision');
     noErrors();
-  });
+  }, READY_WAIT_MS + 30_000);
 
   it('outbound HTTP to an IPv6 ClusterIP is routed to the service\'s endpoint (by the `::_8080` listener); to an IPv6 host outside the mesh it passes through', async () => {
-    await pod.kubelet.waitReady(60_000);
+    await pod.kubelet.waitReady(READY_WAIT_MS);
     const byName = await send(app(), { url: url(CHECKOUT.vip, CHECKOUT.port, '/cart'), headers: { host: CHECKOUT.host } });
     expect(byName.status).toBe(200);
     expect(byName.echo).toMatchObject({ name: 'checkout', url: '/cart', peer: POD_IP6 });
@@ -185,10 +187,10 @@ describeWhenAvailable('an IPv6-only pod (real APISIX)', missingForPod(), () => {
     expect(outside.status).toBe(200);
     expect(outside.echo).toMatchObject({ name: 'external-http', url: '/ext', peer: POD_IP6 });
     noErrors();
-  });
+  }, READY_WAIT_MS + 30_000);
 
   it('outbound TCP to an IPv6 ClusterIP goes to the service\'s endpoint; TCP and TLS to IPv6 hosts outside the mesh pass through (the handshake is the server\'s own)', async () => {
-    await pod.kubelet.waitReady(60_000);
+    await pod.kubelet.waitReady(READY_WAIT_MS);
     expect(text(await echo(app(), DB.vip, DB.port, 'row over v6\n'))).toEqual(['row over v6\n']);
     expect((await served(pod.cluster, 'db')).map((r) => r.peer)).toEqual([POD_IP6]);
     expect(await served(pod.cluster, 'db-vip')).toEqual([]);
@@ -199,10 +201,10 @@ describeWhenAvailable('an IPv6-only pod (real APISIX)', missingForPod(), () => {
     // the client trusted only the test CA and checked the name: APISIX did not terminate TLS
     expect(JSON.parse((res as HttpAnswer).body) as Echo).toMatchObject({ name: 'external-https', servername: EXTERNAL.httpsName, url: '/hello', peer: POD_IP6 });
     noErrors();
-  });
+  }, READY_WAIT_MS + 30_000);
 
   it('inbound HTTP to a declared port reaches the app at the IPv6 address dialled, from ::6, the client\'s address forwarded; an undeclared port passes through (InboundPassthroughCluster) from ::6', async () => {
-    await pod.kubelet.waitReady(60_000);
+    await pod.kubelet.waitReady(READY_WAIT_MS);
     const res = await send(pod.cluster, { url: url(POD_IP6, WEB_PORT, '/in'), headers: { host: 'web.data' } });
     expect(res.status).toBe(200);
     expect(res.echo).toMatchObject({ name: 'web', url: '/in', peer: '::6' });
@@ -211,14 +213,14 @@ describeWhenAvailable('an IPv6-only pod (real APISIX)', missingForPod(), () => {
     expect(other.status).toBe(200);
     expect(other.echo).toMatchObject({ name: 'undeclared-http', url: '/other', peer: '::6' });
     noErrors();
-  });
+  }, READY_WAIT_MS + 30_000);
 
   it('inbound TCP reaches the app from ::6, bytes untouched, on a declared port and on an undeclared one', async () => {
-    await pod.kubelet.waitReady(60_000);
+    await pod.kubelet.waitReady(READY_WAIT_MS);
     expect(text(await echo(pod.cluster, POD_IP6, PG_PORT, 'select 6\n'))).toEqual(['select 6\n']);
     expect((await served(app(), 'pg')).map((r) => r.peer)).toEqual(['::6']);
     expect(text(await echo(pod.cluster, POD_IP6, UNDECLARED_TCP_PORT, 'raw v6\n'))).toEqual(['raw v6\n']);
     expect((await served(app(), 'undeclared-tcp')).map((r) => r.peer)).toEqual(['::6']);
     noErrors();
-  });
+  }, READY_WAIT_MS + 30_000);
 });
