@@ -213,8 +213,8 @@ export class StoreApplier {
 
   /**
    * Upstreams that were stored are refused now: the stored L4 listeners whose chains name them are
-   * written again with those chains refused. Only a translation bug leads here (a scan of the few
-   * listeners).
+   * written again with those chains refused. Rare (an endpoint APISIX's schema refuses, such as one
+   * on port 0), so a scan of the few listeners is acceptable.
    */
   private refuseStoredL4ChainsTo(batch: StagedWrites, ids: Set<string>): void {
     for (const kv of this.store.range({ key: keyFromText(L4), rangeEnd: prefixEnd(keyFromText(L4)) }).kvs) {
