@@ -64,7 +64,7 @@ function rank(w: StoreWrite): number {
 
 export interface ApplyResult {
   revision: number;
-  /** objects left out because APISIX's schema refuses them (a translation bug if it ever happens) */
+  /** objects left out because APISIX's schema refuses them, and the L4 listeners whose chains were refused for such an upstream */
   invalid: TranslationNote[];
   upstreams: number;
   routes: number;
