@@ -232,11 +232,21 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
       },
       push: async (kinds, { timeoutMs = 10_000 } = {}) => {
         const deadline = Date.now() + timeoutMs;
-        const applies = async () => gauge(await agentMetrics(), 'apisix_mesh_applies_total');
-        const before = await applies();
+        const sentBefore = istiod.responses.length;
         istiod.push(kinds);
-        while ((await applies()) <= before) {
-          if (Date.now() > deadline) throw new Error(`the agent applied nothing after the ${kinds.join('/')} push`);
+        // An apply may come between two of the push's responses (a burst is coalesced for 100 ms
+        // only): wait until the served configuration was translated from every version just sent.
+        const sent = new Map(istiod.responses.slice(sentBefore).map((r) => [r.kind, r.version] as const));
+        const applied = async (): Promise<Record<string, string>> => {
+          const res = await apps.get(appNames[0]!)!.http({ url: `http://127.0.0.1:${config.ports.agentStatus}/debug/xds` });
+          return 'status' in res && res.status === 200 ? ((JSON.parse(res.body) as { appliedXdsVersions?: Record<string, string> }).appliedXdsVersions ?? {}) : {};
+        };
+        for (;;) {
+          const versions = await applied();
+          // the fake's versions count up across types; a later answer (new EDS names) supersedes
+          const counter = (v: string | undefined) => Number((v ?? '').slice((v ?? '').lastIndexOf('/') + 1) || -1);
+          if ([...sent].every(([kind, version]) => counter(versions[kind]) >= counter(version))) break;
+          if (Date.now() > deadline) throw new Error(`the agent did not apply the ${kinds.join('/')} push (sent ${JSON.stringify(Object.fromEntries(sent))}, applied ${JSON.stringify(versions)})`);
           await new Promise((r) => setTimeout(r, 50));
         }
         if (!(await running.waitSynced(Math.max(0, deadline - Date.now())))) {
