@@ -64,6 +64,26 @@ function certificates(): { ca: string; server: { cert: string; key: string } } {
 }
 
 const text = (r: TcpResult) => r.received.map((b) => b.toString('utf8'));
+
+/** the --xds-address arguments of the processes running in the pod (the agent's, as it runs) */
+function xdsAddresses(pod: RunningPod): string[] {
+  const pids = spawnSync('ip', ['netns', 'pids', pod.network.pod], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+  return pids.flatMap((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a.startsWith('--xds-address='));
+    } catch {
+      return []; // gone meanwhile
+    }
+  });
+}
+
+/** istiod was told the pod's IPv6 address (node id and INSTANCE_IPS), from which it takes the proxy's IP mode */
+function expectIpv6Node(pod: RunningPod): void {
+  const node = pod.istiod.requests.find((r) => r.node)?.node;
+  expect(node?.['id']).toBe(`sidecar~${POD_IP6}~web.${NS}~${NS}.svc.cluster.local`);
+  const fields = (node?.['metadata'] as { fields: Record<string, Record<string, unknown>> }).fields;
+  expect(fields['INSTANCE_IPS']).toMatchObject({ stringValue: POD_IP6 });
+}
 const url = (ip: string, port: number, path: string) => `http://[${ip}]:${port}${path}`;
 
 describeWhenAvailable('an IPv6-only pod (real APISIX)', missingForPod(), () => {
@@ -222,5 +242,31 @@ describeWhenAvailable('an IPv6-only pod (real APISIX)', missingForPod(), () => {
     expect(text(await echo(pod.cluster, POD_IP6, UNDECLARED_TCP_PORT, 'raw v6\n'))).toEqual(['raw v6\n']);
     expect((await served(app(), 'undeclared-tcp')).map((r) => r.peer)).toEqual(['::6']);
     noErrors();
+  }, READY_WAIT_MS + 30_000);
+});
+
+describeWhenAvailable('an IPv6-only pod that resolves istiod\'s name itself (real APISIX)', missingForPod(), () => {
+  let pod: RunningPod;
+
+  beforeAll(async () => {
+    pod = await startPod({
+      manifest: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace: NS, labels: { app: 'web' } }, spec: { serviceAccountName: 'web', containers: [{ name: 'app', image: 'example.com/app:1' }] } },
+      xds: mesh().resources,
+      ipv6Only: true,
+      istiodResolvedInPod: true,
+    });
+  }, 90_000);
+  afterAll(async () => {
+    await pod?.stop();
+  });
+
+  it('the agent dials istiod by its name, which the pod resolves to the IPv6 ClusterIP alone, and the pod turns Ready on its configuration', async () => {
+    expect(xdsAddresses(pod)).toEqual([`--xds-address=${PLAINTEXT_ISTIOD_CONFIG.istiodAddress}`]);
+    await pod.kubelet.waitReady(READY_WAIT_MS);
+    expectIpv6Node(pod);
+    expect(await pod.waitSynced(30_000)).toBe(true);
+    expect((await pod.agentObjects()).upstreams).toBeGreaterThan(0);
+    const errors = pod.apisixErrors();
+    expect(errors, describeLines(errors)).toEqual([]);
   }, READY_WAIT_MS + 30_000);
 });

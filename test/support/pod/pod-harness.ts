@@ -66,6 +66,11 @@ export interface PodHarnessOptions {
    * ISTIOD_IP6 (the agent dials `[ISTIOD_IP6]:port`). Not with `dualStack`.
    */
   ipv6Only?: boolean;
+  /**
+   * istiod's host name is resolved by the pod (an entry in its /etc/hosts, as the cluster's DNS
+   * would answer) instead of replaced by its address in the agent's arguments
+   */
+  istiodResolvedInPod?: boolean;
   /** for control experiments only: changes the injected pod before it runs */
   mutateInjected?: (pod: V1Pod) => V1Pod;
   /** for benchmarks' baselines only: another built checkout whose agent the pod runs */
@@ -114,7 +119,9 @@ function gauge(page: string, name: string, labels = ''): number {
 export async function startPod(options: PodHarnessOptions): Promise<RunningPod> {
   const runtime = findApisixRuntime();
   if (typeof runtime === 'string') throw new Error(runtime);
+  if (options.ipv6Only && options.dualStack) throw new Error('startPod: ipv6Only and dualStack exclude each other');
   const config = options.config ?? PLAINTEXT_ISTIOD_CONFIG;
+  const { host: istiodHost, port: istiodPort } = parseListen('istiodAddress', config.istiodAddress);
   const manifest = typeof options.manifest === 'string' ? (YAML.parse(options.manifest) as V1Pod) : options.manifest;
   const injection = injectPod(manifest, 'sidecar', config);
   if (injection.kind === 'rejected') throw new Error(`the injection refused the pod: ${injection.message}`);
@@ -132,11 +139,11 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  if (options.ipv6Only && options.dualStack) throw new Error('startPod: ipv6Only and dualStack exclude each other');
-  const network = createPodNetwork(options.hosts, { dualStack: (options.dualStack ?? false) !== false, ipv6Only: options.ipv6Only ?? false });
+  const istiodIp = options.ipv6Only ? ISTIOD_IP6 : ISTIOD_IP;
+  const hosts = options.istiodResolvedInPod ? { ...options.hosts, [istiodHost]: istiodIp } : options.hosts;
+  const network = createPodNetwork(hosts, { dualStack: (options.dualStack ?? false) !== false, ipv6Only: options.ipv6Only ?? false });
   const podIp = options.dualStack === 'ipv6-first' || options.ipv6Only ? POD_IP6 : POD_IP;
   const podUrl = (port: number, path: string) => `http://${podIp.includes(':') ? `[${podIp}]` : podIp}:${port}${path}`;
-  const istiodIp = options.ipv6Only ? ISTIOD_IP6 : ISTIOD_IP;
   const workers: NetnsWorker[] = [];
   const apps = new Map<string, NetnsWorker>();
   const istiod = new FakeIstiod(options.xds);
@@ -149,7 +156,6 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const { host: istiodHost, port: istiodPort } = parseListen('istiodAddress', config.istiodAddress);
     await istiod.start(`unix:${join(dir, 'istiod.sock')}`);
     network.addClusterAddresses(istiodIp, ...(options.clusterAddresses ?? []));
     const cluster = await NetnsWorker.start('cluster', network.cluster, project.worker);
@@ -163,7 +169,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
       netns: network.pod,
       dir,
       images: { [config.images.mesh]: meshImage(project), [config.images.apisix]: apisixImage(runtime, dir) },
-      dns: { [istiodHost]: istiodIp },
+      dns: options.istiodResolvedInPod ? {} : { [istiodHost]: istiodIp },
       prober: cluster,
       replace: Object.fromEntries(
         appNames.map((name) => [
