@@ -15,7 +15,10 @@
 // Traffic (scripts/dataplane-load.mjs, in the namespaces): HTTP/1.1 keep-alive POSTs of 1 KiB
 // answered with 1 KiB; outbound = the app (pod, app uid) calls a service, inbound = a client in the
 // cluster namespace calls the app. Each at a fixed open-loop rate and at saturation; CPU time of the
-// proxy's processes and of the agent from /proc/PID/stat over the measured window. Then the memory
+// proxy's processes and of the agent from /proc/PID/stat over the measured window, and the context
+// switches of the proxy's processes per request (/proc/PID/status). BENCH_BASELINE_ROOT and
+// BENCH_OTHER_ROOT add built trees as the setups `before` and `other` (e.g. with
+// scripts/bench-no-front.patch applied: what the L4 front costs). Then the memory
 // of APISIX (all processes) and of the agent in a fresh pod with 0, 1,000 and 10,000 services.
 //
 // The harness is TypeScript under test/ and not part of dist/: it is compiled here, as it is, into
