@@ -50,7 +50,9 @@ describe("APISIX's config.yaml for the sidecar", () => {
         // inbound forwards leave from 127.0.0.6 (the hook sets the variable per request)
         http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n'
           // the hand-off listeners close after the client's end (no reset for the front to log)
-          + 'lingering_close always;\n' + retryLocationsSnippet(requestIdSnippets().location),
+          + 'lingering_close always;\n'
+          // a handed-off request of up to 4 KiB read in one piece
+          + 'client_header_buffer_size 4k;\n' + retryLocationsSnippet(requestIdSnippets().location),
         http_server_location_configuration_snippet: 'proxy_set_header X-Request-Id $apisix_mesh_request_id;\n',
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'apisix-mesh-policy', 'apisix-mesh-access'],

@@ -186,6 +186,18 @@ export function handOffCloseSnippet(): string {
 }
 
 /**
+ * What the HTTP side reads a handed-off request into first. nginx's default is 1 KiB: a request of
+ * 1 to 4 KiB (headers and a small body, which the front writes in one piece) then takes three
+ * syscalls (a 1 KiB read, FIONREAD, the rest) and a second buffer for the body. The listeners only
+ * serve the front's hand-offs; the buffer is freed while a keep-alive connection is idle.
+ */
+export const HANDOFF_HEADER_BUFFER = '4k';
+
+export function handOffReadSnippet(): string {
+  return `client_header_buffer_size ${HANDOFF_HEADER_BUFFER};\n`;
+}
+
+/**
  * nginx variables holding a literal `$` and `\`: the agent writes them where APISIX would expand
  * `$name` in a value taken from Istio (header values, redirect targets; agent/translate/values.ts).
  * `geo` values are plain strings, never expanded.
@@ -291,7 +303,7 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       http: { access_log: '/dev/stdout', custom_lua_shared_dict: { [ISTIO_METRICS_DICT]: '32m', apisix_mesh_outlier: '2m' } },
       stream_configuration_snippet: streamFrontSnippet(config),
       http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet() + ipv6HttpListenersInclude(),
-      http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + retryLocationsSnippet(requestId.location),
+      http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + handOffReadSnippet() + retryLocationsSnippet(requestId.location),
       http_server_location_configuration_snippet: requestId.location,
     },
     plugins: [...APISIX_PLUGINS],
