@@ -15,6 +15,8 @@ import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-
 import { startWorkloadIdentity, type WorkloadIdentityConfig } from './identity/start-identity.js';
 import type { WorkloadIdentity } from './identity/workload-identity.js';
 import { publishIdentity } from './identity/apisix-identity.js';
+import { pendingSecretNotes, SdsSecrets } from './mtls/sds-secrets.js';
+import type { SecretChange } from './xds/ads-client.js';
 import { JwksFetcher } from './policy/jwks-fetcher.js';
 
 export { xdsCredentials, type XdsTlsOptions };
@@ -111,6 +113,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     ...(options.skipFilters ? { skipFilters: options.skipFilters } : {}),
   });
   const applier = new StoreApplier(store);
+  // credentialName's secrets from istiod's SDS, for the TLS relay (written beside the translation)
+  const sdsSecrets = new SdsSecrets(store, { info: (m) => logger.info(m), warn: (m) => logger.warn(m) });
   // remote JWKS of RequestAuthentication providers: fetched here, handed to APISIX as keys
   const jwks = new JwksFetcher({
     onChange: () => schedule(),
@@ -165,7 +169,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       stop();
     }
     appliedVersions = translatedFrom;
-    currentNotes = [...changes.notes, ...result.invalid];
+    currentNotes = [...changes.notes, ...result.invalid, ...pendingSecretNotes(client.pendingSecrets())];
     jwks.want(changes.remoteJwks);
     metrics.applies.inc();
     metrics.storeRevision.set(store.revision);
@@ -204,6 +208,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   };
 
   client.on('changes', (change: XdsChange) => translator.ingest(change));
+  client.on('secrets', (change: SecretChange) => {
+    sdsSecrets.ingest(change);
+    // the notes of the clusters that waited for these secrets
+    schedule();
+  });
   client.on('update', (kinds: Set<string>) => {
     for (const k of kinds) {
       metrics.xdsResponses.inc({ type: k });

@@ -47,6 +47,11 @@ export interface ClusterOptions {
 }
 
 /** Istio's SDS reference (the sidecar's own SDS server, named by `name`: `default` or `ROOTCA`). */
+/** istiod's SDSAdsConfig (security/model/authentication.go): credentialName's secrets come over the ADS stream. */
+function adsSecret(name: string): Json {
+  return { name, sds_config: { ads: {}, resource_api_version: 'V3' } };
+}
+
 function sdsSecret(name: string): Json {
   return { name, sds_config: { api_config_source: { api_type: 'GRPC', grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc' } }], set_node_on_first_message_only: true, transport_api_version: 'V3' }, initial_fetch_timeout: '0s', resource_api_version: 'V3' } };
 }
@@ -96,8 +101,12 @@ export interface ClientTls {
 export function withClientTls(cluster: Json, tls: ClientTls): Json {
   const common: Json = { tls_params: { tls_minimum_protocol_version: 'TLSv1_2', tls_maximum_protocol_version: 'TLSv1_3' } };
   if (tls.credentialName) {
-    if (tls.mode === 'MUTUAL') common['tls_certificate_sds_secret_configs'] = [sdsSecret(tls.credentialName)];
-    common['combined_validation_context'] = { default_validation_context: { match_subject_alt_names: (tls.subjectAltNames ?? []).map((exact) => ({ exact })) }, validation_context_sds_secret_config: sdsSecret(`${tls.credentialName}-cacert`) };
+    // security/model/authentication.go ApplyCustomSDSToClientCommonTLSContext: istiod's own SDS over ADS
+    const name = tls.credentialName.includes('://') ? tls.credentialName : `kubernetes://${tls.credentialName}`;
+    if (tls.mode === 'MUTUAL') common['tls_certificate_sds_secret_configs'] = [adsSecret(name)];
+    if (!tls.insecureSkipVerify) {
+      common['combined_validation_context'] = { default_validation_context: { match_subject_alt_names: (tls.subjectAltNames ?? []).map((exact) => ({ exact })) }, validation_context_sds_secret_config: adsSecret(`${name}-cacert`) };
+    }
   } else {
     if (tls.mode === 'MUTUAL') common['tls_certificate_sds_secret_configs'] = [sdsSecret(`file-cert:${tls.clientCertificate}~${tls.privateKey}`)];
     if (tls.insecureSkipVerify) common['validation_context'] = {};

@@ -44,10 +44,13 @@ local cluster_schema = {
         alpn_tcp = protocols_schema,
         connect_timeout_ms = { type = "integer", minimum = 1, maximum = 3600000 },
         -- DestinationRule SIMPLE (agent/mtls/simple-tls.ts)
-        verify = { type = "string", enum = { "system", "file", "none" } },
+        verify = { type = "string", enum = { "system", "file", "secret", "none" } },
         ca_file = { type = "string", pattern = "^/", maxLength = 4096 },
         client_cert_file = { type = "string", pattern = "^/", maxLength = 4096 },
         client_key_file = { type = "string", pattern = "^/", maxLength = 4096 },
+        -- credentialName: SDS secrets from istiod (tls_sds.lua)
+        ca_secret = { type = "string", pattern = "^(kubernetes|configmap)://", maxLength = 1100 },
+        client_secret = { type = "string", pattern = "^(kubernetes|configmap)://", maxLength = 1100 },
         auto_sni_host = { type = "string", minLength = 1, maxLength = 253 },
         auto_san_host = { type = "string", minLength = 1, maxLength = 253 },
     },
@@ -66,6 +69,8 @@ function _M.init_worker()
         core.log.error("apisix-mesh: cannot watch /mesh_tls: ", err)
     end
     workload_identity.init_worker()
+    -- required here, not at the top: tls_sds.lua builds its stores with this module's root_store
+    require("apisix_mesh.tls_sds").init_worker()
 end
 
 local function index(values)
