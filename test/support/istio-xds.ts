@@ -689,3 +689,19 @@ export function addDualStackPodSide(m: MeshResources, ns: string, ports: { web: 
   );
   return m;
 }
+
+/**
+ * The Secrets istiod's SDS sends for credentialName (pilot/pkg/xds/sds.go): `kubernetes://<name>`
+ * as a tls_certificate with the inline chain and key (toEnvoyTLSSecret), `…-cacert` as a
+ * validation_context with the inline trusted_ca and, when the Kubernetes secret has `ca.crl`, the
+ * inline crl (toEnvoyCaSecret). Canonical JSON: bytes in base64.
+ */
+export function sdsCertificateSecret(name: string, certChainPem: string, keyPem: string): Json {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return { name, tls_certificate: { certificate_chain: { inline_bytes: b64(certChainPem) }, private_key: { inline_bytes: b64(keyPem) } } };
+}
+
+export function sdsCaSecret(name: string, caPem: string, crlPem?: string): Json {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return { name, validation_context: { trusted_ca: { inline_bytes: b64(caPem) }, ...(crlPem ? { crl: { inline_bytes: b64(crlPem) } } : {}) } };
+}

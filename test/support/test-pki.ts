@@ -90,3 +90,21 @@ export function issueLeaf(issuer: CaKeyPair, publicKey: forge.pki.rsa.PublicKey,
   leaf.sign(issuer.key, forge.md.sha256.create());
   return leaf;
 }
+
+/** A leaf with DNS SANs for a TLS server (or client), issued by `issuer`: its chain (leaf + issuer) and key, PEM. */
+export function dnsLeaf(issuer: CaKeyPair, dnsNames: string[], usage: 'serverAuth' | 'clientAuth' = 'serverAuth'): { cert: string; key: string } {
+  const key = rsaKey();
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
+  cert.serialNumber = serial();
+  cert.validity.notBefore = new Date(Date.now() - 3600_000);
+  cert.validity.notAfter = new Date(Date.now() + 86400_000);
+  cert.setSubject([{ name: 'commonName', value: dnsNames[0]! }]);
+  cert.setIssuer(issuer.cert.subject.attributes);
+  cert.setExtensions([
+    { name: 'extKeyUsage', [usage]: true },
+    { name: 'subjectAltName', altNames: dnsNames.map((value) => ({ type: 2, value })) },
+  ]);
+  cert.sign(issuer.key, forge.md.sha256.create());
+  return { cert: forge.pki.certificateToPem(cert) + issuer.pem, key: forge.pki.privateKeyToPem(key) };
+}
