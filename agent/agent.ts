@@ -15,7 +15,7 @@ import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-
 import { startWorkloadIdentity, type WorkloadIdentityConfig } from './identity/start-identity.js';
 import type { WorkloadIdentity } from './identity/workload-identity.js';
 import { publishIdentity } from './identity/apisix-identity.js';
-import { pendingSecretNotes, SdsSecrets } from './mtls/sds-secrets.js';
+import { pendingSecretNotes, SdsSecrets, unusableSecretNotes } from './mtls/sds-secrets.js';
 import type { SecretChange } from './xds/ads-client.js';
 import { JwksFetcher } from './policy/jwks-fetcher.js';
 
@@ -169,7 +169,13 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       stop();
     }
     appliedVersions = translatedFrom;
-    currentNotes = [...changes.notes, ...result.invalid, ...pendingSecretNotes(client.pendingSecrets())];
+    const unusable = sdsSecrets.unusable();
+    currentNotes = [
+      ...changes.notes,
+      ...result.invalid,
+      ...pendingSecretNotes(client.pendingSecrets()),
+      ...(unusable.size ? unusableSecretNotes(client.secretUsers(unusable.keys()), unusable) : []),
+    ];
     jwks.want(changes.remoteJwks);
     metrics.applies.inc();
     metrics.storeRevision.set(store.revision);

@@ -52,6 +52,8 @@ export interface SdsLogger {
 export class SdsSecrets {
   /** SDS name → the object's JSON (what the store holds) */
   private readonly objects = new Map<string, string>();
+  /** SDS name → why the relay cannot use it */
+  private readonly unusableReasons = new Map<string, string>();
 
   constructor(
     private readonly store: KvStore,
@@ -67,9 +69,13 @@ export class SdsSecrets {
       if (!decoded.material) continue;
       this.objects.set(name, JSON.stringify(apisixSdsSecret(name, decoded.material)));
       logged.push(`${name} (${describe(decoded.material)})`);
-      if (decoded.material.kind === 'unusable') this.logger.warn(`SDS secret ${name} cannot be used by the TLS relay: ${decoded.material.reason}; connections that need it are refused`);
+      if (decoded.material.kind === 'unusable') this.unusableReasons.set(name, decoded.material.reason);
+      else this.unusableReasons.delete(name);
     }
-    for (const name of change.removed) this.objects.delete(name);
+    for (const name of change.removed) {
+      this.objects.delete(name);
+      this.unusableReasons.delete(name);
+    }
     const desired = new Map<string, string>([[SDS_DIR, 'init_dir']]);
     for (const [name, json] of this.objects) desired.set(`${SDS_DIR}${stableId('mesh_sds', name)}`, json);
     const revision = this.store.applySnapshot(SDS_DIR, desired);
@@ -80,6 +86,28 @@ export class SdsSecrets {
   names(): string[] {
     return [...this.objects.keys()];
   }
+
+  /** The secrets held that the relay cannot use, with why. */
+  unusable(): Map<string, string> {
+    return new Map(this.unusableReasons);
+  }
+}
+
+/** The note of each cluster that names a secret the relay cannot use (SdsSecrets.unusable). */
+export function unusableSecretNotes(users: ReadonlyMap<string, readonly string[]>, reasons: ReadonlyMap<string, string>): TranslationNote[] {
+  const notes: TranslationNote[] = [];
+  for (const [secret, clusters] of users) {
+    for (const cluster of clusters) {
+      notes.push({
+        kind: 'cluster',
+        name: cluster,
+        reason: 'tls-origination-refused',
+        detail: `the SDS secret ${secret.slice(0, 200)} (DestinationRule credentialName) cannot be used: ${(reasons.get(secret) ?? '').slice(0, 300)}; connections to its TLS endpoints are refused`,
+        skipped: true,
+      });
+    }
+  }
+  return notes;
 }
 
 /** The note of each cluster that waits for a secret istiod has not sent (ads-client.ts pendingSecrets). */

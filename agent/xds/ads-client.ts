@@ -193,8 +193,13 @@ export class AdsClient extends EventEmitter {
    */
   pendingSecrets(): Map<string, string[]> {
     const secrets = this.state.get('secret')!;
+    return this.secretUsers(secrets.names.filter((name) => !secrets.digests.has(name)));
+  }
+
+  /** The clusters that name each of these secrets. */
+  secretUsers(names: Iterable<string>): Map<string, string[]> {
     const out = new Map<string, string[]>();
-    for (const name of secrets.names) if (!secrets.digests.has(name)) out.set(name, []);
+    for (const name of names) out.set(name, []);
     if (out.size === 0) return out;
     for (const [cluster, refs] of this.state.get('cluster')!.refs) {
       for (const ref of typeof refs === 'string' ? [refs] : refs) out.get(ref)?.push(cluster);

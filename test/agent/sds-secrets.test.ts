@@ -6,13 +6,14 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Secret__Output as Secret } from '@grpc/grpc-js-xds/build/src/generated/envoy/extensions/transport_sockets/tls/v3/Secret.js';
 import { decodeSecret } from '../../agent/mtls/sds-secret.js';
-import { pendingSecretNotes, SDS_DIR, SdsSecrets, type ApisixSdsSecret } from '../../agent/mtls/sds-secrets.js';
+import { pendingSecretNotes, SDS_DIR, SdsSecrets, unusableSecretNotes, type ApisixSdsSecret } from '../../agent/mtls/sds-secrets.js';
 import { secretResourceType } from '../../agent/xds/resource-types/secret.js';
 import { AdsClient, type SecretChange } from '../../agent/xds/ads-client.js';
 import { buildNode, nodeIdentityFromEnv } from '../../agent/xds/node.js';
 import { encodeCanonical, fromCanonical } from '../../agent/xds/codec.js';
 import { SECRET_TYPE_URL } from '../../agent/xds/protos.js';
 import { KvStore } from '../../agent/store/store.js';
+import { stableId } from '../../agent/translate/ids.js';
 import { FakeIstiod } from '../support/fake-istiod.js';
 import { waitFor } from '../support/wait.js';
 import { createTestPki, dnsLeaf, type TestPki } from '../support/test-pki.js';
@@ -103,6 +104,22 @@ describe('the objects APISIX reads (/apisix/mesh_sds)', () => {
     expect([...read().values()].some((v) => v.includes('kubernetes://client"'))).toBe(false);
     expect(logs.join('\n')).toMatch(/SDS secrets from istiod handed to APISIX at store revision \d+: kubernetes:\/\/client \(client certificate valid until/);
     for (const pem of [client.key, other.key]) expect(logs.join('\n')).not.toContain(pem.split('\n')[1]!);
+  });
+
+  it('a secret the relay cannot use is held with its reason (the relay refuses with it), and each cluster naming it gets the note', () => {
+    const store = new KvStore();
+    const sds = new SdsSecrets(store, { info: () => {}, warn: () => {} });
+    const crl = '-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n';
+    sds.ingest({ kind: 'secret', changed: new Map<string, unknown>([['kubernetes://api-cacert', secret(sdsCaSecret('kubernetes://api-cacert', pki.root.pem, crl))]]), removed: [] });
+    const object = JSON.parse(Buffer.from(store.get(`${SDS_DIR}${stableId('mesh_sds', 'kubernetes://api-cacert')}`)!.value).toString()) as ApisixSdsSecret;
+    expect(object).toMatchObject({ name: 'kubernetes://api-cacert', kind: 'unusable', reason: expect.stringContaining('CRL') });
+    expect(object.trusted_ca).toBeUndefined();
+    expect(unusableSecretNotes(new Map([['kubernetes://api-cacert', ['outbound|443||api.example.com']]]), sds.unusable())).toEqual([
+      expect.objectContaining({ kind: 'cluster', name: 'outbound|443||api.example.com', reason: 'tls-origination-refused', detail: expect.stringMatching(/kubernetes:\/\/api-cacert .*cannot be used: the secret has a CRL/) }),
+    ]);
+    // its next version without the CRL is usable
+    sds.ingest({ kind: 'secret', changed: new Map<string, unknown>([['kubernetes://api-cacert', secret(sdsCaSecret('kubernetes://api-cacert', pki.root.pem))]]), removed: [] });
+    expect(sds.unusable().size).toBe(0);
   });
 });
 
