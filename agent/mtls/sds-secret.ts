@@ -13,7 +13,7 @@ import type { DataSource__Output as DataSource } from '@grpc/grpc-js-xds/build/s
  * What Envoy would reject is a `problem` (the response is NACKed, the last good version stays):
  * a chain or CA that is not PEM certificates, a key that does not parse or does not belong to the
  * leaf, sizes beyond the bounds. What Envoy would accept but the relay cannot enforce (a private
- * key provider, files, a CRL, validation settings inside the secret) is `unusable` with the reason:
+ * key provider, files, validation settings inside the secret) is `unusable` with the reason:
  * the relay refuses the connections that need it. Key material is never part of a message.
  */
 
@@ -27,14 +27,49 @@ const MAX_KEY_BYTES = 64 * 1024;
 export type SecretMaterial =
   /** a client certificate: the PEM chain (leaf first) and its PEM key */
   | { kind: 'certificate'; certChain: string; key: string; notAfter: number }
-  /** the CA bundle servers are verified against */
-  | { kind: 'ca'; trustedCa: string }
+  /**
+   * the CA bundle servers are verified against, and the CRLs they are checked against (Envoy: each
+   * CA of the chain then needs one, unless `only_verify_leaf_cert_crl`)
+   */
+  | { kind: 'ca'; trustedCa: string; crl?: string }
   /** valid for Envoy, but the relay cannot use it: why */
   | { kind: 'unusable'; reason: string };
 
 export type SecretDecoding = { material: SecretMaterial; problem?: undefined } | { problem: string; material?: undefined };
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----/g;
+const PEM_CRL = /-----BEGIN X509 CRL-----([A-Za-z0-9+/=\s]+?)-----END X509 CRL-----/g;
+const MAX_CRL_BYTES = 4 * 1024 * 1024;
+const MAX_CRLS = 64;
+
+/**
+ * The PEM CRLs of a text, or what is wrong. Node has no CRL parser: each block must be base64 of a
+ * DER SEQUENCE whose length is the block's; the relay parses them with OpenSSL (tls_sds.lua) and
+ * refuses the connection if one does not.
+ */
+function pemCrls(text: string): string[] | string {
+  if (text.length > MAX_CRL_BYTES) return `the CRL is larger than ${MAX_CRL_BYTES} bytes`;
+  const blocks = [...text.matchAll(PEM_CRL)];
+  if (blocks.length === 0) return 'the CRL holds no PEM X509 CRL';
+  if (blocks.length > MAX_CRLS) return `the CRL holds more than ${MAX_CRLS} CRLs`;
+  for (const [i, block] of blocks.entries()) {
+    const der = Buffer.from(block[1]!.replace(/\s+/g, ''), 'base64');
+    if (derSequenceLength(der) !== der.length) return `CRL ${i + 1} is not a DER structure`;
+  }
+  return blocks.map((b) => b[0]);
+}
+
+/** The total length of a DER SEQUENCE at the start of `der`, or -1. */
+function derSequenceLength(der: Buffer): number {
+  if (der.length < 2 || der[0] !== 0x30) return -1;
+  const first = der[1]!;
+  if (first < 0x80) return 2 + first;
+  const n = first & 0x7f;
+  if (n === 0 || n > 4 || der.length < 2 + n) return -1;
+  let length = 0;
+  for (let i = 0; i < n; i++) length = length * 256 + der[2 + i]!;
+  return 2 + n + length;
+}
 
 /** Inline bytes or string as text; a file or an environment variable is not readable here. */
 function inlineText(source: DataSource | null | undefined): string | { unusable: string } | undefined {
@@ -94,10 +129,16 @@ function validationContext(secret: Secret): SecretDecoding {
   if (typeof caText !== 'string') return { material: { kind: 'unusable', reason: `the CA certificates are ${caText.unusable}` } };
   const ca = pemCertificates(caText, 'trusted_ca', MAX_CA_BYTES, MAX_CA_CERTS);
   if (typeof ca === 'string') return { problem: ca };
-  if (v.crl) return { material: { kind: 'unusable', reason: 'the secret has a CRL (ca.crl), which the relay does not enforce' } };
-  const others = Object.entries(v).filter(([field, value]) => field !== 'trusted_ca' && value !== undefined && value !== null && !(Array.isArray(value) && value.length === 0) && value !== false);
+  const others = Object.entries(v).filter(([field, value]) => field !== 'trusted_ca' && field !== 'crl' && value !== undefined && value !== null && !(Array.isArray(value) && value.length === 0) && value !== false);
   if (others.length) return { material: { kind: 'unusable', reason: `the secret's validation context sets ${others.map(([f]) => f).join(', ')}, which the relay does not enforce` } };
-  return { material: { kind: 'ca', trustedCa: ca.pems.join('\n') + '\n' } };
+  const trustedCa = ca.pems.join('\n') + '\n';
+  // istiod: the Kubernetes secret's `ca.crl` / `crl` (secrets.go ExtractRoot)
+  const crlText = inlineText(v.crl);
+  if (crlText === undefined) return { material: { kind: 'ca', trustedCa } };
+  if (typeof crlText !== 'string') return { material: { kind: 'unusable', reason: `the CRL is ${crlText.unusable}` } };
+  const crls = pemCrls(crlText);
+  if (typeof crls === 'string') return { problem: crls };
+  return { material: { kind: 'ca', trustedCa, crl: crls.join('\n') + '\n' } };
 }
 
 export function decodeSecret(secret: Secret): SecretDecoding {

@@ -26,6 +26,8 @@ export interface ApisixSdsSecret {
   key?: string;
   not_after?: number;
   trusted_ca?: string;
+  /** PEM CRLs (the secret's `ca.crl`): the relay checks every certificate of the server's chain against them, as Envoy */
+  crl?: string;
   /** kind `unusable`: why the relay refuses what needs it */
   reason?: string;
 }
@@ -33,14 +35,14 @@ export interface ApisixSdsSecret {
 export function apisixSdsSecret(name: string, material: SecretMaterial): ApisixSdsSecret {
   const base = { id: stableId('mesh_sds', name), name, kind: material.kind };
   if (material.kind === 'certificate') return { ...base, cert_chain: material.certChain, key: material.key, not_after: material.notAfter };
-  if (material.kind === 'ca') return { ...base, trusted_ca: material.trustedCa };
+  if (material.kind === 'ca') return { ...base, trusted_ca: material.trustedCa, ...(material.crl ? { crl: material.crl } : {}) };
   return { ...base, reason: material.reason };
 }
 
 /** What one secret is, for the log (never its content). */
 function describe(material: SecretMaterial): string {
   if (material.kind === 'certificate') return `client certificate valid until ${new Date(material.notAfter * 1000).toISOString()}`;
-  if (material.kind === 'ca') return 'CA certificates';
+  if (material.kind === 'ca') return material.crl ? 'CA certificates and CRLs' : 'CA certificates';
   return `unusable: ${material.reason}`;
 }
 

@@ -16,7 +16,7 @@ import { KvStore } from '../../agent/store/store.js';
 import { stableId } from '../../agent/translate/ids.js';
 import { FakeIstiod } from '../support/fake-istiod.js';
 import { waitFor } from '../support/wait.js';
-import { createTestPki, dnsLeaf, type TestPki } from '../support/test-pki.js';
+import { createTestPki, crlPem, dnsLeaf, serialOf, type TestPki } from '../support/test-pki.js';
 import { edsCluster, outboundCluster, sdsCaSecret, sdsCertificateSecret, withClientTls } from '../support/istio-xds.js';
 
 let pki: TestPki;
@@ -40,9 +40,14 @@ describe('one SDS Secret (credentialName), as Envoy would take it', () => {
     expect(out.material.notAfter).toBeGreaterThan(Date.now() / 1000);
   });
 
-  it('a validation_context with the inline trusted_ca: the CA certificates', () => {
+  it('a validation_context with the inline trusted_ca: the CA certificates; with the inline crl (ca.crl): and the CRLs', () => {
     const out = decodeSecret(secret(sdsCaSecret('kubernetes://client-cacert', pki.root.pem)));
     expect(out.material).toEqual({ kind: 'ca', trustedCa: `${pki.root.pem.trim()}\n` });
+    const crls = crlPem(pki.intermediate, [serialOf(client.cert)]) + crlPem(pki.root);
+    const withCrl = decodeSecret(secret(sdsCaSecret('kubernetes://client-cacert', pki.root.pem, crls)));
+    expect(withCrl.material).toMatchObject({ kind: 'ca', crl: expect.stringContaining('BEGIN X509 CRL') });
+    if (withCrl.material?.kind !== 'ca') throw new Error('not a CA');
+    expect(withCrl.material.crl!.match(/BEGIN X509 CRL/g)).toHaveLength(2);
   });
 
   it('what Envoy rejects is a problem (NACK), and no message quotes the key', () => {
@@ -56,6 +61,8 @@ describe('one SDS Secret (credentialName), as Envoy would take it', () => {
       [{ name: 'kubernetes://c', tls_certificate: { private_key: { inline_string: client.key } } }, /without a certificate_chain/],
       [sdsCaSecret('kubernetes://c-cacert', 'garbage'), /trusted_ca holds no PEM certificate/],
       [{ name: 'kubernetes://c-cacert', validation_context: {} }, /validation_context without trusted_ca/],
+      [sdsCaSecret('kubernetes://c-cacert', pki.root.pem, '-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n'), /CRL 1 is not a DER structure/],
+      [sdsCaSecret('kubernetes://c-cacert', pki.root.pem, 'no crl'), /the CRL holds no PEM X509 CRL/],
     ];
     for (const [json, problem] of cases) {
       const out = decodeSecret(secret(json));
@@ -68,9 +75,7 @@ describe('one SDS Secret (credentialName), as Envoy would take it', () => {
   });
 
   it('what Envoy takes but the relay cannot enforce is unusable, with the reason (the relay refuses what needs it)', () => {
-    const crl = '-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n';
     const cases: Array<[Record<string, unknown>, RegExp]> = [
-      [sdsCaSecret('kubernetes://c-cacert', pki.root.pem, crl), /a CRL \(ca\.crl\)/],
       [{ name: 'kubernetes://c', tls_certificate: { certificate_chain: { filename: '/etc/c.pem' }, private_key: { filename: '/etc/k.pem' } } }, /the certificate chain is a filename source/],
       [{ name: 'kubernetes://c', tls_certificate: { certificate_chain: { inline_string: client.cert }, private_key_provider: { provider_name: 'cryptomb' } } }, /private key provider/],
       [{ name: 'kubernetes://c', generic_secret: { secret: { inline_string: 'x' } } }, /holds generic_secret/],
@@ -109,15 +114,15 @@ describe('the objects APISIX reads (/apisix/mesh_sds)', () => {
   it('a secret the relay cannot use is held with its reason (the relay refuses with it), and each cluster naming it gets the note', () => {
     const store = new KvStore();
     const sds = new SdsSecrets(store, { info: () => {}, warn: () => {} });
-    const crl = '-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n';
-    sds.ingest({ kind: 'secret', changed: new Map<string, unknown>([['kubernetes://api-cacert', secret(sdsCaSecret('kubernetes://api-cacert', pki.root.pem, crl))]]), removed: [] });
+    const pinned = { name: 'kubernetes://api-cacert', validation_context: { trusted_ca: { inline_string: pki.root.pem }, verify_certificate_hash: ['aa'] } };
+    sds.ingest({ kind: 'secret', changed: new Map<string, unknown>([['kubernetes://api-cacert', secret(pinned)]]), removed: [] });
     const object = JSON.parse(Buffer.from(store.get(`${SDS_DIR}${stableId('mesh_sds', 'kubernetes://api-cacert')}`)!.value).toString()) as ApisixSdsSecret;
-    expect(object).toMatchObject({ name: 'kubernetes://api-cacert', kind: 'unusable', reason: expect.stringContaining('CRL') });
+    expect(object).toMatchObject({ name: 'kubernetes://api-cacert', kind: 'unusable', reason: expect.stringContaining('verify_certificate_hash') });
     expect(object.trusted_ca).toBeUndefined();
     expect(unusableSecretNotes(new Map([['kubernetes://api-cacert', ['outbound|443||api.example.com']]]), sds.unusable())).toEqual([
-      expect.objectContaining({ kind: 'cluster', name: 'outbound|443||api.example.com', reason: 'tls-origination-refused', detail: expect.stringMatching(/kubernetes:\/\/api-cacert .*cannot be used: the secret has a CRL/) }),
+      expect.objectContaining({ kind: 'cluster', name: 'outbound|443||api.example.com', reason: 'tls-origination-refused', detail: expect.stringMatching(/kubernetes:\/\/api-cacert .*cannot be used: the secret's validation context sets verify_certificate_hash/) }),
     ]);
-    // its next version without the CRL is usable
+    // its next version without the pin is usable
     sds.ingest({ kind: 'secret', changed: new Map<string, unknown>([['kubernetes://api-cacert', secret(sdsCaSecret('kubernetes://api-cacert', pki.root.pem))]]), removed: [] });
     expect(sds.unusable().size).toBe(0);
   });

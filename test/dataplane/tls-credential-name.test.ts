@@ -5,7 +5,8 @@
 // tls_sds.lua). Checked: MUTUAL — the server requiring a client certificate sees the one from the
 // secret; SIMPLE — the server's chain is verified against the secret's CA (a CA that did not issue it:
 // refused); a secret istiod does not send — refused, with the note on the cluster and the reason in
-// the error log; a rotated secret applies to the next connection.
+// the error log; a rotated secret applies to the next connection; the CRLs of a CA secret (ca.crl)
+// refuse a server whose certificate is revoked.
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,7 +17,7 @@ import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { ISTIOD_IP, startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
-import { createTestPki, dnsLeaf, type TestPki } from '../support/test-pki.js';
+import { createTestPki, crlPem, dnsLeaf, serialOf, type TestPki } from '../support/test-pki.js';
 import { TEST_CA_TOKEN, unixBridge, withTestCa } from '../support/pod/mesh-ca.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
 import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
@@ -34,6 +35,9 @@ const services = {
   simple: { vip: '10.96.41.2', ip: '10.244.41.2', tls: { mode: 'SIMPLE', credentialName: 'api-ca', sni: 'simple.example.com', subjectAltNames: ['simple.example.com'] }, requireClient: false },
   missing: { vip: '10.96.41.3', ip: '10.244.41.3', tls: { mode: 'SIMPLE', credentialName: 'absent', sni: 'missing.example.com' }, requireClient: false },
   rotated: { vip: '10.96.41.4', ip: '10.244.41.4', tls: { mode: 'SIMPLE', credentialName: 'rotated-ca', sni: 'rotated.example.com', subjectAltNames: ['rotated.example.com'] }, requireClient: false },
+  // the CA secrets of these two carry CRLs (the Kubernetes secret's ca.crl): one revokes the server's certificate
+  revoked: { vip: '10.96.41.5', ip: '10.244.41.5', tls: { mode: 'SIMPLE', credentialName: 'revoked-ca', sni: 'revoked.example.com' }, requireClient: false },
+  unrevoked: { vip: '10.96.41.6', ip: '10.244.41.6', tls: { mode: 'SIMPLE', credentialName: 'unrevoked-ca', sni: 'unrevoked.example.com' }, requireClient: false },
 } as const;
 type Service = keyof typeof services;
 const host = (s: Service) => `${s}.example.com`;
@@ -58,6 +62,7 @@ const refused = (s: Service, reason: string) =>
 const REFUSED = {
   missing: refused('missing', String.raw`the SDS secret kubernetes://absent-cacert \(DestinationRule credentialName\) has not come from istiod`),
   rotated: refused('rotated', String.raw`its certificate chain does not verify against the CA certificates of the SDS secret kubernetes://rotated-ca-cacert: unable to get local issuer certificate`),
+  revoked: refused('revoked', String.raw`its certificate chain does not verify against the CA certificates of the SDS secret kubernetes://revoked-ca-cacert: certificate revoked`),
   mutualBefore: refused('mutual', String.raw`the SDS secret kubernetes://client-cred(-cacert)? \(DestinationRule credentialName\) has not come from istiod`),
   // any service before its secrets arrive (pushed by the tests one after the other)
   notYet: new RegExp(String.raw`\[error\] .*TLS relay 127\.\d+\.\d+\.\d+: outbound\|80\|\|\w+\.example\.com endpoint [\d.]+:443 refused: the SDS secret kubernetes://[\w-]+ \(DestinationRule credentialName\) has not come from istiod`),
@@ -78,6 +83,7 @@ describeWhenAvailable('DestinationRule credentialName: TLS origination with isti
   let dir: string;
   let external: TestPki;
   let foreign: TestPki;
+  const leaves = new Map<Service, { cert: string; key: string }>();
   const errors = () => {
     const lines = pod.apisixErrors([...Object.values(REFUSED), ...CLOSED]);
     expect(lines, describeLines(lines)).toEqual([]);
@@ -113,9 +119,10 @@ describeWhenAvailable('DestinationRule credentialName: TLS origination with isti
       clusterAddresses: Object.values(services).flatMap((s) => [s.vip, s.ip]),
       mutateInjected: withTestCa(mesh_.root.pem),
     });
+    for (const s of Object.keys(services) as Service[]) leaves.set(s, dnsLeaf(external.intermediate, [host(s)]));
     await Promise.all((Object.keys(services) as Service[]).map((s) =>
       pod.cluster.serveTls(s, services[s].ip, 443, {
-        ...dnsLeaf(external.intermediate, [host(s)]),
+        ...leaves.get(s)!,
         ...(services[s].requireClient ? { ca: external.root.pem } : {}),
       })));
     await pod.cluster.relay(ISTIOD_IP, 15012, join(dir, 'ca.sock'));
@@ -185,6 +192,25 @@ describeWhenAvailable('DestinationRule credentialName: TLS origination with isti
     const res = await until('rotated', 200);
     expect(res.status).toBe(200);
     expect(res.echo).toMatchObject({ name: 'rotated', servername: 'rotated.example.com' });
+    errors();
+  }, 60_000);
+
+  it('a CA secret with CRLs (ca.crl): a server whose certificate is revoked is refused, one that is not gets the request', async () => {
+    // every CA of the chain needs a current CRL from its issuer (Envoy: CRL_CHECK_ALL): the root's for the intermediate
+    const rootCrl = crlPem(external.root);
+    pod.istiod.set('secret', sdsCaSecret('kubernetes://revoked-ca-cacert', external.root.pem, crlPem(external.intermediate, [serialOf(leaves.get('revoked')!.cert)]) + rootCrl));
+    pod.istiod.set('secret', sdsCaSecret('kubernetes://unrevoked-ca-cacert', external.root.pem, crlPem(external.intermediate, [serialOf(leaves.get('mutual')!.cert)]) + rootCrl));
+    pod.istiod.push(['secret']);
+    const res = await until('unrevoked', 200);
+    expect(res.status).toBe(200);
+    expect(res.echo).toMatchObject({ name: 'unrevoked', servername: 'unrevoked.example.com' });
+    for (let i = 0; i < 150 && !REFUSED.revoked.test(pod.apisixLog()); i++) {
+      expect((await get('revoked')).status).toBe(502);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(pod.apisixLog()).toMatch(REFUSED.revoked);
+    expect((await pod.cluster.served('revoked')).count).toBe(0);
+    expect((await pod.cluster.served('revoked')).connections).toBeGreaterThan(0);
     errors();
   }, 60_000);
 });

@@ -1,7 +1,7 @@
 -- The secrets istiod serves over SDS for a DestinationRule's credentialName, as the agent publishes
 -- them under /mesh_sds (agent/mtls/sds-secrets.ts; validated there, NACKed when Envoy would reject
 -- them): a client certificate (`kubernetes://<name>`: its chain and key) or CA certificates
--- (`kubernetes://<name>-cacert`). Watched by APISIX's own etcd client in the stream workers (the TLS
+-- (`kubernetes://<name>-cacert`), with the CRLs of the secret's `ca.crl` if it has one. Watched by APISIX's own etcd client in the stream workers (the TLS
 -- relay, tls_origin.lua); each version of an object is parsed once, on first use, into a new object
 -- (the relay's TLS session cache is keyed by it, so a rotated secret starts new sessions). A secret
 -- that has not arrived, or of the wrong kind, or unusable: nil and why — the relay refuses the
@@ -9,8 +9,11 @@
 local core = require("apisix.core")
 local ssl = require("ngx.ssl")
 local tls_config = require("apisix_mesh.tls_config")
+local x509_crl = require("resty.openssl.x509.crl")
+local x509_store = require("resty.openssl.x509.store")
 
 local MAX_CERTS = 1024
+local MAX_CRLS = 64
 
 local schema = {
     type = "object",
@@ -22,6 +25,7 @@ local schema = {
         key = { type = "string", minLength = 1, maxLength = 64 * 1024 },
         not_after = { type = "integer" },
         trusted_ca = { type = "string", minLength = 1, maxLength = 2 * 1024 * 1024 },
+        crl = { type = "string", minLength = 1, maxLength = 8 * 1024 * 1024 },
         reason = { type = "string", maxLength = 2048 },
     },
     required = { "id", "name", "kind" },
@@ -58,6 +62,33 @@ local function lookup(name)
     return by_name[name]
 end
 
+-- The secret's CRLs (istiod: the Kubernetes secret's `ca.crl`) added to the store, checked as Envoy
+-- does (ssl/default_validator: X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL): every
+-- certificate of the server's chain needs a current CRL from its issuer, and none may be revoked.
+local function add_crls(store, pem)
+    local n = 0
+    for block in pem:gmatch("%-%-%-%-%-BEGIN X509 CRL%-%-%-%-%-.-%-%-%-%-%-END X509 CRL%-%-%-%-%-") do
+        n = n + 1
+        if n > MAX_CRLS then
+            return nil, "more than " .. MAX_CRLS .. " CRLs"
+        end
+        local crl, err = x509_crl.new(block, "PEM")
+        if not crl then
+            return nil, "CRL " .. n .. " does not parse: " .. tostring(err)
+        end
+        local ok
+        ok, err = store:add(crl, true)
+        if not ok then
+            return nil, err
+        end
+    end
+    if n == 0 then
+        return nil, "no CRL in it"
+    end
+    local flags = x509_store.verify_flags
+    return store:set_flags(flags.X509_V_FLAG_CRL_CHECK, flags.X509_V_FLAG_CRL_CHECK_ALL)
+end
+
 local function parse(value)
     if value.kind == "certificate" then
         local chain, err = ssl.parse_pem_cert(value.cert_chain or "")
@@ -73,6 +104,13 @@ local function parse(value)
         local store, err = tls_config.root_store(value.trusted_ca or "", MAX_CERTS)
         if not store then
             return { err = "its CA certificates are not usable: " .. tostring(err) }
+        end
+        if value.crl then
+            local ok
+            ok, err = add_crls(store, value.crl)
+            if not ok then
+                return { err = "its CRL is not usable: " .. tostring(err) }
+            end
         end
         return { store = store }
     end
