@@ -72,6 +72,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   let ready = false;
   let currentNotes: TranslationNote[] = [];
   let versions: () => Record<string, string> = () => ({});
+  let sdsState: () => { version: string; held: string[]; pending: string[] } = () => ({ version: '', held: [], pending: [] });
   // the xDS versions the served configuration was translated from (versions() may be newer: a
   // burst still coalescing)
   let appliedVersions: Record<string, string> = {};
@@ -90,7 +91,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         ...applier.objects(),
         skipped: currentNotes,
       }),
-      debugXds: () => ({ xdsVersions: versions(), appliedXdsVersions: appliedVersions }),
+      debugXds: () => ({ xdsVersions: versions(), appliedXdsVersions: appliedVersions, sds: sdsState() }),
     },
     metrics,
     options.logger ?? { level: 'info' },
@@ -133,6 +134,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   });
 
   versions = () => client.versions();
+  // credentialName's secrets: the last SDS version accepted, the names held, those istiod has not sent
+  sdsState = () => ({ version: client.secretVersion(), held: sdsSecrets.names(), pending: [...client.pendingSecrets().keys()] });
   const loggedNotes = new Set<string>();
   let waiters: Array<(rev: number) => void> = [];
   let timer: NodeJS.Timeout | undefined;
@@ -225,6 +228,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       metrics.xdsAcks.inc({ type: k });
     }
     schedule();
+  });
+  client.on('ack', (kind: string) => {
+    // the translated types are counted on `update`; secrets are not translated
+    if (kind !== 'secret') return;
+    metrics.xdsResponses.inc({ type: kind });
+    metrics.xdsAcks.inc({ type: kind });
   });
   client.on('nack', (kind: string) => {
     metrics.xdsResponses.inc({ type: kind });

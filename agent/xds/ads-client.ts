@@ -177,6 +177,11 @@ export class AdsClient extends EventEmitter {
     return Object.fromEntries(KINDS.map((k) => [k, this.state.get(k)!.version])) as Record<XdsKind, string>;
   }
 
+  /** The SDS version last accepted (credentialName's secrets; not among `versions`, which are translated). */
+  secretVersion(): string {
+    return this.state.get('secret')!.version;
+  }
+
   /** Subscribed EDS/RDS names that have not been answered yet. */
   pendingNames(): { endpoint: string[]; route: string[] } {
     const pending = (kind: XdsKind) => {

@@ -174,6 +174,12 @@ describeWhenAvailable('DestinationRule credentialName: TLS origination with isti
     expect((await pod.cluster.served('missing')).connections).toBe(0);
     expect(pod.apisixLog()).toMatch(REFUSED.missing);
     expect(await skipped()).toContainEqual(expect.objectContaining({ kind: 'cluster', name: cluster('missing'), reason: 'tls-origination-refused', detail: expect.stringContaining('kubernetes://absent-cacert') }));
+    // /debug/xds: what istiod has sent and what it has not
+    const res = await pod.app().http({ url: `http://127.0.0.1:${defaultInjectionConfig.ports.agentStatus}/debug/xds` });
+    const sds = ('status' in res ? JSON.parse(res.body) : {}).sds as { version: string; held: string[]; pending: string[] };
+    expect(sds.pending).toContain('kubernetes://absent-cacert');
+    expect(sds.held).toEqual(expect.arrayContaining(['kubernetes://client-cred', 'kubernetes://client-cred-cacert', 'kubernetes://api-ca-cacert']));
+    expect(sds.version).not.toBe('');
     errors();
   }, 60_000);
 
