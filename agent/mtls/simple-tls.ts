@@ -18,6 +18,8 @@ export interface SimpleTlsFields {
    */
   verify?: 'system' | 'file' | 'secret' | 'none';
   ca_file?: string;
+  /** the DestinationRule's caCrl: a CRL file in the APISIX container, checked with ca_file or the system bundle */
+  crl_file?: string;
   /** credentialName: the SDS name of the CA secret (`kubernetes://<name>-cacert`, /apisix/mesh_sds) */
   ca_secret?: string;
   /** DestinationRule MUTUAL: the client certificate chain and its key, files in the APISIX container ... */
@@ -41,6 +43,7 @@ export function clusterHost(cluster: string): string | undefined {
 export function simpleTlsFields(cluster: string, tls: SimpleTls): SimpleTlsFields | { refusal: string } {
   const out: SimpleTlsFields = { verify: tls.roots.kind };
   if (tls.roots.kind === 'file') out.ca_file = tls.roots.path;
+  if (tls.crlFile) out.crl_file = tls.crlFile;
   if (tls.roots.kind === 'secret') out.ca_secret = tls.roots.name;
   if (tls.client && 'secret' in tls.client) out.client_secret = tls.client.secret;
   else if (tls.client) {

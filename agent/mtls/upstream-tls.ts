@@ -14,8 +14,9 @@ import { unpackAny, type PackedAny } from '../xds/codec.js';
  * `file-root:` / `file-cert:` SDS names as istiod writes them) or with `credentialName` (istiod's
  * own SDS over the ADS stream: `kubernetes://<name>` for the client certificate,
  * `kubernetes://<name>-cacert` for the CA; agent/mtls/sds-secrets.ts), with SAN matchers the relay
- * evaluates. Anything else that asks for TLS (inline certificates, pinned hashes, CRLs, regex SAN
- * matchers, SDS from another server) is refused: never plaintext, never an unchecked peer.
+ * evaluates, and CRLs (a caCrl file, a credentialName CA secret's ca.crl). Anything else that asks for
+ * TLS (inline certificates or CRLs, pinned hashes, regex SAN matchers, SDS from another server) is
+ * refused: never plaintext, never an unchecked peer.
  */
 
 const UPSTREAM_TLS = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
@@ -58,6 +59,8 @@ export interface SimpleTls {
   san: SanMatcher[];
   roots: TrustedRoots;
   alpn: string[];
+  /** the DestinationRule's caCrl: a CRL file in the APISIX container (with file or system roots only, as istiod) */
+  crlFile?: string;
   /** the cluster's HttpProtocolOptions: SNI, and a DNS SAN check, from the request's host */
   autoSni: boolean;
   autoSanValidation: boolean;
@@ -169,7 +172,17 @@ function upstreamTls(tls: UpstreamTlsContext, auto: AutoHost): TransportPolicy {
   const validation: CertificateValidationContext = combined?.default_validation_context ?? common.validation_context ?? {};
   if (validation.verify_certificate_hash?.length || validation.verify_certificate_spki?.length) return refused('pinned certificate hashes are not enforced');
   if (validation.match_typed_subject_alt_names?.length) return refused('typed SAN matchers are not enforced');
-  if (validation.custom_validator_config || validation.trusted_ca || validation.crl) return refused('a custom validator, an inline trusted CA or a CRL (caCrl) is not enforced');
+  if (validation.custom_validator_config || validation.trusted_ca) return refused('a custom validator or an inline trusted CA is not enforced');
+  if (validation.only_verify_leaf_cert_crl) return refused('only_verify_leaf_cert_crl is not supported');
+  // caCrl: istiod gives the file as the default validation context's `crl` (cluster_tls.go constructUpstreamTLS)
+  let crlFile: string | undefined;
+  if (validation.crl) {
+    const path = validation.crl.specifier === 'filename' ? validation.crl.filename ?? '' : undefined;
+    if (path === undefined) return refused('an inline CRL is not enforced');
+    const problem = filePathProblem(path, 'CRL');
+    if (problem) return refused(problem);
+    crlFile = path;
+  }
   if (validation.allow_expired_certificate) return refused('allow_expired_certificate is not supported');
   const san: SanMatcher[] = [];
   for (const m of validation.match_subject_alt_names ?? []) {
@@ -182,7 +195,8 @@ function upstreamTls(tls: UpstreamTlsContext, auto: AutoHost): TransportPolicy {
   const roots = rootConfig && isIstiodSecret(rootSecret ?? '') ? (istiodSecretProblem(rootConfig) ?? { kind: 'secret' as const, name: rootSecret! }) : trustedRoots(rootSecret);
   if (typeof roots === 'string') return refused(roots);
   if (roots.kind === 'none' && san.length) return refused('SAN matchers without a CA to verify the chain against');
-  const simple: SimpleTls = { kind: 'simple', sni: tls.sni ?? '', san, roots, alpn, autoSni: auto.autoSni, autoSanValidation: auto.autoSanValidation && roots.kind !== 'none' };
+  if (crlFile && roots.kind !== 'file' && roots.kind !== 'system') return refused('a CRL file (caCrl) without a CA file or the system roots');
+  const simple: SimpleTls = { kind: 'simple', sni: tls.sni ?? '', san, roots, alpn, autoSni: auto.autoSni, autoSanValidation: auto.autoSanValidation && roots.kind !== 'none', ...(crlFile ? { crlFile } : {}) };
   return client ? { ...simple, client } : simple;
 }
 

@@ -100,6 +100,17 @@ describe('TLS origination in the translation', () => {
     expect(clusterSecretNames(asCluster(withIstioMutual(edsCluster(CART), [ID], 'ISTIO_MUTUAL')))).toEqual([]);
   });
 
+  it('DestinationRule caCrl (a CRL file, with a CA file or the system roots) goes to the relay; an inline CRL, or one without a CA, is refused', () => {
+    const out = translate(withClientTls(edsCluster(API), { mode: 'SIMPLE', caCertificates: '/etc/api-ca/ca.pem', caCrl: '/etc/api-ca/ca.crl', sni: API_HOST }), [{ ip: '10.1.0.1', port: 443 }]);
+    expect(out.notes).toEqual([]);
+    expect([...out.tlsRelay!.values()][0]).toMatchObject({ verify: 'file', ca_file: '/etc/api-ca/ca.pem', crl_file: '/etc/api-ca/ca.crl', endpoints: [{ mode: 'tls' }] });
+    const inline = withClientTls(edsCluster(API), { mode: 'SIMPLE', caCertificates: '/etc/api-ca/ca.pem', caCrl: '/x.crl', sni: API_HOST });
+    const validation = ((inline['transport_socket'] as Record<string, Record<string, Record<string, Record<string, Record<string, unknown>>>>>)['typed_config']!['common_tls_context']!['combined_validation_context']!['default_validation_context'])!;
+    validation['crl'] = { inline_string: '-----BEGIN X509 CRL-----' };
+    const refusedOut = translate(inline, [{ ip: '10.1.0.1', port: 443 }]);
+    expect(refusedOut.notes).toContainEqual(expect.objectContaining({ reason: 'tls-origination-refused', detail: expect.stringMatching(/an inline CRL is not enforced/) }));
+  });
+
   it('credentialName from another SDS server than istiod\'s ADS, malformed file secrets, and regex SAN matchers are refused, never sent in plaintext', () => {
     const regex = istioMutualTransportSocket(SNI, []);
     const ctx = (regex['typed_config'] as Record<string, Record<string, Record<string, Record<string, unknown>>>>)['common_tls_context']!;

@@ -89,6 +89,8 @@ export interface ClientTls {
   clientCertificate?: string;
   privateKey?: string;
   credentialName?: string;
+  /** a CRL file (with file CAs only: istiod puts it in the default validation context as a filename) */
+  caCrl?: string;
 }
 
 /**
@@ -112,7 +114,7 @@ export function withClientTls(cluster: Json, tls: ClientTls): Json {
     if (tls.insecureSkipVerify) common['validation_context'] = {};
     else {
       common['combined_validation_context'] = {
-        default_validation_context: { match_subject_alt_names: (tls.subjectAltNames ?? []).map((exact) => ({ exact })) },
+        default_validation_context: { match_subject_alt_names: (tls.subjectAltNames ?? []).map((exact) => ({ exact })), ...(tls.caCrl ? { crl: { filename: tls.caCrl } } : {}) },
         validation_context_sds_secret_config: sdsSecret(`file-root:${tls.caCertificates ?? 'system'}`),
       };
     }

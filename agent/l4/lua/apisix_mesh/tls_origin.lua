@@ -156,7 +156,7 @@ local function simple_trust(cluster)
         end
         return { store = store, roots = "the CA certificates of the SDS secret " .. cluster.ca_secret, client = client, key = pair_key(store, client) }
     end
-    store, err, path = tls_roots.store(cluster.verify, cluster.ca_file)
+    store, err, path = tls_roots.store(cluster.verify, cluster.ca_file, cluster.crl_file)
     if not store then
         return nil, err
     end

@@ -9,11 +9,8 @@
 local core = require("apisix.core")
 local ssl = require("ngx.ssl")
 local tls_config = require("apisix_mesh.tls_config")
-local x509_crl = require("resty.openssl.x509.crl")
-local x509_store = require("resty.openssl.x509.store")
 
 local MAX_CERTS = 1024
-local MAX_CRLS = 64
 
 local schema = {
     type = "object",
@@ -62,33 +59,6 @@ local function lookup(name)
     return by_name[name]
 end
 
--- The secret's CRLs (istiod: the Kubernetes secret's `ca.crl`) added to the store, checked as Envoy
--- does (ssl/default_validator: X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL): every
--- certificate of the server's chain needs a current CRL from its issuer, and none may be revoked.
-local function add_crls(store, pem)
-    local n = 0
-    for block in pem:gmatch("%-%-%-%-%-BEGIN X509 CRL%-%-%-%-%-.-%-%-%-%-%-END X509 CRL%-%-%-%-%-") do
-        n = n + 1
-        if n > MAX_CRLS then
-            return nil, "more than " .. MAX_CRLS .. " CRLs"
-        end
-        local crl, err = x509_crl.new(block, "PEM")
-        if not crl then
-            return nil, "CRL " .. n .. " does not parse: " .. tostring(err)
-        end
-        local ok
-        ok, err = store:add(crl, true)
-        if not ok then
-            return nil, err
-        end
-    end
-    if n == 0 then
-        return nil, "no CRL in it"
-    end
-    local flags = x509_store.verify_flags
-    return store:set_flags(flags.X509_V_FLAG_CRL_CHECK, flags.X509_V_FLAG_CRL_CHECK_ALL)
-end
-
 local function parse(value)
     if value.kind == "certificate" then
         local chain, err = ssl.parse_pem_cert(value.cert_chain or "")
@@ -107,7 +77,7 @@ local function parse(value)
         end
         if value.crl then
             local ok
-            ok, err = add_crls(store, value.crl)
+            ok, err = tls_config.add_crls(store, value.crl)
             if not ok then
                 return { err = "its CRL is not usable: " .. tostring(err) }
             end
