@@ -121,7 +121,7 @@ export function pendingSecretNotes(pending: ReadonlyMap<string, readonly string[
         kind: 'cluster',
         name: cluster,
         reason: 'tls-origination-refused',
-        detail: `the SDS secret ${secret.slice(0, 200)} (DestinationRule credentialName) has not come from istiod — no such secret in the proxy's namespace, or the proxy may not read it: connections to its TLS endpoints are refused until it does`,
+        detail: `the SDS secret ${secret.slice(0, 200)} (DestinationRule credentialName) has not come from istiod — no such secret in the proxy's namespace, the proxy may not list secrets there, or it reaches istiod without TLS (istiod serves secrets only on 15012): connections to its TLS endpoints are refused until it does`,
         skipped: true,
       });
     }

@@ -91,7 +91,8 @@ local function get(name, kind, what)
     local value = lookup(name)
     if not value then
         return nil, "the SDS secret " .. name .. " (DestinationRule credentialName) has not come from istiod"
-            .. " (no such secret in the proxy's namespace, or the proxy may not read it)"
+            .. " (no such secret in the proxy's namespace, the proxy may not list secrets there, or it"
+            .. " reaches istiod without TLS)"
     end
     local p = parsed[value]
     if not p then
