@@ -218,10 +218,14 @@ describeWhenAvailable('load balancing as Envoy: consistent hashing, outlier dete
     ];
     await Promise.all(warmUp);
     const answers: Answer[] = [];
-    for (let batch = 0; batch < 12; batch++) answers.push(...(await many(10, () => get('resetting', {}, '/reset'))));
+    // every other request a POST: Envoy retries it, its body goes out again in the new upstream request
+    const body = (i: number) => `payload ${i} `.repeat(200);
+    const request = (i: number) => (i % 2 ? send(pod.app(), { url: `http://${services.resetting.vip}/reset`, method: 'POST', body: body(i) }) : get('resetting', {}, '/reset'));
+    for (let batch = 0; batch < 12; batch++) answers.push(...(await many(10, request)));
     const failed = newLines(mark).filter((l) => INVALID_HEADER.test(l));
     expect(answers.map((a) => a.status), describeLines(failed, 12)).toEqual(Array(120).fill(200));
     expect(tally(answers)).toEqual({ 'reset-live': 120 });
+    expect(answers.map((a, i) => (i % 10) % 2 ? a.echo?.body === body(i % 10) && a.echo.method === 'POST' : a.echo?.method === 'GET')).toEqual(Array(120).fill(true));
     // one failed try per request at most: each request came on its own connection (its number in the log)
     const perConnection = tallyBy(failed.map((l) => INVALID_HEADER.exec(l)![1]!));
     expect(Object.entries(perConnection).filter(([, n]) => n > 1), describeLines(failed, 12)).toEqual([]);
