@@ -82,12 +82,16 @@ function _M.before(api_ctx, restart_status)
         return true
     end
     forget_tried_hosts_when_none_left(api_ctx)
+    local deadline = api_ctx.proxy_retry_deadline
+    if deadline and deadline < ngx.now() then
+        return   -- past the route's timeout: APISIX's balancer ends the request (502, logged)
+    end
     if previous("upstream_connect_time") == "-" and (tonumber(previous("upstream_bytes_received")) or 0) > 0 then
         -- the next try would read this one's answer again: a fresh upstream request instead
         ngx.log(ngx.WARN, "apisix-mesh: ", tostring(previous("upstream_addr")), " answered before the request",
                 " was sent (a server-first protocol on an HTTP port?): the retry starts a new upstream request")
-        retry_on.more_tries = tries_allowed(api_ctx.upstream_conf) - (retry_on.tries or 0) - 1
-        retry_on.retry_deadline = api_ctx.proxy_retry_deadline
+        retry_on.more_tries = math.max(0, tries_allowed(api_ctx.upstream_conf) - (retry_on.tries or 0) - 1)
+        retry_on.retry_deadline = deadline
         ngx.var.ctx_ref = ctxdump.stash_ngx_ctx()
         ngx.exit(restart_status)
         return true
