@@ -38,7 +38,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
         error_log: '/dev/stderr',
         // Istio's standard metrics (istio_metrics.lua); outlier detection's state (outlier.lua)
         http: { access_log: '/dev/stdout', custom_lua_shared_dict: { 'apisix-mesh-istio-metrics': '32m', apisix_mesh_outlier: '2m' } },
-        stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006, 15082, 15084)'),
+        stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006, 15082, 15084, 15085)'),
         // the literal $ and \ the agent writes where APISIX would expand variables
         http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'
           // x-request-id kept, or generated as a UUID from $request_id (test/dataplane/translation-semantics)
@@ -63,9 +63,12 @@ describe("APISIX's config.yaml for the sidecar", () => {
     const doc = parse(renderApisixConfig(config));
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16001;');
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16006;');
-    expect(doc.nginx_config.stream_configuration_snippet).toContain('preread("outbound", 15081, 16001, 16006, 15082, 15084)');
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('preread("outbound", 15081, 16001, 16006, 15082, 15084, 15085)');
     // the TLS relay (docs/mtls.md) on its two fixed ports
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 15083;\n    listen 15084;\n    content_by_lua_block {\n        require("apisix_mesh.tls_origin").relay(15084)');
+    // the stream TLS listener for TCP proxies behind Istio's mTLS, on loopback only, judging in preread (after the handshake)
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 127.0.0.1:15085 ssl;\n');
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('ssl_certificate_by_lua_block {\n        require("apisix_mesh.tcp_mtls").ssl_certificate()\n    }\n    preread_by_lua_block {\n        require("apisix_mesh.tcp_mtls").preread()');
     expect(doc.deployment.etcd.host).toEqual(['http://127.0.0.1:16379']);
     expect(doc.nginx_config.worker_processes).toBe(1);
   });

@@ -99,4 +99,26 @@ function _M.lookup(address)
              peer_sans = peer_sans ~= "" and peer_sans or nil }
 end
 
+-- A part of its own for a reserved address (tcp_mtls.lua's), beside the record; `what` names it.
+-- The reserver detaches it when it releases the address.
+function _M.attach(address, what, value)
+    local d = dict()
+    if not d then
+        return nil, "shared dictionary " .. DICT .. " is missing"
+    end
+    return d:safe_set(PREFIX .. what .. ":" .. address, value)
+end
+
+function _M.attached(address, what)
+    local d = dict()
+    return d and address and d:get(PREFIX .. what .. ":" .. address)
+end
+
+function _M.detach(address, what)
+    local d = dict()
+    if d and address then
+        d:delete(PREFIX .. what .. ":" .. address)
+    end
+end
+
 return _M

@@ -13,6 +13,7 @@ local chains = require("apisix_mesh.chains")
 local l4_config = require("apisix_mesh.l4_config")
 local l4_upstreams = require("apisix_mesh.l4_upstreams")
 local l4_rbac = require("apisix_mesh.l4_rbac")
+local tcp_mtls = require("apisix_mesh.tcp_mtls")
 
 -- The source addresses Istio's inbound forwarding uses (InboundPassthroughBindIpv4/Ipv6), one per
 -- family of the address connected to; the capture rules let them through, and the init container
@@ -91,8 +92,9 @@ end
 
 -- http_port / tls_port: APISIX's loopback HTTP listener, and its TLS listener for the chains that
 -- terminate Istio's mTLS (hook.lua, mesh_tls.lua): the raw TLS bytes go there, with the same hand-off.
--- relay_tcp_port: the TLS relay's port for TCP proxies (tls_origin.lua)
-function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port, relay_tcp_port)
+-- relay_tcp_port: the TLS relay's port for TCP proxies (tls_origin.lua); tcp_tls_port: the stream
+-- TLS listener for TCP proxies behind Istio's mTLS (tcp_mtls.lua), the raw TLS bytes go there too
+function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port, relay_tcp_port, tcp_tls_port)
     local ip, port, family = original_dst.get()
     if not ip then
         return refuse("not a redirected connection (no original destination)")
@@ -125,7 +127,10 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         return refuse("no filter chain matches", dst)
     end
     local action = chain.action
-    if chain.rbac and action.kind ~= "refuse" then
+    -- behind Istio's mTLS, a TCP proxy's network RBAC needs the peer's principal: the TLS listener
+    -- judges it once the handshake is done (tcp_mtls.lua), before anything is forwarded
+    local mtls_tcp = action.tls and (action.kind == "cluster" or action.kind == "passthrough")
+    if chain.rbac and action.kind ~= "refuse" and not mtls_tcp then
         local client = ngx.var.remote_addr
         local ok, denied = pcall(l4_rbac.denied_by, chain.rbac, ip, port, client, seen)
         if not ok then
@@ -140,6 +145,9 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         end
     end
     local ctx = ngx.ctx
+    if mtls_tcp then
+        return _M.hand_to_tls(chain, action, direction, ip, port, dst, tcp_tls_port)
+    end
     if action.kind == "http" then
         local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst, action.peer_sans_record)
         if not address then
@@ -174,6 +182,42 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
     end
 end
 
+-- A TCP proxy behind Istio's mTLS: the front decides where the plaintext goes (as it would without
+-- TLS) and hands the raw TLS, with that decision, to the stream TLS listener on loopback.
+function _M.hand_to_tls(chain, action, direction, ip, port, dst, tcp_tls_port)
+    if direction ~= "inbound" or not tcp_tls_port then
+        return refuse("Istio's mTLS is terminated on inbound listeners only", dst)
+    end
+    local peer
+    if action.kind == "passthrough" then
+        peer = { host = ip, port = port, connect = action.connect_timeout }
+    else
+        local err
+        peer, err = cluster_peer(action)
+        if not peer then
+            return refuse(err, dst)
+        end
+    end
+    local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst, action.peer_sans_record)
+    if address then
+        local ok
+        ok, err = tcp_mtls.remember(address, chain, peer)
+        if not ok then
+            handoff.release(address)
+            address = nil
+        end
+    end
+    if not address then
+        core.log.error("apisix-mesh: cannot hand ", dst, " to the TCP mTLS listener: ", err)
+        return ngx.exit(ngx.ERROR)
+    end
+    local ctx = ngx.ctx
+    ctx.apisix_mesh_handoff = address
+    ctx.apisix_mesh_tcp_mtls = true
+    ngx.var.apisix_mesh_bind = address
+    ctx.apisix_mesh_peer = { host = "127.0.0.1", port = tcp_tls_port }
+end
+
 function _M.balance()
     local peer = ngx.ctx.apisix_mesh_peer
     if not peer then
@@ -195,6 +239,9 @@ end
 function _M.log()
     local address = ngx.ctx.apisix_mesh_handoff
     if address then
+        if ngx.ctx.apisix_mesh_tcp_mtls then
+            tcp_mtls.forget(address)
+        end
         handoff.release(address)
     end
 end
