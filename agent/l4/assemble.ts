@@ -4,6 +4,7 @@ import { stableId } from '../translate/ids.js';
 import type { L4ChainDraft, L4ChainMatch, L4ListenerDraft, L4Bind } from './listener-chains.js';
 import { rbacFilterData } from '../policy/rbac-plugin.js';
 import type { PeerSanMatch } from './mesh-tls-context.js';
+import type { IstioService } from '../translate/cluster-service.js';
 
 /** What APISIX's stream workers read under `/apisix/mesh_l4/` (validated there by l4_config.lua). */
 export interface L4Listener {
@@ -26,7 +27,8 @@ export interface L4Chain {
 export type L4Action =
   /** `tls`: to APISIX's mTLS listener (Istio's mTLS chains), else its HTTP listener */
   | { kind: 'http'; tls?: true; peer_sans?: PeerSanMatch[] }
-  | { kind: 'passthrough'; connect_timeout: number }
+  /** `service`: an inbound cluster's service (istiod's metadata), for Istio's TCP metrics (l4_metrics.lua) */
+  | { kind: 'passthrough'; connect_timeout: number; service?: IstioService }
   | { kind: 'cluster'; clusters: Array<{ upstream_id: string; weight: number }> }
   | { kind: 'refuse'; reason: string };
 
@@ -80,7 +82,10 @@ function resolve(
   };
   const passthrough = target.clusters.map((x) => clusters.get(x.name)?.originalDestination);
   if (passthrough.every((p) => p)) {
-    if (target.clusters.length === 1) return { kind: 'passthrough', connect_timeout: passthrough[0]!.connectTimeout };
+    if (target.clusters.length === 1) {
+      const { connectTimeout, service } = passthrough[0]!;
+      return { kind: 'passthrough', connect_timeout: connectTimeout, ...(service ? { service } : {}) };
+    }
     return refuse('a weighted split between original destinations');
   }
   if (passthrough.some((p) => p)) return refuse('a weighted split mixing the original destination and clusters');

@@ -13,6 +13,8 @@ local chains = require("apisix_mesh.chains")
 local l4_config = require("apisix_mesh.l4_config")
 local l4_upstreams = require("apisix_mesh.l4_upstreams")
 local l4_rbac = require("apisix_mesh.l4_rbac")
+local l4_metrics = require("apisix_mesh.l4_metrics")
+local istio_labels = require("apisix_mesh.istio_labels")
 
 -- The source addresses Istio's inbound forwarding uses (InboundPassthroughBindIpv4/Ipv6), one per
 -- family of the address connected to; the capture rules let them through, and the init container
@@ -65,6 +67,7 @@ local function cluster_peer(action)
         return nil, "cluster " .. cluster.upstream_id .. " has no endpoints"
     end
     local node = pick_weighted(nodes, function(n) return n.weight or 1 end)
+    local meta = l4_upstreams.meta(cluster.upstream_id)
     if not node then
         return nil, "cluster " .. cluster.upstream_id .. " has no endpoint with weight"
     end
@@ -78,7 +81,22 @@ local function cluster_peer(action)
         end
         host = ip
     end
-    return { host = host, port = node.port, connect = action.connect_timeout or connect }
+    return { host = host, port = node.port, connect = action.connect_timeout or connect, cluster = meta }
+end
+
+-- The destination service of Istio's TCP metrics: an outbound cluster names it, an inbound one
+-- (an original destination: the action's, else a cluster's upstream, agent/l4/) carries istiod's
+-- service metadata, the pass-through has a name only.
+local function destination_service(direction, peer)
+    local cluster = peer.cluster
+    local service = cluster and cluster.service or peer.service
+    if direction == "inbound" and type(service) == "table" and service.host then
+        return service.host, service.name, service.namespace
+    end
+    if not cluster then
+        return nil, direction == "outbound" and "PassthroughCluster" or "InboundPassthroughCluster", nil
+    end
+    return istio_labels.service_of_cluster(cluster.name)
 end
 
 -- A node of an upstream whose endpoints need TLS is a TLS relay alias (agent/mtls/origination.ts):
@@ -134,6 +152,7 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         end
         if denied then
             -- Envoy's network RBAC closes the connection; the front closes it before dialling anyone
+            l4_metrics.rbac_denied()
             core.log.warn("apisix-mesh: connection from ", client, " to ", dst, " denied by network RBAC filter ",
                           denied, " of chain ", chain.name or "?")
             return ngx.exit(ngx.ERROR)
@@ -153,7 +172,7 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         if direction == "inbound" then
             ngx.var.apisix_mesh_bind = INBOUND_SOURCE[family]
         end
-        ctx.apisix_mesh_peer = { host = ip, port = port, connect = action.connect_timeout }
+        ctx.apisix_mesh_peer = { host = ip, port = port, connect = action.connect_timeout, service = action.service }
     elseif action.kind == "cluster" then
         local peer, err = cluster_peer(action)
         if not peer then
@@ -171,6 +190,13 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         ctx.apisix_mesh_peer = peer
     else
         return refuse(action.reason or "refused by the listener's filter chain " .. (chain.name or ""), dst)
+    end
+    if action.kind ~= "http" then
+        local service, service_name, service_namespace = destination_service(direction, ctx.apisix_mesh_peer)
+        ctx.apisix_mesh_tcp_series = l4_metrics.opened({
+            outbound = direction == "outbound",
+            service = service, service_name = service_name, service_namespace = service_namespace,
+        })
     end
 end
 
@@ -193,9 +219,14 @@ function _M.balance()
 end
 
 function _M.log()
-    local address = ngx.ctx.apisix_mesh_handoff
+    local ctx = ngx.ctx
+    local address = ctx.apisix_mesh_handoff
     if address then
         handoff.release(address)
+    end
+    if ctx.apisix_mesh_tcp_series then
+        local var = ngx.var
+        l4_metrics.closed(ctx.apisix_mesh_tcp_series, var.bytes_received, var.bytes_sent)
     end
 end
 

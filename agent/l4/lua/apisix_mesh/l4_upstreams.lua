@@ -23,6 +23,16 @@ local item_schema = {
         },
         -- seconds, as APISIX's upstream timeout.connect
         connect = { type = "number", exclusiveMinimum = 0 },
+        -- for Istio's TCP metrics (l4_metrics.lua): the cluster's name, and an inbound cluster's service
+        name = { type = "string", maxLength = 1024 },
+        service = {
+            type = "object",
+            properties = {
+                host = { type = "string", maxLength = 1024 },
+                name = { type = "string", maxLength = 1024 },
+                namespace = { type = "string", maxLength = 1024 },
+            },
+        },
     },
     required = { "id", "nodes" },
 }
@@ -52,6 +62,16 @@ function _M.get(id)
         return nil
     end
     return value.nodes, value.connect
+end
+
+-- The cluster's name and service (Istio's TCP metrics), or nil.
+function _M.meta(id)
+    local item = upstreams and upstreams:get(id)
+    local value = item and item.value
+    if not value then
+        return nil
+    end
+    return { name = value.name, service = value.service }
 end
 
 return _M
