@@ -36,14 +36,15 @@ end
 
 -- access phase, inbound, before the routes run
 function _M.inbound_request()
-    local headers = ngx.req.get_headers()
-    local id, value = headers[ID], headers[MD]
+    -- two variable reads: the usual request (no exchange) builds no header table
+    local var = ngx.var
+    local id, value = var.http_x_envoy_peer_metadata_id, var.http_x_envoy_peer_metadata
     if id == nil and value == nil then
         return
     end
     local ctx = ngx.ctx
     ctx.apisix_mesh_mx_asked = { id = id ~= nil, value = value ~= nil }
-    ctx.apisix_mesh_peer_workload = peer_metadata.decode(first(value))
+    ctx.apisix_mesh_peer_workload = peer_metadata.decode(value)
     ngx.req.clear_header(ID)
     ngx.req.clear_header(MD)
 end
