@@ -11,7 +11,7 @@ import type { IstioService } from '../translate/cluster-service.js';
 export interface L4Upstream {
   id: string;
   /** what the L4 front picks from: weighted at random, as it always has (no priorities) */
-  nodes: Array<Pick<ApisixNode, 'host' | 'port' | 'weight'>>;
+  nodes: Array<Pick<ApisixNode, 'host' | 'port' | 'weight'> & { workload?: string }>;
   /** seconds */
   connect?: number;
   /** the cluster's name, for Istio's TCP metrics (`outbound|port|subset|host` names the service) */
@@ -21,7 +21,8 @@ export interface L4Upstream {
 }
 
 export function l4Upstream(u: ApisixUpstream): L4Upstream {
-  const out: L4Upstream = { id: u.id, nodes: u.nodes.map((n) => ({ host: n.host, port: n.port, weight: n.weight })) };
+  // `workload`: istiod's endpoint metadata (endpoint-workload.ts), the TCP metrics' destination workload
+  const out: L4Upstream = { id: u.id, nodes: u.nodes.map((n) => ({ host: n.host, port: n.port, weight: n.weight, ...(n.metadata ? { workload: n.metadata.istio_workload } : {}) })) };
   if (u.timeout?.connect !== undefined) out.connect = u.timeout.connect;
   if (u.name) out.name = u.name;
   const host = u.labels?.['istio-service'];

@@ -5,9 +5,10 @@
 //   with the client's workload, app, version, canonical service and cluster; the app never sees the
 //   exchange headers, and the client gets ours back (it asked); a malformed header leaves the client
 //   unknown and logs nothing; an outbound request carries our metadata to the server, whose
-//   sidecar's answer fills the destination side and is removed before the app sees it.
-// - Istio's TCP metrics for connections the L4 front proxies, outbound and inbound, with the exact
-//   bytes each way; a connection denied by network RBAC is counted in
+//   sidecar's answer fills the destination side and is removed before the app sees it; a server
+//   without a sidecar is named by istiod's endpoint metadata (`istio.workload`), as Envoy does.
+// - Istio's TCP metrics for connections the L4 front proxies, outbound (the destination workload
+//   from istiod's endpoint metadata) and inbound, with the exact bytes each way; a connection denied by network RBAC is counted in
 //   apisix_mesh_network_rbac_denied_total (and opens no TCP series).
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
@@ -32,6 +33,10 @@ const CLIENT_IP = '10.244.9.5';
 const REVIEWS = { vip: '10.96.40.1', endpoint: '10.244.40.1', port: 9080, host: fqdn('reviews', NS) };
 const REVIEWS_CLUSTER = outboundCluster(80, REVIEWS.host);
 const DB = { vip: '10.96.50.1', endpoint: '10.244.50.1', port: 5432, host: fqdn('db', 'data') };
+/** a server whose pod has no sidecar answering the exchange: istiod's endpoint metadata names it */
+const RATINGS = { vip: '10.96.60.1', endpoint: '10.244.60.1', port: 9080, host: fqdn('ratings', NS) };
+const RATINGS_CLUSTER = outboundCluster(80, RATINGS.host);
+const ENDPOINT_WORKLOAD = { ratings: `ratings-v1;${NS};ratings;v1;west`, db: 'postgres;data;postgres;;east' };
 const DB_CLUSTER = outboundCluster(DB.port, DB.host);
 const FRONTEND_HOST = fqdn('frontend', NS);
 const BANNER = 'hello from the server\n';
@@ -53,8 +58,13 @@ const denyAll = rbacNetworkFilter('DENY', { 'ns[shop]-policy[deny-5433]-rule[0]'
 function mesh(): MeshResources {
   const m = new MeshResources();
   m.cluster(edsCluster(REVIEWS_CLUSTER), [{ ip: REVIEWS.endpoint, port: REVIEWS.port }]);
-  m.cluster(edsCluster(DB_CLUSTER), [{ ip: DB.endpoint, port: DB.port }]);
-  m.route(routeConfiguration(80, [serviceVirtualHost(REVIEWS.host, 80, REVIEWS.vip, [httpRoute('default', { prefix: '/' }, { cluster: REVIEWS_CLUSTER })]), allowAnyVirtualHost()]));
+  m.cluster(edsCluster(DB_CLUSTER), [{ ip: DB.endpoint, port: DB.port, workload: ENDPOINT_WORKLOAD.db }]);
+  m.cluster(edsCluster(RATINGS_CLUSTER), [{ ip: RATINGS.endpoint, port: RATINGS.port, workload: ENDPOINT_WORKLOAD.ratings }]);
+  m.route(routeConfiguration(80, [
+    serviceVirtualHost(REVIEWS.host, 80, REVIEWS.vip, [httpRoute('default', { prefix: '/' }, { cluster: REVIEWS_CLUSTER })]),
+    serviceVirtualHost(RATINGS.host, 80, RATINGS.vip, [httpRoute('default', { prefix: '/' }, { cluster: RATINGS_CLUSTER })]),
+    allowAnyVirtualHost(),
+  ]));
   m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster());
   m.cluster(inboundWithService(APP_PORT, FRONTEND_HOST, 'frontend'));
   m.cluster(inboundWithService(TCP_PORT, FRONTEND_HOST, 'frontend'));
@@ -111,7 +121,7 @@ describeWhenAvailable('Istio\'s metadata exchange and TCP metrics from the APISI
 
   beforeAll(async () => {
     const manifest = podManifest(POD, NS, { app: 'frontend', version: 'v1', 'pod-template-hash': '5d8f7c9b4' }, [{ name: 'app', ports: [APP_PORT, TCP_PORT, DENIED_PORT] }]);
-    pod = await startPod({ manifest, xds: mesh().resources, clusterAddresses: [REVIEWS.vip, REVIEWS.endpoint, DB.vip, DB.endpoint, CLIENT_IP] });
+    pod = await startPod({ manifest, xds: mesh().resources, clusterAddresses: [REVIEWS.vip, REVIEWS.endpoint, RATINGS.vip, RATINGS.endpoint, DB.vip, DB.endpoint, CLIENT_IP] });
     await pod.kubelet.waitReady(30_000);
     expect(await pod.waitSynced()).toBe(true);
     await Promise.all([
@@ -120,6 +130,7 @@ describeWhenAvailable('Istio\'s metadata exchange and TCP metrics from the APISI
       pod.app().serveTcp('frontend-denied', '0.0.0.0', DENIED_PORT, { banner: BANNER }),
       pod.cluster.serve('reviews', REVIEWS.endpoint, REVIEWS.port, { peerMetadata: { id: envoyPeerId(REVIEWS_V2, REVIEWS.endpoint), value: envoyPeerMetadata(REVIEWS_V2) } }),
       pod.cluster.serveTcp('db', DB.endpoint, DB.port, { banner: BANNER }),
+      pod.cluster.serve('ratings', RATINGS.endpoint, RATINGS.port),
     ]);
   }, 90_000);
   afterAll(async () => {
@@ -183,10 +194,22 @@ describeWhenAvailable('Istio\'s metadata exchange and TCP metrics from the APISI
     noErrors();
   });
 
-  it('TCP out of the app: opened and closed, and the exact bytes each way, with the cluster\'s service', async () => {
+  it('outbound to a server without a sidecar: the destination workload from istiod\'s endpoint metadata (no app or version there)', async () => {
+    for (let i = 0; i < 2; i++) expect((await send(pod.app(), { url: `http://${RATINGS.vip}/ratings/${i}` })).status).toBe(200);
+    const all = await scrape();
+    const toRatings = find(all, 'istio_requests_total', {
+      reporter: 'source', ...side('source', FRONTEND), destination_service: RATINGS.host, response_code: '200',
+      ...side('destination', { workload: 'ratings-v1', workload_namespace: NS, canonical_service: 'ratings', canonical_revision: 'v1', cluster: 'west', app: 'unknown', version: 'unknown' }),
+    });
+    expect(toRatings.map((s) => s.value)).toEqual([2]);
+    noErrors();
+  });
+
+  it('TCP out of the app: opened and closed, and the exact bytes each way, with the cluster\'s service and istiod\'s endpoint workload', async () => {
     const r = await pod.app().tcp(DB.vip, DB.port, [{ send: 'ping\n', want: BANNER.length + 5 }], 8000);
     expect(Buffer.concat(r.received).toString()).toBe(`${BANNER}ping\n`);
-    const want = { reporter: 'source', ...side('source', FRONTEND), ...UNKNOWN_PEER('destination'), destination_service: DB.host, destination_service_name: 'db', destination_service_namespace: 'data', request_protocol: 'tcp', response_flags: '-', connection_security_policy: 'unknown' };
+    const dbWorkload = side('destination', { workload: 'postgres', workload_namespace: 'data', canonical_service: 'postgres', canonical_revision: 'unknown', cluster: 'east', app: 'unknown', version: 'unknown' });
+    const want = { reporter: 'source', ...side('source', FRONTEND), ...dbWorkload, destination_principal: 'unknown', destination_service: DB.host, destination_service_name: 'db', destination_service_namespace: 'data', request_protocol: 'tcp', response_flags: '-', connection_security_policy: 'unknown' };
     let all: Sample[] = [];
     await waitFor(async () => {
       all = await scrape();

@@ -17,6 +17,7 @@
 -- beyond the last bound) and `<h><id>:s` the sum, for h = d (duration), q (request bytes),
 -- r (response bytes). Overflow ids: `os` (reporter source), `od` (destination).
 local labels = require("apisix_mesh.istio_labels")
+local endpoint_workload = require("apisix_mesh.endpoint_workload")
 local concat, tostring, tonumber, ngx_now, floor = table.concat, tostring, tonumber, ngx.now, math.floor
 
 local _M = {}
@@ -257,7 +258,8 @@ function _M.log()
     _M.count({
         outbound = outbound,
         service = service, service_name = service_name, service_namespace = service_namespace,
-        peer = ngx.ctx.apisix_mesh_peer_workload,
+        -- the peer's sidecar said (peer_exchange.lua); else, outbound, istiod's endpoint metadata
+        peer = ngx.ctx.apisix_mesh_peer_workload or (outbound and endpoint_workload.of_picked(api_ctx) or nil),
         peer_principal = ngx.ctx.apisix_mesh_peer_principal,
         local_principal = principal,
         mtls = mtls,

@@ -15,6 +15,7 @@ local l4_upstreams = require("apisix_mesh.l4_upstreams")
 local l4_rbac = require("apisix_mesh.l4_rbac")
 local l4_metrics = require("apisix_mesh.l4_metrics")
 local istio_labels = require("apisix_mesh.istio_labels")
+local endpoint_workload = require("apisix_mesh.endpoint_workload")
 
 -- The source addresses Istio's inbound forwarding uses (InboundPassthroughBindIpv4/Ipv6), one per
 -- family of the address connected to; the capture rules let them through, and the init container
@@ -81,7 +82,7 @@ local function cluster_peer(action)
         end
         host = ip
     end
-    return { host = host, port = node.port, connect = action.connect_timeout or connect, cluster = meta }
+    return { host = host, port = node.port, connect = action.connect_timeout or connect, cluster = meta, workload = node.workload }
 end
 
 -- The destination service of Istio's TCP metrics: an outbound cluster names it, an inbound one
@@ -196,6 +197,7 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         ctx.apisix_mesh_tcp_series = l4_metrics.opened({
             outbound = direction == "outbound",
             service = service, service_name = service_name, service_namespace = service_namespace,
+            peer = direction == "outbound" and endpoint_workload.parse(ctx.apisix_mesh_peer.workload) or nil,
         })
     end
 end

@@ -118,6 +118,7 @@ end
 --[[ A TCP connection the front has decided to proxy:
   outbound   the direction
   service, service_name, service_namespace   the destination service (nil: unknown)
+  peer       outbound: the destination's workload from istiod's endpoint metadata (endpoint_workload.lua), or nil
 Counts it opened; returns the series for closed(), or nil. ]]
 function _M.opened(c)
     local d = dict()
@@ -127,7 +128,7 @@ function _M.opened(c)
     local values = labels.tcp_values({
         outbound = c.outbound, local_side = local_side,
         service = c.service, service_name = c.service_name, service_namespace = c.service_namespace,
-        mtls = false, protocol = "tcp", code = "0", grpc_status = "", flags = "-",
+        peer = c.peer, mtls = false, protocol = "tcp", code = "0", grpc_status = "", flags = "-",
     })
     local id = series(d, values)
     local _, err = d:incr(P .. "o" .. id, 1)

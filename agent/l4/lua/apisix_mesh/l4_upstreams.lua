@@ -17,6 +17,8 @@ local item_schema = {
                     host = { type = "string", minLength = 1, maxLength = 256 },
                     port = { type = "integer", minimum = 1, maximum = 65535 },
                     weight = { type = "integer", minimum = 0 },
+                    -- istiod's endpoint metadata, for Istio's TCP metrics (endpoint_workload.lua)
+                    workload = { type = "string", maxLength = 1024 },
                 },
                 required = { "host", "port", "weight" },
             },
