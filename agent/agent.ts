@@ -70,6 +70,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   let ready = false;
   let currentNotes: TranslationNote[] = [];
   let versions: () => Record<string, string> = () => ({});
+  // the xDS versions the served configuration was translated from (versions() may be newer: a
+  // burst still coalescing)
+  let appliedVersions: Record<string, string> = {};
   let identity: WorkloadIdentity | undefined;
   // with a CA, traffic needs the workload certificate as much as the configuration
   const isReady = () => ready && (identity?.isReady() ?? true);
@@ -81,9 +84,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         ready,
         storeRevision: store.revision,
         xdsVersions: versions(),
+        appliedXdsVersions: appliedVersions,
         ...applier.objects(),
         skipped: currentNotes,
       }),
+      debugXds: () => ({ xdsVersions: versions(), appliedXdsVersions: appliedVersions }),
     },
     metrics,
     options.logger ?? { level: 'info' },
@@ -143,6 +148,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const stop = metrics.translationSeconds.startTimer();
     let changes: ApisixChanges;
     let result: ApplyResult;
+    const translatedFrom = versions();
     try {
       translator.useRemoteJwks(jwks.states());
       changes = translator.assemble();
@@ -158,6 +164,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     } finally {
       stop();
     }
+    appliedVersions = translatedFrom;
     currentNotes = [...changes.notes, ...result.invalid];
     jwks.want(changes.remoteJwks);
     metrics.applies.inc();

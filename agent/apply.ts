@@ -6,6 +6,7 @@ import { validateApisix } from './schema/validate.js';
 import type { L4Listener } from './l4/assemble.js';
 import type { RelayCluster } from './mtls/origination.js';
 import type { L4Upstream } from './l4/stream-upstreams.js';
+import { refuseChainsToMissingUpstreams } from './l4/refused-upstreams.js';
 import { IDENTITY_DIR } from './identity/apisix-identity.js';
 
 /** APISIX 3.x's key layout under its etcd prefix. */
@@ -63,7 +64,7 @@ function rank(w: StoreWrite): number {
 
 export interface ApplyResult {
   revision: number;
-  /** objects left out because APISIX's schema refuses them (a translation bug if it ever happens) */
+  /** objects left out because APISIX's schema refuses them, and the L4 listeners whose chains were refused for such an upstream */
   invalid: TranslationNote[];
   upstreams: number;
   routes: number;
@@ -87,6 +88,8 @@ export class StoreApplier {
   /** what is left out, by key */
   private readonly invalid = new Map<string, TranslationNote>();
   private readonly withheld = new Map<string, WithheldRoute>();
+  /** L4 listeners written with chains refused for an upstream left out, as translated (by key) */
+  private readonly l4Withheld = new Map<string, L4Listener>();
   private counts: { upstreams: number; routes: number } | undefined;
 
   constructor(private readonly store: KvStore) {}
@@ -102,19 +105,18 @@ export class StoreApplier {
     const refused: string[] = [];
     for (const [id, u] of changes.upstreams) this.stageUpstream(batch, `${UPSTREAMS}${id}`, u, refused);
     for (const [id, r] of changes.routes) this.stageRoute(batch, `${ROUTES}${id}`, r);
-    // L4 listeners have no APISIX schema: the Lua that reads them (l4_config.lua) validates their shape
-    for (const [id, l] of changes.l4) {
-      if (l) batch.put(`${L4}${id}`, encode(l));
-      else batch.delete(`${L4}${id}`);
-    }
+    // L4 listeners have no APISIX schema: the Lua that reads them (l4_config.lua) validates their
+    // shape; their TCP chains are checked against the upstreams this revision leaves in the store
+    for (const [id, l] of changes.l4) this.stageL4(batch, `${L4}${id}`, l);
     // the relay's clusters: validated by the Lua that reads them (tls_config.lua)
     for (const [id, c] of changes.tlsRelay ?? []) {
       if (c) batch.put(`${TLS_RELAY}${id}`, encode(c));
       else batch.delete(`${TLS_RELAY}${id}`);
     }
-    // the stream workers' copies of upstreams: validated by the Lua that reads them (l4_upstreams.lua)
+    // the stream workers' copies of upstreams: validated by the Lua that reads them (l4_upstreams.lua),
+    // and only of upstreams the store holds (no chain names a refused one: stageL4)
     for (const [id, u] of changes.l4Upstreams ?? []) {
-      if (u) batch.put(`${L4_UPSTREAMS}${id}`, encode(u));
+      if (u && batch.willExist(`${UPSTREAMS}${id}`)) batch.put(`${L4_UPSTREAMS}${id}`, encode(u));
       else batch.delete(`${L4_UPSTREAMS}${id}`);
     }
     if (changes.full) this.dropUnnamed(batch, changes);
@@ -122,6 +124,9 @@ export class StoreApplier {
     for (const [key, w] of [...this.withheld]) {
       if (!batch.staged(key) && batch.willExist(w.upstreamKey)) this.stageRoute(batch, key, w.route);
     }
+    if (refused.length) this.refuseStoredL4ChainsTo(batch, new Set(refused.map((key) => key.slice(UPSTREAMS.length))));
+    // listeners held in a refused form: checked again (their upstreams may be back)
+    for (const [key, l] of [...this.l4Withheld]) if (!batch.staged(key)) this.stageL4(batch, key, l);
     for (const dir of ALWAYS_MARKED) {
       const key = `${APISIX_PREFIX}${dir}/`;
       if (!batch.currentEquals(key, INIT_DIR)) batch.put(key, INIT_DIR);
@@ -190,6 +195,37 @@ export class StoreApplier {
     batch.put(key, bytes);
   }
 
+  /** An L4 listener whose TCP chains name an upstream this revision leaves out is written with those chains refused. */
+  private stageL4(batch: StagedWrites, key: string, l: L4Listener | null): void {
+    this.l4Withheld.delete(key);
+    this.invalid.delete(key);
+    if (!l) {
+      batch.delete(key);
+      return;
+    }
+    const checked = refuseChainsToMissingUpstreams(l, (id) => batch.willExist(`${UPSTREAMS}${id}`));
+    if (checked.note) {
+      this.l4Withheld.set(key, l);
+      this.invalid.set(key, checked.note);
+    }
+    batch.put(key, encode(checked.listener));
+  }
+
+  /**
+   * Upstreams that were stored are refused now: the stored L4 listeners whose chains name them are
+   * written again with those chains refused. Rare (an endpoint APISIX's schema refuses, such as one
+   * on port 0), so a scan of the few listeners is acceptable.
+   */
+  private refuseStoredL4ChainsTo(batch: StagedWrites, ids: Set<string>): void {
+    for (const kv of this.store.range({ key: keyFromText(L4), rangeEnd: prefixEnd(keyFromText(L4)) }).kvs) {
+      const key = keyToText(kv.key);
+      if (key === L4 || batch.staged(key) || this.l4Withheld.has(key)) continue;
+      const l = JSON.parse(Buffer.from(kv.value).toString('utf8')) as L4Listener;
+      const chains = l.default ? [...l.chains, l.default] : l.chains;
+      if (chains.some((c) => c.action.kind === 'cluster' && c.action.clusters.some((x) => ids.has(x.upstream_id)))) this.stageL4(batch, key, l);
+    }
+  }
+
   /** A full configuration: the objects it does not name go, and so do the other keys under the prefix. */
   private dropUnnamed(batch: StagedWrites, changes: ApisixChanges): void {
     const marker = new Set(MARKER_DIRS.map((dir) => `${APISIX_PREFIX}${dir}/`));
@@ -207,10 +243,15 @@ export class StoreApplier {
       if (!named) batch.delete(key);
     }
     for (const key of [...this.invalid.keys()]) {
-      const named = key.startsWith(UPSTREAMS) ? changes.upstreams.has(key.slice(UPSTREAMS.length)) : changes.routes.has(key.slice(ROUTES.length));
+      const named = key.startsWith(UPSTREAMS)
+        ? changes.upstreams.has(key.slice(UPSTREAMS.length))
+        : key.startsWith(ROUTES)
+          ? changes.routes.has(key.slice(ROUTES.length))
+          : changes.l4.has(key.slice(L4.length));
       if (!named) {
         this.invalid.delete(key);
         this.withheld.delete(key);
+        this.l4Withheld.delete(key);
       }
     }
     this.counts = undefined;

@@ -11,6 +11,8 @@ export interface StatusSource {
   /** what the agent still waits for (the 503's body) */
   notReadyReason?(): string;
   debugConfig(): unknown;
+  /** the xDS versions accepted and those the served configuration was translated from */
+  debugXds?(): unknown;
 }
 
 /** What `/stats/prometheus` merges besides the agent's own metrics (telemetry/merged-metrics.ts). */
@@ -27,7 +29,8 @@ export interface MetricsMerge {
  * and, with a CA, the first workload certificate has arrived; 503 before), `/stats/prometheus` (the
  * pod's one merged Prometheus endpoint, as pilot-agent's, see `MetricsMerge`), `/metrics` (the
  * agent's own metrics only), `/debug/config` (the current APISIX objects and what was skipped;
- * answered only to loopback clients since it exposes the mesh's configuration), and
+ * answered only to loopback clients since it exposes the mesh's configuration), `/debug/xds` (the
+ * xDS versions accepted and applied: which push is served, without the whole configuration), and
  * `/app-health/<container>/livez|readyz|startupz` for the app probes the injection rewrote
  * (`appProbes`; any other such path is 404).
  */
@@ -76,13 +79,15 @@ export function buildStatusServer(
     reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
   });
-  app.get('/debug/config', QUIET, async (req, reply) => {
+  const loopbackOnly = (req: FastifyRequest, reply: FastifyReply, answer: () => unknown) => {
     const remote = req.socket.remoteAddress ?? '';
     if (!(remote === '127.0.0.1' || remote === '::1' || remote === '::ffff:127.0.0.1')) {
-      return reply.code(403).send({ error: '/debug/config is served to loopback clients only' });
+      return reply.code(403).send({ error: `${req.url.split('?', 1)[0]} is served to loopback clients only` });
     }
-    return source.debugConfig();
-  });
+    return answer();
+  };
+  app.get('/debug/config', QUIET, async (req, reply) => loopbackOnly(req, reply, () => source.debugConfig()));
+  app.get('/debug/xds', QUIET, async (req, reply) => loopbackOnly(req, reply, () => source.debugXds?.() ?? {}));
   app.get('/app-health/*', QUIET, async (req, reply) => {
     const path = req.url.split('?', 1)[0]!;
     const outcome = appProbes?.probe(path, req.headers);

@@ -1,9 +1,13 @@
-// The store layout the agent gives APISIX (agent/apply.ts), checked on the store itself.
+// The store layout the agent gives APISIX (agent/apply.ts), checked on the store itself, and what it
+// leaves out or refuses when APISIX's schema refuses an object (agent/l4/refused-upstreams.ts).
 import { describe, expect, it } from 'vitest';
 import { StoreApplier } from '../../agent/apply.js';
 import { KvStore } from '../../agent/store/store.js';
 import { keyFromText, keyToText } from '../../agent/store/keys.js';
 import type { ApisixRoute, ApisixUpstream } from '../../agent/translate/apisix-types.js';
+import type { L4Chain, L4Listener } from '../../agent/l4/assemble.js';
+import type { L4Upstream } from '../../agent/l4/stream-upstreams.js';
+import { refuseChainsToMissingUpstreams } from '../../agent/l4/refused-upstreams.js';
 
 function keys(store: KvStore): string[] {
   return store.range({ key: keyFromText('/apisix/'), rangeEnd: keyFromText('/apisix0') }).kvs.map((kv) => keyToText(kv.key));
@@ -59,5 +63,70 @@ describe('objects APISIX would refuse', () => {
     const revision = store.revision;
     expect(applier.applyChanges(changes([['u1', upstream(8080)]], [['r1', route('r1')]])).revision).toBe(revision);
     expect(new StoreApplier(store).apply({ upstreams: new Map([['u1', upstream(8080)]]), routes: new Map([['r1', route('r1')]]), l4: new Map(), notes: [] }).revision).toBe(revision);
+  });
+});
+
+describe('a TCP chain to an upstream APISIX would refuse', () => {
+  const upstream = (port: number): ApisixUpstream => ({ id: 'u1', name: 'outbound|9000||db', type: 'roundrobin', nodes: [{ host: '10.0.0.1', port, weight: 1 }] });
+  const copy = (port: number): L4Upstream => ({ id: 'u1', nodes: [{ host: '10.0.0.1', port, weight: 1 }] });
+  const toDb: L4Chain = { name: 'db', match: { port: 9000 }, action: { kind: 'cluster', clusters: [{ upstream_id: 'u1', weight: 1 }] }, rbac: [{ rules: {} }] };
+  const passthrough: L4Chain = { name: 'PassthroughFilterChain', match: {}, action: { kind: 'passthrough', connect_timeout: 10 } };
+  const listener = (id: string, chains: L4Chain[] = [toDb]): L4Listener => ({ id, name: `listener-${id}`, direction: 'outbound', bind: { address: '10.96.0.9', port: 9000 }, chains, default: passthrough });
+  const changes = (o: { upstream?: ApisixUpstream; l4?: Array<[string, L4Listener | null]>; full?: boolean }) => ({
+    full: o.full ?? false,
+    upstreams: new Map(o.upstream ? [['u1', o.upstream] as const] : []),
+    routes: new Map(),
+    l4: new Map(o.l4 ?? []),
+    l4Upstreams: new Map(o.upstream ? [['u1', copy(o.upstream.nodes[0]!.port)] as const] : []),
+    notes: [],
+    remoteJwks: [],
+  });
+  const stored = (store: KvStore, key: string): unknown => {
+    const kv = store.range({ key: keyFromText(key) }).kvs[0];
+    return kv ? JSON.parse(Buffer.from(kv.value).toString()) : undefined;
+  };
+  const refusedDb = { name: 'db', match: { port: 9000 }, action: { kind: 'refuse', reason: 'upstream u1 was left out' } };
+
+  it('refuses the chain\'s connections with a note (not a chain to a missing upstream), its stream-side copy withdrawn, and restores both with the upstream', () => {
+    const store = new KvStore();
+    const applier = new StoreApplier(store);
+    let result = applier.applyChanges(changes({ upstream: upstream(9000), l4: [['l1', listener('l1')]], full: true }));
+    expect(stored(store, '/apisix/mesh_l4/l1')).toEqual(listener('l1'));
+    expect(stored(store, '/apisix/mesh_tcp_upstreams/u1')).toEqual(copy(9000));
+    expect(result.invalid).toEqual([]);
+    // the upstream turns invalid while the listener does not change: its chain is refused in the same revision
+    const revision = store.revision;
+    result = applier.applyChanges(changes({ upstream: upstream(-1) }));
+    expect(store.revision).toBe(revision + 1);
+    expect(stored(store, '/apisix/upstreams/u1')).toBeUndefined();
+    expect(stored(store, '/apisix/mesh_tcp_upstreams/u1')).toBeUndefined();
+    // the refused chain forwards nothing, so it carries no policy; the pass-through default stays
+    expect(stored(store, '/apisix/mesh_l4/l1')).toEqual({ ...listener('l1'), chains: [refusedDb] });
+    expect(result.invalid.map((n) => [n.kind, n.name, n.reason, n.skipped])).toEqual([['cluster', 'outbound|9000||db', 'schema-invalid', true], ['listener', 'listener-l1', 'upstream-invalid', true]]);
+    expect(result.invalid[1]!.detail).toBe('chain db: upstream u1 left out (APISIX\'s schema refuses it): its connections are refused');
+    // a listener that arrives meanwhile naming it is written refused too
+    result = applier.applyChanges(changes({ l4: [['l2', listener('l2')]] }));
+    expect(stored(store, '/apisix/mesh_l4/l2')).toEqual({ ...listener('l2'), chains: [refusedDb] });
+    expect(result.invalid.map((n) => n.name).sort()).toEqual(['listener-l1', 'listener-l2', 'outbound|9000||db']);
+    // valid again: the upstream, its copy and both listeners as translated come back
+    result = applier.applyChanges(changes({ upstream: upstream(9090) }));
+    expect(stored(store, '/apisix/mesh_tcp_upstreams/u1')).toEqual(copy(9090));
+    expect(stored(store, '/apisix/mesh_l4/l1')).toEqual(listener('l1'));
+    expect(stored(store, '/apisix/mesh_l4/l2')).toEqual(listener('l2'));
+    expect(result.invalid).toEqual([]);
+    // a full configuration that no longer names a refused listener drops its note
+    applier.applyChanges(changes({ upstream: upstream(-1) }));
+    result = applier.applyChanges(changes({ upstream: upstream(-1), l4: [['l1', listener('l1')]], full: true }));
+    expect(stored(store, '/apisix/mesh_l4/l2')).toBeUndefined();
+    expect(result.invalid.map((n) => n.name)).toEqual(['outbound|9000||db', 'listener-l1']);
+  });
+
+  it('a weighted split refuses its chain when any upstream of it is left out; chains to held upstreams are untouched', () => {
+    const split: L4Chain = { name: 'split', match: { port: 9001 }, action: { kind: 'cluster', clusters: [{ upstream_id: 'u1', weight: 90 }, { upstream_id: 'gone', weight: 10 }] } };
+    const checked = refuseChainsToMissingUpstreams(listener('l3', [toDb, split]), (id) => id === 'u1');
+    expect(checked.listener.chains).toEqual([toDb, { name: 'split', match: { port: 9001 }, action: { kind: 'refuse', reason: 'upstream gone was left out' } }]);
+    expect(checked.note?.detail).toBe('chain split: upstream gone left out (APISIX\'s schema refuses it): its connections are refused');
+    const whole = listener('l4');
+    expect(refuseChainsToMissingUpstreams(whole, () => true)).toEqual({ listener: whole });
   });
 });

@@ -6,7 +6,7 @@ import { AgentMetrics } from '../../agent/metrics.js';
 describe('status server', () => {
   let ready = false;
   const metrics = new AgentMetrics();
-  const app = buildStatusServer({ ready: () => ready, debugConfig: () => ({ routes: [{ id: 'r1' }] }) }, metrics, { level: 'silent' });
+  const app = buildStatusServer({ ready: () => ready, debugConfig: () => ({ routes: [{ id: 'r1' }] }), debugXds: () => ({ appliedXdsVersions: { cluster: 'v1' } }) }, metrics, { level: 'silent' });
 
   it('/healthz/ready is 503 until the first complete snapshot, then 200', async () => {
     expect((await app.inject({ url: '/healthz/ready' })).statusCode).toBe(503);
@@ -26,5 +26,9 @@ describe('status server', () => {
   it('/debug/config answers loopback clients only', async () => {
     expect((await app.inject({ url: '/debug/config', remoteAddress: '127.0.0.1' })).json()).toEqual({ routes: [{ id: 'r1' }] });
     expect((await app.inject({ url: '/debug/config', remoteAddress: '10.1.2.3' })).statusCode).toBe(403);
+    expect((await app.inject({ url: '/debug/xds', remoteAddress: '::1' })).json()).toEqual({ appliedXdsVersions: { cluster: 'v1' } });
+    const refused = await app.inject({ url: '/debug/xds?x=1', remoteAddress: '10.1.2.3' });
+    expect(refused.statusCode).toBe(403);
+    expect(refused.json()).toEqual({ error: '/debug/xds is served to loopback clients only' });
   });
 });

@@ -196,5 +196,10 @@ describe('fake istiod → agent → etcd API → APISIX 3.x watch simulation', (
     expect(metrics).toMatch(/apisix_mesh_etcd_watchers [1-9]/);
     const debug = (await (await fetch(`http://127.0.0.1:${agent.statusPort}/debug/config`)).json()) as { upstreams: unknown[]; routes: unknown[]; l4: unknown[]; tlsRelay: unknown[]; l4Upstreams: unknown[] };
     expect(debug.upstreams.length + debug.routes.length + debug.l4.length + debug.tlsRelay.length + debug.l4Upstreams.length).toBe(expected().size);
+    // which push is served: the versions the served configuration was translated from, the last istiod sent
+    const xds = (await (await fetch(`http://127.0.0.1:${agent.statusPort}/debug/xds`)).json()) as { xdsVersions: Record<string, string>; appliedXdsVersions: Record<string, string> };
+    const lastSent = (kind: string) => istiod.responses.filter((r) => r.kind === kind).at(-1)?.version;
+    for (const kind of ['cluster', 'endpoint', 'listener', 'route']) expect(xds.appliedXdsVersions[kind], kind).toBe(lastSent(kind));
+    expect(xds.appliedXdsVersions).toEqual(xds.xdsVersions);
   });
 });

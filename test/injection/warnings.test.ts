@@ -41,3 +41,22 @@ describe('warnings about injected pods', () => {
     }
   });
 });
+
+describe('Istio annotations the APISIX sidecar does not honour', () => {
+  it('each one set is named in a warning; the pod is still injected', () => {
+    const outcome = reviewAdmission(request(undefined, { 'proxy.istio.io/config': 'concurrency: 4\n', 'sidecar.istio.io/userVolumeMount': '[]', 'sidecar.istio.io/proxyMemory': '256Mi' }), defaultInjectionConfig);
+    expect(outcome.kind).toBe('injected');
+    const warnings = outcome.kind === 'injected' ? outcome.warnings ?? [] : [];
+    expect(warnings).toEqual([
+      expect.stringMatching(/^annotation proxy\.istio\.io\/config is not honoured by the APISIX sidecar: ProxyConfig overrides/),
+      expect.stringMatching(/^annotation sidecar\.istio\.io\/userVolumeMount is not honoured/),
+    ]);
+  });
+
+  it('gateway and none modes say nothing about them (Envoy or nothing reads them there)', () => {
+    for (const mode of ['gateway', 'none']) {
+      const outcome = reviewAdmission(request(undefined, { 'apisix-mesh.io/mode': mode, 'proxy.istio.io/config': 'concurrency: 4\n' }), defaultInjectionConfig);
+      expect(outcome.kind === 'injected' ? outcome.warnings : undefined).toBeUndefined();
+    }
+  });
+});

@@ -54,7 +54,7 @@ export class FakeIstiod {
   /** how many new streams still get Unavailable straight away */
   unavailableStreams = 0;
   /** responses sent, per stream and type (for assertions) */
-  readonly responses: Array<{ stream: number; kind: XdsKind; names: string[]; nonce: string }> = [];
+  readonly responses: Array<{ stream: number; kind: XdsKind; names: string[]; nonce: string; version: string }> = [];
   port = 0;
   /** call metadata of every stream (authorization, clusterid), for TLS/auth assertions */
   readonly streamMetadata: Array<Record<string, string>> = [];
@@ -241,7 +241,7 @@ export class FakeIstiod {
     const bytes = res.encode(res.fromObject({ version_info: version, type_url: TYPE_URL[kind], nonce, resources })).finish();
     const w = s.watches.get(kind);
     if (w) w.nonce = nonce;
-    this.responses.push({ stream: s.id, kind, names: selected.map((r) => resourceName(kind, r)), nonce });
+    this.responses.push({ stream: s.id, kind, names: selected.map((r) => resourceName(kind, r)), nonce, version });
     s.call.write(bytes);
   }
 
@@ -261,7 +261,7 @@ export class FakeIstiod {
       const res = envoyRoot().lookupType('envoy.service.discovery.v3.DiscoveryResponse');
       const w = s.watches.get(kind);
       if (w) w.nonce = nonce;
-      this.responses.push({ stream: s.id, kind, names: ['(duplicate)'], nonce });
+      this.responses.push({ stream: s.id, kind, names: ['(duplicate)'], nonce, version });
       s.call.write(res.encode(res.fromObject({ version_info: version, type_url: TYPE_URL[kind], nonce, resources: [{ type_url: TYPE_URL[kind], value: bytes }, { type_url: TYPE_URL[kind], value: bytes }] })).finish());
     }
   }

@@ -245,9 +245,17 @@ export function inboundPassthroughClusterIpv6(): Json {
   return originalDstCluster('InboundPassthroughClusterIpv6', { upstream_bind_config: { source_address: { address: '::6', port_value: 0 } }, protocol_selection: 'USE_DOWNSTREAM_PROTOCOL' });
 }
 
-/** The cluster of an app port (Istio ≥ 1.18: original destination, from 127.0.0.6). */
-export function inboundCluster(port: number): Json {
-  return originalDstCluster(`inbound|${port}||`, BIND_127_0_0_6);
+/**
+ * Istio ≥ 1.23's one inbound pass-through (cluster_builder.go buildInboundPassthroughCluster): from
+ * `::6` in an IPv6-only pod (127.0.0.6 with `::6` as extra source address in a dual-stack one).
+ */
+export function inboundPassthroughClusterIpv6Only(): Json {
+  return originalDstCluster('InboundPassthroughCluster', { upstream_bind_config: { source_address: { address: '::6', port_value: 0 } }, protocol_selection: 'USE_DOWNSTREAM_PROTOCOL' });
+}
+
+/** The cluster of an app port (Istio ≥ 1.18: original destination, from 127.0.0.6, or `::6` in an IPv6-only pod). */
+export function inboundCluster(port: number, source: '127.0.0.6' | '::6' = '127.0.0.6'): Json {
+  return originalDstCluster(`inbound|${port}||`, { upstream_bind_config: { source_address: { address: source, port_value: 0 } } });
 }
 
 export function hcm(statPrefix: string, routing: Json): Json {
@@ -341,15 +349,18 @@ export function outboundTlsListener(port: number, hosts: Array<{ serverNames: st
   };
 }
 
-/** `0.0.0.0_<port>`: HTTP to any address on that port, routed by RDS `<port>`; other bytes pass through. */
-export function outboundHttpListener(port: number, mode: OutboundTrafficPolicy = 'ALLOW_ANY'): Json {
+/**
+ * `0.0.0.0_<port>`: HTTP to any address on that port, routed by RDS `<port>`; other bytes pass
+ * through. `wildcard` `::`: an IPv6-only pod's (`::_<port>`, istiod's wildcard for its IP mode).
+ */
+export function outboundHttpListener(port: number, mode: OutboundTrafficPolicy = 'ALLOW_ANY', wildcard: Wildcard = '0.0.0.0'): Json {
   return {
-    name: `0.0.0.0_${port}`,
-    address: { socket_address: { address: '0.0.0.0', port_value: port } },
+    name: `${wildcard}_${port}`,
+    address: { socket_address: { address: wildcard, port_value: port } },
     filter_chains: [
       {
         filter_chain_match: { transport_protocol: 'raw_buffer', application_protocols: ['http/1.1', 'h2c'] },
-        filters: [hcm(`outbound_0.0.0.0_${port}`, { rds: { config_source: ADS, route_config_name: String(port) } })],
+        filters: [hcm(`outbound_${wildcard}_${port}`, { rds: { config_source: ADS, route_config_name: String(port) } })],
       },
     ],
     default_filter_chain: { filters: [tcpProxy(catchAllCluster(mode))], name: 'PassthroughFilterChain' },
@@ -358,11 +369,17 @@ export function outboundHttpListener(port: number, mode: OutboundTrafficPolicy =
   };
 }
 
+/**
+ * istiod's wildcard address for a proxy's IP mode (listener_address.go wildCards): `0.0.0.0` for
+ * IPv4 and dual-stack pods (the latter with `::` as additional address), `::` for IPv6-only ones.
+ */
+export type Wildcard = '0.0.0.0' | '::';
+
 /** The outbound capture listener: connections no listener serves pass through (ALLOW_ANY) or are refused (REGISTRY_ONLY). */
-export function virtualOutbound(mode: OutboundTrafficPolicy = 'ALLOW_ANY'): Json {
+export function virtualOutbound(mode: OutboundTrafficPolicy = 'ALLOW_ANY', wildcard: Wildcard = '0.0.0.0'): Json {
   return {
     name: 'virtualOutbound',
-    address: { socket_address: { address: '0.0.0.0', port_value: 15001 } },
+    address: { socket_address: { address: wildcard, port_value: 15001 } },
     filter_chains: [
       { filter_chain_match: { destination_port: 15001 }, filters: [tcpProxy('BlackHoleCluster')], name: 'virtualOutbound-blackhole' },
       { filters: [tcpProxy(catchAllCluster(mode))], name: 'virtualOutbound-catchall-tcp' },
@@ -426,23 +443,27 @@ export function istioMtlsTransportSocket(): Json {
 /**
  * The inbound capture listener: one chain per app port (HTTP: an inline route configuration; TCP: a
  * TCP proxy), both to the ORIGINAL_DST `inbound|port||` cluster, then the inbound pass-through;
- * `ipv6`: a dual-stack pod's, whose IPv6 connections pass through from `::6`.
+ * `ipv6`: a dual-stack pod's, whose IPv6 connections pass through from `::6` (Istio 1.18 – 1.22:
+ * one pass-through cluster per family, chosen by a `::/0` or `0.0.0.0/0` prefix match).
+ * `ipv6Only`: an IPv6-only pod's as Istio ≥ 1.23 writes it — bound to `::`, chains named after
+ * that wildcard, and one pass-through (InboundPassthroughCluster) matched by no address at all.
  */
-export function virtualInbound(appPorts: InboundPort[], options: { ipv6?: boolean } = {}): Json {
+export function virtualInbound(appPorts: InboundPort[], options: { ipv6?: boolean; ipv6Only?: boolean } = {}): Json {
+  const wildcard: Wildcard = options.ipv6Only ? '::' : '0.0.0.0';
   const terminal = (port: number, service: string, protocol: 'http' | 'tcp'): Json[] =>
     protocol === 'tcp'
       ? [ISTIO_STATS, tcpProxyFilter(`inbound|${port}||`)]
-      : [hcm(`inbound_0.0.0.0_${port}`, { route_config: inlineRouteConfig(`inbound|${port}||`, `inbound|http|${port}`, `inbound|${port}||`, `${service}:${port}/*`) })];
+      : [hcm(`inbound_${wildcard}_${port}`, { route_config: inlineRouteConfig(`inbound|${port}||`, `inbound|http|${port}`, `inbound|${port}||`, `${service}:${port}/*`) })];
   const portChains = appPorts.flatMap(({ port, service, protocol = 'http', filters = [], strict = false, mtls = strict ? 'STRICT' : undefined }) => {
     // istiod's ALPN match of mTLS chains: Envoy clients offer istio-http/* for HTTP, istio(-peer-exchange) for TCP
     const alpn = protocol === 'http' ? ['istio-http/1.0', 'istio-http/1.1', 'istio-h2'] : ['istio-peer-exchange', 'istio'];
-    const tls = { filter_chain_match: { destination_port: port, transport_protocol: 'tls', application_protocols: alpn }, filters: [...filters, ...terminal(port, service, protocol)], transport_socket: istioMtlsTransportSocket(), name: `0.0.0.0_${port}` };
-    const plain = { filter_chain_match: { destination_port: port, transport_protocol: 'raw_buffer' }, filters: [...filters, ...terminal(port, service, protocol)], name: `0.0.0.0_${port}` };
+    const tls = { filter_chain_match: { destination_port: port, transport_protocol: 'tls', application_protocols: alpn }, filters: [...filters, ...terminal(port, service, protocol)], transport_socket: istioMtlsTransportSocket(), name: `${wildcard}_${port}` };
+    const plain = { filter_chain_match: { destination_port: port, transport_protocol: 'raw_buffer' }, filters: [...filters, ...terminal(port, service, protocol)], name: `${wildcard}_${port}` };
     return mtls === 'STRICT' ? [tls] : mtls === 'PERMISSIVE' ? [tls, plain] : [plain];
   });
-  const passthrough = (family: 'Ipv4' | 'Ipv6', prefix: string, suffix: string): Json[] => {
+  const passthrough = (family: 'Ipv4' | 'Ipv6' | '', prefix: string | undefined, suffix: string): Json[] => {
     const cluster = `InboundPassthroughCluster${family}`;
-    const any = { prefix_ranges: [{ address_prefix: prefix, prefix_len: 0 }] };
+    const any = prefix === undefined ? {} : { prefix_ranges: [{ address_prefix: prefix, prefix_len: 0 }] };
     return [
       {
         filter_chain_match: { ...any, transport_protocol: 'raw_buffer', application_protocols: ['http/1.1', 'h2c'] },
@@ -454,10 +475,10 @@ export function virtualInbound(appPorts: InboundPort[], options: { ipv6?: boolea
   };
   return {
     name: 'virtualInbound',
-    address: { socket_address: { address: '0.0.0.0', port_value: 15006 } },
+    address: { socket_address: { address: wildcard, port_value: 15006 } },
     filter_chains: [
       { filter_chain_match: { destination_port: 15006 }, filters: [tcpProxy('BlackHoleCluster')], name: 'virtualInbound-blackhole' },
-      ...passthrough('Ipv4', '0.0.0.0', ''),
+      ...(options.ipv6Only ? passthrough('', undefined, '') : passthrough('Ipv4', '0.0.0.0', '')),
       ...(options.ipv6 ? passthrough('Ipv6', '::', '-ipv6') : []),
       ...portChains,
     ],
@@ -680,6 +701,29 @@ export function addDualStackPodSide(m: MeshResources, ns: string, ports: { web: 
         { port: ports.pg, service: fqdn('pg', ns), protocol: 'tcp' },
       ],
       { ipv6: true },
+    ),
+  );
+  return m;
+}
+
+/**
+ * An IPv6-only pod's own side of istiod's configuration, as Istio ≥ 1.23 writes it for a proxy
+ * whose addresses are all IPv6 (listener_address.go, model.IPv6 mode): the pass-through and
+ * black-hole clusters, the one inbound pass-through and the inbound clusters of an HTTP port
+ * (service `web`) and a TCP port (service `pg`), all from `::6`; virtualOutbound (ALLOW_ANY) and
+ * virtualInbound bound to `::`.
+ */
+export function addIpv6OnlyPodSide(m: MeshResources, ns: string, ports: { web: number; pg: number }): MeshResources {
+  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughClusterIpv6Only());
+  m.cluster(inboundCluster(ports.web, '::6')).cluster(inboundCluster(ports.pg, '::6'));
+  m.listener(virtualOutbound('ALLOW_ANY', '::'));
+  m.listener(
+    virtualInbound(
+      [
+        { port: ports.web, service: fqdn('web', ns) },
+        { port: ports.pg, service: fqdn('pg', ns), protocol: 'tcp' },
+      ],
+      { ipv6Only: true },
     ),
   );
   return m;

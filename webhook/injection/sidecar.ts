@@ -16,6 +16,7 @@ import { captureConfigFor, interceptionMode, PodRejection, reservedPorts } from 
 import type { AppProbers } from '../../agent/app-probes/app-probers.js';
 import { agentWithProbers, previousAppProbers, restoreAppProbes, rewriteAppProbes, rewritesAppProbes } from './probe-rewrite.js';
 import { keepDefaulted } from './reinjection.js';
+import { proxyResourcesFor } from './proxy-resources.js';
 import { NAMES, sidecarParts } from './sidecar-parts.js';
 import { parseStatus, type InjectionStatus } from './status.js';
 import { applyPrometheusMerge, canonicalServiceLabels, restorePrometheusAnnotations, scrapeEnvOf, withScrapeEnv } from './telemetry-metadata.js';
@@ -110,14 +111,21 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const withAppScrape = <T extends { name: string; env?: V1Container['env'] }>(c: T): T =>
     c.name === NAMES.agent && merge.scrapeEnv !== null ? { ...c, env: withScrapeEnv(c.env, merge.scrapeEnv) } : c;
 
+  // Istio's proxyCPU/proxyMemory annotations size the proxy per pod: APISIX gets a copy with them.
+  const proxyResources = proxyResourcesFor(annotations, config.resources.apisix);
+  const withProxyResources = <T extends V1Container>(c: T): T =>
+    c.name === NAMES.apisix && proxyResources !== config.resources.apisix ? { ...c, resources: proxyResources } : c;
+
   const keep = keepDefaulted(spec, previous);
   const initContainers = [
-    ...parts.initBefore.map(withProbers).map(withAppScrape).map(keep.initContainer),
+    ...parts.initBefore.map(withProbers).map(withAppScrape).map(withProxyResources).map(keep.initContainer),
     ...appInits,
     ...parts.initAfter.map(keep.initContainer),
   ];
   const containers =
-    parts.containers.length === 0 ? appContainers : [...parts.containers.map(withProbers).map(withAppScrape).map(keep.container), ...appContainers];
+    parts.containers.length === 0
+      ? appContainers
+      : [...parts.containers.map(withProbers).map(withAppScrape).map(withProxyResources).map(keep.container), ...appContainers];
 
   const newAnnotations: Record<string, string> = {
     ...merge.annotations,

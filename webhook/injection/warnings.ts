@@ -11,9 +11,37 @@ export function injectionWarnings(injected: V1Pod): string[] {
   const spec = injected.spec;
   const finishing = spec?.restartPolicy === 'Never' || spec?.restartPolicy === 'OnFailure';
   const ordinary = (spec?.containers ?? []).some((c) => c.name === NAMES.agent || c.name === NAMES.apisix);
-  if (!finishing || !ordinary) return [];
-  return [
-    `restartPolicy ${spec!.restartPolicy} (a Job's pod?): the mesh sidecars are ordinary containers that never exit, so the pod never completes; ` +
-      'use native sidecars (annotation sidecar.istio.io/nativeSidecar: "true", Kubernetes >= 1.29) or apisix-mesh.io/mode: none',
-  ];
+  const sidecar = ordinary || (spec?.initContainers ?? []).some((c) => c.name === NAMES.agent);
+  const warnings = sidecar ? ignoredIstioAnnotations(injected.metadata?.annotations ?? {}) : [];
+  if (finishing && ordinary) {
+    warnings.push(
+      `restartPolicy ${spec!.restartPolicy} (a Job's pod?): the mesh sidecars are ordinary containers that never exit, so the pod never completes; ` +
+        'use native sidecars (annotation sidecar.istio.io/nativeSidecar: "true", Kubernetes >= 1.29) or apisix-mesh.io/mode: none',
+    );
+  }
+  return warnings;
+}
+
+/**
+ * Istio annotations that tune Envoy or pilot-agent and mean nothing to the APISIX sidecar. A user who
+ * set one expects an effect; they hear that there is none (the pod is still injected: none of these
+ * weakens the mesh's security).
+ */
+const IGNORED_ISTIO_ANNOTATIONS: ReadonlyArray<[string, string]> = [
+  ['proxy.istio.io/config', "ProxyConfig overrides do not apply to APISIX (its settings come from apisix-mesh's configuration file)"],
+  ['status.sidecar.istio.io/port', "the agent's status port comes from the configuration file"],
+  ['sidecar.istio.io/proxyImage', "APISIX's image comes from the configuration file"],
+  ['sidecar.istio.io/bootstrapOverride', 'there is no Envoy bootstrap'],
+  ['sidecar.istio.io/userVolume', 'not mounted into APISIX (DestinationRule certificate files must be in its image or configuration)'],
+  ['sidecar.istio.io/userVolumeMount', 'not mounted into APISIX (DestinationRule certificate files must be in its image or configuration)'],
+  ['sidecar.istio.io/logLevel', 'Envoy log levels do not apply to APISIX'],
+  ['sidecar.istio.io/componentLogLevel', 'Envoy log levels do not apply to APISIX'],
+  ['sidecar.istio.io/statsInclusionPrefixes', "Envoy's stats filters do not apply (APISIX exports Istio's standard metrics)"],
+  ['traffic.sidecar.istio.io/kubevirtInterfaces', 'not supported by the capture rules'],
+];
+
+function ignoredIstioAnnotations(annotations: Record<string, string>): string[] {
+  return IGNORED_ISTIO_ANNOTATIONS.filter(([name]) => annotations[name] !== undefined).map(
+    ([name, why]) => `annotation ${name} is not honoured by the APISIX sidecar: ${why}`,
+  );
 }

@@ -219,7 +219,8 @@ export class Kubelet {
 
   private resolveDns(arg: string): string {
     let out = arg;
-    for (const [name, ip] of Object.entries(this.opts.dns ?? {})) out = out.split(`${name}:`).join(`${ip}:`);
+    // HOST:PORT arguments: an IPv6 address in brackets, as a client writes it (the agent's --xds-address)
+    for (const [name, ip] of Object.entries(this.opts.dns ?? {})) out = out.split(`${name}:`).join(`${ip.includes(':') ? `[${ip}]` : ip}:`);
     return out;
   }
 

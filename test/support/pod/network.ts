@@ -15,7 +15,7 @@ import { sh } from '../../iptables/support/netns.js';
  */
 export const POD_IP = '10.66.0.2';
 export const CLUSTER_GATEWAY_IP = '10.66.0.1';
-/** With `dualStack`: the pod's IPv6 address (a unique local one, which the kernel scopes global) and its gateway. */
+/** With `dualStack` or `ipv6Only`: the pod's IPv6 address (a unique local one, which the kernel scopes global) and its gateway. */
 export const POD_IP6 = 'fd00:66::2';
 export const CLUSTER_GATEWAY_IP6 = 'fd00:66::1';
 
@@ -40,10 +40,12 @@ function killAllIn(ns: string): void {
 
 /**
  * `dualStack`: the pod also gets POD_IP6 and an IPv6 default route (as a dual-stack cluster's pod,
- * IPv4 first: status.podIP stays POD_IP). Addresses skip duplicate address detection, which would
+ * IPv4 first: status.podIP stays POD_IP). `ipv6Only`: POD_IP6 and the IPv6 route alone, as in an
+ * IPv6-only cluster — no IPv4 address or route on eth0 (nor on the cluster's side of the pair), lo
+ * keeps 127.0.0.1 as the kernel gives it. Addresses skip duplicate address detection, which would
  * keep them unusable for a second or two.
  */
-export function createPodNetwork(hosts: Record<string, string> = {}, options: { dualStack?: boolean } = {}): PodNetwork {
+export function createPodNetwork(hosts: Record<string, string> = {}, options: { dualStack?: boolean; ipv6Only?: boolean } = {}): PodNetwork {
   const suffix = randomBytes(3).toString('hex');
   const pod = `pod-${suffix}`;
   const cluster = `cluster-${suffix}`;
@@ -66,14 +68,16 @@ export function createPodNetwork(hosts: Record<string, string> = {}, options: { 
     sh(['ip', 'netns', 'add', pod]);
     sh(['ip', 'netns', 'add', cluster]);
     sh(['ip', '-n', pod, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'veth-pod', 'netns', cluster]);
-    sh(['ip', '-n', pod, 'addr', 'add', `${POD_IP}/24`, 'dev', 'eth0']);
-    sh(['ip', '-n', cluster, 'addr', 'add', `${CLUSTER_GATEWAY_IP}/24`, 'dev', 'veth-pod']);
+    if (!options.ipv6Only) {
+      sh(['ip', '-n', pod, 'addr', 'add', `${POD_IP}/24`, 'dev', 'eth0']);
+      sh(['ip', '-n', cluster, 'addr', 'add', `${CLUSTER_GATEWAY_IP}/24`, 'dev', 'veth-pod']);
+    }
     for (const [ns, dev] of [[pod, 'eth0'], [cluster, 'veth-pod']] as const) {
       sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
       sh(['ip', '-n', ns, 'link', 'set', dev, 'up']);
     }
-    sh(['ip', '-n', pod, 'route', 'add', 'default', 'via', CLUSTER_GATEWAY_IP]);
-    if (options.dualStack) {
+    if (!options.ipv6Only) sh(['ip', '-n', pod, 'route', 'add', 'default', 'via', CLUSTER_GATEWAY_IP]);
+    if (options.dualStack || options.ipv6Only) {
       sh(['ip', '-n', pod, 'addr', 'add', `${POD_IP6}/64`, 'dev', 'eth0', 'nodad']);
       sh(['ip', '-n', cluster, 'addr', 'add', `${CLUSTER_GATEWAY_IP6}/64`, 'dev', 'veth-pod', 'nodad']);
       sh(['ip', '-n', pod, '-6', 'route', 'add', 'default', 'via', CLUSTER_GATEWAY_IP6]);

@@ -31,6 +31,8 @@ import { apisixErrorLines } from './apisix-log.js';
  * namespaces, also when a test failed (call it from afterAll).
  */
 export const ISTIOD_IP = '10.66.1.10';
+/** istiod's address for an `ipv6Only` pod (its Service's ClusterIP in an IPv6-only cluster) */
+export const ISTIOD_IP6 = 'fd00:66:1::10';
 export const APP_UID = 1000;
 
 /**
@@ -58,6 +60,17 @@ export interface PodHarnessOptions {
    * POD_IP6 as its status.podIP (what the kubelet probes and the agent pins as INSTANCE_IP)
    */
   dualStack?: boolean | 'ipv6-first';
+  /**
+   * the pod of an IPv6-only cluster: POD_IP6 is its only address besides loopback and its
+   * status.podIP, the cluster side is reached over IPv6 alone, and istiod's name resolves to
+   * ISTIOD_IP6 (the agent dials `[ISTIOD_IP6]:port`). Not with `dualStack`.
+   */
+  ipv6Only?: boolean;
+  /**
+   * istiod's host name is resolved by the pod (an entry in its /etc/hosts, as the cluster's DNS
+   * would answer) instead of replaced by its address in the agent's arguments
+   */
+  istiodResolvedInPod?: boolean;
   /** for control experiments only: changes the injected pod before it runs */
   mutateInjected?: (pod: V1Pod) => V1Pod;
   /** for benchmarks' baselines only: another built checkout whose agent the pod runs */
@@ -67,6 +80,8 @@ export interface PodHarnessOptions {
 export interface RunningPod {
   /** the pod as injected (what runs) */
   injected: V1Pod;
+  /** its status.podIP: what the kubelet probes and the agent pins as INSTANCE_IP */
+  podIp: string;
   network: PodNetwork;
   kubelet: Kubelet;
   istiod: FakeIstiod;
@@ -104,7 +119,9 @@ function gauge(page: string, name: string, labels = ''): number {
 export async function startPod(options: PodHarnessOptions): Promise<RunningPod> {
   const runtime = findApisixRuntime();
   if (typeof runtime === 'string') throw new Error(runtime);
+  if (options.ipv6Only && options.dualStack) throw new Error('startPod: ipv6Only and dualStack exclude each other');
   const config = options.config ?? PLAINTEXT_ISTIOD_CONFIG;
+  const { host: istiodHost, port: istiodPort } = parseListen('istiodAddress', config.istiodAddress);
   const manifest = typeof options.manifest === 'string' ? (YAML.parse(options.manifest) as V1Pod) : options.manifest;
   const injection = injectPod(manifest, 'sidecar', config);
   if (injection.kind === 'rejected') throw new Error(`the injection refused the pod: ${injection.message}`);
@@ -122,8 +139,11 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  const network = createPodNetwork(options.hosts, { dualStack: (options.dualStack ?? false) !== false });
-  const podIp = options.dualStack === 'ipv6-first' ? POD_IP6 : POD_IP;
+  const istiodIp = options.ipv6Only ? ISTIOD_IP6 : ISTIOD_IP;
+  const hosts = options.istiodResolvedInPod ? { ...options.hosts, [istiodHost]: istiodIp } : options.hosts;
+  const network = createPodNetwork(hosts, { dualStack: (options.dualStack ?? false) !== false, ipv6Only: options.ipv6Only ?? false });
+  const podIp = options.dualStack === 'ipv6-first' || options.ipv6Only ? POD_IP6 : POD_IP;
+  const podUrl = (port: number, path: string) => `http://${podIp.includes(':') ? `[${podIp}]` : podIp}:${port}${path}`;
   const workers: NetnsWorker[] = [];
   const apps = new Map<string, NetnsWorker>();
   const istiod = new FakeIstiod(options.xds);
@@ -136,12 +156,11 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const { host: istiodHost, port: istiodPort } = parseListen('istiodAddress', config.istiodAddress);
     await istiod.start(`unix:${join(dir, 'istiod.sock')}`);
-    network.addClusterAddresses(ISTIOD_IP, ...(options.clusterAddresses ?? []));
+    network.addClusterAddresses(istiodIp, ...(options.clusterAddresses ?? []));
     const cluster = await NetnsWorker.start('cluster', network.cluster, project.worker);
     workers.push(cluster);
-    await cluster.relay(ISTIOD_IP, istiodPort, join(dir, 'istiod.sock'));
+    await cluster.relay(istiodIp, istiodPort, join(dir, 'istiod.sock'));
     for (const r of options.clusterRelays ?? []) await cluster.relay(r.ip, r.port, r.unixPath);
 
     kubelet = new Kubelet({
@@ -150,7 +169,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
       netns: network.pod,
       dir,
       images: { [config.images.mesh]: meshImage(project), [config.images.apisix]: apisixImage(runtime, dir) },
-      dns: { [istiodHost]: ISTIOD_IP },
+      dns: options.istiodResolvedInPod ? {} : { [istiodHost]: istiodIp },
       prober: cluster,
       replace: Object.fromEntries(
         appNames.map((name) => [
@@ -167,7 +186,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     await kubelet.start();
     const apisixName = injected.spec!.containers.concat(injected.spec!.initContainers ?? []).find((c) => c.image === config.images.apisix && !c.command)!.name;
     const agentMetrics = async (): Promise<string> => {
-      const res = await cluster.http({ url: `http://${POD_IP}:${config.ports.agentStatus}/metrics` });
+      const res = await cluster.http({ url: podUrl(config.ports.agentStatus, '/metrics') });
       return 'status' in res ? res.body : '';
     };
     /** the highest mod_revision among the routes and upstreams in the agent's etcd API (loopback: asked from the app) */
@@ -187,6 +206,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     };
     const running: RunningPod = {
       injected,
+      podIp,
       network,
       kubelet,
       istiod,
@@ -204,7 +224,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
         return { routes: gauge(page, 'apisix_mesh_apisix_objects', '{kind="route"}'), upstreams: gauge(page, 'apisix_mesh_apisix_objects', '{kind="upstream"}') };
       },
       apisixRevision: async () => {
-        const res = await cluster.http({ url: `http://${POD_IP}:${config.ports.apisixMetrics}/apisix/prometheus/metrics` });
+        const res = await cluster.http({ url: podUrl(config.ports.apisixMetrics, '/apisix/prometheus/metrics') });
         return 'status' in res ? gauge(res.body, 'apisix_etcd_modify_indexes', '{key="max_modify_index"}') : NaN;
       },
       waitSynced: async (timeoutMs = 10_000) => {
@@ -218,11 +238,21 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
       },
       push: async (kinds, { timeoutMs = 10_000 } = {}) => {
         const deadline = Date.now() + timeoutMs;
-        const applies = async () => gauge(await agentMetrics(), 'apisix_mesh_applies_total');
-        const before = await applies();
+        const sentBefore = istiod.responses.length;
         istiod.push(kinds);
-        while ((await applies()) <= before) {
-          if (Date.now() > deadline) throw new Error(`the agent applied nothing after the ${kinds.join('/')} push`);
+        // An apply may come between two of the push's responses (a burst is coalesced for 100 ms
+        // only): wait until the served configuration was translated from every version just sent.
+        const sent = new Map(istiod.responses.slice(sentBefore).map((r) => [r.kind, r.version] as const));
+        const applied = async (): Promise<Record<string, string>> => {
+          const res = await apps.get(appNames[0]!)!.http({ url: `http://127.0.0.1:${config.ports.agentStatus}/debug/xds` });
+          return 'status' in res && res.status === 200 ? ((JSON.parse(res.body) as { appliedXdsVersions?: Record<string, string> }).appliedXdsVersions ?? {}) : {};
+        };
+        for (;;) {
+          const versions = await applied();
+          // the fake's versions count up across types; a later answer (new EDS names) supersedes
+          const counter = (v: string | undefined) => Number((v ?? '').slice((v ?? '').lastIndexOf('/') + 1) || -1);
+          if ([...sent].every(([kind, version]) => counter(versions[kind]) >= counter(version))) break;
+          if (Date.now() > deadline) throw new Error(`the agent did not apply the ${kinds.join('/')} push (sent ${JSON.stringify(Object.fromEntries(sent))}, applied ${JSON.stringify(versions)})`);
           await new Promise((r) => setTimeout(r, 50));
         }
         if (!(await running.waitSynced(Math.max(0, deadline - Date.now())))) {
