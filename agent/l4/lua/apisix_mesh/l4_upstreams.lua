@@ -66,14 +66,10 @@ function _M.get(id)
     return value.nodes, value.connect
 end
 
--- The cluster's name and service (Istio's TCP metrics), or nil.
+-- The cluster's item ({ name, service, … }: Istio's TCP metrics read the first two), or nil.
 function _M.meta(id)
     local item = upstreams and upstreams:get(id)
-    local value = item and item.value
-    if not value then
-        return nil
-    end
-    return { name = value.name, service = value.service }
+    return item and item.value or nil
 end
 
 return _M
