@@ -15,6 +15,8 @@ import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from './istiod-
 import { startWorkloadIdentity, type WorkloadIdentityConfig } from './identity/start-identity.js';
 import type { WorkloadIdentity } from './identity/workload-identity.js';
 import { publishIdentity } from './identity/apisix-identity.js';
+import { pendingSecretNotes, SdsSecrets, unusableSecretNotes } from './mtls/sds-secrets.js';
+import type { SecretChange } from './xds/ads-client.js';
 import { JwksFetcher } from './policy/jwks-fetcher.js';
 
 export { xdsCredentials, type XdsTlsOptions };
@@ -70,6 +72,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   let ready = false;
   let currentNotes: TranslationNote[] = [];
   let versions: () => Record<string, string> = () => ({});
+  let sdsState: () => { version: string; held: string[]; pending: string[] } = () => ({ version: '', held: [], pending: [] });
   // the xDS versions the served configuration was translated from (versions() may be newer: a
   // burst still coalescing)
   let appliedVersions: Record<string, string> = {};
@@ -88,7 +91,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         ...applier.objects(),
         skipped: currentNotes,
       }),
-      debugXds: () => ({ xdsVersions: versions(), appliedXdsVersions: appliedVersions }),
+      debugXds: () => ({ xdsVersions: versions(), appliedXdsVersions: appliedVersions, sds: sdsState() }),
     },
     metrics,
     options.logger ?? { level: 'info' },
@@ -111,6 +114,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     ...(options.skipFilters ? { skipFilters: options.skipFilters } : {}),
   });
   const applier = new StoreApplier(store);
+  // credentialName's secrets from istiod's SDS, for the TLS relay (written beside the translation)
+  const sdsSecrets = new SdsSecrets(store, { info: (m) => logger.info(m), warn: (m) => logger.warn(m) });
   // remote JWKS of RequestAuthentication providers: fetched here, handed to APISIX as keys
   const jwks = new JwksFetcher({
     onChange: () => schedule(),
@@ -129,6 +134,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   });
 
   versions = () => client.versions();
+  // credentialName's secrets: the last SDS version accepted, the names held, those istiod has not sent
+  sdsState = () => ({ version: client.secretVersion(), held: sdsSecrets.names(), pending: [...client.pendingSecrets().keys()] });
   const loggedNotes = new Set<string>();
   let waiters: Array<(rev: number) => void> = [];
   let timer: NodeJS.Timeout | undefined;
@@ -165,7 +172,13 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       stop();
     }
     appliedVersions = translatedFrom;
-    currentNotes = [...changes.notes, ...result.invalid];
+    const unusable = sdsSecrets.unusable();
+    currentNotes = [
+      ...changes.notes,
+      ...result.invalid,
+      ...pendingSecretNotes(client.pendingSecrets()),
+      ...(unusable.size ? unusableSecretNotes(client.secretUsers(unusable.keys()), unusable) : []),
+    ];
     jwks.want(changes.remoteJwks);
     metrics.applies.inc();
     metrics.storeRevision.set(store.revision);
@@ -204,12 +217,23 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   };
 
   client.on('changes', (change: XdsChange) => translator.ingest(change));
+  client.on('secrets', (change: SecretChange) => {
+    sdsSecrets.ingest(change);
+    // the notes of the clusters that waited for these secrets
+    schedule();
+  });
   client.on('update', (kinds: Set<string>) => {
     for (const k of kinds) {
       metrics.xdsResponses.inc({ type: k });
       metrics.xdsAcks.inc({ type: k });
     }
     schedule();
+  });
+  client.on('ack', (kind: string) => {
+    // the translated types are counted on `update`; secrets are not translated
+    if (kind !== 'secret') return;
+    metrics.xdsResponses.inc({ type: kind });
+    metrics.xdsAcks.inc({ type: kind });
   });
   client.on('nack', (kind: string) => {
     metrics.xdsResponses.inc({ type: kind });

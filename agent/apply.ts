@@ -8,6 +8,7 @@ import type { RelayCluster } from './mtls/origination.js';
 import type { L4Upstream } from './l4/stream-upstreams.js';
 import { refuseChainsToMissingUpstreams } from './l4/refused-upstreams.js';
 import { IDENTITY_DIR } from './identity/apisix-identity.js';
+import { SDS_DIR } from './mtls/sds-secrets.js';
 
 /** APISIX 3.x's key layout under its etcd prefix. */
 export const APISIX_PREFIX = '/apisix/';
@@ -23,8 +24,8 @@ const TLS_RELAY = `${APISIX_PREFIX}mesh_tls/`;
  * directory as a key prefix without its trailing slash, so /mesh_l4's watch would take these too.
  */
 const L4_UPSTREAMS = `${APISIX_PREFIX}mesh_tcp_upstreams/`;
-/** Keys under the prefix that other writers of the agent own (the workload identity): never deleted here. */
-const WRITTEN_ELSEWHERE = [IDENTITY_DIR];
+/** Keys under the prefix that other writers of the agent own (the workload identity, credentialName's SDS secrets): never deleted here. */
+const WRITTEN_ELSEWHERE = [IDENTITY_DIR, SDS_DIR];
 /**
  * Directories APISIX's CLI marks with `init_dir` (kept when present; those of ALWAYS_MARKED always
  * written). A data plane's CLI writes none, and a directory without its marker is missing from

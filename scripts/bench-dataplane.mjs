@@ -15,7 +15,10 @@
 // Traffic (scripts/dataplane-load.mjs, in the namespaces): HTTP/1.1 keep-alive POSTs of 1 KiB
 // answered with 1 KiB; outbound = the app (pod, app uid) calls a service, inbound = a client in the
 // cluster namespace calls the app. Each at a fixed open-loop rate and at saturation; CPU time of the
-// proxy's processes and of the agent from /proc/PID/stat over the measured window. Then the memory
+// proxy's processes and of the agent from /proc/PID/stat over the measured window, and the context
+// switches of the proxy's processes per request (/proc/PID/status). BENCH_BASELINE_ROOT and
+// BENCH_OTHER_ROOT add built trees as the setups `before` and `other` (e.g. with
+// scripts/bench-no-front.patch applied: what the L4 front costs). Then the memory
 // of APISIX (all processes) and of the agent in a fresh pod with 0, 1,000 and 10,000 services.
 //
 // The harness is TypeScript under test/ and not part of dist/: it is compiled here, as it is, into
@@ -39,6 +42,11 @@ const ROUNDS = Number(env('BENCH_ROUNDS', 2));
  * change's cost is read against the same machine at the same time.
  */
 const BASELINE_ROOT = process.env.BENCH_BASELINE_ROOT;
+/**
+ * A second built checkout, measured as `other` in the same rounds (e.g. a measurement-only variant
+ * such as APISIX's HTTP listener on the capture ports, to read what a piece costs on its own).
+ */
+const OTHER_ROOT = process.env.BENCH_OTHER_ROOT;
 /** which setups to measure (default all): e.g. `sidecar,before` for a change's cost alone */
 const ONLY = env('BENCH_SETUPS', '').split(',').filter(Boolean);
 const wanted = (name) => ONLY.length === 0 || ONLY.includes(name);
@@ -174,7 +182,8 @@ async function runLoad(script, ns, uid, url, rate, pids, headers = {}, attempt =
     throw new Error(what);
   }
   const perThousand = (role) => (result.completed > 0 ? ((after[role] - before[role]) / CLK_TCK / result.completed) * 1000 : NaN);
-  return { ...result, proxyCpu: perThousand('proxy'), agentCpu: perThousand('agent') };
+  const switchesPerRequest = result.completed > 0 ? (after.proxySwitches - before.proxySwitches) / result.completed : NaN;
+  return { ...result, proxyCpu: perThousand('proxy'), agentCpu: perThousand('agent'), switchesPerRequest };
 }
 
 async function startSink(script, ns, uid) {
@@ -231,9 +240,16 @@ function cpuTicks(pid) {
   return Number(fields[11] ?? 0) + Number(fields[12] ?? 0); // utime + stime (fields 14, 15)
 }
 
+/** context switches of a process's main thread (each is a sleep or preemption: wake-ups cost CPU) */
+function switches(pid) {
+  const status = readOr(`/proc/${pid}/status`, '');
+  const n = (field) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+  return n('voluntary_ctxt_switches') + n('nonvoluntary_ctxt_switches');
+}
+
 function cpuByRole(roles) {
   const sum = (pids) => pids.reduce((t, pid) => t + cpuTicks(pid), 0);
-  return { proxy: sum(roles.proxy), agent: sum(roles.agent) };
+  return { proxy: sum(roles.proxy), agent: sum(roles.agent), proxySwitches: roles.proxy.reduce((t, pid) => t + switches(pid), 0) };
 }
 
 /** kB from a /proc status-like file */
@@ -508,7 +524,7 @@ async function measureSetup(name, setup, script, round, results) {
     console.log(
       `round ${round} ${name.padEnd(7)} ${dir.padEnd(16)} @${RATE}/s: ${f(fixed.rps, 0).padStart(5)} req/s p50/p90/p99 ${f(fixed.p50)}/${f(fixed.p90)}/${f(fixed.p99)} ms` +
         ` proxy ${f(fixed.proxyCpu, 3)} agent ${f(fixed.agentCpu, 3)} CPU-s/1k | saturation: ${f(sat.rps, 0).padStart(5)} req/s p50/p90/p99 ${f(sat.p50)}/${f(sat.p90)}/${f(sat.p99)} ms` +
-        ` proxy ${f(sat.proxyCpu, 3)} CPU-s/1k${fixed.errors + sat.errors ? ` ERRORS ${fixed.errors + sat.errors}` : ''} | load ${row.load}`,
+        ` proxy ${f(sat.proxyCpu, 3)} CPU-s/1k, ${f(fixed.switchesPerRequest)} / ${f(sat.switchesPerRequest)} proxy context switches per request${fixed.errors + sat.errors ? ` ERRORS ${fixed.errors + sat.errors}` : ''} | load ${row.load}`,
     );
   }
 }
@@ -557,6 +573,15 @@ function summarise(results) {
         `${name.padEnd(7)} | ${dir.padEnd(16)} | ${f(g((r) => r.fixed.p50))} / ${f(g((r) => r.fixed.p90))} / ${f(g((r) => r.fixed.p99))} | ${f(g((r) => r.fixed.proxyCpu), 3)} | ${f(g((r) => r.fixed.agentCpu), 4)} | ` +
           `${f(g((r) => r.sat.rps, true), 0)} | ${f(g((r) => r.sat.p50))} / ${f(g((r) => r.sat.p99))} | ${f(g((r) => r.sat.proxyCpu), 3)}`,
       );
+    }
+  }
+  if (results.some((r) => r.name === 'other')) {
+    for (const name of ['sidecar', 'before'].filter((n) => results.some((r) => r.name === n))) {
+      for (const dir of ['outbound', 'inbound']) {
+        const ratio = pick(name, dir, (r) => r.sat.rps, true) / pick('other', dir, (r) => r.sat.rps, true);
+        const cpu = pick(name, dir, (r) => r.sat.proxyCpu) / pick('other', dir, (r) => r.sat.proxyCpu);
+        console.log(`  ${dir}: ${name}/other saturation throughput ${f(ratio)}x, proxy CPU per request ${f(cpu)}x`);
+      }
     }
   }
   if (results.some((r) => r.name === 'before')) {
@@ -810,6 +835,7 @@ async function main() {
     if (RETRY_BASELINE) setups['no-retry'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noRetry: true });
     if (DIAGNOSE) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
     if (BASELINE_ROOT) setups.before = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, BASELINE_ROOT) });
+    if (OTHER_ROOT) setups.other = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, OTHER_ROOT) });
     // the policy's cost before and after a change to how APISIX runs it, in the same rounds
     if (BASELINE_ROOT && RBAC) setups['before-rbac'] = await startMeshPod(h, script, { bare: false, services: SERVICES, rbac: true, baseline: await baselineOf(h, BASELINE_ROOT) });
     const results = [];

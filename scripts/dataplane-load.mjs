@@ -28,9 +28,18 @@
 //                           as it takes bytes (64 KiB writes, waiting for drain); the same phases, then
 //                           {"result":{bytes, seconds, bytesPerSecond, errors}}: the bytes handed to the
 //                           kernel inside the window (its send buffer, a few MiB, is the error bound).
+//                           `tls` {ca, cert, key, servername, alpn}: the connection is TLS (a mesh
+//                           client: any server name, the chain verified), written once it is set up.
+//   connect JSON            {host, port, warmupMs, durationMs, concurrency, tls?, resume?}: `concurrency`
+//                           loops, each opening a connection, writing 1 KiB, half-closing and waiting
+//                           for the server's close (a sink closes on the client's end): the same phases,
+//                           then {"result":{completed, errors, resumed, seconds, rps}}: connections per
+//                           second. `resume`: each loop offers the TLS session of its last connection
+//                           (as Envoy keeps one per cluster); `resumed` counts those the server took.
 import { Agent, createServer, request } from 'node:http';
 import { Agent as HttpsAgent, createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect, createServer as createTcpServer } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -42,8 +51,9 @@ if (process.argv[2] === 'serve') serve(process.argv[3], Number(process.argv[4]),
 else if (process.argv[2] === 'load') await load(JSON.parse(process.argv[3]));
 else if (process.argv[2] === 'sink') sink(process.argv[3], Number(process.argv[4]));
 else if (process.argv[2] === 'stream') await stream(JSON.parse(process.argv[3]));
+else if (process.argv[2] === 'connect') await connections(JSON.parse(process.argv[3]));
 else {
-  console.error('usage: dataplane-load.mjs serve HOST PORT BYTES | load JSON | sink HOST PORT | stream JSON');
+  console.error('usage: dataplane-load.mjs serve HOST PORT BYTES | load JSON | sink HOST PORT | stream JSON | connect JSON');
   process.exit(2);
 }
 
@@ -181,16 +191,23 @@ function sink(host, port) {
   createInterface({ input: process.stdin }).on('close', () => process.exit(0));
 }
 
-async function stream({ host, port, warmupMs, durationMs }) {
+/** A TCP connection, or a TLS one as a mesh client (`tls`: any server name, the chain verified); its ready event. */
+function open(host, port, tls, session) {
+  if (!tls) return { socket: connect({ host, port }), ready: 'connect' };
+  const socket = tlsConnect({ host, port, ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.servername, ALPNProtocols: tls.alpn, checkServerIdentity: () => undefined, ...(session ? { session } : {}) });
+  return { socket, ready: 'secureConnect' };
+}
+
+async function stream({ host, port, warmupMs, durationMs, tls }) {
   const chunk = Buffer.alloc(64 * 1024, 's');
-  const socket = connect({ host, port });
+  const { socket, ready } = open(host, port, tls);
   let errors = 0;
   let writing = true;
   let connected = false;
   const pump = () => {
     while (writing && socket.write(chunk));
   };
-  socket.on('connect', () => {
+  socket.on(ready, () => {
     connected = true;
     pump();
   });
@@ -209,5 +226,54 @@ async function stream({ host, port, warmupMs, durationMs }) {
   socket.destroy();
   const seconds = durationMs / 1000;
   say({ result: { bytes: after - before, seconds, bytesPerSecond: (after - before) / seconds, errors: errors + (connected ? 0 : 1) } });
+  process.stdout.write('', () => process.exit(0));
+}
+
+async function connections({ host, port, warmupMs, durationMs, concurrency = 1, tls, resume = false }) {
+  const payload = Buffer.alloc(1024, 'c');
+  const start = performance.now();
+  const windowStart = start + warmupMs;
+  const windowEnd = windowStart + durationMs;
+  let completed = 0;
+  let errors = 0;
+  let resumed = 0;
+  const once = (loop) =>
+    new Promise((resolve) => {
+      const from = performance.now();
+      const counted = from >= windowStart && from < windowEnd;
+      const { socket, ready } = open(host, port, tls, resume ? loop.session : undefined);
+      if (resume) socket.on('session', (session) => (loop.session = session));
+      let settled = false;
+      const done = (ok) => {
+        if (settled) return;
+        settled = true;
+        socket.destroy();
+        if (counted) ok ? completed++ : errors++;
+        resolve();
+      };
+      socket.setTimeout(10_000, () => done(false));
+      let up = false;
+      socket.on(ready, () => {
+        up = true;
+        if (counted && tls && socket.isSessionReused()) resumed++;
+        socket.end(payload);
+      });
+      socket.on('error', () => done(false));
+      // a connection the server closed before it was set up is an error, not a connection served
+      socket.on('close', () => done(up));
+      socket.resume();
+    });
+  setTimeout(() => say({ phase: 'measure' }), Math.max(0, windowStart - performance.now()));
+  // the result only after the window's end was announced (the loops may finish a moment before)
+  const ended = new Promise((resolve) => setTimeout(() => resolve(say({ phase: 'end' })), Math.max(0, windowEnd - performance.now())));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      const loop = {};
+      while (performance.now() < windowEnd) await once(loop);
+    }),
+  );
+  await ended;
+  const seconds = durationMs / 1000;
+  say({ result: { completed, errors, resumed, seconds, rps: completed / seconds } });
   process.stdout.write('', () => process.exit(0));
 }

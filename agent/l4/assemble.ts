@@ -27,10 +27,21 @@ export interface L4Chain {
 export type L4Action =
   /** `tls`: to APISIX's mTLS listener (Istio's mTLS chains), else its HTTP listener */
   | { kind: 'http'; tls?: true; peer_sans?: PeerSanMatch[] }
-  /** `service`: an inbound cluster's service (istiod's metadata), for Istio's TCP metrics (l4_metrics.lua) */
-  | { kind: 'passthrough'; connect_timeout: number; service?: IstioService }
-  | { kind: 'cluster'; clusters: Array<{ upstream_id: string; weight: number }> }
+  /**
+   * `tls` (both): the chain terminates Istio's mTLS first: the front hands the raw TLS to its stream
+   * TLS listener, which checks the peer (`peer_sans`, the chain's network RBAC with its principal)
+   * and then connects where the action says (agent/l4/lua/apisix_mesh/tcp_mtls.lua).
+   * `service` (passthrough): an inbound cluster's service (istiod's metadata), for Istio's TCP metrics (l4_metrics.lua)
+   */
+  | ({ kind: 'passthrough'; connect_timeout: number; service?: IstioService } & MeshTls)
+  | ({ kind: 'cluster'; clusters: Array<{ upstream_id: string; weight: number }> } & MeshTls)
   | { kind: 'refuse'; reason: string };
+
+/** Istio's mTLS terminated in front of a TCP proxy: the chain's SAN matchers (none: any peer of the roots). */
+export interface MeshTls {
+  tls?: true;
+  peer_sans?: PeerSanMatch[];
+}
 
 /**
  * Resolves a listener's chains against the translated clusters and the upstreams APISIX gets: a TCP
@@ -74,6 +85,7 @@ function resolve(
 ): L4Action {
   const target = c.target;
   if (target.kind !== 'tcp') return target;
+  const mtls: MeshTls = target.tls ? { tls: true, ...(target.peer_sans ? { peer_sans: target.peer_sans } : {}) } : {};
   // Istio's REGISTRY_ONLY catch-all and the capture port's own chain: refused by design, no note
   if (target.clusters.length === 1 && target.clusters[0]!.name === BLACK_HOLE) return { kind: 'refuse', reason: BLACK_HOLE };
   const refuse = (reason: string): L4Action => {
@@ -84,7 +96,7 @@ function resolve(
   if (passthrough.every((p) => p)) {
     if (target.clusters.length === 1) {
       const { connectTimeout, service } = passthrough[0]!;
-      return { kind: 'passthrough', connect_timeout: connectTimeout, ...(service ? { service } : {}) };
+      return { kind: 'passthrough', connect_timeout: connectTimeout, ...(service ? { service } : {}), ...mtls };
     }
     return refuse('a weighted split between original destinations');
   }
@@ -95,5 +107,5 @@ function resolve(
     if (!upstreamId) return refuse(clusters.has(name) ? `cluster ${name} is not translatable or has no endpoints yet` : `unknown cluster ${name}`);
     out.push({ upstream_id: upstreamId, weight });
   }
-  return { kind: 'cluster', clusters: out };
+  return { kind: 'cluster', clusters: out, ...mtls };
 }

@@ -40,7 +40,8 @@ export interface L4ChainMatch {
 export type L4ChainTarget =
   /** `tls`: the chain terminates Istio's mTLS (APISIX's TLS listener does, mesh-tls-context.ts) */
   | { kind: 'http'; tls?: true; peer_sans?: PeerSanMatch[] }
-  | { kind: 'tcp'; clusters: Array<{ name: string; weight: number }> }
+  /** `tls`: the chain terminates Istio's mTLS before its TCP proxy (the front's stream TLS listener does) */
+  | { kind: 'tcp'; clusters: Array<{ name: string; weight: number }>; tls?: true; peer_sans?: PeerSanMatch[] }
   | { kind: 'refuse'; reason: string };
 
 export interface L4ChainDraft {
@@ -111,8 +112,9 @@ function l4Chain(chain: FilterChain, fallbackName: string, skip: SkipList | unde
     notes.push({ kind: 'listener', name: listenerName, reason: 'tls-termination-unsupported', detail: `${name}: terminates TLS (${tls}), which the front does not: its connections are refused`, skipped: true });
     return { name, match, target: { kind: 'refuse', reason: `terminates TLS (${tls})` } };
   }
-  const httpTarget: L4ChainTarget =
-    transport.kind === 'istio-mtls' ? { kind: 'http', tls: true, ...(transport.peerSans.length ? { peer_sans: transport.peerSans } : {}) } : { kind: 'http' };
+  // what the chain's Istio mTLS asks of the side that terminates it (HTTP or TCP)
+  const mtls = transport.kind === 'istio-mtls' ? { tls: true as const, ...(transport.peerSans.length ? { peer_sans: transport.peerSans } : {}) } : {};
+  const httpTarget: L4ChainTarget = { kind: 'http', ...mtls };
   const inventory = inventoryFilters(filters, skip);
   if (inventory.unenforced.length) {
     // An HTTP chain goes to the HTTP listener, where its scope's refusal route answers 403 as Envoy's
@@ -129,7 +131,7 @@ function l4Chain(chain: FilterChain, fallbackName: string, skip: SkipList | unde
         ? [{ name: tcp.cluster, weight: 1 }]
         : (tcp?.weighted_clusters?.clusters ?? []).map((c) => ({ name: c.name ?? '', weight: weightOf(c.weight) }));
       if (!clusters.length || clusters.some((c) => !c.name)) return { name, match, target: { kind: 'refuse', reason: 'tcp_proxy without a cluster' } };
-      return { name, match, target: { kind: 'tcp', clusters }, ...(inventory.networkRbac.length ? { rbac: inventory.networkRbac } : {}) };
+      return { name, match, target: { kind: 'tcp', clusters, ...mtls }, ...(inventory.networkRbac.length ? { rbac: inventory.networkRbac } : {}) };
     }
   }
   notes.push({ kind: 'listener', name: listenerName, reason: 'no-terminal-filter', detail: `${name}: neither an HTTP connection manager nor a TCP proxy: its connections are refused`, skipped: true });
@@ -158,13 +160,14 @@ function chainMatch(chain: FilterChain): L4ChainMatch {
 }
 
 /**
- * What the front cannot terminate: TLS other than Istio's mTLS, and Istio's mTLS anywhere but in
- * front of inbound HTTP (APISIX's TLS listener hands its requests to the routes; a TCP proxy would
- * need TLS terminated in the stream subsystem, which has no original destination there).
+ * What the front cannot terminate: TLS other than Istio's mTLS, and Istio's mTLS anywhere but on
+ * inbound listeners (in front of HTTP, APISIX's TLS listener hands its requests to the routes; in
+ * front of a TCP proxy, the front's stream TLS listener hands the plaintext bytes to the proxy's
+ * cluster: agent/l4/lua/apisix_mesh/tcp_mtls.lua). istiod writes neither on outbound listeners.
  */
 function unsupportedTls(transport: ChainTransport, http: boolean, inbound: boolean): string | undefined {
   if (transport.kind === 'other-tls') return transport.what;
-  if (transport.kind === 'istio-mtls' && !(http && inbound)) return `Istio's mTLS for ${http ? 'outbound HTTP' : 'a TCP proxy'}`;
+  if (transport.kind === 'istio-mtls' && !inbound) return `Istio's mTLS for outbound ${http ? 'HTTP' : 'TCP'}`;
   return undefined;
 }
 

@@ -12,12 +12,21 @@ import type { SimpleTls } from './upstream-tls.js';
  * such name: refused rather than sent without SNI or checked against nothing.
  */
 export interface SimpleTlsFields {
-  /** where the server's chain is verified: the system bundle of the APISIX image, a CA file in the APISIX container, or not at all (insecureSkipVerify) */
-  verify?: 'system' | 'file' | 'none';
+  /**
+   * where the server's chain is verified: the system bundle of the APISIX image, a CA file in the
+   * APISIX container, an SDS secret from istiod (credentialName), or not at all (insecureSkipVerify)
+   */
+  verify?: 'system' | 'file' | 'secret' | 'none';
   ca_file?: string;
-  /** DestinationRule MUTUAL: the client certificate chain and its key, files in the APISIX container */
+  /** the DestinationRule's caCrl: a CRL file in the APISIX container, checked with ca_file or the system bundle */
+  crl_file?: string;
+  /** credentialName: the SDS name of the CA secret (`kubernetes://<name>-cacert`, /apisix/mesh_sds) */
+  ca_secret?: string;
+  /** DestinationRule MUTUAL: the client certificate chain and its key, files in the APISIX container ... */
   client_cert_file?: string;
   client_key_file?: string;
+  /** ... or the SDS name of the secret istiod serves for credentialName (`kubernetes://<name>`) */
+  client_secret?: string;
   /** for connections from APISIX's HTTP side only (Envoy applies auto_* to HTTP upstreams only) */
   auto_sni_host?: string;
   auto_san_host?: string;
@@ -34,7 +43,10 @@ export function clusterHost(cluster: string): string | undefined {
 export function simpleTlsFields(cluster: string, tls: SimpleTls): SimpleTlsFields | { refusal: string } {
   const out: SimpleTlsFields = { verify: tls.roots.kind };
   if (tls.roots.kind === 'file') out.ca_file = tls.roots.path;
-  if (tls.client) {
+  if (tls.crlFile) out.crl_file = tls.crlFile;
+  if (tls.roots.kind === 'secret') out.ca_secret = tls.roots.name;
+  if (tls.client && 'secret' in tls.client) out.client_secret = tls.client.secret;
+  else if (tls.client) {
     out.client_cert_file = tls.client.cert;
     out.client_key_file = tls.client.key;
   }

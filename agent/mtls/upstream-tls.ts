@@ -11,9 +11,12 @@ import { unpackAny, type PackedAny } from '../xds/codec.js';
  * exactly is accepted: Istio's mutual TLS (SDS secrets `default` and `ROOTCA`, i.e. the workload
  * certificate and the mesh root) and DestinationRule SIMPLE / MUTUAL with files (the server
  * checked against the system roots or a CA file, a client certificate and key from files:
- * `file-root:` / `file-cert:` SDS names as istiod writes them), with SAN matchers the relay
- * evaluates. Anything else that asks for TLS (`credentialName`, inline certificates, pinned hashes,
- * CRLs, regex SAN matchers) is refused: never plaintext, never an unchecked peer.
+ * `file-root:` / `file-cert:` SDS names as istiod writes them) or with `credentialName` (istiod's
+ * own SDS over the ADS stream: `kubernetes://<name>` for the client certificate,
+ * `kubernetes://<name>-cacert` for the CA; agent/mtls/sds-secrets.ts), with SAN matchers the relay
+ * evaluates, and CRLs (a caCrl file, a credentialName CA secret's ca.crl). Anything else that asks for
+ * TLS (inline certificates or CRLs, pinned hashes, regex SAN matchers, SDS from another server) is
+ * refused: never plaintext, never an unchecked peer.
  */
 
 const UPSTREAM_TLS = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
@@ -37,19 +40,27 @@ export interface MeshMutualTls {
   alpn: string[];
 }
 
-/** Where a SIMPLE server's chain is verified against: istiod's `file-root:system`, `file-root:<path>`, or nothing (insecureSkipVerify). */
-export type TrustedRoots = { kind: 'system' } | { kind: 'file'; path: string } | { kind: 'none' };
+/**
+ * Where a SIMPLE server's chain is verified against: istiod's `file-root:system`, `file-root:<path>`,
+ * an SDS secret from istiod (credentialName's `kubernetes://<name>-cacert`), or nothing (insecureSkipVerify).
+ */
+export type TrustedRoots = { kind: 'system' } | { kind: 'file'; path: string } | { kind: 'secret'; name: string } | { kind: 'none' };
 
 /** DestinationRule SIMPLE (TLS origination to an external service), or MUTUAL with a client certificate from files. */
 export interface SimpleTls {
   kind: 'simple';
-  /** MUTUAL: the client certificate chain and key, files in the APISIX container (istiod's `file-cert:<cert>~<key>`) */
-  client?: { cert: string; key: string };
+  /**
+   * MUTUAL: the client certificate chain and key, files in the APISIX container (istiod's
+   * `file-cert:<cert>~<key>`), or the SDS secret istiod serves for credentialName (`kubernetes://<name>`)
+   */
+  client?: { cert: string; key: string } | { secret: string };
   /** the DestinationRule's `sni`; empty: Envoy's auto_sni (the request's host) on HTTP, none on TCP */
   sni: string;
   san: SanMatcher[];
   roots: TrustedRoots;
   alpn: string[];
+  /** the DestinationRule's caCrl: a CRL file in the APISIX container (with file or system roots only, as istiod) */
+  crlFile?: string;
   /** the cluster's HttpProtocolOptions: SNI, and a DNS SAN check, from the request's host */
   autoSni: boolean;
   autoSanValidation: boolean;
@@ -135,7 +146,8 @@ function upstreamTls(tls: UpstreamTlsContext, auto: AutoHost): TransportPolicy {
   const refused = (reason: string): TransportPolicy => ({ kind: 'refused', reason });
   const certSecrets = common.tls_certificate_sds_secret_configs ?? [];
   const combined = common.combined_validation_context;
-  const rootSecret = combined?.validation_context_sds_secret_config?.name ?? common.validation_context_sds_secret_config?.name;
+  const rootConfig = combined?.validation_context_sds_secret_config ?? common.validation_context_sds_secret_config;
+  const rootSecret = rootConfig?.name;
   if (common.tls_certificates?.length || common.tls_certificate_provider_instance || common.validation_context_certificate_provider_instance) {
     return refused('inline or provider certificates are not supported');
   }
@@ -144,21 +156,33 @@ function upstreamTls(tls: UpstreamTlsContext, auto: AutoHost): TransportPolicy {
   let client: SimpleTls['client'];
   if (certSecrets.length && !isMeshIdentity) {
     const name = certSecrets[0]!.name ?? '';
-    if (certSecrets.length > 1 || !name.startsWith('file-cert:')) {
-      return refused(
-        name.startsWith('kubernetes://')
-          ? `DestinationRule MUTUAL with credentialName (${name.slice(0, 80)}): secrets from istiod's SDS are not supported yet`
-          : `a client certificate from the SDS secret ${JSON.stringify(name.slice(0, 80))}`,
-      );
+    if (certSecrets.length > 1) return refused('more than one client certificate');
+    if (isIstiodSecret(name)) {
+      const notAds = istiodSecretProblem(certSecrets[0]!);
+      if (notAds) return refused(notAds);
+      client = { secret: name };
+    } else if (name.startsWith('file-cert:')) {
+      const files = clientCertFiles(name);
+      if (typeof files === 'string') return refused(files);
+      client = files;
+    } else {
+      return refused(`a client certificate from the SDS secret ${JSON.stringify(name.slice(0, 80))}`);
     }
-    const files = clientCertFiles(name);
-    if (typeof files === 'string') return refused(files);
-    client = files;
   }
   const validation: CertificateValidationContext = combined?.default_validation_context ?? common.validation_context ?? {};
   if (validation.verify_certificate_hash?.length || validation.verify_certificate_spki?.length) return refused('pinned certificate hashes are not enforced');
   if (validation.match_typed_subject_alt_names?.length) return refused('typed SAN matchers are not enforced');
-  if (validation.custom_validator_config || validation.trusted_ca || validation.crl) return refused('a custom validator, an inline trusted CA or a CRL (caCrl) is not enforced');
+  if (validation.custom_validator_config || validation.trusted_ca) return refused('a custom validator or an inline trusted CA is not enforced');
+  if (validation.only_verify_leaf_cert_crl) return refused('only_verify_leaf_cert_crl is not supported');
+  // caCrl: istiod gives the file as the default validation context's `crl` (cluster_tls.go constructUpstreamTLS)
+  let crlFile: string | undefined;
+  if (validation.crl) {
+    const path = validation.crl.specifier === 'filename' ? validation.crl.filename ?? '' : undefined;
+    if (path === undefined) return refused('an inline CRL is not enforced');
+    const problem = filePathProblem(path, 'CRL');
+    if (problem) return refused(problem);
+    crlFile = path;
+  }
   if (validation.allow_expired_certificate) return refused('allow_expired_certificate is not supported');
   const san: SanMatcher[] = [];
   for (const m of validation.match_subject_alt_names ?? []) {
@@ -168,10 +192,11 @@ function upstreamTls(tls: UpstreamTlsContext, auto: AutoHost): TransportPolicy {
   }
   const alpn = [...(common.alpn_protocols ?? [])];
   if (isMeshIdentity) return { kind: 'istio-mutual', sni: tls.sni ?? '', san, alpn };
-  const roots = trustedRoots(rootSecret);
+  const roots = rootConfig && isIstiodSecret(rootSecret ?? '') ? (istiodSecretProblem(rootConfig) ?? { kind: 'secret' as const, name: rootSecret! }) : trustedRoots(rootSecret);
   if (typeof roots === 'string') return refused(roots);
   if (roots.kind === 'none' && san.length) return refused('SAN matchers without a CA to verify the chain against');
-  const simple: SimpleTls = { kind: 'simple', sni: tls.sni ?? '', san, roots, alpn, autoSni: auto.autoSni, autoSanValidation: auto.autoSanValidation && roots.kind !== 'none' };
+  if (crlFile && roots.kind !== 'file' && roots.kind !== 'system') return refused('a CRL file (caCrl) without a CA file or the system roots');
+  const simple: SimpleTls = { kind: 'simple', sni: tls.sni ?? '', san, roots, alpn, autoSni: auto.autoSni, autoSanValidation: auto.autoSanValidation && roots.kind !== 'none', ...(crlFile ? { crlFile } : {}) };
   return client ? { ...simple, client } : simple;
 }
 
@@ -195,8 +220,46 @@ function trustedRoots(secret: string | undefined): TrustedRoots | string {
   if (secret === 'file-root:system') return { kind: 'system' };
   const path = secret.startsWith('file-root:') ? secret.slice('file-root:'.length) : undefined;
   if (path !== undefined) return filePathProblem(path, 'CA certificate') ?? { kind: 'file', path };
-  if (secret.startsWith('kubernetes://')) return `CA certificates from credentialName (${secret.slice(0, 80)}): secrets from istiod's SDS are not supported yet`;
   return `a validation context from the SDS secret ${JSON.stringify(secret.slice(0, 80))}`;
+}
+
+/**
+ * The SDS names istiod itself serves over ADS for credentialName (pilot/pkg/model/credentials/
+ * resource.go): `kubernetes://` secrets (of the proxy's namespace), and since Istio 1.26
+ * `configmap://<namespace>/<name>` CA certificates (BackendTLSPolicy).
+ */
+export function isIstiodSecret(name: string): boolean {
+  return /^(kubernetes|configmap):\/\/[\x21-\x7e]{1,1000}$/.test(name);
+}
+
+interface SdsSecretConfigLike {
+  name?: string;
+  sds_config?: { ads?: unknown; config_source_specifier?: string } | null;
+}
+
+/** A credentialName secret not fetched from istiod over the ADS stream (a UDS credential socket, an SDS extension provider): refused. */
+function istiodSecretProblem(config: SdsSecretConfigLike): string | undefined {
+  if (config.sds_config?.ads) return undefined;
+  return `the SDS secret ${(config.name ?? '').slice(0, 80)} from another SDS server than istiod's ADS stream (${config.sds_config?.config_source_specifier ?? 'no sds_config'})`;
+}
+
+/** The secrets of a cluster's TLS contexts the agent asks istiod for over ADS (credentialName). */
+export function clusterSecretNames(cluster: Cluster): string[] {
+  const names: string[] = [];
+  const sockets = [cluster.transport_socket, ...(cluster.transport_socket_matches ?? []).map((m) => m.transport_socket)];
+  for (const socket of sockets) {
+    const config = socket?.typed_config as PackedAny | null | undefined;
+    if (config?.type_url !== UPSTREAM_TLS) continue;
+    const common = unpackAny<UpstreamTlsContext>(config)?.common_tls_context;
+    if (!common) continue;
+    const configs = [
+      ...(common.tls_certificate_sds_secret_configs ?? []),
+      common.combined_validation_context?.validation_context_sds_secret_config,
+      common.validation_context_sds_secret_config,
+    ];
+    for (const c of configs) if (c?.name && isIstiodSecret(c.name) && !istiodSecretProblem(c)) names.push(c.name);
+  }
+  return [...new Set(names)];
 }
 
 function sanMatcher(m: StringMatcher): SanMatcher | undefined {

@@ -27,7 +27,8 @@ import { compileJwtFilter, JwtCompileError, type CompiledJwtFilter } from './jwt
  * evaluated in the same plugin before RBAC — Istio puts it before its RBAC filters, and a chain
  * that puts it after one is refused. One that cannot be compiled stays unenforced. The network RBAC
  * filter on a TCP chain (where Istio writes it) is compiled the same way and judged per connection
- * by the L4 front, before anything is forwarded (agent/l4/); one that cannot be compiled, or one on
+ * by the L4 front, before anything is forwarded (agent/l4/; behind Istio's mTLS, by its stream TLS
+ * listener after the handshake, with the peer's principal); one that cannot be compiled, or one on
  * an HTTP chain, stays unenforced.
  */
 const T = 'type.googleapis.com/';

@@ -2,11 +2,14 @@ import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type protobuf from 'protobufjs';
-import { envoyRoot, TYPE_URL, type XdsKind } from './protos.js';
+import { envoyRoot, STREAM_TYPE_URL, type StreamKind, type XdsKind } from './protos.js';
 import type { PackedAny } from './codec.js';
 import type { Cluster, Listener } from './envoy-types.js';
 import { checkWireFormat } from './wire-check.js';
 import { RESOURCE_TYPES, edsServiceNames, listenerRouteConfigNames } from './resource-types/index.js';
+import { secretResourceType } from './resource-types/secret.js';
+import { clusterSecretNames, isIstiodSecret } from '../mtls/upstream-tls.js';
+import type { XdsResourceType } from './resource-types/resource-type.js';
 import type { ChangedResource, XdsChange } from '../translate/snapshot.js';
 import { peekStringField } from './wire-check.js';
 import { jitteredBackoff, type Backoff } from '../backoff.js';
@@ -14,7 +17,10 @@ import { jitteredBackoff, type Backoff } from '../backoff.js';
 const ADS_PATH = '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources';
 /** The order Envoy subscribes in and istiod pushes in: clusters before what uses them. */
 const KINDS: XdsKind[] = ['cluster', 'endpoint', 'listener', 'route'];
-const WILDCARD: ReadonlySet<XdsKind> = new Set(['cluster', 'listener']);
+/** ... and the secrets of `credentialName` (SDS on the same stream), last, as istiod pushes them. */
+const STREAM_KINDS: StreamKind[] = [...KINDS, 'secret'];
+const WILDCARD: ReadonlySet<StreamKind> = new Set(['cluster', 'listener']);
+const STREAM_RESOURCE_TYPES: Readonly<Record<StreamKind, XdsResourceType<unknown>>> = { ...RESOURCE_TYPES, secret: secretResourceType as XdsResourceType<unknown> };
 
 export interface AdsLogger {
   info(msg: string): void;
@@ -44,9 +50,13 @@ export interface AdsClientOptions {
 
 const NO_REFS: readonly string[] = [];
 
-/** The names a resource makes the client subscribe to. */
-const REFS: Partial<Record<XdsKind, (resource: never) => readonly string[]>> = {
-  cluster: (c: Cluster) => edsServiceNames([c]),
+/**
+ * The names a resource makes the client subscribe to. A cluster's are its EDS name and the
+ * `kubernetes://` secrets its TLS names (SDS over ADS); an EDS name is a cluster's name, never a
+ * `kubernetes://` one, so the two are told apart by that prefix.
+ */
+const REFS: Partial<Record<StreamKind, (resource: never) => readonly string[]>> = {
+  cluster: (c: Cluster) => [...edsServiceNames([c]), ...clusterSecretNames(c)],
   listener: (l: Listener) => listenerRouteConfigNames(l),
 };
 
@@ -77,6 +87,13 @@ interface Held {
   refs: readonly string[];
 }
 
+/** The `secrets` event: SDS secrets a response added or changed (decoded), and those no cluster names any more. */
+export interface SecretChange {
+  kind: 'secret';
+  changed: Map<string, unknown>;
+  removed: string[];
+}
+
 export interface AdsStats {
   responses: number;
   acks: number;
@@ -100,12 +117,13 @@ export interface AdsStats {
  *
  * Events: `changes` (XdsChange: the resources a response added or changed, decoded, and the names
  * it removed, once per type it changed; synchronous, the decoded resources are not kept after it)
- * then `update` (kinds: Set<XdsKind>) after every accepted response; `ack`/`nack` (kind, detail);
+ * then `update` (kinds: Set<XdsKind>) after every accepted response; `secrets` (SecretChange) for
+ * SDS responses (the `kubernetes://` secrets the clusters name, subscribed like EDS names); `ack`/`nack` (kind, detail);
  * `connected`; `disconnected` (error); `reconnecting` (delayMs).
  */
 export class AdsClient extends EventEmitter {
-  private readonly state = new Map<XdsKind, TypeState>(
-    KINDS.map((k) => [k, { version: '', nonce: '', names: [], subscribed: new Map(), encodedNames: new Uint8Array(), digests: new Map(), refs: new Map(), received: false }]),
+  private readonly state = new Map<StreamKind, TypeState>(
+    STREAM_KINDS.map((k) => [k, { version: '', nonce: '', names: [], subscribed: new Map(), encodedNames: new Uint8Array(), digests: new Map(), refs: new Map(), received: false }]),
   );
   private readonly client: grpc.Client;
   private readonly requestType: protobuf.Type;
@@ -159,6 +177,11 @@ export class AdsClient extends EventEmitter {
     return Object.fromEntries(KINDS.map((k) => [k, this.state.get(k)!.version])) as Record<XdsKind, string>;
   }
 
+  /** The SDS version last accepted (credentialName's secrets; not among `versions`, which are translated). */
+  secretVersion(): string {
+    return this.state.get('secret')!.version;
+  }
+
   /** Subscribed EDS/RDS names that have not been answered yet. */
   pendingNames(): { endpoint: string[]; route: string[] } {
     const pending = (kind: XdsKind) => {
@@ -166,6 +189,27 @@ export class AdsClient extends EventEmitter {
       return s.names.filter((n) => !s.digests.has(n));
     };
     return { endpoint: pending('endpoint'), route: pending('route') };
+  }
+
+  /**
+   * Subscribed `kubernetes://` secrets istiod has not sent, each with the clusters that name it.
+   * istiod leaves out a secret that does not exist or that this proxy may not read (sds.go,
+   * filterAuthorizedResources) without saying so: until it arrives the relay refuses those clusters.
+   */
+  pendingSecrets(): Map<string, string[]> {
+    const secrets = this.state.get('secret')!;
+    return this.secretUsers(secrets.names.filter((name) => !secrets.digests.has(name)));
+  }
+
+  /** The clusters that name each of these secrets. */
+  secretUsers(names: Iterable<string>): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    for (const name of names) out.set(name, []);
+    if (out.size === 0) return out;
+    for (const [cluster, refs] of this.state.get('cluster')!.refs) {
+      for (const ref of typeof refs === 'string' ? [refs] : refs) out.get(ref)?.push(cluster);
+    }
+    return out;
   }
 
   /**
@@ -229,7 +273,7 @@ export class AdsClient extends EventEmitter {
     // in istiod's push order.
     this.send('cluster');
     this.send('listener');
-    for (const kind of ['endpoint', 'route'] as const) if (this.state.get(kind)!.names.length) this.send(kind);
+    for (const kind of ['endpoint', 'route', 'secret'] as const) if (this.state.get(kind)!.names.length) this.send(kind);
   }
 
   private scheduleReconnect(err?: Error): void {
@@ -245,10 +289,10 @@ export class AdsClient extends EventEmitter {
     }, delay);
   }
 
-  private send(kind: XdsKind, errorDetail?: string): void {
+  private send(kind: StreamKind, errorDetail?: string): void {
     const s = this.state.get(kind)!;
     const request: Record<string, unknown> = {
-      type_url: TYPE_URL[kind],
+      type_url: STREAM_TYPE_URL[kind],
       version_info: s.version,
       response_nonce: s.nonce,
     };
@@ -265,7 +309,7 @@ export class AdsClient extends EventEmitter {
   private onResponse(response: Record<string, unknown>): void {
     this.stats.responses++;
     const typeUrl = String(response['type_url'] ?? '');
-    const kind = KINDS.find((k) => TYPE_URL[k] === typeUrl);
+    const kind = STREAM_KINDS.find((k) => STREAM_TYPE_URL[k] === typeUrl);
     if (!kind) {
       this.log('warn', `ignoring xDS response of unrequested type ${typeUrl.slice(0, 200)}`);
       return;
@@ -309,21 +353,33 @@ export class AdsClient extends EventEmitter {
       this.emit('ack', kind, version);
     }
     if (!outcome.accepted) return;
+    if (kind === 'secret') {
+      // not configuration to translate: the relay's key material (agent/mtls/sds-secrets.ts)
+      if (outcome.changed.size) this.emit('secrets', { kind, changed: outcome.changed, removed } satisfies SecretChange);
+      return;
+    }
     if (outcome.changed.size || removed.length) this.emit('changes', { kind, changed: outcome.changed, removed } satisfies XdsChange<unknown>);
-    if (kind === 'cluster') this.resubscribe('endpoint', [...s.refs.values()].flat());
+    if (kind === 'cluster') {
+      const refs = [...s.refs.values()].flat();
+      this.resubscribe('endpoint', refs.filter((n) => !isIstiodSecret(n)));
+      this.resubscribe('secret', refs.filter(isIstiodSecret));
+    }
     if (kind === 'listener') this.resubscribe('route', [...s.refs.values()].flat());
     this.emit('update', new Set([kind]));
   }
 
   /** EDS/RDS names follow CDS/LDS; dropped names are forgotten (that is their deletion). */
-  private resubscribe(kind: 'endpoint' | 'route', names: string[]): void {
+  private resubscribe(kind: 'endpoint' | 'route' | 'secret', names: string[]): void {
     const s = this.state.get(kind)!;
     const sorted = [...new Set(names)].sort();
     if (sorted.length === s.names.length && sorted.every((n, i) => n === s.names[i])) return;
     const keep = new Map(sorted.map((n) => [n, n]));
     const removed = [...s.digests.keys()].filter((name) => !keep.has(name));
     for (const name of removed) s.digests.delete(name);
-    if (removed.length) this.emit('changes', { kind, changed: new Map(), removed } satisfies XdsChange<unknown>);
+    if (removed.length) {
+      if (kind === 'secret') this.emit('secrets', { kind, changed: new Map(), removed } satisfies SecretChange);
+      else this.emit('changes', { kind, changed: new Map(), removed } satisfies XdsChange<unknown>);
+    }
     const added = sorted.some((n) => !s.subscribed.has(n));
     s.names = sorted;
     s.subscribed = keep;
@@ -341,8 +397,8 @@ export class AdsClient extends EventEmitter {
    * undefined when nothing of the response may be taken. `changed`: what `prepare` made of the
    * accepted resources that are new or changed. `errors` is what the NACK says.
    */
-  private decodeAll(kind: XdsKind, s: TypeState, packed: PackedAny[]): { accepted?: Map<string, Held>; changed: Map<string, unknown>; errors: string[] } {
-    const resourceType = RESOURCE_TYPES[kind];
+  private decodeAll(kind: StreamKind, s: TypeState, packed: PackedAny[]): { accepted?: Map<string, Held>; changed: Map<string, unknown>; errors: string[] } {
+    const resourceType = STREAM_RESOURCE_TYPES[kind];
     const refs = REFS[kind] as ((resource: unknown) => readonly string[]) | undefined;
     const lastGood = (name: string): Held | undefined => {
       const digest = s.digests.get(name);
@@ -364,7 +420,7 @@ export class AdsClient extends EventEmitter {
       return true;
     };
     packed.forEach((any, index) => {
-      if (any.type_url !== TYPE_URL[kind]) {
+      if (any.type_url !== STREAM_TYPE_URL[kind]) {
         errors.push(`resource ${index}: type ${String(any.type_url).slice(0, 200)} in a ${kind} response`);
         whole = false;
         return;
@@ -397,7 +453,8 @@ export class AdsClient extends EventEmitter {
       if (duplicate(name)) return;
       // a name equal to the resource's own is the same string (an EDS cluster's, mostly)
       out.set(name, { digest, refs: refs?.(result.value).map((ref) => (ref === name ? name : ref)) ?? NO_REFS });
-      changed.set(name, this.prepare(kind, name, result.value, bytes));
+      // a secret is handed on as decoded (its material is taken from it at once, nothing keeps it)
+      changed.set(name, kind === 'secret' ? result.value : this.prepare(kind, name, result.value, bytes));
     });
     return whole ? { accepted: out, changed, errors } : { changed: new Map(), errors };
   }

@@ -46,6 +46,16 @@ export const TYPE_URL = {
 
 export type XdsKind = keyof typeof TYPE_URL;
 
+/**
+ * SDS over the same ADS stream (istiod: pilot/pkg/xds/sds.go): the secrets a DestinationRule's
+ * `credentialName` names (`kubernetes://<name>`, `kubernetes://<name>-cacert`). Not an XdsKind:
+ * secrets are not translated into APISIX objects but handed to the TLS relay (agent/mtls/sds-secrets.ts).
+ */
+export const SECRET_TYPE_URL = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret';
+/** Every type the agent's ADS stream carries. */
+export type StreamKind = XdsKind | 'secret';
+export const STREAM_TYPE_URL: Readonly<Record<StreamKind, string>> = { ...TYPE_URL, secret: SECRET_TYPE_URL };
+
 /** Typed configs the agent reads inside resources (one spelling for every reader). */
 export const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 export const TCP_PROXY_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy';

@@ -24,11 +24,21 @@ interface Seen {
   peer: string;
 }
 
-/** An HTTP(S) app: `/status/<code>` answers that code, `/hang` never answers; records each request. */
+/**
+ * An HTTP(S) app: `/status/<code>` answers that code, `/hang` never answers, `/go?status=&location=`
+ * answers that status with that Location (none when empty), `/loop` redirects to itself; records
+ * each request.
+ */
 function appHandler(seen: Seen[]) {
   return (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
     seen.push({ url: req.url ?? '', headers: req.headers, peer: req.socket.remoteAddress ?? '' });
     if (req.url === '/hang') return;
+    const url = new URL(req.url ?? '/', 'http://app');
+    if (url.pathname === '/go' || url.pathname === '/loop') {
+      const location = url.pathname === '/loop' ? '/loop' : url.searchParams.get('location') ?? '';
+      res.writeHead(Number(url.searchParams.get('status') ?? 302), location ? { location } : {});
+      return res.end('moved');
+    }
     const m = /^\/status\/(\d{3})$/.exec(req.url ?? '');
     const code = m ? Number(m[1]) : 200;
     res.writeHead(code, code >= 300 && code < 400 ? { location: '/status/500' } : {});
@@ -113,10 +123,57 @@ describe('app probes run by the agent against real servers', () => {
       expect(seen[0]!.headers['user-agent']).toBe('kube-probe/1.31');
     });
 
-    it('302 passes (the kubelet counts 200-399) and is not followed to the 500 it points at', async () => {
+    // The kubelet's and pilot-agent's prober: Go's http.Client with the kubelet's redirect checker
+    const go = (status: number, location: string) => `/go?status=${status}&location=${encodeURIComponent(location)}`;
+
+    it('a redirect to the pod itself is followed: the page it points at decides (302 to a 500 fails, 301 to a 200 passes)', async () => {
       seen.length = 0;
-      expect(await run({ httpGet: { port: ports.http, path: '/status/302' } })).toMatchObject({ status: 200, detail: expect.stringContaining('302') });
-      expect(seen.map((s) => s.url)).toEqual(['/status/302']);
+      expect(await run({ httpGet: { port: ports.http, path: '/status/302' } })).toMatchObject({ status: 500 });
+      expect(seen.map((s) => s.url)).toEqual(['/status/302', '/status/500']);
+      seen.length = 0;
+      expect(await run({ httpGet: { port: ports.http, path: go(301, '/status/200') } })).toMatchObject({ status: 200 });
+      expect(seen.map((s) => [s.url, s.peer])).toEqual([[go(301, '/status/200'), '127.0.0.6'], ['/status/200', '127.0.0.6']]);
+    });
+
+    it('a redirect to the same host on another port and scheme is followed (307 and 308 too), from 127.0.0.6', async () => {
+      seen.length = 0;
+      const there = `https://127.0.0.1:${ports.https}/status/204`;
+      expect(await run({ httpGet: { port: ports.http, path: go(307, there) } })).toMatchObject({ status: 204 });
+      expect(await run({ httpGet: { port: ports.http, path: go(308, `https://127.0.0.1:${ports.https}/status/503`) } })).toMatchObject({ status: 503 });
+      expect(seen.map((s) => s.url)).toEqual([go(307, there), '/status/204', go(308, `https://127.0.0.1:${ports.https}/status/503`), '/status/503']);
+      expect(seen.every((s) => s.peer === '127.0.0.6')).toBe(true);
+    });
+
+    it('a redirect to another host is not followed and passes (the kubelet\'s warning; pilot-agent answers 200)', async () => {
+      seen.length = 0;
+      const outcome = await run({ httpGet: { port: ports.http, path: go(302, `http://localhost:${ports.http}/status/500`) } });
+      expect(outcome).toEqual({ status: 200, detail: '302 (redirect to localhost, not followed)' });
+      expect(seen).toHaveLength(1);
+    });
+
+    it('the probe\'s Host header goes with a relative redirect, not with an absolute one (Go\'s client)', async () => {
+      const host = [{ name: 'Host', value: 'app.example' }];
+      seen.length = 0;
+      expect(await run({ httpGet: { port: ports.http, path: go(302, '/status/200'), httpHeaders: host } })).toMatchObject({ status: 200 });
+      expect(seen.map((s) => s.headers.host)).toEqual(['app.example', 'app.example']);
+      seen.length = 0;
+      expect(await run({ httpGet: { port: ports.http, path: go(302, `http://127.0.0.1:${ports.http}/status/200`), httpHeaders: host } })).toMatchObject({ status: 200 });
+      expect(seen.map((s) => s.headers.host)).toEqual(['app.example', `127.0.0.1:${ports.http}`]);
+      expect(seen[1]!.headers['user-agent']).toBe('kube-probe/1.31');
+    });
+
+    it('a redirect loop fails once ten requests were made ("stopped after 10 redirects")', async () => {
+      seen.length = 0;
+      expect(await run({ httpGet: { port: ports.http, path: '/loop' } })).toMatchObject({ status: 500, detail: expect.stringContaining('stopped after 10 redirects') });
+      expect(seen).toHaveLength(10);
+    });
+
+    it('3xx that Go does not follow (300, 304), and a redirect without Location, are answers: they pass as 200', async () => {
+      seen.length = 0;
+      for (const path of [go(300, '/status/500'), go(304, '/status/500'), go(302, '')]) {
+        expect(await run({ httpGet: { port: ports.http, path } })).toMatchObject({ status: 200 });
+      }
+      expect(seen).toHaveLength(3);
     });
 
     it('500 and 404 fail with the app\'s status', async () => {

@@ -137,7 +137,7 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
     ]);
   });
 
-  it('Istio\'s inbound mTLS chains: HTTP goes to APISIX\'s mTLS listener; a TCP proxy behind mTLS is refused (the front would hand the app unverified bytes)', () => {
+  it('Istio\'s inbound mTLS chains: HTTP goes to APISIX\'s mTLS listener; a TCP proxy behind mTLS keeps its cluster, with the chain\'s TLS for the front\'s stream TLS listener', () => {
     // the fixture's inbound listener (PERMISSIVE) without its policy filters, so that only the transport socket can refuse
     const inbound = loadCanonical('istio-sidecar-listeners-configdump.yaml').listener.find((l) => l['name'] === 'virtualInbound')!;
     const stripped = JSON.parse(JSON.stringify(inbound, (k, v: unknown) => (k === 'filters' || k === 'http_filters') && Array.isArray(v) ? v.filter((f: { name?: string }) => !/rbac|ext_authz/.test(f.name ?? '')) : v)) as Json;
@@ -151,8 +151,11 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
     expect(httpTls.length).toBeGreaterThan(0);
     expect(tcpTls.length).toBeGreaterThan(0);
     for (const i of httpTls) expect(d.chains[i]!.target, d.chains[i]!.name).toEqual({ kind: 'http', tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://cluster.local/' }] });
-    for (const i of tcpTls) expect(d.chains[i]!.target, d.chains[i]!.name).toEqual({ kind: 'refuse', reason: "terminates TLS (Istio's mTLS for a TCP proxy)" });
-    expect(d.notes.filter((n) => n.reason === 'tls-termination-unsupported').length).toBe(tcpTls.length);
+    for (const i of tcpTls) {
+      expect(d.chains[i]!.target, d.chains[i]!.name).toMatchObject({ kind: 'tcp', tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://cluster.local/' }] });
+      expect((d.chains[i]!.target as { clusters: unknown[] }).clusters.length).toBeGreaterThan(0);
+    }
+    expect(d.notes.filter((n) => n.reason === 'tls-termination-unsupported')).toEqual([]);
     // the other chains of the same listener, TLS passed through among them, are not refused for it
     const others = d.chains.filter((_, i) => !terminating.includes(i));
     expect(others.map((c) => [c.match.transport, c.target.kind])).toEqual([
@@ -203,6 +206,29 @@ describe('which TLS termination the front does: Istio\'s mTLS and nothing else (
     const outbound = draftOf({ ...withChains('0.0.0.0_8080', 8080, []), filter_chains: [tlsChain(() => undefined)] });
     expect(outbound.chains[0]!.target).toEqual({ kind: 'refuse', reason: "terminates TLS (Istio's mTLS for outbound HTTP)" });
   });
+
+  it('Istio\'s shape in front of a TCP proxy on inbound → the proxy\'s cluster with the chain\'s TLS, its network RBAC kept; any deviation, or outbound → refused with a note', () => {
+    const allow = rbacNetworkFilter('ALLOW', { p: { permissions: [{ any: true }], principals: [{ authenticated: { principal_name: { exact: 'spiffe://cluster.local/ns/a/sa/b' } } }] } });
+    const tcpChain = (change: (ctx: Json) => void): Json => ({ ...tlsChain(change), filters: [allow, tcpProxyFilter('inbound|5432||')] });
+    const d = draftOf(inboundWith(tcpChain(() => undefined)));
+    expect(d.chains[0]!.target).toEqual({ kind: 'tcp', clusters: [{ name: 'inbound|5432||', weight: 1 }], tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://cluster.local/' }] });
+    // the principal is compiled for the TLS listener to judge (no longer always absent on a TCP chain)
+    expect(JSON.stringify(d.chains[0]!.rbac)).toContain('spiffe://cluster.local/ns/a/sa/b');
+    expect(d.notes).toEqual([]);
+    // no SAN matchers: any peer of the roots, as on HTTP
+    const noSans = draftOf(inboundWith(tcpChain((ctx) => (((common(ctx)['combined_validation_context'] as Json)['default_validation_context'] as Json)['match_subject_alt_names'] = []))));
+    expect(noSans.chains[0]!.target).toEqual({ kind: 'tcp', clusters: [{ name: 'inbound|5432||', weight: 1 }], tls: true });
+    // a TLS context of another shape stays refused, with its note
+    const files = draftOf(inboundWith(tcpChain((ctx) => (common(ctx)['tls_certificates'] = [{ certificate_chain: { filename: '/etc/certs/cert.pem' }, private_key: { filename: '/etc/certs/key.pem' } }]))));
+    expect(files.chains[0]!.target).toEqual({ kind: 'refuse', reason: "terminates TLS (envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext other than Istio's mTLS)" });
+    expect(files.notes.map((n) => n.reason)).toEqual(['tls-termination-unsupported']);
+    const noClientCert = draftOf(inboundWith(tcpChain((ctx) => delete ctx['require_client_certificate'])));
+    expect(noClientCert.chains[0]!.target.kind).toBe('refuse');
+    // outbound: never terminated by the front
+    const outbound = draftOf({ ...withChains('0.0.0.0_5432', 5432, []), filter_chains: [tcpChain(() => undefined)] });
+    expect(outbound.chains[0]!.target).toEqual({ kind: 'refuse', reason: "terminates TLS (Istio's mTLS for outbound TCP)" });
+    expect(outbound.notes.map((n) => n.reason)).toEqual(['tls-termination-unsupported']);
+  });
 });
 
 describe('L4 draft → what APISIX gets: chains resolved against the clusters', () => {
@@ -236,6 +262,37 @@ describe('L4 draft → what APISIX gets: chains resolved against the clusters', 
     expect(l.direction).toBe('inbound');
     expect(l.chains.find((c) => c.match.port === 5432)!.action).toEqual({ kind: 'passthrough', connect_timeout: 10 });
     expect(l.chains.find((c) => c.name === 'virtualInbound')!.action).toEqual({ kind: 'passthrough', connect_timeout: 10 });
+  });
+
+  it('inbound TCP ports under STRICT and PERMISSIVE: the mTLS chain passes through with the chain\'s TLS and network RBAC; PERMISSIVE\'s plaintext chain without TLS', () => {
+    const deny = rbacNetworkFilter('DENY', { p: { permissions: [{ any: true }], principals: [{ authenticated: { principal_name: { exact: 'spiffe://cluster.local/ns/a/sa/evil' } } }] } });
+    const draft = draftOf(virtualInbound([
+      { port: 5432, service: 'pg', protocol: 'tcp', mtls: 'STRICT', filters: [deny] },
+      { port: 5433, service: 'pg', protocol: 'tcp', mtls: 'PERMISSIVE' },
+    ]));
+    const { listener: l, notes } = assemble(draft, [inboundCluster(5432), inboundCluster(5433), inboundPassthroughCluster(), blackHoleCluster()]);
+    const mtls = { kind: 'passthrough', connect_timeout: 10, tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://cluster.local/' }] };
+    const strict = l.chains.filter((c) => c.match.port === 5432);
+    expect(strict.map((c) => [c.match.transport, c.action])).toEqual([['tls', mtls]]);
+    expect(strict[0]!.rbac).toHaveLength(1);
+    const permissive = l.chains.filter((c) => c.match.port === 5433);
+    expect(permissive.map((c) => [c.match.transport, c.action])).toEqual([
+      ['tls', mtls],
+      ['raw_buffer', { kind: 'passthrough', connect_timeout: 10 }],
+    ]);
+    expect(notes).toEqual([]);
+  });
+
+  it('a TCP proxy behind Istio\'s mTLS to a cluster with endpoints keeps the TLS; to an unknown cluster it is refused, never forwarded without it', () => {
+    const db = 'outbound|9000||db.data.svc.cluster.local';
+    const chain = (cluster: string): Json => ({ filter_chain_match: { destination_port: 9000, transport_protocol: 'tls' }, filters: [tcpProxyFilter(cluster)], transport_socket: istioMtlsTransportSocket(), name: cluster });
+    const inbound = { name: 'virtualInbound', address: { socket_address: { address: '0.0.0.0', port_value: 15006 } }, filter_chains: [chain(db), chain('nowhere')], traffic_direction: 'INBOUND' };
+    const { listener: l, notes } = assemble(draftOf(inbound), [edsCluster(db)]);
+    expect(l.chains.map((c) => c.action)).toEqual([
+      { kind: 'cluster', clusters: [{ upstream_id: upstreamId(db), weight: 1 }], tls: true, peer_sans: [{ k: 'prefix', v: 'spiffe://cluster.local/' }] },
+      { kind: 'refuse', reason: 'unknown cluster nowhere' },
+    ]);
+    expect(notes.map((n) => n.reason)).toEqual(['tcp-proxy-refused']);
   });
 
   it('SNI chains of a TLS ServiceEntry go to its cluster; the default chain follows the outbound traffic policy', () => {

@@ -293,3 +293,34 @@ describeWhenAvailable('outlier detection in the sidecar\'s Lua (outlier.lua)', m
     expect(out).toEqual([[''], ['a'], ['b'], ['a b']]);
   });
 });
+
+describeWhenAvailable('outlier detection reads each try of a request (outlier.lua)', missingResty(), () => {
+  // nginx's lists: ", " between tries, " : " between upstream requests (the retry locations restart
+  // one: retry_balancer.lua), an empty entry where a balancer ended a try without a peer
+  const tries = (addr: string, status: string) => {
+    const runtime = findApisixRuntime();
+    if (typeof runtime === 'string') throw new Error(runtime);
+    const script = `package.path = arg[1] .. "?.lua;" .. package.path
+local t = require("apisix_mesh.outlier").tries(arg[2], arg[3])
+local out = {}
+for _, try in ipairs(t) do out[#out + 1] = try.addr .. "=" .. try.status end
+print(table.concat(out, " "))`;
+    const dir = mkdtempSync(join(tmpdir(), 'outlier-tries-'));
+    try {
+      writeFileSync(join(dir, 'script.lua'), script);
+      const res = spawnSync(join(runtime.openrestyBin, 'resty'), ['--errlog-level', 'error', join(dir, 'script.lua'), LUA_SOURCE_DIR, addr, status], { encoding: 'utf8', timeout: 60_000 });
+      if (res.status !== 0 || res.stderr.trim()) throw new Error(`resty failed: ${res.stderr.slice(0, 2000)}`);
+      return res.stdout.trim();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  it('tries of one upstream request, and of a restarted one: each address with its own status', () => {
+    expect(tries('10.0.0.1:80, 10.0.0.2:80', '503, 200')).toBe('10.0.0.1:80=503 10.0.0.2:80=200');
+    // a restart: the failed try, then the new upstream request's empty first entry, then its tries
+    expect(tries('10.0.0.1:80 : , 10.0.0.2:80', '502 : -, 200')).toBe('10.0.0.1:80=502 10.0.0.2:80=200');
+    expect(tries('10.0.0.1:80 : ', '502 : ')).toBe('10.0.0.1:80=502');
+    expect(tries('', '')).toBe('');
+  });
+});

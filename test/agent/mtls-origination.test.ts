@@ -3,7 +3,9 @@
 import { describe, expect, it } from 'vitest';
 import { translateMesh, type XdsResources } from '../../agent/translate/snapshot.js';
 import { RESOURCE_TYPES } from '../../agent/xds/resource-types/index.js';
-import { encodeCanonical } from '../../agent/xds/codec.js';
+import { encodeCanonical, fromCanonical } from '../../agent/xds/codec.js';
+import { clusterSecretNames } from '../../agent/mtls/upstream-tls.js';
+import type { Cluster } from '../../agent/xds/envoy-types.js';
 import { TYPE_URL, type XdsKind } from '../../agent/xds/protos.js';
 import { resourceName, type CanonicalResources } from '../../agent/xds/config-dump.js';
 import { edsCluster, fqdn, istioMutualTransportSocket, MeshResources, outboundCluster, withClientTls, withIstioMutual, type Endpoint } from '../support/istio-xds.js';
@@ -26,6 +28,9 @@ function asReceived(canonical: CanonicalResources): XdsResources {
     }));
   return { clusters: map('cluster'), endpoints: map('endpoint'), listeners: map('listener'), routeConfigs: map('route') };
 }
+
+const CLUSTER_TYPE = TYPE_URL.cluster;
+const asCluster = (c: Record<string, unknown>) => fromCanonical<Cluster>(CLUSTER_TYPE, c);
 
 function translate(cluster: Record<string, unknown>, endpoints: Endpoint[]) {
   const m = new MeshResources();
@@ -75,14 +80,48 @@ describe('TLS origination in the translation', () => {
     expect([...out.tlsRelay!.values()][0]!.alpn).toEqual(['istio-h2', 'istio', 'h2']);
   });
 
-  it('DestinationRule MUTUAL and SIMPLE with credentialName, malformed file secrets, and regex SAN matchers are refused, never sent in plaintext', () => {
+  it('DestinationRule MUTUAL and SIMPLE with credentialName: the relay takes the client certificate and the CA from istiod\'s SDS secrets; their names are subscribed', () => {
+    const mutual = withClientTls(edsCluster(API), { mode: 'MUTUAL', credentialName: 'kubernetes://client-cert', sni: API_HOST, subjectAltNames: [API_HOST] });
+    let out = translate(mutual, [{ ip: '10.1.0.1', port: 443 }]);
+    expect(out.notes).toEqual([]);
+    expect([...out.tlsRelay!.values()][0]).toMatchObject({
+      endpoints: [{ host: '10.1.0.1', port: 443, mode: 'tls' }], sni: API_HOST, san: [{ kind: 'exact', value: API_HOST }],
+      verify: 'secret', ca_secret: 'kubernetes://client-cert-cacert', client_secret: 'kubernetes://client-cert',
+    });
+    expect(clusterSecretNames(asCluster(mutual))).toEqual(['kubernetes://client-cert', 'kubernetes://client-cert-cacert']);
+    const simple = withClientTls(edsCluster(API), { mode: 'SIMPLE', credentialName: 'api-ca', sni: API_HOST });
+    out = translate(simple, [{ ip: '10.1.0.1', port: 443 }]);
+    const entry = [...out.tlsRelay!.values()][0]!;
+    expect(entry).toMatchObject({ verify: 'secret', ca_secret: 'kubernetes://api-ca-cacert' });
+    expect(entry.client_secret).toBeUndefined();
+    expect(clusterSecretNames(asCluster(simple))).toEqual(['kubernetes://api-ca-cacert']);
+    // file secrets and the mesh's own (default, ROOTCA: the agent's CA client) are never asked of istiod's SDS
+    expect(clusterSecretNames(asCluster(withClientTls(edsCluster(API), { mode: 'MUTUAL', clientCertificate: '/c.pem', privateKey: '/k.pem', caCertificates: '/ca.pem' })))).toEqual([]);
+    expect(clusterSecretNames(asCluster(withIstioMutual(edsCluster(CART), [ID], 'ISTIO_MUTUAL')))).toEqual([]);
+  });
+
+  it('DestinationRule caCrl (a CRL file, with a CA file or the system roots) goes to the relay; an inline CRL, or one without a CA, is refused', () => {
+    const out = translate(withClientTls(edsCluster(API), { mode: 'SIMPLE', caCertificates: '/etc/api-ca/ca.pem', caCrl: '/etc/api-ca/ca.crl', sni: API_HOST }), [{ ip: '10.1.0.1', port: 443 }]);
+    expect(out.notes).toEqual([]);
+    expect([...out.tlsRelay!.values()][0]).toMatchObject({ verify: 'file', ca_file: '/etc/api-ca/ca.pem', crl_file: '/etc/api-ca/ca.crl', endpoints: [{ mode: 'tls' }] });
+    const inline = withClientTls(edsCluster(API), { mode: 'SIMPLE', caCertificates: '/etc/api-ca/ca.pem', caCrl: '/x.crl', sni: API_HOST });
+    const validation = ((inline['transport_socket'] as Record<string, Record<string, Record<string, Record<string, Record<string, unknown>>>>>)['typed_config']!['common_tls_context']!['combined_validation_context']!['default_validation_context'])!;
+    validation['crl'] = { inline_string: '-----BEGIN X509 CRL-----' };
+    const refusedOut = translate(inline, [{ ip: '10.1.0.1', port: 443 }]);
+    expect(refusedOut.notes).toContainEqual(expect.objectContaining({ reason: 'tls-origination-refused', detail: expect.stringMatching(/an inline CRL is not enforced/) }));
+  });
+
+  it('credentialName from another SDS server than istiod\'s ADS, malformed file secrets, and regex SAN matchers are refused, never sent in plaintext', () => {
     const regex = istioMutualTransportSocket(SNI, []);
     const ctx = (regex['typed_config'] as Record<string, Record<string, Record<string, Record<string, unknown>>>>)['common_tls_context']!;
     ctx['combined_validation_context']!['default_validation_context'] = { match_subject_alt_names: [{ safe_regex: { regex: 'spiffe://.*' } }] };
+    // a gateway's credential socket (sds://, ConstructSdsSecretConfigForCredentialSocket): not istiod's ADS
+    const socket = withClientTls(edsCluster(API), { mode: 'MUTUAL', credentialName: 'kubernetes://client-cert', sni: API_HOST });
+    const common = ((socket['transport_socket'] as Record<string, Record<string, unknown>>)['typed_config']!['common_tls_context']) as Record<string, Array<Record<string, unknown>>>;
+    common['tls_certificate_sds_secret_configs']![0]!['sds_config'] = { api_config_source: { api_type: 'GRPC', grpc_services: [{ envoy_grpc: { cluster_name: 'sds-external' } }], transport_api_version: 'V3' }, resource_api_version: 'V3' };
     const cases: Array<[Record<string, unknown>, RegExp]> = [
       [withClientTls(edsCluster(API), { mode: 'MUTUAL', clientCertificate: '/etc/certs/a~b.pem', privateKey: '/etc/certs/key.pem', caCertificates: '/etc/certs/ca.pem', sni: API_HOST }), /not file-cert:<cert>~<key>/],
-      [withClientTls(edsCluster(API), { mode: 'MUTUAL', credentialName: 'kubernetes://client-cert', sni: API_HOST }), /MUTUAL with credentialName \(kubernetes:\/\/client-cert\)/],
-      [withClientTls(edsCluster(API), { mode: 'SIMPLE', credentialName: 'kubernetes://api-ca', sni: API_HOST }), /credentialName \(kubernetes:\/\/api-ca-cacert\)/],
+      [socket, /the SDS secret kubernetes:\/\/client-cert from another SDS server than istiod's ADS stream \(api_config_source\)/],
       [withClientTls(edsCluster(API), { mode: 'SIMPLE', caCertificates: 'relative/ca.pem', sni: API_HOST }), /not an absolute file path/],
       [{ ...edsCluster(API), transport_socket: regex }, /SAN matcher of kind safe_regex/],
     ];

@@ -43,7 +43,7 @@ describe('network RBAC → the tree the L4 front judges', () => {
     });
   });
 
-  it('what a connection has not is unknown (headers, paths, metadata); an authenticated principal is the peer\'s, which TCP chains never have', () => {
+  it('what a connection has not is unknown (headers, paths, metadata); an authenticated principal is the peer\'s (a TCP chain has one behind Istio\'s mTLS)', () => {
     const f = compile('DENY', [{ header: { name: ':method', exact_match: 'GET' } }, { url_path: { path: { prefix: '/' } } }], [
       { authenticated: { principal_name: { exact: 'spiffe://cluster.local/ns/a/sa/b' } } },
       { metadata: { filter: 'envoy.filters.http.jwt_authn', path: [{ key: 'payload' }, { key: 'iss' }], value: { string_match: { exact: 'x' } } } },
@@ -83,6 +83,8 @@ interface Conn {
   client: string;
   /** detect.lua's look at the first bytes, when the front took one */
   seen?: { transport: string; sni?: string; alpn?: string[] };
+  /** the verified mTLS peer's URI SAN (a chain behind Istio's mTLS, judged by the stream TLS listener) */
+  principal?: string;
 }
 
 const JUDGE = String.raw`
@@ -98,7 +100,7 @@ for _, case in ipairs(input) do
   local c = case.conn
   local seen = c.seen
   if seen and seen.alpn then setmetatable(seen.alpn, cjson.array_mt) end
-  print(cjson.encode({ denied = l4_rbac.denied_by(filters, c.dst, c.port, c.client, seen) or false }))
+  print(cjson.encode({ denied = l4_rbac.denied_by(filters, c.dst, c.port, c.client, seen, c.principal) or false }))
 end
 `;
 
@@ -121,7 +123,7 @@ describeWhenAvailable('network RBAC judged by the L4 front\'s Lua (resty)', miss
     expect(judge([either], [conn('10.244.9.3'), conn('10.1.1.1')])).toEqual(['allow', 'deny']);
   });
 
-  it('DENY on a port and on a destination range; a DENY on a principal does not match a TCP connection (no mTLS on TCP chains: no principal, as in Envoy for plaintext), an ALLOW on one does not allow', () => {
+  it('DENY on a port and on a destination range; a DENY on a principal does not match a plaintext TCP connection (no principal, as in Envoy), an ALLOW on one does not allow', () => {
     const denyPort = compile('DENY', [{ destination_port: 5432 }]);
     expect(judge([denyPort], [conn('10.0.0.1'), conn('10.0.0.1', { port: 5433 })])).toEqual(['deny', 'allow']);
     const denyDst = compile('DENY', [{ destination_ip: cidr('10.244.0.0', 24) }]);
@@ -130,6 +132,18 @@ describeWhenAvailable('network RBAC judged by the L4 front\'s Lua (resty)', miss
     expect(judge([denyPrincipalOnPort], [conn('10.0.0.1'), conn('10.0.0.1', { port: 6000 })])).toEqual(['allow', 'allow']);
     const allowPrincipal = compile('ALLOW', [{ any: true }], [{ authenticated: { principal_name: { exact: 'spiffe://x' } } }]);
     expect(judge([allowPrincipal], [conn('10.0.0.1')])).toEqual(['deny']);
+  });
+
+  it('behind Istio\'s mTLS, the verified principal: Istio\'s principals (exact, filter state) and namespaces (regex) match it, DENY on one closes only that peer', () => {
+    const sleep = 'spiffe://cluster.local/ns/shop/sa/sleep';
+    const other = 'spiffe://cluster.local/ns/shop/sa/other';
+    const elsewhere = 'spiffe://cluster.local/ns/elsewhere/sa/sleep';
+    const allowSleep = compile('ALLOW', [{ any: true }], [{ filter_state: { key: 'io.istio.peer_principal', string_match: { exact: sleep } } }]);
+    expect(judge([allowSleep], [conn('10.0.0.1', { principal: sleep }), conn('10.0.0.1', { principal: other }), conn('10.0.0.1')])).toEqual(['allow', 'deny', 'deny']);
+    const allowShop = compile('ALLOW', [{ any: true }], [{ authenticated: { principal_name: { safe_regex: { regex: '.*/ns/shop/.*' } } } }]);
+    expect(judge([allowShop], [conn('10.0.0.1', { principal: other }), conn('10.0.0.1', { principal: elsewhere })])).toEqual(['allow', 'deny']);
+    const denyOther = compile('DENY', [{ any: true }], [{ authenticated: { principal_name: { exact: other } } }]);
+    expect(judge([denyOther], [conn('10.0.0.1', { principal: other }), conn('10.0.0.1', { principal: sleep }), conn('10.0.0.1')])).toEqual(['deny', 'allow', 'allow']);
   });
 
   it('filters in order (istiod\'s DENY then ALLOW); LOG lets everything on', () => {

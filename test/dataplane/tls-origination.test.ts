@@ -5,7 +5,8 @@
 // the service's host when the rule names none (Envoy's auto_sni); a server whose chain does not
 // verify against the given CA file or the system bundle, or whose SAN is not the expected one, gets
 // no request and APISIX answers 502 with the relay's reason in its error log. A TCP proxy to a
-// SIMPLE cluster passes the client's half-close to the TLS server (close_notify, then FIN).
+// SIMPLE cluster passes the client's half-close to the TLS server (close_notify, then FIN). A caCrl
+// file refuses a server whose certificate it revokes.
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,7 +18,7 @@ import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { ISTIOD_IP, startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
-import { createTestPki, rsaKey, serial, type CaKeyPair } from '../support/test-pki.js';
+import { createTestPki, crlPem, rsaKey, serial, serialOf, type CaKeyPair } from '../support/test-pki.js';
 import { TEST_CA_TOKEN, unixBridge, withTestCa } from '../support/pod/mesh-ca.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
 import {
@@ -52,6 +53,9 @@ const MISSING_CA_FILE = join(caDir, 'absent.pem');
 // DestinationRule MUTUAL: the client certificate and key, files in the APISIX container
 const CLIENT_CERT_FILE = join(caDir, 'client-cert.pem');
 const CLIENT_KEY_FILE = join(caDir, 'client-key.pem');
+// DestinationRule caCrl: CRL files in the APISIX container (the intermediate's, and the root's for the intermediate)
+const CRL_REVOKING_FILE = join(caDir, 'revoking.crl');
+const CRL_OTHER_FILE = join(caDir, 'other.crl');
 
 /** Each external service: VIP, endpoint, the DestinationRule's tls, the names in the server's certificate, which CA issued it. */
 const services = {
@@ -63,6 +67,9 @@ const services = {
   system: { vip: '10.96.40.6', ip: '10.244.40.6', tls: { sni: 'system.example.com' }, names: ['system.example.com'], ca: 'ours' },
   nofile: { vip: '10.96.40.7', ip: '10.244.40.7', tls: { sni: 'nofile.example.com', caCertificates: MISSING_CA_FILE }, names: ['nofile.example.com'], ca: 'ours' },
   mutual: { vip: '10.96.40.8', ip: '10.244.40.8', tls: { mode: 'MUTUAL', sni: 'mutual.example.com', caCertificates: CA_FILE, clientCertificate: CLIENT_CERT_FILE, privateKey: CLIENT_KEY_FILE }, names: ['mutual.example.com'], ca: 'ours' },
+  // caCrl: a CRL revoking this server's certificate; another that revokes only another one
+  revoked: { vip: '10.96.40.10', ip: '10.244.40.10', tls: { sni: 'revoked.example.com', subjectAltNames: ['revoked.example.com'], caCertificates: CA_FILE, caCrl: CRL_REVOKING_FILE }, names: ['revoked.example.com'], ca: 'ours' },
+  crlok: { vip: '10.96.40.11', ip: '10.244.40.11', tls: { sni: 'crlok.example.com', subjectAltNames: ['crlok.example.com'], caCertificates: CA_FILE, caCrl: CRL_OTHER_FILE }, names: ['crlok.example.com'], ca: 'ours' },
 } as const;
 type Service = keyof typeof services;
 /** A TCP service (the L4 front's TCP proxy) whose cluster originates SIMPLE TLS; its server answers only after the client's half-close. */
@@ -96,6 +103,7 @@ const REFUSED = {
   autowrong: refused('autowrong', String.raw`its certificate's SANs \(DNS:other\.example\.com\) match none of the cluster's`),
   system: refused('system', String.raw`its certificate chain does not verify against the CA certificates in /etc/ssl/certs/ca-certificates\.crt: unable to get local issuer certificate`),
   nofile: refused('nofile', String.raw`cannot use the CA certificates in ${MISSING_CA_FILE}: .*No such file or directory`),
+  revoked: refused('revoked', String.raw`its certificate chain does not verify against the CA certificates in ${CA_FILE}: certificate revoked`),
 };
 // nginx's report of the closed upstream connection (APISIX answers 502), in the request and in Istio's retries
 const CLOSED = [
@@ -138,9 +146,13 @@ describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX s
       clusterAddresses: [...Object.values(services).flatMap((s) => [s.vip, s.ip]), TCP.vip, TCP.ip],
       mutateInjected: withTestCa(mesh_.root.pem),
     });
+    const leaves = new Map((Object.keys(services) as Service[]).map((s) => [s, serverCert(services[s].ca === 'ours' ? external.intermediate : foreign.intermediate, [...services[s].names])]));
+    writeFileSync(CRL_REVOKING_FILE, crlPem(external.intermediate, [serialOf(leaves.get('revoked')!.cert)]) + crlPem(external.root));
+    writeFileSync(CRL_OTHER_FILE, crlPem(external.intermediate, [serialOf(leaves.get('api')!.cert)]) + crlPem(external.root));
+    for (const f of [CRL_REVOKING_FILE, CRL_OTHER_FILE]) chmodSync(f, 0o644);
     await Promise.all((Object.keys(services) as Service[]).map((s) =>
       pod.cluster.serveTls(s, services[s].ip, 443, {
-        ...serverCert(services[s].ca === 'ours' ? external.intermediate : foreign.intermediate, [...services[s].names]),
+        ...leaves.get(s)!,
         // the MUTUAL server requires a client certificate of the external CA
         ...(s === 'mutual' ? { ca: external.root.pem } : {}),
       })));
@@ -207,6 +219,18 @@ describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX s
     expect((await pod.cluster.served('nofile')).connections).toBe(0);
     expect(pod.apisixLog()).toMatch(REFUSED.system);
     expect(pod.apisixLog()).toMatch(REFUSED.nofile);
+    errors();
+  });
+
+  it('caCrl: a server whose certificate the CRL file revokes gets no request (502, the reason in the error log); with a CRL revoking another certificate: 200', async () => {
+    const ok = await get('crlok', '/c');
+    expect(ok.status).toBe(200);
+    expect(ok.echo).toMatchObject({ name: 'crlok', servername: 'crlok.example.com' });
+    expect((await get('revoked')).status).toBe(502);
+    const served = await pod.cluster.served('revoked');
+    expect(served.count).toBe(0);
+    expect(served.connections).toBeGreaterThan(0);
+    expect(pod.apisixLog()).toMatch(REFUSED.revoked);
     errors();
   });
 

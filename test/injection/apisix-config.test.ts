@@ -38,7 +38,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
         error_log: '/dev/stderr',
         // Istio's standard metrics (istio_metrics.lua); outlier detection's state (outlier.lua)
         http: { access_log: '/dev/stdout', custom_lua_shared_dict: { 'apisix-mesh-istio-metrics': '32m', apisix_mesh_outlier: '2m' } },
-        stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006, 15082, 15084)'),
+        stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006, 15082, 15084, 15085)'),
         // the literal $ and \ the agent writes where APISIX would expand variables
         http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'
           // x-request-id kept, or generated as a UUID from $request_id (test/dataplane/translation-semantics)
@@ -50,7 +50,9 @@ describe("APISIX's config.yaml for the sidecar", () => {
         // inbound forwards leave from 127.0.0.6 (the hook sets the variable per request)
         http_server_configuration_snippet: 'set $apisix_mesh_upstream_bind "";\nproxy_bind $apisix_mesh_upstream_bind;\ngrpc_bind $apisix_mesh_upstream_bind;\n'
           // the hand-off listeners close after the client's end (no reset for the front to log)
-          + 'lingering_close always;\n' + retryLocationsSnippet(requestIdSnippets().location),
+          + 'lingering_close always;\n'
+          // a handed-off request of up to 4 KiB read in one piece
+          + 'client_header_buffer_size 4k;\n' + retryLocationsSnippet(requestIdSnippets().location),
         http_server_location_configuration_snippet: 'proxy_set_header X-Request-Id $apisix_mesh_request_id;\n',
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'apisix-mesh-policy', 'apisix-mesh-access'],
@@ -63,9 +65,12 @@ describe("APISIX's config.yaml for the sidecar", () => {
     const doc = parse(renderApisixConfig(config));
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16001;');
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16006;');
-    expect(doc.nginx_config.stream_configuration_snippet).toContain('preread("outbound", 15081, 16001, 16006, 15082, 15084)');
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('preread("outbound", 15081, 16001, 16006, 15082, 15084, 15085)');
     // the TLS relay (docs/mtls.md) on its two fixed ports
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 15083;\n    listen 15084;\n    content_by_lua_block {\n        require("apisix_mesh.tls_origin").relay(15084)');
+    // the stream TLS listener for TCP proxies behind Istio's mTLS, on loopback only, judging in preread (after the handshake)
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 127.0.0.1:15085 ssl;\n');
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('ssl_certificate_by_lua_block {\n        require("apisix_mesh.tcp_mtls").ssl_certificate()\n    }\n    preread_by_lua_block {\n        require("apisix_mesh.tcp_mtls").preread()');
     expect(doc.deployment.etcd.host).toEqual(['http://127.0.0.1:16379']);
     expect(doc.nginx_config.worker_processes).toBe(1);
   });

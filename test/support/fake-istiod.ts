@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { envoyRoot, TYPE_URL, type XdsKind } from '../../agent/xds/protos.js';
+import { envoyRoot, STREAM_TYPE_URL as TYPE_URL, type StreamKind } from '../../agent/xds/protos.js';
 import { encodeCanonical } from '../../agent/xds/codec.js';
 import { resourceName, type CanonicalResources } from '../../agent/xds/config-dump.js';
+
+const nameOf = (kind: StreamKind, r: Record<string, unknown>): string => (kind === 'secret' ? String(r['name'] ?? '') : resourceName(kind, r));
 
 /**
  * A fake istiod for tests: a grpc-js ADS server (state of the world) fed with canonical-JSON
@@ -13,9 +15,12 @@ import { resourceName, type CanonicalResources } from '../../agent/xds/config-du
  * - a NACK (error_detail) is recorded and never answered;
  * - an ACK that adds EDS/RDS names is answered with only the added names (partial);
  * - pushes go out in CDS → EDS → LDS → RDS order, EDS pushes may be partial (`push({ only })`);
- * - it can answer Unavailable to the first N streams and close streams on demand.
+ * - it can answer Unavailable to the first N streams and close streams on demand;
+ * - SDS secrets (`set('secret', …)`) are served by name like EDS, after RDS (sds.go: a name it has
+ *   no secret for is left out of the response, without an error).
  */
-const ORDER: XdsKind[] = ['cluster', 'endpoint', 'listener', 'route'];
+type XdsKind = StreamKind;
+const ORDER: XdsKind[] = ['cluster', 'endpoint', 'listener', 'route', 'secret'];
 const WILDCARD = new Set<XdsKind>(['cluster', 'listener']);
 
 export interface RecordedRequest {
@@ -46,7 +51,7 @@ export class FakeIstiod {
   private readonly streams = new Map<number, Stream>();
   private nextStream = 1;
   private counter = 0;
-  private resources: Record<XdsKind, Map<string, Record<string, unknown>>> = { cluster: new Map(), endpoint: new Map(), listener: new Map(), route: new Map() };
+  private resources: Record<XdsKind, Map<string, Record<string, unknown>>> = { cluster: new Map(), endpoint: new Map(), listener: new Map(), route: new Map(), secret: new Map() };
   private readonly encoded = new WeakMap<object, Uint8Array>();
   /** bytes served instead of a resource's encoding (corruption tests), by kind and name */
   private readonly raw = new Map<string, Uint8Array>();
@@ -66,11 +71,11 @@ export class FakeIstiod {
   }
 
   setAll(resources: CanonicalResources): void {
-    for (const kind of ORDER) this.resources[kind] = new Map(resources[kind].map((r) => [resourceName(kind, r), r]));
+    for (const kind of ORDER) if (kind !== 'secret') this.resources[kind] = new Map(resources[kind].map((r) => [nameOf(kind, r), r]));
   }
 
   set(kind: XdsKind, resource: Record<string, unknown>): void {
-    this.resources[kind].set(resourceName(kind, resource), resource);
+    this.resources[kind].set(nameOf(kind, resource), resource);
   }
 
   remove(kind: XdsKind, name: string): void {
@@ -236,12 +241,12 @@ export class FakeIstiod {
     const version = `2026-11-22T00:00:00Z/${++this.counter}`;
     const nonce = `${version}${randomUUID()}`;
     const selected = names === undefined ? [...this.resources[kind].values()] : names.map((n) => this.resources[kind].get(n)).filter((r): r is Record<string, unknown> => !!r);
-    const resources = selected.map((r) => ({ type_url: TYPE_URL[kind], value: this.bytesOf(kind, resourceName(kind, r)) }));
+    const resources = selected.map((r) => ({ type_url: TYPE_URL[kind], value: this.bytesOf(kind, nameOf(kind, r)) }));
     const res = envoyRoot().lookupType('envoy.service.discovery.v3.DiscoveryResponse');
     const bytes = res.encode(res.fromObject({ version_info: version, type_url: TYPE_URL[kind], nonce, resources })).finish();
     const w = s.watches.get(kind);
     if (w) w.nonce = nonce;
-    this.responses.push({ stream: s.id, kind, names: selected.map((r) => resourceName(kind, r)), nonce, version });
+    this.responses.push({ stream: s.id, kind, names: selected.map((r) => nameOf(kind, r)), nonce, version });
     s.call.write(bytes);
   }
 

@@ -49,6 +49,11 @@ export interface ClusterOptions {
 }
 
 /** Istio's SDS reference (the sidecar's own SDS server, named by `name`: `default` or `ROOTCA`). */
+/** istiod's SDSAdsConfig (security/model/authentication.go): credentialName's secrets come over the ADS stream. */
+function adsSecret(name: string): Json {
+  return { name, sds_config: { ads: {}, resource_api_version: 'V3' } };
+}
+
 function sdsSecret(name: string): Json {
   return { name, sds_config: { api_config_source: { api_type: 'GRPC', grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc' } }], set_node_on_first_message_only: true, transport_api_version: 'V3' }, initial_fetch_timeout: '0s', resource_api_version: 'V3' } };
 }
@@ -86,6 +91,8 @@ export interface ClientTls {
   clientCertificate?: string;
   privateKey?: string;
   credentialName?: string;
+  /** a CRL file (with file CAs only: istiod puts it in the default validation context as a filename) */
+  caCrl?: string;
 }
 
 /**
@@ -98,14 +105,18 @@ export interface ClientTls {
 export function withClientTls(cluster: Json, tls: ClientTls): Json {
   const common: Json = { tls_params: { tls_minimum_protocol_version: 'TLSv1_2', tls_maximum_protocol_version: 'TLSv1_3' } };
   if (tls.credentialName) {
-    if (tls.mode === 'MUTUAL') common['tls_certificate_sds_secret_configs'] = [sdsSecret(tls.credentialName)];
-    common['combined_validation_context'] = { default_validation_context: { match_subject_alt_names: (tls.subjectAltNames ?? []).map((exact) => ({ exact })) }, validation_context_sds_secret_config: sdsSecret(`${tls.credentialName}-cacert`) };
+    // security/model/authentication.go ApplyCustomSDSToClientCommonTLSContext: istiod's own SDS over ADS
+    const name = tls.credentialName.includes('://') ? tls.credentialName : `kubernetes://${tls.credentialName}`;
+    if (tls.mode === 'MUTUAL') common['tls_certificate_sds_secret_configs'] = [adsSecret(name)];
+    if (!tls.insecureSkipVerify) {
+      common['combined_validation_context'] = { default_validation_context: { match_subject_alt_names: (tls.subjectAltNames ?? []).map((exact) => ({ exact })) }, validation_context_sds_secret_config: adsSecret(`${name}-cacert`) };
+    }
   } else {
     if (tls.mode === 'MUTUAL') common['tls_certificate_sds_secret_configs'] = [sdsSecret(`file-cert:${tls.clientCertificate}~${tls.privateKey}`)];
     if (tls.insecureSkipVerify) common['validation_context'] = {};
     else {
       common['combined_validation_context'] = {
-        default_validation_context: { match_subject_alt_names: (tls.subjectAltNames ?? []).map((exact) => ({ exact })) },
+        default_validation_context: { match_subject_alt_names: (tls.subjectAltNames ?? []).map((exact) => ({ exact })), ...(tls.caCrl ? { crl: { filename: tls.caCrl } } : {}) },
         validation_context_sds_secret_config: sdsSecret(`file-root:${tls.caCertificates ?? 'system'}`),
       };
     }
@@ -727,4 +738,20 @@ export function addIpv6OnlyPodSide(m: MeshResources, ns: string, ports: { web: n
     ),
   );
   return m;
+}
+
+/**
+ * The Secrets istiod's SDS sends for credentialName (pilot/pkg/xds/sds.go): `kubernetes://<name>`
+ * as a tls_certificate with the inline chain and key (toEnvoyTLSSecret), `…-cacert` as a
+ * validation_context with the inline trusted_ca and, when the Kubernetes secret has `ca.crl`, the
+ * inline crl (toEnvoyCaSecret). Canonical JSON: bytes in base64.
+ */
+export function sdsCertificateSecret(name: string, certChainPem: string, keyPem: string): Json {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return { name, tls_certificate: { certificate_chain: { inline_bytes: b64(certChainPem) }, private_key: { inline_bytes: b64(keyPem) } } };
+}
+
+export function sdsCaSecret(name: string, caPem: string, crlPem?: string): Json {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return { name, validation_context: { trusted_ca: { inline_bytes: b64(caPem) }, ...(crlPem ? { crl: { inline_bytes: b64(crlPem) } } : {}) } };
 }

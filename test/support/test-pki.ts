@@ -90,3 +90,61 @@ export function issueLeaf(issuer: CaKeyPair, publicKey: forge.pki.rsa.PublicKey,
   leaf.sign(issuer.key, forge.md.sha256.create());
   return leaf;
 }
+
+/** A leaf with DNS SANs for a TLS server (or client), issued by `issuer`: its chain (leaf + issuer) and key, PEM. */
+export function dnsLeaf(issuer: CaKeyPair, dnsNames: string[], usage: 'serverAuth' | 'clientAuth' = 'serverAuth'): { cert: string; key: string } {
+  const key = rsaKey();
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
+  cert.serialNumber = serial();
+  cert.validity.notBefore = new Date(Date.now() - 3600_000);
+  cert.validity.notAfter = new Date(Date.now() + 86400_000);
+  cert.setSubject([{ name: 'commonName', value: dnsNames[0]! }]);
+  cert.setIssuer(issuer.cert.subject.attributes);
+  cert.setExtensions([
+    { name: 'extKeyUsage', [usage]: true },
+    { name: 'subjectAltName', altNames: dnsNames.map((value) => ({ type: 2, value })) },
+  ]);
+  cert.sign(issuer.key, forge.md.sha256.create());
+  return { cert: forge.pki.certificateToPem(cert) + issuer.pem, key: forge.pki.privateKeyToPem(key) };
+}
+
+/**
+ * A CRL (X.509 v2, PEM) issued by `issuer` revoking these serials (hex), current for a day. forge
+ * cannot write CRLs: the TBSCertList is built with its ASN.1 writer and signed with the issuer's key.
+ */
+export function crlPem(issuer: CaKeyPair, revokedSerials: string[] = []): string {
+  const { asn1 } = forge;
+  const seq = (items: forge.asn1.Asn1[]) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, items);
+  const sha256WithRsa = () => seq([
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OID, false, asn1.oidToDer(forge.pki.oids['sha256WithRSAEncryption']!).getBytes()),
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.NULL, false, ''),
+  ]);
+  const time = (d: Date) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.UTCTIME, false, asn1.dateToUtcTime(d));
+  const now = Date.now();
+  const tbsItems: forge.asn1.Asn1[] = [
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.INTEGER, false, String.fromCharCode(1)), // v2
+    sha256WithRsa(),
+    forge.pki.distinguishedNameToAsn1(issuer.cert.subject),
+    time(new Date(now - 3600_000)),
+    time(new Date(now + 86400_000)),
+  ];
+  if (revokedSerials.length) {
+    tbsItems.push(seq(revokedSerials.map((serialHex) => seq([
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.INTEGER, false, forge.util.hexToBytes(serialHex)),
+      time(new Date(now - 60_000)),
+    ]))));
+  }
+  const tbs = seq(tbsItems);
+  const md = forge.md.sha256.create();
+  md.update(asn1.toDer(tbs).getBytes());
+  const signature = issuer.key.sign(md);
+  const crl = seq([tbs, sha256WithRsa(), asn1.create(asn1.Class.UNIVERSAL, asn1.Type.BITSTRING, false, String.fromCharCode(0) + signature)]);
+  const b64 = forge.util.encode64(asn1.toDer(crl).getBytes(), 64);
+  return `-----BEGIN X509 CRL-----\n${b64}\n-----END X509 CRL-----\n`;
+}
+
+/** The serial number (hex) of a PEM certificate (the first of a chain). */
+export function serialOf(pem: string): string {
+  return forge.pki.certificateFromPem(pem).serialNumber;
+}

@@ -59,6 +59,15 @@ export const HTTP_HANDOFF_PORT = 15081;
 export const MESH_TLS_PORT = 15082;
 
 /**
+ * The front's stream TLS listener, on loopback only: the L4 front hands it the inbound connections
+ * whose filter chain terminates Istio's mTLS before a TCP proxy, with the same hand-off as HTTP; it
+ * presents the workload certificate, verifies the client against the mesh roots, judges the chain's
+ * SAN matchers and network RBAC with the peer's principal, then forwards the plaintext bytes where
+ * the front decided (agent/l4/lua/apisix_mesh/tcp_mtls.lua).
+ */
+export const MESH_TCP_TLS_PORT = 15085;
+
+/**
  * The file that makes the front listen on a capture port for IPv6 too (`listen [::]:<port>`), in
  * APISIX's conf directory. The config-copy init container writes it only where the pod's kernel
  * has IPv6 (`ipv6ListenCommand`): nginx refuses to start on a `[::]` listener there is no IPv6 for,
@@ -96,7 +105,7 @@ export function streamFrontSnippet(config: InjectionConfig): string {
     `    include ${ipv6ListenFile(port).slice(0, -1)}[f];\n` +
     `    preread_buffer_size 20k;\n` +
     `    preread_timeout 300s;\n` +
-    `    preread_by_lua_block {\n        require("apisix_mesh.l4").preread("${direction}", ${HTTP_HANDOFF_PORT}, ${outbound}, ${inbound}, ${MESH_TLS_PORT}, ${TLS_RELAY_TCP_PORT})\n    }\n` +
+    `    preread_by_lua_block {\n        require("apisix_mesh.l4").preread("${direction}", ${HTTP_HANDOFF_PORT}, ${outbound}, ${inbound}, ${MESH_TLS_PORT}, ${TLS_RELAY_TCP_PORT}, ${MESH_TCP_TLS_PORT})\n    }\n` +
     `    proxy_pass apisix_mesh_l4;\n` +
     `    proxy_bind $apisix_mesh_bind;\n` +
     `    proxy_timeout 3600s;\n` +
@@ -108,7 +117,34 @@ export function streamFrontSnippet(config: InjectionConfig): string {
     `upstream apisix_mesh_l4 {\n    server 0.0.0.1:1;\n    balancer_by_lua_block {\n        require("apisix_mesh.l4").balance()\n    }\n}\n` +
     server(outbound, 'outbound') +
     server(inbound, 'inbound') +
-    tlsRelaySnippet()
+    tlsRelaySnippet() +
+    tcpMtlsSnippet()
+  );
+}
+
+/**
+ * The stream TLS listener for TCP proxies behind Istio's mTLS (tcp_mtls.lua, docs/mtls.md). nginx
+ * wants a certificate on an `ssl` listener: APISIX's placeholder (the one its own TLS listener
+ * names), never presented, since the certificate phase replaces it with the workload chain or fails
+ * the handshake. No `ssl_alpn`: no protocol is negotiated (Envoy clients then send no metadata
+ * exchange header). The handshake precedes preread in nginx's stream phases, so the Lua judges a
+ * verified peer; then it proxies as the front does, from Istio's inbound source address.
+ */
+export function tcpMtlsSnippet(): string {
+  return (
+    `server {\n` +
+    `    listen 127.0.0.1:${MESH_TCP_TLS_PORT} ssl;\n` +
+    `    ssl_certificate cert/ssl_PLACE_HOLDER.crt;\n` +
+    `    ssl_certificate_key cert/ssl_PLACE_HOLDER.key;\n` +
+    `    ssl_protocols TLSv1.2 TLSv1.3;\n` +
+    `    ssl_certificate_by_lua_block {\n        require("apisix_mesh.tcp_mtls").ssl_certificate()\n    }\n` +
+    `    preread_by_lua_block {\n        require("apisix_mesh.tcp_mtls").preread()\n    }\n` +
+    `    log_by_lua_block {\n        require("apisix_mesh.l4_metrics").log()\n    }\n` +
+    `    proxy_pass apisix_mesh_l4;\n` +
+    `    proxy_bind $apisix_mesh_bind;\n` +
+    `    proxy_timeout 3600s;\n` +
+    `    proxy_half_close on;\n` +
+    `}\n`
   );
 }
 
@@ -148,6 +184,18 @@ export function upstreamBindSnippet(): string {
  */
 export function handOffCloseSnippet(): string {
   return 'lingering_close always;\n';
+}
+
+/**
+ * What the HTTP side reads a handed-off request into first. nginx's default is 1 KiB: a request of
+ * 1 to 4 KiB (headers and a small body, which the front writes in one piece) then takes three
+ * syscalls (a 1 KiB read, FIONREAD, the rest) and a second buffer for the body. The listeners only
+ * serve the front's hand-offs; the buffer is freed while a keep-alive connection is idle.
+ */
+export const HANDOFF_HEADER_BUFFER = '4k';
+
+export function handOffReadSnippet(): string {
+  return `client_header_buffer_size ${HANDOFF_HEADER_BUFFER};\n`;
 }
 
 /**
@@ -193,7 +241,8 @@ export function requestIdSnippets(): { http: string; location: string } {
  * - the Admin API and the control API off (nothing in the pod may change routes but the agent);
  * - the L4 front on the capture ports (outbound and inbound, APISIX's stream subsystem with the
  *   agent's Lua: `streamFrontSnippet`), handing HTTP to APISIX's HTTP listener on loopback, and
- *   inbound mTLS to its TLS listener on loopback (`MESH_TLS_PORT`);
+ *   inbound mTLS to its TLS listener on loopback (`MESH_TLS_PORT`), or, before a TCP proxy, to the
+ *   front's stream TLS listener (`MESH_TCP_TLS_PORT`);
  * - the status API (`/status/ready`) and the Prometheus export on the ports the capture rules
  *   always leave alone, so the kubelet and Prometheus reach them directly;
  * - logs to stdout/stderr (the root filesystem is read-only);
@@ -255,7 +304,7 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       http: { access_log: '/dev/stdout', custom_lua_shared_dict: { [ISTIO_METRICS_DICT]: '32m', apisix_mesh_outlier: '2m' } },
       stream_configuration_snippet: streamFrontSnippet(config),
       http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet() + ipv6HttpListenersInclude(),
-      http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + retryLocationsSnippet(requestId.location),
+      http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + handOffReadSnippet() + retryLocationsSnippet(requestId.location),
       http_server_location_configuration_snippet: requestId.location,
     },
     plugins: [...APISIX_PLUGINS],

@@ -1,6 +1,6 @@
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { shortQuote } from '../../cli/short-quote.js';
-import { HTTP_HANDOFF_PORT, MESH_TLS_PORT, UNUSED_STREAM_PORT } from './apisix-config.js';
+import { HTTP_HANDOFF_PORT, MESH_TCP_TLS_PORT, MESH_TLS_PORT, UNUSED_STREAM_PORT } from './apisix-config.js';
 import { TLS_RELAY_PORT, TLS_RELAY_TCP_PORT } from '../../agent/mtls/origination.js';
 import {
   CaptureConfigError,
@@ -61,8 +61,8 @@ export function declaredTcpPorts(containers: readonly V1Container[]): number[] {
   return [...ports];
 }
 
-/** APISIX's loopback listeners (apisix-config.ts): the HTTP and mTLS hand-offs, the unused stream server, the TLS relay. */
-const LOOPBACK_PORTS = [HTTP_HANDOFF_PORT, MESH_TLS_PORT, UNUSED_STREAM_PORT, TLS_RELAY_PORT, TLS_RELAY_TCP_PORT];
+/** APISIX's loopback listeners (apisix-config.ts): the HTTP and mTLS hand-offs (HTTP and TCP), the unused stream server, the TLS relay. */
+const LOOPBACK_PORTS = [HTTP_HANDOFF_PORT, MESH_TLS_PORT, MESH_TCP_TLS_PORT, UNUSED_STREAM_PORT, TLS_RELAY_PORT, TLS_RELAY_TCP_PORT];
 
 /** Ports the mesh listens on in the pod's network namespace: an app container may not declare them. */
 export function reservedPorts(config: InjectionConfig): number[] {

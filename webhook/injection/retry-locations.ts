@@ -12,57 +12,40 @@ import { RETRY_LOCATIONS, type RetryLocation } from '../../agent/translate/retri
  * 3.13's nginx.conf template: the same headers, the same header, body and log phases), through
  * `apisix_mesh_backend`: APISIX's `apisix_backend` with the retry check before APISIX's balancer.
  *
- * The check reads the failed try from nginx's `$upstream_*` variables (the last entry is the try
- * about to start): no connect time = no connection; no header time = no answer, 504 if the try
- * timed out. A failure the route does not retry on ends the request with the status nginx would
+ * The check (agent/l4/lua/apisix_mesh/retry_balancer.lua) reads the failed try from nginx's
+ * `$upstream_*` variables: no connect time = no connection; no header time = no answer, 504 if the
+ * try timed out. A failure the route does not retry on ends the request with the status nginx would
  * have answered without retries (502, or 504 for a timeout). A retry goes to an endpoint not tried
  * yet while there is one, then to any: APISIX's balancer would answer 502 once every endpoint has
  * been tried, where Envoy (Istio's `previous_hosts` predicate, given up after
- * `host_selection_retry_max_attempts`) tries a host again.
+ * `host_selection_retry_max_attempts`) tries a host again. A try that read an answer before nginx
+ * sent the request (a host that speaks first) is retried in a new upstream request, through the
+ * location's `error_page`: nginx would have parsed that answer again in the next try.
  */
 export const RETRY_UPSTREAM = 'apisix_mesh_backend';
 
 /** APISIX's `nginx_config.http.upstream` defaults, as its `apisix_backend` block has them. */
 const KEEPALIVE = 'keepalive 320;\n    keepalive_requests 1000;\n    keepalive_timeout 60s;';
 
-const RETRY_CHECK_LUA = `local api_ctx = ngx.ctx.api_ctx
-        local retry_on = api_ctx and api_ctx.apisix_mesh_retry
-        if retry_on and not api_ctx.picked_server then
-            local function previous(name)
-                local list = ngx.var[name]
-                if not list then return nil end
-                list = string.gsub(list, "[%s:]+$", "")
-                return string.match(list, "([^%s,:]+)$")
-            end
-            local status = tonumber(previous("upstream_status")) or 502
-            local allowed
-            if previous("upstream_header_time") ~= "-" then
-                allowed = true
-            elseif previous("upstream_connect_time") == "-" then
-                allowed = retry_on.connect
-            elseif status == 504 then
-                allowed = retry_on.timeout
-            else
-                allowed = retry_on.reset
-            end
-            if not allowed then
-                return ngx.exit(status)
-            end
-            local up, tried = api_ctx.upstream_conf, 0
-            for _ in pairs(api_ctx.balancer_tried_servers or {}) do tried = tried + 1 end
-            if up and up.nodes and tried + 1 >= #up.nodes then
-                api_ctx.balancer_tried_servers = nil
-                api_ctx.balancer_tried_servers_count = 0
-            end
-        end
-        apisix.http_balancer_phase()`;
+/**
+ * The status retry_balancer.lua ends an upstream request with to have it started again (the
+ * locations' `error_page`); never sent to a client.
+ */
+const RETRY_RESTART_STATUS = 599;
+
+/** The failed try's check and the restart (agent/l4/lua/apisix_mesh/retry_balancer.lua), around APISIX's balancer. */
+const RETRY_BALANCER_LUA = `local retry = require("apisix_mesh.retry_balancer")
+        local api_ctx = ngx.ctx.api_ctx
+        if retry.before(api_ctx, ${RETRY_RESTART_STATUS}) then return end
+        apisix.http_balancer_phase()
+        retry.after(api_ctx)`;
 
 export function retryUpstreamSnippet(): string {
   return `upstream ${RETRY_UPSTREAM} {
     server 0.0.0.1;
     ${KEEPALIVE}
     balancer_by_lua_block {
-        ${RETRY_CHECK_LUA}
+        ${RETRY_BALANCER_LUA}
     }
 }
 `;
@@ -81,6 +64,10 @@ function locationSnippet(location: RetryLocation, extra: string): string {
         local route = api_ctx.matched_route
         apisix.handle_upstream(api_ctx, route, route.value.enable_websocket)
     }
+    # a try that read an answer before its request went out: the upstream request starts again
+    # (retry_balancer.lua), as many times as there are tries
+    error_page ${RETRY_RESTART_STATUS} = @${location.name};
+    recursive_error_pages on;
     proxy_next_upstream ${next};
     proxy_http_version 1.1;
     proxy_set_header   Host              $upstream_host;

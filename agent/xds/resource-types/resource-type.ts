@@ -1,4 +1,4 @@
-import { lookupMessage, TYPE_URL, type XdsKind } from '../protos.js';
+import { lookupMessage, STREAM_TYPE_URL, type StreamKind } from '../protos.js';
 import { checkWireFormat, peekStringField } from '../wire-check.js';
 import { decodeMessage } from '../codec.js';
 import { validateRules, type MessageHook } from '../proto-validate.js';
@@ -23,7 +23,7 @@ export type DecodeResult<T> =
   | { name: string | undefined; readableName?: string; error: string; value?: undefined };
 
 export interface XdsResourceType<T> {
-  readonly kind: XdsKind;
+  readonly kind: StreamKind;
   readonly typeUrl: string;
   /** state of the world: a response holds the complete set (CDS, LDS), not a merge by name */
   readonly allResourcesRequiredInSotW: boolean;
@@ -33,7 +33,7 @@ export interface XdsResourceType<T> {
 }
 
 export interface ResourceTypeSpec<T> {
-  kind: XdsKind;
+  kind: StreamKind;
   allResourcesRequiredInSotW: boolean;
   /** protobuf field number of the name (read from the bytes when they do not decode) */
   nameField: number;
@@ -58,7 +58,7 @@ const HOOKS: ReadonlyMap<string, MessageHook> = new Map([
 const MAX_PROBLEMS = 5;
 
 export function resourceType<T>(spec: ResourceTypeSpec<T>): XdsResourceType<T> {
-  const typeUrl = TYPE_URL[spec.kind];
+  const typeUrl = STREAM_TYPE_URL[spec.kind];
   return {
     kind: spec.kind,
     typeUrl,

@@ -28,7 +28,10 @@
 //       each exchange, writes `send` (base64) if given (then half-closes with `end`), then waits for
 //       `want` more bytes → {id, received:
 //       [base64 per exchange], closed} (closed: the peer ended or reset the connection); the
-//       connection is closed by the client after the last exchange
+//       connection is closed by the client after the last exchange. With `tls: {ca, cert?, key?,
+//       servername?, alpn?}` the connection is TLS (the server's chain verified against `ca`, any
+//       server name): the exchanges start once the handshake is done, and the answer carries the
+//       server certificate's SAN (`peerSan`)
 //   {id, op: 'close', name}  the server `name` stops listening (its open connections are ended):
 //       the app going down
 //   {id, op: 'relay', host, port, unixPath}  accepts TCP on host:port and splices each connection to
@@ -37,7 +40,7 @@
 import { createServer, request } from 'node:http';
 import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect, createServer as createTcpServer } from 'node:net';
-import { createServer as createTlsServer } from 'node:tls';
+import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { createInterface } from 'node:readline';
 
 const servers = new Map();
@@ -176,8 +179,19 @@ function tcpServe({ id, name, host, port, banner, tls, countAtEnd }) {
   });
 }
 
-function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000, localAddress }) {
-  const socket = connect({ host, port, ...(localAddress ? { localAddress } : {}) });
+function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000, localAddress, tls }) {
+  const options = { host, port, ...(localAddress ? { localAddress } : {}) };
+  const socket = tls
+    ? tlsConnect({
+        ...options,
+        ca: tls.ca,
+        ...(tls.cert ? { cert: tls.cert, key: tls.key } : {}),
+        ...(tls.servername ? { servername: tls.servername } : {}),
+        ...(tls.alpn ? { ALPNProtocols: tls.alpn } : {}),
+        checkServerIdentity: () => undefined,
+      })
+    : connect(options);
+  let peerSan;
   const received = exchanges.map(() => []);
   let step = 0;
   let have = 0;
@@ -188,7 +202,7 @@ function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000, localAddress 
     done = true;
     clearTimeout(timer);
     socket.destroy();
-    const out = { id, received: received.map((c) => Buffer.concat(c).toString('base64')), closed };
+    const out = { id, received: received.map((c) => Buffer.concat(c).toString('base64')), closed, ...(peerSan !== undefined ? { peerSan } : {}) };
     reply(error ? { ...out, error } : out);
   };
   const timer = setTimeout(() => finish(`timed out after ${timeoutMs} ms in exchange ${step}`), timeoutMs);
@@ -204,7 +218,8 @@ function doTcp({ id, host, port, exchanges = [], timeoutMs = 8000, localAddress 
     }
     if (step >= exchanges.length) finish();
   };
-  socket.on('connect', () => {
+  socket.on(tls ? 'secureConnect' : 'connect', () => {
+    if (tls) peerSan = socket.getPeerCertificate()?.subjectaltname ?? '';
     if (exchanges[0]) write(exchanges[0]);
     advance();
   });

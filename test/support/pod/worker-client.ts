@@ -72,6 +72,17 @@ export interface TcpResult {
   closed: boolean;
   /** a connection error or a timeout, when the exchanges did not all complete */
   error?: string;
+  /** TLS: the SAN of the certificate the server presented (Node's form, `URI:spiffe://...`) */
+  peerSan?: string;
+}
+
+/** A TLS client's side of `tcp`: the only trusted root, a client certificate, SNI and ALPN offered. */
+export interface TcpTls {
+  ca: string;
+  cert?: string;
+  key?: string;
+  servername?: string;
+  alpn?: string[];
 }
 
 /**
@@ -166,17 +177,18 @@ export class NetnsWorker {
     return this.ok('tcpServe', { name, host, port, ...options });
   }
 
-  /** One TCP connection through `exchanges`, closed by the client after the last (from `localAddress` if given). */
-  async tcp(host: string, port: number, exchanges: TcpExchange[], timeoutMs = 8000, localAddress?: string): Promise<TcpResult> {
+  /** One TCP connection through `exchanges`, closed by the client after the last (from `localAddress` if given; over TLS with `tls`). */
+  async tcp(host: string, port: number, exchanges: TcpExchange[], timeoutMs = 8000, localAddress?: string, tls?: TcpTls): Promise<TcpResult> {
     const res = await this.call('tcp', {
       host,
       port,
       timeoutMs,
       ...(localAddress ? { localAddress } : {}),
+      ...(tls ? { tls } : {}),
       exchanges: exchanges.map((e) => ({ want: e.want, ...(e.send !== undefined ? { send: Buffer.from(e.send).toString('base64') } : {}), ...(e.end ? { end: true } : {}) })),
     });
     const received = ((res.received as string[] | undefined) ?? []).map((b) => Buffer.from(b, 'base64'));
-    return { received, closed: res.closed === true, ...(res.error ? { error: String(res.error) } : {}) };
+    return { received, closed: res.closed === true, ...(res.error ? { error: String(res.error) } : {}), ...(typeof res.peerSan === 'string' ? { peerSan: res.peerSan } : {}) };
   }
 
   /** The server `name` stops listening: the app goes down. */

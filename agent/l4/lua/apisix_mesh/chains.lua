@@ -20,9 +20,15 @@ local function compile_peer_sans(action)
 end
 
 -- Prepares one listener item (as validated by l4_config) for matching.
+-- `index`: the chain's position (0: the default chain), by which the stream TLS listener finds the
+-- chain again once the handshake is done (tcp_mtls.lua)
 function _M.compile(item)
     compile_peer_sans(item.default and item.default.action)
-    for _, chain in ipairs(item.chains) do
+    if item.default then
+        item.default.index = 0
+    end
+    for i, chain in ipairs(item.chains) do
+        chain.index = i
         compile_peer_sans(chain.action)
         local m = chain.match or {}
         chain.match = m
@@ -135,6 +141,14 @@ function _M.by_destination(item, ip, port)
         end
     end
     return chains, inspect
+end
+
+-- The chain at `index` (chains.compile's), or nil.
+function _M.at(item, index)
+    if index == 0 then
+        return item.default
+    end
+    return item.chains[index]
 end
 
 -- The one chain for what the connection speaks (detect.inspect's result), or nil.

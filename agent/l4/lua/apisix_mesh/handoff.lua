@@ -99,4 +99,53 @@ function _M.lookup(address)
              peer_sans = peer_sans ~= "" and peer_sans or nil }
 end
 
+-- A part of its own for a reserved address (tcp_mtls.lua's), beside the record; `what` names it.
+-- The reserver detaches it when it releases the address.
+function _M.attach(address, what, value)
+    local d = dict()
+    if not d then
+        return nil, "shared dictionary " .. DICT .. " is missing"
+    end
+    return d:safe_set(PREFIX .. what .. ":" .. address, value)
+end
+
+function _M.attached(address, what)
+    local d = dict()
+    return d and address and d:get(PREFIX .. what .. ":" .. address)
+end
+
+function _M.detach(address, what)
+    local d = dict()
+    if d and address then
+        d:delete(PREFIX .. what .. ":" .. address)
+    end
+end
+
+-- HTTP side, per request: the record of the connection numbered `connection` (nginx's
+-- $connection) whose source address is `address`, read from the dictionary once per connection
+-- and then from a per-worker memo, as a keep-alive connection's record cannot change while it
+-- lives: its stream session holds the address reserved until both ends close. nginx numbers
+-- connections from one counter shared by the workers, never reusing a number while it runs; the
+-- memo also keeps the address and serves only a request from that same address, so a record is
+-- never served to another connection. Bounded: the least recently used connections are forgotten
+-- (a forgotten live connection reads the dictionary again); a miss is never memoized.
+local lrucache = require("resty.lrucache")
+local MEMO_SIZE = 4096
+local memo = lrucache.new(MEMO_SIZE)
+
+function _M.lookup_for_connection(connection, address)
+    if not connection or not address then
+        return nil
+    end
+    local entry = memo:get(connection)
+    if entry and entry.address == address then
+        return entry.record
+    end
+    local record = _M.lookup(address)
+    if record then
+        memo:set(connection, { address = address, record = record })
+    end
+    return record
+end
+
 return _M

@@ -170,7 +170,9 @@ end
 
 local http_access_phase = apisix.http_access_phase
 apisix.http_access_phase = function(...)
-    local h = handoff.lookup(ngx.var.realip_remote_addr)
+    local var = ngx.var
+    -- once per connection from the dictionary, then from the worker's memo (handoff.lua)
+    local h = handoff.lookup_for_connection(var.connection, var.realip_remote_addr)
     if not h then
         -- only the L4 front may speak to this listener: anything else has no capture facts
         core.log.warn("apisix-mesh: request on the HTTP listener without a captured connection from ",

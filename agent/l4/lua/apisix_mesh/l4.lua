@@ -16,6 +16,7 @@ local l4_rbac = require("apisix_mesh.l4_rbac")
 local l4_metrics = require("apisix_mesh.l4_metrics")
 local istio_labels = require("apisix_mesh.istio_labels")
 local endpoint_workload = require("apisix_mesh.endpoint_workload")
+local tcp_mtls = require("apisix_mesh.tcp_mtls")
 
 -- The source addresses Istio's inbound forwarding uses (InboundPassthroughBindIpv4/Ipv6), one per
 -- family of the address connected to; the capture rules let them through, and the init container
@@ -110,8 +111,9 @@ end
 
 -- http_port / tls_port: APISIX's loopback HTTP listener, and its TLS listener for the chains that
 -- terminate Istio's mTLS (hook.lua, mesh_tls.lua): the raw TLS bytes go there, with the same hand-off.
--- relay_tcp_port: the TLS relay's port for TCP proxies (tls_origin.lua)
-function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port, relay_tcp_port)
+-- relay_tcp_port: the TLS relay's port for TCP proxies (tls_origin.lua); tcp_tls_port: the stream
+-- TLS listener for TCP proxies behind Istio's mTLS (tcp_mtls.lua), the raw TLS bytes go there too
+function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port, relay_tcp_port, tcp_tls_port)
     local ip, port, family = original_dst.get()
     if not ip then
         return refuse("not a redirected connection (no original destination)")
@@ -144,7 +146,10 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         return refuse("no filter chain matches", dst)
     end
     local action = chain.action
-    if chain.rbac and action.kind ~= "refuse" then
+    -- behind Istio's mTLS, a TCP proxy's network RBAC needs the peer's principal: the TLS listener
+    -- judges it once the handshake is done (tcp_mtls.lua), before anything is forwarded
+    local mtls_tcp = action.tls and (action.kind == "cluster" or action.kind == "passthrough")
+    if chain.rbac and action.kind ~= "refuse" and not mtls_tcp then
         local client = ngx.var.remote_addr
         local ok, denied = pcall(l4_rbac.denied_by, chain.rbac, ip, port, client, seen)
         if not ok then
@@ -160,6 +165,9 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         end
     end
     local ctx = ngx.ctx
+    if mtls_tcp then
+        return _M.hand_to_tls(chain, action, direction, ip, port, dst, tcp_tls_port)
+    end
     if action.kind == "http" then
         local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst, action.peer_sans_record)
         if not address then
@@ -202,6 +210,60 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
     end
 end
 
+-- A TCP proxy behind Istio's mTLS: the front decides where the plaintext goes (as it would without
+-- TLS) and hands the raw TLS, with that decision, to the stream TLS listener on loopback.
+function _M.hand_to_tls(chain, action, direction, ip, port, dst, tcp_tls_port)
+    if direction ~= "inbound" or not tcp_tls_port then
+        return refuse("Istio's mTLS is terminated on inbound listeners only", dst)
+    end
+    local peer
+    if action.kind == "passthrough" then
+        peer = { host = ip, port = port, connect = action.connect_timeout }
+    else
+        local err
+        peer, err = cluster_peer(action)
+        if not peer then
+            return refuse(err, dst)
+        end
+    end
+    local address, err = handoff.reserve(direction, ngx.var.remote_addr, ngx.var.remote_port, dst, action.peer_sans_record)
+    if address then
+        local ok
+        ok, err = tcp_mtls.remember(address, chain, peer)
+        if not ok then
+            handoff.release(address)
+            address = nil
+        end
+    end
+    if not address then
+        core.log.error("apisix-mesh: cannot hand ", dst, " to the TCP mTLS listener: ", err)
+        return ngx.exit(ngx.ERROR)
+    end
+    local ctx = ngx.ctx
+    ctx.apisix_mesh_handoff = address
+    ctx.apisix_mesh_tcp_mtls = true
+    ngx.var.apisix_mesh_bind = address
+    ctx.apisix_mesh_peer = { host = "127.0.0.1", port = tcp_tls_port }
+end
+
+-- Istio's TCP metrics of a connection behind Istio's mTLS, once the stream TLS listener has verified
+-- its peer (tcp_mtls.lua): the chain's action says the destination service (the first cluster's:
+-- inbound chains name one), the handshake the principals. Returns the series, for l4_metrics.log().
+function _M.mtls_opened(action, peer_principal)
+    local peer = { service = action.service }
+    if action.kind == "cluster" then
+        local first = action.clusters and action.clusters[1]
+        peer.cluster = first and l4_upstreams.meta(first.upstream_id)
+    end
+    local service, service_name, service_namespace = destination_service("inbound", peer)
+    local id = require("apisix_mesh.identity").current()
+    return l4_metrics.opened({
+        outbound = false,
+        service = service, service_name = service_name, service_namespace = service_namespace,
+        mtls = true, peer_principal = peer_principal, local_principal = id and id.spiffe_id,
+    })
+end
+
 function _M.balance()
     local peer = ngx.ctx.apisix_mesh_peer
     if not peer then
@@ -224,6 +286,9 @@ function _M.log()
     local ctx = ngx.ctx
     local address = ctx.apisix_mesh_handoff
     if address then
+        if ngx.ctx.apisix_mesh_tcp_mtls then
+            tcp_mtls.forget(address)
+        end
         handoff.release(address)
     end
     if ctx.apisix_mesh_tcp_series then

@@ -45,7 +45,8 @@ local action_schema = {
             },
         },
         connect_timeout = { type = "number", exclusiveMinimum = 0 },
-        -- http: the chain terminates Istio's mTLS (APISIX's TLS listener does)
+        -- the chain terminates Istio's mTLS: http, APISIX's TLS listener does; cluster and
+        -- passthrough, the front's stream TLS listener does (tcp_mtls.lua)
         tls = { type = "boolean" },
         -- with tls: the peer's URI SANs must match one of these (the chain's match_subject_alt_names)
         peer_sans = {

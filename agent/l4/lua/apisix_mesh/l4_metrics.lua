@@ -2,7 +2,8 @@
 -- export server (istio_metrics.lua appends them):
 -- - Istio's TCP metrics for the connections the front proxies itself (TCP chains: a cluster or the
 --   pass-through; HTTP is counted by istio_metrics.lua): istio_tcp_connections_opened_total (when
---   the front has decided where the connection goes), istio_tcp_connections_closed_total,
+--   the front has decided where the connection goes; behind Istio's mTLS, once the TLS listener has
+--   verified the peer: tcp_mtls.lua), istio_tcp_connections_closed_total,
 --   istio_tcp_received_bytes_total (from the client) and istio_tcp_sent_bytes_total (to the
 --   client), both counted when the connection closes (Envoy also reports a long connection's bytes
 --   every 15 s meanwhile; here they show at its end). Labels: istio_labels.lua's TCP set.
@@ -119,6 +120,7 @@ end
   outbound   the direction
   service, service_name, service_namespace   the destination service (nil: unknown)
   peer       outbound: the destination's workload from istiod's endpoint metadata (endpoint_workload.lua), or nil
+  mtls, peer_principal, local_principal   inbound behind Istio's mTLS (tcp_mtls.lua): the verified peer and our SPIFFE id
 Counts it opened; returns the series for closed(), or nil. ]]
 function _M.opened(c)
     local d = dict()
@@ -128,7 +130,7 @@ function _M.opened(c)
     local values = labels.tcp_values({
         outbound = c.outbound, local_side = local_side,
         service = c.service, service_name = c.service_name, service_namespace = c.service_namespace,
-        peer = c.peer, mtls = false, protocol = "tcp", code = "0", grpc_status = "", flags = "-",
+        peer = c.peer, mtls = c.mtls == true, peer_principal = c.peer_principal, local_principal = c.local_principal, protocol = "tcp", code = "0", grpc_status = "", flags = "-",
     })
     local id = series(d, values)
     local _, err = d:incr(P .. "o" .. id, 1)
@@ -153,6 +155,15 @@ function _M.closed(id, received, sent)
     end
     if err then
         complain("a count was lost: ", err)
+    end
+end
+
+-- log phase of a stream server that opened a series (the TLS listener of tcp_mtls.lua)
+function _M.log()
+    local id = ngx.ctx.apisix_mesh_tcp_series
+    if id then
+        local var = ngx.var
+        _M.closed(id, var.bytes_received, var.bytes_sent)
     end
 end
 

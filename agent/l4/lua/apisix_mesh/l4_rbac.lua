@@ -8,9 +8,11 @@
 -- - the server name is the SNI the front read from the ClientHello when it looked at the first
 --   bytes (none for plaintext); when it did not look (the chains did not differ by it), unknown:
 --   the front does not wait for a client's bytes only for a policy (server-first protocols);
--- - headers, paths and metadata (never in a tree the agent compiles for a network filter) and the
---   peer's mTLS identity (`authenticated`, compiled as unknown) are unknown: an ALLOW that needs
---   them does not allow, a DENY that may match denies.
+-- - the peer's mTLS identity (`authenticated`, Istio's `principals` and `namespaces`): the verified
+--   URI SAN on a chain that terminates Istio's mTLS, judged by the stream TLS listener once the
+--   handshake is done (tcp_mtls.lua); "" on a plaintext chain, where no principal matches;
+-- - headers, paths and metadata (never in a tree the agent compiles for a network filter) are
+--   unknown: an ALLOW that needs them does not allow, a DENY that may match denies.
 local rbac = require("apisix_mesh.rbac")
 
 local _M = {}
@@ -35,9 +37,9 @@ function facts.server_name(f)
     return seen.sni or ""
 end
 
--- TCP chains never terminate mTLS (the front refuses mTLS in front of a TCP proxy): no principal
-function facts.peer_principal()
-    return ""
+-- the verified mTLS peer's URI SAN; a plaintext connection has none
+function facts.peer_principal(f)
+    return f.principal or ""
 end
 
 function facts.header()
@@ -53,13 +55,15 @@ function facts.metadata()
 end
 
 -- nil when the chain's filters let the connection on, else the name of the filter that denies it.
--- dst_ip / client_ip: addresses as text; seen: detect.lua's look at the first bytes, or nil.
-function _M.denied_by(filters, dst_ip, dst_port, client_ip, seen)
+-- dst_ip / client_ip: addresses as text; seen: detect.lua's look at the first bytes, or nil;
+-- principal: the verified mTLS peer's URI SAN (tcp_mtls.lua), nil for plaintext.
+function _M.denied_by(filters, dst_ip, dst_port, client_ip, seen, principal)
     local f = {
         dst_bytes = rbac.parse_ip(dst_ip),
         dst_port = dst_port,
         peer_bytes = rbac.parse_ip(client_ip),
         seen = seen,
+        principal = principal,
     }
     return rbac.denied_by(filters, f, facts)
 end

@@ -195,10 +195,26 @@ function _M.before_pick(api_ctx)
     return true
 end
 
+-- the entries of an `$upstream_*` list, in place: nginx writes "a, b : c" (" : " between upstream
+-- requests of one request: an internal redirect, the retry locations' restart) and leaves an
+-- entry empty for a try that had no peer (a balancer that ended the request), so the addresses
+-- and the statuses line up only when empty entries are kept
 local function split(list)
     local out = {}
-    for item in (list or ""):gsub(" : ", ", "):gmatch("[^,%s]+") do
-        out[#out + 1] = item
+    for item in ((list or ""):gsub(" : ", ",") .. ","):gmatch("([^,]*),") do
+        out[#out + 1] = item:match("^%s*(.-)%s*$")
+    end
+    return out
+end
+
+--- each try's { addr, status } from `$upstream_addr` and `$upstream_status`
+function _M.tries(addr_list, status_list)
+    local addrs, statuses, out = split(addr_list), split(status_list), {}
+    for i, addr in ipairs(addrs) do
+        local status = tonumber(statuses[i])
+        if addr ~= "" and status then
+            out[#out + 1] = { addr = addr, status = status }
+        end
     end
     return out
 end
@@ -218,12 +234,10 @@ function _M.count(api_ctx)
     for _, node in ipairs(nodes) do
         known[address(node)] = true
     end
-    local addrs, statuses = split(ngx.var.upstream_addr), split(ngx.var.upstream_status)
     local now = ngx.now()
-    for i, addr in ipairs(addrs) do
-        local status = tonumber(statuses[i])
-        if status and known[addr] then
-            _M.record(up, p, nodes, addr, status, now, api_ctx)
+    for _, try in ipairs(_M.tries(ngx.var.upstream_addr, ngx.var.upstream_status)) do
+        if known[try.addr] then
+            _M.record(up, p, nodes, try.addr, try.status, now, api_ctx)
         end
     end
 end

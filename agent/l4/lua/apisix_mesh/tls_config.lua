@@ -6,6 +6,7 @@ local core = require("apisix.core")
 local workload_identity = require("apisix_mesh.identity")
 local x509 = require("resty.openssl.x509")
 local x509_store = require("resty.openssl.x509.store")
+local x509_crl = require("resty.openssl.x509.crl")
 
 local matcher_schema = {
     type = "object",
@@ -44,10 +45,14 @@ local cluster_schema = {
         alpn_tcp = protocols_schema,
         connect_timeout_ms = { type = "integer", minimum = 1, maximum = 3600000 },
         -- DestinationRule SIMPLE (agent/mtls/simple-tls.ts)
-        verify = { type = "string", enum = { "system", "file", "none" } },
+        verify = { type = "string", enum = { "system", "file", "secret", "none" } },
         ca_file = { type = "string", pattern = "^/", maxLength = 4096 },
+        crl_file = { type = "string", pattern = "^/", maxLength = 4096 },
         client_cert_file = { type = "string", pattern = "^/", maxLength = 4096 },
         client_key_file = { type = "string", pattern = "^/", maxLength = 4096 },
+        -- credentialName: SDS secrets from istiod (tls_sds.lua)
+        ca_secret = { type = "string", pattern = "^(kubernetes|configmap)://", maxLength = 1100 },
+        client_secret = { type = "string", pattern = "^(kubernetes|configmap)://", maxLength = 1100 },
         auto_sni_host = { type = "string", minLength = 1, maxLength = 253 },
         auto_san_host = { type = "string", minLength = 1, maxLength = 253 },
     },
@@ -66,6 +71,8 @@ function _M.init_worker()
         core.log.error("apisix-mesh: cannot watch /mesh_tls: ", err)
     end
     workload_identity.init_worker()
+    -- required here, not at the top: tls_sds.lua builds its stores with this module's root_store
+    require("apisix_mesh.tls_sds").init_worker()
 end
 
 local function index(values)
@@ -158,5 +165,35 @@ function _M.identity()
 end
 
 _M.root_store = root_store
+
+local MAX_CRLS = 64
+
+-- Adds the CRLs of a PEM text to a store (a caCrl file, a credentialName CA secret's ca.crl), checked
+-- as Envoy does (its default validator: X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL): every
+-- certificate of the server's chain needs a current CRL from its issuer, and none may be revoked.
+-- Returns true, or nil and why.
+function _M.add_crls(store, pem)
+    local n = 0
+    for block in pem:gmatch("%-%-%-%-%-BEGIN X509 CRL%-%-%-%-%-.-%-%-%-%-%-END X509 CRL%-%-%-%-%-") do
+        n = n + 1
+        if n > MAX_CRLS then
+            return nil, "more than " .. MAX_CRLS .. " CRLs"
+        end
+        local crl, err = x509_crl.new(block, "PEM")
+        if not crl then
+            return nil, "CRL " .. n .. " does not parse: " .. tostring(err)
+        end
+        local ok
+        ok, err = store:add(crl, true)
+        if not ok then
+            return nil, err
+        end
+    end
+    if n == 0 then
+        return nil, "no PEM CRL in it"
+    end
+    local flags = x509_store.verify_flags
+    return store:set_flags(flags.X509_V_FLAG_CRL_CHECK, flags.X509_V_FLAG_CRL_CHECK_ALL)
+end
 
 return _M

@@ -6,9 +6,11 @@
 --    roots and its SAN against the cluster's matchers (peer_identity.lua) before it forwards a
 --    single byte; a server that fails the check gets nothing and the connection is closed;
 --  * tls: originates TLS as Envoy does for a DestinationRule SIMPLE (no client certificate) or MUTUAL
---    (the client certificate and key from files, tls_client_cert.lua; the
+--    (the client certificate and key from files, tls_client_cert.lua, or from the SDS secret of
+--    credentialName, tls_sds.lua; the
 --    cluster's SNI or, for HTTP, the service's host (simple-tls.ts); the server's chain checked
---    against the system bundle or the DestinationRule's CA file (tls_roots.lua), its SANs against
+--    against the system bundle, the DestinationRule's CA file (tls_roots.lua) or credentialName's CA
+--    secret (tls_sds.lua), its SANs against
 --    the matchers or, for HTTP with auto_san_validation, the service's host; insecureSkipVerify:
 --    no check, as Envoy), before a single byte is forwarded;
 --  * plain: forwards as is (auto-mTLS to an endpoint without a sidecar);
@@ -25,6 +27,7 @@ local tls_socket = require("apisix_mesh.tls_socket")
 local peer_identity = require("apisix_mesh.peer_identity")
 local tls_roots = require("apisix_mesh.tls_roots")
 local tls_client_cert = require("apisix_mesh.tls_client_cert")
+local tls_sds = require("apisix_mesh.tls_sds")
 
 local BUFFER = 65536
 -- Envoy's TCP proxy idle timeout; APISIX's own upstream timeouts bound HTTP exchanges
@@ -131,7 +134,12 @@ end
 -- for MUTUAL), key (the session cache's) }, or nil and why.
 local function simple_trust(cluster)
     local client, err
-    if cluster.client_cert_file and cluster.client_key_file then
+    if cluster.client_secret then
+        client, err = tls_sds.client(cluster.client_secret)
+        if not client then
+            return nil, err
+        end
+    elseif cluster.client_cert_file and cluster.client_key_file then
         client, err = tls_client_cert.load(cluster.client_cert_file, cluster.client_key_file)
         if not client then
             return nil, err
@@ -141,7 +149,14 @@ local function simple_trust(cluster)
         return { client = client, key = pair_key(NO_CHECK, client) }
     end
     local store, path
-    store, err, path = tls_roots.store(cluster.verify, cluster.ca_file)
+    if cluster.verify == "secret" then
+        store, err = tls_sds.store(cluster.ca_secret or "")
+        if not store then
+            return nil, err
+        end
+        return { store = store, roots = "the CA certificates of the SDS secret " .. cluster.ca_secret, client = client, key = pair_key(store, client) }
+    end
+    store, err, path = tls_roots.store(cluster.verify, cluster.ca_file, cluster.crl_file)
     if not store then
         return nil, err
     end
