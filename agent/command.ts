@@ -5,7 +5,7 @@ import { CliError } from '../cli/errors.js';
 import { shortQuote } from '../cli/short-quote.js';
 import { packageVersion } from '../cli/version.js';
 import { parseDuration, parseListen } from './etcd/command.js';
-import { nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from './xds/node.js';
+import { nodeId, nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from './xds/node.js';
 import { SpiffeIdError, workloadSpiffeId } from './identity/spiffe-id.js';
 import type { RunningAgent } from './agent.js';
 import { installLuaModules, writeLuaModule } from './l4/lua-modules.js';
@@ -190,7 +190,7 @@ export function registerAgentCommand(program: Command): void {
       if (flags.luaDir) {
         try {
           luaModules = installLuaModules(flags.luaDir);
-          writeLuaModule(flags.luaDir, ISTIO_METRICS_CONF_MODULE, istioMetricsConfLua({ localWorkload: localWorkload(identity), maxSeries }));
+          writeLuaModule(flags.luaDir, ISTIO_METRICS_CONF_MODULE, istioMetricsConfLua({ localWorkload: localWorkload(identity), maxSeries, exchange: { nodeId: nodeId(identity), instance: identity.podName } }));
         } catch (err) {
           throw new CliError(`--lua-dir: cannot write the Lua modules into ${flags.luaDir}: ${(err as Error).message}`, 1);
         }

@@ -11,6 +11,8 @@
 //   {id, op: 'upgrade', url, headers?, message}  an Upgrade request; → {id, status, echoed} once
 //       `message` came back through the upgraded connection, or {id, status, body} when refused
 //   {id, op: 'served', name}              → {id, count, requests: [{method, url, headers, peer}]}
+//   `serve` with `peerMetadata: {id, value}` answers as Istio's sidecar in front of the server would:
+//       x-envoy-peer-metadata(-id) with these values, each when the request carried that header.
 //   `serve` with `tls: {key, cert}` (PEM) serves HTTPS instead; each request also records the
 //       server name (SNI) the client sent (`servername`). `http` to an https: URL takes `ca` (PEM,
 //       the only trusted root) and `servername` (the SNI to send). With `tls.ca` the server requires
@@ -68,7 +70,7 @@ function doHttp({ id, url, path, method = 'GET', headers = {}, body, timeoutMs =
   req.end(body);
 }
 
-function serve({ id, name, host, port, tls }) {
+function serve({ id, name, host, port, tls, peerMetadata }) {
   const record = { count: 0, requests: [] };
   const handler = (req, res) => {
     const chunks = [];
@@ -83,6 +85,9 @@ function serve({ id, name, host, port, tls }) {
         res.statusCode = Number(query.get(`status.${name}`) ?? query.get('status') ?? 200);
         res.setHeader('content-type', 'application/json');
         res.setHeader('x-served-by', name);
+        // as an Istio sidecar in front of the server answers: each of its metadata headers when the request carried that one
+        if (peerMetadata && req.headers['x-envoy-peer-metadata-id'] !== undefined) res.setHeader('x-envoy-peer-metadata-id', peerMetadata.id);
+        if (peerMetadata && req.headers['x-envoy-peer-metadata'] !== undefined) res.setHeader('x-envoy-peer-metadata', peerMetadata.value);
         res.end(JSON.stringify({ name, ...seen, body: Buffer.concat(chunks).toString('utf8') }));
       };
       const delay = Number(query.get('delay') ?? 0);

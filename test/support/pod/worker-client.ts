@@ -157,8 +157,8 @@ export class NetnsWorker {
   }
 
   /** An HTTP echo server named `name` on host:port in this namespace. */
-  serve(name: string, host: string, port: number): Promise<void> {
-    return this.ok('serve', { name, host, port });
+  serve(name: string, host: string, port: number, options: { peerMetadata?: { id: string; value: string } } = {}): Promise<void> {
+    return this.ok('serve', { name, host, port, ...options });
   }
 
   /** `connections`: TCP connections accepted, for HTTPS servers */
