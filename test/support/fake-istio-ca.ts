@@ -125,7 +125,8 @@ interface ForgeCsrAttributes {
 export function readCsr(pem: string): { publicKey: KeyObject; verified: boolean; sans: string[] } {
   const { asn1 } = forge;
   // bit strings stay bytes: forge would otherwise parse the DER ECDSA signature as nested ASN.1
-  const request = asn1.fromDer(forge.pem.decode(pem)[0]!.body, { decodeBitStrings: false });
+  const fromDer = asn1.fromDer as unknown as (der: string, options: { decodeBitStrings: boolean }) => forge.asn1.Asn1; // the typings know only `strict`
+  const request = fromDer(forge.pem.decode(pem)[0]!.body, { decodeBitStrings: false });
   const [info, , signature] = request.value as forge.asn1.Asn1[];
   const infoFields = info!.value as forge.asn1.Asn1[];
   const publicKey = createPublicKey({ key: Buffer.from(asn1.toDer(infoFields[2]!).getBytes(), 'binary'), format: 'der', type: 'spki' });
