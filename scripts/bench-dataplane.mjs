@@ -28,12 +28,10 @@ import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileS
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import YAML from 'yaml';
 import { cla, endpointIp, mesh, serviceHost, serviceVip } from './synthetic-mesh.mjs';
+import { CLK_TCK, compileHarness, cpuTicks, follow, pidsIn, readOr, root, spawnIn, stageLoadScript } from './dataplane-pod.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const env = (name, fallback) => process.env[name] ?? fallback;
 const ROUNDS = Number(env('BENCH_ROUNDS', 2));
 /**
@@ -62,12 +60,12 @@ const APP_UID = 1000;
 const PROXY_UID = 1337;
 const TARGET = 1; // the service the app calls: svc-1 (VIP 10.96.0.1:80, endpoints 10.0.1.1-3:8080)
 const DEADLINE_MS = 15 * 60_000;
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100);
-/** BENCH_DIAGNOSE=1: also APISIX without its access log, and a perf profile of APISIX at saturation */
+/** BENCH_DIAGNOSE=1: also APISIX with its access log (off by default), and a perf profile of APISIX at saturation */
 const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
 /**
  * BENCH_VARIANTS=a,b: the sidecar with one thing changed, each measured as its own setup in the same
- * rounds (what that thing costs per request): `no-log` APISIX's access log off; `same` a second pod
+ * rounds (what that thing costs per request): `log` APISIX's access log on (`accessLogFile: /dev/stdout`;
+ * off by default); `same` a second pod
  * of the sidecar exactly as it is (the run's own noise between two identical setups); `phases` the
  * sidecar with its Lua phases and pieces timed in CPU time (scripts/bench-lua/, printed at the end).
  */
@@ -102,64 +100,9 @@ const GIB = 1024 ** 3;
 
 process.env.APISIX_RUNTIME ??= '/var/cache/apisix-mesh/apisix-runtime-3.13.0';
 
-// ---------------------------------------------------------------- the harness, compiled as it is
-
-function compileHarness() {
-  const cache = join(root, 'node_modules/.cache/apisix-mesh-bench-dataplane');
-  const out = join(cache, 'out');
-  mkdirSync(cache, { recursive: true });
-  const entry = (p) => join(root, p);
-  const tsconfig = join(cache, 'tsconfig.json');
-  writeFileSync(
-    tsconfig,
-    JSON.stringify({
-      extends: join(root, 'tsconfig.json'),
-      compilerOptions: { rootDir: root, outDir: out, sourceMap: false, incremental: true, tsBuildInfoFile: join(cache, 'tsbuildinfo') },
-      include: [],
-      files: ['test/support/pod/pod-harness.ts', 'test/support/pod/requirements.ts', 'test/support/istio-xds.ts', 'test/support/fake-istio-ca.ts', 'test/support/test-pki.ts'].map(entry),
-    }),
-  );
-  const tsc = spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', tsconfig], { encoding: 'utf8' });
-  if (tsc.status !== 0) throw new Error(`compiling the pod harness failed:\n${tsc.stdout}${tsc.stderr}`);
-  copyFileSync(join(root, 'test/support/pod/netns-worker.mjs'), join(out, 'test/support/pod/netns-worker.mjs'));
-  // the fake CA serves the agent's own proto, found next to the compiled code
-  mkdirSync(join(out, 'agent/identity'), { recursive: true });
-  copyFileSync(join(root, 'agent/identity/istio-ca.proto'), join(out, 'agent/identity/istio-ca.proto'));
-  const load = async (p) => import(pathToFileURL(join(out, p)).href);
-  return load;
-}
-
 // ---------------------------------------------------------------- processes in namespaces
+// (the harness compiled, the load script staged, spawnIn/follow: scripts/dataplane-pod.mjs)
 
-/** A copy of the load script any uid can read (the checkout may be private to root). */
-function stageLoadScript() {
-  const dir = mkdtempSync(join(tmpdir(), 'apisix-mesh-bench-load-'));
-  chmodSync(dir, 0o755);
-  const script = join(dir, 'dataplane-load.mjs');
-  copyFileSync(join(root, 'scripts/dataplane-load.mjs'), script);
-  chmodSync(script, 0o644);
-  return { script, remove: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-function spawnIn(ns, uid, args) {
-  const ids = uid === undefined ? [] : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups'];
-  return spawn('ip', ['netns', 'exec', ns, ...ids, process.execPath, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-}
-
-/** Lines of JSON from a child, to `onMessage`; resolves with the child's exit. */
-function follow(child, onMessage) {
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    try {
-      onMessage(JSON.parse(line));
-    } catch {
-      // not ours
-    }
-  });
-  // 'close', not 'exit': the last lines may still be in the pipe when the process has exited
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stderr })));
-}
 
 async function startServer(script, ns, uid, host, port) {
   const child = spawnIn(ns, uid, [script, 'serve', host, String(port), String(BODY)]);
@@ -218,18 +161,6 @@ async function runTcpStream(script, ns, uid, host, pids) {
 
 // ---------------------------------------------------------------- /proc
 
-function pidsIn(ns) {
-  return spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number);
-}
-
-function readOr(path, fallback) {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return fallback;
-  }
-}
-
 /** proxy: nginx/OpenResty processes (master, workers, APISIX's privileged agent); agent: the mesh agent. */
 function rolesIn(ns) {
   const roles = { proxy: [], agent: [] };
@@ -241,11 +172,6 @@ function rolesIn(ns) {
   return roles;
 }
 
-function cpuTicks(pid) {
-  const stat = readOr(`/proc/${pid}/stat`, '');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11] ?? 0) + Number(fields[12] ?? 0); // utime + stime (fields 14, 15)
-}
 
 /** context switches of a process's main thread (each is a sleep or preemption: wake-ups cost CPU) */
 function switches(pid) {
@@ -397,7 +323,7 @@ function editApisixConfig(h, pod, edit) {
 
 /**
  * The injected pod; `bare` swaps APISIX's command for a bare nginx of the same OpenResty build,
- * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs),
+ * `withAccessLog` turns APISIX's access log on (`accessLogFile: /dev/stdout`: what a line per request costs),
  * `noRetry` drops the routes' retry policies (what the hand-over to a retry location costs).
  */
 /**
@@ -436,7 +362,7 @@ async function mtlsMaterial(h) {
   };
 }
 
-async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, baseline, jwt, rbac, mtls, phases }) {
+async function startMeshPod(h, script, { bare, services, withAccessLog, noRetry, baseline, jwt, rbac, mtls, phases }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -459,8 +385,12 @@ async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, b
         ? mtls.addCa
         : baseline
         ? (p) => baseline.inject(p)
-        : noAccessLog
-        ? (p) => editApisixConfig(h, p, (doc) => ((doc.nginx_config.http ??= {}).enable_access_log = false))
+        : withAccessLog
+        ? (p) =>
+            editApisixConfig(h, p, (doc) => {
+              delete doc.nginx_config.http.enable_access_log;
+              doc.nginx_config.http.access_log = '/dev/stdout';
+            })
         : phases
         ? (p) =>
             editApisixConfig(h, p, (doc) => {
@@ -827,7 +757,7 @@ async function memorySeries(h, setups, baseline) {
 }
 
 async function main() {
-  const loadHarness = compileHarness();
+  const loadHarness = compileHarness('apisix-mesh-bench-dataplane');
   const h = {
     harness: await loadHarness('test/support/pod/pod-harness.js'),
     requirements: await loadHarness('test/support/pod/requirements.js'),
@@ -841,7 +771,7 @@ async function main() {
     console.log(`skipped: ${missing}`);
     return;
   }
-  const { script, remove } = stageLoadScript();
+  const { script, remove } = stageLoadScript('apisix-mesh-bench-load-');
   const setups = {};
   const cleanup = async () => {
     for (const s of Object.values(setups)) await s.stop().catch(() => undefined);
@@ -874,7 +804,7 @@ async function main() {
     if (RBAC) setups.rbac = await startMeshPod(h, script, { bare: false, services: SERVICES, rbac: true });
     if (MTLS) setups.mtls = await startMeshPod(h, script, { bare: false, services: SERVICES, mtls: await mtlsMaterial(h) });
     if (RETRY_BASELINE) setups['no-retry'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noRetry: true });
-    if (DIAGNOSE || VARIANTS.includes('no-log')) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
+    if (DIAGNOSE || VARIANTS.includes('log')) setups.log = await startMeshPod(h, script, { bare: false, services: SERVICES, withAccessLog: true });
     if (VARIANTS.includes('same')) setups.same = await startMeshPod(h, script, { bare: false, services: SERVICES });
     const phases = VARIANTS.includes('phases') ? phasesDir() : undefined;
     if (phases) setups.phases = await startMeshPod(h, script, { bare: false, services: SERVICES, phases });

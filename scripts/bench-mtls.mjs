@@ -12,14 +12,10 @@
 // (nginx master, workers, privileged agent: the relay runs in the workers) per 1,000 requests.
 //
 // The harness is TypeScript under test/: compiled here into node_modules/.cache, as bench-dataplane does.
-import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { apisixTicks, CLK_TCK, compileHarness, follow, root, spawnIn, stageLoadScript } from './dataplane-pod.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const env = (name, fallback) => process.env[name] ?? fallback;
 const ROUNDS = Number(env('BENCH_ROUNDS', 2));
 const CONNECTIONS = Number(env('BENCH_CONNECTIONS', 16));
@@ -27,7 +23,6 @@ const WARMUP_MS = Number(env('BENCH_WARMUP_MS', 1500));
 const DURATION_MS = Number(env('BENCH_DURATION_MS', 5000));
 const BODY = 1024;
 const APP_UID = 1000;
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100);
 const NS = 'bench';
 const SERVER_ID = `spiffe://cluster.local/ns/${NS}/sa/server`;
 process.env.APISIX_RUNTIME ??= '/var/cache/apisix-mesh/apisix-runtime-3.13.0';
@@ -41,43 +36,8 @@ const SERVICES = [
 ];
 const PORT = 8443;
 
-function compileHarness() {
-  const cache = join(root, 'node_modules/.cache/apisix-mesh-bench-mtls');
-  const out = join(cache, 'out');
-  mkdirSync(cache, { recursive: true });
-  const tsconfig = join(cache, 'tsconfig.json');
-  const files = ['test/support/pod/pod-harness.ts', 'test/support/pod/requirements.ts', 'test/support/pod/mesh-ca.ts', 'test/support/istio-xds.ts', 'test/support/test-pki.ts', 'test/support/fake-istio-ca.ts'];
-  writeFileSync(tsconfig, JSON.stringify({
-    extends: join(root, 'tsconfig.json'),
-    compilerOptions: { rootDir: root, outDir: out, sourceMap: false, incremental: true, tsBuildInfoFile: join(cache, 'tsbuildinfo') },
-    include: [],
-    files: files.map((f) => join(root, f)),
-  }));
-  const tsc = spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', tsconfig], { encoding: 'utf8' });
-  if (tsc.status !== 0) throw new Error(`compiling the pod harness failed:\n${tsc.stdout}${tsc.stderr}`);
-  copyFileSync(join(root, 'test/support/pod/netns-worker.mjs'), join(out, 'test/support/pod/netns-worker.mjs'));
-  mkdirSync(join(out, 'agent/identity'), { recursive: true });
-  copyFileSync(join(root, 'agent/identity/istio-ca.proto'), join(out, 'agent/identity/istio-ca.proto'));
-  return (p) => import(pathToFileURL(join(out, p)).href);
-}
 
-function spawnIn(ns, uid, args) {
-  const ids = uid === undefined ? [] : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups'];
-  return spawn('ip', ['netns', 'exec', ns, ...ids, process.execPath, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-}
 
-function follow(child, onMessage) {
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    try {
-      onMessage(JSON.parse(line));
-    } catch {
-      // not ours
-    }
-  });
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stderr })));
-}
 
 async function startServer(script, ns, host, port, options) {
   const child = spawnIn(ns, undefined, [script, 'serve', host, String(port), String(BODY), JSON.stringify(options)]);
@@ -88,25 +48,7 @@ async function startServer(script, ns, host, port, options) {
   return child;
 }
 
-const readOr = (path, fallback) => {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return fallback;
-  }
-};
 
-/** CPU ticks of APISIX's processes (nginx master, workers, privileged agent) in the pod. */
-function apisixTicks(ns) {
-  let ticks = 0;
-  for (const pid of spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean)) {
-    if (!readOr(`/proc/${pid}/cmdline`, '').startsWith('nginx: ')) continue;
-    const stat = readOr(`/proc/${pid}/stat`, '');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
-  }
-  return ticks;
-}
 
 async function runLoad(script, ns, url) {
   const child = spawnIn(ns, APP_UID, [script, 'load', JSON.stringify({ url, bodyBytes: BODY, connections: CONNECTIONS, warmupMs: WARMUP_MS, durationMs: DURATION_MS, rate: 0 })]);
@@ -121,15 +63,12 @@ async function runLoad(script, ns, url) {
 }
 
 async function main() {
-  const load = compileHarness();
+  const load = compileHarness('apisix-mesh-bench-mtls');
   const [harness, meshCa, xds, pkiLib, caLib, requirements] = await Promise.all([
     load('test/support/pod/pod-harness.js'), load('test/support/pod/mesh-ca.js'), load('test/support/istio-xds.js'),
     load('test/support/test-pki.js'), load('test/support/fake-istio-ca.js'), load('test/support/pod/requirements.js'),
   ]);
-  const dir = mkdtempSync(join(tmpdir(), 'apisix-mesh-bench-mtls-'));
-  chmodSync(dir, 0o755);
-  const script = join(dir, 'dataplane-load.mjs');
-  copyFileSync(join(root, 'scripts/dataplane-load.mjs'), script);
+  const { dir, script } = stageLoadScript('apisix-mesh-bench-mtls-');
   const pki = pkiLib.createTestPki();
   const server = meshCa.meshLeaf(pki.intermediate, SERVER_ID);
   const tlsDir = join(dir, 'tls');

@@ -18,21 +18,17 @@
 // and Istio's keys are; for mtls-resumed, a resumed one where the server took the session).
 //
 // The harness is TypeScript under test/: compiled here into node_modules/.cache, as bench-mtls does.
-import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { rmSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { apisixTicks, CLK_TCK, compileHarness, follow, root, spawnIn, stageLoadScript } from './dataplane-pod.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const env = (name, fallback) => process.env[name] ?? fallback;
 const ROUNDS = Number(env('BENCH_ROUNDS', 2));
 const CONNECTIONS = Number(env('BENCH_CONNECTIONS', 4));
 const WARMUP_MS = Number(env('BENCH_WARMUP_MS', 1500));
 const DURATION_MS = Number(env('BENCH_DURATION_MS', 5000));
 const APP_UID = 1000;
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100);
 const NS = 'bench';
 const POD_NAME = 'db';
 const CLIENT_ID = `spiffe://cluster.local/ns/${NS}/sa/client`;
@@ -40,63 +36,10 @@ const PORT = 5001;
 const HTTP_PORT = 5002;
 process.env.APISIX_RUNTIME ??= '/var/cache/apisix-mesh/apisix-runtime-3.13.0';
 
-function compileHarness() {
-  const cache = join(root, 'node_modules/.cache/apisix-mesh-bench-tcp-mtls');
-  const out = join(cache, 'out');
-  mkdirSync(cache, { recursive: true });
-  const tsconfig = join(cache, 'tsconfig.json');
-  const files = ['test/support/pod/pod-harness.ts', 'test/support/pod/requirements.ts', 'test/support/pod/mesh-ca.ts', 'test/support/istio-xds.ts', 'test/support/test-pki.ts', 'test/support/fake-istio-ca.ts'];
-  writeFileSync(tsconfig, JSON.stringify({
-    extends: join(root, 'tsconfig.json'),
-    compilerOptions: { rootDir: root, outDir: out, sourceMap: false, incremental: true, tsBuildInfoFile: join(cache, 'tsbuildinfo') },
-    include: [],
-    files: files.map((f) => join(root, f)),
-  }));
-  const tsc = spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', tsconfig], { encoding: 'utf8' });
-  if (tsc.status !== 0) throw new Error(`compiling the pod harness failed:\n${tsc.stdout}${tsc.stderr}`);
-  copyFileSync(join(root, 'test/support/pod/netns-worker.mjs'), join(out, 'test/support/pod/netns-worker.mjs'));
-  mkdirSync(join(out, 'agent/identity'), { recursive: true });
-  copyFileSync(join(root, 'agent/identity/istio-ca.proto'), join(out, 'agent/identity/istio-ca.proto'));
-  return (p) => import(pathToFileURL(join(out, p)).href);
-}
 
-function spawnIn(ns, uid, args) {
-  const ids = uid === undefined ? [] : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups'];
-  return spawn('ip', ['netns', 'exec', ns, ...ids, process.execPath, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-}
 
-function follow(child, onMessage) {
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    try {
-      onMessage(JSON.parse(line));
-    } catch {
-      // not ours
-    }
-  });
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stderr })));
-}
 
-const readOr = (path, fallback) => {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return fallback;
-  }
-};
 
-/** CPU ticks of APISIX's processes (nginx master, workers, privileged agent) in the pod. */
-function apisixTicks(ns) {
-  let ticks = 0;
-  for (const pid of spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean)) {
-    if (!readOr(`/proc/${pid}/cmdline`, '').startsWith('nginx: ')) continue;
-    const stat = readOr(`/proc/${pid}/stat`, '');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
-  }
-  return ticks;
-}
 
 /** One load (`stream` or `connect`) from the cluster namespace; APISIX's CPU seconds over its window. */
 async function runLoad(script, podNs, clusterNs, mode, args) {
@@ -112,15 +55,12 @@ async function runLoad(script, podNs, clusterNs, mode, args) {
 }
 
 async function main() {
-  const load = compileHarness();
+  const load = compileHarness('apisix-mesh-bench-tcp-mtls');
   const [harness, meshCa, xds, pkiLib, caLib, requirements, network] = await Promise.all([
     load('test/support/pod/pod-harness.js'), load('test/support/pod/mesh-ca.js'), load('test/support/istio-xds.js'),
     load('test/support/test-pki.js'), load('test/support/fake-istio-ca.js'), load('test/support/pod/requirements.js'), load('test/support/pod/network.js'),
   ]);
-  const dir = mkdtempSync(join(tmpdir(), 'apisix-mesh-bench-tcp-mtls-'));
-  chmodSync(dir, 0o755);
-  const script = join(dir, 'dataplane-load.mjs');
-  copyFileSync(join(root, 'scripts/dataplane-load.mjs'), script);
+  const { dir, script } = stageLoadScript('apisix-mesh-bench-tcp-mtls-');
   const pki = pkiLib.createTestPki();
   const client = meshCa.meshLeaf(pki.intermediate, CLIENT_ID);
   const tls = { ca: pki.root.pem, cert: client.cert, key: client.key, servername: `outbound_.${PORT}_._.${xds.fqdn(POD_NAME, NS)}`, alpn: ['istio-peer-exchange', 'istio'] };

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { ISTIOD_IP, startPod, type RunningPod } from '../support/pod/pod-harness.js';
-import { describeLines } from '../support/pod/apisix-log.js';
+import { RELAY_CLOSED_LINES, describeLines } from '../support/pod/apisix-log.js';
 import { send, type Answer } from '../support/echo-requests.js';
 import { createTestPki } from '../support/test-pki.js';
 import { meshLeaf as leaf, TEST_CA_TOKEN, unixBridge, withTestCa } from '../support/pod/mesh-ca.js';
@@ -62,7 +62,6 @@ function mesh(): MeshResources {
   return m;
 }
 
-const RELAY_UPSTREAM = String.raw`upstream: "http://127\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.\d+\.\d+:15083/`;
 /**
  * APISIX error lines the refusals cause on purpose (no other line is accepted): the relay's own
  * reason, and nginx's report of the closed upstream connection (APISIX answers 502).
@@ -71,13 +70,8 @@ const REFUSED = {
   identity: /\[error\] .*TLS relay 127\.\d+\.\d+\.\d+: outbound\|80\|\|secure\.test\.svc\.cluster\.local endpoint 10\.244\.30\.1:8443 refused: mutual TLS needs the workload identity/,
   impostor: /\[error\] .*TLS relay 127\.\d+\.\d+\.\d+: outbound\|80\|\|impostor\.test\.svc\.cluster\.local endpoint 10\.244\.30\.2:8443 refused: its certificate's SANs \(URI:spiffe:\/\/cluster\.local\/ns\/test\/sa\/other\) match none of the cluster's/,
   foreign: /\[error\] .*TLS relay 127\.\d+\.\d+\.\d+: outbound\|80\|\|foreign\.test\.svc\.cluster\.local endpoint 10\.244\.30\.3:8443 refused: its certificate chain does not verify against the mesh roots/,
-  closed: new RegExp(String.raw`\[error\] .*upstream prematurely closed connection while reading response header from upstream, .*${RELAY_UPSTREAM}`),
-  reset: new RegExp(String.raw`\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream, .*${RELAY_UPSTREAM}`),
-  // the same two from the locations Istio's default retries run in (nginx names no request or upstream there)
-  closedInRetry: /\[error\] .*upstream prematurely closed connection while reading response header from upstream, client: [\d.]+$/,
-  resetInRetry: /\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream, client: [\d.]+$/,
 };
-const CLOSED = [REFUSED.closed, REFUSED.reset, REFUSED.closedInRetry, REFUSED.resetInRetry];
+const CLOSED = RELAY_CLOSED_LINES;
 
 describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s semantics (real APISIX)', missingForPod(), () => {
   let pod: RunningPod;

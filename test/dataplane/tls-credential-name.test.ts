@@ -15,7 +15,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { ISTIOD_IP, startPod, type RunningPod } from '../support/pod/pod-harness.js';
-import { describeLines } from '../support/pod/apisix-log.js';
+import { describeLines, RELAY_CLOSED_LINES } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
 import { createTestPki, crlPem, dnsLeaf, serialOf, type TestPki } from '../support/test-pki.js';
 import { TEST_CA_TOKEN, unixBridge, withTestCa } from '../support/pod/mesh-ca.js';
@@ -67,14 +67,7 @@ const REFUSED = {
   // any service before its secrets arrive (pushed by the tests one after the other)
   notYet: new RegExp(String.raw`\[error\] .*TLS relay 127\.\d+\.\d+\.\d+: outbound\|80\|\|\w+\.example\.com endpoint [\d.]+:443 refused: the SDS secret kubernetes://[\w-]+ \(DestinationRule credentialName\) has not come from istiod`),
 };
-const RELAY_UPSTREAM = String.raw`upstream: "http://127\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.\d+\.\d+:15083/`;
-// nginx's report of the closed upstream connection (APISIX answers 502), in the request and in Istio's retries
-const CLOSED = [
-  new RegExp(String.raw`\[error\] .*upstream prematurely closed connection while reading response header from upstream, .*${RELAY_UPSTREAM}`),
-  new RegExp(String.raw`\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream, .*${RELAY_UPSTREAM}`),
-  /\[error\] .*upstream prematurely closed connection while reading response header from upstream, client: [\d.]+$/,
-  /\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream, client: [\d.]+$/,
-];
+const CLOSED = RELAY_CLOSED_LINES;
 
 describeWhenAvailable('DestinationRule credentialName: TLS origination with istiod\'s SDS secrets (real APISIX)', missingForPod(), () => {
   let pod: RunningPod;

@@ -11,14 +11,13 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import forge from 'node-forge';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { ISTIOD_IP, startPod, type RunningPod } from '../support/pod/pod-harness.js';
-import { describeLines } from '../support/pod/apisix-log.js';
+import { describeLines, RELAY_CLOSED_LINES } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
-import { createTestPki, crlPem, rsaKey, serial, serialOf, type CaKeyPair } from '../support/test-pki.js';
+import { createTestPki, crlPem, dnsLeaf, serialOf } from '../support/test-pki.js';
 import { TEST_CA_TOKEN, unixBridge, withTestCa } from '../support/pod/mesh-ca.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
 import {
@@ -29,23 +28,6 @@ import {
 const NS = 'test';
 const POD = 'client';
 
-/** A server (or client) certificate with DNS SANs (leaf + intermediate) and its key, PEM. */
-function serverCert(issuer: CaKeyPair, dnsNames: string[], usage: 'serverAuth' | 'clientAuth' = 'serverAuth'): { cert: string; key: string } {
-  const key = rsaKey();
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
-  cert.serialNumber = serial();
-  cert.validity.notBefore = new Date(Date.now() - 3600_000);
-  cert.validity.notAfter = new Date(Date.now() + 86400_000);
-  cert.setSubject([{ name: 'commonName', value: dnsNames[0]! }]);
-  cert.setIssuer(issuer.cert.subject.attributes);
-  cert.setExtensions([
-    { name: 'extKeyUsage', [usage]: true },
-    { name: 'subjectAltName', altNames: dnsNames.map((value) => ({ type: 2, value })) },
-  ]);
-  cert.sign(issuer.key, forge.md.sha256.create());
-  return { cert: forge.pki.certificateToPem(cert) + issuer.pem, key: forge.pki.privateKeyToPem(key) };
-}
 
 const caDir = mkdtempSync(join(tmpdir(), 'tls-origination-ca-'));
 const CA_FILE = join(caDir, 'api-ca.pem');
@@ -94,7 +76,6 @@ function mesh(): MeshResources {
   return m;
 }
 
-const RELAY_UPSTREAM = String.raw`upstream: "http://127\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.\d+\.\d+:15083/`;
 const refused = (s: Service, reason: string) =>
   new RegExp(String.raw`\[error\] .*TLS relay 127\.\d+\.\d+\.\d+: outbound\|80\|\|${s}\.example\.com endpoint ${services[s].ip.replaceAll('.', '\\.')}:443 refused: ${reason}`);
 const REFUSED = {
@@ -105,13 +86,7 @@ const REFUSED = {
   nofile: refused('nofile', String.raw`cannot use the CA certificates in ${MISSING_CA_FILE}: .*No such file or directory`),
   revoked: refused('revoked', String.raw`its certificate chain does not verify against the CA certificates in ${CA_FILE}: certificate revoked`),
 };
-// nginx's report of the closed upstream connection (APISIX answers 502), in the request and in Istio's retries
-const CLOSED = [
-  new RegExp(String.raw`\[error\] .*upstream prematurely closed connection while reading response header from upstream, .*${RELAY_UPSTREAM}`),
-  new RegExp(String.raw`\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream, .*${RELAY_UPSTREAM}`),
-  /\[error\] .*upstream prematurely closed connection while reading response header from upstream, client: [\d.]+$/,
-  /\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream, client: [\d.]+$/,
-];
+const CLOSED = RELAY_CLOSED_LINES;
 
 describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX sidecar (real APISIX)', missingForPod(), () => {
   let pod: RunningPod;
@@ -130,7 +105,7 @@ describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX s
     const foreign = createTestPki('foreign');
     // the DestinationRule's caCertificates: a file in the APISIX container (here: the host's filesystem)
     writeFileSync(CA_FILE, external.root.pem);
-    const client = serverCert(external.intermediate, ['client.example.com'], 'clientAuth');
+    const client = dnsLeaf(external.intermediate, ['client.example.com'], 'clientAuth');
     writeFileSync(CLIENT_CERT_FILE, client.cert);
     writeFileSync(CLIENT_KEY_FILE, client.key);
     chmodSync(caDir, 0o755);
@@ -146,7 +121,7 @@ describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX s
       clusterAddresses: [...Object.values(services).flatMap((s) => [s.vip, s.ip]), TCP.vip, TCP.ip],
       mutateInjected: withTestCa(mesh_.root.pem),
     });
-    const leaves = new Map((Object.keys(services) as Service[]).map((s) => [s, serverCert(services[s].ca === 'ours' ? external.intermediate : foreign.intermediate, [...services[s].names])]));
+    const leaves = new Map((Object.keys(services) as Service[]).map((s) => [s, dnsLeaf(services[s].ca === 'ours' ? external.intermediate : foreign.intermediate, [...services[s].names])]));
     writeFileSync(CRL_REVOKING_FILE, crlPem(external.intermediate, [serialOf(leaves.get('revoked')!.cert)]) + crlPem(external.root));
     writeFileSync(CRL_OTHER_FILE, crlPem(external.intermediate, [serialOf(leaves.get('api')!.cert)]) + crlPem(external.root));
     for (const f of [CRL_REVOKING_FILE, CRL_OTHER_FILE]) chmodSync(f, 0o644);
@@ -156,7 +131,7 @@ describeWhenAvailable('DestinationRule SIMPLE: TLS origination from the APISIX s
         // the MUTUAL server requires a client certificate of the external CA
         ...(s === 'mutual' ? { ca: external.root.pem } : {}),
       })));
-    await pod.cluster.serveTcp('tcp', TCP.ip, TCP.port, { tls: serverCert(external.intermediate, [TCP.host]), countAtEnd: true });
+    await pod.cluster.serveTcp('tcp', TCP.ip, TCP.port, { tls: dnsLeaf(external.intermediate, [TCP.host]), countAtEnd: true });
     await pod.cluster.relay(ISTIOD_IP, 15012, join(dir, 'ca.sock'));
     expect(await pod.waitSynced(20_000)).toBe(true);
     await pod.kubelet.waitReady(30_000);

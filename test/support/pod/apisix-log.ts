@@ -24,3 +24,18 @@ export function describeLines(lines: string[], max = 10): string {
     .map((l) => `  ${l.slice(0, 400)}`)
     .join('\n');
 }
+
+/** The request line's upstream when APISIX went through the sidecar's TLS relay (a loopback alias, port 15083). */
+const RELAY_UPSTREAM = String.raw`upstream: "http://127\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.\d+\.\d+:15083/`;
+
+/**
+ * nginx's report of an upstream connection the TLS relay closed (it refused the server: APISIX
+ * answers 502), in the request itself and in Istio's retries (which log no request line): expected
+ * wherever a test makes the relay refuse.
+ */
+export const RELAY_CLOSED_LINES: readonly RegExp[] = [
+  new RegExp(String.raw`\[error\] .*upstream prematurely closed connection while reading response header from upstream, .*${RELAY_UPSTREAM}`),
+  new RegExp(String.raw`\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream, .*${RELAY_UPSTREAM}`),
+  /\[error\] .*upstream prematurely closed connection while reading response header from upstream, client: [\d.]+$/,
+  /\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream, client: [\d.]+$/,
+];

@@ -4,6 +4,7 @@
 -- listener presents it and verifies peers against its roots) and the stream workers (the outbound
 -- TLS relay, tls_config.lua); parsed once per version of the object. Key material is never logged.
 local core = require("apisix.core")
+local mesh_watch = require("apisix_mesh.mesh_watch")
 local ssl = require("ngx.ssl")
 
 local MAX_PEM = 256 * 1024
@@ -27,14 +28,7 @@ local items
 local parsed, parsed_version, parse_error
 
 function _M.init_worker()
-    local err
-    items, err = core.config.new("/mesh_identity", {
-        automatic = true,
-        item_schema = schema,
-    })
-    if not items then
-        core.log.error("apisix-mesh: cannot watch /mesh_identity: ", err)
-    end
+    items = mesh_watch.watch("/mesh_identity", schema)
 end
 
 local function parse(value)

@@ -3,6 +3,7 @@
 -- workers and indexed for the front: per direction, by bound address and port, by port, and
 -- the capture listener itself.
 local core = require("apisix.core")
+local mesh_watch = require("apisix_mesh.mesh_watch")
 local chains = require("apisix_mesh.chains")
 local handoff = require("apisix_mesh.handoff")
 local l4_upstreams = require("apisix_mesh.l4_upstreams")
@@ -152,14 +153,8 @@ local function mark_when_loaded(premature)
 end
 
 function _M.init_worker()
-    local err
-    listeners, err = core.config.new("/mesh_l4", {
-        automatic = true,
-        item_schema = item_schema,
-        checker = check_listener,
-    })
+    listeners = mesh_watch.watch("/mesh_l4", item_schema, check_listener)
     if not listeners then
-        core.log.error("apisix-mesh: cannot watch /mesh_l4: ", err)
         return
     end
     ngx.timer.at(0, mark_when_loaded)

@@ -3,7 +3,7 @@
 -- APISIX's own etcd client in the stream workers. They stand in for APISIX's /upstreams, which the
 -- stream workers do not load (stream_without_upstreams.lua): every worker held every upstream a
 -- second time there, for the few clusters TCP proxies use.
-local core = require("apisix.core")
+local mesh_watch = require("apisix_mesh.mesh_watch")
 
 local item_schema = {
     type = "object",
@@ -32,11 +32,7 @@ local _M = {}
 local upstreams
 
 function _M.init_worker()
-    local err
-    upstreams, err = core.config.new("/mesh_tcp_upstreams", { automatic = true, item_schema = item_schema })
-    if not upstreams then
-        core.log.error("apisix-mesh: cannot watch /mesh_tcp_upstreams: ", err)
-    end
+    upstreams = mesh_watch.watch("/mesh_tcp_upstreams", item_schema)
 end
 
 -- True once this worker has read the directory (an empty one counts).

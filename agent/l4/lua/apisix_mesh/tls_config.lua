@@ -3,6 +3,7 @@
 -- loopback alias, and the workload identity (identity.lua, /mesh_identity/workload) with the mesh
 -- roots as an OpenSSL store for verifying servers, built once per version.
 local core = require("apisix.core")
+local mesh_watch = require("apisix_mesh.mesh_watch")
 local workload_identity = require("apisix_mesh.identity")
 local x509 = require("resty.openssl.x509")
 local x509_store = require("resty.openssl.x509.store")
@@ -65,11 +66,7 @@ local clusters
 local by_alias, by_alias_version
 
 function _M.init_worker()
-    local err
-    clusters, err = core.config.new("/mesh_tls", { automatic = true, item_schema = cluster_schema })
-    if not clusters then
-        core.log.error("apisix-mesh: cannot watch /mesh_tls: ", err)
-    end
+    clusters = mesh_watch.watch("/mesh_tls", cluster_schema)
     workload_identity.init_worker()
     -- required here, not at the top: tls_sds.lua builds its stores with this module's root_store
     require("apisix_mesh.tls_sds").init_worker()

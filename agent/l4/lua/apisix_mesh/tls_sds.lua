@@ -6,7 +6,7 @@
 -- (the relay's TLS session cache is keyed by it, so a rotated secret starts new sessions). A secret
 -- that has not arrived, or of the wrong kind, or unusable: nil and why — the relay refuses the
 -- connection. Key material is never logged.
-local core = require("apisix.core")
+local mesh_watch = require("apisix_mesh.mesh_watch")
 local ssl = require("ngx.ssl")
 local tls_config = require("apisix_mesh.tls_config")
 
@@ -36,11 +36,7 @@ local by_name, by_name_version
 local parsed = setmetatable({}, { __mode = "k" })
 
 function _M.init_worker()
-    local err
-    items, err = core.config.new("/mesh_sds", { automatic = true, item_schema = schema })
-    if not items then
-        core.log.error("apisix-mesh: cannot watch /mesh_sds: ", err)
-    end
+    items = mesh_watch.watch("/mesh_sds", schema)
 end
 
 local function lookup(name)
