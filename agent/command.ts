@@ -5,8 +5,9 @@ import { CliError } from '../cli/errors.js';
 import { shortQuote } from '../cli/short-quote.js';
 import { packageVersion } from '../cli/version.js';
 import { parseDuration, parseListen } from './etcd/command.js';
-import { nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from './xds/node.js';
+import { nodeId, nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from './xds/node.js';
 import { SpiffeIdError, workloadSpiffeId } from './identity/spiffe-id.js';
+import { ECC_SIGNATURE_ALGORITHM_ENV, KeyTypeError, workloadKeyType } from './identity/key-type.js';
 import type { RunningAgent } from './agent.js';
 import { installLuaModules, writeLuaModule } from './l4/lua-modules.js';
 import { ISTIO_METRICS_CONF_MODULE, ISTIO_METRICS_MAX_SERIES, istioMetricsConfLua, localWorkload } from './telemetry/local-workload.js';
@@ -25,6 +26,7 @@ interface AgentFlags {
   caAddress?: string;
   trustDomain: string;
   certTtl: string;
+  keyType?: string;
   etcdListen: string;
   statusPort: string;
   statusHost: string;
@@ -100,6 +102,10 @@ export function registerAgentCommand(program: Command): void {
     )
     .option('--trust-domain <domain>', 'the mesh\'s trust domain: the certificate names the pod spiffe://<domain>/ns/<ns>/sa/<account>', 'cluster.local')
     .option('--cert-ttl <duration>', 'validity asked for the workload certificate (istiod may grant less); renewed at half its lifetime', '24h')
+    .option(
+      '--key-type <rsa|ecdsa>',
+      `key of the workload certificate: rsa (2048 bits) or ecdsa (P-256, cheaper TLS handshakes). Default: ecdsa when ${ECC_SIGNATURE_ALGORITHM_ENV}=ECDSA (pilot-agent's variable), else rsa`,
+    )
     .option('--etcd-listen <host:port>', 'where APISIX reaches the etcd v3 API (keep it on loopback)', '127.0.0.1:15379')
     .option('--status-port <port>', 'port of /healthz/ready, /metrics and /debug/config (0: any free port)', '15020')
     .option('--status-host <host>', 'address the status port binds (the kubelet probes it on the pod IP); :: is dual-stack, 0.0.0.0 where the pod has no IPv6', DUAL_STACK_HOST)
@@ -150,6 +156,13 @@ export function registerAgentCommand(program: Command): void {
       const ca = caAddress(flags, xds.host);
       const certTtlMs = parseDuration('--cert-ttl', flags.certTtl);
       if (certTtlMs < 1000) throw new CliError('--cert-ttl: at least 1s');
+      let keyType;
+      try {
+        keyType = workloadKeyType(flags.keyType, process.env);
+      } catch (err) {
+        if (err instanceof KeyTypeError) throw new CliError(err.message);
+        throw err;
+      }
       let identity;
       try {
         identity = nodeIdentityFromEnv(process.env, flags.istioVersion ? { istioVersion: flags.istioVersion } : {});
@@ -190,7 +203,7 @@ export function registerAgentCommand(program: Command): void {
       if (flags.luaDir) {
         try {
           luaModules = installLuaModules(flags.luaDir);
-          writeLuaModule(flags.luaDir, ISTIO_METRICS_CONF_MODULE, istioMetricsConfLua({ localWorkload: localWorkload(identity), maxSeries }));
+          writeLuaModule(flags.luaDir, ISTIO_METRICS_CONF_MODULE, istioMetricsConfLua({ localWorkload: localWorkload(identity), maxSeries, exchange: { nodeId: nodeId(identity), instance: identity.podName } }));
         } catch (err) {
           throw new CliError(`--lua-dir: cannot write the Lua modules into ${flags.luaDir}: ${(err as Error).message}`, 1);
         }
@@ -212,6 +225,7 @@ export function registerAgentCommand(program: Command): void {
                   tls: { rootCertFile: flags.rootCert, tokenFile: flags.tokenFile, ...(ca.host === xds.host ? serverName : {}) },
                   trustDomain: flags.trustDomain,
                   certTtlMs,
+                  keyType,
                 },
               }
             : {}),

@@ -33,7 +33,9 @@ export function mesh(n, changed = 0) {
 
 export function cla(name, i, count, extra = 0) {
   const lb = [];
-  for (let k = 0; k < count; k++) lb.push({ endpoint: { address: { socket_address: { address: endpointIp(i, k + extra), port_value: 8080 } } }, health_status: 'HEALTHY', load_balancing_weight: 1 });
+  // BENCH_ENDPOINT_METADATA=1: each endpoint with the telemetry metadata istiod writes for a pod (`istio.workload`)
+  const metadata = process.env.BENCH_ENDPOINT_METADATA === '1' ? { metadata: { filter_metadata: { istio: { workload: `svc-${i}-v1;ns-${i % 50};svc-${i};v1;Kubernetes` } } } } : {};
+  for (let k = 0; k < count; k++) lb.push({ endpoint: { address: { socket_address: { address: endpointIp(i, k + extra), port_value: 8080 } } }, health_status: 'HEALTHY', load_balancing_weight: 1, ...metadata });
   return { cluster_name: name, endpoints: [{ locality: { region: 'r', zone: 'z' }, lb_endpoints: lb, load_balancing_weight: count }] };
 }
 

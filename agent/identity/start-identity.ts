@@ -4,10 +4,11 @@ import { serverNameOptions, xdsCredentials, type XdsTlsOptions } from '../istiod
 import type { NodeIdentity } from '../xds/node.js';
 import { IstioCaClient } from './ca-client.js';
 import { IdentityMetrics } from './identity-metrics.js';
+import type { WorkloadKeyType } from './key-type.js';
 import { workloadSpiffeId } from './spiffe-id.js';
 import { WorkloadIdentity, type IdentityLogger } from './workload-identity.js';
 
-/** The agent's CA settings (`--ca-address`, `--trust-domain`, `--cert-ttl`, `--root-cert`, `--token-file`). */
+/** The agent's CA settings (`--ca-address`, `--trust-domain`, `--cert-ttl`, `--key-type`, `--root-cert`, `--token-file`). */
 export interface WorkloadIdentityConfig {
   /** host:port of Istio's CA (istiod: 15012), always dialled with TLS */
   caAddress: string;
@@ -15,6 +16,8 @@ export interface WorkloadIdentityConfig {
   tls: XdsTlsOptions;
   trustDomain: string;
   certTtlMs: number;
+  /** default rsa */
+  keyType?: WorkloadKeyType;
   retry?: Backoff;
   timeoutMs?: number;
 }
@@ -36,6 +39,7 @@ export function startWorkloadIdentity(config: WorkloadIdentityConfig, node: Node
     spiffeId,
     ca,
     certTtlMs: config.certTtlMs,
+    ...(config.keyType ? { keyType: config.keyType } : {}),
     metrics: new IdentityMetrics(registry),
     logger,
     ...(config.retry ? { retry: config.retry } : {}),

@@ -1,5 +1,6 @@
 import { jitteredBackoff, type Backoff } from '../backoff.js';
 import { generateKeyAndCsr } from './key-and-csr.js';
+import type { WorkloadKeyType } from './key-type.js';
 import { checkIssuedChain } from './issued-chain.js';
 import type { IdentityMetrics } from './identity-metrics.js';
 import { renewalDelayMs } from './renewal-time.js';
@@ -33,6 +34,8 @@ export interface WorkloadIdentityOptions {
   ca: CertificateAuthority;
   /** the validity asked for (istiod may shorten it; renewal follows what it grants) */
   certTtlMs: number;
+  /** the key of every certificate (default rsa, as Istio's) */
+  keyType?: WorkloadKeyType;
   metrics: IdentityMetrics;
   logger: IdentityLogger;
   /** waits between failed requests (default 1 s doubling up to 60 s, jittered) */
@@ -97,7 +100,7 @@ export class WorkloadIdentity {
     const { spiffeId, logger, metrics } = this.options;
     let certificate: WorkloadCertificate;
     try {
-      const { key, keyPem, csrPem } = await generateKeyAndCsr(spiffeId);
+      const { key, keyPem, csrPem } = await generateKeyAndCsr(spiffeId, this.options.keyType ?? 'rsa');
       const chain = await this.options.ca.createCertificate(csrPem, Math.round(this.options.certTtlMs / 1000));
       if (this.stopped) return;
       const issued = checkIssuedChain(chain, { spiffeId, key }, Date.now());
@@ -119,7 +122,7 @@ export class WorkloadIdentity {
     metrics.issued.inc();
     metrics.expiry.set(certificate.notAfter.getTime() / 1000);
     const delay = renewalDelayMs(receivedAt, certificate.notAfter.getTime());
-    logger.info(`workload certificate for ${spiffeId} issued, valid until ${certificate.notAfter.toISOString()}; renewal in ${Math.round(delay / 1000)} s`);
+    logger.info(`workload certificate for ${spiffeId} issued (${this.options.keyType ?? 'rsa'} key), valid until ${certificate.notAfter.toISOString()}; renewal in ${Math.round(delay / 1000)} s`);
     this.timer = setTimeout(() => void this.request(), delay);
     this.watchExpiry(certificate);
     for (const listener of this.listeners) {

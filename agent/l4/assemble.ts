@@ -4,6 +4,7 @@ import { stableId } from '../translate/ids.js';
 import type { L4ChainDraft, L4ChainMatch, L4ListenerDraft, L4Bind } from './listener-chains.js';
 import { rbacFilterData } from '../policy/rbac-plugin.js';
 import type { PeerSanMatch } from './mesh-tls-context.js';
+import type { IstioService } from '../translate/cluster-service.js';
 
 /** What APISIX's stream workers read under `/apisix/mesh_l4/` (validated there by l4_config.lua). */
 export interface L4Listener {
@@ -29,9 +30,10 @@ export type L4Action =
   /**
    * `tls` (both): the chain terminates Istio's mTLS first: the front hands the raw TLS to its stream
    * TLS listener, which checks the peer (`peer_sans`, the chain's network RBAC with its principal)
-   * and then connects where the action says (agent/l4/lua/apisix_mesh/tcp_mtls.lua)
+   * and then connects where the action says (agent/l4/lua/apisix_mesh/tcp_mtls.lua).
+   * `service` (passthrough): an inbound cluster's service (istiod's metadata), for Istio's TCP metrics (l4_metrics.lua)
    */
-  | ({ kind: 'passthrough'; connect_timeout: number } & MeshTls)
+  | ({ kind: 'passthrough'; connect_timeout: number; service?: IstioService } & MeshTls)
   | ({ kind: 'cluster'; clusters: Array<{ upstream_id: string; weight: number }> } & MeshTls)
   | { kind: 'refuse'; reason: string };
 
@@ -92,7 +94,10 @@ function resolve(
   };
   const passthrough = target.clusters.map((x) => clusters.get(x.name)?.originalDestination);
   if (passthrough.every((p) => p)) {
-    if (target.clusters.length === 1) return { kind: 'passthrough', connect_timeout: passthrough[0]!.connectTimeout, ...mtls };
+    if (target.clusters.length === 1) {
+      const { connectTimeout, service } = passthrough[0]!;
+      return { kind: 'passthrough', connect_timeout: connectTimeout, ...(service ? { service } : {}), ...mtls };
+    }
     return refuse('a weighted split between original destinations');
   }
   if (passthrough.some((p) => p)) return refuse('a weighted split mixing the original destination and clusters');

@@ -1,4 +1,5 @@
 import type { ApisixNode, ApisixUpstream } from '../translate/apisix-types.js';
+import type { IstioService } from '../translate/cluster-service.js';
 
 /**
  * What APISIX's stream workers read under `/apisix/mesh_tcp_upstreams/<upstream id>` (validated
@@ -10,14 +11,26 @@ import type { ApisixNode, ApisixUpstream } from '../translate/apisix-types.js';
 export interface L4Upstream {
   id: string;
   /** what the L4 front picks from: weighted at random, as it always has (no priorities) */
-  nodes: Array<Pick<ApisixNode, 'host' | 'port' | 'weight'>>;
+  nodes: Array<Pick<ApisixNode, 'host' | 'port' | 'weight'> & { workload?: string }>;
   /** seconds */
   connect?: number;
+  /** the cluster's name, for Istio's TCP metrics (`outbound|port|subset|host` names the service) */
+  name?: string;
+  /** an inbound cluster's service (istiod's metadata, cluster-service.ts), for Istio's TCP metrics */
+  service?: IstioService;
 }
 
 export function l4Upstream(u: ApisixUpstream): L4Upstream {
-  const out: L4Upstream = { id: u.id, nodes: u.nodes.map((n) => ({ host: n.host, port: n.port, weight: n.weight })) };
+  // `workload`: istiod's endpoint metadata (endpoint-workload.ts), the TCP metrics' destination workload
+  const out: L4Upstream = { id: u.id, nodes: u.nodes.map((n) => ({ host: n.host, port: n.port, weight: n.weight, ...(n.metadata ? { workload: n.metadata.istio_workload } : {}) })) };
   if (u.timeout?.connect !== undefined) out.connect = u.timeout.connect;
+  if (u.name) out.name = u.name;
+  const host = u.labels?.['istio-service'];
+  if (host) {
+    const name = u.labels?.['istio-service-name'];
+    const namespace = u.labels?.['istio-service-namespace'];
+    out.service = { host, ...(name ? { name } : {}), ...(namespace ? { namespace } : {}) };
+  }
   return out;
 }
 

@@ -179,6 +179,8 @@ function relayedUpstream(base: ApisixUpstream, entry: RelayCluster): ApisixUpstr
   const nodes = base.nodes.map((node, i): ApisixNode => {
     const relayed: ApisixNode = { host: entry.endpoints[i]!.alias, port: TLS_RELAY_PORT, weight: node.weight };
     if (node.priority !== undefined) relayed.priority = node.priority;
+    // istiod's workload of the endpoint behind the alias, for Istio's metrics
+    if (node.metadata) relayed.metadata = node.metadata;
     return relayed;
   });
   return { ...base, nodes };

@@ -26,37 +26,51 @@ const BASE = 'https://schemas.example/apisix/3.18.0/';
 
 export type SchemaName = 'route' | 'upstream' | 'ssl' | 'route.strict' | 'upstream.strict';
 
-let ajv: Ajv | undefined;
+/**
+ * Two compilations of the same schemas: one that stops at the first error, which every object the
+ * agent writes goes through (a full snapshot checks ~20,000 objects: collecting every error cost
+ * ~30 % more on valid objects, the common case), and one that collects all errors, compiled only
+ * when an object is refused, for the one-line report.
+ */
+const compilers = new Map<boolean, Ajv>();
 
-function compiler(): Ajv {
-  if (ajv) return ajv;
+function compiler(allErrors: boolean): Ajv {
+  let a = compilers.get(allErrors);
+  if (a) return a;
   const addFormats = (addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule;
-  const a = new Ajv({ allErrors: true, strictTypes: false, strictTuples: false });
+  a = new Ajv({ allErrors, strictTypes: false, strictTuples: false });
   (addFormats as unknown as (a: Ajv) => void)(a);
   for (const schema of [common, upstream, route, ssl, upstreamStrict, routeStrict, trafficSplit, faultInjection, proxyRewrite, proxyMirror, apiBreaker, limitConn, prometheus, serverlessPreFunction, meshAccess]) {
     a.addSchema(schema as object);
   }
-  ajv = a;
+  compilers.set(allErrors, a);
   return a;
 }
 
 const validators = new Map<string, ValidateFunction>();
+const firstErrorValidators = new Map<string, ValidateFunction>();
 
-export function schemaValidator(name: SchemaName | string): ValidateFunction {
-  let v = validators.get(name);
+function lookup(cache: Map<string, ValidateFunction>, allErrors: boolean, name: string): ValidateFunction {
+  let v = cache.get(name);
   if (!v) {
-    const found = compiler().getSchema(`${BASE}${name}.schema.json`);
+    const found = compiler(allErrors).getSchema(`${BASE}${name}.schema.json`);
     if (!found) throw new Error(`no APISIX schema named ${name}`);
-    validators.set(name, (v = found));
+    cache.set(name, (v = found));
   }
   return v;
 }
 
+/** The validator that reports every error (its verdicts are the first-error one's). */
+export function schemaValidator(name: SchemaName | string): ValidateFunction {
+  return lookup(validators, true, name);
+}
+
 /** null when valid, else one line per error (path: message). */
 export function validateApisix(name: SchemaName, object: unknown): string | null {
+  if (lookup(firstErrorValidators, false, name)(object)) return null;
+  // refused either way (fail closed), even if the reporting compilation were to disagree
   const validate = schemaValidator(name);
-  if (validate(object)) return null;
-  return formatErrors(validate.errors ?? []);
+  return (!validate(object) && formatErrors(validate.errors ?? [])) || `refused by APISIX's ${name} schema`;
 }
 
 function formatErrors(errors: ErrorObject[]): string {

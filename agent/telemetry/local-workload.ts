@@ -70,7 +70,18 @@ export function localWorkload(identity: NodeIdentity): LocalWorkload {
   };
 }
 
+/**
+ * What the sidecar says of itself in Istio's metadata exchange (peer_exchange.lua): the local
+ * workload, plus the node id (`x-envoy-peer-metadata-id`) and the pod's name (NAME).
+ */
+export interface ExchangeIdentity {
+  nodeId: string;
+  instance: string;
+}
+
 /** The module's text: data only (luaLiteral writes every byte of a string as data, never as code). */
-export function istioMetricsConfLua(conf: { localWorkload: LocalWorkload; maxSeries: number }): string {
-  return `-- Written by the apisix-mesh agent at start, for Istio's standard metrics (istio_metrics.lua).\nreturn ${luaLiteral({ local_workload: conf.localWorkload, max_series: conf.maxSeries })}\n`;
+export function istioMetricsConfLua(conf: { localWorkload: LocalWorkload; maxSeries: number; exchange?: ExchangeIdentity }): string {
+  const local = conf.exchange ? { ...conf.localWorkload, instance: conf.exchange.instance } : conf.localWorkload;
+  const exchange = conf.exchange ? { node_id: conf.exchange.nodeId } : {};
+  return `-- Written by the apisix-mesh agent at start, for Istio's standard metrics (istio_metrics.lua) and its metadata exchange (peer_exchange.lua).\nreturn ${luaLiteral({ local_workload: local, max_series: conf.maxSeries, ...exchange })}\n`;
 }

@@ -7,6 +7,8 @@ export interface ApisixNode {
   port: number;
   weight: number;
   priority?: number;
+  /** istiod's telemetry metadata of the endpoint (endpoint-workload.ts), for Istio's metrics */
+  metadata?: { istio_workload: string };
 }
 
 export interface ApisixTimeout {

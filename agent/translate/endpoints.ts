@@ -2,6 +2,7 @@ import type { ClusterLoadAssignment } from '../xds/envoy-types.js';
 import type { ApisixNode, TranslationNote } from './apisix-types.js';
 import { wrapped } from './values.js';
 import { endpointMatchMetadata } from '../mtls/upstream-tls.js';
+import { endpointWorkload } from './endpoint-workload.js';
 
 export interface EndpointsTranslation {
   clusterName: string;
@@ -53,9 +54,11 @@ export function translateClusterLoadAssignment(cla: ClusterLoadAssignment): Endp
       const numerator = localityWeighted ? localityWeight * endpointWeight : endpointWeight;
       const denominator = localityWeighted ? levelTotals.get(priority)! * inLocality : 1;
       const node: ApisixNode = { host: bracketIpv6(socket.address), port: socket.port_value, weight: 0 };
+      const workload = endpointWorkload(lbEndpoint);
       const match = endpointMatchMetadata(lbEndpoint);
       if (match && Object.keys(match).length) (socketMatch ??= {})[`${node.host}:${node.port}`] = match;
       if (priority !== 0) node.priority = -priority;
+      if (workload) node.metadata = { istio_workload: workload };
       hosts.push({ node, numerator, denominator });
     }
   }

@@ -17,6 +17,25 @@ export function stableId(...parts: string[]): string {
   return digest.toString('hex', 0, 8);
 }
 
+/**
+ * A cluster's upstream id is asked for several times per translation (its cluster, every route to
+ * it, the assembly, the TLS relay and the L4 copies): remembered until `forgetUpstreamIds`, which
+ * the translator calls after each assembly, so that a full snapshot hashes each cluster name once
+ * and nothing stays between pushes. Bounded in case assemblies stop coming.
+ */
+const upstreamIds = new Map<string, string>();
+const MAX_REMEMBERED_UPSTREAM_IDS = 100_000;
+
 export function upstreamId(clusterName: string): string {
-  return stableId('upstream', clusterName);
+  let id = upstreamIds.get(clusterName);
+  if (id === undefined) {
+    if (upstreamIds.size >= MAX_REMEMBERED_UPSTREAM_IDS) upstreamIds.clear();
+    upstreamIds.set(clusterName, (id = stableId('upstream', clusterName)));
+  }
+  return id;
+}
+
+/** Forgets the upstream ids remembered since the last call (the translator calls it after each assembly). */
+export function forgetUpstreamIds(): void {
+  upstreamIds.clear();
 }

@@ -63,6 +63,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
   const needsNotFound = (v: VirtualHost) => canFallThrough && !isWildcard(v) && !endsWithCatchAll(v);
   const total = vhosts.reduce((n, v) => n + (v.routes?.length ?? 0) + (needsNotFound(v) ? 1 : 0), 0);
   const scopeVars = scopeConditions(scope);
+  const scopeText = scopeKey(scope);
   const usedIds = new Set<string>();
   const floor = scopeFloor(scope, total);
   let position = 0;
@@ -78,10 +79,10 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
     for (const route of vhost.routes ?? []) {
       const priority = floor + total - position++;
       const name = `${route.name || 'anon'}#${vhost.name ?? ''}#${rcName}`.replace(/\.svc\.cluster\.local/g, '');
-      const fullName = `${scopeKey(scope)}#${route.name ?? ''}#${vhost.name ?? ''}#${rcName}`;
+      const fullName = `${scopeText}#${route.name ?? ''}#${vhost.name ?? ''}#${rcName}`;
       try {
         const translated = translateRoute(route, vhost, {
-          id: uniqueId(usedIds, stableId('route', scopeKey(scope), rcName, vhost.name ?? '', route.name ?? '', JSON.stringify(route.match ?? {}))),
+          id: uniqueId(usedIds, stableId('route', scopeText, rcName, vhost.name ?? '', route.name ?? '', JSON.stringify(route.match ?? {}))),
           name: name.slice(0, 256),
           priority,
           hosts,
@@ -99,7 +100,7 @@ export function translateRouteConfiguration(rc: RouteConfiguration, scope: Route
     }
     if (needsNotFound(vhost)) {
       const route: ApisixRoute = {
-        id: uniqueId(usedIds, stableId('route', scopeKey(scope), rcName, vhost.name ?? '', '\0not-found')),
+        id: uniqueId(usedIds, stableId('route', scopeText, rcName, vhost.name ?? '', '\0not-found')),
         name: `not-found#${vhost.name ?? ''}#${rcName}`.replace(/\.svc\.cluster\.local/g, '').slice(0, 256),
         desc: `${vhost.name ?? ''}: no route matched (Envoy answers 404 here)`.slice(0, 256),
         uri: '/*',

@@ -8,7 +8,7 @@ import { assembleUpstream, finalRoute, sameSettings, type RouteTarget } from './
 import { releaseInflatedRoutes, routeObject, type KeptRoute } from './kept-routes.js';
 import { newRouteListSession, ResourceTranslations, type PreparedResource, type TranslateOptions } from './resource-translations.js';
 import { add, each, type OneOrMore } from './one-or-more.js';
-import { stableId } from './ids.js';
+import { forgetUpstreamIds, stableId } from './ids.js';
 import { assembleL4Listener, type L4Listener } from '../l4/assemble.js';
 import { remoteJwksSources, type RemoteJwksLookup, type RemoteJwksSource } from '../policy/jwt.js';
 import { TlsOrigination, type RelayCluster } from '../mtls/origination.js';
@@ -159,6 +159,7 @@ export class MeshTranslator {
       throw err;
     } finally {
       releaseInflatedRoutes();
+      forgetUpstreamIds();
     }
   }
 

@@ -1,13 +1,15 @@
 // The checks on what the CA answers (agent/identity/issued-chain.ts), the SPIFFE id and the renewal
 // time: pure functions, fed with certificates from a real root → intermediate → leaf PKI.
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import forge from 'node-forge';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { checkIssuedChain, IssuedChainError } from '../../agent/identity/issued-chain.js';
 import { renewalDelayMs } from '../../agent/identity/renewal-time.js';
 import { SpiffeIdError, workloadSpiffeId } from '../../agent/identity/spiffe-id.js';
 import { generateKeyAndCsr } from '../../agent/identity/key-and-csr.js';
-import { createTestPki, issueLeaf, rsaKey, type TestPki } from '../support/test-pki.js';
+import { createTestPki, issueLeaf, issueLeafPem, rsaKey, type TestPki } from '../support/test-pki.js';
+import { readCsr } from '../support/fake-istio-ca.js';
 
 const ID = 'spiffe://cluster.local/ns/bookinfo/sa/reviews';
 let pki: TestPki;
@@ -79,6 +81,44 @@ describe('generateKeyAndCsr', () => {
     expect(ext[0]!.critical).toBe(true);
     expect(ext[0]!.altNames).toEqual([{ type: 6, value: ID }]);
     expect(a.key.asymmetricKeyType).toBe('rsa');
+  });
+});
+
+describe('generateKeyAndCsr, checked by OpenSSL', () => {
+  const keys = { rsa: { type: 'rsa', openssl: /Public Key Algorithm: rsaEncryption[\s\S]*Public-Key: \(2048 bit\)/, signature: 'sha256WithRSAEncryption' },
+    ecdsa: { type: 'ec', openssl: /Public Key Algorithm: id-ecPublicKey[\s\S]*Public-Key: \(256 bit\)[\s\S]*NIST CURVE: P-256/, signature: 'ecdsa-with-SHA256' } } as const;
+  for (const [keyType, expected] of Object.entries(keys) as Array<[keyof typeof keys, (typeof keys)[keyof typeof keys]]>) {
+    it(`${keyType}: the CSR verifies, has an empty subject and exactly one critical URI SAN, and a leaf for it matches the key`, async () => {
+      const { key, keyPem, csrPem } = await generateKeyAndCsr(ID, keyType);
+      expect(key.asymmetricKeyType).toBe(expected.type);
+      const openssl = spawnSync('openssl', ['req', '-verify', '-noout', '-text'], { input: csrPem, encoding: 'utf8' });
+      expect(openssl.status, openssl.stderr).toBe(0);
+      expect(`${openssl.stdout}${openssl.stderr}`).toMatch(/verify OK/);
+      expect(openssl.stdout).toMatch(/Subject: *\n/);
+      expect(openssl.stdout).toMatch(expected.openssl);
+      expect(openssl.stdout).toContain(`Signature Algorithm: ${expected.signature}`);
+      const requested = /Requested Extensions:\n([\s\S]*?)\n\s*Signature Algorithm/.exec(openssl.stdout)![1]!;
+      expect(requested.trim().split('\n').map((l) => l.trim())).toEqual(['X509v3 Subject Alternative Name: critical', `URI:${ID}`]);
+      // node's crypto reads the same request: its key is the one returned, its signature verifies
+      const csr = readCsr(csrPem);
+      expect(csr.verified).toBe(true);
+      expect(csr.sans).toEqual([`6:${ID}`]);
+      expect(csr.publicKey.export({ type: 'spki', format: 'pem' })).toBe(createPublicKey(key).export({ type: 'spki', format: 'pem' }));
+      // and the chain checks accept a leaf issued for it, with the PEM key APISIX receives
+      const leaf = issueLeafPem(pki.intermediate, csr.publicKey, ID, 60);
+      const issued = checkIssuedChain([leaf.pem, pki.intermediate.pem, pki.root.pem], { spiffeId: ID, key: createPrivateKey(keyPem) }, Date.now());
+      expect(new X509Certificate(issued.certChainPem).publicKey.asymmetricKeyDetails).toMatchObject(keyType === 'ecdsa' ? { namedCurve: 'prime256v1' } : { modulusLength: 2048 });
+    });
+  }
+
+  it('a tampered ECDSA CSR does not verify', async () => {
+    const { csrPem } = await generateKeyAndCsr(ID, 'ecdsa');
+    const der = Buffer.from(csrPem.replace(/-----[A-Z ]+-----|\s/g, ''), 'base64');
+    der[der.indexOf(Buffer.from(ID)) + 10] ^= 1; // one bit of the SAN
+    const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+    expect(readCsr(tampered).verified).toBe(false);
+    const openssl = spawnSync('openssl', ['req', '-verify', '-noout'], { input: tampered, encoding: 'utf8' });
+    expect(`${openssl.stdout}${openssl.stderr}`).toMatch(/verify fail/i);
   });
 });
 

@@ -226,7 +226,7 @@ describe('work proportional to the change', () => {
     applier.applyChanges(translator.assemble());
     const copies = () => Object.entries(storeContents(store)).filter(([k]) => k.startsWith('/apisix/mesh_tcp_upstreams/') && !k.endsWith('/'));
     // B is named by the TCP chain; A only by HTTP routes: no copy of A for the stream workers
-    expect(copies()).toEqual([[`/apisix/mesh_tcp_upstreams/${upstreamId(B)}`, JSON.stringify({ id: upstreamId(B), nodes: [{ host: '10.0.1.1', port: 8080, weight: 1 }], connect: 1 })]]);
+    expect(copies()).toEqual([[`/apisix/mesh_tcp_upstreams/${upstreamId(B)}`, JSON.stringify({ id: upstreamId(B), nodes: [{ host: '10.0.1.1', port: 8080, weight: 1 }], connect: 1, name: B })]]);
 
     const revision = store.revision;
     push(translator, 'endpoint', UNIVERSE.endpoint[B]![1] as Record<string, unknown>);

@@ -2,7 +2,7 @@
 // (test/fixtures/apisix-schema/samples.manifest.json, from APISIX's docs and tests).
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { schemaValidator } from '../../agent/schema/validate.js';
+import { schemaValidator, validateApisix, type SchemaName } from '../../agent/schema/validate.js';
 
 const dir = new URL('../fixtures/apisix-schema/', import.meta.url);
 const manifest = JSON.parse(readFileSync(new URL('samples.manifest.json', dir), 'utf8')) as {
@@ -20,6 +20,12 @@ describe('APISIX schema samples', () => {
       const validate = schemaValidator(name);
       const data: unknown = JSON.parse(readFileSync(new URL(sample.file, dir), 'utf8'));
       expect(validate(data)).toBe(sample.expect === 'valid');
+      // the agent's check stops at the first error; same verdict, and a refusal always says why
+      if (['route', 'upstream', 'ssl', 'route.strict', 'upstream.strict'].includes(name)) {
+        const error = validateApisix(name as SchemaName, data);
+        if (sample.expect === 'valid') expect(error).toBeNull();
+        else expect(error).toMatch(/\S/);
+      }
     });
   }
 });

@@ -167,7 +167,7 @@ describe('the ADS client subscribes to the secrets its clusters name (SDS on the
     expect(nacks[0]).toMatch(/^secret: secret "kubernetes:\/\/client": the private key does not match/);
     expect(changes.length).toBe(2);
     // the client's NACK reaches istiod after the client has reported it
-    await waitFor(() => istiod.requests.some((r) => r.kind === 'secret' && r.verdict === 'nack'), 10_000, 'the NACK at istiod');
+    await waitFor(() => istiod!.requests.some((r) => r.kind === 'secret' && r.verdict === 'nack'), 10_000, 'the NACK at istiod');
     expect(istiod.requests.filter((r) => r.kind === 'secret' && r.verdict === 'nack')).toHaveLength(1);
     // rotation: a new valid version is handed on
     istiod.set('secret', sdsCertificateSecret('kubernetes://client', other.cert, other.key));

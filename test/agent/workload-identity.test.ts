@@ -12,6 +12,7 @@ import { Registry } from 'prom-client';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startWorkloadIdentity } from '../../agent/identity/start-identity.js';
 import type { WorkloadCertificate, WorkloadIdentity } from '../../agent/identity/workload-identity.js';
+import type { WorkloadKeyType } from '../../agent/identity/key-type.js';
 import { nodeIdentityFromEnv } from '../../agent/xds/node.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
 import { createTestPki, type TestPki } from '../support/test-pki.js';
@@ -46,7 +47,7 @@ function files(token = 'token-1') {
   return { dir, rootCertFile: join(dir, 'root-cert.pem'), tokenFile: join(dir, 'istio-token') };
 }
 
-function start(caPort: number, f: ReturnType<typeof files>, certTtlMs = 24 * 3600_000): WorkloadIdentity {
+function start(caPort: number, f: ReturnType<typeof files>, certTtlMs = 24 * 3600_000, keyType?: WorkloadKeyType): WorkloadIdentity {
   log = [];
   registry = new Registry();
   const logger = { info: (m: string) => log.push(`info ${m}`), warn: (m: string) => log.push(`warn ${m}`), error: (m: string) => log.push(`error ${m}`) };
@@ -56,6 +57,7 @@ function start(caPort: number, f: ReturnType<typeof files>, certTtlMs = 24 * 360
       tls: { rootCertFile: f.rootCertFile, tokenFile: f.tokenFile, serverName: 'istiod.istio-system.svc' },
       trustDomain: 'cluster.local',
       certTtlMs,
+      ...(keyType ? { keyType } : {}),
       retry: { initialMs: 100, maxMs: 400 },
     },
     node,
@@ -76,9 +78,13 @@ const metric = async (name: string) => Number(/ (\S+)$/.exec((await registry.get
 const certs = (pem: string) => pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
 
 describe('workload identity from Istio\'s CA', () => {
-  it('asks for exactly the pod\'s SPIFFE id with the token and ClusterID, and exposes the chain, the root and the expiry', async () => {
+  // the key type as pilot-agent's ECC_SIGNATURE_ALGORITHM chooses it: default RSA 2048, or ECDSA P-256
+  it.each([
+    [undefined, { modulusLength: 2048 }],
+    ['ecdsa', { namedCurve: 'prime256v1' }],
+  ] as const)('with key type %s: asks for exactly the pod\'s SPIFFE id with the token and ClusterID, and exposes the chain, the root and the expiry', async (keyType, keyDetails) => {
     ca = await newCa();
-    identity = start(ca.port, files());
+    identity = start(ca.port, files(), undefined, keyType);
     expect(identity.current()).toBeUndefined();
     await waitFor(() => identity!.isReady(), 15_000, 'the first certificate');
     const [request] = ca.requests;
@@ -90,6 +96,8 @@ describe('workload identity from Istio\'s CA', () => {
     expect(rest).toEqual([]);
     expect(new X509Certificate(leaf!).subjectAltName).toBe(`URI:${ID}`);
     expect(new X509Certificate(leaf!).checkPrivateKey(createPrivateKey(cert.keyPem))).toBe(true);
+    expect(new X509Certificate(leaf!).publicKey.asymmetricKeyDetails).toMatchObject(keyDetails);
+    expect(log.some((l) => l.includes(`issued (${keyType ?? 'rsa'} key)`))).toBe(true);
     expect(new X509Certificate(intermediate!).fingerprint256).toBe(new X509Certificate(pki.intermediate.pem).fingerprint256);
     expect(new X509Certificate(cert.rootPem).fingerprint256).toBe(new X509Certificate(pki.root.pem).fingerprint256);
     expect(cert.notAfter.getTime()).toBe(Math.floor(ca.issued[0]!.notAfter! / 1000) * 1000);

@@ -245,4 +245,33 @@ describeWhenAvailable('inbound mTLS in front of TCP ports, on the real APISIX', 
     expect(await served(IPV6_PORT)).toBe(1);
     noErrors();
   });
+  it('Istio\'s TCP metrics: mTLS connections carry the verified peer, our SPIFFE id and mutual_tls with their plaintext bytes; plaintext on PERMISSIVE says none; a principal denied after the handshake is counted', async () => {
+    const scrape = async () => {
+      const res = await pod.cluster.http({ url: `http://${POD_IP}:15020/stats/prometheus` });
+      if (!('status' in res)) throw new Error(res.error);
+      return res.body.split('\n');
+    };
+    const value = (lines: string[], name: string, labels: string[]) =>
+      lines.filter((l) => l.startsWith(`${name}{`) && labels.every((x) => l.includes(x))).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    const viaMtls = ['reporter="destination"', `source_principal="${SLEEP_ID}"`, `destination_principal="${POD_ID}"`, 'connection_security_policy="mutual_tls"', 'request_protocol="tcp"'];
+    const plaintext = ['reporter="destination"', 'source_principal="unknown"', 'connection_security_policy="none"'];
+    const denied = (lines: string[]) => value(lines.map((l) => l.replace(/^apisix_mesh_network_rbac_denied_total /, 'apisix_mesh_network_rbac_denied_total{} ')), 'apisix_mesh_network_rbac_denied_total', []);
+    const before = await scrape();
+    for (let i = 0; i < 2; i++) through(await mtls(PERMISSIVE_PORT, sleep));
+    through(await plain(PERMISSIVE_PORT));
+    refused(await mtls(PRINCIPAL_PORT, other));
+    let after: string[] = [];
+    await waitFor(async () => {
+      after = await scrape();
+      return value(after, 'istio_tcp_connections_closed_total', viaMtls) - value(before, 'istio_tcp_connections_closed_total', viaMtls) === 2
+        && value(after, 'istio_tcp_connections_closed_total', plaintext) - value(before, 'istio_tcp_connections_closed_total', plaintext) === 1;
+    }, 30_000, 'the connections counted closed');
+    const delta = (name: string, labels: string[]) => value(after, name, labels) - value(before, name, labels);
+    expect(delta('istio_tcp_connections_opened_total', viaMtls)).toBe(2);
+    expect(delta('istio_tcp_received_bytes_total', viaMtls)).toBe(2 * 5);
+    expect(delta('istio_tcp_sent_bytes_total', viaMtls)).toBe(2 * (BANNER.length + 5));
+    expect(delta('istio_tcp_received_bytes_total', plaintext)).toBe(5);
+    expect(denied(after) - denied(before)).toBe(1);
+    noErrors();
+  });
 });

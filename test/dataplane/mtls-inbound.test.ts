@@ -7,12 +7,14 @@
 // STRICT refuses plaintext and unverified clients (the app sees nothing); PERMISSIVE serves both;
 // the app gets Envoy's x-forwarded-client-cert; an ALLOW policy on a principal lets exactly that
 // peer through. Before the CA issued anything, mTLS is refused. APISIX's error log in every test.
-import { X509Certificate } from 'node:crypto';
+// The suite runs for both workload key types: RSA 2048 (Istio's default, the agent's --key-type
+// default) and ECDSA P-256 (pilot-agent's ECC_SIGNATURE_ALGORITHM=ECDSA in the agent's environment),
+// the mesh clients then holding keys of the same type.
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import forge from 'node-forge';
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
@@ -23,7 +25,8 @@ import { describeLines } from '../support/pod/apisix-log.js';
 import type { HttpRequest } from '../support/pod/worker-client.js';
 import { send } from '../support/echo-requests.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
-import { createTestPki, issueLeaf, rsaKey, type TestPki } from '../support/test-pki.js';
+import { createTestPki, issueLeafPem, type TestPki } from '../support/test-pki.js';
+import { WORKLOAD_KEY_TYPES, type WorkloadKeyType } from '../../agent/identity/key-type.js';
 import { waitFor } from '../support/wait.js';
 import {
   blackHoleCluster, fqdn, inboundCluster, inboundPassthroughCluster, MeshResources, passthroughCluster, rbacHttpFilter, virtualInbound, virtualOutbound, withHttpFilters,
@@ -77,28 +80,32 @@ interface ClientCert {
 }
 
 /** A workload certificate as Istio's CA issues it (leaf + intermediate, one URI SAN) of `pki`. */
-function clientCert(pki: TestPki, spiffeId: string): ClientCert {
-  const key = rsaKey();
-  const leaf = issueLeaf(pki.intermediate, forge.pki.setRsaPublicKey(key.n, key.e), spiffeId, 3600);
-  const leafPem = forge.pki.certificateToPem(leaf);
-  return { cert: leafPem + pki.intermediate.pem, key: forge.pki.privateKeyToPem(key), leafPem };
+function clientCert(pki: TestPki, spiffeId: string, keyType: WorkloadKeyType): ClientCert {
+  const { privateKey, publicKey } = keyType === 'ecdsa' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const leafPem = issueLeafPem(pki.intermediate, publicKey, spiffeId, 3600).pem;
+  return { cert: leafPem + pki.intermediate.pem, key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, leafPem };
 }
+
+/** What the served leaf's key looks like (the netns worker's `peerKey`). */
+const KEY_SEEN: Record<WorkloadKeyType, string> = { rsa: 'rsa 2048', ecdsa: 'ec prime256v1' };
 
 /** Envoy's XFCC Hash: the SHA-256 of the peer certificate's DER, in lower-case hex */
 const certHash = (pem: string) => new X509Certificate(pem).fingerprint256.replace(/:/g, '').toLowerCase();
 
 /** The agent of the injected pod asks the fake CA (the harness's istiod is plaintext and has none). */
-function withCa(files: { rootCert: string; token: string }) {
+function withCa(files: { rootCert: string; token: string }, keyType: WorkloadKeyType) {
   return (pod: V1Pod): V1Pod => {
     const all: V1Container[] = [...pod.spec!.containers, ...(pod.spec!.initContainers ?? [])];
     const agent = all.find((c) => c.args?.[0] === 'agent')!;
     // the harness dials istiod by address: the name its certificate carries is given as Istio's is
     agent.args!.push('--ca-address=istiod.istio-system.svc:15012', '--xds-server-name=istiod.istio-system.svc', `--root-cert=${files.rootCert}`, `--token-file=${files.token}`);
+    // ECDSA as pilot-agent is told (the agent's flag would win over it); RSA by default
+    if (keyType === 'ecdsa') agent.env = [...(agent.env ?? []), { name: 'ECC_SIGNATURE_ALGORITHM', value: 'ECDSA' }];
     return pod;
   };
 }
 
-describeWhenAvailable('inbound mTLS with Istio\'s semantics on the real APISIX', missingForPod(), () => {
+for (const keyType of WORKLOAD_KEY_TYPES) describeWhenAvailable(`inbound mTLS with Istio's semantics on the real APISIX (${keyType} workload keys)`, missingForPod(), () => {
   let pod: RunningPod;
   let pki: TestPki;
   let ca: FakeIstioCa;
@@ -125,11 +132,11 @@ describeWhenAvailable('inbound mTLS with Istio\'s semantics on the real APISIX',
 
   beforeAll(async () => {
     pki = createTestPki();
-    sleep = clientCert(pki, SLEEP_ID);
-    other = clientCert(pki, OTHER_ID);
-    foreign = clientCert(createTestPki(), SLEEP_ID);
+    sleep = clientCert(pki, SLEEP_ID, keyType);
+    other = clientCert(pki, OTHER_ID, keyType);
+    foreign = clientCert(createTestPki(), SLEEP_ID, keyType);
     // the mesh root, another trust domain: the chain's match_subject_alt_names (spiffe://cluster.local/) refuses it
-    otherDomain = clientCert(pki, 'spiffe://other.domain/ns/shop/sa/sleep');
+    otherDomain = clientCert(pki, 'spiffe://other.domain/ns/shop/sa/sleep', keyType);
     dir = mkdtempSync(join(tmpdir(), 'mtls-inbound-'));
     chmodSync(dir, 0o755);
     writeFileSync(join(dir, 'root-cert.pem'), pki.root.pem, { mode: 0o644 });
@@ -144,7 +151,7 @@ describeWhenAvailable('inbound mTLS with Istio\'s semantics on the real APISIX',
       manifest: podManifest(NAME, NS, { app: NAME }, [{ name: 'app', ports: PORTS }]),
       xds: mesh().resources,
       clusterRelays: [{ ip: ISTIOD_IP, port: 15012, unixPath: join(dir, 'ca.sock') }],
-      mutateInjected: withCa({ rootCert: join(dir, 'root-cert.pem'), token: join(dir, 'istio-token') }),
+      mutateInjected: withCa({ rootCert: join(dir, 'root-cert.pem'), token: join(dir, 'istio-token') }, keyType),
     });
     expect(await pod.waitSynced(20_000)).toBe(true);
     await Promise.all(PORTS.map((port) => pod.app().serve(`app-${port}`, '0.0.0.0', port)));
@@ -169,10 +176,11 @@ describeWhenAvailable('inbound mTLS with Istio\'s semantics on the real APISIX',
     await waitFor(async () => !('error' in (await pod.cluster.http(mtls(STRICT_PORT, sleep)))), 30_000, 'mTLS served once the certificate arrived');
   }, 120_000);
 
-  it('STRICT, a mesh client: 200; the server presents the pod\'s SPIFFE id; the app gets Envoy\'s XFCC (APPEND_FORWARD: the client\'s own, then the verified element)', async () => {
+  it('STRICT, a mesh client: 200; the server presents the pod\'s SPIFFE id (a leaf of the key type asked for); the app gets Envoy\'s XFCC (APPEND_FORWARD: the client\'s own, then the verified element)', async () => {
     const res = await send(pod.cluster, mtls(STRICT_PORT, sleep, { headers: { host: `${fqdn(NAME, NS)}:${STRICT_PORT}`, 'x-forwarded-client-cert': 'By=spiffe://forged;URI=spiffe://cluster.local/ns/shop/sa/admin' } }));
     expect(res.status).toBe(200);
     expect(res.peerSan).toBe(`URI:${POD_ID}`);
+    expect(res.peerKey).toBe(KEY_SEEN[keyType]);
     expect(res.echo).toMatchObject({ name: `app-${STRICT_PORT}`, url: '/hello', peer: '127.0.0.6' });
     expect(res.echo!.headers['x-forwarded-client-cert']).toBe(`By=spiffe://forged;URI=spiffe://cluster.local/ns/shop/sa/admin,By=${POD_ID};Hash=${certHash(sleep.leafPem)};Subject="";URI=${SLEEP_ID}`);
     noErrors();

@@ -5,7 +5,8 @@
 // served by Node HTTPS servers that require a client certificate of the mesh. Checked: the server
 // sees the pod's SPIFFE ID, the cluster's SNI and Envoy's ALPN; a server with another SPIFFE ID or
 // a foreign CA gets no request; auto-mTLS uses TLS only for endpoints labelled tlsMode istio; before
-// the pod has a certificate, nothing goes out. APISIX's error log in every test.
+// the pod has a certificate, nothing goes out. APISIX's error log in every test. The suite runs for
+// both workload key types (agent --key-type rsa|ecdsa), the mesh servers holding keys of the same type.
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -19,6 +20,7 @@ import { send, type Answer } from '../support/echo-requests.js';
 import { createTestPki } from '../support/test-pki.js';
 import { meshLeaf as leaf, TEST_CA_TOKEN, unixBridge, withTestCa } from '../support/pod/mesh-ca.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
+import { WORKLOAD_KEY_TYPES, type WorkloadKeyType } from '../../agent/identity/key-type.js';
 import {
   allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, MeshResources, outboundCluster, outboundHttpListener, outboundTcpListener,
   passthroughCluster, routeConfiguration, serviceVirtualHost, virtualOutbound, withIstioMutual, type Endpoint,
@@ -72,8 +74,10 @@ const REFUSED = {
   foreign: /\[error\] .*TLS relay 127\.\d+\.\d+\.\d+: outbound\|80\|\|foreign\.test\.svc\.cluster\.local endpoint 10\.244\.30\.3:8443 refused: its certificate chain does not verify against the mesh roots/,
 };
 const CLOSED = RELAY_CLOSED_LINES;
+/** How the servers see the pod's certificate key (the netns worker's `clientKey`). */
+const KEY_SEEN: Record<WorkloadKeyType, string> = { rsa: 'rsa 2048', ecdsa: 'ec prime256v1' };
 
-describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s semantics (real APISIX)', missingForPod(), () => {
+for (const keyType of WORKLOAD_KEY_TYPES) describeWhenAvailable(`outbound mTLS from the APISIX sidecar with Istio's semantics (real APISIX, ${keyType} workload keys)`, missingForPod(), () => {
   let pod: RunningPod;
   let ca: FakeIstioCa;
   let bridge: Server;
@@ -97,18 +101,18 @@ describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s seman
       manifest: podManifest(POD, NS, { app: POD }),
       xds: mesh().resources,
       clusterAddresses: [...Object.values(services).flatMap((s) => [s.vip, ...s.endpoints.map(([, ip]) => ip)]), DB.vip, DB.endpoint],
-      mutateInjected: withTestCa(pki.root.pem),
+      mutateInjected: withTestCa(pki.root.pem, keyType),
     });
     const meshRoot = pki.root.pem;
     await Promise.all([
-      pod.cluster.serveTls('secure-server', '10.244.30.1', ENDPOINT_PORT, { ...leaf(pki.intermediate, SERVER_ID), ca: meshRoot }),
-      pod.cluster.serveTls('impostor', '10.244.30.2', ENDPOINT_PORT, { ...leaf(pki.intermediate, `spiffe://cluster.local/ns/${NS}/sa/other`), ca: meshRoot }),
+      pod.cluster.serveTls('secure-server', '10.244.30.1', ENDPOINT_PORT, { ...leaf(pki.intermediate, SERVER_ID, 3600, keyType), ca: meshRoot }),
+      pod.cluster.serveTls('impostor', '10.244.30.2', ENDPOINT_PORT, { ...leaf(pki.intermediate, `spiffe://cluster.local/ns/${NS}/sa/other`, 3600, keyType), ca: meshRoot }),
       // another mesh's CA naming the expected identity; it accepts the pod's certificate, so the
       // handshake completes and only the relay's check stands between it and the request
-      pod.cluster.serveTls('foreign-ca', '10.244.30.3', ENDPOINT_PORT, { ...leaf(foreign.intermediate, SERVER_ID), ca: meshRoot }),
-      pod.cluster.serveTls('auto-sidecar', '10.244.30.4', ENDPOINT_PORT, { ...leaf(pki.intermediate, SERVER_ID), ca: meshRoot }),
+      pod.cluster.serveTls('foreign-ca', '10.244.30.3', ENDPOINT_PORT, { ...leaf(foreign.intermediate, SERVER_ID, 3600, keyType), ca: meshRoot }),
+      pod.cluster.serveTls('auto-sidecar', '10.244.30.4', ENDPOINT_PORT, { ...leaf(pki.intermediate, SERVER_ID, 3600, keyType), ca: meshRoot }),
       pod.cluster.serve('auto-plain', '10.244.30.5', ENDPOINT_PORT),
-      pod.cluster.serveTcp('db', DB.endpoint, DB.port, { tls: { ...leaf(pki.intermediate, SERVER_ID), ca: meshRoot } }),
+      pod.cluster.serveTcp('db', DB.endpoint, DB.port, { tls: { ...leaf(pki.intermediate, SERVER_ID, 3600, keyType), ca: meshRoot } }),
     ]);
     expect(await pod.waitSynced(20_000)).toBe(true);
   }, 60_000);
@@ -150,6 +154,7 @@ describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s seman
       name: 'secure-server',
       url: '/hello',
       clientSan: `URI:${POD_SPIFFE_ID}`,
+      clientKey: KEY_SEEN[keyType],
       servername: `outbound_.80_._.${fqdn('secure', NS)}`,
       alpn: 'http/1.1',
       alpnOffered: ['istio-http/1.1', 'istio', 'http/1.1'],
@@ -194,6 +199,7 @@ describeWhenAvailable('outbound mTLS from the APISIX sidecar with Istio\'s seman
     expect(r.received.map((b) => b.toString())).toEqual(['SELECT 1;\n']);
     expect((await pod.cluster.served('db')).requests.at(-1)).toMatchObject({
       clientSan: `URI:${POD_SPIFFE_ID}`,
+      clientKey: KEY_SEEN[keyType],
       servername: `outbound_.${DB.port}_._.${fqdn('db', NS)}`,
       alpnOffered: ['istio-peer-exchange', 'istio'],
     });

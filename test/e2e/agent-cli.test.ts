@@ -129,6 +129,7 @@ describe('apisix-mesh agent (the real command)', () => {
       [['--ca-address', 'istiod'], /--ca-address: expected HOST:PORT/],
       [['--ca-address', '127.0.0.1:15012', '--trust-domain', 'Cluster.Local'], /--trust-domain: trust domain "Cluster.Local" is not a SPIFFE trust domain/],
       [['--cert-ttl', 'a day'], /--cert-ttl: expected a duration/],
+      [['--key-type', 'ed25519'], /^apisix-mesh: --key-type: expected rsa or ecdsa, got "ed25519"$/m],
       [['--ca-address', '127.0.0.1:15012', '--root-cert', '/nonexistent/root.pem'], /--root-cert: \/nonexistent\/root.pem does not exist/],
     ] as const) {
       const r = usage([...args]);
@@ -142,6 +143,17 @@ describe('apisix-mesh agent (the real command)', () => {
     expect(badProbers.stderr).toMatch(/app probes: .*unknown field "host"/);
     expect(badProbers.stderr.trim().split('\n')).toHaveLength(1);
     expect(badProbers.stderr).not.toContain('x'.repeat(100));
+    // pilot-agent's variable: only ECDSA (or unset) means something, anything else would fail every CSR
+    const badEcc = usage([], { ...env, ECC_SIGNATURE_ALGORITHM: 'ecdsa' });
+    expect(badEcc.status).toBe(2);
+    expect(badEcc.stderr).toMatch(/^apisix-mesh: ECC_SIGNATURE_ALGORITHM: expected ECDSA \(or unset for RSA\), got "ecdsa"$/m);
+    expect(badEcc.stderr.trim().split('\n')).toHaveLength(1);
+    const p384 = usage([], { ...env, ECC_SIGNATURE_ALGORITHM: 'ECDSA', ECC_CURVE: 'P384' });
+    expect(p384.status).toBe(2);
+    expect(p384.stderr).toMatch(/ECC_CURVE: P384 is not supported/);
+    // the flag wins over the variable: the start goes on to the next check (the trust domain)
+    const flagWins = usage(['--key-type', 'rsa', '--ca-address', '127.0.0.1:15012', '--trust-domain', 'Cluster.Local'], { ...env, ECC_SIGNATURE_ALGORITHM: 'nonsense' });
+    expect(flagWins.stderr).toMatch(/--trust-domain: trust domain "Cluster.Local"/);
     const { SERVICE_ACCOUNT: _sa, ...noServiceAccount } = env;
     const noSa = usage(['--xds-tls'], noServiceAccount);
     expect(noSa.status).toBe(2);
@@ -150,8 +162,9 @@ describe('apisix-mesh agent (the real command)', () => {
 
   it('--help explains every flag', () => {
     const help = spawnSync(process.execPath, [CLI, 'agent', '--help'], { encoding: 'utf8' });
-    for (const flag of ['--xds-address', '--xds-tls', '--root-cert', '--token-file', '--ca-address', '--trust-domain', '--cert-ttl', '--etcd-listen', '--status-port', '--coalesce', '--max-coalesce', '--warming-timeout', '--log-level']) {
+    for (const flag of ['--xds-address', '--xds-tls', '--root-cert', '--token-file', '--ca-address', '--trust-domain', '--cert-ttl', '--key-type', '--etcd-listen', '--status-port', '--coalesce', '--max-coalesce', '--warming-timeout', '--log-level']) {
       expect(help.stdout).toContain(flag);
     }
+    expect(help.stdout.replace(/\s+/g, ' ')).toMatch(/--key-type <rsa\|ecdsa> key of the workload certificate: rsa \(2048 bits\) or ecdsa \(P-256/);
   });
 });

@@ -21,6 +21,7 @@ describe('the injection configuration file', () => {
       istiodAddress: 'istiod.istio-system.svc:15012',
       istiodTls: true,
       trustDomain: 'cluster.local',
+      workloadKeyType: 'rsa',
       defaultMode: 'sidecar',
       nativeSidecars: false,
       rewriteAppProbes: true,
@@ -67,6 +68,7 @@ describe('the injection configuration file', () => {
     expect(parseInjectionConfig('istiodTls: false\nistiodAddress: istiod.mesh.svc:9010', 'c.yaml').istiodAddress).toBe('istiod.mesh.svc:9010');
     expect(parseInjectionConfig('istiodTls: true', 'c.yaml').istiodAddress).toBe('istiod.istio-system.svc:15012');
     expect(parseInjectionConfig('trustDomain: mesh.example.com', 'c.yaml').trustDomain).toBe('mesh.example.com');
+    expect(parseInjectionConfig('workloadKeyType: ecdsa', 'c.yaml').workloadKeyType).toBe('ecdsa');
   });
 
   it('does not share objects with the defaults', () => {
@@ -88,6 +90,7 @@ describe('the injection configuration file', () => {
     ['istiod without port', 'istiodAddress: istiod.istio-system.svc', 'c.yaml: istiodAddress: must be host:port'],
     ['istiodTls not a boolean', 'istiodTls: "no"', 'c.yaml: istiodTls: must be true or false, got "no"'],
     ['a trust domain with capitals', 'trustDomain: Cluster.Local', 'c.yaml: trustDomain: must be a SPIFFE trust domain'],
+    ['an unknown key type', 'workloadKeyType: ECDSA', 'c.yaml: workloadKeyType: must be one of rsa, ecdsa, got "ECDSA"'],
     ['bad CIDR', 'gateway:\n  excludeOutboundIpRanges: [10.0.0.0/40]', 'c.yaml: gateway.excludeOutboundIpRanges[0]: must be a CIDR'],
     ['bad port in a list', 'gateway:\n  inboundPorts: [80, "443"]', 'c.yaml: gateway.inboundPorts[1]: must be an integer in 1-65535'],
     ['bad namespace', 'excludedNamespaces: [Kube_System]', 'c.yaml: excludedNamespaces[0]: must be a namespace name'],

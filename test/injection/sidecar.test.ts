@@ -92,6 +92,7 @@ describe('sidecar mode', () => {
       '--token-file=/var/run/secrets/tokens/istio-token',
       '--ca-address=istiod.istio-system.svc:15012',
       '--trust-domain=cluster.local',
+      '--key-type=rsa',
       '--etcd-listen=127.0.0.1:15379',
       '--status-port=15020',
       '--outbound-port=15001',
@@ -107,6 +108,10 @@ describe('sidecar mode', () => {
       SERVICE_ACCOUNT: 'spec.serviceAccountName',
     });
     expect(agent.readinessProbe?.httpGet).toEqual({ path: '/healthz/ready', port: 15020 });
+    // the mesh's key type (injection config workloadKeyType) reaches the agent
+    const ecdsa = byName(injectSidecar(app, { ...defaultInjectionConfig, workloadKeyType: 'ecdsa' }).spec!.containers, 'apisix-mesh-agent');
+    expect(ecdsa.args).toContain('--key-type=ecdsa');
+    expect(ecdsa.args).not.toContain('--key-type=rsa');
   });
 
   it('gives the agent what Istio gives pilot-agent: the mesh root and a projected token for istiod only, at Istio\'s paths', () => {

@@ -1,8 +1,9 @@
+import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import forge from 'node-forge';
-import { issueLeaf, type TestPki } from './test-pki.js';
+import { issueLeafPem, type TestPki } from './test-pki.js';
 
 /** The proto the agent calls: the fake serves the very same contract. */
 const PROTO = fileURLToPath(new URL('../../agent/identity/istio-ca.proto', import.meta.url));
@@ -92,22 +93,47 @@ export class FakeIstioCa {
     };
     if (this.failure) refuse(this.failure.code, this.failure.details);
     if (this.requiredToken !== undefined && record.authorization !== `Bearer ${this.requiredToken}`) refuse(grpc.status.UNAUTHENTICATED, 'request authenticate failure');
-    let csr: forge.pki.CertificateSigningRequest;
+    let csr: ReturnType<typeof readCsr>;
     try {
-      csr = forge.pki.certificationRequestFromPem(call.request.csr);
+      csr = readCsr(call.request.csr);
     } catch {
       return refuse(grpc.status.INVALID_ARGUMENT, 'CSR signing error (the CSR is not valid)');
     }
-    if (!csr.verify()) refuse(grpc.status.INVALID_ARGUMENT, 'CSR signing error (the CSR signature does not verify)');
-    const extensions = (csr.getAttribute({ name: 'extensionRequest' }) as { extensions?: Array<{ name: string; altNames?: Array<{ type: number; value: string }> }> } | null)?.extensions ?? [];
-    record.csrSans = extensions.filter((e) => e.name === 'subjectAltName').flatMap((e) => (e.altNames ?? []).map((n) => `${n.type}:${n.value}`));
+    if (!csr.verified) refuse(grpc.status.INVALID_ARGUMENT, 'CSR signing error (the CSR signature does not verify)');
+    record.csrSans = csr.sans;
     if (this.expectedSpiffeId !== undefined && (record.csrSans.length !== 1 || record.csrSans[0] !== `6:${this.expectedSpiffeId}`)) {
       refuse(grpc.status.INVALID_ARGUMENT, `CSR signing error (SANs ${record.csrSans.join(',')} are not the caller's identity)`);
     }
     if (record.csrSans.length === 0) refuse(grpc.status.INVALID_ARGUMENT, 'CSR signing error (no SAN)');
     const lifetime = this.lifetimeSeconds ?? record.validitySeconds;
-    const leaf = issueLeaf(this.pki.intermediate, csr.publicKey as forge.pki.rsa.PublicKey, this.issueSpiffeId ?? record.csrSans[0]!.slice(2), lifetime);
-    record.notAfter = leaf.validity.notAfter.getTime();
-    return [forge.pki.certificateToPem(leaf), this.pki.intermediate.pem, this.pki.root.pem];
+    const leaf = issueLeafPem(this.pki.intermediate, csr.publicKey, this.issueSpiffeId ?? record.csrSans[0]!.slice(2), lifetime);
+    record.notAfter = leaf.notAfter.getTime();
+    return [leaf.pem, this.pki.intermediate.pem, this.pki.root.pem];
   }
+}
+
+/** forge's reader of CSR attributes, which its type definitions leave out */
+interface ForgeCsrAttributes {
+  CRIAttributesAsArray(attributes: forge.asn1.Asn1[]): unknown[];
+}
+
+/**
+ * A PKCS#10 request read with forge's ASN.1 parser, for any key node:crypto reads (forge's own CSR
+ * reader takes RSA keys only): the signature checked with node:crypto over the
+ * CertificationRequestInfo, the SAN entries from the extension request as forge decodes them.
+ */
+export function readCsr(pem: string): { publicKey: KeyObject; verified: boolean; sans: string[] } {
+  const { asn1 } = forge;
+  // bit strings stay bytes: forge would otherwise parse the DER ECDSA signature as nested ASN.1
+  const fromDer = asn1.fromDer as unknown as (der: string, options: { decodeBitStrings: boolean }) => forge.asn1.Asn1; // the typings know only `strict`
+  const request = fromDer(forge.pem.decode(pem)[0]!.body, { decodeBitStrings: false });
+  const [info, , signature] = request.value as forge.asn1.Asn1[];
+  const infoFields = info!.value as forge.asn1.Asn1[];
+  const publicKey = createPublicKey({ key: Buffer.from(asn1.toDer(infoFields[2]!).getBytes(), 'binary'), format: 'der', type: 'spki' });
+  const signatureBytes = Buffer.from((signature!.value as string).slice(1), 'binary'); // BIT STRING: unused-bits octet first
+  const verified = verify('sha256', Buffer.from(asn1.toDer(info!).getBytes(), 'binary'), publicKey, signatureBytes);
+  const attributes = (forge.pki as unknown as ForgeCsrAttributes).CRIAttributesAsArray((infoFields[3]?.value ?? []) as forge.asn1.Asn1[]) as Array<{ name?: string; extensions?: Array<{ name: string; altNames?: Array<{ type: number; value: string }> }> }>;
+  const extensions = attributes.find((a) => a.name === 'extensionRequest')?.extensions ?? [];
+  const sans = extensions.filter((e) => e.name === 'subjectAltName').flatMap((e) => (e.altNames ?? []).map((n) => `${n.type}:${n.value}`));
+  return { publicKey, verified, sans };
 }

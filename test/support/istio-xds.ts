@@ -26,6 +26,8 @@ export interface Endpoint {
   weight?: number;
   /** the endpoint's pod has a sidecar: istiod labels it `tlsMode: istio` (auto-mTLS picks TLS for it) */
   tlsModeIstio?: boolean;
+  /** istiod's telemetry metadata of the endpoint (`istio.workload`: `name;namespace;canonical-name;revision;cluster`) */
+  workload?: string;
 }
 
 export function fqdn(name: string, namespace: string): string {
@@ -214,7 +216,9 @@ export function loadAssignment(clusterName: string, endpoints: Endpoint[]): Json
           endpoint: { address: { socket_address: { address: e.ip, port_value: e.port } } },
           health_status: 'HEALTHY',
           load_balancing_weight: e.weight ?? 1,
-          ...(e.tlsModeIstio ? { metadata: { filter_metadata: { 'envoy.transport_socket_match': { tlsMode: 'istio' } } } } : {}),
+          ...(e.tlsModeIstio || e.workload
+            ? { metadata: { filter_metadata: { ...(e.tlsModeIstio ? { 'envoy.transport_socket_match': { tlsMode: 'istio' } } : {}), ...(e.workload ? { istio: { workload: e.workload } } : {}) } } }
+            : {}),
         })),
         load_balancing_weight: endpoints.reduce((n, e) => n + (e.weight ?? 1), 0),
       },

@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import forge from 'node-forge';
 
 /**
@@ -89,6 +89,33 @@ export function issueLeaf(issuer: CaKeyPair, publicKey: forge.pki.rsa.PublicKey,
   ]);
   leaf.sign(issuer.key, forge.md.sha256.create());
   return leaf;
+}
+
+/**
+ * `issueLeaf` for a key of any type node:crypto reads (the CA signs what the CSR carries: RSA or
+ * EC P-256). forge writes certificates for RSA keys only, so for another key the TBSCertificate is
+ * built by forge for the issuer's own public key as a stand-in, its SubjectPublicKeyInfo (field 7,
+ * RFC 5280 §4.1) replaced by the real key's, and signed with the issuer's key as forge would.
+ */
+export function issueLeafPem(issuer: CaKeyPair, publicKey: KeyObject, spiffeId: string, lifetimeSeconds: number, now = Date.now()): { pem: string; notAfter: Date } {
+  const spkiPem = publicKey.export({ type: 'spki', format: 'pem' }) as string;
+  if (publicKey.asymmetricKeyType === 'rsa') {
+    const leaf = issueLeaf(issuer, forge.pki.publicKeyFromPem(spkiPem), spiffeId, lifetimeSeconds, now);
+    return { pem: forge.pki.certificateToPem(leaf), notAfter: leaf.validity.notAfter };
+  }
+  const { asn1 } = forge;
+  const leaf = issueLeaf(issuer, forge.pki.setRsaPublicKey(issuer.key.n, issuer.key.e), spiffeId, lifetimeSeconds, now);
+  const tbs = (forge.pki as unknown as { getTBSCertificate(c: forge.pki.Certificate): forge.asn1.Asn1 }).getTBSCertificate(leaf);
+  (tbs.value as forge.asn1.Asn1[])[6] = asn1.fromDer(forge.util.decode64(spkiPem.replace(/-----[A-Z ]+-----|\s/g, '')));
+  const md = forge.md.sha256.create();
+  md.update(asn1.toDer(tbs).getBytes());
+  const seq = (items: forge.asn1.Asn1[]) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, items);
+  const cert = seq([
+    tbs,
+    seq([asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OID, false, asn1.oidToDer(forge.pki.oids['sha256WithRSAEncryption']!).getBytes()), asn1.create(asn1.Class.UNIVERSAL, asn1.Type.NULL, false, '')]),
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.BITSTRING, false, String.fromCharCode(0) + issuer.key.sign(md)),
+  ]);
+  return { pem: forge.pem.encode({ type: 'CERTIFICATE', body: asn1.toDer(cert).getBytes() }), notAfter: leaf.validity.notAfter };
 }
 
 /** A leaf with DNS SANs for a TLS server (or client), issued by `issuer`: its chain (leaf + issuer) and key, PEM. */

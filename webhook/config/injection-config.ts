@@ -1,4 +1,5 @@
 import type { V1ResourceRequirements } from '@kubernetes/client-node';
+import type { WorkloadKeyType } from '../../agent/identity/key-type.js';
 
 /**
  * The injection configuration: everything an operator may change about what the webhook (and
@@ -63,6 +64,11 @@ export interface InjectionConfig {
   istiodTls: boolean;
   /** The mesh's trust domain (Istio's meshConfig.trustDomain): the workload certificate names it. */
   trustDomain: string;
+  /**
+   * The workload certificate's key (agent `--key-type`): `rsa` (2048, Istio's default) or `ecdsa`
+   * (P-256, pilot-agent's ECC_SIGNATURE_ALGORITHM=ECDSA): cheaper TLS handshakes for mesh mTLS.
+   */
+  workloadKeyType: WorkloadKeyType;
   /** nginx worker processes of the APISIX sidecar. */
   apisixWorkerProcesses: number;
   /**
@@ -146,6 +152,7 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
   istiodAddress: 'istiod.istio-system.svc:15012',
   istiodTls: true,
   trustDomain: 'cluster.local',
+  workloadKeyType: 'rsa',
   apisixWorkerProcesses: 2,
   accessLogFile: '',
   nativeSidecars: false,

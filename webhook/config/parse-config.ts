@@ -5,6 +5,7 @@ import type { V1ResourceRequirements } from '@kubernetes/client-node';
 import { shortQuote } from '../../cli/short-quote.js';
 import { MAX_LIST_LENGTH } from '../../iptables-init/capture-config.js';
 import { TRUST_DOMAIN_PATTERN } from '../../agent/identity/spiffe-id.js';
+import { WORKLOAD_KEY_TYPES } from '../../agent/identity/key-type.js';
 import { defaultInjectionConfig, type InjectionConfig } from './injection-config.js';
 
 /** A configuration file that cannot be used; the message names the file and the field. */
@@ -190,6 +191,7 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
     istiodAddress: hostPort,
     istiodTls: boolean,
     trustDomain,
+    workloadKeyType: oneOf(...WORKLOAD_KEY_TYPES),
     apisixWorkerProcesses: integer(1, 64),
     accessLogFile,
     nativeSidecars: boolean,

@@ -139,6 +139,7 @@ export function tcpMtlsSnippet(): string {
     `    ssl_protocols TLSv1.2 TLSv1.3;\n` +
     `    ssl_certificate_by_lua_block {\n        require("apisix_mesh.tcp_mtls").ssl_certificate()\n    }\n` +
     `    preread_by_lua_block {\n        require("apisix_mesh.tcp_mtls").preread()\n    }\n` +
+    `    log_by_lua_block {\n        require("apisix_mesh.l4_metrics").log()\n    }\n` +
     `    proxy_pass apisix_mesh_l4;\n` +
     `    proxy_bind $apisix_mesh_bind;\n` +
     `    proxy_timeout 3600s;\n` +

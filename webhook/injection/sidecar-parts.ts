@@ -205,7 +205,7 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
       `--xds-address=${config.istiodAddress}`,
       // Istio's CA answers on istiod's xDS address (pilot-agent: CA_ADDR defaults to discoveryAddress)
       ...(config.istiodTls
-        ? ['--xds-tls', `--root-cert=${ISTIO_ROOT_CERT_DIR}/root-cert.pem`, `--token-file=${ISTIO_TOKEN_DIR}/istio-token`, `--ca-address=${config.istiodAddress}`, `--trust-domain=${config.trustDomain}`]
+        ? ['--xds-tls', `--root-cert=${ISTIO_ROOT_CERT_DIR}/root-cert.pem`, `--token-file=${ISTIO_TOKEN_DIR}/istio-token`, `--ca-address=${config.istiodAddress}`, `--trust-domain=${config.trustDomain}`, `--key-type=${config.workloadKeyType}`]
         : []),
       `--etcd-listen=127.0.0.1:${config.ports.etcd}`,
       `--status-port=${config.ports.agentStatus}`,

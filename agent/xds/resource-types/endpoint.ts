@@ -10,13 +10,17 @@ export const endpointResourceType = resourceType<ClusterLoadAssignment>({
   nameOf: (cla) => cla.cluster_name,
   validate: () => [],
   // istiod's per-endpoint metadata (workload name, TLS mode as protobuf Structs), several endpoints per
-  // service: only the namespace `transport_socket_matches` compare against is read (auto-mTLS's
-  // `tlsMode`, agent/mtls/upstream-tls.ts); the rest is dropped.
+  // service: only what is read is kept, the namespace `transport_socket_matches` compare against
+  // (auto-mTLS's `tlsMode`, agent/mtls/upstream-tls.ts) and the `istio` namespace's `workload` string
+  // (Istio's metrics, agent/translate/endpoint-workload.ts); the rest is dropped.
   retain(cla) {
     for (const locality of cla.endpoints ?? []) {
       for (const lb of locality.lb_endpoints ?? []) {
-        const match = (lb.metadata?.filter_metadata as Record<string, unknown> | undefined)?.[TRANSPORT_SOCKET_MATCH];
-        if (match) (lb as { metadata?: unknown }).metadata = { filter_metadata: { [TRANSPORT_SOCKET_MATCH]: match } };
+        const filter = lb.metadata?.filter_metadata as Record<string, { fields?: Record<string, unknown> } | undefined> | undefined;
+        const match = filter?.[TRANSPORT_SOCKET_MATCH];
+        const workload = filter?.['istio']?.fields?.['workload'];
+        const kept = { ...(match ? { [TRANSPORT_SOCKET_MATCH]: match } : {}), ...(workload ? { istio: { fields: { workload } } } : {}) };
+        if (match || workload) (lb as { metadata?: unknown }).metadata = { filter_metadata: kept };
         else delete (lb as { metadata?: unknown }).metadata;
       }
     }

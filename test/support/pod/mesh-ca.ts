@@ -1,7 +1,8 @@
 import { connect, createServer, type Server } from 'node:net';
 import type { V1Pod } from '@kubernetes/client-node';
-import forge from 'node-forge';
-import { issueLeaf, rsaKey, type CaKeyPair } from '../test-pki.js';
+import { generateKeyPairSync } from 'node:crypto';
+import type { WorkloadKeyType } from '../../../agent/identity/key-type.js';
+import { issueLeafPem, type CaKeyPair } from '../test-pki.js';
 
 /** The token the fake CA requires of pods started `withTestCa`. */
 export const TEST_CA_TOKEN = 'test-istio-ca-token';
@@ -12,7 +13,7 @@ export const TEST_CA_TOKEN = 'test-istio-ca-token';
  * the harness's kubelet runs no ConfigMap or projected-token volumes. The fake CA serves istiod's
  * certificate (DNS SAN istiod.istio-system.svc) while the harness dials istiod by address.
  */
-export function withTestCa(rootPem: string): (pod: V1Pod) => V1Pod {
+export function withTestCa(rootPem: string, keyType?: WorkloadKeyType): (pod: V1Pod) => V1Pod {
   return (pod) => {
     const dir = '/var/run/apisix-mesh-test-ca';
     pod.metadata!.annotations = { ...pod.metadata!.annotations, 'test.apisix-mesh/root-cert': rootPem, 'test.apisix-mesh/token': TEST_CA_TOKEN };
@@ -30,7 +31,7 @@ export function withTestCa(rootPem: string): (pod: V1Pod) => V1Pod {
     ];
     const agent = [...(pod.spec!.initContainers ?? []), ...pod.spec!.containers].find((c) => c.args?.[0] === 'agent')!;
     const xds = agent.args!.find((a) => a.startsWith('--xds-address='))!.slice('--xds-address='.length);
-    agent.args!.push(`--ca-address=${xds.replace(/:\d+$/, ':15012')}`, '--xds-server-name=istiod.istio-system.svc', `--root-cert=${dir}/root-cert.pem`, `--token-file=${dir}/token`);
+    agent.args!.push(`--ca-address=${xds.replace(/:\d+$/, ':15012')}`, '--xds-server-name=istiod.istio-system.svc', `--root-cert=${dir}/root-cert.pem`, `--token-file=${dir}/token`, ...(keyType ? [`--key-type=${keyType}`] : []));
     agent.volumeMounts = [...(agent.volumeMounts ?? []), { name: 'test-ca', mountPath: dir, readOnly: true }];
     return pod;
   };
@@ -51,9 +52,9 @@ export function unixBridge(path: string, port: number): Promise<Server> {
   return new Promise((resolve) => server.listen(path, () => resolve(server)));
 }
 
-/** A workload certificate as Istio's servers present it (leaf and intermediate) and its key, PEM. */
-export function meshLeaf(issuer: CaKeyPair, spiffeId: string, lifetimeSeconds = 3600): { cert: string; key: string } {
-  const key = rsaKey();
-  const cert = issueLeaf(issuer, forge.pki.setRsaPublicKey(key.n, key.e), spiffeId, lifetimeSeconds);
-  return { cert: forge.pki.certificateToPem(cert) + issuer.pem, key: forge.pki.privateKeyToPem(key) };
+/** A workload certificate as Istio's servers present it (leaf and intermediate) and its key (RSA 2048 or EC P-256), PEM. */
+export function meshLeaf(issuer: CaKeyPair, spiffeId: string, lifetimeSeconds = 3600, keyType: WorkloadKeyType = 'rsa'): { cert: string; key: string } {
+  const { privateKey, publicKey } = keyType === 'ecdsa' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const leaf = issueLeafPem(issuer, publicKey, spiffeId, lifetimeSeconds);
+  return { cert: leaf.pem + issuer.pem, key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string };
 }

@@ -11,6 +11,8 @@
 //   {id, op: 'upgrade', url, headers?, message}  an Upgrade request; → {id, status, echoed} once
 //       `message` came back through the upgraded connection, or {id, status, body} when refused
 //   {id, op: 'served', name}              → {id, count, requests: [{method, url, headers, peer}]}
+//   `serve` with `peerMetadata: {id, value}` answers as Istio's sidecar in front of the server would:
+//       x-envoy-peer-metadata(-id) with these values, each when the request carried that header.
 //   `serve` with `tls: {key, cert}` (PEM) serves HTTPS instead; each request also records the
 //       server name (SNI) the client sent (`servername`). `http` to an https: URL takes `ca` (PEM,
 //       the only trusted root) and `servername` (the SNI to send). With `tls.ca` the server requires
@@ -43,6 +45,14 @@ import { createInterface } from 'node:readline';
 
 const servers = new Map();
 
+/** A certificate's public key in short (`ec prime256v1`, `rsa 2048`): which key type a peer presented. */
+function keyOf(x509) {
+  const key = x509?.publicKey;
+  if (!key) return undefined;
+  const details = key.asymmetricKeyDetails ?? {};
+  return `${key.asymmetricKeyType} ${details.namedCurve ?? details.modulusLength}`;
+}
+
 function reply(msg) {
   process.stdout.write(`${JSON.stringify(msg)}\n`);
 }
@@ -50,7 +60,7 @@ function reply(msg) {
 // `path`: the request target as sent, unparsed (a URL would resolve `/a/../b` before sending)
 // https: `cert`/`key` (PEM) a client certificate, `alpn` the protocols offered, `anyServerName` skips
 // the host name check (mesh certificates carry a SPIFFE URI SAN only; the chain is still verified
-// against `ca`); the answer carries the server certificate's SAN (`peerSan`)
+// against `ca`); the answer carries the server certificate's SAN (`peerSan`) and key (`peerKey`)
 function doHttp({ id, url, path, method = 'GET', headers = {}, body, timeoutMs = 8000, localAddress, ca, servername, cert, key, alpn, anyServerName }) {
   const tls = url.startsWith('https:')
     ? { ...(ca ? { ca } : {}), ...(servername ? { servername } : {}), ...(cert ? { cert, key } : {}), ...(alpn ? { ALPNProtocols: alpn } : {}), ...(anyServerName ? { checkServerIdentity: () => undefined } : {}) }
@@ -59,8 +69,9 @@ function doHttp({ id, url, path, method = 'GET', headers = {}, body, timeoutMs =
   const req = send(url, { method, headers, timeout: timeoutMs, agent: false, ...tls, ...(path ? { path } : {}), ...(localAddress ? { localAddress } : {}) }, (res) => {
     const chunks = [];
     const peerSan = typeof res.socket.getPeerCertificate === 'function' ? res.socket.getPeerCertificate().subjectaltname : undefined;
+    const peerKey = typeof res.socket.getPeerX509Certificate === 'function' ? keyOf(res.socket.getPeerX509Certificate()) : undefined;
     res.on('data', (c) => chunks.push(c));
-    res.on('end', () => reply({ id, status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), ...(peerSan !== undefined ? { peerSan } : {}) }));
+    res.on('end', () => reply({ id, status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), ...(peerSan !== undefined ? { peerSan } : {}), ...(peerKey !== undefined ? { peerKey } : {}) }));
     res.on('error', (err) => reply({ id, error: err.message }));
   });
   req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
@@ -68,14 +79,14 @@ function doHttp({ id, url, path, method = 'GET', headers = {}, body, timeoutMs =
   req.end(body);
 }
 
-function serve({ id, name, host, port, tls }) {
+function serve({ id, name, host, port, tls, peerMetadata }) {
   const record = { count: 0, requests: [] };
   const handler = (req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       const seen = { method: req.method, url: req.url, headers: req.headers, peer: req.socket.remoteAddress, ...(tls ? { servername: req.socket.servername } : {}) };
-      if (tls?.ca) Object.assign(seen, { clientSan: req.socket.getPeerCertificate()?.subjectaltname, alpn: req.socket.alpnProtocol, alpnOffered: req.socket.apisixMeshOffered, resumed: req.socket.isSessionReused(), protocol: req.socket.getProtocol() });
+      if (tls?.ca) Object.assign(seen, { clientSan: req.socket.getPeerCertificate()?.subjectaltname, clientKey: keyOf(req.socket.getPeerX509Certificate()), alpn: req.socket.alpnProtocol, alpnOffered: req.socket.apisixMeshOffered, resumed: req.socket.isSessionReused(), protocol: req.socket.getProtocol() });
       record.count += 1;
       if (record.requests.length < 1000) record.requests.push(seen);
       const query = new URL(req.url, 'http://x').searchParams;
@@ -83,6 +94,9 @@ function serve({ id, name, host, port, tls }) {
         res.statusCode = Number(query.get(`status.${name}`) ?? query.get('status') ?? 200);
         res.setHeader('content-type', 'application/json');
         res.setHeader('x-served-by', name);
+        // as an Istio sidecar in front of the server answers: each of its metadata headers when the request carried that one
+        if (peerMetadata && req.headers['x-envoy-peer-metadata-id'] !== undefined) res.setHeader('x-envoy-peer-metadata-id', peerMetadata.id);
+        if (peerMetadata && req.headers['x-envoy-peer-metadata'] !== undefined) res.setHeader('x-envoy-peer-metadata', peerMetadata.value);
         res.end(JSON.stringify({ name, ...seen, body: Buffer.concat(chunks).toString('utf8') }));
       };
       const delay = Number(query.get('delay') ?? 0);
@@ -153,7 +167,7 @@ function tcpServe({ id, name, host, port, banner, tls, countAtEnd }) {
   const onConnection = (socket) => {
     record.count += 1;
     const seen = { peer: socket.remoteAddress };
-    if (tls) Object.assign(seen, { clientSan: socket.getPeerCertificate()?.subjectaltname, servername: socket.servername, alpnOffered: offered });
+    if (tls) Object.assign(seen, { clientSan: socket.getPeerCertificate()?.subjectaltname, clientKey: keyOf(socket.getPeerX509Certificate()), servername: socket.servername, alpnOffered: offered });
     if (record.requests.length < 1000) record.requests.push(seen);
     if (banner) socket.write(banner);
     if (countAtEnd) {

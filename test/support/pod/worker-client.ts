@@ -8,6 +8,8 @@ export interface HttpAnswer {
   body: string;
   /** https: the SAN of the certificate the server presented */
   peerSan?: string;
+  /** https: the public key of that certificate, `ec prime256v1` or `rsa 2048` */
+  peerKey?: string;
 }
 
 export interface HttpRequest {
@@ -41,6 +43,8 @@ export interface SeenRequest {
   servername?: string;
   /** HTTPS servers requiring a client certificate: its SAN (Node's form, `URI:spiffe://...`) */
   clientSan?: string;
+  /** ... and its public key, `ec prime256v1` or `rsa 2048` */
+  clientKey?: string;
   /** ... the protocol negotiated, and the ALPN list the client offered */
   alpn?: string | false;
   alpnOffered?: string[];
@@ -157,8 +161,8 @@ export class NetnsWorker {
   }
 
   /** An HTTP echo server named `name` on host:port in this namespace. */
-  serve(name: string, host: string, port: number): Promise<void> {
-    return this.ok('serve', { name, host, port });
+  serve(name: string, host: string, port: number, options: { peerMetadata?: { id: string; value: string } } = {}): Promise<void> {
+    return this.ok('serve', { name, host, port, ...options });
   }
 
   /** `connections`: TCP connections accepted, for HTTPS servers */

@@ -15,6 +15,7 @@ if ngx.config.subsystem == "stream" then
         require("apisix_mesh.l4_config").init_worker()
         require("apisix_mesh.l4_upstreams").init_worker()
         require("apisix_mesh.tls_config").init_worker()
+        require("apisix_mesh.l4_metrics").init_worker()
     end
     return
 end
@@ -27,6 +28,7 @@ local outlier = require("apisix_mesh.outlier")
 local identity = require("apisix_mesh.identity")
 local mesh_tls = require("apisix_mesh.mesh_tls")
 local istio_metrics = require("apisix_mesh.istio_metrics")
+local peer_exchange = require("apisix_mesh.peer_exchange")
 local client = require("resty.apisix.client")
 local balancer = require("ngx.balancer")
 
@@ -83,6 +85,7 @@ apisix.http_init_worker = function(...)
     http_init_worker(...)
     identity.init_worker()
     istio_metrics.init_worker()
+    peer_exchange.init_worker()
     -- Istio's metrics on APISIX's export server (its content handler looks the function up per request)
     local exporter = require("apisix.plugins.prometheus.exporter")
     local export_metrics = exporter.export_metrics
@@ -144,6 +147,11 @@ apisix.http_header_filter_phase = function(...)
     local api_ctx = ngx.ctx.api_ctx
     hash_key.header_filter(api_ctx)
     outlier.count(api_ctx)
+    -- Istio's metadata exchange, the response's side (peer_exchange.lua)
+    local h = ngx.ctx.apisix_mesh
+    if h then
+        peer_exchange.header_filter(h.direction)
+    end
     return http_header_filter_phase(...)
 end
 
@@ -199,8 +207,31 @@ apisix.http_access_phase = function(...)
             -- not mTLS: Envoy sanitizes the header
             ngx.req.clear_header(XFCC)
         end
+        -- Istio's metadata exchange: the client's workload, out of the app's sight (peer_exchange.lua)
+        peer_exchange.inbound_request()
     end
     return http_access_phase(...)
+end
+
+-- Istio's metadata exchange, outbound (peer_exchange.lua): once APISIX knows the route's upstream,
+-- at the end of its access phase or in a retry location (retry-locations.ts); gRPC requests leave
+-- handle_upstream for @grpc_pass, whose access phase comes back here.
+local function outbound_exchange()
+    local h = ngx.ctx.apisix_mesh
+    if h and h.direction == "outbound" then
+        peer_exchange.outbound_request(ngx.ctx.api_ctx)
+    end
+end
+local handle_upstream = apisix.handle_upstream
+apisix.handle_upstream = function(...)
+    local a, b, c = handle_upstream(...)
+    outbound_exchange()
+    return a, b, c
+end
+local grpc_access_phase = apisix.grpc_access_phase
+apisix.grpc_access_phase = function(...)
+    grpc_access_phase(...)
+    outbound_exchange()
 end
 
 -- Upstreams whose endpoints need TLS point at the TLS relay's loopback aliases (127.64.0.0/10,

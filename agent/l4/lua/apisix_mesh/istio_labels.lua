@@ -2,8 +2,8 @@
 -- request through the sidecar, in Istio's order. Pure: the caller hands in what the request was
 -- (direction, upstream name, status, …) and the local workload's labels (local_workload.lua, which
 -- the agent writes from the pod's metadata). What the sidecar cannot know is Istio's `unknown`:
--- the peer's workload, app, version, canonical service and cluster (Istio learns them through its
--- metadata exchange, which APISIX does not speak), and on outbound both principals.
+-- the peer's workload, app, version, canonical service and cluster unless its sidecar told them
+-- through Istio's metadata exchange (peer_exchange.lua), and on outbound both principals.
 --
 -- Every value is bounded: at most MAX_VALUE bytes, and any byte outside printable ASCII, a quote
 -- or a backslash becomes `_`, so a value never needs escaping and never breaks the exposition
@@ -121,6 +121,7 @@ end
   outbound          true: reporter source (the app's request out); false: destination
   local_side        _M.local_side(...)
   service, service_name, service_namespace   the destination service (nil: unknown)
+  peer              the peer's workload from the metadata exchange ({ workload, namespace, app, … }), or nil
   peer_principal    inbound: the verified peer (mTLS), else nil
   local_principal   inbound mTLS: the workload's own SPIFFE id
   mtls              inbound: the request came over Istio's mTLS
@@ -129,6 +130,10 @@ end
 function _M.values(r)
     local out = all_unknown({}, r.outbound and "source" or "destination")
     put_side(out, r.local_side, r.outbound)
+    if r.peer then
+        -- what the peer's sidecar said of itself (peer_exchange.lua): the other side
+        put_side(out, _M.local_side(r.peer), not r.outbound)
+    end
     if r.outbound then
         -- Istio fills the source principal when the request left over mTLS; the TLS relay's
         -- handshake is not visible from the HTTP side
@@ -157,11 +162,44 @@ function _M.overflow(local_side, outbound)
     return out
 end
 
+-- Istio's TCP metrics (istio_tcp_*) have the same labels but the response code and gRPC status.
+local TCP_INDEXES = {}
+_M.TCP_NAMES = {}
+for i, name in ipairs(_M.NAMES) do
+    if name ~= "response_code" and name ~= "grpc_response_status" then
+        TCP_INDEXES[#TCP_INDEXES + 1] = i
+        _M.TCP_NAMES[#_M.TCP_NAMES + 1] = name
+    end
+end
+
+-- One TCP connection's labels, in _M.TCP_NAMES' order: r as for values (protocol "tcp", code and
+-- gRPC status ignored).
+function _M.tcp_values(r)
+    local all = _M.values(r)
+    local out = {}
+    for i, at in ipairs(TCP_INDEXES) do
+        out[i] = all[at]
+    end
+    return out
+end
+
+-- The TCP overflow series: the reporter and the local side kept.
+function _M.tcp_overflow(local_side, outbound)
+    local all = _M.overflow(local_side, outbound)
+    local out = {}
+    for i, at in ipairs(TCP_INDEXES) do
+        out[i] = all[at]
+    end
+    return out
+end
+
 -- The values as the exposition format's label list (without braces): the series' identity.
-function _M.label_text(values)
+-- names: _M.NAMES (the default) or _M.TCP_NAMES.
+function _M.label_text(values, names)
+    names = names or _M.NAMES
     local parts = {}
-    for i = 1, COUNT do
-        parts[i] = _M.NAMES[i] .. '="' .. values[i] .. '"'
+    for i = 1, #names do
+        parts[i] = names[i] .. '="' .. values[i] .. '"'
     end
     return concat(parts, ",")
 end

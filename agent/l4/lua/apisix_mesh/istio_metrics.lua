@@ -2,7 +2,8 @@
 -- the histograms istio_request_duration_milliseconds, istio_request_bytes, istio_response_bytes
 -- (Envoy's default buckets, which Istio keeps), counted in APISIX's log phase (hook.lua) into one
 -- nginx shared dict that every worker shares, and served by APISIX's Prometheus export server on
--- PATH (the agent merges it into /stats/prometheus). Labels: istio_labels.lua.
+-- PATH (the agent merges it into /stats/prometheus), with the TCP metrics of the L4 front
+-- (l4_metrics.lua). Labels: istio_labels.lua; the peer's side: peer_exchange.lua.
 --
 -- Bounded: at most MAX_SERIES label sets (plus one overflow series per reporter that takes every
 -- request of a label set beyond the bound), whatever clients, apps or peers send. A series costs
@@ -16,6 +17,7 @@
 -- beyond the last bound) and `<h><id>:s` the sum, for h = d (duration), q (request bytes),
 -- r (response bytes). Overflow ids: `os` (reporter source), `od` (destination).
 local labels = require("apisix_mesh.istio_labels")
+local endpoint_workload = require("apisix_mesh.endpoint_workload")
 local concat, tostring, tonumber, ngx_now, floor = table.concat, tostring, tonumber, ngx.now, math.floor
 
 local _M = {}
@@ -256,6 +258,8 @@ function _M.log()
     _M.count({
         outbound = outbound,
         service = service, service_name = service_name, service_namespace = service_namespace,
+        -- the peer's sidecar said (peer_exchange.lua); else, outbound, istiod's endpoint metadata
+        peer = ngx.ctx.apisix_mesh_peer_workload or (outbound and endpoint_workload.of_picked(api_ctx) or nil),
         peer_principal = ngx.ctx.apisix_mesh_peer_principal,
         local_principal = principal,
         mtls = mtls,
@@ -325,9 +329,10 @@ function _M.exposition()
 end
 
 -- APISIX's export server: the metrics on PATH (GET).
+-- (with the L4 front's TCP metrics, l4_metrics.lua)
 function _M.export()
     ngx.header["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
-    ngx.print(concat(_M.exposition()))
+    ngx.print(concat(require("apisix_mesh.l4_metrics").exposition(_M.exposition())))
     return ngx.exit(200)
 end
 

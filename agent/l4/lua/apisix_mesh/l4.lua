@@ -13,6 +13,9 @@ local chains = require("apisix_mesh.chains")
 local l4_config = require("apisix_mesh.l4_config")
 local l4_upstreams = require("apisix_mesh.l4_upstreams")
 local l4_rbac = require("apisix_mesh.l4_rbac")
+local l4_metrics = require("apisix_mesh.l4_metrics")
+local istio_labels = require("apisix_mesh.istio_labels")
+local endpoint_workload = require("apisix_mesh.endpoint_workload")
 local tcp_mtls = require("apisix_mesh.tcp_mtls")
 
 -- The source addresses Istio's inbound forwarding uses (InboundPassthroughBindIpv4/Ipv6), one per
@@ -66,6 +69,7 @@ local function cluster_peer(action)
         return nil, "cluster " .. cluster.upstream_id .. " has no endpoints"
     end
     local node = pick_weighted(nodes, function(n) return n.weight or 1 end)
+    local meta = l4_upstreams.meta(cluster.upstream_id)
     if not node then
         return nil, "cluster " .. cluster.upstream_id .. " has no endpoint with weight"
     end
@@ -79,7 +83,22 @@ local function cluster_peer(action)
         end
         host = ip
     end
-    return { host = host, port = node.port, connect = action.connect_timeout or connect }
+    return { host = host, port = node.port, connect = action.connect_timeout or connect, cluster = meta, workload = node.workload }
+end
+
+-- The destination service of Istio's TCP metrics: an outbound cluster names it, an inbound one
+-- (an original destination: the action's, else a cluster's upstream, agent/l4/) carries istiod's
+-- service metadata, the pass-through has a name only.
+local function destination_service(direction, peer)
+    local cluster = peer.cluster
+    local service = cluster and cluster.service or peer.service
+    if direction == "inbound" and type(service) == "table" and service.host then
+        return service.host, service.name, service.namespace
+    end
+    if not cluster then
+        return nil, direction == "outbound" and "PassthroughCluster" or "InboundPassthroughCluster", nil
+    end
+    return istio_labels.service_of_cluster(cluster.name)
 end
 
 -- A node of an upstream whose endpoints need TLS is a TLS relay alias (agent/mtls/origination.ts):
@@ -139,6 +158,7 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         end
         if denied then
             -- Envoy's network RBAC closes the connection; the front closes it before dialling anyone
+            l4_metrics.rbac_denied()
             core.log.warn("apisix-mesh: connection from ", client, " to ", dst, " denied by network RBAC filter ",
                           denied, " of chain ", chain.name or "?")
             return ngx.exit(ngx.ERROR)
@@ -161,7 +181,7 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         if direction == "inbound" then
             ngx.var.apisix_mesh_bind = INBOUND_SOURCE[family]
         end
-        ctx.apisix_mesh_peer = { host = ip, port = port, connect = action.connect_timeout }
+        ctx.apisix_mesh_peer = { host = ip, port = port, connect = action.connect_timeout, service = action.service }
     elseif action.kind == "cluster" then
         local peer, err = cluster_peer(action)
         if not peer then
@@ -179,6 +199,14 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         ctx.apisix_mesh_peer = peer
     else
         return refuse(action.reason or "refused by the listener's filter chain " .. (chain.name or ""), dst)
+    end
+    if action.kind ~= "http" then
+        local service, service_name, service_namespace = destination_service(direction, ctx.apisix_mesh_peer)
+        ctx.apisix_mesh_tcp_series = l4_metrics.opened({
+            outbound = direction == "outbound",
+            service = service, service_name = service_name, service_namespace = service_namespace,
+            peer = direction == "outbound" and endpoint_workload.parse(ctx.apisix_mesh_peer.workload) or nil,
+        })
     end
 end
 
@@ -218,6 +246,24 @@ function _M.hand_to_tls(chain, action, direction, ip, port, dst, tcp_tls_port)
     ctx.apisix_mesh_peer = { host = "127.0.0.1", port = tcp_tls_port }
 end
 
+-- Istio's TCP metrics of a connection behind Istio's mTLS, once the stream TLS listener has verified
+-- its peer (tcp_mtls.lua): the chain's action says the destination service (the first cluster's:
+-- inbound chains name one), the handshake the principals. Returns the series, for l4_metrics.log().
+function _M.mtls_opened(action, peer_principal)
+    local peer = { service = action.service }
+    if action.kind == "cluster" then
+        local first = action.clusters and action.clusters[1]
+        peer.cluster = first and l4_upstreams.meta(first.upstream_id)
+    end
+    local service, service_name, service_namespace = destination_service("inbound", peer)
+    local id = require("apisix_mesh.identity").current()
+    return l4_metrics.opened({
+        outbound = false,
+        service = service, service_name = service_name, service_namespace = service_namespace,
+        mtls = true, peer_principal = peer_principal, local_principal = id and id.spiffe_id,
+    })
+end
+
 function _M.balance()
     local peer = ngx.ctx.apisix_mesh_peer
     if not peer then
@@ -237,12 +283,17 @@ function _M.balance()
 end
 
 function _M.log()
-    local address = ngx.ctx.apisix_mesh_handoff
+    local ctx = ngx.ctx
+    local address = ctx.apisix_mesh_handoff
     if address then
         if ngx.ctx.apisix_mesh_tcp_mtls then
             tcp_mtls.forget(address)
         end
         handoff.release(address)
+    end
+    if ctx.apisix_mesh_tcp_series then
+        local var = ngx.var
+        l4_metrics.closed(ctx.apisix_mesh_tcp_series, var.bytes_received, var.bytes_sent)
     end
 end
 

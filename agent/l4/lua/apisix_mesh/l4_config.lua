@@ -62,6 +62,15 @@ local action_schema = {
             },
         },
         reason = { type = "string", maxLength = 1024 },
+        -- passthrough to an inbound cluster: its service, for Istio's TCP metrics (l4_metrics.lua)
+        service = {
+            type = "object",
+            properties = {
+                host = { type = "string", maxLength = 1024 },
+                name = { type = "string", maxLength = 1024 },
+                namespace = { type = "string", maxLength = 1024 },
+            },
+        },
     },
     required = { "kind" },
 }

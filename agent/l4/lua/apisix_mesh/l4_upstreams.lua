@@ -17,12 +17,24 @@ local item_schema = {
                     host = { type = "string", minLength = 1, maxLength = 256 },
                     port = { type = "integer", minimum = 1, maximum = 65535 },
                     weight = { type = "integer", minimum = 0 },
+                    -- istiod's endpoint metadata, for Istio's TCP metrics (endpoint_workload.lua)
+                    workload = { type = "string", maxLength = 1024 },
                 },
                 required = { "host", "port", "weight" },
             },
         },
         -- seconds, as APISIX's upstream timeout.connect
         connect = { type = "number", exclusiveMinimum = 0 },
+        -- for Istio's TCP metrics (l4_metrics.lua): the cluster's name, and an inbound cluster's service
+        name = { type = "string", maxLength = 1024 },
+        service = {
+            type = "object",
+            properties = {
+                host = { type = "string", maxLength = 1024 },
+                name = { type = "string", maxLength = 1024 },
+                namespace = { type = "string", maxLength = 1024 },
+            },
+        },
     },
     required = { "id", "nodes" },
 }
@@ -48,6 +60,12 @@ function _M.get(id)
         return nil
     end
     return value.nodes, value.connect
+end
+
+-- The cluster's item ({ name, service, … }: Istio's TCP metrics read the first two), or nil.
+function _M.meta(id)
+    local item = upstreams and upstreams:get(id)
+    return item and item.value or nil
 end
 
 return _M

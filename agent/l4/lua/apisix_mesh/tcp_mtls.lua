@@ -107,12 +107,15 @@ function _M.preread()
             return ngx.exit(ngx.ERROR)
         end
         if denied then
+            require("apisix_mesh.l4_metrics").rbac_denied()
             core.log.warn("apisix-mesh: connection from ", client, " (", peer.principal:sub(1, 200), ") to ", h.dst,
                           " denied by network RBAC filter ", denied, " of chain ", chain.name or "?")
             return ngx.exit(ngx.ERROR)
         end
     end
     ngx.var.apisix_mesh_bind = INBOUND_SOURCE[family_of(target.host)]
+    -- Istio's TCP metrics (l4_metrics.lua), closed in this listener's log phase
+    ngx.ctx.apisix_mesh_tcp_series = require("apisix_mesh.l4").mtls_opened(chain.action, peer.principal)
     -- l4.balance() connects there
     ngx.ctx.apisix_mesh_peer = { host = target.host, port = target.port, connect = target.connect }
 end
