@@ -24,7 +24,7 @@
 // The harness is TypeScript under test/ and not part of dist/: it is compiled here, as it is, into
 // node_modules/.cache (tsc, incremental), and imported from there.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -60,8 +60,16 @@ const APP_UID = 1000;
 const PROXY_UID = 1337;
 const TARGET = 1; // the service the app calls: svc-1 (VIP 10.96.0.1:80, endpoints 10.0.1.1-3:8080)
 const DEADLINE_MS = 15 * 60_000;
-/** BENCH_DIAGNOSE=1: also APISIX without its access log, and a perf profile of APISIX at saturation */
+/** BENCH_DIAGNOSE=1: also APISIX with its access log (off by default), and a perf profile of APISIX at saturation */
 const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
+/**
+ * BENCH_VARIANTS=a,b: the sidecar with one thing changed, each measured as its own setup in the same
+ * rounds (what that thing costs per request): `log` APISIX's access log on (`accessLogFile: /dev/stdout`;
+ * off by default); `same` a second pod
+ * of the sidecar exactly as it is (the run's own noise between two identical setups); `phases` the
+ * sidecar with its Lua phases and pieces timed in CPU time (scripts/bench-lua/, printed at the end).
+ */
+const VARIANTS = env('BENCH_VARIANTS', '').split(',').filter(Boolean);
 const JWT = env('BENCH_JWT', '') === '1';
 /** BENCH_RBAC=1: also the sidecar with an AuthorizationPolicy of 10 ALLOW policies × 10 rules inbound, every rule evaluated (with BENCH_BASELINE_ROOT: the same on the baseline tree too, `before-rbac`) */
 const RBAC = env('BENCH_RBAC', '') === '1';
@@ -242,6 +250,34 @@ function withoutRetries(m) {
   return m;
 }
 
+/** A directory APISIX's workers can read the timing module from and write their figures to. */
+function phasesDir() {
+  const dir = mkdtempSync('/var/tmp/apisix-mesh-bench-phases-');
+  chmodSync(dir, 0o777);
+  copyFileSync(join(root, 'scripts/bench-lua/apisix_mesh_bench_phases.lua'), join(dir, 'apisix_mesh_bench_phases.lua'));
+  chmodSync(join(dir, 'apisix_mesh_bench_phases.lua'), 0o644);
+  return dir;
+}
+
+/** The workers' cumulative phase timings (`phases` variant): µs of CPU per request for each piece. */
+function printPhases(dir) {
+  const sum = {};
+  for (const name of readdirSync(dir).filter((n) => n.startsWith('phases-'))) {
+    for (const [k, [ns, n]] of Object.entries(JSON.parse(readFileSync(join(dir, name), 'utf8')))) {
+      sum[k] ??= [0, 0];
+      sum[k][0] += ns;
+      sum[k][1] += n;
+    }
+  }
+  // every request has one log phase; an access phase that hands over to a retry location (ngx.exec)
+  // never returns to its timer, so the access figures are those of requests without the hand-over
+  const requests = sum['log (total)']?.[1] ?? 0;
+  console.log(`\nLua phases of the \`phases\` setup, CPU time per request over ${requests} requests (all its runs, warm-ups included; nested pieces count in their phase too; each timed piece adds its clock reads):`);
+  for (const [k, [ns, n]] of Object.entries(sum).sort((a, b) => b[1][0] - a[1][0])) {
+    console.log(`  ${k.padEnd(48)} ${f(ns / 1000 / Math.max(1, requests), 2)} µs per request (${n} calls, ${f(ns / 1000 / Math.max(1, n), 2)} µs per call)`);
+  }
+}
+
 function bareNginxConf(prefix, podIp) {
   return `daemon off;
 worker_processes 2;
@@ -287,7 +323,7 @@ function editApisixConfig(h, pod, edit) {
 
 /**
  * The injected pod; `bare` swaps APISIX's command for a bare nginx of the same OpenResty build,
- * `noAccessLog` turns APISIX's access log off (a diagnosis: what one log line per request costs),
+ * `withAccessLog` turns APISIX's access log on (`accessLogFile: /dev/stdout`: what a line per request costs),
  * `noRetry` drops the routes' retry policies (what the hand-over to a retry location costs).
  */
 /**
@@ -326,7 +362,7 @@ async function mtlsMaterial(h) {
   };
 }
 
-async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, baseline, jwt, rbac, mtls }) {
+async function startMeshPod(h, script, { bare, services, withAccessLog, noRetry, baseline, jwt, rbac, mtls, phases }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -349,8 +385,18 @@ async function startMeshPod(h, script, { bare, services, noAccessLog, noRetry, b
         ? mtls.addCa
         : baseline
         ? (p) => baseline.inject(p)
-        : noAccessLog
-        ? (p) => editApisixConfig(h, p, (doc) => ((doc.nginx_config.http ??= {}).enable_access_log = false))
+        : withAccessLog
+        ? (p) =>
+            editApisixConfig(h, p, (doc) => {
+              delete doc.nginx_config.http.enable_access_log;
+              doc.nginx_config.http.access_log = '/dev/stdout';
+            })
+        : phases
+        ? (p) =>
+            editApisixConfig(h, p, (doc) => {
+              doc.apisix.extra_lua_path = `${doc.apisix.extra_lua_path};${phases}/?.lua`;
+              doc.apisix.lua_module_hook = 'apisix_mesh_bench_phases';
+            })
         : bare
         ? (p) => {
             const c = p.spec.containers.find((x) => x.name === 'apisix-mesh-apisix');
@@ -758,7 +804,10 @@ async function main() {
     if (RBAC) setups.rbac = await startMeshPod(h, script, { bare: false, services: SERVICES, rbac: true });
     if (MTLS) setups.mtls = await startMeshPod(h, script, { bare: false, services: SERVICES, mtls: await mtlsMaterial(h) });
     if (RETRY_BASELINE) setups['no-retry'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noRetry: true });
-    if (DIAGNOSE) setups['no-log'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noAccessLog: true });
+    if (DIAGNOSE || VARIANTS.includes('log')) setups.log = await startMeshPod(h, script, { bare: false, services: SERVICES, withAccessLog: true });
+    if (VARIANTS.includes('same')) setups.same = await startMeshPod(h, script, { bare: false, services: SERVICES });
+    const phases = VARIANTS.includes('phases') ? phasesDir() : undefined;
+    if (phases) setups.phases = await startMeshPod(h, script, { bare: false, services: SERVICES, phases });
     if (BASELINE_ROOT) setups.before = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, BASELINE_ROOT) });
     if (OTHER_ROOT) setups.other = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, OTHER_ROOT) });
     // the policy's cost before and after a change to how APISIX runs it, in the same rounds
@@ -772,6 +821,10 @@ async function main() {
       }
     }
     if (DIAGNOSE) await profileApisix(setups.sidecar, script);
+    if (phases) {
+      await new Promise((r) => setTimeout(r, 1500));
+      printPhases(phases);
+    }
     const apisix = memoryOf(setups.sidecar.roles().proxy);
     const agent = memoryOf(setups.sidecar.roles().agent);
     console.log(`sidecar pod after the traffic (${SERVICES} services): APISIX ${f(apisix.pssMiB, 1)} MiB PSS / ${f(apisix.rssMiB, 1)} MiB RSS summed, agent ${f(agent.rssMiB, 1)} MiB RSS`);

@@ -37,7 +37,8 @@ describe("APISIX's config.yaml for the sidecar", () => {
         worker_processes: 2,
         error_log: '/dev/stderr',
         // Istio's standard metrics (istio_metrics.lua); outlier detection's state (outlier.lua)
-        http: { access_log: '/dev/stdout', custom_lua_shared_dict: { 'apisix-mesh-istio-metrics': '32m', apisix_mesh_outlier: '2m' } },
+        // no line per request, as Istio's default meshConfig.accessLogFile (errors go to stderr)
+        http: { enable_access_log: false, custom_lua_shared_dict: { 'apisix-mesh-istio-metrics': '32m', apisix_mesh_outlier: '2m' } },
         stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006, 15082, 15084, 15085)'),
         // the literal $ and \ the agent writes where APISIX would expand variables
         http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'
@@ -73,6 +74,19 @@ describe("APISIX's config.yaml for the sidecar", () => {
     expect(doc.nginx_config.stream_configuration_snippet).toContain('ssl_certificate_by_lua_block {\n        require("apisix_mesh.tcp_mtls").ssl_certificate()\n    }\n    preread_by_lua_block {\n        require("apisix_mesh.tcp_mtls").preread()');
     expect(doc.deployment.etcd.host).toEqual(['http://127.0.0.1:16379']);
     expect(doc.nginx_config.worker_processes).toBe(1);
+  });
+
+  it('writes the access log only where accessLogFile names a file, as Istio meshConfig.accessLogFile', () => {
+    const on = parse(renderApisixConfig(parseInjectionConfig('accessLogFile: /dev/stdout', 'c.yaml')));
+    expect(on.nginx_config.http.access_log).toBe('/dev/stdout');
+    expect(on.nginx_config.http.enable_access_log).toBeUndefined();
+    const off = parse(renderApisixConfig(parseInjectionConfig('accessLogFile: ""', 'c.yaml')));
+    expect(off.nginx_config.http.enable_access_log).toBe(false);
+    expect(off.nginx_config.error_log).toBe('/dev/stderr');
+    // written unquoted into nginx.conf: nothing that could end or extend the directive
+    for (const bad of ['/dev/stdout; include /etc/passwd', 'relative.log', '/var/log/$host', 42]) {
+      expect(() => parseInjectionConfig(`accessLogFile: ${JSON.stringify(bad)}`, 'c.yaml')).toThrow(/accessLogFile: must be empty \(no access log\) or an absolute path/);
+    }
   });
 
   it('reaches the APISIX container through the pod annotation and a downwardAPI volume', () => {

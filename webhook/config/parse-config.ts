@@ -68,6 +68,15 @@ function listOf<T>(item: Reader<T>): Reader<T[]> {
   };
 }
 
+/**
+ * Empty, or an absolute path nginx can take as it is: it is written unquoted into nginx.conf, so
+ * nothing that could end or extend the directive (spaces, `;`, quotes, braces, `$`).
+ */
+const accessLogFile: Reader<string> = (v, field) => {
+  if (v === '' || (typeof v === 'string' && v.length <= 255 && /^\/[A-Za-z0-9._\/-]+$/.test(v))) return v;
+  throw new FieldError(field, `must be empty (no access log) or an absolute path such as /dev/stdout, got ${describe(v)}`);
+};
+
 const cidr: Reader<string> = (v, field) => {
   const text = typeof v === 'string' ? v : '';
   const [addr = '', bits = '', extra] = text.split('/');
@@ -184,6 +193,7 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
     trustDomain,
     workloadKeyType: oneOf(...WORKLOAD_KEY_TYPES),
     apisixWorkerProcesses: integer(1, 64),
+    accessLogFile,
     nativeSidecars: boolean,
     rewriteAppProbes: boolean,
     inboundCapture: oneOf('all', 'declared'),

@@ -301,7 +301,7 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       // Istio's standard metrics (agent/l4/lua/apisix_mesh/istio_metrics.lua): sized for its bound
       // of 1000 series (~13 KiB each measured, more with long label values; pages are used as filled);
       // outlier detection's state per upstream node, shared by the workers (apisix_mesh/outlier.lua)
-      http: { access_log: '/dev/stdout', custom_lua_shared_dict: { [ISTIO_METRICS_DICT]: '32m', apisix_mesh_outlier: '2m' } },
+      http: { ...accessLog(config), custom_lua_shared_dict: { [ISTIO_METRICS_DICT]: '32m', apisix_mesh_outlier: '2m' } },
       stream_configuration_snippet: streamFrontSnippet(config),
       http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet() + ipv6HttpListenersInclude(),
       http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + handOffReadSnippet() + retryLocationsSnippet(requestId.location),
@@ -312,6 +312,14 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       prometheus: { export_addr: { ip: '0.0.0.0', port: config.ports.apisixMetrics } },
     },
   };
+}
+
+/**
+ * APISIX's per-request log line, as Istio's `meshConfig.accessLogFile` (`accessLogFile`): none by
+ * default, as an Envoy sidecar writes none by default. The error log is not affected.
+ */
+export function accessLog(config: InjectionConfig): Record<string, unknown> {
+  return config.accessLogFile === '' ? { enable_access_log: false } : { access_log: config.accessLogFile };
 }
 
 /** The shared dict Istio's standard metrics are counted in (istio_metrics.lua names it too). */
