@@ -12,6 +12,7 @@ import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { POD_IP } from '../support/pod/network.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
+import { waitFor } from '../support/wait.js';
 import {
   allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, MeshResources, outboundCluster,
   outboundHttpListener, passthroughCluster, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
@@ -79,6 +80,15 @@ describeWhenAvailable('Istio\'s standard metrics from the APISIX sidecar (real A
     return samples(res.body);
   };
   const noErrors = () => expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
+  // nginx runs a request's log phase (where it is counted) after the answer has left: a scrape right
+  // after the last answer can come first, so wait until the requests sent are all counted
+  const requestsCounted = (all: Sample[], reporter: string) =>
+    all.filter((s) => s.name === 'istio_requests_total' && s.labels['reporter'] === reporter).reduce((sum, s) => sum + s.value, 0);
+  const scrapeCounting = async (reporter: string, total: number) => {
+    let all = await scrape();
+    await waitFor(async () => requestsCounted((all = await scrape()), reporter) >= total, 10_000, `${total} ${reporter} requests counted`);
+    return all;
+  };
 
   beforeAll(async () => {
     const manifest = podManifest(POD, NS, { app: 'frontend', version: 'v1', 'pod-template-hash': '5d8f7c9b4' }, [{ name: 'app', ports: [APP_PORT] }]);
@@ -94,7 +104,7 @@ describeWhenAvailable('Istio\'s standard metrics from the APISIX sidecar (real A
   it('requests out of the app: reporter source, the route\'s destination service, by response code, with the duration and size histograms', async () => {
     for (let i = 0; i < 3; i++) expect((await send(pod.app(), { url: `http://${REVIEWS.vip}/reviews/${i}` })).status).toBe(200);
     expect((await send(pod.app(), { url: `http://${REVIEWS.vip}/reviews?status=503` })).status).toBe(503);
-    const all = await scrape();
+    const all = await scrapeCounting('source', 4);
     const outbound = {
       reporter: 'source',
       ...side('source', FRONTEND),
@@ -129,7 +139,7 @@ describeWhenAvailable('Istio\'s standard metrics from the APISIX sidecar (real A
   it('requests into the app: reporter destination, the service of istiod\'s inbound cluster, plaintext (connection_security_policy none, source principal unknown)', async () => {
     for (let i = 0; i < 2; i++) expect((await send(pod.cluster, { url: `http://${POD_IP}:${APP_PORT}/inbound` })).status).toBe(200);
     expect((await send(pod.cluster, { url: `http://${POD_IP}:${APP_PORT}/inbound?status=404` })).status).toBe(404);
-    const all = await scrape();
+    const all = await scrapeCounting('destination', 3);
     const inbound = {
       reporter: 'destination',
       ...UNKNOWN_PEER('source'),
@@ -153,7 +163,7 @@ describeWhenAvailable('Istio\'s standard metrics from the APISIX sidecar (real A
     const before = (await scrape()).filter((s) => s.name === 'istio_requests_total');
     const codes = Array.from({ length: MAX_SERIES + 10 }, (_, i) => 210 + i);
     for (const code of codes) await send(pod.app(), { url: `http://${REVIEWS.vip}/any?status=${code}` });
-    const all = await scrape();
+    const all = await scrapeCounting('source', requestsCounted(before, 'source') + codes.length);
     const totals = all.filter((s) => s.name === 'istio_requests_total');
     // the bound's series and the overflow's, no more
     expect(totals.length).toBe(MAX_SERIES + 1);

@@ -117,6 +117,16 @@ describeWhenAvailable('Istio\'s metadata exchange and TCP metrics from the APISI
     return samples(res.body);
   };
   const noErrors = () => expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
+  // nginx runs a request's log phase (where it is counted) after the answer has left: a scrape right
+  // after the last answer can come first, so wait until `more` requests beyond `base` are counted
+  const requestsCounted = (all: Sample[], reporter: string) =>
+    all.filter((s) => s.name === 'istio_requests_total' && s.labels['reporter'] === reporter).reduce((sum, s) => sum + s.value, 0);
+  const countedNow = async (reporter: string) => requestsCounted(await scrape(), reporter);
+  const scrapeCounting = async (reporter: string, base: number, more: number) => {
+    let all = await scrape();
+    await waitFor(async () => requestsCounted((all = await scrape()), reporter) >= base + more, 10_000, `${more} more ${reporter} requests counted`);
+    return all;
+  };
   const exchangeHeaders = (headers: Record<string, unknown>) => Object.keys(headers).filter((h) => h.startsWith('x-envoy-peer-metadata'));
 
   beforeAll(async () => {
@@ -139,6 +149,7 @@ describeWhenAvailable('Istio\'s metadata exchange and TCP metrics from the APISI
 
   it('inbound: the client sidecar\'s metadata fills the source side; the app sees no exchange header; the client gets ours back', async () => {
     const headers = { 'x-envoy-peer-metadata-id': envoyPeerId(PRODUCTPAGE, CLIENT_IP), 'x-envoy-peer-metadata': envoyPeerMetadata(PRODUCTPAGE) };
+    const base = await countedNow('destination');
     for (let i = 0; i < 2; i++) {
       const res = await send(pod.cluster, { url: `http://${POD_IP}:${APP_PORT}/from-productpage`, headers, localAddress: CLIENT_IP });
       expect(res.status).toBe(200);
@@ -154,7 +165,7 @@ describeWhenAvailable('Istio\'s metadata exchange and TCP metrics from the APISI
     // a client without the exchange gets none back
     const plain = await send(pod.cluster, { url: `http://${POD_IP}:${APP_PORT}/plain`, localAddress: CLIENT_IP });
     expect(exchangeHeaders(plain.headers)).toEqual([]);
-    const all = await scrape();
+    const all = await scrapeCounting('destination', base, 3);
     const fromProductpage = find(all, 'istio_requests_total', { reporter: 'destination', ...peerSide('source', PRODUCTPAGE), ...side('destination', FRONTEND), destination_service: FRONTEND_HOST, response_code: '200' });
     expect(fromProductpage.map((s) => s.value)).toEqual([2]);
     expect(fromProductpage[0]!.labels['source_principal']).toBe('unknown');
@@ -163,20 +174,23 @@ describeWhenAvailable('Istio\'s metadata exchange and TCP metrics from the APISI
   });
 
   it('inbound: a malformed exchange header leaves the client unknown, is still removed, and logs nothing', async () => {
-    const before = find(await scrape(), 'istio_requests_total', { reporter: 'destination', ...UNKNOWN_PEER('source'), response_code: '200' })[0]?.value ?? 0;
+    const initial = await scrape();
+    const base = requestsCounted(initial, 'destination');
+    const before = find(initial, 'istio_requests_total', { reporter: 'destination', ...UNKNOWN_PEER('source'), response_code: '200' })[0]?.value ?? 0;
     const bad = [Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]).toString('base64'), '%%%not-base64%%%', Buffer.from('plain text').toString('base64'), 'A'.repeat(7000)];
     for (const value of bad) {
       const res = await send(pod.cluster, { url: `http://${POD_IP}:${APP_PORT}/malformed`, headers: { 'x-envoy-peer-metadata': value }, localAddress: CLIENT_IP });
       expect(res.status).toBe(200);
       expect(exchangeHeaders(res.echo!.headers)).toEqual([]);
     }
-    const after = find(await scrape(), 'istio_requests_total', { reporter: 'destination', ...UNKNOWN_PEER('source'), response_code: '200' })[0]!.value;
+    const after = find(await scrapeCounting('destination', base, bad.length), 'istio_requests_total', { reporter: 'destination', ...UNKNOWN_PEER('source'), response_code: '200' })[0]!.value;
     expect(after - before).toBe(bad.length);
     noErrors();
     expect(pod.apisixLog().split('\n').filter((l) => /peer.metadata|peer_metadata|peer_exchange/i.test(l))).toEqual([]);
   });
 
   it('outbound: our metadata goes to the mesh server; its sidecar\'s answer fills the destination side and never reaches the app', async () => {
+    const base = await countedNow('source');
     for (let i = 0; i < 3; i++) {
       const res = await send(pod.app(), { url: `http://${REVIEWS.vip}/reviews/${i}`, headers: { 'x-envoy-peer-metadata': 'the app cannot speak for the sidecar' } });
       expect(res.status).toBe(200);
@@ -187,7 +201,7 @@ describeWhenAvailable('Istio\'s metadata exchange and TCP metrics from the APISI
     const ours = decodePeerMetadata(String(seen['x-envoy-peer-metadata'])) as { fields: Record<string, { stringValue?: string }> };
     expect(ours.fields['WORKLOAD_NAME']?.stringValue).toBe('frontend');
     expect(ours.fields['CLUSTER_ID']?.stringValue).toBe('Kubernetes');
-    const all = await scrape();
+    const all = await scrapeCounting('source', base, 3);
     const toReviews = find(all, 'istio_requests_total', { reporter: 'source', ...side('source', FRONTEND), ...peerSide('destination', REVIEWS_V2), destination_service: REVIEWS.host, destination_service_name: 'reviews', response_code: '200' });
     expect(toReviews.map((s) => s.value)).toEqual([3]);
     expect(toReviews[0]!.labels['destination_principal']).toBe('unknown');
@@ -195,8 +209,9 @@ describeWhenAvailable('Istio\'s metadata exchange and TCP metrics from the APISI
   });
 
   it('outbound to a server without a sidecar: the destination workload from istiod\'s endpoint metadata (no app or version there)', async () => {
+    const base = await countedNow('source');
     for (let i = 0; i < 2; i++) expect((await send(pod.app(), { url: `http://${RATINGS.vip}/ratings/${i}` })).status).toBe(200);
-    const all = await scrape();
+    const all = await scrapeCounting('source', base, 2);
     const toRatings = find(all, 'istio_requests_total', {
       reporter: 'source', ...side('source', FRONTEND), destination_service: RATINGS.host, response_code: '200',
       ...side('destination', { workload: 'ratings-v1', workload_namespace: NS, canonical_service: 'ratings', canonical_revision: 'v1', cluster: 'west', app: 'unknown', version: 'unknown' }),
