@@ -126,13 +126,13 @@ for (const keyType of WORKLOAD_KEY_TYPES) describeWhenAvailable(`outbound mTLS f
   it('before the pod has a workload certificate, an ISTIO_MUTUAL upstream is refused: 502, and nothing reaches the server', async () => {
     // the CA is not reachable yet (its relay comes in the next test): the agent keeps retrying.
     // APISIX's workers may still be starting (the pod is not ready without a certificate): until
-    // the capture port answers, the connection is reset
+    // the capture port answers, the connection is reset, and a worker that has not read the routes
+    // yet answers 404 (waitSynced saw one worker's view)
     let res: Answer | undefined;
-    for (let i = 0; i < 50 && !res; i++) {
-      res = await get('secure').catch(async () => {
-        await new Promise((r) => setTimeout(r, 200));
-        return undefined;
-      });
+    for (let i = 0; i < 50; i++) {
+      res = await get('secure').catch(() => undefined);
+      if (res && res.status !== 404) break;
+      await new Promise((r) => setTimeout(r, 200));
     }
     expect(res!.status).toBe(502);
     expect((await pod.cluster.served('secure-server')).connections).toBe(0);
