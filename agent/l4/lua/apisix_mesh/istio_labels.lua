@@ -172,10 +172,8 @@ for i, name in ipairs(_M.NAMES) do
     end
 end
 
--- One TCP connection's labels, in _M.TCP_NAMES' order: r as for values (protocol "tcp", code and
--- gRPC status ignored).
-function _M.tcp_values(r)
-    local all = _M.values(r)
+-- HTTP labels (_M.NAMES' order) → the TCP ones (_M.TCP_NAMES' order)
+local function tcp_only(all)
     local out = {}
     for i, at in ipairs(TCP_INDEXES) do
         out[i] = all[at]
@@ -183,14 +181,15 @@ function _M.tcp_values(r)
     return out
 end
 
+-- One TCP connection's labels, in _M.TCP_NAMES' order: r as for values (protocol "tcp", code and
+-- gRPC status ignored).
+function _M.tcp_values(r)
+    return tcp_only(_M.values(r))
+end
+
 -- The TCP overflow series: the reporter and the local side kept.
 function _M.tcp_overflow(local_side, outbound)
-    local all = _M.overflow(local_side, outbound)
-    local out = {}
-    for i, at in ipairs(TCP_INDEXES) do
-        out[i] = all[at]
-    end
-    return out
+    return tcp_only(_M.overflow(local_side, outbound))
 end
 
 -- The values as the exposition format's label list (without braces): the series' identity.

@@ -18,6 +18,7 @@
 -- r (response bytes). Overflow ids: `os` (reporter source), `od` (destination).
 local labels = require("apisix_mesh.istio_labels")
 local endpoint_workload = require("apisix_mesh.endpoint_workload")
+local metric_series = require("apisix_mesh.metric_series")
 local concat, tostring, tonumber, ngx_now, floor = table.concat, tostring, tonumber, ngx.now, math.floor
 
 local _M = {}
@@ -46,15 +47,7 @@ local dict
 local local_side = labels.local_side(nil)
 -- per worker: label text → series id, for the admitted series only (so at most MAX_SERIES + 2)
 local known = {}
-local last_complaint = 0
-
-local function complain(...)
-    local now = ngx_now()
-    if now - last_complaint >= 60 then
-        last_complaint = now
-        ngx.log(ngx.WARN, "apisix-mesh: Istio metrics: ", ...)
-    end
-end
+local complain = metric_series.complainer("apisix-mesh: Istio metrics: ")
 
 -- What the agent wrote at start (apisix_mesh/istio_metrics_conf.lua, agent/telemetry/local-workload.ts):
 -- the local workload's labels and the series bound. Without it the local side is `unknown` too.
@@ -85,37 +78,13 @@ local function counter_keys(id)
     return keys
 end
 
-local function drop(id, keys)
-    for _, k in ipairs(keys) do
-        dict:delete(k)
-    end
-    dict:delete("l:" .. id)
-end
-
--- Registers the labels as series `id`: counters, then the labels, then the key (a reader that finds
--- the id finds its labels and counters). Returns the id that holds the labels (another worker's,
--- when it registered the same labels meanwhile: this id stays a gap), or nil when the dict is full.
+-- The labels as series `id` (metric_series.register), or nil when the dict is full.
 local function register(id, text)
-    local keys = counter_keys(id)
-    for _, k in ipairs(keys) do
-        local ok, err = dict:safe_add(k, 0)
-        if not ok and err ~= "exists" then
-            drop(id, keys)
-            complain("no room for a new series (", err, "): its requests go to the overflow series")
-            return nil
-        end
+    local registered, full = metric_series.register(dict, id, counter_keys(id), "l:" .. id, text, "k:" .. text)
+    if full then
+        complain("no room for a new series (", full, "): its requests go to the overflow series")
     end
-    local ok, err = dict:safe_add("l:" .. id, text)
-    if not ok and err ~= "exists" then
-        drop(id, keys)
-        return nil
-    end
-    ok, err = dict:safe_add("k:" .. text, id)
-    if ok then
-        return id
-    end
-    drop(id, keys)
-    return err == "exists" and dict:get("k:" .. text) or nil
+    return registered
 end
 
 function _M.init_worker()
@@ -290,12 +259,7 @@ local function each_series(fn)
     end
 end
 
-local function number(v)
-    if v == floor(v) and v < 1e15 then
-        return string.format("%d", v)
-    end
-    return string.format("%.17g", v)
-end
+local number = metric_series.number
 
 -- The exposition (Prometheus text format 0.0.4), as a table of strings.
 function _M.exposition()

@@ -16,7 +16,8 @@
 -- goes to the overflow. Counting never fails a connection: an error loses a count, logged at most
 -- once a minute.
 local labels = require("apisix_mesh.istio_labels")
-local tonumber, floor = tonumber, math.floor
+local metric_series = require("apisix_mesh.metric_series")
+local tonumber = tonumber
 
 local _M = {}
 
@@ -33,48 +34,23 @@ local COUNTERS = {
 local RBAC_DENIED = P .. "rbac_denied"
 
 local local_side = labels.local_side(nil)
-local last_complaint = 0
-
-local function complain(...)
-    local now = ngx.now()
-    if now - last_complaint >= 60 then
-        last_complaint = now
-        ngx.log(ngx.WARN, "apisix-mesh: L4 metrics: ", ...)
-    end
-end
+local complain = metric_series.complainer("apisix-mesh: L4 metrics: ")
 
 local function dict()
     return ngx.shared[DICT]
 end
 
-local function drop(d, id)
-    for _, c in ipairs(COUNTERS) do
-        d:delete(P .. c.key .. id)
-    end
-    d:delete(P .. "l:" .. id)
-end
-
--- the series' counters, then its labels, then its key (as istio_metrics.lua registers)
+-- series `id` (metric_series.register, the layout istio_metrics.lua uses, under this module's prefix)
 local function register(d, id, text, key)
+    local counters = {}
     for _, c in ipairs(COUNTERS) do
-        local ok, err = d:safe_add(P .. c.key .. id, 0)
-        if not ok and err ~= "exists" then
-            drop(d, id)
-            complain("no room for a new series (", err, "): its connections go to the overflow series")
-            return nil
-        end
+        counters[#counters + 1] = P .. c.key .. id
     end
-    local ok, err = d:safe_add(P .. "l:" .. id, text)
-    if not ok and err ~= "exists" then
-        drop(d, id)
-        return nil
+    local registered, full = metric_series.register(d, id, counters, P .. "l:" .. id, text, key)
+    if full then
+        complain("no room for a new series (", full, "): its connections go to the overflow series")
     end
-    ok, err = d:safe_add(key, id)
-    if ok then
-        return id
-    end
-    drop(d, id)
-    return err == "exists" and d:get(key) or nil
+    return registered
 end
 
 -- stream workers, at start: the local side (the module the agent writes) and the overflow series
@@ -174,12 +150,7 @@ function _M.rbac_denied()
     end
 end
 
-local function number(v)
-    if v == floor(v) and v < 1e15 then
-        return string.format("%d", v)
-    end
-    return string.format("%.17g", v)
-end
+local number = metric_series.number
 
 -- HTTP side: the exposition lines, into out (a table of strings)
 function _M.exposition(out)
