@@ -5,6 +5,7 @@
 import { beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingResty, runResty } from '../support/resty-lua.js';
+import { samples, type Sample } from '../support/prometheus-samples.js';
 
 const SCRIPT = String.raw`
 local cjson = require("cjson.safe")
@@ -24,23 +25,6 @@ m.rbac_denied()
 print(cjson.encode({ text = table.concat(m.exposition({})) }))
 `;
 
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-function samples(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
 
 describeWhenAvailable('l4_metrics.lua under the runtime\'s LuaJIT', missingResty(), () => {
   let all: Sample[] = [];

@@ -12,7 +12,7 @@ import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { POD_IP } from '../support/pod/network.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
-import { waitFor } from '../support/wait.js';
+import { find, requestsCounted, samples, scrapeWhenCounted } from '../support/prometheus-samples.js';
 import {
   allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, MeshResources, outboundCluster,
   outboundHttpListener, passthroughCluster, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
@@ -45,25 +45,7 @@ function withMaxSeries(pod: V1Pod): V1Pod {
   return pod;
 }
 
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
 
-function samples(exposition: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of exposition.split('\n')) {
-    const m = /^([a-z_]+)\{(.*)\} (\S+)$/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of m[2]!.matchAll(/(\w+)="([^"]*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-const find = (all: Sample[], name: string, want: Record<string, string>) => all.filter((s) => s.name === name && Object.entries(want).every(([k, v]) => s.labels[k] === v));
 
 /** What the sidecar knows of itself in every series: the pod's labels. */
 const FRONTEND = { workload: 'frontend', workload_namespace: NS, app: 'frontend', version: 'v1', canonical_service: 'frontend', canonical_revision: 'v1', cluster: 'Kubernetes' };
@@ -80,15 +62,7 @@ describeWhenAvailable('Istio\'s standard metrics from the APISIX sidecar (real A
     return samples(res.body);
   };
   const noErrors = () => expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
-  // nginx runs a request's log phase (where it is counted) after the answer has left: a scrape right
-  // after the last answer can come first, so wait until the requests sent are all counted
-  const requestsCounted = (all: Sample[], reporter: string) =>
-    all.filter((s) => s.name === 'istio_requests_total' && s.labels['reporter'] === reporter).reduce((sum, s) => sum + s.value, 0);
-  const scrapeCounting = async (reporter: string, total: number) => {
-    let all = await scrape();
-    await waitFor(async () => requestsCounted((all = await scrape()), reporter) >= total, 10_000, `${total} ${reporter} requests counted`);
-    return all;
-  };
+  const scrapeCounting = (reporter: string, atLeast: number) => scrapeWhenCounted(scrape, reporter, atLeast);
 
   beforeAll(async () => {
     const manifest = podManifest(POD, NS, { app: 'frontend', version: 'v1', 'pod-template-hash': '5d8f7c9b4' }, [{ name: 'app', ports: [APP_PORT] }]);

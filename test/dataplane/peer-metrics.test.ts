@@ -18,6 +18,7 @@ import { POD_IP } from '../support/pod/network.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
 import { waitFor } from '../support/wait.js';
+import { find, requestsCounted, samples, scrapeWhenCounted, type Sample } from '../support/prometheus-samples.js';
 import { decodePeerMetadata, envoyPeerId, envoyPeerMetadata, type PeerWorkload } from '../support/envoy-peer-metadata.js';
 import {
   allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundCluster, inboundPassthroughCluster, MeshResources, outboundCluster,
@@ -78,25 +79,7 @@ function mesh(): MeshResources {
   return m;
 }
 
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
 
-function samples(exposition: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of exposition.split('\n')) {
-    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-const find = (all: Sample[], name: string, want: Record<string, string>) => all.filter((s) => s.name === name && Object.entries(want).every(([k, v]) => s.labels[k] === v));
 const FRONTEND = { workload: 'frontend', workload_namespace: NS, app: 'frontend', version: 'v1', canonical_service: 'frontend', canonical_revision: 'v1', cluster: 'Kubernetes' };
 const side = (prefix: 'source' | 'destination', values: Record<string, string>) => Object.fromEntries(Object.entries(values).map(([k, v]) => [`${prefix}_${k}`, v]));
 const peerSide = (prefix: 'source' | 'destination', p: PeerWorkload) => side(prefix, {
@@ -117,16 +100,8 @@ describeWhenAvailable('Istio\'s metadata exchange and TCP metrics from the APISI
     return samples(res.body);
   };
   const noErrors = () => expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
-  // nginx runs a request's log phase (where it is counted) after the answer has left: a scrape right
-  // after the last answer can come first, so wait until `more` requests beyond `base` are counted
-  const requestsCounted = (all: Sample[], reporter: string) =>
-    all.filter((s) => s.name === 'istio_requests_total' && s.labels['reporter'] === reporter).reduce((sum, s) => sum + s.value, 0);
   const countedNow = async (reporter: string) => requestsCounted(await scrape(), reporter);
-  const scrapeCounting = async (reporter: string, base: number, more: number) => {
-    let all = await scrape();
-    await waitFor(async () => requestsCounted((all = await scrape()), reporter) >= base + more, 10_000, `${more} more ${reporter} requests counted`);
-    return all;
-  };
+  const scrapeCounting = (reporter: string, base: number, more: number) => scrapeWhenCounted(scrape, reporter, base + more);
   const exchangeHeaders = (headers: Record<string, unknown>) => Object.keys(headers).filter((h) => h.startsWith('x-envoy-peer-metadata'));
 
   beforeAll(async () => {
