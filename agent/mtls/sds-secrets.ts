@@ -95,36 +95,26 @@ export class SdsSecrets {
   }
 }
 
-/** The note of each cluster that names a secret the relay cannot use (SdsSecrets.unusable). */
-export function unusableSecretNotes(users: ReadonlyMap<string, readonly string[]>, reasons: ReadonlyMap<string, string>): TranslationNote[] {
+/** One refusal note per cluster of each secret in `users` (secret → the clusters naming it). */
+function secretNotes(users: ReadonlyMap<string, readonly string[]>, why: (secret: string) => string): TranslationNote[] {
   const notes: TranslationNote[] = [];
   for (const [secret, clusters] of users) {
-    for (const cluster of clusters) {
-      notes.push({
-        kind: 'cluster',
-        name: cluster,
-        reason: 'tls-origination-refused',
-        detail: `the SDS secret ${secret.slice(0, 200)} (DestinationRule credentialName) cannot be used: ${(reasons.get(secret) ?? '').slice(0, 300)}; connections to its TLS endpoints are refused`,
-        skipped: true,
-      });
-    }
+    const detail = `the SDS secret ${secret.slice(0, 200)} (DestinationRule credentialName) ${why(secret)}`;
+    for (const cluster of clusters) notes.push({ kind: 'cluster', name: cluster, reason: 'tls-origination-refused', detail, skipped: true });
   }
   return notes;
 }
 
+/** The note of each cluster that names a secret the relay cannot use (SdsSecrets.unusable). */
+export function unusableSecretNotes(users: ReadonlyMap<string, readonly string[]>, reasons: ReadonlyMap<string, string>): TranslationNote[] {
+  return secretNotes(users, (secret) => `cannot be used: ${(reasons.get(secret) ?? '').slice(0, 300)}; connections to its TLS endpoints are refused`);
+}
+
 /** The note of each cluster that waits for a secret istiod has not sent (ads-client.ts pendingSecrets). */
 export function pendingSecretNotes(pending: ReadonlyMap<string, readonly string[]>): TranslationNote[] {
-  const notes: TranslationNote[] = [];
-  for (const [secret, clusters] of pending) {
-    for (const cluster of clusters) {
-      notes.push({
-        kind: 'cluster',
-        name: cluster,
-        reason: 'tls-origination-refused',
-        detail: `the SDS secret ${secret.slice(0, 200)} (DestinationRule credentialName) has not come from istiod — no such secret in the proxy's namespace, the proxy may not list secrets there, or it reaches istiod without TLS (istiod serves secrets only on 15012): connections to its TLS endpoints are refused until it does`,
-        skipped: true,
-      });
-    }
-  }
-  return notes;
+  return secretNotes(
+    pending,
+    () =>
+      "has not come from istiod — no such secret in the proxy's namespace, the proxy may not list secrets there, or it reaches istiod without TLS (istiod serves secrets only on 15012): connections to its TLS endpoints are refused until it does",
+  );
 }
