@@ -70,7 +70,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
     // the TLS relay (docs/mtls.md) on its two fixed ports
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 15083;\n    listen 15084;\n    content_by_lua_block {\n        require("apisix_mesh.tls_origin").relay(15084)');
     // the stream TLS listener for TCP proxies behind Istio's mTLS, on loopback only, judging in preread (after the handshake)
-    expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 127.0.0.1:15085 ssl;\n');
+    expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 127.0.0.1:15085 ssl reuseport;\n');
     expect(doc.nginx_config.stream_configuration_snippet).toContain('ssl_certificate_by_lua_block {\n        require("apisix_mesh.tcp_mtls").ssl_certificate()\n    }\n    preread_by_lua_block {\n        require("apisix_mesh.tcp_mtls").preread()');
     expect(doc.deployment.etcd.host).toEqual(['http://127.0.0.1:16379']);
     expect(doc.nginx_config.worker_processes).toBe(1);

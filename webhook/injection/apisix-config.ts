@@ -129,11 +129,13 @@ export function streamFrontSnippet(config: InjectionConfig): string {
  * the handshake. No `ssl_alpn`: no protocol is negotiated (Envoy clients then send no metadata
  * exchange header). The handshake precedes preread in nginx's stream phases, so the Lua judges a
  * verified peer; then it proxies as the front does, from Istio's inbound source address.
+ * `reuseport`, as APISIX's own hand-off listeners: one socket per worker, so that a hand-off is
+ * steered to the worker whose front made it (handoff_steering.lua).
  */
 export function tcpMtlsSnippet(): string {
   return (
     `server {\n` +
-    `    listen 127.0.0.1:${MESH_TCP_TLS_PORT} ssl;\n` +
+    `    listen 127.0.0.1:${MESH_TCP_TLS_PORT} ssl reuseport;\n` +
     `    ssl_certificate cert/ssl_PLACE_HOLDER.crt;\n` +
     `    ssl_certificate_key cert/ssl_PLACE_HOLDER.key;\n` +
     `    ssl_protocols TLSv1.2 TLSv1.3;\n` +

@@ -24,6 +24,13 @@ local function address_of(id)
     return "127." .. (128 + math.floor(id / 65536)) .. "." .. (math.floor(id / 256) % 256) .. "." .. (id % 256)
 end
 
+-- The numbers a worker hands out: those equal to its id modulo the worker count, so that the
+-- listener's steering program (handoff_steering.lua) picks this worker's socket.
+local function number_for(n, worker_id, workers)
+    local per_worker = math.floor(MAX_IDS / workers) - 1
+    return (n % per_worker + 1) * workers + worker_id
+end
+
 -- Stream side: reserves a source address for this connection. The record is removed when the
 -- connection ends (release); an address still in use is never handed out twice (safe_add).
 -- `peer_sans` (mTLS chains): the SAN matchers the HTTP side checks the peer against (chains.lua's form).
@@ -41,7 +48,7 @@ function _M.reserve(direction, client_ip, client_port, dst, peer_sans)
         if not n then
             return nil, err
         end
-        local address = address_of(n % MAX_IDS + 1)
+        local address = address_of(number_for(n, ngx.worker.id() or 0, ngx.worker.count()))
         local ok, add_err = d:safe_add(PREFIX .. address, value)
         if ok then
             return address

@@ -8,6 +8,7 @@ local balancer = require("ngx.balancer")
 local ipmatcher = require("resty.ipmatcher")
 local original_dst = require("apisix_mesh.original_dst")
 local handoff = require("apisix_mesh.handoff")
+local handoff_steering = require("apisix_mesh.handoff_steering")
 local detect = require("apisix_mesh.detect")
 local chains = require("apisix_mesh.chains")
 local l4_config = require("apisix_mesh.l4_config")
@@ -176,7 +177,9 @@ function _M.preread(direction, http_port, outbound_port, inbound_port, tls_port,
         end
         ctx.apisix_mesh_handoff = address
         ngx.var.apisix_mesh_bind = address
-        ctx.apisix_mesh_peer = { host = "127.0.0.1", port = action.tls and tls_port or http_port }
+        local listener = action.tls and tls_port or http_port
+        handoff_steering.ensure(listener)
+        ctx.apisix_mesh_peer = { host = "127.0.0.1", port = listener }
     elseif action.kind == "passthrough" then
         if direction == "inbound" then
             ngx.var.apisix_mesh_bind = INBOUND_SOURCE[family]
@@ -239,6 +242,7 @@ function _M.hand_to_tls(chain, action, direction, ip, port, dst, tcp_tls_port)
         core.log.error("apisix-mesh: cannot hand ", dst, " to the TCP mTLS listener: ", err)
         return ngx.exit(ngx.ERROR)
     end
+    handoff_steering.ensure(tcp_tls_port)
     local ctx = ngx.ctx
     ctx.apisix_mesh_handoff = address
     ctx.apisix_mesh_tcp_mtls = true
