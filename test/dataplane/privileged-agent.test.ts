@@ -90,6 +90,8 @@ describeWhenAvailable('APISIX\'s privileged agent holds no configuration (real A
     for (const grew of workersGrew) expect(grew).toBeGreaterThan(10);
     // none in the privileged agent (before: as much as a worker; what remains is allocator noise)
     expect(privilegedGrew).toBeLessThan(Math.min(...workersGrew) / 4);
+    // each subsystem of it says so after its start (APISIX matched what privileged_agent.lua hooks)
+    for (const subsystem of ['HTTP', 'stream']) expect(pod.apisixLog()).toContain(`the privileged agent's ${subsystem} subsystem holds none of the configuration`);
     expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
   }, 180_000);
 

@@ -333,7 +333,7 @@ export const ISTIO_METRICS_DICT = 'apisix-mesh-istio-metrics';
  * Prometheus export (served_revisions.lua names it too): the privileged agent that serves the
  * export holds no configuration of its own (privileged_agent.lua).
  */
-export const SERVED_REVISIONS_DICT = 'apisix-mesh-served-revisions';
+export const SERVED_REVISIONS_DICT = 'apisix_mesh_served_revisions';
 
 /** APISIX's default `export_uri` of the Prometheus export (plugin_attr.prometheus). */
 export const APISIX_METRICS_PATH = '/apisix/prometheus/metrics';

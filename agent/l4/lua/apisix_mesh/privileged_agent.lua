@@ -32,9 +32,9 @@ local state = {
     skipped = {},
 }
 
-local function complain(...)
-    core.log.error("apisix-mesh: the privileged agent keeps APISIX's configuration after all: ", ...,
-                   " (agent/l4/lua/apisix_mesh/privileged_agent.lua)")
+local function complain(what, why)
+    core.log.error("apisix-mesh: the privileged agent keeps APISIX's configuration after all: ", what,
+                   tostring(why), " (agent/l4/lua/apisix_mesh/privileged_agent.lua)")
 end
 
 -- `figures`: in the HTTP subsystem, served_revisions.lua installed (true) or why not (nil, err);
@@ -50,7 +50,7 @@ local function decide(subsystem_needs_figures, figures, figures_err)
     -- the first configuration object (/plugins) is created after APISIX's exporter initialized
     local ok, err = require("apisix_mesh.served_revisions").take_over_export()
     if not ok then
-        complain(err)
+        complain("", err)
         return false
     end
     return true

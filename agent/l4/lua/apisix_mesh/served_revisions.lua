@@ -13,7 +13,7 @@ local process = require("ngx.process")
 local _M = {}
 
 -- in the nginx configuration (webhook/injection/apisix-config.ts names it too)
-_M.DICT = "apisix-mesh-served-revisions"
+_M.DICT = "apisix_mesh_served_revisions"
 
 -- the directories APISIX 3.13's exporter reports (exporter.lua, etcd_modify_index); `max_modify_index`
 -- is the newest of them
