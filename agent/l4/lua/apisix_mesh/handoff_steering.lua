@@ -57,16 +57,25 @@ local HANDOFF_HOST_MASK = 0x7FFFFF
 
 local _M = {}
 
+-- Per worker count, the program and the filter array it points at: kept here, as the struct's
+-- pointer does not keep the array alive for LuaJIT's collector.
+local programs = {}
+
 local function program(workers)
-    local filter = ffi.new("apisix_mesh_sock_filter[4]")
-    filter[0].code, filter[0].k = BPF_LD_W_ABS, SKF_NET_OFF_SADDR
-    filter[1].code, filter[1].k = BPF_ALU_AND_K, HANDOFF_HOST_MASK
-    filter[2].code, filter[2].k = BPF_ALU_MOD_K, workers
-    filter[3].code, filter[3].k = BPF_RET_A, 0
-    local fprog = ffi.new("apisix_mesh_sock_fprog")
-    fprog.len = 4
-    fprog.filter = filter
-    return fprog, filter
+    local p = programs[workers]
+    if not p then
+        local filter = ffi.new("apisix_mesh_sock_filter[4]")
+        filter[0].code, filter[0].k = BPF_LD_W_ABS, SKF_NET_OFF_SADDR
+        filter[1].code, filter[1].k = BPF_ALU_AND_K, HANDOFF_HOST_MASK
+        filter[2].code, filter[2].k = BPF_ALU_MOD_K, workers
+        filter[3].code, filter[3].k = BPF_RET_A, 0
+        local fprog = ffi.new("apisix_mesh_sock_fprog")
+        fprog.len = 4
+        fprog.filter = filter
+        p = { fprog = fprog, filter = filter }
+        programs[workers] = p
+    end
+    return p.fprog
 end
 
 local sa = ffi.new("apisix_mesh_steering_sockaddr_in")
@@ -107,18 +116,11 @@ function _M.attach(port, workers)
     if not fd then
         return nil, "no listening socket on 127.0.0.1:" .. port .. " in this worker"
     end
-    local fprog, filter = program(workers)
-    local rc = C.setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog, ffi.sizeof(fprog))
-    local _ = filter   -- kept alive until the kernel has copied the program
-    if rc ~= 0 then
-        return nil, "setsockopt(SO_ATTACH_REUSEPORT_CBPF) on 127.0.0.1:" .. port .. " failed: " .. ffi.errno()
+    local fprog = program(workers)
+    if C.setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog, ffi.sizeof(fprog)) ~= 0 then
+        return nil, "setsockopt(SO_ATTACH_REUSEPORT_CBPF) on 127.0.0.1:" .. port .. " failed: errno " .. ffi.errno()
     end
     return true
-end
-
--- The worker a hand-off from `number` (handoff.lua's address number) is steered to.
-function _M.worker_of(number, workers)
-    return number % workers
 end
 
 local attached = {}
