@@ -62,6 +62,18 @@ local inbound = labels.values({ outbound = false, local_side = side, peer_princi
 local named = {}
 for i, n in ipairs(labels.NAMES) do named[n] = inbound[i] end
 emit({ inbound = named, overflow = labels.label_text(labels.overflow(side, true)) })
+-- identity (the series' lookup key) equal exactly when the label text is, hostile values included
+local function set(service, name)
+  return labels.values({ outbound = true, local_side = side, service = service, service_name = name, protocol = "http", code = "200", grpc_status = "", flags = "-" })
+end
+local sets = { set(input.split[1], input.split[2]), set(input.split[3], input.split[4]), set(input.split[1], input.split[2]), set("x", "y"), set(nil, "y") }
+local same = {}
+for i = 1, #sets do
+  for j = 1, #sets do
+    same[#same + 1] = { labels.identity(sets[i]) == labels.identity(sets[j]), labels.label_text(sets[i]) == labels.label_text(sets[j]) }
+  end
+end
+emit({ same = same })
 `;
 
 describeWhenAvailable('istio_labels.lua under the runtime\'s LuaJIT', missingResty(), () => {
@@ -73,6 +85,8 @@ describeWhenAvailable('istio_labels.lua under the runtime\'s LuaJIT', missingRes
       statuses: [200, 503, 499, 0, 700, 99],
       grpc: ['0', '16', '17', '1a', ''],
       hostile,
+      // two label sets that one separator character would join into the same key
+      split: ['a"b', 'c', 'a', 'b"c'],
     });
   });
 
@@ -106,5 +120,13 @@ describeWhenAvailable('istio_labels.lua under the runtime\'s LuaJIT', missingRes
     });
     expect(out[17]!['overflow']).toContain('reporter="source",source_workload="web",source_workload_namespace="shop",source_principal="unknown",source_app="web"');
     expect(out[17]!['overflow']).toContain('response_code="unknown"');
+  });
+
+  it('a request\'s series is found by the label set\'s identity, equal exactly when the label text is', () => {
+    const same = out[18]!['same'] as Array<[boolean, boolean]>;
+    expect(same).toHaveLength(25);
+    for (const [byIdentity, byText] of same) expect(byIdentity).toBe(byText);
+    // the sets differ where they should (not every pair equal)
+    expect(same.filter(([, byText]) => !byText).length).toBeGreaterThan(0);
   });
 });

@@ -12,7 +12,7 @@ import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { POD_IP } from '../support/pod/network.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import type { Echo } from '../support/pod/worker-client.js';
-import { loadCanonical } from '../support/xds-fixtures.js';
+import { loadCanonical, originalDstCluster } from '../support/xds-fixtures.js';
 
 const SERVICE_VIP = '10.96.44.7';
 const HOST = 'checkout.shop.svc.cluster.local';
@@ -24,10 +24,9 @@ function resources(): CanonicalResources {
   const canary = loadCanonical('synthetic-canary-xds-responses.json');
   const istio = loadCanonical('istio-sidecar-listeners-configdump.yaml');
   const virtualInbound = istio.listener.find((l) => l['name'] === 'virtualInbound')!;
-  const original = (name: string) => ({ '@type': `${T}envoy.config.cluster.v3.Cluster`, name, type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED', connect_timeout: '10s' });
   return {
     ...canary,
-    cluster: [...canary.cluster, original('inbound|80||'), original('InboundPassthroughClusterIpv4')],
+    cluster: [...canary.cluster, originalDstCluster('inbound|80||'), originalDstCluster('InboundPassthroughClusterIpv4')],
     listener: [...canary.listener.map(withRateLimit), virtualInbound],
   };
 }

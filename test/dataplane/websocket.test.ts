@@ -7,24 +7,18 @@ import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { POD_IP } from '../support/pod/network.js';
 import { describeLines } from '../support/pod/apisix-log.js';
-import { loadCanonical } from '../support/xds-fixtures.js';
+import { canaryWithInbound } from '../support/xds-fixtures.js';
 
 const SERVICE_VIP = '10.96.44.7';
 const HOST = 'checkout.shop.svc.cluster.local';
 const EXTERNAL = '203.0.113.40';
-const T = 'type.googleapis.com/';
 
 describeWhenAvailable('WebSocket upgrades through the sidecar (real APISIX)', missingForPod(), () => {
   let pod: RunningPod;
   beforeAll(async () => {
-    const canary = loadCanonical('synthetic-canary-xds-responses.json');
-    const inbound = loadCanonical('istio-sidecar-listeners-configdump.yaml').listener.find((l) => l['name'] === 'virtualInbound')!;
-    // the inbound listener without its policy filters (the fixture's RBAC/ext_authz are refused)
-    const stripped = JSON.parse(JSON.stringify(inbound, (k, v) => (k === 'filters' || k === 'http_filters') && Array.isArray(v) ? v.filter((f: { name?: string }) => !/rbac|ext_authz/.test(f.name ?? '')) : v)) as Record<string, unknown>;
-    const original = (name: string) => ({ '@type': `${T}envoy.config.cluster.v3.Cluster`, name, type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED', connect_timeout: '10s' });
     pod = await startPod({
       manifest: podManifest('chat', 'default', { app: 'chat' }, [{ name: 'chat', ports: [80] }]),
-      xds: { ...canary, cluster: [...canary.cluster, original('inbound|80||'), original('InboundPassthroughClusterIpv4')], listener: [...canary.listener, stripped] },
+      xds: canaryWithInbound(),
       clusterAddresses: [SERVICE_VIP, '10.244.5.21', '10.244.5.11', '10.244.5.12', EXTERNAL],
     });
     await pod.app().serve('chat', '0.0.0.0', 80);

@@ -45,7 +45,8 @@ local HISTOGRAMS = {
 
 local dict
 local local_side = labels.local_side(nil)
--- per worker: label text → series id, for the admitted series only (so at most MAX_SERIES + 2)
+-- per worker: label set (istio_labels.identity) → series id, for the admitted series only (so at
+-- most MAX_SERIES + 2)
 local known = {}
 local complain = metric_series.complainer("apisix-mesh: Istio metrics: ")
 
@@ -107,11 +108,12 @@ end
 
 -- The series of a label set: known, registered now (within the bound), or the overflow's.
 local function series(values)
-    local text = labels.label_text(values)
-    local id = known[text]
+    local identity = labels.identity(values)
+    local id = known[identity]
     if id then
         return id
     end
+    local text = labels.label_text(values)
     local overflow = values[1] == "source" and "os" or "od"
     id = dict:get("k:" .. text)
     if not id then
@@ -127,7 +129,7 @@ local function series(values)
             return overflow
         end
     end
-    known[text] = id
+    known[identity] = id
     return id
 end
 
