@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CliError } from '../cli/errors.js';
 import { shortQuote } from '../cli/short-quote.js';
+import { formatHostPort } from '../cli/host-port.js';
 import { packageVersion } from '../cli/version.js';
 import { parseDuration, parseListen } from './etcd/command.js';
 import { nodeId, nodeIdentityFromEnv, NodeIdentityError, parseDownwardApiLabels } from './xds/node.js';
@@ -63,11 +64,6 @@ function parseSkipFilters(value: string | undefined): Set<string> {
   return out;
 }
 
-/** `[host]:port` as gRPC dials it. */
-function dialAddress({ host, port }: { host: string; port: number }): string {
-  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
-}
-
 /**
  * `--ca-address`: `none`, HOST:PORT, or by default istiod's TLS port on the xDS host when xDS goes over
  * TLS (plaintext setups, a test istiod on 15010, have no CA unless one is named).
@@ -90,15 +86,15 @@ export function registerAgentCommand(program: Command): void {
         'from the downward-API file named by --pod-labels-file. The app probes the injection rewrote to ' +
         '/app-health/<container>/livez|readyz|startupz on the status port come from ISTIO_KUBE_APP_PROBERS.',
     )
-    .option('--xds-address <host:port>', 'istiod\'s xDS address (15010 plaintext, 15012 TLS)', 'istiod.istio-system.svc:15010')
+    .option('--xds-address <host:port>', 'istiod\'s xDS address (15010 plaintext, 15012 TLS); an IPv6 address in brackets, [fd00::10]:15012', 'istiod.istio-system.svc:15010')
     .option('--xds-tls', 'dial istiod with TLS, authenticating with the service-account token (istiod port 15012)', false)
     .option('--root-cert <file>', 'with --xds-tls or a CA: the mesh root certificate (PEM) istiod\'s certificate must chain to', '/var/run/secrets/istio/root-cert.pem')
     .option('--token-file <file>', 'with --xds-tls or a CA: projected service-account token (audience istio-ca), re-read for every stream and certificate request', '/var/run/secrets/tokens/istio-token')
-    .option('--xds-server-name <name>', 'with --xds-tls: the name istiod\'s certificate must carry, when it differs from the address (also for the CA on the same host)', undefined)
+    .option('--xds-server-name <name>', 'with --xds-tls: the name istiod\'s certificate must carry, when it differs from the host dialled (also for the CA on the same host); needed when --xds-address is an IP address, which istiod\'s certificate does not carry (it names istiod.istio-system.svc)', undefined)
     .option(
       '--ca-address <host:port|none>',
       'Istio\'s CA, which issues the workload certificate (TLS verified with --root-cert, authenticated with --token-file); ' +
-        'none: no certificate. Default: with --xds-tls the --xds-address host on port 15012, without it none',
+        'an IPv6 address in brackets; none: no certificate. Default: with --xds-tls the --xds-address host on port 15012, without it none',
     )
     .option('--trust-domain <domain>', 'the mesh\'s trust domain: the certificate names the pod spiffe://<domain>/ns/<ns>/sa/<account>', 'cluster.local')
     .option('--cert-ttl <duration>', 'validity asked for the workload certificate (istiod may grant less); renewed at half its lifetime', '24h')
@@ -215,13 +211,13 @@ export function registerAgentCommand(program: Command): void {
       let agent: RunningAgent;
       try {
         agent = await startAgent({
-          xdsAddress: dialAddress(xds),
+          xdsAddress: formatHostPort(xds),
           ...(flags.xdsTls ? { xdsTls: { rootCertFile: flags.rootCert, tokenFile: flags.tokenFile, ...serverName } } : {}),
           identity,
           ...(ca
             ? {
                 workloadIdentity: {
-                  caAddress: dialAddress(ca),
+                  caAddress: formatHostPort(ca),
                   tls: { rootCertFile: flags.rootCert, tokenFile: flags.tokenFile, ...(ca.host === xds.host ? serverName : {}) },
                   trustDomain: flags.trustDomain,
                   certTtlMs,

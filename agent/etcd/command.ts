@@ -1,20 +1,19 @@
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { CliError } from '../../cli/errors.js';
+import { parseHostPort, type HostPort } from '../../cli/host-port.js';
 import { DEFAULT_MAX_LEASES } from '../store/leases.js';
 import { KvStore } from '../store/store.js';
 import { DEFAULT_RANGE_CACHE_BYTES } from './range-cache.js';
 import { startEtcdServer } from './server.js';
 import { DEFAULT_WATCH_BUFFER_LIMITS } from './watch-budget.js';
 
-/** `host:port` → parts; a bare port means loopback. */
-export function parseListen(flag: string, value: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d+)$/.exec(value) ?? (/^(\d+)$/.test(value) ? [value, undefined, '127.0.0.1', value] : null);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new CliError(`${flag}: expected HOST:PORT (e.g. 127.0.0.1:2379), got "${value.slice(0, 60)}"`);
-  }
-  return { host: (m[1] ?? m[2])!, port };
+/** `host:port` (an IPv6 address in brackets) → parts; a bare port means loopback. */
+export function parseListen(flag: string, value: string): HostPort {
+  if (/^\d{1,5}$/.test(value) && Number(value) <= 65535) return { host: '127.0.0.1', port: Number(value) };
+  const parsed = parseHostPort(value);
+  if ('problem' in parsed) throw new CliError(`${flag}: ${parsed.problem}, got "${value.slice(0, 60)}"`);
+  return parsed;
 }
 
 function positiveInt(flag: string, value: string): number {

@@ -23,11 +23,25 @@ export interface L4ListenerDraft {
 }
 
 /**
- * The capture listener itself (`virtual`), a port on any address, or one address and port; `also`:
- * the listener's other addresses (istiod's dual-stack listeners carry the service's IPv6 address in
- * Envoy's `additional_addresses`), looked up like the first.
+ * The capture listener itself (`virtual`), a port on the wildcard address of some families, or one
+ * address and port; `also`: the listener's other addresses (istiod's dual-stack listeners carry the
+ * service's IPv6 address in Envoy's `additional_addresses`), looked up like the first.
+ *
+ * `families`: Envoy hands a connection redirected to the capture listener to the listener bound to
+ * its original destination, else to the one on the wildcard address of the destination's family on
+ * its port (`0.0.0.0:<port>` for IPv4, `[::]:<port>` for IPv6, or a `::` with `ipv4_compat` for
+ * both), else the capture listener keeps it (envoy source/common/listener_manager/
+ * connection_handler_impl.cc, getBalancedHandlerByAddress, commit 0391c243). istiod binds the
+ * per-port listeners of an IPv6-only proxy to `::` alone and a dual-stack proxy's to `0.0.0.0` with
+ * `::` in `additional_addresses` (pilot/pkg/networking/core/listener.go buildListenerFromEntry,
+ * listener_address.go wildCards; istio/istio 86c9f01f): a family the listener is not bound for goes
+ * to the capture listener's own chains.
  */
-export type L4Bind = { virtual: true } | { port: number } | { address: string; port: number; also?: Array<{ address: string; port: number }> };
+export type L4Bind =
+  | { virtual: true }
+  | { port: number; families: IpFamily[] }
+  | { address: string; port: number; also?: Array<{ address: string; port: number }> };
+export type IpFamily = 'ipv4' | 'ipv6';
 
 export interface L4ChainMatch {
   port?: number;
@@ -60,6 +74,12 @@ interface TcpProxyConfig {
 const VIRTUAL_OUTBOUND = 'virtualOutbound';
 const WILDCARDS = new Set(['', '0.0.0.0', '::']);
 
+/** The families a wildcard address serves in Envoy: `::` IPv6 alone unless `ipv4_compat`. */
+function wildcardFamilies(address: string, ipv4Compat: boolean): IpFamily[] {
+  if (address !== '::') return ['ipv4'];
+  return ipv4Compat ? ['ipv6', 'ipv4'] : ['ipv6'];
+}
+
 /**
  * An IP address in the text the front compares it with: the kernel's (inet_ntop, RFC 5952 for
  * IPv6: lower case, the longest run of zero groups compressed). IPv4 and anything unparsable stay.
@@ -83,12 +103,16 @@ export function l4Listener(listener: Listener, skip?: SkipList): L4ListenerDraft
   const direction = inbound ? 'inbound' : 'outbound';
   const bound = [socket, ...(listener.additional_addresses ?? []).map((a) => a.address?.socket_address)]
     .filter((a) => a?.port_value)
-    .map((a) => ({ address: a!.address ?? '', port: a!.port_value! }));
+    .map((a) => ({ address: a!.address ?? '', port: a!.port_value!, ipv4Compat: a!.ipv4_compat === true }));
   const specific = bound.filter((a) => !WILDCARDS.has(a.address)).map((a) => ({ address: canonicalIp(a.address), port: a.port }));
   let bind: L4Bind;
   if (listenerName === VIRTUAL_OUTBOUND || listenerName === VIRTUAL_INBOUND) bind = { virtual: true };
   else if (!WILDCARDS.has(socket.address ?? '')) bind = { ...specific[0]!, ...(specific.length > 1 ? { also: specific.slice(1) } : {}) };
-  else bind = { port: socket.port_value };
+  else {
+    // the wildcard addresses on the listener's port (istiod never gives an additional address another port)
+    const families = new Set(bound.filter((a) => WILDCARDS.has(a.address) && a.port === socket.port_value).flatMap((a) => wildcardFamilies(a.address, a.ipv4Compat)));
+    bind = { port: socket.port_value, families: [...families].sort() };
+  }
   const notes: TranslationNote[] = [];
   const chains = (listener.filter_chains ?? []).map((chain, i) => l4Chain(chain, `${listenerName}#${i}`, skip, notes, listenerName, inbound));
   const out: L4ListenerDraft = { listenerName, direction, bind, chains, notes };

@@ -7,6 +7,7 @@ import forge from 'node-forge';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AdsClient } from '../../agent/xds/ads-client.js';
 import { xdsCredentials } from '../../agent/agent.js';
+import { serverNameOptions } from '../../agent/istiod-credentials.js';
 import { buildNode, nodeIdentityFromEnv } from '../../agent/xds/node.js';
 import { FakeIstiod } from '../support/fake-istiod.js';
 import { loadCanonical } from '../support/xds-fixtures.js';
@@ -69,6 +70,38 @@ describe('ADS over TLS with a service-account token', () => {
     istiod.requiredToken = 'token-2';
     istiod.closeStreams();
     await waitFor(() => istiod!.streamMetadata.some((m) => m['authorization'] === 'Bearer token-2') && istiod!.streamCount > 0, 10_000, 'a stream with the new token');
+  });
+
+  // An IPv6-only cluster: istiod at its ClusterIP, `[fd00:…]:15012` (here ::1). istiod's certificate
+  // names its Service, never an address: the server name carries the check (SNI, the certificate's
+  // name, the :authority), the brackets only the dialling.
+  it('dials istiod at an IPv6 literal over TLS, verifying the server name, and refuses it by the address alone', async () => {
+    const pem = certificates();
+    const dir = mkdtempSync(join(tmpdir(), 'agent-tls-'));
+    writeFileSync(join(dir, 'root-cert.pem'), pem.root);
+    writeFileSync(join(dir, 'istio-token'), 'token-1\n');
+    istiod = new FakeIstiod(loadCanonical('synthetic-reviews-xds-responses.json'));
+    istiod.requiredToken = 'token-1';
+    const port = await istiod.start('[::1]:0', { key: pem.key, cert: pem.cert });
+    const tls = { rootCertFile: join(dir, 'root-cert.pem'), tokenFile: join(dir, 'istio-token') };
+    const dial = (serverName: string | undefined) =>
+      new AdsClient({
+        address: `[::1]:${port}`,
+        node,
+        credentials: xdsCredentials(tls, 'Kubernetes'),
+        channelOptions: serverNameOptions(serverName),
+        backoff: { initialMs: 20, maxMs: 100 },
+      });
+    // by the address: the certificate does not carry ::1, no stream ever opens
+    client = dial(undefined);
+    client.start();
+    await waitFor(() => client!.stats.reconnects >= 2, 10_000, 'failed attempts');
+    expect(istiod.requests).toHaveLength(0);
+    client.stop();
+    client = dial('istiod.istio-system.svc');
+    client.start();
+    await waitFor(() => client!.isComplete(), 15_000, 'a complete snapshot over TLS to [::1]');
+    expect(istiod.streamMetadata[0]).toEqual({ authorization: 'Bearer token-1', clusterid: 'Kubernetes' });
   });
 
   it('refuses an istiod whose certificate does not chain to the mesh root', async () => {

@@ -53,7 +53,7 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
   it('binds the capture listeners, wildcard ports and service addresses as the front looks them up', () => {
     expect(draftOf(virtualOutbound())).toMatchObject({ listenerName: 'virtualOutbound', direction: 'outbound', bind: { virtual: true } });
     expect(draftOf(virtualInbound([]))).toMatchObject({ listenerName: 'virtualInbound', direction: 'inbound', bind: { virtual: true } });
-    expect(draftOf(outboundHttpListener(8080)).bind).toEqual({ port: 8080 });
+    expect(draftOf(outboundHttpListener(8080)).bind).toEqual({ port: 8080, families: ['ipv4'] });
     expect(draftOf(outboundTcpListener('10.96.0.10', 53, 'outbound|53||kube-dns.kube-system.svc.cluster.local')).bind).toEqual({ address: '10.96.0.10', port: 53 });
   });
 
@@ -61,13 +61,34 @@ describe('Listener → L4 draft: where it is bound and what its chains match', (
     const dual = outboundTcpListener('10.96.0.10', 5432, 'outbound|5432||pg.data.svc.cluster.local', ['FD00:96:0:0:0:0:0:A']);
     expect(draftOf(dual).bind).toEqual({ address: '10.96.0.10', port: 5432, also: [{ address: 'fd00:96::a', port: 5432 }] });
     expect(draftOf(outboundTcpListener('2001:db8:0:0:1:0:0:1', 80, 'x')).bind).toEqual({ address: '2001:db8::1:0:0:1', port: 80 });
-    // an IPv6-only or dual-stack wildcard listener is bound by its port, like 0.0.0.0
-    expect(draftOf({ ...outboundHttpListener(8080), additional_addresses: [{ address: { socket_address: { address: '::', port_value: 8080 } } }] }).bind).toEqual({ port: 8080 });
-    expect(draftOf({ ...outboundHttpListener(8080), address: { socket_address: { address: '::', port_value: 8080 } } }).bind).toEqual({ port: 8080 });
     expect(canonicalIp('0:0:0:0:0:0:0:1')).toBe('::1');
     expect(canonicalIp('fd00:0:0:1::')).toBe('fd00:0:0:1::');
     expect(canonicalIp('10.0.0.1')).toBe('10.0.0.1');
     expect(canonicalIp('not:an:address:zz')).toBe('not:an:address:zz');
+  });
+
+  // The shapes istiod sends for the capture ports and the per-port wildcard listeners by the proxy's
+  // IP mode (istio/istio 86c9f01fd735fb01d8192f5bcaf0d424afb7f14c, pilot/pkg/networking/core/:
+  // listener_address.go wildCards, listener_builder.go buildVirtualOutboundListener,
+  // listener_inbound.go buildInboundListener, listener.go buildListenerFromEntry). Envoy hands a
+  // captured connection to the listener on the wildcard of the destination's family only
+  // (connection_handler_impl.cc getBalancedHandlerByAddress): the front is told which families.
+  it('binds a wildcard listener for the families of its wildcard addresses, as Envoy looks them up; the capture listeners whatever their addresses', () => {
+    const at = (address: string, port: number, extra: string[] = [], compat = false) => ({
+      address: { socket_address: { address, port_value: port, ...(compat ? { ipv4_compat: true } : {}) } },
+      ...(extra.length ? { additional_addresses: extra.map((a) => ({ address: { socket_address: { address: a, port_value: port } } })) } : {}),
+    });
+    // IPv4 proxy: 0.0.0.0_8080; IPv6-only: ::_8080; dual-stack: 0.0.0.0_8080 + [::]:8080
+    expect(draftOf({ ...outboundHttpListener(8080), ...at('0.0.0.0', 8080) }).bind).toEqual({ port: 8080, families: ['ipv4'] });
+    expect(draftOf(outboundHttpListener(8080, 'ALLOW_ANY', '::')).bind).toEqual({ port: 8080, families: ['ipv6'] });
+    expect(draftOf(outboundHttpListener(8080, 'ALLOW_ANY', 'dual')).bind).toEqual({ port: 8080, families: ['ipv4', 'ipv6'] });
+    // `::` with ipv4_compat takes IPv4 too (Envoy maps it to 0.0.0.0 as well); istiod never sets it
+    expect(draftOf({ ...outboundHttpListener(8080), ...at('::', 8080, [], true) }).bind).toEqual({ port: 8080, families: ['ipv4', 'ipv6'] });
+    // virtualOutbound: `::` (IPv6-only), plus 0.0.0.0:15001 with ISTIO_ENABLE_IPV4_OUTBOUND_LISTENER_FOR_IPV6_CLUSTERS
+    // (an additional address on the same listener, not a listener of its own); 0.0.0.0 + [::] dual-stack with ISTIO_DUAL_STACK
+    expect(draftOf({ ...virtualOutbound('ALLOW_ANY', '::'), ...at('::', 15001, ['0.0.0.0']) }).bind).toEqual({ virtual: true });
+    expect(draftOf({ ...virtualOutbound(), ...at('0.0.0.0', 15001, ['::']) }).bind).toEqual({ virtual: true });
+    expect(draftOf({ ...virtualInbound([]), ...at('0.0.0.0', 15006, ['::']) })).toMatchObject({ direction: 'inbound', bind: { virtual: true } });
   });
 
   it('keeps every match field the front evaluates: port, prefixes (default length), server names (lower-cased), transport, ALPN', () => {

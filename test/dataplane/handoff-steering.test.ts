@@ -4,12 +4,12 @@
 // handoff_steering.lua attaches a BPF program to the group that picks the socket of the worker whose
 // front made the hand-off. Checked from the kernel's side on the real APISIX: for every handed-off
 // connection the front's socket and the accepted socket belong to the same process.
-import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import type { NetnsWorker } from '../support/pod/worker-client.js';
+import { waitForHandoffs, type Handoff } from '../support/pod/handoffs.js';
 import { POD_IP } from '../support/pod/network.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { canaryWithInbound } from '../support/xds-fixtures.js';
@@ -21,40 +21,15 @@ const CONNECTIONS = 16;
 /** how long each connection stays open after its answer, so that all are open at once */
 const HOLD_MS = 3_000;
 
-/** A socket of the pod's namespace: its two ends and the process holding it. */
-interface Socket { local: string; peer: string; pid: number }
-
-function establishedSockets(netns: string): Socket[] {
-  const out = spawnSync('ip', ['netns', 'exec', netns, 'ss', '-tnpH', 'state', 'established'], { encoding: 'utf8' });
-  if (out.status !== 0) throw new Error(`ss failed: ${out.stderr}`);
-  return out.stdout.split('\n').flatMap((line) => {
-    const m = /^\s*\d+\s+\d+\s+(\S+)\s+(\S+)\s+users:\(\("[^"]*",pid=(\d+)/.exec(line);
-    return m ? [{ local: m[1]!, peer: m[2]!, pid: Number(m[3]) }] : [];
-  });
-}
-
-/** Each hand-off (a connection from 127.128.0.0/9 to the HTTP listener): the front's process and the listener's. */
-function handoffs(netns: string): Array<{ address: string; front: number; listener: number }> {
-  const sockets = establishedSockets(netns);
-  const listenerSide = new Map(sockets.filter((s) => s.local === `127.0.0.1:${HTTP_HANDOFF_PORT}`).map((s) => [s.peer, s.pid]));
-  return sockets
-    .filter((s) => s.peer === `127.0.0.1:${HTTP_HANDOFF_PORT}` && s.local.startsWith('127.'))
-    .flatMap((s) => (listenerSide.has(s.local) ? [{ address: s.local, front: s.pid, listener: listenerSide.get(s.local)! }] : []));
-}
-
 /**
  * CONNECTIONS keep-alive connections from `client` to `host:port`, each held open after its answer;
  * the hand-offs seen while they are all open.
  */
-async function heldConnections(pod: RunningPod, client: NetnsWorker, host: string, port: number, hostHeader: string): Promise<ReturnType<typeof handoffs>> {
+async function heldConnections(pod: RunningPod, client: NetnsWorker, host: string, port: number, hostHeader: string): Promise<Handoff[]> {
   const request = `GET /steering HTTP/1.1\r\nHost: ${hostHeader}\r\n\r\n`;
   // the extra byte never comes: each connection stays open until HOLD_MS
   const held = Array.from({ length: CONNECTIONS }, () => client.tcp(host, port, [{ send: request, want: 1 << 20 }], HOLD_MS));
-  let seen: ReturnType<typeof handoffs> = [];
-  for (let i = 0; i < 20 && seen.length < CONNECTIONS; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    seen = handoffs(pod.network.pod);
-  }
+  const seen = await waitForHandoffs(pod.network.pod, HTTP_HANDOFF_PORT, CONNECTIONS);
   const answers = await Promise.all(held);
   for (const a of answers) expect(Buffer.concat(a.received).toString('latin1')).toMatch(/^HTTP\/1\.1 200 /);
   return seen;

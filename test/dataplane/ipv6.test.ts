@@ -15,7 +15,7 @@ import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
 import type { NetnsWorker, TcpResult } from '../support/pod/worker-client.js';
 import {
-  addDualStackPodSide, allowAnyVirtualHost, edsCluster, fqdn, httpRoute, MeshResources,
+  addDualStackPodSide, allowAnyVirtualHost, dualStackWildcard, edsCluster, fqdn, httpRoute, MeshResources,
   outboundCluster, outboundHttpListener, outboundSniffedListener, outboundTcpListener, tcpProxyFilter, routeConfiguration, serviceVirtualHost,
 } from '../support/istio-xds.js';
 
@@ -42,6 +42,14 @@ const EXTERNAL = { http: 'fd00:203::50', tcp: 'fd00:203::60', tcpPort: 7000 };
  */
 const LEGACY = { prefix: 'fd00:203::70', length: 124, dialled: 'fd00:203::7a', endpoint: 'fd00:244::9:1' };
 const LEGACY_CLUSTER = outboundCluster(EXTERNAL.tcpPort, fqdn('legacy', NS));
+/**
+ * A port whose one listener istiod bound to `0.0.0.0` alone (its shape for a proxy it takes for
+ * IPv4-only), routing every host to a cluster. Envoy hands a connection to a wildcard listener of
+ * the destination's family only: an IPv6 connection to the port stays with virtualOutbound, whose
+ * catch-all passes it through to where the app dialled.
+ */
+const V4_ONLY = { port: 8090, host: fqdn('v4only', NS), endpoint: 'fd00:244::8:11' };
+const V4_ONLY_CLUSTER = outboundCluster(V4_ONLY.port, V4_ONLY.host);
 
 /** The pod's ports: HTTP and TCP declared by its services, and ones nobody declares (the pass-through). */
 const WEB_PORT = 8000;
@@ -53,7 +61,8 @@ function mesh(): MeshResources {
   const m = new MeshResources();
   m.cluster(edsCluster(CHECKOUT_CLUSTER), [{ ip: CHECKOUT.endpoint, port: CHECKOUT.port }]);
   m.cluster(edsCluster(DB_CLUSTER), [{ ip: DB.endpoint, port: DB.port }]);
-  m.listener(outboundHttpListener(CHECKOUT.port));
+  // a dual-stack proxy's per-port listener: 0.0.0.0 with [::] as additional address (istiod's shape, see dualStackWildcard)
+  m.listener(outboundHttpListener(CHECKOUT.port, 'ALLOW_ANY', 'dual'));
   const checkout = serviceVirtualHost(CHECKOUT.host, CHECKOUT.port, CHECKOUT.vip, [httpRoute('default', { prefix: '/' }, { cluster: CHECKOUT_CLUSTER })]);
   (checkout.domains as string[]).push(`[${CHECKOUT.vip6}]`);
   m.route(routeConfiguration(CHECKOUT.port, [checkout, allowAnyVirtualHost()]));
@@ -67,11 +76,15 @@ function mesh(): MeshResources {
   m.listener({
     name: `0.0.0.0_${EXTERNAL.tcpPort}`,
     address: { socket_address: { address: '0.0.0.0', port_value: EXTERNAL.tcpPort } },
+    additional_addresses: dualStackWildcard(EXTERNAL.tcpPort),
     filter_chains: [{ filter_chain_match: { prefix_ranges: [{ address_prefix: LEGACY.prefix, prefix_len: LEGACY.length }] }, filters: [tcpProxyFilter(LEGACY_CLUSTER)] }],
     default_filter_chain: { filters: [tcpProxyFilter('PassthroughCluster')], name: 'PassthroughFilterChain' },
     traffic_direction: 'OUTBOUND',
     bind_to_port: false,
   });
+  m.cluster(edsCluster(V4_ONLY_CLUSTER), [{ ip: V4_ONLY.endpoint, port: V4_ONLY.port }]);
+  m.listener(outboundHttpListener(V4_ONLY.port));
+  m.route(routeConfiguration(V4_ONLY.port, [{ name: 'any', domains: ['*'], routes: [httpRoute('default', { prefix: '/' }, { cluster: V4_ONLY_CLUSTER })] }]));
   return addDualStackPodSide(m, NS, { web: WEB_PORT, pg: PG_PORT });
 }
 
@@ -93,7 +106,7 @@ describeWhenAvailable('IPv6 through the L4 front: a dual-stack pod (real APISIX)
       manifest: podManifest('web', NS, { app: 'web' }, [{ name: 'app', ports: [WEB_PORT, PG_PORT] }]),
       xds: mesh().resources,
       dualStack: true,
-      clusterAddresses: [CHECKOUT.vip6, CHECKOUT.endpoint, ORDERS.vip6, ORDERS.endpoint, DB.vip6, DB.endpoint, EXTERNAL.http, EXTERNAL.tcp, LEGACY.dialled, LEGACY.endpoint],
+      clusterAddresses: [CHECKOUT.vip6, CHECKOUT.endpoint, ORDERS.vip6, ORDERS.endpoint, DB.vip6, DB.endpoint, EXTERNAL.http, EXTERNAL.tcp, LEGACY.dialled, LEGACY.endpoint, V4_ONLY.endpoint],
     });
     const cluster = pod.cluster;
     await Promise.all([
@@ -105,6 +118,8 @@ describeWhenAvailable('IPv6 through the L4 front: a dual-stack pod (real APISIX)
       cluster.serveTcp('db', DB.endpoint, DB.port),
       cluster.serveTcp('db-vip', DB.vip6, DB.port),
       cluster.serve('external-http', EXTERNAL.http, CHECKOUT.port),
+      cluster.serve('v4only', V4_ONLY.endpoint, V4_ONLY.port),
+      cluster.serve('external-v4only-port', EXTERNAL.http, V4_ONLY.port),
       cluster.serveTcp('external-tcp', EXTERNAL.tcp, EXTERNAL.tcpPort),
       cluster.serveTcp('legacy', LEGACY.endpoint, EXTERNAL.tcpPort),
       cluster.serveTcp('legacy-dialled', LEGACY.dialled, EXTERNAL.tcpPort),
@@ -156,6 +171,14 @@ describeWhenAvailable('IPv6 through the L4 front: a dual-stack pod (real APISIX)
     expect(text(await echo(app(), EXTERNAL.tcp, EXTERNAL.tcpPort, 'outside it\n'))).toEqual(['outside it\n']);
     expect(await served(pod.cluster, 'external-tcp')).toHaveLength(before + 1);
     expect(await served(pod.cluster, 'legacy')).toHaveLength(1);
+    noErrors();
+  });
+
+  it('IPv6 to a port whose listener is bound to 0.0.0.0 alone is not that listener\'s: virtualOutbound passes it through to where the app dialled, as Envoy (the wildcard of the destination\'s family only)', async () => {
+    const res = await send(app(), { url: `http://[${EXTERNAL.http}]:${V4_ONLY.port}/v6`, headers: { host: 'anything.example.org' } });
+    expect(res.status).toBe(200);
+    expect(res.echo).toMatchObject({ name: 'external-v4only-port', url: '/v6', peer: POD_IP6 });
+    expect(await served(pod.cluster, 'v4only')).toEqual([]);
     noErrors();
   });
 

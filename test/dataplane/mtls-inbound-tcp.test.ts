@@ -25,6 +25,8 @@ import { meshLeaf, TEST_CA_TOKEN, withTestCa } from '../support/pod/mesh-ca.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
 import { createTestPki, type TestPki } from '../support/test-pki.js';
 import { waitFor } from '../support/wait.js';
+import { waitForHandoffs } from '../support/pod/handoffs.js';
+import { MESH_TCP_TLS_PORT } from '../../webhook/injection/apisix-config.js';
 import {
   blackHoleCluster, fqdn, inboundCluster, inboundPassthroughCluster, inboundPassthroughClusterIpv6, MeshResources, passthroughCluster, rbacNetworkFilter, virtualInbound,
   virtualOutbound,
@@ -193,6 +195,18 @@ describeWhenAvailable('inbound mTLS in front of TCP ports, on the real APISIX', 
     through(await mtls(STRICT_PORT, sleep));
     noErrors();
   });
+
+  it('each mTLS connection is handed to the stream TLS listener in the worker whose front accepted it (handoff_steering.lua)', async () => {
+    const connections = 12;
+    // the app's echo, then the connection stays open (the extra bytes never come) until the timeout
+    const held = Array.from({ length: connections }, () =>
+      pod.cluster.tcp(POD_IP, STRICT_PORT, [{ send: 'ping\n', want: 1 << 20 }], 3_000, undefined, envoyTls(STRICT_PORT, sleep)));
+    const seen = await waitForHandoffs(pod.network.pod, MESH_TCP_TLS_PORT, connections);
+    for (const r of await Promise.all(held)) expect(Buffer.concat(r.received).toString()).toBe(`${BANNER}ping\n`);
+    expect(seen.length, JSON.stringify(seen)).toBe(connections);
+    expect(seen.filter((h) => h.front !== h.listener), JSON.stringify(seen)).toEqual([]);
+    noErrors();
+  }, 30_000);
 
   it('PERMISSIVE: mTLS and plaintext on the same port both reach the app', async () => {
     const before = await served(PERMISSIVE_PORT);

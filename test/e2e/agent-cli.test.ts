@@ -14,6 +14,8 @@ import { waitFor } from '../support/wait.js';
 import { freePort } from '../support/free-port.js';
 import { FakeIstioCa } from '../support/fake-istio-ca.js';
 import { createTestPki } from '../support/test-pki.js';
+import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
+import { injectSidecar } from '../../webhook/injection/sidecar.js';
 
 const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 const env = { ...process.env, POD_NAME: 'productpage-v1-abc', POD_NAMESPACE: 'default', INSTANCE_IP: '10.244.1.30', SERVICE_ACCOUNT: 'bookinfo-productpage' };
@@ -112,6 +114,51 @@ describe('apisix-mesh agent (the real command)', () => {
     }
   }, STARTUP_MS + 30_000);
 
+  // An IPv6-only cluster's istiod: its ClusterIP as `istiodAddress`, `[fd00:…]:15012` (here ::1). The
+  // agent runs with the injection's own arguments for istiod; only the ports differ, since the fake
+  // istiod and CA are two servers here (one in a cluster).
+  it('with istiod at an IPv6 literal, as injected: TLS xDS and the workload certificate from [::1], then ready', async () => {
+    const pki = createTestPki();
+    const dir = mkdtempSync(join(tmpdir(), 'agent-cli-tls6-'));
+    writeFileSync(join(dir, 'root-cert.pem'), pki.root.pem);
+    writeFileSync(join(dir, 'istio-token'), 'token-1\n');
+    const tlsIstiod = new FakeIstiod(loadCanonical('synthetic-reviews-xds-responses.json'));
+    tlsIstiod.requiredToken = 'token-1';
+    const ca = new FakeIstioCa(pki);
+    ca.requiredToken = 'token-1';
+    ca.expectedSpiffeId = 'spiffe://cluster.local/ns/default/sa/bookinfo-productpage';
+    try {
+      const xdsPort = await tlsIstiod.start('[::1]:0', { key: pki.istiodKeyPem, cert: pki.istiodCertChainPem });
+      const caPort = await ca.start('[::1]:0');
+      const app = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'default' }, spec: { containers: [{ name: 'app', image: 'app:1' }] } };
+      const injected = injectSidecar(app, { ...defaultInjectionConfig, istiodAddress: `[::1]:${xdsPort}` }).spec!.containers.find((c) => c.name === 'apisix-mesh-agent')!.args!;
+      const istiodArgs = injected
+        .filter((a) => /^--(xds-address|xds-tls|ca-address|xds-server-name)\b/.test(a))
+        .map((a) => (a.startsWith('--ca-address=') ? `--ca-address=[::1]:${caPort}` : a));
+      expect(istiodArgs).toEqual([`--xds-address=[::1]:${xdsPort}`, '--xds-tls', `--ca-address=[::1]:${caPort}`, '--xds-server-name=istiod.istio-system.svc']);
+      const statusPort = await freePort();
+      const agent = spawn(process.execPath, [
+        CLI, 'agent', ...istiodArgs, '--root-cert', join(dir, 'root-cert.pem'), '--token-file', join(dir, 'istio-token'),
+        '--etcd-listen', `127.0.0.1:${await freePort()}`, '--status-port', String(statusPort), '--status-host', '127.0.0.1',
+      ], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      let log = '';
+      agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+      try {
+        await waitFor(async () => (await fetch(`http://127.0.0.1:${statusPort}/healthz/ready`).catch(() => undefined))?.status === 200, STARTUP_MS, 'readiness').catch((err: Error) => {
+          throw new Error(`${err.message}; the agent logged:\n${log.slice(-3000)}`);
+        });
+        expect(tlsIstiod.streamMetadata[0]).toEqual({ authorization: 'Bearer token-1', clusterid: 'Kubernetes' });
+        expect(ca.issued).toHaveLength(1);
+        expect(log).toContain(`xDS from [::1]:${xdsPort} (TLS)`);
+      } finally {
+        agent.kill('SIGKILL');
+      }
+    } finally {
+      await ca.stop();
+      await tlsIstiod.stop();
+    }
+  }, STARTUP_MS + 30_000);
+
   it('refuses bad input with one line and exit 2', () => {
     const missing = spawnSync(process.execPath, [CLI, 'agent'], { env: { PATH: process.env.PATH }, encoding: 'utf8' });
     expect(missing.status).toBe(2);
@@ -127,6 +174,11 @@ describe('apisix-mesh agent (the real command)', () => {
     const usage = (args: string[], e: NodeJS.ProcessEnv = env) => spawnSync(process.execPath, [CLI, 'agent', ...args], { env: e, encoding: 'utf8' });
     for (const [args, message] of [
       [['--ca-address', 'istiod'], /--ca-address: expected HOST:PORT/],
+      // an IPv6 address without brackets is also a valid longer address: refused with the form to write
+      [['--xds-address', 'fd00::1:15012'], /^apisix-mesh: --xds-address: an IPv6 address goes in brackets: \[fd00::1\]:15012, got "fd00::1:15012"$/m],
+      [['--ca-address', 'fd00::1'], /--ca-address: an IPv6 address needs a port, and brackets around the address: \[fd00::1\]:PORT/],
+      [['--xds-address', '[istiod]:15012'], /--xds-address: \[istiod\] is not an IPv6 address/],
+      [['--xds-address', '[fd00::1]:150120'], /--xds-address: expected HOST:PORT/],
       [['--ca-address', '127.0.0.1:15012', '--trust-domain', 'Cluster.Local'], /--trust-domain: trust domain "Cluster.Local" is not a SPIFFE trust domain/],
       [['--cert-ttl', 'a day'], /--cert-ttl: expected a duration/],
       [['--key-type', 'ed25519'], /^apisix-mesh: --key-type: expected rsa or ecdsa, got "ed25519"$/m],

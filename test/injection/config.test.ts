@@ -67,6 +67,8 @@ describe('the injection configuration file', () => {
     expect(parseInjectionConfig('istiodTls: false', 'c.yaml')).toMatchObject({ istiodTls: false, istiodAddress: 'istiod.istio-system.svc:15010' });
     expect(parseInjectionConfig('istiodTls: false\nistiodAddress: istiod.mesh.svc:9010', 'c.yaml').istiodAddress).toBe('istiod.mesh.svc:9010');
     expect(parseInjectionConfig('istiodTls: true', 'c.yaml').istiodAddress).toBe('istiod.istio-system.svc:15012');
+    expect(parseInjectionConfig('istiodAddress: "[fd00:96::10]:15012"', 'c.yaml').istiodAddress).toBe('[fd00:96::10]:15012');
+    expect(parseInjectionConfig('istiodServerName: istiod-canary.istio-system.svc', 'c.yaml').istiodServerName).toBe('istiod-canary.istio-system.svc');
     expect(parseInjectionConfig('trustDomain: mesh.example.com', 'c.yaml').trustDomain).toBe('mesh.example.com');
     expect(parseInjectionConfig('workloadKeyType: ecdsa', 'c.yaml').workloadKeyType).toBe('ecdsa');
   });
@@ -88,6 +90,9 @@ describe('the injection configuration file', () => {
     ['bad quantity', 'resources:\n  agent:\n    limits: {memory: lots}', 'c.yaml: resources.agent.limits.memory: must be a resource quantity'],
     ['unknown resources key', 'resources:\n  agent:\n    maximum: {}', 'c.yaml: resources.agent.maximum: is not a known field'],
     ['istiod without port', 'istiodAddress: istiod.istio-system.svc', 'c.yaml: istiodAddress: must be host:port'],
+    ['an IPv6 istiod without brackets', 'istiodAddress: "fd00:96::10:15012"', 'c.yaml: istiodAddress: must be host:port (an IPv6 address goes in brackets: [fd00:96::10]:15012)'],
+    ['brackets around no IPv6 address', 'istiodAddress: "[istiod]:15012"', 'c.yaml: istiodAddress: must be host:port ([istiod] is not an IPv6 address)'],
+    ['a server name that is no DNS name', 'istiodServerName: "Istiod Canary"', 'c.yaml: istiodServerName: must be a DNS name in lower case'],
     ['istiodTls not a boolean', 'istiodTls: "no"', 'c.yaml: istiodTls: must be true or false, got "no"'],
     ['a trust domain with capitals', 'trustDomain: Cluster.Local', 'c.yaml: trustDomain: must be a SPIFFE trust domain'],
     ['an unknown key type', 'workloadKeyType: ECDSA', 'c.yaml: workloadKeyType: must be one of rsa, ecdsa, got "ECDSA"'],

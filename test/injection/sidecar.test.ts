@@ -132,6 +132,20 @@ describe('sidecar mode', () => {
     for (const c of others) expect((c.volumeMounts ?? []).map((m) => m.name)).not.toContain('apisix-mesh-istio-token');
   });
 
+  it('names istiod\'s certificate for the agent when istiodAddress is an IP literal (its certificate carries DNS names only), else verifies the host it dials', () => {
+    const istiodArgs = (config: InjectionConfig) => byName(injectSidecar(app, config).spec!.containers, 'apisix-mesh-agent').args!.filter((a) => /^--(xds-address|ca-address|xds-server-name)=/.test(a));
+    // an IPv6-only cluster: istiod's ClusterIP, bracketed
+    expect(istiodArgs({ ...defaultInjectionConfig, istiodAddress: '[fd00:96::10]:15012' })).toEqual(['--xds-address=[fd00:96::10]:15012', '--ca-address=[fd00:96::10]:15012', '--xds-server-name=istiod.istio-system.svc']);
+    expect(istiodArgs({ ...defaultInjectionConfig, istiodAddress: '10.96.0.10:15012' })).toContain('--xds-server-name=istiod.istio-system.svc');
+    // configured: wins, also for a name
+    expect(istiodArgs({ ...defaultInjectionConfig, istiodAddress: '[fd00:96::10]:15012', istiodServerName: 'istiod-canary.istio-system.svc' })).toContain('--xds-server-name=istiod-canary.istio-system.svc');
+    expect(istiodArgs({ ...defaultInjectionConfig, istiodAddress: 'istiod.mesh.svc:15012', istiodServerName: 'istiod.istio-system.svc' })).toContain('--xds-server-name=istiod.istio-system.svc');
+    // a name is what the certificate carries: nothing to add (pilot-agent verifies the same way)
+    expect(istiodArgs(defaultInjectionConfig)).toEqual(['--xds-address=istiod.istio-system.svc:15012', '--ca-address=istiod.istio-system.svc:15012']);
+    // plaintext: no TLS, no name
+    expect(istiodArgs({ ...defaultInjectionConfig, istiodTls: false, istiodAddress: '[fd00:96::10]:15010' })).toEqual(['--xds-address=[fd00:96::10]:15010']);
+  });
+
   it('speaks plaintext to istiod (15010), without token, root or workload certificate, only when the configuration says so', () => {
     const plain = injectSidecar(app, { ...defaultInjectionConfig, istiodTls: false, istiodAddress: 'istiod.istio-system.svc:15010' });
     const agent = byName(plain.spec!.containers, 'apisix-mesh-agent');

@@ -362,16 +362,19 @@ export function outboundTlsListener(port: number, hosts: Array<{ serverNames: st
 
 /**
  * `0.0.0.0_<port>`: HTTP to any address on that port, routed by RDS `<port>`; other bytes pass
- * through. `wildcard` `::`: an IPv6-only pod's (`::_<port>`, istiod's wildcard for its IP mode).
+ * through. `wildcard` `::`: an IPv6-only pod's (`::_<port>`, istiod's wildcard for its IP mode);
+ * `dual`: a dual-stack pod's, `0.0.0.0_<port>` with `[::]:<port>` in `additional_addresses`.
  */
-export function outboundHttpListener(port: number, mode: OutboundTrafficPolicy = 'ALLOW_ANY', wildcard: Wildcard = '0.0.0.0'): Json {
+export function outboundHttpListener(port: number, mode: OutboundTrafficPolicy = 'ALLOW_ANY', wildcard: Wildcard | 'dual' = '0.0.0.0'): Json {
+  const primary = wildcard === 'dual' ? '0.0.0.0' : wildcard;
   return {
-    name: `${wildcard}_${port}`,
-    address: { socket_address: { address: wildcard, port_value: port } },
+    name: `${primary}_${port}`,
+    address: { socket_address: { address: primary, port_value: port } },
+    ...(wildcard === 'dual' ? { additional_addresses: dualStackWildcard(port) } : {}),
     filter_chains: [
       {
         filter_chain_match: { transport_protocol: 'raw_buffer', application_protocols: ['http/1.1', 'h2c'] },
-        filters: [hcm(`outbound_${wildcard}_${port}`, { rds: { config_source: ADS, route_config_name: String(port) } })],
+        filters: [hcm(`outbound_${primary}_${port}`, { rds: { config_source: ADS, route_config_name: String(port) } })],
       },
     ],
     default_filter_chain: { filters: [tcpProxy(catchAllCluster(mode))], name: 'PassthroughFilterChain' },
@@ -385,6 +388,17 @@ export function outboundHttpListener(port: number, mode: OutboundTrafficPolicy =
  * IPv4 and dual-stack pods (the latter with `::` as additional address), `::` for IPv6-only ones.
  */
 export type Wildcard = '0.0.0.0' | '::';
+
+/**
+ * The additional address istiod gives a dual-stack proxy's wildcard listeners: the per-port ones
+ * always (pilot/pkg/networking/core/listener.go buildListenerFromEntry: `AdditionalAddresses` from
+ * the binding's `Extra()`, the wildcards of model.Dual), the capture listeners with ISTIO_DUAL_STACK
+ * (listener_builder.go buildVirtualOutboundListener, listener_inbound.go buildInboundListener);
+ * istio/istio 86c9f01fd735fb01d8192f5bcaf0d424afb7f14c.
+ */
+export function dualStackWildcard(port: number): Json[] {
+  return [{ address: { socket_address: { address: '::', port_value: port } } }];
+}
 
 /** The outbound capture listener: connections no listener serves pass through (ALLOW_ANY) or are refused (REGISTRY_ONLY). */
 export function virtualOutbound(mode: OutboundTrafficPolicy = 'ALLOW_ANY', wildcard: Wildcard = '0.0.0.0'): Json {

@@ -62,6 +62,13 @@ export interface InjectionConfig {
    * test setups without Istio's CA.
    */
   istiodTls: boolean;
+  /**
+   * With `istiodTls`: the name istiod's certificate must carry (pilot-agent's ISTIOD_SAN; the
+   * agent's `--xds-server-name`, for xDS and the CA). Empty: the host of `istiodAddress` when it is
+   * a name; `istiod.istio-system.svc` when it is an IP address, which istiod's certificate (DNS
+   * names of its Service) never carries.
+   */
+  istiodServerName: string;
   /** The mesh's trust domain (Istio's meshConfig.trustDomain): the workload certificate names it. */
   trustDomain: string;
   /**
@@ -151,6 +158,7 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
   enablePrometheusMerge: true,
   istiodAddress: 'istiod.istio-system.svc:15012',
   istiodTls: true,
+  istiodServerName: '',
   trustDomain: 'cluster.local',
   workloadKeyType: 'rsa',
   apisixWorkerProcesses: 2,

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { V1ResourceRequirements } from '@kubernetes/client-node';
 import { shortQuote } from '../../cli/short-quote.js';
+import { parseHostPort } from '../../cli/host-port.js';
 import { MAX_LIST_LENGTH } from '../../iptables-init/capture-config.js';
 import { TRUST_DOMAIN_PATTERN } from '../../agent/identity/spiffe-id.js';
 import { WORKLOAD_KEY_TYPES } from '../../agent/identity/key-type.js';
@@ -104,11 +105,19 @@ const dnsLabel: Reader<string> = (v, field) => {
 
 const hostPort: Reader<string> = (v, field) => {
   const s = nonEmptyString(v, field);
-  const m = /^(.+):(\d{1,5})$/.exec(s);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535 || /\s/.test(s)) {
-    throw new FieldError(field, `must be host:port, got ${describe(v)}`);
+  const parsed = parseHostPort(s);
+  if ('problem' in parsed || parsed.port < 1) {
+    throw new FieldError(field, `must be host:port (${'problem' in parsed ? parsed.problem : 'port 0'}), got ${describe(v)}`);
   }
   return s;
+};
+
+/** A DNS name as a certificate carries it (the TLS server name), or empty. */
+const serverName: Reader<string> = (v, field) => {
+  if (typeof v !== 'string' || (v !== '' && !/^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(v))) {
+    throw new FieldError(field, `must be a DNS name in lower case (the name istiod's certificate carries), got ${describe(v)}`);
+  }
+  return v;
 };
 
 const trustDomain: Reader<string> = (v, field) => {
@@ -190,6 +199,7 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
     enablePrometheusMerge: boolean,
     istiodAddress: hostPort,
     istiodTls: boolean,
+    istiodServerName: serverName,
     trustDomain,
     workloadKeyType: oneOf(...WORKLOAD_KEY_TYPES),
     apisixWorkerProcesses: integer(1, 64),

@@ -5,6 +5,7 @@ import { APISIX_CONFIG_ANNOTATION } from './annotations.js';
 import { APISIX_HOME, APISIX_LUA_DIR, APISIX_METRICS_PATH, ipv6ListenCommand, renderApisixConfig } from './apisix-config.js';
 import { apisixPreStopCommand } from './apisix-drain.js';
 import { formatStatus } from './status.js';
+import { istiodServerName } from './istiod-server-name.js';
 
 /** Names of everything sidecar mode adds; an app may not use them. */
 export const NAMES = {
@@ -192,6 +193,12 @@ export const AGENT_ENV: Array<{ name: string; value: string }> = [
 /** Where the agent sees the pod's downward-API files (labels, APISIX's config.yaml). */
 const POD_INFO_DIR = '/etc/apisix-mesh/pod';
 
+/** `--xds-server-name` when istiod's certificate cannot be verified by the host dialled (an IP literal). */
+function serverNameArgs(config: InjectionConfig): string[] {
+  const name = istiodServerName(config);
+  return name ? [`--xds-server-name=${name}`] : [];
+}
+
 function agentContainer(config: InjectionConfig, native: boolean): V1Container {
   const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
   const ready = { httpGet: { path: '/healthz/ready', port: config.ports.agentStatus } };
@@ -205,7 +212,7 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
       `--xds-address=${config.istiodAddress}`,
       // Istio's CA answers on istiod's xDS address (pilot-agent: CA_ADDR defaults to discoveryAddress)
       ...(config.istiodTls
-        ? ['--xds-tls', `--root-cert=${ISTIO_ROOT_CERT_DIR}/root-cert.pem`, `--token-file=${ISTIO_TOKEN_DIR}/istio-token`, `--ca-address=${config.istiodAddress}`, `--trust-domain=${config.trustDomain}`, `--key-type=${config.workloadKeyType}`]
+        ? ['--xds-tls', `--root-cert=${ISTIO_ROOT_CERT_DIR}/root-cert.pem`, `--token-file=${ISTIO_TOKEN_DIR}/istio-token`, `--ca-address=${config.istiodAddress}`, ...serverNameArgs(config), `--trust-domain=${config.trustDomain}`, `--key-type=${config.workloadKeyType}`]
         : []),
       `--etcd-listen=127.0.0.1:${config.ports.etcd}`,
       `--status-port=${config.ports.agentStatus}`,

@@ -8,6 +8,7 @@ local chains = require("apisix_mesh.chains")
 local handoff = require("apisix_mesh.handoff")
 local l4_upstreams = require("apisix_mesh.l4_upstreams")
 local rbac_check = require("apisix_mesh.rbac_check")
+local find = string.find
 
 local match_schema = {
     type = "object",
@@ -99,6 +100,12 @@ local item_schema = {
                 address = { type = "string", maxLength = 64 },
                 port = { type = "integer", minimum = 1, maximum = 65535 },
                 virtual = { type = "boolean" },
+                -- a port on the wildcard address of these families (0.0.0.0, ::): Envoy looks a
+                -- wildcard listener up by the destination's family (listener-chains.ts, L4Bind)
+                families = {
+                    type = "array", maxItems = 2,
+                    items = { type = "string", enum = { "ipv4", "ipv6" } },
+                },
                 -- the listener's other addresses (Envoy's additional_addresses: dual-stack services)
                 also = {
                     type = "array", maxItems = 16,
@@ -170,7 +177,10 @@ function _M.init_worker()
 end
 
 local function build(values)
-    local out = { outbound = { addr = {}, port = {} }, inbound = { addr = {}, port = {} } }
+    local out = {
+        outbound = { addr = {}, port = { ipv4 = {}, ipv6 = {} } },
+        inbound = { addr = {}, port = { ipv4 = {}, ipv6 = {} } },
+    }
     for _, entry in ipairs(values or {}) do
         local item = entry.value and core.table.deepcopy(entry.value)
         if item then
@@ -185,14 +195,19 @@ local function build(values)
                     side.addr[a.address .. "#" .. a.port] = item
                 end
             elseif bind.port then
-                side.port[bind.port] = item
+                for _, family in ipairs(bind.families or {}) do
+                    side.port[family][bind.port] = item
+                end
             end
         end
     end
     return out
 end
 
--- The listener Envoy would hand this connection to, or nil before the agent published any.
+-- The listener Envoy would hand this connection to, or nil before the agent published any: the
+-- one bound to the address, else the one on the wildcard address of the address's family (an
+-- IPv6 address is written with colons: original_dst.lua's inet_ntop text), else the capture
+-- listener itself.
 function _M.listener(direction, ip, port)
     if not listeners or not listeners.values then
         return nil
@@ -202,7 +217,8 @@ function _M.listener(direction, ip, port)
         index_version = listeners.conf_version
     end
     local side = index[direction]
-    return side.addr[ip .. "#" .. port] or side.port[port] or side.virtual
+    local family = find(ip, ":", 1, true) and "ipv6" or "ipv4"
+    return side.addr[ip .. "#" .. port] or side.port[family][port] or side.virtual
 end
 
 return _M
