@@ -38,7 +38,7 @@ describe("APISIX's config.yaml for the sidecar", () => {
         error_log: '/dev/stderr',
         // Istio's standard metrics (istio_metrics.lua); outlier detection's state (outlier.lua)
         // no line per request, as Istio's default meshConfig.accessLogFile (errors go to stderr)
-        http: { enable_access_log: false, custom_lua_shared_dict: { 'apisix-mesh-istio-metrics': '32m', apisix_mesh_outlier: '2m' } },
+        http: { enable_access_log: false, custom_lua_shared_dict: { 'apisix-mesh-istio-metrics': '32m', apisix_mesh_outlier: '2m', 'apisix_mesh_served_revisions': '1m' } },
         stream_configuration_snippet: expect.stringContaining('require("apisix_mesh.l4").preread("inbound", 15081, 15001, 15006, 15082, 15084, 15085)'),
         // the literal $ and \ the agent writes where APISIX would expand variables
         http_configuration_snippet: 'geo $apisix_mesh_dollar {\n    default "$";\n}\ngeo $apisix_mesh_backslash {\n    default "\\\\";\n}\n'

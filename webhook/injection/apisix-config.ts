@@ -302,8 +302,9 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
       error_log: '/dev/stderr',
       // Istio's standard metrics (agent/l4/lua/apisix_mesh/istio_metrics.lua): sized for its bound
       // of 1000 series (~13 KiB each measured, more with long label values; pages are used as filled);
-      // outlier detection's state per upstream node, shared by the workers (apisix_mesh/outlier.lua)
-      http: { ...accessLog(config), custom_lua_shared_dict: { [ISTIO_METRICS_DICT]: '32m', apisix_mesh_outlier: '2m' } },
+      // outlier detection's state per upstream node, shared by the workers (apisix_mesh/outlier.lua);
+      // the revision each worker serves, which the Prometheus export shows (apisix_mesh/served_revisions.lua)
+      http: { ...accessLog(config), custom_lua_shared_dict: { [ISTIO_METRICS_DICT]: '32m', apisix_mesh_outlier: '2m', [SERVED_REVISIONS_DICT]: '1m' } },
       stream_configuration_snippet: streamFrontSnippet(config),
       http_configuration_snippet: literalVariablesSnippet() + requestId.http + retryUpstreamSnippet() + ipv6HttpListenersInclude(),
       http_server_configuration_snippet: upstreamBindSnippet() + handOffCloseSnippet() + handOffReadSnippet() + retryLocationsSnippet(requestId.location),
@@ -326,6 +327,13 @@ export function accessLog(config: InjectionConfig): Record<string, unknown> {
 
 /** The shared dict Istio's standard metrics are counted in (istio_metrics.lua names it too). */
 export const ISTIO_METRICS_DICT = 'apisix-mesh-istio-metrics';
+
+/**
+ * The shared dict the workers record the newest revision they serve in, per directory, for the
+ * Prometheus export (served_revisions.lua names it too): the privileged agent that serves the
+ * export holds no configuration of its own (privileged_agent.lua).
+ */
+export const SERVED_REVISIONS_DICT = 'apisix_mesh_served_revisions';
 
 /** APISIX's default `export_uri` of the Prometheus export (plugin_attr.prometheus). */
 export const APISIX_METRICS_PATH = '/apisix/prometheus/metrics';

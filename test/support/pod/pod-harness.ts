@@ -97,7 +97,10 @@ export interface RunningPod {
   agentRevision(): Promise<number>;
   /** how many routes and upstreams the agent serves (its /metrics) */
   agentObjects(): Promise<{ routes: number; upstreams: number }>;
-  /** the highest modification revision among the objects APISIX holds (its Prometheus export) */
+  /**
+   * the highest modification revision among the objects APISIX holds (its Prometheus export): the
+   * lowest such figure among the workers, i.e. the newest object every worker serves (served_revisions.lua)
+   */
   apisixRevision(): Promise<number>;
   /**
    * Until the newest route or upstream APISIX holds is the newest one the agent serves (true), or

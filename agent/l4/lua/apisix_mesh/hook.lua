@@ -4,8 +4,13 @@
 -- connection (see handoff.lua): the client address, the direction, and the original destination,
 -- which the agent's routes read as `connection_original_dst` and `apisix_mesh_direction`.
 local apisix = require("apisix")
+-- APISIX's privileged agent (the export and status servers) holds none of the configuration
+-- (privileged_agent.lua); its Prometheus export's revisions come from the workers (served_revisions.lua)
+local privileged_agent = require("apisix_mesh.privileged_agent")
 
 if ngx.config.subsystem == "stream" then
+    -- nothing in the privileged agent's stream subsystem reads the configuration
+    privileged_agent.install(false)
     local without_upstreams = require("apisix_mesh.stream_without_upstreams")
     without_upstreams.install()
     local stream_init_worker = apisix.stream_init_worker
@@ -16,9 +21,13 @@ if ngx.config.subsystem == "stream" then
         require("apisix_mesh.l4_upstreams").init_worker()
         require("apisix_mesh.tls_config").init_worker()
         require("apisix_mesh.l4_metrics").init_worker()
+        privileged_agent.check("stream")
     end
     return
 end
+
+local served_revisions = require("apisix_mesh.served_revisions")
+privileged_agent.install(true, served_revisions.install())
 
 local core = require("apisix.core")
 local ngx_ssl = require("ngx.ssl")
@@ -82,6 +91,8 @@ end
 
 local http_init_worker = apisix.http_init_worker
 apisix.http_init_worker = function(...)
+    -- a worker that starts again holds nothing yet: its previous figures go before its first read
+    served_revisions.init_worker()
     http_init_worker(...)
     identity.init_worker()
     istio_metrics.init_worker()
@@ -95,6 +106,7 @@ apisix.http_init_worker = function(...)
         end
         return export_metrics(...)
     end
+    privileged_agent.check("HTTP")
 end
 
 
