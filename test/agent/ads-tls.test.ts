@@ -45,15 +45,20 @@ afterEach(async () => {
   await istiod?.stop();
 });
 
+/** A TLS fake istiod on `listen` (token-1 required), and the root and token files a client reads. */
+async function startTlsIstiod(listen: number | string): Promise<{ dir: string; port: number }> {
+  const pem = certificates();
+  const dir = mkdtempSync(join(tmpdir(), 'agent-tls-'));
+  writeFileSync(join(dir, 'root-cert.pem'), pem.root);
+  writeFileSync(join(dir, 'istio-token'), 'token-1\n');
+  istiod = new FakeIstiod(loadCanonical('synthetic-reviews-xds-responses.json'));
+  istiod.requiredToken = 'token-1';
+  return { dir, port: await istiod.start(listen, { key: pem.key, cert: pem.cert }) };
+}
+
 describe('ADS over TLS with a service-account token', () => {
   it('verifies istiod against the mesh root and authenticates with the token and ClusterID', async () => {
-    const pem = certificates();
-    const dir = mkdtempSync(join(tmpdir(), 'agent-tls-'));
-    writeFileSync(join(dir, 'root-cert.pem'), pem.root);
-    writeFileSync(join(dir, 'istio-token'), 'token-1\n');
-    istiod = new FakeIstiod(loadCanonical('synthetic-reviews-xds-responses.json'));
-    istiod.requiredToken = 'token-1';
-    const port = await istiod.start(0, { key: pem.key, cert: pem.cert });
+    const { dir, port } = await startTlsIstiod(0);
     client = new AdsClient({
       address: `127.0.0.1:${port}`,
       node,
@@ -63,12 +68,12 @@ describe('ADS over TLS with a service-account token', () => {
     });
     client.start();
     await waitFor(() => client!.isComplete(), 15_000, 'a complete snapshot over TLS');
-    expect(istiod.streamMetadata[0]).toEqual({ authorization: 'Bearer token-1', clusterid: 'Kubernetes' });
+    expect(istiod!.streamMetadata[0]).toEqual({ authorization: 'Bearer token-1', clusterid: 'Kubernetes' });
 
     // the token rotates: the next stream carries the new one
     writeFileSync(join(dir, 'istio-token'), 'token-2\n');
-    istiod.requiredToken = 'token-2';
-    istiod.closeStreams();
+    istiod!.requiredToken = 'token-2';
+    istiod!.closeStreams();
     await waitFor(() => istiod!.streamMetadata.some((m) => m['authorization'] === 'Bearer token-2') && istiod!.streamCount > 0, 10_000, 'a stream with the new token');
   });
 
@@ -76,13 +81,7 @@ describe('ADS over TLS with a service-account token', () => {
   // names its Service, never an address: the server name carries the check (SNI, the certificate's
   // name, the :authority), the brackets only the dialling.
   it('dials istiod at an IPv6 literal over TLS, verifying the server name, and refuses it by the address alone', async () => {
-    const pem = certificates();
-    const dir = mkdtempSync(join(tmpdir(), 'agent-tls-'));
-    writeFileSync(join(dir, 'root-cert.pem'), pem.root);
-    writeFileSync(join(dir, 'istio-token'), 'token-1\n');
-    istiod = new FakeIstiod(loadCanonical('synthetic-reviews-xds-responses.json'));
-    istiod.requiredToken = 'token-1';
-    const port = await istiod.start('[::1]:0', { key: pem.key, cert: pem.cert });
+    const { dir, port } = await startTlsIstiod('[::1]:0');
     const tls = { rootCertFile: join(dir, 'root-cert.pem'), tokenFile: join(dir, 'istio-token') };
     const dial = (serverName: string | undefined) =>
       new AdsClient({
@@ -96,12 +95,12 @@ describe('ADS over TLS with a service-account token', () => {
     client = dial(undefined);
     client.start();
     await waitFor(() => client!.stats.reconnects >= 2, 10_000, 'failed attempts');
-    expect(istiod.requests).toHaveLength(0);
+    expect(istiod!.requests).toHaveLength(0);
     client.stop();
     client = dial('istiod.istio-system.svc');
     client.start();
     await waitFor(() => client!.isComplete(), 15_000, 'a complete snapshot over TLS to [::1]');
-    expect(istiod.streamMetadata[0]).toEqual({ authorization: 'Bearer token-1', clusterid: 'Kubernetes' });
+    expect(istiod!.streamMetadata[0]).toEqual({ authorization: 'Bearer token-1', clusterid: 'Kubernetes' });
   });
 
   it('refuses an istiod whose certificate does not chain to the mesh root', async () => {

@@ -25,6 +25,46 @@ const env = { ...process.env, POD_NAME: 'productpage-v1-abc', POD_NAMESPACE: 'de
 // 11 s with six busy loops on two cores, and more than 20 s once in CI beside the data-plane suites.
 const STARTUP_MS = 60_000;
 
+/** A TLS fake istiod and Istio CA listening on `listen` (a port or `[::1]:0`), with the root and token files the agent reads; stopped after `use`. */
+async function withTlsIstiodAndCa(listen: number | string, use: (s: { xdsPort: number; caPort: number; dir: string; istiod: FakeIstiod; ca: FakeIstioCa }) => Promise<void>): Promise<void> {
+  const pki = createTestPki();
+  const dir = mkdtempSync(join(tmpdir(), 'agent-cli-tls-'));
+  writeFileSync(join(dir, 'root-cert.pem'), pki.root.pem);
+  writeFileSync(join(dir, 'istio-token'), 'token-1\n');
+  const tlsIstiod = new FakeIstiod(loadCanonical('synthetic-reviews-xds-responses.json'));
+  tlsIstiod.requiredToken = 'token-1';
+  const ca = new FakeIstioCa(pki);
+  ca.requiredToken = 'token-1';
+  ca.expectedSpiffeId = 'spiffe://cluster.local/ns/default/sa/bookinfo-productpage';
+  try {
+    const xdsPort = await tlsIstiod.start(listen, { key: pki.istiodKeyPem, cert: pki.istiodCertChainPem });
+    const caPort = await ca.start(listen);
+    await use({ xdsPort, caPort, dir, istiod: tlsIstiod, ca });
+  } finally {
+    await ca.stop();
+    await tlsIstiod.stop();
+  }
+}
+
+/** The agent with `args` (its root and token files from `dir`) until its status port says ready; then `check` (given its log so far), then it is killed. */
+async function agentUntilReady(args: string[], dir: string, check: (log: () => string) => Promise<void> | void): Promise<void> {
+  const statusPort = await freePort();
+  const agent = spawn(process.execPath, [
+    CLI, 'agent', ...args, '--root-cert', join(dir, 'root-cert.pem'), '--token-file', join(dir, 'istio-token'),
+    '--etcd-listen', `127.0.0.1:${await freePort()}`, '--status-port', String(statusPort), '--status-host', '127.0.0.1',
+  ], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  try {
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${statusPort}/healthz/ready`).catch(() => undefined))?.status === 200, STARTUP_MS, 'readiness').catch((err: Error) => {
+      throw new Error(`${err.message}; the agent logged:\n${log.slice(-3000)}`);
+    });
+    await check(() => log);
+  } finally {
+    agent.kill('SIGKILL');
+  }
+}
+
 let istiod: FakeIstiod;
 let child: ChildProcess | undefined;
 let stderr = '';
@@ -78,85 +118,33 @@ describe('apisix-mesh agent (the real command)', () => {
   }, STARTUP_MS + 30_000);
 
   it('with --xds-tls and a CA: TLS xDS, a workload certificate from the CA, then ready', async () => {
-    const pki = createTestPki();
-    const dir = mkdtempSync(join(tmpdir(), 'agent-cli-tls-'));
-    writeFileSync(join(dir, 'root-cert.pem'), pki.root.pem);
-    writeFileSync(join(dir, 'istio-token'), 'token-1\n');
-    const tlsIstiod = new FakeIstiod(loadCanonical('synthetic-reviews-xds-responses.json'));
-    tlsIstiod.requiredToken = 'token-1';
-    const ca = new FakeIstioCa(pki);
-    ca.requiredToken = 'token-1';
-    ca.expectedSpiffeId = 'spiffe://cluster.local/ns/default/sa/bookinfo-productpage';
-    try {
-      const xdsPort = await tlsIstiod.start(0, { key: pki.istiodKeyPem, cert: pki.istiodCertChainPem });
-      const caPort = await ca.start();
-      const statusPort = await freePort();
-      const agent = spawn(process.execPath, [
-        CLI, 'agent', '--xds-address', `127.0.0.1:${xdsPort}`, '--xds-tls', '--xds-server-name', 'istiod.istio-system.svc',
-        '--root-cert', join(dir, 'root-cert.pem'), '--token-file', join(dir, 'istio-token'), '--ca-address', `127.0.0.1:${caPort}`, '--cert-ttl', '12h',
-        '--etcd-listen', `127.0.0.1:${await freePort()}`, '--status-port', String(statusPort), '--status-host', '127.0.0.1',
-      ], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-      let log = '';
-      agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-      try {
-        await waitFor(async () => (await fetch(`http://127.0.0.1:${statusPort}/healthz/ready`).catch(() => undefined))?.status === 200, STARTUP_MS, 'readiness').catch((err: Error) => {
-          throw new Error(`${err.message}; the agent logged:\n${log.slice(-3000)}`);
-        });
+    await withTlsIstiodAndCa(0, async ({ xdsPort, caPort, dir, ca }) => {
+      const args = ['--xds-address', `127.0.0.1:${xdsPort}`, '--xds-tls', '--xds-server-name', 'istiod.istio-system.svc', '--ca-address', `127.0.0.1:${caPort}`, '--cert-ttl', '12h'];
+      await agentUntilReady(args, dir, async (log) => {
         expect(ca.issued).toHaveLength(1);
         expect(ca.issued[0]!.validitySeconds).toBe(43200);
-        await waitFor(() => log.includes('workload certificate for spiffe://cluster.local/ns/default/sa/bookinfo-productpage issued'), 5000, 'the log line');
-      } finally {
-        agent.kill('SIGKILL');
-      }
-    } finally {
-      await ca.stop();
-      await tlsIstiod.stop();
-    }
+        await waitFor(() => log().includes('workload certificate for spiffe://cluster.local/ns/default/sa/bookinfo-productpage issued'), 5000, 'the log line');
+      });
+    });
   }, STARTUP_MS + 30_000);
 
   // An IPv6-only cluster's istiod: its ClusterIP as `istiodAddress`, `[fd00:…]:15012` (here ::1). The
   // agent runs with the injection's own arguments for istiod; only the ports differ, since the fake
   // istiod and CA are two servers here (one in a cluster).
   it('with istiod at an IPv6 literal, as injected: TLS xDS and the workload certificate from [::1], then ready', async () => {
-    const pki = createTestPki();
-    const dir = mkdtempSync(join(tmpdir(), 'agent-cli-tls6-'));
-    writeFileSync(join(dir, 'root-cert.pem'), pki.root.pem);
-    writeFileSync(join(dir, 'istio-token'), 'token-1\n');
-    const tlsIstiod = new FakeIstiod(loadCanonical('synthetic-reviews-xds-responses.json'));
-    tlsIstiod.requiredToken = 'token-1';
-    const ca = new FakeIstioCa(pki);
-    ca.requiredToken = 'token-1';
-    ca.expectedSpiffeId = 'spiffe://cluster.local/ns/default/sa/bookinfo-productpage';
-    try {
-      const xdsPort = await tlsIstiod.start('[::1]:0', { key: pki.istiodKeyPem, cert: pki.istiodCertChainPem });
-      const caPort = await ca.start('[::1]:0');
+    await withTlsIstiodAndCa('[::1]:0', async ({ xdsPort, caPort, dir, istiod: tlsIstiod, ca }) => {
       const app = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'default' }, spec: { containers: [{ name: 'app', image: 'app:1' }] } };
       const injected = injectSidecar(app, { ...defaultInjectionConfig, istiodAddress: `[::1]:${xdsPort}` }).spec!.containers.find((c) => c.name === 'apisix-mesh-agent')!.args!;
       const istiodArgs = injected
         .filter((a) => /^--(xds-address|xds-tls|ca-address|xds-server-name)\b/.test(a))
         .map((a) => (a.startsWith('--ca-address=') ? `--ca-address=[::1]:${caPort}` : a));
       expect(istiodArgs).toEqual([`--xds-address=[::1]:${xdsPort}`, '--xds-tls', `--ca-address=[::1]:${caPort}`, '--xds-server-name=istiod.istio-system.svc']);
-      const statusPort = await freePort();
-      const agent = spawn(process.execPath, [
-        CLI, 'agent', ...istiodArgs, '--root-cert', join(dir, 'root-cert.pem'), '--token-file', join(dir, 'istio-token'),
-        '--etcd-listen', `127.0.0.1:${await freePort()}`, '--status-port', String(statusPort), '--status-host', '127.0.0.1',
-      ], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-      let log = '';
-      agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-      try {
-        await waitFor(async () => (await fetch(`http://127.0.0.1:${statusPort}/healthz/ready`).catch(() => undefined))?.status === 200, STARTUP_MS, 'readiness').catch((err: Error) => {
-          throw new Error(`${err.message}; the agent logged:\n${log.slice(-3000)}`);
-        });
+      await agentUntilReady(istiodArgs, dir, (log) => {
         expect(tlsIstiod.streamMetadata[0]).toEqual({ authorization: 'Bearer token-1', clusterid: 'Kubernetes' });
         expect(ca.issued).toHaveLength(1);
-        expect(log).toContain(`xDS from [::1]:${xdsPort} (TLS)`);
-      } finally {
-        agent.kill('SIGKILL');
-      }
-    } finally {
-      await ca.stop();
-      await tlsIstiod.stop();
-    }
+        expect(log()).toContain(`xDS from [::1]:${xdsPort} (TLS)`);
+      });
+    });
   }, STARTUP_MS + 30_000);
 
   it('refuses bad input with one line and exit 2', () => {
