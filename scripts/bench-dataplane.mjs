@@ -70,6 +70,13 @@ const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
  * sidecar with its Lua phases and pieces timed in CPU time (scripts/bench-lua/, printed at the end).
  */
 const VARIANTS = env('BENCH_VARIANTS', '').split(',').filter(Boolean);
+/**
+ * BENCH_LUA_HEAP=1: in the memory series, each HTTP worker collects its garbage fully every second
+ * and reports its live Lua heap (scripts/bench-lua/apisix_mesh_bench_heap.lua); the PSS figures then
+ * hold less garbage too. Without it PSS includes whatever LuaJIT's incremental collector has not
+ * reached yet, which differs between builds that allocate differently.
+ */
+const LUA_HEAP = env('BENCH_LUA_HEAP', '') === '1';
 const JWT = env('BENCH_JWT', '') === '1';
 /** BENCH_RBAC=1: also the sidecar with an AuthorizationPolicy of 10 ALLOW policies × 10 rules inbound, every rule evaluated (with BENCH_BASELINE_ROOT: the same on the baseline tree too, `before-rbac`) */
 const RBAC = env('BENCH_RBAC', '') === '1';
@@ -250,13 +257,33 @@ function withoutRetries(m) {
   return m;
 }
 
-/** A directory APISIX's workers can read the timing module from and write their figures to. */
-function phasesDir() {
-  const dir = mkdtempSync('/var/tmp/apisix-mesh-bench-phases-');
+/** A directory APISIX's workers can read a measuring hook (scripts/bench-lua/<module>.lua) from and write their figures to. */
+function benchLuaDir(module) {
+  const dir = mkdtempSync(`/var/tmp/${module.replace(/_/g, '-')}-`);
   chmodSync(dir, 0o777);
-  copyFileSync(join(root, 'scripts/bench-lua/apisix_mesh_bench_phases.lua'), join(dir, 'apisix_mesh_bench_phases.lua'));
-  chmodSync(join(dir, 'apisix_mesh_bench_phases.lua'), 0o644);
+  copyFileSync(join(root, `scripts/bench-lua/${module}.lua`), join(dir, `${module}.lua`));
+  chmodSync(join(dir, `${module}.lua`), 0o644);
   return dir;
+}
+
+/** APISIX's lua_module_hook replaced by the measuring hook `module` in `dir` (which loads the sidecar's). */
+function withBenchHook(h, pod, dir, module) {
+  return editApisixConfig(h, pod, (doc) => {
+    doc.apisix.extra_lua_path = `${doc.apisix.extra_lua_path};${dir}/?.lua`;
+    doc.apisix.lua_module_hook = module;
+  });
+}
+
+/**
+ * The live Lua heap of each HTTP worker after a full collection (BENCH_LUA_HEAP=1), MiB, by worker
+ * id: the workers' files are removed, which asks each for a new figure, and read once all are back.
+ */
+async function luaHeaps(dir, workers) {
+  const files = () => readdirSync(dir).filter((n) => /^heap-\d+$/.test(n)).sort();
+  for (const n of files()) rmSync(join(dir, n), { force: true });
+  const deadline = Date.now() + 120_000;
+  while (files().length < workers && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+  return files().map((n) => Number(readFileSync(join(dir, n), 'utf8')) / 1024);
 }
 
 /** The workers' cumulative phase timings (`phases` variant): µs of CPU per request for each piece. */
@@ -392,11 +419,7 @@ async function startMeshPod(h, script, { bare, services, withAccessLog, noRetry,
               doc.nginx_config.http.access_log = '/dev/stdout';
             })
         : phases
-        ? (p) =>
-            editApisixConfig(h, p, (doc) => {
-              doc.apisix.extra_lua_path = `${doc.apisix.extra_lua_path};${phases}/?.lua`;
-              doc.apisix.lua_module_hook = 'apisix_mesh_bench_phases';
-            })
+        ? (p) => withBenchHook(h, p, phases, 'apisix_mesh_bench_phases')
         : bare
         ? (p) => {
             const c = p.spec.containers.find((x) => x.name === 'apisix-mesh-apisix');
@@ -717,12 +740,17 @@ async function endpointChanges(pod, n) {
 /** `baseline` (BENCH_BASELINE_ROOT): the same series on that tree, after this tree's */
 async function memorySeries(h, setups, baseline) {
   console.log(`\nmemory${baseline ? ` of BENCH_BASELINE_ROOT (${baseline.root})` : ''}: a fresh injected pod, the mesh grown by istiod pushes to ${MEMORY_SIZES.join(' / ')} services; each worker's router built by requests first`);
-  console.log('services | agent routes / upstreams | APISIX PSS (all processes) | APISIX RSS summed | agent RSS | APISIX + agent (PSS) | load');
+  const heapDir = LUA_HEAP ? benchLuaDir('apisix_mesh_bench_heap') : undefined;
+  console.log(`services | agent routes / upstreams | APISIX PSS (all processes) | APISIX RSS summed | agent RSS | APISIX + agent (PSS) | load${heapDir ? ' | live Lua heap per worker after a full collection' : ''}`);
   const pod = await h.harness.startPod({
     manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
     xds: trafficMesh(h.xds, MEMORY_SIZES[0]),
     clusterAddresses: endpoints,
-    ...(baseline ? { projectRoot: baseline.root, mutateInjected: (p) => baseline.inject(p) } : {}),
+    ...(baseline ? { projectRoot: baseline.root } : {}),
+    mutateInjected: (p) => {
+      const injected = baseline ? baseline.inject(p) : p;
+      return heapDir ? withBenchHook(h, injected, heapDir, 'apisix_mesh_bench_heap') : injected;
+    },
   });
   setups.memory = { stop: () => pod.stop() }; // stopped by the bench's cleanup too
   const rows = [];
@@ -744,7 +772,8 @@ async function memorySeries(h, setups, baseline) {
       rows.push({ n, apisix, agent });
       // which APISIX process holds what: each worker and the privileged agent keep their own copy
       const each = roles.proxy.map((pid) => `${readOr(`/proc/${pid}/cmdline`, '').split('\0')[0].replace(/^nginx: | process.*$/g, '')} ${f(memoryOf([pid]).pssMiB, 0)}`);
-      console.log(`${String(n).padStart(8)} | ${objects.routes} / ${objects.upstreams} | ${f(apisix.pssMiB, 1)} MiB (${each.join(', ')}) | ${f(apisix.rssMiB, 1)} MiB | ${f(agent.rssMiB, 1)} MiB | ${f(apisix.pssMiB + agent.pssMiB, 1)} MiB | ${load1()}`);
+      const heaps = heapDir ? ` | ${(await luaHeaps(heapDir, roles.proxy.filter((pid) => readOr(`/proc/${pid}/cmdline`, '').startsWith('nginx: worker')).length)).map((m) => `${f(m, 1)} MiB`).join(' / ')}` : '';
+      console.log(`${String(n).padStart(8)} | ${objects.routes} / ${objects.upstreams} | ${f(apisix.pssMiB, 1)} MiB (${each.join(', ')}) | ${f(apisix.rssMiB, 1)} MiB | ${f(agent.rssMiB, 1)} MiB | ${f(apisix.pssMiB + agent.pssMiB, 1)} MiB | ${load1()}${heaps}`);
     }
     const largest = MEMORY_SIZES[MEMORY_SIZES.length - 1];
     if (!baseline && largest > 0 && ENDPOINT_CHANGES > 0) await endpointChanges(pod, largest);
@@ -806,7 +835,7 @@ async function main() {
     if (RETRY_BASELINE) setups['no-retry'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noRetry: true });
     if (DIAGNOSE || VARIANTS.includes('log')) setups.log = await startMeshPod(h, script, { bare: false, services: SERVICES, withAccessLog: true });
     if (VARIANTS.includes('same')) setups.same = await startMeshPod(h, script, { bare: false, services: SERVICES });
-    const phases = VARIANTS.includes('phases') ? phasesDir() : undefined;
+    const phases = VARIANTS.includes('phases') ? benchLuaDir('apisix_mesh_bench_phases') : undefined;
     if (phases) setups.phases = await startMeshPod(h, script, { bare: false, services: SERVICES, phases });
     if (BASELINE_ROOT) setups.before = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, BASELINE_ROOT) });
     if (OTHER_ROOT) setups.other = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, OTHER_ROOT) });
