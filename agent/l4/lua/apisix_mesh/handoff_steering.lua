@@ -12,6 +12,8 @@
 -- the group (a group of fewer sockets) makes the kernel fall back to its hash. Steering is only an
 -- optimisation: when it cannot be attached the hand-off works as before and a warning says so.
 local ffi = require("ffi")
+-- declares the sockaddr type and getsockopt() this module uses too
+local original_dst = require("apisix_mesh.original_dst")
 
 local C = ffi.C
 
@@ -27,15 +29,7 @@ typedef struct {
     unsigned short len;
     apisix_mesh_sock_filter *filter;
 } apisix_mesh_sock_fprog;
-
-typedef struct {
-    uint16_t family;
-    uint16_t port;          /* network byte order */
-    uint8_t  addr[4];
-    uint8_t  zero[8];
-} apisix_mesh_steering_sockaddr_in;
 ]])
-pcall(ffi.cdef, "int getsockopt(int sockfd, int level, int optname, void *optval, uint32_t *optlen);")
 pcall(ffi.cdef, "int setsockopt(int sockfd, int level, int optname, const void *optval, uint32_t optlen);")
 pcall(ffi.cdef, "int getsockname(int sockfd, void *addr, uint32_t *addrlen);")
 
@@ -78,7 +72,7 @@ local function program(workers)
     return p.fprog
 end
 
-local sa = ffi.new("apisix_mesh_steering_sockaddr_in")
+local sa = ffi.new("apisix_mesh_sockaddr_in")
 local len = ffi.new("uint32_t[1]")
 local flag = ffi.new("int[1]")
 
@@ -88,8 +82,7 @@ local function is_listener_on(fd, port)
         return false
     end
     local a = sa.addr
-    local p = bit.bor(bit.lshift(bit.band(sa.port, 0xff), 8), bit.rshift(sa.port, 8))
-    if p ~= port or a[0] ~= 127 or a[1] ~= 0 or a[2] ~= 0 or a[3] ~= 1 then
+    if original_dst.port_of(sa) ~= port or a[0] ~= 127 or a[1] ~= 0 or a[2] ~= 0 or a[3] ~= 1 then
         return false
     end
     len[0] = ffi.sizeof("int")

@@ -43,12 +43,14 @@ local sa6 = ffi.new("apisix_mesh_sockaddr_in6")
 local len = ffi.new("uint32_t[1]")
 local text = ffi.new("char[64]")
 
+local _M = {}
+
+-- A sockaddr's port (network byte order) as a number; handoff_steering.lua reads its sockets' too.
 local function port_of(sa)
     local p = sa.port
     return bit.bor(bit.lshift(bit.band(p, 0xff), 8), bit.rshift(p, 8))
 end
-
-local _M = {}
+_M.port_of = port_of
 
 -- The session's socket descriptor.
 function _M.fd()
