@@ -67,7 +67,8 @@ const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
  * rounds (what that thing costs per request): `log` APISIX's access log on (`accessLogFile: /dev/stdout`;
  * off by default); `same` a second pod
  * of the sidecar exactly as it is (the run's own noise between two identical setups); `phases` the
- * sidecar with its Lua phases and pieces timed in CPU time (scripts/bench-lua/, printed at the end).
+ * sidecar with its Lua phases and pieces timed in CPU time (scripts/bench-lua/, printed at the end);
+ * `gc` the sidecar with other settings of LuaJIT's collector (BENCH_LUA_GC below).
  */
 const VARIANTS = env('BENCH_VARIANTS', '').split(',').filter(Boolean);
 /**
@@ -77,6 +78,17 @@ const VARIANTS = env('BENCH_VARIANTS', '').split(',').filter(Boolean);
  * reached yet, which differs between builds that allocate differently.
  */
 const LUA_HEAP = env('BENCH_LUA_HEAP', '') === '1';
+/**
+ * BENCH_VARIANTS=gc with BENCH_LUA_GC=<pause>:<stepmul>[,...] (default 200:200, LuaJIT's own): one
+ * more sidecar setup per setting, LuaJIT's collector set so in every APISIX process over what the
+ * injection configured (scripts/bench-lua/apisix_mesh_bench_gc.lua, which also samples each HTTP
+ * worker's Lua heap every 10 ms: its largest is printed after the traffic).
+ * BENCH_MEMORY_LUA_GC=<pause>:<stepmul>: the same for the memory series' pod.
+ */
+const LUA_GC = env('BENCH_LUA_GC', '200:200').split(',');
+const MEMORY_LUA_GC = env('BENCH_MEMORY_LUA_GC', '');
+/** BENCH_HOLD_S=<seconds>: keeps the pods that long after their memory is printed (APISIX's pids too), to read /proc */
+const HOLD_S = Number(env('BENCH_HOLD_S', '0'));
 const JWT = env('BENCH_JWT', '') === '1';
 /** BENCH_RBAC=1: also the sidecar with an AuthorizationPolicy of 10 ALLOW policies × 10 rules inbound, every rule evaluated (with BENCH_BASELINE_ROOT: the same on the baseline tree too, `before-rbac`) */
 const RBAC = env('BENCH_RBAC', '') === '1';
@@ -266,6 +278,24 @@ function benchLuaDir(module) {
   return dir;
 }
 
+/** The directory of scripts/bench-lua/apisix_mesh_bench_gc.lua set to `setting` (`<pause>:<stepmul>`). */
+function gcHookDir(setting) {
+  if (!/^\d+:\d+$/.test(setting)) throw new Error(`a LuaJIT collector setting is <pause>:<stepmul>, got ${JSON.stringify(setting)}`);
+  const dir = benchLuaDir('apisix_mesh_bench_gc');
+  writeFileSync(join(dir, 'gc.conf'), setting);
+  return dir;
+}
+
+/** The largest Lua heap each HTTP worker's sampler saw (apisix_mesh_bench_gc.lua), MiB, by worker id. */
+function luaPeaks(dir) {
+  return readdirSync(dir).filter((f) => /^peak-\d+$/.test(f)).sort().map((f) => Number(readFileSync(join(dir, f), 'utf8')) / 1024);
+}
+
+async function hold(what, pids) {
+  console.log(`holding ${what} for ${HOLD_S} s: APISIX pids ${pids.join(' ')}`);
+  await new Promise((r) => setTimeout(r, HOLD_S * 1000));
+}
+
 /** APISIX's lua_module_hook replaced by the measuring hook `module` in `dir` (which loads the sidecar's). */
 function withBenchHook(h, pod, dir, module) {
   return editApisixConfig(h, pod, (doc) => {
@@ -389,7 +419,7 @@ async function mtlsMaterial(h) {
   };
 }
 
-async function startMeshPod(h, script, { bare, services, withAccessLog, noRetry, baseline, jwt, rbac, mtls, phases }) {
+async function startMeshPod(h, script, { bare, services, withAccessLog, noRetry, baseline, jwt, rbac, mtls, phases, gc }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -420,6 +450,8 @@ async function startMeshPod(h, script, { bare, services, withAccessLog, noRetry,
             })
         : phases
         ? (p) => withBenchHook(h, p, phases, 'apisix_mesh_bench_phases')
+        : gc
+        ? (p) => withBenchHook(h, p, gc, 'apisix_mesh_bench_gc')
         : bare
         ? (p) => {
             const c = p.spec.containers.find((x) => x.name === 'apisix-mesh-apisix');
@@ -749,6 +781,7 @@ async function memorySeries(h, setups, baseline) {
     ...(baseline ? { projectRoot: baseline.root } : {}),
     mutateInjected: (p) => {
       const injected = baseline ? baseline.inject(p) : p;
+      if (MEMORY_LUA_GC) return withBenchHook(h, injected, gcHookDir(MEMORY_LUA_GC), 'apisix_mesh_bench_gc');
       return heapDir ? withBenchHook(h, injected, heapDir, 'apisix_mesh_bench_heap') : injected;
     },
   });
@@ -773,6 +806,7 @@ async function memorySeries(h, setups, baseline) {
       // which APISIX process holds what: each worker and the privileged agent keep their own copy
       const each = roles.proxy.map((pid) => `${readOr(`/proc/${pid}/cmdline`, '').split('\0')[0].replace(/^nginx: | process.*$/g, '')} ${f(memoryOf([pid]).pssMiB, 0)}`);
       const heaps = heapDir ? ` | ${(await luaHeaps(heapDir, roles.proxy.filter((pid) => readOr(`/proc/${pid}/cmdline`, '').startsWith('nginx: worker')).length)).map((m) => `${f(m, 1)} MiB`).join(' / ')}` : '';
+      if (HOLD_S) await hold(`${n} services`, roles.proxy);
       console.log(`${String(n).padStart(8)} | ${objects.routes} / ${objects.upstreams} | ${f(apisix.pssMiB, 1)} MiB (${each.join(', ')}) | ${f(apisix.rssMiB, 1)} MiB | ${f(agent.rssMiB, 1)} MiB | ${f(apisix.pssMiB + agent.pssMiB, 1)} MiB | ${load1()}${heaps}`);
     }
     const largest = MEMORY_SIZES[MEMORY_SIZES.length - 1];
@@ -837,16 +871,26 @@ async function main() {
     if (VARIANTS.includes('same')) setups.same = await startMeshPod(h, script, { bare: false, services: SERVICES });
     const phases = VARIANTS.includes('phases') ? benchLuaDir('apisix_mesh_bench_phases') : undefined;
     if (phases) setups.phases = await startMeshPod(h, script, { bare: false, services: SERVICES, phases });
+    if (VARIANTS.includes('gc')) {
+      for (const setting of LUA_GC) {
+        const gc = gcHookDir(setting);
+        setups[`gc-${setting}`] = { ...(await startMeshPod(h, script, { bare: false, services: SERVICES, gc })), gcDir: gc };
+      }
+    }
     if (BASELINE_ROOT) setups.before = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, BASELINE_ROOT) });
     if (OTHER_ROOT) setups.other = await startMeshPod(h, script, { bare: false, services: SERVICES, baseline: await baselineOf(h, OTHER_ROOT) });
     // the policy's cost before and after a change to how APISIX runs it, in the same rounds
     if (BASELINE_ROOT && RBAC) setups['before-rbac'] = await startMeshPod(h, script, { bare: false, services: SERVICES, rbac: true, baseline: await baselineOf(h, BASELINE_ROOT) });
     const results = [];
     const tcpResults = [];
+    // APISIX's PSS after each round of each setup: its largest is what a memory limit must hold
+    // (LuaJIT keeps the pages of its largest heap; a single reading depends on when a cycle ended)
+    const largestPss = {};
     for (let round = 1; round <= ROUNDS; round++) {
       for (const name of Object.keys(setups)) {
         if (HTTP) await measureSetup(name, setups[name], script, round, results);
         if (setups[name].tcp) await measureTcp(name, setups[name], round, script, tcpResults);
+        if (name !== 'nginx' && setups[name].roles) largestPss[name] = Math.max(largestPss[name] ?? 0, memoryOf(setups[name].roles().proxy).pssMiB);
       }
     }
     if (DIAGNOSE) await profileApisix(setups.sidecar, script);
@@ -854,9 +898,13 @@ async function main() {
       await new Promise((r) => setTimeout(r, 1500));
       printPhases(phases);
     }
-    const apisix = memoryOf(setups.sidecar.roles().proxy);
-    const agent = memoryOf(setups.sidecar.roles().agent);
-    console.log(`sidecar pod after the traffic (${SERVICES} services): APISIX ${f(apisix.pssMiB, 1)} MiB PSS / ${f(apisix.rssMiB, 1)} MiB RSS summed, agent ${f(agent.rssMiB, 1)} MiB RSS`);
+    for (const name of Object.keys(setups).filter((n) => n !== 'nginx' && setups[n].roles)) {
+      const apisix = memoryOf(setups[name].roles().proxy);
+      const agent = memoryOf(setups[name].roles().agent);
+      const peaks = setups[name].gcDir ? `; largest Lua heap per worker ${luaPeaks(setups[name].gcDir).map((m) => `${f(m, 1)} MiB`).join(' / ')}` : '';
+      console.log(`${name} pod after the traffic (${SERVICES} services): APISIX ${f(apisix.pssMiB, 1)} MiB PSS (largest after a round: ${f(largestPss[name] ?? 0, 1)}) / ${f(apisix.rssMiB, 1)} MiB RSS summed, agent ${f(agent.rssMiB, 1)} MiB RSS${peaks}`);
+    }
+    if (HOLD_S) await hold('the traffic setups', Object.keys(setups).filter((n) => setups[n].roles).flatMap((n) => setups[n].roles().proxy));
     for (const name of ['sidecar', 'jwt', 'mtls'].filter((n) => setups[n])) {
       const errors = setups[name].pod.apisixErrors();
       if (errors.length) console.log(`${name}: APISIX logged ${errors.length} error lines, first: ${errors[0].slice(0, 300)}`);
