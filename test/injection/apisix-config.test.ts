@@ -58,12 +58,14 @@ describe("APISIX's config.yaml for the sidecar", () => {
       },
       plugins: ['traffic-split', 'proxy-rewrite', 'fault-injection', 'proxy-mirror', 'limit-conn', 'redirect', 'response-rewrite', 'cors', 'request-id', 'prometheus', 'apisix-mesh-policy', 'apisix-mesh-access'],
       plugin_attr: { prometheus: { export_addr: { ip: '0.0.0.0', port: 15090 } } },
+      apisix_mesh: { lua_gc: { pause: 150, stepmul: 400 } },
     });
   });
 
   it('follows the configured ports and workers', () => {
-    const config = parseInjectionConfig('ports: {outbound: 16001, inbound: 16006, etcd: 16379}\napisixWorkerProcesses: 1', 'c.yaml');
+    const config = parseInjectionConfig('ports: {outbound: 16001, inbound: 16006, etcd: 16379}\napisixWorkerProcesses: 1\napisixLuaGc: {pause: 150, stepmul: 800}', 'c.yaml');
     const doc = parse(renderApisixConfig(config));
+    expect(doc.apisix_mesh).toEqual({ lua_gc: { pause: 150, stepmul: 800 } });
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16001;');
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16006;');
     expect(doc.nginx_config.stream_configuration_snippet).toContain('preread("outbound", 15081, 16001, 16006, 15082, 15084, 15085)');

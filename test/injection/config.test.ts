@@ -104,6 +104,9 @@ describe('the injection configuration file', () => {
     ['outbound ranges neither * nor a list', 'outboundCapture: {includeIpRanges: all}', 'c.yaml: outboundCapture.includeIpRanges: must be "*" or a list of CIDRs, got "all"'],
     ['a bad outbound CIDR', 'outboundCapture: {includeIpRanges: [10.96.0.0]}', 'c.yaml: outboundCapture.includeIpRanges[0]: must be a CIDR (address/prefix-length), got "10.96.0.0"'],
     ['a bad excluded port', 'outboundCapture: {excludePorts: [0]}', 'c.yaml: outboundCapture.excludePorts[0]: must be an integer in 1-65535, got 0'],
+    ['a collector pause below 100 %', 'apisixLuaGc: {pause: 50}', 'c.yaml: apisixLuaGc.pause: must be an integer in 100-1000, got 50'],
+    ['a collector step given as text', 'apisixLuaGc: {stepmul: "400"}', 'c.yaml: apisixLuaGc.stepmul: must be an integer in 100-10000, got "400"'],
+    ['an unknown collector setting', 'apisixLuaGc: {mode: generational}', 'c.yaml: apisixLuaGc.mode: is not a known field (known: pause, stepmul)'],
     ['a list document', '- a', 'c.yaml: the document: must be a mapping'],
     ['duplicate keys', 'nativeSidecars: true\nnativeSidecars: false', 'c.yaml: not valid YAML'],
     ['broken YAML', 'images: [', 'c.yaml: not valid YAML'],
@@ -115,8 +118,11 @@ describe('the injection configuration file', () => {
   it('loads a file, and says which file it cannot read', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'apisix-mesh-config-'));
     const file = join(dir, 'injection.yaml');
-    writeFileSync(file, 'apisixWorkerProcesses: 4\n');
-    expect((await loadInjectionConfig(file)).apisixWorkerProcesses).toBe(4);
+    writeFileSync(file, 'apisixWorkerProcesses: 4\napisixLuaGc: {stepmul: 600}\n');
+    const loaded = await loadInjectionConfig(file);
+    expect(loaded.apisixWorkerProcesses).toBe(4);
+    // one field of a section given: the other keeps its default
+    expect(loaded.apisixLuaGc).toEqual({ pause: 150, stepmul: 600 });
     await expect(loadInjectionConfig(join(dir, 'missing.yaml'))).rejects.toThrow(`${join(dir, 'missing.yaml')}: cannot read the injection configuration (ENOENT)`);
   });
 });

@@ -79,6 +79,15 @@ export interface InjectionConfig {
   /** nginx worker processes of the APISIX sidecar. */
   apisixWorkerProcesses: number;
   /**
+   * LuaJIT's collector in APISIX (agent/l4/lua/apisix_mesh/lua_gc.lua): `pause` (%, when the next
+   * cycle starts: at `pause`/100 times the heap the last one left) and `stepmul` (%, how much a step
+   * collects per unit allocated). LuaJIT's allocator keeps its largest heap's pages, so a worker's
+   * memory is the peak the collector allows. The defaults (LuaJIT's: 200 and 200) halve a worker's
+   * largest Lua heap under traffic, and APISIX's memory after traffic, for a CPU cost within the
+   * benchmark's noise (BENCHMARKS.md, "LuaJIT's collector in the sidecar").
+   */
+  apisixLuaGc: { pause: number; stepmul: number };
+  /**
    * Where APISIX writes a line per request, as Istio's `meshConfig.accessLogFile`: empty (the
    * default, as Istio's) writes none; `/dev/stdout` the container's log. Errors are logged either
    * way (stderr). Measured: a few µs of the sidecar's CPU per request (BENCHMARKS.md), plus what the
@@ -162,6 +171,7 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
   trustDomain: 'cluster.local',
   workloadKeyType: 'rsa',
   apisixWorkerProcesses: 2,
+  apisixLuaGc: { pause: 150, stepmul: 400 },
   accessLogFile: '',
   nativeSidecars: false,
   rewriteAppProbes: true,

@@ -314,6 +314,8 @@ export function apisixConfigDocument(config: InjectionConfig): Record<string, un
     plugin_attr: {
       prometheus: { export_addr: { ip: '0.0.0.0', port: config.ports.apisixMetrics } },
     },
+    // the sidecar's own settings, read by its Lua (APISIX's schema lets other top-level keys be)
+    apisix_mesh: { lua_gc: { ...config.apisixLuaGc } },
   };
 }
 

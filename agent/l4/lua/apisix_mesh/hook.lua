@@ -4,6 +4,8 @@
 -- connection (see handoff.lua): the client address, the direction, and the original destination,
 -- which the agent's routes read as `connection_original_dst` and `apisix_mesh_direction`.
 local apisix = require("apisix")
+-- LuaJIT's collector as the injection configures it, before APISIX forks its processes (lua_gc.lua)
+require("apisix_mesh.lua_gc").apply()
 -- APISIX's privileged agent (the export and status servers) holds none of the configuration
 -- (privileged_agent.lua); its Prometheus export's revisions come from the workers (served_revisions.lua)
 local privileged_agent = require("apisix_mesh.privileged_agent")
@@ -16,6 +18,7 @@ if ngx.config.subsystem == "stream" then
     local stream_init_worker = apisix.stream_init_worker
     apisix.stream_init_worker = function(...)
         stream_init_worker(...)
+        require("apisix_mesh.lua_gc").report()
         without_upstreams.check()
         require("apisix_mesh.l4_config").init_worker()
         require("apisix_mesh.l4_upstreams").init_worker()
@@ -96,6 +99,7 @@ apisix.http_init_worker = function(...)
     -- a worker that starts again holds nothing yet: its previous figures go before its first read
     served_revisions.init_worker()
     http_init_worker(...)
+    require("apisix_mesh.lua_gc").report()
     identity.init_worker()
     istio_metrics.init_worker()
     peer_exchange.init_worker()
