@@ -773,7 +773,8 @@ async function endpointChanges(pod, n) {
 async function memorySeries(h, setups, baseline) {
   console.log(`\nmemory${baseline ? ` of BENCH_BASELINE_ROOT (${baseline.root})` : ''}: a fresh injected pod, the mesh grown by istiod pushes to ${MEMORY_SIZES.join(' / ')} services; each worker's router built by requests first`);
   const heapDir = LUA_HEAP ? benchLuaDir('apisix_mesh_bench_heap') : undefined;
-  console.log(`services | agent routes / upstreams | APISIX PSS (all processes) | APISIX RSS summed | agent RSS | APISIX + agent (PSS) | load${heapDir ? ' | live Lua heap per worker after a full collection' : ''}`);
+  let memoryGcDir;
+  console.log(`services | agent routes / upstreams | APISIX PSS (all processes) | APISIX RSS summed | agent RSS | APISIX + agent (PSS) | load${heapDir ? ' | live Lua heap per worker after a full collection' : ''}${MEMORY_LUA_GC ? ' | largest Lua heap per worker so far' : ''}`);
   const pod = await h.harness.startPod({
     manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
     xds: trafficMesh(h.xds, MEMORY_SIZES[0]),
@@ -781,7 +782,7 @@ async function memorySeries(h, setups, baseline) {
     ...(baseline ? { projectRoot: baseline.root } : {}),
     mutateInjected: (p) => {
       const injected = baseline ? baseline.inject(p) : p;
-      if (MEMORY_LUA_GC) return withBenchHook(h, injected, gcHookDir(MEMORY_LUA_GC), 'apisix_mesh_bench_gc');
+      if (MEMORY_LUA_GC) return withBenchHook(h, injected, (memoryGcDir ??= gcHookDir(MEMORY_LUA_GC)), 'apisix_mesh_bench_gc');
       return heapDir ? withBenchHook(h, injected, heapDir, 'apisix_mesh_bench_heap') : injected;
     },
   });
@@ -806,8 +807,9 @@ async function memorySeries(h, setups, baseline) {
       // which APISIX process holds what: each worker and the privileged agent keep their own copy
       const each = roles.proxy.map((pid) => `${readOr(`/proc/${pid}/cmdline`, '').split('\0')[0].replace(/^nginx: | process.*$/g, '')} ${f(memoryOf([pid]).pssMiB, 0)}`);
       const heaps = heapDir ? ` | ${(await luaHeaps(heapDir, roles.proxy.filter((pid) => readOr(`/proc/${pid}/cmdline`, '').startsWith('nginx: worker')).length)).map((m) => `${f(m, 1)} MiB`).join(' / ')}` : '';
+      const peaks = memoryGcDir ? ` | ${luaPeaks(memoryGcDir).map((m) => `${f(m, 1)} MiB`).join(' / ')}` : '';
       if (HOLD_S) await hold(`${n} services`, roles.proxy);
-      console.log(`${String(n).padStart(8)} | ${objects.routes} / ${objects.upstreams} | ${f(apisix.pssMiB, 1)} MiB (${each.join(', ')}) | ${f(apisix.rssMiB, 1)} MiB | ${f(agent.rssMiB, 1)} MiB | ${f(apisix.pssMiB + agent.pssMiB, 1)} MiB | ${load1()}${heaps}`);
+      console.log(`${String(n).padStart(8)} | ${objects.routes} / ${objects.upstreams} | ${f(apisix.pssMiB, 1)} MiB (${each.join(', ')}) | ${f(apisix.rssMiB, 1)} MiB | ${f(agent.rssMiB, 1)} MiB | ${f(apisix.pssMiB + agent.pssMiB, 1)} MiB | ${load1()}${heaps}${peaks}`);
     }
     const largest = MEMORY_SIZES[MEMORY_SIZES.length - 1];
     if (!baseline && largest > 0 && ENDPOINT_CHANGES > 0) await endpointChanges(pod, largest);
@@ -904,7 +906,7 @@ async function main() {
       const peaks = setups[name].gcDir ? `; largest Lua heap per worker ${luaPeaks(setups[name].gcDir).map((m) => `${f(m, 1)} MiB`).join(' / ')}` : '';
       console.log(`${name} pod after the traffic (${SERVICES} services): APISIX ${f(apisix.pssMiB, 1)} MiB PSS (largest after a round: ${f(largestPss[name] ?? 0, 1)}) / ${f(apisix.rssMiB, 1)} MiB RSS summed, agent ${f(agent.rssMiB, 1)} MiB RSS${peaks}`);
     }
-    if (HOLD_S) await hold('the traffic setups', Object.keys(setups).filter((n) => setups[n].roles).flatMap((n) => setups[n].roles().proxy));
+    if (HOLD_S && (HTTP || TCP)) await hold('the traffic setups', Object.keys(setups).filter((n) => setups[n].roles).flatMap((n) => setups[n].roles().proxy));
     for (const name of ['sidecar', 'jwt', 'mtls'].filter((n) => setups[n])) {
       const errors = setups[name].pod.apisixErrors();
       if (errors.length) console.log(`${name}: APISIX logged ${errors.length} error lines, first: ${errors[0].slice(0, 300)}`);
