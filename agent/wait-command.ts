@@ -7,6 +7,8 @@ interface WaitFlags {
   etcdAddress: string;
   timeout: string;
   interval: string;
+  statusAddress?: string;
+  readyTimeout: string;
 }
 
 /** One `GET /version` against the etcd API; true when it answers as etcd does (`etcdcluster`). */
@@ -27,6 +29,31 @@ function etcdAnswers(host: string, port: number, timeoutMs: number): Promise<boo
   });
 }
 
+/** One `GET /healthz/ready` against the agent's status port; true on 200. */
+function agentReady(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ host, port, path: '/healthz/ready', method: 'GET', timeout: timeoutMs }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode === 200));
+      res.on('error', () => resolve(false));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+/** Polls `check` every `intervalMs` until it is true (→ ms waited) or `timeoutMs` passes (→ undefined). */
+async function poll(check: (attemptMs: number) => Promise<boolean>, timeoutMs: number, intervalMs: number): Promise<number | undefined> {
+  const started = Date.now();
+  const deadline = started + timeoutMs;
+  for (;;) {
+    if (await check(Math.min(1000, timeoutMs))) return Date.now() - started;
+    if (Date.now() + intervalMs > deadline) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
 /**
  * `apisix-mesh wait`: the agent container's postStart hook. The kubelet starts a pod's ordinary
  * containers one after the other and does not start the next one until the previous one's
@@ -34,6 +61,14 @@ function etcdAnswers(host: string, port: number, timeoutMs: number): Promise<boo
  * APISIX image's entrypoint runs `apisix init_etcd` about 0.3 s after it starts and exits with "all
  * etcd nodes are unavailable" when nothing answers; holding it until the agent's etcd API answers
  * spares the pod a crash and the kubelet's 10 s restart back-off.
+ *
+ * With `--status-address` it then waits, up to `--ready-timeout`, for the agent to be ready (its
+ * first complete configuration from istiod is in the store: what native sidecars' startup probe
+ * waits for too). APISIX's workers then read each directory whole at start; started earlier, they
+ * receive the whole first configuration as one watch response, which every Lua VM reads, copies and
+ * splits before decoding it, and whose peak stays in the workers' memory (BENCHMARKS.md: ~460-510
+ * against ~170 MiB per worker at 10,000 services). Past the timeout APISIX starts anyway, as before:
+ * the agent not being ready yet (istiod unreachable) is no reason to restart it.
  */
 export function registerWaitCommand(program: Command): void {
   program
@@ -46,21 +81,23 @@ export function registerWaitCommand(program: Command): void {
     .option('--etcd-address <host:port>', 'the agent\'s etcd v3 API', '127.0.0.1:15379')
     .option('--timeout <duration>', 'give up after this long (the kubelet then restarts the agent container)', '60s')
     .option('--interval <duration>', 'time between attempts', '100ms')
+    .option('--status-address <host:port>', 'then wait for the agent\'s /healthz/ready there (its first configuration from istiod)')
+    .option('--ready-timeout <duration>', 'with --status-address: how long to wait for it before exiting 0 anyway', '30s')
     .action(async (flags: WaitFlags) => {
       const { host, port } = parseListen('--etcd-address', flags.etcdAddress);
       const timeoutMs = parseDuration('--timeout', flags.timeout);
       const intervalMs = parseDuration('--interval', flags.interval);
-      const started = Date.now();
-      const deadline = started + timeoutMs;
-      for (;;) {
-        if (await etcdAnswers(host, port, Math.min(1000, timeoutMs))) {
-          process.stdout.write(`apisix-mesh wait: the etcd API on ${flags.etcdAddress} answered after ${Date.now() - started} ms\n`);
-          return;
-        }
-        if (Date.now() + intervalMs > deadline) {
-          throw new CliError(`wait: the etcd API on ${flags.etcdAddress} did not answer within ${flags.timeout}`, 1);
-        }
-        await new Promise((resolve) => setTimeout(resolve, intervalMs));
-      }
+      const status = flags.statusAddress === undefined ? undefined : parseListen('--status-address', flags.statusAddress);
+      const readyTimeoutMs = parseDuration('--ready-timeout', flags.readyTimeout);
+      const answered = await poll((attemptMs) => etcdAnswers(host, port, attemptMs), timeoutMs, intervalMs);
+      if (answered === undefined) throw new CliError(`wait: the etcd API on ${flags.etcdAddress} did not answer within ${flags.timeout}`, 1);
+      process.stdout.write(`apisix-mesh wait: the etcd API on ${flags.etcdAddress} answered after ${answered} ms\n`);
+      if (!status) return;
+      const ready = await poll((attemptMs) => agentReady(status.host, status.port, attemptMs), readyTimeoutMs, intervalMs);
+      process.stdout.write(
+        ready === undefined
+          ? `apisix-mesh wait: the agent on ${flags.statusAddress} was not ready within ${flags.readyTimeout}; APISIX starts without its configuration and receives it when the agent has it\n`
+          : `apisix-mesh wait: the agent on ${flags.statusAddress} was ready (its first configuration in the store) after ${ready} ms more\n`,
+      );
     });
 }

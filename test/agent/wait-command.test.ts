@@ -58,6 +58,52 @@ describe('apisix-mesh wait', () => {
     expect(res.stderr).toBe(`apisix-mesh: wait: the etcd API on 127.0.0.1:${port} did not answer within 600ms\n`);
   });
 
+  describe('with --status-address: then the agent\'s readiness (its first configuration)', () => {
+    let status: Server | undefined;
+    afterEach(() => {
+      status?.close();
+      status = undefined;
+    });
+
+    function agentStatus(port: number, isReady: () => boolean): Promise<Server> {
+      const srv = createServer((req, res) => {
+        if (req.url !== '/healthz/ready') return res.writeHead(404).end();
+        res.writeHead(isReady() ? 200 : 503).end(isReady() ? 'ready\n' : 'waiting for the first complete configuration from istiod\n');
+      });
+      return new Promise((resolve) => srv.listen(port, '127.0.0.1', () => resolve(srv)));
+    }
+
+    it('returns once the agent is ready, not when the etcd API answers', async () => {
+      const [etcdPort, statusPort] = [await freePort(), await freePort()];
+      server = await etcdLike(etcdPort, '{"etcdserver":"3.5.0","etcdcluster":"3.5.0"}');
+      let ready = false;
+      status = await agentStatus(statusPort, () => ready);
+      const waiting = start([`--etcd-address=127.0.0.1:${etcdPort}`, `--status-address=127.0.0.1:${statusPort}`, '--ready-timeout=20s', '--interval=50ms']);
+      await new Promise((r) => setTimeout(r, 800));
+      expect(waiting.exited(), 'still waiting while the agent answers 503').toBe(false);
+      ready = true;
+      const res = await waiting.result;
+      expect(res.code, res.stderr).toBe(0);
+      expect(res.stdout).toMatch(/the etcd API on 127\.0\.0\.1:\d+ answered after \d+ ms\n/);
+      expect(res.stdout).toMatch(/the agent on 127\.0\.0\.1:\d+ was ready \(its first configuration in the store\) after \d+ ms more\n$/);
+    });
+
+    it('lets APISIX start anyway once --ready-timeout passes (exit 0, saying so)', async () => {
+      const [etcdPort, statusPort] = [await freePort(), await freePort()];
+      server = await etcdLike(etcdPort, '{"etcdserver":"3.5.0","etcdcluster":"3.5.0"}');
+      status = await agentStatus(statusPort, () => false);
+      const res = await run([`--etcd-address=127.0.0.1:${etcdPort}`, `--status-address=127.0.0.1:${statusPort}`, '--ready-timeout=600ms', '--interval=50ms']);
+      expect(res.code, res.stderr).toBe(0);
+      expect(res.stdout).toContain(`the agent on 127.0.0.1:${statusPort} was not ready within 600ms; APISIX starts without its configuration and receives it when the agent has it\n`);
+    });
+
+    it('refuses a bad status address with exit 2', async () => {
+      const res = await run(['--etcd-address=127.0.0.1:1', '--status-address=nowhere']);
+      expect(res.code).toBe(2);
+      expect(res.stderr).toContain('--status-address: expected HOST:PORT');
+    });
+  });
+
   it('refuses a bad address with exit 2', async () => {
     const res = await run(['--etcd-address=nowhere']);
     expect(res.code).toBe(2);

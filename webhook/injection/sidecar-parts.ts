@@ -234,10 +234,20 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
     readinessProbe: { ...ready, periodSeconds: 5, failureThreshold: 3 },
     // Native sidecars: the startup probe holds APISIX (the next init container) until the agent is
     // ready. Ordinary containers: the kubelet starts the next container only once this postStart
-    // hook returns, so APISIX's `init_etcd` finds the etcd API answering (see agent/wait-command.ts).
+    // hook returns, so APISIX's `init_etcd` finds the etcd API answering, and APISIX reads its first
+    // configuration whole rather than as one watch response (see agent/wait-command.ts).
     ...(native
       ? { startupProbe: { ...ready, periodSeconds: 1, failureThreshold: 600 }, restartPolicy: 'Always' }
-      : { lifecycle: { postStart: { exec: { command: [...MESH_IMAGE_ENTRYPOINT, 'wait', `--etcd-address=127.0.0.1:${config.ports.etcd}`, '--timeout=60s'] } } } }),
+      : {
+          lifecycle: {
+            postStart: {
+              exec: {
+                command: [...MESH_IMAGE_ENTRYPOINT, 'wait', `--etcd-address=127.0.0.1:${config.ports.etcd}`, '--timeout=60s',
+                  `--status-address=127.0.0.1:${config.ports.agentStatus}`, '--ready-timeout=30s'],
+              },
+            },
+          },
+        }),
     resources: structuredClone(config.resources.agent),
     securityContext: proxySecurityContext(config),
     volumeMounts: [
