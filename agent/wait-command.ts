@@ -66,17 +66,18 @@ async function poll(check: (attemptMs: number) => Promise<boolean>, timeoutMs: n
  * first complete configuration from istiod is in the store: what native sidecars' startup probe
  * waits for too). APISIX's workers then read each directory whole at start; started earlier, they
  * receive the whole first configuration as one watch response, which every Lua VM reads, copies and
- * splits before decoding it, and whose peak stays in the workers' memory (BENCHMARKS.md: ~460-510
- * against ~170 MiB per worker at 10,000 services). Past the timeout APISIX starts anyway, as before:
+ * splits before decoding it, and whose peak stays in the workers' memory (BENCHMARKS.md: 315-512
+ * against 171 MiB per worker at 10,000 services). Past the timeout APISIX starts anyway, as before:
  * the agent not being ready yet (istiod unreachable) is no reason to restart it.
  */
 export function registerWaitCommand(program: Command): void {
   program
     .command('wait')
     .description(
-      'wait until the agent\'s etcd v3 API answers /version, then exit 0 (exit 1 when the timeout ' +
-        'passes first). Injected as the agent container\'s postStart hook so that APISIX, the next ' +
-        'container, starts only once it can read its configuration.',
+      'wait until the agent\'s etcd v3 API answers /version (exit 1 when --timeout passes first), then, ' +
+        'with --status-address, until the agent is ready (exit 0 anyway once --ready-timeout passes). ' +
+        'Injected as the agent container\'s postStart hook so that APISIX, the next container, starts ' +
+        'only once it can read its configuration, and reads the first one whole.',
     )
     .option('--etcd-address <host:port>', 'the agent\'s etcd v3 API', '127.0.0.1:15379')
     .option('--timeout <duration>', 'give up after this long (the kubelet then restarts the agent container)', '60s')

@@ -83,8 +83,8 @@ export interface InjectionConfig {
    * cycle starts: at `pause`/100 times the heap the last one left) and `stepmul` (%, how much a step
    * collects per unit allocated). LuaJIT's allocator keeps its largest heap's pages, so a worker's
    * memory is the peak the collector allows. The defaults (LuaJIT's: 200 and 200) halve a worker's
-   * largest Lua heap under traffic, and APISIX's memory after traffic, for a CPU cost within the
-   * benchmark's noise (BENCHMARKS.md, "LuaJIT's collector in the sidecar").
+   * largest Lua heap under traffic and cut APISIX's memory after traffic by about a quarter, for a
+   * CPU cost within the benchmark's noise (BENCHMARKS.md, "LuaJIT's collector in the sidecar").
    */
   apisixLuaGc: { pause: number; stepmul: number };
   /**

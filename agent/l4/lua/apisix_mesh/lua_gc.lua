@@ -4,8 +4,8 @@
 -- LuaJIT's defaults (pause 200 %, step multiplier 200 %) a worker at 1,000 services with ~19 MiB of
 -- live Lua objects peaked at ~54 MiB under traffic: the next cycle starts only once the heap has
 -- doubled, and garbage piles up while a cycle runs. A pause of 150 starts it at 1.5x, a step of 400
--- ends it sooner: a peak of ~27 MiB, and APISIX's memory after traffic about halved, for a CPU cost
--- per request inside the benchmark's noise (BENCHMARKS.md, "LuaJIT's collector in the sidecar").
+-- ends it sooner: a peak of ~27 MiB, and APISIX's memory after traffic -27 % on average, for a CPU
+-- cost per request inside the benchmark's noise (BENCHMARKS.md, "LuaJIT's collector in the sidecar").
 --
 -- Set in init_by_lua (hook.lua), once per subsystem, before APISIX forks its processes: every
 -- worker, the privileged agent and the stream workers inherit the collector's state, and each
