@@ -49,6 +49,38 @@ export function applyOrder(a: StoreWrite, b: StoreWrite): number {
   return rank(a) - rank(b) || byKey(a, b);
 }
 
+/**
+ * The most key and value bytes one revision carries when a change is larger (a first snapshot, a
+ * mesh that grows by thousands of services): APISIX's etcd client reads a revision's watch response
+ * as one line, copies it twice and decodes it whole in every Lua VM that watches, and LuaJIT keeps
+ * the pages of that peak (BENCHMARKS.md: ~15 MiB for 10,000 services cost each worker ~2x its
+ * configuration). A single larger object still goes in a revision of its own.
+ */
+export const REVISION_BYTES = 512 * 1024;
+
+/**
+ * `writes` (in `applyOrder`) cut into revisions of at most `maxBytes` of keys and values, the order
+ * kept: every revision boundary still has upstreams before the routes that use them and puts before
+ * the deletes that follow, so APISIX never sees a route whose upstream is missing between them either.
+ */
+export function revisionsOf(writes: readonly StoreWrite[], maxBytes = REVISION_BYTES): StoreWrite[][] {
+  const out: StoreWrite[][] = [];
+  let current: StoreWrite[] = [];
+  let bytes = 0;
+  for (const w of writes) {
+    const size = w.key.length + (w.op === 'put' ? w.value.length : 0);
+    if (current.length > 0 && bytes + size > maxBytes) {
+      out.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(w);
+    bytes += size;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
+}
+
 function byKey(a: StoreWrite, b: StoreWrite): number {
   return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 }
@@ -338,15 +370,19 @@ class StagedWrites {
   }
 
   /**
-   * One revision, in `applyOrder` (ranked once per write: a comparator ranking both sides of every
-   * comparison took ~60 ms for 20,000 writes). Within a rank the keys are sorted as plain strings
-   * (V8's sort without a comparator, no call into JS per comparison; the same order as `byKey`).
+   * One revision, or several of `REVISION_BYTES` when the change is larger, in `applyOrder` (ranked
+   * once per write: a comparator ranking both sides of every comparison took ~60 ms for 20,000
+   * writes). Within a rank the keys are sorted as plain strings (V8's sort without a comparator, no
+   * call into JS per comparison; the same order as `byKey`). Returns the last revision.
    */
   commit(): number {
-    if (this.writes.size === 0) return this.store.revision;
+    let revision = this.store.revision;
+    if (this.writes.size === 0) return revision;
     const byRank: string[][] = [[], [], [], [], [], []];
     for (const w of this.writes.values()) byRank[rank(w)]!.push(w.key);
-    return this.store.write(byRank.flatMap((keys) => keys.sort().map((key) => this.writes.get(key)!)));
+    const ordered = byRank.flatMap((keys) => keys.sort().map((key) => this.writes.get(key)!));
+    for (const writes of revisionsOf(ordered)) revision = this.store.write(writes);
+    return revision;
   }
 
   private stored(key: string): Buffer | undefined {

@@ -1,8 +1,8 @@
 // The store layout the agent gives APISIX (agent/apply.ts), checked on the store itself, and what it
 // leaves out or refuses when APISIX's schema refuses an object (agent/l4/refused-upstreams.ts).
 import { describe, expect, it } from 'vitest';
-import { StoreApplier } from '../../agent/apply.js';
-import { KvStore } from '../../agent/store/store.js';
+import { REVISION_BYTES, revisionsOf, StoreApplier } from '../../agent/apply.js';
+import { KvStore, type StoreWrite } from '../../agent/store/store.js';
 import { keyFromText, keyToText } from '../../agent/store/keys.js';
 import type { ApisixRoute, ApisixUpstream } from '../../agent/translate/apisix-types.js';
 import type { L4Chain, L4Listener } from '../../agent/l4/assemble.js';
@@ -128,5 +128,85 @@ describe('a TCP chain to an upstream APISIX would refuse', () => {
     expect(checked.note?.detail).toBe('chain split: upstream gone left out (APISIX\'s schema refuses it): its connections are refused');
     const whole = listener('l4');
     expect(refuseChainsToMissingUpstreams(whole, () => true)).toEqual({ listener: whole });
+  });
+});
+
+describe('a large change as several revisions (what APISIX reads per watch response)', () => {
+  const upstream = (i: number): ApisixUpstream => ({ id: `u${i}`, name: `outbound|80||svc-${i}`, type: 'roundrobin', nodes: [{ host: `10.0.${i >> 8}.${i & 255}`, port: 8080, weight: 1 }] });
+  const route = (i: number, upstreamId = `u${i}`): ApisixRoute => ({ id: `r${i}`, name: `r${i}`, uri: '/*', hosts: [`svc-${i}.ns.svc.cluster.local`], priority: 1, upstream_id: upstreamId, status: 1 });
+  const changes = (upstreams: Array<[string, ApisixUpstream | null]>, routes: Array<[string, ApisixRoute | null]>, full = false) => ({ full, upstreams: new Map(upstreams), routes: new Map(routes), l4: new Map(), notes: [], remoteJwks: [] });
+  const N = 3000;
+
+  /** each revision `apply` writes, as its writes in order ('put <key>' / 'delete <key>'), as a watcher gets them */
+  function revisionsWritten(store: KvStore, apply: () => void): string[][] {
+    const out: string[][] = [];
+    const start = store.watch({ key: keyFromText('/apisix/'), rangeEnd: keyFromText('/apisix0') }, (_revision, events) => {
+      out.push(events.map((e) => `${e.type === 'DELETE' ? 'delete' : 'put'} ${keyToText(e.kv.key)}`));
+    });
+    if (start.kind !== 'watching') throw new Error(start.kind);
+    apply();
+    start.watcher.cancel();
+    return out;
+  }
+
+  it('cuts the writes into revisions of at most REVISION_BYTES, in order: after each one every route\'s upstream is there', () => {
+    const store = new KvStore();
+    const applier = new StoreApplier(store);
+    const ups = Array.from({ length: N }, (_, i) => [`u${i}`, upstream(i)] as [string, ApisixUpstream]);
+    const routes = Array.from({ length: N }, (_, i) => [`r${i}`, route(i)] as [string, ApisixRoute]);
+    let last = 0;
+    const revisions = revisionsWritten(store, () => (last = applier.applyChanges(changes(ups, routes, true)).revision));
+    expect(last).toBe(store.revision);
+    expect(revisions.length).toBeGreaterThan(1);
+    // nothing lost, nothing twice
+    expect(revisions.flat().filter((w) => /^put \/apisix\/(routes|upstreams)\/./.test(w))).toHaveLength(2 * N);
+    const present = new Set<string>();
+    for (const writes of revisions) {
+      let bytes = 0;
+      for (const w of writes) {
+        const key = w.slice(4);
+        present.add(key);
+        const kv = store.range({ key: keyFromText(key) }).kvs[0]!;
+        bytes += key.length + kv.value.length;
+      }
+      // a revision's bytes stay under the bound (the bound is in characters of the key; ASCII here)
+      expect(bytes).toBeLessThanOrEqual(REVISION_BYTES);
+      for (const key of present) if (key.startsWith('/apisix/routes/r')) expect(present.has(`/apisix/upstreams/u${key.slice('/apisix/routes/r'.length)}`), key).toBe(true);
+    }
+  });
+
+  it('deletes routes before their upstreams across revisions, and moves routes to new upstreams only after those exist', () => {
+    const store = new KvStore();
+    const applier = new StoreApplier(store);
+    applier.applyChanges(changes(Array.from({ length: N }, (_, i) => [`u${i}`, upstream(i)]), Array.from({ length: N }, (_, i) => [`r${i}`, route(i)]), true));
+    // every route moves to a new upstream, every old upstream goes
+    const moved = Array.from({ length: N }, (_, i) => [`v${i}`, { ...upstream(i), id: `v${i}` }] as [string, ApisixUpstream]);
+    const revisions = revisionsWritten(store, () => applier.applyChanges(changes(moved, Array.from({ length: N }, (_, i) => [`r${i}`, route(i, `v${i}`)]), true)));
+    expect(revisions.length).toBeGreaterThan(1);
+    const order = revisions.flat();
+    const at = (w: string) => order.indexOf(w);
+    for (let i = 0; i < N; i += 97) {
+      expect(at(`put /apisix/upstreams/v${i}`)).toBeLessThan(at(`put /apisix/routes/r${i}`));
+      expect(at(`put /apisix/routes/r${i}`)).toBeLessThan(at(`delete /apisix/upstreams/u${i}`));
+    }
+  });
+
+  it('keeps a small change in one revision', () => {
+    const store = new KvStore();
+    const applier = new StoreApplier(store);
+    applier.applyChanges(changes([['u1', upstream(1)]], [['r1', route(1)]], true));
+    const revision = store.revision;
+    applier.applyChanges(changes([['u2', upstream(2)]], [['r2', route(2)]]));
+    expect(store.revision).toBe(revision + 1);
+  });
+});
+
+describe('revisionsOf', () => {
+  const put = (key: string, bytes: number): StoreWrite => ({ op: 'put', key, value: 'x'.repeat(bytes) });
+  it('fills each revision up to the bound, keeps the order, and gives a larger write a revision of its own', () => {
+    const writes = [put('a', 4), put('b', 4), put('c', 4), put('big', 20), put('d', 2), { op: 'delete', key: 'e' } as StoreWrite];
+    expect(revisionsOf(writes, 10).map((r) => r.map((w) => w.key))).toEqual([['a', 'b'], ['c'], ['big'], ['d', 'e']]);
+    expect(revisionsOf([], 10)).toEqual([]);
+    expect(revisionsOf(writes, 1000)).toEqual([writes]);
   });
 });
