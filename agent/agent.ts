@@ -82,6 +82,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const status: FastifyInstance = buildStatusServer(
     {
       ready: isReady,
+      configured: () => ready,
       notReadyReason: () => (!ready ? 'waiting for the first complete configuration from istiod' : 'waiting for the workload certificate from the CA'),
       debugConfig: () => ({
         ready,

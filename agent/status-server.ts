@@ -8,6 +8,8 @@ const QUIET = { logLevel: 'warn' as const };
 
 export interface StatusSource {
   ready(): boolean;
+  /** the first complete configuration is in the store (ready() may still wait for the certificate) */
+  configured?(): boolean;
   /** what the agent still waits for (the 503's body) */
   notReadyReason?(): string;
   debugConfig(): unknown;
@@ -26,7 +28,8 @@ export interface MetricsMerge {
 
 /**
  * The agent's status port: `/healthz/ready` (200 once the first complete snapshot is in the store
- * and, with a CA, the first workload certificate has arrived; 503 before), `/stats/prometheus` (the
+ * and, with a CA, the first workload certificate has arrived; 503 before), `/healthz/configured`
+ * (200 once that snapshot is in the store, whatever the certificate: what APISIX's start waits for), `/stats/prometheus` (the
  * pod's one merged Prometheus endpoint, as pilot-agent's, see `MetricsMerge`), `/metrics` (the
  * agent's own metrics only), `/debug/config` (the current APISIX objects and what was skipped;
  * answered only to loopback clients since it exposes the mesh's configuration), `/debug/xds` (the
@@ -48,6 +51,12 @@ export function buildStatusServer(
   app.get('/healthz/ready', QUIET, async (_req, reply) => {
     if (source.ready()) return reply.code(200).type('text/plain').send('ready\n');
     return reply.code(503).type('text/plain').send(`${source.notReadyReason?.() ?? 'waiting for the first complete configuration from istiod'}\n`);
+  });
+  // what APISIX's start waits for (agent/wait-command.ts): the configuration, not the certificate,
+  // which only mTLS needs and which APISIX reads when it comes
+  app.get('/healthz/configured', QUIET, async (_req, reply) => {
+    if (source.configured?.() ?? source.ready()) return reply.code(200).type('text/plain').send('configured\n');
+    return reply.code(503).type('text/plain').send('waiting for the first complete configuration from istiod\n');
   });
   const limits = merge.limits ?? DEFAULT_MERGE_LIMITS;
   // Scrapes that arrive while one is under way share its answer: the status port is open to the

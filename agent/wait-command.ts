@@ -29,10 +29,10 @@ function etcdAnswers(host: string, port: number, timeoutMs: number): Promise<boo
   });
 }
 
-/** One `GET /healthz/ready` against the agent's status port; true on 200. */
-function agentReady(host: string, port: number, timeoutMs: number): Promise<boolean> {
+/** One `GET /healthz/configured` against the agent's status port; true on 200. */
+function agentConfigured(host: string, port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = request({ host, port, path: '/healthz/ready', method: 'GET', timeout: timeoutMs }, (res) => {
+    const req = request({ host, port, path: '/healthz/configured', method: 'GET', timeout: timeoutMs }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode === 200));
       res.on('error', () => resolve(false));
@@ -62,9 +62,9 @@ async function poll(check: (attemptMs: number) => Promise<boolean>, timeoutMs: n
  * etcd nodes are unavailable" when nothing answers; holding it until the agent's etcd API answers
  * spares the pod a crash and the kubelet's 10 s restart back-off.
  *
- * With `--status-address` it then waits, up to `--ready-timeout`, for the agent to be ready (its
- * first complete configuration from istiod is in the store: what native sidecars' startup probe
- * waits for too). APISIX's workers then read each directory whole at start; started earlier, they
+ * With `--status-address` it then waits, up to `--ready-timeout`, for the agent's first complete
+ * configuration from istiod to be in the store (`/healthz/configured`; not the workload certificate,
+ * which only mTLS needs: native sidecars' startup probe waits for both). APISIX's workers then read each directory whole at start; started earlier, they
  * receive the whole first configuration as one watch response, which every Lua VM reads, copies and
  * splits before decoding it, and whose peak stays in the workers' memory (BENCHMARKS.md: 315-512
  * against 171 MiB per worker at 10,000 services). Past the timeout APISIX starts anyway, as before:
@@ -75,14 +75,15 @@ export function registerWaitCommand(program: Command): void {
     .command('wait')
     .description(
       'wait until the agent\'s etcd v3 API answers /version (exit 1 when --timeout passes first), then, ' +
-        'with --status-address, until the agent is ready (exit 0 anyway once --ready-timeout passes). ' +
+        'with --status-address, until the agent has its first configuration (exit 0 anyway once ' +
+        '--ready-timeout passes). ' +
         'Injected as the agent container\'s postStart hook so that APISIX, the next container, starts ' +
         'only once it can read its configuration, and reads the first one whole.',
     )
     .option('--etcd-address <host:port>', 'the agent\'s etcd v3 API', '127.0.0.1:15379')
     .option('--timeout <duration>', 'give up after this long (the kubelet then restarts the agent container)', '60s')
     .option('--interval <duration>', 'time between attempts', '100ms')
-    .option('--status-address <host:port>', 'then wait for the agent\'s /healthz/ready there (its first configuration from istiod)')
+    .option('--status-address <host:port>', 'then wait for the agent\'s /healthz/configured there (its first configuration from istiod)')
     .option('--ready-timeout <duration>', 'with --status-address: how long to wait for it before exiting 0 anyway', '30s')
     .action(async (flags: WaitFlags) => {
       const { host, port } = parseListen('--etcd-address', flags.etcdAddress);
@@ -94,11 +95,11 @@ export function registerWaitCommand(program: Command): void {
       if (answered === undefined) throw new CliError(`wait: the etcd API on ${flags.etcdAddress} did not answer within ${flags.timeout}`, 1);
       process.stdout.write(`apisix-mesh wait: the etcd API on ${flags.etcdAddress} answered after ${answered} ms\n`);
       if (!status) return;
-      const ready = await poll((attemptMs) => agentReady(status.host, status.port, attemptMs), readyTimeoutMs, intervalMs);
+      const ready = await poll((attemptMs) => agentConfigured(status.host, status.port, attemptMs), readyTimeoutMs, intervalMs);
       process.stdout.write(
         ready === undefined
-          ? `apisix-mesh wait: the agent on ${flags.statusAddress} was not ready within ${flags.readyTimeout}; APISIX starts without its configuration and receives it when the agent has it\n`
-          : `apisix-mesh wait: the agent on ${flags.statusAddress} was ready (its first configuration in the store) after ${ready} ms more\n`,
+          ? `apisix-mesh wait: the agent on ${flags.statusAddress} had no configuration within ${flags.readyTimeout}; APISIX starts without it and receives it when the agent has it\n`
+          : `apisix-mesh wait: the agent on ${flags.statusAddress} had its first configuration after ${ready} ms more\n`,
       );
     });
 }

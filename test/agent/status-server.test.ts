@@ -14,6 +14,18 @@ describe('status server', () => {
     expect((await app.inject({ url: '/healthz/ready' })).statusCode).toBe(200);
   });
 
+  it('/healthz/configured follows the configuration alone, not the certificate /healthz/ready also waits for', async () => {
+    let configured = false;
+    let certificate = false;
+    const agent = buildStatusServer({ ready: () => configured && certificate, configured: () => configured, debugConfig: () => ({}) }, new AgentMetrics(), { level: 'silent' });
+    const codes = async () => [(await agent.inject({ url: '/healthz/configured' })).statusCode, (await agent.inject({ url: '/healthz/ready' })).statusCode];
+    expect(await codes()).toEqual([503, 503]);
+    configured = true;
+    expect(await codes()).toEqual([200, 503]);
+    certificate = true;
+    expect(await codes()).toEqual([200, 200]);
+  });
+
   it('/metrics speaks Prometheus text with the agent\'s metrics', async () => {
     metrics.xdsNacks.inc({ type: 'cluster' });
     metrics.skipped.set({ kind: 'route', reason: 'passthrough' }, 2);

@@ -58,7 +58,7 @@ describe('apisix-mesh wait', () => {
     expect(res.stderr).toBe(`apisix-mesh: wait: the etcd API on 127.0.0.1:${port} did not answer within 600ms\n`);
   });
 
-  describe('with --status-address: then the agent\'s readiness (its first configuration)', () => {
+  describe('with --status-address: then the agent\'s first configuration (/healthz/configured)', () => {
     let status: Server | undefined;
     afterEach(() => {
       status?.close();
@@ -67,13 +67,13 @@ describe('apisix-mesh wait', () => {
 
     function agentStatus(port: number, isReady: () => boolean): Promise<Server> {
       const srv = createServer((req, res) => {
-        if (req.url !== '/healthz/ready') return res.writeHead(404).end();
-        res.writeHead(isReady() ? 200 : 503).end(isReady() ? 'ready\n' : 'waiting for the first complete configuration from istiod\n');
+        if (req.url !== '/healthz/configured') return res.writeHead(404).end();
+        res.writeHead(isReady() ? 200 : 503).end(isReady() ? 'configured\n' : 'waiting for the first complete configuration from istiod\n');
       });
       return new Promise((resolve) => srv.listen(port, '127.0.0.1', () => resolve(srv)));
     }
 
-    it('returns once the agent is ready, not when the etcd API answers', async () => {
+    it('returns once the agent has its configuration, not when the etcd API answers', async () => {
       const [etcdPort, statusPort] = [await freePort(), await freePort()];
       server = await etcdLike(etcdPort, '{"etcdserver":"3.5.0","etcdcluster":"3.5.0"}');
       let ready = false;
@@ -85,7 +85,7 @@ describe('apisix-mesh wait', () => {
       const res = await waiting.result;
       expect(res.code, res.stderr).toBe(0);
       expect(res.stdout).toMatch(/the etcd API on 127\.0\.0\.1:\d+ answered after \d+ ms\n/);
-      expect(res.stdout).toMatch(/the agent on 127\.0\.0\.1:\d+ was ready \(its first configuration in the store\) after \d+ ms more\n$/);
+      expect(res.stdout).toMatch(/the agent on 127\.0\.0\.1:\d+ had its first configuration after \d+ ms more\n$/);
     });
 
     it('lets APISIX start anyway once --ready-timeout passes (exit 0, saying so)', async () => {
@@ -94,7 +94,7 @@ describe('apisix-mesh wait', () => {
       status = await agentStatus(statusPort, () => false);
       const res = await run([`--etcd-address=127.0.0.1:${etcdPort}`, `--status-address=127.0.0.1:${statusPort}`, '--ready-timeout=600ms', '--interval=50ms']);
       expect(res.code, res.stderr).toBe(0);
-      expect(res.stdout).toContain(`the agent on 127.0.0.1:${statusPort} was not ready within 600ms; APISIX starts without its configuration and receives it when the agent has it\n`);
+      expect(res.stdout).toContain(`the agent on 127.0.0.1:${statusPort} had no configuration within 600ms; APISIX starts without it and receives it when the agent has it\n`);
     });
 
     it('refuses a bad status address with exit 2', async () => {

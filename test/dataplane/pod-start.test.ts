@@ -24,7 +24,7 @@ describeWhenAvailable('the injected pod starts cleanly (real APISIX, real kernel
     pod = undefined;
   });
 
-  it('ordinary sidecars: APISIX starts after the agent\'s etcd API answers and the agent is ready; no restart, Ready at once', async () => {
+  it('ordinary sidecars: APISIX starts after the agent\'s etcd API answers and the agent has its configuration; no restart, Ready at once', async () => {
     pod = await startPod({ manifest, xds: xds() });
     await pod.kubelet.waitReady(30_000);
     // no restart at all: the pod never waited on the kubelet's back-off
@@ -34,9 +34,9 @@ describeWhenAvailable('the injected pod starts cleanly (real APISIX, real kernel
     const apisix = events.findIndex((e) => e.startsWith('container apisix-mesh-apisix started'));
     expect(hook, events.join('\n')).toBeGreaterThanOrEqual(0);
     expect(apisix).toBeGreaterThan(hook);
-    // and only once the agent was ready (its first configuration in the store): APISIX's workers read
-    // it whole instead of as one watch response (agent/wait-command.ts)
-    expect(events[hook]).toMatch(/the etcd API on 127\.0\.0\.1:15379 answered after \d+ ms\napisix-mesh wait: the agent on 127\.0\.0\.1:15020 was ready \(its first configuration in the store\)/);
+    // and only once the agent had its first configuration: APISIX's workers read it whole instead of
+    // as one watch response (agent/wait-command.ts)
+    expect(events[hook]).toMatch(/the etcd API on 127\.0\.0\.1:15379 answered after \d+ ms\napisix-mesh wait: the agent on 127\.0\.0\.1:15020 had its first configuration after \d+ ms more/);
     expect(pod.apisixLog()).not.toContain('all etcd nodes are unavailable');
     expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
   });
