@@ -29,8 +29,9 @@ export interface MetricsMerge {
 /**
  * The agent's status port: `/healthz/ready` (200 once the first complete snapshot is in the store
  * and, with a CA, the first workload certificate has arrived; 503 before), `/healthz/configured`
- * (200 once that snapshot is in the store, whatever the certificate: what APISIX's start waits for), `/stats/prometheus` (the
- * pod's one merged Prometheus endpoint, as pilot-agent's, see `MetricsMerge`), `/metrics` (the
+ * (200 once that snapshot is in the store, whatever the certificate: what APISIX's start waits
+ * for), `/stats/prometheus` (the pod's one merged Prometheus endpoint, as pilot-agent's, see
+ * `MetricsMerge`), `/metrics` (the
  * agent's own metrics only), `/debug/config` (the current APISIX objects and what was skipped;
  * answered only to loopback clients since it exposes the mesh's configuration), `/debug/xds` (the
  * xDS versions accepted and applied: which push is served, without the whole configuration), and

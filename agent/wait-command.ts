@@ -64,11 +64,12 @@ async function poll(check: (attemptMs: number) => Promise<boolean>, timeoutMs: n
  *
  * With `--status-address` it then waits, up to `--ready-timeout`, for the agent's first complete
  * configuration from istiod to be in the store (`/healthz/configured`; not the workload certificate,
- * which only mTLS needs: native sidecars' startup probe waits for both). APISIX's workers then read each directory whole at start; started earlier, they
- * receive the whole first configuration as one watch response, which every Lua VM reads, copies and
- * splits before decoding it, and whose peak stays in the workers' memory (BENCHMARKS.md: 315-512
- * against 171 MiB per worker at 10,000 services). Past the timeout APISIX starts anyway, as before:
- * the agent not being ready yet (istiod unreachable) is no reason to restart it.
+ * which only mTLS needs: native sidecars' startup probe waits for both). APISIX's workers then read
+ * each directory whole at start; started earlier, they receive the whole first configuration as
+ * one watch response, which every Lua VM reads, copies and splits before decoding it, and whose
+ * peak stays in the workers' memory (BENCHMARKS.md: 315-512 against 171 MiB per worker at 10,000
+ * services). Past the timeout APISIX starts anyway, as before: the agent not having a configuration
+ * yet (istiod unreachable) is no reason to restart it.
  */
 export function registerWaitCommand(program: Command): void {
   program
@@ -95,11 +96,11 @@ export function registerWaitCommand(program: Command): void {
       if (answered === undefined) throw new CliError(`wait: the etcd API on ${flags.etcdAddress} did not answer within ${flags.timeout}`, 1);
       process.stdout.write(`apisix-mesh wait: the etcd API on ${flags.etcdAddress} answered after ${answered} ms\n`);
       if (!status) return;
-      const ready = await poll((attemptMs) => agentConfigured(status.host, status.port, attemptMs), readyTimeoutMs, intervalMs);
+      const configured = await poll((attemptMs) => agentConfigured(status.host, status.port, attemptMs), readyTimeoutMs, intervalMs);
       process.stdout.write(
-        ready === undefined
+        configured === undefined
           ? `apisix-mesh wait: the agent on ${flags.statusAddress} had no configuration within ${flags.readyTimeout}; APISIX starts without it and receives it when the agent has it\n`
-          : `apisix-mesh wait: the agent on ${flags.statusAddress} had its first configuration after ${ready} ms more\n`,
+          : `apisix-mesh wait: the agent on ${flags.statusAddress} had its first configuration after ${configured} ms more\n`,
       );
     });
 }
