@@ -8,7 +8,7 @@ interface WaitFlags {
   timeout: string;
   interval: string;
   statusAddress?: string;
-  readyTimeout: string;
+  configTimeout: string;
 }
 
 /** One `GET /version` against the etcd API; true when it answers as etcd does (`etcdcluster`). */
@@ -62,7 +62,7 @@ async function poll(check: (attemptMs: number) => Promise<boolean>, timeoutMs: n
  * etcd nodes are unavailable" when nothing answers; holding it until the agent's etcd API answers
  * spares the pod a crash and the kubelet's 10 s restart back-off.
  *
- * With `--status-address` it then waits, up to `--ready-timeout`, for the agent's first complete
+ * With `--status-address` it then waits, up to `--config-timeout`, for the agent's first complete
  * configuration from istiod to be in the store (`/healthz/configured`; not the workload certificate,
  * which only mTLS needs: native sidecars' startup probe waits for both). APISIX's workers then read
  * each directory whole at start; started earlier, they receive the whole first configuration as
@@ -77,7 +77,7 @@ export function registerWaitCommand(program: Command): void {
     .description(
       'wait until the agent\'s etcd v3 API answers /version (exit 1 when --timeout passes first), then, ' +
         'with --status-address, until the agent has its first configuration (exit 0 anyway once ' +
-        '--ready-timeout passes). ' +
+        '--config-timeout passes). ' +
         'Injected as the agent container\'s postStart hook so that APISIX, the next container, starts ' +
         'only once it can read its configuration, and reads the first one whole.',
     )
@@ -85,21 +85,21 @@ export function registerWaitCommand(program: Command): void {
     .option('--timeout <duration>', 'give up after this long (the kubelet then restarts the agent container)', '60s')
     .option('--interval <duration>', 'time between attempts', '100ms')
     .option('--status-address <host:port>', 'then wait for the agent\'s /healthz/configured there (its first configuration from istiod)')
-    .option('--ready-timeout <duration>', 'with --status-address: how long to wait for it before exiting 0 anyway', '30s')
+    .option('--config-timeout <duration>', 'with --status-address: how long to wait for it before exiting 0 anyway', '30s')
     .action(async (flags: WaitFlags) => {
       const { host, port } = parseListen('--etcd-address', flags.etcdAddress);
       const timeoutMs = parseDuration('--timeout', flags.timeout);
       const intervalMs = parseDuration('--interval', flags.interval);
       const status = flags.statusAddress === undefined ? undefined : parseListen('--status-address', flags.statusAddress);
-      const readyTimeoutMs = parseDuration('--ready-timeout', flags.readyTimeout);
+      const configTimeoutMs = parseDuration('--config-timeout', flags.configTimeout);
       const answered = await poll((attemptMs) => etcdAnswers(host, port, attemptMs), timeoutMs, intervalMs);
       if (answered === undefined) throw new CliError(`wait: the etcd API on ${flags.etcdAddress} did not answer within ${flags.timeout}`, 1);
       process.stdout.write(`apisix-mesh wait: the etcd API on ${flags.etcdAddress} answered after ${answered} ms\n`);
       if (!status) return;
-      const configured = await poll((attemptMs) => agentConfigured(status.host, status.port, attemptMs), readyTimeoutMs, intervalMs);
+      const configured = await poll((attemptMs) => agentConfigured(status.host, status.port, attemptMs), configTimeoutMs, intervalMs);
       process.stdout.write(
         configured === undefined
-          ? `apisix-mesh wait: the agent on ${flags.statusAddress} had no configuration within ${flags.readyTimeout}; APISIX starts without it and receives it when the agent has it\n`
+          ? `apisix-mesh wait: the agent on ${flags.statusAddress} had no configuration within ${flags.configTimeout}; APISIX starts without it and receives it when the agent has it\n`
           : `apisix-mesh wait: the agent on ${flags.statusAddress} had its first configuration after ${configured} ms more\n`,
       );
     });

@@ -78,7 +78,7 @@ describe('apisix-mesh wait', () => {
       server = await etcdLike(etcdPort, '{"etcdserver":"3.5.0","etcdcluster":"3.5.0"}');
       let ready = false;
       status = await agentStatus(statusPort, () => ready);
-      const waiting = start([`--etcd-address=127.0.0.1:${etcdPort}`, `--status-address=127.0.0.1:${statusPort}`, '--ready-timeout=20s', '--interval=50ms']);
+      const waiting = start([`--etcd-address=127.0.0.1:${etcdPort}`, `--status-address=127.0.0.1:${statusPort}`, '--config-timeout=20s', '--interval=50ms']);
       await new Promise((r) => setTimeout(r, 800));
       expect(waiting.exited(), 'still waiting while the agent answers 503').toBe(false);
       ready = true;
@@ -88,11 +88,11 @@ describe('apisix-mesh wait', () => {
       expect(res.stdout).toMatch(/the agent on 127\.0\.0\.1:\d+ had its first configuration after \d+ ms more\n$/);
     });
 
-    it('lets APISIX start anyway once --ready-timeout passes (exit 0, saying so)', async () => {
+    it('lets APISIX start anyway once --config-timeout passes (exit 0, saying so)', async () => {
       const [etcdPort, statusPort] = [await freePort(), await freePort()];
       server = await etcdLike(etcdPort, '{"etcdserver":"3.5.0","etcdcluster":"3.5.0"}');
       status = await agentStatus(statusPort, () => false);
-      const res = await run([`--etcd-address=127.0.0.1:${etcdPort}`, `--status-address=127.0.0.1:${statusPort}`, '--ready-timeout=600ms', '--interval=50ms']);
+      const res = await run([`--etcd-address=127.0.0.1:${etcdPort}`, `--status-address=127.0.0.1:${statusPort}`, '--config-timeout=600ms', '--interval=50ms']);
       expect(res.code, res.stderr).toBe(0);
       expect(res.stdout).toContain(`the agent on 127.0.0.1:${statusPort} had no configuration within 600ms; APISIX starts without it and receives it when the agent has it\n`);
     });

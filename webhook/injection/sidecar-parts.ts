@@ -243,7 +243,7 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
             postStart: {
               exec: {
                 command: [...MESH_IMAGE_ENTRYPOINT, 'wait', `--etcd-address=127.0.0.1:${config.ports.etcd}`, '--timeout=60s',
-                  `--status-address=127.0.0.1:${config.ports.agentStatus}`, '--ready-timeout=30s'],
+                  `--status-address=127.0.0.1:${config.ports.agentStatus}`, '--config-timeout=30s'],
               },
             },
           },
