@@ -1,8 +1,9 @@
-// APISIX's router keeps one URI radixtree per host name; the sidecar makes the names of one service
-// (istiod's virtual host domains: FQDN with and without its dot, name.namespace, .svc, the short
-// name, the ClusterIP) share one (shared_host_routers.lua; BENCHMARKS.md for the memory). On the real
-// APISIX: a request by every name of every service reaches that service's endpoint and no other,
-// through a rebuild that adds services and one that removes them, and paths still pick their route.
+// The sidecar's HTTP router (host_router.lua): APISIX's radixtree_host_uri with its host lookup as a
+// table, the names of one service (istiod's virtual host domains: FQDN with and without its dot,
+// name.namespace, .svc, the short name, the ClusterIP) sharing one URI radixtree (BENCHMARKS.md for
+// the memory). On the real APISIX: a request by every name of every service reaches that service's
+// endpoint and no other, through a rebuild that adds services and one that removes them; paths still
+// pick their route; wildcard domains match by their longest suffix, after the exact names.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod, podManifest } from '../support/pod/requirements.js';
@@ -22,7 +23,7 @@ const endpointOf = (i: number) => `10.244.9.${10 + i}`;
 const namesOf = (i: number) => [hostOf(i), `${hostOf(i)}.`, `svc-${i}.${NS}`, `svc-${i}.${NS}.svc`, `svc-${i}`, vipOf(i)];
 
 /** services 0..n-1; service 0 also sends /admin to service 1's endpoint (a second route in one list) */
-function push(pod: RunningPod, n: number): Promise<void> {
+function push(pod: RunningPod, n: number, extraVirtualHosts: unknown[] = []): Promise<void> {
   const vhosts = [];
   for (let i = 0; i < n; i++) {
     pod.istiod.set('cluster', edsCluster(clusterOf(i)));
@@ -31,12 +32,12 @@ function push(pod: RunningPod, n: number): Promise<void> {
     if (i === 0) routes.unshift(httpRoute('admin', { prefix: '/admin' }, { cluster: clusterOf(1) }));
     vhosts.push(serviceVirtualHost(hostOf(i), PORT, vipOf(i), routes));
   }
-  pod.istiod.set('route', routeConfiguration(PORT, [...vhosts, allowAnyVirtualHost()]));
+  pod.istiod.set('route', routeConfiguration(PORT, [...vhosts, ...extraVirtualHosts, allowAnyVirtualHost()]));
   pod.istiod.set('listener', outboundHttpListener(PORT));
   return pod.push(['cluster', 'endpoint', 'listener', 'route'], { timeoutMs: 60_000 });
 }
 
-describeWhenAvailable('every name of every service routes to it, with the names sharing one radixtree (real APISIX)', missingForPod(), () => {
+describeWhenAvailable('every name of every service routes to it through the sidecar\'s host router (real APISIX)', missingForPod(), () => {
   const SERVICES = 6;
   let pod: RunningPod;
   beforeAll(async () => {
@@ -82,4 +83,22 @@ describeWhenAvailable('every name of every service routes to it, with the names 
     expect(await served(endpointOf(3), hostOf(3))).toBe('svc-3');
     expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
   }, 180_000);
+
+  it('wildcard domains: the longest suffix wins, an exact name before any of them, and an exact name\'s unmatched path is Envoy\'s 404', async () => {
+    const vhost = (name: string, domains: string[], routes: unknown[]) => ({ name, domains, routes, include_request_attempt_count: true });
+    await push(pod, 4, [
+      vhost('wild', [`*.wild.${NS}`], [httpRoute('wild', { prefix: '/' }, { cluster: clusterOf(2) })]),
+      vhost('deep', [`*.deep.wild.${NS}`], [httpRoute('deep', { prefix: '/' }, { cluster: clusterOf(3) })]),
+      vhost('exact', [`x.wild.${NS}`], [httpRoute('only', { prefix: '/only' }, { cluster: clusterOf(0) })]),
+    ]);
+    for (let k = 0; k < 3; k++) {
+      expect(await served(vipOf(0), `y.wild.${NS}`)).toBe('svc-2');
+      expect(await served(vipOf(0), `a.deep.wild.${NS}`)).toBe('svc-3');
+      expect(await served(vipOf(0), `x.wild.${NS}`, '/only/1')).toBe('svc-0');
+      // Envoy picks the exact name's virtual host and answers 404 when none of its routes match
+      expect(await served(vipOf(0), `x.wild.${NS}`, '/other')).toBe('status 404');
+      expect(await served(vipOf(1), hostOf(1))).toBe('svc-1');
+    }
+    expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
+  }, 120_000);
 });

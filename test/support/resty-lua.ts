@@ -14,9 +14,10 @@ export { missingResty } from './rbac-lua.js';
 /**
  * Each printed line, JSON-decoded; a failed run (or an `error` line) throws. With `modules`, the
  * agent's Lua modules (agent/l4/lua) and APISIX's own dependencies (jsonschema, lua-resty-http, …)
- * are on the package path, as in the sidecar. `shdicts`: shared dictionaries, `"<name> <size>"`.
+ * are on the package path, as in the sidecar; with `apisix`, APISIX's own modules and its C libraries
+ * (resty.radixtree's) too. `shdicts`: shared dictionaries, `"<name> <size>"`.
  */
-export function runResty<T>(script: string, input: unknown, options: { modules?: boolean; shdicts?: string[] } = {}): T[] {
+export function runResty<T>(script: string, input: unknown, options: { modules?: boolean; apisix?: boolean; shdicts?: string[] } = {}): T[] {
   const runtime = findApisixRuntime();
   if (typeof runtime === 'string') throw new Error(runtime);
   const dir = mkdtempSync(join(tmpdir(), 'resty-lua-'));
@@ -24,6 +25,7 @@ export function runResty<T>(script: string, input: unknown, options: { modules?:
     writeFileSync(join(dir, 'script.lua'), script);
     writeFileSync(join(dir, 'input.json'), JSON.stringify(input));
     const path = options.modules ? ['-I', LUA_SOURCE_DIR, '-I', join(runtime.apisixHome, 'deps/share/lua/5.1')] : [];
+    if (options.apisix) path.push('-I', runtime.apisixHome, '-I', join(runtime.apisixHome, 'deps/lib/lua/5.1'));
     const dicts = (options.shdicts ?? []).flatMap((d) => ['--shdict', d]);
     const res = spawnSync(join(runtime.openrestyBin, 'resty'), [...path, ...dicts, join(dir, 'script.lua'), join(dir, 'input.json')], { encoding: 'utf8', timeout: 60_000 });
     if (res.status !== 0 || res.stderr.trim()) throw new Error(`resty failed: ${res.stderr.slice(0, 2000)} ${res.stdout.slice(0, 2000)}`);

@@ -31,8 +31,8 @@ end
 
 local served_revisions = require("apisix_mesh.served_revisions")
 privileged_agent.install(true, served_revisions.install())
--- the host names of one service share their URI radixtree in APISIX's router (shared_host_routers.lua)
-require("apisix_mesh.shared_host_routers").install()
+-- APISIX's router with its host lookup as a table, a service's names sharing one URI radixtree (host_router.lua)
+require("apisix_mesh.host_router").install()
 
 local core = require("apisix.core")
 local ngx_ssl = require("ngx.ssl")
