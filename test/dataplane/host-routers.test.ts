@@ -23,7 +23,7 @@ const endpointOf = (i: number) => `10.244.9.${10 + i}`;
 const namesOf = (i: number) => [hostOf(i), `${hostOf(i)}.`, `svc-${i}.${NS}`, `svc-${i}.${NS}.svc`, `svc-${i}`, vipOf(i)];
 
 /** services 0..n-1; service 0 also sends /admin to service 1's endpoint (a second route in one list) */
-function push(pod: RunningPod, n: number, extraVirtualHosts: unknown[] = []): Promise<void> {
+function push(pod: RunningPod, n: number, extraVirtualHosts: Record<string, unknown>[] = []): Promise<void> {
   const vhosts = [];
   for (let i = 0; i < n; i++) {
     pod.istiod.set('cluster', edsCluster(clusterOf(i)));
@@ -85,7 +85,7 @@ describeWhenAvailable('every name of every service routes to it through the side
   }, 180_000);
 
   it('wildcard domains: the longest suffix wins, an exact name before any of them, and an exact name\'s unmatched path is Envoy\'s 404', async () => {
-    const vhost = (name: string, domains: string[], routes: unknown[]) => ({ name, domains, routes, include_request_attempt_count: true });
+    const vhost = (name: string, domains: string[], routes: Record<string, unknown>[]) => ({ name, domains, routes, include_request_attempt_count: true });
     await push(pod, 4, [
       vhost('wild', [`*.wild.${NS}`], [httpRoute('wild', { prefix: '/' }, { cluster: clusterOf(2) })]),
       vhost('deep', [`*.deep.wild.${NS}`], [httpRoute('deep', { prefix: '/' }, { cluster: clusterOf(3) })]),
