@@ -12,6 +12,12 @@
 -- and never evicts: a series that does not fit goes to the overflow. Counting never fails a
 -- request: an error loses a count, logged at most once a minute.
 --
+-- A request's counts go first to a table of its worker, added to the dict every FLUSH_INTERVAL
+-- seconds (and when the worker exits): seven shared-dict increments per request, each taking the
+-- dict's lock and building its key, were about a fifth of the log phase (BENCHMARKS.md, "Istio's
+-- metrics counted per worker"). A scrape therefore sees a request up to FLUSH_INTERVAL late, as
+-- Envoy's own statistics are flushed on an interval.
+--
 -- Layout of the dict: `n` the series allocated; `k:<labels>` → series id; `l:<id>` → labels;
 -- `c:<id>` requests; `<h><id>:<i>` the count of bucket i (not cumulative; i = #BUCKETS + 1 is
 -- beyond the last bound) and `<h><id>:s` the sum, for h = d (duration), q (request bytes),
@@ -43,11 +49,17 @@ local HISTOGRAMS = {
     { key = "r", name = "istio_response_bytes", help = "Sizes of responses (status line, headers and body), in bytes" },
 }
 
+_M.FLUSH_INTERVAL = 1
+
 local dict
 local local_side = labels.local_side(nil)
 -- per worker: label set (istio_labels.identity) → series id, for the admitted series only (so at
 -- most MAX_SERIES + 2)
 local known = {}
+-- per worker: series id → its counters' keys (series_keys), for the same series
+local keys_of = {}
+-- per worker: the dict's key → what to add to it at the next flush
+local pending = {}
 local complain = metric_series.complainer("apisix-mesh: Istio metrics: ")
 
 -- What the agent wrote at start (apisix_mesh/istio_metrics_conf.lua, agent/telemetry/local-workload.ts):
@@ -65,16 +77,32 @@ local function load_conf()
     return labels.local_side(conf.local_workload), floor(max)
 end
 
+-- A series' counters' keys: `c` the requests; per histogram (d, q, r) its buckets' keys in order and
+-- `<h>s` its sum's.
+local function series_keys(id)
+    local keys = { c = "c:" .. id }
+    for _, h in ipairs(HISTOGRAMS) do
+        local buckets = {}
+        for i = 1, NB + 1 do
+            buckets[i] = h.key .. id .. ":" .. i
+        end
+        keys[h.key] = buckets
+        keys[h.key .. "s"] = h.key .. id .. ":s"
+    end
+    return keys
+end
+
 -- A series' counters, all created with it (never by a count): a full dict refuses a new series
 -- instead of evicting another's counts (safe_add never evicts; incr on a key that exists never
 -- allocates).
 local function counter_keys(id)
-    local keys = { "c:" .. id }
+    local k = series_keys(id)
+    local keys = { k.c }
     for _, h in ipairs(HISTOGRAMS) do
-        for i = 1, NB + 1 do
-            keys[#keys + 1] = h.key .. id .. ":" .. i
+        for _, key in ipairs(k[h.key]) do
+            keys[#keys + 1] = key
         end
-        keys[#keys + 1] = h.key .. id .. ":s"
+        keys[#keys + 1] = k[h.key .. "s"]
     end
     return keys
 end
@@ -88,10 +116,32 @@ local function register(id, text)
     return registered
 end
 
+-- Adds the worker's pending counts to the dict.
+function _M.flush()
+    if not dict or next(pending) == nil then
+        return
+    end
+    local batch = pending
+    pending = {}
+    for key, n in pairs(batch) do
+        local _, err = dict:incr(key, n)
+        if err then
+            complain("counts were lost: ", err)
+        end
+    end
+end
+
 function _M.init_worker()
     dict = ngx.shared[_M.DICT]
     if not dict then
         ngx.log(ngx.ERR, "apisix-mesh: no shared dict ", _M.DICT, ": Istio's metrics are not counted")
+        return
+    end
+    -- also called once more when the worker exits (premature), so that its last counts stay
+    local ok, err = ngx.timer.every(_M.FLUSH_INTERVAL, _M.flush)
+    if not ok then
+        ngx.log(ngx.ERR, "apisix-mesh: Istio's metrics: no flush timer (", err, "): requests are not counted")
+        dict = nil
         return
     end
     local_side, MAX_SERIES = load_conf()
@@ -142,26 +192,29 @@ local function bucket(value)
     return NB + 1
 end
 
-local function observe(key, id, value)
-    local _, err = dict:incr(key .. id .. ":" .. bucket(value), 1)
-    if not err then
-        _, err = dict:incr(key .. id .. ":s", value)
-    end
-    return err
+local function add(key, n)
+    pending[key] = (pending[key] or 0) + n
 end
 
--- One request's facts (see istio_labels.values) → counted.
+-- One request's facts (see istio_labels.values) → counted (at the next flush).
 function _M.count(facts, duration_ms, request_bytes, response_bytes)
     if not dict then
         return
     end
     facts.local_side = local_side
     local id = series(labels.values(facts))
-    local _, err = dict:incr("c:" .. id, 1)
-    err = err or observe("d", id, duration_ms) or observe("q", id, request_bytes) or observe("r", id, response_bytes)
-    if err then
-        complain("a count was lost: ", err)
+    local keys = keys_of[id]
+    if not keys then
+        keys = series_keys(id)
+        keys_of[id] = keys
     end
+    add(keys.c, 1)
+    add(keys.d[bucket(duration_ms)], 1)
+    add(keys.ds, duration_ms)
+    add(keys.q[bucket(request_bytes)], 1)
+    add(keys.qs, request_bytes)
+    add(keys.r[bucket(response_bytes)], 1)
+    add(keys.rs, response_bytes)
 end
 
 -- The request's upstream: the one APISIX picked, else the route's (a request answered before the
