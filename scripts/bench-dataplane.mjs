@@ -731,7 +731,11 @@ async function endpointChanges(pod, n) {
     for (let polls = 1; ; polls++) {
       const res = await pod.app().http({ url: `http://${serviceVip(i)}/`, timeoutMs: 5000 });
       if ('status' in res && res.status === 200 && until(JSON.parse(res.body).name, polls)) return polls;
-      if (Date.now() - start > timeoutMs) throw new Error(`svc-${i}: the changed endpoint did not serve within ${timeoutMs} ms`);
+      if (Date.now() - start > timeoutMs) {
+        const tail = (text) => text.split('\n').slice(-15).join('\n');
+        throw new Error(`svc-${i}: the changed endpoint did not serve within ${timeoutMs} ms (last answer: ${JSON.stringify(res).slice(0, 300)})\n` +
+          `APISIX's log:\n${tail(pod.apisixLog())}\nthe agent's log:\n${tail(pod.kubelet.logs('apisix-mesh-agent'))}`);
+      }
       await new Promise((r) => setTimeout(r, 10));
     }
   };

@@ -33,6 +33,8 @@ local served_revisions = require("apisix_mesh.served_revisions")
 privileged_agent.install(true, served_revisions.install())
 -- APISIX's router with its host lookup as a table, a service's names sharing one URI radixtree (host_router.lua)
 require("apisix_mesh.host_router").install()
+-- Envoy's LEAST_REQUEST as the picker of `least_conn` upstreams (least_request.lua)
+require("apisix_mesh.least_request").install()
 
 local core = require("apisix.core")
 local ngx_ssl = require("ngx.ssl")

@@ -263,8 +263,10 @@ end
 -- The log phase of a request on the sidecar's HTTP listener (hook.lua): counted when it came
 -- through the capture (the hand-off record says its direction).
 function _M.log()
-    local h = ngx.ctx.apisix_mesh
-    local api_ctx = ngx.ctx.api_ctx
+    -- ngx.ctx is looked up through the request on each read: once here
+    local ctx = ngx.ctx
+    local h = ctx.apisix_mesh
+    local api_ctx = ctx.api_ctx
     if not dict or not h or not api_ctx then
         return
     end
@@ -283,8 +285,8 @@ function _M.log()
         outbound = outbound,
         service = service, service_name = service_name, service_namespace = service_namespace,
         -- the peer's sidecar said (peer_exchange.lua); else, outbound, istiod's endpoint metadata
-        peer = ngx.ctx.apisix_mesh_peer_workload or (outbound and endpoint_workload.of_picked(api_ctx) or nil),
-        peer_principal = ngx.ctx.apisix_mesh_peer_principal,
+        peer = ctx.apisix_mesh_peer_workload or (outbound and endpoint_workload.of_picked(api_ctx) or nil),
+        peer_principal = ctx.apisix_mesh_peer_principal,
         local_principal = principal,
         mtls = mtls,
         protocol = protocol,
