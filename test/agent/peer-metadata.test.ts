@@ -77,4 +77,27 @@ describeWhenAvailable('peer_metadata.lua under the runtime\'s LuaJIT', missingRe
       },
     });
   });
+
+  it('a value is decoded once per worker: the same table for the same value; long values and the 257th distinct one decoded again', () => {
+    const CACHE_SCRIPT = String.raw`
+local cjson = require("cjson.safe")
+local pm = require("apisix_mesh.peer_metadata")
+local input = cjson.decode(assert(io.open(arg[1])):read("*a"))
+local first = pm.decode(input.valid)
+local out = { same = rawequal(first, pm.decode(input.valid)), bad = pm.decode(input.bad) == nil and pm.decode(input.bad) == nil }
+-- a value over 4096 bytes (padding base64 decodes past): a new table each time, the same content
+local a, b = pm.decode(input.long), pm.decode(input.long)
+out.long_same_table = rawequal(a, b)
+out.long_workload = a and a.workload or cjson.null
+-- 256 other (distinct, malformed) values push the first out
+for i = 1, 256 do pm.decode(ngx.encode_base64(string.char(10, 0)) .. string.rep("A", i % 50) .. i) end
+local again = pm.decode(input.valid)
+out.evicted = not rawequal(first, again) and again.workload == first.workload
+print(cjson.encode(out))
+`;
+    const long = envoyPeerMetadata({ ...RATINGS, labels: { ...RATINGS.labels, filler: 'x'.repeat(3500) } });
+    expect(long.length).toBeGreaterThan(4096);
+    const [res] = runResty<Record<string, unknown>>(CACHE_SCRIPT, { valid, bad: '%%%not-base64%%%', long }, { modules: true });
+    expect(res).toEqual({ same: true, bad: true, long_same_table: false, long_workload: 'ratings-v2', evicted: true });
+  });
 });

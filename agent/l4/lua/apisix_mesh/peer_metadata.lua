@@ -178,12 +178,7 @@ local function text(v)
     return type(v) == "string" and v ~= "" and v or nil
 end
 
--- The header's value → the peer's workload as istio_labels.lua takes it ({ workload, namespace,
--- app, version, canonical_service, canonical_revision, cluster }; absent fields nil), or nil.
-function _M.decode(value)
-    if type(value) ~= "string" or value == "" or #value > MAX_HEADER then
-        return nil
-    end
+local function decode_value(value)
     local fields = _M.decode_struct(ngx.decode_base64(value))
     if not fields then
         return nil
@@ -203,6 +198,31 @@ function _M.decode(value)
         return nil
     end
     return peer
+end
+
+-- A peer sends the same value with every request: each worker decodes a value once, for the last
+-- CACHED values up to CACHED_BYTES long (real values are 1-2 KiB; longer ones are decoded each time,
+-- so that hostile clients cannot make the cache hold more than CACHED × CACHED_BYTES).
+local CACHED, CACHED_BYTES = 256, 4096
+local cache
+
+-- The header's value → the peer's workload as istio_labels.lua takes it ({ workload, namespace,
+-- app, version, canonical_service, canonical_revision, cluster }; absent fields nil), or nil. The
+-- table may be shared by the requests that sent the same value: read it, never change it.
+function _M.decode(value)
+    if type(value) ~= "string" or value == "" or #value > MAX_HEADER then
+        return nil
+    end
+    if #value > CACHED_BYTES then
+        return decode_value(value)
+    end
+    cache = cache or require("resty.lrucache").new(CACHED)
+    local peer = cache:get(value)
+    if peer == nil then
+        peer = decode_value(value) or false
+        cache:set(value, peer)
+    end
+    return peer or nil
 end
 
 -- encoding, for our own metadata
