@@ -1,7 +1,7 @@
 // Istio's metadata exchange format as the sidecar's Lua reads and writes it (peer_metadata.lua),
 // under the runtime's LuaJIT, against Struct bytes encoded by protobufjs the way Envoy sends them;
 // hostile values leave the peer unknown without an error. On a real APISIX:
-// test/dataplane/peer-metadata.test.ts.
+// test/dataplane/peer-metrics.test.ts.
 import { beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingResty, runResty } from '../support/resty-lua.js';
