@@ -23,6 +23,7 @@
 -- beyond the last bound) and `<h><id>:s` the sum, for h = d (duration), q (request bytes),
 -- r (response bytes). Overflow ids: `os` (reporter source), `od` (destination).
 local labels = require("apisix_mesh.istio_labels")
+local facts_cache = require("apisix_mesh.facts_cache")
 local endpoint_workload = require("apisix_mesh.endpoint_workload")
 local metric_series = require("apisix_mesh.metric_series")
 local concat, tostring, tonumber, ngx_now, floor = table.concat, tostring, tonumber, ngx.now, math.floor
@@ -60,6 +61,12 @@ local known = {}
 local keys_of = {}
 -- per worker: the dict's key → what to add to it at the next flush
 local pending = {}
+-- per worker: a request's facts → the keys of its series (admitted series only). The fields are all
+-- that istio_labels.values reads but `local_side` (the same for every request of the worker) and
+-- `peer` (the first level of the cache).
+local FACT_FIELDS = { "outbound", "mtls", "code", "protocol", "flags", "grpc_status", "service",
+                      "service_name", "service_namespace", "peer_principal", "local_principal" }
+local by_facts = facts_cache.new("peer", FACT_FIELDS, 4 * MAX_SERIES_LIMIT)
 local complain = metric_series.complainer("apisix-mesh: Istio metrics: ")
 
 -- What the agent wrote at start (apisix_mesh/istio_metrics_conf.lua, agent/telemetry/local-workload.ts):
@@ -201,12 +208,19 @@ function _M.count(facts, duration_ms, request_bytes, response_bytes)
     if not dict then
         return
     end
-    facts.local_side = local_side
-    local id = series(labels.values(facts))
-    local keys = keys_of[id]
+    local keys = by_facts.get(facts)
     if not keys then
-        keys = series_keys(id)
-        keys_of[id] = keys
+        facts.local_side = local_side
+        local id = series(labels.values(facts))
+        keys = keys_of[id]
+        if not keys then
+            keys = series_keys(id)
+            keys_of[id] = keys
+        end
+        -- not the overflow's: past the bound, facts are as many as clients make them
+        if id ~= "os" and id ~= "od" then
+            by_facts.set(facts, keys)
+        end
     end
     add(keys.c, 1)
     add(keys.d[bucket(duration_ms)], 1)
