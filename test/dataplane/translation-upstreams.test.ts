@@ -245,7 +245,7 @@ describeWhenAvailable('translation rules on the real data plane: mirror, faults,
     for (let i = 0; i < 200; i++) answers.push(await get('weighted'));
     const counts = tally(answers);
     expect((counts['w-heavy'] ?? 0) + (counts['w-light'] ?? 0)).toBe(200);
-    // 150 expected, binomial standard deviation ~6.1: ±3.3 of them
+    // 150 expected; the binomial standard deviation is ~6.1, so the bounds are ±3.3 of it
     expect(counts['w-heavy']).toBeGreaterThanOrEqual(130);
     expect(counts['w-heavy']).toBeLessThanOrEqual(170);
     noErrors();
