@@ -5,9 +5,9 @@
 -- (reversed, so that `*.example.com` is a prefix), and per name a route entry with two closures.
 -- A mesh service answers to five or more names (istiod's virtual host domains: the FQDN with and
 -- without its dot, name.namespace, .svc, the short name, the ClusterIP), so at 10,000 services a
--- worker held 50,000 such entries: ~5 KiB of Lua heap per service, about half of what a service
--- costs a worker, and a reversed copy of the Host header made on every request (BENCHMARKS.md,
--- "The host lookup as a table").
+-- worker held 50,000 such entries: 3.5 KiB of its live Lua heap per service, a third of what a
+-- service cost a worker, and a reversed copy of the Host header was made on every request
+-- (BENCHMARKS.md, "The host lookup as a table").
 --
 -- Here an exact name is one slot of a table (name → the URI radixtree of its routes), and the
 -- radixtree of one list of routes (the same route objects in the same order: a service's names) is

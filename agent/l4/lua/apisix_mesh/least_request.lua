@@ -3,8 +3,9 @@
 --
 -- APISIX's own least_conn keeps its servers in a binary heap ordered by active requests and takes
 -- the top one; when the servers are idle (every request done before the next: a low-rate or
--- one-at-a-time client) their scores tie and the heap's order decides — with three servers one of
--- them is never picked, whichever its position (a new pod after a scale-up can receive nothing).
+-- one-at-a-time client) their scores tie and the heap alternates between two of them — with three
+-- servers one is never picked, which one the heap's order decides (a new pod after a scale-up can
+-- receive nothing).
 -- Envoy picks instead, per request:
 -- - all weights equal: two hosts drawn at random (the same one possibly twice), the one with fewer
 --   active requests, the first drawn on a tie;
