@@ -1,12 +1,18 @@
 // The agent fetches remote JWKS for APISIX: against a real HTTP server on loopback that answers
 // well, slowly, too much, wrongly, or not at all. Keys live no longer than the cache duration.
+import { spawn } from 'node:child_process';
 import { createServer, type Server, type ServerResponse } from 'node:http';
+import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { JwksFetcher } from '../../agent/policy/jwks-fetcher.js';
 import type { RemoteJwksSource, RemoteJwksState } from '../../agent/policy/jwt.js';
 import { jwksOf, signingKey } from '../support/jwt-tokens.js';
 import { waitFor } from '../support/wait.js';
+import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
+import { injectSidecar } from '../../webhook/injection/sidecar.js';
+
+const LITE_POD = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'ns' }, spec: { containers: [{ name: 'app', image: 'app:1' }] } };
 
 const keyA = signingKey('ES256', 'a');
 const keyB = signingKey('ES256', 'b');
@@ -107,5 +113,28 @@ describe('JwksFetcher', () => {
     const count = requests.length;
     await new Promise((resolve) => setTimeout(resolve, 400));
     expect(requests.length).toBe(count);
+  });
+
+  it('works in V8\'s lite mode (agentLiteMode), which turns WebAssembly and with it fetch\'s HTTP parser off', async () => {
+    // the built fetcher in a node of its own, with the flags the injection gives the agent then
+    const lite = injectSidecar(LITE_POD, { ...defaultInjectionConfig, agentLiteMode: true }).spec!.containers.find((c) => c.name === 'apisix-mesh-agent')!.command!.slice(1, -1);
+    const fetcherModule = fileURLToPath(new URL('../../dist/agent/policy/jwks-fetcher.js', import.meta.url));
+    const script = `
+      const { JwksFetcher } = await import(${JSON.stringify(fetcherModule)});
+      const f = new JwksFetcher({ onChange: () => {
+        const s = f.states().get(${JSON.stringify(`${base}/jwks`)});
+        if ('keys' in s) { console.log(JSON.stringify({ kids: s.keys.map((k) => k.kid), wasm: typeof WebAssembly })); f.close(); }
+      } });
+      f.want([{ uri: ${JSON.stringify(`${base}/jwks`)}, timeoutMs: 2000, cacheMs: 60000 }]);
+    `;
+    const child = spawn(process.execPath, [...lite, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toEqual({ kids: ['a'], wasm: 'undefined' });
   });
 });

@@ -94,6 +94,7 @@ describe('the injection configuration file', () => {
     ['brackets around no IPv6 address', 'istiodAddress: "[istiod]:15012"', 'c.yaml: istiodAddress: must be host:port ([istiod] is not an IPv6 address)'],
     ['a server name that is no DNS name', 'istiodServerName: "Istiod Canary"', 'c.yaml: istiodServerName: must be a DNS name in lower case'],
     ['istiodTls not a boolean', 'istiodTls: "no"', 'c.yaml: istiodTls: must be true or false, got "no"'],
+    ['agentLiteMode not a boolean', 'agentLiteMode: "yes"', 'c.yaml: agentLiteMode: must be true or false, got "yes"'],
     ['a trust domain with capitals', 'trustDomain: Cluster.Local', 'c.yaml: trustDomain: must be a SPIFFE trust domain'],
     ['an unknown key type', 'workloadKeyType: ECDSA', 'c.yaml: workloadKeyType: must be one of rsa, ecdsa, got "ECDSA"'],
     ['bad CIDR', 'gateway:\n  excludeOutboundIpRanges: [10.0.0.0/40]', 'c.yaml: gateway.excludeOutboundIpRanges[0]: must be a CIDR'],

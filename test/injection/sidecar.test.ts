@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { defaultInjectionConfig, type InjectionConfig } from '../../webhook/config/injection-config.js';
@@ -112,6 +114,19 @@ describe('sidecar mode', () => {
     const ecdsa = byName(injectSidecar(app, { ...defaultInjectionConfig, workloadKeyType: 'ecdsa' }).spec!.containers, 'apisix-mesh-agent');
     expect(ecdsa.args).toContain('--key-type=ecdsa');
     expect(ecdsa.args).not.toContain('--key-type=rsa');
+  });
+
+  it('runs the agent\'s node with its memory flags, and in V8\'s lite mode only when agentLiteMode says so; this node takes the flags', () => {
+    const command = byName(pod.spec!.containers, 'apisix-mesh-agent').command!;
+    expect(command).toEqual(['node', '--heap-growing-percent=30', '--max-semi-space-size=2', '/app/dist/cli/main.js']);
+    const lite = byName(injectSidecar(app, { ...defaultInjectionConfig, agentLiteMode: true }).spec!.containers, 'apisix-mesh-agent').command!;
+    expect(lite).toEqual(['node', '--heap-growing-percent=30', '--max-semi-space-size=2', '--lite-mode', '--no-expose-wasm', '/app/dist/cli/main.js']);
+    // the same command with this checkout's node and build: V8 takes the flags without a warning
+    const cli = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+    const res = spawnSync(process.execPath, [...lite.slice(1, -1), cli, 'agent', '--help'], { encoding: 'utf8', timeout: 20_000 });
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    expect(res.stdout).toContain('--xds-address');
   });
 
   it('gives the agent what Istio gives pilot-agent: the mesh root and a projected token for istiod only, at Istio\'s paths', () => {

@@ -176,6 +176,17 @@ export const MESH_IMAGE_ENTRYPOINT = ['node', '/app/dist/cli/main.js'] as const;
  */
 export const AGENT_COMMAND = ['node', '--heap-growing-percent=30', '--max-semi-space-size=2', '/app/dist/cli/main.js'];
 /**
+ * `agentLiteMode`: V8 without its optimizing compiler. Lite mode turns WebAssembly off, which V8
+ * warns about unless it is off already; nothing the agent runs needs it (its JWKS fetcher uses
+ * node:https, not fetch, whose HTTP parser is WebAssembly).
+ */
+const LITE_MODE_FLAGS = ['--lite-mode', '--no-expose-wasm'];
+
+function agentCommand(config: InjectionConfig): string[] {
+  if (!config.agentLiteMode) return [...AGENT_COMMAND];
+  return [...AGENT_COMMAND.slice(0, -1), ...LITE_MODE_FLAGS, AGENT_COMMAND.at(-1)!];
+}
+/**
  * glibc's allocator, tuned for a process whose JavaScript runs on one thread but allocates natively
  * (the store's values, xDS messages of several MiB, protobuf buffers):
  * - one malloc arena: the extra per-thread arenas kept their freed pages (~15 MiB of peak RSS at
@@ -206,7 +217,7 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
     name: NAMES.agent,
     image: config.images.mesh,
     imagePullPolicy: config.images.pullPolicy,
-    command: [...AGENT_COMMAND],
+    command: agentCommand(config),
     args: [
       'agent',
       `--xds-address=${config.istiodAddress}`,

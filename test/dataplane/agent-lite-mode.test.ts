@@ -1,0 +1,58 @@
+// The injection's `agentLiteMode`: the agent's node without V8's optimizing compiler (less memory,
+// slower full pushes: BENCHMARKS.md, "V8's lite mode"). On the pod harness with the real APISIX:
+// the agent runs with the flags, says nothing about them, and the pod is ready and routes.
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeWhenAvailable } from '../support/requirements.js';
+import { missingForPod, podManifest } from '../support/pod/requirements.js';
+import { PLAINTEXT_ISTIOD_CONFIG, startPod, type RunningPod } from '../support/pod/pod-harness.js';
+import { describeLines } from '../support/pod/apisix-log.js';
+import { send } from '../support/echo-requests.js';
+import {
+  allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundPassthroughCluster, MeshResources, outboundCluster,
+  outboundHttpListener, passthroughCluster, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
+} from '../support/istio-xds.js';
+
+const NS = 'shop';
+const REVIEWS = { vip: '10.96.43.1', endpoint: '10.244.43.1', port: 9080, host: fqdn('reviews', NS) };
+const CLUSTER = outboundCluster(80, REVIEWS.host);
+
+function mesh() {
+  const m = new MeshResources();
+  m.cluster(edsCluster(CLUSTER), [{ ip: REVIEWS.endpoint, port: REVIEWS.port }]);
+  m.route(routeConfiguration(80, [serviceVirtualHost(REVIEWS.host, 80, REVIEWS.vip, [httpRoute('default', { prefix: '/' }, { cluster: CLUSTER })]), allowAnyVirtualHost()]));
+  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster());
+  m.listener(outboundHttpListener(80)).listener(virtualOutbound()).listener(virtualInbound([]));
+  return m.resources;
+}
+
+describeWhenAvailable('the agent in V8\'s lite mode (agentLiteMode; real APISIX)', missingForPod(), () => {
+  let pod: RunningPod;
+  beforeAll(async () => {
+    pod = await startPod({
+      manifest: podManifest('lite', NS, { app: 'lite' }, [{ name: 'app', ports: [8080] }]),
+      config: { ...PLAINTEXT_ISTIOD_CONFIG, agentLiteMode: true },
+      xds: mesh(),
+      clusterAddresses: [REVIEWS.vip, REVIEWS.endpoint],
+    });
+    await pod.kubelet.waitReady(60_000);
+    expect(await pod.waitSynced()).toBe(true);
+    await pod.cluster.serve('reviews', REVIEWS.endpoint, REVIEWS.port);
+  }, 120_000);
+  afterAll(async () => {
+    await pod?.stop();
+  });
+
+  it('the agent runs with --lite-mode, V8 warns of nothing, and the pod routes', async () => {
+    const started = pod.kubelet.events.find((e) => e.startsWith('container apisix-mesh-agent started'));
+    const pid = /pid (\d+)/.exec(started ?? '')?.[1];
+    expect(pid, pod.kubelet.events.join('\n')).toBeDefined();
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(argv).toContain('--lite-mode');
+    expect(pod.kubelet.logs('apisix-mesh-agent')).not.toMatch(/Warning|disabling flag/);
+    const res = await send(pod.app(), { url: `http://${REVIEWS.vip}/` });
+    expect(res.status).toBe(200);
+    expect(res.echo!.name).toBe('reviews');
+    expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
+  }, 60_000);
+});
