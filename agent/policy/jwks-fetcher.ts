@@ -1,5 +1,4 @@
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { boundedGet } from '../bounded-get.js';
 import { JWKS_LIMITS, parseJwks, type JwtKey } from './jwks.js';
 import type { RemoteJwksLookup, RemoteJwksSource, RemoteJwksState } from './jwt.js';
 
@@ -99,60 +98,16 @@ export class JwksFetcher {
     this.succeeded(entry, outcome.text, parsed.keys);
   }
 
-  /**
-   * The body of a 200 answer, or why not; never throws. Node's HTTP client rather than `fetch`:
-   * fetch's HTTP parser is WebAssembly, which V8's lite mode turns off (BENCHMARKS.md, "V8's lite
-   * mode"), and a fetch then throws where no promise catches it.
-   */
-  private download(source: RemoteJwksSource, controller: AbortController): Promise<{ text: string } | { error: string }> {
-    return new Promise((resolve) => {
-      let settled = false;
-      const timeout = setTimeout(() => controller.abort(new Error(`no answer within ${source.timeoutMs} ms`)), source.timeoutMs);
-      const done = (outcome: { text: string } | { error: string }) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timeout);
-        resolve(outcome);
-      };
-      const fail = (err: unknown) => {
-        const reason: unknown = controller.signal.aborted ? controller.signal.reason : err;
-        done({ error: reason instanceof Error ? reason.message.slice(0, 120) : String(reason).slice(0, 120) });
-      };
-      let url: URL;
-      try {
-        url = new URL(source.uri);
-      } catch (err) {
-        return fail(err);
-      }
-      const send = url.protocol === 'https:' ? httpsRequest : url.protocol === 'http:' ? httpRequest : undefined;
-      if (!send) return done({ error: `not an http(s) URI (${url.protocol})` });
-      // redirects are not followed (a 3xx is not a 200), as before
-      const req = send(url, { signal: controller.signal, headers: { accept: 'application/json' } }, (res) => {
-        if (res.statusCode !== 200) {
-          done({ error: `HTTP ${res.statusCode}` });
-          req.destroy();
-          return;
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > JWKS_LIMITS.bytes) {
-            done({ error: `larger than ${JWKS_LIMITS.bytes} bytes` });
-            req.destroy();
-            return;
-          }
-          chunks.push(chunk);
-        });
-        res.on('end', () => done({ text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', fail);
-        res.on('close', () => {
-          if (!res.complete) fail(new Error('the answer ended early'));
-        });
-      });
-      req.on('error', fail);
-      req.end();
-    });
+  /** The body of a 200 answer, or why not; never throws (bounded-get.ts). */
+  private async download(source: RemoteJwksSource, controller: AbortController): Promise<{ text: string } | { error: string }> {
+    let url: URL;
+    try {
+      url = new URL(source.uri);
+    } catch {
+      return { error: 'not a URL' };
+    }
+    const got = await boundedGet(url, { timeoutMs: source.timeoutMs, maxBytes: JWKS_LIMITS.bytes, headers: { accept: 'application/json' }, signal: controller.signal });
+    return got.ok ? { text: got.body.toString('utf8') } : { error: got.reason };
   }
 
   private succeeded(entry: Entry, text: string, keys: JwtKey[]): void {

@@ -1,4 +1,4 @@
-import { oneLine, scrape, type ScrapeResult } from './scrape-source.js';
+import { boundedGet as scrape, oneLine, type GetResult as ScrapeResult } from '../bounded-get.js';
 
 /**
  * The pod's one Prometheus endpoint (the agent's status port, `/stats/prometheus`, as pilot-agent's

@@ -2,12 +2,14 @@
 // well, slowly, too much, wrongly, or not at all. Keys live no longer than the cache duration.
 import { spawn } from 'node:child_process';
 import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { JwksFetcher } from '../../agent/policy/jwks-fetcher.js';
 import type { RemoteJwksSource, RemoteJwksState } from '../../agent/policy/jwt.js';
 import { jwksOf, signingKey } from '../support/jwt-tokens.js';
+import { createTestPki, dnsLeaf } from '../support/test-pki.js';
 import { waitFor } from '../support/wait.js';
 import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
 import { injectSidecar } from '../../webhook/injection/sidecar.js';
@@ -69,12 +71,12 @@ describe('JwksFetcher', () => {
     start().want(Object.keys(bad).map((p) => source(p, { timeoutMs: p === '/slow' ? 300 : 10_000 })));
     await waitFor(() => Object.keys(bad).every((p) => { const s = state(p); return s && 'failed' in s && s.failed !== 'not fetched yet'; }), 5000);
     expect(Object.fromEntries(Object.keys(bad).map((p) => [p, state(p)]))).toEqual({
-      '/500': { failed: 'HTTP 500' },
-      '/redirect': { failed: 'HTTP 302' },
+      '/500': { failed: 'answered HTTP 500' },
+      '/redirect': { failed: 'answered HTTP 302' },
       '/json': { failed: 'invalid JWKS: Jwks is an invalid JSON' },
       '/nokeys': { failed: "invalid JWKS: Jwks doesn't have any valid public key" },
-      '/huge': { failed: 'larger than 262144 bytes' },
-      '/slow': { failed: 'no answer within 300 ms' },
+      '/huge': { failed: `answer of ${18 + 300 * 1024 + 2} bytes is over the limit of 262144` },
+      '/slow': { failed: 'no complete answer within 300 ms' },
     });
     answer = (res) => res.end(jwksOf(keyB));
     await waitFor(() => Object.keys(bad).every((p) => kids(state(p))?.[0] === 'b'), 5000);
@@ -113,6 +115,22 @@ describe('JwksFetcher', () => {
     const count = requests.length;
     await new Promise((resolve) => setTimeout(resolve, 400));
     expect(requests.length).toBe(count);
+  });
+
+  it('over HTTPS verifies the server\'s certificate against the system\'s roots: a certificate of an unknown CA fails closed', async () => {
+    const pki = createTestPki('jwks-test');
+    const leaf = dnsLeaf(pki.intermediate, ['localhost']);
+    const tlsServer = createHttpsServer({ cert: leaf.cert, key: leaf.key }, (_req, res) => res.end(jwksOf(keyA)));
+    await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
+    try {
+      const uri = `https://localhost:${(tlsServer.address() as AddressInfo).port}/jwks`;
+      start().want([{ uri, timeoutMs: 2000, cacheMs: 60_000 }]);
+      await waitFor(() => { const s = fetcher!.states().get(uri); return !!s && 'failed' in s && s.failed !== 'not fetched yet'; }, 5000);
+      expect(fetcher!.states().get(uri)).toEqual({ failed: expect.stringMatching(/CERT|certificate|SIGNED/) });
+    } finally {
+      tlsServer.closeAllConnections();
+      await new Promise((resolve) => tlsServer.close(resolve));
+    }
   });
 
   it('works in V8\'s lite mode (agentLiteMode), which turns WebAssembly and with it fetch\'s HTTP parser off', async () => {

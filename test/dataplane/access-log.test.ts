@@ -9,22 +9,13 @@ import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { PLAINTEXT_ISTIOD_CONFIG, startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
-import {
-  allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundPassthroughCluster, MeshResources, outboundCluster,
-  outboundHttpListener, passthroughCluster, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
-} from '../support/istio-xds.js';
+import { fqdn, oneServiceMesh } from '../support/istio-xds.js';
 
 const NS = 'shop';
 const REVIEWS = { vip: '10.96.41.1', endpoint: '10.244.41.1', port: 9080, host: fqdn('reviews', NS) };
-const CLUSTER = outboundCluster(80, REVIEWS.host);
 
 function mesh() {
-  const m = new MeshResources();
-  m.cluster(edsCluster(CLUSTER), [{ ip: REVIEWS.endpoint, port: REVIEWS.port }]);
-  m.route(routeConfiguration(80, [serviceVirtualHost(REVIEWS.host, 80, REVIEWS.vip, [httpRoute('default', { prefix: '/' }, { cluster: CLUSTER })]), allowAnyVirtualHost()]));
-  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster());
-  m.listener(outboundHttpListener(80)).listener(virtualOutbound()).listener(virtualInbound([]));
-  return m.resources;
+  return oneServiceMesh(REVIEWS, [{ ip: REVIEWS.endpoint, port: REVIEWS.port }]);
 }
 
 /** a request path no other line of APISIX's output contains */

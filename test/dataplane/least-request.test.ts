@@ -11,10 +11,7 @@ import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { PLAINTEXT_ISTIOD_CONFIG, startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
-import {
-  allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, inboundPassthroughCluster, loadAssignment, MeshResources, outboundCluster,
-  outboundHttpListener, passthroughCluster, routeConfiguration, serviceVirtualHost, virtualInbound, virtualOutbound,
-} from '../support/istio-xds.js';
+import { fqdn, loadAssignment, oneServiceMesh, outboundCluster } from '../support/istio-xds.js';
 
 const NS = 'shop';
 const REVIEWS = { vip: '10.96.42.1', port: 9080, host: fqdn('reviews', NS) };
@@ -23,13 +20,7 @@ const CLUSTER = outboundCluster(80, REVIEWS.host);
 const at = (ips: string[]) => ips.map((ip) => ({ ip, port: REVIEWS.port }));
 
 function mesh() {
-  const m = new MeshResources();
-  // edsCluster: lb_policy LEAST_REQUEST, as istiod sends every cluster without a DestinationRule
-  m.cluster(edsCluster(CLUSTER), at(ENDPOINTS.slice(0, 3)));
-  m.route(routeConfiguration(80, [serviceVirtualHost(REVIEWS.host, 80, REVIEWS.vip, [httpRoute('default', { prefix: '/' }, { cluster: CLUSTER })]), allowAnyVirtualHost()]));
-  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster());
-  m.listener(outboundHttpListener(80)).listener(virtualOutbound()).listener(virtualInbound([]));
-  return m.resources;
+  return oneServiceMesh(REVIEWS, at(ENDPOINTS.slice(0, 3)));
 }
 
 describeWhenAvailable('Envoy\'s LEAST_REQUEST for least_conn upstreams (real APISIX)', missingForPod(), () => {

@@ -576,6 +576,21 @@ export function faultFilterConfig(fault: { delay?: { fixed: string; percent?: nu
 }
 
 /** Collects resources into the form the fake istiod serves. */
+/**
+ * The smallest mesh a sidecar test needs: one service on port 80 (an EDS cluster with `endpoints`,
+ * LEAST_REQUEST as istiod's default, its virtual host and Istio's default route), allow_any, the
+ * pass-through and black-hole clusters and the outbound and inbound listeners.
+ */
+export function oneServiceMesh(service: { host: string; vip: string }, endpoints: Endpoint[]): CanonicalResources {
+  const cluster = outboundCluster(80, service.host);
+  const m = new MeshResources();
+  m.cluster(edsCluster(cluster), endpoints);
+  m.route(routeConfiguration(80, [serviceVirtualHost(service.host, 80, service.vip, [httpRoute('default', { prefix: '/' }, { cluster })]), allowAnyVirtualHost()]));
+  m.cluster(passthroughCluster()).cluster(blackHoleCluster()).cluster(inboundPassthroughCluster());
+  m.listener(outboundHttpListener(80)).listener(virtualOutbound()).listener(virtualInbound([]));
+  return m.resources;
+}
+
 export class MeshResources {
   readonly resources: CanonicalResources = emptyResources();
 
