@@ -87,6 +87,8 @@ const LUA_HEAP = env('BENCH_LUA_HEAP', '') === '1';
  */
 const LUA_GC = env('BENCH_LUA_GC', '200:200').split(',');
 const MEMORY_LUA_GC = env('BENCH_MEMORY_LUA_GC', '');
+/** BENCH_MEMORY_AGENT_LITE=1: the memory series' pod injected with `agentLiteMode: true` (the agent's node in V8's lite mode) */
+const MEMORY_AGENT_LITE = env('BENCH_MEMORY_AGENT_LITE', '') === '1';
 /** BENCH_HOLD_S=<seconds>: keeps the pods that long after their memory is printed (APISIX's pids too), to read /proc */
 const HOLD_S = Number(env('BENCH_HOLD_S', '0'));
 const JWT = env('BENCH_JWT', '') === '1';
@@ -781,6 +783,7 @@ async function memorySeries(h, setups, baseline) {
   console.log(`services | agent routes / upstreams | APISIX PSS (all processes) | APISIX RSS summed | agent RSS | APISIX + agent (PSS) | load${heapDir ? ' | live Lua heap per worker after a full collection' : ''}${MEMORY_LUA_GC ? ' | largest Lua heap per worker so far' : ''}`);
   const pod = await h.harness.startPod({
     manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
+    ...(MEMORY_AGENT_LITE ? { config: { ...h.harness.PLAINTEXT_ISTIOD_CONFIG, agentLiteMode: true } } : {}),
     xds: trafficMesh(h.xds, MEMORY_SIZES[0]),
     clusterAddresses: endpoints,
     ...(baseline ? { projectRoot: baseline.root } : {}),
