@@ -1,7 +1,8 @@
-import { request } from 'node:http';
 import type { Command } from 'commander';
 import { CliError } from '../cli/errors.js';
 import { parseDuration, parseListen } from './etcd/command.js';
+import { boundedGet } from './bounded-get.js';
+import { formatHostPort, type HostPort } from '../cli/host-port.js';
 
 interface WaitFlags {
   etcdAddress: string;
@@ -12,35 +13,14 @@ interface WaitFlags {
 }
 
 /** One `GET /version` against the etcd API; true when it answers as etcd does (`etcdcluster`). */
-function etcdAnswers(host: string, port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request({ host, port, path: '/version', method: 'GET', timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        if (body.length < 4096) body += chunk;
-      });
-      res.on('end', () => resolve(res.statusCode === 200 && body.includes('"etcdcluster"')));
-      res.on('error', () => resolve(false));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(false));
-    req.end();
-  });
+async function etcdAnswers(address: HostPort, timeoutMs: number): Promise<boolean> {
+  const got = await boundedGet(new URL(`http://${formatHostPort(address)}/version`), { timeoutMs, maxBytes: 4096 });
+  return got.ok && got.body.toString('utf8').includes('"etcdcluster"');
 }
 
 /** One `GET /healthz/configured` against the agent's status port; true on 200. */
-function agentConfigured(host: string, port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request({ host, port, path: '/healthz/configured', method: 'GET', timeout: timeoutMs }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode === 200));
-      res.on('error', () => resolve(false));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(false));
-    req.end();
-  });
+async function agentConfigured(address: HostPort, timeoutMs: number): Promise<boolean> {
+  return (await boundedGet(new URL(`http://${formatHostPort(address)}/healthz/configured`), { timeoutMs, maxBytes: 4096 })).ok;
 }
 
 /** Polls `check` every `intervalMs` until it is true (→ ms waited) or `timeoutMs` passes (→ undefined). */
@@ -87,16 +67,16 @@ export function registerWaitCommand(program: Command): void {
     .option('--status-address <host:port>', 'then wait for the agent\'s /healthz/configured there (its first configuration from istiod)')
     .option('--config-timeout <duration>', 'with --status-address: how long to wait for it before exiting 0 anyway', '30s')
     .action(async (flags: WaitFlags) => {
-      const { host, port } = parseListen('--etcd-address', flags.etcdAddress);
+      const etcd = parseListen('--etcd-address', flags.etcdAddress);
       const timeoutMs = parseDuration('--timeout', flags.timeout);
       const intervalMs = parseDuration('--interval', flags.interval);
       const status = flags.statusAddress === undefined ? undefined : parseListen('--status-address', flags.statusAddress);
       const configTimeoutMs = parseDuration('--config-timeout', flags.configTimeout);
-      const answered = await poll((attemptMs) => etcdAnswers(host, port, attemptMs), timeoutMs, intervalMs);
+      const answered = await poll((attemptMs) => etcdAnswers(etcd, attemptMs), timeoutMs, intervalMs);
       if (answered === undefined) throw new CliError(`wait: the etcd API on ${flags.etcdAddress} did not answer within ${flags.timeout}`, 1);
       process.stdout.write(`apisix-mesh wait: the etcd API on ${flags.etcdAddress} answered after ${answered} ms\n`);
       if (!status) return;
-      const configured = await poll((attemptMs) => agentConfigured(status.host, status.port, attemptMs), configTimeoutMs, intervalMs);
+      const configured = await poll((attemptMs) => agentConfigured(status, attemptMs), configTimeoutMs, intervalMs);
       process.stdout.write(
         configured === undefined
           ? `apisix-mesh wait: the agent on ${flags.statusAddress} had no configuration within ${flags.configTimeout}; APISIX starts without it and receives it when the agent has it\n`
