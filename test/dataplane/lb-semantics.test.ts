@@ -7,7 +7,7 @@ import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod, podManifest } from '../support/pod/requirements.js';
 import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
 import { describeLines } from '../support/pod/apisix-log.js';
-import { send, tally, type Answer } from '../support/echo-requests.js';
+import { inTurnUntil, send, tally, type Answer } from '../support/echo-requests.js';
 import {
   allowAnyVirtualHost, blackHoleCluster, edsCluster, fqdn, httpRoute, istioDefaultRetries, MeshResources, outboundCluster, outboundHttpListener,
   passthroughCluster, routeConfiguration, serviceVirtualHost, virtualOutbound, type ClusterOptions,
@@ -164,7 +164,8 @@ describeWhenAvailable('load balancing as Envoy: consistent hashing, outlier dete
 
   it('outlier detection: a host answering 503 is ejected after consecutive5xxErrors and stays out for baseEjectionTime (APISIX\'s TCP check took it back after one interval)', async () => {
     const failing = () => get('ejecting', {}, '/?status.od-bad=503');
-    const early = await inTurn(8, failing);
+    // hosts are drawn at random: until the bad host has failed twice (40 requests all but surely do it)
+    const early = await inTurnUntil(failing, (answers) => answers.filter((a) => a.status === 503).length === 2, 40);
     expect(early.filter((a) => a.status === 503).map((a) => a.echo?.name)).toEqual(['od-bad', 'od-bad']);
     // more than two intervals (1 s) later it is still out
     await new Promise((r) => setTimeout(r, 2500));
@@ -185,7 +186,7 @@ describeWhenAvailable('load balancing as Envoy: consistent hashing, outlier dete
 
   it('outlier detection: consecutive gateway errors (502) eject after consecutiveGatewayErrors (2), before consecutive5xxErrors (5) would', async () => {
     const failing = () => get('gateway', {}, '/?status.gw-bad=502');
-    const early = await inTurn(12, failing);
+    const early = await inTurnUntil(failing, (answers) => answers.filter((a) => a.status === 502).length === 2, 40);
     expect(early.filter((a) => a.status === 502).map((a) => a.echo?.name)).toEqual(['gw-bad', 'gw-bad']);
     expect(tally(await inTurn(8, failing))).toEqual({ 'gw-ok': 8 });
     noErrors();
@@ -195,7 +196,8 @@ describeWhenAvailable('load balancing as Envoy: consistent hashing, outlier dete
     const reset = await inTurn(10, () => get('resetting', {}, '/reset'));
     expect(reset.map((a) => a.status), describeLines(newLines().filter((l) => /\[(error|warn)\]/.test(l)).slice(-12), 12)).toEqual(Array(10).fill(200));
     expect(tally(reset)).toEqual({ 'reset-live': 10 });
-    const connect = (await inTurn(10, () => get('resetting', {}, '/connect'))).map((a) => a.status);
+    const both = (answers: Answer[]) => answers.some((a) => a.status === 502) && answers.some((a) => a.status === 200);
+    const connect = (await inTurnUntil(() => get('resetting', {}, '/connect'), both, 40)).map((a) => a.status);
     expect(connect).toContain(502);
     expect(connect).toContain(200);
     noErrors();

@@ -28,3 +28,14 @@ export function tally(answers: Answer[]): Record<string, number> {
   }
   return out;
 }
+
+/**
+ * Requests one after the other until `enough(the answers so far)`, at most `max` of them: for hosts
+ * picked at random (Envoy's least request draws two), where a fixed count of requests may miss a
+ * host; `max` keeps a broken case from running on.
+ */
+export async function inTurnUntil(request: () => Promise<Answer>, enough: (answers: Answer[]) => boolean, max: number): Promise<Answer[]> {
+  const out: Answer[] = [];
+  while (out.length < max && !enough(out)) out.push(await request());
+  return out;
+}
