@@ -68,7 +68,8 @@ const DIAGNOSE = env('BENCH_DIAGNOSE', '') === '1';
  * off by default); `same` a second pod
  * of the sidecar exactly as it is (the run's own noise between two identical setups); `phases` the
  * sidecar with its Lua phases and pieces timed in CPU time (scripts/bench-lua/, printed at the end);
- * `gc` the sidecar with other settings of LuaJIT's collector (BENCH_LUA_GC below).
+ * `gc` the sidecar with other settings of LuaJIT's collector (BENCH_LUA_GC below); `one-worker` the
+ * sidecar of a pod annotated `proxy.istio.io/config: "concurrency: 1"` (one APISIX worker instead of 2).
  */
 const VARIANTS = env('BENCH_VARIANTS', '').split(',').filter(Boolean);
 /**
@@ -89,6 +90,8 @@ const LUA_GC = env('BENCH_LUA_GC', '200:200').split(',');
 const MEMORY_LUA_GC = env('BENCH_MEMORY_LUA_GC', '');
 /** BENCH_MEMORY_AGENT_LITE=1: the memory series' pod injected with `agentLiteMode: true` (the agent's node in V8's lite mode) */
 const MEMORY_AGENT_LITE = env('BENCH_MEMORY_AGENT_LITE', '') === '1';
+/** BENCH_MEMORY_CONCURRENCY=<n>: the memory series' pod annotated `proxy.istio.io/config: "concurrency: <n>"` (APISIX's workers) */
+const MEMORY_CONCURRENCY = env('BENCH_MEMORY_CONCURRENCY', '');
 /** BENCH_HOLD_S=<seconds>: keeps the pods that long after their memory is printed (APISIX's pids too), to read /proc */
 const HOLD_S = Number(env('BENCH_HOLD_S', '0'));
 const JWT = env('BENCH_JWT', '') === '1';
@@ -421,7 +424,7 @@ async function mtlsMaterial(h) {
   };
 }
 
-async function startMeshPod(h, script, { bare, services, withAccessLog, noRetry, baseline, jwt, rbac, mtls, phases, gc }) {
+async function startMeshPod(h, script, { bare, services, withAccessLog, noRetry, baseline, jwt, rbac, mtls, phases, gc, concurrency }) {
   // not under /tmp: APISIX's container mounts a volume there, and the harness rewrites every /tmp
   // path in its command line into that volume
   const prefix = bare ? mkdtempSync('/var/tmp/apisix-mesh-bench-nginx-') : undefined;
@@ -434,8 +437,10 @@ async function startMeshPod(h, script, { bare, services, withAccessLog, noRetry,
       spawnSync('chown', ['-R', `${PROXY_UID}:${PROXY_UID}`, prefix]);
     }
     const openresty = join(process.env.APISIX_RUNTIME, 'prefix/openresty/bin/openresty');
+    const manifest = h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]);
+    if (concurrency !== undefined) manifest.metadata.annotations = { 'proxy.istio.io/config': `concurrency: ${concurrency}` };
     pod = await h.harness.startPod({
-      manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
+      manifest,
       xds: noRetry ? withoutRetries(trafficMesh(h.xds, services, jwt, rbac)) : trafficMesh(h.xds, services, jwt, rbac, mtls),
       clusterAddresses: endpoints,
       ...(mtls ? { clusterRelays: mtls.relays } : {}),
@@ -663,7 +668,7 @@ async function baselineOf(h, baselineRoot) {
   return {
     root: baselineRoot,
     inject(pod) {
-      pod.metadata.annotations[h.annotations.APISIX_CONFIG_ANNOTATION] = renderApisixConfig(defaultInjectionConfig);
+      pod.metadata.annotations[h.annotations.APISIX_CONFIG_ANNOTATION] = renderApisixConfig(defaultInjectionConfig, 2); // an earlier checkout takes the config alone, a later one the pod's workers too
       for (const c of [...(pod.spec.initContainers ?? []), ...pod.spec.containers]) {
         if (c.name === 'apisix-mesh-agent') c.args = c.args.filter((a) => !a.startsWith('--') || help.includes(a.split('=')[0]));
       }
@@ -781,8 +786,10 @@ async function memorySeries(h, setups, baseline) {
   const heapDir = LUA_HEAP ? benchLuaDir('apisix_mesh_bench_heap') : undefined;
   let memoryGcDir;
   console.log(`services | agent routes / upstreams | APISIX PSS (all processes) | APISIX RSS summed | agent RSS | APISIX + agent (PSS) | load${heapDir ? ' | live Lua heap per worker after a full collection' : ''}${MEMORY_LUA_GC ? ' | largest Lua heap per worker so far' : ''}`);
+  const manifest = h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]);
+  if (MEMORY_CONCURRENCY) manifest.metadata.annotations = { 'proxy.istio.io/config': `concurrency: ${MEMORY_CONCURRENCY}` };
   const pod = await h.harness.startPod({
-    manifest: h.requirements.podManifest('bench', 'bench', { app: 'bench' }, [{ name: 'app', ports: [APP_PORT] }]),
+    manifest,
     ...(MEMORY_AGENT_LITE ? { config: { ...h.harness.PLAINTEXT_ISTIOD_CONFIG, agentLiteMode: true } } : {}),
     xds: trafficMesh(h.xds, MEMORY_SIZES[0]),
     clusterAddresses: endpoints,
@@ -878,6 +885,7 @@ async function main() {
     if (RETRY_BASELINE) setups['no-retry'] = await startMeshPod(h, script, { bare: false, services: SERVICES, noRetry: true });
     if (DIAGNOSE || VARIANTS.includes('log')) setups.log = await startMeshPod(h, script, { bare: false, services: SERVICES, withAccessLog: true });
     if (VARIANTS.includes('same')) setups.same = await startMeshPod(h, script, { bare: false, services: SERVICES });
+    if (VARIANTS.includes('one-worker')) setups['one-worker'] = await startMeshPod(h, script, { bare: false, services: SERVICES, concurrency: 1 });
     const phases = VARIANTS.includes('phases') ? benchLuaDir('apisix_mesh_bench_phases') : undefined;
     if (phases) setups.phases = await startMeshPod(h, script, { bare: false, services: SERVICES, phases });
     if (VARIANTS.includes('gc')) {

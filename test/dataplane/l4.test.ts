@@ -313,7 +313,7 @@ describeWhenAvailable('L4 front: TCP and TLS through the sidecar as Envoy dispat
   it('the stream workers hold none of APISIX\'s upstreams (each says so after its start; APISIX\'s stream code still matches what the sidecar replaces)', () => {
     const log = pod.apisixLog();
     const workers = new Set([...log.matchAll(/apisix-mesh: stream worker (\d+) holds none of APISIX's upstreams/g)].map((m) => Number(m[1])));
-    expect([...workers].sort()).toEqual(Array.from({ length: PLAINTEXT_ISTIOD_CONFIG.apisixWorkerProcesses }, (_, i) => i));
+    expect([...workers].sort()).toEqual(Array.from({ length: pod.apisixWorkers }, (_, i) => i));
     noErrors();
   });
 

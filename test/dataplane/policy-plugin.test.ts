@@ -82,7 +82,7 @@ describeWhenAvailable('the policy plugin: each of 12 routes enforces its own pol
     for (const m of log.matchAll(/apisix-mesh: policy compiled for route (\S+?),/g)) compiles.set(m[1]!, (compiles.get(m[1]!) ?? 0) + 1);
     // every route under policy compiled (at least once), and at most once per worker: not per request
     expect(compiles.size, 'routes whose policy was compiled').toBeGreaterThanOrEqual(PORTS.length);
-    for (const [route, n] of compiles) expect(n, `compiles of route ${route}`).toBeLessThanOrEqual(defaultInjectionConfig.apisixWorkerProcesses);
+    for (const [route, n] of compiles) expect(n, `compiles of route ${route}`).toBeLessThanOrEqual(pod.apisixWorkers);
     expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
   });
 });

@@ -3,13 +3,13 @@
 // (agent/l4/lua/apisix_mesh/privileged_agent.lua). The export's revision figures, which every
 // data-plane test reads to know APISIX caught up, are then the workers': they say what the workers
 // serve (served_revisions.lua).
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod } from '../support/pod/requirements.js';
 import type { RunningPod } from '../support/pod/pod-harness.js';
 import { startCanaryPod } from '../support/pod/canary-pod.js';
+import { apisixProcesses } from '../support/pod/apisix-processes.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { allowAnyVirtualHost, edsCluster, httpRoute, loadAssignment, outboundHttpListener, routeConfiguration, serviceVirtualHost } from '../support/istio-xds.js';
 
@@ -21,23 +21,6 @@ const PORT = 9080;
 const hostOf = (i: number) => `svc-${i}.grow.svc.cluster.local`;
 const clusterOf = (i: number) => `outbound|${PORT}||${hostOf(i)}`;
 const endpointOf = (i: number, moved = 0) => ({ ip: `10.250.${(i >> 8) & 255}.${(i & 255) + moved}`, port: PORT });
-
-/** APISIX's processes in the pod by role, from their nginx titles */
-function apisixProcesses(pod: RunningPod): { workers: number[]; privileged: number[] } {
-  const out = { workers: [] as number[], privileged: [] as number[] };
-  const pids = spawnSync('ip', ['netns', 'pids', pod.network.pod], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number);
-  for (const pid of pids) {
-    let title = '';
-    try {
-      title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '';
-    } catch {
-      continue; // gone meanwhile
-    }
-    if (title.startsWith('nginx: worker process')) out.workers.push(pid);
-    else if (title.startsWith('nginx: privileged agent process')) out.privileged.push(pid);
-  }
-  return out;
-}
 
 /** a process's proportional set size, MiB */
 function pssMiB(pid: number): number {

@@ -10,7 +10,7 @@ import { podCreate } from './helpers.js';
 
 describe("APISIX's config.yaml for the sidecar", () => {
   it('is exactly the data-plane configuration the mesh needs', () => {
-    const doc = parse(renderApisixConfig(defaultInjectionConfig));
+    const doc = parse(renderApisixConfig(defaultInjectionConfig, 2));
     expect(doc).toEqual({
       apisix: {
         // the L4 front on the capture ports hands HTTP to this loopback listener (agent/l4/lua/)
@@ -62,9 +62,9 @@ describe("APISIX's config.yaml for the sidecar", () => {
     });
   });
 
-  it('follows the configured ports and workers', () => {
-    const config = parseInjectionConfig('ports: {outbound: 16001, inbound: 16006, etcd: 16379}\napisixWorkerProcesses: 1\napisixLuaGc: {pause: 150, stepmul: 800}', 'c.yaml');
-    const doc = parse(renderApisixConfig(config));
+  it('follows the configured ports and the pod\'s workers', () => {
+    const config = parseInjectionConfig('ports: {outbound: 16001, inbound: 16006, etcd: 16379}\napisixLuaGc: {pause: 150, stepmul: 800}', 'c.yaml');
+    const doc = parse(renderApisixConfig(config, 1));
     expect(doc.apisix_mesh).toEqual({ lua_gc: { pause: 150, stepmul: 800 } });
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16001;');
     expect(doc.nginx_config.stream_configuration_snippet).toContain('listen 16006;');
@@ -79,10 +79,10 @@ describe("APISIX's config.yaml for the sidecar", () => {
   });
 
   it('writes the access log only where accessLogFile names a file, as Istio meshConfig.accessLogFile', () => {
-    const on = parse(renderApisixConfig(parseInjectionConfig('accessLogFile: /dev/stdout', 'c.yaml')));
+    const on = parse(renderApisixConfig(parseInjectionConfig('accessLogFile: /dev/stdout', 'c.yaml'), 2));
     expect(on.nginx_config.http.access_log).toBe('/dev/stdout');
     expect(on.nginx_config.http.enable_access_log).toBeUndefined();
-    const off = parse(renderApisixConfig(parseInjectionConfig('accessLogFile: ""', 'c.yaml')));
+    const off = parse(renderApisixConfig(parseInjectionConfig('accessLogFile: ""', 'c.yaml'), 2));
     expect(off.nginx_config.http.enable_access_log).toBe(false);
     expect(off.nginx_config.error_log).toBe('/dev/stderr');
     // written unquoted into nginx.conf: nothing that could end or extend the directive
@@ -96,7 +96,8 @@ describe("APISIX's config.yaml for the sidecar", () => {
     const outcome = reviewAdmission(podCreate(pod), defaultInjectionConfig);
     if (outcome.kind !== 'injected') throw new Error(`not injected: ${JSON.stringify(outcome)}`);
     const injected = fjp.applyPatch(structuredClone(pod), outcome.patch).newDocument as any;
-    expect(injected.metadata.annotations['apisix-mesh.io/apisix-config']).toBe(renderApisixConfig(defaultInjectionConfig));
+    // the default configuration's APISIX limit is 2 CPUs: 2 workers
+    expect(injected.metadata.annotations['apisix-mesh.io/apisix-config']).toBe(renderApisixConfig(defaultInjectionConfig, 2));
     const podinfo = injected.spec.volumes.find((v: any) => v.name === 'apisix-mesh-podinfo');
     expect(podinfo.downwardAPI.items).toContainEqual({ path: 'config.yaml', fieldRef: { fieldPath: "metadata.annotations['apisix-mesh.io/apisix-config']" } });
     const copy = injected.spec.initContainers.find((c: any) => c.name === 'apisix-mesh-config');

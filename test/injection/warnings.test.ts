@@ -44,13 +44,25 @@ describe('warnings about injected pods', () => {
 
 describe('Istio annotations the APISIX sidecar does not honour', () => {
   it('each one set is named in a warning; the pod is still injected', () => {
-    const outcome = reviewAdmission(request(undefined, { 'proxy.istio.io/config': 'concurrency: 4\n', 'sidecar.istio.io/userVolumeMount': '[]', 'sidecar.istio.io/proxyMemory': '256Mi' }), defaultInjectionConfig);
+    const outcome = reviewAdmission(request(undefined, { 'sidecar.istio.io/userVolumeMount': '[]', 'sidecar.istio.io/proxyMemory': '256Mi' }), defaultInjectionConfig);
     expect(outcome.kind).toBe('injected');
     const warnings = outcome.kind === 'injected' ? outcome.warnings ?? [] : [];
+    expect(warnings).toEqual([expect.stringMatching(/^annotation sidecar\.istio\.io\/userVolumeMount is not honoured/)]);
+  });
+
+  it("ProxyConfig: concurrency applies (APISIX's workers), every other field is named as not honoured", () => {
+    const quiet = reviewAdmission(request(undefined, { 'proxy.istio.io/config': 'concurrency: 4\n' }), defaultInjectionConfig);
+    expect(quiet.kind === 'injected' && quiet.warnings).toBeFalsy();
+    const outcome = reviewAdmission(
+      request(undefined, { 'proxy.istio.io/config': '{"concurrency": 1, "holdApplicationUntilProxyStarts": true, "proxyMetadata": {"A": "b"}}' }),
+      defaultInjectionConfig,
+    );
+    const warnings = outcome.kind === 'injected' ? outcome.warnings ?? [] : [];
     expect(warnings).toEqual([
-      expect.stringMatching(/^annotation proxy\.istio\.io\/config is not honoured by the APISIX sidecar: ProxyConfig overrides/),
-      expect.stringMatching(/^annotation sidecar\.istio\.io\/userVolumeMount is not honoured/),
+      "annotation proxy.istio.io/config: only concurrency (APISIX's worker processes) applies to the APISIX sidecar; not honoured: holdApplicationUntilProxyStarts, proxyMetadata (the sidecar's other settings come from apisix-mesh's configuration file)",
     ]);
+    const all = reviewAdmission(request(undefined, { 'proxy.istio.io/config': 'concurrency: 0\n' }), defaultInjectionConfig);
+    expect(all.kind === 'injected' ? all.warnings : []).toEqual([expect.stringMatching(/^annotation proxy\.istio\.io\/config: concurrency 0 runs one APISIX worker per CPU of the node/)]);
   });
 
   it('gateway and none modes say nothing about them (Envoy or nothing reads them there)', () => {

@@ -83,8 +83,13 @@ export interface InjectionConfig {
    * instead of 0.64 s at 10,000; one-endpoint updates as fast. Off by default.
    */
   agentLiteMode: boolean;
-  /** nginx worker processes of the APISIX sidecar. */
-  apisixWorkerProcesses: number;
+  /**
+   * nginx worker processes of the APISIX sidecar, mesh-wide (Istio's
+   * `meshConfig.defaultConfig.concurrency`): a number, or `cpu-limit` (the default), Istio's rule:
+   * the APISIX container's CPU limit rounded up, 2 without one. A pod's `proxy.istio.io/config`
+   * `concurrency` overrides either (webhook/injection/worker-processes.ts).
+   */
+  apisixWorkerProcesses: number | 'cpu-limit';
   /**
    * LuaJIT's collector in APISIX (agent/l4/lua/apisix_mesh/lua_gc.lua): `pause` (%, when the next
    * cycle starts: at `pause`/100 times the heap the last one left) and `stepmul` (%, how much a step
@@ -143,6 +148,9 @@ export interface InjectionConfig {
   webhookNamespace: string;
 }
 
+/** The most APISIX workers a pod gets: each holds its own copy of the mesh's configuration. */
+export const MAX_WORKER_PROCESSES = 64;
+
 export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
   images: {
     mesh: 'ghcr.io/apisix-mesh/apisix-mesh:0.1.0',
@@ -178,7 +186,7 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
   trustDomain: 'cluster.local',
   workloadKeyType: 'rsa',
   agentLiteMode: false,
-  apisixWorkerProcesses: 2,
+  apisixWorkerProcesses: 'cpu-limit',
   apisixLuaGc: { pause: 150, stepmul: 400 },
   accessLogFile: '',
   nativeSidecars: false,

@@ -7,7 +7,8 @@ import { parseHostPort } from '../../cli/host-port.js';
 import { MAX_LIST_LENGTH } from '../../iptables-init/capture-config.js';
 import { TRUST_DOMAIN_PATTERN } from '../../agent/identity/spiffe-id.js';
 import { WORKLOAD_KEY_TYPES } from '../../agent/identity/key-type.js';
-import { defaultInjectionConfig, type InjectionConfig } from './injection-config.js';
+import { defaultInjectionConfig, MAX_WORKER_PROCESSES, type InjectionConfig } from './injection-config.js';
+import { quantityValue } from './quantity.js';
 
 /** A configuration file that cannot be used; the message names the file and the field. */
 export class InjectionConfigError extends Error {
@@ -52,6 +53,13 @@ function integer(min: number, max: number): Reader<number> {
 }
 
 const port = integer(1, 65535);
+
+/** A number of APISIX workers, or `cpu-limit`: Istio's rule (webhook/injection/worker-processes.ts). */
+const workerProcesses: Reader<number | 'cpu-limit'> = (v, field) => {
+  if (v === 'cpu-limit') return v;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= MAX_WORKER_PROCESSES) return v;
+  throw new FieldError(field, `must be an integer in 1-${MAX_WORKER_PROCESSES} or cpu-limit (the APISIX container's CPU limit rounded up), got ${describe(v)}`);
+};
 
 function oneOf<T extends string>(...allowed: T[]): Reader<T> {
   return (v, field) => {
@@ -130,7 +138,7 @@ const trustDomain: Reader<string> = (v, field) => {
 /** A resource quantity as Kubernetes writes them (`100m`, `0.5`, `128Mi`, `1e3`). */
 const quantity: Reader<string> = (v, field) => {
   const s = typeof v === 'number' ? String(v) : v;
-  if (typeof s !== 'string' || !/^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/.test(s)) {
+  if (typeof s !== 'string' || quantityValue(s) === null) {
     throw new FieldError(field, `must be a resource quantity such as 100m or 128Mi, got ${describe(v)}`);
   }
   return s;
@@ -203,7 +211,7 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
     trustDomain,
     workloadKeyType: oneOf(...WORKLOAD_KEY_TYPES),
     agentLiteMode: boolean,
-    apisixWorkerProcesses: integer(1, 64),
+    apisixWorkerProcesses: workerProcesses,
     // the bounds lua_gc.lua checks too: below 100 a cycle would start before the last one ended
     apisixLuaGc: section({ pause: integer(100, 1000), stepmul: integer(100, 10000) }, d.apisixLuaGc),
     accessLogFile,

@@ -1,5 +1,6 @@
 import type { V1ResourceRequirements } from '@kubernetes/client-node';
 import { shortQuote } from '../../cli/short-quote.js';
+import { quantityValue } from '../config/quantity.js';
 import { PodRejection } from './capture.js';
 
 /**
@@ -16,27 +17,16 @@ export const PROXY_RESOURCE_ANNOTATIONS = {
   memoryLimit: 'sidecar.istio.io/proxyMemoryLimit',
 } as const;
 
-/** A Kubernetes quantity is short; anything longer is a mistake, refused before it is parsed. */
-const MAX_QUANTITY_LENGTH = 64;
 /**
- * Kubernetes' quantity grammar (apimachinery resource.Quantity) without a sign: resources cannot be
- * negative. One pass, no nested repetition: linear in the (bounded) input.
+ * The quantity's value; `source` names where the text came from in the refusal of one that is not
+ * a quantity.
  */
-const QUANTITY = /^(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d{1,3})?$/;
-const SUFFIX_SCALE: Record<string, number> = {
-  '': 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
-  Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
-};
-
-/** The quantity's value (approximate beyond 2^53, which only matters for comparing absurd sizes). */
-function quantityValue(annotation: string, text: string): number {
-  const match = text.length <= MAX_QUANTITY_LENGTH ? QUANTITY.exec(text) : null;
-  if (!match) {
-    throw new PodRejection(`annotation ${annotation}: ${shortQuote(text)} is not a Kubernetes quantity (e.g. 500m or 0.5 for CPU, 256Mi or 1Gi for memory)`);
+export function quantityOf(source: string, text: string): number {
+  const value = quantityValue(text);
+  if (value === null) {
+    throw new PodRejection(`${source}: ${shortQuote(text)} is not a Kubernetes quantity (e.g. 500m or 0.5 for CPU, 256Mi or 1Gi for memory)`);
   }
-  const suffix = match[2] ?? '';
-  const scale = /^[eE]/.test(suffix) ? 10 ** Number(suffix.slice(1)) : SUFFIX_SCALE[suffix]!;
-  return Number(match[1]) * scale;
+  return value;
 }
 
 /**
@@ -53,7 +43,7 @@ export function proxyResourcesFor(annotations: Record<string, string>, defaults:
     for (const [resource, name] of [['cpu', cpu], ['memory', memory]] as const) {
       const value = given(name);
       if (value === undefined) continue;
-      quantityValue(name, value);
+      quantityOf(`annotation ${name}`, value);
       out[resource] = value;
     }
     return Object.keys(out).length ? out : undefined;
@@ -63,7 +53,7 @@ export function proxyResourcesFor(annotations: Record<string, string>, defaults:
   for (const [resource, request, limit] of [['cpu', a.cpu, a.cpuLimit], ['memory', a.memory, a.memoryLimit]] as const) {
     const r = requests?.[resource];
     const l = limits?.[resource];
-    if (r !== undefined && l !== undefined && quantityValue(request, r) > quantityValue(limit, l)) {
+    if (r !== undefined && l !== undefined && quantityOf(`annotation ${request}`, r) > quantityOf(`annotation ${limit}`, l)) {
       throw new PodRejection(`annotation ${request}: ${shortQuote(r)} is more than ${limit} ${shortQuote(l)} (a request cannot exceed its limit)`);
     }
   }

@@ -6,6 +6,7 @@ import { APISIX_HOME, APISIX_LUA_DIR, APISIX_METRICS_PATH, ipv6ListenCommand, re
 import { apisixPreStopCommand } from './apisix-drain.js';
 import { formatStatus } from './status.js';
 import { istiodServerName } from './istiod-server-name.js';
+import type { WorkerProcesses } from './worker-processes.js';
 
 /** Names of everything sidecar mode adds; an app may not use them. */
 export const NAMES = {
@@ -48,29 +49,29 @@ export interface SidecarParts {
 }
 
 /**
- * The parts only depend on the configuration, the placement and the capture arguments, which most
- * pods share: they are built once, frozen (an accidental mutation by a caller throws instead of
+ * The parts only depend on the configuration, the placement, the capture arguments and APISIX's
+ * worker count, which most pods share: they are built once, frozen (an accidental mutation by a caller throws instead of
  * leaking into the next pod) and shared by every injected pod.
  */
 const partsCache = new WeakMap<InjectionConfig, Map<string, SidecarParts>>();
 
-export function sidecarParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null): SidecarParts {
+export function sidecarParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null, workers: WorkerProcesses): SidecarParts {
   let byKey = partsCache.get(config);
   if (byKey === undefined) {
     byKey = new Map();
     partsCache.set(config, byKey);
   }
-  const key = `${native}|${capture === null ? '-' : captureConfigToArgs(capture).join(' ')}`;
+  const key = `${native}|${workers}|${capture === null ? '-' : captureConfigToArgs(capture).join(' ')}`;
   let parts = byKey.get(key);
   if (parts === undefined) {
     if (byKey.size >= 256) byKey.clear(); // pods with unusual annotations must not grow it forever
-    parts = deepFreeze(buildParts(config, native, capture));
+    parts = deepFreeze(buildParts(config, native, capture, workers));
     byKey.set(key, parts);
   }
   return parts;
 }
 
-function buildParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null): SidecarParts {
+function buildParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null, workers: WorkerProcesses): SidecarParts {
   const captureInit = capture === null ? [] : [initContainer(capture, config)];
   const copy = configCopyContainer(config);
   const agent = agentContainer(config, native);
@@ -89,7 +90,7 @@ function buildParts(config: InjectionConfig, native: boolean, capture: CaptureCo
       containers: containers.map((c) => c.name),
       volumes: vols.map((v) => v.name),
     }),
-    apisixConfig: renderApisixConfig(config),
+    apisixConfig: renderApisixConfig(config, workers),
   };
 }
 

@@ -18,6 +18,7 @@ import { agentWithProbers, previousAppProbers, restoreAppProbes, rewriteAppProbe
 import { keepDefaulted } from './reinjection.js';
 import { proxyResourcesFor } from './proxy-resources.js';
 import { NAMES, sidecarParts } from './sidecar-parts.js';
+import { workerProcessesFor } from './worker-processes.js';
 import { parseStatus, type InjectionStatus } from './status.js';
 import { applyPrometheusMerge, canonicalServiceLabels, restorePrometheusAnnotations, scrapeEnvOf, withScrapeEnv } from './telemetry-metadata.js';
 
@@ -83,7 +84,11 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const interception = interceptionMode(annotations);
   const capture = captureConfigFor(pod, appContainers, config);
   const native = nativeSidecars(annotations, config);
-  const parts = sidecarParts(config, native, interception === 'REDIRECT' ? capture : null);
+  // Istio's proxyCPU/proxyMemory annotations size the proxy per pod: APISIX gets a copy with them;
+  // its worker count follows the pod's ProxyConfig concurrency or that CPU limit, as Envoy's threads
+  const proxyResources = proxyResourcesFor(annotations, config.resources.apisix);
+  const workers = workerProcessesFor(annotations, config, proxyResources);
+  const parts = sidecarParts(config, native, interception === 'REDIRECT' ? capture : null, workers);
 
   // Probes go to the agent. The app's own native sidecars (init containers with restartPolicy
   // Always) only when the agent starts before them, i.e. with native sidecars: classic, they start
@@ -111,8 +116,6 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   const withAppScrape = <T extends { name: string; env?: V1Container['env'] }>(c: T): T =>
     c.name === NAMES.agent && merge.scrapeEnv !== null ? { ...c, env: withScrapeEnv(c.env, merge.scrapeEnv) } : c;
 
-  // Istio's proxyCPU/proxyMemory annotations size the proxy per pod: APISIX gets a copy with them.
-  const proxyResources = proxyResourcesFor(annotations, config.resources.apisix);
   const withProxyResources = <T extends V1Container>(c: T): T =>
     c.name === NAMES.apisix && proxyResources !== config.resources.apisix ? { ...c, resources: proxyResources } : c;
 

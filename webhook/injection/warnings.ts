@@ -1,5 +1,6 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { NAMES } from './sidecar-parts.js';
+import { proxyConfigWarnings } from './worker-processes.js';
 
 /**
  * What a user should hear about an injected pod that will not behave as they expect. A pod that is
@@ -12,7 +13,8 @@ export function injectionWarnings(injected: V1Pod): string[] {
   const finishing = spec?.restartPolicy === 'Never' || spec?.restartPolicy === 'OnFailure';
   const ordinary = (spec?.containers ?? []).some((c) => c.name === NAMES.agent || c.name === NAMES.apisix);
   const sidecar = ordinary || (spec?.initContainers ?? []).some((c) => c.name === NAMES.agent);
-  const warnings = sidecar ? ignoredIstioAnnotations(injected.metadata?.annotations ?? {}) : [];
+  const annotations = injected.metadata?.annotations ?? {};
+  const warnings = sidecar ? [...ignoredIstioAnnotations(annotations), ...proxyConfigWarnings(annotations)] : [];
   if (finishing && ordinary) {
     warnings.push(
       `restartPolicy ${spec!.restartPolicy} (a Job's pod?): the mesh sidecars are ordinary containers that never exit, so the pod never completes; ` +
@@ -28,7 +30,6 @@ export function injectionWarnings(injected: V1Pod): string[] {
  * weakens the mesh's security).
  */
 const IGNORED_ISTIO_ANNOTATIONS: ReadonlyArray<[string, string]> = [
-  ['proxy.istio.io/config', "ProxyConfig overrides do not apply to APISIX (its settings come from apisix-mesh's configuration file)"],
   ['status.sidecar.istio.io/port', "the agent's status port comes from the configuration file"],
   ['sidecar.istio.io/proxyImage', "APISIX's image comes from the configuration file"],
   ['sidecar.istio.io/bootstrapOverride', 'there is no Envoy bootstrap'],

@@ -6,7 +6,7 @@ import YAML from 'yaml';
 import { defaultInjectionConfig, type InjectionConfig } from '../../../webhook/config/injection-config.js';
 import { injectPod } from '../../../webhook/injection/inject-pod.js';
 import { parseStatus } from '../../../webhook/injection/status.js';
-import { STATUS_ANNOTATION } from '../../../webhook/injection/annotations.js';
+import { APISIX_CONFIG_ANNOTATION, STATUS_ANNOTATION } from '../../../webhook/injection/annotations.js';
 import type { CanonicalResources } from '../../../agent/xds/config-dump.js';
 import type { XdsKind } from '../../../agent/xds/protos.js';
 import { parseListen } from '../../../agent/etcd/command.js';
@@ -80,6 +80,8 @@ export interface PodHarnessOptions {
 export interface RunningPod {
   /** the pod as injected (what runs) */
   injected: V1Pod;
+  /** how many nginx workers its APISIX runs (`worker_processes` of the injected config.yaml) */
+  apisixWorkers: number;
   /** its status.podIP: what the kubelet probes and the agent pins as INSTANCE_IP */
   podIp: string;
   network: PodNetwork;
@@ -209,6 +211,7 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     };
     const running: RunningPod = {
       injected,
+      apisixWorkers: injectedWorkerProcesses(injected),
       podIp,
       network,
       kubelet,
@@ -270,4 +273,10 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
     await stop();
     throw new Error(`${(err as Error).message}${logs ? `\nkubelet events:\n${logs}` : ''}`);
   }
+}
+
+function injectedWorkerProcesses(pod: V1Pod): number {
+  const workers = (YAML.parse(pod.metadata?.annotations?.[APISIX_CONFIG_ANNOTATION] ?? '') as { nginx_config?: { worker_processes?: unknown } } | null)?.nginx_config?.worker_processes;
+  if (typeof workers !== 'number') throw new Error(`the injected pod's APISIX config.yaml has no worker count: ${String(workers)}`);
+  return workers;
 }
