@@ -8,7 +8,9 @@
 // Each line: parse the body, compute, serialise the response with the base64 patch.
 // Then: how long one review of a pod with a long excludeOutboundIPRanges annotation blocks the
 // event loop (every other review and /healthz wait that long), against a baseline in the same run:
-// the same list parsed the way it was before, de-duplicated with Array.includes.
+// the same list parsed the way it was before, de-duplicated with Array.includes. And the same for
+// hostile `proxy.istio.io/config` texts (a YAML document: APISIX's worker count), against the review
+// of the pod without it.
 import { performance } from 'node:perf_hooks';
 import { isDeepStrictEqual } from 'node:util';
 import fjp from 'fast-json-patch';
@@ -154,7 +156,7 @@ function quadraticParse(value) {
   }
   return cidrs;
 }
-const reviewOf = (value) =>
+const reviewOf = (value, annotation = 'traffic.sidecar.istio.io/excludeOutboundIPRanges') =>
   JSON.stringify({
     apiVersion: 'admission.k8s.io/v1',
     kind: 'AdmissionReview',
@@ -164,7 +166,7 @@ const reviewOf = (value) =>
       resource: { group: '', version: 'v1', resource: 'pods' },
       namespace: 'bookinfo',
       operation: 'CREATE',
-      object: { ...pod, metadata: { ...pod.metadata, annotations: { ...pod.metadata.annotations, 'traffic.sidecar.istio.io/excludeOutboundIPRanges': value } } },
+      object: { ...pod, metadata: { ...pod.metadata, annotations: { ...pod.metadata.annotations, ...(value === undefined ? {} : { [annotation]: value }) } } },
     },
   });
 /** The most entries of `cidrList` (in hundreds) that the size limit and the rule budget accept. */
@@ -193,4 +195,38 @@ for (const n of [1000, fitting, 17000, 45000]) {
     `  N=${String(n).padStart(6)} (${(value.length / 1024).toFixed(0).padStart(4)} KiB): review ${median(runs.map((r) => r.ms)).toFixed(1).padStart(8)} ms (${answer}); ` +
       `baseline Array.includes parse alone ${baseline.ms.toFixed(1).padStart(8)} ms`,
   );
+}
+
+// --- Hostile ProxyConfig annotations ---------------------------------------------------------------
+// each run's text differs (a comment first), as a hostile client's would: the injection keeps the
+// last text's outcome, so the same text again would not be parsed again
+const reviewMs = (bodyOf) => {
+  const runs = [0, 1, 2, 3, 4].map((run) =>
+    timeOnce(() => {
+      const review = JSON.parse(bodyOf(run));
+      const outcome = reviewAdmission(review.request, config);
+      return { outcome, text: respond(review, outcome.kind === 'injected' ? outcome.patch : null, serializePatch) };
+    }),
+  );
+  const { outcome, text } = runs[0].result;
+  return { ms: median(runs.map((r) => r.ms)), answer: outcome.kind === 'rejected' ? `rejected: ${outcome.message.slice(0, 90)}…` : `${outcome.kind}, answer ${text.length} bytes` };
+};
+const PROXY_CONFIG = 'proxy.istio.io/config';
+const limit = 16 * 1024 - 4; // the texts' own limit: each run puts a 4-character comment first
+const keys = (n) => `concurrency: 1\n${Array.from({ length: n }, (_, i) => `k${i}: ${i}`).join('\n')}`;
+let manyKeys = 0;
+while (keys(manyKeys + 100).length <= limit) manyKeys += 100;
+const depth = Math.floor((limit - 20) / 2);
+const proxyConfigs = [
+  ['none (baseline)', undefined],
+  ['typical (concurrency and 2 fields)', 'concurrency: 1\nholdApplicationUntilProxyStarts: true\nproxyMetadata: {ISTIO_META_DNS_CAPTURE: "true"}'],
+  [`${manyKeys} keys (${(keys(manyKeys).length / 1024).toFixed(0)} KiB, near the limit)`, keys(manyKeys)],
+  [`flow nesting ${depth} deep (at the limit)`, `concurrency: ${'['.repeat(depth)}${']'.repeat(depth)}`.slice(0, limit)],
+  ['one 16 KiB scalar', `concurrency: 1\nx: "${'y'.repeat(limit - 40)}"`],
+  ['256 KiB (over the limit)', keys(20000).slice(0, 256 * 1024 - 4)],
+];
+console.log(`\n${PROXY_CONFIG}: one review (parse body, review, answer), median of 5`);
+for (const [what, value] of proxyConfigs) {
+  const { ms, answer } = reviewMs((run) => reviewOf(value === undefined ? undefined : `# ${run}\n${value}`, PROXY_CONFIG));
+  console.log(`  ${what.padEnd(42)} ${ms.toFixed(2).padStart(8)} ms (${answer})`);
 }

@@ -1,5 +1,5 @@
 import type { V1ResourceRequirements } from '@kubernetes/client-node';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { isScalar, parseDocument, visit } from 'yaml';
 import { shortQuote } from '../../cli/short-quote.js';
 import { MAX_WORKER_PROCESSES, type InjectionConfig } from '../config/injection-config.js';
 import { PROXY_CONFIG_ANNOTATION } from './annotations.js';
@@ -54,10 +54,9 @@ export function workerProcessesFor(
  * `concurrency: 0` costs a copy of the configuration per CPU of the node.
  */
 export function proxyConfigWarnings(annotations: Record<string, string>): string[] {
-  const proxyConfig = parsedProxyConfig(annotations);
-  if (proxyConfig === undefined) return [];
+  const proxyConfig = readProxyConfig(annotations[PROXY_CONFIG_ANNOTATION]);
   const warnings: string[] = [];
-  const ignored = Object.keys(proxyConfig).filter((field) => field !== 'concurrency');
+  const ignored = proxyConfig.fields.filter((field) => field !== 'concurrency');
   if (ignored.length > 0) {
     const named = ignored.slice(0, 8).join(', ') + (ignored.length > 8 ? `, … (${ignored.length} fields)` : '');
     warnings.push(
@@ -65,7 +64,7 @@ export function proxyConfigWarnings(annotations: Record<string, string>): string
         "(the sidecar's other settings come from apisix-mesh's configuration file)",
     );
   }
-  if (annotatedConcurrency(annotations) === 0) {
+  if (proxyConfig.concurrency === 0) {
     warnings.push(
       `annotation ${PROXY_CONFIG_ANNOTATION}: concurrency 0 runs one APISIX worker per CPU of the node (nginx's worker_processes auto), ` +
         "each with its own copy of the mesh's configuration; set a number, or leave concurrency out to follow the CPU limit",
@@ -76,7 +75,80 @@ export function proxyConfigWarnings(annotations: Record<string, string>): string
 
 /** `concurrency` from the pod's ProxyConfig: undefined when the pod does not set it. */
 function annotatedConcurrency(annotations: Record<string, string>): number | undefined {
-  const value = parsedProxyConfig(annotations)?.concurrency;
+  return readProxyConfig(annotations[PROXY_CONFIG_ANNOTATION]).concurrency;
+}
+
+/** What the sidecar reads of a ProxyConfig: its concurrency, and the names of its top-level fields. */
+interface ProxyConfigRead {
+  concurrency: number | undefined;
+  fields: string[];
+}
+
+/**
+ * A review reads the annotation twice (the injection, then its warnings): the last text's outcome is
+ * kept, so that a long one is parsed once. Pure, so a memo of one entry is enough.
+ */
+let last: { text: string; read: ProxyConfigRead | PodRejection } | undefined;
+
+const NONE: ProxyConfigRead = { concurrency: undefined, fields: [] };
+
+function readProxyConfig(text: string | undefined): ProxyConfigRead {
+  if (text === undefined) return NONE;
+  if (text !== last?.text) {
+    let read: ProxyConfigRead | PodRejection;
+    try {
+      read = parseProxyConfig(text);
+    } catch (err) {
+      if (!(err instanceof PodRejection)) throw err;
+      read = err;
+    }
+    last = { text, read };
+  }
+  if (last!.read instanceof PodRejection) throw new PodRejection(last!.read.message);
+  return last!.read;
+}
+
+function parseProxyConfig(text: string): ProxyConfigRead {
+  const refuse = (why: string): never => {
+    throw new PodRejection(`annotation ${PROXY_CONFIG_ANNOTATION}: ${shortQuote(text)} ${why}`);
+  };
+  if (text.length > MAX_PROXY_CONFIG_LENGTH) refuse(`is longer than the ${MAX_PROXY_CONFIG_LENGTH} characters a ProxyConfig may have here`);
+  // uniqueKeys off: the library compares each key with every other (quadratic); a Set below does it
+  // in one pass. No aliases: a ProxyConfig has no use for them, and they are how a short text grows.
+  const doc = parseDocument(text, { uniqueKeys: false, prettyErrors: false });
+  const syntax = doc.errors[0];
+  if (syntax) refuse(`is not a ProxyConfig in YAML or JSON (${shortQuote(syntax.message.split('\n')[0]!, 120)})`);
+  let problem: string | undefined;
+  visit(doc, {
+    Map(_, map) {
+      const seen = new Set<unknown>();
+      for (const pair of map.items) {
+        if (!isScalar(pair.key)) {
+          problem = 'a key that is not a scalar';
+          return visit.BREAK;
+        }
+        if (seen.has(pair.key.value)) {
+          problem = `key ${shortQuote(String(pair.key.value), 64)} twice in one mapping`;
+          return visit.BREAK;
+        }
+        seen.add(pair.key.value);
+      }
+      return undefined;
+    },
+    Alias() {
+      problem = 'an alias (*name)';
+      return visit.BREAK;
+    },
+  });
+  if (problem !== undefined) refuse(`is not a ProxyConfig in YAML or JSON (${problem})`);
+  const value: unknown = doc.toJS({ maxAliasCount: 0 });
+  if (value === null || value === undefined) return NONE;
+  if (typeof value !== 'object' || Array.isArray(value)) refuse('is not a ProxyConfig (a mapping of its fields, e.g. "concurrency: 1")');
+  const proxyConfig = value as Record<string, unknown>;
+  return { concurrency: concurrencyOf(proxyConfig.concurrency), fields: Object.keys(proxyConfig) };
+}
+
+function concurrencyOf(value: unknown): number | undefined {
   if (value === undefined || value === null) return undefined;
   // ProxyConfig's concurrency is an Int32Value: JSON gives a number, and protobuf's JSON reader also
   // takes the number as a string
@@ -88,26 +160,4 @@ function annotatedConcurrency(annotations: Record<string, string>): number | und
     );
   }
   return n;
-}
-
-/** The annotation's ProxyConfig as a mapping, undefined when absent or empty; refused when unreadable. */
-function parsedProxyConfig(annotations: Record<string, string>): Record<string, unknown> | undefined {
-  const text = annotations[PROXY_CONFIG_ANNOTATION];
-  if (text === undefined) return undefined;
-  if (text.length > MAX_PROXY_CONFIG_LENGTH) {
-    throw new PodRejection(`annotation ${PROXY_CONFIG_ANNOTATION}: ${shortQuote(text)} is longer than the ${MAX_PROXY_CONFIG_LENGTH} characters a ProxyConfig may have here`);
-  }
-  let doc: unknown;
-  try {
-    // no aliases: a ProxyConfig has no use for them, and they are how a short YAML text grows large
-    doc = parseYaml(text, { maxAliasCount: 0, uniqueKeys: true, prettyErrors: false });
-  } catch (err) {
-    if (!(err instanceof YAMLParseError) && !(err instanceof Error && /alias/i.test(err.message))) throw err;
-    throw new PodRejection(`annotation ${PROXY_CONFIG_ANNOTATION}: ${shortQuote(text)} is not a ProxyConfig in YAML or JSON (${shortQuote(err.message.split('\n')[0]!, 120)})`);
-  }
-  if (doc === null || doc === undefined) return undefined;
-  if (typeof doc !== 'object' || Array.isArray(doc)) {
-    throw new PodRejection(`annotation ${PROXY_CONFIG_ANNOTATION}: ${shortQuote(text)} is not a ProxyConfig (a mapping of its fields, e.g. "concurrency: 1")`);
-  }
-  return doc as Record<string, unknown>;
 }
