@@ -4,31 +4,20 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
-import { missingForPod, podManifest } from '../support/pod/requirements.js';
-import { PLAINTEXT_ISTIOD_CONFIG, startPod, type RunningPod } from '../support/pod/pod-harness.js';
+import { missingForPod } from '../support/pod/requirements.js';
+import { PLAINTEXT_ISTIOD_CONFIG, type RunningPod } from '../support/pod/pod-harness.js';
+import { startOneServicePod } from '../support/pod/one-service-pod.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
-import { fqdn, oneServiceMesh } from '../support/istio-xds.js';
+import { fqdn } from '../support/istio-xds.js';
 
 const NS = 'shop';
 const REVIEWS = { vip: '10.96.43.1', endpoint: '10.244.43.1', port: 9080, host: fqdn('reviews', NS) };
 
-function mesh() {
-  return oneServiceMesh(REVIEWS, [{ ip: REVIEWS.endpoint, port: REVIEWS.port }]);
-}
-
 describeWhenAvailable('the agent in V8\'s lite mode (agentLiteMode; real APISIX)', missingForPod(), () => {
   let pod: RunningPod;
   beforeAll(async () => {
-    pod = await startPod({
-      manifest: podManifest('lite', NS, { app: 'lite' }, [{ name: 'app', ports: [8080] }]),
-      config: { ...PLAINTEXT_ISTIOD_CONFIG, agentLiteMode: true },
-      xds: mesh(),
-      clusterAddresses: [REVIEWS.vip, REVIEWS.endpoint],
-    });
-    await pod.kubelet.waitReady(60_000);
-    expect(await pod.waitSynced()).toBe(true);
-    await pod.cluster.serve('reviews', REVIEWS.endpoint, REVIEWS.port);
+    pod = await startOneServicePod({ pod: 'lite', namespace: NS, service: REVIEWS, name: 'reviews', config: { ...PLAINTEXT_ISTIOD_CONFIG, agentLiteMode: true } });
   }, 120_000);
   afterAll(async () => {
     await pod?.stop();

@@ -4,12 +4,13 @@
 // routes. One worker is Istio's `concurrency: 1`, the usual way to make a sidecar smaller.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
-import { missingForPod, podManifest } from '../support/pod/requirements.js';
-import { startPod, type RunningPod } from '../support/pod/pod-harness.js';
+import { missingForPod } from '../support/pod/requirements.js';
+import type { RunningPod } from '../support/pod/pod-harness.js';
+import { startOneServicePod } from '../support/pod/one-service-pod.js';
 import { apisixProcesses } from '../support/pod/apisix-processes.js';
 import { describeLines } from '../support/pod/apisix-log.js';
 import { send } from '../support/echo-requests.js';
-import { fqdn, oneServiceMesh } from '../support/istio-xds.js';
+import { fqdn } from '../support/istio-xds.js';
 
 const NS = 'shop';
 const REVIEWS = { vip: '10.96.44.1', endpoint: '10.244.44.1', port: 9080, host: fqdn('reviews', NS) };
@@ -25,15 +26,7 @@ for (const [what, annotations, workers] of [
   describeWhenAvailable(`APISIX's workers from ${what} (real APISIX)`, missingForPod(), () => {
     let pod: RunningPod;
     beforeAll(async () => {
-      const manifest = podManifest('workers', NS, { app: 'workers' }, [{ name: 'app', ports: [8080] }]);
-      pod = await startPod({
-        manifest: { ...manifest, metadata: { ...manifest.metadata, annotations } },
-        xds: oneServiceMesh(REVIEWS, [{ ip: REVIEWS.endpoint, port: REVIEWS.port }]),
-        clusterAddresses: [REVIEWS.vip, REVIEWS.endpoint],
-      });
-      await pod.kubelet.waitReady(60_000);
-      expect(await pod.waitSynced()).toBe(true);
-      await pod.cluster.serve('reviews', REVIEWS.endpoint, REVIEWS.port);
+      pod = await startOneServicePod({ pod: 'workers', namespace: NS, service: REVIEWS, name: 'reviews', annotations });
     }, 120_000);
     afterAll(async () => {
       await pod?.stop();
