@@ -41,6 +41,28 @@ describeWhenAvailable('the injected pod starts cleanly (real APISIX, real kernel
     expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
   });
 
+  it("holdApplicationUntilProxyStarts (the pod's ProxyConfig): the app starts only once APISIX answers ready; without it, right after APISIX starts", async () => {
+    const held = { ...manifest, metadata: { ...manifest.metadata, annotations: { 'proxy.istio.io/config': 'holdApplicationUntilProxyStarts: true' } } };
+    pod = await startPod({ manifest: held, xds: xds() });
+    await pod.kubelet.waitReady(30_000);
+    let events = pod.kubelet.events;
+    const ready = events.findIndex((e) => /^container apisix-mesh-apisix postStart hook exited 0: APISIX ready after \d+ s: the app starts$/.test(e));
+    const apisix = events.findIndex((e) => e.startsWith('container apisix-mesh-apisix started'));
+    const app = events.findIndex((e) => e.startsWith('container app '));
+    expect(ready, events.join('\n')).toBeGreaterThan(apisix);
+    expect(app, events.join('\n')).toBeGreaterThan(ready);
+    for (const name of names(pod.injected)) expect(pod.kubelet.restarts(name), name).toBe(0);
+    expect(pod.apisixErrors(), describeLines(pod.apisixErrors())).toEqual([]);
+    await pod.stop();
+
+    // control: the same pod without the hold has no such hook; the app follows APISIX's start at once
+    pod = await startPod({ manifest, xds: xds() });
+    await pod.kubelet.waitReady(30_000);
+    events = pod.kubelet.events;
+    expect(events.some((e) => e.startsWith('container apisix-mesh-apisix postStart'))).toBe(false);
+    expect(events.findIndex((e) => e.startsWith('container app '))).toBe(events.findIndex((e) => e.startsWith('container apisix-mesh-apisix started')) + 1);
+  });
+
   it('native sidecars: the startup probes order agent, APISIX and the app; no restart', async () => {
     pod = await startPod({ manifest, xds: xds(), config: { ...PLAINTEXT_ISTIOD_CONFIG, nativeSidecars: true } });
     await pod.kubelet.waitReady(30_000);

@@ -50,16 +50,16 @@ describe('Istio annotations the APISIX sidecar does not honour', () => {
     expect(warnings).toEqual([expect.stringMatching(/^annotation sidecar\.istio\.io\/userVolumeMount is not honoured/)]);
   });
 
-  it("ProxyConfig: concurrency applies (APISIX's workers), every other field is named as not honoured", () => {
+  it("ProxyConfig: concurrency and holdApplicationUntilProxyStarts apply, every other field is named as not honoured", () => {
     const quiet = reviewAdmission(request(undefined, { 'proxy.istio.io/config': 'concurrency: 4\n' }), defaultInjectionConfig);
     expect(quiet.kind === 'injected' && quiet.warnings).toBeFalsy();
     const outcome = reviewAdmission(
-      request(undefined, { 'proxy.istio.io/config': '{"concurrency": 1, "holdApplicationUntilProxyStarts": true, "proxyMetadata": {"A": "b"}}' }),
+      request(undefined, { 'proxy.istio.io/config': '{"concurrency": 1, "holdApplicationUntilProxyStarts": true, "proxyMetadata": {"A": "b"}, "tracing": {}}' }),
       defaultInjectionConfig,
     );
     const warnings = outcome.kind === 'injected' ? outcome.warnings ?? [] : [];
     expect(warnings).toEqual([
-      "annotation proxy.istio.io/config: only concurrency (APISIX's worker processes) applies to the APISIX sidecar; not honoured: holdApplicationUntilProxyStarts, proxyMetadata (the sidecar's other settings come from apisix-mesh's configuration file)",
+      "annotation proxy.istio.io/config: only concurrency (APISIX's worker processes) and holdApplicationUntilProxyStarts apply to the APISIX sidecar; not honoured: proxyMetadata, tracing (the sidecar's other settings come from apisix-mesh's configuration file)",
     ]);
     const all = reviewAdmission(request(undefined, { 'proxy.istio.io/config': 'concurrency: 0\n' }), defaultInjectionConfig);
     expect(all.kind === 'injected' ? all.warnings : []).toEqual([expect.stringMatching(/^annotation proxy\.istio\.io\/config: concurrency 0 runs one APISIX worker per CPU of the node/)]);

@@ -91,6 +91,12 @@ export interface InjectionConfig {
    */
   apisixWorkerProcesses: number | 'cpu-limit';
   /**
+   * Istio's `meshConfig.defaultConfig.holdApplicationUntilProxyStarts`: the app's containers start
+   * only once APISIX is ready (webhook/injection/apisix-start-hold.ts). A pod's `proxy.istio.io/config`
+   * overrides it. False by default, as Istio's.
+   */
+  holdApplicationUntilProxyStarts: boolean;
+  /**
    * LuaJIT's collector in APISIX (agent/l4/lua/apisix_mesh/lua_gc.lua): `pause` (%, when the next
    * cycle starts: at `pause`/100 times the heap the last one left) and `stepmul` (%, how much a step
    * collects per unit allocated). LuaJIT's allocator keeps its largest heap's pages, so a worker's
@@ -187,6 +193,7 @@ export const defaultInjectionConfig: Readonly<InjectionConfig> = deepFreeze({
   workloadKeyType: 'rsa',
   agentLiteMode: false,
   apisixWorkerProcesses: 'cpu-limit',
+  holdApplicationUntilProxyStarts: false,
   apisixLuaGc: { pause: 150, stepmul: 400 },
   accessLogFile: '',
   nativeSidecars: false,

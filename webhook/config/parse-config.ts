@@ -212,6 +212,7 @@ const readConfig: Reader<InjectionConfig> = section<InjectionConfig>(
     workloadKeyType: oneOf(...WORKLOAD_KEY_TYPES),
     agentLiteMode: boolean,
     apisixWorkerProcesses: workerProcesses,
+    holdApplicationUntilProxyStarts: boolean,
     // the bounds lua_gc.lua checks too: below 100 a cycle would start before the last one ended
     apisixLuaGc: section({ pause: integer(100, 1000), stepmul: integer(100, 10000) }, d.apisixLuaGc),
     accessLogFile,

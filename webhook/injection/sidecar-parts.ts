@@ -4,6 +4,7 @@ import type { InjectionConfig } from '../config/injection-config.js';
 import { APISIX_CONFIG_ANNOTATION } from './annotations.js';
 import { APISIX_HOME, APISIX_LUA_DIR, APISIX_METRICS_PATH, ipv6ListenCommand, renderApisixConfig } from './apisix-config.js';
 import { apisixPreStopCommand } from './apisix-drain.js';
+import { apisixHoldCommand } from './apisix-start-hold.js';
 import { formatStatus } from './status.js';
 import { istiodServerName } from './istiod-server-name.js';
 import type { WorkerProcesses } from './worker-processes.js';
@@ -49,33 +50,33 @@ export interface SidecarParts {
 }
 
 /**
- * The parts only depend on the configuration, the placement, the capture arguments and APISIX's
- * worker count, which most pods share: they are built once, frozen (an accidental mutation by a caller throws instead of
+ * The parts only depend on the configuration, the placement, the capture arguments, APISIX's
+ * worker count and whether the app waits for APISIX, which most pods share: they are built once, frozen (an accidental mutation by a caller throws instead of
  * leaking into the next pod) and shared by every injected pod.
  */
 const partsCache = new WeakMap<InjectionConfig, Map<string, SidecarParts>>();
 
-export function sidecarParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null, workers: WorkerProcesses): SidecarParts {
+export function sidecarParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null, workers: WorkerProcesses, hold: boolean): SidecarParts {
   let byKey = partsCache.get(config);
   if (byKey === undefined) {
     byKey = new Map();
     partsCache.set(config, byKey);
   }
-  const key = `${native}|${workers}|${capture === null ? '-' : captureConfigToArgs(capture).join(' ')}`;
+  const key = `${native}|${workers}|${hold}|${capture === null ? '-' : captureConfigToArgs(capture).join(' ')}`;
   let parts = byKey.get(key);
   if (parts === undefined) {
     if (byKey.size >= 256) byKey.clear(); // pods with unusual annotations must not grow it forever
-    parts = deepFreeze(buildParts(config, native, capture, workers));
+    parts = deepFreeze(buildParts(config, native, capture, workers, hold));
     byKey.set(key, parts);
   }
   return parts;
 }
 
-function buildParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null, workers: WorkerProcesses): SidecarParts {
+function buildParts(config: InjectionConfig, native: boolean, capture: CaptureConfig | null, workers: WorkerProcesses, hold: boolean): SidecarParts {
   const captureInit = capture === null ? [] : [initContainer(capture, config)];
   const copy = configCopyContainer(config);
   const agent = agentContainer(config, native);
-  const apisix = apisixContainer(config, native);
+  const apisix = apisixContainer(config, native, hold);
   const initBefore = native ? [...captureInit, copy, agent, apisix] : [];
   const initAfter = native ? [] : [copy, ...captureInit];
   const containers = native ? [] : [agent, apisix];
@@ -275,7 +276,7 @@ function agentContainer(config: InjectionConfig, native: boolean): V1Container {
   };
 }
 
-function apisixContainer(config: InjectionConfig, native: boolean): V1Container {
+function apisixContainer(config: InjectionConfig, native: boolean, hold: boolean): V1Container {
   const ready = { httpGet: { path: '/status/ready', port: config.ports.apisixStatus } };
   return {
     name: NAMES.apisix,
@@ -289,7 +290,12 @@ function apisixContainer(config: InjectionConfig, native: boolean): V1Container 
     ],
     readinessProbe: { ...ready, periodSeconds: 5, failureThreshold: 3 },
     ...(native ? { startupProbe: { ...ready, periodSeconds: 1, failureThreshold: 600 }, restartPolicy: 'Always' } : {}),
-    lifecycle: { preStop: { exec: { command: apisixPreStopCommand(native) } } },
+    lifecycle: {
+      // holdApplicationUntilProxyStarts, ordinary containers: the kubelet starts the app once APISIX
+      // is ready (native sidecars: the startup probe above holds it already)
+      ...(hold && !native ? { postStart: { exec: { command: apisixHoldCommand(config.ports.apisixStatus) } } } : {}),
+      preStop: { exec: { command: apisixPreStopCommand(native) } },
+    },
     resources: structuredClone(config.resources.apisix),
     securityContext: proxySecurityContext(config),
     volumeMounts: [

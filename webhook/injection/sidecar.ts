@@ -19,6 +19,7 @@ import { keepDefaulted } from './reinjection.js';
 import { proxyResourcesFor } from './proxy-resources.js';
 import { NAMES, sidecarParts } from './sidecar-parts.js';
 import { workerProcessesFor } from './worker-processes.js';
+import { holdsApplication } from './apisix-start-hold.js';
 import { parseStatus, type InjectionStatus } from './status.js';
 import { applyPrometheusMerge, canonicalServiceLabels, restorePrometheusAnnotations, scrapeEnvOf, withScrapeEnv } from './telemetry-metadata.js';
 
@@ -88,7 +89,7 @@ export function injectSidecar(pod: V1Pod, config: InjectionConfig): V1Pod {
   // its worker count follows the pod's ProxyConfig concurrency or that CPU limit, as Envoy's threads
   const proxyResources = proxyResourcesFor(annotations, config.resources.apisix);
   const workers = workerProcessesFor(annotations, config, proxyResources);
-  const parts = sidecarParts(config, native, interception === 'REDIRECT' ? capture : null, workers);
+  const parts = sidecarParts(config, native, interception === 'REDIRECT' ? capture : null, workers, holdsApplication(annotations, config));
 
   // Probes go to the agent. The app's own native sidecars (init containers with restartPolicy
   // Always) only when the agent starts before them, i.e. with native sidecars: classic, they start

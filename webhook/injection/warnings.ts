@@ -1,6 +1,6 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { NAMES } from './sidecar-parts.js';
-import { proxyConfigWarnings } from './worker-processes.js';
+import { proxyConfigWarnings } from './proxy-config.js';
 
 /**
  * What a user should hear about an injected pod that will not behave as they expect. A pod that is
