@@ -19,7 +19,7 @@ export const ISTIO_INJECT = 'sidecar.istio.io/inject';
 export const ISTIO_TLS_MODE_LABEL = 'security.istio.io/tlsMode';
 /** Set by Istio's injector on pods it injected. */
 export const ISTIO_STATUS_ANNOTATION = 'sidecar.istio.io/status';
-/** Istio's per-pod ProxyConfig (YAML or JSON); the sidecar reads its `concurrency` only. */
+/** Istio's per-pod ProxyConfig (YAML or JSON); the sidecar reads its `concurrency` and `holdApplicationUntilProxyStarts` (proxy-config.ts). */
 export const PROXY_CONFIG_ANNOTATION = 'proxy.istio.io/config';
 export const ISTIO_NATIVE_SIDECAR_ANNOTATION = 'sidecar.istio.io/nativeSidecar';
 export const ISTIO_INTERCEPTION_MODE_ANNOTATION = 'sidecar.istio.io/interceptionMode';

@@ -260,8 +260,8 @@ export function requestIdSnippets(): { http: string; location: string } {
  * APISIX's own nginx.conf template already bounds every regex match (`lua_regex_match_limit
  * 100000`), which is what keeps Istio's regexes from backtracking for long (agent/translate/pcre.ts);
  * setting it again here would be a duplicate directive.
+ * `workers`: the pod's nginx worker processes (worker-processes.ts).
  */
-/** APISIX's config.yaml for a pod whose APISIX runs `workers` nginx workers (worker-processes.ts). */
 export function apisixConfigDocument(config: InjectionConfig, workers: WorkerProcesses): Record<string, unknown> {
   const requestId = requestIdSnippets();
   return {

@@ -51,8 +51,9 @@ export interface SidecarParts {
 
 /**
  * The parts only depend on the configuration, the placement, the capture arguments, APISIX's
- * worker count and whether the app waits for APISIX, which most pods share: they are built once, frozen (an accidental mutation by a caller throws instead of
- * leaking into the next pod) and shared by every injected pod.
+ * worker count and whether the app waits for APISIX, which most pods share: they are built once,
+ * frozen (an accidental mutation by a caller throws instead of leaking into the next pod) and
+ * shared by every injected pod.
  */
 const partsCache = new WeakMap<InjectionConfig, Map<string, SidecarParts>>();
 

@@ -14,7 +14,7 @@ import { quantityOf } from './proxy-resources.js';
  *    proxy's `limits.cpu` through the downward API with divisor 1), from `proxyCPULimit` or the
  *    configuration's `resources.apisix`;
  * 4. without a CPU limit, 2. Envoy would take one thread per CPU of the node; an APISIX worker holds
- *    its own copy of the mesh's configuration (~25 MiB per 1,000 services), so a worker per CPU of
+ *    its own copy of the mesh's configuration (12–19 MiB per 1,000 services at rest), so a worker per CPU of
  *    a large node would multiply the pod's memory by the node's size.
  *
  * `concurrency: 0` is Istio's "one per CPU of the node": nginx's `worker_processes auto`, honoured as
