@@ -2,6 +2,7 @@
 // ProxyConfig, else the proxy's CPU limit rounded up. On the pod harness with the real APISIX: the
 // injected config.yaml is what runs (nginx's worker processes, each saying it started), and the pod
 // routes. One worker is Istio's `concurrency: 1`, the usual way to make a sidecar smaller.
+import { cpus } from 'node:os';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWhenAvailable } from '../support/requirements.js';
 import { missingForPod } from '../support/pod/requirements.js';
@@ -22,6 +23,8 @@ const startedWorkers = (pod: RunningPod): number[] =>
 for (const [what, annotations, workers] of [
   ["ProxyConfig's concurrency: 1", { 'proxy.istio.io/config': 'concurrency: 1\n', 'sidecar.istio.io/proxyCPULimit': '4' }, 1],
   ['a CPU limit of 2.5 CPUs', { 'sidecar.istio.io/proxyCPULimit': '2500m' }, 3],
+  // Istio's "one per CPU of the node": nginx's worker_processes auto
+  ["ProxyConfig's concurrency: 0", { 'proxy.istio.io/config': 'concurrency: 0\n' }, cpus().length],
 ] as const) {
   describeWhenAvailable(`APISIX's workers from ${what} (real APISIX)`, missingForPod(), () => {
     let pod: RunningPod;

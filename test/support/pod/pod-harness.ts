@@ -1,5 +1,5 @@
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
 import YAML from 'yaml';
@@ -277,6 +277,8 @@ export async function startPod(options: PodHarnessOptions): Promise<RunningPod> 
 
 function injectedWorkerProcesses(pod: V1Pod): number {
   const workers = (YAML.parse(pod.metadata?.annotations?.[APISIX_CONFIG_ANNOTATION] ?? '') as { nginx_config?: { worker_processes?: unknown } } | null)?.nginx_config?.worker_processes;
+  // nginx's `auto`: one per online CPU (sysconf), which is what os.cpus() lists
+  if (workers === 'auto') return cpus().length;
   if (typeof workers !== 'number') throw new Error(`the injected pod's APISIX config.yaml has no worker count: ${String(workers)}`);
   return workers;
 }
