@@ -4,21 +4,15 @@
 import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { V1Pod } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defaultInjectionConfig } from '../../webhook/config/injection-config.js';
 import { parseInjectionConfig } from '../../webhook/config/parse-config.js';
 import { apisixHoldCommand } from '../../webhook/injection/apisix-start-hold.js';
 import { injectPod } from '../../webhook/injection/inject-pod.js';
+import { annotatedPod } from './helpers.js';
 
-const pod = (annotations: Record<string, string>): V1Pod => ({
-  apiVersion: 'v1',
-  kind: 'Pod',
-  metadata: { name: 'app', namespace: 'shop', annotations },
-  spec: { containers: [{ name: 'app', image: 'app:1' }] },
-});
 const apisixOf = (annotations: Record<string, string>, config = defaultInjectionConfig, native = false) => {
-  const result = injectPod(pod({ ...annotations, ...(native ? { 'sidecar.istio.io/nativeSidecar': 'true' } : {}) }), 'sidecar', config);
+  const result = injectPod(annotatedPod({ ...annotations, ...(native ? { 'sidecar.istio.io/nativeSidecar': 'true' } : {}) }), 'sidecar', config);
   if (result.kind === 'rejected') throw new Error(result.message);
   const all = [...(result.pod.spec!.initContainers ?? []), ...result.pod.spec!.containers];
   return all.find((c) => c.name === 'apisix-mesh-apisix')!;
@@ -55,7 +49,7 @@ describe('holdApplicationUntilProxyStarts', () => {
 
   it('refuses a value that is not a boolean, naming the annotation', () => {
     for (const bad of ['"true"', 'yes-please', '1']) {
-      const result = injectPod(pod({ [PC]: `holdApplicationUntilProxyStarts: ${bad}` }), 'sidecar', defaultInjectionConfig);
+      const result = injectPod(annotatedPod({ [PC]: `holdApplicationUntilProxyStarts: ${bad}` }), 'sidecar', defaultInjectionConfig);
       expect(result.kind === 'rejected' && result.message, bad).toMatch(/^annotation proxy\.istio\.io\/config: holdApplicationUntilProxyStarts .* must be true or false$/);
     }
     expect(() => parseInjectionConfig('holdApplicationUntilProxyStarts: maybe', 'c.yaml')).toThrow(/holdApplicationUntilProxyStarts: must be true or false/);

@@ -58,3 +58,13 @@ export function withApiServerDefaults(pod: V1Pod): V1Pod {
   }
   return p;
 }
+
+/** A pod of one app container in namespace `shop`, with these annotations (the injection's input). */
+export function annotatedPod(annotations: Record<string, string>): V1Pod {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'app', namespace: 'shop', annotations },
+    spec: { containers: [{ name: 'app', image: 'app:1' }] },
+  };
+}

@@ -9,18 +9,13 @@ import { injectPod } from '../../webhook/injection/inject-pod.js';
 import { PodRejection } from '../../webhook/injection/capture.js';
 import { proxyResourcesFor } from '../../webhook/injection/proxy-resources.js';
 import { NAMES } from '../../webhook/injection/sidecar-parts.js';
+import { annotatedPod } from './helpers.js';
 
 const injected = (annotations: Record<string, string>): V1Pod => {
-  const result = injectPod(pod(annotations), 'sidecar', defaultInjectionConfig);
+  const result = injectPod(annotatedPod(annotations), 'sidecar', defaultInjectionConfig);
   if (result.kind === 'rejected') throw new Error(result.message);
   return result.pod;
 };
-const pod = (annotations: Record<string, string>): V1Pod => ({
-  apiVersion: 'v1',
-  kind: 'Pod',
-  metadata: { name: 'app', namespace: 'shop', annotations },
-  spec: { containers: [{ name: 'app', image: 'app:1' }] },
-});
 const defaults = defaultInjectionConfig.resources.apisix;
 const refusal = (annotations: Record<string, string>): string => {
   try {

@@ -2,23 +2,17 @@
 // mesh-wide setting, then the proxy's CPU limit rounded up; refused with the annotation's name where
 // the text is not a ProxyConfig, never a silent default.
 import fc from 'fast-check';
-import type { V1Pod } from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { defaultInjectionConfig, type InjectionConfig } from '../../webhook/config/injection-config.js';
 import { parseInjectionConfig } from '../../webhook/config/parse-config.js';
 import { injectPod } from '../../webhook/injection/inject-pod.js';
 import { workerProcessesFor } from '../../webhook/injection/worker-processes.js';
+import { annotatedPod } from './helpers.js';
 
-const pod = (annotations: Record<string, string>): V1Pod => ({
-  apiVersion: 'v1',
-  kind: 'Pod',
-  metadata: { name: 'app', namespace: 'shop', annotations },
-  spec: { containers: [{ name: 'app', image: 'app:1' }] },
-});
 /** `worker_processes` of the APISIX config.yaml the injected pod carries, or the refusal. */
 const workersOf = (annotations: Record<string, string>, config: InjectionConfig = defaultInjectionConfig): unknown => {
-  const result = injectPod(pod(annotations), 'sidecar', config);
+  const result = injectPod(annotatedPod(annotations), 'sidecar', config);
   if (result.kind === 'rejected') return `rejected: ${result.message}`;
   return parse(result.pod.metadata!.annotations!['apisix-mesh.io/apisix-config']!).nginx_config.worker_processes;
 };
@@ -109,9 +103,9 @@ describe("APISIX's worker processes follow Istio's concurrency", () => {
   });
 
   it('pods with different worker counts get different config.yaml; the same count shares one', () => {
-    const a = injectPod(pod({ [CPU_LIMIT]: '1' }), 'sidecar', defaultInjectionConfig);
-    const b = injectPod(pod({ [PC]: 'concurrency: 1' }), 'sidecar', defaultInjectionConfig);
-    const c = injectPod(pod({}), 'sidecar', defaultInjectionConfig);
+    const a = injectPod(annotatedPod({ [CPU_LIMIT]: '1' }), 'sidecar', defaultInjectionConfig);
+    const b = injectPod(annotatedPod({ [PC]: 'concurrency: 1' }), 'sidecar', defaultInjectionConfig);
+    const c = injectPod(annotatedPod({}), 'sidecar', defaultInjectionConfig);
     const config = (r: typeof a): string => (r.kind === 'injected' ? r.pod.metadata!.annotations!['apisix-mesh.io/apisix-config']! : r.message);
     expect(config(a)).toBe(config(b));
     expect(config(a)).not.toBe(config(c));
