@@ -575,7 +575,6 @@ export function faultFilterConfig(fault: { delay?: { fixed: string; percent?: nu
   return { 'envoy.filters.http.fault': config };
 }
 
-/** Collects resources into the form the fake istiod serves. */
 /**
  * The smallest mesh a sidecar test needs: one service on port 80 (an EDS cluster with `endpoints`,
  * LEAST_REQUEST as istiod's default, its virtual host and Istio's default route), allow_any, the
@@ -591,6 +590,7 @@ export function oneServiceMesh(service: { host: string; vip: string }, endpoints
   return m.resources;
 }
 
+/** Collects resources into the form the fake istiod serves. */
 export class MeshResources {
   readonly resources: CanonicalResources = emptyResources();
 
