@@ -66,6 +66,15 @@ local function pick_weighted(candidates, weights, active)
     return candidates[#candidates]
 end
 
+-- the request's set of tried hosts back to APISIX's table pool (the request is done, or its retries
+-- move on to the next priority)
+local function release_tried(ctx)
+    if ctx.balancer_tried_servers then
+        core.tablepool.release("balancer_tried_servers", ctx.balancer_tried_servers)
+        ctx.balancer_tried_servers = nil
+    end
+end
+
 -- up_nodes: "host:port" → weight (one priority's nodes, as APISIX hands them to its pickers)
 function _M.new(up_nodes, upstream)
     local servers, weights, active = {}, {}, {}
@@ -98,10 +107,7 @@ function _M.new(up_nodes, upstream)
                 active[server] = active[server] - 1
             end
             if not before_retry then
-                if ctx.balancer_tried_servers then
-                    core.tablepool.release("balancer_tried_servers", ctx.balancer_tried_servers)
-                    ctx.balancer_tried_servers = nil
-                end
+                release_tried(ctx)
                 return nil
             end
             if not ctx.balancer_tried_servers then
@@ -109,12 +115,7 @@ function _M.new(up_nodes, upstream)
             end
             ctx.balancer_tried_servers[server] = true
         end,
-        before_retry_next_priority = function(ctx)
-            if ctx.balancer_tried_servers then
-                core.tablepool.release("balancer_tried_servers", ctx.balancer_tried_servers)
-                ctx.balancer_tried_servers = nil
-            end
-        end,
+        before_retry_next_priority = release_tried,
         -- for tests and the bench: what this worker counts as in flight
         active = function(server)
             return active[server]
